@@ -1,0 +1,19 @@
+//! nvkv: a strongly consistent, replicated key-value store that writes its
+//! Raft logs straight to NVMe. See DESIGN.md in the shared folder for the
+//! architecture and README.md for how to run it.
+//!
+//! Layers look down only: `node` → `reactor`, `wal` → `nvme`.
+
+pub mod bench;
+pub mod config;
+pub mod node;
+pub mod nvme;
+pub mod reactor;
+pub mod topology;
+pub mod wal;
+
+/// Code generated from `schema/nvkv.capnp`.
+#[allow(clippy::all, dead_code, unused_imports)]
+pub mod nvkv_capnp {
+    include!(concat!(env!("OUT_DIR"), "/nvkv_capnp.rs"));
+}
