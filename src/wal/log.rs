@@ -1,0 +1,1024 @@
+//! The shard log: group commit of every group's records into the ring, the
+//! in-memory index of every group's entries, and ring reclaim.
+//!
+//! Invariants:
+//! - Records get consecutive sequence numbers in the order they are placed
+//!   in the ring, and each chains to the CRC of the one before.
+//! - Operations are reported durable in the order they were queued, and only
+//!   when the write that carries them and every earlier write is durable.
+//! - The ring space before the head is overwritten only after a checkpoint
+//!   naming the new head is durable.
+//! - A failed write or flush stops the log for good: nothing after it is ever
+//!   reported durable.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
+use std::task::Waker;
+
+use super::checkpoint::{self, Checkpoint, GroupCheckpoint};
+use super::format::{self, RecordHeader, RecordKind, HEADER_BYTES};
+use super::superblock::ShardRegion;
+use super::{Durability, WalError};
+use crate::nvme::{Command, Completion, DmaBuf, NamespaceInfo, QueuePair};
+
+#[derive(Clone, Debug)]
+pub struct LogOptions {
+    pub durability: Durability,
+    /// Most bytes one group-commit write carries.
+    pub batch_bytes_max: usize,
+    /// Most group-commit writes in flight at once.
+    pub inflight_writes_max: usize,
+    /// Bytes of entry payloads kept in memory for reads (recent entries).
+    pub cache_bytes_max: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            durability: Durability::Fua,
+            batch_bytes_max: 1 << 20,
+            inflight_writes_max: 4,
+            cache_bytes_max: 64 << 20,
+        }
+    }
+}
+
+/// Identifies a queued operation; durable once the log says so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ticket(pub(crate) u64);
+
+/// Identifies a read that went to the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReadTicket(u64);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub group: u32,
+    pub index: u64,
+    pub term: u64,
+    pub payload: Rc<[u8]>,
+}
+
+pub enum ReadRequest {
+    Ready(Entry),
+    Pending(ReadTicket),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    pub operations: u64,
+    pub records_written: u64,
+    pub writes: u64,
+    pub bytes_written: u64,
+    pub flushes: u64,
+    pub checkpoints: u64,
+    pub reads_from_device: u64,
+    pub head_sequence: u64,
+    pub next_sequence: u64,
+    pub used_bytes: u64,
+    pub ring_bytes: u64,
+}
+
+const TAG_KIND_SHIFT: u32 = 56;
+const TAG_WRITE: u64 = 1 << TAG_KIND_SHIFT;
+const TAG_FLUSH: u64 = 2 << TAG_KIND_SHIFT;
+const TAG_CHECKPOINT: u64 = 3 << TAG_KIND_SHIFT;
+const TAG_READ: u64 = 4 << TAG_KIND_SHIFT;
+const TAG_KIND_MASK: u64 = 0xff << TAG_KIND_SHIFT;
+
+#[derive(Clone, Debug)]
+pub(super) struct EntryMeta {
+    pub index: u64,
+    pub term: u64,
+    /// The operation that appended it, to tell it from a later entry at the
+    /// same index after a truncation.
+    pub operation: u64,
+    /// Sequence number and ring position once placed in a write.
+    pub placed: Option<Placement>,
+    pub cached: Option<Rc<[u8]>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Placement {
+    pub sequence: u64,
+    pub offset: u64,
+    pub blocks: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(super) struct GroupState {
+    pub vote: Option<Vec<u8>>,
+    pub purged: Option<(u64, u64)>,
+    pub entries: VecDeque<EntryMeta>,
+}
+
+impl GroupState {
+    pub fn last_index(&self) -> Option<u64> {
+        self.entries.back().map(|entry| entry.index).or(self.purged.map(|(index, _)| index))
+    }
+
+    /// The index the next append must have; `None` when any index may start
+    /// the log (nothing appended or purged yet).
+    pub fn next_index(&self) -> Option<u64> {
+        self.last_index().map(|last| last + 1)
+    }
+
+    pub fn position(&self, index: u64) -> Option<usize> {
+        let first = self.entries.front()?.index;
+        let position = index.checked_sub(first)? as usize;
+        (position < self.entries.len()).then_some(position)
+    }
+
+    pub fn truncate(&mut self, index: u64) {
+        while self.entries.back().is_some_and(|entry| entry.index >= index) {
+            self.entries.pop_back();
+        }
+    }
+
+    pub fn purge(&mut self, index: u64, term: u64) {
+        if self.purged.is_none_or(|(purged, _)| purged < index) {
+            self.purged = Some((index, term));
+        }
+        while self.entries.front().is_some_and(|entry| entry.index <= index) {
+            self.entries.pop_front();
+        }
+    }
+}
+
+/// A record in the ring, kept for reclaim.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RingRecord {
+    pub sequence: u64,
+    pub offset: u64,
+    pub blocks: u64,
+    pub kind: RecordKind,
+    pub group: u32,
+    pub index: u64,
+    pub crc: u32,
+}
+
+struct Pending {
+    operation: u64,
+    kind: RecordKind,
+    group: u32,
+    index: u64,
+    term: u64,
+    payload: Rc<[u8]>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WriteState {
+    Writing,
+    Written,
+    Flushing,
+    Durable,
+}
+
+struct InflightWrite {
+    tag: u64,
+    last_sequence: u64,
+    /// The last operation the write carries; 0 for a write of a wrap only.
+    last_operation: u64,
+    state: WriteState,
+}
+
+struct CheckpointWrite {
+    tag: u64,
+    checkpoint: Checkpoint,
+    records_passed: usize,
+    blocks_freed: u64,
+}
+
+struct PendingRead {
+    group: u32,
+    index: u64,
+    term: u64,
+    sequence: u64,
+}
+
+pub struct ShardLog {
+    pub(super) queue: Box<dyn QueuePair>,
+    pub(super) region: ShardRegion,
+    pub(super) options: LogOptions,
+    pub(super) lba_bytes: usize,
+    pub(super) ring_blocks: u64,
+    pub(super) epoch: u64,
+    pub(super) groups: BTreeMap<u32, GroupState>,
+    pending: VecDeque<Pending>,
+    next_operation: u64,
+    durable_operation: u64,
+    pub(super) next_sequence: u64,
+    pub(super) durable_sequence: u64,
+    pub(super) last_crc: u32,
+    pub(super) tail_offset: u64,
+    pub(super) head_offset: u64,
+    pub(super) head_sequence: u64,
+    pub(super) head_previous_crc: u32,
+    pub(super) used_blocks: u64,
+    pub(super) ring: VecDeque<RingRecord>,
+    pub(super) checkpoint_generation: u64,
+    inflight: VecDeque<InflightWrite>,
+    flush_tag: Option<u64>,
+    checkpoint_write: Option<CheckpointWrite>,
+    next_tag: u64,
+    cache_order: VecDeque<(u32, u64, u64)>,
+    cache_bytes: usize,
+    reads: HashMap<u64, PendingRead>,
+    reads_done: HashMap<u64, Result<Entry, WalError>>,
+    failed: Option<String>,
+    completions: Vec<Completion>,
+    waiters: Vec<(u64, Waker)>,
+    read_waiters: Vec<(u64, Waker)>,
+    blocked_on_space: bool,
+    stats: LogStats,
+}
+
+impl ShardLog {
+    /// Opens the log of `region`: reads its checkpoint and replays the ring
+    /// up to the exact tail. The queue pair must be idle.
+    pub fn open(
+        queue: Box<dyn QueuePair>,
+        region: ShardRegion,
+        options: LogOptions,
+    ) -> Result<ShardLog, WalError> {
+        let lba_bytes = queue.info().lba_bytes as usize;
+        if options.batch_bytes_max < lba_bytes || options.batch_bytes_max % lba_bytes != 0 {
+            return Err(WalError::Layout(format!(
+                "batch_bytes_max = {} must be a positive multiple of the {lba_bytes}-byte block",
+                options.batch_bytes_max
+            )));
+        }
+        if options.inflight_writes_max == 0 {
+            return Err(WalError::Layout("inflight_writes_max must be at least 1".into()));
+        }
+        let ring_blocks = region.ring_blocks();
+        let mut log = ShardLog {
+            queue,
+            region,
+            options,
+            lba_bytes,
+            ring_blocks,
+            epoch: new_epoch(),
+            groups: BTreeMap::new(),
+            pending: VecDeque::new(),
+            next_operation: 1,
+            durable_operation: 0,
+            next_sequence: 1,
+            durable_sequence: 0,
+            last_crc: 0,
+            tail_offset: 0,
+            head_offset: 0,
+            head_sequence: 1,
+            head_previous_crc: 0,
+            used_blocks: 0,
+            ring: VecDeque::new(),
+            checkpoint_generation: 1,
+            inflight: VecDeque::new(),
+            flush_tag: None,
+            checkpoint_write: None,
+            next_tag: 1,
+            cache_order: VecDeque::new(),
+            cache_bytes: 0,
+            reads: HashMap::new(),
+            reads_done: HashMap::new(),
+            failed: None,
+            completions: Vec::new(),
+            waiters: Vec::new(),
+            read_waiters: Vec::new(),
+            blocked_on_space: false,
+            stats: LogStats::default(),
+        };
+        super::recovery::recover(&mut log)?;
+        Ok(log)
+    }
+
+    pub fn shard(&self) -> u32 {
+        self.region.shard
+    }
+
+    pub fn info(&self) -> &NamespaceInfo {
+        self.queue.info()
+    }
+
+    /// The largest entry payload the log takes.
+    pub fn entry_bytes_max(&self) -> usize {
+        self.options.batch_bytes_max - HEADER_BYTES
+    }
+
+    /// The groups that have any state in this log.
+    pub fn groups(&self) -> Vec<u32> {
+        self.groups.keys().copied().collect()
+    }
+
+    /// First and last index of a group's entries, if it has any.
+    pub fn entry_range(&self, group: u32) -> Option<(u64, u64)> {
+        let state = self.groups.get(&group)?;
+        Some((state.entries.front()?.index, state.entries.back()?.index))
+    }
+
+    /// The last index appended (or purged) in `group`.
+    pub fn last_index(&self, group: u32) -> Option<u64> {
+        self.groups.get(&group).and_then(GroupState::last_index)
+    }
+
+    pub fn term_of(&self, group: u32, index: u64) -> Option<u64> {
+        let state = self.groups.get(&group)?;
+        state.position(index).map(|position| state.entries[position].term)
+    }
+
+    pub fn vote(&self, group: u32) -> Option<&[u8]> {
+        self.groups.get(&group).and_then(|state| state.vote.as_deref())
+    }
+
+    pub fn purged(&self, group: u32) -> Option<(u64, u64)> {
+        self.groups.get(&group).and_then(|state| state.purged)
+    }
+
+    pub fn stats(&self) -> LogStats {
+        LogStats {
+            head_sequence: self.head_sequence,
+            next_sequence: self.next_sequence,
+            used_bytes: self.used_blocks * self.lba_bytes as u64,
+            ring_bytes: self.ring_blocks * self.lba_bytes as u64,
+            ..self.stats.clone()
+        }
+    }
+
+    /// Why the log stopped, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    fn check_usable(&self) -> Result<(), WalError> {
+        match &self.failed {
+            Some(reason) => Err(WalError::Failed { shard: self.region.shard, reason: reason.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    fn group_mut(&mut self, group: u32) -> Result<&mut GroupState, WalError> {
+        if !self.groups.contains_key(&group) && self.groups.len() >= self.region.groups_max as usize {
+            return Err(WalError::TooManyGroups { shard: self.region.shard, max: self.region.groups_max });
+        }
+        Ok(self.groups.entry(group).or_default())
+    }
+
+    fn queue_operation(
+        &mut self,
+        kind: RecordKind,
+        group: u32,
+        index: u64,
+        term: u64,
+        payload: Rc<[u8]>,
+    ) -> Ticket {
+        let operation = self.next_operation;
+        self.next_operation += 1;
+        self.stats.operations += 1;
+        self.pending.push_back(Pending { operation, kind, group, index, term, payload });
+        Ticket(operation)
+    }
+
+    /// Queues entry `index` of `group`. The entry is readable at once and
+    /// durable when [`ShardLog::is_durable`] says so.
+    pub fn append(&mut self, group: u32, index: u64, term: u64, payload: &[u8]) -> Result<Ticket, WalError> {
+        self.check_usable()?;
+        if payload.len() > self.entry_bytes_max() {
+            return Err(WalError::EntryTooLarge { bytes: payload.len(), max: self.entry_bytes_max() });
+        }
+        let state = self.group_mut(group)?;
+        if let Some(expected) = state.next_index() {
+            if index != expected {
+                return Err(WalError::IndexGap { group, index, expected });
+            }
+        }
+        let payload: Rc<[u8]> = Rc::from(payload);
+        let operation = self.next_operation;
+        let state = self.groups.get_mut(&group).expect("group exists");
+        state.entries.push_back(EntryMeta {
+            index,
+            term,
+            operation,
+            placed: None,
+            cached: Some(payload.clone()),
+        });
+        self.cache_bytes += payload.len();
+        let ticket = self.queue_operation(RecordKind::Entry, group, index, term, payload);
+        Ok(ticket)
+    }
+
+    /// Queues the vote of `group`.
+    pub fn save_vote(&mut self, group: u32, vote: &[u8]) -> Result<Ticket, WalError> {
+        self.check_usable()?;
+        if vote.len() > checkpoint::VOTE_BYTES_MAX {
+            return Err(WalError::VoteTooLarge { bytes: vote.len(), max: checkpoint::VOTE_BYTES_MAX });
+        }
+        self.group_mut(group)?.vote = Some(vote.to_vec());
+        Ok(self.queue_operation(RecordKind::Vote, group, 0, 0, Rc::from(vote)))
+    }
+
+    /// Removes entries of `group` at `index` and above. Readers stop seeing
+    /// them at once; the removal is durable with the ticket.
+    pub fn truncate(&mut self, group: u32, index: u64) -> Result<Ticket, WalError> {
+        self.check_usable()?;
+        let state = self.group_mut(group)?;
+        if let Some((purged, _)) = state.purged {
+            if index <= purged {
+                return Err(WalError::TruncatePurged { group, index, purged });
+            }
+        }
+        state.truncate(index);
+        Ok(self.queue_operation(RecordKind::Truncate, group, index, 0, Rc::from(&[][..])))
+    }
+
+    /// Removes entries of `group` at `index` and below; `term` is the term
+    /// of entry `index`. Purging past the last entry empties the group, and
+    /// the next append must then be `index + 1`.
+    pub fn purge(&mut self, group: u32, index: u64, term: u64) -> Result<Ticket, WalError> {
+        self.check_usable()?;
+        let state = self.group_mut(group)?;
+        if state.purged.is_some_and(|(purged, _)| purged >= index) {
+            return Ok(self.queue_operation(RecordKind::Purge, group, index, term, Rc::from(&[][..])));
+        }
+        state.purge(index, term);
+        Ok(self.queue_operation(RecordKind::Purge, group, index, term, Rc::from(&[][..])))
+    }
+
+    /// `Ok(true)` once the operation is durable; an error if the log failed
+    /// before it was.
+    pub fn is_durable(&self, ticket: Ticket) -> Result<bool, WalError> {
+        if ticket.0 <= self.durable_operation {
+            return Ok(true);
+        }
+        self.check_usable()?;
+        Ok(false)
+    }
+
+    /// Registers a waker for a ticket, woken when it becomes durable or the
+    /// log fails.
+    pub fn wake_when_durable(&mut self, ticket: Ticket, waker: &Waker) {
+        self.waiters.push((ticket.0, waker.clone()));
+    }
+
+    /// Whether anything is queued or in flight.
+    pub fn is_idle(&self) -> bool {
+        (self.pending.is_empty() || self.failed.is_some())
+            && self.queue.in_flight() == 0
+            && self.checkpoint_write.is_none()
+    }
+
+    /// The eventfd of the queue pair, readable when a completion arrives.
+    pub fn completion_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.queue.completion_fd()
+    }
+
+    /// One turn of the reactor: reaps completions, sends everything queued
+    /// since the last turn as one write per ring stretch, and reclaims ring
+    /// space. Returns whether anything happened.
+    pub fn tick(&mut self) -> bool {
+        let mut progress = self.reap();
+        progress |= self.submit_writes();
+        progress |= self.maybe_reclaim();
+        // Hand the new commands to the device now, not a tick later.
+        progress |= self.reap();
+        progress
+    }
+
+    /// Blocks until `ticket` is durable. For tests, tools and startup: the
+    /// reactor uses [`ShardLog::tick`] and wakers instead.
+    pub fn wait_durable(&mut self, ticket: Ticket) -> Result<(), WalError> {
+        loop {
+            self.tick();
+            if self.is_durable(ticket)? {
+                return Ok(());
+            }
+            if self.queue.in_flight() > 0 {
+                self.queue
+                    .wait()
+                    .map_err(|source| WalError::Device { what: "waiting for the log", source })?;
+            } else if !self.pending.is_empty() && self.blocked_on_space {
+                return Err(WalError::Full { shard: self.region.shard, ring_bytes: self.stats().ring_bytes });
+            }
+        }
+    }
+
+    /// Reads entry `index` of `group`: from memory when cached, else from
+    /// the device (finish with [`ShardLog::take_read`]).
+    pub fn read(&mut self, group: u32, index: u64) -> Result<ReadRequest, WalError> {
+        self.check_usable()?;
+        let not_found = |state: Option<&GroupState>| {
+            let (first, last) = state
+                .and_then(|state| Some((state.entries.front()?.index, state.entries.back()?.index)))
+                .unwrap_or((0, 0));
+            WalError::NotFound { group, index, first, last }
+        };
+        let Some(state) = self.groups.get(&group) else {
+            return Err(not_found(None));
+        };
+        let Some(position) = state.position(index) else {
+            return Err(not_found(Some(state)));
+        };
+        let entry = &state.entries[position];
+        if let Some(payload) = &entry.cached {
+            return Ok(ReadRequest::Ready(Entry {
+                group,
+                index,
+                term: entry.term,
+                payload: payload.clone(),
+            }));
+        }
+        let placement = entry.placed.expect("an entry without a cached payload has been placed in the ring");
+        let term = entry.term;
+        let tag = TAG_READ | self.take_tag();
+        let mut buffer = self.queue.allocate(placement.blocks as usize * self.lba_bytes);
+        buffer.set_len(placement.blocks as usize * self.lba_bytes);
+        let lba = self.region.ring_first_block() + placement.offset;
+        if let Err(rejected) = self.queue.submit(Command::Read { lba, buffer }, tag) {
+            return Err(WalError::Device { what: "reading an entry", source: rejected.error });
+        }
+        self.stats.reads_from_device += 1;
+        self.reads.insert(tag, PendingRead { group, index, term, sequence: placement.sequence });
+        Ok(ReadRequest::Pending(ReadTicket(tag)))
+    }
+
+    /// The result of a device read, once it has completed.
+    pub fn take_read(&mut self, ticket: ReadTicket) -> Option<Result<Entry, WalError>> {
+        self.reads_done.remove(&ticket.0)
+    }
+
+    pub fn wake_when_read(&mut self, ticket: ReadTicket, waker: &Waker) {
+        self.read_waiters.push((ticket.0, waker.clone()));
+    }
+
+    /// Reads an entry, blocking on the device if needed. For tests and tools.
+    pub fn read_blocking(&mut self, group: u32, index: u64) -> Result<Entry, WalError> {
+        let ticket = match self.read(group, index)? {
+            ReadRequest::Ready(entry) => return Ok(entry),
+            ReadRequest::Pending(ticket) => ticket,
+        };
+        loop {
+            self.tick();
+            if let Some(result) = self.take_read(ticket) {
+                return result;
+            }
+            self.check_usable()?;
+            self.queue.wait().map_err(|source| WalError::Device { what: "reading an entry", source })?;
+        }
+    }
+
+    fn take_tag(&mut self) -> u64 {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        tag
+    }
+
+    fn fail(&mut self, reason: String) {
+        if self.failed.is_none() {
+            tracing::error!(shard = self.region.shard, %reason, "the shard log failed and stops");
+            self.failed = Some(reason);
+        }
+        for (_, waker) in self.waiters.drain(..) {
+            waker.wake();
+        }
+        for (_, waker) in self.read_waiters.drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Free ring blocks, not counting the ones a checkpoint is about to free.
+    fn free_blocks(&self) -> u64 {
+        self.ring_blocks - self.used_blocks
+    }
+
+    /// Packs queued records into writes, as long as writes may be in flight
+    /// and the ring has room.
+    fn submit_writes(&mut self) -> bool {
+        let mut progress = false;
+        self.blocked_on_space = false;
+        while !self.pending.is_empty()
+            && self.failed.is_none()
+            && self.inflight.len() < self.options.inflight_writes_max
+        {
+            if self.tail_offset == self.ring_blocks {
+                self.tail_offset = 0;
+            }
+            let contiguous = self.ring_blocks - self.tail_offset;
+            let first_blocks = format::record_blocks(self.pending[0].payload.len(), self.lba_bytes) as u64;
+            if first_blocks > contiguous {
+                if self.free_blocks() < contiguous {
+                    self.blocked_on_space = true;
+                    break;
+                }
+                self.submit_wrap(contiguous);
+                progress = true;
+                continue;
+            }
+            let limit = contiguous
+                .min(self.free_blocks())
+                .min((self.options.batch_bytes_max / self.lba_bytes) as u64);
+            let mut count = 0;
+            let mut blocks = 0;
+            for pending in &self.pending {
+                let record = format::record_blocks(pending.payload.len(), self.lba_bytes) as u64;
+                if blocks + record > limit {
+                    break;
+                }
+                blocks += record;
+                count += 1;
+            }
+            if count == 0 {
+                self.blocked_on_space = true;
+                break;
+            }
+            self.submit_batch(count, blocks);
+            progress = true;
+        }
+        progress
+    }
+
+    fn record_header(
+        &self,
+        kind: RecordKind,
+        group: u32,
+        index: u64,
+        term: u64,
+        payload_len: usize,
+        blocks: u64,
+    ) -> RecordHeader {
+        RecordHeader {
+            kind,
+            sequence: self.next_sequence,
+            epoch: self.epoch,
+            durable_before: self.durable_sequence + 1,
+            group,
+            blocks: blocks as u32,
+            index,
+            term,
+            payload_len: payload_len as u32,
+            previous_crc: self.last_crc,
+        }
+    }
+
+    fn place(&mut self, header: &RecordHeader, crc: u32, offset: u64, ring_blocks: u64) {
+        self.ring.push_back(RingRecord {
+            sequence: header.sequence,
+            offset,
+            blocks: ring_blocks,
+            kind: header.kind,
+            group: header.group,
+            index: header.index,
+            crc,
+        });
+        self.last_crc = crc;
+        self.next_sequence += 1;
+        self.stats.records_written += 1;
+    }
+
+    /// Marks the rest of the ring unused: the next record goes to its start.
+    fn submit_wrap(&mut self, contiguous: u64) {
+        let header = self.record_header(RecordKind::Wrap, 0, 0, 0, 0, contiguous);
+        let mut buffer = self.queue.allocate(self.lba_bytes);
+        let crc = format::encode_record(&header, &[], &mut buffer);
+        let offset = self.tail_offset;
+        self.place(&header, crc, offset, contiguous);
+        self.used_blocks += contiguous;
+        self.tail_offset = 0;
+        let last_operation =
+            self.inflight.back().map_or(self.durable_operation, |write| write.last_operation);
+        self.send_write(offset, buffer, header.sequence, last_operation);
+    }
+
+    fn submit_batch(&mut self, count: usize, blocks: u64) {
+        let mut buffer = self.queue.allocate(blocks as usize * self.lba_bytes);
+        let offset = self.tail_offset;
+        let mut at = 0usize;
+        let mut last_operation = 0;
+        for _ in 0..count {
+            let pending = self.pending.pop_front().expect("counted records are queued");
+            let record_blocks = format::record_blocks(pending.payload.len(), self.lba_bytes) as u64;
+            let header = self.record_header(
+                pending.kind,
+                pending.group,
+                pending.index,
+                pending.term,
+                pending.payload.len(),
+                record_blocks,
+            );
+            let end = at + record_blocks as usize * self.lba_bytes;
+            let crc = format::encode_record(&header, &pending.payload, &mut buffer[at..end]);
+            let record_offset = offset + (at / self.lba_bytes) as u64;
+            if pending.kind == RecordKind::Entry {
+                // The entry may have been truncated since it was queued; then
+                // the record is written but nothing points at it.
+                if let Some(state) = self.groups.get_mut(&pending.group) {
+                    if let Some(position) = state.position(pending.index) {
+                        let entry = &mut state.entries[position];
+                        if entry.operation == pending.operation {
+                            entry.placed = Some(Placement {
+                                sequence: header.sequence,
+                                offset: record_offset,
+                                blocks: record_blocks as u32,
+                            });
+                            self.cache_order.push_back((pending.group, pending.index, header.sequence));
+                        }
+                    }
+                }
+            }
+            self.place(&header, crc, record_offset, record_blocks);
+            last_operation = pending.operation;
+            at = end;
+        }
+        self.used_blocks += blocks;
+        self.tail_offset += blocks;
+        self.send_write(offset, buffer, self.next_sequence - 1, last_operation);
+    }
+
+    fn send_write(&mut self, offset: u64, buffer: DmaBuf, last_sequence: u64, last_operation: u64) {
+        let tag = TAG_WRITE | self.take_tag();
+        let bytes = buffer.len() as u64;
+        let lba = self.region.ring_first_block() + offset;
+        assert!(
+            offset + bytes / self.lba_bytes as u64 <= self.ring_blocks,
+            "a log write at ring offset {offset} of {bytes} bytes runs past the ring of {} blocks",
+            self.ring_blocks
+        );
+        let fua = self.options.durability == Durability::Fua;
+        match self.queue.submit(Command::Write { lba, buffer, fua }, tag) {
+            Ok(()) => {
+                self.stats.writes += 1;
+                self.stats.bytes_written += bytes;
+                self.inflight.push_back(InflightWrite {
+                    tag,
+                    last_sequence,
+                    last_operation,
+                    state: WriteState::Writing,
+                });
+            }
+            Err(rejected) => {
+                self.fail(format!("the device refused a log write at LBA {lba}: {}", rejected.error))
+            }
+        }
+    }
+
+    /// Handles every completion the device has. Returns whether any came.
+    fn reap(&mut self) -> bool {
+        let mut completions = std::mem::take(&mut self.completions);
+        self.queue.process_completions(&mut completions);
+        let progress = !completions.is_empty();
+        for completion in completions.drain(..) {
+            self.complete(completion);
+        }
+        self.completions = completions;
+        if progress {
+            self.advance_durable();
+        }
+        progress
+    }
+
+    fn complete(&mut self, completion: Completion) {
+        let tag = completion.tag;
+        match tag & TAG_KIND_MASK {
+            TAG_WRITE => {
+                let Some(write) = self.inflight.iter_mut().find(|write| write.tag == tag) else {
+                    panic!("completion of unknown log write {tag:#x}");
+                };
+                if let Err(error) = completion.result {
+                    self.fail(format!("a log write failed: {error}"));
+                    return;
+                }
+                write.state = match self.options.durability {
+                    Durability::Flush => WriteState::Written,
+                    Durability::Fua | Durability::None => WriteState::Durable,
+                };
+            }
+            TAG_FLUSH => {
+                assert_eq!(self.flush_tag, Some(tag), "completion of an unknown flush");
+                self.flush_tag = None;
+                if let Err(error) = completion.result {
+                    self.fail(format!("a log flush failed: {error}"));
+                    return;
+                }
+                for write in self.inflight.iter_mut().filter(|write| write.state == WriteState::Flushing) {
+                    write.state = WriteState::Durable;
+                }
+                self.stats.flushes += 1;
+            }
+            TAG_CHECKPOINT => {
+                let write = self.checkpoint_write.take().expect("a checkpoint write was in flight");
+                assert_eq!(write.tag, tag, "completion of an unknown checkpoint write");
+                if let Err(error) = completion.result {
+                    self.fail(format!("a checkpoint write failed: {error}"));
+                    return;
+                }
+                self.apply_checkpoint(write);
+            }
+            TAG_READ => {
+                let read = self.reads.remove(&tag).expect("completion of an unknown read");
+                let result = match completion.result {
+                    Err(error) => Err(WalError::Device { what: "reading an entry", source: error }),
+                    Ok(()) => self.decode_read(&read, completion.buffer.expect("a read returns its buffer")),
+                };
+                self.reads_done.insert(tag, result);
+                self.read_waiters.retain(|(waiting, waker)| {
+                    if *waiting == tag {
+                        waker.wake_by_ref();
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
+            _ => panic!("completion with a tag no log operation uses: {tag:#x}"),
+        }
+    }
+
+    fn decode_read(&mut self, read: &PendingRead, buffer: DmaBuf) -> Result<Entry, WalError> {
+        let decoded = format::decode_record(&buffer, self.lba_bytes);
+        match decoded {
+            Ok((header, payload, _))
+                if header.kind == RecordKind::Entry
+                    && header.sequence == read.sequence
+                    && header.group == read.group
+                    && header.index == read.index =>
+            {
+                Ok(Entry {
+                    group: read.group,
+                    index: read.index,
+                    term: read.term,
+                    payload: Rc::from(payload),
+                })
+            }
+            other => {
+                let found = match other {
+                    Ok((header, _, _)) => {
+                        format!("record {} of group {} index {}", header.sequence, header.group, header.index)
+                    }
+                    Err(error) => error.to_string(),
+                };
+                let reason = format!(
+                    "entry {} of group {} (record {}) read back as {found}",
+                    read.index, read.group, read.sequence
+                );
+                self.fail(reason.clone());
+                Err(WalError::Corrupt(reason))
+            }
+        }
+    }
+
+    /// Reports writes durable in order, starts a flush when one is due, and
+    /// wakes waiters.
+    fn advance_durable(&mut self) {
+        while self.inflight.front().is_some_and(|write| write.state == WriteState::Durable) {
+            let write = self.inflight.pop_front().expect("checked");
+            self.durable_sequence = write.last_sequence;
+            self.durable_operation = self.durable_operation.max(write.last_operation);
+        }
+        if self.options.durability == Durability::Flush
+            && self.flush_tag.is_none()
+            && self.failed.is_none()
+            && self.inflight.iter().any(|write| write.state == WriteState::Written)
+        {
+            let tag = TAG_FLUSH | self.take_tag();
+            match self.queue.submit(Command::Flush, tag) {
+                Ok(()) => {
+                    self.flush_tag = Some(tag);
+                    for write in self.inflight.iter_mut().filter(|write| write.state == WriteState::Written) {
+                        write.state = WriteState::Flushing;
+                    }
+                }
+                Err(rejected) => self.fail(format!("the device refused a flush: {}", rejected.error)),
+            }
+        }
+        let durable = self.durable_operation;
+        self.waiters.retain(|(operation, waker)| {
+            if *operation <= durable {
+                waker.wake_by_ref();
+                false
+            } else {
+                true
+            }
+        });
+        self.evict_cache();
+    }
+
+    fn evict_cache(&mut self) {
+        while self.cache_bytes > self.options.cache_bytes_max {
+            let Some(&(group, index, sequence)) = self.cache_order.front() else { break };
+            if sequence > self.durable_sequence {
+                break;
+            }
+            self.cache_order.pop_front();
+            if let Some(state) = self.groups.get_mut(&group) {
+                if let Some(position) = state.position(index) {
+                    let entry = &mut state.entries[position];
+                    if entry.placed.is_some_and(|placed| placed.sequence == sequence) {
+                        if let Some(payload) = entry.cached.take() {
+                            self.cache_bytes -= payload.len();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a durable record no longer matters for replay: an entry that
+    /// was purged or truncated, or a record whose effect the checkpoint keeps.
+    fn reclaimable(&self, record: &RingRecord) -> bool {
+        if record.sequence > self.durable_sequence {
+            return false;
+        }
+        match record.kind {
+            RecordKind::Entry => {
+                let live = self.groups.get(&record.group).is_some_and(|state| {
+                    state.position(record.index).is_some_and(|position| {
+                        state.entries[position]
+                            .placed
+                            .is_some_and(|placed| placed.sequence == record.sequence)
+                    })
+                });
+                !live
+            }
+            RecordKind::Vote | RecordKind::Truncate | RecordKind::Purge | RecordKind::Wrap => true,
+        }
+    }
+
+    /// Moves the head past records that no longer matter, through a durable
+    /// checkpoint, when that frees enough of the ring to be worth a write.
+    fn maybe_reclaim(&mut self) -> bool {
+        if self.checkpoint_write.is_some() || self.failed.is_some() {
+            return false;
+        }
+        let mut passed = 0;
+        let mut freed = 0;
+        for record in &self.ring {
+            if !self.reclaimable(record) {
+                break;
+            }
+            passed += 1;
+            freed += record.blocks;
+        }
+        let worth_it = freed >= (self.ring_blocks / 8).max(1) || (self.blocked_on_space && freed > 0);
+        if passed == 0 || !worth_it {
+            return false;
+        }
+        let (head_offset, head_sequence) = match self.ring.get(passed) {
+            Some(record) => (record.offset, record.sequence),
+            None => (self.tail_offset % self.ring_blocks, self.next_sequence),
+        };
+        let checkpoint = Checkpoint {
+            shard: self.region.shard,
+            generation: self.checkpoint_generation + 1,
+            head_offset,
+            head_sequence,
+            head_previous_crc: self.ring[passed - 1].crc,
+            groups: self
+                .groups
+                .iter()
+                .filter(|(_, state)| state.vote.is_some() || state.purged.is_some())
+                .map(|(group, state)| GroupCheckpoint {
+                    group: *group,
+                    vote: state.vote.clone(),
+                    purged: state.purged,
+                })
+                .collect(),
+        };
+        let slot_blocks = self.region.checkpoint_blocks as usize;
+        let mut buffer = self.queue.allocate(slot_blocks * self.lba_bytes);
+        if let Err(reason) = checkpoint.encode(&mut buffer) {
+            self.fail(reason);
+            return false;
+        }
+        let slot = ((checkpoint.generation + 1) % 2) as usize;
+        let lba = self.region.checkpoint_slot_lba(slot);
+        let tag = TAG_CHECKPOINT | self.take_tag();
+        let fua = self.options.durability != Durability::None;
+        match self.queue.submit(Command::Write { lba, buffer, fua }, tag) {
+            Ok(()) => {
+                self.checkpoint_write =
+                    Some(CheckpointWrite { tag, checkpoint, records_passed: passed, blocks_freed: freed });
+                true
+            }
+            Err(rejected) => {
+                self.fail(format!("the device refused a checkpoint write: {}", rejected.error));
+                false
+            }
+        }
+    }
+
+    fn apply_checkpoint(&mut self, write: CheckpointWrite) {
+        self.ring.drain(..write.records_passed);
+        self.used_blocks -= write.blocks_freed;
+        self.head_offset = write.checkpoint.head_offset;
+        self.head_sequence = write.checkpoint.head_sequence;
+        self.head_previous_crc = write.checkpoint.head_previous_crc;
+        self.checkpoint_generation = write.checkpoint.generation;
+        self.stats.checkpoints += 1;
+    }
+}
+
+/// A number that differs between opens of the same log.
+fn new_epoch() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    (nanos as u64) ^ (u64::from(std::process::id()) << 40)
+}

@@ -1,0 +1,115 @@
+//! The shard log as the tasks of one reactor use it: shared through an
+//! `Rc`, with futures that finish when an operation is durable or a read
+//! has completed. The reactor calls [`SharedLog::tick`] every turn.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use super::log::{Entry, ReadRequest, ReadTicket, ShardLog, Ticket};
+use super::WalError;
+
+#[derive(Clone)]
+pub struct SharedLog {
+    log: Rc<RefCell<ShardLog>>,
+    /// Called when new work is queued, so a sleeping reactor wakes.
+    kick: Rc<dyn Fn()>,
+}
+
+impl SharedLog {
+    pub fn new(log: ShardLog, kick: Rc<dyn Fn()>) -> SharedLog {
+        SharedLog { log: Rc::new(RefCell::new(log)), kick }
+    }
+
+    /// Runs `f` with the log borrowed, for state queries.
+    pub fn with<R>(&self, f: impl FnOnce(&mut ShardLog) -> R) -> R {
+        f(&mut self.log.borrow_mut())
+    }
+
+    pub fn tick(&self) -> bool {
+        self.log.borrow_mut().tick()
+    }
+
+    /// Appends an entry and waits until it is durable.
+    pub async fn append(&self, group: u32, index: u64, term: u64, payload: &[u8]) -> Result<(), WalError> {
+        let ticket = self.log.borrow_mut().append(group, index, term, payload)?;
+        (self.kick)();
+        self.durable(ticket).await
+    }
+
+    pub async fn save_vote(&self, group: u32, vote: &[u8]) -> Result<(), WalError> {
+        let ticket = self.log.borrow_mut().save_vote(group, vote)?;
+        (self.kick)();
+        self.durable(ticket).await
+    }
+
+    pub async fn truncate(&self, group: u32, index: u64) -> Result<(), WalError> {
+        let ticket = self.log.borrow_mut().truncate(group, index)?;
+        (self.kick)();
+        self.durable(ticket).await
+    }
+
+    pub async fn purge(&self, group: u32, index: u64, term: u64) -> Result<(), WalError> {
+        let ticket = self.log.borrow_mut().purge(group, index, term)?;
+        (self.kick)();
+        self.durable(ticket).await
+    }
+
+    /// Finishes when `ticket` is durable, or with the log's failure.
+    pub fn durable(&self, ticket: Ticket) -> Durable {
+        Durable { log: self.log.clone(), ticket }
+    }
+
+    pub async fn read(&self, group: u32, index: u64) -> Result<Entry, WalError> {
+        let request = self.log.borrow_mut().read(group, index)?;
+        match request {
+            ReadRequest::Ready(entry) => Ok(entry),
+            ReadRequest::Pending(ticket) => {
+                (self.kick)();
+                ReadDone { log: self.log.clone(), ticket }.await
+            }
+        }
+    }
+}
+
+pub struct Durable {
+    log: Rc<RefCell<ShardLog>>,
+    ticket: Ticket,
+}
+
+impl Future for Durable {
+    type Output = Result<(), WalError>;
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut log = self.log.borrow_mut();
+        match log.is_durable(self.ticket) {
+            Ok(true) => Poll::Ready(Ok(())),
+            Ok(false) => {
+                log.wake_when_durable(self.ticket, context.waker());
+                Poll::Pending
+            }
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+}
+
+struct ReadDone {
+    log: Rc<RefCell<ShardLog>>,
+    ticket: ReadTicket,
+}
+
+impl Future for ReadDone {
+    type Output = Result<Entry, WalError>;
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut log = self.log.borrow_mut();
+        if let Some(result) = log.take_read(self.ticket) {
+            return Poll::Ready(result);
+        }
+        if let Some(reason) = log.failure() {
+            return Poll::Ready(Err(WalError::Failed { shard: log.shard(), reason: reason.to_string() }));
+        }
+        log.wake_when_read(self.ticket, context.waker());
+        Poll::Pending
+    }
+}

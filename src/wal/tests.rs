@@ -1,0 +1,423 @@
+//! Tests of the shard log: round trips, group commit, truncate and purge,
+//! ring reclaim, recovery of torn tails and refusal of corruption, and a
+//! property test against an in-memory model with restarts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::nvme::memory::MemoryNamespace;
+use crate::nvme::{Namespace, QueuePairConfig};
+
+pub(crate) const LBA: usize = 4096;
+
+/// A formatted namespace with one shard of `blocks` blocks in all.
+pub(crate) fn format_namespace(namespace: &dyn Namespace, groups_max: u32) -> ShardRegion {
+    let mut queue = namespace.open_queue_pair(&QueuePairConfig::default()).expect("queue pair");
+    let (superblock, _) = superblock::open_or_format(
+        queue.as_mut(),
+        FormatOptions { shards: 1, groups_per_shard_max: groups_max },
+    )
+    .expect("format");
+    superblock.region(0)
+}
+
+pub(crate) fn open_log(
+    namespace: &dyn Namespace,
+    region: ShardRegion,
+    options: LogOptions,
+) -> Result<ShardLog, WalError> {
+    let queue = namespace
+        .open_queue_pair(&QueuePairConfig { depth: 64, registered_buffer_bytes: 1 << 20 })
+        .expect("queue pair");
+    ShardLog::open(queue, region, options)
+}
+
+fn small_options() -> LogOptions {
+    LogOptions {
+        batch_bytes_max: 64 << 10,
+        inflight_writes_max: 4,
+        cache_bytes_max: 0,
+        ..LogOptions::default()
+    }
+}
+
+fn payload(group: u32, index: u64, term: u64, len: usize) -> Vec<u8> {
+    let seed = format!("g{group}i{index}t{term}|");
+    seed.bytes().cycle().take(len.max(seed.len())).collect()
+}
+
+fn memory(blocks: u64) -> (Arc<MemoryNamespace>, ShardRegion) {
+    let namespace = Arc::new(MemoryNamespace::new(LBA as u32, blocks));
+    let region = format_namespace(namespace.as_ref(), 16);
+    (namespace, region)
+}
+
+#[test]
+fn round_trip_across_groups_and_a_restart() {
+    let (namespace, region) = memory(2048);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open");
+    let mut last = None;
+    for index in 1..=50u64 {
+        for group in [0u32, 4, 8] {
+            let bytes = payload(group, index, 1, 100 + index as usize * 37);
+            last = Some(log.append(group, index, 1, &bytes).expect("append"));
+        }
+    }
+    log.wait_durable(last.expect("appended")).expect("durable");
+    drop(log);
+
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
+    for group in [0u32, 4, 8] {
+        assert_eq!(log.entry_range(group), Some((1, 50)));
+        for index in 1..=50u64 {
+            let entry = log.read_blocking(group, index).expect("read");
+            assert_eq!(&entry.payload[..], &payload(group, index, 1, 100 + index as usize * 37)[..]);
+            assert_eq!(entry.term, 1);
+        }
+    }
+    assert!(log.stats().reads_from_device >= 150, "reads after a restart come from the device");
+}
+
+#[test]
+fn one_tick_is_one_write_and_durability_is_reported_in_order() {
+    let (namespace, region) = memory(2048);
+    let mut log = open_log(namespace.as_ref(), region, LogOptions::default()).expect("open");
+    let mut tickets = Vec::new();
+    for index in 1..=10u64 {
+        for group in 0..3u32 {
+            tickets.push(log.append(group, index, 1, &payload(group, index, 1, 2300)).expect("append"));
+        }
+    }
+    let writes_before = log.stats().writes;
+    log.tick();
+    assert_eq!(log.stats().writes - writes_before, 1, "30 appends of one tick go out as one write");
+    log.wait_durable(*tickets.last().expect("tickets")).expect("durable");
+    for ticket in &tickets {
+        assert!(log.is_durable(*ticket).expect("no failure"));
+    }
+    drop(log);
+    // The ring holds the records in the order they were appended, across groups.
+    let log = open_log(namespace.as_ref(), region, LogOptions::default()).expect("reopen");
+    let order: Vec<(u32, u64)> = log.ring.iter().map(|record| (record.group, record.index)).collect();
+    let expected: Vec<(u32, u64)> =
+        (1..=10u64).flat_map(|index| (0..3u32).map(move |group| (group, index))).collect();
+    assert_eq!(order, expected);
+}
+
+#[test]
+fn appends_must_follow_the_last_index() {
+    let (namespace, region) = memory(2048);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open");
+    log.append(1, 5, 1, b"first").expect("any index starts a log");
+    let error = log.append(1, 7, 1, b"gap").unwrap_err();
+    assert!(matches!(error, WalError::IndexGap { group: 1, index: 7, expected: 6 }), "{error}");
+    let error = log.append(1, 2, 1, b"x".repeat(70_000).as_slice()).unwrap_err();
+    assert!(matches!(error, WalError::EntryTooLarge { .. }), "{error}");
+}
+
+#[test]
+fn a_truncated_entry_never_comes_back() {
+    let (namespace, region) = memory(2048);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open");
+    for index in 1..=10 {
+        log.append(3, index, 1, &payload(3, index, 1, 500)).expect("append");
+    }
+    log.truncate(3, 6).expect("truncate");
+    assert_eq!(log.last_index(3), Some(5), "readers stop seeing truncated entries at once");
+    for index in 6..=8 {
+        log.append(3, index, 2, &payload(3, index, 2, 900)).expect("append after truncate");
+    }
+    let ticket = log.truncate(3, 8).expect("truncate again");
+    log.wait_durable(ticket).expect("durable");
+    drop(log);
+
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
+    assert_eq!(log.entry_range(3), Some((1, 7)));
+    for index in 6..=7 {
+        let entry = log.read_blocking(3, index).expect("read");
+        assert_eq!(entry.term, 2, "entry {index} is the rewritten one");
+        assert_eq!(&entry.payload[..], &payload(3, index, 2, 900)[..]);
+    }
+    assert!(matches!(log.read_blocking(3, 8), Err(WalError::NotFound { .. })));
+}
+
+#[test]
+fn votes_survive_a_restart() {
+    let (namespace, region) = memory(2048);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open");
+    log.save_vote(2, b"term 3 for node 1").expect("vote");
+    let ticket = log.save_vote(2, b"term 4 for node 2").expect("vote");
+    log.wait_durable(ticket).expect("durable");
+    drop(log);
+    let log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
+    assert_eq!(log.vote(2), Some(&b"term 4 for node 2"[..]));
+    assert_eq!(log.vote(3), None);
+}
+
+#[test]
+fn purge_lets_the_ring_wrap_many_times() {
+    // A ring of about 1 MiB, written 20 times over.
+    let (namespace, region) = memory(300 + 2 + 256);
+    let options = small_options();
+    let mut log = open_log(namespace.as_ref(), region, options.clone()).expect("open");
+    let ring_bytes = log.stats().ring_bytes;
+    let entry_bytes = 3000;
+    let total = 20 * ring_bytes / 4096;
+    for index in 1..=total {
+        let group = (index % 3) as u32;
+        let group_index = index / 3 + 1;
+        let ticket =
+            log.append(group, group_index, 1, &payload(group, group_index, 1, entry_bytes)).expect("append");
+        if group_index > 20 {
+            log.purge(group, group_index - 20, 1).expect("purge");
+        }
+        if index % 16 == 0 {
+            log.wait_durable(ticket).expect("durable");
+        }
+    }
+    let ticket = log.save_vote(0, b"vote").expect("vote");
+    log.wait_durable(ticket).expect("durable");
+    let stats = log.stats();
+    assert!(stats.checkpoints >= 10, "reclaim wrote {} checkpoints", stats.checkpoints);
+    assert!(stats.bytes_written > 10 * ring_bytes);
+    let ranges: Vec<_> = (0..3).map(|group| log.entry_range(group)).collect();
+    drop(log);
+
+    let mut log = open_log(namespace.as_ref(), region, options).expect("reopen after wrapping");
+    for (group, range) in ranges.iter().enumerate() {
+        assert_eq!(log.entry_range(group as u32), *range, "group {group}");
+        let (first, last) = range.expect("entries");
+        for index in first..=last {
+            let entry = log.read_blocking(group as u32, index).expect("read");
+            assert_eq!(&entry.payload[..], &payload(group as u32, index, 1, entry_bytes)[..]);
+        }
+    }
+    assert_eq!(log.vote(0), Some(&b"vote"[..]));
+}
+
+#[test]
+fn a_full_ring_is_a_clear_error() {
+    let (namespace, region) = memory(300 + 2 + 256);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open");
+    let mut outcome = Ok(());
+    for index in 1..=700u64 {
+        let ticket = log.append(0, index, 1, &[7u8; 4000]).expect("append");
+        outcome = log.wait_durable(ticket);
+        if outcome.is_err() {
+            break;
+        }
+    }
+    let error = outcome.unwrap_err();
+    assert!(matches!(error, WalError::Full { shard: 0, .. }), "{error}");
+    assert!(error.to_string().contains("purge"), "{error}");
+}
+
+/// The ring LBA and length of the last record of a log.
+fn last_record(log: &ShardLog) -> (u64, u64) {
+    let record = log.ring.back().expect("records");
+    (log.region.ring_first_block() + record.offset, record.blocks)
+}
+
+#[test]
+fn wal_write_torn_tail_is_dropped() {
+    let (namespace, region) = memory(2048);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open");
+    for index in 1..=5 {
+        let ticket = log.append(1, index, 1, &payload(1, index, 1, 6000)).expect("append");
+        log.wait_durable(ticket).expect("durable");
+    }
+    let (lba, blocks) = last_record(&log);
+    assert_eq!(blocks, 2);
+    drop(log);
+    // Only the first block of the last record reached the medium.
+    namespace.write_bytes((lba + 1) * LBA as u64, &[0u8; LBA]);
+
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("a torn tail is not fatal");
+    assert_eq!(log.entry_range(1), Some((1, 4)));
+    let ticket = log.append(1, 5, 2, b"rewritten").expect("append at the tail");
+    log.wait_durable(ticket).expect("durable");
+    drop(log);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
+    assert_eq!(&log.read_blocking(1, 5).expect("read").payload[..], b"rewritten");
+}
+
+#[test]
+fn wal_record_corrupt_in_the_middle_is_fatal_and_names_the_lba() {
+    let (namespace, region) = memory(2048);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open");
+    let mut lbas = Vec::new();
+    for index in 1..=6 {
+        let ticket = log.append(1, index, 1, &payload(1, index, 1, 100)).expect("append");
+        log.wait_durable(ticket).expect("durable");
+        lbas.push(last_record(&log).0);
+    }
+    drop(log);
+    let damaged = lbas[2];
+    namespace.write_bytes(damaged * LBA as u64 + 80, b"bit rot");
+    let error = open_log(namespace.as_ref(), region, small_options()).err().expect("corruption is refused");
+    let message = error.to_string();
+    assert!(matches!(error, WalError::Corrupt(_)), "{message}");
+    assert!(message.contains(&format!("at LBA {damaged}")), "{message}");
+    assert!(message.contains("record 3"), "{message}");
+}
+
+#[test]
+fn stale_records_of_a_torn_write_are_not_resurrected() {
+    let (namespace, region) = memory(2048);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open");
+    let ticket = log.append(1, 1, 1, &payload(1, 1, 1, 100)).expect("append");
+    log.wait_durable(ticket).expect("durable");
+    // Entries 2 and 3 go out in one write of which only entry 3 lands.
+    log.append(1, 2, 1, &payload(1, 2, 1, 100)).expect("append");
+    let ticket = log.append(1, 3, 1, &payload(1, 3, 1, 100)).expect("append");
+    log.wait_durable(ticket).expect("durable");
+    let entry_two = log.region.ring_first_block() + log.ring[1].offset;
+    drop(log);
+    namespace.write_bytes(entry_two * LBA as u64, &[0u8; LBA]);
+
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("torn, not corrupt");
+    assert_eq!(log.entry_range(1), Some((1, 1)));
+    // The new entry 2 has the size of the old one, so the stale entry 3 sits
+    // exactly where the next record would be.
+    let ticket = log.append(1, 2, 2, &payload(1, 2, 2, 100)).expect("append");
+    log.wait_durable(ticket).expect("durable");
+    drop(log);
+    let log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
+    assert_eq!(log.entry_range(1), Some((1, 2)), "the stale entry 3 stays dead");
+    assert_eq!(log.term_of(1, 2), Some(2));
+}
+
+#[test]
+fn a_group_past_the_checkpoint_capacity_is_refused() {
+    let namespace = MemoryNamespace::new(LBA as u32, 2048);
+    let region = format_namespace(&namespace, 2);
+    let mut log = open_log(&namespace, region, small_options()).expect("open");
+    log.append(0, 1, 1, b"a").expect("group 0");
+    log.append(1, 1, 1, b"b").expect("group 1");
+    assert!(matches!(log.append(2, 1, 1, b"c"), Err(WalError::TooManyGroups { max: 2, .. })));
+}
+
+/// What a shard log must hold, kept in plain maps.
+#[derive(Clone, Debug, Default)]
+struct Model {
+    entries: BTreeMap<u32, BTreeMap<u64, (u64, Vec<u8>)>>,
+    purged: BTreeMap<u32, u64>,
+    votes: BTreeMap<u32, Vec<u8>>,
+}
+
+#[derive(Clone, Debug)]
+enum Operation {
+    Append { group: u32, count: u8, len: u16 },
+    Truncate { group: u32, back: u8 },
+    Purge { group: u32, keep: u8 },
+    Vote { group: u32, term: u8 },
+    Restart,
+}
+
+fn operation() -> impl Strategy<Value = Operation> {
+    prop_oneof![
+        6 => (0..3u32, 1..8u8, 1..9000u16).prop_map(|(group, count, len)| Operation::Append { group, count, len }),
+        1 => (0..3u32, 0..5u8).prop_map(|(group, back)| Operation::Truncate { group, back }),
+        2 => (0..3u32, 0..6u8).prop_map(|(group, keep)| Operation::Purge { group, keep }),
+        1 => (0..3u32, 0..200u8).prop_map(|(group, term)| Operation::Vote { group, term }),
+        1 => Just(Operation::Restart),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_operations_with_restarts_match_the_model(operations in proptest::collection::vec(operation(), 1..60)) {
+        // A small ring so the sequences wrap and reclaim.
+        let namespace = MemoryNamespace::new(LBA as u32, 2 + 12 + 300);
+        let region = format_namespace(&namespace, 8);
+        let options = LogOptions { batch_bytes_max: 64 << 10, inflight_writes_max: 2, cache_bytes_max: 32 << 10, ..LogOptions::default() };
+        let mut log = open_log(&namespace, region, options.clone()).expect("open");
+        let mut model = Model::default();
+        let mut term = 1u64;
+        for operation in operations {
+            match operation {
+                Operation::Append { group, count, len } => {
+                    let entries = model.entries.entry(group).or_default();
+                    let first = entries.keys().next_back().map(|last| last + 1)
+                        .or(model.purged.get(&group).map(|purged| purged + 1)).unwrap_or(1);
+                    for next in first..first + u64::from(count) {
+                        let bytes = payload(group, next, term, len as usize);
+                        let ticket = log.append(group, next, term, &bytes).expect("append");
+                        match log.wait_durable(ticket) {
+                            Ok(()) => {}
+                            Err(WalError::Full { .. }) => {
+                                // The model purges too little; make room the way Raft would, by purging.
+                                let last = next;
+                                log.purge(group, last, term).expect("purge");
+                                for (other, entries) in model.entries.iter_mut() {
+                                    if let Some(&other_last) = entries.keys().next_back() {
+                                        log.purge(*other, other_last, term).expect("purge");
+                                        model.purged.insert(*other, other_last.max(*model.purged.get(other).unwrap_or(&0)));
+                                        entries.clear();
+                                    }
+                                }
+                                model.purged.insert(group, last);
+                                model.entries.entry(group).or_default().clear();
+                                let ticket = log.save_vote(group, b"sync").expect("vote");
+                                log.wait_durable(ticket).expect("durable after purging everything");
+                                model.votes.insert(group, b"sync".to_vec());
+                                break;
+                            }
+                            Err(error) => panic!("append failed: {error}"),
+                        }
+                        model.entries.entry(group).or_default().insert(next, (term, bytes));
+                    }
+                }
+                Operation::Truncate { group, back } => {
+                    let entries = model.entries.entry(group).or_default();
+                    if let Some(&last) = entries.keys().next_back() {
+                        let from = last.saturating_sub(u64::from(back)).max(*entries.keys().next().expect("entries"));
+                        let ticket = log.truncate(group, from).expect("truncate");
+                        log.wait_durable(ticket).expect("durable");
+                        entries.retain(|index, _| *index < from);
+                        term += 1;
+                    }
+                }
+                Operation::Purge { group, keep } => {
+                    let entries = model.entries.entry(group).or_default();
+                    if let Some(&last) = entries.keys().next_back() {
+                        let upto = last.saturating_sub(u64::from(keep));
+                        if let Some((entry_term, _)) = entries.get(&upto).cloned() {
+                            let ticket = log.purge(group, upto, entry_term).expect("purge");
+                            log.wait_durable(ticket).expect("durable");
+                            entries.retain(|index, _| *index > upto);
+                            model.purged.insert(group, upto);
+                        }
+                    }
+                }
+                Operation::Vote { group, term: vote_term } => {
+                    let vote = format!("vote {vote_term}").into_bytes();
+                    let ticket = log.save_vote(group, &vote).expect("vote");
+                    log.wait_durable(ticket).expect("durable");
+                    model.votes.insert(group, vote);
+                }
+                Operation::Restart => {
+                    drop(log);
+                    log = open_log(&namespace, region, options.clone()).expect("reopen");
+                }
+            }
+            // After every step the log answers as the model does.
+            for group in 0..3u32 {
+                let entries = model.entries.get(&group).cloned().unwrap_or_default();
+                let expected_range = entries.keys().next().map(|first| (*first, *entries.keys().next_back().expect("last")));
+                prop_assert_eq!(log.entry_range(group), expected_range, "group {}", group);
+                for (index, (entry_term, bytes)) in &entries {
+                    let entry = log.read_blocking(group, *index).expect("read");
+                    prop_assert_eq!(entry.term, *entry_term);
+                    prop_assert_eq!(&entry.payload[..], &bytes[..]);
+                }
+                prop_assert_eq!(log.vote(group), model.votes.get(&group).map(|vote| &vote[..]));
+            }
+        }
+    }
+}
