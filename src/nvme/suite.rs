@@ -251,7 +251,8 @@ fn misaligned_buffers_are_rejected(open: Factory<'_>) {
         .open_queue_pair(&config(8))
         .expect("open queue pair");
     let lba_bytes = namespace.info().lba_bytes;
-    for len in [100, lba_bytes as usize + 512, 0] {
+    let half = lba_bytes as usize / 2;
+    for len in [half, lba_bytes as usize + half, 0] {
         let mut buffer = queue_pair.allocate(2 * lba_bytes as usize);
         buffer.set_len(len);
         let rejected = queue_pair
@@ -740,6 +741,30 @@ mod uring_file {
         eprintln!("with everything of the first open dropped, the namespace opens again");
         let again = open_uring_file(&path);
         assert_eq!(again.info().capacity_blocks, FILE_BLOCKS);
+    }
+
+    #[test]
+    fn bad_geometry_is_refused_before_a_file_is_made() {
+        let directory = disk_directory();
+        let path = directory.path().join("namespace");
+        for (namespace_bytes, lba_bytes, named) in [
+            (1 << 20, 1000, "1000"),
+            (1 << 20, 256, "256"),
+            ((1 << 20) + 512, 4096, "1049088"),
+            (0, 4096, "0"),
+        ] {
+            let options = UringOptions {
+                namespace_bytes,
+                lba_bytes,
+                create: true,
+            };
+            let error = UringNamespace::open(&path, &options).expect_err("bad geometry");
+            assert!(
+                matches!(&error, NvmeError::Invalid(message) if message.contains(named)),
+                "{namespace_bytes} bytes of {lba_bytes}-byte blocks: {error}"
+            );
+            assert!(!path.exists(), "a refused open leaves no file behind");
+        }
     }
 
     #[test]
