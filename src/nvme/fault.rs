@@ -406,6 +406,10 @@ impl QueuePair for FaultQueuePair {
     fn completion_fd(&self) -> Option<RawFd> {
         // A held completion becomes ready with no event on the inner fd, so
         // a reactor sleeping on it would miss it: make it poll instead.
+        // Completions made here without the device (planned failures, Dead)
+        // raise no event either, but they are ready at once, and a reactor
+        // calls process_completions after submitting before it sleeps (that
+        // call is what sends commands), so it finds them there.
         if self.plan.lock().latency.is_some() {
             return None;
         }
