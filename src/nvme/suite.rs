@@ -38,7 +38,7 @@ struct Backend<'a> {
 /// Runs every property of the suite against `backend`.
 fn run_suite(backend: &Backend<'_>) {
     let open = backend.open;
-    let properties: [Property; 10] = [
+    let properties: [Property; 11] = [
         (
             "write then read back across several LBAs",
             write_then_read_back,
@@ -72,6 +72,10 @@ fn run_suite(backend: &Backend<'_>) {
         (
             "the last block is writable and the one past it is refused",
             last_block_is_the_end,
+        ),
+        (
+            "a queue pair dropped with commands in flight finishes them first",
+            dropped_queue_pair_finishes_its_commands,
         ),
     ];
     for (name, property) in properties {
@@ -562,6 +566,42 @@ fn last_block_is_the_end(open: Factory<'_>) {
     assert!(matches!(rejected.error, NvmeError::OutOfRange { lba, .. } if lba == capacity_blocks));
 }
 
+fn dropped_queue_pair_finishes_its_commands(open: Factory<'_>) {
+    let namespace = open();
+    let lba_bytes = namespace.info().lba_bytes as usize;
+    let mut queue_pair = namespace
+        .open_queue_pair(&config(8))
+        .expect("open queue pair");
+    let mut expected = Vec::new();
+    for index in 0..8u64 {
+        let buffer = filled(queue_pair.as_mut(), 2, 90 + index as u8);
+        expected.push(buffer.to_vec());
+        let command = Command::Write {
+            lba: 30 + 2 * index,
+            buffer,
+            fua: false,
+        };
+        if let Err(rejected) = queue_pair.submit(command, index) {
+            panic!("write {index} refused: {}", rejected.error);
+        }
+    }
+    // Neither sent nor reaped: dropping must send them and wait for them
+    // before their buffers are freed.
+    drop(queue_pair);
+    let mut queue_pair = namespace
+        .open_queue_pair(&config(8))
+        .expect("open queue pair");
+    let back = read(queue_pair.as_mut(), 30, 16);
+    for (index, bytes) in expected.iter().enumerate() {
+        let start = index * 2 * lba_bytes;
+        assert_same(
+            &back[start..start + 2 * lba_bytes],
+            bytes,
+            "a write still in flight when its queue pair was dropped",
+        );
+    }
+}
+
 /// A temporary directory on a disk filesystem (ext4 here), where O_DIRECT
 /// works; namespace files in it are removed with it.
 fn disk_directory() -> tempfile::TempDir {
@@ -765,6 +805,45 @@ mod uring_file {
             );
             assert!(!path.exists(), "a refused open leaves no file behind");
         }
+    }
+
+    /// The CQE result mapping: a file shrunk behind the namespace's back
+    /// makes a read past its new end return fewer bytes than asked.
+    #[test]
+    fn a_read_past_a_shrunken_file_is_short() {
+        let directory = disk_directory();
+        let path = directory.path().join("namespace");
+        let namespace = open_uring_file(&path);
+        let mut queue_pair = namespace
+            .open_queue_pair(&config(4))
+            .expect("open queue pair");
+        let shrunk_bytes = (FILE_BLOCKS - 1) * 4096 + 1024;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_len(shrunk_bytes))
+            .expect("shrink the namespace file");
+        let buffer = queue_pair.allocate(4096);
+        let completion = run(
+            queue_pair.as_mut(),
+            Command::Read {
+                lba: FILE_BLOCKS - 1,
+                buffer,
+            },
+        );
+        assert!(
+            matches!(
+                completion.result,
+                Err(NvmeError::Short { kind: CommandKind::Read, lba, done: 1024, expected: 4096 })
+                    if lba == FILE_BLOCKS - 1
+            ),
+            "{:?}",
+            completion.result
+        );
+        assert!(
+            completion.buffer.is_some(),
+            "a short read gives its buffer back"
+        );
     }
 
     #[test]
