@@ -185,6 +185,11 @@ pub enum NvmeError {
     Short { kind: CommandKind, lba: u64, done: usize, expected: usize },
     #[error("{kind} failed with NVMe status type {status_code_type:#x} code {status_code:#x}")]
     Status { kind: CommandKind, status_code_type: u8, status_code: u8 },
+    /// The io_uring instance itself failed (setup, registration, or
+    /// `io_uring_enter`), not one command. `action` says what was being done
+    /// and what to check.
+    #[error("io_uring {action} failed: {source}")]
+    Ring { action: String, source: std::io::Error },
     #[error("injected fault: {0}")]
     Injected(String),
     #[error("the device is gone (injected: the process died after a torn write)")]
@@ -200,6 +205,7 @@ impl NvmeError {
             NvmeError::Io { .. }
                 | NvmeError::Short { .. }
                 | NvmeError::Status { .. }
+                | NvmeError::Ring { .. }
                 | NvmeError::Injected(_)
                 | NvmeError::Dead
         )
