@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{
-    check_command, Command, CommandKind, Completion, DmaBuf, Namespace, NamespaceInfo, NvmeError,
-    QueuePair, QueuePairConfig, Rejected,
+    check_command, Command, CommandKind, Completion, DmaBuf, Namespace, NamespaceInfo, NvmeError, QueuePair,
+    QueuePairConfig, Rejected,
 };
 
 /// The faults a test plans, shared by the namespace and every queue pair it
@@ -92,9 +92,7 @@ impl FaultPlan {
     fn lock(&self) -> MutexGuard<'_, PlanState> {
         // A test that panicked while holding the plan has already failed;
         // the counters are still meaningful to its other threads.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -117,11 +115,7 @@ impl FaultNamespace {
             description: format!("fault injection over {}", inner_info.description),
             ..inner_info.clone()
         };
-        FaultNamespace {
-            inner,
-            info,
-            plan: FaultPlan::default(),
-        }
+        FaultNamespace { inner, info, plan: FaultPlan::default() }
     }
 
     /// The plan of this namespace, to program faults and read counters.
@@ -195,10 +189,7 @@ enum Fate {
 impl FaultQueuePair {
     fn hold(&mut self, submitted: Instant, completion: Completion) {
         let latency = self.plan.lock().latency.unwrap_or_default();
-        self.held.push(Held {
-            ready_at: submitted + latency,
-            completion,
-        });
+        self.held.push(Held { ready_at: submitted + latency, completion });
     }
 
     /// Moves the inner queue pair's completions into `held`, with their
@@ -207,12 +198,10 @@ impl FaultQueuePair {
         let mut finished = std::mem::take(&mut self.inner_completions);
         self.inner.process_completions(&mut finished);
         for mut completion in finished.drain(..) {
-            let passed = self.passed.remove(&completion.tag).unwrap_or_else(|| {
-                panic!(
-                    "inner completion with tag {} we never submitted",
-                    completion.tag
-                )
-            });
+            let passed = self
+                .passed
+                .remove(&completion.tag)
+                .unwrap_or_else(|| panic!("inner completion with tag {} we never submitted", completion.tag));
             completion.tag = passed.tag;
             if let Some(full_len) = passed.torn_len {
                 if let Some(buffer) = completion.buffer.as_mut() {
@@ -273,34 +262,14 @@ impl FaultQueuePair {
             Command::Flush => None,
         };
         self.in_flight += 1;
-        self.hold(
-            Instant::now(),
-            Completion {
-                tag,
-                kind,
-                buffer,
-                result: Err(error),
-            },
-        );
+        self.hold(Instant::now(), Completion { tag, kind, buffer, result: Err(error) });
     }
 
-    fn pass(
-        &mut self,
-        command: Command,
-        tag: u64,
-        torn_len: Option<usize>,
-    ) -> Result<(), Box<Rejected>> {
+    fn pass(&mut self, command: Command, tag: u64, torn_len: Option<usize>) -> Result<(), Box<Rejected>> {
         let inner_tag = self.next_inner_tag;
         self.next_inner_tag += 1;
         self.inner.submit(command, inner_tag)?;
-        self.passed.insert(
-            inner_tag,
-            Passed {
-                tag,
-                submitted: Instant::now(),
-                torn_len,
-            },
-        );
+        self.passed.insert(inner_tag, Passed { tag, submitted: Instant::now(), torn_len });
         self.in_flight += 1;
         Ok(())
     }
@@ -320,10 +289,7 @@ impl QueuePair for FaultQueuePair {
             return Err(Box::new(Rejected { error, command }));
         }
         if self.in_flight >= self.depth as usize {
-            return Err(Box::new(Rejected {
-                error: NvmeError::QueueFull { depth: self.depth },
-                command,
-            }));
+            return Err(Box::new(Rejected { error: NvmeError::QueueFull { depth: self.depth }, command }));
         }
         match self.decide(command.kind()) {
             Fate::Pass => self.pass(command, tag, None),
@@ -336,12 +302,7 @@ impl QueuePair for FaultQueuePair {
                 Ok(())
             }
             Fate::Tear { blocks_kept } => {
-                let Command::Write {
-                    lba,
-                    mut buffer,
-                    fua,
-                } = command
-                else {
+                let Command::Write { lba, mut buffer, fua } = command else {
                     unreachable!("only writes are torn")
                 };
                 let full_len = buffer.len();
@@ -352,13 +313,12 @@ impl QueuePair for FaultQueuePair {
                     return Ok(());
                 }
                 buffer.set_len(kept_len);
-                self.pass(Command::Write { lba, buffer, fua }, tag, Some(full_len))
-                    .map_err(|mut rejected| {
-                        if let Command::Write { buffer, .. } = &mut rejected.command {
-                            buffer.set_len(full_len);
-                        }
-                        rejected
-                    })
+                self.pass(Command::Write { lba, buffer, fua }, tag, Some(full_len)).map_err(|mut rejected| {
+                    if let Command::Write { buffer, .. } = &mut rejected.command {
+                        buffer.set_len(full_len);
+                    }
+                    rejected
+                })
             }
         }
     }

@@ -30,8 +30,11 @@ pub struct NamespaceSettings {
 pub fn open_namespace(settings: &NamespaceSettings) -> Result<Arc<dyn Namespace>, NvmeError> {
     match settings.backend.as_str() {
         "uring" => {
-            let options =
-                UringOptions { namespace_bytes: settings.namespace_bytes, lba_bytes: settings.lba_bytes, create: true };
+            let options = UringOptions {
+                namespace_bytes: settings.namespace_bytes,
+                lba_bytes: settings.lba_bytes,
+                create: true,
+            };
             Ok(Arc::new(UringNamespace::open(&settings.path, &options)?))
         }
         "spdk" if cfg!(feature = "spdk") => Err(NvmeError::Invalid(

@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 use super::fault::FaultNamespace;
 use super::memory::MemoryNamespace;
 use super::uring::{UringNamespace, UringOptions};
-use super::{
-    Command, CommandKind, Completion, DmaBuf, Namespace, NvmeError, QueuePair, QueuePairConfig,
-};
+use super::{Command, CommandKind, Completion, DmaBuf, Namespace, NvmeError, QueuePair, QueuePairConfig};
 
 /// Opens a namespace for one property: fresh where the backend can make one.
 type Factory<'a> = &'a dyn Fn() -> Arc<dyn Namespace>;
@@ -39,40 +37,16 @@ struct Backend<'a> {
 fn run_suite(backend: &Backend<'_>) {
     let open = backend.open;
     let properties: [Property; 11] = [
-        (
-            "write then read back across several LBAs",
-            write_then_read_back,
-        ),
+        ("write then read back across several LBAs", write_then_read_back),
         ("FUA write then read back", fua_write_then_read_back),
         ("flush completes", flush_completes),
-        (
-            "misaligned buffers are rejected with the command handed back",
-            misaligned_buffers_are_rejected,
-        ),
-        (
-            "out-of-range LBAs are rejected with the command handed back",
-            out_of_range_lbas_are_rejected,
-        ),
-        (
-            "a full queue refuses at its depth",
-            full_queue_refuses_at_depth,
-        ),
-        (
-            "many commands in flight all complete with their tags and buffers",
-            many_in_flight_complete,
-        ),
-        (
-            "wait blocks until a completion",
-            wait_blocks_until_a_completion,
-        ),
-        (
-            "registered and heap buffers both work",
-            registered_and_heap_buffers_work,
-        ),
-        (
-            "the last block is writable and the one past it is refused",
-            last_block_is_the_end,
-        ),
+        ("misaligned buffers are rejected with the command handed back", misaligned_buffers_are_rejected),
+        ("out-of-range LBAs are rejected with the command handed back", out_of_range_lbas_are_rejected),
+        ("a full queue refuses at its depth", full_queue_refuses_at_depth),
+        ("many commands in flight all complete with their tags and buffers", many_in_flight_complete),
+        ("wait blocks until a completion", wait_blocks_until_a_completion),
+        ("registered and heap buffers both work", registered_and_heap_buffers_work),
+        ("the last block is writable and the one past it is refused", last_block_is_the_end),
         (
             "a queue pair dropped with commands in flight finishes them first",
             dropped_queue_pair_finishes_its_commands,
@@ -94,10 +68,7 @@ fn run_suite(backend: &Backend<'_>) {
 }
 
 fn config(depth: u32) -> QueuePairConfig {
-    QueuePairConfig {
-        depth,
-        registered_buffer_bytes: 1 << 20,
-    }
+    QueuePairConfig { depth, registered_buffer_bytes: 1 << 20 }
 }
 
 /// Bytes that differ per block and per `seed`, so a read of the wrong block
@@ -105,11 +76,7 @@ fn config(depth: u32) -> QueuePairConfig {
 fn fill(buffer: &mut DmaBuf, lba_bytes: usize, seed: u8) {
     for (block, chunk) in buffer.chunks_mut(lba_bytes).enumerate() {
         for (index, byte) in chunk.iter_mut().enumerate() {
-            *byte = seed
-                .wrapping_mul(31)
-                .wrapping_add(block as u8)
-                .wrapping_add((index % 251) as u8)
-                | 1;
+            *byte = seed.wrapping_mul(31).wrapping_add(block as u8).wrapping_add((index % 251) as u8) | 1;
         }
     }
 }
@@ -128,11 +95,7 @@ fn collect(queue_pair: &mut dyn QueuePair, count: usize) -> Vec<Completion> {
         queue_pair.wait().expect("wait for completions");
         queue_pair.process_completions(&mut completions);
     }
-    assert_eq!(
-        completions.len(),
-        count,
-        "more completions than commands submitted"
-    );
+    assert_eq!(completions.len(), count, "more completions than commands submitted");
     completions
 }
 
@@ -143,10 +106,7 @@ fn run(queue_pair: &mut dyn QueuePair, command: Command) -> Completion {
         panic!("{kind} refused: {}", rejected.error);
     }
     let completion = collect(queue_pair, 1).remove(0);
-    assert_eq!(
-        completion.tag, 7,
-        "the completion carries the tag of its command"
-    );
+    assert_eq!(completion.tag, 7, "the completion carries the tag of its command");
     assert_eq!(completion.kind, kind);
     completion
 }
@@ -172,18 +132,13 @@ fn read(queue_pair: &mut dyn QueuePair, lba: u64, blocks: usize) -> DmaBuf {
 fn assert_same(actual: &[u8], expected: &[u8], what: &str) {
     assert_eq!(actual.len(), expected.len(), "{what}: lengths differ");
     if let Some(index) = actual.iter().zip(expected).position(|(a, b)| a != b) {
-        panic!(
-            "{what}: byte {index} is {:#x}, expected {:#x}",
-            actual[index], expected[index]
-        );
+        panic!("{what}: byte {index} is {:#x}, expected {:#x}", actual[index], expected[index]);
     }
 }
 
 fn write_then_read_back(open: Factory<'_>) {
     let namespace = open();
-    let mut queue_pair = namespace
-        .open_queue_pair(&config(8))
-        .expect("open queue pair");
+    let mut queue_pair = namespace.open_queue_pair(&config(8)).expect("open queue pair");
     let queue_pair = queue_pair.as_mut();
     let first = filled(queue_pair, 3, 1);
     let expected_first = first.to_vec();
@@ -191,53 +146,29 @@ fn write_then_read_back(open: Factory<'_>) {
     let second = filled(queue_pair, 1, 2);
     let expected_second = second.to_vec();
     write(queue_pair, 9, second, false);
-    assert_same(
-        &read(queue_pair, 5, 3),
-        &expected_first,
-        "three blocks at LBA 5",
-    );
-    assert_same(
-        &read(queue_pair, 9, 1),
-        &expected_second,
-        "one block at LBA 9",
-    );
+    assert_same(&read(queue_pair, 5, 3), &expected_first, "three blocks at LBA 5");
+    assert_same(&read(queue_pair, 9, 1), &expected_second, "one block at LBA 9");
     // A read that spans both writes and the unwritten gap between them.
     let lba_bytes = queue_pair.info().lba_bytes as usize;
     let span = read(queue_pair, 6, 4);
-    assert_same(
-        &span[..2 * lba_bytes],
-        &expected_first[lba_bytes..],
-        "LBAs 6..8 within a longer read",
-    );
-    assert_same(
-        &span[3 * lba_bytes..],
-        &expected_second,
-        "LBA 9 within a longer read",
-    );
+    assert_same(&span[..2 * lba_bytes], &expected_first[lba_bytes..], "LBAs 6..8 within a longer read");
+    assert_same(&span[3 * lba_bytes..], &expected_second, "LBA 9 within a longer read");
 }
 
 fn fua_write_then_read_back(open: Factory<'_>) {
     let namespace = open();
-    let mut queue_pair = namespace
-        .open_queue_pair(&config(8))
-        .expect("open queue pair");
+    let mut queue_pair = namespace.open_queue_pair(&config(8)).expect("open queue pair");
     let queue_pair = queue_pair.as_mut();
     let buffer = filled(queue_pair, 2, 3);
     let expected = buffer.to_vec();
     let returned = write(queue_pair, 12, buffer, true);
     assert_same(&returned, &expected, "the buffer a FUA write gives back");
-    assert_same(
-        &read(queue_pair, 12, 2),
-        &expected,
-        "two blocks written with FUA",
-    );
+    assert_same(&read(queue_pair, 12, 2), &expected, "two blocks written with FUA");
 }
 
 fn flush_completes(open: Factory<'_>) {
     let namespace = open();
-    let mut queue_pair = namespace
-        .open_queue_pair(&config(8))
-        .expect("open queue pair");
+    let mut queue_pair = namespace.open_queue_pair(&config(8)).expect("open queue pair");
     let queue_pair = queue_pair.as_mut();
     let buffer = filled(queue_pair, 1, 4);
     write(queue_pair, 0, buffer, false);
@@ -251,24 +182,14 @@ fn flush_completes(open: Factory<'_>) {
 
 fn misaligned_buffers_are_rejected(open: Factory<'_>) {
     let namespace = open();
-    let mut queue_pair = namespace
-        .open_queue_pair(&config(8))
-        .expect("open queue pair");
+    let mut queue_pair = namespace.open_queue_pair(&config(8)).expect("open queue pair");
     let lba_bytes = namespace.info().lba_bytes;
     let half = lba_bytes as usize / 2;
     for len in [half, lba_bytes as usize + half, 0] {
         let mut buffer = queue_pair.allocate(2 * lba_bytes as usize);
         buffer.set_len(len);
-        let rejected = queue_pair
-            .submit(
-                Command::Write {
-                    lba: 0,
-                    buffer,
-                    fua: false,
-                },
-                1,
-            )
-            .expect_err("misaligned");
+        let rejected =
+            queue_pair.submit(Command::Write { lba: 0, buffer, fua: false }, 1).expect_err("misaligned");
         assert!(
             matches!(rejected.error, NvmeError::Misaligned { kind: CommandKind::Write, bytes, lba_bytes: l, .. }
                 if bytes == len && l == lba_bytes),
@@ -281,48 +202,25 @@ fn misaligned_buffers_are_rejected(open: Factory<'_>) {
         );
         let mut buffer = queue_pair.allocate(2 * lba_bytes as usize);
         buffer.set_len(len);
-        let rejected = queue_pair
-            .submit(Command::Read { lba: 0, buffer }, 2)
-            .expect_err("misaligned");
+        let rejected = queue_pair.submit(Command::Read { lba: 0, buffer }, 2).expect_err("misaligned");
         assert!(
             matches!(rejected.error, NvmeError::Misaligned { kind: CommandKind::Read, bytes, .. } if bytes == len),
             "a {len}-byte read: {:?}",
             rejected.error
         );
-        assert!(
-            matches!(rejected.command, Command::Read { lba: 0, ref buffer } if buffer.len() == len)
-        );
+        assert!(matches!(rejected.command, Command::Read { lba: 0, ref buffer } if buffer.len() == len));
     }
-    assert_eq!(
-        queue_pair.in_flight(),
-        0,
-        "refused commands are not in flight"
-    );
+    assert_eq!(queue_pair.in_flight(), 0, "refused commands are not in flight");
 }
 
 fn out_of_range_lbas_are_rejected(open: Factory<'_>) {
     let namespace = open();
     let capacity_blocks = namespace.info().capacity_blocks;
-    let mut queue_pair = namespace
-        .open_queue_pair(&config(8))
-        .expect("open queue pair");
-    for (lba, blocks) in [
-        (capacity_blocks, 1),
-        (capacity_blocks - 1, 2),
-        (u64::MAX, 1),
-        (u64::MAX - 1, 2),
-    ] {
+    let mut queue_pair = namespace.open_queue_pair(&config(8)).expect("open queue pair");
+    for (lba, blocks) in [(capacity_blocks, 1), (capacity_blocks - 1, 2), (u64::MAX, 1), (u64::MAX - 1, 2)] {
         let buffer = filled(queue_pair.as_mut(), blocks as usize, 5);
-        let rejected = queue_pair
-            .submit(
-                Command::Write {
-                    lba,
-                    buffer,
-                    fua: true,
-                },
-                1,
-            )
-            .expect_err("out of range");
+        let rejected =
+            queue_pair.submit(Command::Write { lba, buffer, fua: true }, 1).expect_err("out of range");
         assert!(
             matches!(rejected.error, NvmeError::OutOfRange { kind: CommandKind::Write, lba: l, blocks: b, capacity_blocks: c }
                 if l == lba && b == blocks && c == capacity_blocks),
@@ -331,61 +229,29 @@ fn out_of_range_lbas_are_rejected(open: Factory<'_>) {
         );
         assert!(matches!(rejected.command, Command::Write { lba: l, fua: true, .. } if l == lba));
         let buffer = queue_pair.allocate(blocks as usize * namespace.info().lba_bytes as usize);
-        let rejected = queue_pair
-            .submit(Command::Read { lba, buffer }, 2)
-            .expect_err("out of range");
-        assert!(matches!(
-            rejected.error,
-            NvmeError::OutOfRange {
-                kind: CommandKind::Read,
-                ..
-            }
-        ));
+        let rejected = queue_pair.submit(Command::Read { lba, buffer }, 2).expect_err("out of range");
+        assert!(matches!(rejected.error, NvmeError::OutOfRange { kind: CommandKind::Read, .. }));
         assert!(matches!(rejected.command, Command::Read { lba: l, .. } if l == lba));
     }
-    assert_eq!(
-        queue_pair.in_flight(),
-        0,
-        "refused commands are not in flight"
-    );
+    assert_eq!(queue_pair.in_flight(), 0, "refused commands are not in flight");
 }
 
 fn full_queue_refuses_at_depth(open: Factory<'_>) {
     let namespace = open();
     let depth = 4;
-    let mut queue_pair = namespace
-        .open_queue_pair(&config(depth))
-        .expect("open queue pair");
+    let mut queue_pair = namespace.open_queue_pair(&config(depth)).expect("open queue pair");
     for tag in 0..u64::from(depth) {
         let buffer = filled(queue_pair.as_mut(), 1, tag as u8);
-        if let Err(rejected) = queue_pair.submit(
-            Command::Write {
-                lba: tag,
-                buffer,
-                fua: false,
-            },
-            tag,
-        ) {
+        if let Err(rejected) = queue_pair.submit(Command::Write { lba: tag, buffer, fua: false }, tag) {
             panic!("write {tag} of {depth} refused: {}", rejected.error);
         }
     }
     assert_eq!(queue_pair.in_flight(), depth as usize);
-    let rejected = queue_pair
-        .submit(Command::Flush, 99)
-        .expect_err("a full queue refuses");
-    assert!(
-        matches!(rejected.error, NvmeError::QueueFull { depth: 4 }),
-        "{:?}",
-        rejected.error
-    );
-    assert!(
-        matches!(rejected.command, Command::Flush),
-        "the refused flush is handed back"
-    );
+    let rejected = queue_pair.submit(Command::Flush, 99).expect_err("a full queue refuses");
+    assert!(matches!(rejected.error, NvmeError::QueueFull { depth: 4 }), "{:?}", rejected.error);
+    assert!(matches!(rejected.command, Command::Flush), "the refused flush is handed back");
     let completions = collect(queue_pair.as_mut(), depth as usize);
-    assert!(completions
-        .iter()
-        .all(|completion| completion.result.is_ok()));
+    assert!(completions.iter().all(|completion| completion.result.is_ok()));
     assert_eq!(queue_pair.in_flight(), 0);
     // Room again once completions are taken.
     assert!(run(queue_pair.as_mut(), Command::Flush).result.is_ok());
@@ -394,9 +260,7 @@ fn full_queue_refuses_at_depth(open: Factory<'_>) {
 fn many_in_flight_complete(open: Factory<'_>) {
     let namespace = open();
     let depth = 32u32;
-    let mut queue_pair = namespace
-        .open_queue_pair(&config(depth))
-        .expect("open queue pair");
+    let mut queue_pair = namespace.open_queue_pair(&config(depth)).expect("open queue pair");
     let lba_bytes = namespace.info().lba_bytes as usize;
     let mut expected = Vec::new();
     for index in 0..u64::from(depth) {
@@ -405,44 +269,24 @@ fn many_in_flight_complete(open: Factory<'_>) {
         let buffer = filled(queue_pair.as_mut(), blocks, index as u8);
         expected.push(buffer.to_vec());
         let lba = index * 4;
-        if let Err(rejected) = queue_pair.submit(
-            Command::Write {
-                lba,
-                buffer,
-                fua: index % 2 == 0,
-            },
-            1000 + index,
-        ) {
+        if let Err(rejected) =
+            queue_pair.submit(Command::Write { lba, buffer, fua: index % 2 == 0 }, 1000 + index)
+        {
             panic!("write {index} refused: {}", rejected.error);
         }
     }
     let mut completions = collect(queue_pair.as_mut(), depth as usize);
     completions.sort_by_key(|completion| completion.tag);
     for (index, completion) in completions.iter().enumerate() {
-        assert_eq!(
-            completion.tag,
-            1000 + index as u64,
-            "every tag comes back exactly once"
-        );
+        assert_eq!(completion.tag, 1000 + index as u64, "every tag comes back exactly once");
         if let Err(error) = &completion.result {
             panic!("write {index} failed: {error}");
         }
-        let buffer = completion
-            .buffer
-            .as_ref()
-            .expect("a write gives its buffer back");
-        assert_same(
-            buffer,
-            &expected[index],
-            "the buffer a write gives back is its own",
-        );
+        let buffer = completion.buffer.as_ref().expect("a write gives its buffer back");
+        assert_same(buffer, &expected[index], "the buffer a write gives back is its own");
     }
     for (index, bytes) in expected.iter().enumerate() {
-        let back = read(
-            queue_pair.as_mut(),
-            index as u64 * 4,
-            bytes.len() / lba_bytes,
-        );
+        let back = read(queue_pair.as_mut(), index as u64 * 4, bytes.len() / lba_bytes);
         assert_same(&back, bytes, "a write of many in flight");
     }
 }
@@ -450,38 +294,19 @@ fn many_in_flight_complete(open: Factory<'_>) {
 fn never_written_blocks_read_as_zeroes(open: Factory<'_>) {
     let namespace = open();
     let capacity_blocks = namespace.info().capacity_blocks;
-    let mut queue_pair = namespace
-        .open_queue_pair(&config(8))
-        .expect("open queue pair");
+    let mut queue_pair = namespace.open_queue_pair(&config(8)).expect("open queue pair");
     let first = read(queue_pair.as_mut(), 0, 8);
-    assert!(
-        first.iter().all(|byte| *byte == 0),
-        "LBAs 0..8 of a fresh namespace are zeroes"
-    );
+    assert!(first.iter().all(|byte| *byte == 0), "LBAs 0..8 of a fresh namespace are zeroes");
     let last = read(queue_pair.as_mut(), capacity_blocks - 1, 1);
-    assert!(
-        last.iter().all(|byte| *byte == 0),
-        "the last LBA of a fresh namespace is zeroes"
-    );
+    assert!(last.iter().all(|byte| *byte == 0), "the last LBA of a fresh namespace is zeroes");
 }
 
 fn wait_blocks_until_a_completion(open: Factory<'_>) {
     let namespace = open();
-    let mut queue_pair = namespace
-        .open_queue_pair(&config(8))
-        .expect("open queue pair");
-    queue_pair
-        .wait()
-        .expect("wait with nothing in flight returns at once");
+    let mut queue_pair = namespace.open_queue_pair(&config(8)).expect("open queue pair");
+    queue_pair.wait().expect("wait with nothing in flight returns at once");
     let buffer = filled(queue_pair.as_mut(), 1, 6);
-    if let Err(rejected) = queue_pair.submit(
-        Command::Write {
-            lba: 3,
-            buffer,
-            fua: true,
-        },
-        41,
-    ) {
+    if let Err(rejected) = queue_pair.submit(Command::Write { lba: 3, buffer, fua: true }, 41) {
         panic!("write refused: {}", rejected.error);
     }
     queue_pair.wait().expect("wait for the write");
@@ -499,9 +324,7 @@ fn wait_blocks_until_a_completion(open: Factory<'_>) {
 fn registered_and_heap_buffers_work(open: Factory<'_>) {
     let namespace = open();
     let lba_bytes = namespace.info().lba_bytes as usize;
-    let mut queue_pair = namespace
-        .open_queue_pair(&config(8))
-        .expect("open queue pair");
+    let mut queue_pair = namespace.open_queue_pair(&config(8)).expect("open queue pair");
     let mut from_arena = queue_pair.allocate(2 * lba_bytes);
     fill(&mut from_arena, lba_bytes, 8);
     let expected_arena = from_arena.to_vec();
@@ -511,26 +334,14 @@ fn registered_and_heap_buffers_work(open: Factory<'_>) {
     let from_arena = write(queue_pair.as_mut(), 20, from_arena, false);
     let from_heap = write(queue_pair.as_mut(), 22, from_heap, false);
     // Read each write back into the other kind of buffer.
-    let completion = run(
-        queue_pair.as_mut(),
-        Command::Read {
-            lba: 22,
-            buffer: from_arena,
-        },
-    );
+    let completion = run(queue_pair.as_mut(), Command::Read { lba: 22, buffer: from_arena });
     assert!(completion.result.is_ok(), "{:?}", completion.result);
     assert_same(
         &completion.buffer.expect("buffer back"),
         &expected_heap,
         "heap write read into arena buffer",
     );
-    let completion = run(
-        queue_pair.as_mut(),
-        Command::Read {
-            lba: 20,
-            buffer: from_heap,
-        },
-    );
+    let completion = run(queue_pair.as_mut(), Command::Read { lba: 20, buffer: from_heap });
     assert!(completion.result.is_ok(), "{:?}", completion.result);
     let back = completion.buffer.expect("buffer back");
     assert!(!back.is_registered());
@@ -540,28 +351,15 @@ fn registered_and_heap_buffers_work(open: Factory<'_>) {
 fn last_block_is_the_end(open: Factory<'_>) {
     let namespace = open();
     let capacity_blocks = namespace.info().capacity_blocks;
-    let mut queue_pair = namespace
-        .open_queue_pair(&config(8))
-        .expect("open queue pair");
+    let mut queue_pair = namespace.open_queue_pair(&config(8)).expect("open queue pair");
     let last = capacity_blocks - 1;
     let buffer = filled(queue_pair.as_mut(), 1, 10);
     let expected = buffer.to_vec();
     write(queue_pair.as_mut(), last, buffer, true);
-    assert_same(
-        &read(queue_pair.as_mut(), last, 1),
-        &expected,
-        "the last block",
-    );
+    assert_same(&read(queue_pair.as_mut(), last, 1), &expected, "the last block");
     let buffer = filled(queue_pair.as_mut(), 1, 11);
     let rejected = queue_pair
-        .submit(
-            Command::Write {
-                lba: capacity_blocks,
-                buffer,
-                fua: true,
-            },
-            1,
-        )
+        .submit(Command::Write { lba: capacity_blocks, buffer, fua: true }, 1)
         .expect_err("past the end");
     assert!(matches!(rejected.error, NvmeError::OutOfRange { lba, .. } if lba == capacity_blocks));
 }
@@ -569,18 +367,12 @@ fn last_block_is_the_end(open: Factory<'_>) {
 fn dropped_queue_pair_finishes_its_commands(open: Factory<'_>) {
     let namespace = open();
     let lba_bytes = namespace.info().lba_bytes as usize;
-    let mut queue_pair = namespace
-        .open_queue_pair(&config(8))
-        .expect("open queue pair");
+    let mut queue_pair = namespace.open_queue_pair(&config(8)).expect("open queue pair");
     let mut expected = Vec::new();
     for index in 0..8u64 {
         let buffer = filled(queue_pair.as_mut(), 2, 90 + index as u8);
         expected.push(buffer.to_vec());
-        let command = Command::Write {
-            lba: 30 + 2 * index,
-            buffer,
-            fua: false,
-        };
+        let command = Command::Write { lba: 30 + 2 * index, buffer, fua: false };
         if let Err(rejected) = queue_pair.submit(command, index) {
             panic!("write {index} refused: {}", rejected.error);
         }
@@ -588,9 +380,7 @@ fn dropped_queue_pair_finishes_its_commands(open: Factory<'_>) {
     // Neither sent nor reaped: dropping must send them and wait for them
     // before their buffers are freed.
     drop(queue_pair);
-    let mut queue_pair = namespace
-        .open_queue_pair(&config(8))
-        .expect("open queue pair");
+    let mut queue_pair = namespace.open_queue_pair(&config(8)).expect("open queue pair");
     let back = read(queue_pair.as_mut(), 30, 16);
     for (index, bytes) in expected.iter().enumerate() {
         let start = index * 2 * lba_bytes;
@@ -612,11 +402,7 @@ fn disk_directory() -> tempfile::TempDir {
 const FILE_BLOCKS: u64 = 256;
 
 fn file_options() -> UringOptions {
-    UringOptions {
-        namespace_bytes: FILE_BLOCKS * 4096,
-        lba_bytes: 4096,
-        create: true,
-    }
+    UringOptions { namespace_bytes: FILE_BLOCKS * 4096, lba_bytes: 4096, create: true }
 }
 
 fn open_uring_file(path: &Path) -> UringNamespace {
@@ -642,22 +428,14 @@ fn uring_file_factory(directory: &Path) -> impl Fn() -> Arc<dyn Namespace> + '_ 
 #[test]
 fn memory_backend_passes_the_namespace_suite() {
     let open = || Arc::new(MemoryNamespace::new(4096, FILE_BLOCKS)) as Arc<dyn Namespace>;
-    run_suite(&Backend {
-        name: "memory",
-        open: &open,
-        fresh: true,
-    });
+    run_suite(&Backend { name: "memory", open: &open, fresh: true });
 }
 
 #[test]
 fn uring_file_backend_passes_the_namespace_suite() {
     let directory = disk_directory();
     let open = uring_file_factory(directory.path());
-    run_suite(&Backend {
-        name: "uring file",
-        open: &open,
-        fresh: true,
-    });
+    run_suite(&Backend { name: "uring file", open: &open, fresh: true });
 }
 
 #[test]
@@ -665,11 +443,7 @@ fn fault_wrapper_without_faults_passes_the_namespace_suite() {
     let directory = disk_directory();
     let open_inner = uring_file_factory(directory.path());
     let open = || Arc::new(FaultNamespace::new(open_inner())) as Arc<dyn Namespace>;
-    run_suite(&Backend {
-        name: "fault over uring file",
-        open: &open,
-        fresh: true,
-    });
+    run_suite(&Backend { name: "fault over uring file", open: &open, fresh: true });
 }
 
 const BLOCK_DEVICE_VARIABLE: &str = "NVKV_TEST_BLOCK_DEVICE";
@@ -689,16 +463,9 @@ fn uring_block_device_passes_the_namespace_suite() {
         device.display()
     );
     let open = || {
-        let options = UringOptions {
-            namespace_bytes: 0,
-            lba_bytes: 4096,
-            create: false,
-        };
+        let options = UringOptions { namespace_bytes: 0, lba_bytes: 4096, create: false };
         let namespace = UringNamespace::open(&device, &options).unwrap_or_else(|error| {
-            panic!(
-                "{BLOCK_DEVICE_VARIABLE}={}: cannot open it as a namespace: {error}",
-                device.display()
-            )
+            panic!("{BLOCK_DEVICE_VARIABLE}={}: cannot open it as a namespace: {error}", device.display())
         });
         assert_eq!(namespace.info().backend, "uring");
         Arc::new(namespace) as Arc<dyn Namespace>
@@ -708,11 +475,7 @@ fn uring_block_device_passes_the_namespace_suite() {
         "block device: {} blocks of {} bytes, PCI address {:?}",
         info.capacity_blocks, info.lba_bytes, info.pci_address
     );
-    run_suite(&Backend {
-        name: "uring block device",
-        open: &open,
-        fresh: false,
-    });
+    run_suite(&Backend { name: "uring block device", open: &open, fresh: false });
 }
 
 /// The io_uring backend's own refusals: a file of the wrong size, and a
@@ -725,14 +488,8 @@ mod uring_file {
         let directory = disk_directory();
         let path = directory.path().join("namespace");
         std::fs::write(&path, vec![0u8; 8192]).expect("write a small file");
-        let error =
-            UringNamespace::open(&path, &file_options()).expect_err("a file of another size");
-        let NvmeError::SizeMismatch {
-            path: named,
-            expected,
-            actual,
-        } = &error
-        else {
+        let error = UringNamespace::open(&path, &file_options()).expect_err("a file of another size");
+        let NvmeError::SizeMismatch { path: named, expected, actual } = &error else {
             panic!("expected SizeMismatch, got {error:?}");
         };
         assert_eq!(
@@ -740,10 +497,7 @@ mod uring_file {
             (path.to_str().expect("utf-8 path"), FILE_BLOCKS * 4096, 8192)
         );
         let message = error.to_string();
-        assert!(
-            message.contains("8192") && message.contains(&(FILE_BLOCKS * 4096).to_string()),
-            "{message}"
-        );
+        assert!(message.contains("8192") && message.contains(&(FILE_BLOCKS * 4096).to_string()), "{message}");
         assert_eq!(
             std::fs::metadata(&path).expect("file still there").len(),
             8192,
@@ -757,23 +511,18 @@ mod uring_file {
         let path = directory.path().join("namespace");
         let first = open_uring_file(&path);
         let mut queue_pair = first.open_queue_pair(&config(4)).expect("open queue pair");
-        let error = UringNamespace::open(&path, &file_options())
-            .expect_err("a second open while the first is open");
-        assert!(
-            matches!(&error, NvmeError::Locked { path: named } if Path::new(named) == path),
-            "{error:?}"
-        );
+        let error =
+            UringNamespace::open(&path, &file_options()).expect_err("a second open while the first is open");
+        assert!(matches!(&error, NvmeError::Locked { path: named } if Path::new(named) == path), "{error:?}");
         assert!(
             error.to_string().contains("another process"),
             "the message tells a person who holds it: {error}"
         );
 
-        eprintln!(
-            "the queue pair holds the lock too, so dropping only the namespace is not enough"
-        );
+        eprintln!("the queue pair holds the lock too, so dropping only the namespace is not enough");
         drop(first);
-        let error = UringNamespace::open(&path, &file_options())
-            .expect_err("the queue pair still holds the lock");
+        let error =
+            UringNamespace::open(&path, &file_options()).expect_err("the queue pair still holds the lock");
         assert!(matches!(error, NvmeError::Locked { .. }), "{error:?}");
         queue_pair.wait().expect("an idle queue pair waits at once");
         drop(queue_pair);
@@ -793,11 +542,7 @@ mod uring_file {
             ((1 << 20) + 512, 4096, "1049088"),
             (0, 4096, "0"),
         ] {
-            let options = UringOptions {
-                namespace_bytes,
-                lba_bytes,
-                create: true,
-            };
+            let options = UringOptions { namespace_bytes, lba_bytes, create: true };
             let error = UringNamespace::open(&path, &options).expect_err("bad geometry");
             assert!(
                 matches!(&error, NvmeError::Invalid(message) if message.contains(named)),
@@ -814,9 +559,7 @@ mod uring_file {
         let directory = disk_directory();
         let path = directory.path().join("namespace");
         let namespace = open_uring_file(&path);
-        let mut queue_pair = namespace
-            .open_queue_pair(&config(4))
-            .expect("open queue pair");
+        let mut queue_pair = namespace.open_queue_pair(&config(4)).expect("open queue pair");
         let shrunk_bytes = (FILE_BLOCKS - 1) * 4096 + 1024;
         std::fs::OpenOptions::new()
             .write(true)
@@ -824,13 +567,7 @@ mod uring_file {
             .and_then(|file| file.set_len(shrunk_bytes))
             .expect("shrink the namespace file");
         let buffer = queue_pair.allocate(4096);
-        let completion = run(
-            queue_pair.as_mut(),
-            Command::Read {
-                lba: FILE_BLOCKS - 1,
-                buffer,
-            },
-        );
+        let completion = run(queue_pair.as_mut(), Command::Read { lba: FILE_BLOCKS - 1, buffer });
         assert!(
             matches!(
                 completion.result,
@@ -840,22 +577,15 @@ mod uring_file {
             "{:?}",
             completion.result
         );
-        assert!(
-            completion.buffer.is_some(),
-            "a short read gives its buffer back"
-        );
+        assert!(completion.buffer.is_some(), "a short read gives its buffer back");
     }
 
     #[test]
     fn open_without_create_of_a_missing_file_is_refused() {
         let directory = disk_directory();
         let path = directory.path().join("missing");
-        let options = UringOptions {
-            create: false,
-            ..file_options()
-        };
-        let error =
-            UringNamespace::open(&path, &options).expect_err("a missing file without create");
+        let options = UringOptions { create: false, ..file_options() };
+        let error = UringNamespace::open(&path, &options).expect_err("a missing file without create");
         assert!(
             matches!(&error, NvmeError::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
         );
@@ -872,10 +602,7 @@ struct Faulty {
 fn faulty() -> Faulty {
     let directory = disk_directory();
     let inner = Arc::new(open_uring_file(&directory.path().join("namespace")));
-    Faulty {
-        namespace: Arc::new(FaultNamespace::new(inner)),
-        directory,
-    }
+    Faulty { namespace: Arc::new(FaultNamespace::new(inner)), directory }
 }
 
 mod write {
@@ -885,37 +612,24 @@ mod write {
     /// others land.
     #[test]
     fn fail() {
-        let Faulty {
-            directory: _directory,
-            namespace,
-        } = faulty();
+        let Faulty { directory: _directory, namespace } = faulty();
         let plan = namespace.plan();
         plan.fail_write(3);
-        let mut queue_pair = namespace
-            .open_queue_pair(&config(8))
-            .expect("open queue pair");
+        let mut queue_pair = namespace.open_queue_pair(&config(8)).expect("open queue pair");
         let mut expected = Vec::new();
         for index in 0..5u64 {
             let buffer = filled(queue_pair.as_mut(), 1, index as u8 + 1);
             expected.push(buffer.to_vec());
-            if let Err(rejected) = queue_pair.submit(
-                Command::Write {
-                    lba: index,
-                    buffer,
-                    fua: true,
-                },
-                index + 1,
-            ) {
+            if let Err(rejected) =
+                queue_pair.submit(Command::Write { lba: index, buffer, fua: true }, index + 1)
+            {
                 panic!("write {} refused: {}", index + 1, rejected.error);
             }
         }
         let mut completions = collect(queue_pair.as_mut(), 5);
         completions.sort_by_key(|completion| completion.tag);
         for completion in &completions {
-            assert!(
-                completion.buffer.is_some(),
-                "a failed write still gives its buffer back"
-            );
+            assert!(completion.buffer.is_some(), "a failed write still gives its buffer back");
             match (completion.tag, &completion.result) {
                 (3, Err(NvmeError::Injected(reason))) => {
                     assert_eq!(reason, "write 3 failed as planned")
@@ -925,10 +639,7 @@ mod write {
                 (tag, Err(error)) => panic!("write {tag} was not planned to fail: {error}"),
             }
         }
-        assert!(completions[2]
-            .result
-            .as_ref()
-            .is_err_and(NvmeError::is_device_failure));
+        assert!(completions[2].result.as_ref().is_err_and(NvmeError::is_device_failure));
         assert_eq!(plan.writes(), 5);
 
         eprintln!("the failed write never reached the device: its block is still zeroes");
@@ -936,16 +647,9 @@ mod write {
         let lba_bytes = namespace.info().lba_bytes as usize;
         for (index, block) in back.chunks(lba_bytes).enumerate() {
             if index == 2 {
-                assert!(
-                    block.iter().all(|byte| *byte == 0),
-                    "LBA 2 (write 3) was never written"
-                );
+                assert!(block.iter().all(|byte| *byte == 0), "LBA 2 (write 3) was never written");
             } else {
-                assert_same(
-                    block,
-                    &expected[index],
-                    "a write that was not planned to fail",
-                );
+                assert_same(block, &expected[index], "a write that was not planned to fail");
             }
         }
         assert_eq!(plan.reads(), 1);
@@ -956,20 +660,13 @@ mod write {
     /// old other two.
     #[test]
     fn torn() {
-        let Faulty {
-            directory,
-            namespace,
-        } = faulty();
+        let Faulty { directory, namespace } = faulty();
         let path = directory.path().join("namespace");
         let lba_bytes = namespace.info().lba_bytes as usize;
         let plan = namespace.plan();
         plan.tear_write(2, 1);
-        let mut queue_pair = namespace
-            .open_queue_pair(&config(8))
-            .expect("open queue pair");
-        let mut other_queue_pair = namespace
-            .open_queue_pair(&config(8))
-            .expect("open a second queue pair");
+        let mut queue_pair = namespace.open_queue_pair(&config(8)).expect("open queue pair");
+        let mut other_queue_pair = namespace.open_queue_pair(&config(8)).expect("open a second queue pair");
 
         eprintln!("write 1 puts the old contents in place");
         let old = filled(queue_pair.as_mut(), 3, 20);
@@ -979,78 +676,30 @@ mod write {
         eprintln!("write 2 is torn: one block of three reaches the device, then it dies");
         let new = filled(queue_pair.as_mut(), 3, 40);
         let new_bytes = new.to_vec();
-        let completion = run(
-            queue_pair.as_mut(),
-            Command::Write {
-                lba: 10,
-                buffer: new,
-                fua: true,
-            },
-        );
-        assert!(
-            matches!(completion.result, Err(NvmeError::Dead)),
-            "{:?}",
-            completion.result
-        );
-        let buffer = completion
-            .buffer
-            .expect("a torn write gives its buffer back");
-        assert_eq!(
-            buffer.len(),
-            3 * lba_bytes,
-            "the buffer comes back at its full length"
-        );
+        let completion = run(queue_pair.as_mut(), Command::Write { lba: 10, buffer: new, fua: true });
+        assert!(matches!(completion.result, Err(NvmeError::Dead)), "{:?}", completion.result);
+        let buffer = completion.buffer.expect("a torn write gives its buffer back");
+        assert_eq!(buffer.len(), 3 * lba_bytes, "the buffer comes back at its full length");
         assert!(plan.is_dead());
 
         eprintln!("every later command fails with Dead, on every queue pair");
         let completion = run(queue_pair.as_mut(), Command::Flush);
-        assert!(
-            matches!(completion.result, Err(NvmeError::Dead)),
-            "{:?}",
-            completion.result
-        );
+        assert!(matches!(completion.result, Err(NvmeError::Dead)), "{:?}", completion.result);
         let buffer = other_queue_pair.allocate(lba_bytes);
         let completion = run(other_queue_pair.as_mut(), Command::Read { lba: 10, buffer });
-        assert!(
-            matches!(completion.result, Err(NvmeError::Dead)),
-            "{:?}",
-            completion.result
-        );
+        assert!(matches!(completion.result, Err(NvmeError::Dead)), "{:?}", completion.result);
         let buffer = filled(other_queue_pair.as_mut(), 1, 60);
-        let completion = run(
-            other_queue_pair.as_mut(),
-            Command::Write {
-                lba: 20,
-                buffer,
-                fua: true,
-            },
-        );
-        assert!(
-            matches!(completion.result, Err(NvmeError::Dead)),
-            "{:?}",
-            completion.result
-        );
+        let completion = run(other_queue_pair.as_mut(), Command::Write { lba: 20, buffer, fua: true });
+        assert!(matches!(completion.result, Err(NvmeError::Dead)), "{:?}", completion.result);
         assert_eq!((plan.writes(), plan.flushes(), plan.reads()), (3, 1, 1));
 
-        eprintln!(
-            "after the crash, a reopen of the inner namespace shows only the prefix of write 2"
-        );
+        eprintln!("after the crash, a reopen of the inner namespace shows only the prefix of write 2");
         drop((queue_pair, other_queue_pair, namespace));
         let reopened = open_uring_file(&path);
-        let mut queue_pair = reopened
-            .open_queue_pair(&config(8))
-            .expect("open queue pair");
+        let mut queue_pair = reopened.open_queue_pair(&config(8)).expect("open queue pair");
         let back = read(queue_pair.as_mut(), 10, 3);
-        assert_same(
-            &back[..lba_bytes],
-            &new_bytes[..lba_bytes],
-            "block 0 of the torn write is new",
-        );
-        assert_same(
-            &back[lba_bytes..],
-            &old_bytes[lba_bytes..],
-            "blocks 1..3 of the torn write are old",
-        );
+        assert_same(&back[..lba_bytes], &new_bytes[..lba_bytes], "block 0 of the torn write is new");
+        assert_same(&back[lba_bytes..], &old_bytes[lba_bytes..], "blocks 1..3 of the torn write are old");
         let untouched = read(queue_pair.as_mut(), 20, 1);
         assert!(
             untouched.iter().all(|byte| *byte == 0),
@@ -1065,15 +714,10 @@ mod flush {
     /// Flush 1 fails as planned; flush 2 goes to the device and succeeds.
     #[test]
     fn fail() {
-        let Faulty {
-            directory: _directory,
-            namespace,
-        } = faulty();
+        let Faulty { directory: _directory, namespace } = faulty();
         let plan = namespace.plan();
         plan.fail_flush(1);
-        let mut queue_pair = namespace
-            .open_queue_pair(&config(8))
-            .expect("open queue pair");
+        let mut queue_pair = namespace.open_queue_pair(&config(8)).expect("open queue pair");
         let buffer = filled(queue_pair.as_mut(), 1, 70);
         write(queue_pair.as_mut(), 0, buffer, false);
         let completion = run(queue_pair.as_mut(), Command::Flush);
@@ -1081,19 +725,9 @@ mod flush {
             Err(NvmeError::Injected(reason)) => assert_eq!(reason, "flush 1 failed as planned"),
             other => panic!("flush 1 must fail as planned, got {other:?}"),
         }
-        assert!(
-            completion
-                .result
-                .as_ref()
-                .is_err_and(NvmeError::is_device_failure),
-            "never to be retried"
-        );
+        assert!(completion.result.as_ref().is_err_and(NvmeError::is_device_failure), "never to be retried");
         let completion = run(queue_pair.as_mut(), Command::Flush);
-        assert!(
-            completion.result.is_ok(),
-            "flush 2 was not planned to fail: {:?}",
-            completion.result
-        );
+        assert!(completion.result.is_ok(), "flush 2 was not planned to fail: {:?}", completion.result);
         assert_eq!((plan.writes(), plan.flushes()), (1, 2));
     }
 }
@@ -1102,32 +736,16 @@ mod flush {
 /// no completion fd, so a reactor polls it.
 #[test]
 fn latency() {
-    let Faulty {
-        directory: _directory,
-        namespace,
-    } = faulty();
+    let Faulty { directory: _directory, namespace } = faulty();
     let plan = namespace.plan();
     let planned = Duration::from_millis(50);
     plan.add_latency(planned);
-    let mut queue_pair = namespace
-        .open_queue_pair(&config(8))
-        .expect("open queue pair");
-    assert_eq!(
-        queue_pair.completion_fd(),
-        None,
-        "with latency planned the reactor must poll"
-    );
+    let mut queue_pair = namespace.open_queue_pair(&config(8)).expect("open queue pair");
+    assert_eq!(queue_pair.completion_fd(), None, "with latency planned the reactor must poll");
 
     let started = Instant::now();
     let buffer = filled(queue_pair.as_mut(), 1, 80);
-    if let Err(rejected) = queue_pair.submit(
-        Command::Write {
-            lba: 1,
-            buffer,
-            fua: true,
-        },
-        5,
-    ) {
+    if let Err(rejected) = queue_pair.submit(Command::Write { lba: 1, buffer, fua: true }, 5) {
         panic!("write refused: {}", rejected.error);
     }
     let mut completions = Vec::new();
@@ -1140,10 +758,7 @@ fn latency() {
         }
     }
     let held = started.elapsed();
-    assert!(
-        held >= planned,
-        "the completion came after {held:?}, before the planned {planned:?}"
-    );
+    assert!(held >= planned, "the completion came after {held:?}, before the planned {planned:?}");
     assert!(polls > 1, "the completion was held back at least one poll");
     assert_eq!(completions[0].tag, 5);
     assert!(completions[0].result.is_ok());
@@ -1152,9 +767,5 @@ fn latency() {
     let started = Instant::now();
     let completion = run(queue_pair.as_mut(), Command::Flush);
     assert!(completion.result.is_ok());
-    assert!(
-        started.elapsed() >= planned,
-        "wait returned a completion after {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= planned, "wait returned a completion after {:?}", started.elapsed());
 }

@@ -59,11 +59,7 @@ pub struct UringOptions {
 
 impl Default for UringOptions {
     fn default() -> Self {
-        UringOptions {
-            namespace_bytes: 0,
-            lba_bytes: 4096,
-            create: true,
-        }
+        UringOptions { namespace_bytes: 0, lba_bytes: 4096, create: true }
     }
 }
 
@@ -82,9 +78,7 @@ impl UringNamespace {
     pub fn open(path: &Path, options: &UringOptions) -> Result<UringNamespace, NvmeError> {
         let shown = path.display().to_string();
         match std::fs::metadata(path) {
-            Ok(metadata) if metadata.file_type().is_block_device() => {
-                open_block_device(path, options)
-            }
+            Ok(metadata) if metadata.file_type().is_block_device() => open_block_device(path, options),
             Ok(metadata) if metadata.is_file() => open_file(path, options, false),
             Ok(_) => Err(NvmeError::Invalid(format!(
                 "namespace path {shown} is neither a regular file nor a block device; \
@@ -93,10 +87,7 @@ impl UringNamespace {
             Err(error) if error.kind() == io::ErrorKind::NotFound && options.create => {
                 open_file(path, options, true)
             }
-            Err(source) => Err(NvmeError::Open {
-                path: shown,
-                source,
-            }),
+            Err(source) => Err(NvmeError::Open { path: shown, source }),
         }
     }
 }
@@ -107,19 +98,11 @@ impl Namespace for UringNamespace {
     }
 
     fn open_queue_pair(&self, config: &QueuePairConfig) -> Result<Box<dyn QueuePair>, NvmeError> {
-        Ok(Box::new(UringQueuePair::open(
-            self.info.clone(),
-            self.file.clone(),
-            config,
-        )?))
+        Ok(Box::new(UringQueuePair::open(self.info.clone(), self.file.clone(), config)?))
     }
 }
 
-fn open_file(
-    path: &Path,
-    options: &UringOptions,
-    creating: bool,
-) -> Result<UringNamespace, NvmeError> {
+fn open_file(path: &Path, options: &UringOptions, creating: bool) -> Result<UringNamespace, NvmeError> {
     let shown = path.display().to_string();
     let lba_bytes = options.lba_bytes;
     if !lba_bytes.is_power_of_two() || lba_bytes < 512 {
@@ -140,9 +123,7 @@ fn open_file(
     let (file, created) = if creating {
         match open_direct(path, Creation::New) {
             Ok(file) => (file, true),
-            Err(NvmeError::Open { source, .. })
-                if source.kind() == io::ErrorKind::AlreadyExists =>
-            {
+            Err(NvmeError::Open { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
                 (open_direct(path, Creation::Existing)?, false)
             }
             Err(error) => return Err(error),
@@ -178,13 +159,7 @@ fn open_file(
 fn prepare_file(file: &File, path: &Path, options: &UringOptions) -> Result<(), NvmeError> {
     let shown = path.display().to_string();
     lock_exclusive(file, path)?;
-    let actual = file
-        .metadata()
-        .map_err(|source| NvmeError::Open {
-            path: shown.clone(),
-            source,
-        })?
-        .len();
+    let actual = file.metadata().map_err(|source| NvmeError::Open { path: shown.clone(), source })?.len();
     if actual == 0 && options.create {
         // An empty file is one we just created, or one whose creation was
         // interrupted before preallocation: either way nothing is in it yet.
@@ -206,11 +181,7 @@ fn prepare_file(file: &File, path: &Path, options: &UringOptions) -> Result<(), 
         }
         info!(path = %shown, namespace_bytes = options.namespace_bytes, "created and preallocated namespace file");
     } else if actual != options.namespace_bytes {
-        return Err(NvmeError::SizeMismatch {
-            path: shown,
-            expected: options.namespace_bytes,
-            actual,
-        });
+        return Err(NvmeError::SizeMismatch { path: shown, expected: options.namespace_bytes, actual });
     }
     if let Some((memory_alignment, offset_alignment)) = direct_io_alignment(file) {
         if offset_alignment == 0 {
@@ -238,18 +209,12 @@ fn open_block_device(path: &Path, options: &UringOptions) -> Result<UringNamespa
     let mut logical_block_bytes: libc::c_int = 0;
     // SAFETY: BLKSSZGET writes one c_int through the pointer we pass.
     if unsafe { libc::ioctl(file.as_raw_fd(), BLKSSZGET, &mut logical_block_bytes) } != 0 {
-        return Err(NvmeError::Open {
-            path: shown,
-            source: io::Error::last_os_error(),
-        });
+        return Err(NvmeError::Open { path: shown, source: io::Error::last_os_error() });
     }
     let mut device_bytes: u64 = 0;
     // SAFETY: BLKGETSIZE64 writes one u64 through the pointer we pass.
     if unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut device_bytes) } != 0 {
-        return Err(NvmeError::Open {
-            path: shown,
-            source: io::Error::last_os_error(),
-        });
+        return Err(NvmeError::Open { path: shown, source: io::Error::last_os_error() });
     }
     let lba_bytes = u32::try_from(logical_block_bytes)
         .ok()
@@ -282,20 +247,11 @@ fn open_block_device(path: &Path, options: &UringOptions) -> Result<UringNamespa
             "lba_bytes is ignored for a block device: it uses the device's logical block size"
         );
     }
-    let metadata = file.metadata().map_err(|source| NvmeError::Open {
-        path: shown.clone(),
-        source,
-    })?;
+    let metadata = file.metadata().map_err(|source| NvmeError::Open { path: shown.clone(), source })?;
     let pci_address = pci_address_of_block_device(metadata.rdev());
     info!(path = %shown, device_bytes, lba_bytes, pci_address = ?pci_address, "opened block device with O_DIRECT");
     Ok(UringNamespace {
-        info: NamespaceInfo {
-            lba_bytes,
-            capacity_blocks,
-            backend: "uring",
-            description: shown,
-            pci_address,
-        },
+        info: NamespaceInfo { lba_bytes, capacity_blocks, backend: "uring", description: shown, pci_address },
         file: Arc::new(file),
     })
 }
@@ -321,10 +277,7 @@ fn open_direct(path: &Path, creation: Creation) -> Result<File, NvmeError> {
                      put the namespace on a filesystem with direct I/O such as ext4 or xfs"
                 ))
             } else {
-                NvmeError::Open {
-                    path: shown,
-                    source,
-                }
+                NvmeError::Open { path: shown, source }
             }
         })
 }
@@ -339,14 +292,9 @@ fn lock_exclusive(file: &File, path: &Path) -> Result<(), NvmeError> {
     }
     let source = io::Error::last_os_error();
     if source.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        return Err(NvmeError::Locked {
-            path: path.display().to_string(),
-        });
+        return Err(NvmeError::Locked { path: path.display().to_string() });
     }
-    Err(NvmeError::Open {
-        path: path.display().to_string(),
-        source,
-    })
+    Err(NvmeError::Open { path: path.display().to_string(), source })
 }
 
 /// The (memory, offset) alignment direct I/O needs on this file, when the
@@ -357,13 +305,7 @@ fn direct_io_alignment(file: &File) -> Option<(u32, u32)> {
     // SAFETY: an empty path with AT_EMPTY_PATH describes the descriptor
     // itself; statx writes only into `status`.
     let result = unsafe {
-        libc::statx(
-            file.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            STATX_DIOALIGN,
-            &mut status,
-        )
+        libc::statx(file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, STATX_DIOALIGN, &mut status)
     };
     if result != 0 || status.stx_mask & STATX_DIOALIGN == 0 {
         return None;
@@ -386,15 +328,12 @@ fn pci_address_of_block_device(device_number: u64) -> Option<String> {
 /// The last component of `path` shaped like a PCI address
 /// (`dddd:bb:dd.f`, hexadecimal), e.g. `0000:00:04.0`.
 fn pci_address_in_path(path: &Path) -> Option<String> {
-    path.components()
-        .rev()
-        .find_map(|component| match component {
-            Component::Normal(name) => name
-                .to_str()
-                .filter(|name| looks_like_pci_address(name))
-                .map(str::to_owned),
-            _ => None,
-        })
+    path.components().rev().find_map(|component| match component {
+        Component::Normal(name) => {
+            name.to_str().filter(|name| looks_like_pci_address(name)).map(str::to_owned)
+        }
+        _ => None,
+    })
 }
 
 fn looks_like_pci_address(name: &str) -> bool {
@@ -479,8 +418,7 @@ impl UringQueuePair {
         let raw_event = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if raw_event < 0 {
             return Err(NvmeError::Ring {
-                action: "completion eventfd creation (check the open file limit, ulimit -n)"
-                    .to_owned(),
+                action: "completion eventfd creation (check the open file limit, ulimit -n)".to_owned(),
                 source: io::Error::last_os_error(),
             });
         }
@@ -488,10 +426,7 @@ impl UringQueuePair {
         let completion_event = unsafe { OwnedFd::from_raw_fd(raw_event) };
         ring.submitter()
             .register_eventfd(completion_event.as_raw_fd())
-            .map_err(|source| NvmeError::Ring {
-                action: "eventfd registration".to_owned(),
-                source,
-            })?;
+            .map_err(|source| NvmeError::Ring { action: "eventfd registration".to_owned(), source })?;
 
         Ok(UringQueuePair {
             ring,
@@ -541,22 +476,12 @@ impl UringQueuePair {
         let mut moved = 0;
         loop {
             {
-                let UringQueuePair {
-                    ring,
-                    slots,
-                    free_slots,
-                    in_flight,
-                    ..
-                } = self;
+                let UringQueuePair { ring, slots, free_slots, in_flight, .. } = self;
                 for entry in ring.completion() {
-                    let slot =
-                        usize::try_from(entry.user_data()).expect("user_data is a slot index");
-                    let command = slots
-                        .get_mut(slot)
-                        .and_then(Option::take)
-                        .unwrap_or_else(|| {
-                            panic!("completion for slot {slot}, which holds no command in flight")
-                        });
+                    let slot = usize::try_from(entry.user_data()).expect("user_data is a slot index");
+                    let command = slots.get_mut(slot).and_then(Option::take).unwrap_or_else(|| {
+                        panic!("completion for slot {slot}, which holds no command in flight")
+                    });
                     free_slots.push(slot);
                     *in_flight -= 1;
                     completions.push(finish(command, entry.result()));
@@ -581,42 +506,19 @@ impl UringQueuePair {
 
 /// Turns a CQE result into the completion of its command.
 fn finish(command: InFlight, result: i32) -> Completion {
-    let InFlight {
-        tag,
-        kind,
-        lba,
-        expected_bytes,
-        buffer,
-    } = command;
+    let InFlight { tag, kind, lba, expected_bytes, buffer } = command;
     let result = if result < 0 {
-        Err(NvmeError::Io {
-            kind,
-            lba,
-            source: io::Error::from_raw_os_error(-result),
-        })
+        Err(NvmeError::Io { kind, lba, source: io::Error::from_raw_os_error(-result) })
     } else if (result as usize) < expected_bytes {
-        Err(NvmeError::Short {
-            kind,
-            lba,
-            done: result as usize,
-            expected: expected_bytes,
-        })
+        Err(NvmeError::Short { kind, lba, done: result as usize, expected: expected_bytes })
     } else {
         Ok(())
     };
-    Completion {
-        tag,
-        kind,
-        buffer,
-        result,
-    }
+    Completion { tag, kind, buffer, result }
 }
 
 fn is_transient(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
-    )
+    matches!(error.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY))
 }
 
 /// Registers the whole arena as fixed buffer 0. A refusal (most often the
@@ -630,10 +532,7 @@ fn register_arena(
         return None;
     }
     let (base, bytes) = arena.region();
-    let region = [libc::iovec {
-        iov_base: base.cast(),
-        iov_len: bytes,
-    }];
+    let region = [libc::iovec { iov_base: base.cast(), iov_len: bytes }];
     // SAFETY: the arena's memory lives until the queue pair drops, and the
     // ring (declared first) drops and unregisters before the arena does.
     match unsafe { ring.submitter().register_buffers(&region) } {
@@ -666,10 +565,7 @@ impl QueuePair for UringQueuePair {
             return Err(Box::new(Rejected { error, command }));
         }
         if self.in_flight >= self.depth as usize {
-            return Err(Box::new(Rejected {
-                error: NvmeError::QueueFull { depth: self.depth },
-                command,
-            }));
+            return Err(Box::new(Rejected { error: NvmeError::QueueFull { depth: self.depth }, command }));
         }
         let kind = command.kind();
         let fd = types::Fd(self.file.as_raw_fd());
@@ -686,10 +582,9 @@ impl QueuePair for UringQueuePair {
                         .offset(offset)
                         .rw_flags(flags)
                         .build(),
-                    None => opcode::Write::new(fd, buffer.as_ptr(), len)
-                        .offset(offset)
-                        .rw_flags(flags)
-                        .build(),
+                    None => {
+                        opcode::Write::new(fd, buffer.as_ptr(), len).offset(offset).rw_flags(flags).build()
+                    }
                 };
                 (lba, Some(buffer), entry)
             }
@@ -699,37 +594,21 @@ impl QueuePair for UringQueuePair {
                 };
                 let offset = lba * lba_bytes;
                 let entry = match self.registered_index(&buffer) {
-                    Some(index) => opcode::ReadFixed::new(fd, buffer.as_mut_ptr(), len, index)
-                        .offset(offset)
-                        .build(),
-                    None => opcode::Read::new(fd, buffer.as_mut_ptr(), len)
-                        .offset(offset)
-                        .build(),
+                    Some(index) => {
+                        opcode::ReadFixed::new(fd, buffer.as_mut_ptr(), len, index).offset(offset).build()
+                    }
+                    None => opcode::Read::new(fd, buffer.as_mut_ptr(), len).offset(offset).build(),
                 };
                 (lba, Some(buffer), entry)
             }
-            Command::Flush => (
-                0,
-                None,
-                opcode::Fsync::new(fd)
-                    .flags(types::FsyncFlags::DATASYNC)
-                    .build(),
-            ),
+            Command::Flush => (0, None, opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build()),
         };
-        let slot = self
-            .free_slots
-            .pop()
-            .expect("a free slot exists while fewer than depth commands are in flight");
+        let slot =
+            self.free_slots.pop().expect("a free slot exists while fewer than depth commands are in flight");
         let expected_bytes = buffer.as_ref().map_or(0, |buffer| buffer.len());
         // The buffer moves into its slot before the kernel can see the SQE;
         // moving the DmaBuf handle does not move the memory it points to.
-        self.slots[slot] = Some(InFlight {
-            tag,
-            kind,
-            lba,
-            expected_bytes,
-            buffer,
-        });
+        self.slots[slot] = Some(InFlight { tag, kind, lba, expected_bytes, buffer });
         let entry = entry.user_data(slot as u64);
         // SAFETY: the buffer the entry points to is owned by slot `slot`
         // until its CQE is reaped (or, if the queue pair drops first, until
@@ -839,17 +718,8 @@ mod tests {
             Some("0000:01:00.0"),
             "the nearest PCI component wins"
         );
-        assert_eq!(
-            pci_address_in_path(Path::new("/sys/devices/virtual/block/loop0")),
-            None
-        );
-        assert_eq!(
-            pci_address_in_path(Path::new("/sys/devices/pci0000:00")),
-            None
-        );
-        assert!(
-            !looks_like_pci_address("0000:00:04.8"),
-            "PCI functions are 0..=7"
-        );
+        assert_eq!(pci_address_in_path(Path::new("/sys/devices/virtual/block/loop0")), None);
+        assert_eq!(pci_address_in_path(Path::new("/sys/devices/pci0000:00")), None);
+        assert!(!looks_like_pci_address("0000:00:04.8"), "PCI functions are 0..=7");
     }
 }

@@ -421,3 +421,123 @@ proptest! {
         }
     }
 }
+
+/// A namespace file of `bytes` on the disk (never tmpfs: O_DIRECT).
+fn uring_file(directory: &tempfile::TempDir, bytes: u64) -> Arc<dyn Namespace> {
+    let path = directory.path().join("namespace");
+    let options =
+        crate::nvme::uring::UringOptions { namespace_bytes: bytes, lba_bytes: LBA as u32, create: true };
+    Arc::new(crate::nvme::uring::UringNamespace::open(&path, &options).expect("open the namespace file"))
+}
+
+fn disk_tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("nvkv-wal-")
+        .tempdir_in(std::env::temp_dir())
+        .expect("temporary directory")
+}
+
+#[test]
+fn round_trip_on_the_io_uring_file_backend_in_every_durability_mode() {
+    for durability in [Durability::Fua, Durability::Flush, Durability::None] {
+        let directory = disk_tempdir();
+        let namespace = uring_file(&directory, 16 << 20);
+        let region = format_namespace(namespace.as_ref(), 16);
+        let options = LogOptions { durability, ..small_options() };
+        let mut log = open_log(namespace.as_ref(), region, options.clone()).expect("open");
+        let mut tickets = Vec::new();
+        for index in 1..=200u64 {
+            let group = (index % 4) as u32;
+            let group_index = index / 4 + 1;
+            tickets.push(
+                log.append(group, group_index, 1, &payload(group, group_index, 1, 2300)).expect("append"),
+            );
+            if index % 7 == 0 {
+                log.tick();
+            }
+        }
+        log.wait_durable(*tickets.last().expect("tickets")).expect("durable");
+        if durability == Durability::Flush {
+            assert!(log.stats().flushes >= 1, "flush mode flushes");
+        }
+        drop(log);
+        drop(namespace);
+        let namespace = uring_file(&directory, 16 << 20);
+        let mut log = open_log(namespace.as_ref(), region, options).expect("reopen");
+        for index in 1..=200u64 {
+            let group = (index % 4) as u32;
+            let group_index = index / 4 + 1;
+            let entry = log.read_blocking(group, group_index).expect("read");
+            assert_eq!(&entry.payload[..], &payload(group, group_index, 1, 2300)[..], "{durability:?}");
+        }
+    }
+}
+
+#[test]
+fn wal_write_fail_stops_the_log_and_nothing_after_is_durable() {
+    let directory = disk_tempdir();
+    let fault = crate::nvme::fault::FaultNamespace::new(uring_file(&directory, 16 << 20));
+    let plan = fault.plan();
+    let region = format_namespace(&fault, 16);
+    let mut log = open_log(&fault, region, small_options()).expect("open");
+    let first = log.append(1, 1, 1, b"one").expect("append");
+    log.wait_durable(first).expect("durable");
+    plan.fail_write(plan.writes() + 1);
+    let second = log.append(1, 2, 1, b"two").expect("append");
+    let error = log.wait_durable(second).unwrap_err();
+    assert!(matches!(error, WalError::Failed { shard: 0, .. }), "{error}");
+    assert!(error.to_string().contains("injected"), "{error}");
+    assert!(log.is_durable(first).expect("earlier tickets stay durable"));
+    assert!(log.is_durable(second).is_err(), "the failed write is never reported durable");
+    assert!(
+        matches!(log.append(1, 3, 1, b"three"), Err(WalError::Failed { .. })),
+        "the log refuses new work"
+    );
+}
+
+#[test]
+fn wal_flush_fail_stops_the_log_in_flush_mode() {
+    let directory = disk_tempdir();
+    let fault = crate::nvme::fault::FaultNamespace::new(uring_file(&directory, 16 << 20));
+    let plan = fault.plan();
+    let region = format_namespace(&fault, 16);
+    let options = LogOptions { durability: Durability::Flush, ..small_options() };
+    let mut log = open_log(&fault, region, options).expect("open");
+    plan.fail_flush(plan.flushes() + 1);
+    let ticket = log.append(2, 1, 1, b"entry").expect("append");
+    let error = log.wait_durable(ticket).unwrap_err();
+    assert!(error.to_string().contains("flush failed"), "{error}");
+    assert_eq!(plan.flushes(), 1, "the failed flush is not retried");
+}
+
+#[test]
+fn wal_write_torn_by_the_device_loses_only_what_was_not_durable() {
+    let directory = disk_tempdir();
+    let inner = uring_file(&directory, 16 << 20);
+    let fault = crate::nvme::fault::FaultNamespace::new(inner.clone());
+    let plan = fault.plan();
+    let region = format_namespace(&fault, 16);
+    let mut log = open_log(&fault, region, small_options()).expect("open");
+    for index in 1..=10 {
+        let ticket = log.append(5, index, 1, &payload(5, index, 1, 3000)).expect("append");
+        log.wait_durable(ticket).expect("durable");
+    }
+    // The next write carries entries 11..=14 (one block each); one block lands.
+    plan.tear_write(plan.writes() + 1, 1);
+    let mut last = None;
+    for index in 11..=14 {
+        last = Some(log.append(5, index, 1, &payload(5, index, 1, 3000)).expect("append"));
+    }
+    assert!(log.wait_durable(last.expect("ticket")).is_err(), "a torn write is never durable");
+    drop(log);
+    drop(fault);
+
+    // "Restart": the same file, without the fault wrapper.
+    let mut log = open_log(inner.as_ref(), region, small_options()).expect("recovers from a torn write");
+    let (first, last) = log.entry_range(5).expect("entries");
+    assert_eq!(first, 1);
+    assert!((10..=11).contains(&last), "durable entries kept, at most the landed block added: last = {last}");
+    for index in first..=last {
+        assert_eq!(&log.read_blocking(5, index).expect("read").payload[..], &payload(5, index, 1, 3000)[..]);
+    }
+}
