@@ -1,0 +1,344 @@
+//! `nvkv bench device`: the shard log's append path under load.
+//!
+//! One reactor, pinned like a shard of `nvkv serve`, owns the log on the
+//! namespace; A appender tasks on it each append an entry, wait until the
+//! log reports it durable, record the latency, and go again. Everything the
+//! appenders queue in one reactor turn goes out as one group-commit write,
+//! exactly as in the daemon. Appenders spread over groups; each group purges
+//! old entries as Raft would after a snapshot, so the ring wraps and
+//! reclaims for as long as the run lasts.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::config::{Durability as ConfigDurability, PollMode, ReactorConfig};
+use crate::nvme::open::{open_namespace, NamespaceSettings};
+use crate::nvme::{Namespace, QueuePairConfig};
+use crate::reactor::{DriverFactory, ReactorSettings, Reactors, ShardDriver};
+use crate::shard::{open_shared_log, LogDriver};
+use crate::wal::{superblock, Durability, FormatOptions, LogOptions, LogStats};
+
+/// Most groups the appenders spread over.
+const GROUPS_MAX: u32 = 64;
+/// Entries a group keeps before it purges, and how often it purges.
+const KEEP_ENTRIES: u64 = 1024;
+const PURGE_EVERY: u64 = 256;
+
+#[derive(Clone, Debug)]
+pub struct DeviceBenchOptions {
+    pub namespace: PathBuf,
+    pub namespace_bytes: u64,
+    pub lba_bytes: u32,
+    pub appenders: u32,
+    pub entry_bytes: usize,
+    pub seconds: f64,
+    /// Stop after this many appends in all, if reached before `seconds`.
+    pub count: Option<u64>,
+    pub durability: ConfigDurability,
+    pub poll_mode: PollMode,
+    pub batch_bytes_max: usize,
+    pub inflight_writes_max: usize,
+    pub queue_depth: u32,
+    /// Show a progress bar (only on a terminal).
+    pub progress: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeviceBenchReport {
+    pub ops: u64,
+    pub seconds: f64,
+    pub ops_per_sec: f64,
+    pub mb_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub mean_us: f64,
+    pub appenders: u32,
+    pub entry_bytes: usize,
+    pub groups: u32,
+    pub durability: String,
+    pub poll_mode: String,
+    pub backend: String,
+    pub namespace: String,
+    pub namespace_bytes: u64,
+    pub lba_bytes: u32,
+    pub batch_bytes_max: usize,
+    pub inflight_writes_max: usize,
+    pub device_writes: u64,
+    pub device_bytes_written: u64,
+    pub entries_per_write: f64,
+    pub checkpoints: u64,
+    pub core: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceBenchError {
+    #[error("invalid option: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Namespace(#[from] crate::nvme::NvmeError),
+    #[error(transparent)]
+    Log(#[from] crate::wal::WalError),
+    #[error(transparent)]
+    Reactor(#[from] crate::reactor::ReactorError),
+    #[error(transparent)]
+    Topology(#[from] crate::topology::TopologyError),
+    #[error("the benchmark's appenders failed: {0}")]
+    Appenders(String),
+}
+
+/// What the appender tasks hand back to the bench thread at the end.
+struct Outcome {
+    histogram: Histogram<u64>,
+    ops: u64,
+    elapsed: Duration,
+    stats: LogStats,
+    error: Option<String>,
+}
+
+impl DeviceBenchOptions {
+    fn validate(&self) -> Result<(), DeviceBenchError> {
+        let invalid = |message: String| Err(DeviceBenchError::Invalid(message));
+        if self.appenders == 0 || self.appenders > 4096 {
+            return invalid(format!("--appenders {} must be from 1 to 4096", self.appenders));
+        }
+        if self.entry_bytes == 0 || self.entry_bytes > self.batch_bytes_max / 2 {
+            return invalid(format!(
+                "--entry-bytes {} must be from 1 to half of the batch size ({} bytes)",
+                self.entry_bytes,
+                self.batch_bytes_max / 2
+            ));
+        }
+        if !(self.seconds > 0.0 && self.seconds <= 86_400.0) {
+            return invalid(format!("--seconds {} must be more than 0 and at most 86400", self.seconds));
+        }
+        if self.count == Some(0) {
+            return invalid("--count 0: give at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Runs the benchmark and returns its report.
+pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenchError> {
+    options.validate()?;
+    if options.durability == ConfigDurability::None {
+        tracing::warn!("durability = none: appends are not durable; the numbers say nothing about a real log");
+    }
+    let namespace = open_namespace(&NamespaceSettings {
+        backend: "uring".into(),
+        path: options.namespace.clone(),
+        namespace_bytes: options.namespace_bytes,
+        lba_bytes: options.lba_bytes,
+    })?;
+    let queue_pair = QueuePairConfig { depth: options.queue_depth, registered_buffer_bytes: 16 << 20 };
+    let region = {
+        let mut queue = namespace.open_queue_pair(&queue_pair)?;
+        let (superblock, _) =
+            superblock::open_or_format(queue.as_mut(), FormatOptions { shards: 1, groups_per_shard_max: GROUPS_MAX })?;
+        superblock.region(0)
+    };
+    let reactor_config = ReactorConfig { shards: 1, poll_mode: options.poll_mode, ..ReactorConfig::default() };
+    let cores = crate::topology::choose_cores(&reactor_config, namespace.info().pci_address.as_deref())?;
+    let core = cores[0];
+    let log_options = LogOptions {
+        durability: match options.durability {
+            ConfigDurability::Fua => Durability::Fua,
+            ConfigDurability::Flush => Durability::Flush,
+            ConfigDurability::None => Durability::None,
+        },
+        batch_bytes_max: options.batch_bytes_max,
+        inflight_writes_max: options.inflight_writes_max,
+        cache_bytes_max: 16 << 20,
+    };
+    let groups = options.appenders.min(GROUPS_MAX);
+    let (outcome_sender, outcome_receiver) = crossbeam_channel::bounded::<Outcome>(1);
+    let deadline_after = Duration::from_secs_f64(options.seconds);
+    let count = options.count;
+    let appenders = options.appenders;
+    let entry_bytes = options.entry_bytes;
+    let factory_namespace: Arc<dyn Namespace> = namespace.clone();
+    let factory: DriverFactory = Box::new(move |context| {
+        let log = open_shared_log(context, factory_namespace.as_ref(), &queue_pair, region, log_options)?;
+        let next_index: Rc<RefCell<Vec<u64>>> = Rc::new(RefCell::new(
+            (0..groups).map(|group| log.with(|log| log.last_index(group)).map_or(1, |last| last + 1)).collect(),
+        ));
+        let shared = Rc::new(RefCell::new(Outcome {
+            histogram: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),
+            ops: 0,
+            elapsed: Duration::ZERO,
+            stats: LogStats::default(),
+            error: None,
+        }));
+        let payload: Rc<[u8]> = (0..entry_bytes).map(|byte| (byte % 251) as u8).collect();
+        let started = Instant::now();
+        let deadline = started + deadline_after;
+        let remaining = Rc::new(RefCell::new(appenders));
+        for appender in 0..appenders {
+            let (log, next_index, shared, payload, remaining, sender) =
+                (log.clone(), next_index.clone(), shared.clone(), payload.clone(), remaining.clone(), outcome_sender.clone());
+            tokio::task::spawn_local(async move {
+                let group = appender % groups;
+                loop {
+                    if Instant::now() >= deadline || count.is_some_and(|count| shared.borrow().ops >= count) {
+                        break;
+                    }
+                    let index = {
+                        let mut next = next_index.borrow_mut();
+                        let index = next[group as usize];
+                        next[group as usize] += 1;
+                        index
+                    };
+                    let start = Instant::now();
+                    if let Err(error) = log.append(group, index, 1, &payload).await {
+                        shared.borrow_mut().error.get_or_insert(error.to_string());
+                        break;
+                    }
+                    let nanos = start.elapsed().as_nanos() as u64;
+                    {
+                        let mut outcome = shared.borrow_mut();
+                        outcome.histogram.saturating_record(nanos.max(1));
+                        outcome.ops += 1;
+                    }
+                    if index % PURGE_EVERY == 0 && index > KEEP_ENTRIES {
+                        // Not awaited: a purge rides along with the next write.
+                        let purge = log.with(|log| log.purge(group, index - KEEP_ENTRIES, 1));
+                        if let Err(error) = purge {
+                            shared.borrow_mut().error.get_or_insert(error.to_string());
+                            break;
+                        }
+                    }
+                }
+                let mut left = remaining.borrow_mut();
+                *left -= 1;
+                if *left == 0 {
+                    let mut outcome = shared.borrow_mut();
+                    outcome.elapsed = started.elapsed();
+                    outcome.stats = log.with(|log| log.stats());
+                    let finished = Outcome {
+                        histogram: outcome.histogram.clone(),
+                        ops: outcome.ops,
+                        elapsed: outcome.elapsed,
+                        stats: outcome.stats.clone(),
+                        error: outcome.error.take(),
+                    };
+                    let _ = sender.send(finished);
+                }
+            });
+        }
+        Ok(Box::new(LogDriver::new(log)) as Box<dyn ShardDriver>)
+    });
+    let settings = ReactorSettings { poll_mode: options.poll_mode, ..ReactorSettings::default() };
+    let reactors = Reactors::start(&settings, &[core], vec![factory])?;
+
+    let progress = progress_bar(options);
+    let outcome = loop {
+        match outcome_receiver.recv_timeout(Duration::from_millis(100)) {
+            Ok(outcome) => break outcome,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if let Some(bar) = &progress {
+                    bar.set_position(bar.position().saturating_add(100).min(bar.length().unwrap_or(u64::MAX)));
+                }
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                let stopped = reactors.stop();
+                return Err(DeviceBenchError::Appenders(format!(
+                    "the reactor ended before the appenders reported ({stopped:?})"
+                )));
+            }
+        }
+    };
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    reactors.stop()?;
+    if let Some(error) = outcome.error {
+        return Err(DeviceBenchError::Appenders(error));
+    }
+    let seconds = outcome.elapsed.as_secs_f64();
+    let micros = |nanos: u64| nanos as f64 / 1000.0;
+    let histogram = &outcome.histogram;
+    let info = namespace.info();
+    Ok(DeviceBenchReport {
+        ops: outcome.ops,
+        seconds,
+        ops_per_sec: outcome.ops as f64 / seconds,
+        mb_per_sec: (outcome.ops as f64 * options.entry_bytes as f64) / seconds / 1e6,
+        p50_us: micros(histogram.value_at_quantile(0.5)),
+        p99_us: micros(histogram.value_at_quantile(0.99)),
+        p999_us: micros(histogram.value_at_quantile(0.999)),
+        max_us: micros(histogram.max()),
+        mean_us: histogram.mean() / 1000.0,
+        appenders: options.appenders,
+        entry_bytes: options.entry_bytes,
+        groups,
+        durability: options.durability.to_string(),
+        poll_mode: options.poll_mode.to_string(),
+        backend: info.backend.to_string(),
+        namespace: options.namespace.display().to_string(),
+        namespace_bytes: info.capacity_bytes(),
+        lba_bytes: info.lba_bytes,
+        batch_bytes_max: options.batch_bytes_max,
+        inflight_writes_max: options.inflight_writes_max,
+        device_writes: outcome.stats.writes,
+        device_bytes_written: outcome.stats.bytes_written,
+        entries_per_write: if outcome.stats.writes == 0 { 0.0 } else { outcome.ops as f64 / outcome.stats.writes as f64 },
+        checkpoints: outcome.stats.checkpoints,
+        core,
+    })
+}
+
+fn progress_bar(options: &DeviceBenchOptions) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !options.progress || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new((options.seconds * 1000.0) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} appending [{bar:40}] {elapsed_precise} of {msg}")
+            .expect("progress template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("{:.0}s", options.seconds));
+    Some(bar)
+}
+
+impl DeviceBenchReport {
+    /// The report as a person reads it.
+    pub fn human(&self) -> String {
+        format!(
+            "nvkv bench device: {} appenders x {}-byte entries, durability {}, {} poll, {} ({} backend)\n\
+             appends      {} in {:.2} s\n\
+             appends/s    {:.0}\n\
+             MB/s         {:.1}\n\
+             latency us   p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}\n\
+             device       {} writes, {:.1} entries per write, {} checkpoints, core {}",
+            self.appenders,
+            self.entry_bytes,
+            self.durability,
+            self.poll_mode,
+            self.namespace,
+            self.backend,
+            self.ops,
+            self.seconds,
+            self.ops_per_sec,
+            self.mb_per_sec,
+            self.p50_us,
+            self.p99_us,
+            self.p999_us,
+            self.max_us,
+            self.mean_us,
+            self.device_writes,
+            self.entries_per_write,
+            self.checkpoints,
+            self.core,
+        )
+    }
+}

@@ -1,0 +1,72 @@
+//! A shard: the pieces one reactor thread owns, wired together. Today that
+//! is the shard's log over its queue pair; Raft groups and RPC tasks join
+//! here in later layers.
+//!
+//! The shard maps the node's configuration onto the layers below (the log
+//! knows nothing of config files) and never touches another shard's state.
+
+use std::os::fd::RawFd;
+use std::rc::Rc;
+
+use crate::config::{self, Config};
+use crate::nvme::{Namespace, QueuePairConfig};
+use crate::reactor::{ReactorContext, ShardDriver};
+use crate::wal::{Durability, LogOptions, ShardLog, ShardRegion, SharedLog, WalError};
+
+/// The log options a config asks for.
+pub fn log_options(config: &Config) -> LogOptions {
+    LogOptions {
+        durability: match config.log.durability {
+            config::Durability::Fua => Durability::Fua,
+            config::Durability::Flush => Durability::Flush,
+            config::Durability::None => Durability::None,
+        },
+        batch_bytes_max: config.log.batch_bytes_max as usize,
+        inflight_writes_max: config.log.inflight_writes_max as usize,
+        ..LogOptions::default()
+    }
+}
+
+/// Opens the log of `region` on the calling (reactor) thread, with its own
+/// queue pair, and shares it with the reactor's tasks. New work wakes the
+/// reactor through `context`.
+pub fn open_shared_log(
+    context: &ReactorContext,
+    namespace: &dyn Namespace,
+    queue_pair: &QueuePairConfig,
+    region: ShardRegion,
+    options: LogOptions,
+) -> Result<SharedLog, WalError> {
+    let queue = namespace
+        .open_queue_pair(queue_pair)
+        .map_err(|source| WalError::Device { what: "opening the shard's queue pair", source })?;
+    let log = ShardLog::open(queue, region, options)?;
+    let notify = context.notify().clone();
+    Ok(SharedLog::new(log, Rc::new(move || notify.notify_one())))
+}
+
+/// Drives a shard's log from its reactor: every turn of the loop reaps
+/// completions and sends what the shard's tasks queued as one write.
+pub struct LogDriver {
+    log: SharedLog,
+}
+
+impl LogDriver {
+    pub fn new(log: SharedLog) -> LogDriver {
+        LogDriver { log }
+    }
+}
+
+impl ShardDriver for LogDriver {
+    fn poll(&mut self) -> bool {
+        self.log.tick()
+    }
+
+    fn wake_fds(&self) -> Vec<RawFd> {
+        self.log.with(|log| log.completion_fd().into_iter().collect())
+    }
+
+    fn idle(&self) -> bool {
+        self.log.with(|log| log.is_idle())
+    }
+}
