@@ -1,0 +1,800 @@
+#!/usr/bin/env bash
+# bench/device.sh: device-level comparison of etcd's WAL pattern, fio io_uring
+# O_DIRECT+O_DSYNC writes, and nvkv's own log path, on one target, in one run.
+#
+# It owns nothing but its temporary files (under the bench directory and a
+# mktemp directory) and its results directory; it never touches a block device
+# unless given --device and --yes. See bench/README.md for what each number
+# means and how the ratios are judged.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+Usage: bench/device.sh [options]
+
+Compares, on one target and in one run, the write paths a Raft log can take:
+  (a) etcd WAL pattern: fio --rw=write --ioengine=sync --fdatasync=1 --size=22m --bs=2300
+      (etcd's well known disk check); ops/s, fdatasync latency, write() latency
+  (b) fio io_uring --direct=1 --sync=dsync --bs=4k --rw=write at iodepth 1 and 32,
+      time based; ops/s and completion latency p50/p99/p99.9
+  (c) nvkv's own log path: nvkv bench device --appenders 1 and 64 --entry-bytes 2300 --json
+Each repeat runs the sides interleaved (a, b1, b32, c1, c64), so drift on a noisy
+machine hits every side alike. Medians over repeats are reported with the raw
+values beside them, plus the two ratios nvkv is judged by:
+  (1) nvkv p50 @ 1 appender / fio io_uring dsync QD1 p50     goal <= 1.25
+  (2) nvkv ops/s @ 64 appenders / etcd WAL-pattern ops/s      goal >= 10
+
+Options:
+  --repeats N     repeats of every side (default 3)
+  --seconds S     seconds per timed run, fio io_uring and nvkv (default
+                  $SECONDS_PER_RUN, else 5)
+  --size SIZE     size of the target file, or of the region used on a device
+                  (default 1GiB; suffixes K M G T, binary; a multiple of 1 MiB,
+                  at least 64 MiB). nvkv's namespace gets the same size.
+  --device DEV    run on raw block device DEV instead of a file. EVERYTHING in the
+                  first SIZE bytes of DEV IS DESTROYED. Needs --yes.
+  --yes           confirm that --device may be overwritten
+  --out DIR       parent directory of the results (default bench/results of this
+                  repository); the run goes to DIR/device-<UTC YYYYMMDD-HHMM>/
+                  and is copied to DIR/device-latest/
+  -h, --help      this text
+
+Environment:
+  NVKV_BENCH_DIR   directory holding the target files (default bench/results/tmp,
+                   gitignored): device.img (fio, SIZE), etcd-wal.img (22 MiB) and
+                   nvkv.img (nvkv's namespace, recreated for every nvkv run). All
+                   are deleted on exit.
+  NVKV_BIN         nvkv binary (default target/release/nvkv, built with
+                   `cargo build --release` when missing)
+  SECONDS_PER_RUN  default for --seconds
+
+Needs fio, gnuplot and python3; installs fio and gnuplot-nox with apt-get when
+they are missing. At the defaults a run takes about 2 minutes, plus the etcd
+pattern's time on a slow disk.
+EOF
+}
+
+# ---------------------------------------------------------------- helpers
+
+die() {
+  printf 'device.sh: error: %s\n' "$*" >&2
+  exit 1
+}
+
+note() {
+  printf 'device.sh: %s\n' "$*" >&2
+}
+
+# parse_size TEXT -> bytes on stdout. Binary multiples: 1G = 1GiB = 1073741824.
+parse_size() {
+  local text=$1 number unit
+  if [[ ! $text =~ ^([0-9]+)([kKmMgGtT]?)(i?[bB])?$ ]]; then
+    die "--size '$text' is not a size; write e.g. 1G, 512M, 2GiB or a byte count"
+  fi
+  number=${BASH_REMATCH[1]}
+  unit=${BASH_REMATCH[2]}
+  case $unit in
+    '') ;;
+    k | K) number=$((number * 1024)) ;;
+    m | M) number=$((number * 1024 ** 2)) ;;
+    g | G) number=$((number * 1024 ** 3)) ;;
+    t | T) number=$((number * 1024 ** 4)) ;;
+  esac
+  printf '%s\n' "$number"
+}
+
+positive_integer() {
+  local name=$1 value=$2
+  if [[ ! $value =~ ^[0-9]+$ ]] || ((10#$value == 0)); then
+    die "$name '$value' must be a positive whole number"
+  fi
+}
+
+# ---------------------------------------------------------------- options
+
+COMMAND_LINE=$(printf '%q ' "$0" "$@")
+COMMAND_LINE=${COMMAND_LINE% }
+
+REPEATS=3
+RUN_SECONDS=${SECONDS_PER_RUN:-5}
+SIZE_TEXT=1G
+DEVICE=""
+CONFIRMED=0
+OUT_PARENT=""
+
+need_value() {
+  if (($# < 2)) || [[ -z $2 ]]; then
+    die "$1 needs a value (see --help)"
+  fi
+}
+
+while (($#)); do
+  case $1 in
+    --repeats) need_value "$@"; REPEATS=$2; shift 2 ;;
+    --repeats=*) REPEATS=${1#*=}; shift ;;
+    --seconds) need_value "$@"; RUN_SECONDS=$2; shift 2 ;;
+    --seconds=*) RUN_SECONDS=${1#*=}; shift ;;
+    --size) need_value "$@"; SIZE_TEXT=$2; shift 2 ;;
+    --size=*) SIZE_TEXT=${1#*=}; shift ;;
+    --device) need_value "$@"; DEVICE=$2; shift 2 ;;
+    --device=*) DEVICE=${1#*=}; shift ;;
+    --yes) CONFIRMED=1; shift ;;
+    --out) need_value "$@"; OUT_PARENT=$2; shift 2 ;;
+    --out=*) OUT_PARENT=${1#*=}; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+  esac
+done
+
+positive_integer --repeats "$REPEATS"
+positive_integer "--seconds (or SECONDS_PER_RUN)" "$RUN_SECONDS"
+REPEATS=$((10#$REPEATS))
+RUN_SECONDS=$((10#$RUN_SECONDS))
+SIZE_BYTES=$(parse_size "$SIZE_TEXT")
+((SIZE_BYTES % (1024 * 1024) == 0)) \
+  || die "--size '$SIZE_TEXT' ($SIZE_BYTES bytes) must be a multiple of 1 MiB"
+((SIZE_BYTES >= 64 * 1024 * 1024)) \
+  || die "--size '$SIZE_TEXT' ($SIZE_BYTES bytes) is below the 64 MiB minimum"
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+BENCH_DIR=${NVKV_BENCH_DIR:-$REPO_ROOT/bench/results/tmp}
+OUT_PARENT=${OUT_PARENT:-$REPO_ROOT/bench/results}
+if [[ -n ${NVKV_BIN:-} ]]; then
+  NVKV=$NVKV_BIN
+  NVKV_IS_DEFAULT=0
+else
+  NVKV=$REPO_ROOT/target/release/nvkv
+  NVKV_IS_DEFAULT=1
+fi
+ETCD_WAL_BYTES=$((22 * 1024 * 1024))
+
+# ---------------------------------------------------------------- cleanup
+
+WORK=""
+CHILD_PID=""
+CREATED_FILES=()
+
+cleanup() {
+  if [[ -n $CHILD_PID ]] && kill -0 "$CHILD_PID" 2>/dev/null; then
+    kill -TERM "$CHILD_PID" 2>/dev/null || true
+    wait "$CHILD_PID" 2>/dev/null || true
+  fi
+  CHILD_PID=""
+  local file
+  for file in "${CREATED_FILES[@]}"; do
+    [[ -f $file ]] && rm -f -- "$file"
+  done
+  [[ -n $WORK && -d $WORK ]] && rm -rf -- "$WORK"
+  return 0
+}
+
+on_signal() {
+  note "interrupted by $1; stopping the running benchmark and removing temporary files"
+  trap - EXIT
+  cleanup
+  exit "$2"
+}
+
+trap cleanup EXIT
+trap 'on_signal SIGINT 130' INT
+trap 'on_signal SIGTERM 143' TERM
+trap 'on_signal SIGHUP 129' HUP
+
+# ---------------------------------------------------------------- tools
+
+install_packages() {
+  command -v apt-get >/dev/null \
+    || die "missing $* and there is no apt-get to install them; install them and rerun"
+  ((EUID == 0)) || die "missing $*; rerun as root so apt-get can install them, or install them yourself"
+  note "installing $* with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y -q "$@" >"${TMPDIR:-/tmp}/nvkv-bench-apt.log" 2>&1; then
+    apt-get update -q >>"${TMPDIR:-/tmp}/nvkv-bench-apt.log" 2>&1 || true
+    apt-get install -y -q "$@" >>"${TMPDIR:-/tmp}/nvkv-bench-apt.log" 2>&1 \
+      || die "apt-get install $* failed; see ${TMPDIR:-/tmp}/nvkv-bench-apt.log"
+  fi
+}
+
+missing=()
+command -v fio >/dev/null || missing+=(fio)
+command -v gnuplot >/dev/null || missing+=(gnuplot-nox)
+command -v python3 >/dev/null || missing+=(python3)
+((${#missing[@]} == 0)) || install_packages "${missing[@]}"
+
+FIO_VERSION=$(fio --version)
+GNUPLOT_TERMINAL=png
+if gnuplot -e 'set terminal' 2>&1 | grep -q pngcairo; then
+  GNUPLOT_TERMINAL=pngcairo
+fi
+
+if [[ ! -x $NVKV ]]; then
+  if ((NVKV_IS_DEFAULT)); then
+    command -v cargo >/dev/null \
+      || die "$NVKV is missing and cargo is not installed to build it; set NVKV_BIN to an nvkv binary"
+    note "$NVKV is missing; building it with cargo build --release (this can take minutes)"
+    (cd "$REPO_ROOT" && cargo build --release) >&2 \
+      || die "cargo build --release failed in $REPO_ROOT"
+    [[ -x $NVKV ]] || die "cargo build --release succeeded but $NVKV is still missing"
+  else
+    die "NVKV_BIN '$NVKV' is not an executable file"
+  fi
+fi
+
+# ---------------------------------------------------------------- target
+
+mkdir -p -- "$BENCH_DIR" || die "cannot create NVKV_BENCH_DIR '$BENCH_DIR'"
+BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
+exec 9>"$BENCH_DIR/.device.lock"
+flock -n 9 || die "another bench/device.sh run holds $BENCH_DIR/.device.lock; wait for it to finish"
+
+if [[ -n $DEVICE ]]; then
+  [[ -b $DEVICE ]] || die "--device '$DEVICE' is not a block device"
+  DEVICE=$(readlink -f -- "$DEVICE")
+  mounted=$(lsblk -nro MOUNTPOINT -- "$DEVICE" 2>/dev/null | grep -v '^$' || true)
+  [[ -z $mounted ]] || die "--device '$DEVICE' (or a partition of it) is mounted at: $mounted; refusing to overwrite it"
+  device_bytes=$(blockdev --getsize64 "$DEVICE")
+  ((SIZE_BYTES <= device_bytes)) \
+    || die "--size '$SIZE_TEXT' ($SIZE_BYTES bytes) is larger than --device '$DEVICE' ($device_bytes bytes)"
+  cat >&2 <<EOF
+
+  ###########################################################################
+  ##  WARNING: the first $SIZE_BYTES bytes of $DEVICE WILL BE OVERWRITTEN.
+  ##  Any filesystem, partition table or data there is destroyed.
+  ###########################################################################
+
+EOF
+  ((CONFIRMED)) || die "refusing to write to --device '$DEVICE' without --yes"
+  TARGET_KIND="device"
+  FIO_TARGET=$DEVICE
+  ETCD_TARGET=$DEVICE
+  NVKV_NAMESPACE=$DEVICE
+else
+  TARGET_KIND="file"
+  FIO_TARGET=$BENCH_DIR/device.img
+  ETCD_TARGET=$BENCH_DIR/etcd-wal.img
+  NVKV_NAMESPACE=$BENCH_DIR/nvkv.img
+  available_bytes=$(($(df -Pk -- "$BENCH_DIR" | awk 'NR == 2 { print $4 }') * 1024))
+  needed_bytes=$((2 * SIZE_BYTES + ETCD_WAL_BYTES + 64 * 1024 * 1024))
+  ((available_bytes >= needed_bytes)) \
+    || die "$BENCH_DIR has $available_bytes bytes free, the file targets need $needed_bytes; lower --size or set NVKV_BENCH_DIR"
+  CREATED_FILES+=("$FIO_TARGET" "$ETCD_TARGET" "$NVKV_NAMESPACE")
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/nvkv-bench-device.XXXXXX")
+mkdir -p "$WORK/run/raw"
+
+# ---------------------------------------------------------------- running
+
+# run_logged NAME COMMAND...: runs COMMAND in the background (so a signal can
+# stop it), stdout to raw/NAME.json, stderr to WORK/NAME.stderr.
+run_logged() {
+  local name=$1 status=0
+  shift
+  printf '%q ' "$@" >"$WORK/$name.command"
+  "$@" >"$WORK/run/raw/$name.json" 2>"$WORK/$name.stderr" &
+  CHILD_PID=$!
+  wait "$CHILD_PID" || status=$?
+  CHILD_PID=""
+  if ((status != 0)); then
+    note "this command failed with exit status $status:"
+    printf '  %s\n' "$(cat "$WORK/$name.command")" >&2
+    note "its last output:"
+    tail -n 20 "$WORK/$name.stderr" "$WORK/run/raw/$name.json" >&2 || true
+    return "$status"
+  fi
+}
+
+FIO_COMMON=(--output-format=json)
+
+fio_etcd_wal() {
+  local name=$1
+  if [[ $TARGET_KIND == file ]]; then
+    rm -f -- "$ETCD_TARGET"   # etcd's check writes a fresh file every time
+  fi
+  run_logged "$name" fio --name=etcd-wal --filename="$ETCD_TARGET" --rw=write --ioengine=sync \
+    --fdatasync=1 --size=22m --bs=2300 "${FIO_COMMON[@]}" \
+    || die "the etcd WAL-pattern fio run failed on $ETCD_TARGET"
+}
+
+fio_uring() {
+  local name=$1 depth=$2
+  run_logged "$name" fio --name="uring-qd$depth" --filename="$FIO_TARGET" --size="$SIZE_BYTES" \
+    --ioengine=io_uring --direct=1 --sync=dsync --bs=4k --rw=write --iodepth="$depth" \
+    --time_based --runtime="$RUN_SECONDS" --lat_percentiles=1 "${FIO_COMMON[@]}" \
+    || die "the fio io_uring QD$depth run failed on $FIO_TARGET"
+}
+
+nvkv_log() {
+  local name=$1 appenders=$2
+  if [[ $TARGET_KIND == file ]]; then
+    rm -f -- "$NVKV_NAMESPACE"   # nvkv bench device creates its namespace file
+  fi
+  run_logged "$name" "$NVKV" bench device --namespace "$NVKV_NAMESPACE" --namespace-bytes "$SIZE_BYTES" \
+    --appenders "$appenders" --entry-bytes 2300 --seconds "$RUN_SECONDS" --json \
+    || die "nvkv bench device --appenders $appenders failed; is $NVKV new enough to have 'bench device'?"
+  # Check the output now rather than after minutes of other runs.
+  python3 - "$WORK/run/raw/$name.json" <<'PYTHON' || die "$NVKV bench device --json did not print what this script needs; is the binary new enough?"
+import json, sys
+text = open(sys.argv[1]).read()
+try:
+    document = json.loads(text)
+except json.JSONDecodeError as error:
+    sys.exit(f"device.sh: error: nvkv --json printed no JSON object ({error}); stdout was: {text[:300]!r}")
+required = ("ops", "seconds", "ops_per_sec", "p50_us", "p99_us", "p999_us", "max_us")
+missing = [f for f in required if not isinstance(document, dict) or f not in document]
+if missing:
+    sys.exit(f"device.sh: error: nvkv --json output lacks {', '.join(missing)}: {text[:300]!r}")
+PYTHON
+  if [[ $TARGET_KIND == file ]]; then
+    rm -f -- "$NVKV_NAMESPACE"
+  fi
+}
+
+if [[ $TARGET_KIND == file ]]; then
+  # A fully written file, as fio lays it out: O_DIRECT writes then overwrite
+  # allocated blocks instead of converting unwritten extents on every write.
+  note "[setup] laying out the $SIZE_TEXT fio target $FIO_TARGET"
+  rm -f -- "$FIO_TARGET"
+  run_logged setup-layout fio --name=layout --filename="$FIO_TARGET" --size="$SIZE_BYTES" \
+    --create_only=1 --output-format=json || die "could not lay out $FIO_TARGET"
+  rm -f -- "$WORK/run/raw/setup-layout.json"
+fi
+
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+START_UTC=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+STEPS_TOTAL=$((5 * REPEATS))
+step=0
+progress() {
+  step=$((step + 1))
+  printf '[%d/%d] %s, repeat %d ...\n' "$step" "$STEPS_TOTAL" "$1" "$2" >&2
+}
+
+for ((repeat = 1; repeat <= REPEATS; repeat++)); do
+  progress "fio etcd WAL pattern (sync, fdatasync, 2300 B)" "$repeat"
+  fio_etcd_wal "etcd_wal-r$repeat"
+  progress "fio io_uring dsync qd1" "$repeat"
+  fio_uring "fio_qd1-r$repeat" 1
+  progress "fio io_uring dsync qd32" "$repeat"
+  fio_uring "fio_qd32-r$repeat" 32
+  progress "nvkv log, 1 appender" "$repeat"
+  nvkv_log "nvkv_a1-r$repeat" 1
+  progress "nvkv log, 64 appenders" "$repeat"
+  nvkv_log "nvkv_a64-r$repeat" 64
+done
+
+END_UTC=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------- machine
+
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+memory_kib=$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)
+if [[ $TARGET_KIND == device ]]; then
+  target_filesystem="raw block device (no filesystem)"
+  block_device=$DEVICE
+else
+  target_filesystem=$(df -PT -- "$BENCH_DIR" | awk 'NR == 2 { print $2 " on " $1 " mounted at " $7 }')
+  block_device=$(df -P -- "$BENCH_DIR" | awk 'NR == 2 { print $1 }')
+fi
+block_device_info="(not a block device: $block_device)"
+if [[ -b $block_device ]]; then
+  block_device_info=$(lsblk -o NAME,MODEL,SIZE,ROTA,TRAN,TYPE,MOUNTPOINT -- "$block_device" 2>&1 || true)
+fi
+nvkv_commit=$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
+if [[ $nvkv_commit != unknown ]] && [[ -n $(git -C "$REPO_ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+  nvkv_commit="$nvkv_commit (work tree has uncommitted changes)"
+fi
+kernel=$(uname -r)
+cores_online=$(nproc)
+cores_total=$(grep -c '^processor' /proc/cpuinfo)
+environment_used=""
+for variable in NVKV_BENCH_DIR NVKV_BIN SECONDS_PER_RUN; do
+  if [[ -n ${!variable:-} ]]; then
+    environment_used+="$variable=$(printf '%q' "${!variable}") "
+  fi
+done
+
+export META_COMMAND="$COMMAND_LINE" META_ENVIRONMENT="${environment_used% }" \
+  META_START_UTC="$START_UTC" META_END_UTC="$END_UTC" META_LOAD_START="$LOAD_START" \
+  META_LOAD_END="$LOAD_END" META_KERNEL="$kernel" META_CPU_MODEL="${cpu_model:-unknown}" \
+  META_CORES_ONLINE="$cores_online" META_CORES_TOTAL="$cores_total" \
+  META_MEMORY_KIB="$memory_kib" META_TARGET_KIND="$TARGET_KIND" META_FIO_TARGET="$FIO_TARGET" \
+  META_ETCD_TARGET="$ETCD_TARGET" META_NVKV_NAMESPACE="$NVKV_NAMESPACE" \
+  META_FILESYSTEM="$target_filesystem" META_BLOCK_DEVICE="$block_device_info" \
+  META_FIO_VERSION="$FIO_VERSION" META_NVKV_COMMIT="$nvkv_commit" META_NVKV_BIN="$NVKV" \
+  META_REPEATS="$REPEATS" META_SECONDS="$RUN_SECONDS" META_SIZE_BYTES="$SIZE_BYTES" \
+  META_GNUPLOT_TERMINAL="$GNUPLOT_TERMINAL"
+
+# ---------------------------------------------------------------- analysis
+
+keep_raw_output() {
+  rm -rf -- "$BENCH_DIR/device-failed-raw"
+  cp -r -- "$WORK/run/raw" "$BENCH_DIR/device-failed-raw"
+  note "the raw outputs are kept in $BENCH_DIR/device-failed-raw for a look"
+}
+
+python3 - "$WORK/run" <<'PYTHON' || { keep_raw_output; die "could not analyse the results"; }
+"""Reads raw/<side>-r<k>.json, writes summary.json, report.md and plot.gp."""
+import json
+import os
+import statistics
+import sys
+
+run_dir = sys.argv[1]
+meta = {key[5:].lower(): value for key, value in os.environ.items() if key.startswith("META_")}
+repeats = int(meta["repeats"])
+
+
+class BadOutput(Exception):
+    pass
+
+
+def load(name, lenient=False):
+    path = os.path.join(run_dir, "raw", name + ".json")
+    with open(path) as handle:
+        text = handle.read()
+    if lenient and not text.startswith("{") and "\n{" in text:
+        # fio can print notes on stdout before its JSON.
+        text = text[text.index("\n{") + 1:]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BadOutput(f"{path} is not one JSON object ({error}); it starts with: {text[:200]!r}")
+
+
+def dig(document, path, source):
+    """Follows a field path like jobs.0.write.iops, naming the missing step."""
+    value = document
+    for step in path.split("."):
+        try:
+            value = value[int(step)] if isinstance(value, list) else value[step]
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise BadOutput(f"{source}: field '{path}' is missing (stopped at '{step}')")
+    return value
+
+
+def percentile_us(document, path, source, percentile):
+    # fio names percentiles with six decimals: "50.000000", "99.900000".
+    key = f"{percentile:.6f}"
+    table = dig(document, path, source)
+    if key not in table:
+        raise BadOutput(f"{source}: field '{path}' has no \"{key}\" (it has {', '.join(table)})")
+    return table[key] / 1000.0
+
+
+def fio_job(document, source):
+    job = dig(document, "jobs.0", source)
+    if job.get("error", 0) != 0:
+        raise BadOutput(f"{source}: fio reports error {job['error']}")
+    return job
+
+
+def parse_etcd(name):
+    document = load(name, lenient=True)
+    job = fio_job(document, name)
+    sync = "jobs.0.sync.lat_ns.percentile"
+    clat = "jobs.0.write.clat_ns.percentile"
+    return {
+        "ops_per_sec": dig(document, "jobs.0.write.iops", name),
+        "p50_us": percentile_us(document, sync, name, 50),
+        "p99_us": percentile_us(document, sync, name, 99),
+        "p999_us": percentile_us(document, sync, name, 99.9),
+        "write_clat_p50_us": percentile_us(document, clat, name, 50),
+        "write_clat_p99_us": percentile_us(document, clat, name, 99),
+        "write_clat_p999_us": percentile_us(document, clat, name, 99.9),
+        "writes": dig(document, "jobs.0.write.total_ios", name),
+        # fio 3.33 leaves sync.total_ios at 0; lat_ns.N counts the fdatasyncs.
+        "fdatasyncs": dig(document, "jobs.0.sync.lat_ns.N", name),
+        "runtime_ms": job["write"]["runtime"],
+    }
+
+
+def parse_uring(name):
+    document = load(name, lenient=True)
+    job = fio_job(document, name)
+    clat = "jobs.0.write.clat_ns.percentile"
+    lat = "jobs.0.write.lat_ns.percentile"
+    return {
+        "ops_per_sec": dig(document, "jobs.0.write.iops", name),
+        "p50_us": percentile_us(document, clat, name, 50),
+        "p99_us": percentile_us(document, clat, name, 99),
+        "p999_us": percentile_us(document, clat, name, 99.9),
+        "total_lat_p50_us": percentile_us(document, lat, name, 50),
+        "total_lat_p99_us": percentile_us(document, lat, name, 99),
+        "total_lat_p999_us": percentile_us(document, lat, name, 99.9),
+        "slat_mean_us": dig(document, "jobs.0.write.slat_ns.mean", name) / 1000.0,
+        "writes": dig(document, "jobs.0.write.total_ios", name),
+        "runtime_ms": job["write"]["runtime"],
+    }
+
+
+NVKV_FIELDS = ("ops", "seconds", "ops_per_sec", "p50_us", "p99_us", "p999_us", "max_us")
+
+
+def parse_nvkv(name):
+    document = load(name)
+    if not isinstance(document, dict):
+        raise BadOutput(f"{name}: nvkv --json printed {type(document).__name__}, not one JSON object")
+    missing = [field for field in NVKV_FIELDS if field not in document]
+    if missing:
+        raise BadOutput(f"{name}: nvkv --json output lacks {', '.join(missing)}: {json.dumps(document)[:300]}")
+    record = {field: float(document[field]) for field in NVKV_FIELDS}
+    record["reported"] = document
+    return record
+
+
+SIDES = [
+    ("etcd_wal", "etcd WAL pattern (sync write 2300 B + fdatasync)", "etcd", parse_etcd),
+    ("fio_qd1", "fio io_uring O_DIRECT+O_DSYNC 4 KiB, QD1", "fio", parse_uring),
+    ("fio_qd32", "fio io_uring O_DIRECT+O_DSYNC 4 KiB, QD32", "fio", parse_uring),
+    ("nvkv_a1", "nvkv log, 1 appender, 2300 B entries", "nvkv", parse_nvkv),
+    ("nvkv_a64", "nvkv log, 64 appenders, 2300 B entries", "nvkv", parse_nvkv),
+]
+
+try:
+    raw = {key: [parse(f"{key}-r{r}") for r in range(1, repeats + 1)] for key, _, _, parse in SIDES}
+except (BadOutput, OSError) as error:
+    sys.exit(f"device.sh: error: {error}")
+
+
+def medians(records):
+    fields = [f for f, v in records[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return {f: statistics.median(r[f] for r in records) for f in fields}
+
+
+median = {key: medians(raw[key]) for key in raw}
+
+
+def ratio(numerator, denominator, goal, comparison, per_repeat_pairs, description):
+    # A zero denominator (a side that did nothing) gives no ratio: null in JSON, MISS.
+    value = numerator / denominator if denominator else None
+    passed = value is not None and (value <= goal if comparison == "<=" else value >= goal)
+    return {
+        "description": description,
+        "value": value,
+        "numerator": numerator,
+        "denominator": denominator,
+        "goal": goal,
+        "goal_comparison": comparison,
+        "result": "PASS" if passed else "MISS",
+        "per_repeat": [n / d if d else None for n, d in per_repeat_pairs],
+    }
+
+
+ratios = {
+    "nvkv_p50_a1_over_fio_qd1_p50": ratio(
+        median["nvkv_a1"]["p50_us"], median["fio_qd1"]["p50_us"], 1.25, "<=",
+        [(a["p50_us"], b["p50_us"]) for a, b in zip(raw["nvkv_a1"], raw["fio_qd1"])],
+        "nvkv p50 at 1 appender / fio io_uring dsync QD1 p50 (completion latency)"),
+    "nvkv_ops_a64_over_etcd_wal_ops": ratio(
+        median["nvkv_a64"]["ops_per_sec"], median["etcd_wal"]["ops_per_sec"], 10.0, ">=",
+        [(a["ops_per_sec"], b["ops_per_sec"]) for a, b in zip(raw["nvkv_a64"], raw["etcd_wal"])],
+        "nvkv ops/s at 64 appenders / etcd WAL-pattern ops/s"),
+}
+# For reference only: fio's clat leaves out submission time, which io_uring
+# can spend doing the write inline; nvkv's latency runs from append to durable.
+reference_ratio = ratio(
+    median["nvkv_a1"]["p50_us"], median["fio_qd1"]["total_lat_p50_us"], 1.25, "<=",
+    [(a["p50_us"], b["total_lat_p50_us"]) for a, b in zip(raw["nvkv_a1"], raw["fio_qd1"])],
+    "reference: nvkv p50 at 1 appender / fio io_uring dsync QD1 total latency p50 (submit to complete)")
+
+seconds = int(meta["seconds"])
+size_bytes = int(meta["size_bytes"])
+commands = {
+    "etcd_wal": f"fio --name=etcd-wal --filename={meta['etcd_target']} --rw=write --ioengine=sync "
+                f"--fdatasync=1 --size=22m --bs=2300 --output-format=json",
+    "fio_qd1": f"fio --filename={meta['fio_target']} --size={size_bytes} --ioengine=io_uring --direct=1 "
+               f"--sync=dsync --bs=4k --rw=write --iodepth=1 --time_based --runtime={seconds} "
+               f"--lat_percentiles=1 --output-format=json",
+    "nvkv_a1": f"{meta['nvkv_bin']} bench device --namespace {meta['nvkv_namespace']} "
+               f"--namespace-bytes {size_bytes} --appenders 1 --entry-bytes 2300 --seconds {seconds} --json",
+}
+commands["fio_qd32"] = commands["fio_qd1"].replace("--iodepth=1 ", "--iodepth=32 ")
+commands["nvkv_a64"] = commands["nvkv_a1"].replace("--appenders 1 ", "--appenders 64 ")
+
+summary = {
+    "schema": "nvkv-bench-device/1",
+    "command": meta["command"],
+    "environment": meta["environment"],
+    "started_utc": meta["start_utc"],
+    "finished_utc": meta["end_utc"],
+    "parameters": {
+        "repeats": repeats,
+        "seconds_per_run": seconds,
+        "size_bytes": size_bytes,
+        "target_kind": meta["target_kind"],
+        "fio_target": meta["fio_target"],
+        "etcd_target": meta["etcd_target"],
+        "nvkv_namespace": meta["nvkv_namespace"],
+        "nvkv_entry_bytes": 2300,
+        "nvkv_appenders": [1, 64],
+        "fio_iodepths": [1, 32],
+        "order_within_repeat": [key for key, _, _, _ in SIDES],
+    },
+    "machine": {
+        "kernel": meta["kernel"],
+        "cpu_model": meta["cpu_model"],
+        "cores_online": int(meta["cores_online"]),
+        "cores_total": int(meta["cores_total"]),
+        "memory_bytes": int(meta["memory_kib"]) * 1024,
+        "filesystem": meta["filesystem"],
+        "block_device": meta["block_device"],
+        "load_average_start": meta["load_start"],
+        "load_average_end": meta["load_end"],
+        "fio_version": meta["fio_version"],
+        "nvkv_commit": meta["nvkv_commit"],
+        "nvkv_bin": meta["nvkv_bin"],
+    },
+    "sides": {
+        key: {"label": label, "command": commands[key], "median": median[key],
+              "raw": [{f: v for f, v in r.items() if f != "reported"} for r in raw[key]]}
+        for key, label, _, _ in SIDES
+    },
+    "ratios": ratios,
+    "reference_ratios": {"nvkv_p50_a1_over_fio_qd1_total_lat_p50": reference_ratio},
+}
+summary["sides"]["nvkv_a1"]["reported"] = [r["reported"] for r in raw["nvkv_a1"]]
+summary["sides"]["nvkv_a64"]["reported"] = [r["reported"] for r in raw["nvkv_a64"]]
+
+with open(os.path.join(run_dir, "summary.json"), "w") as handle:
+    json.dump(summary, handle, indent=2)
+    handle.write("\n")
+
+
+def us(value):
+    return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
+
+
+def ops(value):
+    return f"{value:,.0f}"
+
+
+def number(value):
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def series(records, field, form):
+    return " · ".join(form(r[field]) for r in records)
+
+
+lines = []
+out = lines.append
+out("# nvkv device benchmark")
+out("")
+out(f"Command: `{meta['command']}`" + (f" (environment: `{meta['environment']}`)" if meta["environment"] else ""))
+out("")
+out(f"- Date (UTC): {meta['start_utc']} to {meta['end_utc']}")
+out(f"- Kernel: {meta['kernel']}")
+out(f"- CPU: {meta['cpu_model']}, {meta['cores_online']} cores online ({meta['cores_total']} in /proc/cpuinfo)")
+out(f"- Memory: {int(meta['memory_kib']) / 1024 / 1024:.1f} GiB")
+out(f"- Load average (1/5/15 min) at start: {meta['load_start']}; at end: {meta['load_end']}")
+out(f"- Target: {meta['target_kind']} `{meta['fio_target']}`, {size_bytes / 2**20:,.0f} MiB"
+    + ("" if meta["target_kind"] == "device" else
+       f"; etcd pattern file `{meta['etcd_target']}`, nvkv namespace `{meta['nvkv_namespace']}` beside it"))
+out(f"- Filesystem: {meta['filesystem']}")
+out(f"- fio: {meta['fio_version']}; nvkv commit: {meta['nvkv_commit']}; nvkv binary: `{meta['nvkv_bin']}`")
+out(f"- Repeats: {repeats}, sides interleaved in each (etcd, fio QD1, fio QD32, nvkv 1, nvkv 64); "
+    f"{seconds} s per timed run")
+out("")
+out("Block device:")
+out("")
+out("```")
+out(meta["block_device"])
+out("```")
+out("")
+out("## Results (medians over repeats)")
+out("")
+out("| Side | ops/s | p50 µs | p99 µs | p99.9 µs | raw per repeat |")
+out("|---|---:|---:|---:|---:|---|")
+for key, label, _, _ in SIDES:
+    m, r = median[key], raw[key]
+    raw_text = (f"ops/s {series(r, 'ops_per_sec', ops)}<br>p50 {series(r, 'p50_us', us)}"
+                f"<br>p99 {series(r, 'p99_us', us)}<br>p99.9 {series(r, 'p999_us', us)}")
+    out(f"| {label} | {ops(m['ops_per_sec'])} | {us(m['p50_us'])} | {us(m['p99_us'])} | "
+        f"{us(m['p999_us'])} | {raw_text} |")
+out("")
+e, q1 = median["etcd_wal"], median["fio_qd1"]
+out("Latency is per operation: for the etcd pattern the fdatasync latency (fio `sync` section); "
+    "for fio io_uring the completion latency (`clat`); for nvkv what `nvkv bench device` reports.")
+out(f"The etcd pattern's write() itself took p50 {us(e['write_clat_p50_us'])} µs, "
+    f"p99 {us(e['write_clat_p99_us'])} µs, p99.9 {us(e['write_clat_p999_us'])} µs (medians); "
+    f"fio io_uring QD1 total latency (submit to complete) p50 {us(q1['total_lat_p50_us'])} µs, "
+    f"p99 {us(q1['total_lat_p99_us'])} µs.")
+out("")
+out("## Ratios (from this run's medians)")
+out("")
+out("| Ratio | value | goal | result | per repeat |")
+out("|---|---:|---:|---|---|")
+for item in list(ratios.values()) + [reference_ratio]:
+    result = item["result"] if not item["description"].startswith("reference") else f"({item['result']})"
+    out(f"| {item['description']} | {number(item['value'])} | {item['goal_comparison']} {item['goal']:g} | "
+        f"{result} | {' · '.join(number(v) for v in item['per_repeat'])} |")
+out("")
+out("The first two ratios are the ones nvkv is judged by; the third is for reference (it compares "
+    "against fio's submit-to-complete latency, which includes work io_uring may do inline at submission).")
+out("")
+out("![throughput](throughput.png)")
+out("")
+out("![latency](latency.png)")
+out("")
+out("Raw fio and nvkv JSON of every run: `raw/`.")
+
+with open(os.path.join(run_dir, "report.md"), "w") as handle:
+    handle.write("\n".join(lines) + "\n")
+
+# gnuplot: one bar per side, error bars from the smallest to the largest repeat.
+short = {"etcd_wal": "etcd WAL\\npattern", "fio_qd1": "fio io_uring\\ndsync QD1",
+         "fio_qd32": "fio io_uring\\ndsync QD32", "nvkv_a1": "nvkv\\n1 appender",
+         "nvkv_a64": "nvkv\\n64 appenders"}
+color = {"etcd": "0x888888", "fio": "0x3b75af", "nvkv": "0x2e9e44"}
+terminal = meta["gnuplot_terminal"]
+font = "font 'DejaVu Sans,10'" if terminal == "pngcairo" else ""
+plot = [f"set terminal {terminal} size 900,520 noenhanced {font}", "set datafile separator '|'",
+        "set style fill solid 0.85 border -1", "set grid ytics lc rgb '#dddddd'", "set key top left",
+        "set xrange [0.4:5.6]", "set bmargin 4"]
+plot.append("$throughput << EOD")
+for index, (key, _, family, _) in enumerate(SIDES, 1):
+    values = [r["ops_per_sec"] for r in raw[key]]
+    plot.append(f"{index}|{short[key]}|{median[key]['ops_per_sec']:.1f}|{min(values):.1f}|{max(values):.1f}|"
+                f"{color[family]}|{ops(median[key]['ops_per_sec'])}")
+plot.append("EOD")
+plot.append("$latency << EOD")
+for index, (key, _, family, _) in enumerate(SIDES, 1):
+    p50 = [r["p50_us"] for r in raw[key]]
+    p99 = [r["p99_us"] for r in raw[key]]
+    plot.append(f"{index}|{short[key]}|{median[key]['p50_us']:.2f}|{min(p50):.2f}|{max(p50):.2f}|"
+                f"{median[key]['p99_us']:.2f}|{min(p99):.2f}|{max(p99):.2f}|{us(median[key]['p50_us'])}|"
+                f"{us(median[key]['p99_us'])}")
+plot.append("EOD")
+title_tail = f"median of {repeats}, bars min–max; {meta['target_kind']} target; {meta['start_utc']}"
+ymax = max(max(r["ops_per_sec"] for r in raw[key]) for key in raw) * 1.15
+plot += [
+    "set output 'throughput.png'",
+    f"set title 'Durable writes per second ({title_tail})'",
+    "set ylabel 'ops/s'", f"set yrange [0:{ymax:.0f}]", "set format y \"%'.0f\"",
+    "unset key",
+    "plot $throughput using 1:3:(0.6):6:xtic(2) with boxes lc rgb variable, "
+    "'' using 1:4:(0):($5-$4) with vectors heads size screen 0.006,90 lc rgb 'black', "
+    "'' using 1:5:7 with labels offset 0,0.8",
+]
+low = min(min(r["p50_us"] for r in raw[key]) for key in raw)
+high = max(max(r["p99_us"] for r in raw[key]) for key in raw)
+plot += [
+    "set output 'latency.png'",
+    f"set title 'Latency per durable write, p50 and p99 ({title_tail})'",
+    "set ylabel 'µs (log scale)'", "set logscale y", f"set yrange [{low / 2:.3f}:{high * 3:.3f}]",
+    "set format y '%g'", "set key top left",
+    "plot $latency using ($1-0.19):3:(0.36):xtic(2) with boxes lc rgb '0x3b75af' title 'p50', "
+    "'' using ($1+0.19):6:(0.36) with boxes lc rgb '0xd9822b' title 'p99', "
+    "'' using ($1-0.19):4:(0):($5-$4) with vectors heads size screen 0.006,90 lc rgb 'black' notitle, "
+    "'' using ($1+0.19):7:(0):($8-$7) with vectors heads size screen 0.006,90 lc rgb 'black' notitle, "
+    # Values sit inside the bars near the axis, clear of the min-max whiskers.
+    f"'' using ($1-0.19):({low * 0.75:.3f}):9 with labels font ',8' tc rgb 'white' notitle, "
+    f"'' using ($1+0.19):({low * 0.75:.3f}):10 with labels font ',8' tc rgb 'white' notitle",
+]
+with open(os.path.join(run_dir, "plot.gp"), "w") as handle:
+    handle.write("\n".join(plot) + "\n")
+PYTHON
+
+(cd "$WORK/run" && gnuplot plot.gp) 2>"$WORK/gnuplot.stderr" \
+  || { cat "$WORK/gnuplot.stderr" >&2; die "gnuplot failed to draw the charts (script: plot.gp)"; }
+
+# ---------------------------------------------------------------- results
+
+mkdir -p -- "$OUT_PARENT" || die "cannot create --out directory '$OUT_PARENT'"
+OUT_PARENT=$(cd "$OUT_PARENT" && pwd)
+run_name=device-$(date -u -d "$START_UTC" +%Y%m%d-%H%M)
+RESULT_DIR=$OUT_PARENT/$run_name
+suffix=2
+while [[ -e $RESULT_DIR ]]; do
+  RESULT_DIR=$OUT_PARENT/$run_name-$suffix
+  suffix=$((suffix + 1))
+done
+cp -r -- "$WORK/run" "$RESULT_DIR"
+rm -rf -- "$OUT_PARENT/device-latest"
+cp -r -- "$WORK/run" "$OUT_PARENT/device-latest"
+
+note "results: $RESULT_DIR (copied to $OUT_PARENT/device-latest)"
+# The table and the ratios on stdout, for the terminal and for CI logs.
+sed -n '/^## Results/,/^The first two ratios/p' "$RESULT_DIR/report.md"
