@@ -344,6 +344,17 @@ struct ShardThread {
 /// the driver's polling.
 const MAILBOX_TASKS_PER_TURN: usize = 256;
 
+/// Turns between updates of `busy_nanos` while the reactor does not sleep.
+const BUSY_TIME_FLUSH_TURNS: u64 = 1024;
+
+// Mailboxes cross threads; the context must not.
+const _: fn() = || {
+    fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<Mailboxes>();
+    send_and_sync::<Mailbox>();
+    send_and_sync::<ReactorStats>();
+};
+
 impl ShardThread {
     fn run(
         self,
@@ -422,8 +433,16 @@ impl ShardThread {
         let driver_has_fds = wake_fds.len() > 1;
         let mut last_progress = Instant::now();
         let mut busy_since = Instant::now();
+        let mut turns: u64 = 0;
         loop {
             ReactorStats::add(&self.stats.iterations, 1);
+            turns += 1;
+            if turns % BUSY_TIME_FLUSH_TURNS == 0 {
+                // A reactor that never sleeps still reports its busy time.
+                let now = Instant::now();
+                ReactorStats::add(&self.stats.busy_nanos, duration_nanos(now - busy_since));
+                busy_since = now;
+            }
             let mut progress = driver.poll();
             let mut tasks = 0;
             while tasks < MAILBOX_TASKS_PER_TURN {

@@ -122,6 +122,7 @@ fn busy_mode_never_sleeps() {
     assert_eq!(replied.recv_timeout(DEADLINE).expect("a busy reactor runs its mailbox"), 0);
     let stats = reactors.stop().expect("stop");
     assert_eq!(stats[0].sleeps, 0, "busy mode never sleeps");
+    assert!(stats[0].busy_nanos > 0, "busy time is counted without sleeps");
     assert_eq!(stats[0].idle_nanos, 0);
 }
 
