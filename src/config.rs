@@ -146,7 +146,12 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { durability: Durability::Fua, batch_bytes_max: MIB, inflight_writes_max: 4, groups_per_shard: 4 }
+        LogConfig {
+            durability: Durability::Fua,
+            batch_bytes_max: MIB,
+            inflight_writes_max: 4,
+            groups_per_shard: 4,
+        }
     }
 }
 
@@ -186,7 +191,11 @@ trait Choice: Sized + Copy + PartialEq + 'static {
     const CHOICES: &'static [(&'static str, Self)];
 
     fn as_str(self) -> &'static str {
-        Self::CHOICES.iter().find(|(_, value)| *value == self).map(|(name, _)| *name).expect("every variant is listed")
+        Self::CHOICES
+            .iter()
+            .find(|(_, value)| *value == self)
+            .map(|(name, _)| *name)
+            .expect("every variant is listed")
     }
 
     fn from_name(name: &str) -> Option<Self> {
@@ -205,7 +214,8 @@ trait Choice: Sized + Copy + PartialEq + 'static {
 }
 
 impl Choice for PollMode {
-    const CHOICES: &'static [(&'static str, Self)] = &[("busy", PollMode::Busy), ("adaptive", PollMode::Adaptive)];
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("busy", PollMode::Busy), ("adaptive", PollMode::Adaptive)];
 }
 
 impl Choice for Backend {
@@ -339,8 +349,8 @@ impl Config {
             return Ok(config);
         };
         let origin = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
         Config::parse(&text, &origin)
     }
 
@@ -348,7 +358,8 @@ impl Config {
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         // Syntax first, so that a malformed line is never mistaken for a bad value.
         toml::from_str::<toml::Table>(text).map_err(|error| describe_syntax_error(&error, text, origin))?;
-        let config: Config = toml::from_str(text).map_err(|error| describe_toml_error(&error, text, origin))?;
+        let config: Config =
+            toml::from_str(text).map_err(|error| describe_toml_error(&error, text, origin))?;
         config.validate().map_err(|error| error.in_origin(origin))?;
         Ok(config)
     }
@@ -358,10 +369,18 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let node = &self.node;
         if node.member_id == 0 {
-            return Err(ConfigError::invalid("node.member_id", 0, "an integer of at least 1 (0 is no member)"));
+            return Err(ConfigError::invalid(
+                "node.member_id",
+                0,
+                "an integer of at least 1 (0 is no member)",
+            ));
         }
         if node.data_dir.as_os_str().is_empty() {
-            return Err(ConfigError::invalid("node.data_dir", "\"\"", "a directory path, e.g. \"./nvkv-data\""));
+            return Err(ConfigError::invalid(
+                "node.data_dir",
+                "\"\"",
+                "a directory path, e.g. \"./nvkv-data\"",
+            ));
         }
 
         let reactor = &self.reactor;
@@ -379,7 +398,10 @@ impl Config {
             return Err(ConfigError::invalid(
                 "reactor.shards",
                 reactor.shards,
-                format!("at most the {} CPU ids listed in reactor.cores, or 0 to use all of them", reactor.cores.len()),
+                format!(
+                    "at most the {} CPU ids listed in reactor.cores, or 0 to use all of them",
+                    reactor.cores.len()
+                ),
             ));
         }
         for (index, cpu) in reactor.cores.iter().enumerate() {
@@ -508,7 +530,9 @@ fn describe_toml_error(error: &toml::de::Error, text: &str, origin: &str) -> Con
         .rev()
         .map(str::trim)
         .find(|candidate| candidate.starts_with('[') && candidate.ends_with(']'))
-        .map(|header| header.trim_matches(|character| character == '[' || character == ']').trim().to_string());
+        .map(|header| {
+            header.trim_matches(|character| character == '[' || character == ']').trim().to_string()
+        });
     let qualify = |key: &str| match &section {
         Some(section) => format!("{section}.{key}"),
         None => key.to_string(),
@@ -560,7 +584,10 @@ mod tests {
         assert!(config.reactor.cores.is_empty());
         assert_eq!(config.reactor.poll_mode, PollMode::Adaptive);
         assert_eq!(config.namespace.backend, Backend::Uring);
-        assert_eq!(config.namespace.resolved_path(&config.node.data_dir), PathBuf::from("./nvkv-data/namespace"));
+        assert_eq!(
+            config.namespace.resolved_path(&config.node.data_dir),
+            PathBuf::from("./nvkv-data/namespace")
+        );
         assert_eq!(config.namespace.namespace_bytes, 1 << 30);
         assert_eq!(config.log.durability, Durability::Fua);
     }
@@ -693,14 +720,20 @@ mod tests {
             ("[namespace]\nnamespace_bytes = 1048577", "a multiple of namespace.lba_bytes"),
             ("[log]\nbatch_bytes_max = 5000", "log.batch_bytes_max = 5000"),
             ("[log]\ninflight_writes_max = 0", "log.inflight_writes_max = 0"),
-            ("[namespace]\nqueue_depth = 2\n[log]\ninflight_writes_max = 4", "at most namespace.queue_depth = 2"),
+            (
+                "[namespace]\nqueue_depth = 2\n[log]\ninflight_writes_max = 4",
+                "at most namespace.queue_depth = 2",
+            ),
             ("[log]\ngroups_per_shard = 0", "log.groups_per_shard = 0"),
             ("[namespace]\nnamespace_bytes = \"1MiB\"", "to fit in namespace.namespace_bytes"),
         ];
         for (text, expected) in cases {
             let error = parse(text).expect_err(text);
             let message = error.to_string();
-            assert!(message.contains(expected), "{text:?} gave {message:?}, which does not mention {expected:?}");
+            assert!(
+                message.contains(expected),
+                "{text:?} gave {message:?}, which does not mention {expected:?}"
+            );
             assert!(message.contains("in test.toml"), "{message}");
         }
     }

@@ -46,8 +46,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colors).init();
     match cli.command {
         Command::Serve { config } => {
-            let outcome =
-                Config::load(config.as_deref()).map_err(nvkv::node::NodeError::from).and_then(nvkv::node::serve);
+            let outcome = Config::load(config.as_deref())
+                .map_err(nvkv::node::NodeError::from)
+                .and_then(nvkv::node::serve);
             match outcome {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {

@@ -246,7 +246,8 @@ impl Node {
 /// `nvkv serve`: starts the node, prints the ready line, runs until SIGTERM
 /// or SIGINT, then stops cleanly.
 pub fn serve(config: Config) -> Result<(), NodeError> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(NodeError::Signals)?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(NodeError::Signals)?;
     runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         // Listen before announcing ready, so a signal right after the ready

@@ -90,7 +90,12 @@ pub fn discover(pci_address: Option<&str>) -> Result<Machine, TopologyError> {
     if cpus.is_empty() {
         return Err(TopologyError::NoCores);
     }
-    Ok(Machine { candidates: cpus.clone(), allowed: cpus, device_local: None, source: CoreSource::CoreAffinity })
+    Ok(Machine {
+        candidates: cpus.clone(),
+        allowed: cpus,
+        device_local: None,
+        source: CoreSource::CoreAffinity,
+    })
 }
 
 fn discover_with_hwloc(pci_address: Option<&str>) -> Result<Machine, String> {
@@ -122,7 +127,8 @@ fn discover_with_hwloc(pci_address: Option<&str>) -> Result<Machine, String> {
     let mut device_local = None;
     if let Some(address) = pci_address {
         let device = topology.pci_device_by_bus_id_string(address).ok().flatten();
-        let local_cpus = device.and_then(|device| device.first_non_io_ancestor()).and_then(|parent| parent.cpuset());
+        let local_cpus =
+            device.and_then(|device| device.first_non_io_ancestor()).and_then(|parent| parent.cpuset());
         match local_cpus {
             Some(local_cpus) => {
                 // Stable: device-local cores first, each group in CPU order.
@@ -145,17 +151,23 @@ impl Machine {
     /// one per candidate, at most `shards_max`, when `shards` is 0).
     pub fn choose(&self, reactor: &ReactorConfig) -> Result<Vec<usize>, TopologyError> {
         if !reactor.cores.is_empty() {
-            let unknown: Vec<usize> = reactor.cores.iter().copied().filter(|cpu| !self.allowed.contains(cpu)).collect();
+            let unknown: Vec<usize> =
+                reactor.cores.iter().copied().filter(|cpu| !self.allowed.contains(cpu)).collect();
             if !unknown.is_empty() {
                 return Err(TopologyError::UnknownCpus { unknown, available: self.allowed.clone() });
             }
-            let count = if reactor.shards == 0 { reactor.cores.len() } else { reactor.shards.min(reactor.cores.len()) };
+            let count = if reactor.shards == 0 {
+                reactor.cores.len()
+            } else {
+                reactor.shards.min(reactor.cores.len())
+            };
             return Ok(reactor.cores[..count].to_vec());
         }
         if self.candidates.is_empty() {
             return Err(TopologyError::NoCores);
         }
-        let count = if reactor.shards == 0 { self.candidates.len().min(reactor.shards_max) } else { reactor.shards };
+        let count =
+            if reactor.shards == 0 { self.candidates.len().min(reactor.shards_max) } else { reactor.shards };
         if count > self.candidates.len() {
             return Err(TopologyError::TooFewCores { shards: count, available: self.candidates.clone() });
         }
@@ -219,8 +231,9 @@ mod tests {
             device_local: None,
             source: CoreSource::Hwloc,
         };
-        let choose =
-            |shards, shards_max| machine.choose(&ReactorConfig { shards, shards_max, ..ReactorConfig::default() });
+        let choose = |shards, shards_max| {
+            machine.choose(&ReactorConfig { shards, shards_max, ..ReactorConfig::default() })
+        };
         assert_eq!(choose(0, 16).expect("one per core"), vec![0, 2, 4, 6]);
         assert_eq!(choose(0, 3).expect("capped by shards_max"), vec![0, 2, 4]);
         assert_eq!(choose(2, 16).expect("explicit count"), vec![0, 2]);

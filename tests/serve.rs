@@ -84,7 +84,8 @@ impl Daemon {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let status = self.child.wait().expect("wait");
-                let stderr = self.stderr.take().map(|thread| thread.join().unwrap_or_default()).unwrap_or_default();
+                let stderr =
+                    self.stderr.take().map(|thread| thread.join().unwrap_or_default()).unwrap_or_default();
                 panic!("nvkv did not exit within {DEADLINE:?} (killed: {status}); stderr:\n{stderr}");
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -164,8 +165,11 @@ fn a_second_serve_on_the_same_data_dir_is_refused_naming_the_first() {
     first.wait_ready();
 
     let stderr = refused(&setup.config);
-    let expected =
-        format!("data directory {} is in use by another nvkv (pid {})", setup.data_dir().display(), first.pid());
+    let expected = format!(
+        "data directory {} is in use by another nvkv (pid {})",
+        setup.data_dir().display(),
+        first.pid()
+    );
     assert!(stderr.contains(&expected), "expected {expected:?} in:\n{stderr}");
 
     first.signal(libc::SIGTERM);
@@ -176,7 +180,11 @@ fn a_second_serve_on_the_same_data_dir_is_refused_naming_the_first() {
     again.wait_ready();
     again.signal(libc::SIGINT);
     let (status, stderr) = again.wait_exit();
-    assert_eq!(status.code(), Some(0), "the directory is free once the first stopped; SIGINT stops too:\n{stderr}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the directory is free once the first stopped; SIGINT stops too:\n{stderr}"
+    );
 }
 
 #[test]

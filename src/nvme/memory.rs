@@ -18,7 +18,10 @@ pub struct MemoryNamespace {
 
 impl MemoryNamespace {
     pub fn new(lba_bytes: u32, capacity_blocks: u64) -> MemoryNamespace {
-        assert!(lba_bytes.is_power_of_two() && lba_bytes >= 512, "LBA size {lba_bytes} is not a power of two >= 512");
+        assert!(
+            lba_bytes.is_power_of_two() && lba_bytes >= 512,
+            "LBA size {lba_bytes} is not a power of two >= 512"
+        );
         let info = NamespaceInfo {
             lba_bytes,
             capacity_blocks,

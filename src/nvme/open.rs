@@ -34,7 +34,10 @@ pub fn open_namespace(settings: &NamespaceSettings) -> Result<Arc<dyn Namespace>
         )));
     }
     let lba_bytes = u64::from(settings.lba_bytes);
-    if !settings.lba_bytes.is_power_of_two() || settings.lba_bytes < 512 || settings.namespace_bytes % lba_bytes != 0 {
+    if !settings.lba_bytes.is_power_of_two()
+        || settings.lba_bytes < 512
+        || settings.namespace_bytes % lba_bytes != 0
+    {
         return Err(NvmeError::Invalid(format!(
             "namespace_bytes = {} must be a whole number of lba_bytes = {} blocks (a power of two >= 512)",
             settings.namespace_bytes, settings.lba_bytes

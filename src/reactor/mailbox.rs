@@ -84,7 +84,11 @@ pub struct Mailbox {
 
 impl fmt::Debug for Mailbox {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.debug_struct("Mailbox").field("shard", &self.shard).field("queued", &self.sender.len()).finish()
+        formatter
+            .debug_struct("Mailbox")
+            .field("shard", &self.shard)
+            .field("queued", &self.sender.len())
+            .finish()
     }
 }
 
@@ -119,7 +123,10 @@ impl Mailbox {
     /// Queues `task`, waiting while the mailbox is full. For threads outside
     /// the reactors only: two reactors blocked on each other's full
     /// mailboxes would never wake.
-    pub fn send_blocking(&self, task: impl FnOnce(&ReactorContext) + Send + 'static) -> Result<(), MailboxError> {
+    pub fn send_blocking(
+        &self,
+        task: impl FnOnce(&ReactorContext) + Send + 'static,
+    ) -> Result<(), MailboxError> {
         self.sender.send(Box::new(task)).map_err(|_| MailboxError::Stopped { shard: self.shard })?;
         self.doorbell.ring_if_sleeping();
         Ok(())

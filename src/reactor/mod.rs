@@ -240,7 +240,8 @@ impl Reactors {
             mailbox::create(cores.len(), settings.mailbox_capacity).map_err(ReactorError::EventFd)?;
         let mut reactors = Reactors { shards: Vec::with_capacity(cores.len()), mailboxes: mailboxes.clone() };
         let (started_sender, started_receiver) = crossbeam_channel::bounded(cores.len());
-        for (shard, ((core, factory), inbox)) in cores.iter().copied().zip(factories).zip(inboxes).enumerate() {
+        for (shard, ((core, factory), inbox)) in cores.iter().copied().zip(factories).zip(inboxes).enumerate()
+        {
             let stop = Arc::new(AtomicBool::new(false));
             let stats = Arc::new(ReactorStats::default());
             let doorbell = inbox.doorbell.clone();
@@ -266,7 +267,9 @@ impl Reactors {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => return Err(error),
                 // A thread died before reporting: join it to learn how.
-                Err(_) => return Err(reactors.stop_all().err().unwrap_or(ReactorError::Panicked { shard: 0 })),
+                Err(_) => {
+                    return Err(reactors.stop_all().err().unwrap_or(ReactorError::Panicked { shard: 0 }))
+                }
             }
         }
         Ok(reactors)
@@ -384,7 +387,11 @@ impl ShardThread {
     fn run_reactor(&self, factory: DriverFactory, report_running: impl FnOnce()) -> Result<(), ReactorError> {
         let shard = self.shard;
         if !core_affinity::set_for_current(core_affinity::CoreId { id: self.core }) {
-            tracing::warn!(shard, core = self.core, "cannot pin the reactor thread to its CPU; it runs unpinned");
+            tracing::warn!(
+                shard,
+                core = self.core,
+                "cannot pin the reactor thread to its CPU; it runs unpinned"
+            );
         }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

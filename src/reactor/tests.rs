@@ -48,7 +48,9 @@ impl ShardDriver for IdleDriver {
 }
 
 fn idle_factories(count: usize) -> Vec<DriverFactory> {
-    (0..count).map(|_| Box::new(|_: &ReactorContext| Ok(Box::new(IdleDriver) as Box<dyn ShardDriver>)) as _).collect()
+    (0..count)
+        .map(|_| Box::new(|_: &ReactorContext| Ok(Box::new(IdleDriver) as Box<dyn ShardDriver>)) as _)
+        .collect()
 }
 
 #[test]
@@ -91,7 +93,8 @@ fn two_reactors_exchange_mailbox_messages() {
 
 #[test]
 fn an_idle_adaptive_reactor_sleeps_and_a_message_wakes_it() {
-    let reactors = Reactors::start(&settings(PollMode::Adaptive), &cores(1), idle_factories(1)).expect("start");
+    let reactors =
+        Reactors::start(&settings(PollMode::Adaptive), &cores(1), idle_factories(1)).expect("start");
     assert!(wait_until(|| reactors.stats()[0].sleeps >= 1), "an idle adaptive reactor goes to sleep");
     std::thread::sleep(Duration::from_millis(20));
     let asleep = reactors.stats()[0];
@@ -118,7 +121,11 @@ fn busy_mode_never_sleeps() {
     let reactors = Reactors::start(&settings(PollMode::Busy), &cores(1), idle_factories(1)).expect("start");
     assert!(wait_until(|| reactors.stats()[0].iterations >= 10_000), "a busy reactor keeps polling");
     let (reply, replied) = mpsc::channel();
-    reactors.mailboxes().get(0).try_send(move |context| reply.send(context.shard()).expect("waits")).expect("room");
+    reactors
+        .mailboxes()
+        .get(0)
+        .try_send(move |context| reply.send(context.shard()).expect("waits"))
+        .expect("room");
     assert_eq!(replied.recv_timeout(DEADLINE).expect("a busy reactor runs its mailbox"), 0);
     let stats = reactors.stop().expect("stop");
     assert_eq!(stats[0].sleeps, 0, "busy mode never sleeps");
@@ -162,7 +169,10 @@ fn a_sleeping_reactor_wakes_on_its_drivers_fd() {
     for completion in 1..=3u64 {
         // Sleep k comes before completion k: the reactor is asleep (or about
         // to be) when the eventfd rings.
-        assert!(wait_until(|| reactors.stats()[0].sleeps >= completion), "the reactor sleeps between completions");
+        assert!(
+            wait_until(|| reactors.stats()[0].sleeps >= completion),
+            "the reactor sleeps between completions"
+        );
         arrived.store(completion as usize, Ordering::Release);
         eventfd.ring();
         let polled = wait_until(|| handled.load(Ordering::Acquire) == completion as usize);
@@ -272,11 +282,19 @@ fn stop_finishes_in_flight_work_and_queued_messages() {
     let ran = Arc::new(AtomicUsize::new(0));
     for _ in 0..10 {
         let ran = ran.clone();
-        reactors.mailboxes().get(0).send_blocking(move |_| _ = ran.fetch_add(1, Ordering::AcqRel)).expect("running");
+        reactors
+            .mailboxes()
+            .get(0)
+            .send_blocking(move |_| _ = ran.fetch_add(1, Ordering::AcqRel))
+            .expect("running");
     }
     assert_eq!(completed.load(Ordering::Acquire), 0, "the driver holds its work until stop begins");
     let stats = reactors.stop().expect("stop");
-    assert_eq!(completed.load(Ordering::Acquire), 5, "every in-flight unit completed before the reactor exited");
+    assert_eq!(
+        completed.load(Ordering::Acquire),
+        5,
+        "every in-flight unit completed before the reactor exited"
+    );
     assert_eq!(dropped_after.load(Ordering::Acquire), 5, "the driver was dropped only after it was idle");
     assert_eq!(ran.load(Ordering::Acquire), 10, "mailbox tasks queued before stop ran");
     assert_eq!(stats[0].mailbox_tasks, 10);
@@ -287,7 +305,8 @@ fn a_stopped_shard_refuses_tasks_and_a_full_one_hands_them_back() {
     let one_slot = ReactorSettings { mailbox_capacity: 1, ..settings(PollMode::Adaptive) };
     // A factory that fails proves start reports it; use a live reactor for the rest.
     let failing: DriverFactory = Box::new(|_| Err("queue pair refused".into()));
-    let error = Reactors::start(&one_slot, &cores(1), vec![failing]).err().expect("a failing driver fails start");
+    let error =
+        Reactors::start(&one_slot, &cores(1), vec![failing]).err().expect("a failing driver fails start");
     assert!(error.to_string().contains("queue pair refused"), "{error}");
 
     let reactors = Reactors::start(&one_slot, &cores(1), idle_factories(1)).expect("start");
