@@ -1,1 +1,754 @@
-//! (being written)
+//! The daemon's configuration: what `config/nvkv.toml` may say, the default
+//! of every key, and the limits each value must respect.
+//!
+//! This module owns parsing and checking only. It must never touch the
+//! machine (no files besides the config itself, no devices, no threads): the
+//! node acts on a [`Config`] after [`Config::validate`] accepted it. Every
+//! default runs anywhere, so `nvkv serve` with no config file just works.
+//! Errors name the key, the value and what is allowed, on one line.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+const TIB: u64 = 1 << 40;
+
+/// Largest `reactor.shards_max`: one shard per core of the largest machines
+/// we plan for.
+pub const SHARDS_LIMIT: usize = 256;
+/// Largest `log.groups_per_shard`: the number of groups a shard log's
+/// checkpoint has room for, fixed when the namespace is formatted.
+pub const GROUPS_PER_SHARD_LIMIT: u32 = 256;
+/// Largest CPU id accepted in `reactor.cores`.
+pub const CPU_ID_LIMIT: usize = 4095;
+
+/// Everything `nvkv serve` reads from its config file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub reactor: ReactorConfig,
+    pub namespace: NamespaceConfig,
+    pub log: LogConfig,
+}
+
+/// `[node]`: who this member is and where it keeps its data.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This member's Raft id, unique in the cluster, never 0.
+    pub member_id: u64,
+    /// Holds the lock file and, by default, the namespace file.
+    pub data_dir: PathBuf,
+    /// Where clients connect.
+    #[serde(deserialize_with = "deserialize_address")]
+    pub client_address: SocketAddr,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            member_id: 1,
+            data_dir: PathBuf::from("./nvkv-data"),
+            client_address: SocketAddr::from(([127, 0, 0, 1], 7379)),
+        }
+    }
+}
+
+/// `[reactor]`: the thread-per-core runtime.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReactorConfig {
+    /// Shards (one reactor thread each); 0 means one per available core,
+    /// capped by `shards_max`.
+    pub shards: usize,
+    pub shards_max: usize,
+    /// Explicit CPU ids for the shards, in shard order; empty lets the
+    /// topology choose.
+    pub cores: Vec<usize>,
+    pub poll_mode: PollMode,
+    /// How long an adaptive reactor keeps polling after its last progress
+    /// before it sleeps.
+    pub adaptive_poll_us: u64,
+    /// Messages a shard's mailbox holds before senders are refused.
+    pub mailbox_capacity: usize,
+}
+
+impl Default for ReactorConfig {
+    fn default() -> Self {
+        ReactorConfig {
+            shards: 0,
+            shards_max: 16,
+            cores: Vec::new(),
+            poll_mode: PollMode::Adaptive,
+            adaptive_poll_us: 250,
+            mailbox_capacity: 4096,
+        }
+    }
+}
+
+/// `[namespace]`: the device the logs go to.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceConfig {
+    pub backend: Backend,
+    /// A file or a raw block device; empty means `<data_dir>/namespace`.
+    pub path: PathBuf,
+    #[serde(deserialize_with = "deserialize_bytes")]
+    pub namespace_bytes: u64,
+    pub lba_bytes: u32,
+    pub queue_depth: u32,
+    #[serde(deserialize_with = "deserialize_bytes")]
+    pub registered_buffer_bytes: u64,
+}
+
+impl Default for NamespaceConfig {
+    fn default() -> Self {
+        NamespaceConfig {
+            backend: Backend::Uring,
+            path: PathBuf::new(),
+            namespace_bytes: GIB,
+            lba_bytes: 4096,
+            queue_depth: 128,
+            registered_buffer_bytes: 8 * MIB,
+        }
+    }
+}
+
+impl NamespaceConfig {
+    /// The namespace path with the default applied: `<data_dir>/namespace`
+    /// when `path` is empty.
+    pub fn resolved_path(&self, data_dir: &Path) -> PathBuf {
+        if self.path.as_os_str().is_empty() {
+            data_dir.join("namespace")
+        } else {
+            self.path.clone()
+        }
+    }
+}
+
+/// `[log]`: the per-shard log and its group commit.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub durability: Durability,
+    /// Largest single group-commit write.
+    #[serde(deserialize_with = "deserialize_bytes")]
+    pub batch_bytes_max: u64,
+    /// Group-commit writes a shard keeps in flight at once.
+    pub inflight_writes_max: u32,
+    /// Raft groups each shard hosts.
+    pub groups_per_shard: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            durability: Durability::Fua,
+            batch_bytes_max: MIB,
+            inflight_writes_max: 4,
+            groups_per_shard: 4,
+        }
+    }
+}
+
+/// How a reactor waits for work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PollMode {
+    /// Never sleeps: lowest latency, one core at 100%.
+    Busy,
+    /// Polls for `adaptive_poll_us` after the last progress, then sleeps until
+    /// a completion, a mailbox message or a timer wakes it.
+    Adaptive,
+}
+
+/// The namespace backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// io_uring with O_DIRECT on a file or raw block device.
+    Uring,
+    /// SPDK's user-space NVMe driver (cargo feature `spdk`).
+    Spdk,
+}
+
+/// When a log write counts as durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Each group-commit write carries FUA.
+    Fua,
+    /// Each group-commit write is followed by a flush.
+    Flush,
+    /// Nothing is made durable: for benchmarks only.
+    None,
+}
+
+/// A string-valued setting: its spellings in the config file, in one place
+/// for parsing, printing and error messages.
+trait Choice: Sized + Copy + PartialEq + 'static {
+    const CHOICES: &'static [(&'static str, Self)];
+
+    fn as_str(self) -> &'static str {
+        Self::CHOICES
+            .iter()
+            .find(|(_, value)| *value == self)
+            .map(|(name, _)| *name)
+            .expect("every variant is listed")
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::CHOICES.iter().find(|(spelling, _)| *spelling == name).map(|(_, value)| *value)
+    }
+
+    /// `"busy" or "adaptive"`, for error messages.
+    fn expected() -> String {
+        let names: Vec<String> = Self::CHOICES.iter().map(|(name, _)| format!("\"{name}\"")).collect();
+        match names.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        }
+    }
+}
+
+impl Choice for PollMode {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("busy", PollMode::Busy), ("adaptive", PollMode::Adaptive)];
+}
+
+impl Choice for Backend {
+    const CHOICES: &'static [(&'static str, Self)] = &[("uring", Backend::Uring), ("spdk", Backend::Spdk)];
+}
+
+impl Choice for Durability {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("fua", Durability::Fua), ("flush", Durability::Flush), ("none", Durability::None)];
+}
+
+macro_rules! choice_traits {
+    ($($type:ty),*) => {$(
+        impl $type {
+            /// The spelling used in the config file.
+            pub fn as_str(self) -> &'static str {
+                <$type as Choice>::as_str(self)
+            }
+        }
+
+        impl fmt::Display for $type {
+            fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $type {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let name = String::deserialize(deserializer)?;
+                <$type as Choice>::from_name(&name)
+                    .ok_or_else(|| de::Error::custom(format!("expected {}", <$type as Choice>::expected())))
+            }
+        }
+    )*};
+}
+
+choice_traits!(PollMode, Backend, Durability);
+
+/// Parses `"512MiB"`, `"1 GiB"`, `"4096"`, `"8KiB"` (binary units only, so
+/// there is never a doubt whether "1GB" meant 10^9 or 2^30).
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|character: char| !character.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let multiplier = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => KIB,
+        "MiB" => MIB,
+        "GiB" => GIB,
+        "TiB" => TIB,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
+}
+
+const BYTES_EXPECTED: &str =
+    "a number of bytes: an integer or a string like \"512MiB\" or \"1GiB\" (units B, KiB, MiB, GiB, TiB)";
+
+fn deserialize_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(|_| de::Error::custom("expected an IP address and a port, like \"127.0.0.1:7379\""))
+}
+
+fn deserialize_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    struct BytesVisitor;
+
+    impl Visitor<'_> for BytesVisitor {
+        type Value = u64;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str(BYTES_EXPECTED)
+        }
+
+        fn visit_i64<E: de::Error>(self, value: i64) -> Result<u64, E> {
+            u64::try_from(value).map_err(|_| E::custom(format!("expected {BYTES_EXPECTED}")))
+        }
+
+        fn visit_u64<E: de::Error>(self, value: u64) -> Result<u64, E> {
+            Ok(value)
+        }
+
+        fn visit_str<E: de::Error>(self, value: &str) -> Result<u64, E> {
+            parse_bytes(value).ok_or_else(|| E::custom(format!("expected {BYTES_EXPECTED}")))
+        }
+    }
+
+    deserializer.deserialize_any(BytesVisitor)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; pass --config with a readable file, or leave it out to use the defaults")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid config value {key} = {value} in {origin}: {reason}")]
+    Invalid { key: String, value: String, origin: String, reason: String },
+    #[error("unknown config key {key} in {origin}: {message}; see config/nvkv.toml for every key")]
+    UnknownKey { key: String, origin: String, message: String },
+    #[error("config file {origin} is not valid TOML: {message}")]
+    Syntax { origin: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, value: impl fmt::Display, expected: impl fmt::Display) -> ConfigError {
+        ConfigError::Invalid {
+            key: key.to_string(),
+            value: value.to_string(),
+            origin: "the config".to_string(),
+            reason: format!("expected {expected}"),
+        }
+    }
+
+    /// Says which file the error came from.
+    fn in_origin(self, new_origin: &str) -> ConfigError {
+        match self {
+            ConfigError::Invalid { key, value, reason, .. } => {
+                ConfigError::Invalid { key, value, origin: new_origin.to_string(), reason }
+            }
+            other => other,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks the config file, or returns the defaults (checked
+    /// too) when there is none.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            let config = Config::default();
+            config.validate().map_err(|error| error.in_origin("the defaults"))?;
+            return Ok(config);
+        };
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
+        Config::parse(&text, &origin)
+    }
+
+    /// Parses and checks config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        // Syntax first, so that a malformed line is never mistaken for a bad value.
+        toml::from_str::<toml::Table>(text).map_err(|error| describe_syntax_error(&error, text, origin))?;
+        let config: Config =
+            toml::from_str(text).map_err(|error| describe_toml_error(&error, text, origin))?;
+        config.validate().map_err(|error| error.in_origin(origin))?;
+        Ok(config)
+    }
+
+    /// Checks every value against its limits and the values against each
+    /// other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let node = &self.node;
+        if node.member_id == 0 {
+            return Err(ConfigError::invalid(
+                "node.member_id",
+                0,
+                "an integer of at least 1 (0 is no member)",
+            ));
+        }
+        if node.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "node.data_dir",
+                "\"\"",
+                "a directory path, e.g. \"./nvkv-data\"",
+            ));
+        }
+
+        let reactor = &self.reactor;
+        check_range("reactor.shards_max", reactor.shards_max as u64, 1, SHARDS_LIMIT as u64)?;
+        check_range("reactor.shards", reactor.shards as u64, 0, reactor.shards_max as u64)
+            .map_err(|error| with_hint(error, " (0 = one per available core), at most reactor.shards_max"))?;
+        if reactor.cores.len() > reactor.shards_max {
+            return Err(ConfigError::invalid(
+                "reactor.cores",
+                format!("{:?}", reactor.cores),
+                format!("at most reactor.shards_max = {} CPU ids", reactor.shards_max),
+            ));
+        }
+        if reactor.shards > 0 && !reactor.cores.is_empty() && reactor.shards > reactor.cores.len() {
+            return Err(ConfigError::invalid(
+                "reactor.shards",
+                reactor.shards,
+                format!(
+                    "at most the {} CPU ids listed in reactor.cores, or 0 to use all of them",
+                    reactor.cores.len()
+                ),
+            ));
+        }
+        for (index, cpu) in reactor.cores.iter().enumerate() {
+            if *cpu > CPU_ID_LIMIT {
+                return Err(ConfigError::invalid(
+                    "reactor.cores",
+                    format!("{:?}", reactor.cores),
+                    format!("CPU ids in 0..={CPU_ID_LIMIT}, but {cpu} is larger"),
+                ));
+            }
+            if reactor.cores[..index].contains(cpu) {
+                return Err(ConfigError::invalid(
+                    "reactor.cores",
+                    format!("{:?}", reactor.cores),
+                    format!("each CPU id at most once, but {cpu} is listed twice"),
+                ));
+            }
+        }
+        check_range("reactor.adaptive_poll_us", reactor.adaptive_poll_us, 0, 1_000_000)?;
+        check_range("reactor.mailbox_capacity", reactor.mailbox_capacity as u64, 1, 1 << 20)?;
+
+        let namespace = &self.namespace;
+        let lba_bytes = u64::from(namespace.lba_bytes);
+        if !(512..=65536).contains(&lba_bytes) || !lba_bytes.is_power_of_two() {
+            return Err(ConfigError::invalid(
+                "namespace.lba_bytes",
+                lba_bytes,
+                "a power of two from 512 to 65536 (the device's logical block size, usually 512 or 4096)",
+            ));
+        }
+        check_range("namespace.namespace_bytes", namespace.namespace_bytes, MIB, 1 << 50)?;
+        check_multiple("namespace.namespace_bytes", namespace.namespace_bytes, lba_bytes)?;
+        check_range("namespace.queue_depth", u64::from(namespace.queue_depth), 1, 4096)?;
+        check_range("namespace.registered_buffer_bytes", namespace.registered_buffer_bytes, 0, GIB)?;
+        check_multiple("namespace.registered_buffer_bytes", namespace.registered_buffer_bytes, lba_bytes)?;
+
+        let log = &self.log;
+        check_range("log.batch_bytes_max", log.batch_bytes_max, lba_bytes, 64 * MIB)?;
+        check_multiple("log.batch_bytes_max", log.batch_bytes_max, lba_bytes)?;
+        let shard_count = reactor.shards.max(1) as u64;
+        if log.batch_bytes_max.saturating_mul(u64::from(log.inflight_writes_max)).saturating_mul(shard_count)
+            > namespace.namespace_bytes
+        {
+            return Err(ConfigError::invalid(
+                "log.batch_bytes_max",
+                log.batch_bytes_max,
+                format!(
+                    "batch_bytes_max x inflight_writes_max ({}) x shards ({shard_count}) to fit in \
+                     namespace.namespace_bytes = {}; lower them or grow the namespace",
+                    log.inflight_writes_max, namespace.namespace_bytes
+                ),
+            ));
+        }
+        check_range("log.inflight_writes_max", u64::from(log.inflight_writes_max), 1, 1024)?;
+        if log.inflight_writes_max > namespace.queue_depth {
+            return Err(ConfigError::invalid(
+                "log.inflight_writes_max",
+                log.inflight_writes_max,
+                format!("at most namespace.queue_depth = {}", namespace.queue_depth),
+            ));
+        }
+        check_range(
+            "log.groups_per_shard",
+            u64::from(log.groups_per_shard),
+            1,
+            u64::from(GROUPS_PER_SHARD_LIMIT),
+        )?;
+        Ok(())
+    }
+}
+
+fn check_range(key: &str, value: u64, low: u64, high: u64) -> Result<(), ConfigError> {
+    if (low..=high).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(key, value, format!("an integer in {low}..={high}")))
+    }
+}
+
+fn check_multiple(key: &str, value: u64, lba_bytes: u64) -> Result<(), ConfigError> {
+    if value % lba_bytes == 0 {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(key, value, format!("a multiple of namespace.lba_bytes = {lba_bytes}")))
+    }
+}
+
+fn with_hint(error: ConfigError, hint: &str) -> ConfigError {
+    match error {
+        ConfigError::Invalid { key, value, origin, reason } => {
+            ConfigError::Invalid { key, value, origin, reason: format!("{reason}{hint}") }
+        }
+        other => other,
+    }
+}
+
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |index| index + 1);
+    (text[..offset].matches('\n').count() + 1, offset - line_start + 1)
+}
+
+fn describe_syntax_error(error: &toml::de::Error, text: &str, origin: &str) -> ConfigError {
+    let message = error.message().trim().replace('\n', "; ");
+    let origin = match error.span() {
+        Some(span) => {
+            let (line, column) = line_and_column(text, span.start);
+            format!("{origin} line {line} column {column}")
+        }
+        None => origin.to_string(),
+    };
+    ConfigError::Syntax { origin, message }
+}
+
+/// Turns a TOML error into one line that names the file, line, key and
+/// value. Serde reports a bad value with the span of the value, so the key
+/// is read back from the text before it, and the section from the nearest
+/// `[section]` header above.
+fn describe_toml_error(error: &toml::de::Error, text: &str, origin: &str) -> ConfigError {
+    let message = error.message().trim().replace('\n', "; ");
+    let Some(span) = error.span() else {
+        return ConfigError::Syntax { origin: origin.to_string(), message };
+    };
+    let start = span.start.min(text.len());
+    let line_number = text[..start].matches('\n').count() + 1;
+    let line_start = text[..start].rfind('\n').map_or(0, |index| index + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |index| start + index);
+    let line = &text[line_start..line_end];
+    let section = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|candidate| candidate.starts_with('[') && candidate.ends_with(']'))
+        .map(|header| {
+            header.trim_matches(|character| character == '[' || character == ']').trim().to_string()
+        });
+    let qualify = |key: &str| match &section {
+        Some(section) => format!("{section}.{key}"),
+        None => key.to_string(),
+    };
+    let origin_at_line = format!("{origin} line {line_number}");
+
+    if message.starts_with("unknown field") {
+        let key = text[span.clone()].trim().trim_matches('"').to_string();
+        return ConfigError::UnknownKey { key: qualify(&key), origin: origin_at_line, message };
+    }
+    let column = start - line_start;
+    if let Some(equals) = line.find('=').filter(|equals| *equals < column) {
+        let key = line[..equals].trim();
+        let value = text[span.clone()].trim();
+        if !key.is_empty() && !key.starts_with('[') {
+            return ConfigError::Invalid {
+                key: qualify(key),
+                value: value.to_string(),
+                origin: origin_at_line,
+                reason: message,
+            };
+        }
+    }
+    ConfigError::Syntax { origin: format!("{origin_at_line} column {}", column + 1), message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml")
+    }
+
+    #[test]
+    fn empty_text_gives_the_defaults() {
+        assert_eq!(parse("").expect("empty config parses"), Config::default());
+        assert_eq!(Config::load(None).expect("defaults load"), Config::default());
+        Config::default().validate().expect("the defaults are valid");
+    }
+
+    #[test]
+    fn defaults_run_anywhere() {
+        let config = Config::default();
+        assert_eq!(config.node.member_id, 1);
+        assert_eq!(config.node.data_dir, PathBuf::from("./nvkv-data"));
+        assert_eq!(config.node.client_address.to_string(), "127.0.0.1:7379");
+        assert_eq!(config.reactor.shards, 0);
+        assert!(config.reactor.cores.is_empty());
+        assert_eq!(config.reactor.poll_mode, PollMode::Adaptive);
+        assert_eq!(config.namespace.backend, Backend::Uring);
+        assert_eq!(
+            config.namespace.resolved_path(&config.node.data_dir),
+            PathBuf::from("./nvkv-data/namespace")
+        );
+        assert_eq!(config.namespace.namespace_bytes, 1 << 30);
+        assert_eq!(config.log.durability, Durability::Fua);
+    }
+
+    #[test]
+    fn the_shipped_example_is_exactly_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/nvkv.toml");
+        let config = Config::load(Some(&path)).expect("config/nvkv.toml parses");
+        assert_eq!(config, Config::default(), "config/nvkv.toml must show the defaults exactly");
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let config = parse(
+            r#"
+            [node]
+            member_id = 3
+            data_dir = "/var/lib/nvkv"
+            client_address = "0.0.0.0:7400"
+
+            [reactor]
+            shards = 2
+            shards_max = 8
+            cores = [2, 3]
+            poll_mode = "busy"
+            adaptive_poll_us = 0
+            mailbox_capacity = 16
+
+            [namespace]
+            backend = "spdk"
+            path = "/dev/nvme0n1"
+            namespace_bytes = "64GiB"
+            lba_bytes = 512
+            queue_depth = 1024
+            registered_buffer_bytes = 16777216
+
+            [log]
+            durability = "flush"
+            batch_bytes_max = "256KiB"
+            inflight_writes_max = 8
+            groups_per_shard = 16
+            "#,
+        )
+        .expect("full config parses");
+        assert_eq!(config.node.member_id, 3);
+        assert_eq!(config.node.client_address.port(), 7400);
+        assert_eq!(config.reactor.cores, vec![2, 3]);
+        assert_eq!(config.reactor.poll_mode, PollMode::Busy);
+        assert_eq!(config.namespace.backend, Backend::Spdk);
+        assert_eq!(config.namespace.resolved_path(Path::new("/ignored")), PathBuf::from("/dev/nvme0n1"));
+        assert_eq!(config.namespace.namespace_bytes, 64 << 30);
+        assert_eq!(config.namespace.registered_buffer_bytes, 16 << 20);
+        assert_eq!(config.log.durability, Durability::Flush);
+        assert_eq!(config.log.batch_bytes_max, 256 << 10);
+    }
+
+    #[test]
+    fn sizes_accept_integers_and_binary_units() {
+        assert_eq!(parse_bytes("4096"), Some(4096));
+        assert_eq!(parse_bytes("512MiB"), Some(512 << 20));
+        assert_eq!(parse_bytes("1 GiB"), Some(1 << 30));
+        assert_eq!(parse_bytes("2TiB"), Some(2 << 40));
+        assert_eq!(parse_bytes("1GB"), None, "decimal units are ambiguous and refused");
+        assert_eq!(parse_bytes("MiB"), None);
+        assert_eq!(parse_bytes("-1"), None);
+        assert_eq!(parse_bytes("99999999999999TiB"), None, "overflow is refused");
+    }
+
+    #[test]
+    fn a_bad_choice_names_key_value_file_and_choices() {
+        let error = parse("[reactor]\npoll_mode = \"spin\"\n").expect_err("spin is no poll mode");
+        assert_eq!(
+            error.to_string(),
+            "invalid config value reactor.poll_mode = \"spin\" in test.toml line 2: expected \"busy\" or \"adaptive\""
+        );
+        let error = parse("[log]\ndurability = \"maybe\"\n").expect_err("maybe is no durability");
+        assert!(error.to_string().contains("expected \"fua\", \"flush\" or \"none\""), "{error}");
+        let error = parse("[namespace]\nbackend = \"aio\"\n").expect_err("aio is no backend");
+        assert!(error.to_string().contains("namespace.backend = \"aio\""), "{error}");
+    }
+
+    #[test]
+    fn a_wrong_type_names_key_and_value() {
+        let error = parse("[namespace]\nqueue_depth = \"deep\"\n").expect_err("a string is no depth");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("invalid config value namespace.queue_depth = \"deep\" in test.toml line 2"),
+            "{message}"
+        );
+        let error = parse("[namespace]\nnamespace_bytes = \"1GB\"\n").expect_err("1GB is ambiguous");
+        assert!(error.to_string().contains("namespace.namespace_bytes = \"1GB\""), "{error}");
+        let error = parse("[node]\nclient_address = \"localhost\"\n").expect_err("no port");
+        assert!(error.to_string().contains("node.client_address = \"localhost\""), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let error = parse("[reactor]\nshards = 2\nthreads = 4\n").expect_err("threads is unknown");
+        let message = error.to_string();
+        assert!(message.starts_with("unknown config key reactor.threads in test.toml line 3"), "{message}");
+        assert!(message.contains("shards_max"), "the message lists the known keys: {message}");
+        let error = parse("[raft]\nelection_timeout_ms = 5\n").expect_err("raft is no section yet");
+        assert!(error.to_string().contains("unknown config key raft"), "{error}");
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_line() {
+        let error = parse("[node]\nmember_id = = 3\n").expect_err("double equals");
+        let message = error.to_string();
+        assert!(message.starts_with("config file test.toml line 2 column 13 is not valid TOML"), "{message}");
+        assert!(!message.contains('\n'), "errors are one line: {message}");
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let cases: &[(&str, &str)] = &[
+            ("[node]\nmember_id = 0", "node.member_id = 0"),
+            ("[reactor]\nshards_max = 0", "reactor.shards_max = 0"),
+            ("[reactor]\nshards_max = 257", "reactor.shards_max = 257"),
+            ("[reactor]\nshards = 20", "reactor.shards = 20"),
+            ("[reactor]\ncores = [1, 1]", "listed twice"),
+            ("[reactor]\ncores = [99999]", "99999 is larger"),
+            ("[reactor]\nshards = 3\ncores = [0, 1]", "reactor.shards = 3"),
+            ("[reactor]\nmailbox_capacity = 0", "reactor.mailbox_capacity = 0"),
+            ("[reactor]\nadaptive_poll_us = 5000000", "reactor.adaptive_poll_us = 5000000"),
+            ("[namespace]\nlba_bytes = 1000", "namespace.lba_bytes = 1000"),
+            ("[namespace]\nqueue_depth = 0", "namespace.queue_depth = 0"),
+            ("[namespace]\nqueue_depth = 5000", "namespace.queue_depth = 5000"),
+            ("[namespace]\nnamespace_bytes = 1000", "namespace.namespace_bytes = 1000"),
+            ("[namespace]\nnamespace_bytes = 1048577", "a multiple of namespace.lba_bytes"),
+            ("[log]\nbatch_bytes_max = 5000", "log.batch_bytes_max = 5000"),
+            ("[log]\ninflight_writes_max = 0", "log.inflight_writes_max = 0"),
+            (
+                "[namespace]\nqueue_depth = 2\n[log]\ninflight_writes_max = 4",
+                "at most namespace.queue_depth = 2",
+            ),
+            ("[log]\ngroups_per_shard = 0", "log.groups_per_shard = 0"),
+            ("[namespace]\nnamespace_bytes = \"1MiB\"", "to fit in namespace.namespace_bytes"),
+        ];
+        for (text, expected) in cases {
+            let error = parse(text).expect_err(text);
+            let message = error.to_string();
+            assert!(
+                message.contains(expected),
+                "{text:?} gave {message:?}, which does not mention {expected:?}"
+            );
+            assert!(message.contains("in test.toml"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let error = Config::load(Some(Path::new("/nonexistent/nvkv.toml"))).expect_err("no such file");
+        assert!(error.to_string().contains("/nonexistent/nvkv.toml"), "{error}");
+    }
+}

@@ -1,1 +1,360 @@
-//! (being written)
+//! The node: one `nvkv serve` process, from a checked config to running
+//! shards and back to a clean stop.
+//!
+//! This module owns the order of start and stop: lock the data directory,
+//! open the namespace, choose cores, start one reactor per shard with its
+//! driver, report ready; on SIGTERM or SIGINT, stop the reactors (they
+//! finish in-flight work), close the namespace, release the lock. It must
+//! never do a shard's work itself (that belongs to the drivers on the
+//! reactor threads) nor parse config text (that is `config`).
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError, Durability, ReactorConfig, GROUPS_PER_SHARD_LIMIT};
+use crate::nvme::open::{open_namespace, NamespaceSettings};
+use crate::nvme::{Namespace, NvmeError, QueuePairConfig};
+use crate::reactor::{DriverFactory, ReactorContext, ReactorError, ReactorSettings, Reactors, ShardDriver};
+use crate::shard::{self, LogDriver};
+use crate::topology::{self, TopologyError};
+use crate::wal::{superblock, FormatOptions, ShardRegion, Superblock, WalError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot create data directory {path}: {source}; create it or set node.data_dir to a writable directory")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("cannot lock {path}: {source}; check that the data directory is writable by this user")]
+    Lock { path: String, source: std::io::Error },
+    #[error(
+        "data directory {path} is in use by another nvkv ({}); stop that daemon first, \
+         or set node.data_dir to another directory",
+        pid.map_or_else(|| "pid unknown".to_string(), |pid| format!("pid {pid}"))
+    )]
+    InUse { path: String, pid: Option<u32> },
+    #[error("cannot open the namespace: {0}")]
+    Namespace(#[from] NvmeError),
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error(transparent)]
+    Reactor(#[from] ReactorError),
+    #[error("cannot open the log: {0}")]
+    Log(#[from] WalError),
+    #[error(
+        "namespace {path} was formatted for {formatted} shards, but the config asks for {configured} \
+         (reactor.shards / reactor.cores); set reactor.shards = {formatted}, or point namespace.path \
+         at a new namespace"
+    )]
+    ShardCount { path: String, formatted: u32, configured: usize },
+    #[error("cannot listen for SIGTERM and SIGINT: {0}")]
+    Signals(std::io::Error),
+}
+
+/// `<data_dir>/LOCK`, held (flock, exclusive) for the life of the node, with
+/// the owner's pid written in it so a second daemon can name the first.
+#[derive(Debug)]
+pub struct DataDirLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl DataDirLock {
+    pub fn acquire(data_dir: &Path) -> Result<DataDirLock, NodeError> {
+        let path = data_dir.join("LOCK");
+        let lock_error = |source| NodeError::Lock { path: path.display().to_string(), source };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(lock_error)?;
+        // SAFETY: flock on a descriptor we own; no pointers.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(lock_error(error));
+            }
+            let mut owner = String::new();
+            let pid = file.read_to_string(&mut owner).ok().and_then(|_| owner.trim().parse().ok());
+            return Err(NodeError::InUse { path: data_dir.display().to_string(), pid });
+        }
+        file.set_len(0).map_err(lock_error)?;
+        file.rewind().map_err(lock_error)?;
+        writeln!(file, "{}", std::process::id()).map_err(lock_error)?;
+        Ok(DataDirLock { file, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for DataDirLock {
+    fn drop(&mut self) {
+        // Empty it first so no one reads a stale pid; closing the file
+        // releases the flock.
+        let _ = self.file.set_len(0);
+    }
+}
+
+/// What a shard's driver is built from. Handed to the driver builder once
+/// per shard, on the node's thread; the driver itself is then made on the
+/// reactor thread by the factory the builder returns.
+#[derive(Clone, Debug)]
+pub struct ShardResources {
+    pub shard: usize,
+    pub core: usize,
+    pub namespace: Arc<dyn Namespace>,
+    pub queue_pair: QueuePairConfig,
+    pub config: Arc<Config>,
+    /// Where this shard's log lives on the namespace.
+    pub region: ShardRegion,
+}
+
+/// Makes one shard's driver factory from its resources. The wal plugs in
+/// here: `Node::start_with(config, |resources| Box::new(move |context| ...))`.
+pub type DriverBuilder<'a> = dyn FnMut(ShardResources) -> DriverFactory + 'a;
+
+/// The driver of a serving shard: the shard log on the shard's own queue
+/// pair, opened (and recovered) on the reactor thread.
+pub fn log_driver_factory(resources: ShardResources) -> DriverFactory {
+    Box::new(move |context: &ReactorContext| {
+        let log = shard::open_shared_log(
+            context,
+            resources.namespace.as_ref(),
+            &resources.queue_pair,
+            resources.region,
+            shard::log_options(&resources.config),
+        )?;
+        Ok(Box::new(LogDriver::new(log)) as Box<dyn ShardDriver>)
+    })
+}
+
+/// Reads the namespace's superblock, formatting a new namespace with one
+/// shard region per chosen core.
+fn open_superblock(
+    namespace: &dyn Namespace,
+    queue_pair: &QueuePairConfig,
+    shards: usize,
+) -> Result<Superblock, NodeError> {
+    let mut queue = namespace.open_queue_pair(queue_pair)?;
+    let options = FormatOptions { shards: shards as u32, groups_per_shard_max: GROUPS_PER_SHARD_LIMIT };
+    let (superblock, formatted) = superblock::open_or_format(queue.as_mut(), options)?;
+    tracing::info!(
+        namespace_id = %superblock.namespace_id_hex(),
+        shards = superblock.shards,
+        formatted,
+        "{} the namespace",
+        if formatted { "formatted" } else { "opened" }
+    );
+    Ok(superblock)
+}
+
+/// A running node.
+pub struct Node {
+    config: Arc<Config>,
+    namespace_path: PathBuf,
+    // Field order is stop order: reactors, then the namespace, then the lock.
+    reactors: Reactors,
+    namespace: Arc<dyn Namespace>,
+    lock: DataDirLock,
+}
+
+impl Node {
+    /// Starts a node whose shards run their logs.
+    pub fn start(config: Config) -> Result<Node, NodeError> {
+        Node::start_with(config, &mut log_driver_factory)
+    }
+
+    /// Starts a node whose shard drivers come from `build_driver`, one call
+    /// per shard in shard order.
+    pub fn start_with(config: Config, build_driver: &mut DriverBuilder<'_>) -> Result<Node, NodeError> {
+        config.validate()?;
+        let config = Arc::new(config);
+        if config.log.durability == Durability::None {
+            tracing::warn!(
+                "DURABILITY IS OFF (log.durability = \"none\"): acknowledged writes are lost on power failure \
+                 or crash. This setting exists for benchmarks only; never run it with data that matters."
+            );
+        }
+        let data_dir = &config.node.data_dir;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|source| NodeError::DataDir { path: data_dir.display().to_string(), source })?;
+        let lock = DataDirLock::acquire(data_dir)?;
+        tracing::debug!(lock = %lock.path().display(), "locked the data directory");
+
+        let namespace_path = config.namespace.resolved_path(data_dir);
+        let namespace = open_namespace(&NamespaceSettings {
+            backend: config.namespace.backend.as_str().to_string(),
+            path: namespace_path.clone(),
+            namespace_bytes: config.namespace.namespace_bytes,
+            lba_bytes: config.namespace.lba_bytes,
+        })?;
+
+        let queue_pair = QueuePairConfig {
+            depth: config.namespace.queue_depth,
+            registered_buffer_bytes: config.namespace.registered_buffer_bytes as usize,
+        };
+        let pci_address = namespace.info().pci_address.clone();
+        let mut cores = topology::choose_cores(&config.reactor, pci_address.as_deref())?;
+        let superblock = open_superblock(namespace.as_ref(), &queue_pair, cores.len())?;
+        if superblock.shards as usize != cores.len() {
+            let automatic = config.reactor.shards == 0 && config.reactor.cores.is_empty();
+            if !automatic {
+                return Err(NodeError::ShardCount {
+                    path: namespace_path.display().to_string(),
+                    formatted: superblock.shards,
+                    configured: cores.len(),
+                });
+            }
+            // One shard per core was only a default: the namespace's own
+            // layout wins.
+            tracing::info!(
+                shards = superblock.shards,
+                "using the shard count the namespace was formatted with"
+            );
+            let reactor = ReactorConfig { shards: superblock.shards as usize, ..config.reactor.clone() };
+            cores = topology::choose_cores(&reactor, pci_address.as_deref())?;
+        }
+        let factories = cores
+            .iter()
+            .enumerate()
+            .map(|(shard, core)| {
+                build_driver(ShardResources {
+                    shard,
+                    core: *core,
+                    namespace: namespace.clone(),
+                    queue_pair: queue_pair.clone(),
+                    config: config.clone(),
+                    region: superblock.region(shard as u32),
+                })
+            })
+            .collect();
+        let reactors = Reactors::start(&ReactorSettings::from_config(&config.reactor), &cores, factories)?;
+        Ok(Node { config, namespace_path, reactors, namespace, lock })
+    }
+
+    /// The one line that says the node is up and how it runs.
+    pub fn ready_line(&self) -> String {
+        let info = self.namespace.info();
+        let shards = self.reactors.len();
+        format!(
+            "nvkv ready: member {}, {shards} {} on cores {:?}, namespace {} ({}, {} bytes), durability {}, client {}",
+            self.config.node.member_id,
+            if shards == 1 { "shard" } else { "shards" },
+            self.reactors.cores(),
+            self.namespace_path.display(),
+            info.backend,
+            info.capacity_bytes(),
+            self.config.log.durability,
+            self.config.node.client_address,
+        )
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn reactors(&self) -> &Reactors {
+        &self.reactors
+    }
+
+    /// Stops the reactors (each finishes its in-flight work), closes the
+    /// namespace and releases the data directory.
+    pub fn stop(self) -> Result<(), NodeError> {
+        let Node { reactors, namespace, lock, .. } = self;
+        let stats = reactors.stop()?;
+        tracing::debug!(?stats, "reactors stopped");
+        drop(namespace);
+        drop(lock);
+        Ok(())
+    }
+}
+
+/// `nvkv serve`: starts the node, prints the ready line, runs until SIGTERM
+/// or SIGINT, then stops cleanly.
+pub fn serve(config: Config) -> Result<(), NodeError> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(NodeError::Signals)?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Listen before announcing ready, so a signal right after the ready
+        // line is never missed.
+        let mut terminate = signal(SignalKind::terminate()).map_err(NodeError::Signals)?;
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(NodeError::Signals)?;
+        let node = Node::start(config)?;
+        let ready = node.ready_line();
+        tracing::info!("{ready}");
+        println!("{ready}");
+        let _ = std::io::stdout().flush();
+        let signal_name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!("{signal_name} received: stopping the shards");
+        node.stop()?;
+        tracing::info!("nvkv stopped");
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test_config(data_dir: &Path) -> Config {
+        let mut config = Config::default();
+        config.node.data_dir = data_dir.to_path_buf();
+        config.namespace.namespace_bytes = 64 << 20;
+        config.reactor.shards = 1;
+        config
+    }
+
+    #[test]
+    fn a_node_starts_reports_and_stops() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let node = Node::start(test_config(directory.path())).expect("node starts");
+        let line = node.ready_line();
+        assert!(line.starts_with("nvkv ready: member 1, 1 shard on cores ["), "{line}");
+        assert!(line.contains(", 67108864 bytes), durability fua, client 127.0.0.1:7379"), "{line}");
+        let lock = std::fs::read_to_string(directory.path().join("LOCK")).expect("LOCK exists");
+        assert_eq!(lock.trim(), std::process::id().to_string(), "the LOCK file names its owner");
+        node.stop().expect("node stops");
+        let lock = std::fs::read_to_string(directory.path().join("LOCK")).expect("LOCK stays");
+        assert!(lock.is_empty(), "a released LOCK names nobody: {lock:?}");
+    }
+
+    #[test]
+    fn a_locked_data_directory_names_the_owner() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let first = DataDirLock::acquire(directory.path()).expect("first lock");
+        let error = DataDirLock::acquire(directory.path()).expect_err("second lock is refused");
+        let expected = format!(
+            "data directory {} is in use by another nvkv (pid {})",
+            directory.path().display(),
+            std::process::id()
+        );
+        assert!(error.to_string().starts_with(&expected), "{error}");
+        drop(first);
+        DataDirLock::acquire(directory.path()).expect("a released lock can be taken again");
+    }
+
+    #[test]
+    fn drivers_come_from_the_builder_one_per_shard() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let mut built = Vec::new();
+        let node = Node::start_with(test_config(directory.path()), &mut |resources: ShardResources| {
+            built.push((resources.shard, resources.core));
+            log_driver_factory(resources)
+        })
+        .expect("node starts");
+        let cores = node.reactors().cores();
+        node.stop().expect("stops");
+        assert_eq!(built, cores.iter().copied().enumerate().collect::<Vec<_>>());
+    }
+}

@@ -101,24 +101,29 @@ fn parent() -> Result<(), String> {
         let kill_after = Duration::from_millis(400 + u64::from(round) * 350);
         let started = Instant::now();
         let mut lines = BufReader::new(stdout).lines();
-        let mut seen = 0u64;
-        while started.elapsed() < kill_after {
-            let Some(Ok(line)) = lines.next() else { break };
-            let mut words = line.split_whitespace().skip(1);
-            let group: u32 =
-                words.next().and_then(|word| word.parse().ok()).ok_or(format!("bad line {line}"))?;
-            let index: u64 =
-                words.next().and_then(|word| word.parse().ok()).ok_or(format!("bad line {line}"))?;
-            let last = acknowledged.entry(group).or_default();
-            *last = (*last).max(index);
-            seen += 1;
-        }
+        let mut read_acknowledged = || -> Result<u64, String> {
+            let mut seen = 0u64;
+            while started.elapsed() < kill_after {
+                let Some(Ok(line)) = lines.next() else { break };
+                let mut words = line.split_whitespace().skip(1);
+                let group: u32 =
+                    words.next().and_then(|word| word.parse().ok()).ok_or(format!("bad line {line}"))?;
+                let index: u64 =
+                    words.next().and_then(|word| word.parse().ok()).ok_or(format!("bad line {line}"))?;
+                let last = acknowledged.entry(group).or_default();
+                *last = (*last).max(index);
+                seen += 1;
+            }
+            Ok(seen)
+        };
+        let seen = read_acknowledged();
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         let status = child.wait().expect("wait for the child");
         if status.code().is_some() {
             return Err(format!("the child exited by itself ({status}) instead of being killed"));
         }
+        let seen = seen?;
         if seen == 0 {
             return Err("the child reported no durable entry before it was killed".into());
         }

@@ -130,7 +130,9 @@ impl DeviceBenchOptions {
 pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenchError> {
     options.validate()?;
     if options.durability == ConfigDurability::None {
-        tracing::warn!("durability = none: appends are not durable; the numbers say nothing about a real log");
+        tracing::warn!(
+            "durability = none: appends are not durable; the numbers say nothing about a real log"
+        );
     }
     let namespace = open_namespace(&NamespaceSettings {
         backend: "uring".into(),
@@ -141,11 +143,14 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
     let queue_pair = QueuePairConfig { depth: options.queue_depth, registered_buffer_bytes: 16 << 20 };
     let region = {
         let mut queue = namespace.open_queue_pair(&queue_pair)?;
-        let (superblock, _) =
-            superblock::open_or_format(queue.as_mut(), FormatOptions { shards: 1, groups_per_shard_max: GROUPS_MAX })?;
+        let (superblock, _) = superblock::open_or_format(
+            queue.as_mut(),
+            FormatOptions { shards: 1, groups_per_shard_max: GROUPS_MAX },
+        )?;
         superblock.region(0)
     };
-    let reactor_config = ReactorConfig { shards: 1, poll_mode: options.poll_mode, ..ReactorConfig::default() };
+    let reactor_config =
+        ReactorConfig { shards: 1, poll_mode: options.poll_mode, ..ReactorConfig::default() };
     let cores = crate::topology::choose_cores(&reactor_config, namespace.info().pci_address.as_deref())?;
     let core = cores[0];
     let log_options = LogOptions {
@@ -168,7 +173,9 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
     let factory: DriverFactory = Box::new(move |context| {
         let log = open_shared_log(context, factory_namespace.as_ref(), &queue_pair, region, log_options)?;
         let next_index: Rc<RefCell<Vec<u64>>> = Rc::new(RefCell::new(
-            (0..groups).map(|group| log.with(|log| log.last_index(group)).map_or(1, |last| last + 1)).collect(),
+            (0..groups)
+                .map(|group| log.with(|log| log.last_index(group)).map_or(1, |last| last + 1))
+                .collect(),
         ));
         let shared = Rc::new(RefCell::new(Outcome {
             histogram: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),
@@ -182,8 +189,14 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
         let deadline = started + deadline_after;
         let remaining = Rc::new(RefCell::new(appenders));
         for appender in 0..appenders {
-            let (log, next_index, shared, payload, remaining, sender) =
-                (log.clone(), next_index.clone(), shared.clone(), payload.clone(), remaining.clone(), outcome_sender.clone());
+            let (log, next_index, shared, payload, remaining, sender) = (
+                log.clone(),
+                next_index.clone(),
+                shared.clone(),
+                payload.clone(),
+                remaining.clone(),
+                outcome_sender.clone(),
+            );
             tokio::task::spawn_local(async move {
                 let group = appender % groups;
                 loop {
@@ -244,7 +257,9 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
             Ok(outcome) => break outcome,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 if let Some(bar) = &progress {
-                    bar.set_position(bar.position().saturating_add(100).min(bar.length().unwrap_or(u64::MAX)));
+                    bar.set_position(
+                        bar.position().saturating_add(100).min(bar.length().unwrap_or(u64::MAX)),
+                    );
                 }
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
@@ -289,7 +304,11 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
         inflight_writes_max: options.inflight_writes_max,
         device_writes: outcome.stats.writes,
         device_bytes_written: outcome.stats.bytes_written,
-        entries_per_write: if outcome.stats.writes == 0 { 0.0 } else { outcome.ops as f64 / outcome.stats.writes as f64 },
+        entries_per_write: if outcome.stats.writes == 0 {
+            0.0
+        } else {
+            outcome.ops as f64 / outcome.stats.writes as f64
+        },
         checkpoints: outcome.stats.checkpoints,
         core,
     })

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs the Debian packages nvkv builds, tests and benchmarks with:
+#   libhwloc-dev   hwloc, for the topology (cores, NUMA, the NVMe device's node)
+#   libudev-dev    needed by hwloc's I/O discovery
+#   capnproto      the `capnp` compiler build.rs runs on schema/
+#   pkg-config     finds hwloc for the build
+# (The bench/ scripts install fio and gnuplot themselves when they run.)
+# Idempotent and non-interactive: does nothing (and prints nothing) when
+# every package is already installed. Runs as root, or through sudo.
+set -euo pipefail
+
+packages=(libhwloc-dev libudev-dev capnproto pkg-config)
+
+missing=()
+for package in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$package")
+    fi
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+    exit 0
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup.sh: missing packages ${missing[*]}, and this is not a Debian-like system (no apt-get); install them by hand" >&2
+    exit 1
+fi
+
+as_root=()
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        as_root=(sudo)
+    else
+        echo "setup.sh: missing packages ${missing[*]}; run this script as root (sudo is not installed)" >&2
+        exit 1
+    fi
+fi
+
+echo "setup.sh: installing ${missing[*]}" >&2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+if ! { "${as_root[@]}" apt-get update -q && \
+       "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"; } \
+       >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "setup.sh: installing ${missing[*]} failed (apt-get output above)" >&2
+    exit 1
+fi

@@ -1,0 +1,218 @@
+//! `nvkv serve` as an operator runs it: the real binary, a config in a temp
+//! directory, signals, exit codes and what it prints.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running `nvkv serve`. Killed on drop, so a failing test leaves no
+/// daemon behind.
+struct Daemon {
+    child: Child,
+    stdout_lines: Receiver<String>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Daemon {
+    fn start(config: &Path) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nvkv"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the nvkv binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, stdout_lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr_pipe.read_to_string(&mut text);
+            text
+        });
+        Daemon { child, stdout_lines, stderr: Some(stderr) }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The ready line, or a panic naming what the daemon said instead.
+    fn wait_ready(&mut self) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.stdout_lines.recv_timeout(left) {
+                Ok(line) if line.starts_with("nvkv ready: ") => return line,
+                Ok(_) => continue,
+                Err(_) => break,
+            }
+        }
+        let _ = self.child.kill();
+        let (status, stderr) = self.wait_exit();
+        panic!("nvkv printed no ready line (exit {status}); stderr:\n{stderr}");
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("pid fits");
+        // SAFETY: kill takes no pointers; the child is ours and not yet reaped.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal the daemon");
+    }
+
+    /// Waits for the exit (killing the daemon past the deadline) and
+    /// returns its status and everything it wrote to stderr.
+    fn wait_exit(&mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + DEADLINE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let status = self.child.wait().expect("wait");
+                let stderr =
+                    self.stderr.take().map(|thread| thread.join().unwrap_or_default()).unwrap_or_default();
+                panic!("nvkv did not exit within {DEADLINE:?} (killed: {status}); stderr:\n{stderr}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stderr = self.stderr.take().map(|thread| thread.join().unwrap_or_default()).unwrap_or_default();
+        (status, stderr)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A temp directory holding `nvkv.toml`: the defaults, with the data in the
+/// temp directory and a small namespace, plus `extra` lines.
+struct Setup {
+    directory: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Setup {
+    fn new(extra: &str) -> Setup {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let data_dir = directory.path().join("data");
+        let config = directory.path().join("nvkv.toml");
+        let text = format!(
+            "[node]\ndata_dir = \"{}\"\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n{extra}\n",
+            data_dir.display()
+        );
+        std::fs::write(&config, text).expect("write config");
+        Setup { directory, config }
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.directory.path().join("data")
+    }
+}
+
+/// Runs a daemon that must refuse to start; returns its stderr.
+fn refused(config: &Path) -> String {
+    let mut daemon = Daemon::start(config);
+    let (status, stderr) = daemon.wait_exit();
+    assert!(!status.success(), "nvkv must refuse to start; stderr:\n{stderr}");
+    assert!(daemon.stdout_lines.try_iter().all(|line| !line.starts_with("nvkv ready")), "no ready line");
+    stderr
+}
+
+#[test]
+fn serve_prints_ready_and_stops_cleanly_on_sigterm() {
+    let setup = Setup::new("");
+    let mut daemon = Daemon::start(&setup.config);
+    let ready = daemon.wait_ready();
+    assert!(ready.starts_with("nvkv ready: member 1, "), "{ready}");
+    assert!(ready.contains(" on cores ["), "{ready}");
+    let namespace = setup.data_dir().join("namespace");
+    assert!(ready.contains(&format!("namespace {} (", namespace.display())), "{ready}");
+    assert!(ready.ends_with(", 67108864 bytes), durability fua, client 127.0.0.1:7379"), "{ready}");
+    let lock = std::fs::read_to_string(setup.data_dir().join("LOCK")).expect("the LOCK file exists");
+    assert_eq!(lock.trim(), daemon.pid().to_string(), "LOCK names the daemon");
+
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.wait_exit();
+    assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop; stderr:\n{stderr}");
+    assert!(stderr.contains("SIGTERM received"), "{stderr}");
+    assert!(stderr.contains("nvkv stopped"), "{stderr}");
+}
+
+#[test]
+fn a_second_serve_on_the_same_data_dir_is_refused_naming_the_first() {
+    let setup = Setup::new("");
+    let mut first = Daemon::start(&setup.config);
+    first.wait_ready();
+
+    let stderr = refused(&setup.config);
+    let expected = format!(
+        "data directory {} is in use by another nvkv (pid {})",
+        setup.data_dir().display(),
+        first.pid()
+    );
+    assert!(stderr.contains(&expected), "expected {expected:?} in:\n{stderr}");
+
+    first.signal(libc::SIGTERM);
+    let (status, stderr) = first.wait_exit();
+    assert_eq!(status.code(), Some(0), "the first daemon is unharmed; stderr:\n{stderr}");
+
+    let mut again = Daemon::start(&setup.config);
+    again.wait_ready();
+    again.signal(libc::SIGINT);
+    let (status, stderr) = again.wait_exit();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the directory is free once the first stopped; SIGINT stops too:\n{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_config_value_is_refused_naming_key_and_value() {
+    let setup = Setup::new("[reactor]\npoll_mode = \"spin\"");
+    let stderr = refused(&setup.config);
+    let line = stderr.lines().find(|line| line.starts_with("nvkv: ")).expect("one error line");
+    assert!(line.contains("poll_mode = \"spin\""), "{line}");
+    assert!(line.contains("expected \"busy\" or \"adaptive\""), "{line}");
+    assert!(line.contains(&setup.config.display().to_string()), "the error names the file: {line}");
+}
+
+#[test]
+fn an_unknown_key_is_refused_naming_it() {
+    let setup = Setup::new("[reactor]\nthreads_per_core = 2");
+    let stderr = refused(&setup.config);
+    let line = stderr.lines().find(|line| line.starts_with("nvkv: ")).expect("one error line");
+    assert!(line.contains("unknown config key reactor.threads_per_core"), "{line}");
+}
+
+#[test]
+fn durability_none_warns_at_start() {
+    let setup = Setup::new("[log]\ndurability = \"none\"");
+    let mut daemon = Daemon::start(&setup.config);
+    let ready = daemon.wait_ready();
+    assert!(ready.contains("durability none"), "{ready}");
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.wait_exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("DURABILITY IS OFF"), "the warning is loud: {stderr}");
+}
