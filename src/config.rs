@@ -428,11 +428,11 @@ impl Config {
 
         let namespace = &self.namespace;
         let lba_bytes = u64::from(namespace.lba_bytes);
-        if !(512..=65536).contains(&lba_bytes) || !lba_bytes.is_power_of_two() {
+        if !(512..=4096).contains(&lba_bytes) || !lba_bytes.is_power_of_two() {
             return Err(ConfigError::invalid(
                 "namespace.lba_bytes",
                 lba_bytes,
-                "a power of two from 512 to 65536 (the device's logical block size, usually 512 or 4096)",
+                "a power of two from 512 to 4096 (the device's logical block size, usually 512 or 4096)",
             ));
         }
         check_range("namespace.namespace_bytes", namespace.namespace_bytes, MIB, 1 << 50)?;
@@ -442,7 +442,7 @@ impl Config {
         check_multiple("namespace.registered_buffer_bytes", namespace.registered_buffer_bytes, lba_bytes)?;
 
         let log = &self.log;
-        check_range("log.batch_bytes_max", log.batch_bytes_max, lba_bytes, 64 * MIB)?;
+        check_range("log.batch_bytes_max", log.batch_bytes_max, lba_bytes, 4 * MIB)?;
         check_multiple("log.batch_bytes_max", log.batch_bytes_max, lba_bytes)?;
         let shard_count = reactor.shards.max(1) as u64;
         if log.batch_bytes_max.saturating_mul(u64::from(log.inflight_writes_max)).saturating_mul(shard_count)
@@ -458,7 +458,9 @@ impl Config {
                 ),
             ));
         }
-        check_range("log.inflight_writes_max", u64::from(log.inflight_writes_max), 1, 1024)?;
+        // Recovery looks 4 MiB x 16 past a damaged record for proof it had been
+        // durable; the log never has more than that in flight.
+        check_range("log.inflight_writes_max", u64::from(log.inflight_writes_max), 1, 16)?;
         if log.inflight_writes_max > namespace.queue_depth {
             return Err(ConfigError::invalid(
                 "log.inflight_writes_max",

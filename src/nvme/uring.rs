@@ -480,11 +480,12 @@ impl UringQueuePair {
 
     /// Hands queued SQEs to the kernel without waiting. A transient refusal
     /// leaves them queued for the next call.
-    fn submit_pending(&mut self) {
+    /// Sends queued submissions; returns whether it entered the kernel.
+    fn submit_pending(&mut self) -> bool {
         {
             let submission = self.ring.submission();
             if submission.is_empty() && !submission.cq_overflow() {
-                return;
+                return false;
             }
         }
         match self.ring.submit() {
@@ -492,6 +493,23 @@ impl UringQueuePair {
             Err(error) if is_transient(&error) => {}
             Err(error) => {
                 error!(namespace = %self.info.description, %error, "io_uring submit failed");
+                self.ring_failure.get_or_insert(error);
+            }
+        }
+        true
+    }
+
+    /// Enters the kernel without submitting or waiting. The kernel posts
+    /// many completions (O_DIRECT writes on a file among them) through task
+    /// work that runs only when this thread enters the kernel; a reactor
+    /// that polls the completion queue from user space alone would see them
+    /// late, at the next interrupt (measured here: +50..150 us per write).
+    fn enter_for_completions(&mut self) {
+        match self.ring.submit() {
+            Ok(_) => {}
+            Err(error) if is_transient(&error) => {}
+            Err(error) => {
+                error!(namespace = %self.info.description, %error, "io_uring enter failed");
                 self.ring_failure.get_or_insert(error);
             }
         }
@@ -652,7 +670,10 @@ impl QueuePair for UringQueuePair {
     }
 
     fn process_completions(&mut self, completions: &mut Vec<Completion>) -> usize {
-        self.submit_pending();
+        let entered = self.submit_pending();
+        if !entered && self.in_flight > 0 && self.ring.completion().is_empty() {
+            self.enter_for_completions();
+        }
         self.reap(completions)
     }
 

@@ -8,11 +8,14 @@
 //!  8 sequence u64        16 epoch u64      24 durable_before u64
 //! 32 group u32           36 blocks u32     40 index u64    48 term u64
 //! 56 payload_len u32     60 previous_crc u32
-//! 64 crc u32             68 reserved u32 (0)
-//! 72 payload ...
+//! 64 log_id u64
+//! 72 crc u32             76 reserved u32 (0)
+//! 80 payload ...
 //! ```
 //!
-//! `crc` is CRC32C over bytes 0..64 and the payload. `previous_crc` chains a
+//! `crc` is CRC32C over bytes 0..72 and the payload. `log_id` names the
+//! shard log (namespace and shard) that wrote the record, so records left on
+//! a device by an earlier format are never taken for this log's own. `previous_crc` chains a
 //! record to the one before it, so a stale record left behind by an older
 //! write can never pass for the successor of a newer one. `durable_before`
 //! says every record with a smaller sequence number was durable when this one
@@ -24,9 +27,9 @@
 
 pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"NVKL");
 pub const RECORD_VERSION: u16 = 1;
-pub const HEADER_BYTES: usize = 72;
+pub const HEADER_BYTES: usize = 80;
 /// The bytes the CRC covers before the payload.
-const CRC_COVERED_HEADER_BYTES: usize = 64;
+const CRC_COVERED_HEADER_BYTES: usize = 72;
 
 const _: () = assert!(HEADER_BYTES % 8 == 0);
 const _: () = assert!(CRC_COVERED_HEADER_BYTES + 8 == HEADER_BYTES);
@@ -74,6 +77,7 @@ pub struct RecordHeader {
     pub term: u64,
     pub payload_len: u32,
     pub previous_crc: u32,
+    pub log_id: u64,
 }
 
 /// Blocks a record with `payload_len` payload bytes takes.
@@ -99,10 +103,11 @@ pub fn encode_record(header: &RecordHeader, payload: &[u8], out: &mut [u8]) -> u
     out[48..56].copy_from_slice(&header.term.to_le_bytes());
     out[56..60].copy_from_slice(&header.payload_len.to_le_bytes());
     out[60..64].copy_from_slice(&header.previous_crc.to_le_bytes());
+    out[64..72].copy_from_slice(&header.log_id.to_le_bytes());
     out[HEADER_BYTES..HEADER_BYTES + payload.len()].copy_from_slice(payload);
     let crc = crc32c::crc32c_append(crc32c::crc32c(&out[..CRC_COVERED_HEADER_BYTES]), payload);
-    out[64..68].copy_from_slice(&crc.to_le_bytes());
-    out[68..72].copy_from_slice(&0u32.to_le_bytes());
+    out[72..76].copy_from_slice(&crc.to_le_bytes());
+    out[76..80].copy_from_slice(&0u32.to_le_bytes());
     crc
 }
 
@@ -169,8 +174,9 @@ pub fn decode_header(bytes: &[u8], lba_bytes: usize) -> Result<RecordHeader, Dec
         term: u64_at(48),
         payload_len: u32_at(56),
         previous_crc: u32_at(60),
+        log_id: u64_at(64),
     };
-    if bytes[7] != 0 || u32_at(68) != 0 {
+    if bytes[7] != 0 || u32_at(76) != 0 {
         return Err(DecodeError::BadField("reserved"));
     }
     if header.blocks == 0 {
@@ -189,7 +195,7 @@ pub fn decode_header(bytes: &[u8], lba_bytes: usize) -> Result<RecordHeader, Dec
 
 /// The stored CRC of the record at the start of `bytes`.
 pub fn stored_crc(bytes: &[u8]) -> u32 {
-    u32::from_le_bytes(bytes[64..68].try_into().expect("4 bytes"))
+    u32::from_le_bytes(bytes[72..76].try_into().expect("4 bytes"))
 }
 
 /// Decodes and checks a whole record. `bytes` must hold at least the
@@ -225,6 +231,7 @@ mod tests {
             term: 5,
             payload_len: payload_len as u32,
             previous_crc: 0xdead_beef,
+            log_id: 0x1234_5678_9abc_def0,
         }
     }
 

@@ -21,6 +21,11 @@ use super::superblock::ShardRegion;
 use super::{Durability, WalError};
 use crate::nvme::{Command, Completion, DmaBuf, NamespaceInfo, QueuePair};
 
+/// Most group-commit writes in flight, and most bytes in one. Recovery
+/// relies on their product (64 MiB) to bound its search past a bad record.
+pub const INFLIGHT_WRITES_LIMIT: usize = 16;
+pub const BATCH_BYTES_LIMIT: usize = 4 << 20;
+
 #[derive(Clone, Debug)]
 pub struct LogOptions {
     pub durability: Durability,
@@ -248,8 +253,17 @@ impl ShardLog {
                 options.batch_bytes_max
             )));
         }
-        if options.inflight_writes_max == 0 {
-            return Err(WalError::Layout("inflight_writes_max must be at least 1".into()));
+        if options.inflight_writes_max == 0 || options.inflight_writes_max > INFLIGHT_WRITES_LIMIT {
+            return Err(WalError::Layout(format!(
+                "inflight_writes_max = {} must be from 1 to {INFLIGHT_WRITES_LIMIT}",
+                options.inflight_writes_max
+            )));
+        }
+        if options.batch_bytes_max > BATCH_BYTES_LIMIT {
+            return Err(WalError::Layout(format!(
+                "batch_bytes_max = {} must be at most {BATCH_BYTES_LIMIT}",
+                options.batch_bytes_max
+            )));
         }
         let ring_blocks = region.ring_blocks();
         let mut log = ShardLog {
@@ -655,6 +669,7 @@ impl ShardLog {
             term,
             payload_len: payload_len as u32,
             previous_crc: self.last_crc,
+            log_id: self.region.log_id,
         }
     }
 

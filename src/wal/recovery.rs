@@ -101,7 +101,9 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
         let room = ring_blocks - offset;
         match read_record_at(log, &mut reader, offset, room)? {
             Ok((header, payload, crc))
-                if header.sequence == expected && header.previous_crc == previous_crc =>
+                if header.sequence == expected
+                    && header.previous_crc == previous_crc
+                    && header.log_id == log.region.log_id =>
             {
                 let ring_blocks_used = u64::from(header.blocks);
                 replay(log, &mut orphans, &header, payload, offset, crc)?;
@@ -187,7 +189,10 @@ fn check_torn_not_corrupt(
         let position = (offset + step) % ring_blocks;
         let first = reader.get(log, position, 1)?;
         let Ok(header) = format::decode_header(first, log.lba_bytes) else { continue };
-        if header.sequence <= expected || header.durable_before <= expected {
+        if header.log_id != log.region.log_id
+            || header.sequence <= expected
+            || header.durable_before <= expected
+        {
             continue;
         }
         let on_disk_blocks = if header.kind == RecordKind::Wrap { 1 } else { u64::from(header.blocks) };

@@ -53,6 +53,10 @@ pub struct Superblock {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShardRegion {
     pub shard: u32,
+    /// Written into every record of this shard's log, so that records of
+    /// another namespace or shard (an earlier format of the same device)
+    /// are never read as this log's.
+    pub log_id: u64,
     pub first_block: u64,
     pub blocks: u64,
     pub checkpoint_blocks: u32,
@@ -126,8 +130,10 @@ impl Superblock {
 
     pub fn region(&self, shard: u32) -> ShardRegion {
         assert!(shard < self.shards, "shard {shard} of a namespace with {} shards", self.shards);
+        let namespace_bits = u64::from_le_bytes(self.namespace_id[..8].try_into().expect("8 bytes"));
         ShardRegion {
             shard,
+            log_id: namespace_bits ^ u64::from(shard).rotate_right(8) ^ u64::from(shard),
             first_block: self.first_region_block + u64::from(shard) * self.region_blocks,
             blocks: self.region_blocks,
             checkpoint_blocks: self.checkpoint_blocks,
@@ -218,10 +224,12 @@ pub fn open_or_format(
     let info = queue.info().clone();
     let copy_blocks = SUPERBLOCK_BYTES / info.lba_bytes as usize;
     let mut copies = Vec::with_capacity(2);
+    let mut blank = true;
     for copy in 0..2 {
         let lba = (copy * copy_blocks) as u64;
         let bytes = blocking::read(queue, lba, copy_blocks)
             .map_err(|source| WalError::Device { what: "reading the superblock", source })?;
+        blank &= bytes.iter().all(|byte| *byte == 0);
         copies.push(Superblock::decode(&bytes));
     }
     let newest = copies
@@ -233,6 +241,18 @@ pub fn open_or_format(
             return Err(WalError::Corrupt(format!(
                 "no valid superblock copy on {}: {reason}; the namespace is damaged or was written by a newer nvkv",
                 info.description
+            )));
+        }
+        if !blank {
+            // Never format over data nvkv did not write: on a raw device it
+            // may be someone's filesystem.
+            return Err(WalError::Layout(format!(
+                "{} holds data that is not an nvkv superblock; if it may be overwritten, zero its first \
+                 {} bytes (dd if=/dev/zero of={} bs=4096 count={} conv=notrunc) and start again",
+                info.description,
+                2 * SUPERBLOCK_BYTES,
+                info.description,
+                2 * SUPERBLOCK_BYTES / 4096
             )));
         }
         let superblock = Superblock::plan(info.lba_bytes, info.capacity_blocks, options)?;
@@ -355,6 +375,16 @@ mod tests {
         namespace.write_bytes(4096, &bytes);
         let error = open_or_format(queue.as_mut(), OPTIONS).unwrap_err().to_string();
         assert!(error.contains("version 7") && error.contains("version 1"), "{error}");
+    }
+
+    #[test]
+    fn foreign_data_is_never_formatted_over() {
+        let namespace = MemoryNamespace::new(4096, 2048);
+        namespace.write_bytes(1024, b"someone's filesystem");
+        let mut queue = namespace.open_queue_pair(&QueuePairConfig::default()).expect("queue pair");
+        let error = open_or_format(queue.as_mut(), OPTIONS).unwrap_err().to_string();
+        assert!(error.contains("not an nvkv superblock"), "{error}");
+        assert_eq!(namespace.read_bytes(1024, 20), b"someone's filesystem");
     }
 
     #[test]

@@ -541,3 +541,32 @@ fn wal_write_torn_by_the_device_loses_only_what_was_not_durable() {
         assert_eq!(&log.read_blocking(5, index).expect("read").payload[..], &payload(5, index, 1, 3000)[..]);
     }
 }
+
+#[test]
+fn records_of_an_earlier_format_are_not_this_logs() {
+    let namespace = MemoryNamespace::new(LBA as u32, 2048);
+    let region = format_namespace(&namespace, 16);
+    let mut log = open_log(&namespace, region, small_options()).expect("open");
+    for index in 1..=200 {
+        let ticket = log.append(1, index, 1, &payload(1, index, 1, 100)).expect("append");
+        log.wait_durable(ticket).expect("durable");
+    }
+    drop(log);
+    // The operator wipes the superblock; nvkv formats the namespace anew.
+    namespace.write_bytes(0, &[0u8; 2 * superblock::SUPERBLOCK_BYTES]);
+    let new_region = format_namespace(&namespace, 16);
+    assert_ne!(new_region.log_id, region.log_id);
+    let mut log = open_log(&namespace, new_region, small_options()).expect("open the new log");
+    assert_eq!(log.entry_range(1), None, "nothing of the old log is replayed");
+    for index in 1..=5 {
+        let ticket = log.append(1, index, 2, &payload(1, index, 2, 100)).expect("append");
+        log.wait_durable(ticket).expect("durable");
+    }
+    let (torn_lba, _) = last_record(&log);
+    drop(log);
+    namespace.write_bytes(torn_lba * LBA as u64, &[0u8; LBA]);
+    // The old log's records after the torn one were durable in their own
+    // log, not in this one: a torn tail, not corruption.
+    let log = open_log(&namespace, new_region, small_options()).expect("a torn tail of the new log");
+    assert_eq!(log.entry_range(1), Some((1, 4)));
+}
