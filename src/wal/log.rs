@@ -235,6 +235,8 @@ pub struct ShardLog {
     waiters: Vec<(u64, Waker)>,
     read_waiters: Vec<(u64, Waker)>,
     blocked_on_space: bool,
+    /// Leading ring records known reclaimable, and the blocks they hold.
+    reclaim_scan: (usize, u64),
     stats: LogStats,
 }
 
@@ -300,6 +302,7 @@ impl ShardLog {
             waiters: Vec::new(),
             read_waiters: Vec::new(),
             blocked_on_space: false,
+            reclaim_scan: (0, 0),
             stats: LogStats::default(),
         };
         super::recovery::recover(&mut log)?;
@@ -962,15 +965,18 @@ impl ShardLog {
         if self.checkpoint_write.is_some() || self.failed.is_some() {
             return false;
         }
-        let mut passed = 0;
-        let mut freed = 0;
-        for record in &self.ring {
+        // A record that became reclaimable stays so (a dead entry never
+        // lives again, a durable record stays durable), so the scan goes on
+        // from where the last one stopped instead of from the head.
+        let (mut passed, mut freed) = self.reclaim_scan;
+        while let Some(record) = self.ring.get(passed) {
             if !self.reclaimable(record) {
                 break;
             }
             passed += 1;
             freed += record.blocks;
         }
+        self.reclaim_scan = (passed, freed);
         let worth_it = freed >= (self.ring_blocks / 8).max(1) || (self.blocked_on_space && freed > 0);
         if passed == 0 || !worth_it {
             return false;
@@ -1021,6 +1027,8 @@ impl ShardLog {
 
     fn apply_checkpoint(&mut self, write: CheckpointWrite) {
         self.ring.drain(..write.records_passed);
+        let (passed, freed) = self.reclaim_scan;
+        self.reclaim_scan = (passed - write.records_passed, freed - write.blocks_freed);
         self.used_blocks -= write.blocks_freed;
         self.head_offset = write.checkpoint.head_offset;
         self.head_sequence = write.checkpoint.head_sequence;
