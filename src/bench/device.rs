@@ -22,7 +22,7 @@ use crate::nvme::open::{open_namespace, NamespaceSettings};
 use crate::nvme::{Namespace, QueuePairConfig};
 use crate::reactor::{DriverFactory, ReactorSettings, Reactors, ShardDriver};
 use crate::shard::{open_shared_log, LogDriver};
-use crate::wal::{superblock, Durability, FormatOptions, LogOptions, LogStats};
+use crate::wal::{superblock, FormatOptions, LogOptions, LogStats};
 
 /// Most groups the appenders spread over.
 const GROUPS_MAX: u32 = 64;
@@ -154,11 +154,7 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
     let cores = crate::topology::choose_cores(&reactor_config, namespace.info().pci_address.as_deref())?;
     let core = cores[0];
     let log_options = LogOptions {
-        durability: match options.durability {
-            ConfigDurability::Fua => Durability::Fua,
-            ConfigDurability::Flush => Durability::Flush,
-            ConfigDurability::None => Durability::None,
-        },
+        durability: crate::shard::durability(options.durability),
         batch_bytes_max: options.batch_bytes_max,
         inflight_writes_max: options.inflight_writes_max,
         cache_bytes_max: 16 << 20,

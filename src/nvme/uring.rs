@@ -488,15 +488,21 @@ impl UringQueuePair {
                 return false;
             }
         }
+        self.enter("io_uring submit failed");
+        true
+    }
+
+    /// One io_uring_enter that submits what is queued, waits for nothing.
+    /// A failure is kept for the next `wait` to report.
+    fn enter(&mut self, failure: &'static str) {
         match self.ring.submit() {
             Ok(_) => {}
             Err(error) if is_transient(&error) => {}
             Err(error) => {
-                error!(namespace = %self.info.description, %error, "io_uring submit failed");
+                error!(namespace = %self.info.description, %error, "{failure}");
                 self.ring_failure.get_or_insert(error);
             }
         }
-        true
     }
 
     /// Enters the kernel without submitting or waiting. The kernel posts
@@ -505,14 +511,7 @@ impl UringQueuePair {
     /// that polls the completion queue from user space alone would see them
     /// late, at the next interrupt (measured here: +50..150 us per write).
     fn enter_for_completions(&mut self) {
-        match self.ring.submit() {
-            Ok(_) => {}
-            Err(error) if is_transient(&error) => {}
-            Err(error) => {
-                error!(namespace = %self.info.description, %error, "io_uring enter failed");
-                self.ring_failure.get_or_insert(error);
-            }
-        }
+        self.enter("io_uring enter failed");
     }
 
     /// Moves every posted completion into `completions`. Loops while the

@@ -13,14 +13,19 @@ use crate::nvme::{Namespace, QueuePairConfig};
 use crate::reactor::{ReactorContext, ShardDriver};
 use crate::wal::{Durability, LogOptions, ShardLog, ShardRegion, SharedLog, WalError};
 
+/// The log's durability for the config's.
+pub fn durability(durability: config::Durability) -> Durability {
+    match durability {
+        config::Durability::Fua => Durability::Fua,
+        config::Durability::Flush => Durability::Flush,
+        config::Durability::None => Durability::None,
+    }
+}
+
 /// The log options a config asks for.
 pub fn log_options(config: &Config) -> LogOptions {
     LogOptions {
-        durability: match config.log.durability {
-            config::Durability::Fua => Durability::Fua,
-            config::Durability::Flush => Durability::Flush,
-            config::Durability::None => Durability::None,
-        },
+        durability: durability(config.log.durability),
         batch_bytes_max: config.log.batch_bytes_max as usize,
         inflight_writes_max: config.log.inflight_writes_max as usize,
         ..LogOptions::default()

@@ -6,31 +6,31 @@ set key top left
 set xrange [0.4:5.6]
 set bmargin 4
 $throughput << EOD
-1|etcd WAL\npattern|7506.7|6100.4|7915.5|0x888888|7,507
-2|fio io_uring\ndsync QD1|9964.6|8781.2|11001.2|0x3b75af|9,965
-3|fio io_uring\ndsync QD32|82935.8|82731.9|88201.0|0x3b75af|82,936
-4|nvkv\n1 appender|6110.7|6010.0|6285.4|0x2e9e44|6,111
-5|nvkv\n64 appenders|193670.2|187825.3|200369.1|0x2e9e44|193,670
+1|etcd WAL\npattern|5042.2|4653.8|5659.7|0x888888|5,042
+2|fio io_uring\ndsync QD1|6710.5|6210.2|7044.4|0x3b75af|6,710
+3|fio io_uring\ndsync QD32|54557.5|52974.4|57733.5|0x3b75af|54,557
+4|nvkv\n1 appender|6672.9|6036.9|6895.7|0x2e9e44|6,673
+5|nvkv\n64 appenders|173101.8|160987.8|200954.6|0x2e9e44|173,102
 EOD
 $latency << EOD
-1|etcd WAL\npattern|132.10|124.42|150.53|232.45|226.30|280.58|132.1|232.4
-2|fio io_uring\ndsync QD1|76.29|74.24|96.77|152.58|123.39|168.96|76.3|152.6
-3|fio io_uring\ndsync QD32|362.50|342.02|366.59|733.18|651.26|749.57|362.5|733.2
-4|nvkv\n1 appender|155.78|146.56|158.08|272.89|267.01|286.72|155.8|272.9
-5|nvkv\n64 appenders|326.65|315.39|327.17|610.82|536.58|612.35|326.7|610.8
+1|etcd WAL\npattern|201.73|175.10|205.82|337.92|288.77|395.26|201.7|337.9
+2|fio io_uring\ndsync QD1|144.38|142.34|154.62|264.19|228.35|268.29|144.4|264.2
+3|fio io_uring\ndsync QD32|552.96|536.58|593.92|1056.77|1019.90|1466.37|553.0|1,057
+4|nvkv\n1 appender|145.15|140.80|161.02|254.85|233.47|256.13|145.2|254.8
+5|nvkv\n64 appenders|346.37|299.01|360.70|648.19|543.23|823.81|346.4|648.2
 EOD
 set output 'throughput.png'
-set title 'Durable writes per second (median of 3, bars min–max; file target; 2026-11-24T12:23:57Z)'
+set title 'Durable writes per second (median of 3, bars min–max; file target; 2026-11-24T12:33:41Z)'
 set ylabel 'ops/s'
-set yrange [0:230424]
+set yrange [0:231098]
 set format y "%'.0f"
 unset key
 plot $throughput using 1:3:(0.6):6:xtic(2) with boxes lc rgb variable, '' using 1:4:(0):($5-$4) with vectors heads size screen 0.006,90 lc rgb 'black', '' using 1:5:7 with labels offset 0,0.8
 set output 'latency.png'
-set title 'Latency per durable write, p50 and p99 (median of 3, bars min–max; file target; 2026-11-24T12:23:57Z)'
+set title 'Latency per durable write, p50 and p99 (median of 3, bars min–max; file target; 2026-11-24T12:33:41Z)'
 set ylabel 'µs (log scale)'
 set logscale y
-set yrange [37.120:2248.704]
+set yrange [70.400:4399.104]
 set format y '%g'
 set key top left
-plot $latency using ($1-0.19):3:(0.36):xtic(2) with boxes lc rgb '0x3b75af' title 'p50', '' using ($1+0.19):6:(0.36) with boxes lc rgb '0xd9822b' title 'p99', '' using ($1-0.19):4:(0):($5-$4) with vectors heads size screen 0.006,90 lc rgb 'black' notitle, '' using ($1+0.19):7:(0):($8-$7) with vectors heads size screen 0.006,90 lc rgb 'black' notitle, '' using ($1-0.19):(55.680):9 with labels font ',8' tc rgb 'white' notitle, '' using ($1+0.19):(55.680):10 with labels font ',8' tc rgb 'white' notitle
+plot $latency using ($1-0.19):3:(0.36):xtic(2) with boxes lc rgb '0x3b75af' title 'p50', '' using ($1+0.19):6:(0.36) with boxes lc rgb '0xd9822b' title 'p99', '' using ($1-0.19):4:(0):($5-$4) with vectors heads size screen 0.006,90 lc rgb 'black' notitle, '' using ($1+0.19):7:(0):($8-$7) with vectors heads size screen 0.006,90 lc rgb 'black' notitle, '' using ($1-0.19):(105.599):9 with labels font ',8' tc rgb 'white' notitle, '' using ($1+0.19):(105.599):10 with labels font ',8' tc rgb 'white' notitle
