@@ -9,6 +9,7 @@ pub mod config;
 pub mod node;
 pub mod nvme;
 pub mod reactor;
+pub mod rpc;
 pub mod shard;
 pub mod topology;
 pub mod wal;

@@ -16,6 +16,18 @@ use nvkv::config::Config;
 #[derive(Debug, Parser)]
 #[command(name = "nvkv", version, propagate_version = true)]
 struct Cli {
+    /// The nodes to talk to, host:port separated by commas (client commands).
+    #[arg(
+        long,
+        global = true,
+        value_name = "ADDR,...",
+        default_value = "127.0.0.1:7379",
+        value_delimiter = ','
+    )]
+    endpoints: Vec<String>,
+    /// Output format of client commands: simple (for people) or json.
+    #[arg(short = 'w', long = "write-out", global = true, default_value = "simple", value_parser = ["simple", "json"])]
+    write_out: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,6 +49,9 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Shows each endpoint's status: member, namespace, durability, and
+    /// every shard's core and log (records, bytes used of the ring).
+    Status,
     /// Load generators that print numbers: see `nvkv bench device --help`.
     Bench {
         #[command(subcommand)]
@@ -103,6 +118,36 @@ struct DeviceArgs {
     json: bool,
 }
 
+/// Runs a client future on a single-threaded runtime (capnp-rpc is
+/// single-threaded).
+fn run_client<T>(future: impl std::future::Future<Output = T>) -> Result<T, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the client runtime: {error}"))?;
+    Ok(runtime.block_on(tokio::task::LocalSet::new().run_until(future)))
+}
+
+fn status(endpoints: &[String], json: bool) -> Result<(), String> {
+    let statuses = run_client(async {
+        let mut statuses = Vec::new();
+        for endpoint in endpoints {
+            let connection = nvkv::rpc::client::Connection::open(endpoint).await?;
+            statuses.push(connection.status().await?);
+        }
+        Ok::<_, nvkv::rpc::client::ClientError>(statuses)
+    })?
+    .map_err(|error| error.to_string())?;
+    if json {
+        println!("{}", serde_json::to_string(&statuses).map_err(|error| error.to_string())?);
+    } else {
+        for status in statuses {
+            print!("{}", status.human());
+        }
+    }
+    Ok(())
+}
+
 fn parse_size(text: &str) -> Result<u64, String> {
     nvkv::config::parse_bytes(text)
         .ok_or_else(|| format!("{text:?} is not a size: give bytes or a number with KiB, MiB, GiB or TiB"))
@@ -161,6 +206,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Status => match status(&cli.endpoints, cli.write_out == "json") {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("nvkv status: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Bench { workload: BenchCommand::Device(args) } => match bench_device(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

@@ -18,6 +18,7 @@ use crate::config::{Config, ConfigError, Durability, ReactorConfig, GROUPS_PER_S
 use crate::nvme::open::{open_namespace, NamespaceSettings};
 use crate::nvme::{Namespace, NvmeError, QueuePairConfig};
 use crate::reactor::{DriverFactory, ReactorContext, ReactorError, ReactorSettings, Reactors, ShardDriver};
+use crate::rpc::server::NodeInfo;
 use crate::shard::{self, LogDriver};
 use crate::topology::{self, TopologyError};
 use crate::wal::{superblock, FormatOptions, ShardRegion, Superblock, WalError};
@@ -42,6 +43,11 @@ pub enum NodeError {
     Topology(#[from] TopologyError),
     #[error(transparent)]
     Reactor(#[from] ReactorError),
+    #[error(
+        "cannot listen for clients on {address} (node.client_address): {source}; \
+         is another process using that port? Choose another address, or port 0 for any free one"
+    )]
+    Listen { address: String, source: std::io::Error },
     #[error("cannot open the log: {0}")]
     Log(#[from] WalError),
     #[error(
@@ -131,7 +137,26 @@ pub fn log_driver_factory(resources: ShardResources) -> DriverFactory {
             resources.region,
             shard::log_options(&resources.config),
         )?;
+        shard::set_local(shard::ShardState {
+            shard: resources.shard,
+            core: resources.core,
+            log: log.clone(),
+        });
         Ok(Box::new(LogDriver::new(log)) as Box<dyn ShardDriver>)
+    })
+}
+
+/// Wraps a shard's driver factory so that, once its driver runs, the shard
+/// also accepts client connections on `listener`.
+fn with_acceptor(
+    driver: DriverFactory,
+    listener: std::net::TcpListener,
+    info: Arc<NodeInfo>,
+) -> DriverFactory {
+    Box::new(move |context: &ReactorContext| {
+        let driver = driver(context)?;
+        crate::rpc::server::spawn_acceptor(context, listener, info)?;
+        Ok(driver)
     })
 }
 
@@ -159,6 +184,8 @@ fn open_superblock(
 pub struct Node {
     config: Arc<Config>,
     namespace_path: PathBuf,
+    /// Where clients connect: `node.client_address` with its port resolved.
+    client_address: std::net::SocketAddr,
     // Field order is stop order: reactors, then the namespace, then the lock.
     reactors: Reactors,
     namespace: Arc<dyn Namespace>,
@@ -221,22 +248,44 @@ impl Node {
             let reactor = ReactorConfig { shards: superblock.shards as usize, ..config.reactor.clone() };
             cores = topology::choose_cores(&reactor, pci_address.as_deref())?;
         }
+        let listener = std::net::TcpListener::bind(config.node.client_address).map_err(|source| {
+            NodeError::Listen { address: config.node.client_address.to_string(), source }
+        })?;
+        let client_address = listener.local_addr().map_err(|source| NodeError::Listen {
+            address: config.node.client_address.to_string(),
+            source,
+        })?;
+        let info = Arc::new(NodeInfo {
+            member_id: config.node.member_id,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            namespace: namespace_path.display().to_string(),
+            backend: namespace.info().backend.to_string(),
+            durability: config.log.durability.to_string(),
+            client_address,
+            started: std::time::Instant::now(),
+        });
+        let mut listener = Some(listener);
         let factories = cores
             .iter()
             .enumerate()
             .map(|(shard, core)| {
-                build_driver(ShardResources {
+                let driver = build_driver(ShardResources {
                     shard,
                     core: *core,
                     namespace: namespace.clone(),
                     queue_pair: queue_pair.clone(),
                     config: config.clone(),
                     region: superblock.region(shard as u32),
-                })
+                });
+                // Shard 0 accepts clients and deals the connections out.
+                match listener.take() {
+                    Some(listener) => with_acceptor(driver, listener, info.clone()),
+                    None => driver,
+                }
             })
             .collect();
         let reactors = Reactors::start(&ReactorSettings::from_config(&config.reactor), &cores, factories)?;
-        Ok(Node { config, namespace_path, reactors, namespace, lock })
+        Ok(Node { config, namespace_path, client_address, reactors, namespace, lock })
     }
 
     /// The one line that says the node is up and how it runs.
@@ -252,8 +301,13 @@ impl Node {
             info.backend,
             info.capacity_bytes(),
             self.config.log.durability,
-            self.config.node.client_address,
+            self.client_address,
         )
+    }
+
+    /// Where clients connect (the bound address, so port 0 is resolved).
+    pub fn client_address(&self) -> std::net::SocketAddr {
+        self.client_address
     }
 
     pub fn config(&self) -> &Config {
@@ -312,6 +366,8 @@ mod tests {
         config.node.data_dir = data_dir.to_path_buf();
         config.namespace.namespace_bytes = 64 << 20;
         config.reactor.shards = 1;
+        // Any free port: tests run side by side.
+        config.node.client_address = "127.0.0.1:0".parse().expect("address");
         config
     }
 
@@ -321,7 +377,9 @@ mod tests {
         let node = Node::start(test_config(directory.path())).expect("node starts");
         let line = node.ready_line();
         assert!(line.starts_with("nvkv ready: member 1, 1 shard on cores ["), "{line}");
-        assert!(line.contains(", 67108864 bytes), durability fua, client 127.0.0.1:7379"), "{line}");
+        let client = format!(", 67108864 bytes), durability fua, client {}", node.client_address());
+        assert!(line.ends_with(&client), "{line}");
+        assert_ne!(node.client_address().port(), 0, "the ready line names the bound port");
         let lock = std::fs::read_to_string(directory.path().join("LOCK")).expect("LOCK exists");
         assert_eq!(lock.trim(), std::process::id().to_string(), "the LOCK file names its owner");
         node.stop().expect("node stops");

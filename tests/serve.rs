@@ -117,7 +117,7 @@ impl Setup {
         let data_dir = directory.path().join("data");
         let config = directory.path().join("nvkv.toml");
         let text = format!(
-            "[node]\ndata_dir = \"{}\"\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n{extra}\n",
+            "[node]\ndata_dir = \"{}\"\nclient_address = \"127.0.0.1:0\"\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n{extra}\n",
             data_dir.display()
         );
         std::fs::write(&config, text).expect("write config");
@@ -147,7 +147,10 @@ fn serve_prints_ready_and_stops_cleanly_on_sigterm() {
     assert!(ready.contains(" on cores ["), "{ready}");
     let namespace = setup.data_dir().join("namespace");
     assert!(ready.contains(&format!("namespace {} (", namespace.display())), "{ready}");
-    assert!(ready.ends_with(", 67108864 bytes), durability fua, client 127.0.0.1:7379"), "{ready}");
+    assert!(ready.contains(", 67108864 bytes), durability fua, client 127.0.0.1:"), "{ready}");
+    let port: u16 =
+        ready.rsplit(':').next().and_then(|port| port.parse().ok()).expect("a port ends the ready line");
+    assert_ne!(port, 0, "the ready line names the port the daemon bound");
     let lock = std::fs::read_to_string(setup.data_dir().join("LOCK")).expect("the LOCK file exists");
     assert_eq!(lock.trim(), daemon.pid().to_string(), "LOCK names the daemon");
 
@@ -215,4 +218,89 @@ fn durability_none_warns_at_start() {
     let (status, stderr) = daemon.wait_exit();
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("DURABILITY IS OFF"), "the warning is loud: {stderr}");
+}
+
+/// The port at the end of a ready line.
+fn ready_port(ready: &str) -> u16 {
+    ready.rsplit(':').next().and_then(|port| port.parse().ok()).expect("a port ends the ready line")
+}
+
+/// Runs `nvkv status -w json` against `port` and returns its JSON.
+fn status_json(port: u16) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_nvkv"))
+        .args(["status", "-w", "json", "--endpoints", &format!("127.0.0.1:{port}")])
+        .output()
+        .expect("nvkv status runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "nvkv status failed: {stderr}");
+    serde_json::from_slice(&output.stdout).expect("nvkv status -w json prints JSON")
+}
+
+#[test]
+fn status_answers_over_cap_n_proto_with_every_shard() {
+    let setup = Setup::new("[reactor]\nshards = 2");
+    let mut daemon = Daemon::start(&setup.config);
+    let port = ready_port(&daemon.wait_ready());
+    // Several connections land on different shards; each answers for all.
+    for _ in 0..3 {
+        let status = status_json(port);
+        let node = &status[0];
+        assert_eq!(node["member_id"], 1, "{status}");
+        assert_eq!(node["durability"], "fua", "{status}");
+        assert_eq!(node["backend"], "uring", "{status}");
+        let shards = node["shards"].as_array().expect("shards");
+        assert_eq!(shards.len(), 2, "{status}");
+        assert_eq!(shards[1]["shard"], 1, "{status}");
+        assert!(shards[0]["log_capacity_bytes"].as_u64().expect("capacity") > 0, "{status}");
+    }
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.wait_exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn garbage_and_oversized_messages_close_only_their_connection() {
+    use std::io::Write;
+    let setup = Setup::new("");
+    let mut daemon = Daemon::start(&setup.config);
+    let port = ready_port(&daemon.wait_ready());
+    let closed_by_server = |bytes: &[u8]| {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        stream.write_all(bytes).expect("write");
+        let mut buffer = [0u8; 64];
+        // The server closes the connection: reads end with end of file or a
+        // reset, never with the timeout.
+        loop {
+            match stream.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(error) => {
+                    let timed_out =
+                        matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
+                    assert!(
+                        !timed_out,
+                        "the server kept the connection open after {} bad bytes",
+                        bytes.len()
+                    );
+                    break;
+                }
+            }
+        }
+    };
+    // Random bytes: a frame header naming 2^32 segments.
+    closed_by_server(&[0xff; 64]);
+    // A well-formed frame header announcing a 2 GiB segment, far past the
+    // 8 MiB message limit.
+    let mut huge = Vec::new();
+    huge.extend_from_slice(&0u32.to_le_bytes());
+    huge.extend_from_slice(&0x0fff_ffffu32.to_le_bytes());
+    huge.extend_from_slice(&[0u8; 56]);
+    closed_by_server(&huge);
+    // The node keeps serving everyone else.
+    let status = status_json(port);
+    assert_eq!(status[0]["member_id"], 1, "{status}");
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.wait_exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
 }

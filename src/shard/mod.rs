@@ -75,3 +75,53 @@ impl ShardDriver for LogDriver {
         self.log.with(|log| log.is_idle())
     }
 }
+
+/// What the tasks of one reactor thread reach of their shard, without a
+/// lock: set once by the shard's driver factory on its own thread.
+#[derive(Clone)]
+pub struct ShardState {
+    pub shard: usize,
+    pub core: usize,
+    pub log: SharedLog,
+}
+
+thread_local! {
+    static LOCAL: std::cell::RefCell<Option<ShardState>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Makes `state` this thread's shard. Called once per reactor thread.
+pub fn set_local(state: ShardState) {
+    LOCAL.with(|local| *local.borrow_mut() = Some(state));
+}
+
+/// This thread's shard, if this is a reactor thread with one.
+pub fn local() -> Option<ShardState> {
+    LOCAL.with(|local| local.borrow().clone())
+}
+
+/// One shard's numbers, as the status of a node reports them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ShardReport {
+    pub shard: u32,
+    pub core: u32,
+    pub groups: u32,
+    pub log_head_sequence: u64,
+    pub log_tail_sequence: u64,
+    pub log_used_bytes: u64,
+    pub log_capacity_bytes: u64,
+}
+
+/// The report of this thread's shard.
+pub fn local_report() -> Option<ShardReport> {
+    let state = local()?;
+    let (stats, groups) = state.log.with(|log| (log.stats(), log.groups().len()));
+    Some(ShardReport {
+        shard: state.shard as u32,
+        core: state.core as u32,
+        groups: groups as u32,
+        log_head_sequence: stats.head_sequence,
+        log_tail_sequence: stats.next_sequence,
+        log_used_bytes: stats.used_bytes,
+        log_capacity_bytes: stats.ring_bytes,
+    })
+}

@@ -1,0 +1,172 @@
+//! The client port of a node. Shard 0 accepts connections and deals them to
+//! the shards in turn through their mailboxes; each connection then runs
+//! its Cap'n Proto RPC system on the reactor thread it landed on.
+//!
+//! A connection that sends garbage, too large or too deeply nested a
+//! message is closed alone; the node and other connections go on. This
+//! module must never block a reactor thread.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};
+use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+
+use crate::nvkv_capnp::node;
+use crate::reactor::ReactorContext;
+use crate::shard::{self, ShardReport};
+
+/// What a node says of itself in its status; the same on every shard.
+#[derive(Debug)]
+pub struct NodeInfo {
+    pub member_id: u64,
+    pub version: String,
+    pub namespace: String,
+    pub backend: String,
+    pub durability: String,
+    pub client_address: SocketAddr,
+    pub started: Instant,
+}
+
+/// Starts accepting on `listener` from the calling reactor (shard 0).
+pub fn spawn_acceptor(
+    context: &ReactorContext,
+    listener: std::net::TcpListener,
+    info: Arc<NodeInfo>,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let context = context.clone();
+    tokio::task::spawn_local(async move {
+        let next_shard = Cell::new(0usize);
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: say so, keep going.
+                    tracing::warn!(%error, "accepting a client connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let shards = context.mailboxes().len();
+            let target = next_shard.get() % shards;
+            next_shard.set(next_shard.get() + 1);
+            if target == context.shard() {
+                serve_connection(&context, stream, peer, info.clone());
+                continue;
+            }
+            let stream = match stream.into_std() {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, %peer, "cannot hand a connection to shard {target}");
+                    continue;
+                }
+            };
+            let handed_info = info.clone();
+            let handed = context.mailbox(target).try_send(move |target_context: &ReactorContext| {
+                match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => serve_connection(target_context, stream, peer, handed_info),
+                    Err(error) => tracing::warn!(%error, %peer, "cannot adopt a client connection"),
+                }
+            });
+            if let Err(refused) = handed {
+                // The other shard is full or stopping: the connection is
+                // dropped (the client reconnects) rather than blocking here.
+                tracing::warn!(%peer, "shard {target} refused a connection: {}", refused.error);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Runs one client connection on this reactor until it closes.
+pub fn serve_connection(
+    context: &ReactorContext,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    info: Arc<NodeInfo>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.into_split();
+    let network = twoparty::VatNetwork::new(
+        reader.compat(),
+        writer.compat_write(),
+        rpc_twoparty_capnp::Side::Server,
+        super::reader_options(),
+    );
+    let server = NodeServer { context: context.clone(), info };
+    let client: node::Client = capnp_rpc::new_client(server);
+    let system = RpcSystem::new(Box::new(network), Some(client.client));
+    let shard = context.shard();
+    tokio::task::spawn_local(async move {
+        match system.await {
+            Ok(()) => tracing::debug!(%peer, shard, "client connection closed"),
+            Err(error) => tracing::info!(%peer, shard, %error, "client connection closed on an error"),
+        }
+    });
+}
+
+struct NodeServer {
+    context: ReactorContext,
+    info: Arc<NodeInfo>,
+}
+
+impl NodeServer {
+    /// Asks every shard for its report through its mailbox.
+    async fn shard_reports(&self) -> Result<Vec<ShardReport>, capnp::Error> {
+        let mut pending = Vec::new();
+        for target in 0..self.context.mailboxes().len() {
+            let (sender, receiver) = futures::channel::oneshot::channel();
+            self.context
+                .mailbox(target)
+                .try_send(move |_: &ReactorContext| {
+                    let _ = sender.send(shard::local_report());
+                })
+                .map_err(|refused| capnp::Error::overloaded(format!("shard {target}: {}", refused.error)))?;
+            pending.push((target, receiver));
+        }
+        let mut reports = Vec::with_capacity(pending.len());
+        for (target, receiver) in pending {
+            let report = receiver
+                .await
+                .map_err(|_| {
+                    capnp::Error::disconnected(format!("shard {target} stopped before it answered"))
+                })?
+                .ok_or_else(|| capnp::Error::failed(format!("shard {target} has no log yet")))?;
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+}
+
+impl node::Server for NodeServer {
+    async fn status(
+        self: capnp::capability::Rc<Self>,
+        _: node::StatusParams,
+        mut results: node::StatusResults,
+    ) -> Result<(), capnp::Error> {
+        let reports = self.shard_reports().await?;
+        let mut status = results.get().init_status();
+        status.set_member_id(self.info.member_id);
+        status.set_version(&self.info.version);
+        status.set_namespace(&self.info.namespace);
+        status.set_backend(&self.info.backend);
+        status.set_durability(&self.info.durability);
+        status.set_uptime_ms(u64::try_from(self.info.started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        let mut shards = status.init_shards(reports.len() as u32);
+        for (position, report) in reports.iter().enumerate() {
+            let mut shard = shards.reborrow().get(position as u32);
+            shard.set_shard(report.shard);
+            shard.set_core(report.core);
+            shard.set_groups(report.groups);
+            shard.set_log_head_sequence(report.log_head_sequence);
+            shard.set_log_tail_sequence(report.log_tail_sequence);
+            shard.set_log_used_bytes(report.log_used_bytes);
+            shard.set_log_capacity_bytes(report.log_capacity_bytes);
+        }
+        Ok(())
+    }
+}
