@@ -48,6 +48,13 @@ enum Command {
         /// 127.0.0.1:7379. config/nvkv.toml documents every key.
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
+        /// Overrides node.data_dir of the config.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Overrides node.client_address of the config (host:port; port 0
+        /// picks a free port, which the ready line names).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Shows each endpoint's status: member, namespace, durability, and
     /// every shard's core and log (records, bytes used of the ring).
@@ -194,8 +201,17 @@ fn main() -> ExitCode {
     let colors = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colors).init();
     match cli.command {
-        Command::Serve { config } => {
+        Command::Serve { config, data_dir, listen } => {
             let outcome = Config::load(config.as_deref())
+                .map(|mut config| {
+                    if let Some(data_dir) = data_dir {
+                        config.node.data_dir = data_dir;
+                    }
+                    if let Some(listen) = listen {
+                        config.node.client_address = listen;
+                    }
+                    config
+                })
                 .map_err(nvkv::node::NodeError::from)
                 .and_then(nvkv::node::serve);
             match outcome {

@@ -20,9 +20,14 @@ struct Daemon {
 
 impl Daemon {
     fn start(config: &Path) -> Daemon {
+        Daemon::start_with_args(config, &[])
+    }
+
+    fn start_with_args(config: &Path, extra: &[&str]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_nvkv"))
             .args(["serve", "--config"])
             .arg(config)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -300,6 +305,22 @@ fn garbage_and_oversized_messages_close_only_their_connection() {
     // The node keeps serving everyone else.
     let status = status_json(port);
     assert_eq!(status[0]["member_id"], 1, "{status}");
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.wait_exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn flags_override_the_config() {
+    let setup = Setup::new("");
+    let other_dir = setup.directory.path().join("elsewhere");
+    let mut daemon = Daemon::start_with_args(
+        &setup.config,
+        &["--data-dir", other_dir.to_str().expect("utf-8"), "--listen", "127.0.0.1:0"],
+    );
+    let ready = daemon.wait_ready();
+    assert!(ready.contains(&format!("namespace {} (", other_dir.join("namespace").display())), "{ready}");
+    assert!(other_dir.join("LOCK").exists(), "the data directory comes from --data-dir");
     daemon.signal(libc::SIGTERM);
     let (status, stderr) = daemon.wait_exit();
     assert_eq!(status.code(), Some(0), "{stderr}");
