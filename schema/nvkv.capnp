@@ -36,6 +36,12 @@ struct ShardStatus {
   logTailSequence @4 :UInt64;
   logUsedBytes @5 :UInt64;
   logCapacityBytes @6 :UInt64;
+  # Where appends spend their time in this shard's log since it opened, in
+  # microseconds: waiting for their group-commit write, then the write.
+  queueWaitP50Us @7 :Float64;
+  queueWaitP99Us @8 :Float64;
+  deviceWriteP50Us @9 :Float64;
+  deviceWriteP99Us @10 :Float64;
 }
 
 struct NodeStatus {

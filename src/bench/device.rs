@@ -22,7 +22,7 @@ use crate::nvme::open::{open_namespace, NamespaceSettings};
 use crate::nvme::{Namespace, QueuePairConfig};
 use crate::reactor::{DriverFactory, ReactorSettings, Reactors, ShardDriver};
 use crate::shard::{open_shared_log, LogDriver};
-use crate::wal::{superblock, FormatOptions, LogOptions, LogStats};
+use crate::wal::{superblock, FormatOptions, LogOptions, LogStages, LogStats};
 
 /// Most groups the appenders spread over.
 const GROUPS_MAX: u32 = 64;
@@ -76,6 +76,12 @@ pub struct DeviceBenchReport {
     pub entries_per_write: f64,
     pub checkpoints: u64,
     pub core: usize,
+    /// Where the time of an append goes inside the log: waiting to be
+    /// written (end of tick, in-flight slots), then the device write.
+    pub queue_wait_p50_us: f64,
+    pub queue_wait_p99_us: f64,
+    pub device_write_p50_us: f64,
+    pub device_write_p99_us: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +106,7 @@ struct Outcome {
     ops: u64,
     elapsed: Duration,
     stats: LogStats,
+    stages: Option<LogStages>,
     error: Option<String>,
 }
 
@@ -178,6 +185,7 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
             ops: 0,
             elapsed: Duration::ZERO,
             stats: LogStats::default(),
+            stages: None,
             error: None,
         }));
         let payload: Rc<[u8]> = (0..entry_bytes).map(|byte| (byte % 251) as u8).collect();
@@ -231,11 +239,13 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
                     let mut outcome = shared.borrow_mut();
                     outcome.elapsed = started.elapsed();
                     outcome.stats = log.with(|log| log.stats());
+                    outcome.stages = Some(log.with(|log| log.stages().clone()));
                     let finished = Outcome {
                         histogram: outcome.histogram.clone(),
                         ops: outcome.ops,
                         elapsed: outcome.elapsed,
                         stats: outcome.stats.clone(),
+                        stages: outcome.stages.take(),
                         error: outcome.error.take(),
                     };
                     let _ = sender.send(finished);
@@ -274,6 +284,7 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
         return Err(DeviceBenchError::Appenders(error));
     }
     let seconds = outcome.elapsed.as_secs_f64();
+    let stages = outcome.stages.unwrap_or_default();
     let micros = |nanos: u64| nanos as f64 / 1000.0;
     let histogram = &outcome.histogram;
     let info = namespace.info();
@@ -307,6 +318,10 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
         },
         checkpoints: outcome.stats.checkpoints,
         core,
+        queue_wait_p50_us: stages.queue_wait.quantile_us(0.5),
+        queue_wait_p99_us: stages.queue_wait.quantile_us(0.99),
+        device_write_p50_us: stages.device_write.quantile_us(0.5),
+        device_write_p99_us: stages.device_write.quantile_us(0.99),
     })
 }
 
@@ -334,6 +349,7 @@ impl DeviceBenchReport {
              appends/s    {:.0}\n\
              MB/s         {:.1}\n\
              latency us   p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}\n\
+             stages us    queue wait p50 {:.1} p99 {:.1}, device write p50 {:.1} p99 {:.1}\n\
              device       {} writes, {:.1} entries per write, {} checkpoints, core {}",
             self.appenders,
             self.entry_bytes,
@@ -350,6 +366,10 @@ impl DeviceBenchReport {
             self.p999_us,
             self.max_us,
             self.mean_us,
+            self.queue_wait_p50_us,
+            self.queue_wait_p99_us,
+            self.device_write_p50_us,
+            self.device_write_p99_us,
             self.device_writes,
             self.entries_per_write,
             self.checkpoints,

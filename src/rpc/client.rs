@@ -24,7 +24,7 @@ pub enum ClientError {
 }
 
 /// A node's status, as the client sees it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct NodeStatus {
     pub endpoint: String,
     pub member_id: u64,
@@ -95,6 +95,10 @@ impl Connection {
                     log_tail_sequence: shard.get_log_tail_sequence(),
                     log_used_bytes: shard.get_log_used_bytes(),
                     log_capacity_bytes: shard.get_log_capacity_bytes(),
+                    queue_wait_p50_us: shard.get_queue_wait_p50_us(),
+                    queue_wait_p99_us: shard.get_queue_wait_p99_us(),
+                    device_write_p50_us: shard.get_device_write_p50_us(),
+                    device_write_p99_us: shard.get_device_write_p99_us(),
                 });
             }
             Ok(NodeStatus {
@@ -125,10 +129,13 @@ impl NodeStatus {
             self.backend,
             self.durability
         );
-        text.push_str("shard  core  groups  log records (head..tail)   log used / capacity\n");
+        text.push_str(
+            "shard  core  groups  log records (head..tail)   log used / capacity   \
+             queue wait p50/p99 us   device write p50/p99 us\n",
+        );
         for shard in &self.shards {
             text.push_str(&format!(
-                "{:>5}  {:>4}  {:>6}  {:>12}..{:<12}  {} / {} MiB\n",
+                "{:>5}  {:>4}  {:>6}  {:>12}..{:<12}  {:>7} / {:<7} MiB   {:>8.1} / {:<8.1}      {:>8.1} / {:<8.1}\n",
                 shard.shard,
                 shard.core,
                 shard.groups,
@@ -136,6 +143,10 @@ impl NodeStatus {
                 shard.log_tail_sequence,
                 shard.log_used_bytes >> 20,
                 shard.log_capacity_bytes >> 20,
+                shard.queue_wait_p50_us,
+                shard.queue_wait_p99_us,
+                shard.device_write_p50_us,
+                shard.device_write_p99_us,
             ));
         }
         text

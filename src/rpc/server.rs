@@ -166,6 +166,10 @@ impl node::Server for NodeServer {
             shard.set_log_tail_sequence(report.log_tail_sequence);
             shard.set_log_used_bytes(report.log_used_bytes);
             shard.set_log_capacity_bytes(report.log_capacity_bytes);
+            shard.set_queue_wait_p50_us(report.queue_wait_p50_us);
+            shard.set_queue_wait_p99_us(report.queue_wait_p99_us);
+            shard.set_device_write_p50_us(report.device_write_p50_us);
+            shard.set_device_write_p99_us(report.device_write_p99_us);
         }
         Ok(())
     }

@@ -100,7 +100,7 @@ pub fn local() -> Option<ShardState> {
 }
 
 /// One shard's numbers, as the status of a node reports them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct ShardReport {
     pub shard: u32,
     pub core: u32,
@@ -109,12 +109,17 @@ pub struct ShardReport {
     pub log_tail_sequence: u64,
     pub log_used_bytes: u64,
     pub log_capacity_bytes: u64,
+    pub queue_wait_p50_us: f64,
+    pub queue_wait_p99_us: f64,
+    pub device_write_p50_us: f64,
+    pub device_write_p99_us: f64,
 }
 
 /// The report of this thread's shard.
 pub fn local_report() -> Option<ShardReport> {
     let state = local()?;
-    let (stats, groups) = state.log.with(|log| (log.stats(), log.groups().len()));
+    let (stats, groups, stages) =
+        state.log.with(|log| (log.stats(), log.groups().len(), log.stages().clone()));
     Some(ShardReport {
         shard: state.shard as u32,
         core: state.core as u32,
@@ -123,5 +128,9 @@ pub fn local_report() -> Option<ShardReport> {
         log_tail_sequence: stats.next_sequence,
         log_used_bytes: stats.used_bytes,
         log_capacity_bytes: stats.ring_bytes,
+        queue_wait_p50_us: stages.queue_wait.quantile_us(0.5),
+        queue_wait_p99_us: stages.queue_wait.quantile_us(0.99),
+        device_write_p50_us: stages.device_write.quantile_us(0.5),
+        device_write_p99_us: stages.device_write.quantile_us(0.99),
     })
 }

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::task::Waker;
+use std::time::Instant;
 
 use super::checkpoint::{self, Checkpoint, GroupCheckpoint};
 use super::format::{self, RecordHeader, RecordKind, HEADER_BYTES};
@@ -82,6 +83,52 @@ pub struct LogStats {
     pub next_sequence: u64,
     pub used_bytes: u64,
     pub ring_bytes: u64,
+}
+
+/// Where an append's time goes inside the log, in nanoseconds.
+#[derive(Clone, Debug)]
+pub struct LogStages {
+    /// From the append call to the write that carries it being submitted:
+    /// waiting for the end of the tick, a free in-flight slot or ring space.
+    pub queue_wait: StageHistogram,
+    /// From a group-commit write's submission to its durability (FUA write,
+    /// or write and flush), in the order durability is reported.
+    pub device_write: StageHistogram,
+}
+
+impl Default for LogStages {
+    fn default() -> Self {
+        LogStages { queue_wait: StageHistogram::new(), device_write: StageHistogram::new() }
+    }
+}
+
+/// A latency histogram of one stage (1 ns to 60 s, 3 significant digits).
+#[derive(Clone, Debug)]
+pub struct StageHistogram(hdrhistogram::Histogram<u64>);
+
+impl StageHistogram {
+    fn new() -> StageHistogram {
+        StageHistogram(
+            hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),
+        )
+    }
+
+    fn record(&mut self, elapsed: std::time::Duration) {
+        self.0.saturating_record(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX).max(1));
+    }
+
+    pub fn count(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// The latency at `quantile` (0.0..=1.0), in microseconds.
+    pub fn quantile_us(&self, quantile: f64) -> f64 {
+        self.0.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    pub fn histogram(&self) -> &hdrhistogram::Histogram<u64> {
+        &self.0
+    }
 }
 
 const TAG_KIND_SHIFT: u32 = 56;
@@ -164,6 +211,7 @@ pub(super) struct RingRecord {
 
 struct Pending {
     operation: u64,
+    queued_at: Instant,
     kind: RecordKind,
     group: u32,
     index: u64,
@@ -181,6 +229,7 @@ enum WriteState {
 
 struct InflightWrite {
     tag: u64,
+    submitted_at: Instant,
     last_sequence: u64,
     /// The last operation the write carries; 0 for a write of a wrap only.
     last_operation: u64,
@@ -238,6 +287,7 @@ pub struct ShardLog {
     /// Leading ring records known reclaimable, and the blocks they hold.
     reclaim_scan: (usize, u64),
     stats: LogStats,
+    stages: LogStages,
 }
 
 impl ShardLog {
@@ -304,6 +354,7 @@ impl ShardLog {
             blocked_on_space: false,
             reclaim_scan: (0, 0),
             stats: LogStats::default(),
+            stages: LogStages::default(),
         };
         super::recovery::recover(&mut log)?;
         Ok(log)
@@ -361,6 +412,11 @@ impl ShardLog {
         }
     }
 
+    /// Latency of the log's stages since it opened.
+    pub fn stages(&self) -> &LogStages {
+        &self.stages
+    }
+
     /// Why the log stopped, if it did.
     pub fn failure(&self) -> Option<&str> {
         self.failed.as_deref()
@@ -391,7 +447,15 @@ impl ShardLog {
         let operation = self.next_operation;
         self.next_operation += 1;
         self.stats.operations += 1;
-        self.pending.push_back(Pending { operation, kind, group, index, term, payload });
+        self.pending.push_back(Pending {
+            operation,
+            queued_at: Instant::now(),
+            kind,
+            group,
+            index,
+            term,
+            payload,
+        });
         Ticket(operation)
     }
 
@@ -712,6 +776,7 @@ impl ShardLog {
         let mut last_operation = 0;
         for _ in 0..count {
             let pending = self.pending.pop_front().expect("counted records are queued");
+            self.stages.queue_wait.record(pending.queued_at.elapsed());
             let record_blocks = format::record_blocks(pending.payload.len(), self.lba_bytes) as u64;
             let header = self.record_header(
                 pending.kind,
@@ -766,6 +831,7 @@ impl ShardLog {
                 self.stats.bytes_written += bytes;
                 self.inflight.push_back(InflightWrite {
                     tag,
+                    submitted_at: Instant::now(),
                     last_sequence,
                     last_operation,
                     state: WriteState::Writing,
@@ -887,6 +953,7 @@ impl ShardLog {
     fn advance_durable(&mut self) {
         while self.inflight.front().is_some_and(|write| write.state == WriteState::Durable) {
             let write = self.inflight.pop_front().expect("checked");
+            self.stages.device_write.record(write.submitted_at.elapsed());
             self.durable_sequence = write.last_sequence;
             self.durable_operation = self.durable_operation.max(write.last_operation);
         }

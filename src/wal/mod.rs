@@ -22,7 +22,9 @@ pub mod superblock;
 #[cfg(test)]
 mod tests;
 
-pub use log::{Entry, LogOptions, LogStats, ReadRequest, ReadTicket, ShardLog, Ticket};
+pub use log::{
+    Entry, LogOptions, LogStages, LogStats, ReadRequest, ReadTicket, ShardLog, StageHistogram, Ticket,
+};
 pub use shared::SharedLog;
 pub use superblock::{FormatOptions, ShardRegion, Superblock};
 
