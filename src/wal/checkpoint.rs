@@ -9,23 +9,28 @@
 //!  0 magic u64 "NVKVCKPT"   8 version u32   12 shard u32   16 generation u64
 //! 24 head_offset u64 (blocks into the ring)  32 head_sequence u64
 //! 40 head_previous_crc u32  44 group_count u32
-//! 48 groups: group_count × 88 bytes
-//!      0 group u32  4 flags u8 (1 vote, 2 purged)  5 vote_len u8  6 zero u16
+//! 48 groups: group_count × 128 bytes
+//!      0 group u32  4 flags u8 (1 vote, 2 purged, 4 snapshot)  5 vote_len u8  6 zero u16
 //!      8 purged_index u64  16 purged_term u64  24 vote [u8; 64]
+//!     88 snapshot reference (40 bytes, see `snapshot::SnapshotRef`)
 //! then crc u32: CRC32C of everything before it
 //! ```
 //!
 //! This module only encodes and decodes; it never does I/O.
 
+use super::snapshot::{SnapshotRef, REF_BYTES};
+
 pub const CHECKPOINT_MAGIC: u64 = u64::from_le_bytes(*b"NVKVCKPT");
 pub const CHECKPOINT_VERSION: u32 = 1;
 pub const VOTE_BYTES_MAX: usize = 64;
 const FIXED_BYTES: usize = 48;
-const GROUP_BYTES: usize = 88;
+const GROUP_BYTES: usize = 128;
 const FLAG_VOTE: u8 = 1;
 const FLAG_PURGED: u8 = 2;
+const FLAG_SNAPSHOT: u8 = 4;
+const SNAPSHOT_AT: usize = 24 + VOTE_BYTES_MAX;
 
-const _: () = assert!(GROUP_BYTES == 24 + VOTE_BYTES_MAX);
+const _: () = assert!(GROUP_BYTES == SNAPSHOT_AT + REF_BYTES);
 const _: () = assert!(VOTE_BYTES_MAX <= u8::MAX as usize);
 
 /// Bytes of one checkpoint slot that holds up to `groups_max` groups.
@@ -39,6 +44,8 @@ pub struct GroupCheckpoint {
     pub vote: Option<Vec<u8>>,
     /// The last purged entry (index, term).
     pub purged: Option<(u64, u64)>,
+    /// The group's current snapshot.
+    pub snapshot: Option<SnapshotRef>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +113,10 @@ impl Checkpoint {
                 slot[8..16].copy_from_slice(&index.to_le_bytes());
                 slot[16..24].copy_from_slice(&term.to_le_bytes());
             }
+            if let Some(reference) = &group.snapshot {
+                flags |= FLAG_SNAPSHOT;
+                reference.encode(&mut slot[SNAPSHOT_AT..SNAPSHOT_AT + REF_BYTES]);
+            }
             slot[4] = flags;
         }
         let crc_at = FIXED_BYTES + self.groups.len() * GROUP_BYTES;
@@ -160,6 +171,10 @@ impl Checkpoint {
                         u64::from_le_bytes(slot[16..24].try_into().expect("8 bytes")),
                     )
                 }),
+                snapshot: match flags & FLAG_SNAPSHOT {
+                    0 => None,
+                    _ => Some(SnapshotRef::decode(&slot[SNAPSHOT_AT..SNAPSHOT_AT + REF_BYTES])?),
+                },
             });
         }
         Ok(Some(Checkpoint {
@@ -185,8 +200,13 @@ mod tests {
             head_sequence: 4567,
             head_previous_crc: 0xabcd,
             groups: vec![
-                GroupCheckpoint { group: 2, vote: Some(vec![1, 2, 3]), purged: Some((10, 3)) },
-                GroupCheckpoint { group: 6, vote: None, purged: None },
+                GroupCheckpoint {
+                    group: 2,
+                    vote: Some(vec![1, 2, 3]),
+                    purged: Some((10, 3)),
+                    snapshot: Some(SnapshotRef { offset: 4, bytes: 5000, index: 10, term: 3, crc: 9 }),
+                },
+                GroupCheckpoint { group: 6, vote: None, purged: None, snapshot: None },
             ],
         }
     }

@@ -49,6 +49,9 @@ pub enum RecordKind {
     /// The rest of the ring after this record is unused; the next record is
     /// at the start of the ring.
     Wrap = 5,
+    /// Makes the snapshot blob the payload points at (an encoded
+    /// `snapshot::SnapshotRef`) the current snapshot of `group`.
+    SnapshotRef = 6,
 }
 
 impl RecordKind {
@@ -59,6 +62,7 @@ impl RecordKind {
             3 => RecordKind::Truncate,
             4 => RecordKind::Purge,
             5 => RecordKind::Wrap,
+            6 => RecordKind::SnapshotRef,
             _ => return None,
         })
     }

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use super::checkpoint::{self, Checkpoint, GroupCheckpoint};
 use super::format::{self, RecordHeader, RecordKind, HEADER_BYTES};
+use super::snapshot::{self as snapshot_format, SnapshotArea, SnapshotRef};
 use super::superblock::ShardRegion;
 use super::{Durability, WalError};
 use crate::nvme::{Command, Completion, DmaBuf, NamespaceInfo, QueuePair};
@@ -53,6 +54,11 @@ impl Default for LogOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ticket(pub(crate) u64);
 
+/// Identifies a snapshot being written: done once its blob and the record
+/// that points at it are durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SnapshotTicket(u64);
+
 /// Identifies a read that went to the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ReadTicket(u64);
@@ -79,6 +85,8 @@ pub struct LogStats {
     pub flushes: u64,
     pub checkpoints: u64,
     pub reads_from_device: u64,
+    pub snapshots_written: u64,
+    pub snapshot_bytes_written: u64,
     pub head_sequence: u64,
     pub next_sequence: u64,
     pub used_bytes: u64,
@@ -136,6 +144,8 @@ const TAG_WRITE: u64 = 1 << TAG_KIND_SHIFT;
 const TAG_FLUSH: u64 = 2 << TAG_KIND_SHIFT;
 const TAG_CHECKPOINT: u64 = 3 << TAG_KIND_SHIFT;
 const TAG_READ: u64 = 4 << TAG_KIND_SHIFT;
+const TAG_SNAPSHOT_WRITE: u64 = 5 << TAG_KIND_SHIFT;
+const TAG_SNAPSHOT_READ: u64 = 6 << TAG_KIND_SHIFT;
 const TAG_KIND_MASK: u64 = 0xff << TAG_KIND_SHIFT;
 
 #[derive(Clone, Debug)]
@@ -161,6 +171,8 @@ pub(super) struct Placement {
 pub(super) struct GroupState {
     pub vote: Option<Vec<u8>>,
     pub purged: Option<(u64, u64)>,
+    /// The group's current (durable) snapshot.
+    pub snapshot: Option<SnapshotRef>,
     pub entries: VecDeque<EntryMeta>,
 }
 
@@ -243,6 +255,13 @@ struct CheckpointWrite {
     blocks_freed: u64,
 }
 
+struct SnapshotWrite {
+    group: u32,
+    reference: SnapshotRef,
+    /// The operation of the reference record, once the blob is written.
+    reference_operation: Option<u64>,
+}
+
 struct PendingRead {
     group: u32,
     index: u64,
@@ -279,6 +298,10 @@ pub struct ShardLog {
     cache_bytes: usize,
     reads: HashMap<u64, PendingRead>,
     reads_done: HashMap<u64, Result<Entry, WalError>>,
+    pub(super) snapshot_area: SnapshotArea,
+    snapshot_writes: BTreeMap<u64, SnapshotWrite>,
+    snapshot_reads: HashMap<u64, (u32, SnapshotRef)>,
+    snapshot_reads_done: HashMap<u64, Result<Vec<u8>, WalError>>,
     failed: Option<String>,
     completions: Vec<Completion>,
     waiters: Vec<(u64, Waker)>,
@@ -347,6 +370,10 @@ impl ShardLog {
             cache_bytes: 0,
             reads: HashMap::new(),
             reads_done: HashMap::new(),
+            snapshot_area: SnapshotArea::new(region.snapshot_blocks),
+            snapshot_writes: BTreeMap::new(),
+            snapshot_reads: HashMap::new(),
+            snapshot_reads_done: HashMap::new(),
             failed: None,
             completions: Vec::new(),
             waiters: Vec::new(),
@@ -545,6 +572,7 @@ impl ShardLog {
         (self.pending.is_empty() || self.failed.is_some())
             && self.queue.in_flight() == 0
             && self.checkpoint_write.is_none()
+            && self.snapshot_writes.is_empty()
     }
 
     /// The eventfd of the queue pair, readable when a completion arrives.
@@ -643,6 +671,121 @@ impl ShardLog {
             }
             self.check_usable()?;
             self.queue.wait().map_err(|source| WalError::Device { what: "reading an entry", source })?;
+        }
+    }
+
+    /// Writes `data` as the snapshot of `group` covering the log up to
+    /// entry `index` of `term`. It becomes the group's current snapshot when
+    /// [`ShardLog::is_snapshot_durable`] says so; until then the previous
+    /// one stays current and its space untouched.
+    pub fn write_snapshot(
+        &mut self,
+        group: u32,
+        index: u64,
+        term: u64,
+        data: &[u8],
+    ) -> Result<SnapshotTicket, WalError> {
+        self.check_usable()?;
+        self.group_mut(group)?;
+        let blocks = snapshot_format::blob_blocks(data.len(), self.lba_bytes);
+        let area_bytes = self.snapshot_area.blocks() * self.lba_bytes as u64;
+        if blocks > self.snapshot_area.blocks() {
+            return Err(WalError::SnapshotTooLarge { group, bytes: data.len() as u64, area_bytes });
+        }
+        let Some(offset) = self.snapshot_area.allocate(blocks) else {
+            return Err(WalError::SnapshotAreaFull {
+                shard: self.region.shard,
+                bytes: data.len() as u64,
+                used_bytes: self.snapshot_area.used_blocks() * self.lba_bytes as u64,
+                area_bytes,
+            });
+        };
+        let mut buffer = self.queue.allocate(blocks as usize * self.lba_bytes);
+        buffer.set_len(blocks as usize * self.lba_bytes);
+        let crc = snapshot_format::encode_blob(group, index, term, self.region.log_id, data, &mut buffer);
+        let reference = SnapshotRef { offset, bytes: data.len() as u64, index, term, crc };
+        let tag = TAG_SNAPSHOT_WRITE | self.take_tag();
+        let lba = self.region.snapshot_first_block() + offset;
+        let fua = self.options.durability == Durability::Fua;
+        if let Err(rejected) = self.queue.submit(Command::Write { lba, buffer, fua }, tag) {
+            self.snapshot_area.release(offset);
+            return Err(WalError::Device { what: "writing a snapshot", source: rejected.error });
+        }
+        self.stats.snapshots_written += 1;
+        self.stats.snapshot_bytes_written += data.len() as u64;
+        self.snapshot_writes.insert(tag, SnapshotWrite { group, reference, reference_operation: None });
+        Ok(SnapshotTicket(tag))
+    }
+
+    /// `Ok(true)` once the snapshot is durable and current.
+    pub fn is_snapshot_durable(&self, ticket: SnapshotTicket) -> Result<bool, WalError> {
+        self.check_usable()?;
+        Ok(!self.snapshot_writes.contains_key(&ticket.0))
+    }
+
+    /// Registers a waker for a snapshot write, woken when the operation
+    /// that finishes it is durable (or the log fails).
+    pub fn wake_when_snapshot_durable(&mut self, ticket: SnapshotTicket, waker: &Waker) {
+        match self.snapshot_writes.get(&ticket.0).and_then(|write| write.reference_operation) {
+            Some(operation) => self.waiters.push((operation, waker.clone())),
+            // The blob is still being written: its completion queues the
+            // reference as the next operation, whose durability wakes us.
+            None => self.waiters.push((self.next_operation, waker.clone())),
+        }
+    }
+
+    /// Blocks until the snapshot is durable. For tests and tools.
+    pub fn wait_snapshot_durable(&mut self, ticket: SnapshotTicket) -> Result<(), WalError> {
+        loop {
+            self.tick();
+            if self.is_snapshot_durable(ticket)? {
+                return Ok(());
+            }
+            if self.queue.in_flight() > 0 {
+                self.queue
+                    .wait()
+                    .map_err(|source| WalError::Device { what: "waiting for a snapshot", source })?;
+            }
+        }
+    }
+
+    /// The current snapshot of `group`, if it has one.
+    pub fn snapshot(&self, group: u32) -> Option<SnapshotRef> {
+        self.groups.get(&group).and_then(|state| state.snapshot)
+    }
+
+    /// Starts reading the current snapshot of `group`; `None` if it has none.
+    pub fn read_snapshot(&mut self, group: u32) -> Result<Option<ReadTicket>, WalError> {
+        self.check_usable()?;
+        let Some(reference) = self.snapshot(group) else { return Ok(None) };
+        let blocks = reference.blocks(self.lba_bytes) as usize;
+        let mut buffer = self.queue.allocate(blocks * self.lba_bytes);
+        buffer.set_len(blocks * self.lba_bytes);
+        let tag = TAG_SNAPSHOT_READ | self.take_tag();
+        let lba = self.region.snapshot_first_block() + reference.offset;
+        if let Err(rejected) = self.queue.submit(Command::Read { lba, buffer }, tag) {
+            return Err(WalError::Device { what: "reading a snapshot", source: rejected.error });
+        }
+        self.snapshot_reads.insert(tag, (group, reference));
+        Ok(Some(ReadTicket(tag)))
+    }
+
+    /// The data of a snapshot read, once it has completed.
+    pub fn take_snapshot_read(&mut self, ticket: ReadTicket) -> Option<Result<Vec<u8>, WalError>> {
+        self.snapshot_reads_done.remove(&ticket.0)
+    }
+
+    /// Reads the current snapshot of `group`, blocking. For tests and tools.
+    pub fn read_snapshot_blocking(&mut self, group: u32) -> Result<Option<(SnapshotRef, Vec<u8>)>, WalError> {
+        let Some(reference) = self.snapshot(group) else { return Ok(None) };
+        let ticket = self.read_snapshot(group)?.expect("the group has a snapshot");
+        loop {
+            self.tick();
+            if let Some(result) = self.take_snapshot_read(ticket) {
+                return result.map(|data| Some((reference, data)));
+            }
+            self.check_usable()?;
+            self.queue.wait().map_err(|source| WalError::Device { what: "reading a snapshot", source })?;
         }
     }
 
@@ -895,6 +1038,47 @@ impl ShardLog {
                 }
                 self.apply_checkpoint(write);
             }
+            TAG_SNAPSHOT_WRITE => {
+                if let Err(error) = completion.result {
+                    self.fail(format!("a snapshot write failed: {error}"));
+                    return;
+                }
+                let write = self.snapshot_writes.get(&tag).expect("completion of an unknown snapshot write");
+                let (group, reference) = (write.group, write.reference);
+                let mut payload = [0u8; snapshot_format::REF_BYTES];
+                reference.encode(&mut payload);
+                let ticket = self.queue_operation(
+                    RecordKind::SnapshotRef,
+                    group,
+                    reference.index,
+                    reference.term,
+                    Rc::from(&payload[..]),
+                );
+                self.snapshot_writes.get_mut(&tag).expect("still there").reference_operation = Some(ticket.0);
+            }
+            TAG_SNAPSHOT_READ => {
+                let (group, reference) =
+                    self.snapshot_reads.remove(&tag).expect("completion of an unknown snapshot read");
+                let result = match completion.result {
+                    Err(error) => Err(WalError::Device { what: "reading a snapshot", source: error }),
+                    Ok(()) => {
+                        let buffer = completion.buffer.expect("a read returns its buffer");
+                        match snapshot_format::decode_blob(&buffer, group, self.region.log_id, &reference) {
+                            Ok(data) => Ok(data.to_vec()),
+                            Err(reason) => {
+                                let reason = format!(
+                                    "the snapshot of group {group} at LBA {} is damaged: {reason}",
+                                    self.region.snapshot_first_block() + reference.offset
+                                );
+                                self.fail(reason.clone());
+                                Err(WalError::Corrupt(reason))
+                            }
+                        }
+                    }
+                };
+                self.snapshot_reads_done.insert(tag, result);
+                self.wake_readers(tag);
+            }
             TAG_READ => {
                 let read = self.reads.remove(&tag).expect("completion of an unknown read");
                 let result = match completion.result {
@@ -902,17 +1086,21 @@ impl ShardLog {
                     Ok(()) => self.decode_read(&read, completion.buffer.expect("a read returns its buffer")),
                 };
                 self.reads_done.insert(tag, result);
-                self.read_waiters.retain(|(waiting, waker)| {
-                    if *waiting == tag {
-                        waker.wake_by_ref();
-                        false
-                    } else {
-                        true
-                    }
-                });
+                self.wake_readers(tag);
             }
             _ => panic!("completion with a tag no log operation uses: {tag:#x}"),
         }
+    }
+
+    fn wake_readers(&mut self, tag: u64) {
+        self.read_waiters.retain(|(waiting, waker)| {
+            if *waiting == tag {
+                waker.wake_by_ref();
+                false
+            } else {
+                true
+            }
+        });
     }
 
     fn decode_read(&mut self, read: &PendingRead, buffer: DmaBuf) -> Result<Entry, WalError> {
@@ -973,6 +1161,7 @@ impl ShardLog {
                 Err(rejected) => self.fail(format!("the device refused a flush: {}", rejected.error)),
             }
         }
+        self.apply_durable_snapshots();
         let durable = self.durable_operation;
         self.waiters.retain(|(operation, waker)| {
             if *operation <= durable {
@@ -983,6 +1172,25 @@ impl ShardLog {
             }
         });
         self.evict_cache();
+    }
+
+    /// Makes every snapshot whose reference record is now durable its
+    /// group's current one, and frees the space of the one it replaces.
+    fn apply_durable_snapshots(&mut self) {
+        let durable = self.durable_operation;
+        let done: Vec<u64> = self
+            .snapshot_writes
+            .iter()
+            .filter(|(_, write)| write.reference_operation.is_some_and(|operation| operation <= durable))
+            .map(|(tag, _)| *tag)
+            .collect();
+        for tag in done {
+            let write = self.snapshot_writes.remove(&tag).expect("listed");
+            let state = self.groups.entry(write.group).or_default();
+            if let Some(previous) = state.snapshot.replace(write.reference) {
+                self.snapshot_area.release(previous.offset);
+            }
+        }
     }
 
     fn evict_cache(&mut self) {
@@ -1022,7 +1230,11 @@ impl ShardLog {
                 });
                 !live
             }
-            RecordKind::Vote | RecordKind::Truncate | RecordKind::Purge | RecordKind::Wrap => true,
+            RecordKind::Vote
+            | RecordKind::Truncate
+            | RecordKind::Purge
+            | RecordKind::Wrap
+            | RecordKind::SnapshotRef => true,
         }
     }
 
@@ -1061,11 +1273,14 @@ impl ShardLog {
             groups: self
                 .groups
                 .iter()
-                .filter(|(_, state)| state.vote.is_some() || state.purged.is_some())
+                .filter(|(_, state)| {
+                    state.vote.is_some() || state.purged.is_some() || state.snapshot.is_some()
+                })
                 .map(|(group, state)| GroupCheckpoint {
                     group: *group,
                     vote: state.vote.clone(),
                     purged: state.purged,
+                    snapshot: state.snapshot,
                 })
                 .collect(),
         };

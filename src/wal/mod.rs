@@ -17,13 +17,15 @@ pub mod format;
 mod log;
 mod recovery;
 pub mod shared;
+pub mod snapshot;
 pub mod superblock;
 
 #[cfg(test)]
 mod tests;
 
 pub use log::{
-    Entry, LogOptions, LogStages, LogStats, ReadRequest, ReadTicket, ShardLog, StageHistogram, Ticket,
+    Entry, LogOptions, LogStages, LogStats, ReadRequest, ReadTicket, ShardLog, SnapshotTicket,
+    StageHistogram, Ticket,
 };
 pub use shared::SharedLog;
 pub use superblock::{FormatOptions, ShardRegion, Superblock};
@@ -76,6 +78,17 @@ pub enum WalError {
     VoteTooLarge { bytes: usize, max: usize },
     #[error("shard {shard} already holds {max} groups, the most its checkpoint has room for")]
     TooManyGroups { shard: u32, max: u32 },
+    #[error(
+        "the snapshot of group {group} is {bytes} bytes, larger than the whole snapshot area of its shard \
+         ({area_bytes} bytes, a quarter of the shard's region); make namespace_bytes larger"
+    )]
+    SnapshotTooLarge { group: u32, bytes: u64, area_bytes: u64 },
+    #[error(
+        "the snapshot area of shard {shard} has no room for {bytes} more bytes ({used_bytes} of {area_bytes} \
+         bytes hold current snapshots or ones being written); retry after pending snapshots finish, or make \
+         namespace_bytes larger"
+    )]
+    SnapshotAreaFull { shard: u32, bytes: u64, used_bytes: u64, area_bytes: u64 },
     #[error(
         "the log ring of shard {shard} is full ({ring_bytes} bytes) and no group has purged enough to free space; \
          purge (snapshot) more often or make namespace_bytes larger"

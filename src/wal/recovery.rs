@@ -68,7 +68,12 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
     for group in checkpoint.groups {
         groups.insert(
             group.group,
-            GroupState { vote: group.vote, purged: group.purged, entries: Default::default() },
+            GroupState {
+                vote: group.vote,
+                purged: group.purged,
+                snapshot: group.snapshot,
+                entries: Default::default(),
+            },
         );
     }
     log.groups = groups;
@@ -124,6 +129,14 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
                 tracing::debug!(shard = log.region.shard, offset, expected, %what, "found the tail of the log");
                 break;
             }
+        }
+    }
+    for (group, state) in &log.groups {
+        if let Some(reference) = state.snapshot {
+            let blocks = reference.blocks(log.lba_bytes);
+            log.snapshot_area.mark_used(reference.offset, blocks).map_err(|reason| {
+                WalError::Corrupt(format!("shard {} group {group}: {reason}", log.region.shard))
+            })?;
         }
     }
     if let Some(orphan) = orphans.first() {
@@ -277,6 +290,12 @@ fn replay(
             orphans.retain(|orphan| orphan.group != header.group || orphan.index < header.index);
         }
         RecordKind::Purge => log.groups.entry(header.group).or_default().purge(header.index, header.term),
+        RecordKind::SnapshotRef => {
+            let reference = super::snapshot::SnapshotRef::decode(&payload).map_err(|reason| {
+                WalError::Corrupt(format!("record {} at LBA {lba}: {reason}", header.sequence))
+            })?;
+            log.groups.entry(header.group).or_default().snapshot = Some(reference);
+        }
         RecordKind::Wrap => {}
     }
     log.ring.push_back(RingRecord {

@@ -8,7 +8,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::log::{Entry, ReadRequest, ReadTicket, ShardLog, Ticket};
+use super::log::{Entry, ReadRequest, ReadTicket, ShardLog, SnapshotTicket, Ticket};
+use super::snapshot::SnapshotRef;
 use super::WalError;
 
 #[derive(Clone)]
@@ -71,6 +72,74 @@ impl SharedLog {
                 ReadDone { log: self.log.clone(), ticket }.await
             }
         }
+    }
+}
+
+impl SharedLog {
+    /// Writes a snapshot of `group` up to entry `index` of `term` and waits
+    /// until it is durable and current.
+    pub async fn write_snapshot(
+        &self,
+        group: u32,
+        index: u64,
+        term: u64,
+        data: &[u8],
+    ) -> Result<(), WalError> {
+        let ticket = self.log.borrow_mut().write_snapshot(group, index, term, data)?;
+        (self.kick)();
+        SnapshotDurable { log: self.log.clone(), ticket }.await
+    }
+
+    /// The current snapshot of `group` with its data, if it has one.
+    pub async fn read_snapshot(&self, group: u32) -> Result<Option<(SnapshotRef, Vec<u8>)>, WalError> {
+        let (reference, ticket) = {
+            let mut log = self.log.borrow_mut();
+            let Some(reference) = log.snapshot(group) else { return Ok(None) };
+            (reference, log.read_snapshot(group)?.expect("the group has a snapshot"))
+        };
+        (self.kick)();
+        let data = SnapshotReadDone { log: self.log.clone(), ticket }.await?;
+        Ok(Some((reference, data)))
+    }
+}
+
+struct SnapshotDurable {
+    log: Rc<RefCell<ShardLog>>,
+    ticket: SnapshotTicket,
+}
+
+impl Future for SnapshotDurable {
+    type Output = Result<(), WalError>;
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut log = self.log.borrow_mut();
+        match log.is_snapshot_durable(self.ticket) {
+            Ok(true) => Poll::Ready(Ok(())),
+            Ok(false) => {
+                log.wake_when_snapshot_durable(self.ticket, context.waker());
+                Poll::Pending
+            }
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+}
+
+struct SnapshotReadDone {
+    log: Rc<RefCell<ShardLog>>,
+    ticket: ReadTicket,
+}
+
+impl Future for SnapshotReadDone {
+    type Output = Result<Vec<u8>, WalError>;
+    fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut log = self.log.borrow_mut();
+        if let Some(result) = log.take_snapshot_read(self.ticket) {
+            return Poll::Ready(result);
+        }
+        if let Some(reason) = log.failure() {
+            return Poll::Ready(Err(WalError::Failed { shard: log.shard(), reason: reason.to_string() }));
+        }
+        log.wake_when_read(self.ticket, context.waker());
+        Poll::Pending
     }
 }
 

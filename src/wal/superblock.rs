@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! [superblock A | superblock B | shard 0 region | shard 1 region | ...]
-//! shard region: [checkpoint slot A | checkpoint slot B | ring of records]
+//! shard region: [checkpoint slot A | checkpoint slot B | snapshot area | ring of records]
 //! ```
 //!
 //! Layout of a superblock copy (little-endian):
@@ -16,7 +16,8 @@
 //! 16 capacity_blocks u64  24 namespace_id [u8; 16]  40 generation u64
 //! 48 shards u32  52 groups_per_shard_max u32  56 checkpoint_blocks u32
 //! 60 zero u32  64 first_region_block u64  72 region_blocks u64
-//! 80 crc u32: CRC32C of bytes 0..80
+//! 80 snapshot_blocks u64 (per shard)
+//! 88 crc u32: CRC32C of bytes 0..88
 //! ```
 //!
 //! The format is the same on a file, a raw block device and an SPDK
@@ -30,7 +31,9 @@ pub const SUPERBLOCK_MAGIC: u64 = u64::from_le_bytes(*b"NVKVSUPR");
 pub const SUPERBLOCK_VERSION: u32 = 1;
 /// Bytes reserved for each superblock copy; the largest LBA size we accept.
 pub const SUPERBLOCK_BYTES: usize = 4096;
-const ENCODED_BYTES: usize = 84;
+const ENCODED_BYTES: usize = 92;
+/// A shard's snapshot area is this fraction of what its checkpoints leave.
+const SNAPSHOT_AREA_DIVISOR: u64 = 4;
 /// The smallest ring a shard may have, in bytes.
 pub const RING_BYTES_MIN: u64 = 1 << 20;
 
@@ -47,6 +50,7 @@ pub struct Superblock {
     pub checkpoint_blocks: u32,
     pub first_region_block: u64,
     pub region_blocks: u64,
+    pub snapshot_blocks: u64,
 }
 
 /// Where one shard's log lives on the namespace, in blocks.
@@ -60,6 +64,7 @@ pub struct ShardRegion {
     pub first_block: u64,
     pub blocks: u64,
     pub checkpoint_blocks: u32,
+    pub snapshot_blocks: u64,
     pub groups_max: u32,
 }
 
@@ -68,12 +73,16 @@ impl ShardRegion {
         self.first_block + slot as u64 * u64::from(self.checkpoint_blocks)
     }
 
-    pub fn ring_first_block(&self) -> u64 {
+    pub fn snapshot_first_block(&self) -> u64 {
         self.first_block + 2 * u64::from(self.checkpoint_blocks)
     }
 
+    pub fn ring_first_block(&self) -> u64 {
+        self.snapshot_first_block() + self.snapshot_blocks
+    }
+
     pub fn ring_blocks(&self) -> u64 {
-        self.blocks - 2 * u64::from(self.checkpoint_blocks)
+        self.blocks - 2 * u64::from(self.checkpoint_blocks) - self.snapshot_blocks
     }
 }
 
@@ -104,9 +113,14 @@ impl Superblock {
         let first_region_block = (2 * SUPERBLOCK_BYTES / lba_bytes as usize) as u64;
         let region_blocks = capacity_blocks.saturating_sub(first_region_block) / u64::from(options.shards);
         let ring_blocks_min = RING_BYTES_MIN / u64::from(lba_bytes);
-        if region_blocks < 2 * u64::from(checkpoint_blocks) + ring_blocks_min {
+        let after_checkpoints = region_blocks.saturating_sub(2 * u64::from(checkpoint_blocks));
+        let snapshot_blocks = after_checkpoints / SNAPSHOT_AREA_DIVISOR;
+        if after_checkpoints - snapshot_blocks < ring_blocks_min {
             let needed = (first_region_block
-                + u64::from(options.shards) * (2 * u64::from(checkpoint_blocks) + ring_blocks_min))
+                + u64::from(options.shards)
+                    * (2 * u64::from(checkpoint_blocks)
+                        + ring_blocks_min * SNAPSHOT_AREA_DIVISOR / (SNAPSHOT_AREA_DIVISOR - 1)
+                        + 1))
                 * u64::from(lba_bytes);
             return Err(WalError::Layout(format!(
                 "the namespace of {} bytes is too small for {} shards: it needs at least {needed} bytes \
@@ -125,6 +139,7 @@ impl Superblock {
             checkpoint_blocks,
             first_region_block,
             region_blocks,
+            snapshot_blocks,
         })
     }
 
@@ -137,6 +152,7 @@ impl Superblock {
             first_block: self.first_region_block + u64::from(shard) * self.region_blocks,
             blocks: self.region_blocks,
             checkpoint_blocks: self.checkpoint_blocks,
+            snapshot_blocks: self.snapshot_blocks,
             groups_max: self.groups_per_shard_max,
         }
     }
@@ -154,8 +170,9 @@ impl Superblock {
         out[60..64].copy_from_slice(&0u32.to_le_bytes());
         out[64..72].copy_from_slice(&self.first_region_block.to_le_bytes());
         out[72..80].copy_from_slice(&self.region_blocks.to_le_bytes());
-        let crc = crc32c::crc32c(&out[..80]);
-        out[80..84].copy_from_slice(&crc.to_le_bytes());
+        out[80..88].copy_from_slice(&self.snapshot_blocks.to_le_bytes());
+        let crc = crc32c::crc32c(&out[..88]);
+        out[88..92].copy_from_slice(&crc.to_le_bytes());
     }
 
     /// `Ok(None)` when the bytes hold no superblock (never written).
@@ -168,8 +185,8 @@ impl Superblock {
             return Ok(None);
         }
         let version = u32_at(8);
-        let stored = u32_at(80);
-        let computed = crc32c::crc32c(&bytes[..80]);
+        let stored = u32_at(88);
+        let computed = crc32c::crc32c(&bytes[..88]);
         if stored != computed {
             return Err(format!("superblock CRC32C stored {stored:#010x}, computed {computed:#010x}"));
         }
@@ -188,6 +205,7 @@ impl Superblock {
             checkpoint_blocks: u32_at(56),
             first_region_block: u64_at(64),
             region_blocks: u64_at(72),
+            snapshot_blocks: u64_at(80),
         }))
     }
 
@@ -369,8 +387,8 @@ mod tests {
         let mut bytes = vec![0u8; 4096];
         superblock.encode(&mut bytes);
         bytes[8..12].copy_from_slice(&7u32.to_le_bytes());
-        let crc = crc32c::crc32c(&bytes[..80]);
-        bytes[80..84].copy_from_slice(&crc.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..88]);
+        bytes[88..92].copy_from_slice(&crc.to_le_bytes());
         namespace.write_bytes(0, &bytes);
         namespace.write_bytes(4096, &bytes);
         let error = open_or_format(queue.as_mut(), OPTIONS).unwrap_err().to_string();

@@ -306,6 +306,7 @@ struct Model {
     entries: BTreeMap<u32, BTreeMap<u64, (u64, Vec<u8>)>>,
     purged: BTreeMap<u32, u64>,
     votes: BTreeMap<u32, Vec<u8>>,
+    snapshots: BTreeMap<u32, Vec<u8>>,
 }
 
 #[derive(Clone, Debug)]
@@ -314,6 +315,7 @@ enum Operation {
     Truncate { group: u32, back: u8 },
     Purge { group: u32, keep: u8 },
     Vote { group: u32, term: u8 },
+    Snapshot { group: u32, len: u16 },
     Restart,
 }
 
@@ -323,6 +325,7 @@ fn operation() -> impl Strategy<Value = Operation> {
         1 => (0..3u32, 0..5u8).prop_map(|(group, back)| Operation::Truncate { group, back }),
         2 => (0..3u32, 0..6u8).prop_map(|(group, keep)| Operation::Purge { group, keep }),
         1 => (0..3u32, 0..200u8).prop_map(|(group, term)| Operation::Vote { group, term }),
+        1 => (0..3u32, 0..40_000u16).prop_map(|(group, len)| Operation::Snapshot { group, len }),
         1 => Just(Operation::Restart),
     ]
 }
@@ -333,7 +336,7 @@ proptest! {
     #[test]
     fn random_operations_with_restarts_match_the_model(operations in proptest::collection::vec(operation(), 1..60)) {
         // A small ring so the sequences wrap and reclaim.
-        let namespace = MemoryNamespace::new(LBA as u32, 2 + 12 + 300);
+        let namespace = MemoryNamespace::new(LBA as u32, 2 + 12 + 400);
         let region = format_namespace(&namespace, 8);
         let options = LogOptions { batch_bytes_max: 64 << 10, inflight_writes_max: 2, cache_bytes_max: 32 << 10, ..LogOptions::default() };
         let mut log = open_log(&namespace, region, options.clone()).expect("open");
@@ -401,6 +404,12 @@ proptest! {
                     log.wait_durable(ticket).expect("durable");
                     model.votes.insert(group, vote);
                 }
+                Operation::Snapshot { group, len } => {
+                    let data = payload(group, u64::from(len), term, len as usize);
+                    let ticket = log.write_snapshot(group, u64::from(len), term, &data).expect("snapshot");
+                    log.wait_snapshot_durable(ticket).expect("durable");
+                    model.snapshots.insert(group, data);
+                }
                 Operation::Restart => {
                     drop(log);
                     log = open_log(&namespace, region, options.clone()).expect("reopen");
@@ -417,6 +426,8 @@ proptest! {
                     prop_assert_eq!(&entry.payload[..], &bytes[..]);
                 }
                 prop_assert_eq!(log.vote(group), model.votes.get(&group).map(|vote| &vote[..]));
+                let snapshot = log.read_snapshot_blocking(group).expect("read snapshot").map(|(_, data)| data);
+                prop_assert_eq!(snapshot.as_ref(), model.snapshots.get(&group));
             }
         }
     }
@@ -569,4 +580,127 @@ fn records_of_an_earlier_format_are_not_this_logs() {
     // log, not in this one: a torn tail, not corruption.
     let log = open_log(&namespace, new_region, small_options()).expect("a torn tail of the new log");
     assert_eq!(log.entry_range(1), Some((1, 4)));
+}
+
+#[test]
+fn snapshots_replace_each_other_and_survive_restarts() {
+    let (namespace, region) = memory(2048);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open");
+    assert_eq!(log.read_snapshot_blocking(1).expect("read"), None);
+    let first = vec![1u8; 300_000];
+    let ticket = log.write_snapshot(1, 100, 2, &first).expect("write");
+    log.wait_snapshot_durable(ticket).expect("durable");
+    drop(log);
+
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
+    let (reference, data) = log.read_snapshot_blocking(1).expect("read").expect("a snapshot");
+    assert_eq!((reference.index, reference.term), (100, 2));
+    assert_eq!(data, first);
+    let used_by_one = log.snapshot_area.used_blocks();
+    let second = vec![2u8; 300_000];
+    let ticket = log.write_snapshot(1, 200, 3, &second).expect("write");
+    assert_eq!(
+        log.snapshot(1).map(|current| current.index),
+        Some(100),
+        "the old one stays current until then"
+    );
+    log.wait_snapshot_durable(ticket).expect("durable");
+    assert_eq!(log.snapshot_area.used_blocks(), used_by_one, "the replaced snapshot's space is free again");
+    drop(log);
+
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
+    let (reference, data) = log.read_snapshot_blocking(1).expect("read").expect("a snapshot");
+    assert_eq!(reference.index, 200);
+    assert_eq!(data, second);
+}
+
+#[test]
+fn a_snapshot_whose_reference_never_became_durable_leaves_the_previous_one() {
+    let directory = disk_tempdir();
+    let inner = uring_file(&directory, 16 << 20);
+    let fault = crate::nvme::fault::FaultNamespace::new(inner.clone());
+    let plan = fault.plan();
+    let region = format_namespace(&fault, 16);
+    let mut log = open_log(&fault, region, small_options()).expect("open");
+    let ticket = log.write_snapshot(4, 10, 1, b"the first state").expect("write");
+    log.wait_snapshot_durable(ticket).expect("durable");
+    // The next write is the second snapshot's blob; the one after it, the
+    // record that would make it current, fails.
+    plan.fail_write(plan.writes() + 2);
+    let ticket = log.write_snapshot(4, 20, 1, b"the second state").expect("write");
+    assert!(log.wait_snapshot_durable(ticket).is_err(), "the snapshot never became durable");
+    drop(log);
+    drop(fault);
+
+    let mut log = open_log(inner.as_ref(), region, small_options()).expect("recovers");
+    let (reference, data) = log.read_snapshot_blocking(4).expect("read").expect("a snapshot");
+    assert_eq!(reference.index, 10);
+    assert_eq!(data, b"the first state");
+}
+
+#[test]
+fn wal_snapshot_corrupt_is_refused_naming_the_lba() {
+    let (namespace, region) = memory(2048);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open");
+    let ticket = log.write_snapshot(2, 5, 1, &[7u8; 10_000]).expect("write");
+    log.wait_snapshot_durable(ticket).expect("durable");
+    let lba = region.snapshot_first_block() + log.snapshot(2).expect("snapshot").offset;
+    drop(log);
+    namespace.write_bytes(lba * LBA as u64 + 5000, b"bit rot");
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("the log itself is fine");
+    let error = log.read_snapshot_blocking(2).unwrap_err().to_string();
+    assert!(error.contains(&format!("at LBA {lba}")) && error.contains("data CRC32C"), "{error}");
+}
+
+#[test]
+fn snapshots_that_do_not_fit_are_refused_with_the_sizes() {
+    let (namespace, region) = memory(2048);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open");
+    let area_bytes = region.snapshot_blocks * LBA as u64;
+    let error = log.write_snapshot(1, 1, 1, &vec![0u8; area_bytes as usize]).unwrap_err();
+    assert!(matches!(error, WalError::SnapshotTooLarge { group: 1, .. }), "{error}");
+    let half = vec![0u8; area_bytes as usize / 2];
+    let first = log.write_snapshot(1, 1, 1, &half).expect("half fits");
+    let error = log.write_snapshot(2, 1, 1, &half).unwrap_err();
+    assert!(matches!(error, WalError::SnapshotAreaFull { shard: 0, .. }), "{error}");
+    log.wait_snapshot_durable(first).expect("durable");
+}
+
+#[test]
+fn the_shared_log_appends_snapshots_and_reads_from_tasks() {
+    let (namespace, region) = memory(2048);
+    let log = open_log(namespace.as_ref(), region, small_options()).expect("open");
+    let shared = SharedLog::new(log, std::rc::Rc::new(|| {}));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let ticker = shared.clone();
+        let driving = tokio::task::spawn_local(async move {
+            loop {
+                ticker.tick();
+                tokio::task::yield_now().await;
+            }
+        });
+        // Appenders on two groups, concurrently, as a shard's tasks would.
+        let mut appenders = Vec::new();
+        for group in [0u32, 1] {
+            let log = shared.clone();
+            appenders.push(tokio::task::spawn_local(async move {
+                for index in 1..=20 {
+                    log.append(group, index, 1, &payload(group, index, 1, 500)).await.expect("append");
+                }
+            }));
+        }
+        for appender in appenders {
+            appender.await.expect("appender");
+        }
+        shared.write_snapshot(0, 20, 1, b"group zero at 20").await.expect("snapshot");
+        shared.purge(0, 20, 1).await.expect("purge");
+        let (reference, data) = shared.read_snapshot(0).await.expect("read").expect("a snapshot");
+        assert_eq!((reference.index, &data[..]), (20, &b"group zero at 20"[..]));
+        let entry = shared.read(1, 7).await.expect("read an entry");
+        assert_eq!(&entry.payload[..], &payload(1, 7, 1, 500)[..]);
+        driving.abort();
+    });
+    assert_eq!(shared.with(|log| (log.entry_range(0), log.entry_range(1))), (None, Some((1, 20))));
 }
