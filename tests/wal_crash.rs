@@ -19,9 +19,9 @@ use nvkv::nvme::uring::{UringNamespace, UringOptions};
 use nvkv::nvme::{Namespace, QueuePairConfig};
 use nvkv::wal::{superblock, FormatOptions, LogOptions, ShardLog, ShardRegion};
 
-const NAMESPACE_BYTES: u64 = 8 << 20;
+const NAMESPACE_BYTES: u64 = 16 << 20;
 const GROUPS: u32 = 4;
-/// Entries kept per group before purging, so the 8 MiB ring wraps.
+/// Entries kept per group before purging, so the 12 MiB ring wraps.
 const KEEP: u64 = 200;
 
 fn payload(group: u32, index: u64) -> Vec<u8> {
