@@ -2,10 +2,11 @@
 //! Raft logs straight to NVMe. See DESIGN.md in the shared folder for the
 //! architecture and README.md for how to run it.
 //!
-//! Layers look down only: `node` → `reactor`, `wal` → `nvme`.
+//! Layers look down only: `node` → `reactor`, `wal` → `nvme`; `kv` looks at nothing else.
 
 pub mod bench;
 pub mod config;
+pub mod kv;
 pub mod node;
 pub mod nvme;
 pub mod reactor;

@@ -1,0 +1,15 @@
+//! The key-value layer: one group's MVCC store with etcd's semantics, its
+//! leases, its watch hub, its snapshot encoding, and the function that maps
+//! keys to groups.
+//!
+//! A deterministic state machine plus queries: everything that changes it
+//! arrives as a command the caller applies in log order. This layer must
+//! never know of Raft, logs, RPC or devices, and never read a clock.
+
+pub mod lease;
+pub mod store;
+pub mod types;
+
+pub use lease::LeaseTable;
+pub use store::{MvccStore, Revision};
+pub use types::*;
