@@ -9,7 +9,9 @@
 pub mod lease;
 pub mod store;
 pub mod types;
+pub mod watch;
 
 pub use lease::LeaseTable;
 pub use store::{MvccStore, Revision};
 pub use types::*;
+pub use watch::{CancelReason, WatchError, WatchHub, WatchId, WatchLimits, WatchPoll, WatchRequest};
