@@ -7,6 +7,7 @@
 //! never know of Raft, logs, RPC or devices, and never read a clock.
 
 pub mod lease;
+pub mod snapshot;
 pub mod store;
 pub mod types;
 pub mod watch;

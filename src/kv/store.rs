@@ -637,8 +637,8 @@ impl MvccStore {
     /// Checks every invariant the store relies on; a snapshot that decodes
     /// into a store failing this is refused. Says which key broke which rule.
     pub fn check_invariants(&self) -> Result<(), String> {
-        if self.revision < REVISION_INITIAL {
-            return Err(format!("revision {} is below {REVISION_INITIAL}", self.revision));
+        if self.revision < REVISION_INITIAL || self.revision == i64::MAX {
+            return Err(format!("revision {} is outside {REVISION_INITIAL}..{}", self.revision, i64::MAX));
         }
         if self.compact_revision < 0 || self.compact_revision > self.revision {
             return Err(format!(
@@ -656,12 +656,6 @@ impl MvccStore {
             let Some(first_live) = &first.live else {
                 return Err(format!("history of key {show} starts with a delete"));
             };
-            if first_live.version < 1 || first_live.create_revision > first.revision.main {
-                return Err(format!(
-                    "key {show} has version {} created at {} but written at {}",
-                    first_live.version, first_live.create_revision, first.revision.main
-                ));
-            }
             if first_live.version == 1 && first_live.create_revision != first.revision.main {
                 return Err(format!("key {show} at version 1 is not created by its first put"));
             }
@@ -680,6 +674,16 @@ impl MvccStore {
                     return Err(format!("entry of key {show} at {position:?} is missing from the index"));
                 }
                 positions += 1;
+                if let Some(live) = &entry.live {
+                    // Every version took a revision of its own since the create.
+                    let versions_max = position.main - live.create_revision + 1;
+                    if live.create_revision < 1 || !(1..=versions_max).contains(&live.version) {
+                        return Err(format!(
+                            "key {show} written at {} claims version {} created at {}",
+                            position.main, live.version, live.create_revision
+                        ));
+                    }
+                }
                 let Some(previous) = index.checked_sub(1).map(|previous| &entries[previous]) else {
                     continue;
                 };
@@ -693,7 +697,7 @@ impl MvccStore {
                         return Err(format!("key {show} recreated at {} is not at version 1", position.main))
                     }
                     (Some(before), Some(live))
-                        if live.version != before.version + 1
+                        if Some(live.version) != before.version.checked_add(1)
                             || live.create_revision != before.create_revision =>
                     {
                         return Err(format!(
