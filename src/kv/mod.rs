@@ -7,12 +7,14 @@
 //! never know of Raft, logs, RPC or devices, and never read a clock.
 
 pub mod lease;
+pub mod partition;
 pub mod snapshot;
 pub mod store;
 pub mod types;
 pub mod watch;
 
 pub use lease::LeaseTable;
+pub use partition::{GroupSet, PartitionError, Partitioner};
 pub use store::{MvccStore, Revision};
 pub use types::*;
 pub use watch::{CancelReason, WatchError, WatchHub, WatchId, WatchLimits, WatchPoll, WatchRequest};
