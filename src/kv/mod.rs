@@ -18,3 +18,6 @@ pub use partition::{GroupSet, PartitionError, Partitioner};
 pub use store::{MvccStore, Revision};
 pub use types::*;
 pub use watch::{CancelReason, WatchError, WatchHub, WatchId, WatchLimits, WatchPoll, WatchRequest};
+
+#[cfg(test)]
+mod tests;
