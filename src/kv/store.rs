@@ -939,6 +939,33 @@ mod tests {
     }
 
     #[test]
+    fn nested_txns_choose_their_branch_on_the_store_before_the_outer_txn_wrote() {
+        let mut store = MvccStore::new();
+        put(&mut store, "a", "1");
+        let inner = TxnRequest {
+            compares: vec![compare("a", CompareTarget::Value(b"1".to_vec()), CompareResult::Equal)],
+            success: vec![put_op("b", "before")],
+            failure: vec![put_op("b", "after")],
+        };
+        let outer = TxnRequest {
+            success: vec![
+                put_op("a", "2"),
+                RequestOp::Txn(inner),
+                RequestOp::Range(RangeRequest { key: b"b".to_vec(), ..RangeRequest::default() }),
+            ],
+            ..TxnRequest::default()
+        };
+        let applied = store.txn(&outer).unwrap();
+        let ResponseOp::Txn(nested) = &applied.response.responses[1] else { panic!("a txn answer") };
+        assert!(nested.succeeded, "a was still 1 when the txn began");
+        assert_eq!(nested.revision, 3);
+        let ResponseOp::Range(seen) = &applied.response.responses[2] else { panic!("a range answer") };
+        assert_eq!(seen.kvs[0].value, b"before");
+        assert_eq!(applied.events.len(), 2);
+        assert_eq!(store.revision(), 3);
+    }
+
+    #[test]
     fn a_txn_writing_a_key_twice_is_refused_and_changes_nothing() {
         let mut store = MvccStore::new();
         put(&mut store, "a", "1");
