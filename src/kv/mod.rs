@@ -7,6 +7,7 @@
 //! never know of Raft, logs, RPC or devices, and never read a clock.
 
 pub mod lease;
+pub mod limits;
 pub mod partition;
 pub mod snapshot;
 pub mod store;
@@ -14,6 +15,7 @@ pub mod types;
 pub mod watch;
 
 pub use lease::LeaseTable;
+pub use limits::{LimitError, Limits};
 pub use partition::{GroupSet, PartitionError, Partitioner};
 pub use store::{MvccStore, Revision};
 pub use types::*;
