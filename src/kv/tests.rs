@@ -378,7 +378,13 @@ fn check_every_replay(store: &MvccStore, model: &Model) -> Result<(), TestCaseEr
             let mut seen = Vec::new();
             for _ in 0..=model.events.len() + 1 {
                 match hub.poll(store, id, 2).expect("poll") {
-                    WatchPoll::Events(events) => seen.extend(events),
+                    WatchPoll::Events(events) => {
+                        if let (Some(last), Some(first)) = (seen.last(), events.first()) {
+                            let (last, first): (&Event, &Event) = (last, first);
+                            prop_assert_ne!(last.kv.mod_revision, first.kv.mod_revision, "a revision split");
+                        }
+                        seen.extend(events);
+                    }
                     WatchPoll::Cancelled(reason) => {
                         return Err(TestCaseError::fail(format!("cancelled: {reason}")))
                     }

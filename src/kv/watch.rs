@@ -4,9 +4,10 @@
 //! A watcher is either catching up, reading the store's history from its
 //! next position on every poll (nothing is buffered, however far behind it
 //! is), or synced, receiving each write's events as the caller publishes
-//! them into a buffer of at most `watch_events_pending_max` events. A synced
-//! watcher whose buffer would overflow is cancelled as too slow rather than
-//! allowed to grow memory; a watcher whose next position falls to the
+//! them into a buffer of at most `watch_events_pending_max` events (or one
+//! write's events, if a single write has more). A synced watcher whose
+//! buffer would overflow is cancelled as too slow rather than allowed to
+//! grow memory; a watcher whose next position falls to the
 //! compact revision or below is cancelled as compacted. Either way a watcher
 //! sees every matching event once, in revision order, or learns why not.
 //!
@@ -235,7 +236,9 @@ impl WatchHub {
             }
             *next_main = revision + 1;
             let wanted = events.iter().filter(|event| wants(request, event));
-            if pending.len() + wanted.clone().count() > pending_max {
+            // An empty buffer takes one write however large, so a big delete
+            // range cancels no watcher that was keeping up.
+            if !pending.is_empty() && pending.len() + wanted.clone().count() > pending_max {
                 *state = State::Cancelled(CancelReason::TooSlow { watch_events_pending_max: pending_max });
             } else {
                 pending.extend(wanted.map(|event| shaped(request, event)));
@@ -247,8 +250,11 @@ impl WatchHub {
         }
     }
 
-    /// Takes up to `events_max` events of watcher `id`, reading history if it
-    /// is catching up. A cancelled watcher reports why, once, and is gone.
+    /// Takes the next events of watcher `id`, reading history if it is
+    /// catching up: up to `events_max`, but always whole revisions, so a
+    /// revision larger than `events_max` comes whole. A watcher that resumes
+    /// from the revision after the last event it took misses nothing and
+    /// repeats nothing. A cancelled watcher reports why, once, and is gone.
     pub fn poll(
         &mut self,
         store: &MvccStore,
@@ -270,8 +276,14 @@ impl WatchHub {
                 return Ok(WatchPoll::Cancelled(reason));
             }
             State::Synced { pending, .. } => {
-                let taken = pending.len().min(events_max);
-                pending.drain(..taken).collect()
+                let mut events: Vec<Event> = Vec::new();
+                while let Some(front) = pending.front() {
+                    if !fits(&events, front, events_max) {
+                        break;
+                    }
+                    events.extend(pending.pop_front());
+                }
+                events
             }
             State::CatchingUp { next } => {
                 let next = *next;
@@ -321,6 +333,14 @@ impl WatchHub {
     }
 }
 
+/// Whether `event` goes into the poll answer `events`: while there is room,
+/// and always when it completes the revision the answer ends with, so a
+/// revision is never split between two polls.
+fn fits(events: &[Event], event: &Event, events_max: usize) -> bool {
+    events.len() < events_max
+        || events.last().is_some_and(|last| last.kv.mod_revision == event.kv.mod_revision)
+}
+
 /// Reads history from `next` until `events_max` wanted events are found or
 /// history ends; at its end the watcher is synced.
 fn catch_up(
@@ -334,7 +354,7 @@ fn catch_up(
         if !wants(request, &event) {
             continue;
         }
-        if events.len() == events_max {
+        if !fits(&events, &event, events_max) {
             return (events, State::CatchingUp { next: position });
         }
         events.push(shaped(request, &event));
@@ -490,6 +510,23 @@ mod tests {
         assert_eq!(group.poll(slow, 10), WatchPoll::Cancelled(reason));
         assert!(reason.to_string().contains("more than 3 events"), "{reason}");
         assert_eq!(group.hub.len(), 1);
+    }
+
+    #[test]
+    fn a_revision_is_never_split_between_polls_nor_refused_by_an_empty_buffer() {
+        let mut group = Group::new(WatchLimits { watchers_max: 4, watch_events_pending_max: 3 });
+        for key in ["a", "b", "c", "d", "e"] {
+            group.put(key, "v"); // 2..=6
+        }
+        let replaying = group.watch(from("a", "z", 2));
+        let live = group.watch(from("a", "z", 0));
+        group.delete("a", "z"); // 7: five deletes, more than the buffer holds
+        assert_eq!(group.events(live, 2).len(), 5, "one write, handed out whole");
+        let first = group.events(replaying, 2);
+        assert_eq!(first.iter().map(|(revision, _)| *revision).collect::<Vec<_>>(), vec![2, 3]);
+        group.events(replaying, 3);
+        let deletes = group.events(replaying, 1);
+        assert_eq!((deletes.len(), deletes[0].0), (5, 7));
     }
 
     #[test]
