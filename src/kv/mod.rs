@@ -6,6 +6,8 @@
 //! arrives as a command the caller applies in log order. This layer must
 //! never know of Raft, logs, RPC or devices, and never read a clock.
 
+mod codec;
+pub mod command;
 pub mod lease;
 pub mod limits;
 pub mod partition;
@@ -14,6 +16,7 @@ pub mod store;
 pub mod types;
 pub mod watch;
 
+pub use command::{apply, Command, CommandOutcome, CommandResponse};
 pub use lease::LeaseTable;
 pub use limits::{LimitError, Limits};
 pub use partition::{GroupSet, PartitionError, Partitioner};

@@ -28,6 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::codec::{Malformed, Reader, Writer};
 use super::lease::{Lease, LeaseTable};
 use super::store::{Entry, Live, MvccStore, Revision};
 
@@ -48,6 +49,12 @@ const TAG_LEASES: u32 = 3;
 
 const KIND_DELETE: u8 = 0;
 const KIND_PUT: u8 = 1;
+
+impl From<Malformed> for SnapshotError {
+    fn from(malformed: Malformed) -> Self {
+        SnapshotError::Malformed { offset: malformed.offset, reason: malformed.reason }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
@@ -76,47 +83,9 @@ pub enum SnapshotError {
     Inconsistent(String),
 }
 
-struct Writer {
-    bytes: Vec<u8>,
-}
-
-impl Writer {
-    fn u8(&mut self, value: u8) {
-        self.bytes.push(value);
-    }
-    fn u16(&mut self, value: u16) {
-        self.bytes.extend_from_slice(&value.to_le_bytes());
-    }
-    fn u32(&mut self, value: u32) {
-        self.bytes.extend_from_slice(&value.to_le_bytes());
-    }
-    fn u64(&mut self, value: u64) {
-        self.bytes.extend_from_slice(&value.to_le_bytes());
-    }
-    fn i64(&mut self, value: i64) {
-        self.bytes.extend_from_slice(&value.to_le_bytes());
-    }
-    fn blob(&mut self, value: &[u8]) {
-        let bytes = u32::try_from(value.len()).expect("keys and values are far below 4 GiB");
-        self.u32(bytes);
-        self.bytes.extend_from_slice(value);
-    }
-
-    /// Writes a section: its header, then what `payload` writes, then the
-    /// payload's length back into the header.
-    fn section(&mut self, tag: u32, payload: impl FnOnce(&mut Writer)) {
-        self.u32(tag);
-        let length_at = self.bytes.len();
-        self.u64(0);
-        payload(self);
-        let length = (self.bytes.len() - length_at - 8) as u64;
-        self.bytes[length_at..length_at + 8].copy_from_slice(&length.to_le_bytes());
-    }
-}
-
 /// Encodes the whole store. Equal stores give equal bytes.
 pub fn encode(store: &MvccStore) -> Vec<u8> {
-    let mut writer = Writer { bytes: Vec::new() };
+    let mut writer = Writer::default();
     writer.u32(SNAPSHOT_MAGIC);
     writer.u16(SNAPSHOT_FORMAT_VERSION);
     writer.u16(0);
@@ -173,65 +142,6 @@ pub fn state_hash(store: &MvccStore) -> u64 {
     ((body.len() as u32 as u64) << 32) | u64::from(crc32c::crc32c(body))
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    offset: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn malformed(&self, reason: impl Into<String>) -> SnapshotError {
-        SnapshotError::Malformed { offset: self.offset, reason: reason.into() }
-    }
-
-    fn take(&mut self, count: usize, what: &str) -> Result<&'a [u8], SnapshotError> {
-        let remaining = self.bytes.len() - self.offset;
-        if count > remaining {
-            return Err(self.malformed(format!("{what} needs {count} bytes but {remaining} remain")));
-        }
-        let taken = &self.bytes[self.offset..self.offset + count];
-        self.offset += count;
-        Ok(taken)
-    }
-
-    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], SnapshotError> {
-        Ok(self.take(N, what)?.try_into().expect("took N bytes"))
-    }
-    fn u8(&mut self, what: &str) -> Result<u8, SnapshotError> {
-        Ok(self.array::<1>(what)?[0])
-    }
-    fn u32(&mut self, what: &str) -> Result<u32, SnapshotError> {
-        Ok(u32::from_le_bytes(self.array(what)?))
-    }
-    fn u64(&mut self, what: &str) -> Result<u64, SnapshotError> {
-        Ok(u64::from_le_bytes(self.array(what)?))
-    }
-    fn i64(&mut self, what: &str) -> Result<i64, SnapshotError> {
-        Ok(i64::from_le_bytes(self.array(what)?))
-    }
-    fn blob(&mut self, what: &str) -> Result<Vec<u8>, SnapshotError> {
-        let bytes = self.u32(what)? as usize;
-        Ok(self.take(bytes, what)?.to_vec())
-    }
-
-    fn done(&self) -> bool {
-        self.offset == self.bytes.len()
-    }
-
-    /// The payload of the next section, which must carry `tag`.
-    fn section(&mut self, tag: u32, name: &str) -> Result<Reader<'a>, SnapshotError> {
-        let found = self.u32("a section tag")?;
-        if found != tag {
-            return Err(self.malformed(format!("expected the {name} section (tag {tag}), found tag {found}")));
-        }
-        let length = self.u64("a section length")?;
-        let length =
-            usize::try_from(length).map_err(|_| self.malformed(format!("section length {length}")))?;
-        let start = self.offset;
-        let payload = self.take(length, name)?;
-        Ok(Reader { bytes: &self.bytes[..start + payload.len()], offset: start })
-    }
-}
-
 /// Decodes a snapshot into a store, refusing anything it cannot trust.
 pub fn decode(bytes: &[u8]) -> Result<MvccStore, SnapshotError> {
     if bytes.len() < SNAPSHOT_BYTES_MIN {
@@ -267,7 +177,7 @@ pub fn decode(bytes: &[u8]) -> Result<MvccStore, SnapshotError> {
     let entry_count = header.u64("the entry count")?;
     let lease_count = header.u64("the lease count")?;
     if !header.done() {
-        return Err(header.malformed("the header section has bytes left over"));
+        return Err(header.malformed("the header section has bytes left over").into());
     }
 
     let mut section = reader.section(TAG_KEYS, "keys")?;
@@ -276,7 +186,7 @@ pub fn decode(bytes: &[u8]) -> Result<MvccStore, SnapshotError> {
     while !section.done() {
         let key = section.blob("a key")?;
         if keys.last_key_value().is_some_and(|(last, _)| *last >= key) {
-            return Err(section.malformed("keys are not in strictly ascending order"));
+            return Err(section.malformed("keys are not in strictly ascending order").into());
         }
         let entry_total = section.u32("an entry count")?;
         let mut entries = Vec::new();
@@ -290,7 +200,9 @@ pub fn decode(bytes: &[u8]) -> Result<MvccStore, SnapshotError> {
                     lease: section.i64("a lease")?,
                     value: section.blob("a value")?,
                 }),
-                kind => return Err(section.malformed(format!("entry kind {kind} is neither 0 nor 1"))),
+                kind => {
+                    return Err(section.malformed(format!("entry kind {kind} is neither 0 nor 1")).into())
+                }
             };
             if positions.insert(revision, key.clone()).is_some() {
                 return Err(SnapshotError::Inconsistent(format!("two entries at {revision:?}")));
@@ -305,7 +217,7 @@ pub fn decode(bytes: &[u8]) -> Result<MvccStore, SnapshotError> {
     while !section.done() {
         let id = section.i64("a lease id")?;
         if leases.last_key_value().is_some_and(|(&last, _)| last >= id) {
-            return Err(section.malformed("lease ids are not in strictly ascending order"));
+            return Err(section.malformed("lease ids are not in strictly ascending order").into());
         }
         let ttl_seconds = section.i64("a lease TTL")?;
         let key_total = section.u32("a lease key count")?;
@@ -313,14 +225,14 @@ pub fn decode(bytes: &[u8]) -> Result<MvccStore, SnapshotError> {
         for _ in 0..key_total {
             let key = section.blob("a lease key")?;
             if lease_keys.last().is_some_and(|last| *last >= key) {
-                return Err(section.malformed("lease keys are not in strictly ascending order"));
+                return Err(section.malformed("lease keys are not in strictly ascending order").into());
             }
             lease_keys.insert(key);
         }
         leases.insert(id, Lease { ttl_seconds, keys: lease_keys });
     }
     if !reader.done() {
-        return Err(reader.malformed("bytes follow the last section"));
+        return Err(reader.malformed("bytes follow the last section").into());
     }
 
     let counted = (keys.len() as u64, positions.len() as u64, leases.len() as u64);
