@@ -233,7 +233,7 @@ pub struct Applied<R> {
 pub enum KvError {
     #[error(
         "revision {requested} is compacted (compact revision {compact_revision}); \
-         ask for a revision of at least {compact_revision}, or none for the current one"
+         read at revision {compact_revision} or later, and compact only above it"
     )]
     Compacted { requested: i64, compact_revision: i64 },
     #[error(
@@ -282,6 +282,6 @@ mod tests {
         let message = KvError::DuplicateKeyInTxn(b"k\x01".to_vec()).to_string();
         assert!(message.contains("\"k\\x01\""), "{message}");
         let message = KvError::Compacted { requested: 3, compact_revision: 7 }.to_string();
-        assert!(message.contains('3') && message.contains("at least 7"), "{message}");
+        assert!(message.contains('3') && message.contains("revision 7 or later"), "{message}");
     }
 }
