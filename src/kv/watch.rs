@@ -296,6 +296,24 @@ impl WatchHub {
         Ok(WatchPoll::Events(events))
     }
 
+    /// Tells the hub its store was replaced wholesale (a snapshot from the
+    /// leader installed): no events were published for the jump, so every
+    /// synced watcher goes back to reading history from the first revision
+    /// it has not taken, or is cancelled as compacted if the new store's
+    /// history starts after that.
+    pub fn store_replaced(&mut self) {
+        for watcher in self.watchers.values_mut() {
+            if let State::Synced { next_main, pending } = &watcher.state {
+                let next = pending.front().map_or(*next_main, |event| event.kv.mod_revision);
+                watcher.state = State::CatchingUp { next: Revision::start_of(next) };
+            }
+        }
+        let ids: Vec<WatchId> = self.watchers.keys().copied().collect();
+        for id in ids {
+            self.mark(id);
+        }
+    }
+
     pub fn cancel(&mut self, id: WatchId) -> Result<(), WatchError> {
         self.watchers.remove(&id).ok_or(WatchError::UnknownWatch(id))?;
         self.ready.remove(&id);
@@ -527,6 +545,34 @@ mod tests {
         group.events(replaying, 3);
         let deletes = group.events(replaying, 1);
         assert_eq!((deletes.len(), deletes[0].0), (5, 7));
+    }
+
+    #[test]
+    fn after_a_snapshot_is_installed_watchers_read_the_jump_from_history() {
+        let mut group = Group::new(WatchLimits::default());
+        group.put("a", "1"); // 2
+        let taken = group.watch(from("a", "z", 0));
+        let pending = group.watch(from("a", "z", 0));
+        group.put("b", "1"); // 3, pending for both
+        assert_eq!(group.events(taken, 10), vec![(3, "put b".into())]);
+        // The leader went on to revision 6 and compacted at 3; this replica
+        // installs its snapshot instead of applying 4 to 6.
+        let mut leader = group.store.clone();
+        for key in ["c", "d", "e"] {
+            leader
+                .put(&PutRequest { key: key.into(), value: b"v".to_vec(), ..PutRequest::default() })
+                .unwrap();
+        }
+        leader.compact(3).unwrap();
+        group.store = crate::kv::snapshot::decode(&crate::kv::snapshot::encode(&leader)).unwrap();
+        group.hub.store_replaced();
+        let revisions =
+            |events: Vec<(i64, String)>| events.into_iter().map(|(revision, _)| revision).collect::<Vec<_>>();
+        assert_eq!(revisions(group.events(taken, 10)), vec![4, 5, 6]);
+        let reason = CancelReason::Compacted { compact_revision: 3 };
+        assert_eq!(group.poll(pending, 10), WatchPoll::Cancelled(reason), "its event at 3 is compacted away");
+        group.put("f", "v"); // 7
+        assert_eq!(revisions(group.events(taken, 10)), vec![7]);
     }
 
     #[test]
