@@ -1,10 +1,14 @@
-//! The key-value layer: one group's MVCC store with etcd's semantics, its
-//! leases, its watch hub, its snapshot encoding, and the function that maps
-//! keys to groups.
+//! The key-value layer: one group's MVCC store with etcd's semantics
+//! (`store`), its leases (`lease`), its watch hub (`watch`), the encodings
+//! of its snapshots (`snapshot`) and of the commands that change it
+//! (`command`), the request size limits (`limits`), and the function that
+//! maps keys to groups (`partition`).
 //!
 //! A deterministic state machine plus queries: everything that changes it
-//! arrives as a command the caller applies in log order. This layer must
-//! never know of Raft, logs, RPC or devices, and never read a clock.
+//! arrives as a command the caller applies in log order, and the same
+//! commands give byte-identical state on every replica. This layer must
+//! never know of Raft, the log's records, RPC or devices, and never read a
+//! clock, draw a random number, or let hash-map order reach its results.
 
 mod codec;
 pub mod command;

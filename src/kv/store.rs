@@ -339,7 +339,8 @@ impl MvccStore {
         let limit = if request.limit == 0 { usize::MAX } else { request.limit as usize };
         let mut response = RangeResponse { revision: self.revision, ..RangeResponse::default() };
         for (key, entries) in self.keys.range::<[u8], _>(bounds(&request.key, &request.range_end)) {
-            let Some(mut kv) = entry_at(entries, at).and_then(|entry| entry.key_value(key)) else {
+            // Values are copied only for the keys the answer carries.
+            let Some(entry) = entry_at(entries, at).filter(|entry| entry.live.is_some()) else {
                 continue;
             };
             response.count += 1;
@@ -350,8 +351,9 @@ impl MvccStore {
                 response.more = true;
                 continue;
             }
+            let mut kv = entry.key_value(key).expect("filtered to live entries");
             if request.keys_only {
-                kv.value.clear();
+                kv.value = Vec::new();
             }
             response.kvs.push(kv);
         }
