@@ -1,8 +1,9 @@
 //! The key-value layer: one group's MVCC store with etcd's semantics
 //! (`store`), its leases (`lease`), its watch hub (`watch`), the encodings
 //! of its snapshots (`snapshot`) and of the commands that change it
-//! (`command`), the request size limits (`limits`), and the function that
-//! maps keys to groups (`partition`).
+//! (`command`), store and hub wired together for a state machine (`group`), the
+//! request size limits (`limits`), and the function that maps keys to
+//! groups (`partition`).
 //!
 //! A deterministic state machine plus queries: everything that changes it
 //! arrives as a command the caller applies in log order, and the same
@@ -12,6 +13,7 @@
 
 mod codec;
 pub mod command;
+pub mod group;
 pub mod lease;
 pub mod limits;
 pub mod partition;
@@ -21,6 +23,7 @@ pub mod types;
 pub mod watch;
 
 pub use command::{apply, Command, CommandOutcome, CommandResponse};
+pub use group::GroupState;
 pub use lease::LeaseTable;
 pub use limits::{LimitError, Limits};
 pub use partition::{GroupSet, PartitionError, Partitioner};
