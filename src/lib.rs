@@ -2,7 +2,7 @@
 //! Raft logs straight to NVMe. See DESIGN.md in the shared folder for the
 //! architecture and README.md for how to run it.
 //!
-//! Layers look down only: `node` → `reactor`, `wal` → `nvme`; `kv` looks at nothing else.
+//! Layers look down only: `node` → `reactor`, `wal` → `nvme`.
 
 pub mod bench;
 pub mod config;
