@@ -1,6 +1,7 @@
-//! The MVCC store, its watch hub and its snapshots against a plain model: a
-//! BTreeMap of whole key histories that never forgets anything, so every
-//! answer the store gives after compaction is checked against the truth.
+//! The MVCC store (nested txns included), its watch hub and its snapshots
+//! against a plain model: a BTreeMap of whole key histories that never
+//! forgets anything, so every answer the store gives after compaction is
+//! checked against the truth.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,9 +28,29 @@ fn end(index: usize) -> Vec<u8> {
 
 #[derive(Clone, Debug)]
 enum TxnOp {
-    Put { key: usize, value: u8 },
-    Delete { key: usize, end: usize },
-    Range { key: usize, end: usize },
+    Put {
+        key: usize,
+        value: u8,
+    },
+    Delete {
+        key: usize,
+        end: usize,
+    },
+    Range {
+        key: usize,
+        end: usize,
+    },
+    /// A txn inside a txn; the strategy nests one level.
+    Nested(Box<NestedTxn>),
+}
+
+#[derive(Clone, Debug)]
+struct NestedTxn {
+    key: usize,
+    target: Target,
+    result: CompareResult,
+    success: Vec<TxnOp>,
+    failure: Vec<TxnOp>,
 }
 
 #[derive(Clone, Debug)]
@@ -83,12 +104,26 @@ enum Op {
     PollLive,
 }
 
-fn txn_op() -> impl Strategy<Value = TxnOp> {
+fn leaf_op() -> impl Strategy<Value = TxnOp> {
     prop_oneof![
         3 => (0..KEYS.len(), 0..3u8).prop_map(|(key, value)| TxnOp::Put { key, value }),
         1 => (0..KEYS.len(), 0..ENDS.len()).prop_map(|(key, end)| TxnOp::Delete { key, end }),
         1 => (0..KEYS.len(), 0..ENDS.len()).prop_map(|(key, end)| TxnOp::Range { key, end }),
     ]
+}
+
+fn txn_op() -> impl Strategy<Value = TxnOp> {
+    let nested = (
+        0..KEYS.len(),
+        target(),
+        result(),
+        prop::collection::vec(leaf_op(), 0..3),
+        prop::collection::vec(leaf_op(), 0..3),
+    )
+        .prop_map(|(key, target, result, success, failure)| {
+            TxnOp::Nested(Box::new(NestedTxn { key, target, result, success, failure }))
+        });
+    prop_oneof![5 => leaf_op(), 1 => nested]
 }
 
 fn target() -> impl Strategy<Value = Target> {
@@ -248,35 +283,112 @@ fn request_ops(ops: &[TxnOp]) -> Vec<RequestOp> {
                 range_end: self::end(end),
                 ..RangeRequest::default()
             }),
+            TxnOp::Nested(ref nested) => RequestOp::Txn(TxnRequest {
+                compares: vec![compare_request(nested.key, &nested.target, nested.result)],
+                success: request_ops(&nested.success),
+                failure: request_ops(&nested.failure),
+            }),
         })
         .collect()
 }
 
-/// The duplicate-key rule on one flat branch, written out plainly.
-fn model_duplicate(ops: &[TxnOp]) -> Option<Vec<u8>> {
+/// The keys a branch puts, and the ranges it deletes.
+type Writes = (BTreeSet<Vec<u8>>, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// The duplicate-key rule, written out plainly: in a branch, with a nested
+/// txn counting as all the writes of both its branches, a key is put at
+/// most once and never both put and deleted. Answers the offending key.
+fn model_writes(ops: &[TxnOp]) -> Result<Writes, Vec<u8>> {
     let mut puts: BTreeSet<Vec<u8>> = BTreeSet::new();
     let mut deletes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     for op in ops {
-        match *op {
-            TxnOp::Put { key, .. } => {
-                let key = self::key(key);
-                if puts.contains(&key) || deletes.iter().any(|(start, end)| range_contains(start, end, &key))
-                {
-                    return Some(key);
-                }
-                puts.insert(key);
+        let (new_puts, new_deletes) = match op {
+            TxnOp::Put { key, .. } => (BTreeSet::from([self::key(*key)]), Vec::new()),
+            TxnOp::Delete { key, end } => (BTreeSet::new(), vec![(self::key(*key), self::end(*end))]),
+            TxnOp::Range { .. } => continue,
+            TxnOp::Nested(nested) => {
+                let (mut then_puts, mut then_deletes) = model_writes(&nested.success)?;
+                let (else_puts, else_deletes) = model_writes(&nested.failure)?;
+                then_puts.extend(else_puts);
+                then_deletes.extend(else_deletes);
+                (then_puts, then_deletes)
+            }
+        };
+        for key in &new_puts {
+            if puts.contains(key) || deletes.iter().any(|(start, end)| range_contains(start, end, key)) {
+                return Err(key.clone());
+            }
+        }
+        for (start, end) in &new_deletes {
+            if let Some(put) = puts.iter().find(|put| range_contains(start, end, put)) {
+                return Err(put.clone());
+            }
+        }
+        puts.extend(new_puts);
+        deletes.extend(new_deletes);
+    }
+    Ok((puts, deletes))
+}
+
+/// Runs the ops of a branch on the model at `revision`, which is not
+/// committed yet: compares of nested txns read `model.revision`, the store
+/// as the outer txn found it.
+fn model_ops(model: &mut Model, ops: &[TxnOp], revision: i64, wrote: &mut bool) -> Vec<ResponseOp> {
+    let mut responses = Vec::new();
+    for op in ops {
+        match op {
+            TxnOp::Put { key, value } => {
+                let key = self::key(*key);
+                let prev_kv = model.kv_at(&key, revision - 1);
+                model.write(revision, &key, Some((vec![b'0' + value], 0)));
+                *wrote = true;
+                responses.push(ResponseOp::Put(PutResponse { revision: 0, prev_kv }));
             }
             TxnOp::Delete { key, end } => {
-                let (key, end) = (self::key(key), self::end(end));
-                if let Some(put) = puts.iter().find(|put| range_contains(&key, &end, put)) {
-                    return Some(put.clone());
-                }
-                deletes.push((key, end));
+                let prev_kvs = model.delete(revision, &self::key(*key), &self::end(*end));
+                *wrote |= !prev_kvs.is_empty();
+                let deleted = prev_kvs.len() as i64;
+                responses.push(ResponseOp::DeleteRange(DeleteRangeResponse {
+                    revision: 0,
+                    deleted,
+                    prev_kvs,
+                }));
             }
-            TxnOp::Range { .. } => {}
+            TxnOp::Range { key, end } => {
+                let at = if *wrote { revision } else { model.revision };
+                let kvs = model.range(&self::key(*key), &self::end(*end), at);
+                let count = kvs.len() as i64;
+                responses.push(ResponseOp::Range(RangeResponse { revision: 0, kvs, count, more: false }));
+            }
+            TxnOp::Nested(nested) => {
+                let compare = compare_request(nested.key, &nested.target, nested.result);
+                let succeeded = model_holds(model, &compare);
+                let branch = if succeeded { &nested.success } else { &nested.failure };
+                let inner = model_ops(model, branch, revision, wrote);
+                responses.push(ResponseOp::Txn(TxnResponse { revision: 0, succeeded, responses: inner }));
+            }
         }
     }
-    None
+    responses
+}
+
+fn model_holds(model: &Model, compare: &Compare) -> bool {
+    let current = model.range(&compare.key, &compare.range_end, model.revision);
+    model_compare(compare, current.first())
+}
+
+fn stamp(responses: &mut [ResponseOp], revision: i64) {
+    for response in responses {
+        match response {
+            ResponseOp::Put(put) => put.revision = revision,
+            ResponseOp::DeleteRange(delete) => delete.revision = revision,
+            ResponseOp::Range(range) => range.revision = revision,
+            ResponseOp::Txn(txn) => {
+                txn.revision = revision;
+                stamp(&mut txn.responses, revision);
+            }
+        }
+    }
 }
 
 /// Runs a txn on the model; returns the response it expects.
@@ -286,55 +398,16 @@ fn model_txn(
     success: &[TxnOp],
     failure: &[TxnOp],
 ) -> Result<TxnResponse, KvError> {
-    if let Some(key) = model_duplicate(success).or_else(|| model_duplicate(failure)) {
-        return Err(KvError::DuplicateKeyInTxn(key));
-    }
-    let current = model.range(&compare.key, &compare.range_end, model.revision);
-    let succeeded = match current.first() {
-        None => model_compare(compare, None),
-        Some(kv) => model_compare(compare, Some(kv)),
-    };
+    model_writes(success).map_err(KvError::DuplicateKeyInTxn)?;
+    model_writes(failure).map_err(KvError::DuplicateKeyInTxn)?;
+    let succeeded = model_holds(model, compare);
     let revision = model.revision + 1;
     let mut wrote = false;
-    let mut responses = Vec::new();
-    for op in if succeeded { success } else { failure } {
-        match *op {
-            TxnOp::Put { key, value } => {
-                let key = self::key(key);
-                let prev_kv = model.kv_at(&key, revision - 1);
-                model.write(revision, &key, Some((vec![b'0' + value], 0)));
-                wrote = true;
-                responses.push(ResponseOp::Put(PutResponse { revision: 0, prev_kv }));
-            }
-            TxnOp::Delete { key, end } => {
-                let prev_kvs = model.delete(revision, &self::key(key), &self::end(end));
-                wrote |= !prev_kvs.is_empty();
-                let deleted = prev_kvs.len() as i64;
-                responses.push(ResponseOp::DeleteRange(DeleteRangeResponse {
-                    revision: 0,
-                    deleted,
-                    prev_kvs,
-                }));
-            }
-            TxnOp::Range { key, end } => {
-                let at = if wrote { revision } else { model.revision };
-                let kvs = model.range(&self::key(key), &self::end(end), at);
-                let count = kvs.len() as i64;
-                responses.push(ResponseOp::Range(RangeResponse { revision: 0, kvs, count, more: false }));
-            }
-        }
-    }
+    let mut responses = model_ops(model, if succeeded { success } else { failure }, revision, &mut wrote);
     if wrote {
         model.revision = revision;
     }
-    for response in &mut responses {
-        match response {
-            ResponseOp::Put(put) => put.revision = model.revision,
-            ResponseOp::DeleteRange(delete) => delete.revision = model.revision,
-            ResponseOp::Range(range) => range.revision = model.revision,
-            ResponseOp::Txn(_) => unreachable!("the model nests no txn"),
-        }
-    }
+    stamp(&mut responses, model.revision);
     Ok(TxnResponse { revision: model.revision, succeeded, responses })
 }
 
