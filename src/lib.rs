@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod kv;
 pub mod node;
 pub mod nvme;
 pub mod reactor;
