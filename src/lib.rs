@@ -2,12 +2,13 @@
 //! Raft logs straight to NVMe. See DESIGN.md in the shared folder for the
 //! architecture and README.md for how to run it.
 //!
-//! Layers look down only: `node` → `reactor`, `wal` → `nvme`.
+//! Layers look down only: `node` → `reactor`, `raft` → `wal` → `nvme`.
 
 pub mod bench;
 pub mod config;
 pub mod node;
 pub mod nvme;
+pub mod raft;
 pub mod reactor;
 pub mod shard;
 pub mod topology;
