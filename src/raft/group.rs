@@ -9,18 +9,24 @@
 //! and never hide that the group stopped.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError};
+use openraft::error::{
+    CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, InstallSnapshotError, RaftError,
+};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest,
+    InstallSnapshotResponse, VoteRequest, VoteResponse,
+};
 use openraft::{Config, ServerState, SnapshotPolicy};
 
-use super::log_store::GroupLogStore;
+use super::log_store::{GroupLogStore, ENTRY_HEADER_BYTES};
 use super::network::{GroupNetworkFactory, PeerTransport};
 use super::state_machine::{GroupStateMachine, GroupStateMachineStore, SnapshotStore};
-use super::types::{Command, GroupId, LogId, Member, NodeId, Raft, Vote};
+use super::types::{Command, GroupId, LogId, Member, NodeId, Raft, TypeConfig, Vote};
 use crate::wal::SharedLog;
 
 /// How a group runs. Times are in milliseconds.
@@ -110,6 +116,16 @@ pub enum GroupError {
          check before retrying a write that is not idempotent"
     )]
     Timeout { group: GroupId, timeout_ms: u64 },
+    /// Expected: the command is larger than one log entry holds.
+    #[error(
+        "group {group}: a command of {bytes} bytes is larger than a log entry holds ({max} bytes); \
+         split it, or raise the log's batch_bytes_max"
+    )]
+    CommandTooLarge { group: GroupId, bytes: usize, max: usize },
+    /// Expected: a membership change was refused (one is in progress, the
+    /// new voters are not learners yet, or none would be left).
+    #[error("group {group}: membership change refused: {reason}")]
+    MembershipChange { group: GroupId, reason: String },
     /// Fatal for the group: it stopped (shut down, or its storage failed).
     #[error("group {group} on member {member} stopped: {reason}; the shard must restart it")]
     Stopped { group: GroupId, member: NodeId, reason: String },
@@ -131,6 +147,10 @@ pub struct GroupMetrics {
     pub last_applied: Option<LogId>,
     pub snapshot: Option<LogId>,
     pub purged: Option<LogId>,
+    /// The members that vote, and the learners, as of the last membership
+    /// this member knows.
+    pub voters: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
 }
 
 /// One group as run by one member.
@@ -232,22 +252,87 @@ impl RaftGroup {
         }
     }
 
+    /// The largest command one log entry holds.
+    pub fn command_bytes_max(&self) -> usize {
+        self.log.with(|log| log.entry_bytes_max()) - ENTRY_HEADER_BYTES
+    }
+
     /// Replicates `command`, applies it, and returns the state machine's
     /// answer. Only the leader takes writes.
     pub async fn client_write(&self, command: Vec<u8>) -> Result<Vec<u8>, GroupError> {
+        // Checked here: the log refusing an entry would stop the group.
+        let max = self.command_bytes_max();
+        if command.len() > max {
+            return Err(GroupError::CommandTooLarge { group: self.group, bytes: command.len(), max });
+        }
         let result = tokio::time::timeout(self.request_timeout, self.raft.client_write(Command(command)))
             .await
             .map_err(|_| self.timed_out())?;
+        Ok(self.written(result)?.data.0)
+    }
+
+    /// Adds `member` as a learner: it receives the log but does not vote.
+    /// Returns once the change is committed, not once the learner caught up
+    /// (the leader's metrics show its progress).
+    pub async fn add_learner(&self, member: Member) -> Result<(), GroupError> {
+        let change = self.raft.add_learner(member.id, member, false);
+        let result =
+            tokio::time::timeout(self.request_timeout, change).await.map_err(|_| self.timed_out())?;
+        self.written(result).map(|_| ())
+    }
+
+    /// Makes `voters` the voting members (through joint consensus); members
+    /// left out stay as learners with `keep_as_learners`, else leave. Every
+    /// new voter must be a learner already.
+    pub async fn change_voters(
+        &self,
+        voters: BTreeSet<NodeId>,
+        keep_as_learners: bool,
+    ) -> Result<(), GroupError> {
+        let change = self.raft.change_membership(voters, keep_as_learners);
+        let result =
+            tokio::time::timeout(self.request_timeout, change).await.map_err(|_| self.timed_out())?;
+        self.written(result).map(|_| ())
+    }
+
+    fn written(
+        &self,
+        result: Result<ClientWriteResponse<TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, Member>>>,
+    ) -> Result<ClientWriteResponse<TypeConfig>, GroupError> {
         match result {
-            Ok(response) => Ok(response.data.0),
+            Ok(response) => Ok(response),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Err(self.not_leader(forward))
             }
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
-                Err(self.stopped(format!("a plain write was refused as a membership change: {error}")))
+                Err(GroupError::MembershipChange { group: self.group, reason: error.to_string() })
             }
             Err(RaftError::Fatal(fatal)) => Err(self.stopped(fatal.to_string())),
         }
+    }
+
+    /// Takes an append-entries message a peer sent this group.
+    pub async fn handle_append_entries(
+        &self,
+        request: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        self.raft.append_entries(request).await
+    }
+
+    /// Takes a vote request a peer sent this group.
+    pub async fn handle_vote(
+        &self,
+        request: VoteRequest<NodeId>,
+    ) -> Result<VoteResponse<NodeId>, RaftError<NodeId>> {
+        self.raft.vote(request).await
+    }
+
+    /// Takes one chunk of a snapshot a peer streams to this group.
+    pub async fn handle_install_snapshot(
+        &self,
+        request: InstallSnapshotRequest<TypeConfig>,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        self.raft.install_snapshot(request).await
     }
 
     /// Returns once this member may serve a linearizable read from its
@@ -286,6 +371,8 @@ impl RaftGroup {
             last_applied: metrics.last_applied,
             snapshot: metrics.snapshot,
             purged: metrics.purged,
+            voters: metrics.membership_config.membership().voter_ids().collect(),
+            learners: metrics.membership_config.membership().learner_ids().collect(),
         }
     }
 

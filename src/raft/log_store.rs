@@ -36,8 +36,8 @@ pub const VOTE_FORMAT_VERSION: u8 = 1;
 const KIND_BLANK: u8 = 0;
 const KIND_NORMAL: u8 = 1;
 const KIND_MEMBERSHIP: u8 = 2;
-/// Version, kind, leader node id.
-const ENTRY_HEADER_BYTES: usize = 1 + 1 + 8;
+/// Version, kind, leader node id: what an entry costs beside its command.
+pub const ENTRY_HEADER_BYTES: usize = 1 + 1 + 8;
 
 /// Purge points whose leader node ids the vote slot remembers: the current
 /// one and the one before, because the slot is rewritten (durably) before

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -181,11 +181,14 @@ impl LocalRouter {
     {
         match result {
             Ok(response) => Ok(response),
-            // A target shutting down looks like a network failure to the sender.
-            Err(RaftError::Fatal(_)) => Err(RPCError::Network(NetworkError::new(&StoppedWhileAnswering {
-                group,
-                target: target.clone(),
-            }))),
+            // A stopped target is as good as unreachable: the sender backs
+            // off instead of retrying at once.
+            Err(RaftError::Fatal(_)) => {
+                Err(RPCError::Unreachable(Unreachable::new(&StoppedWhileAnswering {
+                    group,
+                    target: target.clone(),
+                })))
+            }
             Err(error) => {
                 Err(RPCError::RemoteError(RemoteError::new_with_node(target.id, target.clone(), error)))
             }

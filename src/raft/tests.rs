@@ -9,7 +9,7 @@
 //! reactor's `LogDriver` does.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -218,12 +218,14 @@ impl Cluster {
             down: BTreeMap::new(),
         };
         for member in &members {
-            cluster.start(member.id, Disk::memory()).await;
+            cluster.start(member.id, Disk::memory(), true).await;
         }
         cluster
     }
 
-    async fn start(&mut self, id: NodeId, disk: Disk) {
+    /// Starts member `id` on `disk`; with `bootstrap`, it offers the first
+    /// membership (a member joining later must not).
+    async fn start(&mut self, id: NodeId, disk: Disk, bootstrap: bool) {
         let (log, ticker) = disk.open_log();
         let mut groups = BTreeMap::new();
         for group in GROUPS {
@@ -239,7 +241,9 @@ impl Cluster {
             )
             .await
             .expect("start a group");
-            raft_group.bootstrap(&self.members).await.expect("bootstrap");
+            if bootstrap {
+                raft_group.bootstrap(&self.members).await.expect("bootstrap");
+            }
             self.router.add(id, group, raft_group.raft().clone());
             groups.insert(group, Running { group: raft_group, machine });
         }
@@ -261,7 +265,7 @@ impl Cluster {
 
     async fn restart(&mut self, id: NodeId) {
         let disk = self.down.remove(&id).expect("the member is down");
-        self.start(id, disk).await;
+        self.start(id, disk, true).await;
     }
 
     fn running(&self, id: NodeId, group: GroupId) -> &Running {
@@ -472,6 +476,50 @@ fn a_member_behind_a_purged_log_catches_up_through_a_snapshot() {
 }
 
 #[test]
+fn a_learner_joins_is_promoted_and_an_old_member_leaves() {
+    run(async {
+        let mut cluster = Cluster::new(fast_config()).await;
+        for group in GROUPS {
+            cluster.write_many(group, 0, 20).await;
+        }
+
+        tracing::info!("member 4 starts empty and joins every group as a learner");
+        let newcomer = Member::new(4, "10.0.0.4:2380");
+        cluster.start(newcomer.id, Disk::memory(), false).await;
+        for group in GROUPS {
+            let leader = cluster.leader(group).await;
+            cluster.running(leader, group).group.add_learner(newcomer.clone()).await.expect("add learner");
+            cluster.write_many(group, 20, 10).await;
+            cluster.converged(group, 30).await;
+            let metrics = cluster.running(4, group).group.metrics();
+            assert_eq!(metrics.learners, [4].into(), "group {group}");
+            assert_eq!(metrics.voters, [1, 2, 3].into(), "group {group}");
+        }
+
+        tracing::info!("member 4 is promoted and a member that leads nothing leaves");
+        let leaving = cluster.plain_follower().await;
+        for group in GROUPS {
+            let leader = cluster.leader(group).await;
+            let voters: BTreeSet<NodeId> = [1, 2, 3, 4].into_iter().filter(|id| *id != leaving).collect();
+            let raft_group = &cluster.running(leader, group).group;
+            let error = raft_group.change_voters([1, 2, 3, 4, 5].into(), false).await.unwrap_err();
+            assert!(matches!(error, GroupError::MembershipChange { .. }), "member 5 is no learner: {error}");
+            raft_group.change_voters(voters.clone(), false).await.expect("change voters");
+            wait_for(&format!("group {group} to report voters {voters:?} and no learner"), || {
+                let metrics = raft_group.metrics();
+                (metrics.voters == voters && metrics.learners.is_empty()).then_some(())
+            })
+            .await;
+        }
+        cluster.stop(leaving).await;
+        for group in GROUPS {
+            cluster.write_many(group, 30, 10).await;
+            cluster.converged(group, 40).await;
+        }
+    });
+}
+
+#[test]
 fn a_write_applies_only_once_the_device_made_it_durable_and_a_failed_write_stops_the_group() {
     run(async {
         let faults = FaultNamespace::new(Arc::new(MemoryNamespace::new(LBA_BYTES, NAMESPACE_BLOCKS)));
@@ -497,6 +545,12 @@ fn a_write_applies_only_once_the_device_made_it_durable_and_a_failed_write_stops
         })
         .await;
         group.client_write(b"before".to_vec()).await.expect("a write on a healthy device");
+        let oversize = vec![7; group.command_bytes_max() + 1];
+        let error = group.client_write(oversize).await.unwrap_err();
+        assert!(matches!(error, GroupError::CommandTooLarge { group: 3, .. }), "{error}");
+        let largest = vec![7; group.command_bytes_max()];
+        group.client_write(largest).await.expect("the largest command fits, the group goes on");
+        let applied = machine.borrow().commands.len();
 
         tracing::info!("nvme::write::latency: the command is applied only after its write completes");
         let latency = Duration::from_millis(60);
@@ -507,19 +561,23 @@ fn a_write_applies_only_once_the_device_made_it_durable_and_a_failed_write_stops
             let writer = group.clone();
             let task = tokio::task::spawn_local(async move { writer.client_write(b"slow".to_vec()).await });
             tokio::time::sleep(latency / 2).await;
-            assert_eq!(machine.borrow().commands.len(), 1, "nothing is applied while the write is in flight");
+            assert_eq!(
+                machine.borrow().commands.len(),
+                applied,
+                "nothing is applied while the write is in flight"
+            );
             task.await.expect("the writer task").expect("the slow write");
             assert!(started.elapsed() >= latency, "the write waited for the device");
             Rc::try_unwrap(group).ok().expect("one owner left")
         };
-        assert_eq!(machine.borrow().commands.len(), 2);
+        assert_eq!(machine.borrow().commands.len(), applied + 1);
 
         tracing::info!("nvme::write::error: a failed log write stops the group, nothing is applied");
         plan.fail_write(plan.writes() + 1);
         let error = write.client_write(b"lost".to_vec()).await.unwrap_err();
         assert!(matches!(error, GroupError::Stopped { group: 3, member: 1, .. }), "{error}");
         assert!(log.with(|log| log.failure().is_some()), "the shard log stopped");
-        assert_eq!(machine.borrow().commands.len(), 2, "the failed command was never applied");
+        assert_eq!(machine.borrow().commands.len(), applied + 1, "the failed command was never applied");
         let error = write.client_write(b"after".to_vec()).await.unwrap_err();
         assert!(matches!(error, GroupError::Stopped { .. }), "a stopped group refuses writes: {error}");
     });
