@@ -584,6 +584,48 @@ fn a_write_applies_only_once_the_device_made_it_durable_and_a_failed_write_stops
 }
 
 #[test]
+fn a_restarted_member_never_grants_a_vote_below_the_one_it_persisted() {
+    run(async {
+        let config = fast_config();
+        let disk = Disk::memory();
+        let router = Rc::new(LocalRouter::new());
+        let start = |log: SharedLog| {
+            let machine = Rc::new(RefCell::new(TestMachine::default()));
+            RaftGroup::start(GROUPS[0], 5, &config, log, machine, disk.snapshots.clone(), router.clone())
+        };
+        let (log, ticker) = disk.open_log();
+        let group = start(log.clone()).await.expect("start");
+        group.bootstrap(&[Member::new(5, "10.0.0.5:2380")]).await.expect("bootstrap");
+        let vote = wait_for("member 5 to elect itself", || {
+            let metrics = group.metrics();
+            (metrics.current_leader == Some(5)).then_some(metrics.vote)
+        })
+        .await;
+        assert_eq!(persisted_vote(&log, GROUPS[0]), Some(vote));
+        group.shutdown().await.expect("shutdown");
+        ticker.abort();
+        drop(log);
+
+        tracing::info!("after a restart, with elections off, the persisted vote decides");
+        let (log, _ticker) = disk.open_log();
+        let group = start(log).await.expect("restart");
+        group.raft().runtime_config().elect(false);
+        // Past the leader lease, which would refuse any vote by itself.
+        tokio::time::sleep(Duration::from_millis(config.election_timeout_max_ms + 50)).await;
+        let far_ahead = Some(LogId::new(LeaderId::new(vote.leader_id.term + 1, 1), 1_000));
+        let below = openraft::raft::VoteRequest::new(Vote::new(vote.leader_id.term, 1), far_ahead);
+        let answer = group.handle_vote(below).await.expect("vote answer");
+        assert!(!answer.vote_granted, "member 5 voted {vote} before the restart and must not go below it");
+        let above = openraft::raft::VoteRequest::new(Vote::new(vote.leader_id.term + 1, 1), far_ahead);
+        let answer = group.handle_vote(above).await.expect("vote answer");
+        assert!(
+            answer.vote_granted,
+            "a vote in a later term is granted, so the refusal above was the vote's"
+        );
+    });
+}
+
+#[test]
 fn entries_round_trip_and_foreign_versions_are_refused() {
     let leader = LeaderId::new(7, 42);
     let membership = Membership::new(
@@ -722,5 +764,38 @@ mod storage_suite {
         run_with_clock(true, async {
             StorageSuite::transfer_snapshot(&FreshStore).await.expect("transfer_snapshot")
         });
+    }
+}
+
+proptest::proptest! {
+    /// The decoders read bytes from the device: whatever they hold, they
+    /// answer with a value or an error, never a panic.
+    #[test]
+    fn decoders_take_any_bytes_without_panicking(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..160),
+        index: u64,
+        term: u64,
+    ) {
+        let _ = decode_entry(index, term, &bytes);
+        let _ = VoteSlot::decode(&bytes);
+    }
+
+    #[test]
+    fn commands_round_trip_through_the_entry_encoding(
+        command in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        term: u64,
+        node: u64,
+        index: u64,
+    ) {
+        let entry = Entry {
+            log_id: LogId::new(LeaderId::new(term, node), index),
+            payload: EntryPayload::Normal(Command(command.clone())),
+        };
+        let decoded = decode_entry(index, term, &encode_entry(&entry)).expect("decodes");
+        proptest::prop_assert_eq!(decoded.log_id, entry.log_id);
+        let EntryPayload::Normal(Command(decoded_command)) = decoded.payload else {
+            panic!("a normal entry decoded as another kind");
+        };
+        proptest::prop_assert_eq!(decoded_command, command);
     }
 }
