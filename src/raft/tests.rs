@@ -626,6 +626,44 @@ fn a_restarted_member_never_grants_a_vote_below_the_one_it_persisted() {
 }
 
 #[test]
+fn a_purge_lost_after_its_vote_slot_was_written_leaves_the_earlier_purge_point_readable() {
+    use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+
+    run(async {
+        let faults = FaultNamespace::new(Arc::new(MemoryNamespace::new(LBA_BYTES, NAMESPACE_BLOCKS)));
+        let plan = faults.plan();
+        let disk = Disk::new(Arc::new(faults));
+        let (log, ticker) = disk.open_log();
+        let mut store = GroupLogStore::open(log.clone(), GROUPS[0]).expect("open");
+        // Entries 0..=4 from leader 7 in term 1, 5..=9 from leader 8 in term 2.
+        let log_id = |index: u64| {
+            let leader = if index < 5 { LeaderId::new(1, 7) } else { LeaderId::new(2, 8) };
+            LogId::new(leader, index)
+        };
+        let entries = (0..10).map(|index| Entry { log_id: log_id(index), payload: EntryPayload::Blank });
+        store.blocking_append(entries).await.expect("append");
+        store.purge(log_id(3)).await.expect("first purge");
+
+        tracing::info!(
+            "nvme::write::error: the vote slot naming the next purge point is durable, its purge is not"
+        );
+        plan.fail_write(plan.writes() + 2);
+        let error = store.purge(log_id(6)).await.unwrap_err();
+        assert!(error.to_string().contains("purging up to"), "{error}");
+        ticker.abort();
+        drop((store, log));
+
+        let (log, _ticker) = disk.open_log();
+        let mut store = GroupLogStore::open(log.clone(), GROUPS[0]).expect("reopen");
+        let state = store.get_log_state().await.expect("log state");
+        assert_eq!(state.last_purged_log_id, Some(log_id(3)), "the log stayed at the first purge point");
+        assert_eq!(state.last_log_id, Some(log_id(9)));
+        store.purge(log_id(6)).await.expect("the purge goes through on a healthy device");
+        assert_eq!(store.get_log_state().await.expect("log state").last_purged_log_id, Some(log_id(6)));
+    });
+}
+
+#[test]
 fn entries_round_trip_and_foreign_versions_are_refused() {
     let leader = LeaderId::new(7, 42);
     let membership = Membership::new(
