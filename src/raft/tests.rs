@@ -283,11 +283,23 @@ impl Cluster {
         .await
     }
 
+    /// The leader of `group` once every member that is up agrees on it.
+    async fn agreed_leader(&self, group: GroupId) -> NodeId {
+        wait_for(&format!("every member to agree on the leader of group {group}"), || {
+            let leaders: Vec<_> =
+                self.up.values().map(|node| node.groups[&group].group.metrics().current_leader).collect();
+            let leader = leaders[0]?;
+            let leading = self.up.get(&leader)?.groups[&group].group.metrics().state == ServerState::Leader;
+            (leading && leaders.iter().all(|known| *known == Some(leader))).then_some(leader)
+        })
+        .await
+    }
+
     /// A member that leads no group.
     async fn plain_follower(&self) -> NodeId {
         let mut leaders = Vec::new();
         for group in GROUPS {
-            leaders.push(self.leader(group).await);
+            leaders.push(self.agreed_leader(group).await);
         }
         *self.up.keys().find(|id| !leaders.contains(id)).expect("three members, two groups")
     }
@@ -355,7 +367,7 @@ fn three_members_two_groups_agree_and_survive_the_loss_of_a_leader() {
         }
 
         tracing::info!("the leader of the first group stops: another takes over and writes go on");
-        let old_leader = cluster.leader(GROUPS[0]).await;
+        let old_leader = cluster.agreed_leader(GROUPS[0]).await;
         let old_term = cluster.running(old_leader, GROUPS[0]).group.metrics().term;
         cluster.stop(old_leader).await;
         let new_leader = cluster.leader(GROUPS[0]).await;
@@ -516,6 +528,54 @@ fn a_learner_joins_is_promoted_and_an_old_member_leaves() {
             cluster.write_many(group, 30, 10).await;
             cluster.converged(group, 40).await;
         }
+    });
+}
+
+#[test]
+fn followers_name_the_leader_and_a_leader_without_quorum_refuses_reads_and_writes() {
+    run(async {
+        let config = GroupConfig { request_timeout_ms: 400, ..fast_config() };
+        let mut cluster = Cluster::new(config).await;
+        let group = GROUPS[0];
+        cluster.write_many(group, 0, 5).await;
+        let leader = cluster.agreed_leader(group).await;
+        cluster.running(leader, group).group.ensure_linearizable().await.expect("the leader may read");
+
+        tracing::info!("a follower refuses, naming the leader and its address");
+        let follower = *cluster.up.keys().find(|id| **id != leader).expect("a follower");
+        let follower_group = &cluster.running(follower, group).group;
+        let expected = GroupError::NotLeader {
+            group,
+            member: follower,
+            leader: Some(leader),
+            leader_address: Some(format!("10.0.0.{leader}:2380")),
+        };
+        assert_eq!(follower_group.client_write(b"x".to_vec()).await.unwrap_err(), expected);
+        assert_eq!(follower_group.ensure_linearizable().await.unwrap_err(), expected);
+
+        tracing::info!("both followers stop: the leader is a minority of one");
+        let followers: Vec<NodeId> = cluster.up.keys().copied().filter(|id| *id != leader).collect();
+        for id in followers {
+            cluster.stop(id).await;
+        }
+        // It refuses as unavailable or timed out; or, if a follower's
+        // election (a late heartbeat on a loaded machine) made it step down
+        // just before, as a member that knows no leader.
+        let refused = |error: &GroupError| {
+            matches!(
+                error,
+                GroupError::Unavailable { .. }
+                    | GroupError::Timeout { timeout_ms: 400, .. }
+                    | GroupError::NotLeader { leader: None, .. }
+            )
+        };
+        let alone = &cluster.running(leader, group).group;
+        let error = alone.ensure_linearizable().await.unwrap_err();
+        assert!(refused(&error), "{error}");
+        let error = alone.client_write(b"not committed".to_vec()).await.unwrap_err();
+        assert!(refused(&error) && !matches!(error, GroupError::Unavailable { .. }), "{error}");
+        let machine = cluster.running(leader, group).machine.borrow();
+        assert_eq!(machine.commands.len(), 5, "nothing past the quorum loss was applied");
     });
 }
 
