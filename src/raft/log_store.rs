@@ -264,7 +264,7 @@ impl RaftLogReader<TypeConfig> for GroupLogStore {
         };
         let start = match range.start_bound() {
             Bound::Included(&start) => start,
-            Bound::Excluded(&start) => start + 1,
+            Bound::Excluded(&start) => start.saturating_add(1),
             Bound::Unbounded => first,
         }
         .max(first);

@@ -141,8 +141,9 @@ impl Disk {
             .namespace
             .open_queue_pair(&QueuePairConfig { depth: 64, registered_buffer_bytes: 1 << 20 })
             .expect("queue pair");
-        // A small cache, so catching up reads entries back from the device.
-        let options = LogOptions { cache_bytes_max: 64 << 10, ..LogOptions::default() };
+        // A cache of a few dozen entries, so catching up reads entries back
+        // from the device.
+        let options = LogOptions { cache_bytes_max: 2 << 10, ..LogOptions::default() };
         let log = ShardLog::open(queue, self.region, options).expect("open the shard log");
         let kick = Rc::new(Notify::new());
         let notify = kick.clone();
@@ -421,12 +422,20 @@ fn a_restarted_follower_catches_up_from_its_log_and_keeps_its_vote() {
         assert_eq!(votes_after, votes_before, "a restart must never forget a vote");
         ticker.abort();
         drop(log);
+        let device_reads = |cluster: &Cluster| -> u64 {
+            cluster.up.values().map(|node| node.log.with(|log| log.stats().reads_from_device)).sum()
+        };
+        let device_reads_before = device_reads(&cluster);
         cluster.restart(follower).await;
         for group in GROUPS {
             cluster.converged(group, 130).await;
             let machine = cluster.running(follower, group).machine.clone();
             assert_eq!(machine.borrow().restores, 0, "it replayed its log onto an empty state machine");
         }
+        assert!(
+            device_reads(&cluster) > device_reads_before + 100,
+            "catching up read entries that left the cache back from the device"
+        );
     });
 }
 
