@@ -733,6 +733,19 @@ fn a_purge_lost_after_its_vote_slot_was_written_leaves_the_earlier_purge_point_r
 }
 
 #[test]
+fn a_config_whose_heartbeat_outlasts_the_election_timeout_is_refused_with_its_values() {
+    assert!(fast_config().openraft_config().is_ok());
+    let config = GroupConfig { heartbeat_ms: 200, ..fast_config() };
+    let error = config.openraft_config().unwrap_err();
+    assert!(
+        error.contains("heartbeat_ms = 200") && error.contains("election_timeout_min_ms = 80"),
+        "{error}"
+    );
+    let config = GroupConfig { election_timeout_min_ms: 300, election_timeout_max_ms: 300, ..fast_config() };
+    assert!(config.openraft_config().is_err(), "the election timeout needs a range to pick from");
+}
+
+#[test]
 fn entries_round_trip_and_foreign_versions_are_refused() {
     let leader = LeaderId::new(7, 42);
     let membership = Membership::new(
