@@ -2,13 +2,14 @@
 //! Raft logs straight to NVMe. See DESIGN.md in the shared folder for the
 //! architecture and README.md for how to run it.
 //!
-//! Layers look down only: `node` → `reactor`, `wal` → `nvme`.
+//! Layers look down only: `node` → `reactor`, `raft` → `wal` → `nvme`.
 
 pub mod bench;
 pub mod config;
 pub mod kv;
 pub mod node;
 pub mod nvme;
+pub mod raft;
 pub mod reactor;
 pub mod rpc;
 pub mod shard;

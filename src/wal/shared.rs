@@ -33,6 +33,21 @@ impl SharedLog {
         self.log.borrow_mut().tick()
     }
 
+    /// Queues an entry without waiting: it joins this tick's group commit,
+    /// and is durable when [`SharedLog::durable`] of the ticket finishes.
+    /// For callers that queue a batch and wait only for its last entry.
+    pub fn queue_append(
+        &self,
+        group: u32,
+        index: u64,
+        term: u64,
+        payload: &[u8],
+    ) -> Result<Ticket, WalError> {
+        let ticket = self.log.borrow_mut().append(group, index, term, payload)?;
+        (self.kick)();
+        Ok(ticket)
+    }
+
     /// Appends an entry and waits until it is durable.
     pub async fn append(&self, group: u32, index: u64, term: u64, payload: &[u8]) -> Result<(), WalError> {
         let ticket = self.log.borrow_mut().append(group, index, term, payload)?;

@@ -1,0 +1,400 @@
+//! A running Raft group on this member: openraft built from the group's log
+//! store, state machine and network, with the calls the shard makes on the
+//! request path (write, linearizable read barrier, status) and typed errors
+//! a client can act on.
+//!
+//! It owns the group's configuration and its bootstrap rule: a group is
+//! initialized once, and never again once its log holds any state. It must
+//! never retry a write on its own (a write that timed out may still apply)
+//! and never hide that the group stopped.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{
+    CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, InstallSnapshotError, RaftError,
+};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest,
+    InstallSnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{Config, ServerState, SnapshotPolicy};
+
+use super::log_store::{GroupLogStore, ENTRY_HEADER_BYTES};
+use super::network::{GroupNetworkFactory, PeerTransport};
+use super::state_machine::{GroupStateMachine, GroupStateMachineStore, SnapshotStore};
+use super::types::{Command, GroupId, LogId, Member, NodeId, Raft, TypeConfig, Vote};
+use crate::wal::SharedLog;
+
+/// How a group runs. Times are in milliseconds.
+#[derive(Clone, Debug)]
+pub struct GroupConfig {
+    /// Names the cluster in openraft's logs.
+    pub cluster_name: String,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub heartbeat_ms: u64,
+    /// A snapshot is built once this many entries were applied since the
+    /// last one.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log behind a snapshot, so a follower a little
+    /// behind catches up from the log rather than from a whole snapshot.
+    pub max_in_snapshot_log_to_keep: u64,
+    /// Entries purged at once, at least.
+    pub purge_batch_size: u64,
+    /// How long replication to an unreachable peer waits before retrying.
+    pub unreachable_backoff_ms: u64,
+    /// How long a client write or read barrier may wait for the group
+    /// before it is refused as timed out.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for GroupConfig {
+    fn default() -> GroupConfig {
+        GroupConfig {
+            cluster_name: "nvkv".into(),
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            heartbeat_ms: 100,
+            snapshot_logs_since_last: 10_000,
+            max_in_snapshot_log_to_keep: 1_000,
+            purge_batch_size: 256,
+            unreachable_backoff_ms: 200,
+            request_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl GroupConfig {
+    /// openraft's configuration, checked.
+    pub fn openraft_config(&self) -> Result<Config, String> {
+        Config {
+            cluster_name: self.cluster_name.clone(),
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            heartbeat_interval: self.heartbeat_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: self.max_in_snapshot_log_to_keep,
+            purge_batch_size: self.purge_batch_size,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|error| {
+            format!(
+                "{error} (election_timeout_min_ms = {}, election_timeout_max_ms = {}, heartbeat_ms = {}); \
+                 the heartbeat must be shorter than the election timeout, and the minimum below the maximum",
+                self.election_timeout_min_ms, self.election_timeout_max_ms, self.heartbeat_ms
+            )
+        })
+    }
+}
+
+/// Why a group refused or could not finish a request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    /// Expected: this member is not the leader. The hint names the leader
+    /// when this member knows it.
+    #[error(
+        "group {group}: member {member} is not the leader; {}",
+        match (leader, leader_address) {
+            (Some(leader), Some(address)) => format!("send the request to member {leader} at {address}"),
+            (Some(leader), None) => format!("send the request to member {leader}"),
+            _ => "no leader is known yet, retry shortly".to_string(),
+        }
+    )]
+    NotLeader { group: GroupId, member: NodeId, leader: Option<NodeId>, leader_address: Option<String> },
+    /// Expected: the leader could not hear from a quorum.
+    #[error("group {group}: no quorum answered member {member} ({reason}); retry when a majority is up")]
+    Unavailable { group: GroupId, member: NodeId, reason: String },
+    /// Expected: no answer within the request timeout. A write may still
+    /// be applied later.
+    #[error(
+        "group {group}: no answer within {timeout_ms} ms; the request may still take effect, \
+         check before retrying a write that is not idempotent"
+    )]
+    Timeout { group: GroupId, timeout_ms: u64 },
+    /// Expected: the command is larger than one log entry holds.
+    #[error(
+        "group {group}: a command of {bytes} bytes is larger than a log entry holds ({max} bytes); \
+         split it, or raise the log's batch_bytes_max"
+    )]
+    CommandTooLarge { group: GroupId, bytes: usize, max: usize },
+    /// Expected: a membership change was refused (one is in progress, the
+    /// new voters are not learners yet, or none would be left).
+    #[error("group {group}: membership change refused: {reason}")]
+    MembershipChange { group: GroupId, reason: String },
+    /// Fatal for the group: it stopped (shut down, or its storage failed).
+    #[error("group {group} on member {member} stopped: {reason}; the shard must restart it")]
+    Stopped { group: GroupId, member: NodeId, reason: String },
+    /// The group could not be built or bootstrapped.
+    #[error("group {group} on member {member} could not start: {reason}")]
+    Start { group: GroupId, member: NodeId, reason: String },
+}
+
+/// What the group looks like from this member, for status and routing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupMetrics {
+    pub group: GroupId,
+    pub member: NodeId,
+    pub state: ServerState,
+    pub term: u64,
+    pub current_leader: Option<NodeId>,
+    pub vote: Vote,
+    pub last_log_index: Option<u64>,
+    pub last_applied: Option<LogId>,
+    pub snapshot: Option<LogId>,
+    pub purged: Option<LogId>,
+    /// The members that vote, and the learners, as of the last membership
+    /// this member knows.
+    pub voters: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+}
+
+/// One group as run by one member.
+pub struct RaftGroup {
+    group: GroupId,
+    member: NodeId,
+    raft: Raft,
+    log: SharedLog,
+    request_timeout: Duration,
+}
+
+impl RaftGroup {
+    /// Starts `group` as member `member`: its log lives in the shard's
+    /// `log`, its state in `machine` (empty: it is restored from the stored
+    /// snapshot and the log replays onto it), its snapshots in `snapshots`,
+    /// and it talks to peers through `transport`. Must run inside the
+    /// shard's `LocalSet`.
+    pub async fn start<M, S, T>(
+        group: GroupId,
+        member: NodeId,
+        config: &GroupConfig,
+        log: SharedLog,
+        machine: Rc<RefCell<M>>,
+        snapshots: Rc<S>,
+        transport: Rc<T>,
+    ) -> Result<RaftGroup, GroupError>
+    where
+        M: GroupStateMachine + 'static,
+        S: SnapshotStore + 'static,
+        T: PeerTransport,
+    {
+        let start_error = |reason: String| GroupError::Start { group, member, reason };
+        let raft_config = config.openraft_config().map_err(start_error)?;
+        let log_store =
+            GroupLogStore::open(log.clone(), group).map_err(|error| start_error(error.to_string()))?;
+        let state_machine = GroupStateMachineStore::open(group, machine, snapshots)
+            .await
+            .map_err(|error| start_error(error.to_string()))?;
+        let purged = log.with(|log| log.purged(group));
+        if let Some((purged_index, _)) = purged {
+            // The log replays onto the state machine from the snapshot on:
+            // a purge past it means entries nobody can replay any more.
+            let applied = state_machine.applied().map(|applied| applied.index);
+            if applied.is_none_or(|applied| applied < purged_index) {
+                return Err(start_error(format!(
+                    "its log is purged up to entry {purged_index} but the snapshot store covers only up to \
+                     {applied:?}; the snapshot was lost, restore this member from another's snapshot"
+                )));
+            }
+        }
+        let network =
+            GroupNetworkFactory::new(group, transport, Duration::from_millis(config.unreachable_backoff_ms));
+        let raft = Raft::new(member, Arc::new(raft_config), network, log_store, state_machine)
+            .await
+            .map_err(|error| start_error(error.to_string()))?;
+        Ok(RaftGroup {
+            group,
+            member,
+            raft,
+            log,
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+        })
+    }
+
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    pub fn member(&self) -> NodeId {
+        self.member
+    }
+
+    /// openraft's handle, for the peer server to hand incoming messages to
+    /// (`append_entries`, `vote`, `install_snapshot`) and for tests.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Makes `members` the group's first membership, if the group has never
+    /// had any state on this member. Call it on every member with the same
+    /// list; returns whether this call initialized the group. After a
+    /// restart (the log holds a vote or entries) it does nothing.
+    pub async fn bootstrap(&self, members: &[Member]) -> Result<bool, GroupError> {
+        let has_state =
+            self.log.with(|log| log.last_index(self.group).is_some() || log.vote(self.group).is_some());
+        if has_state {
+            return Ok(false);
+        }
+        let members: BTreeMap<NodeId, Member> =
+            members.iter().map(|member| (member.id, member.clone())).collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(true),
+            // Another member's leader reached this one first.
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
+            Err(RaftError::APIError(error @ InitializeError::NotInMembers(_))) => {
+                Err(GroupError::Start { group: self.group, member: self.member, reason: error.to_string() })
+            }
+            Err(RaftError::Fatal(fatal)) => Err(self.stopped(fatal.to_string())),
+        }
+    }
+
+    /// The largest command one log entry holds.
+    pub fn command_bytes_max(&self) -> usize {
+        self.log.with(|log| log.entry_bytes_max()) - ENTRY_HEADER_BYTES
+    }
+
+    /// Replicates `command`, applies it, and returns the state machine's
+    /// answer. Only the leader takes writes.
+    pub async fn client_write(&self, command: Vec<u8>) -> Result<Vec<u8>, GroupError> {
+        // Checked here: the log refusing an entry would stop the group.
+        let max = self.command_bytes_max();
+        if command.len() > max {
+            return Err(GroupError::CommandTooLarge { group: self.group, bytes: command.len(), max });
+        }
+        let result = tokio::time::timeout(self.request_timeout, self.raft.client_write(Command(command)))
+            .await
+            .map_err(|_| self.timed_out())?;
+        Ok(self.written(result)?.data.0)
+    }
+
+    /// Adds `member` as a learner: it receives the log but does not vote.
+    /// Returns once the change is committed, not once the learner caught up
+    /// (the leader's metrics show its progress).
+    pub async fn add_learner(&self, member: Member) -> Result<(), GroupError> {
+        let change = self.raft.add_learner(member.id, member, false);
+        let result =
+            tokio::time::timeout(self.request_timeout, change).await.map_err(|_| self.timed_out())?;
+        self.written(result).map(|_| ())
+    }
+
+    /// Makes `voters` the voting members (through joint consensus); members
+    /// left out stay as learners with `keep_as_learners`, else leave. Every
+    /// new voter must be a learner already.
+    pub async fn change_voters(
+        &self,
+        voters: BTreeSet<NodeId>,
+        keep_as_learners: bool,
+    ) -> Result<(), GroupError> {
+        let change = self.raft.change_membership(voters, keep_as_learners);
+        let result =
+            tokio::time::timeout(self.request_timeout, change).await.map_err(|_| self.timed_out())?;
+        self.written(result).map(|_| ())
+    }
+
+    fn written(
+        &self,
+        result: Result<ClientWriteResponse<TypeConfig>, RaftError<NodeId, ClientWriteError<NodeId, Member>>>,
+    ) -> Result<ClientWriteResponse<TypeConfig>, GroupError> {
+        match result {
+            Ok(response) => Ok(response),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(self.not_leader(forward))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
+                Err(GroupError::MembershipChange { group: self.group, reason: error.to_string() })
+            }
+            Err(RaftError::Fatal(fatal)) => Err(self.stopped(fatal.to_string())),
+        }
+    }
+
+    /// Takes an append-entries message a peer sent this group.
+    pub async fn handle_append_entries(
+        &self,
+        request: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        self.raft.append_entries(request).await
+    }
+
+    /// Takes a vote request a peer sent this group.
+    pub async fn handle_vote(
+        &self,
+        request: VoteRequest<NodeId>,
+    ) -> Result<VoteResponse<NodeId>, RaftError<NodeId>> {
+        self.raft.vote(request).await
+    }
+
+    /// Takes one chunk of a snapshot a peer streams to this group.
+    pub async fn handle_install_snapshot(
+        &self,
+        request: InstallSnapshotRequest<TypeConfig>,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        self.raft.install_snapshot(request).await
+    }
+
+    /// Returns once this member may serve a linearizable read from its
+    /// state machine: it is the leader, a quorum confirmed it, and
+    /// everything committed before the call is applied (read index).
+    pub async fn ensure_linearizable(&self) -> Result<(), GroupError> {
+        let result = tokio::time::timeout(self.request_timeout, self.raft.ensure_linearizable())
+            .await
+            .map_err(|_| self.timed_out())?;
+        match result {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                Err(self.not_leader(forward))
+            }
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error))) => {
+                Err(GroupError::Unavailable {
+                    group: self.group,
+                    member: self.member,
+                    reason: error.to_string(),
+                })
+            }
+            Err(RaftError::Fatal(fatal)) => Err(self.stopped(fatal.to_string())),
+        }
+    }
+
+    pub fn metrics(&self) -> GroupMetrics {
+        let metrics = self.raft.metrics().borrow().clone();
+        GroupMetrics {
+            group: self.group,
+            member: self.member,
+            state: metrics.state,
+            term: metrics.current_term,
+            current_leader: metrics.current_leader,
+            vote: metrics.vote,
+            last_log_index: metrics.last_log_index,
+            last_applied: metrics.last_applied,
+            snapshot: metrics.snapshot,
+            purged: metrics.purged,
+            voters: metrics.membership_config.membership().voter_ids().collect(),
+            learners: metrics.membership_config.membership().learner_ids().collect(),
+        }
+    }
+
+    /// Stops the group's tasks. The log and state machine stay as they are.
+    pub async fn shutdown(&self) -> Result<(), GroupError> {
+        self.raft.shutdown().await.map_err(|error| self.stopped(format!("shutting down: {error}")))
+    }
+
+    fn not_leader(&self, forward: ForwardToLeader<NodeId, Member>) -> GroupError {
+        GroupError::NotLeader {
+            group: self.group,
+            member: self.member,
+            leader: forward.leader_id,
+            leader_address: forward.leader_node.map(|node| node.peer_address),
+        }
+    }
+
+    fn timed_out(&self) -> GroupError {
+        GroupError::Timeout { group: self.group, timeout_ms: self.request_timeout.as_millis() as u64 }
+    }
+
+    fn stopped(&self, reason: String) -> GroupError {
+        GroupError::Stopped { group: self.group, member: self.member, reason }
+    }
+}

@@ -1,0 +1,55 @@
+//! Raft groups: openraft (0.9, single-threaded, storage v2) instantiated for
+//! nvkv, with its log over the shard log, its state machine over a trait the
+//! shard implements with the key-value store, and its peer transport over a
+//! trait the RPC layer implements.
+//!
+//! This layer owns the mapping between openraft's storage and network
+//! contracts and nvkv's pieces: entry and vote encodings, durability of
+//! appends, snapshot bookkeeping, and typed errors for the request path. It
+//! must never import the RPC layer or the key-value store (they sit beside or
+//! above it), never share a group between threads, and never report a log
+//! write durable before the shard log says it is.
+
+//!
+//! # How a shard runs its groups
+//!
+//! On its reactor thread, inside its `LocalSet`, a shard:
+//! 1. opens its `SharedLog` (`shard::open_shared_log`) and lets `LogDriver`
+//!    tick it; every group of the shard shares that one log;
+//! 2. builds one transport for the shard (`Rc<T: PeerTransport>`, the
+//!    Cap'n Proto client side: one connection per peer node, each message
+//!    tagged with its group) and one snapshot store (`Rc<S: SnapshotStore>`);
+//! 3. for every group g it owns (g mod shards == its index), creates an empty
+//!    state machine `Rc<RefCell<M: GroupStateMachine>>` (keeping a clone to
+//!    serve reads from) and calls [`RaftGroup::start`]; then, if this member
+//!    is in the configured initial members, [`RaftGroup::bootstrap`] with
+//!    them (a no-op after a restart; a member joining later skips it and is
+//!    added with [`RaftGroup::add_learner`] and [`RaftGroup::change_voters`]);
+//! 4. hands incoming peer messages for group g to its
+//!    `RaftGroup::handle_append_entries`, `handle_vote` and
+//!    `handle_install_snapshot`;
+//! 5. serves writes with [`RaftGroup::client_write`] and linearizable reads
+//!    with [`RaftGroup::ensure_linearizable`] followed by a read of its state
+//!    machine; a `GroupError::NotLeader` carries the leader to forward to.
+
+// openraft's traits return its own error types, which are large; boxing them
+// here would only mean unboxing them again at the trait boundary.
+#![allow(clippy::result_large_err)]
+
+pub mod group;
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+pub mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use group::{GroupConfig, GroupError, GroupMetrics, RaftGroup};
+pub use log_store::GroupLogStore;
+pub use network::{GroupNetwork, GroupNetworkFactory, LocalRouter, PeerTransport};
+pub use state_machine::{
+    GroupStateMachine, GroupStateMachineStore, MemorySnapshotStore, SnapshotStore, SnapshotStoreError,
+    StoredSnapshot,
+};
+pub use types::{Command, GroupId, Member, NodeId, Response, TypeConfig};

@@ -1,0 +1,232 @@
+//! The peer transport a group needs, as a trait: every message is tagged
+//! with its group, so one transport (one connection per peer node per shard)
+//! carries every group of a shard. The RPC layer implements
+//! [`PeerTransport`] over Cap'n Proto; [`LocalRouter`] implements it in
+//! process for tests, calling the target's `Raft` directly.
+//!
+//! This module adapts a transport to openraft's network traits. It must
+//! never know how bytes travel (no sockets, no schema types here).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+
+use super::types::{GroupId, Member, NodeId, Raft, TypeConfig};
+
+pub type RpcError<E = RaftError<NodeId>> = RPCError<NodeId, Member, E>;
+pub type SnapshotRpcError = RpcError<RaftError<NodeId, InstallSnapshotError>>;
+
+/// Sends a group's Raft messages to a peer member and returns its answer.
+///
+/// An implementation answers `RPCError::Unreachable` when the peer cannot be
+/// reached (openraft then backs off before retrying), `RPCError::Network`
+/// for a failure worth retrying at once, and `RPCError::RemoteError` with
+/// the peer's own `RaftError`. Snapshots arrive in chunks
+/// (`InstallSnapshotRequest` carries an offset and a `done` flag), which a
+/// streaming transport sends with flow control.
+// Futures stay on the shard thread: no Send bound on purpose.
+#[allow(async_fn_in_trait)]
+pub trait PeerTransport: 'static {
+    async fn append_entries(
+        &self,
+        group: GroupId,
+        target: &Member,
+        request: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcError>;
+
+    async fn vote(
+        &self,
+        group: GroupId,
+        target: &Member,
+        request: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcError>;
+
+    async fn install_snapshot(
+        &self,
+        group: GroupId,
+        target: &Member,
+        request: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, SnapshotRpcError>;
+}
+
+/// openraft's network factory for one group over a shared transport.
+pub struct GroupNetworkFactory<T> {
+    group: GroupId,
+    transport: Rc<T>,
+    unreachable_backoff: Duration,
+}
+
+impl<T: PeerTransport> GroupNetworkFactory<T> {
+    /// `unreachable_backoff` is how long replication to a peer that could
+    /// not be reached waits before trying again.
+    pub fn new(group: GroupId, transport: Rc<T>, unreachable_backoff: Duration) -> GroupNetworkFactory<T> {
+        GroupNetworkFactory { group, transport, unreachable_backoff }
+    }
+}
+
+impl<T: PeerTransport> RaftNetworkFactory<TypeConfig> for GroupNetworkFactory<T> {
+    type Network = GroupNetwork<T>;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> GroupNetwork<T> {
+        debug_assert_eq!(target, node.id, "a membership names member {} under id {target}", node.id);
+        GroupNetwork {
+            group: self.group,
+            target: node.clone(),
+            transport: self.transport.clone(),
+            unreachable_backoff: self.unreachable_backoff,
+        }
+    }
+}
+
+/// openraft's connection from one group to one peer member.
+pub struct GroupNetwork<T> {
+    group: GroupId,
+    target: Member,
+    transport: Rc<T>,
+    unreachable_backoff: Duration,
+}
+
+impl<T: PeerTransport> RaftNetwork<TypeConfig> for GroupNetwork<T> {
+    async fn append_entries(
+        &mut self,
+        request: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        self.transport.append_entries(self.group, &self.target, request, option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        request: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, SnapshotRpcError> {
+        self.transport.install_snapshot(self.group, &self.target, request, option).await
+    }
+
+    async fn vote(
+        &mut self,
+        request: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcError> {
+        self.transport.vote(self.group, &self.target, request, option).await
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(self.unreachable_backoff))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("group {group}: {target} is not reachable in process (it is stopped or was never added)")]
+struct NotRouted {
+    group: GroupId,
+    target: Member,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("group {group}: {target} stopped while answering")]
+struct StoppedWhileAnswering {
+    group: GroupId,
+    target: Member,
+}
+
+/// An in-process transport: a table of the `Raft` of every (member, group)
+/// that is up, whose messages are handed straight to the target's `Raft`.
+/// A member is "down" while it is not in the table. Clones share the table.
+#[derive(Clone, Default)]
+pub struct LocalRouter {
+    rafts: Rc<RefCell<HashMap<(NodeId, GroupId), Raft>>>,
+}
+
+impl LocalRouter {
+    pub fn new() -> LocalRouter {
+        LocalRouter::default()
+    }
+
+    pub fn add(&self, node: NodeId, group: GroupId, raft: Raft) {
+        self.rafts.borrow_mut().insert((node, group), raft);
+    }
+
+    /// Takes every group of `node` off the table: messages to it fail as
+    /// unreachable.
+    pub fn remove_node(&self, node: NodeId) {
+        self.rafts.borrow_mut().retain(|(member, _), _| *member != node);
+    }
+
+    fn route(&self, group: GroupId, target: &Member) -> Result<Raft, Unreachable> {
+        // The table is borrowed only to clone the handle: the call itself
+        // may reach back into the router.
+        let raft = self.rafts.borrow().get(&(target.id, group)).cloned();
+        raft.ok_or_else(|| Unreachable::new(&NotRouted { group, target: target.clone() }))
+    }
+
+    fn answer<R, E>(
+        group: GroupId,
+        target: &Member,
+        result: Result<R, RaftError<NodeId, E>>,
+    ) -> Result<R, RpcError<RaftError<NodeId, E>>>
+    where
+        E: std::error::Error,
+    {
+        match result {
+            Ok(response) => Ok(response),
+            // A stopped target is as good as unreachable: the sender backs
+            // off instead of retrying at once.
+            Err(RaftError::Fatal(_)) => {
+                Err(RPCError::Unreachable(Unreachable::new(&StoppedWhileAnswering {
+                    group,
+                    target: target.clone(),
+                })))
+            }
+            Err(error) => {
+                Err(RPCError::RemoteError(RemoteError::new_with_node(target.id, target.clone(), error)))
+            }
+        }
+    }
+}
+
+impl PeerTransport for LocalRouter {
+    async fn append_entries(
+        &self,
+        group: GroupId,
+        target: &Member,
+        request: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        let raft = self.route(group, target)?;
+        LocalRouter::answer(group, target, raft.append_entries(request).await)
+    }
+
+    async fn vote(
+        &self,
+        group: GroupId,
+        target: &Member,
+        request: VoteRequest<NodeId>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcError> {
+        let raft = self.route(group, target)?;
+        LocalRouter::answer(group, target, raft.vote(request).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        group: GroupId,
+        target: &Member,
+        request: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, SnapshotRpcError> {
+        let raft = self.route(group, target)?;
+        LocalRouter::answer(group, target, raft.install_snapshot(request).await)
+    }
+}
