@@ -197,7 +197,8 @@ impl RaftGroup {
             if applied.is_none_or(|applied| applied < purged_index) {
                 return Err(start_error(format!(
                     "its log is purged up to entry {purged_index} but the snapshot store covers only up to \
-                     {applied:?}; the snapshot was lost, restore this member from another's snapshot"
+                     {applied:?}; the snapshot was lost: remove this member, clear its data and add it again, and \
+                     it catches up from the others"
                 )));
             }
         }
@@ -223,8 +224,8 @@ impl RaftGroup {
         self.member
     }
 
-    /// openraft's handle, for the peer server to hand incoming messages to
-    /// (`append_entries`, `vote`, `install_snapshot`) and for tests.
+    /// openraft's handle, for what this type does not wrap (metrics
+    /// streams, runtime switches) and for tests.
     pub fn raft(&self) -> &Raft {
         &self.raft
     }

@@ -232,7 +232,7 @@ impl GroupLogStore {
         let Some(&(_, node_id)) = slot.purge_points.iter().find(|(purged, _)| *purged == index) else {
             return Err(StorageIOError::read_logs(AnyError::error(format!(
                 "group {}: the log is purged up to entry {index} but the vote slot names no leader for it \
-                 (it knows {:?}); the log is damaged, restore this member from a snapshot of another",
+                 (it knows {:?}); the log is damaged: remove this member, clear its data and add it again",
                 self.group, slot.purge_points
             )))
             .into());

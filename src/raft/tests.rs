@@ -733,6 +733,56 @@ fn a_purge_lost_after_its_vote_slot_was_written_leaves_the_earlier_purge_point_r
 }
 
 #[test]
+fn a_group_whose_log_is_purged_past_its_stored_snapshot_refuses_to_start() {
+    run(async {
+        let config = GroupConfig {
+            snapshot_logs_since_last: 5,
+            max_in_snapshot_log_to_keep: 0,
+            purge_batch_size: 1,
+            ..fast_config()
+        };
+        let mut disk = Disk::memory();
+        let router = Rc::new(LocalRouter::new());
+        let (log, ticker) = disk.open_log();
+        let machine = Rc::new(RefCell::new(TestMachine::default()));
+        let group = RaftGroup::start(
+            GROUPS[0],
+            1,
+            &config,
+            log.clone(),
+            machine,
+            disk.snapshots.clone(),
+            router.clone(),
+        )
+        .await
+        .expect("start");
+        group.bootstrap(&[Member::new(1, "10.0.0.1:2380")]).await.expect("bootstrap");
+        wait_for("member 1 to elect itself", || (group.metrics().current_leader == Some(1)).then_some(()))
+            .await;
+        for number in 0..20 {
+            group.client_write(format!("command {number}").into_bytes()).await.expect("write");
+        }
+        wait_for("the log to be purged", || log.with(|log| log.purged(GROUPS[0]))).await;
+        group.shutdown().await.expect("shutdown");
+        ticker.abort();
+        drop(log);
+
+        tracing::info!("the snapshot store is lost, the purged log stays");
+        disk.snapshots = Rc::new(MemorySnapshotStore::new());
+        let (log, _ticker) = disk.open_log();
+        let machine = Rc::new(RefCell::new(TestMachine::default()));
+        let error = RaftGroup::start(GROUPS[0], 1, &config, log, machine, disk.snapshots.clone(), router)
+            .await
+            .err()
+            .expect("a group that cannot replay its log must not start");
+        assert!(
+            matches!(&error, GroupError::Start { reason, .. } if reason.contains("the snapshot was lost")),
+            "{error}"
+        );
+    });
+}
+
+#[test]
 fn a_config_whose_heartbeat_outlasts_the_election_timeout_is_refused_with_its_values() {
     assert!(fast_config().openraft_config().is_ok());
     let config = GroupConfig { heartbeat_ms: 200, ..fast_config() };
