@@ -461,11 +461,16 @@ impl Config {
         // Recovery looks 4 MiB x 16 past a damaged record for proof it had been
         // durable; the log never has more than that in flight.
         check_range("log.inflight_writes_max", u64::from(log.inflight_writes_max), 1, 16)?;
-        if log.inflight_writes_max > namespace.queue_depth {
+        // A checkpoint, a flush and at least one read need a slot beside the
+        // group-commit writes.
+        if log.inflight_writes_max + 3 > namespace.queue_depth {
             return Err(ConfigError::invalid(
                 "log.inflight_writes_max",
                 log.inflight_writes_max,
-                format!("at most namespace.queue_depth = {}", namespace.queue_depth),
+                format!(
+                    "at most namespace.queue_depth - 3 = {} (a checkpoint, a flush and reads need slots too)",
+                    namespace.queue_depth.saturating_sub(3)
+                ),
             ));
         }
         check_range(
@@ -732,7 +737,7 @@ mod tests {
             ("[log]\ninflight_writes_max = 0", "log.inflight_writes_max = 0"),
             (
                 "[namespace]\nqueue_depth = 2\n[log]\ninflight_writes_max = 4",
-                "at most namespace.queue_depth = 2",
+                "at most namespace.queue_depth - 3 = 0",
             ),
             ("[log]\ngroups_per_shard = 0", "log.groups_per_shard = 0"),
             ("[namespace]\nnamespace_bytes = \"1MiB\"", "to fit in namespace.namespace_bytes"),

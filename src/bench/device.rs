@@ -165,6 +165,7 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
         batch_bytes_max: options.batch_bytes_max,
         inflight_writes_max: options.inflight_writes_max,
         cache_bytes_max: 16 << 20,
+        queue_depth: options.queue_depth as usize,
     };
     let groups = options.appenders.min(GROUPS_MAX);
     let (outcome_sender, outcome_receiver) = crossbeam_channel::bounded::<Outcome>(1);

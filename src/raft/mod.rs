@@ -41,6 +41,7 @@ pub mod log_store;
 pub mod network;
 pub mod state_machine;
 pub mod types;
+pub mod wal_snapshots;
 
 #[cfg(test)]
 mod tests;
@@ -53,3 +54,4 @@ pub use state_machine::{
     StoredSnapshot,
 };
 pub use types::{Command, GroupId, Member, NodeId, Response, TypeConfig};
+pub use wal_snapshots::WalSnapshotStore;

@@ -28,6 +28,7 @@ pub fn log_options(config: &Config) -> LogOptions {
         durability: durability(config.log.durability),
         batch_bytes_max: config.log.batch_bytes_max as usize,
         inflight_writes_max: config.log.inflight_writes_max as usize,
+        queue_depth: config.namespace.queue_depth as usize,
         ..LogOptions::default()
     }
 }

@@ -37,6 +37,9 @@ pub struct LogOptions {
     pub inflight_writes_max: usize,
     /// Bytes of entry payloads kept in memory for reads (recent entries).
     pub cache_bytes_max: usize,
+    /// Depth of the queue pair the log is given: reads and snapshot writes
+    /// use only the slots its own writes leave.
+    pub queue_depth: usize,
 }
 
 impl Default for LogOptions {
@@ -46,6 +49,7 @@ impl Default for LogOptions {
             batch_bytes_max: 1 << 20,
             inflight_writes_max: 4,
             cache_bytes_max: 64 << 20,
+            queue_depth: 64,
         }
     }
 }
@@ -309,6 +313,8 @@ pub struct ShardLog {
     blocked_on_space: bool,
     /// Leading ring records known reclaimable, and the blocks they hold.
     reclaim_scan: (usize, u64),
+    /// Reads and snapshot writes waiting for a queue slot.
+    deferred: VecDeque<(Command, u64)>,
     stats: LogStats,
     stages: LogStages,
 }
@@ -332,6 +338,13 @@ impl ShardLog {
             return Err(WalError::Layout(format!(
                 "inflight_writes_max = {} must be from 1 to {INFLIGHT_WRITES_LIMIT}",
                 options.inflight_writes_max
+            )));
+        }
+        if options.inflight_writes_max + 2 >= options.queue_depth {
+            return Err(WalError::Layout(format!(
+                "inflight_writes_max = {} leaves no room in a queue of depth {} for reads (a checkpoint and a \
+                 flush need a slot each too); lower inflight_writes_max or raise queue_depth",
+                options.inflight_writes_max, options.queue_depth
             )));
         }
         if options.batch_bytes_max > BATCH_BYTES_LIMIT {
@@ -380,6 +393,7 @@ impl ShardLog {
             read_waiters: Vec::new(),
             blocked_on_space: false,
             reclaim_scan: (0, 0),
+            deferred: VecDeque::new(),
             stats: LogStats::default(),
             stages: LogStages::default(),
         };
@@ -573,6 +587,7 @@ impl ShardLog {
             && self.queue.in_flight() == 0
             && self.checkpoint_write.is_none()
             && self.snapshot_writes.is_empty()
+            && self.deferred.is_empty()
     }
 
     /// The eventfd of the queue pair, readable when a completion arrives.
@@ -586,6 +601,7 @@ impl ShardLog {
     pub fn tick(&mut self) -> bool {
         let mut progress = self.reap();
         progress |= self.submit_writes();
+        progress |= self.submit_deferred();
         progress |= self.maybe_reclaim();
         // Hand the new commands to the device now, not a tick later.
         progress |= self.reap();
@@ -641,9 +657,8 @@ impl ShardLog {
         let mut buffer = self.queue.allocate(placement.blocks as usize * self.lba_bytes);
         buffer.set_len(placement.blocks as usize * self.lba_bytes);
         let lba = self.region.ring_first_block() + placement.offset;
-        if let Err(rejected) = self.queue.submit(Command::Read { lba, buffer }, tag) {
-            return Err(WalError::Device { what: "reading an entry", source: rejected.error });
-        }
+        self.submit_side_command(Command::Read { lba, buffer }, tag)
+            .map_err(|source| WalError::Device { what: "reading an entry", source })?;
         self.stats.reads_from_device += 1;
         self.reads.insert(tag, PendingRead { group, index, term, sequence: placement.sequence });
         Ok(ReadRequest::Pending(ReadTicket(tag)))
@@ -707,9 +722,9 @@ impl ShardLog {
         let tag = TAG_SNAPSHOT_WRITE | self.take_tag();
         let lba = self.region.snapshot_first_block() + offset;
         let fua = self.options.durability == Durability::Fua;
-        if let Err(rejected) = self.queue.submit(Command::Write { lba, buffer, fua }, tag) {
+        if let Err(source) = self.submit_side_command(Command::Write { lba, buffer, fua }, tag) {
             self.snapshot_area.release(offset);
-            return Err(WalError::Device { what: "writing a snapshot", source: rejected.error });
+            return Err(WalError::Device { what: "writing a snapshot", source });
         }
         self.stats.snapshots_written += 1;
         self.stats.snapshot_bytes_written += data.len() as u64;
@@ -763,9 +778,8 @@ impl ShardLog {
         buffer.set_len(blocks * self.lba_bytes);
         let tag = TAG_SNAPSHOT_READ | self.take_tag();
         let lba = self.region.snapshot_first_block() + reference.offset;
-        if let Err(rejected) = self.queue.submit(Command::Read { lba, buffer }, tag) {
-            return Err(WalError::Device { what: "reading a snapshot", source: rejected.error });
-        }
+        self.submit_side_command(Command::Read { lba, buffer }, tag)
+            .map_err(|source| WalError::Device { what: "reading a snapshot", source })?;
         self.snapshot_reads.insert(tag, (group, reference));
         Ok(Some(ReadTicket(tag)))
     }
@@ -787,6 +801,41 @@ impl ShardLog {
             self.check_usable()?;
             self.queue.wait().map_err(|source| WalError::Device { what: "reading a snapshot", source })?;
         }
+    }
+
+    /// Queue slots kept for the log's own writes: every group-commit write
+    /// that may be in flight, a checkpoint and a flush.
+    fn reserved_slots(&self) -> usize {
+        self.options.inflight_writes_max + 2
+    }
+
+    /// Submits a read or a snapshot write if the queue has a slot beyond the
+    /// reserved ones, else holds it (in order) for a later tick: a side
+    /// command must never take the slot a durable write needs.
+    fn submit_side_command(&mut self, command: Command, tag: u64) -> Result<(), crate::nvme::NvmeError> {
+        if !self.deferred.is_empty()
+            || self.queue.in_flight() + self.reserved_slots() >= self.options.queue_depth
+        {
+            self.deferred.push_back((command, tag));
+            return Ok(());
+        }
+        self.queue.submit(command, tag).map_err(|rejected| rejected.error)
+    }
+
+    /// Submits held side commands while slots allow.
+    fn submit_deferred(&mut self) -> bool {
+        let mut progress = false;
+        while !self.deferred.is_empty()
+            && self.queue.in_flight() + self.reserved_slots() < self.options.queue_depth
+        {
+            let (command, tag) = self.deferred.pop_front().expect("not empty");
+            if let Err(rejected) = self.queue.submit(command, tag) {
+                self.fail(format!("the device refused a read or snapshot write: {}", rejected.error));
+                return progress;
+            }
+            progress = true;
+        }
+        progress
     }
 
     fn take_tag(&mut self) -> u64 {

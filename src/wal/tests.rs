@@ -704,3 +704,38 @@ fn the_shared_log_appends_snapshots_and_reads_from_tasks() {
     });
     assert_eq!(shared.with(|log| (log.entry_range(0), log.entry_range(1))), (None, Some((1, 20))));
 }
+
+#[test]
+fn reads_wait_for_a_queue_slot_instead_of_taking_one_a_write_needs() {
+    let (namespace, region) = memory(2048);
+    // A queue of 8: 4 group-commit writes, a checkpoint and a flush leave 2
+    // slots for reads.
+    let options = LogOptions { queue_depth: 8, cache_bytes_max: 0, ..small_options() };
+    let mut log = open_log(namespace.as_ref(), region, options.clone()).expect("open");
+    for index in 1..=40 {
+        log.append(1, index, 1, &payload(1, index, 1, 300)).expect("append");
+    }
+    let ticket = log.append(1, 41, 1, b"last").expect("append");
+    log.wait_durable(ticket).expect("durable");
+    drop(log);
+    let mut log = open_log(namespace.as_ref(), region, options).expect("reopen: nothing cached");
+    let tickets: Vec<_> = (1..=40)
+        .map(|index| match log.read(1, index).expect("read") {
+            ReadRequest::Pending(ticket) => ticket,
+            ReadRequest::Ready(_) => panic!("entry {index} cannot be cached after a restart"),
+        })
+        .collect();
+    // Appends keep going while forty reads wait for slots.
+    let ticket = log.append(1, 42, 1, b"more").expect("append");
+    log.wait_durable(ticket).expect("a write is never refused for want of a slot");
+    for (position, ticket) in tickets.into_iter().enumerate() {
+        let index = position as u64 + 1;
+        let entry = loop {
+            log.tick();
+            if let Some(result) = log.take_read(ticket) {
+                break result.expect("read");
+            }
+        };
+        assert_eq!(&entry.payload[..], &payload(1, index, 1, 300)[..]);
+    }
+}
