@@ -312,16 +312,29 @@ fn open_direct(path: &Path, creation: Creation) -> Result<File, NvmeError> {
 /// Takes the exclusive lock that keeps a second daemon off this namespace.
 /// flock belongs to the open file description, so it holds as long as any
 /// clone of the descriptor (the namespace, its queue pairs) is open.
+/// How long a held lock is retried before the namespace counts as in use.
+/// The kernel tears an io_uring instance down asynchronously, so the file
+/// of a process (or queue pair) that just closed its ring can stay locked a
+/// little while after it is gone; a daemon restarted at once must not fail
+/// for that. Another live daemon holds the lock far longer and is refused.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn lock_exclusive(file: &File, path: &Path) -> Result<(), NvmeError> {
-    // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(());
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        let source = io::Error::last_os_error();
+        if source.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(NvmeError::Open { path: path.display().to_string(), source });
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(NvmeError::Locked { path: path.display().to_string() });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let source = io::Error::last_os_error();
-    if source.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        return Err(NvmeError::Locked { path: path.display().to_string() });
-    }
-    Err(NvmeError::Open { path: path.display().to_string(), source })
 }
 
 /// The (memory, offset) alignment direct I/O needs on this file, when the
