@@ -54,7 +54,70 @@ struct NodeStatus {
   shards @6 :List(ShardStatus);
 }
 
+struct KeyValue {
+  key @0 :Data;
+  value @1 :Data;
+  createRevision @2 :Int64;   # the revision of the put that created this generation
+  modRevision @3 :Int64;      # the revision of the last write
+  version @4 :Int64;          # puts since creation, 1 after the first
+  lease @5 :Int64;            # 0 for none
+}
+
+struct PutResponse {
+  header @0 :ResponseHeader;
+  prevKv @1 :KeyValue;        # set when asked for and the key existed
+  hasPrevKv @2 :Bool;
+}
+
+struct RangeResponse {
+  header @0 :ResponseHeader;
+  kvs @1 :List(KeyValue);
+  count @2 :Int64;            # keys the range selects, whatever the limit
+  more @3 :Bool;              # the limit left keys out
+}
+
+struct DeleteRangeResponse {
+  header @0 :ResponseHeader;
+  deleted @1 :Int64;
+  prevKvs @2 :List(KeyValue);
+}
+
+struct PutResult {
+  union {
+    ok @0 :PutResponse;
+    error @1 :Error;
+  }
+}
+
+struct RangeResult {
+  union {
+    ok @0 :RangeResponse;
+    error @1 :Error;
+  }
+}
+
+struct DeleteRangeResult {
+  union {
+    ok @0 :DeleteRangeResponse;
+    error @1 :Error;
+  }
+}
+
+# Keys and ranges follow etcd: an empty rangeEnd is the single key, a
+# rangeEnd of one zero byte is every key at or above key, otherwise
+# [key, rangeEnd). A range within one group is one consistent read; one that
+# spans groups is read group by group and merged in key order.
+interface KV {
+  put @0 (key :Data, value :Data, lease :Int64, prevKv :Bool) -> (result :PutResult);
+  range @1 (key :Data, rangeEnd :Data, limit :Int64, revision :Int64, countOnly :Bool,
+            keysOnly :Bool, serializable :Bool) -> (result :RangeResult);
+  deleteRange @2 (key :Data, rangeEnd :Data, prevKv :Bool) -> (result :DeleteRangeResult);
+}
+
 interface Node {
   # Answers once every shard has recovered its log and serves.
   status @0 () -> (status :NodeStatus);
+  # The key-value API, served by the shard this connection landed on, which
+  # forwards each request to the shard that owns its key's group.
+  kv @1 () -> (kv :KV);
 }

@@ -36,6 +36,7 @@ pub struct Config {
     pub reactor: ReactorConfig,
     pub namespace: NamespaceConfig,
     pub log: LogConfig,
+    pub store: StoreConfig,
 }
 
 /// `[node]`: who this member is and where it keeps its data.
@@ -130,6 +131,22 @@ impl NamespaceConfig {
         } else {
             self.path.clone()
         }
+    }
+}
+
+/// `[store]`: how keys map to Raft groups.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Leading '/'-separated segments of a key that choose its group, so all
+    /// keys under one prefix (`/registry/pods/` at depth 2) share a group:
+    /// prefix ranges and transactions within it are served by one group.
+    pub partition_depth: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { partition_depth: 2 }
     }
 }
 
@@ -479,6 +496,7 @@ impl Config {
             1,
             u64::from(GROUPS_PER_SHARD_LIMIT),
         )?;
+        check_range("store.partition_depth", self.store.partition_depth as u64, 1, 16)?;
         Ok(())
     }
 }

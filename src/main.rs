@@ -59,6 +59,54 @@ enum Command {
     /// Shows each endpoint's status: member, namespace, durability, and
     /// every shard's core and log (records, bytes used of the ring).
     Status,
+    /// Sets KEY to VALUE. Prints OK (like etcdctl), or the response with -w json.
+    Put {
+        key: String,
+        value: String,
+        /// Attach the key to this lease id.
+        #[arg(long, default_value_t = 0)]
+        lease: i64,
+        /// Also print the value the key had before.
+        #[arg(long)]
+        prev_kv: bool,
+    },
+    /// Prints KEY and its value on two lines (like etcdctl), or a range.
+    Get {
+        key: String,
+        /// The end of the range [KEY, RANGE_END).
+        range_end: Option<String>,
+        /// Every key that starts with KEY.
+        #[arg(long)]
+        prefix: bool,
+        /// At most this many keys (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        limit: i64,
+        /// Read at this revision (0: the current one).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+        /// Print keys without values.
+        #[arg(long)]
+        keys_only: bool,
+        /// Print only how many keys the range selects.
+        #[arg(long)]
+        count_only: bool,
+        /// l: linearizable (the default, a read barrier); s: serializable
+        /// (this member's state as it is).
+        #[arg(long, default_value = "l", value_parser = ["l", "s"])]
+        consistency: String,
+    },
+    /// Deletes KEY (or a range). Prints how many keys were deleted.
+    Del {
+        key: String,
+        /// The end of the range [KEY, RANGE_END).
+        range_end: Option<String>,
+        /// Every key that starts with KEY.
+        #[arg(long)]
+        prefix: bool,
+        /// Also print the deleted keys and values.
+        #[arg(long)]
+        prev_kv: bool,
+    },
     /// Load generators that print numbers: see `nvkv bench device --help`.
     Bench {
         #[command(subcommand)]
@@ -135,6 +183,101 @@ fn run_client<T>(future: impl std::future::Future<Output = T>) -> Result<T, Stri
     Ok(runtime.block_on(tokio::task::LocalSet::new().run_until(future)))
 }
 
+/// The range_end of a command line: explicit, every key under the prefix,
+/// or none (the single key).
+fn range_end_of(key: &str, range_end: Option<String>, prefix: bool) -> Vec<u8> {
+    match (range_end, prefix) {
+        (Some(end), _) => end.into_bytes(),
+        (None, true) => nvkv::kv::types::prefix_range_end(key.as_bytes()),
+        (None, false) => Vec::new(),
+    }
+}
+
+/// Connects to the first endpoint that answers.
+async fn connect(endpoints: &[String]) -> Result<nvkv::rpc::client::Connection, String> {
+    let mut failures = Vec::new();
+    for endpoint in endpoints {
+        match nvkv::rpc::client::Connection::open(endpoint).await {
+            Ok(connection) => return Ok(connection),
+            Err(error) => failures.push(error.to_string()),
+        }
+    }
+    Err(failures.join("; "))
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
+    println!("{}", serde_json::to_string(value).map_err(|error| error.to_string())?);
+    Ok(())
+}
+
+fn key_value_command(endpoints: &[String], json: bool, command: Command) -> Result<(), String> {
+    run_client(async move {
+        let connection = connect(endpoints).await?;
+        match command {
+            Command::Put { key, value, lease, prev_kv } => {
+                let answer = connection
+                    .put(key.as_bytes(), value.as_bytes(), lease, prev_kv)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if json {
+                    return print_json(&answer);
+                }
+                println!("OK");
+                if let Some(previous) = answer.prev_kv {
+                    println!(
+                        "{}\n{}",
+                        String::from_utf8_lossy(&previous.key),
+                        String::from_utf8_lossy(&previous.value)
+                    );
+                }
+            }
+            Command::Get { key, range_end, prefix, limit, rev, keys_only, count_only, consistency } => {
+                let range_end = range_end_of(&key, range_end, prefix);
+                // etcd's spelling of "every key": from the zero byte on.
+                let key = if key.is_empty() && prefix { vec![0] } else { key.into_bytes() };
+                let query = nvkv::rpc::client::RangeQuery {
+                    range_end,
+                    key,
+                    limit,
+                    revision: rev,
+                    count_only,
+                    keys_only,
+                    serializable: consistency == "s",
+                };
+                let answer = connection.range(&query).await.map_err(|e| e.to_string())?;
+                if json {
+                    return print_json(&answer);
+                }
+                if count_only {
+                    println!("{}", answer.count);
+                }
+                for kv in &answer.kvs {
+                    println!("{}", String::from_utf8_lossy(&kv.key));
+                    if !keys_only {
+                        println!("{}", String::from_utf8_lossy(&kv.value));
+                    }
+                }
+            }
+            Command::Del { key, range_end, prefix, prev_kv } => {
+                let end = range_end_of(&key, range_end, prefix);
+                let answer = connection
+                    .delete_range(key.as_bytes(), &end, prev_kv)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if json {
+                    return print_json(&answer);
+                }
+                println!("{}", answer.deleted);
+                for kv in &answer.prev_kvs {
+                    println!("{}\n{}", String::from_utf8_lossy(&kv.key), String::from_utf8_lossy(&kv.value));
+                }
+            }
+            _ => unreachable!("only key-value commands come here"),
+        }
+        Ok(())
+    })?
+}
+
 fn status(endpoints: &[String], json: bool) -> Result<(), String> {
     let statuses = run_client(async {
         let mut statuses = Vec::new();
@@ -197,7 +340,8 @@ fn bench_device(args: DeviceArgs) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // openraft reports every election at info; nvkv's own lines say what matters.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     let colors = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colors).init();
     match cli.command {
@@ -215,6 +359,15 @@ fn main() -> ExitCode {
                 .map_err(nvkv::node::NodeError::from)
                 .and_then(nvkv::node::serve);
             match outcome {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("nvkv: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Put { .. } | Command::Get { .. } | Command::Del { .. } => {
+            match key_value_command(&cli.endpoints, cli.write_out == "json", cli.command) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("nvkv: {error}");

@@ -15,10 +15,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, Durability, ReactorConfig, GROUPS_PER_SHARD_LIMIT};
+use crate::kv::watch::WatchLimits;
 use crate::nvme::open::{open_namespace, NamespaceSettings};
 use crate::nvme::{Namespace, NvmeError, QueuePairConfig};
+use crate::raft::{GroupConfig, Member};
 use crate::reactor::{DriverFactory, ReactorContext, ReactorError, ReactorSettings, Reactors, ShardDriver};
 use crate::rpc::server::NodeInfo;
+use crate::shard::groups::GroupLayout;
 use crate::shard::{self, LogDriver};
 use crate::topology::{self, TopologyError};
 use crate::wal::{superblock, FormatOptions, ShardRegion, Superblock, WalError};
@@ -48,6 +51,8 @@ pub enum NodeError {
          is another process using that port? Choose another address, or port 0 for any free one"
     )]
     Listen { address: String, source: std::io::Error },
+    #[error("the key-value groups could not start: {0}")]
+    Groups(String),
     #[error("cannot open the log: {0}")]
     Log(#[from] WalError),
     #[error(
@@ -120,6 +125,10 @@ pub struct ShardResources {
     pub config: Arc<Config>,
     /// Where this shard's log lives on the namespace.
     pub region: ShardRegion,
+    /// How the node's Raft groups are laid out over the shards.
+    pub layout: GroupLayout,
+    /// Where the shard says its groups serve (or why they cannot).
+    pub ready: crossbeam_channel::Sender<Result<usize, String>>,
 }
 
 /// Makes one shard's driver factory from its resources. The wal plugs in
@@ -142,9 +151,13 @@ pub fn log_driver_factory(resources: ShardResources) -> DriverFactory {
             core: resources.core,
             log: log.clone(),
         });
+        shard::groups::spawn_groups(resources.layout, resources.shard, log.clone(), resources.ready);
         Ok(Box::new(LogDriver::new(log)) as Box<dyn ShardDriver>)
     })
 }
+
+/// How long a starting node waits for every shard's groups.
+const GROUPS_START_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Wraps a shard's driver factory so that, once its driver runs, the shard
 /// also accepts client connections on `listener`.
@@ -265,6 +278,17 @@ impl Node {
             started: std::time::Instant::now(),
         });
         let mut listener = Some(listener);
+        let member = Member { id: config.node.member_id, peer_address: client_address.to_string() };
+        let layout = GroupLayout {
+            shards: cores.len(),
+            groups_per_shard: config.log.groups_per_shard,
+            partition_depth: config.store.partition_depth,
+            member: member.clone(),
+            initial_members: vec![member],
+            raft: GroupConfig::default(),
+            watch: WatchLimits::default(),
+        };
+        let (ready_sender, ready_receiver) = crossbeam_channel::bounded(cores.len());
         let factories = cores
             .iter()
             .enumerate()
@@ -276,6 +300,8 @@ impl Node {
                     queue_pair: queue_pair.clone(),
                     config: config.clone(),
                     region: superblock.region(shard as u32),
+                    layout: layout.clone(),
+                    ready: ready_sender.clone(),
                 });
                 // Shard 0 accepts clients and deals the connections out.
                 match listener.take() {
@@ -285,6 +311,19 @@ impl Node {
             })
             .collect();
         let reactors = Reactors::start(&ReactorSettings::from_config(&config.reactor), &cores, factories)?;
+        drop(ready_sender);
+        for _ in 0..cores.len() {
+            match ready_receiver.recv_timeout(GROUPS_START_WAIT) {
+                Ok(Ok(_)) => {}
+                Ok(Err(reason)) => return Err(NodeError::Groups(reason)),
+                Err(_) => {
+                    return Err(NodeError::Groups(format!(
+                        "the shards' Raft groups did not start within {} s",
+                        GROUPS_START_WAIT.as_secs()
+                    )))
+                }
+            }
+        }
         Ok(Node { config, namespace_path, client_address, reactors, namespace, lock })
     }
 

@@ -325,3 +325,68 @@ fn flags_override_the_config() {
     let (status, stderr) = daemon.wait_exit();
     assert_eq!(status.code(), Some(0), "{stderr}");
 }
+
+/// Runs an `nvkv` client command against `port`; returns stdout, or stderr
+/// when it failed.
+fn client(port: u16, args: &[&str]) -> Result<String, String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_nvkv"))
+        .args(["--endpoints", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .output()
+        .expect("the nvkv client runs");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[test]
+fn put_get_and_del_through_raft_survive_a_restart_and_a_kill() {
+    let setup = Setup::new("[reactor]\nshards = 2\n[log]\ngroups_per_shard = 3");
+    let mut daemon = Daemon::start(&setup.config);
+    let port = ready_port(&daemon.wait_ready());
+    eprintln!("phase: puts through the CLI land in their groups and read back");
+    assert_eq!(client(port, &["put", "/registry/pods/a", "alpha"]).expect("put"), "OK\n");
+    assert_eq!(client(port, &["put", "/registry/pods/b", "beta"]).expect("put"), "OK\n");
+    for index in 0..20 {
+        client(port, &["put", &format!("/keys/{index}"), &format!("value {index}")]).expect("put");
+    }
+    assert_eq!(client(port, &["get", "/registry/pods/a"]).expect("get"), "/registry/pods/a\nalpha\n");
+    let prefix: serde_json::Value = serde_json::from_str(
+        &client(port, &["get", "/registry/pods/", "--prefix", "-w", "json"]).expect("get"),
+    )
+    .expect("json");
+    assert_eq!(prefix["count"], 2, "{prefix}");
+    assert_eq!(prefix["kvs"][1]["value"], "beta", "{prefix}");
+    assert_eq!(prefix["kvs"][1]["version"], 1, "{prefix}");
+    // A prefix in one group is one group's answer; the whole key space spans groups.
+    assert_eq!(client(port, &["get", "", "--prefix", "--count-only"]).expect("get all"), "22\n");
+
+    eprintln!("phase: an oversize key is a typed refusal and the node keeps serving");
+    let long_key = "k".repeat(2000);
+    let refusal = client(port, &["put", &long_key, "v"]).expect_err("refused");
+    assert!(refusal.contains("KeyTooLarge") && refusal.contains("2000 bytes"), "{refusal}");
+    assert_eq!(client(port, &["get", "/keys/7"]).expect("still serving"), "/keys/7\nvalue 7\n");
+
+    eprintln!("phase: SIGTERM, restart: every acknowledged write is there");
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.wait_exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let mut daemon = Daemon::start(&setup.config);
+    let port = ready_port(&daemon.wait_ready());
+    assert_eq!(client(port, &["get", "", "--prefix", "--count-only"]).expect("get all"), "22\n");
+    assert_eq!(client(port, &["del", "/registry/pods/", "--prefix"]).expect("del"), "2\n");
+
+    eprintln!("phase: SIGKILL, restart: the delete and every key stay as acknowledged");
+    daemon.signal(libc::SIGKILL);
+    daemon.wait_exit();
+    let mut daemon = Daemon::start(&setup.config);
+    let port = ready_port(&daemon.wait_ready());
+    assert_eq!(client(port, &["get", "", "--prefix", "--count-only"]).expect("get all"), "20\n");
+    assert_eq!(client(port, &["get", "/keys/19"]).expect("get"), "/keys/19\nvalue 19\n");
+    assert_eq!(client(port, &["get", "/registry/pods/a"]).expect("get"), "");
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.wait_exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}

@@ -21,6 +21,71 @@ pub enum ClientError {
     ConnectTimeout { endpoint: String, seconds: u64 },
     #[error("{endpoint} failed the request: {source}")]
     Rpc { endpoint: String, source: capnp::Error },
+    #[error("{endpoint} refused the request: {error}")]
+    Refused { endpoint: String, error: super::kv::ServerError },
+}
+
+/// A key as a client sees it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct KeyValueView {
+    #[serde(serialize_with = "as_text")]
+    pub key: Vec<u8>,
+    #[serde(serialize_with = "as_text")]
+    pub value: Vec<u8>,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub version: i64,
+    pub lease: i64,
+}
+
+fn as_text<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&String::from_utf8_lossy(bytes))
+}
+
+impl From<crate::kv::types::KeyValue> for KeyValueView {
+    fn from(kv: crate::kv::types::KeyValue) -> KeyValueView {
+        KeyValueView {
+            key: kv.key,
+            value: kv.value,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
+            lease: kv.lease,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PutAnswer {
+    pub header: super::kv::Header,
+    pub prev_kv: Option<KeyValueView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RangeAnswer {
+    pub header: super::kv::Header,
+    pub kvs: Vec<KeyValueView>,
+    pub count: i64,
+    pub more: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DeleteAnswer {
+    pub header: super::kv::Header,
+    pub deleted: i64,
+    pub prev_kvs: Vec<KeyValueView>,
+}
+
+/// What a range asks for, in etcd's key-range convention.
+#[derive(Clone, Debug, Default)]
+pub struct RangeQuery {
+    pub key: Vec<u8>,
+    pub range_end: Vec<u8>,
+    pub limit: i64,
+    pub revision: i64,
+    pub count_only: bool,
+    pub keys_only: bool,
+    pub serializable: bool,
 }
 
 /// A node's status, as the client sees it.
@@ -40,6 +105,7 @@ pub struct NodeStatus {
 pub struct Connection {
     endpoint: String,
     node: node::Client,
+    kv: crate::nvkv_capnp::k_v::Client,
 }
 
 impl Connection {
@@ -69,11 +135,132 @@ impl Connection {
                 tracing::debug!(endpoint = %shown, %error, "connection closed");
             }
         });
-        Ok(Connection { endpoint: endpoint.to_string(), node })
+        // Pipelined: the first KV call does not wait for this answer.
+        let kv = node.kv_request().send().pipeline.get_kv();
+        Ok(Connection { endpoint: endpoint.to_string(), node, kv })
     }
 
     fn rpc_error(&self, source: capnp::Error) -> ClientError {
         ClientError::Rpc { endpoint: self.endpoint.clone(), source }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Sets `key` to `value`.
+    pub async fn put(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        lease: i64,
+        prev_kv: bool,
+    ) -> Result<PutAnswer, ClientError> {
+        let mut request = self.kv.put_request();
+        {
+            let mut params = request.get();
+            params.set_key(key);
+            params.set_value(value);
+            params.set_lease(lease);
+            params.set_prev_kv(prev_kv);
+        }
+        let response = request.send().promise.await.map_err(|error| self.rpc_error(error))?;
+        let decode = || -> capnp::Result<Result<PutAnswer, super::kv::ServerError>> {
+            use crate::nvkv_capnp::put_result::Which;
+            Ok(match response.get()?.get_result()?.which()? {
+                Which::Ok(ok) => {
+                    let ok = ok?;
+                    let prev_kv = if ok.get_has_prev_kv() {
+                        Some(super::kv::read_key_value(ok.get_prev_kv()?)?.into())
+                    } else {
+                        None
+                    };
+                    Ok(PutAnswer { header: super::kv::read_header(ok.get_header()?), prev_kv })
+                }
+                Which::Error(error) => Err(super::kv::read_error(error?)?),
+            })
+        };
+        self.answer(decode())
+    }
+
+    /// Reads a key or a range.
+    pub async fn range(&self, query: &RangeQuery) -> Result<RangeAnswer, ClientError> {
+        let mut request = self.kv.range_request();
+        {
+            let mut params = request.get();
+            params.set_key(&query.key);
+            params.set_range_end(&query.range_end);
+            params.set_limit(query.limit);
+            params.set_revision(query.revision);
+            params.set_count_only(query.count_only);
+            params.set_keys_only(query.keys_only);
+            params.set_serializable(query.serializable);
+        }
+        let response = request.send().promise.await.map_err(|error| self.rpc_error(error))?;
+        let decode = || -> capnp::Result<Result<RangeAnswer, super::kv::ServerError>> {
+            use crate::nvkv_capnp::range_result::Which;
+            Ok(match response.get()?.get_result()?.which()? {
+                Which::Ok(ok) => {
+                    let ok = ok?;
+                    let mut kvs = Vec::new();
+                    for kv in ok.get_kvs()? {
+                        kvs.push(super::kv::read_key_value(kv)?.into());
+                    }
+                    Ok(RangeAnswer {
+                        header: super::kv::read_header(ok.get_header()?),
+                        kvs,
+                        count: ok.get_count(),
+                        more: ok.get_more(),
+                    })
+                }
+                Which::Error(error) => Err(super::kv::read_error(error?)?),
+            })
+        };
+        self.answer(decode())
+    }
+
+    /// Deletes a key or a range.
+    pub async fn delete_range(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        prev_kv: bool,
+    ) -> Result<DeleteAnswer, ClientError> {
+        let mut request = self.kv.delete_range_request();
+        {
+            let mut params = request.get();
+            params.set_key(key);
+            params.set_range_end(range_end);
+            params.set_prev_kv(prev_kv);
+        }
+        let response = request.send().promise.await.map_err(|error| self.rpc_error(error))?;
+        let decode = || -> capnp::Result<Result<DeleteAnswer, super::kv::ServerError>> {
+            use crate::nvkv_capnp::delete_range_result::Which;
+            Ok(match response.get()?.get_result()?.which()? {
+                Which::Ok(ok) => {
+                    let ok = ok?;
+                    let mut prev_kvs = Vec::new();
+                    for kv in ok.get_prev_kvs()? {
+                        prev_kvs.push(super::kv::read_key_value(kv)?.into());
+                    }
+                    Ok(DeleteAnswer {
+                        header: super::kv::read_header(ok.get_header()?),
+                        deleted: ok.get_deleted(),
+                        prev_kvs,
+                    })
+                }
+                Which::Error(error) => Err(super::kv::read_error(error?)?),
+            })
+        };
+        self.answer(decode())
+    }
+
+    fn answer<T>(&self, decoded: capnp::Result<Result<T, super::kv::ServerError>>) -> Result<T, ClientError> {
+        match decoded {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(error)) => Err(ClientError::Refused { endpoint: self.endpoint.clone(), error }),
+            Err(error) => Err(self.rpc_error(error)),
+        }
     }
 
     /// The node's status: who it is, how it runs, and each shard's log.

@@ -9,6 +9,7 @@
 //! shard's state.
 
 pub mod client;
+pub mod kv;
 pub mod server;
 
 use capnp::message::ReaderOptions;

@@ -143,6 +143,19 @@ impl NodeServer {
 }
 
 impl node::Server for NodeServer {
+    async fn kv(
+        self: capnp::capability::Rc<Self>,
+        _: node::KvParams,
+        mut results: node::KvResults,
+    ) -> Result<(), capnp::Error> {
+        let requests = shard::groups::local_requests(&self.context).ok_or_else(|| {
+            capnp::Error::overloaded(format!("shard {} is still starting its groups", self.context.shard()))
+        })?;
+        let kv: crate::nvkv_capnp::k_v::Client = capnp_rpc::new_client(super::kv::KvServer::new(requests));
+        results.get().set_kv(kv);
+        Ok(())
+    }
+
     async fn status(
         self: capnp::capability::Rc<Self>,
         _: node::StatusParams,

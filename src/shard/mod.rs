@@ -5,6 +5,8 @@
 //! The shard maps the node's configuration onto the layers below (the log
 //! knows nothing of config files) and never touches another shard's state.
 
+pub mod groups;
+
 use std::os::fd::RawFd;
 use std::rc::Rc;
 

@@ -1,0 +1,449 @@
+//! The Raft groups of one shard, each replicating one partition of the
+//! key-value store, and the shard's request handle: the calls the RPC
+//! layer makes, routed to the shard that owns the key's group (through its
+//! mailbox when that is another shard) and answered where they came from.
+//!
+//! Group g lives on shard `g mod shards` on every node. Everything here runs
+//! on reactor threads; only plain data (requests, encoded commands and
+//! answers) crosses between shards.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use crate::kv::command::{decode_outcome, encode_command, Command, CommandOutcome, CommandResponse};
+use crate::kv::group::GroupState;
+use crate::kv::partition::{GroupSet, Partitioner};
+use crate::kv::types::{
+    DeleteRangeRequest, DeleteRangeResponse, KvError, PutRequest, PutResponse, RangeRequest, RangeResponse,
+};
+use crate::kv::watch::WatchLimits;
+use crate::raft::network::{RpcError, SnapshotRpcError};
+use crate::raft::{
+    GroupConfig, GroupError, GroupId, GroupStateMachine, Member, NodeId, PeerTransport, RaftGroup,
+    TypeConfig, WalSnapshotStore,
+};
+use crate::reactor::ReactorContext;
+use crate::wal::SharedLog;
+
+/// The store of one group as its Raft state machine.
+pub struct KvMachine {
+    group: GroupId,
+    pub state: GroupState,
+}
+
+impl GroupStateMachine for KvMachine {
+    fn apply(&mut self, index: u64, command: &[u8]) -> Vec<u8> {
+        match self.state.apply_command(command) {
+            Ok(outcome) => outcome,
+            // Every replica applies the same entry: skipping it here would
+            // fork this replica's state from the others'. Stop instead.
+            Err(error) => panic!(
+                "group {} cannot apply entry {index}: {error}; this nvkv cannot serve this log, upgrade it",
+                self.group
+            ),
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        self.state.snapshot()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        self.state.restore(snapshot).map_err(|error| error.to_string())
+    }
+}
+
+/// The peer transport of a node that has no peers: one member per group,
+/// as the embedded default runs. Every peer is unreachable. (The cluster
+/// brings the Cap'n Proto transport.)
+pub struct NoPeers;
+
+fn unreachable(target: &Member) -> openraft::error::Unreachable {
+    openraft::error::Unreachable::new(&openraft::AnyError::error(format!(
+        "member {} at {} is not reachable: this node runs without peers",
+        target.id, target.peer_address
+    )))
+}
+
+impl PeerTransport for NoPeers {
+    async fn append_entries(
+        &self,
+        _: GroupId,
+        target: &Member,
+        _: openraft::raft::AppendEntriesRequest<TypeConfig>,
+        _: openraft::network::RPCOption,
+    ) -> Result<openraft::raft::AppendEntriesResponse<NodeId>, RpcError> {
+        Err(openraft::error::RPCError::Unreachable(unreachable(target)))
+    }
+
+    async fn vote(
+        &self,
+        _: GroupId,
+        target: &Member,
+        _: openraft::raft::VoteRequest<NodeId>,
+        _: openraft::network::RPCOption,
+    ) -> Result<openraft::raft::VoteResponse<NodeId>, RpcError> {
+        Err(openraft::error::RPCError::Unreachable(unreachable(target)))
+    }
+
+    async fn install_snapshot(
+        &self,
+        _: GroupId,
+        target: &Member,
+        _: openraft::raft::InstallSnapshotRequest<TypeConfig>,
+        _: openraft::network::RPCOption,
+    ) -> Result<openraft::raft::InstallSnapshotResponse<NodeId>, SnapshotRpcError> {
+        Err(openraft::error::RPCError::Unreachable(unreachable(target)))
+    }
+}
+
+/// One group as this shard runs it.
+pub struct ShardGroup {
+    pub raft: RaftGroup,
+    pub machine: Rc<RefCell<KvMachine>>,
+}
+
+/// How the groups of a node are laid out and run.
+#[derive(Clone, Debug)]
+pub struct GroupLayout {
+    pub shards: usize,
+    pub groups_per_shard: u32,
+    pub partition_depth: usize,
+    pub member: Member,
+    /// The members that form every group at bootstrap.
+    pub initial_members: Vec<Member>,
+    pub raft: GroupConfig,
+    pub watch: WatchLimits,
+}
+
+impl GroupLayout {
+    pub fn groups(&self) -> u32 {
+        self.shards as u32 * self.groups_per_shard
+    }
+
+    /// The key-to-group function of this layout. The config checks
+    /// groups and depth are positive, so this cannot fail on a served node.
+    pub fn partitioner(&self) -> Partitioner {
+        Partitioner::new(self.groups(), self.partition_depth.max(1))
+            .expect("a layout has at least one group and a positive depth")
+    }
+
+    pub fn shard_of(&self, group: GroupId) -> usize {
+        group as usize % self.shards
+    }
+}
+
+/// Starts every group `shard` owns over its log, and bootstraps them when
+/// they are new.
+pub async fn start_groups(
+    layout: &GroupLayout,
+    shard: usize,
+    log: SharedLog,
+) -> Result<BTreeMap<GroupId, Rc<ShardGroup>>, GroupError> {
+    let snapshots = Rc::new(WalSnapshotStore::new(log.clone()));
+    let transport = Rc::new(NoPeers);
+    let mut groups = BTreeMap::new();
+    for group in (0..layout.groups()).filter(|group| layout.shard_of(*group) == shard) {
+        let machine =
+            Rc::new(RefCell::new(KvMachine { group, state: GroupState::new(layout.watch) }));
+        let raft = RaftGroup::start(
+            group,
+            layout.member.id,
+            &layout.raft,
+            log.clone(),
+            machine.clone(),
+            snapshots.clone(),
+            transport.clone(),
+        )
+        .await?;
+        raft.bootstrap(&layout.initial_members).await?;
+        groups.insert(group, Rc::new(ShardGroup { raft, machine }));
+    }
+    Ok(groups)
+}
+
+/// Why a request failed, as the client is told. Plain data: it crosses
+/// shards.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    #[error("shard {shard} is not serving yet (its groups are starting); retry shortly")]
+    Starting { shard: usize },
+    #[error("shard {shard} could not take the request: {reason}")]
+    Overloaded { shard: usize, reason: String },
+    #[error("the answer could not be read: {0}")]
+    Codec(String),
+}
+
+/// A response with the header every answer carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answered<T> {
+    pub group: GroupId,
+    pub term: u64,
+    pub member: NodeId,
+    pub response: T,
+}
+
+/// What this thread's shard serves: its groups, once started.
+pub struct ShardGroups {
+    pub layout: GroupLayout,
+    pub groups: RefCell<Option<BTreeMap<GroupId, Rc<ShardGroup>>>>,
+}
+
+thread_local! {
+    static GROUPS: RefCell<Option<Rc<ShardGroups>>> = const { RefCell::new(None) };
+}
+
+/// Makes `groups` this thread's. Called once per reactor thread.
+pub fn set_local_groups(groups: Rc<ShardGroups>) {
+    GROUPS.with(|local| *local.borrow_mut() = Some(groups));
+}
+
+fn local_groups(shard: usize) -> Result<Rc<ShardGroups>, RequestError> {
+    GROUPS.with(|local| local.borrow().clone()).ok_or(RequestError::Starting { shard })
+}
+
+/// Runs `work` on `shard` (here or through its mailbox) and returns its
+/// answer here.
+async fn on_shard<T, F, Fut>(context: &ReactorContext, shard: usize, work: F) -> Result<T, RequestError>
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<ShardGroups>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, RequestError>> + 'static,
+{
+    if shard == context.shard() {
+        return work(local_groups(shard)?).await;
+    }
+    let (sender, receiver) = futures::channel::oneshot::channel();
+    context
+        .mailbox(shard)
+        .try_send(move |target: &ReactorContext| {
+            let shard = target.shard();
+            tokio::task::spawn_local(async move {
+                let answer = match local_groups(shard) {
+                    Ok(groups) => work(groups).await,
+                    Err(error) => Err(error),
+                };
+                let _ = sender.send(answer);
+            });
+        })
+        .map_err(|refused| RequestError::Overloaded { shard, reason: refused.error.to_string() })?;
+    receiver.await.map_err(|_| RequestError::Overloaded { shard, reason: "it stopped".into() })?
+}
+
+fn group_on(groups: &ShardGroups, group: GroupId) -> Result<Rc<ShardGroup>, RequestError> {
+    let shard = groups.layout.shard_of(group);
+    let borrowed = groups.groups.borrow();
+    let map = borrowed.as_ref().ok_or(RequestError::Starting { shard })?;
+    Ok(map.get(&group).expect("a group is routed to the shard that runs it").clone())
+}
+
+fn answered<T>(entry: &ShardGroup, group: GroupId, response: T) -> Answered<T> {
+    let metrics = entry.raft.metrics();
+    Answered { group, term: metrics.term, member: metrics.member, response }
+}
+
+/// Proposes `command` to `group` (on this shard) and waits for its outcome.
+async fn write_here(
+    groups: Rc<ShardGroups>,
+    group: GroupId,
+    command: Vec<u8>,
+) -> Result<Answered<CommandResponse>, RequestError> {
+    // The map is not borrowed across the wait: other requests on this shard
+    // reach their groups meanwhile.
+    let entry = group_on(&groups, group)?;
+    let bytes = entry.raft.client_write(command).await?;
+    let outcome: CommandOutcome =
+        decode_outcome(&bytes).map_err(|error| RequestError::Codec(error.to_string()))?;
+    Ok(answered(&entry, group, outcome?))
+}
+
+/// Reads a range of `group` (on this shard): after a read barrier when
+/// `linearizable`, else from this member's store as it is.
+async fn range_here(
+    groups: Rc<ShardGroups>,
+    group: GroupId,
+    request: RangeRequest,
+    linearizable: bool,
+) -> Result<Answered<RangeResponse>, RequestError> {
+    let entry = group_on(&groups, group)?;
+    if linearizable {
+        entry.raft.ensure_linearizable().await?;
+    }
+    let response = entry.machine.borrow().state.store.range(&request)?;
+    Ok(answered(&entry, group, response))
+}
+
+/// The request handle of a shard: what the RPC layer calls. Each call runs
+/// on the shard that owns the key's group and answers here.
+#[derive(Clone)]
+pub struct Requests {
+    context: ReactorContext,
+    layout: GroupLayout,
+    partitioner: Rc<Partitioner>,
+}
+
+impl Requests {
+    pub fn new(context: ReactorContext, layout: GroupLayout) -> Requests {
+        let partitioner = Rc::new(layout.partitioner());
+        Requests { context, layout, partitioner }
+    }
+
+    pub fn member(&self) -> NodeId {
+        self.layout.member.id
+    }
+
+    async fn write(
+        &self,
+        group: GroupId,
+        command: Command,
+    ) -> Result<Answered<CommandResponse>, RequestError> {
+        let bytes = encode_command(&command);
+        let shard = self.layout.shard_of(group);
+        on_shard(&self.context, shard, move |groups| write_here(groups, group, bytes)).await
+    }
+
+    pub async fn put(&self, request: PutRequest) -> Result<Answered<PutResponse>, RequestError> {
+        let group = self.partitioner.group_of(&request.key);
+        let answer = self.write(group, Command::Put(request)).await?;
+        match answer.response {
+            CommandResponse::Put(response) => {
+                Ok(Answered { group: answer.group, term: answer.term, member: answer.member, response })
+            }
+            other => Err(RequestError::Codec(format!("a put was answered with {other:?}"))),
+        }
+    }
+
+    /// Deletes a range. A range that spans groups is deleted group by group
+    /// (not at one revision); the answer's header is the last group's.
+    pub async fn delete_range(
+        &self,
+        request: DeleteRangeRequest,
+    ) -> Result<Answered<DeleteRangeResponse>, RequestError> {
+        let groups = self.groups_of(&request.key, &request.range_end);
+        let mut total: Option<Answered<DeleteRangeResponse>> = None;
+        for group in groups {
+            let answer = self.write(group, Command::DeleteRange(request.clone())).await?;
+            let CommandResponse::DeleteRange(response) = answer.response else {
+                return Err(RequestError::Codec("a delete was answered with another kind".into()));
+            };
+            total = Some(match total {
+                None => Answered { group: answer.group, term: answer.term, member: answer.member, response },
+                Some(mut sum) => {
+                    sum.response.deleted += response.deleted;
+                    sum.response.prev_kvs.extend(response.prev_kvs);
+                    sum.response.revision = response.revision;
+                    sum.group = answer.group;
+                    sum.term = answer.term;
+                    sum
+                }
+            });
+        }
+        Ok(total.expect("a range selects at least one group"))
+    }
+
+    /// Reads a range. A range within one group is one consistent read; one
+    /// that spans groups is read group by group and merged in key order (not
+    /// one snapshot: each group at its own revision).
+    pub async fn range(
+        &self,
+        request: RangeRequest,
+        linearizable: bool,
+    ) -> Result<Answered<RangeResponse>, RequestError> {
+        let groups = self.groups_of(&request.key, &request.range_end);
+        if groups.len() == 1 {
+            let group = groups[0];
+            let shard = self.layout.shard_of(group);
+            return on_shard(&self.context, shard, move |shard_groups| {
+                range_here(shard_groups, group, request, linearizable)
+            })
+            .await;
+        }
+        // Each group returns up to the limit; the merge keeps the first ones.
+        let mut merged: Option<Answered<RangeResponse>> = None;
+        for group in groups {
+            let shard = self.layout.shard_of(group);
+            let part = request.clone();
+            let answer = on_shard(&self.context, shard, move |shard_groups| {
+                range_here(shard_groups, group, part, linearizable)
+            })
+            .await?;
+            merged = Some(match merged {
+                None => answer,
+                Some(mut sum) => {
+                    sum.response.kvs.extend(answer.response.kvs);
+                    sum.response.count += answer.response.count;
+                    sum.response.more |= answer.response.more;
+                    sum.response.revision = sum.response.revision.max(answer.response.revision);
+                    sum
+                }
+            });
+        }
+        let mut answer = merged.expect("a range selects at least one group");
+        answer.response.kvs.sort_by(|left, right| left.key.cmp(&right.key));
+        if request.limit > 0 && answer.response.kvs.len() > request.limit as usize {
+            answer.response.kvs.truncate(request.limit as usize);
+            answer.response.more = true;
+        }
+        Ok(answer)
+    }
+
+    fn groups_of(&self, key: &[u8], range_end: &[u8]) -> Vec<GroupId> {
+        match self.partitioner.groups_for_range(key, range_end) {
+            GroupSet::One(group) => vec![group],
+            GroupSet::All => (0..self.layout.groups()).collect(),
+        }
+    }
+}
+
+/// The request handle of this thread's shard, once its groups exist.
+pub fn local_requests(context: &ReactorContext) -> Option<Requests> {
+    let groups = GROUPS.with(|local| local.borrow().clone())?;
+    Some(Requests::new(context.clone(), groups.layout.clone()))
+}
+
+/// Starts this shard's groups in the background (they need the reactor
+/// running) and reports on `ready` once each has a leader, or why not.
+pub fn spawn_groups(
+    layout: GroupLayout,
+    shard: usize,
+    log: SharedLog,
+    ready: crossbeam_channel::Sender<Result<usize, String>>,
+) {
+    let shard_groups = Rc::new(ShardGroups { layout: layout.clone(), groups: RefCell::new(None) });
+    set_local_groups(shard_groups.clone());
+    tokio::task::spawn_local(async move {
+        let started = match start_groups(&layout, shard, log).await {
+            Ok(started) => started,
+            Err(error) => {
+                let _ = ready.send(Err(format!("shard {shard}: {error}")));
+                return;
+            }
+        };
+        let handles: Vec<Rc<ShardGroup>> = started.values().cloned().collect();
+        *shard_groups.groups.borrow_mut() = Some(started);
+        // A node says it is ready once it can answer: every group has a leader.
+        let deadline = std::time::Instant::now() + LEADER_WAIT;
+        while handles.iter().any(|group| group.raft.metrics().current_leader.is_none()) {
+            if std::time::Instant::now() >= deadline {
+                let waiting: Vec<GroupId> = handles
+                    .iter()
+                    .filter(|group| group.raft.metrics().current_leader.is_none())
+                    .map(|group| group.raft.group())
+                    .collect();
+                tracing::warn!(shard, ?waiting, "groups still have no leader; serving anyway");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let _ = ready.send(Ok(shard));
+    });
+}
+
+/// How long a starting shard waits for its groups to elect leaders before
+/// it says it serves anyway.
+const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
