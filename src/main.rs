@@ -126,6 +126,39 @@ enum BenchCommand {
     /// stdout. The namespace file is created (and zero-filled) if missing
     /// and kept afterwards: delete it yourself.
     Device(DeviceArgs),
+    /// Puts against running nodes (--endpoints), like etcd's benchmark put.
+    ///
+    /// C clients share K connections; each puts a random key of the key
+    /// space, waits for the answer and goes again. Prints puts/s and latency
+    /// percentiles; with --json, one JSON object on stdout (the same fields
+    /// as bench device: ops, seconds, ops_per_sec, p50_us, p99_us, p999_us,
+    /// max_us, and the parameters).
+    Put(PutArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PutArgs {
+    /// Concurrent clients, each with one put in flight.
+    #[arg(long, value_name = "C", default_value_t = 1)]
+    clients: u32,
+    /// Connections the clients share (round robin).
+    #[arg(long = "conns", value_name = "K", default_value_t = 1)]
+    connections: u32,
+    #[arg(long, value_name = "BYTES", default_value_t = 8)]
+    key_bytes: usize,
+    #[arg(long, value_name = "BYTES", default_value_t = 256)]
+    value_bytes: usize,
+    /// Distinct keys the puts choose from.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    key_space: u64,
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    seconds: f64,
+    /// Stop after this many puts in all, if that comes first.
+    #[arg(long, value_name = "N")]
+    total: Option<u64>,
+    /// Print one JSON object on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -382,6 +415,34 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Bench { workload: BenchCommand::Put(args) } => {
+            let options = nvkv::bench::put::PutBenchOptions {
+                endpoints: cli.endpoints.clone(),
+                clients: args.clients,
+                connections: args.connections,
+                key_bytes: args.key_bytes,
+                value_bytes: args.value_bytes,
+                key_space: args.key_space,
+                seconds: args.seconds,
+                total: args.total,
+                progress: !args.json,
+            };
+            let outcome = nvkv::bench::put::run(&options).and_then(|report| {
+                if args.json {
+                    print_json(&report)
+                } else {
+                    println!("{}", report.human());
+                    Ok(())
+                }
+            });
+            match outcome {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("nvkv bench put: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Bench { workload: BenchCommand::Device(args) } => match bench_device(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

@@ -1,4 +1,5 @@
-//! Load generators: `nvkv bench device` (the log append path) today; the
-//! store workloads join here.
+//! Load generators that print numbers: `nvkv bench device` (the shard log's
+//! append path) and `nvkv bench put` (puts against a running node).
 
 pub mod device;
+pub mod put;

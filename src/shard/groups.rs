@@ -145,8 +145,7 @@ pub async fn start_groups(
     let transport = Rc::new(NoPeers);
     let mut groups = BTreeMap::new();
     for group in (0..layout.groups()).filter(|group| layout.shard_of(*group) == shard) {
-        let machine =
-            Rc::new(RefCell::new(KvMachine { group, state: GroupState::new(layout.watch) }));
+        let machine = Rc::new(RefCell::new(KvMachine { group, state: GroupState::new(layout.watch) }));
         let raft = RaftGroup::start(
             group,
             layout.member.id,
