@@ -114,10 +114,21 @@ interface KV {
   deleteRange @2 (key :Data, rangeEnd :Data, prevKv :Bool) -> (result :DeleteRangeResult);
 }
 
+# How keys map to groups and groups to shards, and where each shard takes
+# connections, so a client sends each request straight to the shard that
+# owns its key's group (no hop between shards on the server).
+struct PartitionMap {
+  groups @0 :UInt32;          # group of a key: crc32c(prefix) mod groups
+  partitionDepth @1 :UInt32;  # '/'-separated segments of the prefix
+  shards @2 :UInt32;          # group g lives on shard g mod shards
+  shardEndpoints @3 :List(Text);  # host:port of each shard, in shard order
+}
+
 interface Node {
   # Answers once every shard has recovered its log and serves.
   status @0 () -> (status :NodeStatus);
   # The key-value API, served by the shard this connection landed on, which
   # forwards each request to the shard that owns its key's group.
   kv @1 () -> (kv :KV);
+  partitionMap @2 () -> (map :PartitionMap);
 }

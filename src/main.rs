@@ -227,10 +227,10 @@ fn range_end_of(key: &str, range_end: Option<String>, prefix: bool) -> Vec<u8> {
 }
 
 /// Connects to the first endpoint that answers.
-async fn connect(endpoints: &[String]) -> Result<nvkv::rpc::client::Connection, String> {
+async fn connect(endpoints: &[String]) -> Result<nvkv::rpc::client::ShardedClient, String> {
     let mut failures = Vec::new();
     for endpoint in endpoints {
-        match nvkv::rpc::client::Connection::open(endpoint).await {
+        match nvkv::rpc::client::ShardedClient::open(endpoint).await {
             Ok(connection) => return Ok(connection),
             Err(error) => failures.push(error.to_string()),
         }

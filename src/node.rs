@@ -163,14 +163,33 @@ const GROUPS_START_WAIT: std::time::Duration = std::time::Duration::from_secs(60
 /// also accepts client connections on `listener`.
 fn with_acceptor(
     driver: DriverFactory,
-    listener: std::net::TcpListener,
+    main: Option<std::net::TcpListener>,
+    own: std::net::TcpListener,
     info: Arc<NodeInfo>,
 ) -> DriverFactory {
     Box::new(move |context: &ReactorContext| {
         let driver = driver(context)?;
-        crate::rpc::server::spawn_acceptor(context, listener, info)?;
+        if let Some(main) = main {
+            crate::rpc::server::spawn_acceptor(context, main, info.clone(), true)?;
+        }
+        crate::rpc::server::spawn_acceptor(context, own, info, false)?;
         Ok(driver)
     })
+}
+
+/// Where shard `shard` takes connections of its own: the client port + 1 +
+/// the shard, or any free port when the client port is 0.
+fn shard_address(client: std::net::SocketAddr, shard: usize) -> Result<std::net::SocketAddr, NodeError> {
+    if client.port() == 0 {
+        return Ok(client);
+    }
+    let port = u16::try_from(usize::from(client.port()) + 1 + shard).map_err(|_| NodeError::Listen {
+        address: client.to_string(),
+        source: std::io::Error::other(format!(
+            "no port is left above it for shard {shard}; use a lower port"
+        )),
+    })?;
+    Ok(std::net::SocketAddr::new(client.ip(), port))
 }
 
 /// Reads the namespace's superblock, formatting a new namespace with one
@@ -268,6 +287,18 @@ impl Node {
             address: config.node.client_address.to_string(),
             source,
         })?;
+        let mut shard_listeners = Vec::with_capacity(cores.len());
+        let mut shard_endpoints = Vec::with_capacity(cores.len());
+        for shard in 0..cores.len() {
+            let address = shard_address(client_address, shard)?;
+            let listener = std::net::TcpListener::bind(address)
+                .map_err(|source| NodeError::Listen { address: address.to_string(), source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| NodeError::Listen { address: address.to_string(), source })?;
+            shard_listeners.push(Some(listener));
+            shard_endpoints.push(bound);
+        }
         let info = Arc::new(NodeInfo {
             member_id: config.node.member_id,
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -275,6 +306,9 @@ impl Node {
             backend: namespace.info().backend.to_string(),
             durability: config.log.durability.to_string(),
             client_address,
+            shard_endpoints,
+            groups: cores.len() as u32 * config.log.groups_per_shard,
+            partition_depth: config.store.partition_depth as u32,
             started: std::time::Instant::now(),
         });
         let mut listener = Some(listener);
@@ -303,11 +337,10 @@ impl Node {
                     layout: layout.clone(),
                     ready: ready_sender.clone(),
                 });
-                // Shard 0 accepts clients and deals the connections out.
-                match listener.take() {
-                    Some(listener) => with_acceptor(driver, listener, info.clone()),
-                    None => driver,
-                }
+                // Shard 0 also accepts on the main port and deals those
+                // connections out; every shard takes its own port's.
+                let own = shard_listeners[shard].take().expect("one listener per shard");
+                with_acceptor(driver, listener.take(), own, info.clone())
             })
             .collect();
         let reactors = Reactors::start(&ReactorSettings::from_config(&config.reactor), &cores, factories)?;
@@ -424,6 +457,18 @@ mod tests {
         node.stop().expect("node stops");
         let lock = std::fs::read_to_string(directory.path().join("LOCK")).expect("LOCK stays");
         assert!(lock.is_empty(), "a released LOCK names nobody: {lock:?}");
+    }
+
+    #[test]
+    fn shards_listen_above_the_client_port() {
+        let client: std::net::SocketAddr = "127.0.0.1:7379".parse().expect("address");
+        assert_eq!(shard_address(client, 0).expect("shard 0").port(), 7380);
+        assert_eq!(shard_address(client, 1).expect("shard 1").port(), 7381);
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+        assert_eq!(shard_address(any, 3).expect("any port").port(), 0);
+        let top: std::net::SocketAddr = "127.0.0.1:65535".parse().expect("address");
+        let error = shard_address(top, 0).expect_err("no port above 65535").to_string();
+        assert!(error.contains("no port is left above it for shard 0"), "{error}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `nvkv bench put`: puts against a running node, like etcd's `benchmark
-//! put`. C clients share K connections; each client puts a key drawn from
+//! put`. C clients share K connections (each reaching every shard of the
+//! node, so a put goes straight to the shard of its key); each client puts a key drawn from
 //! the key space, waits for the answer, records the latency and goes again.
 //!
 //! The workload is written against the [`PutTarget`] trait, so another
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::rpc::client::{ClientError, Connection};
+use crate::rpc::client::{ClientError, ShardedClient};
 
 #[derive(Clone, Debug)]
 pub struct PutBenchOptions {
@@ -56,9 +57,9 @@ pub trait PutTarget {
     async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), String>;
 }
 
-impl PutTarget for Connection {
+impl PutTarget for ShardedClient {
     async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), String> {
-        Connection::put(self, key, value, 0, false)
+        ShardedClient::put(self, key, value, 0, false)
             .await
             .map(|_| ())
             .map_err(|error: ClientError| error.to_string())
@@ -200,7 +201,7 @@ pub fn run(options: &PutBenchOptions) -> Result<PutBenchReport, String> {
         let mut targets = Vec::new();
         for connection in 0..options.connections {
             let endpoint = &options.endpoints[connection as usize % options.endpoints.len()];
-            targets.push(Rc::new(Connection::open(endpoint).await.map_err(|error| error.to_string())?));
+            targets.push(Rc::new(ShardedClient::open(endpoint).await.map_err(|error| error.to_string())?));
         }
         Ok::<_, String>(run_workload(options, targets).await)
     })?;

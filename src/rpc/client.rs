@@ -339,3 +339,109 @@ impl NodeStatus {
         text
     }
 }
+
+/// How a node maps keys to groups and groups to shards, and where each
+/// shard takes connections.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionMap {
+    pub groups: u32,
+    pub partition_depth: u32,
+    pub shards: u32,
+    pub shard_endpoints: Vec<String>,
+}
+
+impl Connection {
+    /// The node's partition map.
+    pub async fn partition_map(&self) -> Result<PartitionMap, ClientError> {
+        let response =
+            self.node.partition_map_request().send().promise.await.map_err(|error| self.rpc_error(error))?;
+        let decode = || -> capnp::Result<PartitionMap> {
+            let map = response.get()?.get_map()?;
+            let mut shard_endpoints = Vec::new();
+            for endpoint in map.get_shard_endpoints()? {
+                shard_endpoints.push(endpoint?.to_string()?);
+            }
+            Ok(PartitionMap {
+                groups: map.get_groups(),
+                partition_depth: map.get_partition_depth(),
+                shards: map.get_shards(),
+                shard_endpoints,
+            })
+        };
+        decode().map_err(|error| self.rpc_error(error))
+    }
+}
+
+/// A client that learns a node's partition map and sends each request
+/// straight to the shard that owns its key's group, so the node never hops
+/// between shards for it. A range that spans groups goes to the main port,
+/// whose shard fans it out.
+pub struct ShardedClient {
+    main: Connection,
+    shards: Vec<Connection>,
+    partitioner: crate::kv::partition::Partitioner,
+    map: PartitionMap,
+}
+
+impl ShardedClient {
+    /// Connects to `endpoint`, reads its partition map and connects to every
+    /// shard. Must be called inside a `LocalSet`.
+    pub async fn open(endpoint: &str) -> Result<ShardedClient, ClientError> {
+        let main = Connection::open(endpoint).await?;
+        let map = main.partition_map().await?;
+        let host = endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host);
+        let mut shards = Vec::with_capacity(map.shard_endpoints.len());
+        for shard_endpoint in &map.shard_endpoints {
+            // The node names its shards by the address it bound (maybe
+            // 0.0.0.0); reach them the way the main endpoint was reached.
+            let port = shard_endpoint.rsplit_once(':').map_or("", |(_, port)| port);
+            shards.push(Connection::open(&format!("{host}:{port}")).await?);
+        }
+        let partitioner = crate::kv::partition::Partitioner::new(map.groups, map.partition_depth as usize)
+            .map_err(|error| ClientError::Rpc {
+                endpoint: endpoint.to_string(),
+                source: capnp::Error::failed(format!("the node sent an unusable partition map: {error}")),
+            })?;
+        Ok(ShardedClient { main, shards, partitioner, map })
+    }
+
+    pub fn partition_map(&self) -> &PartitionMap {
+        &self.map
+    }
+
+    pub fn main(&self) -> &Connection {
+        &self.main
+    }
+
+    fn for_range(&self, key: &[u8], range_end: &[u8]) -> &Connection {
+        match self.partitioner.groups_for_range(key, range_end) {
+            crate::kv::partition::GroupSet::One(group) if !self.shards.is_empty() => {
+                &self.shards[group as usize % self.shards.len()]
+            }
+            _ => &self.main,
+        }
+    }
+
+    pub async fn put(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        lease: i64,
+        prev_kv: bool,
+    ) -> Result<PutAnswer, ClientError> {
+        self.for_range(key, &[]).put(key, value, lease, prev_kv).await
+    }
+
+    pub async fn range(&self, query: &RangeQuery) -> Result<RangeAnswer, ClientError> {
+        self.for_range(&query.key, &query.range_end).range(query).await
+    }
+
+    pub async fn delete_range(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        prev_kv: bool,
+    ) -> Result<DeleteAnswer, ClientError> {
+        self.for_range(key, range_end).delete_range(key, range_end, prev_kv).await
+    }
+}

@@ -27,14 +27,21 @@ pub struct NodeInfo {
     pub backend: String,
     pub durability: String,
     pub client_address: SocketAddr,
+    /// Where each shard takes connections of its own, in shard order.
+    pub shard_endpoints: Vec<SocketAddr>,
+    pub groups: u32,
+    pub partition_depth: u32,
     pub started: Instant,
 }
 
-/// Starts accepting on `listener` from the calling reactor (shard 0).
+/// Starts accepting on `listener` from the calling reactor. With `deal`,
+/// connections go to the shards in turn (the node's main port, on shard
+/// 0); without, they stay on this shard (its own port).
 pub fn spawn_acceptor(
     context: &ReactorContext,
     listener: std::net::TcpListener,
     info: Arc<NodeInfo>,
+    deal: bool,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -52,7 +59,7 @@ pub fn spawn_acceptor(
                 }
             };
             let shards = context.mailboxes().len();
-            let target = next_shard.get() % shards;
+            let target = if deal { next_shard.get() % shards } else { context.shard() };
             next_shard.set(next_shard.get() + 1);
             if target == context.shard() {
                 serve_connection(&context, stream, peer, info.clone());
@@ -143,6 +150,22 @@ impl NodeServer {
 }
 
 impl node::Server for NodeServer {
+    async fn partition_map(
+        self: capnp::capability::Rc<Self>,
+        _: node::PartitionMapParams,
+        mut results: node::PartitionMapResults,
+    ) -> Result<(), capnp::Error> {
+        let mut map = results.get().init_map();
+        map.set_groups(self.info.groups);
+        map.set_partition_depth(self.info.partition_depth);
+        map.set_shards(self.info.shard_endpoints.len() as u32);
+        let mut endpoints = map.init_shard_endpoints(self.info.shard_endpoints.len() as u32);
+        for (position, endpoint) in self.info.shard_endpoints.iter().enumerate() {
+            endpoints.set(position as u32, endpoint.to_string());
+        }
+        Ok(())
+    }
+
     async fn kv(
         self: capnp::capability::Rc<Self>,
         _: node::KvParams,
