@@ -103,6 +103,96 @@ struct DeleteRangeResult {
   }
 }
 
+struct RangeRequest {
+  key @0 :Data;
+  rangeEnd @1 :Data;
+  limit @2 :Int64;
+  revision @3 :Int64;
+  countOnly @4 :Bool;
+  keysOnly @5 :Bool;
+}
+
+struct PutRequest {
+  key @0 :Data;
+  value @1 :Data;
+  lease @2 :Int64;
+  prevKv @3 :Bool;
+}
+
+struct DeleteRangeRequest {
+  key @0 :Data;
+  rangeEnd @1 :Data;
+  prevKv @2 :Bool;
+}
+
+enum CompareResult {
+  equal @0;
+  notEqual @1;
+  less @2;
+  greater @3;
+}
+
+# Holds when it holds for every key of the range; a missing key compares as
+# version, revisions and lease 0 and fails every value compare (etcd's rule).
+struct Compare {
+  key @0 :Data;
+  rangeEnd @1 :Data;
+  result @2 :CompareResult;
+  target :union {
+    value @3 :Data;
+    version @4 :Int64;
+    createRevision @5 :Int64;
+    modRevision @6 :Int64;
+    lease @7 :Int64;
+  }
+}
+
+struct RequestOp {
+  union {
+    range @0 :RangeRequest;
+    put @1 :PutRequest;
+    deleteRange @2 :DeleteRangeRequest;
+    txn @3 :TxnRequest;
+  }
+}
+
+# All its keys must belong to one group (see PartitionMap); a transaction
+# that spans groups is refused with txnSpansGroups, never half applied.
+struct TxnRequest {
+  compares @0 :List(Compare);
+  success @1 :List(RequestOp);
+  failure @2 :List(RequestOp);
+}
+
+struct ResponseOp {
+  union {
+    range @0 :RangeResponse;
+    put @1 :PutResponse;
+    deleteRange @2 :DeleteRangeResponse;
+    txn @3 :TxnResponse;
+  }
+}
+
+struct TxnResponse {
+  header @0 :ResponseHeader;
+  succeeded @1 :Bool;
+  responses @2 :List(ResponseOp);
+}
+
+struct TxnResult {
+  union {
+    ok @0 :TxnResponse;
+    error @1 :Error;
+  }
+}
+
+struct CompactResult {
+  union {
+    ok @0 :ResponseHeader;
+    error @1 :Error;
+  }
+}
+
 # Keys and ranges follow etcd: an empty rangeEnd is the single key, a
 # rangeEnd of one zero byte is every key at or above key, otherwise
 # [key, rangeEnd). A range within one group is one consistent read; one that
@@ -112,6 +202,9 @@ interface KV {
   range @1 (key :Data, rangeEnd :Data, limit :Int64, revision :Int64, countOnly :Bool,
             keysOnly :Bool, serializable :Bool) -> (result :RangeResult);
   deleteRange @2 (key :Data, rangeEnd :Data, prevKv :Bool) -> (result :DeleteRangeResult);
+  txn @3 (request :TxnRequest) -> (result :TxnResult);
+  # Forgets the history of one group below revision (revisions are per group).
+  compact @4 (group :UInt32, revision :Int64) -> (result :CompactResult);
 }
 
 # How keys map to groups and groups to shards, and where each shard takes

@@ -14,6 +14,7 @@ pub mod reactor;
 pub mod rpc;
 pub mod shard;
 pub mod topology;
+pub mod txn_text;
 pub mod wal;
 
 /// Code generated from `schema/nvkv.capnp`.

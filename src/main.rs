@@ -107,6 +107,29 @@ enum Command {
         #[arg(long)]
         prev_kv: bool,
     },
+    /// Runs a transaction read from standard input, in three sections
+    /// separated by an empty line: compares, operations if they all hold,
+    /// operations otherwise. For example:
+    ///
+    ///     mod("/registry/pods/a") > 0
+    ///     value("/registry/pods/a") = "old"
+    ///
+    ///     put /registry/pods/a "new value"
+    ///
+    ///     get /registry/pods/a
+    ///
+    /// Compares: value|version|create|mod|lease("KEY") =|!=|<|> OPERAND.
+    /// Operations: put KEY VALUE, get KEY [RANGE_END], del KEY [RANGE_END].
+    /// Every key must be in one group (see store.partition_depth). Prints
+    /// SUCCESS or FAILURE, then each operation's result like put/get/del.
+    Txn,
+    /// Forgets the history of one group below REVISION (revisions are per
+    /// group: `nvkv get KEY -w json` names a key's group and revision).
+    Compact {
+        revision: i64,
+        #[arg(long)]
+        group: u32,
+    },
     /// Load generators that print numbers: see `nvkv bench device --help`.
     Bench {
         #[command(subcommand)]
@@ -238,6 +261,59 @@ async fn connect(endpoints: &[String]) -> Result<nvkv::rpc::client::ShardedClien
     Err(failures.join("; "))
 }
 
+fn print_responses(responses: &[nvkv::kv::types::ResponseOp]) {
+    use nvkv::kv::types::ResponseOp;
+    for response in responses {
+        match response {
+            ResponseOp::Put(_) => println!("OK"),
+            ResponseOp::Range(range) => {
+                for kv in &range.kvs {
+                    println!("{}\n{}", String::from_utf8_lossy(&kv.key), String::from_utf8_lossy(&kv.value));
+                }
+            }
+            ResponseOp::DeleteRange(delete) => println!("{}", delete.deleted),
+            ResponseOp::Txn(nested) => {
+                println!("{}", if nested.succeeded { "SUCCESS" } else { "FAILURE" });
+                print_responses(&nested.responses);
+            }
+        }
+    }
+}
+
+/// A transaction's answer as JSON (the store's types are not serde types).
+fn txn_json(answer: &nvkv::rpc::client::TxnAnswer) -> serde_json::Value {
+    fn responses(list: &[nvkv::kv::types::ResponseOp]) -> serde_json::Value {
+        use nvkv::kv::types::ResponseOp;
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        serde_json::Value::Array(
+            list.iter()
+                .map(|response| match response {
+                    ResponseOp::Put(put) => serde_json::json!({"put": {"revision": put.revision}}),
+                    ResponseOp::Range(range) => serde_json::json!({"range": {
+                        "revision": range.revision, "count": range.count, "more": range.more,
+                        "kvs": range.kvs.iter().map(|kv| serde_json::json!({
+                            "key": text(&kv.key), "value": text(&kv.value),
+                            "create_revision": kv.create_revision, "mod_revision": kv.mod_revision,
+                            "version": kv.version, "lease": kv.lease,
+                        })).collect::<Vec<_>>(),
+                    }}),
+                    ResponseOp::DeleteRange(delete) => {
+                        serde_json::json!({"delete_range": {"revision": delete.revision, "deleted": delete.deleted}})
+                    }
+                    ResponseOp::Txn(nested) => serde_json::json!({"txn": {
+                        "succeeded": nested.succeeded, "responses": responses(&nested.responses),
+                    }}),
+                })
+                .collect(),
+        )
+    }
+    serde_json::json!({
+        "header": answer.header,
+        "succeeded": answer.response.succeeded,
+        "responses": responses(&answer.response.responses),
+    })
+}
+
 fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
     println!("{}", serde_json::to_string(value).map_err(|error| error.to_string())?);
     Ok(())
@@ -304,6 +380,25 @@ fn key_value_command(endpoints: &[String], json: bool, command: Command) -> Resu
                 for kv in &answer.prev_kvs {
                     println!("{}\n{}", String::from_utf8_lossy(&kv.key), String::from_utf8_lossy(&kv.value));
                 }
+            }
+            Command::Txn => {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    .map_err(|error| format!("cannot read the transaction from standard input: {error}"))?;
+                let txn = nvkv::txn_text::parse(&text)?;
+                let answer = connection.txn(&txn).await.map_err(|e| e.to_string())?;
+                if json {
+                    return print_json(&txn_json(&answer));
+                }
+                println!("{}", if answer.response.succeeded { "SUCCESS" } else { "FAILURE" });
+                print_responses(&answer.response.responses);
+            }
+            Command::Compact { revision, group } => {
+                let header = connection.compact(group, revision).await.map_err(|e| e.to_string())?;
+                if json {
+                    return print_json(&header);
+                }
+                println!("compacted group {} at revision {revision}", header.group);
             }
             _ => unreachable!("only key-value commands come here"),
         }
@@ -399,7 +494,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Put { .. } | Command::Get { .. } | Command::Del { .. } => {
+        Command::Put { .. }
+        | Command::Get { .. }
+        | Command::Del { .. }
+        | Command::Txn
+        | Command::Compact { .. } => {
             match key_value_command(&cli.endpoints, cli.write_out == "json", cli.command) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {

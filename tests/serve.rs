@@ -414,3 +414,72 @@ fn bench_put_drives_a_node_and_reports_json() {
     let (status, stderr) = daemon.wait_exit();
     assert_eq!(status.code(), Some(0), "{stderr}");
 }
+
+/// Runs `nvkv txn` with `text` on standard input.
+fn txn(port: u16, text: &str) -> Result<String, String> {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nvkv"))
+        .args(["--endpoints", &format!("127.0.0.1:{port}"), "txn"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nvkv txn runs");
+    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write the txn");
+    let output = child.wait_with_output().expect("nvkv txn ends");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[test]
+fn txn_compares_and_swaps_refuses_spanning_groups_and_compact_forgets_history() {
+    let setup = Setup::new("[reactor]\nshards = 2\n[log]\ngroups_per_shard = 4");
+    let mut daemon = Daemon::start(&setup.config);
+    let port = ready_port(&daemon.wait_ready());
+    client(port, &["put", "/registry/pods/a", "old"]).expect("put");
+
+    eprintln!("phase: compare-and-swap: the first succeeds, the same again fails");
+    let swap = "value(\"/registry/pods/a\") = \"old\"\n\nput /registry/pods/a new\nget /registry/pods/a\n\n\
+                get /registry/pods/a\n";
+    assert_eq!(txn(port, swap).expect("txn"), "SUCCESS\nOK\n/registry/pods/a\nnew\n");
+    assert_eq!(txn(port, swap).expect("txn"), "FAILURE\n/registry/pods/a\nnew\n");
+
+    eprintln!("phase: keys of two groups in one transaction are refused, nothing applied");
+    let (mut first, mut second) = (None, None);
+    for index in 0..64 {
+        let key = format!("/spread{index}/x");
+        let answer: serde_json::Value =
+            serde_json::from_str(&client(port, &["put", &key, "v", "-w", "json"]).expect("put"))
+                .expect("json");
+        let group = answer["header"]["group"].as_u64().expect("group");
+        match (&first, &second) {
+            (None, _) => first = Some((key, group)),
+            (Some((_, g)), None) if *g != group => second = Some((key, group)),
+            _ => {}
+        }
+    }
+    let ((key_a, _), (key_b, _)) = (first.expect("a key"), second.expect("keys in two groups"));
+    let spanning = format!("\nput {key_a} changed\nput {key_b} changed\n\n");
+    let refusal = txn(port, &spanning).expect_err("refused");
+    assert!(refusal.contains("TxnSpansGroups"), "{refusal}");
+    assert_eq!(client(port, &["get", &key_a]).expect("get"), format!("{key_a}\nv\n"), "nothing half applied");
+
+    eprintln!("phase: compact, then a read at the old revision is refused as compacted");
+    let before: serde_json::Value =
+        serde_json::from_str(&client(port, &["get", "/registry/pods/a", "-w", "json"]).expect("get"))
+            .expect("json");
+    let group = before["header"]["group"].as_u64().expect("group").to_string();
+    let revision = before["header"]["revision"].as_i64().expect("revision");
+    client(port, &["put", "/registry/pods/a", "newer"]).expect("put");
+    client(port, &["compact", &(revision + 1).to_string(), "--group", &group]).expect("compact");
+    let refusal =
+        client(port, &["get", "/registry/pods/a", "--rev", &revision.to_string()]).expect_err("compacted");
+    assert!(refusal.contains("Compacted"), "{refusal}");
+    assert_eq!(client(port, &["get", "/registry/pods/a"]).expect("get"), "/registry/pods/a\nnewer\n");
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.wait_exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}

@@ -69,6 +69,14 @@ pub struct RangeAnswer {
     pub more: bool,
 }
 
+/// A transaction's answer: whether the compares held, and each operation's
+/// response (in the store's types).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnAnswer {
+    pub header: super::kv::Header,
+    pub response: crate::kv::types::TxnResponse,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct DeleteAnswer {
     pub header: super::kv::Header,
@@ -249,6 +257,43 @@ impl Connection {
                         prev_kvs,
                     })
                 }
+                Which::Error(error) => Err(super::kv::read_error(error?)?),
+            })
+        };
+        self.answer(decode())
+    }
+
+    /// Runs a transaction (all its keys in one group).
+    pub async fn txn(&self, txn: &crate::kv::types::TxnRequest) -> Result<TxnAnswer, ClientError> {
+        let mut request = self.kv.txn_request();
+        super::kv::write_txn_request(request.get().init_request(), txn);
+        let response = request.send().promise.await.map_err(|error| self.rpc_error(error))?;
+        let decode = || -> capnp::Result<Result<TxnAnswer, super::kv::ServerError>> {
+            use crate::nvkv_capnp::txn_result::Which;
+            Ok(match response.get()?.get_result()?.which()? {
+                Which::Ok(ok) => {
+                    let ok = ok?;
+                    Ok(TxnAnswer {
+                        header: super::kv::read_header(ok.get_header()?),
+                        response: super::kv::read_txn_response(ok)?,
+                    })
+                }
+                Which::Error(error) => Err(super::kv::read_error(error?)?),
+            })
+        };
+        self.answer(decode())
+    }
+
+    /// Forgets the history of `group` below `revision`.
+    pub async fn compact(&self, group: u32, revision: i64) -> Result<super::kv::Header, ClientError> {
+        let mut request = self.kv.compact_request();
+        request.get().set_group(group);
+        request.get().set_revision(revision);
+        let response = request.send().promise.await.map_err(|error| self.rpc_error(error))?;
+        let decode = || -> capnp::Result<Result<super::kv::Header, super::kv::ServerError>> {
+            use crate::nvkv_capnp::compact_result::Which;
+            Ok(match response.get()?.get_result()?.which()? {
+                Which::Ok(ok) => Ok(super::kv::read_header(ok?)),
                 Which::Error(error) => Err(super::kv::read_error(error?)?),
             })
         };
@@ -443,5 +488,28 @@ impl ShardedClient {
         prev_kv: bool,
     ) -> Result<DeleteAnswer, ClientError> {
         self.for_range(key, range_end).delete_range(key, range_end, prev_kv).await
+    }
+
+    /// Runs a transaction on the shard of its first key's group (the node
+    /// refuses one that spans groups).
+    pub async fn txn(&self, txn: &crate::kv::types::TxnRequest) -> Result<TxnAnswer, ClientError> {
+        use crate::kv::types::RequestOp;
+        let first = txn.compares.first().map(|compare| compare.key.as_slice()).or_else(|| {
+            txn.success.iter().chain(&txn.failure).find_map(|operation| match operation {
+                RequestOp::Put(put) => Some(put.key.as_slice()),
+                RequestOp::Range(range) => Some(range.key.as_slice()),
+                RequestOp::DeleteRange(delete) => Some(delete.key.as_slice()),
+                RequestOp::Txn(_) => None,
+            })
+        });
+        match first {
+            Some(key) => self.for_range(key, &[]).txn(txn).await,
+            None => self.main.txn(txn).await,
+        }
+    }
+
+    /// Forgets the history of `group` below `revision`.
+    pub async fn compact(&self, group: u32, revision: i64) -> Result<super::kv::Header, ClientError> {
+        self.main.compact(group, revision).await
     }
 }

@@ -4,8 +4,14 @@
 //! the client as a typed `Error`, never as a dropped connection.
 
 use crate::kv::limits::{LimitError, Limits};
-use crate::kv::types::{DeleteRangeRequest, KeyValue, KvError, PutRequest, RangeRequest};
-use crate::nvkv_capnp::{k_v as kv, key_value, response_header, ErrorCode as SchemaErrorCode};
+use crate::kv::types::{
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue, KvError,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, TxnRequest, TxnResponse,
+};
+use crate::nvkv_capnp::{
+    compare, k_v as kv, key_value, request_op, response_header, response_op, txn_request, txn_response,
+    CompareResult as SchemaCompareResult, ErrorCode as SchemaErrorCode,
+};
 use crate::raft::GroupError;
 use crate::shard::groups::{Answered, RequestError, Requests};
 
@@ -65,7 +71,10 @@ pub fn server_error(error: &RequestError) -> ServerError {
             ServerError { compact_revision: *compact_revision, ..plain(ErrorCode::Compacted) }
         }
         RequestError::Kv(KvError::LeaseNotFound(_)) => plain(ErrorCode::LeaseNotFound),
-        RequestError::Kv(_) | RequestError::Codec(_) => plain(ErrorCode::InvalidArgument),
+        RequestError::TxnSpansGroups { .. } => plain(ErrorCode::TxnSpansGroups),
+        RequestError::Kv(_) | RequestError::Codec(_) | RequestError::NoSuchGroup { .. } => {
+            plain(ErrorCode::InvalidArgument)
+        }
     }
 }
 
@@ -165,6 +174,37 @@ impl KvServer {
 }
 
 impl kv::Server for KvServer {
+    async fn txn(
+        self: capnp::capability::Rc<Self>,
+        params: kv::TxnParams,
+        mut results: kv::TxnResults,
+    ) -> Result<(), capnp::Error> {
+        let request = read_txn_request(params.get()?.get_request()?)?;
+        let result = results.get().init_result();
+        if let Err(error) = self.limits.check_txn(&request) {
+            set_error(result.init_error(), &limit_error(&error));
+            return Ok(());
+        }
+        match self.requests.txn(request).await {
+            Ok(answer) => write_txn_response(result.init_ok(), &answer, &answer.response),
+            Err(error) => set_error(result.init_error(), &server_error(&error)),
+        }
+        Ok(())
+    }
+
+    async fn compact(
+        self: capnp::capability::Rc<Self>,
+        params: kv::CompactParams,
+        mut results: kv::CompactResults,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        let result = results.get().init_result();
+        match self.requests.compact(params.get_group(), params.get_revision()).await {
+            Ok(answer) => set_header(result.init_ok(), &answer, answer.response),
+            Err(error) => set_error(result.init_error(), &server_error(&error)),
+        }
+        Ok(())
+    }
     async fn put(
         self: capnp::capability::Rc<Self>,
         params: kv::PutParams,
@@ -262,4 +302,220 @@ impl kv::Server for KvServer {
         }
         Ok(())
     }
+}
+
+/// Reads a transaction of the schema. Nesting is bounded by the message
+/// reader's nesting limit, and again by the store's transaction depth.
+pub fn read_txn_request(reader: txn_request::Reader<'_>) -> capnp::Result<TxnRequest> {
+    let mut compares = Vec::new();
+    for item in reader.get_compares()? {
+        let target = match item.get_target().which()? {
+            compare::target::Value(value) => CompareTarget::Value(value?.to_vec()),
+            compare::target::Version(version) => CompareTarget::Version(version),
+            compare::target::CreateRevision(revision) => CompareTarget::CreateRevision(revision),
+            compare::target::ModRevision(revision) => CompareTarget::ModRevision(revision),
+            compare::target::Lease(lease) => CompareTarget::Lease(lease),
+        };
+        let result = match item.get_result()? {
+            SchemaCompareResult::Equal => CompareResult::Equal,
+            SchemaCompareResult::NotEqual => CompareResult::NotEqual,
+            SchemaCompareResult::Less => CompareResult::Less,
+            SchemaCompareResult::Greater => CompareResult::Greater,
+        };
+        compares.push(Compare {
+            key: item.get_key()?.to_vec(),
+            range_end: item.get_range_end()?.to_vec(),
+            target,
+            result,
+        });
+    }
+    Ok(TxnRequest {
+        compares,
+        success: read_request_ops(reader.get_success()?)?,
+        failure: read_request_ops(reader.get_failure()?)?,
+    })
+}
+
+fn read_request_ops(
+    list: capnp::struct_list::Reader<'_, request_op::Owned>,
+) -> capnp::Result<Vec<RequestOp>> {
+    let mut operations = Vec::new();
+    for operation in list {
+        operations.push(match operation.which()? {
+            request_op::Range(range) => {
+                let range = range?;
+                RequestOp::Range(RangeRequest {
+                    key: range.get_key()?.to_vec(),
+                    range_end: range.get_range_end()?.to_vec(),
+                    limit: range.get_limit(),
+                    revision: range.get_revision(),
+                    count_only: range.get_count_only(),
+                    keys_only: range.get_keys_only(),
+                })
+            }
+            request_op::Put(put) => {
+                let put = put?;
+                RequestOp::Put(PutRequest {
+                    key: put.get_key()?.to_vec(),
+                    value: put.get_value()?.to_vec(),
+                    lease: put.get_lease(),
+                    prev_kv: put.get_prev_kv(),
+                })
+            }
+            request_op::DeleteRange(delete) => {
+                let delete = delete?;
+                RequestOp::DeleteRange(DeleteRangeRequest {
+                    key: delete.get_key()?.to_vec(),
+                    range_end: delete.get_range_end()?.to_vec(),
+                    prev_kv: delete.get_prev_kv(),
+                })
+            }
+            request_op::Txn(nested) => RequestOp::Txn(read_txn_request(nested?)?),
+        });
+    }
+    Ok(operations)
+}
+
+/// Writes a transaction into the schema (the client side).
+pub fn write_txn_request(mut builder: txn_request::Builder<'_>, request: &TxnRequest) {
+    let mut compares = builder.reborrow().init_compares(request.compares.len() as u32);
+    for (position, item) in request.compares.iter().enumerate() {
+        let mut out = compares.reborrow().get(position as u32);
+        out.set_key(&item.key);
+        out.set_range_end(&item.range_end);
+        out.set_result(match item.result {
+            CompareResult::Equal => SchemaCompareResult::Equal,
+            CompareResult::NotEqual => SchemaCompareResult::NotEqual,
+            CompareResult::Less => SchemaCompareResult::Less,
+            CompareResult::Greater => SchemaCompareResult::Greater,
+        });
+        let mut target = out.init_target();
+        match &item.target {
+            CompareTarget::Value(value) => target.set_value(value),
+            CompareTarget::Version(version) => target.set_version(*version),
+            CompareTarget::CreateRevision(revision) => target.set_create_revision(*revision),
+            CompareTarget::ModRevision(revision) => target.set_mod_revision(*revision),
+            CompareTarget::Lease(lease) => target.set_lease(*lease),
+        }
+    }
+    write_request_ops(builder.reborrow().init_success(request.success.len() as u32), &request.success);
+    write_request_ops(builder.init_failure(request.failure.len() as u32), &request.failure);
+}
+
+fn write_request_ops(mut list: capnp::struct_list::Builder<'_, request_op::Owned>, operations: &[RequestOp]) {
+    for (position, operation) in operations.iter().enumerate() {
+        let out = list.reborrow().get(position as u32);
+        match operation {
+            RequestOp::Range(range) => {
+                let mut out = out.init_range();
+                out.set_key(&range.key);
+                out.set_range_end(&range.range_end);
+                out.set_limit(range.limit);
+                out.set_revision(range.revision);
+                out.set_count_only(range.count_only);
+                out.set_keys_only(range.keys_only);
+            }
+            RequestOp::Put(put) => {
+                let mut out = out.init_put();
+                out.set_key(&put.key);
+                out.set_value(&put.value);
+                out.set_lease(put.lease);
+                out.set_prev_kv(put.prev_kv);
+            }
+            RequestOp::DeleteRange(delete) => {
+                let mut out = out.init_delete_range();
+                out.set_key(&delete.key);
+                out.set_range_end(&delete.range_end);
+                out.set_prev_kv(delete.prev_kv);
+            }
+            RequestOp::Txn(nested) => write_txn_request(out.init_txn(), nested),
+        }
+    }
+}
+
+fn set_key_values(mut list: capnp::struct_list::Builder<'_, key_value::Owned>, kvs: &[KeyValue]) {
+    for (position, kv) in kvs.iter().enumerate() {
+        set_key_value(list.reborrow().get(position as u32), kv);
+    }
+}
+
+/// Writes a transaction's answer into the schema (the server side); nested
+/// responses carry the outer answer's group, term and member.
+pub fn write_txn_response<T>(
+    mut builder: txn_response::Builder<'_>,
+    answer: &Answered<T>,
+    response: &TxnResponse,
+) {
+    set_header(builder.reborrow().init_header(), answer, response.revision);
+    builder.set_succeeded(response.succeeded);
+    let mut list = builder.init_responses(response.responses.len() as u32);
+    for (position, operation) in response.responses.iter().enumerate() {
+        let out = list.reborrow().get(position as u32);
+        match operation {
+            ResponseOp::Range(range) => {
+                let mut out = out.init_range();
+                set_header(out.reborrow().init_header(), answer, range.revision);
+                out.set_count(range.count);
+                out.set_more(range.more);
+                set_key_values(out.init_kvs(range.kvs.len() as u32), &range.kvs);
+            }
+            ResponseOp::Put(put) => {
+                let mut out = out.init_put();
+                set_header(out.reborrow().init_header(), answer, put.revision);
+                if let Some(previous) = &put.prev_kv {
+                    out.set_has_prev_kv(true);
+                    set_key_value(out.init_prev_kv(), previous);
+                }
+            }
+            ResponseOp::DeleteRange(delete) => {
+                let mut out = out.init_delete_range();
+                set_header(out.reborrow().init_header(), answer, delete.revision);
+                out.set_deleted(delete.deleted);
+                set_key_values(out.init_prev_kvs(delete.prev_kvs.len() as u32), &delete.prev_kvs);
+            }
+            ResponseOp::Txn(nested) => write_txn_response(out.init_txn(), answer, nested),
+        }
+    }
+}
+
+fn read_key_values(list: capnp::struct_list::Reader<'_, key_value::Owned>) -> capnp::Result<Vec<KeyValue>> {
+    list.iter().map(read_key_value).collect()
+}
+
+/// Reads a transaction's answer (the client side).
+pub fn read_txn_response(reader: txn_response::Reader<'_>) -> capnp::Result<TxnResponse> {
+    let mut responses = Vec::new();
+    for operation in reader.get_responses()? {
+        responses.push(match operation.which()? {
+            response_op::Range(range) => {
+                let range = range?;
+                ResponseOp::Range(RangeResponse {
+                    revision: range.get_header()?.get_revision(),
+                    kvs: read_key_values(range.get_kvs()?)?,
+                    count: range.get_count(),
+                    more: range.get_more(),
+                })
+            }
+            response_op::Put(put) => {
+                let put = put?;
+                let prev_kv =
+                    if put.get_has_prev_kv() { Some(read_key_value(put.get_prev_kv()?)?) } else { None };
+                ResponseOp::Put(PutResponse { revision: put.get_header()?.get_revision(), prev_kv })
+            }
+            response_op::DeleteRange(delete) => {
+                let delete = delete?;
+                ResponseOp::DeleteRange(DeleteRangeResponse {
+                    revision: delete.get_header()?.get_revision(),
+                    deleted: delete.get_deleted(),
+                    prev_kvs: read_key_values(delete.get_prev_kvs()?)?,
+                })
+            }
+            response_op::Txn(nested) => ResponseOp::Txn(read_txn_response(nested?)?),
+        });
+    }
+    Ok(TxnResponse {
+        revision: reader.get_header()?.get_revision(),
+        succeeded: reader.get_succeeded(),
+        responses,
+    })
 }

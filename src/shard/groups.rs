@@ -16,6 +16,7 @@ use crate::kv::group::GroupState;
 use crate::kv::partition::{GroupSet, Partitioner};
 use crate::kv::types::{
     DeleteRangeRequest, DeleteRangeResponse, KvError, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, TxnRequest, TxnResponse,
 };
 use crate::kv::watch::WatchLimits;
 use crate::raft::network::{RpcError, SnapshotRpcError};
@@ -176,6 +177,13 @@ pub enum RequestError {
     Overloaded { shard: usize, reason: String },
     #[error("the answer could not be read: {0}")]
     Codec(String),
+    #[error(
+        "the transaction touches keys of groups {groups:?}; a transaction must stay within one group \
+         (keys sharing their first store.partition_depth path segments): split it"
+    )]
+    TxnSpansGroups { groups: Vec<GroupId> },
+    #[error("group {group} does not exist: this node has groups 0 to {last}")]
+    NoSuchGroup { group: GroupId, last: GroupId },
 }
 
 /// A response with the header every answer carries.
@@ -391,6 +399,40 @@ impl Requests {
         Ok(answer)
     }
 
+    /// Runs a transaction in the one group all its keys belong to.
+    pub async fn txn(&self, request: TxnRequest) -> Result<Answered<TxnResponse>, RequestError> {
+        let mut groups = std::collections::BTreeSet::new();
+        collect_txn_groups(self, &request, &mut groups);
+        if groups.len() != 1 {
+            return Err(RequestError::TxnSpansGroups { groups: groups.into_iter().collect() });
+        }
+        let group = *groups.first().expect("one group");
+        let answer = self.write(group, Command::Txn(request)).await?;
+        match answer.response {
+            CommandResponse::Txn(response) => {
+                Ok(Answered { group: answer.group, term: answer.term, member: answer.member, response })
+            }
+            other => Err(RequestError::Codec(format!("a txn was answered with {other:?}"))),
+        }
+    }
+
+    /// Forgets the history of `group` below `revision`.
+    pub async fn compact(&self, group: GroupId, revision: i64) -> Result<Answered<i64>, RequestError> {
+        if group >= self.layout.groups() {
+            return Err(RequestError::NoSuchGroup { group, last: self.layout.groups() - 1 });
+        }
+        let answer = self.write(group, Command::Compact { revision }).await?;
+        match answer.response {
+            CommandResponse::Compact { revision } => Ok(Answered {
+                group: answer.group,
+                term: answer.term,
+                member: answer.member,
+                response: revision,
+            }),
+            other => Err(RequestError::Codec(format!("a compaction was answered with {other:?}"))),
+        }
+    }
+
     fn groups_of(&self, key: &[u8], range_end: &[u8]) -> Vec<GroupId> {
         match self.partitioner.groups_for_range(key, range_end) {
             GroupSet::One(group) => vec![group],
@@ -446,3 +488,25 @@ pub fn spawn_groups(
 /// How long a starting shard waits for its groups to elect leaders before
 /// it says it serves anyway.
 const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Every group a transaction's compares and operations reach, nested
+/// transactions included.
+fn collect_txn_groups(
+    requests: &Requests,
+    request: &TxnRequest,
+    groups: &mut std::collections::BTreeSet<GroupId>,
+) {
+    for compare in &request.compares {
+        groups.extend(requests.groups_of(&compare.key, &compare.range_end));
+    }
+    for operation in request.success.iter().chain(&request.failure) {
+        match operation {
+            RequestOp::Range(range) => groups.extend(requests.groups_of(&range.key, &range.range_end)),
+            RequestOp::Put(put) => groups.extend(requests.groups_of(&put.key, &[])),
+            RequestOp::DeleteRange(delete) => {
+                groups.extend(requests.groups_of(&delete.key, &delete.range_end))
+            }
+            RequestOp::Txn(nested) => collect_txn_groups(requests, nested, groups),
+        }
+    }
+}
