@@ -42,6 +42,8 @@ struct ShardStatus {
   queueWaitP99Us @8 :Float64;
   deviceWriteP50Us @9 :Float64;
   deviceWriteP99Us @10 :Float64;
+  logWrites @11 :UInt64;      # group-commit writes since the log opened
+  logRecordsWritten @12 :UInt64;  # records they carried (entries, votes, ...)
 }
 
 struct NodeStatus {

@@ -331,6 +331,8 @@ impl Connection {
                     queue_wait_p99_us: shard.get_queue_wait_p99_us(),
                     device_write_p50_us: shard.get_device_write_p50_us(),
                     device_write_p99_us: shard.get_device_write_p99_us(),
+                    log_writes: shard.get_log_writes(),
+                    log_records_written: shard.get_log_records_written(),
                 });
             }
             Ok(NodeStatus {
@@ -363,11 +365,11 @@ impl NodeStatus {
         );
         text.push_str(
             "shard  core  groups  log records (head..tail)   log used / capacity   \
-             queue wait p50/p99 us   device write p50/p99 us\n",
+             queue wait p50/p99 us   device write p50/p99 us   records/write\n",
         );
         for shard in &self.shards {
             text.push_str(&format!(
-                "{:>5}  {:>4}  {:>6}  {:>12}..{:<12}  {:>7} / {:<7} MiB   {:>8.1} / {:<8.1}      {:>8.1} / {:<8.1}\n",
+                "{:>5}  {:>4}  {:>6}  {:>12}..{:<12}  {:>7} / {:<7} MiB   {:>8.1} / {:<8.1}      {:>8.1} / {:<8.1}      {:>6.1}\n",
                 shard.shard,
                 shard.core,
                 shard.groups,
@@ -379,6 +381,7 @@ impl NodeStatus {
                 shard.queue_wait_p99_us,
                 shard.device_write_p50_us,
                 shard.device_write_p99_us,
+                shard.log_records_written as f64 / shard.log_writes.max(1) as f64,
             ));
         }
         text

@@ -206,6 +206,8 @@ impl node::Server for NodeServer {
             shard.set_queue_wait_p99_us(report.queue_wait_p99_us);
             shard.set_device_write_p50_us(report.device_write_p50_us);
             shard.set_device_write_p99_us(report.device_write_p99_us);
+            shard.set_log_writes(report.log_writes);
+            shard.set_log_records_written(report.log_records_written);
         }
         Ok(())
     }

@@ -116,6 +116,10 @@ pub struct ShardReport {
     pub queue_wait_p99_us: f64,
     pub device_write_p50_us: f64,
     pub device_write_p99_us: f64,
+    /// Group-commit writes since the log opened, and the records they
+    /// carried: their ratio is how well group commit batches.
+    pub log_writes: u64,
+    pub log_records_written: u64,
 }
 
 /// The report of this thread's shard.
@@ -135,5 +139,7 @@ pub fn local_report() -> Option<ShardReport> {
         queue_wait_p99_us: stages.queue_wait.quantile_us(0.99),
         device_write_p50_us: stages.device_write.quantile_us(0.5),
         device_write_p99_us: stages.device_write.quantile_us(0.99),
+        log_writes: stats.writes,
+        log_records_written: stats.records_written,
     })
 }
