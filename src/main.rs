@@ -344,16 +344,15 @@ fn key_value_command(endpoints: &[String], json: bool, command: Command) -> Resu
                 let range_end = range_end_of(&key, range_end, prefix);
                 // etcd's spelling of "every key": from the zero byte on.
                 let key = if key.is_empty() && prefix { vec![0] } else { key.into_bytes() };
-                let query = nvkv::rpc::client::RangeQuery {
+                let query = nvkv::kv::types::RangeRequest {
                     range_end,
                     key,
                     limit,
                     revision: rev,
                     count_only,
                     keys_only,
-                    serializable: consistency == "s",
                 };
-                let answer = connection.range(&query).await.map_err(|e| e.to_string())?;
+                let answer = connection.range(&query, consistency == "s").await.map_err(|e| e.to_string())?;
                 if json {
                     return print_json(&answer);
                 }

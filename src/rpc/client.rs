@@ -25,7 +25,8 @@ pub enum ClientError {
     Refused { endpoint: String, error: super::kv::ServerError },
 }
 
-/// A key as a client sees it.
+/// A key as `-w json` shows it: the store's `KeyValue` with key and value
+/// rendered as text (the store's type stays free of presentation).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct KeyValueView {
     #[serde(serialize_with = "as_text")]
@@ -82,18 +83,6 @@ pub struct DeleteAnswer {
     pub header: super::kv::Header,
     pub deleted: i64,
     pub prev_kvs: Vec<KeyValueView>,
-}
-
-/// What a range asks for, in etcd's key-range convention.
-#[derive(Clone, Debug, Default)]
-pub struct RangeQuery {
-    pub key: Vec<u8>,
-    pub range_end: Vec<u8>,
-    pub limit: i64,
-    pub revision: i64,
-    pub count_only: bool,
-    pub keys_only: bool,
-    pub serializable: bool,
 }
 
 /// A node's status, as the client sees it.
@@ -191,8 +180,13 @@ impl Connection {
         self.answer(decode())
     }
 
-    /// Reads a key or a range.
-    pub async fn range(&self, query: &RangeQuery) -> Result<RangeAnswer, ClientError> {
+    /// Reads a key or a range; `serializable` reads this member's state as
+    /// it is instead of passing a read barrier first.
+    pub async fn range(
+        &self,
+        query: &crate::kv::types::RangeRequest,
+        serializable: bool,
+    ) -> Result<RangeAnswer, ClientError> {
         let mut request = self.kv.range_request();
         {
             let mut params = request.get();
@@ -202,7 +196,7 @@ impl Connection {
             params.set_revision(query.revision);
             params.set_count_only(query.count_only);
             params.set_keys_only(query.keys_only);
-            params.set_serializable(query.serializable);
+            params.set_serializable(serializable);
         }
         let response = request.send().promise.await.map_err(|error| self.rpc_error(error))?;
         let decode = || -> capnp::Result<Result<RangeAnswer, super::kv::ServerError>> {
@@ -480,8 +474,12 @@ impl ShardedClient {
         self.for_range(key, &[]).put(key, value, lease, prev_kv).await
     }
 
-    pub async fn range(&self, query: &RangeQuery) -> Result<RangeAnswer, ClientError> {
-        self.for_range(&query.key, &query.range_end).range(query).await
+    pub async fn range(
+        &self,
+        query: &crate::kv::types::RangeRequest,
+        serializable: bool,
+    ) -> Result<RangeAnswer, ClientError> {
+        self.for_range(&query.key, &query.range_end).range(query, serializable).await
     }
 
     pub async fn delete_range(
