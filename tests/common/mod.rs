@@ -1,0 +1,173 @@
+//! What the integration tests share: a real `nvkv serve` process, a config
+//! in a temp directory, and the CLI run as a user runs it.
+#![allow(dead_code)] // each test file uses its own part of this
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running `nvkv serve`. Killed on drop, so a failing test leaves no
+/// daemon behind.
+pub struct Daemon {
+    pub child: Child,
+    pub stdout_lines: Receiver<String>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Daemon {
+    pub fn start(config: &Path) -> Daemon {
+        Daemon::start_with_args(config, &[])
+    }
+
+    pub fn start_with_args(config: &Path, extra: &[&str]) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nvkv"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the nvkv binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, stdout_lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stderr_pipe = child.stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr_pipe.read_to_string(&mut text);
+            text
+        });
+        Daemon { child, stdout_lines, stderr: Some(stderr) }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The ready line, or a panic naming what the daemon said instead.
+    pub fn wait_ready(&mut self) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.stdout_lines.recv_timeout(left) {
+                Ok(line) if line.starts_with("nvkv ready: ") => return line,
+                Ok(_) => continue,
+                Err(_) => break,
+            }
+        }
+        let _ = self.child.kill();
+        let (status, stderr) = self.wait_exit();
+        panic!("nvkv printed no ready line (exit {status}); stderr:\n{stderr}");
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("pid fits");
+        // SAFETY: kill takes no pointers; the child is ours and not yet reaped.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal the daemon");
+    }
+
+    /// Waits for the exit (killing the daemon past the deadline) and
+    /// returns its status and everything it wrote to stderr.
+    pub fn wait_exit(&mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + DEADLINE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let status = self.child.wait().expect("wait");
+                let stderr =
+                    self.stderr.take().map(|thread| thread.join().unwrap_or_default()).unwrap_or_default();
+                panic!("nvkv did not exit within {DEADLINE:?} (killed: {status}); stderr:\n{stderr}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stderr = self.stderr.take().map(|thread| thread.join().unwrap_or_default()).unwrap_or_default();
+        (status, stderr)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A temp directory holding `nvkv.toml`: the defaults, with the data in the
+/// temp directory and a small namespace, plus `extra` lines.
+pub struct Setup {
+    pub directory: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Setup {
+    pub fn new(extra: &str) -> Setup {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let data_dir = directory.path().join("data");
+        let config = directory.path().join("nvkv.toml");
+        let text = format!(
+            "[node]\ndata_dir = \"{}\"\nclient_address = \"127.0.0.1:0\"\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n{extra}\n",
+            data_dir.display()
+        );
+        std::fs::write(&config, text).expect("write config");
+        Setup { directory, config }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.directory.path().join("data")
+    }
+}
+
+/// Runs a daemon that must refuse to start; returns its stderr.
+pub fn refused(config: &Path) -> String {
+    let mut daemon = Daemon::start(config);
+    let (status, stderr) = daemon.wait_exit();
+    assert!(!status.success(), "nvkv must refuse to start; stderr:\n{stderr}");
+    assert!(daemon.stdout_lines.try_iter().all(|line| !line.starts_with("nvkv ready")), "no ready line");
+    stderr
+}
+
+pub fn ready_port(ready: &str) -> u16 {
+    ready.rsplit(':').next().and_then(|port| port.parse().ok()).expect("a port ends the ready line")
+}
+
+/// Runs `nvkv status -w json` against `port` and returns its JSON.
+pub fn status_json(port: u16) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_nvkv"))
+        .args(["status", "-w", "json", "--endpoints", &format!("127.0.0.1:{port}")])
+        .output()
+        .expect("nvkv status runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "nvkv status failed: {stderr}");
+    serde_json::from_slice(&output.stdout).expect("nvkv status -w json prints JSON")
+}
+
+pub fn client(port: u16, args: &[&str]) -> Result<String, String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_nvkv"))
+        .args(["--endpoints", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .output()
+        .expect("the nvkv client runs");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
