@@ -44,6 +44,19 @@ struct ShardStatus {
   deviceWriteP99Us @10 :Float64;
   logWrites @11 :UInt64;      # group-commit writes since the log opened
   logRecordsWritten @12 :UInt64;  # records they carried (entries, votes, ...)
+  # The stages above the log (src/shard/stages.rs), in microseconds:
+  # waiting for a proposal, the Raft round (append to applied), one
+  # entry's apply, and a write end to end on the shard that took it.
+  proposalWaitP50Us @13 :Float64;
+  proposalWaitP99Us @14 :Float64;
+  raftP50Us @15 :Float64;
+  raftP99Us @16 :Float64;
+  applyP50Us @17 :Float64;
+  applyP99Us @18 :Float64;
+  endToEndP50Us @19 :Float64;
+  endToEndP99Us @20 :Float64;
+  proposals @21 :UInt64;  # Raft entries proposed for client writes
+  proposedCommands @22 :UInt64;  # the writes they carried
 }
 
 struct NodeStatus {

@@ -14,6 +14,8 @@
 //!   4 compact:      revision i64
 //!   5 lease grant:  id i64, ttl_seconds i64
 //!   6 lease revoke: id i64
+//!   7 batch:        count u32, then count blobs, each a whole command
+//!                   (version byte included) that is not itself a batch
 //! txn:     compares u32, compare..., success u32, op..., failure u32, op...
 //! compare: key, range_end (blobs), result u8 (0 =, 1 !=, 2 <, 3 >),
 //!          target u8 (0 value: blob; 1 version, 2 create revision,
@@ -38,7 +40,13 @@
 //!             more flag; or the put, delete range or txn response
 //!   kv:       key, value (blobs), create_revision, mod_revision, version,
 //!             lease (i64); an option is a flag, then the kv if 1
+//! batch outcome: format_version u8, count u32, then count blobs, each a
+//!             whole outcome, in the order of the batch's commands
 //! ```
+//!
+//! A batch is how a shard puts many clients' writes to one group into one
+//! log entry: its commands apply one after the other, each at its own
+//! revision, exactly as if each had an entry of its own.
 //!
 //! Decoding refuses a newer format version by name, nesting deeper than
 //! the store takes (`TXN_DEPTH_MAX`), trailing bytes, and anything that
@@ -127,6 +135,7 @@ const KIND_TXN: u8 = 3;
 const KIND_COMPACT: u8 = 4;
 const KIND_LEASE_GRANT: u8 = 5;
 const KIND_LEASE_REVOKE: u8 = 6;
+const KIND_BATCH: u8 = 7;
 
 const OP_RANGE: u8 = 1;
 const OP_PUT: u8 = 2;
@@ -357,6 +366,71 @@ fn finish<T>(
     Ok(value)
 }
 
+/// One log entry carrying `commands` (each from [`encode_command`]).
+pub fn encode_batch(commands: &[Vec<u8>]) -> Vec<u8> {
+    let mut writer = Writer::default();
+    writer.u8(COMMAND_FORMAT_VERSION);
+    writer.u8(KIND_BATCH);
+    writer.u32(count(commands.len()));
+    for command in commands {
+        writer.blob(command);
+    }
+    writer.bytes
+}
+
+/// The bytes [`encode_batch`] adds to its commands': what a proposer counts
+/// against the largest entry.
+pub fn batch_overhead_bytes(commands: usize) -> usize {
+    2 + 4 + 4 * commands
+}
+
+/// The commands of a batch entry, or `None` when `bytes` is one command.
+pub fn split_batch(bytes: &[u8]) -> Result<Option<Vec<Vec<u8>>>, CommandCodecError> {
+    const WHAT: &str = "batch command";
+    let mut reader = Reader { bytes, offset: 0 };
+    read_version(&mut reader, WHAT)?;
+    if bytes.get(1) != Some(&KIND_BATCH) {
+        return Ok(None);
+    }
+    let commands = (|| {
+        reader.u8("the batch kind")?;
+        let count = reader.u32("a command count")?;
+        let mut commands = Vec::new();
+        for _ in 0..count {
+            let command = reader.blob("a command")?;
+            if command.get(1) == Some(&KIND_BATCH) {
+                return Err(reader.malformed("a batch inside a batch"));
+            }
+            commands.push(command);
+        }
+        Ok(commands)
+    })();
+    finish(&reader, WHAT, commands).map(Some)
+}
+
+/// The outcome of a batch: one outcome (from [`encode_outcome`]) per command.
+pub fn encode_batch_outcome(outcomes: &[Vec<u8>]) -> Vec<u8> {
+    let mut writer = Writer::default();
+    writer.u8(COMMAND_FORMAT_VERSION);
+    writer.u32(count(outcomes.len()));
+    for outcome in outcomes {
+        writer.blob(outcome);
+    }
+    writer.bytes
+}
+
+/// The outcomes of a batch, each still encoded, in command order.
+pub fn split_batch_outcome(bytes: &[u8]) -> Result<Vec<Vec<u8>>, CommandCodecError> {
+    const WHAT: &str = "batch outcome";
+    let mut reader = Reader { bytes, offset: 0 };
+    read_version(&mut reader, WHAT)?;
+    let outcomes = (|| {
+        let count = reader.u32("an outcome count")?;
+        (0..count).map(|_| reader.blob("an outcome")).collect::<Result<Vec<_>, _>>()
+    })();
+    finish(&reader, WHAT, outcomes)
+}
+
 pub fn decode_command(bytes: &[u8]) -> Result<Command, CommandCodecError> {
     const WHAT: &str = "log command";
     let mut reader = Reader { bytes, offset: 0 };
@@ -371,7 +445,8 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, CommandCodecError> {
                 Command::LeaseGrant { id: reader.i64("a lease id")?, ttl_seconds: reader.i64("a TTL")? }
             }
             KIND_LEASE_REVOKE => Command::LeaseRevoke { id: reader.i64("a lease id")? },
-            kind => return Err(reader.malformed(format!("command kind {kind} is not 1 to 6"))),
+            KIND_BATCH => return Err(reader.malformed("a batch where one command belongs (see split_batch)")),
+            kind => return Err(reader.malformed(format!("command kind {kind} is not 1 to 7"))),
         })
     })();
     finish(&reader, WHAT, command)
@@ -814,6 +889,37 @@ mod tests {
             error.to_string().contains("version 2") && error.to_string().contains("version 1"),
             "{error}"
         );
+    }
+
+    proptest! {
+        #[test]
+        fn batches_round_trip_and_every_truncation_is_refused(
+            commands in prop::collection::vec(command(), 1..6),
+            outcomes in prop::collection::vec(outcome(), 1..6),
+        ) {
+            let encoded: Vec<Vec<u8>> = commands.iter().map(encode_command).collect();
+            let batch = encode_batch(&encoded);
+            prop_assert_eq!(split_batch(&batch).unwrap(), Some(encoded.clone()));
+            prop_assert_eq!(split_batch(&encoded[0]).unwrap(), None, "one command is no batch");
+            for cut in 2..batch.len() {
+                prop_assert!(split_batch(&batch[..cut]).is_err(), "cut at {}", cut);
+            }
+            let overhead = batch_overhead_bytes(encoded.len());
+            prop_assert_eq!(batch.len(), overhead + encoded.iter().map(Vec::len).sum::<usize>());
+            let encoded: Vec<Vec<u8>> = outcomes.iter().map(encode_outcome).collect();
+            let outcome = encode_batch_outcome(&encoded);
+            prop_assert_eq!(split_batch_outcome(&outcome).unwrap(), encoded);
+            for cut in 0..outcome.len() {
+                prop_assert!(split_batch_outcome(&outcome[..cut]).is_err(), "cut at {}", cut);
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_inside_a_batch_or_where_one_command_belongs_is_refused() {
+        let inner = encode_batch(&[encode_command(&Command::Compact { revision: 1 })]);
+        assert!(split_batch(&encode_batch(std::slice::from_ref(&inner))).is_err());
+        assert!(decode_command(&inner).is_err());
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! import Raft (layers look down) or keep an applied log position (the Raft
 //! layer owns that).
 
-use super::command::{apply, decode_command, encode_outcome, CommandCodecError};
+use super::command::{
+    apply, decode_command, encode_batch_outcome, encode_outcome, split_batch, Command, CommandCodecError,
+};
 use super::snapshot::{self, SnapshotError};
 use super::store::MvccStore;
 use super::watch::{WatchHub, WatchLimits};
@@ -27,11 +29,25 @@ impl GroupState {
     /// command that does not decode (written by a newer nvkv, say) is an
     /// error the caller must treat as fatal for the group: the other
     /// replicas apply it, so skipping it here would fork the state.
+    ///
+    /// A batch entry applies its commands one after the other, each at its
+    /// own revision, and answers with the outcome of each. Every command of
+    /// a batch is decoded before the first applies, so a batch applies
+    /// whole or not at all.
     pub fn apply_command(&mut self, command: &[u8]) -> Result<Vec<u8>, CommandCodecError> {
-        let command = decode_command(command)?;
-        let applied = apply(&mut self.store, &command);
+        let Some(batch) = split_batch(command)? else {
+            let command = decode_command(command)?;
+            return Ok(self.apply_one(&command));
+        };
+        let commands = batch.iter().map(|command| decode_command(command)).collect::<Result<Vec<_>, _>>()?;
+        let outcomes: Vec<Vec<u8>> = commands.iter().map(|command| self.apply_one(command)).collect();
+        Ok(encode_batch_outcome(&outcomes))
+    }
+
+    fn apply_one(&mut self, command: &Command) -> Vec<u8> {
+        let applied = apply(&mut self.store, command);
         self.hub.publish(&applied.events);
-        Ok(encode_outcome(&applied.response))
+        encode_outcome(&applied.response)
     }
 
     /// The whole store, as `restore` takes it back.
@@ -77,6 +93,24 @@ mod tests {
         };
         assert_eq!(events.len(), 1);
         assert!(group.apply_command(&[99]).is_err(), "a command from a newer format");
+    }
+
+    #[test]
+    fn a_batch_applies_each_command_at_its_own_revision_and_answers_each() {
+        use crate::kv::command::{encode_batch, split_batch_outcome};
+        let mut batched = GroupState::new(WatchLimits::default());
+        let mut single = GroupState::new(WatchLimits::default());
+        let commands = vec![put("a"), encode_command(&Command::LeaseRevoke { id: 9 }), put("b")];
+        let outcomes =
+            split_batch_outcome(&batched.apply_command(&encode_batch(&commands)).unwrap()).unwrap();
+        let one_by_one: Vec<Vec<u8>> =
+            commands.iter().map(|command| single.apply_command(command).unwrap()).collect();
+        assert_eq!(outcomes, one_by_one, "a batch answers as its commands one by one");
+        assert_eq!(batched.snapshot(), single.snapshot());
+        assert_eq!(batched.store.revision(), 3);
+        let broken = encode_batch(&[put("c"), vec![1, 99]]);
+        assert!(batched.apply_command(&broken).is_err());
+        assert_eq!(batched.store.revision(), 3, "a batch with a bad command applies none of it");
     }
 
     #[test]

@@ -327,6 +327,16 @@ impl Connection {
                     device_write_p99_us: shard.get_device_write_p99_us(),
                     log_writes: shard.get_log_writes(),
                     log_records_written: shard.get_log_records_written(),
+                    proposal_wait_p50_us: shard.get_proposal_wait_p50_us(),
+                    proposal_wait_p99_us: shard.get_proposal_wait_p99_us(),
+                    raft_p50_us: shard.get_raft_p50_us(),
+                    raft_p99_us: shard.get_raft_p99_us(),
+                    apply_p50_us: shard.get_apply_p50_us(),
+                    apply_p99_us: shard.get_apply_p99_us(),
+                    end_to_end_p50_us: shard.get_end_to_end_p50_us(),
+                    end_to_end_p99_us: shard.get_end_to_end_p99_us(),
+                    proposals: shard.get_proposals(),
+                    proposed_commands: shard.get_proposed_commands(),
                 });
             }
             Ok(NodeStatus {
@@ -376,6 +386,25 @@ impl NodeStatus {
                 shard.device_write_p50_us,
                 shard.device_write_p99_us,
                 shard.log_records_written as f64 / shard.log_writes.max(1) as f64,
+            ));
+        }
+        text.push_str(
+            "shard  proposal wait p50/p99 us   raft p50/p99 us         apply p50/p99 us      \
+             write end to end p50/p99 us   writes/proposal\n",
+        );
+        for shard in &self.shards {
+            text.push_str(&format!(
+                "{:>5}  {:>9.1} / {:<9.1}      {:>8.1} / {:<8.1}   {:>7.1} / {:<7.1}     {:>9.1} / {:<9.1}       {:>6.1}\n",
+                shard.shard,
+                shard.proposal_wait_p50_us,
+                shard.proposal_wait_p99_us,
+                shard.raft_p50_us,
+                shard.raft_p99_us,
+                shard.apply_p50_us,
+                shard.apply_p99_us,
+                shard.end_to_end_p50_us,
+                shard.end_to_end_p99_us,
+                shard.proposed_commands as f64 / shard.proposals.max(1) as f64,
             ));
         }
         text

@@ -208,6 +208,16 @@ impl node::Server for NodeServer {
             shard.set_device_write_p99_us(report.device_write_p99_us);
             shard.set_log_writes(report.log_writes);
             shard.set_log_records_written(report.log_records_written);
+            shard.set_proposal_wait_p50_us(report.proposal_wait_p50_us);
+            shard.set_proposal_wait_p99_us(report.proposal_wait_p99_us);
+            shard.set_raft_p50_us(report.raft_p50_us);
+            shard.set_raft_p99_us(report.raft_p99_us);
+            shard.set_apply_p50_us(report.apply_p50_us);
+            shard.set_apply_p99_us(report.apply_p99_us);
+            shard.set_end_to_end_p50_us(report.end_to_end_p50_us);
+            shard.set_end_to_end_p99_us(report.end_to_end_p99_us);
+            shard.set_proposals(report.proposals);
+            shard.set_proposed_commands(report.proposed_commands);
         }
         Ok(())
     }

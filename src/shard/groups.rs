@@ -35,8 +35,12 @@ pub struct KvMachine {
 
 impl GroupStateMachine for KvMachine {
     fn apply(&mut self, index: u64, command: &[u8]) -> Vec<u8> {
+        let started = std::time::Instant::now();
         match self.state.apply_command(command) {
-            Ok(outcome) => outcome,
+            Ok(outcome) => {
+                super::stages::record_since(started, |stages| &mut stages.apply);
+                outcome
+            }
             // Every replica applies the same entry: skipping it here would
             // fork this replica's state from the others'. Stop instead.
             Err(error) => panic!(
@@ -103,6 +107,8 @@ impl PeerTransport for NoPeers {
 pub struct ShardGroup {
     pub raft: RaftGroup,
     pub machine: Rc<RefCell<KvMachine>>,
+    /// Client writes on their way into `raft`, batched.
+    pub proposer: super::propose::Proposer,
 }
 
 /// How the groups of a node are laid out and run.
@@ -158,7 +164,8 @@ pub async fn start_groups(
         )
         .await?;
         raft.bootstrap(&layout.initial_members).await?;
-        groups.insert(group, Rc::new(ShardGroup { raft, machine }));
+        groups
+            .insert(group, Rc::new(ShardGroup { raft, machine, proposer: super::propose::Proposer::new() }));
     }
     Ok(groups)
 }
@@ -263,7 +270,7 @@ async fn write_here(
     // The map is not borrowed across the wait: other requests on this shard
     // reach their groups meanwhile.
     let entry = group_on(&groups, group)?;
-    let bytes = entry.raft.client_write(command).await?;
+    let bytes = super::propose::propose(entry.clone(), command).await?;
     let outcome: CommandOutcome =
         decode_outcome(&bytes).map_err(|error| RequestError::Codec(error.to_string()))?;
     Ok(answered(&entry, group, outcome?))
@@ -309,9 +316,12 @@ impl Requests {
         group: GroupId,
         command: Command,
     ) -> Result<Answered<CommandResponse>, RequestError> {
+        let started = std::time::Instant::now();
         let bytes = encode_command(&command);
         let shard = self.layout.shard_of(group);
-        on_shard(&self.context, shard, move |groups| write_here(groups, group, bytes)).await
+        let answer = on_shard(&self.context, shard, move |groups| write_here(groups, group, bytes)).await;
+        super::stages::record_since(started, |stages| &mut stages.end_to_end);
+        answer
     }
 
     pub async fn put(&self, request: PutRequest) -> Result<Answered<PutResponse>, RequestError> {

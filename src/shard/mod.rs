@@ -6,6 +6,8 @@
 //! knows nothing of config files) and never touches another shard's state.
 
 pub mod groups;
+pub mod propose;
+pub mod stages;
 
 use std::os::fd::RawFd;
 use std::rc::Rc;
@@ -120,6 +122,18 @@ pub struct ShardReport {
     /// carried: their ratio is how well group commit batches.
     pub log_writes: u64,
     pub log_records_written: u64,
+    /// The stages above the log (see [`stages`]), p50 and p99 in µs.
+    pub proposal_wait_p50_us: f64,
+    pub proposal_wait_p99_us: f64,
+    pub raft_p50_us: f64,
+    pub raft_p99_us: f64,
+    pub apply_p50_us: f64,
+    pub apply_p99_us: f64,
+    pub end_to_end_p50_us: f64,
+    pub end_to_end_p99_us: f64,
+    /// Raft entries proposed for client writes, and the writes they carried.
+    pub proposals: u64,
+    pub proposed_commands: u64,
 }
 
 /// The report of this thread's shard.
@@ -127,6 +141,7 @@ pub fn local_report() -> Option<ShardReport> {
     let state = local()?;
     let (stats, groups, stages) =
         state.log.with(|log| (log.stats(), log.groups().len(), log.stages().clone()));
+    let above = stages::snapshot();
     Some(ShardReport {
         shard: state.shard as u32,
         core: state.core as u32,
@@ -141,5 +156,15 @@ pub fn local_report() -> Option<ShardReport> {
         device_write_p99_us: stages.device_write.quantile_us(0.99),
         log_writes: stats.writes,
         log_records_written: stats.records_written,
+        proposal_wait_p50_us: above.proposal_wait.quantile_us(0.5),
+        proposal_wait_p99_us: above.proposal_wait.quantile_us(0.99),
+        raft_p50_us: above.raft.quantile_us(0.5),
+        raft_p99_us: above.raft.quantile_us(0.99),
+        apply_p50_us: above.apply.quantile_us(0.5),
+        apply_p99_us: above.apply.quantile_us(0.99),
+        end_to_end_p50_us: above.end_to_end.quantile_us(0.5),
+        end_to_end_p99_us: above.end_to_end.quantile_us(0.99),
+        proposals: above.proposals,
+        proposed_commands: above.proposed_commands,
     })
 }

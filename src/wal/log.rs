@@ -98,7 +98,7 @@ pub struct LogStats {
 }
 
 /// Where an append's time goes inside the log, in nanoseconds.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct LogStages {
     /// From the append call to the write that carries it being submitted:
     /// waiting for the end of the tick, a free in-flight slot or ring space.
@@ -108,24 +108,25 @@ pub struct LogStages {
     pub device_write: StageHistogram,
 }
 
-impl Default for LogStages {
-    fn default() -> Self {
-        LogStages { queue_wait: StageHistogram::new(), device_write: StageHistogram::new() }
-    }
-}
 
 /// A latency histogram of one stage (1 ns to 60 s, 3 significant digits).
 #[derive(Clone, Debug)]
 pub struct StageHistogram(hdrhistogram::Histogram<u64>);
 
+impl Default for StageHistogram {
+    fn default() -> Self {
+        StageHistogram::new()
+    }
+}
+
 impl StageHistogram {
-    fn new() -> StageHistogram {
+    pub fn new() -> StageHistogram {
         StageHistogram(
             hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),
         )
     }
 
-    fn record(&mut self, elapsed: std::time::Duration) {
+    pub fn record(&mut self, elapsed: std::time::Duration) {
         self.0.saturating_record(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX).max(1));
     }
 
