@@ -109,6 +109,8 @@ pub struct ShardGroup {
     pub machine: Rc<RefCell<KvMachine>>,
     /// Client writes on their way into `raft`, batched.
     pub proposer: super::propose::Proposer,
+    /// Linearizable reads waiting for a shared read barrier.
+    pub barrier: super::barrier::ReadBarrier,
 }
 
 /// How the groups of a node are laid out and run.
@@ -164,8 +166,15 @@ pub async fn start_groups(
         )
         .await?;
         raft.bootstrap(&layout.initial_members).await?;
-        groups
-            .insert(group, Rc::new(ShardGroup { raft, machine, proposer: super::propose::Proposer::new() }));
+        groups.insert(
+            group,
+            Rc::new(ShardGroup {
+                raft,
+                machine,
+                proposer: super::propose::Proposer::new(),
+                barrier: super::barrier::ReadBarrier::new(),
+            }),
+        );
     }
     Ok(groups)
 }
@@ -286,7 +295,7 @@ async fn range_here(
 ) -> Result<Answered<RangeResponse>, RequestError> {
     let entry = group_on(&groups, group)?;
     if linearizable {
-        entry.raft.ensure_linearizable().await?;
+        super::barrier::linearizable(entry.clone()).await?;
     }
     let response = entry.machine.borrow().state.store.range(&request)?;
     Ok(answered(&entry, group, response))

@@ -5,9 +5,12 @@
 //! The shard maps the node's configuration onto the layers below (the log
 //! knows nothing of config files) and never touches another shard's state.
 
+pub mod barrier;
 pub mod groups;
 pub mod propose;
 pub mod stages;
+#[cfg(test)]
+mod test_support;
 
 use std::os::fd::RawFd;
 use std::rc::Rc;

@@ -140,60 +140,10 @@ async fn propose_batch(entry: &ShardGroup, mut commands: Vec<Vec<u8>>) -> Result
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::kv::command::{decode_outcome, encode_command, Command, CommandResponse};
     use crate::kv::types::PutRequest;
-    use crate::nvme::memory::MemoryNamespace;
-    use crate::nvme::{Namespace, QueuePairConfig};
-    use crate::raft::{GroupConfig, Member};
-    use crate::shard::groups::{start_groups, GroupLayout};
-    use crate::wal::superblock::{self, FormatOptions};
-    use crate::wal::{LogOptions, ShardLog, SharedLog};
-
-    /// One shard with one group over a memory namespace, its log ticked as
-    /// a reactor would.
-    async fn one_group() -> Rc<ShardGroup> {
-        let namespace: Arc<dyn Namespace> = Arc::new(MemoryNamespace::new(512, 1 << 15));
-        let mut queue = namespace.open_queue_pair(&QueuePairConfig::default()).expect("queue pair");
-        let (superblock, _) =
-            superblock::open_or_format(queue.as_mut(), FormatOptions { shards: 1, groups_per_shard_max: 4 })
-                .expect("format");
-        let queue = namespace
-            .open_queue_pair(&QueuePairConfig { depth: 64, registered_buffer_bytes: 1 << 20 })
-            .expect("queue pair");
-        let log = ShardLog::open(queue, superblock.region(0), LogOptions::default()).expect("log");
-        let log = SharedLog::new(log, Rc::new(|| {}));
-        let ticked = log.clone();
-        tokio::task::spawn_local(async move {
-            loop {
-                ticked.tick();
-                tokio::task::yield_now().await;
-            }
-        });
-        let member = Member::new(1, "127.0.0.1:1");
-        let layout = GroupLayout {
-            shards: 1,
-            groups_per_shard: 1,
-            partition_depth: 2,
-            member: member.clone(),
-            initial_members: vec![member],
-            raft: GroupConfig {
-                election_timeout_min_ms: 50,
-                election_timeout_max_ms: 100,
-                heartbeat_ms: 10,
-                ..GroupConfig::default()
-            },
-            watch: Default::default(),
-        };
-        let groups = start_groups(&layout, 0, log).await.expect("the group starts");
-        let group = groups[&0].clone();
-        while group.raft.metrics().current_leader.is_none() {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        group
-    }
+    use crate::shard::test_support::{in_shard, one_group};
 
     fn put(key: usize) -> Vec<u8> {
         encode_command(&Command::Put(PutRequest {
@@ -205,8 +155,7 @@ mod tests {
 
     #[test]
     fn writes_that_arrive_together_share_proposals_and_each_gets_its_own_revision() {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
-        tokio::task::LocalSet::new().block_on(&runtime, async {
+        in_shard(async {
             let group = one_group().await;
             let before = stages::snapshot();
             const WRITES: usize = 64;

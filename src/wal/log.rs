@@ -108,7 +108,6 @@ pub struct LogStages {
     pub device_write: StageHistogram,
 }
 
-
 /// A latency histogram of one stage (1 ns to 60 s, 3 significant digits).
 #[derive(Clone, Debug)]
 pub struct StageHistogram(hdrhistogram::Histogram<u64>);
