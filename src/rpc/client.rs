@@ -118,9 +118,12 @@ impl Connection {
             .map_err(|source| ClientError::Connect { endpoint: endpoint.to_string(), source })?;
         let _ = stream.set_nodelay(true);
         let (reader, writer) = stream.into_split();
+        // Buffered, as capnp-rpc advises: unbuffered, every message costs a
+        // write call for its segment table and one per segment, and a read
+        // call for each.
         let network = twoparty::VatNetwork::new(
-            reader.compat(),
-            writer.compat_write(),
+            futures::io::BufReader::new(reader.compat()),
+            futures::io::BufWriter::new(writer.compat_write()),
             rpc_twoparty_capnp::Side::Client,
             super::reader_options(),
         );

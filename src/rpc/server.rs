@@ -98,9 +98,12 @@ pub fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.into_split();
+    // Buffered, as capnp-rpc advises: unbuffered, every message costs a
+    // write call for its segment table and one per segment, and a read call
+    // for each.
     let network = twoparty::VatNetwork::new(
-        reader.compat(),
-        writer.compat_write(),
+        futures::io::BufReader::new(reader.compat()),
+        futures::io::BufWriter::new(writer.compat_write()),
         rpc_twoparty_capnp::Side::Server,
         super::reader_options(),
     );
