@@ -146,7 +146,7 @@ fn garbage_and_oversized_messages_close_only_their_connection() {
     // Random bytes: a frame header naming 2^32 segments.
     closed_by_server(&[0xff; 64]);
     // A well-formed frame header announcing a 2 GiB segment, far past the
-    // 8 MiB message limit.
+    // message limit (about twice store.request_bytes_max).
     let mut huge = Vec::new();
     huge.extend_from_slice(&0u32.to_le_bytes());
     huge.extend_from_slice(&0x0fff_ffffu32.to_le_bytes());
