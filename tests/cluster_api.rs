@@ -135,10 +135,10 @@ fn limits_set_in_the_config_are_typed_refusals_through_the_cli() {
     // Three puts of 12 KiB each: every value fits, the request does not.
     let value = "v".repeat(12 * 1024);
     let text = format!("\nput /pods/a {value}\nput /pods/b {value}\nput /pods/c {value}\n\n");
-    let error = txn_cli(port, &text).expect_err("a request over 32 KiB");
+    let error = txn(port, &text).expect_err("a request over 32 KiB");
     assert!(error.contains("RequestTooLarge") && error.contains("over the limit of 32768"), "{error}");
     let many: String = (0..9).map(|index| format!("put /pods/{index} v\n")).collect();
-    let error = txn_cli(port, &format!("\n{many}\n")).expect_err("nine ops over txn_ops_max = 8");
+    let error = txn(port, &format!("\n{many}\n")).expect_err("nine ops over txn_ops_max = 8");
     assert!(
         error.contains("RequestTooLarge") && error.contains("9 success ops, over the limit of 8"),
         "{error}"
@@ -152,24 +152,6 @@ fn limits_set_in_the_config_are_typed_refusals_through_the_cli() {
     daemon.signal(libc::SIGTERM);
     let (exit, stderr) = daemon.wait_exit();
     assert_eq!(exit.code(), Some(0), "{stderr}");
-}
-
-fn txn_cli(port: u16, text: &str) -> Result<String, String> {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nvkv"))
-        .args(["--endpoints", &format!("127.0.0.1:{port}"), "txn"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("nvkv txn starts");
-    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write the txn");
-    let output = child.wait_with_output().expect("nvkv txn ends");
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
 }
 
 #[test]
