@@ -745,6 +745,7 @@ mod tests {
             r#"
             [node]
             member_id = 3
+            name = "node-c"
             data_dir = "/var/lib/nvkv"
             client_address = "0.0.0.0:7400"
 
@@ -785,6 +786,7 @@ mod tests {
         )
         .expect("full config parses");
         assert_eq!(config.node.member_id, 3);
+        assert_eq!(config.node.name, "node-c");
         assert_eq!(config.node.client_address.port(), 7400);
         assert_eq!(config.reactor.cores, vec![2, 3]);
         assert_eq!(config.reactor.poll_mode, PollMode::Busy);
