@@ -67,6 +67,7 @@ struct NodeStatus {
   durability @4 :Text;        # "fua", "flush" or "none"
   uptimeMs @5 :UInt64;
   shards @6 :List(ShardStatus);
+  groups @7 :List(GroupStatus);  # every group of the node, in group order
 }
 
 struct KeyValue {
@@ -239,4 +240,61 @@ interface Node {
   # forwards each request to the shard that owns its key's group.
   kv @1 () -> (kv :KV);
   partitionMap @2 () -> (map :PartitionMap);
+  # Placeholders: ordinals 3 (watch) and 4 (lease) belong to the Watch and
+  # Lease interfaces, built on other branches; Cap'n Proto wants no holes.
+  # Their branches replace these two lines.
+  reservedForWatch @3 () -> ();
+  reservedForLease @4 () -> ();
+  cluster @5 () -> (cluster :Cluster);
+  maintenance @6 () -> (maintenance :Maintenance);
+}
+
+# ---- Cluster and Maintenance ----
+
+# A member of the cluster, as this node knows it: from its own config, and
+# from the groups' Raft membership for the others.
+struct Member {
+  id @0 :UInt64;
+  name @1 :Text;              # empty for a member this node knows only from the membership
+  clientAddresses @2 :List(Text);
+  peerAddresses @3 :List(Text);
+  isLearner @4 :Bool;         # a learner receives the log but does not vote
+}
+
+# What one member has of a group's log, as its leader tracks it.
+struct MemberProgress {
+  memberId @0 :UInt64;
+  matchedIndex @1 :UInt64;    # the last log index known to be on that member (0: none yet)
+}
+
+# One Raft group as this member sees it.
+struct GroupStatus {
+  group @0 :UInt32;
+  shard @1 :UInt32;
+  leader @2 :UInt64;          # the leader's member id, 0 if none is known
+  term @3 :UInt64;
+  appliedIndex @4 :UInt64;    # this member's last applied log index
+  lastLogIndex @5 :UInt64;
+  snapshotIndex @6 :UInt64;   # the log index of this member's last snapshot (0: none)
+  purgedIndex @7 :UInt64;     # the log is purged up to this index (0: nothing purged)
+  revision @8 :Int64;         # the group's store revision
+  compactRevision @9 :Int64;
+  keys @10 :UInt64;           # keys with history in the store
+  watchers @11 :UInt32;
+  leases @12 :UInt32;
+  # Every member's matched index, filled only where this member leads (from
+  # openraft's replication metrics; the leader itself included).
+  members @13 :List(MemberProgress);
+}
+
+interface Cluster {
+  members @0 () -> (members :List(Member));
+  status @1 () -> (status :NodeStatus);
+}
+
+interface Maintenance {
+  status @0 () -> (status :NodeStatus);
+  # Forgets the history of one group below revision (as KV.compact).
+  compact @1 (group :UInt32, revision :Int64) -> (result :CompactResult);
+  groups @2 () -> (groups :List(GroupStatus));
 }

@@ -37,6 +37,7 @@ pub struct Config {
     pub namespace: NamespaceConfig,
     pub log: LogConfig,
     pub store: StoreConfig,
+    pub raft: RaftConfig,
 }
 
 /// `[node]`: who this member is and where it keeps its data.
@@ -45,6 +46,8 @@ pub struct Config {
 pub struct NodeConfig {
     /// This member's Raft id, unique in the cluster, never 0.
     pub member_id: u64,
+    /// This member's human-readable name, as `nvkv member list` shows it.
+    pub name: String,
     /// Holds the lock file and, by default, the namespace file.
     pub data_dir: PathBuf,
     /// Where clients connect.
@@ -56,6 +59,7 @@ impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             member_id: 1,
+            name: "default".to_string(),
             data_dir: PathBuf::from("./nvkv-data"),
             client_address: SocketAddr::from(([127, 0, 0, 1], 7379)),
         }
@@ -142,11 +146,78 @@ pub struct StoreConfig {
     /// keys under one prefix (`/registry/pods/` at depth 2) share a group:
     /// prefix ranges and transactions within it are served by one group.
     pub partition_depth: usize,
+    /// Largest key a client may write or read.
+    #[serde(deserialize_with = "deserialize_bytes")]
+    pub key_bytes_max: u64,
+    /// Largest value a client may put.
+    #[serde(deserialize_with = "deserialize_bytes")]
+    pub value_bytes_max: u64,
+    /// Largest request message as it arrives (etcd's `--max-request-bytes`).
+    #[serde(deserialize_with = "deserialize_bytes")]
+    pub request_bytes_max: u64,
+    /// Most compares, and most operations in each branch, of one txn.
+    pub txn_ops_max: u32,
 }
 
 impl Default for StoreConfig {
+    /// etcd's limits: 1.5 MiB per request, 128 operations per txn; a key
+    /// is rarely over a few hundred bytes, so keys get 1.5 KiB.
     fn default() -> Self {
-        StoreConfig { partition_depth: 2 }
+        StoreConfig {
+            partition_depth: 2,
+            key_bytes_max: 1536,
+            value_bytes_max: 1536 * KIB,
+            request_bytes_max: 1536 * KIB,
+            txn_ops_max: 128,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The limits the request path checks, as the store layer names them.
+    pub fn limits(&self) -> crate::kv::limits::Limits {
+        crate::kv::limits::Limits {
+            key_bytes_max: self.key_bytes_max as usize,
+            value_bytes_max: self.value_bytes_max as usize,
+            request_bytes_max: self.request_bytes_max as usize,
+            txn_ops_max: self.txn_ops_max as usize,
+        }
+    }
+}
+
+/// `[raft]`: when each group snapshots its store and purges its log.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftConfig {
+    /// A group snapshots its store once this many entries were applied
+    /// since its last snapshot.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind a snapshot, so a follower a little
+    /// behind catches up from the log instead of a whole snapshot.
+    pub entries_kept_after_snapshot: u64,
+    /// The log is purged in steps of at least this many entries.
+    pub purge_batch_entries: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            snapshot_after_entries: 10_000,
+            entries_kept_after_snapshot: 1_000,
+            purge_batch_entries: 256,
+        }
+    }
+}
+
+impl RaftConfig {
+    /// A group's Raft settings with this section applied.
+    pub fn group_config(&self) -> crate::raft::GroupConfig {
+        crate::raft::GroupConfig {
+            snapshot_logs_since_last: self.snapshot_after_entries,
+            max_in_snapshot_log_to_keep: self.entries_kept_after_snapshot,
+            purge_batch_size: self.purge_batch_entries,
+            ..crate::raft::GroupConfig::default()
+        }
     }
 }
 
@@ -402,6 +473,13 @@ impl Config {
                 "a directory path, e.g. \"./nvkv-data\"",
             ));
         }
+        if node.name.is_empty() || node.name.len() > 64 || node.name.chars().any(char::is_control) {
+            return Err(ConfigError::invalid(
+                "node.name",
+                format!("{:?}", node.name),
+                "a name of 1 to 64 bytes without control characters, e.g. \"node-a\"",
+            ));
+        }
 
         let reactor = &self.reactor;
         check_range("reactor.shards_max", reactor.shards_max as u64, 1, SHARDS_LIMIT as u64)?;
@@ -497,6 +575,35 @@ impl Config {
             u64::from(GROUPS_PER_SHARD_LIMIT),
         )?;
         check_range("store.partition_depth", self.store.partition_depth as u64, 1, 16)?;
+        self.validate_store_limits()?;
+        let raft = &self.raft;
+        check_range("raft.snapshot_after_entries", raft.snapshot_after_entries, 1, 100_000_000)?;
+        check_range("raft.entries_kept_after_snapshot", raft.entries_kept_after_snapshot, 0, 100_000_000)?;
+        check_range("raft.purge_batch_entries", raft.purge_batch_entries, 1, 1_000_000)?;
+        Ok(())
+    }
+
+    /// The request limits: each in its range, and a key and a value no
+    /// larger than the request that carries them.
+    fn validate_store_limits(&self) -> Result<(), ConfigError> {
+        let store = &self.store;
+        check_range("store.request_bytes_max", store.request_bytes_max, 4 * KIB, 64 * MIB)?;
+        for (key, value) in
+            [("store.key_bytes_max", store.key_bytes_max), ("store.value_bytes_max", store.value_bytes_max)]
+        {
+            if value > store.request_bytes_max {
+                return Err(ConfigError::invalid(
+                    key,
+                    value,
+                    format!(
+                        "at most store.request_bytes_max = {} (a request carries it); lower it or raise request_bytes_max",
+                        store.request_bytes_max
+                    ),
+                ));
+            }
+        }
+        check_range("store.key_bytes_max", store.key_bytes_max, 1, 64 * KIB)?;
+        check_range("store.txn_ops_max", u64::from(store.txn_ops_max), 1, 65_536)?;
         Ok(())
     }
 }
@@ -638,6 +745,7 @@ mod tests {
             r#"
             [node]
             member_id = 3
+            name = "node-c"
             data_dir = "/var/lib/nvkv"
             client_address = "0.0.0.0:7400"
 
@@ -662,10 +770,23 @@ mod tests {
             batch_bytes_max = "256KiB"
             inflight_writes_max = 8
             groups_per_shard = 16
+
+            [store]
+            partition_depth = 3
+            key_bytes_max = 100
+            value_bytes_max = "64KiB"
+            request_bytes_max = "128KiB"
+            txn_ops_max = 8
+
+            [raft]
+            snapshot_after_entries = 50
+            entries_kept_after_snapshot = 5
+            purge_batch_entries = 10
             "#,
         )
         .expect("full config parses");
         assert_eq!(config.node.member_id, 3);
+        assert_eq!(config.node.name, "node-c");
         assert_eq!(config.node.client_address.port(), 7400);
         assert_eq!(config.reactor.cores, vec![2, 3]);
         assert_eq!(config.reactor.poll_mode, PollMode::Busy);
@@ -675,6 +796,12 @@ mod tests {
         assert_eq!(config.namespace.registered_buffer_bytes, 16 << 20);
         assert_eq!(config.log.durability, Durability::Flush);
         assert_eq!(config.log.batch_bytes_max, 256 << 10);
+        let limits = config.store.limits();
+        assert_eq!((limits.key_bytes_max, limits.value_bytes_max), (100, 64 << 10));
+        assert_eq!((limits.request_bytes_max, limits.txn_ops_max), (128 << 10, 8));
+        let raft = config.raft.group_config();
+        assert_eq!((raft.snapshot_logs_since_last, raft.max_in_snapshot_log_to_keep), (50, 5));
+        assert_eq!(raft.purge_batch_size, 10);
     }
 
     #[test]
@@ -722,8 +849,8 @@ mod tests {
         let message = error.to_string();
         assert!(message.starts_with("unknown config key reactor.threads in test.toml line 3"), "{message}");
         assert!(message.contains("shards_max"), "the message lists the known keys: {message}");
-        let error = parse("[raft]\nelection_timeout_ms = 5\n").expect_err("raft is no section yet");
-        assert!(error.to_string().contains("unknown config key raft"), "{error}");
+        let error = parse("[raft]\nelection_timeout_ms = 5\n").expect_err("not a raft key");
+        assert!(error.to_string().contains("unknown config key raft.election_timeout_ms"), "{error}");
     }
 
     #[test]
@@ -759,6 +886,15 @@ mod tests {
             ),
             ("[log]\ngroups_per_shard = 0", "log.groups_per_shard = 0"),
             ("[namespace]\nnamespace_bytes = \"1MiB\"", "to fit in namespace.namespace_bytes"),
+            ("[node]\nname = \"\"", "node.name = \"\""),
+            ("[store]\nrequest_bytes_max = 100", "store.request_bytes_max = 100"),
+            ("[store]\nrequest_bytes_max = \"1GiB\"", "store.request_bytes_max = 1073741824"),
+            ("[store]\nvalue_bytes_max = \"2MiB\"", "at most store.request_bytes_max = 1572864"),
+            ("[store]\nrequest_bytes_max = \"8KiB\"", "store.value_bytes_max = 1572864"),
+            ("[store]\nkey_bytes_max = 0", "store.key_bytes_max = 0"),
+            ("[store]\ntxn_ops_max = 0", "store.txn_ops_max = 0"),
+            ("[raft]\nsnapshot_after_entries = 0", "raft.snapshot_after_entries = 0"),
+            ("[raft]\npurge_batch_entries = 0", "raft.purge_batch_entries = 0"),
         ];
         for (text, expected) in cases {
             let error = parse(text).expect_err(text);

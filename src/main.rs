@@ -56,8 +56,12 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
     },
-    /// Shows each endpoint's status: member, namespace, durability, and
-    /// every shard's core and log (records, bytes used of the ring).
+    /// Shows each endpoint's status: member, namespace, durability, every
+    /// shard's core and log (records, bytes used of the ring), and every
+    /// group: its leader, term, applied / last / snapshot / purged log
+    /// index, store revision, compact revision, keys, watchers and leases.
+    /// With -w json also each group's members' matched log index (where
+    /// the endpoint leads) and the members the endpoint knows.
     Status,
     /// Sets KEY to VALUE. Prints OK (like etcdctl), or the response with -w json.
     Put {
@@ -130,11 +134,26 @@ enum Command {
         #[arg(long)]
         group: u32,
     },
+    /// The members of the cluster: see `nvkv member list --help`.
+    Member {
+        #[command(subcommand)]
+        action: MemberCommand,
+    },
     /// Load generators that print numbers: see `nvkv bench device --help`.
     Bench {
         #[command(subcommand)]
         workload: BenchCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum MemberCommand {
+    /// Lists the members the first answering endpoint knows, like etcdctl:
+    /// ID, STATUS (started when the member has told its name, unstarted for
+    /// one known only from the Raft membership), NAME, PEER ADDRS, CLIENT
+    /// ADDRS, IS LEARNER. With -w json, one object: the answering member's
+    /// id and the list.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -425,6 +444,65 @@ fn status(endpoints: &[String], json: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// `nvkv member list`: a table like etcdctl's, or JSON.
+fn member_list(endpoints: &[String], json: bool) -> Result<(), String> {
+    let (member_id, members) = run_client(async {
+        let mut failures = Vec::new();
+        for endpoint in endpoints {
+            let connection = match nvkv::rpc::client::Connection::open(endpoint).await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    failures.push(error.to_string());
+                    continue;
+                }
+            };
+            match connection.status().await {
+                Ok(status) => return Ok((status.member_id, status.members)),
+                Err(error) => failures.push(error.to_string()),
+            }
+        }
+        Err(failures.join("; "))
+    })??;
+    let status = |member: &nvkv::rpc::cluster::MemberInfo| {
+        if member.name.is_empty() {
+            "unstarted"
+        } else {
+            "started"
+        }
+    };
+    if json {
+        let members: Vec<serde_json::Value> = members
+            .iter()
+            .map(|member| {
+                let mut value = serde_json::to_value(member).unwrap_or_default();
+                value["status"] = status(member).into();
+                value
+            })
+            .collect();
+        return print_json(&serde_json::json!({ "member_id": member_id, "members": members }));
+    }
+    let mut rows =
+        vec![["ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"].map(String::from)];
+    for member in &members {
+        rows.push([
+            member.id.to_string(),
+            status(member).to_string(),
+            member.name.clone(),
+            member.peer_addresses.join(","),
+            member.client_addresses.join(","),
+            member.is_learner.to_string(),
+        ]);
+    }
+    let widths: Vec<usize> =
+        (0..6).map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0)).collect();
+    for row in rows {
+        let cells: Vec<String> =
+            row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+    Ok(())
+}
+
 fn parse_size(text: &str) -> Result<u64, String> {
     nvkv::config::parse_bytes(text)
         .ok_or_else(|| format!("{text:?} is not a size: give bytes or a number with KiB, MiB, GiB or TiB"))
@@ -513,6 +591,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Member { action: MemberCommand::List } => {
+            match member_list(&cli.endpoints, cli.write_out == "json") {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("nvkv member list: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Bench { workload: BenchCommand::Put(args) } => {
             let options = nvkv::bench::put::PutBenchOptions {
                 endpoints: cli.endpoints.clone(),

@@ -18,7 +18,7 @@ use crate::config::{Config, ConfigError, Durability, ReactorConfig, GROUPS_PER_S
 use crate::kv::watch::WatchLimits;
 use crate::nvme::open::{open_namespace, NamespaceSettings};
 use crate::nvme::{Namespace, NvmeError, QueuePairConfig};
-use crate::raft::{GroupConfig, Member};
+use crate::raft::Member;
 use crate::reactor::{DriverFactory, ReactorContext, ReactorError, ReactorSettings, Reactors, ShardDriver};
 use crate::rpc::server::NodeInfo;
 use crate::shard::groups::GroupLayout;
@@ -301,6 +301,7 @@ impl Node {
         }
         let info = Arc::new(NodeInfo {
             member_id: config.node.member_id,
+            name: config.node.name.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             namespace: namespace_path.display().to_string(),
             backend: namespace.info().backend.to_string(),
@@ -310,6 +311,7 @@ impl Node {
             groups: cores.len() as u32 * config.log.groups_per_shard,
             partition_depth: config.store.partition_depth as u32,
             started: std::time::Instant::now(),
+            limits: config.store.limits(),
         });
         let mut listener = Some(listener);
         let member = Member { id: config.node.member_id, peer_address: client_address.to_string() };
@@ -319,7 +321,7 @@ impl Node {
             partition_depth: config.store.partition_depth,
             member: member.clone(),
             initial_members: vec![member],
-            raft: GroupConfig::default(),
+            raft: config.raft.group_config(),
             watch: WatchLimits::default(),
         };
         let (ready_sender, ready_receiver) = crossbeam_channel::bounded(cores.len());

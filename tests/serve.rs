@@ -5,7 +5,6 @@ mod common;
 
 use common::*;
 use std::io::Read;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 #[test]
@@ -146,7 +145,7 @@ fn garbage_and_oversized_messages_close_only_their_connection() {
     // Random bytes: a frame header naming 2^32 segments.
     closed_by_server(&[0xff; 64]);
     // A well-formed frame header announcing a 2 GiB segment, far past the
-    // 8 MiB message limit.
+    // message limit (about twice store.request_bytes_max).
     let mut huge = Vec::new();
     huge.extend_from_slice(&0u32.to_le_bytes());
     huge.extend_from_slice(&0x0fff_ffffu32.to_le_bytes());
@@ -250,25 +249,6 @@ fn bench_put_drives_a_node_and_reports_json() {
     daemon.signal(libc::SIGTERM);
     let (status, stderr) = daemon.wait_exit();
     assert_eq!(status.code(), Some(0), "{stderr}");
-}
-
-/// Runs `nvkv txn` with `text` on standard input.
-fn txn(port: u16, text: &str) -> Result<String, String> {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nvkv"))
-        .args(["--endpoints", &format!("127.0.0.1:{port}"), "txn"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("nvkv txn runs");
-    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write the txn");
-    let output = child.wait_with_output().expect("nvkv txn ends");
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
 }
 
 #[test]

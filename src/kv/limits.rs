@@ -1,5 +1,6 @@
-//! Size limits on what clients write, with etcd's defaults, and the checks
-//! the request path runs before a write is proposed.
+//! Size limits on what clients send, and the checks the request path runs
+//! before a write is proposed. Their values (etcd's by default) come from
+//! the node's config, `[store]`.
 //!
 //! The store itself takes any size (a write already in the log must apply
 //! on every replica whatever today's limits are), so these checks belong
@@ -12,18 +13,11 @@ use super::types::{PutRequest, RequestOp, ShowKey, TxnRequest};
 pub struct Limits {
     pub key_bytes_max: usize,
     pub value_bytes_max: usize,
+    /// The largest request as it arrives, everything in it counted.
+    pub request_bytes_max: usize,
     /// The most compares, and the most ops in each branch, of one txn (and
     /// of each nested txn), as etcd's `--max-txn-ops`.
     pub txn_ops_max: usize,
-}
-
-impl Default for Limits {
-    /// etcd bounds a whole request by 1.5 MiB (`--max-request-bytes`); a key
-    /// or value can be no larger than that, and a key is rarely over a few
-    /// hundred bytes, so keys get 1.5 KiB here.
-    fn default() -> Self {
-        Limits { key_bytes_max: 1536, value_bytes_max: 1536 * 1024, txn_ops_max: 128 }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +32,11 @@ pub enum LimitError {
         ShowKey(.key)
     )]
     ValueTooLarge { key: Vec<u8>, bytes: usize, value_bytes_max: usize },
+    #[error(
+        "the request is {bytes} bytes, over the limit of {request_bytes_max}; send less in one request \
+         (split the txn, store less per key) or raise store.request_bytes_max"
+    )]
+    RequestTooLarge { bytes: usize, request_bytes_max: usize },
     #[error("a txn has {ops} {what}, over the limit of {txn_ops_max}; split it or raise txn_ops_max")]
     TooManyTxnOps { what: &'static str, ops: usize, txn_ops_max: usize },
 }
@@ -46,6 +45,14 @@ pub enum LimitError {
 const KEY_SHOWN_BYTES_MAX: usize = 64;
 
 impl Limits {
+    /// Checks the size of a whole request, as it arrived.
+    pub fn check_request_bytes(&self, bytes: usize) -> Result<(), LimitError> {
+        if bytes > self.request_bytes_max {
+            return Err(LimitError::RequestTooLarge { bytes, request_bytes_max: self.request_bytes_max });
+        }
+        Ok(())
+    }
+
     pub fn check_key(&self, key: &[u8]) -> Result<(), LimitError> {
         if key.is_empty() {
             return Err(LimitError::EmptyKey { key_bytes_max: self.key_bytes_max });
@@ -110,18 +117,21 @@ mod tests {
 
     #[test]
     fn oversized_and_empty_keys_and_values_are_refused_with_sizes() {
-        let limits = Limits { key_bytes_max: 4, value_bytes_max: 8, txn_ops_max: 2 };
+        let limits = Limits { key_bytes_max: 4, value_bytes_max: 8, request_bytes_max: 16, txn_ops_max: 2 };
         assert_eq!(limits.check_put(&put(b"abcd", 8)), Ok(()));
         assert_eq!(limits.check_put(&put(b"", 0)), Err(LimitError::EmptyKey { key_bytes_max: 4 }));
         let error = limits.check_put(&put(b"abcde", 0)).unwrap_err();
         assert!(error.to_string().contains("5 bytes, over the limit of 4"), "{error}");
         let error = limits.check_put(&put(b"k", 9)).unwrap_err();
         assert!(error.to_string().contains("\"k\" is 9 bytes"), "{error}");
+        assert_eq!(limits.check_request_bytes(16), Ok(()));
+        let error = limits.check_request_bytes(17).unwrap_err();
+        assert!(error.to_string().contains("17 bytes, over the limit of 16"), "{error}");
     }
 
     #[test]
     fn txn_counts_and_nested_contents_are_checked() {
-        let limits = Limits { key_bytes_max: 4, value_bytes_max: 8, txn_ops_max: 2 };
+        let limits = Limits { key_bytes_max: 4, value_bytes_max: 8, request_bytes_max: 16, txn_ops_max: 2 };
         let range = RequestOp::Range(RangeRequest { key: b"k".to_vec(), ..RangeRequest::default() });
         let too_many = TxnRequest {
             success: vec![range.clone(), range.clone(), range.clone()],

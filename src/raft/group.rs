@@ -151,6 +151,12 @@ pub struct GroupMetrics {
     /// this member knows.
     pub voters: BTreeSet<NodeId>,
     pub learners: BTreeSet<NodeId>,
+    /// Every member of that membership, with where it listens.
+    pub members: BTreeMap<NodeId, Member>,
+    /// Where this member leads: the last log index known to be on each
+    /// member, itself included (`None`: nothing matched yet). Empty on a
+    /// follower, which does not track the others.
+    pub replication: BTreeMap<NodeId, Option<u64>>,
 }
 
 /// One group as run by one member.
@@ -374,6 +380,18 @@ impl RaftGroup {
             purged: metrics.purged,
             voters: metrics.membership_config.membership().voter_ids().collect(),
             learners: metrics.membership_config.membership().learner_ids().collect(),
+            members: metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, member)| (*id, member.clone()))
+                .collect(),
+            replication: metrics
+                .replication
+                .iter()
+                .flatten()
+                .map(|(id, matched)| (*id, matched.map(|log_id| log_id.index)))
+                .collect(),
         }
     }
 

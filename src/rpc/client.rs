@@ -96,6 +96,11 @@ pub struct NodeStatus {
     pub durability: String,
     pub uptime_ms: u64,
     pub shards: Vec<ShardReport>,
+    /// Every group of the node, in group order: its leader, its log and
+    /// store, and (where this node leads) each member's matched index.
+    pub groups: Vec<crate::shard::GroupReport>,
+    /// Every member the node knows, with its addresses.
+    pub members: Vec<super::cluster::MemberInfo>,
 }
 
 /// A connection to one node.
@@ -103,6 +108,8 @@ pub struct Connection {
     endpoint: String,
     node: node::Client,
     kv: crate::nvkv_capnp::k_v::Client,
+    cluster: crate::nvkv_capnp::cluster::Client,
+    maintenance: crate::nvkv_capnp::maintenance::Client,
 }
 
 impl Connection {
@@ -137,7 +144,9 @@ impl Connection {
         });
         // Pipelined: the first KV call does not wait for this answer.
         let kv = node.kv_request().send().pipeline.get_kv();
-        Ok(Connection { endpoint: endpoint.to_string(), node, kv })
+        let cluster = node.cluster_request().send().pipeline.get_cluster();
+        let maintenance = node.maintenance_request().send().pipeline.get_maintenance();
+        Ok(Connection { endpoint: endpoint.to_string(), node, kv, cluster, maintenance })
     }
 
     fn rpc_error(&self, source: capnp::Error) -> ClientError {
@@ -287,14 +296,7 @@ impl Connection {
         request.get().set_group(group);
         request.get().set_revision(revision);
         let response = request.send().promise.await.map_err(|error| self.rpc_error(error))?;
-        let decode = || -> capnp::Result<Result<super::kv::Header, super::kv::ServerError>> {
-            use crate::nvkv_capnp::compact_result::Which;
-            Ok(match response.get()?.get_result()?.which()? {
-                Which::Ok(ok) => Ok(super::kv::read_header(ok?)),
-                Which::Error(error) => Err(super::kv::read_error(error?)?),
-            })
-        };
-        self.answer(decode())
+        self.answer(response.get().and_then(|results| read_compact_result(results.get_result()?)))
     }
 
     fn answer<T>(&self, decoded: capnp::Result<Result<T, super::kv::ServerError>>) -> Result<T, ClientError> {
@@ -305,7 +307,8 @@ impl Connection {
         }
     }
 
-    /// The node's status: who it is, how it runs, and each shard's log.
+    /// The node's status: who it is, how it runs, each shard's log, every
+    /// group, and the members it knows.
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
         let response =
             self.node.status_request().send().promise.await.map_err(|error| self.rpc_error(error))?;
@@ -342,6 +345,10 @@ impl Connection {
                     proposed_commands: shard.get_proposed_commands(),
                 });
             }
+            let mut groups = Vec::new();
+            for group in status.get_groups()? {
+                groups.push(super::cluster::read_group_status(group)?);
+            }
             Ok(NodeStatus {
                 endpoint: self.endpoint.clone(),
                 member_id: status.get_member_id(),
@@ -351,9 +358,47 @@ impl Connection {
                 durability: text(status.get_durability())?,
                 uptime_ms: status.get_uptime_ms(),
                 shards,
+                groups,
+                members: Vec::new(),
             })
         };
+        let mut status = decode().map_err(|error| self.rpc_error(error))?;
+        status.members = self.members().await?;
+        Ok(status)
+    }
+
+    /// The members of the cluster as this node knows them.
+    pub async fn members(&self) -> Result<Vec<super::cluster::MemberInfo>, ClientError> {
+        let response =
+            self.cluster.members_request().send().promise.await.map_err(|error| self.rpc_error(error))?;
+        let decode = || -> capnp::Result<Vec<super::cluster::MemberInfo>> {
+            response.get()?.get_members()?.iter().map(super::cluster::read_member).collect()
+        };
         decode().map_err(|error| self.rpc_error(error))
+    }
+
+    /// Every group of the node as it sees them (Maintenance.groups).
+    pub async fn groups(&self) -> Result<Vec<crate::shard::GroupReport>, ClientError> {
+        let response =
+            self.maintenance.groups_request().send().promise.await.map_err(|error| self.rpc_error(error))?;
+        let decode = || -> capnp::Result<Vec<crate::shard::GroupReport>> {
+            response.get()?.get_groups()?.iter().map(super::cluster::read_group_status).collect()
+        };
+        decode().map_err(|error| self.rpc_error(error))
+    }
+
+    /// Forgets the history of `group` below `revision`, through the
+    /// Maintenance interface (the same as `compact`, for operators' tools).
+    pub async fn maintenance_compact(
+        &self,
+        group: u32,
+        revision: i64,
+    ) -> Result<super::kv::Header, ClientError> {
+        let mut request = self.maintenance.compact_request();
+        request.get().set_group(group);
+        request.get().set_revision(revision);
+        let response = request.send().promise.await.map_err(|error| self.rpc_error(error))?;
+        self.answer(response.get().and_then(|results| read_compact_result(results.get_result()?)))
     }
 }
 
@@ -410,8 +455,40 @@ impl NodeStatus {
                 shard.proposed_commands as f64 / shard.proposals.max(1) as f64,
             ));
         }
+        text.push_str(
+            "group  shard  leader  term   applied  last log  snapshot    purged  revision  compacted      keys  watchers  leases\n",
+        );
+        for group in &self.groups {
+            text.push_str(&format!(
+                "{:>5}  {:>5}  {:>6}  {:>4}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>9}  {:>8}  {:>8}  {:>6}\n",
+                group.group,
+                group.shard,
+                group.leader,
+                group.term,
+                group.applied_index,
+                group.last_log_index,
+                group.snapshot_index,
+                group.purged_index,
+                group.revision,
+                group.compact_revision,
+                group.keys,
+                group.watchers,
+                group.leases,
+            ));
+        }
         text
     }
+}
+
+/// A compaction's answer: its header, or its typed refusal.
+fn read_compact_result(
+    reader: crate::nvkv_capnp::compact_result::Reader<'_>,
+) -> capnp::Result<Result<super::kv::Header, super::kv::ServerError>> {
+    use crate::nvkv_capnp::compact_result::Which;
+    Ok(match reader.which()? {
+        Which::Ok(ok) => Ok(super::kv::read_header(ok?)),
+        Which::Error(error) => Err(super::kv::read_error(error?)?),
+    })
 }
 
 /// How a node maps keys to groups and groups to shards, and where each

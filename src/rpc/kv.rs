@@ -82,7 +82,7 @@ fn limit_error(error: &LimitError) -> ServerError {
     let code = match error {
         LimitError::KeyTooLarge { .. } => ErrorCode::KeyTooLarge,
         LimitError::ValueTooLarge { .. } => ErrorCode::ValueTooLarge,
-        LimitError::TooManyTxnOps { .. } => ErrorCode::RequestTooLarge,
+        LimitError::TooManyTxnOps { .. } | LimitError::RequestTooLarge { .. } => ErrorCode::RequestTooLarge,
         LimitError::EmptyKey { .. } => ErrorCode::InvalidArgument,
     };
     ServerError { code, message: error.to_string(), leader_hint: 0, compact_revision: 0 }
@@ -121,6 +121,18 @@ fn set_header<T>(mut builder: response_header::Builder<'_>, answer: &Answered<T>
     builder.set_revision(revision);
     builder.set_raft_term(answer.term);
     builder.set_member_id(answer.member);
+}
+
+/// Answers a compaction (of KV or Maintenance) with its header or its
+/// typed error.
+pub fn set_compact_result(
+    result: crate::nvkv_capnp::compact_result::Builder<'_>,
+    answer: &Result<Answered<i64>, RequestError>,
+) {
+    match answer {
+        Ok(answer) => set_header(result.init_ok(), answer, answer.response),
+        Err(error) => set_error(result.init_error(), &server_error(error)),
+    }
 }
 
 /// The header of a response, as plain Rust.
@@ -168,9 +180,57 @@ pub struct KvServer {
 }
 
 impl KvServer {
-    pub fn new(requests: Requests) -> KvServer {
-        KvServer { requests, limits: Limits::default() }
+    /// Checks every request against `limits`; the connection's message
+    /// reader must use `server_reader_options(limits.request_bytes_max)`.
+    pub fn new(requests: Requests, limits: Limits) -> KvServer {
+        KvServer { requests, limits }
     }
+
+    /// The size of a request, measured before its fields are read, or why
+    /// it is refused without reading them: too deeply nested, or so far
+    /// over `request_bytes_max` that reading it again would pass the
+    /// reader's traversal limit (which fails the call untyped).
+    fn measure(&self, size: capnp::Result<capnp::MessageSize>) -> capnp::Result<Result<usize, ServerError>> {
+        match size {
+            Ok(size) => {
+                let bytes = usize::try_from(size.word_count).unwrap_or(usize::MAX).saturating_mul(8);
+                let readable_bytes = super::request_traversal_words(self.limits.request_bytes_max) * 8;
+                if bytes > self.limits.request_bytes_max && bytes.saturating_mul(2) > readable_bytes {
+                    let error = LimitError::RequestTooLarge {
+                        bytes,
+                        request_bytes_max: self.limits.request_bytes_max,
+                    };
+                    return Ok(Err(limit_error(&error)));
+                }
+                Ok(Ok(bytes))
+            }
+            Err(error) if error.kind == capnp::ErrorKind::MessageIsTooDeeplyNested => Ok(Err(ServerError {
+                code: ErrorCode::InvalidArgument,
+                message: format!(
+                    "the request nests pointers deeper than {}; nest transactions at most {} deep",
+                    super::NESTING_MAX,
+                    crate::kv::store::TXN_DEPTH_MAX
+                ),
+                leader_hint: 0,
+                compact_revision: 0,
+            })),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// Answers a refused request with its typed error and returns from the
+/// method; otherwise gives the value.
+macro_rules! or_refuse {
+    ($checked:expr, $result:expr) => {
+        match $checked {
+            Ok(value) => value,
+            Err(error) => {
+                set_error($result.init_error(), &error);
+                return Ok(());
+            }
+        }
+    };
 }
 
 impl kv::Server for KvServer {
@@ -179,12 +239,12 @@ impl kv::Server for KvServer {
         params: kv::TxnParams,
         mut results: kv::TxnResults,
     ) -> Result<(), capnp::Error> {
-        let request = read_txn_request(params.get()?.get_request()?)?;
+        let params = params.get()?;
         let result = results.get().init_result();
-        if let Err(error) = self.limits.check_txn(&request) {
-            set_error(result.init_error(), &limit_error(&error));
-            return Ok(());
-        }
+        let bytes = or_refuse!(self.measure(params.total_size())?, result);
+        let request = read_txn_request(params.get_request()?)?;
+        let checked = self.limits.check_txn(&request).and_then(|()| self.limits.check_request_bytes(bytes));
+        or_refuse!(checked.map_err(|error| limit_error(&error)), result);
         match self.requests.txn(request).await {
             Ok(answer) => write_txn_response(result.init_ok(), &answer, &answer.response),
             Err(error) => set_error(result.init_error(), &server_error(&error)),
@@ -198,11 +258,8 @@ impl kv::Server for KvServer {
         mut results: kv::CompactResults,
     ) -> Result<(), capnp::Error> {
         let params = params.get()?;
-        let result = results.get().init_result();
-        match self.requests.compact(params.get_group(), params.get_revision()).await {
-            Ok(answer) => set_header(result.init_ok(), &answer, answer.response),
-            Err(error) => set_error(result.init_error(), &server_error(&error)),
-        }
+        let answer = self.requests.compact(params.get_group(), params.get_revision()).await;
+        set_compact_result(results.get().init_result(), &answer);
         Ok(())
     }
     async fn put(
@@ -211,17 +268,16 @@ impl kv::Server for KvServer {
         mut results: kv::PutResults,
     ) -> Result<(), capnp::Error> {
         let params = params.get()?;
+        let result = results.get().init_result();
+        let bytes = or_refuse!(self.measure(params.total_size())?, result);
         let request = PutRequest {
             key: params.get_key()?.to_vec(),
             value: params.get_value()?.to_vec(),
             lease: params.get_lease(),
             prev_kv: params.get_prev_kv(),
         };
-        let result = results.get().init_result();
-        if let Err(error) = self.limits.check_put(&request) {
-            set_error(result.init_error(), &limit_error(&error));
-            return Ok(());
-        }
+        let checked = self.limits.check_put(&request).and_then(|()| self.limits.check_request_bytes(bytes));
+        or_refuse!(checked.map_err(|error| limit_error(&error)), result);
         match self.requests.put(request).await {
             Ok(answer) => {
                 let mut ok = result.init_ok();
@@ -242,6 +298,8 @@ impl kv::Server for KvServer {
         mut results: kv::RangeResults,
     ) -> Result<(), capnp::Error> {
         let params = params.get()?;
+        let result = results.get().init_result();
+        let bytes = or_refuse!(self.measure(params.total_size())?, result);
         let request = RangeRequest {
             key: params.get_key()?.to_vec(),
             range_end: params.get_range_end()?.to_vec(),
@@ -251,11 +309,9 @@ impl kv::Server for KvServer {
             keys_only: params.get_keys_only(),
         };
         let serializable = params.get_serializable();
-        let result = results.get().init_result();
-        if let Err(error) = self.limits.check_key(&request.key) {
-            set_error(result.init_error(), &limit_error(&error));
-            return Ok(());
-        }
+        let checked =
+            self.limits.check_key(&request.key).and_then(|()| self.limits.check_request_bytes(bytes));
+        or_refuse!(checked.map_err(|error| limit_error(&error)), result);
         match self.requests.range(request, !serializable).await {
             Ok(answer) => {
                 let mut ok = result.init_ok();
@@ -278,16 +334,16 @@ impl kv::Server for KvServer {
         mut results: kv::DeleteRangeResults,
     ) -> Result<(), capnp::Error> {
         let params = params.get()?;
+        let result = results.get().init_result();
+        let bytes = or_refuse!(self.measure(params.total_size())?, result);
         let request = DeleteRangeRequest {
             key: params.get_key()?.to_vec(),
             range_end: params.get_range_end()?.to_vec(),
             prev_kv: params.get_prev_kv(),
         };
-        let result = results.get().init_result();
-        if let Err(error) = self.limits.check_key(&request.key) {
-            set_error(result.init_error(), &limit_error(&error));
-            return Ok(());
-        }
+        let checked =
+            self.limits.check_key(&request.key).and_then(|()| self.limits.check_request_bytes(bytes));
+        or_refuse!(checked.map_err(|error| limit_error(&error)), result);
         match self.requests.delete_range(request).await {
             Ok(answer) => {
                 let mut ok = result.init_ok();

@@ -12,17 +12,43 @@ pub mod client;
 pub mod kv;
 pub mod server;
 
+pub mod cluster;
+
 use capnp::message::ReaderOptions;
 
-/// Largest message a peer may send, in 8-byte words (8 MiB): a request
-/// beyond it fails its connection, not the node.
+/// Largest message the client library reads, in 8-byte words (8 MiB): an
+/// answer beyond it fails its connection.
 pub const MESSAGE_WORDS_MAX: usize = 1 << 20;
-/// Deepest pointer nesting a message may have.
-pub const NESTING_MAX: i32 = 64;
+/// Deepest pointer nesting a message may have: room for the store's
+/// deepest transaction (`kv::store::TXN_DEPTH_MAX`, three pointers a level)
+/// and the RPC framing around it.
+pub const NESTING_MAX: i32 = 128;
+/// What a node reads of a request beyond twice `request_bytes_max`, in
+/// words (512 KiB): the RPC framing, and a request a little over the
+/// limit, which is refused with a typed error instead of a closed
+/// connection.
+pub const REQUEST_HEADROOM_WORDS: usize = 1 << 16;
 
-/// The limits every message reader of nvkv uses, on both ends.
+/// The limits the client library's message readers use.
 pub fn reader_options() -> ReaderOptions {
     let mut options = ReaderOptions::new();
     options.traversal_limit_in_words(Some(MESSAGE_WORDS_MAX)).nesting_limit(NESTING_MAX);
+    options
+}
+
+/// How many words a node reads of one request message at most. A request
+/// is read twice (its size is measured before its fields are read), so
+/// this is twice `request_bytes_max` plus headroom; a message larger than
+/// this closes its connection when it arrives.
+pub fn request_traversal_words(request_bytes_max: usize) -> usize {
+    2 * request_bytes_max.div_ceil(8) + REQUEST_HEADROOM_WORDS
+}
+
+/// The limits a node's message readers use for its clients' requests.
+pub fn server_reader_options(request_bytes_max: usize) -> ReaderOptions {
+    let mut options = ReaderOptions::new();
+    options
+        .traversal_limit_in_words(Some(request_traversal_words(request_bytes_max)))
+        .nesting_limit(NESTING_MAX);
     options
 }

@@ -16,12 +16,14 @@ use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 use crate::nvkv_capnp::node;
 use crate::reactor::ReactorContext;
-use crate::shard::{self, ShardReport};
+use crate::shard;
 
 /// What a node says of itself in its status; the same on every shard.
 #[derive(Debug)]
 pub struct NodeInfo {
     pub member_id: u64,
+    /// This member's name (`node.name`).
+    pub name: String,
     pub version: String,
     pub namespace: String,
     pub backend: String,
@@ -32,6 +34,8 @@ pub struct NodeInfo {
     pub groups: u32,
     pub partition_depth: u32,
     pub started: Instant,
+    /// What one client request may carry (`[store]` of the config).
+    pub limits: crate::kv::limits::Limits,
 }
 
 /// Starts accepting on `listener` from the calling reactor. With `deal`,
@@ -105,7 +109,7 @@ pub fn serve_connection(
         futures::io::BufReader::new(reader.compat()),
         futures::io::BufWriter::new(writer.compat_write()),
         rpc_twoparty_capnp::Side::Server,
-        super::reader_options(),
+        super::server_reader_options(info.limits.request_bytes_max),
     );
     let server = NodeServer { context: context.clone(), info };
     let client: node::Client = capnp_rpc::new_client(server);
@@ -125,30 +129,11 @@ struct NodeServer {
 }
 
 impl NodeServer {
-    /// Asks every shard for its report through its mailbox.
-    async fn shard_reports(&self) -> Result<Vec<ShardReport>, capnp::Error> {
-        let mut pending = Vec::new();
-        for target in 0..self.context.mailboxes().len() {
-            let (sender, receiver) = futures::channel::oneshot::channel();
-            self.context
-                .mailbox(target)
-                .try_send(move |_: &ReactorContext| {
-                    let _ = sender.send(shard::local_report());
-                })
-                .map_err(|refused| capnp::Error::overloaded(format!("shard {target}: {}", refused.error)))?;
-            pending.push((target, receiver));
-        }
-        let mut reports = Vec::with_capacity(pending.len());
-        for (target, receiver) in pending {
-            let report = receiver
-                .await
-                .map_err(|_| {
-                    capnp::Error::disconnected(format!("shard {target} stopped before it answered"))
-                })?
-                .ok_or_else(|| capnp::Error::failed(format!("shard {target} has no log yet")))?;
-            reports.push(report);
-        }
-        Ok(reports)
+    /// The request handle of this connection's shard, once its groups run.
+    fn requests(&self) -> Result<shard::groups::Requests, capnp::Error> {
+        shard::groups::local_requests(&self.context).ok_or_else(|| {
+            capnp::Error::overloaded(format!("shard {} is still starting its groups", self.context.shard()))
+        })
     }
 }
 
@@ -174,10 +159,9 @@ impl node::Server for NodeServer {
         _: node::KvParams,
         mut results: node::KvResults,
     ) -> Result<(), capnp::Error> {
-        let requests = shard::groups::local_requests(&self.context).ok_or_else(|| {
-            capnp::Error::overloaded(format!("shard {} is still starting its groups", self.context.shard()))
-        })?;
-        let kv: crate::nvkv_capnp::k_v::Client = capnp_rpc::new_client(super::kv::KvServer::new(requests));
+        let requests = self.requests()?;
+        let kv: crate::nvkv_capnp::k_v::Client =
+            capnp_rpc::new_client(super::kv::KvServer::new(requests, self.info.limits));
         results.get().set_kv(kv);
         Ok(())
     }
@@ -187,41 +171,33 @@ impl node::Server for NodeServer {
         _: node::StatusParams,
         mut results: node::StatusResults,
     ) -> Result<(), capnp::Error> {
-        let reports = self.shard_reports().await?;
-        let mut status = results.get().init_status();
-        status.set_member_id(self.info.member_id);
-        status.set_version(&self.info.version);
-        status.set_namespace(&self.info.namespace);
-        status.set_backend(&self.info.backend);
-        status.set_durability(&self.info.durability);
-        status.set_uptime_ms(u64::try_from(self.info.started.elapsed().as_millis()).unwrap_or(u64::MAX));
-        let mut shards = status.init_shards(reports.len() as u32);
-        for (position, report) in reports.iter().enumerate() {
-            let mut shard = shards.reborrow().get(position as u32);
-            shard.set_shard(report.shard);
-            shard.set_core(report.core);
-            shard.set_groups(report.groups);
-            shard.set_log_head_sequence(report.log_head_sequence);
-            shard.set_log_tail_sequence(report.log_tail_sequence);
-            shard.set_log_used_bytes(report.log_used_bytes);
-            shard.set_log_capacity_bytes(report.log_capacity_bytes);
-            shard.set_queue_wait_p50_us(report.queue_wait_p50_us);
-            shard.set_queue_wait_p99_us(report.queue_wait_p99_us);
-            shard.set_device_write_p50_us(report.device_write_p50_us);
-            shard.set_device_write_p99_us(report.device_write_p99_us);
-            shard.set_log_writes(report.log_writes);
-            shard.set_log_records_written(report.log_records_written);
-            shard.set_proposal_wait_p50_us(report.proposal_wait_p50_us);
-            shard.set_proposal_wait_p99_us(report.proposal_wait_p99_us);
-            shard.set_raft_p50_us(report.raft_p50_us);
-            shard.set_raft_p99_us(report.raft_p99_us);
-            shard.set_apply_p50_us(report.apply_p50_us);
-            shard.set_apply_p99_us(report.apply_p99_us);
-            shard.set_end_to_end_p50_us(report.end_to_end_p50_us);
-            shard.set_end_to_end_p99_us(report.end_to_end_p99_us);
-            shard.set_proposals(report.proposals);
-            shard.set_proposed_commands(report.proposed_commands);
-        }
+        let gathered = super::cluster::gather(&self.context).await?;
+        super::cluster::set_node_status(results.get().init_status(), &self.info, &gathered);
+        Ok(())
+    }
+
+    async fn cluster(
+        self: capnp::capability::Rc<Self>,
+        _: node::ClusterParams,
+        mut results: node::ClusterResults,
+    ) -> Result<(), capnp::Error> {
+        let server = super::cluster::ClusterServer { context: self.context.clone(), info: self.info.clone() };
+        results.get().set_cluster(capnp_rpc::new_client(server));
+        Ok(())
+    }
+
+    async fn maintenance(
+        self: capnp::capability::Rc<Self>,
+        _: node::MaintenanceParams,
+        mut results: node::MaintenanceResults,
+    ) -> Result<(), capnp::Error> {
+        let requests = self.requests()?;
+        let server = super::cluster::MaintenanceServer {
+            context: self.context.clone(),
+            info: self.info.clone(),
+            requests,
+        };
+        results.get().set_maintenance(capnp_rpc::new_client(server));
         Ok(())
     }
 }

@@ -529,3 +529,65 @@ fn collect_txn_groups(
         }
     }
 }
+
+/// The report of every group this thread's shard runs, in group order;
+/// empty while its groups are starting.
+pub fn local_group_reports() -> Vec<super::GroupReport> {
+    let Some(shard_groups) = GROUPS.with(|local| local.borrow().clone()) else {
+        return Vec::new();
+    };
+    let borrowed = shard_groups.groups.borrow();
+    let Some(map) = borrowed.as_ref() else {
+        return Vec::new();
+    };
+    map.iter()
+        .map(|(group, entry)| {
+            let metrics = entry.raft.metrics();
+            let machine = entry.machine.borrow();
+            let store = &machine.state.store;
+            super::GroupReport {
+                group: *group,
+                shard: shard_groups.layout.shard_of(*group) as u32,
+                leader: metrics.current_leader.unwrap_or(0),
+                term: metrics.term,
+                applied_index: metrics.last_applied.map_or(0, |log_id| log_id.index),
+                last_log_index: metrics.last_log_index.unwrap_or(0),
+                snapshot_index: metrics.snapshot.map_or(0, |log_id| log_id.index),
+                purged_index: metrics.purged.map_or(0, |log_id| log_id.index),
+                revision: store.revision(),
+                compact_revision: store.compact_revision(),
+                keys: store.keys_with_history() as u64,
+                watchers: machine.state.hub.len() as u32,
+                leases: store.leases().len() as u32,
+                members: metrics
+                    .replication
+                    .iter()
+                    .map(|(member, matched)| super::MemberProgress {
+                        member_id: *member,
+                        matched_index: matched.unwrap_or(0),
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// Every member the membership of this thread's shard's groups names.
+pub fn local_membership() -> Vec<super::MembershipEntry> {
+    let Some(shard_groups) = GROUPS.with(|local| local.borrow().clone()) else {
+        return Vec::new();
+    };
+    let borrowed = shard_groups.groups.borrow();
+    let mut members: BTreeMap<NodeId, super::MembershipEntry> = BTreeMap::new();
+    for entry in borrowed.iter().flat_map(|map| map.values()) {
+        let metrics = entry.raft.metrics();
+        for (id, member) in metrics.members {
+            let voter = metrics.voters.contains(&id);
+            members
+                .entry(id)
+                .and_modify(|known| known.voter |= voter)
+                .or_insert(super::MembershipEntry { member, voter });
+        }
+    }
+    members.into_values().collect()
+}

@@ -171,3 +171,44 @@ pub fn local_report() -> Option<ShardReport> {
         proposed_commands: above.proposed_commands,
     })
 }
+
+/// One group as this member sees it, as the status of a node reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GroupReport {
+    pub group: u32,
+    pub shard: u32,
+    /// The leader's member id; 0 when none is known.
+    pub leader: u64,
+    pub term: u64,
+    pub applied_index: u64,
+    pub last_log_index: u64,
+    /// The log index the last snapshot covers; 0 before the first.
+    pub snapshot_index: u64,
+    /// The log is purged up to this index; 0 while nothing was purged.
+    pub purged_index: u64,
+    pub revision: i64,
+    pub compact_revision: i64,
+    /// Keys with history: live, or deleted since the last compaction.
+    pub keys: u64,
+    pub watchers: u32,
+    pub leases: u32,
+    /// Each member's matched log index, where this member leads (itself
+    /// included); empty on a follower.
+    pub members: Vec<MemberProgress>,
+}
+
+/// How much of a group's log one member has, as its leader tracks it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MemberProgress {
+    pub member_id: u64,
+    /// The last log index known to be on that member; 0 for none yet.
+    pub matched_index: u64,
+}
+
+/// A member as one shard's groups record it in their membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembershipEntry {
+    pub member: crate::raft::Member,
+    /// A voter in at least one of the shard's groups.
+    pub voter: bool,
+}

@@ -171,3 +171,22 @@ pub fn client(port: u16, args: &[&str]) -> Result<String, String> {
         Err(String::from_utf8_lossy(&output.stderr).into_owned())
     }
 }
+
+/// Runs `nvkv txn` with `text` on standard input.
+pub fn txn(port: u16, text: &str) -> Result<String, String> {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nvkv"))
+        .args(["--endpoints", &format!("127.0.0.1:{port}"), "txn"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nvkv txn runs");
+    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write the txn");
+    let output = child.wait_with_output().expect("nvkv txn ends");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}

@@ -1,0 +1,308 @@
+//! The Cluster and Maintenance interfaces of `schema/nvkv.capnp`, and the
+//! node status they share with `Node.status`: who the members are, every
+//! shard's log and every group's Raft and store state on this member, and
+//! compaction. Conversions between these schema structs and Rust types live
+//! here, for the server and the client library alike.
+//!
+//! Whatever a shard knows is asked of it through its mailbox; this module
+//! never touches another shard's state.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::nvkv_capnp::{cluster, group_status, maintenance, member, node_status};
+use crate::reactor::ReactorContext;
+use crate::shard::groups::Requests;
+use crate::shard::{self, GroupReport, MemberProgress, MembershipEntry, ShardReport};
+
+use super::server::NodeInfo;
+
+/// A member of the cluster, as a node knows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MemberInfo {
+    pub id: u64,
+    /// Empty for a member this node knows only from the Raft membership.
+    pub name: String,
+    pub client_addresses: Vec<String>,
+    pub peer_addresses: Vec<String>,
+    pub is_learner: bool,
+}
+
+/// Runs `report` on every shard's thread and gathers the answers in shard
+/// order.
+async fn on_every_shard<T: Send + 'static>(
+    context: &ReactorContext,
+    report: fn() -> T,
+) -> Result<Vec<T>, capnp::Error> {
+    let mut pending = Vec::new();
+    for target in 0..context.mailboxes().len() {
+        let (sender, receiver) = futures::channel::oneshot::channel();
+        context
+            .mailbox(target)
+            .try_send(move |_: &ReactorContext| {
+                let _ = sender.send(report());
+            })
+            .map_err(|refused| capnp::Error::overloaded(format!("shard {target}: {}", refused.error)))?;
+        pending.push((target, receiver));
+    }
+    let mut answers = Vec::with_capacity(pending.len());
+    for (target, receiver) in pending {
+        answers.push(
+            receiver.await.map_err(|_| {
+                capnp::Error::disconnected(format!("shard {target} stopped before it answered"))
+            })?,
+        );
+    }
+    Ok(answers)
+}
+
+/// What every shard says of its log and its groups.
+pub struct Gathered {
+    pub shards: Vec<ShardReport>,
+    pub groups: Vec<GroupReport>,
+}
+
+/// Every group's report, in group order.
+pub async fn gather_groups(context: &ReactorContext) -> Result<Vec<GroupReport>, capnp::Error> {
+    let mut groups: Vec<GroupReport> =
+        on_every_shard(context, shard::groups::local_group_reports).await?.into_iter().flatten().collect();
+    groups.sort_by_key(|group| group.group);
+    Ok(groups)
+}
+
+/// Every shard's report and every group's.
+pub async fn gather(context: &ReactorContext) -> Result<Gathered, capnp::Error> {
+    let mut shards = Vec::new();
+    for (target, report) in on_every_shard(context, shard::local_report).await?.into_iter().enumerate() {
+        shards.push(report.ok_or_else(|| capnp::Error::failed(format!("shard {target} has no log yet")))?);
+    }
+    Ok(Gathered { shards, groups: gather_groups(context).await? })
+}
+
+/// The members the groups' membership names, with this node's own name and
+/// client address from its config. A member that votes in any group is a
+/// voter; this node is listed even before its groups have started.
+pub async fn gather_members(
+    context: &ReactorContext,
+    info: &NodeInfo,
+) -> Result<Vec<MemberInfo>, capnp::Error> {
+    let mut merged: BTreeMap<u64, MemberInfo> = BTreeMap::new();
+    let entries = on_every_shard(context, shard::groups::local_membership).await?;
+    for MembershipEntry { member, voter } in entries.into_iter().flatten() {
+        let known = merged.entry(member.id).or_insert_with(|| MemberInfo {
+            id: member.id,
+            name: String::new(),
+            client_addresses: Vec::new(),
+            peer_addresses: Vec::new(),
+            is_learner: true,
+        });
+        known.is_learner &= !voter;
+        if !known.peer_addresses.contains(&member.peer_address) {
+            known.peer_addresses.push(member.peer_address);
+        }
+    }
+    let own = merged.entry(info.member_id).or_insert_with(|| MemberInfo {
+        id: info.member_id,
+        name: String::new(),
+        client_addresses: Vec::new(),
+        peer_addresses: Vec::new(),
+        is_learner: false,
+    });
+    own.name = info.name.clone();
+    own.client_addresses = vec![info.client_address.to_string()];
+    Ok(merged.into_values().collect())
+}
+
+pub fn set_member(mut builder: member::Builder<'_>, member: &MemberInfo) {
+    builder.set_id(member.id);
+    builder.set_name(&member.name);
+    builder.set_is_learner(member.is_learner);
+    let mut client = builder.reborrow().init_client_addresses(member.client_addresses.len() as u32);
+    for (position, address) in member.client_addresses.iter().enumerate() {
+        client.set(position as u32, address);
+    }
+    let mut peer = builder.init_peer_addresses(member.peer_addresses.len() as u32);
+    for (position, address) in member.peer_addresses.iter().enumerate() {
+        peer.set(position as u32, address);
+    }
+}
+
+pub fn read_member(reader: member::Reader<'_>) -> capnp::Result<MemberInfo> {
+    let texts = |list: capnp::text_list::Reader<'_>| -> capnp::Result<Vec<String>> {
+        list.iter().map(|text| Ok(text?.to_string()?)).collect()
+    };
+    Ok(MemberInfo {
+        id: reader.get_id(),
+        name: reader.get_name()?.to_string()?,
+        client_addresses: texts(reader.get_client_addresses()?)?,
+        peer_addresses: texts(reader.get_peer_addresses()?)?,
+        is_learner: reader.get_is_learner(),
+    })
+}
+
+pub fn set_group_status(mut builder: group_status::Builder<'_>, report: &GroupReport) {
+    builder.set_group(report.group);
+    builder.set_shard(report.shard);
+    builder.set_leader(report.leader);
+    builder.set_term(report.term);
+    builder.set_applied_index(report.applied_index);
+    builder.set_last_log_index(report.last_log_index);
+    builder.set_snapshot_index(report.snapshot_index);
+    builder.set_purged_index(report.purged_index);
+    builder.set_revision(report.revision);
+    builder.set_compact_revision(report.compact_revision);
+    builder.set_keys(report.keys);
+    builder.set_watchers(report.watchers);
+    builder.set_leases(report.leases);
+    let mut members = builder.init_members(report.members.len() as u32);
+    for (position, progress) in report.members.iter().enumerate() {
+        let mut out = members.reborrow().get(position as u32);
+        out.set_member_id(progress.member_id);
+        out.set_matched_index(progress.matched_index);
+    }
+}
+
+pub fn read_group_status(reader: group_status::Reader<'_>) -> capnp::Result<GroupReport> {
+    let mut members = Vec::new();
+    for progress in reader.get_members()? {
+        members.push(MemberProgress {
+            member_id: progress.get_member_id(),
+            matched_index: progress.get_matched_index(),
+        });
+    }
+    Ok(GroupReport {
+        group: reader.get_group(),
+        shard: reader.get_shard(),
+        leader: reader.get_leader(),
+        term: reader.get_term(),
+        applied_index: reader.get_applied_index(),
+        last_log_index: reader.get_last_log_index(),
+        snapshot_index: reader.get_snapshot_index(),
+        purged_index: reader.get_purged_index(),
+        revision: reader.get_revision(),
+        compact_revision: reader.get_compact_revision(),
+        keys: reader.get_keys(),
+        watchers: reader.get_watchers(),
+        leases: reader.get_leases(),
+        members,
+    })
+}
+
+fn set_group_statuses(
+    mut list: capnp::struct_list::Builder<'_, group_status::Owned>,
+    groups: &[GroupReport],
+) {
+    for (position, report) in groups.iter().enumerate() {
+        set_group_status(list.reborrow().get(position as u32), report);
+    }
+}
+
+/// Writes a node's status: who it is, how it runs, every shard's log and
+/// every group.
+pub fn set_node_status(mut status: node_status::Builder<'_>, info: &NodeInfo, gathered: &Gathered) {
+    status.set_member_id(info.member_id);
+    status.set_version(&info.version);
+    status.set_namespace(&info.namespace);
+    status.set_backend(&info.backend);
+    status.set_durability(&info.durability);
+    status.set_uptime_ms(u64::try_from(info.started.elapsed().as_millis()).unwrap_or(u64::MAX));
+    let mut shards = status.reborrow().init_shards(gathered.shards.len() as u32);
+    for (position, report) in gathered.shards.iter().enumerate() {
+        let mut shard = shards.reborrow().get(position as u32);
+        shard.set_shard(report.shard);
+        shard.set_core(report.core);
+        shard.set_groups(report.groups);
+        shard.set_log_head_sequence(report.log_head_sequence);
+        shard.set_log_tail_sequence(report.log_tail_sequence);
+        shard.set_log_used_bytes(report.log_used_bytes);
+        shard.set_log_capacity_bytes(report.log_capacity_bytes);
+        shard.set_queue_wait_p50_us(report.queue_wait_p50_us);
+        shard.set_queue_wait_p99_us(report.queue_wait_p99_us);
+        shard.set_device_write_p50_us(report.device_write_p50_us);
+        shard.set_device_write_p99_us(report.device_write_p99_us);
+        shard.set_log_writes(report.log_writes);
+        shard.set_log_records_written(report.log_records_written);
+        shard.set_proposal_wait_p50_us(report.proposal_wait_p50_us);
+        shard.set_proposal_wait_p99_us(report.proposal_wait_p99_us);
+        shard.set_raft_p50_us(report.raft_p50_us);
+        shard.set_raft_p99_us(report.raft_p99_us);
+        shard.set_apply_p50_us(report.apply_p50_us);
+        shard.set_apply_p99_us(report.apply_p99_us);
+        shard.set_end_to_end_p50_us(report.end_to_end_p50_us);
+        shard.set_end_to_end_p99_us(report.end_to_end_p99_us);
+        shard.set_proposals(report.proposals);
+        shard.set_proposed_commands(report.proposed_commands);
+    }
+    set_group_statuses(status.init_groups(gathered.groups.len() as u32), &gathered.groups);
+}
+
+/// Serves the Cluster interface: the members and the node's status.
+pub struct ClusterServer {
+    pub context: ReactorContext,
+    pub info: Arc<NodeInfo>,
+}
+
+impl cluster::Server for ClusterServer {
+    async fn members(
+        self: capnp::capability::Rc<Self>,
+        _: cluster::MembersParams,
+        mut results: cluster::MembersResults,
+    ) -> Result<(), capnp::Error> {
+        let members = gather_members(&self.context, &self.info).await?;
+        let mut list = results.get().init_members(members.len() as u32);
+        for (position, member) in members.iter().enumerate() {
+            set_member(list.reborrow().get(position as u32), member);
+        }
+        Ok(())
+    }
+
+    async fn status(
+        self: capnp::capability::Rc<Self>,
+        _: cluster::StatusParams,
+        mut results: cluster::StatusResults,
+    ) -> Result<(), capnp::Error> {
+        let gathered = gather(&self.context).await?;
+        set_node_status(results.get().init_status(), &self.info, &gathered);
+        Ok(())
+    }
+}
+
+/// Serves the Maintenance interface: status, every group, compaction.
+pub struct MaintenanceServer {
+    pub context: ReactorContext,
+    pub info: Arc<NodeInfo>,
+    pub requests: Requests,
+}
+
+impl maintenance::Server for MaintenanceServer {
+    async fn status(
+        self: capnp::capability::Rc<Self>,
+        _: maintenance::StatusParams,
+        mut results: maintenance::StatusResults,
+    ) -> Result<(), capnp::Error> {
+        let gathered = gather(&self.context).await?;
+        set_node_status(results.get().init_status(), &self.info, &gathered);
+        Ok(())
+    }
+
+    async fn compact(
+        self: capnp::capability::Rc<Self>,
+        params: maintenance::CompactParams,
+        mut results: maintenance::CompactResults,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        let answer = self.requests.compact(params.get_group(), params.get_revision()).await;
+        super::kv::set_compact_result(results.get().init_result(), &answer);
+        Ok(())
+    }
+
+    async fn groups(
+        self: capnp::capability::Rc<Self>,
+        _: maintenance::GroupsParams,
+        mut results: maintenance::GroupsResults,
+    ) -> Result<(), capnp::Error> {
+        let groups = gather_groups(&self.context).await?;
+        set_group_statuses(results.get().init_groups(groups.len() as u32), &groups);
+        Ok(())
+    }
+}
