@@ -179,6 +179,20 @@ impl node::Server for NodeServer {
         Ok(())
     }
 
+    async fn lease(
+        self: capnp::capability::Rc<Self>,
+        _: node::LeaseParams,
+        mut results: node::LeaseResults,
+    ) -> Result<(), capnp::Error> {
+        let requests = shard::groups::local_requests(&self.context).ok_or_else(|| {
+            capnp::Error::overloaded(format!("shard {} is still starting its groups", self.context.shard()))
+        })?;
+        let lease: crate::nvkv_capnp::lease::Client =
+            capnp_rpc::new_client(super::lease::LeaseServer::new(requests));
+        results.get().set_lease(lease);
+        Ok(())
+    }
+
     async fn status(
         self: capnp::capability::Rc<Self>,
         _: node::StatusParams,
