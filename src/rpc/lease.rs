@@ -73,9 +73,9 @@ impl lease::Server for LeaseServer {
         let result = results.get().init_result();
         match self.requests.lease_keep_alive(id).await {
             Ok(answer) => {
-                let (revision, lease) = &answer.response;
+                let lease = &answer.response.lease;
                 let mut ok = result.init_ok();
-                set_header(ok.reborrow().init_header(), &answer, *revision);
+                set_header(ok.reborrow().init_header(), &answer, answer.response.revision);
                 ok.set_id(lease.id);
                 ok.set_ttl(lease.remaining_ttl);
             }

@@ -122,6 +122,13 @@ struct NodeServer {
 }
 
 impl NodeServer {
+    /// The request handle of this connection's shard, once its groups run.
+    fn requests(&self) -> Result<shard::groups::Requests, capnp::Error> {
+        shard::groups::local_requests(&self.context).ok_or_else(|| {
+            capnp::Error::overloaded(format!("shard {} is still starting its groups", self.context.shard()))
+        })
+    }
+
     /// Asks every shard for its report through its mailbox.
     async fn shard_reports(&self) -> Result<Vec<ShardReport>, capnp::Error> {
         let mut pending = Vec::new();
@@ -171,10 +178,8 @@ impl node::Server for NodeServer {
         _: node::KvParams,
         mut results: node::KvResults,
     ) -> Result<(), capnp::Error> {
-        let requests = shard::groups::local_requests(&self.context).ok_or_else(|| {
-            capnp::Error::overloaded(format!("shard {} is still starting its groups", self.context.shard()))
-        })?;
-        let kv: crate::nvkv_capnp::k_v::Client = capnp_rpc::new_client(super::kv::KvServer::new(requests));
+        let kv: crate::nvkv_capnp::k_v::Client =
+            capnp_rpc::new_client(super::kv::KvServer::new(self.requests()?));
         results.get().set_kv(kv);
         Ok(())
     }
@@ -184,11 +189,8 @@ impl node::Server for NodeServer {
         _: node::LeaseParams,
         mut results: node::LeaseResults,
     ) -> Result<(), capnp::Error> {
-        let requests = shard::groups::local_requests(&self.context).ok_or_else(|| {
-            capnp::Error::overloaded(format!("shard {} is still starting its groups", self.context.shard()))
-        })?;
         let lease: crate::nvkv_capnp::lease::Client =
-            capnp_rpc::new_client(super::lease::LeaseServer::new(requests));
+            capnp_rpc::new_client(super::lease::LeaseServer::new(self.requests()?));
         results.get().set_lease(lease);
         Ok(())
     }

@@ -139,6 +139,14 @@ pub struct LeaseTtl {
     pub remaining_ttl: i64,
 }
 
+/// One lease at one group's leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseReading {
+    /// The group's store revision.
+    pub revision: i64,
+    pub lease: LeaseTtl,
+}
+
 /// A lease's time to live, with its attached keys when asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseReport {
@@ -187,7 +195,7 @@ async fn lease_here(
     group: GroupId,
     id: i64,
     renew: bool,
-) -> Result<Answered<(i64, LeaseTtl)>, RequestError> {
+) -> Result<Answered<LeaseReading>, RequestError> {
     let entry = group_on(&groups, group)?;
     entry.raft.ensure_linearizable().await?;
     let now = Instant::now();
@@ -202,7 +210,7 @@ async fn lease_here(
         deadlines.deadline(id, granted_ttl, now)
     };
     let lease = LeaseTtl { id, granted_ttl, remaining_ttl: remaining_seconds(deadline, now) };
-    Ok(answered(&entry, group, (store.revision(), lease)))
+    Ok(answered(&entry, group, LeaseReading { revision: store.revision(), lease }))
 }
 
 /// Grants lease `id` in `group` (on this shard) and starts its deadline
@@ -291,7 +299,7 @@ impl Requests {
         group: GroupId,
         id: i64,
         renew: bool,
-    ) -> Result<Answered<(i64, LeaseTtl)>, RequestError> {
+    ) -> Result<Answered<LeaseReading>, RequestError> {
         let shard = self.layout.shard_of(group);
         on_shard(&self.context, shard, move |groups| lease_here(groups, group, id, renew)).await
     }
@@ -348,7 +356,7 @@ impl Requests {
 
     /// Renews lease `id` at every group's leader. Refused (not found) when
     /// any group lacks it or had it expire: it is being revoked.
-    pub async fn lease_keep_alive(&self, id: i64) -> Result<Answered<(i64, LeaseTtl)>, RequestError> {
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<Answered<LeaseReading>, RequestError> {
         let answers = join_all(self.every_group().map(|group| self.lease_in(group, id, true))).await;
         let mut answers = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
         Ok(answers.swap_remove(0))
@@ -362,7 +370,7 @@ impl Requests {
         keys: bool,
     ) -> Result<Answered<LeaseReport>, RequestError> {
         let answer = self.lease_in(0, id, false).await?;
-        let (revision, lease) = answer.response;
+        let LeaseReading { revision, lease } = answer.response;
         let mut report = LeaseReport { revision, lease, keys: Vec::new(), more_keys: false };
         if keys {
             let every = join_all(self.every_group().map(|group| {
