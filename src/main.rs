@@ -151,6 +151,7 @@ enum LeaseCommand {
     /// Grants a lease of TTL seconds (1 to 9000000000). Prints
     /// `lease ID granted with TTL(60s)`.
     Grant {
+        /// Seconds the lease lives without a keep-alive.
         ttl: i64,
         /// The id to grant (hexadecimal); without it the node picks one.
         #[arg(long, value_parser = parse_lease_id)]
@@ -158,12 +159,14 @@ enum LeaseCommand {
     },
     /// Revokes a lease at once, deleting every key attached to it.
     Revoke {
+        /// The lease id, hexadecimal as `nvkv lease grant` prints it.
         #[arg(value_parser = parse_lease_id)]
         id: i64,
     },
     /// Renews a lease every TTL/3 seconds until Ctrl-C, printing each
     /// renewal; fails once the lease expired or was revoked.
     KeepAlive {
+        /// The lease id, hexadecimal as `nvkv lease grant` prints it.
         #[arg(value_parser = parse_lease_id)]
         id: i64,
         /// Renew once and exit.
@@ -173,6 +176,7 @@ enum LeaseCommand {
     /// Prints the TTL a lease was granted and how long it has left.
     #[command(visible_alias = "ttl")]
     Timetolive {
+        /// The lease id, hexadecimal as `nvkv lease grant` prints it.
         #[arg(value_parser = parse_lease_id)]
         id: i64,
         /// Also print the keys attached to it, in every group.
