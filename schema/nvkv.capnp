@@ -19,6 +19,7 @@ enum ErrorCode {
   txnSpansGroups @6;
   leaseNotFound @7;
   invalidArgument @8;
+  leaseExists @9;         # a grant named an id that is already granted
 }
 
 struct Error {
@@ -240,11 +241,13 @@ interface Node {
   # forwards each request to the shard that owns its key's group.
   kv @1 () -> (kv :KV);
   partitionMap @2 () -> (map :PartitionMap);
-  # Placeholders: ordinals 3 (watch) and 4 (lease) belong to the Watch and
-  # Lease interfaces, built on other branches; Cap'n Proto wants no holes.
-  # Their branches replace these two lines.
+  # Ordinal 3 is Node.watch of the watch work; Cap'n Proto refuses a hole
+  # in the ordinals, so this placeholder (unimplemented on the server)
+  # holds it until that lands and replaces it.
   reservedForWatch @3 () -> ();
-  reservedForLease @4 () -> ();
+  # Leases, served by the shard this connection landed on, which reaches
+  # every group's shard through the mailboxes.
+  lease @4 () -> (lease :Lease);
   cluster @5 () -> (cluster :Cluster);
   maintenance @6 () -> (maintenance :Maintenance);
 }
@@ -297,4 +300,102 @@ interface Maintenance {
   # Forgets the history of one group below revision (as KV.compact).
   compact @1 (group :UInt32, revision :Int64) -> (result :CompactResult);
   groups @2 () -> (groups :List(GroupStatus));
+}
+
+# ---- Lease ----
+#
+# A lease is global, like etcd's: it exists in every group, so a key of any
+# group can be attached to it. A grant is proposed to group 0 first (which
+# picks the id when none is given), then with that id to every other group;
+# if one refuses, the groups that granted it revoke it and the grant fails.
+# A revoke is proposed to every group, each deleting its attached keys at
+# its own revision. Expiry is kept by each group's leader in memory (a new
+# leader, after a restart too, gives every lease a full TTL, as etcd does),
+# which proposes the revoke through Raft when the TTL runs out; a keep-alive
+# renews the deadline at every group's leader without a Raft write.
+# Lease ids are positive Int64; TTLs are seconds (1 to 9,000,000,000).
+# Every header is group 0's: remaining TTLs are its leader's.
+
+struct LeaseGrantResponse {
+  header @0 :ResponseHeader;
+  id @1 :Int64;
+  ttl @2 :Int64;              # the granted TTL, seconds
+}
+
+struct LeaseRevokeResponse {
+  header @0 :ResponseHeader;
+  deleted @1 :Int64;          # attached keys deleted, over every group
+}
+
+struct LeaseKeepAliveResponse {
+  header @0 :ResponseHeader;
+  id @1 :Int64;
+  ttl @2 :Int64;              # seconds left after the renewal: the granted TTL
+}
+
+struct LeaseTimeToLiveResponse {
+  header @0 :ResponseHeader;
+  id @1 :Int64;
+  ttl @2 :Int64;              # seconds left, rounded up; 0: expired, its revoke under way
+  grantedTtl @3 :Int64;
+  keys @4 :List(Data);        # when asked for: the attached keys of every group, in key order
+  moreKeys @5 :Bool;          # keys were left out to keep the answer small
+}
+
+struct LeaseStatus {
+  id @0 :Int64;
+  ttl @1 :Int64;              # seconds left, as in LeaseTimeToLiveResponse
+  grantedTtl @2 :Int64;
+}
+
+struct LeaseLeasesResponse {
+  header @0 :ResponseHeader;
+  leases @1 :List(LeaseStatus);   # in id order
+  more @2 :Bool;              # leases were left out to keep the answer small
+}
+
+struct LeaseGrantResult {
+  union {
+    ok @0 :LeaseGrantResponse;
+    error @1 :Error;
+  }
+}
+
+struct LeaseRevokeResult {
+  union {
+    ok @0 :LeaseRevokeResponse;
+    error @1 :Error;
+  }
+}
+
+struct LeaseKeepAliveResult {
+  union {
+    ok @0 :LeaseKeepAliveResponse;
+    error @1 :Error;
+  }
+}
+
+struct LeaseTimeToLiveResult {
+  union {
+    ok @0 :LeaseTimeToLiveResponse;
+    error @1 :Error;
+  }
+}
+
+struct LeaseLeasesResult {
+  union {
+    ok @0 :LeaseLeasesResponse;
+    error @1 :Error;
+  }
+}
+
+# Keep-alive is a call per renewal on this long-lived capability: a client
+# keeps it and calls keepAlive every TTL/3 or so.
+interface Lease {
+  # id 0 lets group 0 pick the next free id.
+  grant @0 (ttl :Int64, id :Int64) -> (result :LeaseGrantResult);
+  revoke @1 (id :Int64) -> (result :LeaseRevokeResult);
+  keepAlive @2 (id :Int64) -> (result :LeaseKeepAliveResult);
+  timeToLive @3 (id :Int64, keys :Bool) -> (result :LeaseTimeToLiveResult);
+  leases @4 () -> (result :LeaseLeasesResult);
 }

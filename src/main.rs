@@ -67,8 +67,9 @@ enum Command {
     Put {
         key: String,
         value: String,
-        /// Attach the key to this lease id.
-        #[arg(long, default_value_t = 0)]
+        /// Attach the key to this lease (its id in hexadecimal, as `nvkv
+        /// lease grant` prints it; 0: no lease).
+        #[arg(long, value_name = "ID", default_value = "0", value_parser = parse_lease_or_none)]
         lease: i64,
         /// Also print the value the key had before.
         #[arg(long)]
@@ -144,6 +145,66 @@ enum Command {
         #[command(subcommand)]
         workload: BenchCommand,
     },
+    /// Leases: keys attached to one are deleted when it expires or is
+    /// revoked. A lease exists in every group, so keys of any prefix can
+    /// share one. Lease ids are hexadecimal on the command line and in
+    /// simple output (as etcdctl shows them); -w json prints numbers.
+    Lease {
+        #[command(subcommand)]
+        command: LeaseCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LeaseCommand {
+    /// Grants a lease of TTL seconds (1 to 9000000000). Prints
+    /// `lease ID granted with TTL(60s)`.
+    Grant {
+        /// Seconds the lease lives without a keep-alive.
+        ttl: i64,
+        /// The id to grant (hexadecimal); without it the node picks one.
+        #[arg(long, value_parser = parse_lease_id)]
+        id: Option<i64>,
+    },
+    /// Revokes a lease at once, deleting every key attached to it.
+    Revoke {
+        /// The lease id, hexadecimal as `nvkv lease grant` prints it.
+        #[arg(value_parser = parse_lease_id)]
+        id: i64,
+    },
+    /// Renews a lease every TTL/3 seconds until Ctrl-C, printing each
+    /// renewal; fails once the lease expired or was revoked.
+    KeepAlive {
+        /// The lease id, hexadecimal as `nvkv lease grant` prints it.
+        #[arg(value_parser = parse_lease_id)]
+        id: i64,
+        /// Renew once and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Prints the TTL a lease was granted and how long it has left.
+    #[command(visible_alias = "ttl")]
+    Timetolive {
+        /// The lease id, hexadecimal as `nvkv lease grant` prints it.
+        #[arg(value_parser = parse_lease_id)]
+        id: i64,
+        /// Also print the keys attached to it, in every group.
+        #[arg(long)]
+        keys: bool,
+    },
+    /// Prints every lease id (with -w json, each one's TTLs too).
+    List,
+}
+
+fn parse_lease_id(text: &str) -> Result<i64, String> {
+    nvkv::rpc::lease::parse_id(text)
+}
+
+fn parse_lease_or_none(text: &str) -> Result<i64, String> {
+    if text == "0" {
+        return Ok(0);
+    }
+    nvkv::rpc::lease::parse_id(text)
 }
 
 #[derive(Debug, Subcommand)]
@@ -424,6 +485,75 @@ fn key_value_command(endpoints: &[String], json: bool, command: Command) -> Resu
     })?
 }
 
+fn lease_command(endpoints: &[String], json: bool, command: LeaseCommand) -> Result<(), String> {
+    use nvkv::rpc::lease::format_id;
+    run_client(async move {
+        let client = connect(endpoints).await?;
+        let connection = client.main();
+        match command {
+            LeaseCommand::Grant { ttl, id } => {
+                let answer = connection.lease_grant(ttl, id.unwrap_or(0)).await.map_err(|e| e.to_string())?;
+                if json {
+                    return print_json(&answer);
+                }
+                println!("lease {} granted with TTL({}s)", format_id(answer.id), answer.ttl);
+            }
+            LeaseCommand::Revoke { id } => {
+                let answer = connection.lease_revoke(id).await.map_err(|e| e.to_string())?;
+                if json {
+                    return print_json(&answer);
+                }
+                println!("lease {} revoked ({} attached keys deleted)", format_id(id), answer.deleted);
+            }
+            LeaseCommand::KeepAlive { id, once } => loop {
+                let answer = connection.lease_keep_alive(id).await.map_err(|e| e.to_string())?;
+                if json {
+                    print_json(&answer)?;
+                } else {
+                    println!("lease {} keepalived with TTL({})", format_id(id), answer.ttl);
+                }
+                if once {
+                    break;
+                }
+                let period = std::time::Duration::from_millis(
+                    u64::try_from(answer.ttl.max(1)).unwrap_or(1) * 1000 / 3,
+                );
+                tokio::time::sleep(period).await;
+            },
+            LeaseCommand::Timetolive { id, keys } => {
+                let answer = connection.lease_time_to_live(id, keys).await.map_err(|e| e.to_string())?;
+                if json {
+                    return print_json(&answer);
+                }
+                let mut line = format!(
+                    "lease {} granted with TTL({}s), remaining({}s)",
+                    format_id(id),
+                    answer.granted_ttl,
+                    answer.ttl
+                );
+                if keys {
+                    let shown: Vec<_> = answer.keys.iter().map(|key| String::from_utf8_lossy(key)).collect();
+                    let more = if answer.more_keys { " and more" } else { "" };
+                    line.push_str(&format!(", attached keys([{}]{more})", shown.join(" ")));
+                }
+                println!("{line}");
+            }
+            LeaseCommand::List => {
+                let answer = connection.lease_list().await.map_err(|e| e.to_string())?;
+                if json {
+                    return print_json(&answer);
+                }
+                let more = if answer.more { " (and more not listed)" } else { "" };
+                println!("found {} leases{more}", answer.leases.len());
+                for lease in &answer.leases {
+                    println!("{}", format_id(lease.id));
+                }
+            }
+        }
+        Ok(())
+    })?
+}
+
 fn status(endpoints: &[String], json: bool) -> Result<(), String> {
     let statuses = run_client(async {
         let mut statuses = Vec::new();
@@ -628,6 +758,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Lease { command } => match lease_command(&cli.endpoints, cli.write_out == "json", command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("nvkv lease: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Bench { workload: BenchCommand::Device(args) } => match bench_device(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

@@ -90,6 +90,12 @@ impl LeaseTable {
         self.leases.iter().map(|(&id, lease)| LeaseStatus { id, ttl_seconds: lease.ttl_seconds }).collect()
     }
 
+    /// The TTL lease `id` was granted, without gathering its keys: what a
+    /// leader needs to renew it.
+    pub fn ttl_seconds(&self, id: i64) -> Option<i64> {
+        self.leases.get(&id).map(|lease| lease.ttl_seconds)
+    }
+
     pub fn time_to_live(&self, id: i64) -> Result<LeaseTimeToLive, KvError> {
         let lease = self.leases.get(&id).ok_or(KvError::LeaseNotFound(id))?;
         Ok(LeaseTimeToLive { id, ttl_seconds: lease.ttl_seconds, keys: lease.keys.iter().cloned().collect() })

@@ -241,9 +241,13 @@ pub enum KvError {
          ask for a revision of at most {current}"
     )]
     FutureRevision { requested: i64, current: i64 },
-    #[error("lease {0} does not exist (never granted, or revoked); grant it first or use lease 0")]
+    /// Lease ids show in hexadecimal wherever a person reads them, as
+    /// etcdctl shows them and as `nvkv lease` takes them.
+    #[error(
+        "lease {0:x} does not exist (never granted, expired or revoked); grant it first or use no lease"
+    )]
     LeaseNotFound(i64),
-    #[error("lease {0} already exists; grant with id 0 to get a fresh id")]
+    #[error("lease {0:x} already exists; grant without an id to get a fresh one")]
     LeaseExists(i64),
     #[error(
         "key {} is written more than once in one transaction; \

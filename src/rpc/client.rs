@@ -110,6 +110,7 @@ pub struct Connection {
     kv: crate::nvkv_capnp::k_v::Client,
     cluster: crate::nvkv_capnp::cluster::Client,
     maintenance: crate::nvkv_capnp::maintenance::Client,
+    lease: crate::nvkv_capnp::lease::Client,
 }
 
 impl Connection {
@@ -146,7 +147,8 @@ impl Connection {
         let kv = node.kv_request().send().pipeline.get_kv();
         let cluster = node.cluster_request().send().pipeline.get_cluster();
         let maintenance = node.maintenance_request().send().pipeline.get_maintenance();
-        Ok(Connection { endpoint: endpoint.to_string(), node, kv, cluster, maintenance })
+        let lease = node.lease_request().send().pipeline.get_lease();
+        Ok(Connection { endpoint: endpoint.to_string(), node, kv, cluster, maintenance, lease })
     }
 
     fn rpc_error(&self, source: capnp::Error) -> ClientError {
@@ -621,5 +623,61 @@ impl ShardedClient {
     /// Forgets the history of `group` below `revision`.
     pub async fn compact(&self, group: u32, revision: i64) -> Result<super::kv::Header, ClientError> {
         self.main.compact(group, revision).await
+    }
+}
+
+/// Leases: every call goes to one node, whose shard reaches every group
+/// (see `shard::lease`). The Lease capability is fetched once per
+/// connection, so keep-alives are one call each on it.
+impl Connection {
+    /// Grants a lease of `ttl` seconds; `id` 0 lets the node pick it.
+    pub async fn lease_grant(
+        &self,
+        ttl: i64,
+        id: i64,
+    ) -> Result<super::lease::LeaseGrantAnswer, ClientError> {
+        let mut request = self.lease.grant_request();
+        request.get().set_ttl(ttl);
+        request.get().set_id(id);
+        let response = request.send().promise.await.map_err(|error| self.rpc_error(error))?;
+        self.answer(response.get().and_then(|results| super::lease::read::grant(results.get_result()?)))
+    }
+
+    /// Revokes lease `id`, deleting its keys in every group.
+    pub async fn lease_revoke(&self, id: i64) -> Result<super::lease::LeaseRevokeAnswer, ClientError> {
+        let mut request = self.lease.revoke_request();
+        request.get().set_id(id);
+        let response = request.send().promise.await.map_err(|error| self.rpc_error(error))?;
+        self.answer(response.get().and_then(|results| super::lease::read::revoke(results.get_result()?, id)))
+    }
+
+    /// Renews lease `id` once at every group's leader.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<super::lease::LeaseKeepAliveAnswer, ClientError> {
+        let mut request = self.lease.keep_alive_request();
+        request.get().set_id(id);
+        let response = request.send().promise.await.map_err(|error| self.rpc_error(error))?;
+        self.answer(response.get().and_then(|results| super::lease::read::keep_alive(results.get_result()?)))
+    }
+
+    /// How long lease `id` has left; with `keys`, its keys in every group.
+    pub async fn lease_time_to_live(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> Result<super::lease::LeaseTimeToLiveAnswer, ClientError> {
+        let mut request = self.lease.time_to_live_request();
+        request.get().set_id(id);
+        request.get().set_keys(keys);
+        let response = request.send().promise.await.map_err(|error| self.rpc_error(error))?;
+        self.answer(
+            response.get().and_then(|results| super::lease::read::time_to_live(results.get_result()?)),
+        )
+    }
+
+    /// Every lease, with the time each has left.
+    pub async fn lease_list(&self) -> Result<super::lease::LeaseListAnswer, ClientError> {
+        let response =
+            self.lease.leases_request().send().promise.await.map_err(|error| self.rpc_error(error))?;
+        self.answer(response.get().and_then(|results| super::lease::read::list(results.get_result()?)))
     }
 }

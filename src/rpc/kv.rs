@@ -37,6 +37,7 @@ pub enum ErrorCode {
     TxnSpansGroups,
     LeaseNotFound,
     InvalidArgument,
+    LeaseExists,
 }
 
 impl From<SchemaErrorCode> for ErrorCode {
@@ -52,6 +53,7 @@ impl From<SchemaErrorCode> for ErrorCode {
             Schema::TxnSpansGroups => ErrorCode::TxnSpansGroups,
             Schema::LeaseNotFound => ErrorCode::LeaseNotFound,
             Schema::InvalidArgument => ErrorCode::InvalidArgument,
+            Schema::LeaseExists => ErrorCode::LeaseExists,
         }
     }
 }
@@ -71,6 +73,7 @@ pub fn server_error(error: &RequestError) -> ServerError {
             ServerError { compact_revision: *compact_revision, ..plain(ErrorCode::Compacted) }
         }
         RequestError::Kv(KvError::LeaseNotFound(_)) => plain(ErrorCode::LeaseNotFound),
+        RequestError::Kv(KvError::LeaseExists(_)) => plain(ErrorCode::LeaseExists),
         RequestError::TxnSpansGroups { .. } => plain(ErrorCode::TxnSpansGroups),
         RequestError::Kv(_) | RequestError::Codec(_) | RequestError::NoSuchGroup { .. } => {
             plain(ErrorCode::InvalidArgument)
@@ -88,7 +91,7 @@ fn limit_error(error: &LimitError) -> ServerError {
     ServerError { code, message: error.to_string(), leader_hint: 0, compact_revision: 0 }
 }
 
-fn set_error(mut builder: crate::nvkv_capnp::error::Builder<'_>, error: &ServerError) {
+pub(super) fn set_error(mut builder: crate::nvkv_capnp::error::Builder<'_>, error: &ServerError) {
     use SchemaErrorCode as Schema;
     builder.set_code(match error.code {
         ErrorCode::Unavailable => Schema::Unavailable,
@@ -100,6 +103,7 @@ fn set_error(mut builder: crate::nvkv_capnp::error::Builder<'_>, error: &ServerE
         ErrorCode::TxnSpansGroups => Schema::TxnSpansGroups,
         ErrorCode::LeaseNotFound => Schema::LeaseNotFound,
         ErrorCode::InvalidArgument => Schema::InvalidArgument,
+        ErrorCode::LeaseExists => Schema::LeaseExists,
     });
     builder.set_message(&error.message);
     builder.set_leader_hint(error.leader_hint);
@@ -116,7 +120,7 @@ pub fn read_error(reader: crate::nvkv_capnp::error::Reader<'_>) -> capnp::Result
     })
 }
 
-fn set_header<T>(mut builder: response_header::Builder<'_>, answer: &Answered<T>, revision: i64) {
+pub(super) fn set_header<T>(mut builder: response_header::Builder<'_>, answer: &Answered<T>, revision: i64) {
     builder.set_group(answer.group);
     builder.set_revision(revision);
     builder.set_raft_term(answer.term);

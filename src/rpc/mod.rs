@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod kv;
+pub mod lease;
 pub mod server;
 
 pub mod cluster;

@@ -159,10 +159,20 @@ impl node::Server for NodeServer {
         _: node::KvParams,
         mut results: node::KvResults,
     ) -> Result<(), capnp::Error> {
-        let requests = self.requests()?;
         let kv: crate::nvkv_capnp::k_v::Client =
-            capnp_rpc::new_client(super::kv::KvServer::new(requests, self.info.limits));
+            capnp_rpc::new_client(super::kv::KvServer::new(self.requests()?, self.info.limits));
         results.get().set_kv(kv);
+        Ok(())
+    }
+
+    async fn lease(
+        self: capnp::capability::Rc<Self>,
+        _: node::LeaseParams,
+        mut results: node::LeaseResults,
+    ) -> Result<(), capnp::Error> {
+        let lease: crate::nvkv_capnp::lease::Client =
+            capnp_rpc::new_client(super::lease::LeaseServer::new(self.requests()?));
+        results.get().set_lease(lease);
         Ok(())
     }
 

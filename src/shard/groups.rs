@@ -111,6 +111,8 @@ pub struct ShardGroup {
     pub proposer: super::propose::Proposer,
     /// Linearizable reads waiting for a shared read barrier.
     pub barrier: super::barrier::ReadBarrier,
+    /// When its leases expire, kept while this member leads the group.
+    pub leases: RefCell<super::lease::LeaseDeadlines>,
 }
 
 /// How the groups of a node are laid out and run.
@@ -173,6 +175,7 @@ pub async fn start_groups(
                 machine,
                 proposer: super::propose::Proposer::new(),
                 barrier: super::barrier::ReadBarrier::new(),
+                leases: RefCell::default(),
             }),
         );
     }
@@ -232,7 +235,11 @@ fn local_groups(shard: usize) -> Result<Rc<ShardGroups>, RequestError> {
 
 /// Runs `work` on `shard` (here or through its mailbox) and returns its
 /// answer here.
-async fn on_shard<T, F, Fut>(context: &ReactorContext, shard: usize, work: F) -> Result<T, RequestError>
+pub(super) async fn on_shard<T, F, Fut>(
+    context: &ReactorContext,
+    shard: usize,
+    work: F,
+) -> Result<T, RequestError>
 where
     T: Send + 'static,
     F: FnOnce(Rc<ShardGroups>) -> Fut + Send + 'static,
@@ -258,20 +265,20 @@ where
     receiver.await.map_err(|_| RequestError::Overloaded { shard, reason: "it stopped".into() })?
 }
 
-fn group_on(groups: &ShardGroups, group: GroupId) -> Result<Rc<ShardGroup>, RequestError> {
+pub(super) fn group_on(groups: &ShardGroups, group: GroupId) -> Result<Rc<ShardGroup>, RequestError> {
     let shard = groups.layout.shard_of(group);
     let borrowed = groups.groups.borrow();
     let map = borrowed.as_ref().ok_or(RequestError::Starting { shard })?;
     Ok(map.get(&group).expect("a group is routed to the shard that runs it").clone())
 }
 
-fn answered<T>(entry: &ShardGroup, group: GroupId, response: T) -> Answered<T> {
+pub(super) fn answered<T>(entry: &ShardGroup, group: GroupId, response: T) -> Answered<T> {
     let metrics = entry.raft.metrics();
     Answered { group, term: metrics.term, member: metrics.member, response }
 }
 
 /// Proposes `command` to `group` (on this shard) and waits for its outcome.
-async fn write_here(
+pub(super) async fn write_here(
     groups: Rc<ShardGroups>,
     group: GroupId,
     command: Vec<u8>,
@@ -305,8 +312,8 @@ async fn range_here(
 /// on the shard that owns the key's group and answers here.
 #[derive(Clone)]
 pub struct Requests {
-    context: ReactorContext,
-    layout: GroupLayout,
+    pub(super) context: ReactorContext,
+    pub(super) layout: GroupLayout,
     partitioner: Rc<Partitioner>,
 }
 
@@ -320,7 +327,7 @@ impl Requests {
         self.layout.member.id
     }
 
-    async fn write(
+    pub(super) async fn write(
         &self,
         group: GroupId,
         command: Command,
@@ -486,6 +493,7 @@ pub fn spawn_groups(
         };
         let handles: Vec<Rc<ShardGroup>> = started.values().cloned().collect();
         *shard_groups.groups.borrow_mut() = Some(started);
+        super::lease::spawn_expiry(shard_groups.clone());
         // A node says it is ready once it can answer: every group has a leader.
         let deadline = std::time::Instant::now() + LEADER_WAIT;
         while handles.iter().any(|group| group.raft.metrics().current_leader.is_none()) {

@@ -7,6 +7,7 @@
 
 pub mod barrier;
 pub mod groups;
+pub mod lease;
 pub mod propose;
 pub mod stages;
 #[cfg(test)]
