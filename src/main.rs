@@ -194,11 +194,13 @@ struct LoadArgs {
     /// Bytes of each key: its number in the key space, in decimal digits.
     #[arg(long, value_name = "BYTES", default_value_t = 8)]
     key_bytes: usize,
+    /// Bytes of each value written (at most 1572864).
     #[arg(long, value_name = "BYTES", default_value_t = 256)]
     value_bytes: usize,
     /// Distinct keys the operations choose from (at most 10^key-bytes).
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     key_space: u64,
+    /// How long to run, in seconds (at most 86400).
     #[arg(long, value_name = "S", default_value_t = 10.0)]
     seconds: f64,
     /// Stop after this many operations in all, if that comes first.

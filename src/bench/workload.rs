@@ -378,7 +378,7 @@ impl BenchReport {
             self.target,
             self.endpoints.join(","),
         );
-        if let Some(preloaded) = self.preloaded_keys {
+        if let Some(preloaded) = self.preloaded_keys.filter(|&keys| keys > 0) {
             text.push_str(&format!("preloaded    {preloaded} keys\n"));
         }
         text.push_str(&format!(
