@@ -10,6 +10,10 @@
 //! [`Limiter`] of the run. All clients run on one thread (Cap'n Proto RPC is
 //! single-threaded), so shared counters are `Cell`s and no lock is taken.
 //!
+//! A watch workload (once the client library serves watches) is one more
+//! [`Workload`] variant with its own [`StoreTarget`] method and histogram
+//! kind; the loop, the limiter and the report carry over.
+//!
 //! This module owns the workloads and the report; it must never know how a
 //! store is reached (that is a driver's business) nor print anything but
 //! its progress bars and the one line that says a preload is running.
