@@ -29,39 +29,9 @@ done
 case "$repeats" in ''|*[!0-9]*|0) echo "put.sh: --repeats $repeats must be a positive integer" >&2; exit 2 ;; esac
 case "$seconds" in ''|*[!0-9]*|0) echo "put.sh: --seconds $seconds must be a positive integer" >&2; exit 2 ;; esac
 
-bin="${NVKV_BIN:-target/release/nvkv}"
-if [ ! -x "$bin" ]; then
-    echo "put.sh: building $bin" >&2
-    cargo build --release >&2
-fi
-
-work=$(mktemp -d)
-daemon=""
-cleanup() {
-    if [ -n "$daemon" ] && kill -0 "$daemon" 2>/dev/null; then
-        kill -TERM "$daemon"
-        wait "$daemon" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-serve_args=(serve --data-dir "$work/data" --listen 127.0.0.1:0)
-if [ -n "$config" ]; then
-    serve_args+=(--config "$config")
-fi
-"$bin" "${serve_args[@]}" > "$work/serve.out" 2> "$work/serve.err" &
-daemon=$!
-for _ in $(seq 1 600); do
-    if grep -q '^nvkv ready: ' "$work/serve.out"; then break; fi
-    if ! kill -0 "$daemon" 2>/dev/null; then
-        echo "put.sh: nvkv serve exited:" >&2; cat "$work/serve.err" >&2; exit 1
-    fi
-    sleep 0.1
-done
-ready=$(grep '^nvkv ready: ' "$work/serve.out") || { echo "put.sh: nvkv serve never became ready" >&2; exit 1; }
-endpoint="127.0.0.1:${ready##*:}"
-echo "put.sh: $ready" >&2
+script=put.sh
+# shellcheck source=bench/one-node.sh
+source bench/one-node.sh
 
 stamp=$(date -u +%Y%m%d-%H%M)
 result="$out/put-$stamp"

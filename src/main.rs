@@ -140,7 +140,7 @@ enum Command {
         #[command(subcommand)]
         action: MemberCommand,
     },
-    /// Load generators that print numbers: see `nvkv bench device --help`.
+    /// Load generators that print numbers: see `nvkv bench WORKLOAD --help`.
     Bench {
         #[command(subcommand)]
         workload: BenchCommand,
@@ -229,39 +229,105 @@ enum BenchCommand {
     /// stdout. The namespace file is created (and zero-filled) if missing
     /// and kept afterwards: delete it yourself.
     Device(DeviceArgs),
-    /// Puts against running nodes (--endpoints), like etcd's benchmark put.
+    /// Puts against a running store, like etcd's benchmark put.
     ///
     /// C clients share K connections; each puts a random key of the key
-    /// space, waits for the answer and goes again. Prints puts/s and latency
-    /// percentiles; with --json, one JSON object on stdout (the same fields
-    /// as bench device: ops, seconds, ops_per_sec, p50_us, p99_us, p999_us,
-    /// max_us, and the parameters).
-    Put(PutArgs),
+    /// space, waits for the answer and goes again. Prints ops/s and latency
+    /// percentiles; with --json, one JSON object on stdout: ops, errors,
+    /// seconds, ops_per_sec, p50_us, p99_us, p999_us, max_us, mean_us, and
+    /// the parameters (workload, clients, connections, key_bytes,
+    /// value_bytes, key_space, total, rate, endpoints, target).
+    Put(LoadArgs),
+    /// Gets of random keys, like etcd's benchmark range.
+    ///
+    /// First puts every key of the key space once (with its own progress
+    /// bar; --no-preload skips it), then C clients each get a random key,
+    /// wait and go again. --json adds consistency, limit and preloaded_keys
+    /// to put's fields.
+    Range(RangeArgs),
+    /// Compare-and-swap transactions: if mod_revision(k) == r then put(k, v).
+    ///
+    /// r is the last revision of k the generator saw (from an earlier swap,
+    /// or a linearizable get the first time, counted as
+    /// txn_revision_reads); a swap that loses to another writer is a
+    /// conflict, not an error, and its answer tells the revision that won.
+    /// --json adds txn_succeeded and txn_failed (their sum is ops).
+    Txn(LoadArgs),
+    /// Gets and puts mixed: --read-ratio of the operations are gets.
+    ///
+    /// Preloads like range. --json adds read_ratio, consistency,
+    /// preloaded_keys, and the gets' and puts' own latencies as objects
+    /// `range` and `put` (ops, p50_us, p99_us, p999_us, max_us, mean_us)
+    /// beside the overall ones.
+    Mixed(MixedArgs),
 }
 
+/// The flags every store workload shares.
 #[derive(Debug, clap::Args)]
-struct PutArgs {
-    /// Concurrent clients, each with one put in flight.
+struct LoadArgs {
+    /// Concurrent clients, each with one operation in flight.
     #[arg(long, value_name = "C", default_value_t = 1)]
     clients: u32,
     /// Connections the clients share (round robin).
     #[arg(long = "conns", value_name = "K", default_value_t = 1)]
     connections: u32,
+    /// Bytes of each key: its number in the key space, in decimal digits.
     #[arg(long, value_name = "BYTES", default_value_t = 8)]
     key_bytes: usize,
+    /// Bytes of each value written (at most 1572864).
     #[arg(long, value_name = "BYTES", default_value_t = 256)]
     value_bytes: usize,
-    /// Distinct keys the puts choose from.
+    /// Distinct keys the operations choose from (at most 10^key-bytes).
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     key_space: u64,
+    /// How long to run, in seconds (at most 86400).
     #[arg(long, value_name = "S", default_value_t = 10.0)]
     seconds: f64,
-    /// Stop after this many puts in all, if that comes first.
+    /// Stop after this many operations in all, if that comes first.
     #[arg(long, value_name = "N")]
     total: Option<u64>,
-    /// Print one JSON object on stdout instead of the table.
+    /// Operations per second over all clients (0: as fast as they go).
+    #[arg(long, value_name = "OPS", default_value_t = 0)]
+    rate: u64,
+    /// The store to drive, STORE://HOST:PORT[,HOST:PORT...]; without it,
+    /// nvkv at --endpoints. This build drives nvkv:// only.
+    #[arg(long, value_name = "URL")]
+    target: Option<String>,
+    /// Print one JSON object on stdout instead of the table (and no
+    /// progress bar).
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct RangeArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// l: linearizable (a read barrier, the default); s: serializable.
+    #[arg(long, default_value = "l", value_parser = ["l", "s"])]
+    consistency: String,
+    /// Keys per get: 1 reads the chosen key alone; more reads that many
+    /// keys from it on (a range across groups).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    limit: i64,
+    /// Do not put the key space before the run (the keys are there already).
+    #[arg(long)]
+    no_preload: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct MixedArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// The share of operations that are gets, 0.0 to 1.0; the rest are puts.
+    #[arg(long, value_name = "R", default_value_t = 0.5)]
+    read_ratio: f64,
+    /// l: linearizable gets (the default); s: serializable.
+    #[arg(long, default_value = "l", value_parser = ["l", "s"])]
+    consistency: String,
+    /// Do not put the key space before the run.
+    #[arg(long)]
+    no_preload: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -673,6 +739,63 @@ fn bench_device(args: DeviceArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs a store workload (`nvkv bench put|range|txn|mixed`) and prints its
+/// report.
+fn bench_store(endpoints: &[String], command: BenchCommand) -> ExitCode {
+    use nvkv::bench::workload::{Consistency, Workload};
+    let consistency =
+        |flag: &str| if flag == "s" { Consistency::Serializable } else { Consistency::Linearizable };
+    let (workload, load) = match command {
+        BenchCommand::Put(load) => (Workload::Put, load),
+        BenchCommand::Range(args) => (
+            Workload::Range {
+                consistency: consistency(&args.consistency),
+                limit: args.limit,
+                preload: !args.no_preload,
+            },
+            args.load,
+        ),
+        BenchCommand::Txn(load) => (Workload::Txn, load),
+        BenchCommand::Mixed(args) => (
+            Workload::Mixed {
+                read_ratio: args.read_ratio,
+                consistency: consistency(&args.consistency),
+                preload: !args.no_preload,
+            },
+            args.load,
+        ),
+        BenchCommand::Device(_) => unreachable!("bench device has its own runner"),
+    };
+    let options = nvkv::bench::workload::LoadOptions {
+        clients: load.clients,
+        connections: load.connections,
+        key_bytes: load.key_bytes,
+        value_bytes: load.value_bytes,
+        key_space: load.key_space,
+        seconds: load.seconds,
+        total: load.total,
+        rate: load.rate,
+        progress: !load.json,
+    };
+    let outcome = nvkv::bench::target::Target::parse(load.target.as_deref(), endpoints)
+        .and_then(|target| nvkv::bench::target::run(&workload, &options, &target))
+        .and_then(|report| {
+            if load.json {
+                print_json(&report)
+            } else {
+                println!("{}", report.human());
+                Ok(())
+            }
+        });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("nvkv bench {}: {error}", workload.name());
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // openraft reports every election at info; nvkv's own lines say what matters.
@@ -730,34 +853,6 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Bench { workload: BenchCommand::Put(args) } => {
-            let options = nvkv::bench::put::PutBenchOptions {
-                endpoints: cli.endpoints.clone(),
-                clients: args.clients,
-                connections: args.connections,
-                key_bytes: args.key_bytes,
-                value_bytes: args.value_bytes,
-                key_space: args.key_space,
-                seconds: args.seconds,
-                total: args.total,
-                progress: !args.json,
-            };
-            let outcome = nvkv::bench::put::run(&options).and_then(|report| {
-                if args.json {
-                    print_json(&report)
-                } else {
-                    println!("{}", report.human());
-                    Ok(())
-                }
-            });
-            match outcome {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("nvkv bench put: {error}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
         Command::Lease { command } => match lease_command(&cli.endpoints, cli.write_out == "json", command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -772,5 +867,6 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Bench { workload } => bench_store(&cli.endpoints, workload),
     }
 }

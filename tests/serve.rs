@@ -228,30 +228,6 @@ fn put_get_and_del_through_raft_survive_a_restart_and_a_kill() {
 }
 
 #[test]
-fn bench_put_drives_a_node_and_reports_json() {
-    let setup = Setup::new("");
-    let mut daemon = Daemon::start(&setup.config);
-    let port = ready_port(&daemon.wait_ready());
-    let output = client(
-        port,
-        &["bench", "put", "--clients", "8", "--conns", "2", "--key-space", "50", "--total", "400", "--json"],
-    )
-    .expect("bench put runs");
-    let report: serde_json::Value = serde_json::from_str(&output).expect("one JSON object");
-    assert_eq!(report["ops"], 400, "{report}");
-    assert_eq!(report["errors"], 0, "{report}");
-    for field in ["seconds", "ops_per_sec", "p50_us", "p99_us", "p999_us", "max_us"] {
-        assert!(report[field].as_f64().is_some_and(|value| value > 0.0), "{field} in {report}");
-    }
-    // The puts really landed: the key space is full (8-byte keys 00000000..00000049).
-    let count = client(port, &["get", "", "--prefix", "--count-only"]).expect("count");
-    assert_eq!(count.trim().parse::<u64>().expect("a number"), 50);
-    daemon.signal(libc::SIGTERM);
-    let (status, stderr) = daemon.wait_exit();
-    assert_eq!(status.code(), Some(0), "{stderr}");
-}
-
-#[test]
 fn txn_compares_and_swaps_refuses_spanning_groups_and_compact_forgets_history() {
     let setup = Setup::new("[reactor]\nshards = 2\n[log]\ngroups_per_shard = 4");
     let mut daemon = Daemon::start(&setup.config);

@@ -1,5 +1,11 @@
 //! Load generators that print numbers: `nvkv bench device` (the shard log's
-//! append path) and `nvkv bench put` (puts against a running node).
+//! append path) and the store benchmarks `nvkv bench put|range|txn|mixed`
+//! (operations against a running store: the workloads in `workload`, the
+//! nvkv driver in `nvkv`, the choice of store in `target`).
 
 pub mod device;
-pub mod put;
+pub mod keys;
+pub mod limiter;
+pub mod nvkv;
+pub mod target;
+pub mod workload;

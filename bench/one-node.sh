@@ -1,0 +1,44 @@
+# shellcheck shell=bash disable=SC2154,SC2034  # $script and $config come from the caller; it uses what this sets
+# Sourced by put.sh and store.sh (not run on its own): builds the nvkv
+# binary when missing and starts one `nvkv serve` with its data in a
+# temporary directory, stopped with SIGTERM (and the directory removed) when
+# the script exits, also on Ctrl-C.
+#
+# Reads: $script (the caller's name, for messages), $config (a config file,
+# or empty for the embedded default), NVKV_BIN (default target/release/nvkv).
+# Sets: $bin, $work (the temporary directory), $daemon (the serve's pid),
+# $ready (its ready line) and $endpoint (host:port of its client port).
+
+bin="${NVKV_BIN:-target/release/nvkv}"
+if [ ! -x "$bin" ]; then
+    echo "$script: building $bin" >&2
+    cargo build --release >&2
+fi
+
+work=$(mktemp -d)
+daemon=""
+cleanup() {
+    if [ -n "$daemon" ] && kill -0 "$daemon" 2>/dev/null; then
+        kill -TERM "$daemon"
+        wait "$daemon" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+serve_args=(serve --data-dir "$work/data" --listen 127.0.0.1:0)
+if [ -n "$config" ]; then
+    serve_args+=(--config "$config")
+fi
+"$bin" "${serve_args[@]}" > "$work/serve.out" 2> "$work/serve.err" &
+daemon=$!
+for _ in $(seq 1 600); do
+    if grep -q '^nvkv ready: ' "$work/serve.out"; then break; fi
+    if ! kill -0 "$daemon" 2>/dev/null; then
+        echo "$script: nvkv serve exited:" >&2; cat "$work/serve.err" >&2; exit 1
+    fi
+    sleep 0.1
+done
+ready=$(grep '^nvkv ready: ' "$work/serve.out") || { echo "$script: nvkv serve never became ready" >&2; exit 1; }
+endpoint="127.0.0.1:${ready##*:}"
+echo "$script: $ready" >&2

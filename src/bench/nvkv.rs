@@ -1,0 +1,77 @@
+//! The nvkv driver of the store benchmarks: [`StoreTarget`] over the client
+//! library's [`ShardedClient`], which sends each request straight to the
+//! shard of its key's group. It only translates; the workloads live in
+//! `bench::workload`.
+
+use crate::kv::types::{
+    Compare, CompareResult, CompareTarget, PutRequest, RangeRequest, RequestOp, ResponseOp, TxnRequest,
+};
+use crate::rpc::client::ShardedClient;
+
+use super::workload::{Consistency, RangeRead, StoreTarget, Swap};
+
+impl StoreTarget for ShardedClient {
+    async fn connect(endpoint: &str) -> Result<ShardedClient, String> {
+        ShardedClient::open(endpoint).await.map_err(|error| error.to_string())
+    }
+
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        ShardedClient::put(self, key, value, 0, false).await.map(|_| ()).map_err(|error| error.to_string())
+    }
+
+    async fn range(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        limit: i64,
+        consistency: Consistency,
+    ) -> Result<RangeRead, String> {
+        let query = RangeRequest {
+            key: key.to_vec(),
+            range_end: range_end.to_vec(),
+            limit,
+            ..RangeRequest::default()
+        };
+        let answer = ShardedClient::range(self, &query, consistency == Consistency::Serializable)
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(RangeRead {
+            keys: answer.kvs.len() as u64,
+            mod_revision: answer.kvs.first().map_or(0, |kv| kv.mod_revision),
+        })
+    }
+
+    async fn compare_and_swap(&self, key: &[u8], mod_revision: i64, value: &[u8]) -> Result<Swap, String> {
+        // The failure branch reads the key, so a conflict tells the revision
+        // that won without another round trip.
+        let txn = TxnRequest {
+            compares: vec![Compare {
+                key: key.to_vec(),
+                range_end: Vec::new(),
+                target: CompareTarget::ModRevision(mod_revision),
+                result: CompareResult::Equal,
+            }],
+            success: vec![RequestOp::Put(PutRequest {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                ..PutRequest::default()
+            })],
+            failure: vec![RequestOp::Range(RangeRequest { key: key.to_vec(), ..RangeRequest::default() })],
+        };
+        let answer = self.txn(&txn).await.map_err(|error| error.to_string())?;
+        match answer.response.responses.first() {
+            Some(ResponseOp::Put(put)) if answer.response.succeeded => {
+                Ok(Swap { succeeded: true, mod_revision: put.revision })
+            }
+            Some(ResponseOp::Range(range)) if !answer.response.succeeded => Ok(Swap {
+                succeeded: false,
+                mod_revision: range.kvs.first().map_or(0, |kv| kv.mod_revision),
+            }),
+            other => Err(format!(
+                "{} answered a compare-and-swap (succeeded: {}) with {other:?} instead of its branch's one response",
+                self.main().endpoint(),
+                answer.response.succeeded
+            )),
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Which store a store benchmark drives (`--target`), and the run itself:
+//! a client runtime on this thread, then the workload against that store's
+//! driver. A new store is a new [`Target`] variant, its parse arm and its
+//! run arm, with a driver implementing `bench::workload::StoreTarget` (as
+//! `bench::nvkv` does for nvkv); the workloads and the report stay as they are.
+
+use crate::rpc::client::ShardedClient;
+
+use super::workload::{run_against, BenchReport, LoadOptions, Workload};
+
+/// A store to drive, with the endpoints to reach it at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// nvkv nodes, through the client library.
+    Nvkv { endpoints: Vec<String> },
+}
+
+impl Target {
+    /// `--target STORE://HOST:PORT[,HOST:PORT...]`, or without it nvkv at
+    /// the global `--endpoints`.
+    pub fn parse(target: Option<&str>, endpoints: &[String]) -> Result<Target, String> {
+        let Some(text) = target else {
+            return Ok(Target::Nvkv { endpoints: endpoints.to_vec() });
+        };
+        let Some((store, addresses)) = text.split_once("://") else {
+            return Err(format!("--target {text:?} names no store: give nvkv://HOST:PORT"));
+        };
+        let addresses: Vec<String> = addresses.split(',').map(str::to_string).collect();
+        if let Some(bad) = addresses.iter().find(|address| {
+            address
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        }) {
+            return Err(format!("--target {text:?}: {bad:?} is not HOST:PORT"));
+        }
+        match store {
+            "nvkv" => Ok(Target::Nvkv { endpoints: addresses }),
+            other => Err(format!(
+                "--target {text:?}: no driver for the store {other:?}; this build drives nvkv:// only"
+            )),
+        }
+    }
+
+    /// The store's name, as the report's `target` field shows it.
+    pub fn store(&self) -> &'static str {
+        match self {
+            Target::Nvkv { .. } => "nvkv",
+        }
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        match self {
+            Target::Nvkv { endpoints } => endpoints,
+        }
+    }
+}
+
+/// Runs `workload` against `target` and returns its report.
+pub fn run(workload: &Workload, options: &LoadOptions, target: &Target) -> Result<BenchReport, String> {
+    options.validate(workload)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the client runtime: {error}"))?;
+    let local = tokio::task::LocalSet::new();
+    let outcome = local.block_on(&runtime, async {
+        match target {
+            Target::Nvkv { endpoints } => run_against::<ShardedClient>(workload, options, endpoints).await,
+        }
+    })?;
+    Ok(BenchReport::new(workload, options, &outcome, target.store(), target.endpoints()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_or_name_what_is_wrong() {
+        let endpoints = vec!["127.0.0.1:7379".to_string()];
+        assert_eq!(Target::parse(None, &endpoints), Ok(Target::Nvkv { endpoints: endpoints.clone() }));
+        assert_eq!(
+            Target::parse(Some("nvkv://10.0.0.1:7379,10.0.0.2:7379"), &endpoints),
+            Ok(Target::Nvkv { endpoints: vec!["10.0.0.1:7379".into(), "10.0.0.2:7379".into()] })
+        );
+        let refusal = |text| Target::parse(Some(text), &endpoints).expect_err(text);
+        assert!(refusal("10.0.0.1:7379").contains("names no store"));
+        assert!(refusal("nvkv://10.0.0.1").contains("\"10.0.0.1\" is not HOST:PORT"));
+        assert!(refusal("nvkv://:7379").contains("\":7379\" is not HOST:PORT"));
+        assert!(refusal("nvkv://host:99999").contains("\"host:99999\" is not HOST:PORT"));
+        assert!(refusal("redis://host:6379").contains("no driver for the store \"redis\""));
+    }
+}

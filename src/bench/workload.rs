@@ -1,0 +1,863 @@
+//! The store benchmarks (`nvkv bench put|range|txn|mixed`), written once
+//! against the [`StoreTarget`] trait so that every store's driver runs the
+//! very same loop: nvkv's over its client library (`bench::nvkv`), and
+//! another store's (etcd's gRPC API, for the comparison) beside it.
+//!
+//! C clients share K connections, round robin. Each client draws a key from
+//! the key space, sends one operation, waits for the answer, records the
+//! latency (from send to answer) and goes again, until the time or the total
+//! runs out; with `--rate` every send first waits for its slot from the one
+//! [`Limiter`] of the run. All clients run on one thread (Cap'n Proto RPC is
+//! single-threaded), so shared counters are `Cell`s and no lock is taken.
+//!
+//! A watch workload (once the client library serves watches) is one more
+//! [`Workload`] variant with its own [`StoreTarget`] method and histogram
+//! kind; the loop, the limiter and the report carry over.
+//!
+//! This module owns the workloads and the report; it must never know how a
+//! store is reached (that is a driver's business) nor print anything but
+//! its progress bars and the one line that says a preload is running.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::keys::{distinct_keys, key_of, Chooser};
+use super::limiter::Limiter;
+
+/// How a read is served: `l` passes a read barrier (etcd's default), `s`
+/// reads the member's state as it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    Linearizable,
+    Serializable,
+}
+
+impl Consistency {
+    /// The flag's spelling, as `--consistency` takes it and the report shows it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "l",
+            Consistency::Serializable => "s",
+        }
+    }
+}
+
+/// What the clients send.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Workload {
+    /// Puts of random keys (etcd's `benchmark put`).
+    Put,
+    /// Gets of random keys (etcd's `benchmark range`): `limit` 1 reads the
+    /// key alone, more reads that many keys from it on.
+    Range { consistency: Consistency, limit: i64, preload: bool },
+    /// Compare-and-swap: `if mod_revision(k) == r then put(k, v)`, with r
+    /// the last revision of k the generator saw.
+    Txn,
+    /// Single-key gets (a `read_ratio` of the operations) and puts.
+    Mixed { read_ratio: f64, consistency: Consistency, preload: bool },
+}
+
+impl Workload {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Workload::Put => "put",
+            Workload::Range { .. } => "range",
+            Workload::Txn => "txn",
+            Workload::Mixed { .. } => "mixed",
+        }
+    }
+
+    fn preloads(&self) -> bool {
+        match self {
+            Workload::Range { preload, .. } | Workload::Mixed { preload, .. } => *preload,
+            Workload::Put | Workload::Txn => false,
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        match *self {
+            Workload::Range { limit, .. } if !(1..=RANGE_LIMIT_MAX).contains(&limit) => {
+                Err(format!("--limit {limit} must be from 1 (the key alone) to {RANGE_LIMIT_MAX}"))
+            }
+            Workload::Mixed { read_ratio, .. } if !(0.0..=1.0).contains(&read_ratio) => {
+                Err(format!("--read-ratio {read_ratio} must be from 0.0 (puts only) to 1.0 (gets only)"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The most keys one get of `bench range --limit` may ask for.
+pub const RANGE_LIMIT_MAX: i64 = 10_000;
+/// The most operations per second `--rate` may ask for.
+pub const RATE_MAX: u64 = 10_000_000;
+/// The most key revisions the txn workload remembers; beyond it, a key it
+/// has not seen costs a read first.
+const REMEMBERED_REVISIONS_MAX: usize = 1 << 20;
+
+/// The flags every store workload shares.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub clients: u32,
+    pub connections: u32,
+    pub key_bytes: usize,
+    pub value_bytes: usize,
+    pub key_space: u64,
+    pub seconds: f64,
+    /// Stop after this many operations in all, if reached first.
+    pub total: Option<u64>,
+    /// Operations per second over all clients; 0 for as fast as they go.
+    pub rate: u64,
+    /// Show progress bars on stderr (when it is a terminal).
+    pub progress: bool,
+}
+
+impl LoadOptions {
+    pub fn validate(&self, workload: &Workload) -> Result<(), String> {
+        if self.clients == 0 || self.clients > 100_000 {
+            return Err(format!("--clients {} must be from 1 to 100000", self.clients));
+        }
+        if self.connections == 0 || self.connections > self.clients {
+            return Err(format!(
+                "--conns {} must be from 1 to the number of clients ({})",
+                self.connections, self.clients
+            ));
+        }
+        if self.key_bytes == 0 || self.key_bytes > 1536 {
+            return Err(format!("--key-bytes {} must be from 1 to 1536", self.key_bytes));
+        }
+        if self.value_bytes > 1536 * 1024 {
+            return Err(format!("--value-bytes {} must be at most 1572864", self.value_bytes));
+        }
+        if self.key_space == 0 {
+            return Err("--key-space 0: give at least 1".into());
+        }
+        if self.key_space > distinct_keys(self.key_bytes) {
+            return Err(format!(
+                "--key-space {} has more keys than {} digits can name ({}): raise --key-bytes or lower --key-space",
+                self.key_space,
+                self.key_bytes,
+                distinct_keys(self.key_bytes)
+            ));
+        }
+        if !(self.seconds > 0.0 && self.seconds <= 86_400.0) {
+            return Err(format!("--seconds {} must be more than 0 and at most 86400", self.seconds));
+        }
+        if self.total == Some(0) {
+            return Err("--total 0: give at least 1, or leave it out to run for --seconds".into());
+        }
+        if self.rate > RATE_MAX {
+            return Err(format!("--rate {} must be at most {RATE_MAX} (0: unlimited)", self.rate));
+        }
+        workload.validate()
+    }
+}
+
+/// What a get saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RangeRead {
+    /// Keys returned.
+    pub keys: u64,
+    /// The mod revision of the first key returned; 0 when none was.
+    pub mod_revision: i64,
+}
+
+/// What a compare-and-swap did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Swap {
+    /// Whether the compare held and the put was made.
+    pub succeeded: bool,
+    /// The key's mod revision afterwards: the put's when it succeeded, the
+    /// one that beat the compare (0: no such key) when it did not.
+    pub mod_revision: i64,
+}
+
+/// A store the workloads drive: one value per connection. A driver
+/// implements it for its store's client; errors are the store's messages.
+#[allow(async_fn_in_trait)]
+pub trait StoreTarget: Sized {
+    /// Opens one connection to `endpoint` (host:port). Runs inside a `LocalSet`.
+    async fn connect(endpoint: &str) -> Result<Self, String>;
+    /// Sets `key` to `value`.
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), String>;
+    /// Reads [key, range_end) (etcd's convention: empty is the key alone,
+    /// `[0]` every key from it on), at most `limit` keys.
+    async fn range(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        limit: i64,
+        consistency: Consistency,
+    ) -> Result<RangeRead, String>;
+    /// `if mod_revision(key) == mod_revision then put(key, value)`, and the
+    /// key's mod revision either way (a missing key's is 0).
+    async fn compare_and_swap(&self, key: &[u8], mod_revision: i64, value: &[u8]) -> Result<Swap, String>;
+}
+
+/// The kinds of operation, each with its own histogram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Put = 0,
+    Range = 1,
+    Txn = 2,
+}
+
+const KINDS: usize = 3;
+
+/// What a run measured, before it becomes a report.
+pub struct Outcome {
+    histograms: [Histogram<u64>; KINDS],
+    pub errors: u64,
+    pub txn_succeeded: u64,
+    pub txn_failed: u64,
+    /// Gets the txn workload made for keys whose revision it did not know.
+    pub txn_revision_reads: u64,
+    pub elapsed: Duration,
+    /// Keys put before the measured run.
+    pub preloaded: u64,
+}
+
+impl Outcome {
+    /// Operations answered, of every kind (conflicting swaps included).
+    pub fn ops(&self) -> u64 {
+        self.histograms.iter().map(Histogram::len).sum()
+    }
+
+    fn overall(&self) -> Histogram<u64> {
+        let mut overall = new_histogram();
+        for histogram in &self.histograms {
+            overall.add(histogram).expect("histograms of one shape add up");
+        }
+        overall
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 ns to 60 s at three significant digits.
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("constant bounds are valid")
+}
+
+/// The latencies of some operations, in microseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Latencies {
+    pub ops: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    pub mean_us: f64,
+}
+
+impl Latencies {
+    fn of(histogram: &Histogram<u64>) -> Latencies {
+        let micros = |nanos: u64| nanos as f64 / 1000.0;
+        Latencies {
+            ops: histogram.len(),
+            p50_us: micros(histogram.value_at_quantile(0.5)),
+            p99_us: micros(histogram.value_at_quantile(0.99)),
+            p999_us: micros(histogram.value_at_quantile(0.999)),
+            max_us: micros(histogram.max()),
+            mean_us: histogram.mean() / 1000.0,
+        }
+    }
+
+    fn human(&self) -> String {
+        format!(
+            "p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}",
+            self.p50_us, self.p99_us, self.p999_us, self.max_us, self.mean_us
+        )
+    }
+}
+
+/// One run, as `--json` prints it. The fields up to `target` are common to
+/// every workload (scripts read them); the rest belong to one workload and
+/// are left out of the others.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub workload: &'static str,
+    #[serde(flatten)]
+    pub latencies: Latencies,
+    pub errors: u64,
+    pub seconds: f64,
+    pub ops_per_sec: f64,
+    pub clients: u32,
+    pub connections: u32,
+    pub key_bytes: usize,
+    pub value_bytes: usize,
+    pub key_space: u64,
+    pub total: Option<u64>,
+    /// The rate asked for (0: unlimited), not the one reached.
+    pub rate: u64,
+    pub endpoints: Vec<String>,
+    pub target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preloaded_keys: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub txn_succeeded: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub txn_failed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub txn_revision_reads: Option<u64>,
+    /// The gets of a mixed run alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub range: Option<Latencies>,
+    /// The puts of a mixed run alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub put: Option<Latencies>,
+}
+
+impl BenchReport {
+    pub fn new(
+        workload: &Workload,
+        options: &LoadOptions,
+        outcome: &Outcome,
+        target: &str,
+        endpoints: &[String],
+    ) -> BenchReport {
+        let seconds = outcome.elapsed.as_secs_f64();
+        let kind = |kind: Kind| Latencies::of(&outcome.histograms[kind as usize]);
+        let (consistency, limit, read_ratio, mixed) = match *workload {
+            Workload::Range { consistency, limit, .. } => {
+                (Some(consistency.flag()), Some(limit), None, false)
+            }
+            Workload::Mixed { consistency, read_ratio, .. } => {
+                (Some(consistency.flag()), None, Some(read_ratio), true)
+            }
+            Workload::Put | Workload::Txn => (None, None, None, false),
+        };
+        let txn = |count: u64| (*workload == Workload::Txn).then_some(count);
+        BenchReport {
+            workload: workload.name(),
+            latencies: Latencies::of(&outcome.overall()),
+            errors: outcome.errors,
+            seconds,
+            ops_per_sec: outcome.ops() as f64 / seconds,
+            clients: options.clients,
+            connections: options.connections,
+            key_bytes: options.key_bytes,
+            value_bytes: options.value_bytes,
+            key_space: options.key_space,
+            total: options.total,
+            rate: options.rate,
+            endpoints: endpoints.to_vec(),
+            target: target.to_string(),
+            consistency,
+            limit,
+            preloaded_keys: matches!(workload, Workload::Range { .. } | Workload::Mixed { .. })
+                .then_some(outcome.preloaded),
+            read_ratio,
+            txn_succeeded: txn(outcome.txn_succeeded),
+            txn_failed: txn(outcome.txn_failed),
+            txn_revision_reads: txn(outcome.txn_revision_reads),
+            range: mixed.then(|| kind(Kind::Range)),
+            put: mixed.then(|| kind(Kind::Put)),
+        }
+    }
+
+    /// The report as a person reads it.
+    pub fn human(&self) -> String {
+        let rate = match self.rate {
+            0 => String::new(),
+            rate => format!(", at most {rate} ops/s"),
+        };
+        let mut text = format!(
+            "nvkv bench {}: {} clients over {} connections, {}-byte keys from {} and {}-byte values, {} at {}{rate}\n",
+            self.workload,
+            self.clients,
+            self.connections,
+            self.key_bytes,
+            self.key_space,
+            self.value_bytes,
+            self.target,
+            self.endpoints.join(","),
+        );
+        if let Some(preloaded) = self.preloaded_keys.filter(|&keys| keys > 0) {
+            text.push_str(&format!("preloaded    {preloaded} keys\n"));
+        }
+        text.push_str(&format!(
+            "ops          {} in {:.2} s ({} failed)\nops/s        {:.0}\nlatency us   {}",
+            self.latencies.ops,
+            self.seconds,
+            self.errors,
+            self.ops_per_sec,
+            self.latencies.human()
+        ));
+        if let (Some(succeeded), Some(failed), Some(reads)) =
+            (self.txn_succeeded, self.txn_failed, self.txn_revision_reads)
+        {
+            text.push_str(&format!(
+                "\nswaps        {succeeded} succeeded, {failed} conflicted; {reads} revisions read first"
+            ));
+        }
+        for (name, latencies) in [("gets", &self.range), ("puts", &self.put)] {
+            if let Some(latencies) = latencies {
+                text.push_str(&format!("\n{name:<12} {:>8}   {}", latencies.ops, latencies.human()));
+            }
+        }
+        text
+    }
+}
+
+/// Connects `options.connections` targets of type `T` (round robin over
+/// `endpoints`), preloads the key space when the workload reads, and runs
+/// the workload. Must run inside a `LocalSet`.
+pub async fn run_against<T: StoreTarget + 'static>(
+    workload: &Workload,
+    options: &LoadOptions,
+    endpoints: &[String],
+) -> Result<Outcome, String> {
+    if endpoints.is_empty() {
+        return Err("no endpoint to send to: give --endpoints".into());
+    }
+    let mut targets = Vec::new();
+    for connection in 0..options.connections {
+        let endpoint = &endpoints[connection as usize % endpoints.len()];
+        targets.push(Rc::new(T::connect(endpoint).await?));
+    }
+    let preloaded = if workload.preloads() { preload(options, &targets).await? } else { 0 };
+    let mut outcome = drive(workload, options, targets).await;
+    outcome.preloaded = preloaded;
+    if outcome.ops() == 0 {
+        return Err(format!("no operation succeeded ({} failed); is the store serving?", outcome.errors));
+    }
+    Ok(outcome)
+}
+
+/// Puts every key of the key space once, so that gets find what they ask
+/// for; every client takes part, without a rate limit. Returns the keys put.
+pub async fn preload<T: StoreTarget + 'static>(
+    options: &LoadOptions,
+    targets: &[Rc<T>],
+) -> Result<u64, String> {
+    let keys = options.key_space;
+    eprintln!("preloading {keys} keys before the run (--no-preload skips this)");
+    let next = Rc::new(Cell::new(0u64));
+    let value: Rc<[u8]> = vec![b'v'; options.value_bytes].into();
+    let bar =
+        progress_bar(options, keys, "{spinner} preloading [{bar:40}] {pos}/{len} keys {elapsed_precise}");
+    let mut tasks = Vec::new();
+    for client in 0..options.clients {
+        let target = targets[client as usize % targets.len()].clone();
+        let (next, value, bar, key_bytes) = (next.clone(), value.clone(), bar.clone(), options.key_bytes);
+        tasks.push(tokio::task::spawn_local(async move {
+            while next.get() < keys {
+                let number = next.get();
+                next.set(number + 1);
+                let key = key_of(number, key_bytes);
+                target
+                    .put(&key, &value)
+                    .await
+                    .map_err(|error| format!("preloading key {}: {error}", String::from_utf8_lossy(&key)))?;
+                if let Some(bar) = &bar {
+                    bar.inc(1);
+                }
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    let mut first_error = None;
+    for task in tasks {
+        if let Err(error) = task.await.map_err(|error| error.to_string()).and_then(|result| result) {
+            first_error.get_or_insert(error);
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    first_error.map_or(Ok(keys), Err)
+}
+
+/// The revisions the txn workload last saw, by key number, shared by all
+/// clients (so a conflict means another client or writer got there first).
+struct Revisions {
+    known: HashMap<u64, i64>,
+}
+
+impl Revisions {
+    fn remember(&mut self, number: u64, mod_revision: i64) {
+        let full = self.known.len() >= REMEMBERED_REVISIONS_MAX;
+        match self.known.get_mut(&number) {
+            // Answers may arrive out of order: a key's revision only grows.
+            Some(known) => *known = (*known).max(mod_revision),
+            None if !full => {
+                self.known.insert(number, mod_revision);
+            }
+            None => {}
+        }
+    }
+}
+
+/// What the clients of one run share.
+struct Shared {
+    histograms: RefCell<[Histogram<u64>; KINDS]>,
+    errors: Cell<u64>,
+    /// Operations started, so a total is never overshot by clients in flight.
+    issued: Cell<u64>,
+    txn_succeeded: Cell<u64>,
+    txn_failed: Cell<u64>,
+    txn_revision_reads: Cell<u64>,
+    revisions: RefCell<Revisions>,
+    limiter: Option<RefCell<Limiter>>,
+}
+
+/// Runs the workload against `targets` (one per connection) until the time
+/// or the total runs out. Must run inside a `LocalSet`.
+pub async fn drive<T: StoreTarget + 'static>(
+    workload: &Workload,
+    options: &LoadOptions,
+    targets: Vec<Rc<T>>,
+) -> Outcome {
+    let shared = Rc::new(Shared {
+        histograms: RefCell::new(std::array::from_fn(|_| new_histogram())),
+        errors: Cell::new(0),
+        issued: Cell::new(0),
+        txn_succeeded: Cell::new(0),
+        txn_failed: Cell::new(0),
+        txn_revision_reads: Cell::new(0),
+        revisions: RefCell::new(Revisions { known: HashMap::new() }),
+        limiter: Limiter::new(options.rate).map(RefCell::new),
+    });
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(options.seconds);
+    let value: Rc<[u8]> = vec![b'v'; options.value_bytes].into();
+    let template = format!("{{spinner}} {} [{{bar:40}}] {{elapsed_precise}} {{msg}}", workload.name());
+    let bar = progress_bar(options, (options.seconds * 1000.0) as u64, &template);
+    let ticker = bar.clone().map(|bar| {
+        let shared = shared.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                bar.set_position(started.elapsed().as_millis() as u64);
+                let ops = shared.histograms.borrow().iter().map(Histogram::len).sum::<u64>();
+                bar.set_message(format!("{ops} ops"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    });
+    let mut tasks = Vec::new();
+    for client in 0..options.clients {
+        let target = targets[client as usize % targets.len()].clone();
+        let (shared, value, workload, options) = (shared.clone(), value.clone(), *workload, options.clone());
+        tasks.push(tokio::task::spawn_local(async move {
+            let mut chooser = Chooser::for_client(client);
+            loop {
+                if options.total.is_some_and(|total| shared.issued.get() >= total) {
+                    break;
+                }
+                shared.issued.set(shared.issued.get() + 1);
+                if let Some(limiter) = &shared.limiter {
+                    let slot = limiter.borrow_mut().reserve(Instant::now());
+                    if slot >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep_until(slot.into()).await;
+                } else if Instant::now() >= deadline {
+                    break;
+                }
+                let number = chooser.number_below(options.key_space);
+                let key = key_of(number, options.key_bytes);
+                let start = Instant::now();
+                let (kind, answer) = match workload {
+                    Workload::Put => (Kind::Put, target.put(&key, &value).await),
+                    Workload::Range { consistency, limit, .. } => {
+                        (Kind::Range, get(&*target, &key, limit, consistency).await)
+                    }
+                    Workload::Mixed { read_ratio, consistency, .. } => {
+                        if chooser.fraction() < read_ratio {
+                            (Kind::Range, get(&*target, &key, 1, consistency).await)
+                        } else {
+                            (Kind::Put, target.put(&key, &value).await)
+                        }
+                    }
+                    Workload::Txn => (Kind::Txn, swap(&*target, &shared, number, &key, &value).await),
+                };
+                match answer {
+                    Ok(()) => {
+                        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                        shared.histograms.borrow_mut()[kind as usize].saturating_record(nanos.max(1));
+                    }
+                    Err(error) => {
+                        if shared.errors.get() == 0 {
+                            tracing::warn!(%error, "an operation failed (further failures are only counted)");
+                        }
+                        shared.errors.set(shared.errors.get() + 1);
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let elapsed = started.elapsed();
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let histograms = shared.histograms.borrow().clone();
+    Outcome {
+        histograms,
+        errors: shared.errors.get(),
+        txn_succeeded: shared.txn_succeeded.get(),
+        txn_failed: shared.txn_failed.get(),
+        txn_revision_reads: shared.txn_revision_reads.get(),
+        elapsed,
+        preloaded: 0,
+    }
+}
+
+/// A get of `key` alone (`limit` 1) or of `limit` keys from it on.
+async fn get<T: StoreTarget>(
+    target: &T,
+    key: &[u8],
+    limit: i64,
+    consistency: Consistency,
+) -> Result<(), String> {
+    let range_end: &[u8] = if limit == 1 { &[] } else { &[0] };
+    target.range(key, range_end, limit, consistency).await.map(|_| ())
+}
+
+/// One compare-and-swap of key `number`, reading its revision first when
+/// the generator has not seen it yet. A conflict is an answer, not an error.
+async fn swap<T: StoreTarget>(
+    target: &T,
+    shared: &Shared,
+    number: u64,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(), String> {
+    let known = shared.revisions.borrow().known.get(&number).copied();
+    let expected = match known {
+        Some(revision) => revision,
+        None => {
+            shared.txn_revision_reads.set(shared.txn_revision_reads.get() + 1);
+            target.range(key, &[], 1, Consistency::Linearizable).await?.mod_revision
+        }
+    };
+    let swap = target.compare_and_swap(key, expected, value).await?;
+    shared.revisions.borrow_mut().remember(number, swap.mod_revision);
+    let counter = if swap.succeeded { &shared.txn_succeeded } else { &shared.txn_failed };
+    counter.set(counter.get() + 1);
+    Ok(())
+}
+
+/// A bar on stderr, or none with --json or when stderr is not a terminal.
+fn progress_bar(options: &LoadOptions, length: u64, template: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !options.progress || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(length);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template).expect("progress template").progress_chars("=> "),
+    );
+    Some(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store in memory with etcd's revision rules, shared by the targets
+    /// (connections) of a test. Each call yields once before it acts, so
+    /// clients interleave the way they do over a network.
+    #[derive(Default)]
+    struct Model {
+        mod_revisions: RefCell<HashMap<Vec<u8>, i64>>,
+        revision: Cell<i64>,
+        puts: Cell<u64>,
+        gets: Cell<u64>,
+        swaps: Cell<u64>,
+    }
+
+    struct ModelTarget(Rc<Model>);
+
+    impl Model {
+        fn write(&self, key: &[u8]) -> i64 {
+            self.revision.set(self.revision.get() + 1);
+            self.mod_revisions.borrow_mut().insert(key.to_vec(), self.revision.get());
+            self.revision.get()
+        }
+    }
+
+    impl StoreTarget for ModelTarget {
+        async fn connect(endpoint: &str) -> Result<ModelTarget, String> {
+            Err(format!("a model is not reached at {endpoint}: the test makes its targets"))
+        }
+
+        async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), String> {
+            tokio::task::yield_now().await;
+            assert_eq!((key.len(), value.len()), (8, 16));
+            self.0.write(key);
+            self.0.puts.set(self.0.puts.get() + 1);
+            Ok(())
+        }
+
+        async fn range(
+            &self,
+            key: &[u8],
+            range_end: &[u8],
+            limit: i64,
+            _: Consistency,
+        ) -> Result<RangeRead, String> {
+            tokio::task::yield_now().await;
+            assert_eq!((range_end, limit), (&[][..], 1), "single-key gets");
+            self.0.gets.set(self.0.gets.get() + 1);
+            let mod_revision = self.0.mod_revisions.borrow().get(key).copied().unwrap_or(0);
+            Ok(RangeRead { keys: u64::from(mod_revision > 0), mod_revision })
+        }
+
+        async fn compare_and_swap(&self, key: &[u8], mod_revision: i64, _: &[u8]) -> Result<Swap, String> {
+            tokio::task::yield_now().await;
+            self.0.swaps.set(self.0.swaps.get() + 1);
+            let current = self.0.mod_revisions.borrow().get(key).copied().unwrap_or(0);
+            if current == mod_revision {
+                Ok(Swap { succeeded: true, mod_revision: self.0.write(key) })
+            } else {
+                Ok(Swap { succeeded: false, mod_revision: current })
+            }
+        }
+    }
+
+    fn options(total: Option<u64>, seconds: f64, rate: u64) -> LoadOptions {
+        LoadOptions {
+            clients: 8,
+            connections: 2,
+            key_bytes: 8,
+            value_bytes: 16,
+            key_space: 100,
+            seconds,
+            total,
+            rate,
+            progress: false,
+        }
+    }
+
+    /// Runs `workload` against a fresh model over two connections.
+    fn run_on_model(workload: Workload, options: &LoadOptions) -> (Outcome, Rc<Model>) {
+        let model = Rc::new(Model::default());
+        let targets = vec![Rc::new(ModelTarget(model.clone())), Rc::new(ModelTarget(model.clone()))];
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        let outcome = local.block_on(&runtime, drive(&workload, options, targets));
+        (outcome, model)
+    }
+
+    #[test]
+    fn puts_stop_at_their_total_and_every_one_reaches_the_store() {
+        let (outcome, model) = run_on_model(Workload::Put, &options(Some(1000), 60.0, 0));
+        assert_eq!((outcome.ops(), outcome.errors), (1000, 0));
+        assert_eq!(model.puts.get(), 1000, "every put reached the store");
+        assert_eq!(model.gets.get() + model.swaps.get(), 0, "puts only");
+    }
+
+    #[test]
+    fn swaps_count_successes_and_conflicts_and_only_successes_write() {
+        let mut options = options(Some(2000), 60.0, 0);
+        options.key_space = 4;
+        let (outcome, model) = run_on_model(Workload::Txn, &options);
+        assert_eq!(outcome.errors, 0);
+        assert_eq!(outcome.txn_succeeded + outcome.txn_failed, 2000, "every swap is one or the other");
+        assert_eq!(outcome.ops(), 2000);
+        assert_eq!(model.puts.get(), 0);
+        assert_eq!(
+            model.revision.get() as u64,
+            outcome.txn_succeeded,
+            "a write per success, none per conflict"
+        );
+        assert!(outcome.txn_failed > 0, "8 clients on 4 keys collide");
+        assert!(outcome.txn_succeeded > 0, "a remembered revision wins");
+        assert!(
+            (1..=32).contains(&outcome.txn_revision_reads),
+            "a key's revision is read only until someone saw it: {} reads",
+            outcome.txn_revision_reads
+        );
+        assert_eq!(model.gets.get(), outcome.txn_revision_reads);
+    }
+
+    #[test]
+    fn mixed_runs_keep_to_the_read_ratio_and_measure_each_kind_apart() {
+        let workload =
+            Workload::Mixed { read_ratio: 0.25, consistency: Consistency::Serializable, preload: false };
+        let (outcome, model) = run_on_model(workload, &options(Some(4000), 60.0, 0));
+        assert_eq!(outcome.ops(), 4000);
+        let (gets, puts) =
+            (outcome.histograms[Kind::Range as usize].len(), outcome.histograms[Kind::Put as usize].len());
+        assert_eq!((gets, puts), (model.gets.get(), model.puts.get()));
+        assert!((800..1200).contains(&gets), "{gets} gets of 4000 at a read ratio of 0.25");
+        let report = BenchReport::new(&workload, &options(Some(4000), 60.0, 0), &outcome, "model", &[]);
+        assert_eq!(report.range.as_ref().map(|range| range.ops), Some(gets));
+        assert_eq!(report.put.as_ref().map(|put| put.ops), Some(puts));
+        assert_eq!((report.consistency, report.read_ratio), (Some("s"), Some(0.25)));
+    }
+
+    #[test]
+    fn a_rate_keeps_the_clients_to_it() {
+        let (outcome, _) = run_on_model(Workload::Put, &options(None, 0.5, 200));
+        assert!(
+            (1..=101).contains(&outcome.ops()),
+            "{} puts in 0.5 s at 200 ops/s: at most rate x seconds + 1",
+            outcome.ops()
+        );
+    }
+
+    #[test]
+    fn preload_puts_every_key_once() {
+        let model = Rc::new(Model::default());
+        let targets = vec![Rc::new(ModelTarget(model.clone()))];
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        let keys = local.block_on(&runtime, preload(&options(None, 1.0, 0), &targets)).expect("preload");
+        assert_eq!(keys, 100);
+        assert_eq!(model.puts.get(), 100);
+        assert_eq!(model.mod_revisions.borrow().len(), 100, "each key of the space, once");
+    }
+
+    #[test]
+    fn bad_options_are_refused_naming_the_value() {
+        let range = Workload::Range { consistency: Consistency::Linearizable, limit: 1, preload: true };
+        /// Spoils one option of good ones.
+        type Spoil = fn(&mut LoadOptions);
+        let cases: Vec<(Spoil, Workload, &str)> = vec![
+            (|o| o.clients = 0, Workload::Put, "--clients 0"),
+            (|o| o.connections = 9, Workload::Put, "--conns 9"),
+            (|o| o.key_bytes = 0, Workload::Put, "--key-bytes 0"),
+            (|o| o.value_bytes = 2 << 20, Workload::Put, "--value-bytes 2097152"),
+            (|o| o.key_space = 0, Workload::Put, "--key-space 0"),
+            (|o| (o.key_bytes, o.key_space) = (2, 101), Workload::Put, "--key-space 101"),
+            (|o| o.seconds = 0.0, Workload::Put, "--seconds 0"),
+            (|o| o.seconds = f64::NAN, Workload::Put, "--seconds NaN"),
+            (|o| o.total = Some(0), Workload::Put, "--total 0"),
+            (|o| o.rate = RATE_MAX + 1, Workload::Put, "--rate 10000001"),
+            (
+                |_| {},
+                Workload::Range { consistency: Consistency::Linearizable, limit: 0, preload: true },
+                "--limit 0",
+            ),
+            (
+                |_| {},
+                Workload::Mixed { read_ratio: 1.5, consistency: Consistency::Linearizable, preload: true },
+                "--read-ratio 1.5",
+            ),
+        ];
+        for (change, workload, named) in cases {
+            let mut options = options(None, 1.0, 0);
+            change(&mut options);
+            let error = options.validate(&workload).expect_err(named);
+            assert!(error.starts_with(named), "{error:?} should name {named:?}");
+        }
+        assert_eq!(options(None, 1.0, 0).validate(&range), Ok(()));
+    }
+}
