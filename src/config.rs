@@ -142,11 +142,25 @@ pub struct StoreConfig {
     /// keys under one prefix (`/registry/pods/` at depth 2) share a group:
     /// prefix ranges and transactions within it are served by one group.
     pub partition_depth: usize,
+    /// How long a watch that asked for progress notifications may go
+    /// without hearing from its group before it is told how far it is
+    /// (etcd's default: ten minutes).
+    pub watch_progress_interval_ms: u64,
+    /// Watches one client connection may hold open at once.
+    pub watches_per_connection_max: u32,
+    /// Events a watch may leave untaken before it is moved from the live
+    /// buffer to reading history (nothing is lost; memory stays bounded).
+    pub watch_events_pending_max: u32,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { partition_depth: 2 }
+        StoreConfig {
+            partition_depth: 2,
+            watch_progress_interval_ms: 600_000,
+            watches_per_connection_max: 1024,
+            watch_events_pending_max: 1024,
+        }
     }
 }
 
@@ -497,6 +511,24 @@ impl Config {
             u64::from(GROUPS_PER_SHARD_LIMIT),
         )?;
         check_range("store.partition_depth", self.store.partition_depth as u64, 1, 16)?;
+        check_range(
+            "store.watch_progress_interval_ms",
+            self.store.watch_progress_interval_ms,
+            10,
+            86_400_000,
+        )?;
+        check_range(
+            "store.watches_per_connection_max",
+            u64::from(self.store.watches_per_connection_max),
+            1,
+            65_536,
+        )?;
+        check_range(
+            "store.watch_events_pending_max",
+            u64::from(self.store.watch_events_pending_max),
+            1,
+            1 << 20,
+        )?;
         Ok(())
     }
 }
@@ -758,6 +790,9 @@ mod tests {
                 "at most namespace.queue_depth - 3 = 0",
             ),
             ("[log]\ngroups_per_shard = 0", "log.groups_per_shard = 0"),
+            ("[store]\nwatch_progress_interval_ms = 5", "store.watch_progress_interval_ms = 5"),
+            ("[store]\nwatches_per_connection_max = 0", "store.watches_per_connection_max = 0"),
+            ("[store]\nwatch_events_pending_max = 0", "store.watch_events_pending_max = 0"),
             ("[namespace]\nnamespace_bytes = \"1MiB\"", "to fit in namespace.namespace_bytes"),
         ];
         for (text, expected) in cases {

@@ -310,6 +310,7 @@ impl Node {
             groups: cores.len() as u32 * config.log.groups_per_shard,
             partition_depth: config.store.partition_depth as u32,
             started: std::time::Instant::now(),
+            watch: crate::rpc::watch::WatchSettings::from_config(&config.store),
         });
         let mut listener = Some(listener);
         let member = Member { id: config.node.member_id, peer_address: client_address.to_string() };
@@ -320,7 +321,10 @@ impl Node {
             member: member.clone(),
             initial_members: vec![member],
             raft: GroupConfig::default(),
-            watch: WatchLimits::default(),
+            watch: WatchLimits {
+                watch_events_pending_max: config.store.watch_events_pending_max as usize,
+                ..WatchLimits::default()
+            },
         };
         let (ready_sender, ready_receiver) = crossbeam_channel::bounded(cores.len());
         let factories = cores

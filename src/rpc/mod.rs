@@ -11,6 +11,8 @@
 pub mod client;
 pub mod kv;
 pub mod server;
+pub mod watch;
+pub mod watch_client;
 
 use capnp::message::ReaderOptions;
 

@@ -32,6 +32,7 @@ pub struct NodeInfo {
     pub groups: u32,
     pub partition_depth: u32,
     pub started: Instant,
+    pub watch: super::watch::WatchSettings,
 }
 
 /// Starts accepting on `listener` from the calling reactor. With `deal`,
@@ -104,7 +105,7 @@ pub fn serve_connection(
         rpc_twoparty_capnp::Side::Server,
         super::reader_options(),
     );
-    let server = NodeServer { context: context.clone(), info };
+    let server = NodeServer { context: context.clone(), info, watches: Default::default() };
     let client: node::Client = capnp_rpc::new_client(server);
     let system = RpcSystem::new(Box::new(network), Some(client.client));
     let shard = context.shard();
@@ -119,6 +120,8 @@ pub fn serve_connection(
 struct NodeServer {
     context: ReactorContext,
     info: Arc<NodeInfo>,
+    /// The watches this connection holds, however many Watch capabilities it asked for.
+    watches: std::rc::Rc<super::watch::ConnectionWatches>,
 }
 
 impl NodeServer {
@@ -176,6 +179,19 @@ impl node::Server for NodeServer {
         })?;
         let kv: crate::nvkv_capnp::k_v::Client = capnp_rpc::new_client(super::kv::KvServer::new(requests));
         results.get().set_kv(kv);
+        Ok(())
+    }
+
+    async fn watch(
+        self: capnp::capability::Rc<Self>,
+        _: node::WatchParams,
+        mut results: node::WatchResults,
+    ) -> Result<(), capnp::Error> {
+        let requests = shard::groups::local_requests(&self.context).ok_or_else(|| {
+            capnp::Error::overloaded(format!("shard {} is still starting its groups", self.context.shard()))
+        })?;
+        let server = super::watch::WatchServer::new(requests, self.info.watch, self.watches.clone());
+        results.get().set_watch(capnp_rpc::new_client(server));
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 //! knows nothing of config files) and never touches another shard's state.
 
 pub mod groups;
+pub mod watch;
 
 use std::os::fd::RawFd;
 use std::rc::Rc;
