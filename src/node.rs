@@ -290,7 +290,9 @@ impl Node {
         let mut shard_listeners = Vec::with_capacity(cores.len());
         let mut shard_endpoints = Vec::with_capacity(cores.len());
         for shard in 0..cores.len() {
-            let address = shard_address(client_address, shard)?;
+            // From the configured port, not the bound one: port 0 must give
+            // the shards free ports too, not the ones above a random port.
+            let address = shard_address(config.node.client_address, shard)?;
             let listener = std::net::TcpListener::bind(address)
                 .map_err(|source| NodeError::Listen { address: address.to_string(), source })?;
             let bound = listener
