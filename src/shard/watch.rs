@@ -220,7 +220,11 @@ impl<G: WatchedGroup> Pump<G> {
                 drop(permit);
             }
             match cancelled {
-                Some(CancelReason::TooSlow { .. }) if self.reopen() => continue,
+                Some(CancelReason::TooSlow { watch_events_pending_max })
+                    if self.reopen(watch_events_pending_max) =>
+                {
+                    continue
+                }
                 Some(reason) => {
                     // The hub already forgot this watch.
                     self.wakers.borrow_mut().remove(&self.id);
@@ -259,15 +263,18 @@ impl<G: WatchedGroup> Pump<G> {
 
     /// Opens the watch again from the revision after the last event sent,
     /// after the hub cancelled it as too slow; false if the hub refuses.
-    fn reopen(&mut self) -> bool {
+    fn reopen(&mut self, watch_events_pending_max: usize) -> bool {
         self.wakers.borrow_mut().remove(&self.id);
         let request = self.request.clone();
         match self.group.with_state(|state| state.hub.watch(&state.store, request)) {
             Ok(id) => {
-                tracing::debug!(
-                    group = self.group.group(),
-                    from = self.request.start_revision,
-                    "a watch fell behind its live buffer; it reads history now"
+                // Worth a line: a client that keeps falling behind costs
+                // history reads on the group's shard.
+                tracing::info!(
+                    "a watch of group {} fell more than {watch_events_pending_max} events behind its client; \
+                     it reads the group's history from revision {} now",
+                    self.group.group(),
+                    self.request.start_revision
                 );
                 self.id = id;
                 self.wakers.borrow_mut().insert(id, Rc::clone(&self.notify));
