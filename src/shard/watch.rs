@@ -246,6 +246,7 @@ impl<G: WatchedGroup> Pump<G> {
         }
         // The feed is gone: nobody reads this watch any more.
         let id = self.id;
+        tracing::debug!(group = self.group.group(), ?id, "a watch ended; its hub watch is cancelled");
         self.wakers.borrow_mut().remove(&id);
         self.group.with_state(|state| {
             let _ = state.hub.cancel(id);
