@@ -271,7 +271,8 @@ interface Watcher {
   progress @1 (watchId :Int64, header :ResponseHeader) -> stream;
   # The watch ended and sends nothing more: error says why (compacted, with
   # compactRevision: read the current state and watch again from after it;
-  # unavailable: the node stopped). group is the group that ended it.
+  # unavailable: the node stopped). group is the group that ended it (0
+  # when the node stopped: then every group did).
   cancelled @2 (watchId :Int64, group :UInt32, error :Error);
 }
 

@@ -171,6 +171,7 @@ enum BenchCommand {
 
 #[derive(Debug, clap::Args)]
 struct WatchArgs {
+    /// The key to watch (with --prefix, every key starting with it).
     key: String,
     /// The end of the range [KEY, RANGE_END).
     range_end: Option<String>,

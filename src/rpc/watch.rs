@@ -149,7 +149,7 @@ fn plain_error(code: ErrorCode, message: String) -> ServerError {
 }
 
 /// The typed error a group's cancellation reaches the client as.
-pub fn cancel_error(reason: &CancelReason) -> ServerError {
+fn cancel_error(reason: &CancelReason) -> ServerError {
     match reason {
         CancelReason::Compacted { compact_revision } => ServerError {
             compact_revision: *compact_revision,
