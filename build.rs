@@ -11,6 +11,8 @@ fn main() {
     schemas.sort();
     let mut command = capnpc::CompilerCommand::new();
     command.src_prefix("schema");
+    // `-> stream` needs /capnp/stream.capnp; schema/import has nvkv's copy.
+    command.import_path("schema/import");
     for schema in &schemas {
         command.file(schema);
     }

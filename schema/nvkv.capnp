@@ -241,10 +241,8 @@ interface Node {
   # forwards each request to the shard that owns its key's group.
   kv @1 () -> (kv :KV);
   partitionMap @2 () -> (map :PartitionMap);
-  # Ordinal 3 is Node.watch of the watch work; Cap'n Proto refuses a hole
-  # in the ordinals, so this placeholder (unimplemented on the server)
-  # holds it until that lands and replaces it.
-  reservedForWatch @3 () -> ();
+  # Watches served by the shard this connection landed on (see Watch).
+  watch @3 () -> (watch :Watch);
   # Leases, served by the shard this connection landed on, which reaches
   # every group's shard through the mailboxes.
   lease @4 () -> (lease :Lease);
@@ -398,4 +396,69 @@ interface Lease {
   keepAlive @2 (id :Int64) -> (result :LeaseKeepAliveResult);
   timeToLive @3 (id :Int64, keys :Bool) -> (result :LeaseTimeToLiveResult);
   leases @4 () -> (result :LeaseLeasesResult);
+}
+
+# ---- Watch ----
+# A watch is a capability the client passes in: the node calls the client's
+# Watcher with event batches until the watch ends. Revisions are per group:
+# a watch whose range spans groups (a prefix shorter than
+# store.partition_depth segments, say) is one watch per group underneath,
+# each batch names its group in its header, and order holds within a group
+# (never across groups).
+
+enum EventKind {
+  put @0;
+  delete @1;
+}
+
+struct Event {
+  kind @0 :EventKind;
+  kv @1 :KeyValue;            # a delete carries the key and the delete's revision
+  prevKv @2 :KeyValue;        # set when asked for and the key was live before
+  hasPrevKv @3 :Bool;
+}
+
+struct WatchCreate {
+  key @0 :Data;               # with rangeEnd, etcd's range convention (see KV)
+  rangeEnd @1 :Data;
+  startRevision @2 :Int64;    # 0: from the next write; else from this revision of each group
+  prevKv @3 :Bool;
+  noPut @4 :Bool;
+  noDelete @5 :Bool;
+  progressNotify @6 :Bool;    # progress calls when quiet (store.watch_progress_interval_ms)
+}
+
+# Implemented by the client. Streaming calls: the node sends the next batch
+# only as the client takes them (capnp-rpc's flow control), so a slow client
+# slows its own watch, never the store.
+interface Watcher {
+  # The next events of one group, in revision order; a revision is never
+  # split between batches. header.revision is the group's store revision.
+  events @0 (watchId :Int64, header :ResponseHeader, events :List(Event)) -> stream;
+  # Every event of this group up to header.revision has been sent.
+  progress @1 (watchId :Int64, header :ResponseHeader) -> stream;
+  # The watch ended and sends nothing more: error says why (compacted, with
+  # compactRevision: read the current state and watch again from after it;
+  # unavailable: the node stopped). group is the group that ended it (0
+  # when the node stopped: then every group did).
+  cancelled @2 (watchId :Int64, group :UInt32, error :Error);
+}
+
+# Ends its watch when cancelled or dropped (closing the connection drops it).
+interface WatchHandle {
+  cancel @0 ();
+}
+
+struct WatchResult {
+  union {
+    handle @0 :WatchHandle;
+    error @1 :Error;
+  }
+  watchId @2 :Int64;          # names the watch in the Watcher's calls
+}
+
+interface Watch {
+  # Registers the watch in every group its range maps to before answering,
+  # so every write after the answer reaches the watcher.
+  watch @0 (request :WatchCreate, watcher :Watcher) -> (result :WatchResult);
 }

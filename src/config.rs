@@ -157,6 +157,15 @@ pub struct StoreConfig {
     pub request_bytes_max: u64,
     /// Most compares, and most operations in each branch, of one txn.
     pub txn_ops_max: u32,
+    /// How long a watch that asked for progress notifications may go
+    /// without hearing from its group before it is told how far it is
+    /// (etcd's default: ten minutes).
+    pub watch_progress_interval_ms: u64,
+    /// Watches one client connection may hold open at once.
+    pub watches_per_connection_max: u32,
+    /// Events a watch may leave untaken before it is moved from the live
+    /// buffer to reading history (nothing is lost; memory stays bounded).
+    pub watch_events_pending_max: u32,
 }
 
 impl Default for StoreConfig {
@@ -169,6 +178,9 @@ impl Default for StoreConfig {
             value_bytes_max: 1536 * KIB,
             request_bytes_max: 1536 * KIB,
             txn_ops_max: 128,
+            watch_progress_interval_ms: 600_000,
+            watches_per_connection_max: 1024,
+            watch_events_pending_max: 1024,
         }
     }
 }
@@ -575,6 +587,24 @@ impl Config {
             u64::from(GROUPS_PER_SHARD_LIMIT),
         )?;
         check_range("store.partition_depth", self.store.partition_depth as u64, 1, 16)?;
+        check_range(
+            "store.watch_progress_interval_ms",
+            self.store.watch_progress_interval_ms,
+            10,
+            86_400_000,
+        )?;
+        check_range(
+            "store.watches_per_connection_max",
+            u64::from(self.store.watches_per_connection_max),
+            1,
+            65_536,
+        )?;
+        check_range(
+            "store.watch_events_pending_max",
+            u64::from(self.store.watch_events_pending_max),
+            1,
+            1 << 20,
+        )?;
         self.validate_store_limits()?;
         let raft = &self.raft;
         check_range("raft.snapshot_after_entries", raft.snapshot_after_entries, 1, 100_000_000)?;
@@ -885,6 +915,9 @@ mod tests {
                 "at most namespace.queue_depth - 3 = 0",
             ),
             ("[log]\ngroups_per_shard = 0", "log.groups_per_shard = 0"),
+            ("[store]\nwatch_progress_interval_ms = 5", "store.watch_progress_interval_ms = 5"),
+            ("[store]\nwatches_per_connection_max = 0", "store.watches_per_connection_max = 0"),
+            ("[store]\nwatch_events_pending_max = 0", "store.watch_events_pending_max = 0"),
             ("[namespace]\nnamespace_bytes = \"1MiB\"", "to fit in namespace.namespace_bytes"),
             ("[node]\nname = \"\"", "node.name = \"\""),
             ("[store]\nrequest_bytes_max = 100", "store.request_bytes_max = 100"),

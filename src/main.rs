@@ -140,6 +140,16 @@ enum Command {
         #[command(subcommand)]
         action: MemberCommand,
     },
+    /// Prints every change to KEY (or a range) as it happens, like etcdctl
+    /// watch: a PUT or DELETE line, then the key and the value (with
+    /// --prev-kv, the previous key and value before them); -w json prints
+    /// one JSON object per event. Runs until Ctrl-C, or until --count events
+    /// came. Revisions are per group: a range that spans groups (a prefix
+    /// shorter than store.partition_depth segments) is watched in each group,
+    /// in order within each group. When the node ends the watch (its start
+    /// revision is compacted, the node stops) it says why on stderr and
+    /// exits non-zero.
+    Watch(WatchArgs),
     /// Load generators that print numbers: see `nvkv bench WORKLOAD --help`.
     Bench {
         #[command(subcommand)]
@@ -263,6 +273,37 @@ enum BenchCommand {
 }
 
 /// The flags every store workload shares.
+#[derive(Debug, clap::Args)]
+struct WatchArgs {
+    /// The key to watch (with --prefix, every key starting with it).
+    key: String,
+    /// The end of the range [KEY, RANGE_END).
+    range_end: Option<String>,
+    /// Every key that starts with KEY.
+    #[arg(long)]
+    prefix: bool,
+    /// Start at this revision of each group (0: the next write). Earlier
+    /// revisions are replayed from history; a compacted one ends the watch.
+    #[arg(long, value_name = "R", default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+    rev: i64,
+    /// Also print the key as it was before each event.
+    #[arg(long)]
+    prev_kv: bool,
+    /// Leave out puts.
+    #[arg(long)]
+    no_put: bool,
+    /// Leave out deletes.
+    #[arg(long)]
+    no_delete: bool,
+    /// Print "progress notify: REVISION (group G)" when a group has had no
+    /// event for the node's store.watch_progress_interval_ms.
+    #[arg(long)]
+    progress_notify: bool,
+    /// Exit 0 after this many events.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+}
+
 #[derive(Debug, clap::Args)]
 struct LoadArgs {
     /// Concurrent clients, each with one operation in flight.
@@ -545,6 +586,7 @@ fn key_value_command(endpoints: &[String], json: bool, command: Command) -> Resu
                 }
                 println!("compacted group {} at revision {revision}", header.group);
             }
+            Command::Watch(args) => return watch(&connection, json, args).await,
             _ => unreachable!("only key-value commands come here"),
         }
         Ok(())
@@ -618,6 +660,76 @@ fn lease_command(endpoints: &[String], json: bool, command: LeaseCommand) -> Res
         }
         Ok(())
     })?
+}
+
+/// Runs `nvkv watch` until its count, the end of the watch, or Ctrl-C.
+async fn watch(
+    connection: &nvkv::rpc::client::ShardedClient,
+    json: bool,
+    args: WatchArgs,
+) -> Result<(), String> {
+    use nvkv::rpc::client::KeyValueView;
+    use nvkv::rpc::watch_client::WatchMessage;
+    let range_end = range_end_of(&args.key, args.range_end, args.prefix);
+    let key = if args.key.is_empty() && args.prefix { vec![0] } else { args.key.into_bytes() };
+    let request = nvkv::kv::watch::WatchRequest {
+        key,
+        range_end,
+        start_revision: args.rev,
+        prev_kv: args.prev_kv,
+        no_put: args.no_put,
+        no_delete: args.no_delete,
+        progress_notify: args.progress_notify,
+    };
+    let mut watch = connection.watch(&request).await.map_err(|e| e.to_string())?;
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let mut events_seen = 0;
+    while let Some(message) = watch.next().await {
+        match message {
+            WatchMessage::Events { header, events } => {
+                for event in events {
+                    let kind = match event.kind {
+                        nvkv::kv::types::EventKind::Put => "PUT",
+                        nvkv::kv::types::EventKind::Delete => "DELETE",
+                    };
+                    if json {
+                        print_json(&serde_json::json!({
+                            "header": header,
+                            "type": kind,
+                            "kv": KeyValueView::from(event.kv),
+                            "prev_kv": event.prev_kv.map(KeyValueView::from),
+                        }))?;
+                    } else {
+                        println!("{kind}");
+                        if let Some(previous) = &event.prev_kv {
+                            println!("{}\n{}", text(&previous.key), text(&previous.value));
+                        }
+                        println!("{}\n{}", text(&event.kv.key), text(&event.kv.value));
+                    }
+                    events_seen += 1;
+                    if args.count == Some(events_seen) {
+                        return Ok(());
+                    }
+                }
+            }
+            WatchMessage::Progress { header } if json => {
+                print_json(&serde_json::json!({ "header": header, "progress_notify": true }))?;
+            }
+            WatchMessage::Progress { header } => {
+                println!("progress notify: {} (group {})", header.revision, header.group);
+            }
+            WatchMessage::Cancelled { group, error } => {
+                return Err(match error.code {
+                    // Compaction is per group, so is the revision it names.
+                    nvkv::rpc::kv::ErrorCode::Compacted => {
+                        format!("watch cancelled in group {group}: {}", error.message)
+                    }
+                    _ => format!("watch cancelled: {}", error.message),
+                });
+            }
+        }
+    }
+    Err("the connection to the node closed, which ended the watch; watch again with --rev".into())
 }
 
 fn status(endpoints: &[String], json: bool) -> Result<(), String> {
@@ -828,7 +940,8 @@ fn main() -> ExitCode {
         | Command::Get { .. }
         | Command::Del { .. }
         | Command::Txn
-        | Command::Compact { .. } => {
+        | Command::Compact { .. }
+        | Command::Watch(_) => {
             match key_value_command(&cli.endpoints, cli.write_out == "json", cli.command) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {

@@ -290,7 +290,9 @@ impl Node {
         let mut shard_listeners = Vec::with_capacity(cores.len());
         let mut shard_endpoints = Vec::with_capacity(cores.len());
         for shard in 0..cores.len() {
-            let address = shard_address(client_address, shard)?;
+            // From the configured port, not the bound one: port 0 must give
+            // the shards free ports too, not the ones above a random port.
+            let address = shard_address(config.node.client_address, shard)?;
             let listener = std::net::TcpListener::bind(address)
                 .map_err(|source| NodeError::Listen { address: address.to_string(), source })?;
             let bound = listener
@@ -312,6 +314,7 @@ impl Node {
             partition_depth: config.store.partition_depth as u32,
             started: std::time::Instant::now(),
             limits: config.store.limits(),
+            watch: crate::rpc::watch::WatchSettings::from_config(&config.store),
         });
         let mut listener = Some(listener);
         let member = Member { id: config.node.member_id, peer_address: client_address.to_string() };
@@ -322,7 +325,10 @@ impl Node {
             member: member.clone(),
             initial_members: vec![member],
             raft: config.raft.group_config(),
-            watch: WatchLimits::default(),
+            watch: WatchLimits {
+                watch_events_pending_max: config.store.watch_events_pending_max as usize,
+                ..WatchLimits::default()
+            },
         };
         let (ready_sender, ready_receiver) = crossbeam_channel::bounded(cores.len());
         let factories = cores

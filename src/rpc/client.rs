@@ -151,7 +151,11 @@ impl Connection {
         Ok(Connection { endpoint: endpoint.to_string(), node, kv, cluster, maintenance, lease })
     }
 
-    fn rpc_error(&self, source: capnp::Error) -> ClientError {
+    pub(super) fn node(&self) -> &node::Client {
+        &self.node
+    }
+
+    pub(super) fn rpc_error(&self, source: capnp::Error) -> ClientError {
         ClientError::Rpc { endpoint: self.endpoint.clone(), source }
     }
 
@@ -301,7 +305,10 @@ impl Connection {
         self.answer(response.get().and_then(|results| read_compact_result(results.get_result()?)))
     }
 
-    fn answer<T>(&self, decoded: capnp::Result<Result<T, super::kv::ServerError>>) -> Result<T, ClientError> {
+    pub(super) fn answer<T>(
+        &self,
+        decoded: capnp::Result<Result<T, super::kv::ServerError>>,
+    ) -> Result<T, ClientError> {
         match decoded {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(error)) => Err(ClientError::Refused { endpoint: self.endpoint.clone(), error }),
@@ -623,6 +630,15 @@ impl ShardedClient {
     /// Forgets the history of `group` below `revision`.
     pub async fn compact(&self, group: u32, revision: i64) -> Result<super::kv::Header, ClientError> {
         self.main.compact(group, revision).await
+    }
+
+    /// Opens a watch on the shard of its range's group, or on the main port
+    /// when the range spans groups (that shard reaches every group).
+    pub async fn watch(
+        &self,
+        request: &crate::kv::watch::WatchRequest,
+    ) -> Result<super::watch_client::Watch, ClientError> {
+        self.for_range(&request.key, &request.range_end).watch(request).await
     }
 }
 

@@ -8,6 +8,7 @@ use crate::kv::types::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue, KvError,
     PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, TxnRequest, TxnResponse,
 };
+use crate::kv::watch::WatchError;
 use crate::nvkv_capnp::{
     compare, k_v as kv, key_value, request_op, response_header, response_op, txn_request, txn_response,
     CompareResult as SchemaCompareResult, ErrorCode as SchemaErrorCode,
@@ -75,13 +76,15 @@ pub fn server_error(error: &RequestError) -> ServerError {
         RequestError::Kv(KvError::LeaseNotFound(_)) => plain(ErrorCode::LeaseNotFound),
         RequestError::Kv(KvError::LeaseExists(_)) => plain(ErrorCode::LeaseExists),
         RequestError::TxnSpansGroups { .. } => plain(ErrorCode::TxnSpansGroups),
+        RequestError::Watch(WatchError::TooManyWatchers { .. }) => plain(ErrorCode::Unavailable),
+        RequestError::Watch(_) => plain(ErrorCode::InvalidArgument),
         RequestError::Kv(_) | RequestError::Codec(_) | RequestError::NoSuchGroup { .. } => {
             plain(ErrorCode::InvalidArgument)
         }
     }
 }
 
-fn limit_error(error: &LimitError) -> ServerError {
+pub fn limit_error(error: &LimitError) -> ServerError {
     let code = match error {
         LimitError::KeyTooLarge { .. } => ErrorCode::KeyTooLarge,
         LimitError::ValueTooLarge { .. } => ErrorCode::ValueTooLarge,
@@ -91,7 +94,7 @@ fn limit_error(error: &LimitError) -> ServerError {
     ServerError { code, message: error.to_string(), leader_hint: 0, compact_revision: 0 }
 }
 
-pub(super) fn set_error(mut builder: crate::nvkv_capnp::error::Builder<'_>, error: &ServerError) {
+pub fn set_error(mut builder: crate::nvkv_capnp::error::Builder<'_>, error: &ServerError) {
     use SchemaErrorCode as Schema;
     builder.set_code(match error.code {
         ErrorCode::Unavailable => Schema::Unavailable,
@@ -120,7 +123,7 @@ pub fn read_error(reader: crate::nvkv_capnp::error::Reader<'_>) -> capnp::Result
     })
 }
 
-pub(super) fn set_header<T>(mut builder: response_header::Builder<'_>, answer: &Answered<T>, revision: i64) {
+pub fn set_header<T>(mut builder: response_header::Builder<'_>, answer: &Answered<T>, revision: i64) {
     builder.set_group(answer.group);
     builder.set_revision(revision);
     builder.set_raft_term(answer.term);

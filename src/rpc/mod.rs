@@ -12,6 +12,8 @@ pub mod client;
 pub mod kv;
 pub mod lease;
 pub mod server;
+pub mod watch;
+pub mod watch_client;
 
 pub mod cluster;
 

@@ -36,6 +36,7 @@ pub struct NodeInfo {
     pub started: Instant,
     /// What one client request may carry (`[store]` of the config).
     pub limits: crate::kv::limits::Limits,
+    pub watch: super::watch::WatchSettings,
 }
 
 /// Starts accepting on `listener` from the calling reactor. With `deal`,
@@ -111,7 +112,7 @@ pub fn serve_connection(
         rpc_twoparty_capnp::Side::Server,
         super::server_reader_options(info.limits.request_bytes_max),
     );
-    let server = NodeServer { context: context.clone(), info };
+    let server = NodeServer { context: context.clone(), info, watches: Default::default() };
     let client: node::Client = capnp_rpc::new_client(server);
     let system = RpcSystem::new(Box::new(network), Some(client.client));
     let shard = context.shard();
@@ -126,6 +127,8 @@ pub fn serve_connection(
 struct NodeServer {
     context: ReactorContext,
     info: Arc<NodeInfo>,
+    /// The watches this connection holds, however many Watch capabilities it asked for.
+    watches: std::rc::Rc<super::watch::ConnectionWatches>,
 }
 
 impl NodeServer {
@@ -173,6 +176,21 @@ impl node::Server for NodeServer {
         let lease: crate::nvkv_capnp::lease::Client =
             capnp_rpc::new_client(super::lease::LeaseServer::new(self.requests()?));
         results.get().set_lease(lease);
+        Ok(())
+    }
+
+    async fn watch(
+        self: capnp::capability::Rc<Self>,
+        _: node::WatchParams,
+        mut results: node::WatchResults,
+    ) -> Result<(), capnp::Error> {
+        let server = super::watch::WatchServer::new(
+            self.requests()?,
+            self.info.watch,
+            self.watches.clone(),
+            self.info.limits,
+        );
+        results.get().set_watch(capnp_rpc::new_client(server));
         Ok(())
     }
 

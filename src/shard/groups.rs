@@ -203,6 +203,8 @@ pub enum RequestError {
     TxnSpansGroups { groups: Vec<GroupId> },
     #[error("group {group} does not exist: this node has groups 0 to {last}")]
     NoSuchGroup { group: GroupId, last: GroupId },
+    #[error(transparent)]
+    Watch(#[from] crate::kv::watch::WatchError),
 }
 
 /// A response with the header every answer carries.
@@ -457,6 +459,25 @@ impl Requests {
             }),
             other => Err(RequestError::Codec(format!("a compaction was answered with {other:?}"))),
         }
+    }
+
+    /// Opens a watch in every group its range maps to, each on the shard
+    /// that owns the group (see `super::watch`); every write a group applies
+    /// after this returns reaches the feed.
+    pub async fn watch(
+        &self,
+        request: crate::kv::watch::WatchRequest,
+        options: super::watch::WatchOptions,
+    ) -> Result<super::watch::WatchFeed, RequestError> {
+        let (sender, feed) = super::watch::feed(&options);
+        for group in self.groups_of(&request.key, &request.range_end) {
+            let (request, sender) = (request.clone(), sender.clone());
+            on_shard(&self.context, self.layout.shard_of(group), move |groups| async move {
+                Ok(super::watch::open_here(group_on(&groups, group)?, request, options, sender)?)
+            })
+            .await?;
+        }
+        Ok(feed)
     }
 
     fn groups_of(&self, key: &[u8], range_end: &[u8]) -> Vec<GroupId> {

@@ -12,6 +12,7 @@ pub mod propose;
 pub mod stages;
 #[cfg(test)]
 mod test_support;
+pub mod watch;
 
 use std::os::fd::RawFd;
 use std::rc::Rc;
