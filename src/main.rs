@@ -908,6 +908,10 @@ fn bench_store(endpoints: &[String], command: BenchCommand) -> ExitCode {
     }
 }
 
+/// Per-thread heaps suit a thread-per-core daemon: see Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // openraft reports every election at info; nvkv's own lines say what matters.
