@@ -56,7 +56,7 @@ while [ $# -gt 0 ]; do
         --rate) rate="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
         --config) config="$2"; shift 2 ;;
-        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "store.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
