@@ -57,7 +57,10 @@ enum Command {
         listen: Option<std::net::SocketAddr>,
     },
     /// Shows each endpoint's status: member, namespace, durability, every
-    /// shard's core and log (records, bytes used of the ring), and every
+    /// shard's core and log (records, bytes used of the ring), where the
+    /// shard's writes spend their time (p50/p99 of queue wait and device
+    /// write in the log, proposal wait, the Raft round, apply, and end to
+    /// end; records per log write and writes per Raft entry), and every
     /// group: its leader, term, applied / last / snapshot / purged log
     /// index, store revision, compact revision, keys, watchers and leases.
     /// With -w json also each group's members' matched log index (where
