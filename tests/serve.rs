@@ -107,6 +107,19 @@ fn status_answers_over_cap_n_proto_with_every_shard() {
         assert_eq!(shards[1]["shard"], 1, "{status}");
         assert!(shards[0]["log_capacity_bytes"].as_u64().expect("capacity") > 0, "{status}");
     }
+    // The stages above the log count the writes that went through them.
+    for key in ["/a/1", "/b/1", "/c/1", "/d/1"] {
+        client(port, &["put", key, "v"]).expect("put");
+    }
+    let status = status_json(port);
+    let shards = status[0]["shards"].as_array().expect("shards");
+    let sum = |field: &str| shards.iter().map(|shard| shard[field].as_u64().expect(field)).sum::<u64>();
+    assert_eq!(sum("proposed_commands"), 4, "{status}");
+    assert!((1..=4).contains(&sum("proposals")), "{status}");
+    for field in ["raft_p50_us", "apply_p50_us", "end_to_end_p50_us", "device_write_p50_us"] {
+        let busiest = shards.iter().map(|shard| shard[field].as_f64().expect(field)).fold(0.0, f64::max);
+        assert!(busiest > 0.0, "{field} stays 0 after puts: {status}");
+    }
     daemon.signal(libc::SIGTERM);
     let (status, stderr) = daemon.wait_exit();
     assert_eq!(status.code(), Some(0), "{stderr}");
