@@ -727,7 +727,9 @@ impl Ticker {
 }
 
 /// Runs the workload against `targets` (one per connection) until the time
-/// or the total runs out. Must run inside a `LocalSet`.
+/// or the total runs out. Must run inside a `LocalSet`. The watch workload
+/// has watchers besides its clients: it runs through `bench::watch::drive`
+/// (as `run_against` does), never here.
 pub async fn drive<T: StoreTarget + 'static>(
     workload: &Workload,
     options: &LoadOptions,
