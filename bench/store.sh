@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The store workloads against a one-node `nvkv serve` on the embedded
 # default (its data in a temporary directory), with the load generator on
-# the same machine: `nvkv bench put`, `range`, `txn` and `mixed`, each
-# repeated, the workloads interleaved within each repeat; medians with the
-# raw runs beside them. The key space is preloaded once, before the first
+# the same machine: `nvkv bench put`, `range`, `txn` and `mixed` (and, when
+# asked for, `watch`), each repeated, the workloads interleaved within each
+# repeat; medians with the raw runs beside them. The key space is preloaded once, before the first
 # run (range and mixed then run with --no-preload). Writes report.md and
 # summary.json (and every run's JSON under raw/) to
 # OUT/store-<UTC YYYYMMDD-HHMM>/.
 #
 # Usage: bench/store.sh [options]
-#   --workloads LIST   comma-separated, from put,range,txn,mixed (default: all four)
+#   --workloads LIST   comma-separated, from put,range,txn,mixed,watch
+#                      (default: put,range,txn,mixed; watch is optional)
 #   --repeats N        repeats of every workload (default 3)
 #   --seconds S        length of each run, whole seconds (default 5)
 #   --clients C        concurrent clients (default 64)
@@ -19,6 +20,8 @@
 #   --value-bytes B    value size (default 256; keys are 8 bytes)
 #   --read-ratio R     share of gets in mixed (default 0.5)
 #   --consistency l|s  reads of range and mixed (default l)
+#   --watchers W       watchers of watch, one key each; its key space is W
+#                      keys, so every put reaches one watcher (default 100)
 #   --rate OPS         operations per second per run (default 0: unlimited)
 #   --out DIR          parent of the results directory (default bench/results)
 #   --config FILE      serve with this config (data_dir and client_address
@@ -38,6 +41,7 @@ txn_key_space=1000
 value_bytes=256
 read_ratio=0.5
 consistency=l
+watchers=100
 rate=0
 out=bench/results
 config=""
@@ -53,10 +57,11 @@ while [ $# -gt 0 ]; do
         --value-bytes) value_bytes="$2"; shift 2 ;;
         --read-ratio) read_ratio="$2"; shift 2 ;;
         --consistency) consistency="$2"; shift 2 ;;
+        --watchers) watchers="$2"; shift 2 ;;
         --rate) rate="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
         --config) config="$2"; shift 2 ;;
-        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "store.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -64,10 +69,10 @@ for pair in "repeats:$repeats" "seconds:$seconds"; do
     case "${pair#*:}" in ''|*[!0-9]*|0) echo "store.sh: --${pair%%:*} ${pair#*:} must be a positive integer" >&2; exit 2 ;; esac
 done
 IFS=, read -r -a chosen <<< "$workloads"
-if [ ${#chosen[@]} -eq 0 ]; then echo "store.sh: --workloads is empty: give some of put,range,txn,mixed" >&2; exit 2; fi
+if [ ${#chosen[@]} -eq 0 ]; then echo "store.sh: --workloads is empty: give some of put,range,txn,mixed,watch" >&2; exit 2; fi
 for workload in "${chosen[@]}"; do
-    case "$workload" in put|range|txn|mixed) ;; *)
-        echo "store.sh: --workloads: unknown workload \"$workload\"; give some of put,range,txn,mixed" >&2; exit 2 ;;
+    case "$workload" in put|range|txn|mixed|watch) ;; *)
+        echo "store.sh: --workloads: unknown workload \"$workload\"; give some of put,range,txn,mixed,watch" >&2; exit 2 ;;
     esac
 done
 if [ -n "$config" ] && [ ! -r "$config" ]; then echo "store.sh: --config $config is not a readable file" >&2; exit 2; fi
@@ -112,6 +117,7 @@ for repeat in $(seq 1 "$repeats"); do
             txn) run "txn-r$repeat" txn "${timed[@]}" --key-space "$txn_key_space" ;;
             mixed) run "mixed-r$repeat" mixed "${timed[@]}" --key-space "$key_space" --read-ratio "$read_ratio" \
                 --consistency "$consistency" --no-preload ;;
+            watch) run "watch-r$repeat" watch "${timed[@]}" --watchers "$watchers" --key-space "$watchers" ;;
         esac
     done
 done
@@ -121,7 +127,8 @@ python3 - "$result" "$repeats" "$seconds" "$ready" "$(git rev-parse HEAD)" "$com
 import json, os, platform, statistics, sys
 result, repeats, seconds, ready, commit, command = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 workloads = sys.argv[7].split(",")
-labels = {"put": "put", "range": "range (single-key gets)", "txn": "txn (compare-and-swap)", "mixed": "mixed (gets and puts)"}
+labels = {"put": "put", "range": "range (single-key gets)", "txn": "txn (compare-and-swap)", "mixed": "mixed (gets and puts)",
+          "watch": "watch (put sent to event received)"}
 summary = {"command": command, "repeats": repeats, "commit": commit, "ready": ready, "workloads": {}}
 first = None
 lines = ["# nvkv store workloads, one node", "", f"Command: `{command}`", "",
@@ -142,6 +149,13 @@ for workload in workloads:
             for key in ("p50_us", "p99_us"):
                 median[f"{kind}_{key}"] = statistics.median(run[kind][key] for run in runs)
         notes = (f"read ratio {runs[0]['read_ratio']}; gets p50/p99 {median['range_p50_us']:.1f}/{median['range_p99_us']:.1f}, "
+                 f"puts p50/p99 {median['put_p50_us']:.1f}/{median['put_p99_us']:.1f}")
+    if workload == "watch":
+        for key in ("events_per_sec", "put_p50_us", "put_p99_us"):
+            median[key] = statistics.median(run[key] for run in runs)
+        missing = sum(run["events_missing"] for run in runs)
+        notes = (f"ops are puts, percentiles events'; {runs[0]['watchers']} watchers on {runs[0]['key_space']} keys, "
+                 f"{median['events_per_sec']:,.0f} events/s, {missing} missing; "
                  f"puts p50/p99 {median['put_p50_us']:.1f}/{median['put_p99_us']:.1f}")
     if workload in ("range", "mixed"):
         notes = f"consistency {runs[0]['consistency']}" + (f"; {notes}" if notes else "")

@@ -273,6 +273,20 @@ enum BenchCommand {
     /// `range` and `put` (ops, p50_us, p99_us, p999_us, max_us, mean_us)
     /// beside the overall ones.
     Mixed(MixedArgs),
+    /// Watch latency, like etcd's benchmark watch-latency.
+    ///
+    /// W watchers each watch one key: watcher w the key numbered w mod
+    /// --key-space (at most W), spread over the connections. C clients put
+    /// random keys of the key space; each value starts with the put's
+    /// sequence number, so every event a watcher receives is matched to
+    /// its put. The percentiles are over events: from the put being sent
+    /// to the event reaching its watcher (on the bench's one thread). After
+    /// the last put the watchers get until every acknowledged put reached
+    /// every watcher of its key, or 5 s pass without an event. --json adds
+    /// watchers, events, events_per_sec, events_missing, events_duplicated,
+    /// events_unexpected (all three also counted in errors), put_p50_us and
+    /// put_p99_us; ops are the puts.
+    Watch(WatchBenchArgs),
 }
 
 /// The flags every store workload shares.
@@ -372,6 +386,16 @@ struct MixedArgs {
     /// Do not put the key space before the run.
     #[arg(long)]
     no_preload: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(mut_arg("key_space", |arg| arg.default_value("100")))]
+struct WatchBenchArgs {
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Watchers, one key each (1 to 10000).
+    #[arg(long, value_name = "W", default_value_t = 100)]
+    watchers: u32,
 }
 
 #[derive(Debug, clap::Args)]
@@ -854,7 +878,7 @@ fn bench_device(args: DeviceArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs a store workload (`nvkv bench put|range|txn|mixed`) and prints its
+/// Runs a store workload (`nvkv bench put|range|txn|mixed|watch`) and prints its
 /// report.
 fn bench_store(endpoints: &[String], command: BenchCommand) -> ExitCode {
     use nvkv::bench::workload::{Consistency, Workload};
@@ -879,6 +903,7 @@ fn bench_store(endpoints: &[String], command: BenchCommand) -> ExitCode {
             },
             args.load,
         ),
+        BenchCommand::Watch(args) => (Workload::Watch { watchers: args.watchers }, args.load),
         BenchCommand::Device(_) => unreachable!("bench device has its own runner"),
     };
     let options = nvkv::bench::workload::LoadOptions {

@@ -1,4 +1,4 @@
-//! `nvkv bench put|range|txn|mixed` against a real `nvkv serve`: each
+//! `nvkv bench put|range|txn|mixed|watch` against a real `nvkv serve`: each
 //! workload's JSON report, what it left in the store, --total and --rate,
 //! and bad flags refused by name.
 
@@ -228,6 +228,102 @@ fn bad_bench_flags_are_refused_naming_the_value() {
         (&["txn", "--conns", "2"], "--conns 2"),
     ] {
         let mut all = vec!["bench"];
+        all.extend_from_slice(args);
+        let stderr = client(9, &all).expect_err("refused");
+        assert!(stderr.contains(named), "nvkv {all:?} should name {named:?}: {stderr}");
+    }
+}
+
+/// The events a watch report says arrived, checked against what a user
+/// would count: every put of a key reaches each of its watchers once.
+fn assert_events(report: &serde_json::Value, events: u64, watchers: u64) {
+    assert_eq!((&report["events"], &report["watchers"]), (&events.into(), &watchers.into()), "{report}");
+    for field in ["events_missing", "events_duplicated", "events_unexpected"] {
+        assert_eq!(report[field], 0, "{field} in {report}");
+    }
+    assert!(report["events_per_sec"].as_f64().is_some_and(|rate| rate > 0.0), "{report}");
+    let put = |field: &str| report[field].as_f64().unwrap_or_else(|| panic!("{field} in {report}"));
+    assert!(0.0 < put("put_p50_us") && put("put_p50_us") <= put("put_p99_us"), "{report}");
+}
+
+#[test]
+fn bench_watch_delivers_every_put_to_every_watcher_of_its_key_once() {
+    let setup = Setup::new("");
+    let mut daemon = Daemon::start(&setup.config);
+    let port = ready_port(&daemon.wait_ready());
+
+    eprintln!("phase: 6 watchers on 3 keys, two per key: 200 puts make 400 events");
+    let report = bench(
+        port,
+        &[&["watch", "--watchers", "6", "--clients", "4", "--key-space", "3", "--total", "200"][..], &SHAPE]
+            .concat(),
+    );
+    assert_common(&report, "watch", 200, 4, 3);
+    assert_events(&report, 400, 6);
+    let written = versions(port);
+    assert_eq!(written.len(), 3, "{written:?}");
+    assert_eq!(written.iter().map(|(_, version)| version).sum::<u64>(), 200, "ops are the puts");
+
+    eprintln!("phase: 5 watchers on 2 keys (3 on the first, 2 on the second), timed and rated");
+    let report = bench(
+        port,
+        &[
+            &[
+                "watch",
+                "--watchers",
+                "5",
+                "--clients",
+                "2",
+                "--key-space",
+                "2",
+                "--seconds",
+                "1",
+                "--rate",
+                "200",
+            ][..],
+            &SHAPE,
+        ]
+        .concat(),
+    );
+    let after = versions(port);
+    let puts = |key: &str| {
+        let now = after.iter().find(|(name, _)| name == key).map_or(0, |(_, version)| *version);
+        let earlier = written.iter().find(|(name, _)| name == key).map_or(0, |(_, version)| *version);
+        now - earlier
+    };
+    let (first, second) = (puts("00000000"), puts("00000001"));
+    assert_eq!(first + second, report["ops"].as_u64().expect("ops"), "{report}");
+    assert!((1..=201).contains(&(first + second)), "at most 200 x 1 + 1 puts: {report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_ordered(&report, "events");
+    assert_events(&report, 3 * first + 2 * second, 5);
+
+    eprintln!("phase: without --json the table shows the events and the puts' own latency");
+    let text = client(port, &["bench", "watch", "--watchers", "2", "--key-space", "1", "--total", "10"])
+        .expect("bench watch");
+    for line in [
+        "nvkv bench watch: 1 clients over 1 connections",
+        "ops          10 in",
+        "events       20 at 2 watchers",
+        "0 missing",
+        "puts us ",
+    ] {
+        assert!(text.contains(line), "{line:?} in {text}");
+    }
+    stop(daemon);
+}
+
+#[test]
+fn bad_bench_watch_flags_are_refused_naming_the_value() {
+    // Nothing listens on port 9: every refusal comes before connecting.
+    for (args, named) in [
+        (&["--watchers", "0"][..], "--watchers 0"),
+        (&["--watchers", "10001"], "--watchers 10001"),
+        (&["--key-space", "101"], "--key-space 101 is more than --watchers 100"),
+        (&["--key-space", "1", "--value-bytes", "8"], "--value-bytes 8"),
+        (&["--watchers", "x"], "'x'"),
+    ] {
+        let mut all = vec!["bench", "watch"];
         all.extend_from_slice(args);
         let stderr = client(9, &all).expect_err("refused");
         assert!(stderr.contains(named), "nvkv {all:?} should name {named:?}: {stderr}");

@@ -1,5 +1,5 @@
 //! Load generators that print numbers: `nvkv bench device` (the shard log's
-//! append path) and the store benchmarks `nvkv bench put|range|txn|mixed`
+//! append path) and the store benchmarks `nvkv bench put|range|txn|mixed|watch`
 //! (operations against a running store: the workloads in `workload`, the
 //! nvkv driver in `nvkv`, the choice of store in `target`).
 
@@ -8,4 +8,5 @@ pub mod keys;
 pub mod limiter;
 pub mod nvkv;
 pub mod target;
+pub mod watch;
 pub mod workload;

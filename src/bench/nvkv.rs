@@ -4,11 +4,14 @@
 //! `bench::workload`.
 
 use crate::kv::types::{
-    Compare, CompareResult, CompareTarget, PutRequest, RangeRequest, RequestOp, ResponseOp, TxnRequest,
+    Compare, CompareResult, CompareTarget, EventKind, PutRequest, RangeRequest, RequestOp, ResponseOp,
+    TxnRequest,
 };
+use crate::kv::watch::WatchRequest;
 use crate::rpc::client::ShardedClient;
+use crate::rpc::watch_client::{Watch, WatchMessage};
 
-use super::workload::{Consistency, RangeRead, StoreTarget, Swap};
+use super::workload::{Consistency, RangeRead, StoreTarget, Swap, WatchStream, WatchedEvent};
 
 impl StoreTarget for ShardedClient {
     async fn connect(endpoint: &str) -> Result<ShardedClient, String> {
@@ -72,6 +75,39 @@ impl StoreTarget for ShardedClient {
                 self.main().endpoint(),
                 answer.response.succeeded
             )),
+        }
+    }
+
+    type Watch = Watch;
+
+    async fn watch(&self, key: &[u8], range_end: &[u8]) -> Result<Watch, String> {
+        let request =
+            WatchRequest { key: key.to_vec(), range_end: range_end.to_vec(), ..WatchRequest::default() };
+        ShardedClient::watch(self, &request).await.map_err(|error| error.to_string())
+    }
+}
+
+impl WatchStream for Watch {
+    async fn next(&mut self) -> Result<Vec<WatchedEvent>, String> {
+        loop {
+            match Watch::next(self).await {
+                Some(WatchMessage::Events { events, .. }) => {
+                    return Ok(events
+                        .into_iter()
+                        .map(|event| WatchedEvent {
+                            deleted: event.kind == EventKind::Delete,
+                            key: event.kv.key,
+                            value: event.kv.value,
+                            revision: event.kv.mod_revision,
+                        })
+                        .collect())
+                }
+                Some(WatchMessage::Progress { .. }) => continue,
+                Some(WatchMessage::Cancelled { group, error }) => {
+                    return Err(format!("group {group} cancelled watch {}: {error}", self.id()))
+                }
+                None => return Err(format!("the connection of watch {} closed", self.id())),
+            }
         }
     }
 }

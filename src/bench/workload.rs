@@ -1,4 +1,4 @@
-//! The store benchmarks (`nvkv bench put|range|txn|mixed`), written once
+//! The store benchmarks (`nvkv bench put|range|txn|mixed|watch`), written once
 //! against the [`StoreTarget`] trait so that every store's driver runs the
 //! very same loop: nvkv's over its client library (`bench::nvkv`), and
 //! another store's (etcd's gRPC API, for the comparison) beside it.
@@ -10,9 +10,8 @@
 //! [`Limiter`] of the run. All clients run on one thread (Cap'n Proto RPC is
 //! single-threaded), so shared counters are `Cell`s and no lock is taken.
 //!
-//! A watch workload (once the client library serves watches) is one more
-//! [`Workload`] variant with its own [`StoreTarget`] method and histogram
-//! kind; the loop, the limiter and the report carry over.
+//! The watch workload (`bench::watch`) adds watchers to this loop's puts:
+//! it shares the gate ([`Shared::admit`]), the limiter and the report.
 //!
 //! This module owns the workloads and the report; it must never know how a
 //! store is reached (that is a driver's business) nor print anything but
@@ -60,6 +59,9 @@ pub enum Workload {
     Txn,
     /// Single-key gets (a `read_ratio` of the operations) and puts.
     Mixed { read_ratio: f64, consistency: Consistency, preload: bool },
+    /// Puts of watched keys, and the latency from each put's send to each
+    /// of its events arriving at a watcher (etcd's `benchmark watch-latency`).
+    Watch { watchers: u32 },
 }
 
 impl Workload {
@@ -69,13 +71,14 @@ impl Workload {
             Workload::Range { .. } => "range",
             Workload::Txn => "txn",
             Workload::Mixed { .. } => "mixed",
+            Workload::Watch { .. } => "watch",
         }
     }
 
     fn preloads(&self) -> bool {
         match self {
             Workload::Range { preload, .. } | Workload::Mixed { preload, .. } => *preload,
-            Workload::Put | Workload::Txn => false,
+            Workload::Put | Workload::Txn | Workload::Watch { .. } => false,
         }
     }
 
@@ -87,6 +90,9 @@ impl Workload {
             Workload::Mixed { read_ratio, .. } if !(0.0..=1.0).contains(&read_ratio) => {
                 Err(format!("--read-ratio {read_ratio} must be from 0.0 (puts only) to 1.0 (gets only)"))
             }
+            Workload::Watch { watchers } if !(1..=WATCHERS_MAX).contains(&watchers) => {
+                Err(format!("--watchers {watchers} must be from 1 to {WATCHERS_MAX}"))
+            }
             _ => Ok(()),
         }
     }
@@ -94,6 +100,8 @@ impl Workload {
 
 /// The most keys one get of `bench range --limit` may ask for.
 pub const RANGE_LIMIT_MAX: i64 = 10_000;
+/// The most watchers `bench watch --watchers` may open.
+pub const WATCHERS_MAX: u32 = 10_000;
 /// The most operations per second `--rate` may ask for.
 pub const RATE_MAX: u64 = 10_000_000;
 /// The most key revisions the txn workload remembers; beyond it, a key it
@@ -154,7 +162,11 @@ impl LoadOptions {
         if self.rate > RATE_MAX {
             return Err(format!("--rate {} must be at most {RATE_MAX} (0: unlimited)", self.rate));
         }
-        workload.validate()
+        workload.validate()?;
+        if let Workload::Watch { watchers } = *workload {
+            super::watch::validate(self, watchers)?;
+        }
+        Ok(())
     }
 }
 
@@ -197,11 +209,36 @@ pub trait StoreTarget: Sized {
     /// `if mod_revision(key) == mod_revision then put(key, value)`, and the
     /// key's mod revision either way (a missing key's is 0).
     async fn compare_and_swap(&self, key: &[u8], mod_revision: i64, value: &[u8]) -> Result<Swap, String>;
+    /// What [`StoreTarget::watch`] returns.
+    type Watch: WatchStream;
+    /// Watches [key, range_end) (the convention of `range`) from the next
+    /// write on; returns once the store will deliver every later write.
+    async fn watch(&self, key: &[u8], range_end: &[u8]) -> Result<Self::Watch, String>;
+}
+
+/// An open watch's events, in revision order; dropping it ends the watch.
+#[allow(async_fn_in_trait)]
+pub trait WatchStream {
+    /// The next events (progress and other bookkeeping skipped), or why the
+    /// watch ended: the store cancelled it or the connection closed.
+    async fn next(&mut self) -> Result<Vec<WatchedEvent>, String>;
+}
+
+/// One change a watch delivered, as every store's watch API has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchedEvent {
+    /// A delete (else a put).
+    pub deleted: bool,
+    pub key: Vec<u8>,
+    /// The value put (empty for a delete).
+    pub value: Vec<u8>,
+    /// The revision of the write: it only grows within a watch of one key.
+    pub revision: i64,
 }
 
 /// The kinds of operation, each with its own histogram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Put = 0,
     Range = 1,
     Txn = 2,
@@ -220,6 +257,8 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Keys put before the measured run.
     pub preloaded: u64,
+    /// What the watchers of a watch run received.
+    pub watch: Option<super::watch::Received>,
 }
 
 impl Outcome {
@@ -237,7 +276,7 @@ impl Outcome {
     }
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub(super) fn new_histogram() -> Histogram<u64> {
     // 1 ns to 60 s at three significant digits.
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("constant bounds are valid")
 }
@@ -315,6 +354,29 @@ pub struct BenchReport {
     /// The puts of a mixed run alone.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub put: Option<Latencies>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watchers: Option<u32>,
+    /// Events the watchers received, each once (a watch run's percentiles
+    /// are over these: from its put's send to its arrival at the watcher).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<u64>,
+    /// Events over the time from the start to the last event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_per_sec: Option<f64>,
+    /// Events of acknowledged puts that a watcher of the key never received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_missing: Option<u64>,
+    /// Events a watcher received again (a revision not above its last one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_duplicated: Option<u64>,
+    /// Events that match no put of this run to the watcher's key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_unexpected: Option<u64>,
+    /// A watch run's puts, from send to answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub put_p50_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub put_p99_us: Option<f64>,
 }
 
 impl BenchReport {
@@ -334,12 +396,23 @@ impl BenchReport {
             Workload::Mixed { consistency, read_ratio, .. } => {
                 (Some(consistency.flag()), None, Some(read_ratio), true)
             }
-            Workload::Put | Workload::Txn => (None, None, None, false),
+            Workload::Put | Workload::Txn | Workload::Watch { .. } => (None, None, None, false),
+        };
+        let watchers = match *workload {
+            Workload::Watch { watchers } => Some(watchers),
+            _ => None,
+        };
+        let received = outcome.watch.as_ref();
+        let puts = kind(Kind::Put);
+        // A watch run's percentiles are its events'; its ops stay its puts.
+        let latencies = match received {
+            Some(received) => Latencies { ops: outcome.ops(), ..Latencies::of(&received.latencies) },
+            None => Latencies::of(&outcome.overall()),
         };
         let txn = |count: u64| (*workload == Workload::Txn).then_some(count);
         BenchReport {
             workload: workload.name(),
-            latencies: Latencies::of(&outcome.overall()),
+            latencies,
             errors: outcome.errors,
             seconds,
             ops_per_sec: outcome.ops() as f64 / seconds,
@@ -361,7 +434,17 @@ impl BenchReport {
             txn_failed: txn(outcome.txn_failed),
             txn_revision_reads: txn(outcome.txn_revision_reads),
             range: mixed.then(|| kind(Kind::Range)),
-            put: mixed.then(|| kind(Kind::Put)),
+            put: mixed.then(|| puts.clone()),
+            watchers,
+            events: received.map(|received| received.events),
+            events_per_sec: received.map(|received| {
+                received.events as f64 / received.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
+            }),
+            events_missing: received.map(|received| received.missing),
+            events_duplicated: received.map(|received| received.duplicated),
+            events_unexpected: received.map(|received| received.unexpected),
+            put_p50_us: received.map(|_| puts.p50_us),
+            put_p99_us: received.map(|_| puts.p99_us),
         }
     }
 
@@ -400,6 +483,29 @@ impl BenchReport {
                 "\nswaps        {succeeded} succeeded, {failed} conflicted; {reads} revisions read first"
             ));
         }
+        if let (
+            Some(watchers),
+            Some(events),
+            Some(per_sec),
+            Some(missing),
+            Some(duplicated),
+            Some(unexpected),
+        ) = (
+            self.watchers,
+            self.events,
+            self.events_per_sec,
+            self.events_missing,
+            self.events_duplicated,
+            self.events_unexpected,
+        ) {
+            text.push_str(&format!(
+                " (of events)\nevents       {events} at {watchers} watchers ({per_sec:.0}/s); \
+                 {missing} missing, {duplicated} duplicated, {unexpected} unexpected"
+            ));
+        }
+        if let (Some(p50), Some(p99)) = (self.put_p50_us, self.put_p99_us) {
+            text.push_str(&format!("\nputs us      p50 {p50:.1}  p99 {p99:.1}"));
+        }
         for (name, latencies) in [("gets", &self.range), ("puts", &self.put)] {
             if let Some(latencies) = latencies {
                 text.push_str(&format!("\n{name:<12} {:>8}   {}", latencies.ops, latencies.human()));
@@ -426,7 +532,10 @@ pub async fn run_against<T: StoreTarget + 'static>(
         targets.push(Rc::new(T::connect(endpoint).await?));
     }
     let preloaded = if workload.preloads() { preload(options, &targets).await? } else { 0 };
-    let mut outcome = drive(workload, options, targets).await;
+    let mut outcome = match *workload {
+        Workload::Watch { watchers } => super::watch::drive(options, watchers, targets).await?,
+        _ => drive(workload, options, targets).await,
+    };
     outcome.preloaded = preloaded;
     if outcome.ops() == 0 {
         return Err(format!("no operation succeeded ({} failed); is the store serving?", outcome.errors));
@@ -499,9 +608,9 @@ impl Revisions {
 }
 
 /// What the clients of one run share.
-struct Shared {
-    histograms: RefCell<[Histogram<u64>; KINDS]>,
-    errors: Cell<u64>,
+pub(super) struct Shared {
+    pub(super) histograms: RefCell<[Histogram<u64>; KINDS]>,
+    pub(super) errors: Cell<u64>,
     /// Operations started, so a total is never overshot by clients in flight.
     issued: Cell<u64>,
     txn_succeeded: Cell<u64>,
@@ -511,59 +620,133 @@ struct Shared {
     limiter: Option<RefCell<Limiter>>,
 }
 
+impl Shared {
+    pub(super) fn new(options: &LoadOptions) -> Shared {
+        Shared {
+            histograms: RefCell::new(std::array::from_fn(|_| new_histogram())),
+            errors: Cell::new(0),
+            issued: Cell::new(0),
+            txn_succeeded: Cell::new(0),
+            txn_failed: Cell::new(0),
+            txn_revision_reads: Cell::new(0),
+            revisions: RefCell::new(Revisions { known: HashMap::new() }),
+            limiter: Limiter::new(options.rate).map(RefCell::new),
+        }
+    }
+
+    /// Whether a client may send one more operation, after waiting for its
+    /// slot under `--rate`: not once the total is issued or the time is up.
+    pub(super) async fn admit(&self, options: &LoadOptions, deadline: Instant) -> bool {
+        if options.total.is_some_and(|total| self.issued.get() >= total) {
+            return false;
+        }
+        self.issued.set(self.issued.get() + 1);
+        if let Some(limiter) = &self.limiter {
+            let slot = limiter.borrow_mut().reserve(Instant::now());
+            if slot >= deadline {
+                return false;
+            }
+            tokio::time::sleep_until(slot.into()).await;
+        } else if Instant::now() >= deadline {
+            return false;
+        }
+        true
+    }
+
+    /// Records an operation sent at `start`: its latency, or its failure.
+    pub(super) fn record(&self, kind: Kind, start: Instant, answer: Result<(), String>) {
+        match answer {
+            Ok(()) => {
+                let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.histograms.borrow_mut()[kind as usize].saturating_record(nanos.max(1));
+            }
+            Err(error) => self.fail(&error),
+        }
+    }
+
+    /// Counts one failure, logging the first.
+    pub(super) fn fail(&self, error: &str) {
+        if self.errors.get() == 0 {
+            tracing::warn!(%error, "an operation failed (further failures are only counted)");
+        }
+        self.errors.set(self.errors.get() + 1);
+    }
+
+    fn ops(&self) -> u64 {
+        self.histograms.borrow().iter().map(Histogram::len).sum()
+    }
+
+    /// What the clients measured in `elapsed`, the watchers' part left out.
+    pub(super) fn outcome(&self, elapsed: Duration) -> Outcome {
+        Outcome {
+            histograms: self.histograms.borrow().clone(),
+            errors: self.errors.get(),
+            txn_succeeded: self.txn_succeeded.get(),
+            txn_failed: self.txn_failed.get(),
+            txn_revision_reads: self.txn_revision_reads.get(),
+            elapsed,
+            preloaded: 0,
+            watch: None,
+        }
+    }
+}
+
+/// The progress bar of a measured run and the task that moves it.
+pub(super) struct Ticker {
+    bar: Option<indicatif::ProgressBar>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Ticker {
+    /// Shows the time passed and the operations done, every 100 ms, when
+    /// `options.progress` and stderr is a terminal.
+    pub(super) fn start(name: &str, options: &LoadOptions, shared: &Rc<Shared>, started: Instant) -> Ticker {
+        let template = format!("{{spinner}} {name} [{{bar:40}}] {{elapsed_precise}} {{msg}}");
+        let bar = progress_bar(options, (options.seconds * 1000.0) as u64, &template);
+        let task = bar.clone().map(|bar| {
+            let shared = shared.clone();
+            tokio::task::spawn_local(async move {
+                loop {
+                    bar.set_position(started.elapsed().as_millis() as u64);
+                    bar.set_message(format!("{} ops", shared.ops()));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        });
+        Ticker { bar, task }
+    }
+
+    pub(super) fn finish(self) {
+        if let Some(task) = self.task {
+            task.abort();
+        }
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// Runs the workload against `targets` (one per connection) until the time
-/// or the total runs out. Must run inside a `LocalSet`.
+/// or the total runs out. Must run inside a `LocalSet`. The watch workload
+/// has watchers besides its clients: it runs through `bench::watch::drive`
+/// (as `run_against` does), never here.
 pub async fn drive<T: StoreTarget + 'static>(
     workload: &Workload,
     options: &LoadOptions,
     targets: Vec<Rc<T>>,
 ) -> Outcome {
-    let shared = Rc::new(Shared {
-        histograms: RefCell::new(std::array::from_fn(|_| new_histogram())),
-        errors: Cell::new(0),
-        issued: Cell::new(0),
-        txn_succeeded: Cell::new(0),
-        txn_failed: Cell::new(0),
-        txn_revision_reads: Cell::new(0),
-        revisions: RefCell::new(Revisions { known: HashMap::new() }),
-        limiter: Limiter::new(options.rate).map(RefCell::new),
-    });
+    let shared = Rc::new(Shared::new(options));
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(options.seconds);
     let value: Rc<[u8]> = vec![b'v'; options.value_bytes].into();
-    let template = format!("{{spinner}} {} [{{bar:40}}] {{elapsed_precise}} {{msg}}", workload.name());
-    let bar = progress_bar(options, (options.seconds * 1000.0) as u64, &template);
-    let ticker = bar.clone().map(|bar| {
-        let shared = shared.clone();
-        tokio::task::spawn_local(async move {
-            loop {
-                bar.set_position(started.elapsed().as_millis() as u64);
-                let ops = shared.histograms.borrow().iter().map(Histogram::len).sum::<u64>();
-                bar.set_message(format!("{ops} ops"));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    });
+    let ticker = Ticker::start(workload.name(), options, &shared, started);
     let mut tasks = Vec::new();
     for client in 0..options.clients {
         let target = targets[client as usize % targets.len()].clone();
         let (shared, value, workload, options) = (shared.clone(), value.clone(), *workload, options.clone());
         tasks.push(tokio::task::spawn_local(async move {
             let mut chooser = Chooser::for_client(client);
-            loop {
-                if options.total.is_some_and(|total| shared.issued.get() >= total) {
-                    break;
-                }
-                shared.issued.set(shared.issued.get() + 1);
-                if let Some(limiter) = &shared.limiter {
-                    let slot = limiter.borrow_mut().reserve(Instant::now());
-                    if slot >= deadline {
-                        break;
-                    }
-                    tokio::time::sleep_until(slot.into()).await;
-                } else if Instant::now() >= deadline {
-                    break;
-                }
+            while shared.admit(&options, deadline).await {
                 let number = chooser.number_below(options.key_space);
                 let key = key_of(number, options.key_bytes);
                 let start = Instant::now();
@@ -580,19 +763,9 @@ pub async fn drive<T: StoreTarget + 'static>(
                         }
                     }
                     Workload::Txn => (Kind::Txn, swap(&*target, &shared, number, &key, &value).await),
+                    Workload::Watch { .. } => unreachable!("bench::watch drives the watch workload"),
                 };
-                match answer {
-                    Ok(()) => {
-                        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                        shared.histograms.borrow_mut()[kind as usize].saturating_record(nanos.max(1));
-                    }
-                    Err(error) => {
-                        if shared.errors.get() == 0 {
-                            tracing::warn!(%error, "an operation failed (further failures are only counted)");
-                        }
-                        shared.errors.set(shared.errors.get() + 1);
-                    }
-                }
+                shared.record(kind, start, answer);
             }
         }));
     }
@@ -600,22 +773,8 @@ pub async fn drive<T: StoreTarget + 'static>(
         let _ = task.await;
     }
     let elapsed = started.elapsed();
-    if let Some(ticker) = ticker {
-        ticker.abort();
-    }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    let histograms = shared.histograms.borrow().clone();
-    Outcome {
-        histograms,
-        errors: shared.errors.get(),
-        txn_succeeded: shared.txn_succeeded.get(),
-        txn_failed: shared.txn_failed.get(),
-        txn_revision_reads: shared.txn_revision_reads.get(),
-        elapsed,
-        preloaded: 0,
-    }
+    ticker.finish();
+    shared.outcome(elapsed)
 }
 
 /// A get of `key` alone (`limit` 1) or of `limit` keys from it on.
@@ -680,15 +839,50 @@ mod tests {
         puts: Cell<u64>,
         gets: Cell<u64>,
         swaps: Cell<u64>,
+        /// The watched keys and where their events go.
+        watches: RefCell<Vec<(Vec<u8>, tokio::sync::mpsc::UnboundedSender<WatchedEvent>)>>,
+        /// Drop every this many'th event (0: none), to be found missing;
+        /// deliver every this many'th twice.
+        lose_every: u64,
+        repeat_every: u64,
+        events_sent: Cell<u64>,
     }
 
     struct ModelTarget(Rc<Model>);
 
     impl Model {
-        fn write(&self, key: &[u8]) -> i64 {
+        fn write(&self, key: &[u8], value: &[u8]) -> i64 {
             self.revision.set(self.revision.get() + 1);
             self.mod_revisions.borrow_mut().insert(key.to_vec(), self.revision.get());
+            for (watched, sender) in self.watches.borrow().iter().filter(|(watched, _)| watched == key) {
+                self.events_sent.set(self.events_sent.get() + 1);
+                let nth = |every: u64| every > 0 && self.events_sent.get() % every == 0;
+                let event = WatchedEvent {
+                    deleted: false,
+                    key: watched.clone(),
+                    value: value.to_vec(),
+                    revision: self.revision.get(),
+                };
+                let copies = if nth(self.lose_every) {
+                    0
+                } else if nth(self.repeat_every) {
+                    2
+                } else {
+                    1
+                };
+                for _ in 0..copies {
+                    sender.send(event.clone()).expect("the watcher outlives the run");
+                }
+            }
             self.revision.get()
+        }
+    }
+
+    struct ModelWatch(tokio::sync::mpsc::UnboundedReceiver<WatchedEvent>);
+
+    impl WatchStream for ModelWatch {
+        async fn next(&mut self) -> Result<Vec<WatchedEvent>, String> {
+            self.0.recv().await.map(|event| vec![event]).ok_or_else(|| "the model closed".to_string())
         }
     }
 
@@ -700,7 +894,7 @@ mod tests {
         async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), String> {
             tokio::task::yield_now().await;
             assert_eq!((key.len(), value.len()), (8, 16));
-            self.0.write(key);
+            self.0.write(key, value);
             self.0.puts.set(self.0.puts.get() + 1);
             Ok(())
         }
@@ -719,15 +913,29 @@ mod tests {
             Ok(RangeRead { keys: u64::from(mod_revision > 0), mod_revision })
         }
 
-        async fn compare_and_swap(&self, key: &[u8], mod_revision: i64, _: &[u8]) -> Result<Swap, String> {
+        async fn compare_and_swap(
+            &self,
+            key: &[u8],
+            mod_revision: i64,
+            value: &[u8],
+        ) -> Result<Swap, String> {
             tokio::task::yield_now().await;
             self.0.swaps.set(self.0.swaps.get() + 1);
             let current = self.0.mod_revisions.borrow().get(key).copied().unwrap_or(0);
             if current == mod_revision {
-                Ok(Swap { succeeded: true, mod_revision: self.0.write(key) })
+                Ok(Swap { succeeded: true, mod_revision: self.0.write(key, value) })
             } else {
                 Ok(Swap { succeeded: false, mod_revision: current })
             }
+        }
+
+        type Watch = ModelWatch;
+
+        async fn watch(&self, key: &[u8], range_end: &[u8]) -> Result<ModelWatch, String> {
+            assert!(range_end.is_empty(), "watches of one key");
+            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+            self.0.watches.borrow_mut().push((key.to_vec(), sender));
+            Ok(ModelWatch(receiver))
         }
     }
 
@@ -813,6 +1021,53 @@ mod tests {
         );
     }
 
+    /// Runs the watch workload with `watchers` against `model` over two connections.
+    fn watch_on_model(model: &Rc<Model>, watchers: u32, options: &LoadOptions) -> Outcome {
+        let targets = vec![Rc::new(ModelTarget(model.clone())), Rc::new(ModelTarget(model.clone()))];
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&runtime, super::super::watch::drive(options, watchers, targets)).expect("watch run")
+    }
+
+    #[test]
+    fn every_put_reaches_every_watcher_of_its_key_once() {
+        let mut options = options(Some(500), 60.0, 0);
+        options.key_space = 4;
+        let model = Rc::new(Model::default());
+        let outcome = watch_on_model(&model, 10, &options);
+        let received = outcome.watch.as_ref().expect("a watch outcome");
+        assert_eq!((outcome.ops(), outcome.errors, model.puts.get()), (500, 0, 500));
+        // Keys 0 and 1 have three watchers each, keys 2 and 3 two.
+        let counts = model.mod_revisions.borrow().len();
+        assert_eq!(counts, 4, "every key was put");
+        assert_eq!(received.events, model.events_sent.get(), "each event taken once");
+        assert!((1000..=1500).contains(&received.events), "500 puts x 2 or 3 watchers: {}", received.events);
+        assert_eq!((received.missing, received.duplicated, received.unexpected), (0, 0, 0));
+        assert_eq!(received.latencies.len(), received.events);
+        let report = BenchReport::new(&Workload::Watch { watchers: 10 }, &options, &outcome, "model", &[]);
+        assert_eq!(
+            (report.latencies.ops, report.events, report.watchers),
+            (500, Some(received.events), Some(10))
+        );
+        assert!(report.put_p50_us.is_some_and(|p50| p50 > 0.0));
+    }
+
+    #[test]
+    fn lost_and_repeated_events_are_counted_as_errors() {
+        let mut options = options(Some(200), 60.0, 0);
+        options.key_space = 1;
+        let model = Rc::new(Model { lose_every: 10, repeat_every: 7, ..Model::default() });
+        let outcome = watch_on_model(&model, 3, &options);
+        let received = outcome.watch.as_ref().expect("a watch outcome");
+        let sent = model.events_sent.get();
+        assert_eq!(sent, 600, "200 puts of the one key x 3 watchers");
+        let lost = sent / 10;
+        let repeated = sent / 7 - sent / 70;
+        assert_eq!((received.missing, received.duplicated), (lost, repeated));
+        assert_eq!(received.events, sent - lost);
+        assert_eq!(outcome.errors, lost + repeated, "put errors none, the rest are the watchers'");
+    }
+
     #[test]
     fn preload_puts_every_key_once() {
         let model = Rc::new(Model::default());
@@ -851,6 +1106,10 @@ mod tests {
                 Workload::Mixed { read_ratio: 1.5, consistency: Consistency::Linearizable, preload: true },
                 "--read-ratio 1.5",
             ),
+            (|_| {}, Workload::Watch { watchers: 0 }, "--watchers 0"),
+            (|_| {}, Workload::Watch { watchers: WATCHERS_MAX + 1 }, "--watchers 10001"),
+            (|o| o.key_space = 101, Workload::Watch { watchers: 100 }, "--key-space 101"),
+            (|o| (o.key_space, o.value_bytes) = (1, 15), Workload::Watch { watchers: 1 }, "--value-bytes 15"),
         ];
         for (change, workload, named) in cases {
             let mut options = options(None, 1.0, 0);
