@@ -38,6 +38,7 @@ pub struct Config {
     pub log: LogConfig,
     pub store: StoreConfig,
     pub raft: RaftConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// `[node]`: who this member is and where it keeps its data.
@@ -53,6 +54,11 @@ pub struct NodeConfig {
     /// Where clients connect.
     #[serde(deserialize_with = "deserialize_address")]
     pub client_address: SocketAddr,
+    /// Where this member's shards take connections from the other members'
+    /// (shard s on port + s); listened on only when `cluster.members` names
+    /// other members.
+    #[serde(deserialize_with = "deserialize_address")]
+    pub peer_address: SocketAddr,
 }
 
 impl Default for NodeConfig {
@@ -62,6 +68,7 @@ impl Default for NodeConfig {
             name: "default".to_string(),
             data_dir: PathBuf::from("./nvkv-data"),
             client_address: SocketAddr::from(([127, 0, 0, 1], 7379)),
+            peer_address: SocketAddr::from(([127, 0, 0, 1], 7479)),
         }
     }
 }
@@ -231,6 +238,48 @@ impl RaftConfig {
             ..crate::raft::GroupConfig::default()
         }
     }
+}
+
+/// Most members `cluster.members` may list.
+pub const CLUSTER_MEMBERS_LIMIT: usize = 9;
+
+/// `[cluster]`: which cluster this member belongs to, and the members every
+/// group starts with.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Names the cluster. Both ends of every peer connection check they
+    /// carry the same name, so a member of another cluster is never joined
+    /// by mistake.
+    pub name: String,
+    /// The members every group is bootstrapped with, this one included.
+    /// Empty: this member alone (no peers, no peer port).
+    pub members: Vec<MemberConfig>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { name: "nvkv".to_string(), members: Vec::new() }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this member has peers to replicate with.
+    pub fn has_peers(&self) -> bool {
+        self.members.len() > 1
+    }
+}
+
+/// One `[[cluster.members]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    pub id: u64,
+    pub name: String,
+    #[serde(deserialize_with = "deserialize_address")]
+    pub client_address: SocketAddr,
+    #[serde(deserialize_with = "deserialize_address")]
+    pub peer_address: SocketAddr,
 }
 
 /// `[log]`: the per-shard log and its group commit.
@@ -610,6 +659,101 @@ impl Config {
         check_range("raft.snapshot_after_entries", raft.snapshot_after_entries, 1, 100_000_000)?;
         check_range("raft.entries_kept_after_snapshot", raft.entries_kept_after_snapshot, 0, 100_000_000)?;
         check_range("raft.purge_batch_entries", raft.purge_batch_entries, 1, 1_000_000)?;
+        self.validate_cluster()
+    }
+
+    /// The cluster's name and members: each member once, with ports of its
+    /// own, and this member among them as `[node]` describes it.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let cluster = &self.cluster;
+        if cluster.name.is_empty() || cluster.name.len() > 64 || cluster.name.chars().any(char::is_control) {
+            return Err(ConfigError::invalid(
+                "cluster.name",
+                format!("{:?}", cluster.name),
+                "a name of 1 to 64 bytes without control characters, e.g. \"nvkv-prod\"",
+            ));
+        }
+        if cluster.members.is_empty() {
+            return Ok(());
+        }
+        if cluster.members.len() > CLUSTER_MEMBERS_LIMIT {
+            return Err(ConfigError::invalid(
+                "cluster.members",
+                format!("{} members", cluster.members.len()),
+                format!("at most {CLUSTER_MEMBERS_LIMIT} members (every member holds every group)"),
+            ));
+        }
+        for (index, member) in cluster.members.iter().enumerate() {
+            let key = |field: &str| format!("cluster.members[{index}].{field}");
+            if member.id == 0 {
+                return Err(ConfigError::invalid(&key("id"), 0, "an integer of at least 1 (0 is no member)"));
+            }
+            if member.name.is_empty() || member.name.len() > 64 || member.name.chars().any(char::is_control) {
+                return Err(ConfigError::invalid(
+                    &key("name"),
+                    format!("{:?}", member.name),
+                    "a name of 1 to 64 bytes without control characters, e.g. \"node1\"",
+                ));
+            }
+            for (field, address) in
+                [("client_address", member.client_address), ("peer_address", member.peer_address)]
+            {
+                if address.port() == 0 || address.ip().is_unspecified() {
+                    return Err(ConfigError::invalid(
+                        &key(field),
+                        format!("\"{address}\""),
+                        "an address the other members and clients can reach, with a port (not 0.0.0.0 or port 0)",
+                    ));
+                }
+            }
+            if let Some(earlier) = cluster.members[..index].iter().find(|earlier| {
+                earlier.id == member.id
+                    || earlier.name == member.name
+                    || earlier.client_address == member.client_address
+                    || earlier.peer_address == member.peer_address
+            }) {
+                return Err(ConfigError::invalid(
+                    &format!("cluster.members[{index}]"),
+                    format!("member {} {:?}", member.id, member.name),
+                    format!(
+                        "an id, a name and addresses of its own, but member {} {:?} has the same",
+                        earlier.id, earlier.name
+                    ),
+                ));
+            }
+        }
+        let node = &self.node;
+        let Some(own) = cluster.members.iter().find(|member| member.id == node.member_id) else {
+            return Err(ConfigError::invalid(
+                "cluster.members",
+                format!("ids {:?}", cluster.members.iter().map(|member| member.id).collect::<Vec<_>>()),
+                format!("this member (node.member_id = {}) among them", node.member_id),
+            ));
+        };
+        let differs = [
+            ("node.name", own.name != node.name, format!("{:?}", node.name), format!("{:?}", own.name)),
+            (
+                "node.client_address",
+                own.client_address != node.client_address,
+                format!("\"{}\"", node.client_address),
+                format!("\"{}\"", own.client_address),
+            ),
+            (
+                "node.peer_address",
+                own.peer_address != node.peer_address,
+                format!("\"{}\"", node.peer_address),
+                format!("\"{}\"", own.peer_address),
+            ),
+        ];
+        for (key, different, value, listed) in differs {
+            if different {
+                return Err(ConfigError::invalid(
+                    key,
+                    value,
+                    format!("{listed}, as cluster.members says of member {}", node.member_id),
+                ));
+            }
+        }
         Ok(())
     }
 
