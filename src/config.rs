@@ -706,11 +706,19 @@ impl Config {
                     ));
                 }
             }
+            if member.client_address == member.peer_address {
+                return Err(ConfigError::invalid(
+                    &key("peer_address"),
+                    format!("\"{}\"", member.peer_address),
+                    "an address other than the member's client_address",
+                ));
+            }
+            let addresses = [member.client_address, member.peer_address];
             if let Some(earlier) = cluster.members[..index].iter().find(|earlier| {
                 earlier.id == member.id
                     || earlier.name == member.name
-                    || earlier.client_address == member.client_address
-                    || earlier.peer_address == member.peer_address
+                    || addresses.contains(&earlier.client_address)
+                    || addresses.contains(&earlier.peer_address)
             }) {
                 return Err(ConfigError::invalid(
                     &format!("cluster.members[{index}]"),
@@ -1035,6 +1043,36 @@ mod tests {
         assert!(!message.contains('\n'), "errors are one line: {message}");
     }
 
+    /// A config of member 1 named "a" (client 7379, peer 7479) in a cluster
+    /// of `members` (id, name, client port, peer port).
+    fn cluster(members: &[(u64, &str, u16, u16)]) -> String {
+        let mut text = "[node]\nname = \"a\"\npeer_address = \"127.0.0.1:7479\"\n[cluster]\n".to_string();
+        for (id, name, client, peer) in members {
+            text += &format!(
+                "[[cluster.members]]\nid = {id}\nname = \"{name}\"\nclient_address = \"127.0.0.1:{client}\"\n\
+                 peer_address = \"127.0.0.1:{peer}\"\n"
+            );
+        }
+        text
+    }
+
+    #[test]
+    fn the_cluster3_example_parses_as_three_members_of_one_cluster() {
+        for member in 1..=3u64 {
+            let path =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/cluster3/node{member}.toml"));
+            let config = Config::load(Some(&path)).expect("config/cluster3 parses");
+            assert_eq!(config.node.member_id, member);
+            assert_eq!(config.node.data_dir, PathBuf::from(format!("./nvkv-data/node{member}")));
+            assert_eq!(config.cluster.name, "cluster3");
+            assert_eq!(config.cluster.members.iter().map(|listed| listed.id).collect::<Vec<_>>(), [1, 2, 3]);
+            assert!(config.cluster.has_peers());
+        }
+        let config =
+            parse(&cluster(&[(1, "a", 7379, 7479), (2, "b", 7579, 7679)])).expect("a 2-member cluster");
+        assert_eq!(config.cluster.members[1].peer_address.to_string(), "127.0.0.1:7679");
+    }
+
     #[test]
     fn limits_are_enforced() {
         let cases: &[(&str, &str)] = &[
@@ -1072,9 +1110,27 @@ mod tests {
             ("[store]\ntxn_ops_max = 0", "store.txn_ops_max = 0"),
             ("[raft]\nsnapshot_after_entries = 0", "raft.snapshot_after_entries = 0"),
             ("[raft]\npurge_batch_entries = 0", "raft.purge_batch_entries = 0"),
+            ("[cluster]\nname = \"\"", "cluster.name = \"\""),
         ];
+        let cluster_cases: Vec<(String, &str)> = vec![
+            (cluster(&[(1, "a", 7379, 7479), (2, "b", 7579, 7579)]), "cluster.members[1].peer_address"),
+            (cluster(&[(1, "a", 7379, 7479), (2, "b", 7479, 7679)]), "cluster.members[1]"),
+            (cluster(&[(1, "a", 7379, 7479), (1, "b", 7579, 7679)]), "member 1 \"a\" has the same"),
+            (
+                cluster(&[(2, "b", 7579, 7679), (3, "c", 7779, 7879)]),
+                "this member (node.member_id = 1) among them",
+            ),
+            (cluster(&[(1, "a", 7379, 7479), (0, "b", 7579, 7679)]), "cluster.members[1].id = 0"),
+            (cluster(&[(1, "a", 7379, 0), (2, "b", 7579, 7679)]), "cluster.members[0].peer_address"),
+            (cluster(&[(1, "x", 7379, 7479), (2, "b", 7579, 7679)]), "node.name = \"a\""),
+            (
+                cluster(&[(1, "a", 7379, 7480), (2, "b", 7579, 7679)]),
+                "node.peer_address = \"127.0.0.1:7479\"",
+            ),
+        ];
+        let cases = cases.iter().map(|(text, expected)| (text.to_string(), *expected)).chain(cluster_cases);
         for (text, expected) in cases {
-            let error = parse(text).expect_err(text);
+            let error = parse(&text).expect_err(&text);
             let message = error.to_string();
             assert!(
                 message.contains(expected),
