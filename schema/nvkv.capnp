@@ -462,3 +462,46 @@ interface Watch {
   # so every write after the answer reaches the watcher.
   watch @0 (request :WatchCreate, watcher :Watcher) -> (result :WatchResult);
 }
+
+# ---- Peer: Raft between members, on each member's peer port ----
+#
+# Shard s of a member listens on its peer port + s and talks only to shard s
+# of the other members: one connection per member pair per shard, shared by
+# every group of that shard, each call tagged with its group. openraft's
+# messages travel as Data: its serde types encoded with postcard (see
+# src/rpc/peer.rs), each answer a postcard `Result` (the Raft answer, or the
+# peer's typed Raft or group error). A connection carries at most
+# PEER_MESSAGE_BYTES_MAX per message; an append that would be larger is
+# split by the sender.
+
+# What each end of a peer connection says of itself; both check the other's.
+struct PeerHello {
+  clusterName @0 :Text;   # cluster.name: a member of another cluster is refused
+  memberId @1 :UInt64;
+  shard @2 :UInt32;       # the shard that dials or answers (the same on both ends)
+  shards @3 :UInt32;      # every member must run as many shards...
+  groups @4 :UInt32;      # ...and as many groups, so group g is on shard g mod shards everywhere
+}
+
+# The bootstrap capability of a peer port.
+interface PeerPort {
+  # Answers with this end's hello and a session, or fails with a message
+  # naming what differs (cluster name, shard, layout) and what to do.
+  hello @0 (hello :PeerHello) -> (hello :PeerHello, session :PeerSession);
+}
+
+# The calls one shard makes of the same shard of another member.
+interface PeerSession {
+  appendEntries @0 (group :UInt32, request :Data) -> (response :Data);
+  vote @1 (group :UInt32, request :Data) -> (response :Data);
+  # One chunk of a snapshot (offset and done flag inside the request); the
+  # sender waits for each chunk's answer before the next.
+  installSnapshot @2 (group :UInt32, request :Data) -> (response :Data);
+  # A client write a follower received, for this member to propose as the
+  # group's leader; outcome is the store's encoded answer. Never forwarded
+  # again: a member that does not lead answers notLeader.
+  forwardWrite @3 (group :UInt32, command :Data) -> (outcome :Data);
+  # The log index a linearizable read on a follower must wait to have
+  # applied (read index), once this member confirmed it still leads.
+  readIndex @4 (group :UInt32) -> (index :Data);
+}

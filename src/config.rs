@@ -38,6 +38,7 @@ pub struct Config {
     pub log: LogConfig,
     pub store: StoreConfig,
     pub raft: RaftConfig,
+    pub cluster: ClusterConfig,
 }
 
 /// `[node]`: who this member is and where it keeps its data.
@@ -53,6 +54,11 @@ pub struct NodeConfig {
     /// Where clients connect.
     #[serde(deserialize_with = "deserialize_address")]
     pub client_address: SocketAddr,
+    /// Where this member's shards take connections from the other members'
+    /// (shard s on port + s); listened on only when `cluster.members` names
+    /// other members.
+    #[serde(deserialize_with = "deserialize_address")]
+    pub peer_address: SocketAddr,
 }
 
 impl Default for NodeConfig {
@@ -62,6 +68,7 @@ impl Default for NodeConfig {
             name: "default".to_string(),
             data_dir: PathBuf::from("./nvkv-data"),
             client_address: SocketAddr::from(([127, 0, 0, 1], 7379)),
+            peer_address: SocketAddr::from(([127, 0, 0, 1], 7479)),
         }
     }
 }
@@ -231,6 +238,48 @@ impl RaftConfig {
             ..crate::raft::GroupConfig::default()
         }
     }
+}
+
+/// Most members `cluster.members` may list.
+pub const CLUSTER_MEMBERS_LIMIT: usize = 9;
+
+/// `[cluster]`: which cluster this member belongs to, and the members every
+/// group starts with.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Names the cluster. Both ends of every peer connection check they
+    /// carry the same name, so a member of another cluster is never joined
+    /// by mistake.
+    pub name: String,
+    /// The members every group is bootstrapped with, this one included.
+    /// Empty: this member alone (no peers, no peer port).
+    pub members: Vec<MemberConfig>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig { name: "nvkv".to_string(), members: Vec::new() }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this member has peers to replicate with.
+    pub fn has_peers(&self) -> bool {
+        self.members.len() > 1
+    }
+}
+
+/// One `[[cluster.members]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    pub id: u64,
+    pub name: String,
+    #[serde(deserialize_with = "deserialize_address")]
+    pub client_address: SocketAddr,
+    #[serde(deserialize_with = "deserialize_address")]
+    pub peer_address: SocketAddr,
 }
 
 /// `[log]`: the per-shard log and its group commit.
@@ -610,6 +659,109 @@ impl Config {
         check_range("raft.snapshot_after_entries", raft.snapshot_after_entries, 1, 100_000_000)?;
         check_range("raft.entries_kept_after_snapshot", raft.entries_kept_after_snapshot, 0, 100_000_000)?;
         check_range("raft.purge_batch_entries", raft.purge_batch_entries, 1, 1_000_000)?;
+        self.validate_cluster()
+    }
+
+    /// The cluster's name and members: each member once, with ports of its
+    /// own, and this member among them as `[node]` describes it.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let cluster = &self.cluster;
+        if cluster.name.is_empty() || cluster.name.len() > 64 || cluster.name.chars().any(char::is_control) {
+            return Err(ConfigError::invalid(
+                "cluster.name",
+                format!("{:?}", cluster.name),
+                "a name of 1 to 64 bytes without control characters, e.g. \"nvkv-prod\"",
+            ));
+        }
+        if cluster.members.is_empty() {
+            return Ok(());
+        }
+        if cluster.members.len() > CLUSTER_MEMBERS_LIMIT {
+            return Err(ConfigError::invalid(
+                "cluster.members",
+                format!("{} members", cluster.members.len()),
+                format!("at most {CLUSTER_MEMBERS_LIMIT} members (every member holds every group)"),
+            ));
+        }
+        for (index, member) in cluster.members.iter().enumerate() {
+            let key = |field: &str| format!("cluster.members[{index}].{field}");
+            if member.id == 0 {
+                return Err(ConfigError::invalid(&key("id"), 0, "an integer of at least 1 (0 is no member)"));
+            }
+            if member.name.is_empty() || member.name.len() > 64 || member.name.chars().any(char::is_control) {
+                return Err(ConfigError::invalid(
+                    &key("name"),
+                    format!("{:?}", member.name),
+                    "a name of 1 to 64 bytes without control characters, e.g. \"node1\"",
+                ));
+            }
+            for (field, address) in
+                [("client_address", member.client_address), ("peer_address", member.peer_address)]
+            {
+                if address.port() == 0 || address.ip().is_unspecified() {
+                    return Err(ConfigError::invalid(
+                        &key(field),
+                        format!("\"{address}\""),
+                        "an address the other members and clients can reach, with a port (not 0.0.0.0 or port 0)",
+                    ));
+                }
+            }
+            if member.client_address == member.peer_address {
+                return Err(ConfigError::invalid(
+                    &key("peer_address"),
+                    format!("\"{}\"", member.peer_address),
+                    "an address other than the member's client_address",
+                ));
+            }
+            let addresses = [member.client_address, member.peer_address];
+            if let Some(earlier) = cluster.members[..index].iter().find(|earlier| {
+                earlier.id == member.id
+                    || earlier.name == member.name
+                    || addresses.contains(&earlier.client_address)
+                    || addresses.contains(&earlier.peer_address)
+            }) {
+                return Err(ConfigError::invalid(
+                    &format!("cluster.members[{index}]"),
+                    format!("member {} {:?}", member.id, member.name),
+                    format!(
+                        "an id, a name and addresses of its own, but member {} {:?} has the same",
+                        earlier.id, earlier.name
+                    ),
+                ));
+            }
+        }
+        let node = &self.node;
+        let Some(own) = cluster.members.iter().find(|member| member.id == node.member_id) else {
+            return Err(ConfigError::invalid(
+                "cluster.members",
+                format!("ids {:?}", cluster.members.iter().map(|member| member.id).collect::<Vec<_>>()),
+                format!("this member (node.member_id = {}) among them", node.member_id),
+            ));
+        };
+        let differs = [
+            ("node.name", own.name != node.name, format!("{:?}", node.name), format!("{:?}", own.name)),
+            (
+                "node.client_address",
+                own.client_address != node.client_address,
+                format!("\"{}\"", node.client_address),
+                format!("\"{}\"", own.client_address),
+            ),
+            (
+                "node.peer_address",
+                own.peer_address != node.peer_address,
+                format!("\"{}\"", node.peer_address),
+                format!("\"{}\"", own.peer_address),
+            ),
+        ];
+        for (key, different, value, listed) in differs {
+            if different {
+                return Err(ConfigError::invalid(
+                    key,
+                    value,
+                    format!("{listed}, as cluster.members says of member {}", node.member_id),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -891,6 +1043,36 @@ mod tests {
         assert!(!message.contains('\n'), "errors are one line: {message}");
     }
 
+    /// A config of member 1 named "a" (client 7379, peer 7479) in a cluster
+    /// of `members` (id, name, client port, peer port).
+    fn cluster(members: &[(u64, &str, u16, u16)]) -> String {
+        let mut text = "[node]\nname = \"a\"\npeer_address = \"127.0.0.1:7479\"\n[cluster]\n".to_string();
+        for (id, name, client, peer) in members {
+            text += &format!(
+                "[[cluster.members]]\nid = {id}\nname = \"{name}\"\nclient_address = \"127.0.0.1:{client}\"\n\
+                 peer_address = \"127.0.0.1:{peer}\"\n"
+            );
+        }
+        text
+    }
+
+    #[test]
+    fn the_cluster3_example_parses_as_three_members_of_one_cluster() {
+        for member in 1..=3u64 {
+            let path =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/cluster3/node{member}.toml"));
+            let config = Config::load(Some(&path)).expect("config/cluster3 parses");
+            assert_eq!(config.node.member_id, member);
+            assert_eq!(config.node.data_dir, PathBuf::from(format!("./nvkv-data/node{member}")));
+            assert_eq!(config.cluster.name, "cluster3");
+            assert_eq!(config.cluster.members.iter().map(|listed| listed.id).collect::<Vec<_>>(), [1, 2, 3]);
+            assert!(config.cluster.has_peers());
+        }
+        let config =
+            parse(&cluster(&[(1, "a", 7379, 7479), (2, "b", 7579, 7679)])).expect("a 2-member cluster");
+        assert_eq!(config.cluster.members[1].peer_address.to_string(), "127.0.0.1:7679");
+    }
+
     #[test]
     fn limits_are_enforced() {
         let cases: &[(&str, &str)] = &[
@@ -928,9 +1110,27 @@ mod tests {
             ("[store]\ntxn_ops_max = 0", "store.txn_ops_max = 0"),
             ("[raft]\nsnapshot_after_entries = 0", "raft.snapshot_after_entries = 0"),
             ("[raft]\npurge_batch_entries = 0", "raft.purge_batch_entries = 0"),
+            ("[cluster]\nname = \"\"", "cluster.name = \"\""),
         ];
+        let cluster_cases: Vec<(String, &str)> = vec![
+            (cluster(&[(1, "a", 7379, 7479), (2, "b", 7579, 7579)]), "cluster.members[1].peer_address"),
+            (cluster(&[(1, "a", 7379, 7479), (2, "b", 7479, 7679)]), "cluster.members[1]"),
+            (cluster(&[(1, "a", 7379, 7479), (1, "b", 7579, 7679)]), "member 1 \"a\" has the same"),
+            (
+                cluster(&[(2, "b", 7579, 7679), (3, "c", 7779, 7879)]),
+                "this member (node.member_id = 1) among them",
+            ),
+            (cluster(&[(1, "a", 7379, 7479), (0, "b", 7579, 7679)]), "cluster.members[1].id = 0"),
+            (cluster(&[(1, "a", 7379, 0), (2, "b", 7579, 7679)]), "cluster.members[0].peer_address"),
+            (cluster(&[(1, "x", 7379, 7479), (2, "b", 7579, 7679)]), "node.name = \"a\""),
+            (
+                cluster(&[(1, "a", 7379, 7480), (2, "b", 7579, 7679)]),
+                "node.peer_address = \"127.0.0.1:7479\"",
+            ),
+        ];
+        let cases = cases.iter().map(|(text, expected)| (text.to_string(), *expected)).chain(cluster_cases);
         for (text, expected) in cases {
-            let error = parse(text).expect_err(text);
+            let error = parse(&text).expect_err(&text);
             let message = error.to_string();
             assert!(
                 message.contains(expected),

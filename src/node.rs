@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, Durability, ReactorConfig, GROUPS_PER_SHARD_LIMIT};
@@ -20,8 +21,10 @@ use crate::nvme::open::{open_namespace, NamespaceSettings};
 use crate::nvme::{Namespace, NvmeError, QueuePairConfig};
 use crate::raft::Member;
 use crate::reactor::{DriverFactory, ReactorContext, ReactorError, ReactorSettings, Reactors, ShardDriver};
+use crate::rpc::peer::{shard_peer_address, PeerClient, PeerIdentity};
 use crate::rpc::server::NodeInfo;
-use crate::shard::groups::GroupLayout;
+use crate::shard::forward::LeaderLink;
+use crate::shard::groups::{GroupLayout, NoPeers};
 use crate::shard::{self, LogDriver};
 use crate::topology::{self, TopologyError};
 use crate::wal::{superblock, FormatOptions, ShardRegion, Superblock, WalError};
@@ -51,6 +54,11 @@ pub enum NodeError {
          is another process using that port? Choose another address, or port 0 for any free one"
     )]
     Listen { address: String, source: std::io::Error },
+    #[error(
+        "cannot listen for peers on {address} (node.peer_address + shard): {source}; \
+         is another process using that port? Choose another node.peer_address (and update cluster.members)"
+    )]
+    PeerListen { address: String, source: std::io::Error },
     #[error("the key-value groups could not start: {0}")]
     Groups(String),
     #[error("cannot open the log: {0}")]
@@ -129,6 +137,8 @@ pub struct ShardResources {
     pub layout: GroupLayout,
     /// Where the shard says its groups serve (or why they cannot).
     pub ready: crossbeam_channel::Sender<Result<usize, String>>,
+    /// Who this member is to its peers; `None` without peers.
+    pub peers: Option<Arc<PeerIdentity>>,
 }
 
 /// Makes one shard's driver factory from its resources. The wal plugs in
@@ -151,7 +161,18 @@ pub fn log_driver_factory(resources: ShardResources) -> DriverFactory {
             core: resources.core,
             log: log.clone(),
         });
-        shard::groups::spawn_groups(resources.layout, resources.shard, log.clone(), resources.ready);
+        let (layout, shard, ready) = (resources.layout, resources.shard, resources.ready);
+        match resources.peers {
+            Some(identity) => {
+                let peers = PeerClient::new(shard, identity);
+                let leaders: Rc<dyn LeaderLink> = Rc::new(peers.clone());
+                shard::groups::spawn_groups(layout, shard, log.clone(), Rc::new(peers), leaders, ready);
+            }
+            None => {
+                let leaders: Rc<dyn LeaderLink> = Rc::new(NoPeers);
+                shard::groups::spawn_groups(layout, shard, log.clone(), Rc::new(NoPeers), leaders, ready);
+            }
+        }
         Ok(Box::new(LogDriver::new(log)) as Box<dyn ShardDriver>)
     })
 }
@@ -159,20 +180,26 @@ pub fn log_driver_factory(resources: ShardResources) -> DriverFactory {
 /// How long a starting node waits for every shard's groups.
 const GROUPS_START_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Wraps a shard's driver factory so that, once its driver runs, the shard
-/// also accepts client connections on `listener`.
-fn with_acceptor(
-    driver: DriverFactory,
+/// A shard's listeners: the node's main client port (shard 0), its own
+/// client port, and its peer port when the member has peers.
+struct ShardListeners {
     main: Option<std::net::TcpListener>,
     own: std::net::TcpListener,
-    info: Arc<NodeInfo>,
-) -> DriverFactory {
+    peer: Option<(std::net::TcpListener, Arc<PeerIdentity>)>,
+}
+
+/// Wraps a shard's driver factory so that, once its driver runs, the shard
+/// also accepts client connections, and peer connections, on its listeners.
+fn with_acceptor(driver: DriverFactory, listeners: ShardListeners, info: Arc<NodeInfo>) -> DriverFactory {
     Box::new(move |context: &ReactorContext| {
         let driver = driver(context)?;
-        if let Some(main) = main {
+        if let Some(main) = listeners.main {
             crate::rpc::server::spawn_acceptor(context, main, info.clone(), true)?;
         }
-        crate::rpc::server::spawn_acceptor(context, own, info, false)?;
+        crate::rpc::server::spawn_acceptor(context, listeners.own, info, false)?;
+        if let Some((peer, identity)) = listeners.peer {
+            crate::rpc::peer::spawn_peer_acceptor(context, peer, identity)?;
+        }
         Ok(driver)
     })
 }
@@ -317,14 +344,64 @@ impl Node {
             watch: crate::rpc::watch::WatchSettings::from_config(&config.store),
         });
         let mut listener = Some(listener);
-        let member = Member { id: config.node.member_id, peer_address: client_address.to_string() };
+        let peers = config.cluster.has_peers().then(|| {
+            Arc::new(PeerIdentity {
+                cluster_name: config.cluster.name.clone(),
+                member_id: config.node.member_id,
+                shards: cores.len() as u32,
+                groups: cores.len() as u32 * config.log.groups_per_shard,
+                request_timeout: std::time::Duration::from_millis(
+                    config.raft.group_config().request_timeout_ms,
+                ),
+            })
+        });
+        let mut peer_listeners = Vec::with_capacity(cores.len());
+        for shard in 0..cores.len() {
+            let Some(identity) = &peers else {
+                peer_listeners.push(None);
+                continue;
+            };
+            let address = shard_peer_address(config.node.peer_address, shard).map_err(|reason| {
+                NodeError::PeerListen {
+                    address: config.node.peer_address.to_string(),
+                    source: std::io::Error::other(reason),
+                }
+            })?;
+            let listener = std::net::TcpListener::bind(address)
+                .map_err(|source| NodeError::PeerListen { address: address.to_string(), source })?;
+            peer_listeners.push(Some((listener, identity.clone())));
+        }
+        let member = Member {
+            id: config.node.member_id,
+            peer_address: config.node.peer_address.to_string(),
+            name: config.node.name.clone(),
+            client_address: client_address.to_string(),
+        };
+        let initial_members = if config.cluster.members.is_empty() {
+            vec![member.clone()]
+        } else {
+            config
+                .cluster
+                .members
+                .iter()
+                .map(|listed| Member {
+                    id: listed.id,
+                    peer_address: listed.peer_address.to_string(),
+                    name: listed.name.clone(),
+                    client_address: listed.client_address.to_string(),
+                })
+                .collect()
+        };
         let layout = GroupLayout {
             shards: cores.len(),
             groups_per_shard: config.log.groups_per_shard,
             partition_depth: config.store.partition_depth,
-            member: member.clone(),
-            initial_members: vec![member],
-            raft: config.raft.group_config(),
+            member,
+            initial_members,
+            raft: crate::raft::GroupConfig {
+                cluster_name: config.cluster.name.clone(),
+                ..config.raft.group_config()
+            },
             watch: WatchLimits {
                 watch_events_pending_max: config.store.watch_events_pending_max as usize,
                 ..WatchLimits::default()
@@ -344,11 +421,16 @@ impl Node {
                     region: superblock.region(shard as u32),
                     layout: layout.clone(),
                     ready: ready_sender.clone(),
+                    peers: peers.clone(),
                 });
                 // Shard 0 also accepts on the main port and deals those
                 // connections out; every shard takes its own port's.
-                let own = shard_listeners[shard].take().expect("one listener per shard");
-                with_acceptor(driver, listener.take(), own, info.clone())
+                let listeners = ShardListeners {
+                    main: listener.take(),
+                    own: shard_listeners[shard].take().expect("one listener per shard"),
+                    peer: peer_listeners[shard].take(),
+                };
+                with_acceptor(driver, listeners, info.clone())
             })
             .collect();
         let reactors = Reactors::start(&ReactorSettings::from_config(&config.reactor), &cores, factories)?;

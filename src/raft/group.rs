@@ -93,7 +93,8 @@ impl GroupConfig {
 }
 
 /// Why a group refused or could not finish a request.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+// Serde: a follower that forwarded a write hands the leader's error on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum GroupError {
     /// Expected: this member is not the leader. The hint names the leader
     /// when this member knows it.
@@ -349,8 +350,69 @@ impl RaftGroup {
         let result = tokio::time::timeout(self.request_timeout, self.raft.ensure_linearizable())
             .await
             .map_err(|_| self.timed_out())?;
-        match result {
+        self.leadership_checked(result).map(|_| ())
+    }
+
+    /// On the leader: the log index a linearizable read must see applied
+    /// (the read index), once a quorum confirmed this member still leads.
+    /// A follower asks its leader for it, then waits with
+    /// [`RaftGroup::wait_applied`].
+    pub async fn read_index(&self) -> Result<u64, GroupError> {
+        let result = tokio::time::timeout(self.request_timeout, self.raft.get_read_log_id())
+            .await
+            .map_err(|_| self.timed_out())?;
+        let (read, _applied) = self.leadership_checked(result)?;
+        Ok(read.map_or(0, |log_id| log_id.index))
+    }
+
+    /// Returns once this member applied the log up to `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), GroupError> {
+        let waited = self
+            .raft
+            .wait(Some(self.request_timeout))
+            .applied_index_at_least(Some(index), "read index")
+            .await;
+        match waited {
             Ok(_) => Ok(()),
+            Err(openraft::metrics::WaitError::Timeout(..)) => Err(self.timed_out()),
+            Err(openraft::metrics::WaitError::ShuttingDown) => Err(self.stopped("shutting down".into())),
+        }
+    }
+
+    /// The member this member believes leads the group, if it knows one.
+    pub fn leader(&self) -> Option<Member> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        let known = metrics.membership_config.membership().get_node(&leader).cloned();
+        Some(known.unwrap_or_else(|| Member::new(leader, "")))
+    }
+
+    /// The leader, once one is known: waits for an election for up to the
+    /// request timeout.
+    pub async fn wait_for_leader(&self) -> Result<Member, GroupError> {
+        if let Some(leader) = self.leader() {
+            return Ok(leader);
+        }
+        let _ = self
+            .raft
+            .wait(Some(self.request_timeout))
+            .metrics(|metrics| metrics.current_leader.is_some(), "a leader is known")
+            .await;
+        self.leader().ok_or(GroupError::NotLeader {
+            group: self.group,
+            member: self.member,
+            leader: None,
+            leader_address: None,
+        })
+    }
+
+    fn leadership_checked<T>(
+        &self,
+        result: Result<T, RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>>,
+    ) -> Result<T, GroupError> {
+        match result {
+            Ok(checked) => Ok(checked),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
                 Err(self.not_leader(forward))
             }

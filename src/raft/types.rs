@@ -23,11 +23,18 @@ pub struct Member {
     pub id: NodeId,
     /// Where the member's peer (Raft) port listens, as the transport dials it.
     pub peer_address: String,
+    /// The member's name and where its clients connect, for status and
+    /// `member list`; empty when not known (memberships written before
+    /// they were recorded have neither).
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub client_address: String,
 }
 
 impl Member {
     pub fn new(id: NodeId, peer_address: impl Into<String>) -> Member {
-        Member { id, peer_address: peer_address.into() }
+        Member { id, peer_address: peer_address.into(), ..Member::default() }
     }
 }
 

@@ -97,6 +97,12 @@ pub async fn gather_members(
             is_learner: true,
         });
         known.is_learner &= !voter;
+        if known.name.is_empty() {
+            known.name = member.name;
+        }
+        if !member.client_address.is_empty() && !known.client_addresses.contains(&member.client_address) {
+            known.client_addresses.push(member.client_address);
+        }
         if !known.peer_addresses.contains(&member.peer_address) {
             known.peer_addresses.push(member.peer_address);
         }

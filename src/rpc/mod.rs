@@ -11,6 +11,7 @@
 pub mod client;
 pub mod kv;
 pub mod lease;
+pub mod peer;
 pub mod server;
 pub mod watch;
 pub mod watch_client;

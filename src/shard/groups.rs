@@ -103,6 +103,33 @@ impl PeerTransport for NoPeers {
     }
 }
 
+/// Without peers this member leads every group, so nothing is forwarded;
+/// a leader elsewhere is unreachable.
+impl super::forward::LeaderLink for NoPeers {
+    fn forward_write(
+        &self,
+        group: GroupId,
+        leader: &Member,
+        _: Vec<u8>,
+    ) -> futures::future::LocalBoxFuture<'static, Result<Vec<u8>, GroupError>> {
+        let error = no_peer(group, leader);
+        Box::pin(async move { Err(error) })
+    }
+
+    fn read_index(
+        &self,
+        group: GroupId,
+        leader: &Member,
+    ) -> futures::future::LocalBoxFuture<'static, Result<u64, GroupError>> {
+        let error = no_peer(group, leader);
+        Box::pin(async move { Err(error) })
+    }
+}
+
+fn no_peer(group: GroupId, leader: &Member) -> GroupError {
+    GroupError::Unavailable { group, member: leader.id, reason: unreachable(leader).to_string() }
+}
+
 /// One group as this shard runs it.
 pub struct ShardGroup {
     pub raft: RaftGroup,
@@ -145,15 +172,15 @@ impl GroupLayout {
     }
 }
 
-/// Starts every group `shard` owns over its log, and bootstraps them when
-/// they are new.
-pub async fn start_groups(
+/// Starts every group `shard` owns over its log, talking to peers through
+/// `transport`, and bootstraps them when they are new.
+pub async fn start_groups<T: PeerTransport>(
     layout: &GroupLayout,
     shard: usize,
     log: SharedLog,
+    transport: Rc<T>,
 ) -> Result<BTreeMap<GroupId, Rc<ShardGroup>>, GroupError> {
     let snapshots = Rc::new(WalSnapshotStore::new(log.clone()));
-    let transport = Rc::new(NoPeers);
     let mut groups = BTreeMap::new();
     for group in (0..layout.groups()).filter(|group| layout.shard_of(*group) == shard) {
         let machine = Rc::new(RefCell::new(KvMachine { group, state: GroupState::new(layout.watch) }));
@@ -220,6 +247,8 @@ pub struct Answered<T> {
 pub struct ShardGroups {
     pub layout: GroupLayout,
     pub groups: RefCell<Option<BTreeMap<GroupId, Rc<ShardGroup>>>>,
+    /// Where writes and linearizable reads go when another member leads.
+    pub leaders: Rc<dyn super::forward::LeaderLink>,
 }
 
 thread_local! {
@@ -288,7 +317,7 @@ pub(super) async fn write_here(
     // The map is not borrowed across the wait: other requests on this shard
     // reach their groups meanwhile.
     let entry = group_on(&groups, group)?;
-    let bytes = super::propose::propose(entry.clone(), command).await?;
+    let bytes = super::forward::write(entry.clone(), &groups.leaders, command).await?;
     let outcome: CommandOutcome =
         decode_outcome(&bytes).map_err(|error| RequestError::Codec(error.to_string()))?;
     Ok(answered(&entry, group, outcome?))
@@ -304,7 +333,7 @@ async fn range_here(
 ) -> Result<Answered<RangeResponse>, RequestError> {
     let entry = group_on(&groups, group)?;
     if linearizable {
-        super::barrier::linearizable(entry.clone()).await?;
+        super::forward::linearizable(entry.clone(), &groups.leaders).await?;
     }
     let response = entry.machine.borrow().state.store.range(&request)?;
     Ok(answered(&entry, group, response))
@@ -495,17 +524,20 @@ pub fn local_requests(context: &ReactorContext) -> Option<Requests> {
 }
 
 /// Starts this shard's groups in the background (they need the reactor
-/// running) and reports on `ready` once each has a leader, or why not.
-pub fn spawn_groups(
+/// running), with `transport` for Raft and `leaders` for requests another
+/// member leads, and reports on `ready` once each has a leader, or why not.
+pub fn spawn_groups<T: PeerTransport>(
     layout: GroupLayout,
     shard: usize,
     log: SharedLog,
+    transport: Rc<T>,
+    leaders: Rc<dyn super::forward::LeaderLink>,
     ready: crossbeam_channel::Sender<Result<usize, String>>,
 ) {
-    let shard_groups = Rc::new(ShardGroups { layout: layout.clone(), groups: RefCell::new(None) });
+    let shard_groups = Rc::new(ShardGroups { layout: layout.clone(), groups: RefCell::new(None), leaders });
     set_local_groups(shard_groups.clone());
     tokio::task::spawn_local(async move {
-        let started = match start_groups(&layout, shard, log).await {
+        let started = match start_groups(&layout, shard, log, transport).await {
             Ok(started) => started,
             Err(error) => {
                 let _ = ready.send(Err(format!("shard {shard}: {error}")));
@@ -619,4 +651,13 @@ pub fn local_membership() -> Vec<super::MembershipEntry> {
         }
     }
     members.into_values().collect()
+}
+
+/// Group `group` as this thread's shard runs it; `None` when the shard does
+/// not run it or its groups are still starting. The peer server hands Raft
+/// messages and forwarded requests to it.
+pub fn local_group(group: GroupId) -> Option<Rc<ShardGroup>> {
+    let shard_groups = GROUPS.with(|local| local.borrow().clone())?;
+    let borrowed = shard_groups.groups.borrow();
+    borrowed.as_ref()?.get(&group).cloned()
 }

@@ -6,6 +6,7 @@
 //! knows nothing of config files) and never touches another shard's state.
 
 pub mod barrier;
+pub mod forward;
 pub mod groups;
 pub mod lease;
 pub mod propose;

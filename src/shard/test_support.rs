@@ -53,7 +53,8 @@ pub async fn one_group() -> Rc<ShardGroup> {
         },
         watch: Default::default(),
     };
-    let groups = start_groups(&layout, 0, log).await.expect("the group starts");
+    let groups =
+        start_groups(&layout, 0, log, Rc::new(super::groups::NoPeers)).await.expect("the group starts");
     let group = groups[&0].clone();
     while group.raft.metrics().current_leader.is_none() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;

@@ -1,0 +1,683 @@
+//! The peer transport over Cap'n Proto: shard s of a member listens on its
+//! peer port + s ([`shard_peer_address`]) and talks only to shard s of the
+//! other members, one connection per member pair per shard, shared by all
+//! of the shard's groups (`PeerPort` and `PeerSession` of
+//! `schema/nvkv.capnp`).
+//!
+//! The server side hands each call to the group it names on this shard;
+//! the client side ([`PeerClient`]) implements `raft::PeerTransport` and
+//! the shard's `LeaderLink` (forwarded writes, read index): it connects
+//! lazily, says hello (both ends check cluster name and layout, so a member
+//! of another cluster is refused on every connection), reconnects after a
+//! failure with a doubling backoff, bounds each call by openraft's TTL and
+//! reports a down peer as unreachable.
+//!
+//! openraft's messages travel as Data encoded with postcard, each answer a
+//! postcard `Result`. Every message is bounded by [`PEER_MESSAGE_BYTES_MAX`]:
+//! the reader refuses more, and an append that would encode larger is
+//! answered `PayloadTooLarge` so openraft sends fewer entries. This module
+//! never blocks a reactor thread and never touches another shard's groups.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use capnp::message::ReaderOptions;
+use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};
+use futures::future::{FutureExt, LocalBoxFuture, Shared};
+use openraft::error::{
+    NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::RPCTypes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+
+use crate::nvkv_capnp::{peer_hello, peer_port, peer_session};
+use crate::raft::network::{RpcError, SnapshotRpcError};
+use crate::raft::{GroupError, GroupId, Member, NodeId, PeerTransport, TypeConfig};
+use crate::reactor::ReactorContext;
+use crate::shard::forward::LeaderLink;
+use crate::shard::groups::local_group;
+
+/// Largest peer message, either way: an append of many entries is split
+/// below it (a log entry is at most `log.batch_bytes_max`, 4 MiB), a
+/// snapshot chunk is 3 MiB (openraft's default).
+pub const PEER_MESSAGE_BYTES_MAX: usize = 16 << 20;
+/// How long dialing a peer and saying hello may take.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The wait before redialing a peer after the first failure; it doubles
+/// with each failure in a row, up to [`PEER_BACKOFF_MAX`].
+pub const PEER_BACKOFF_MIN: Duration = Duration::from_millis(50);
+pub const PEER_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// The limits of a peer connection's message readers: one message, twice
+/// (a Data field is bounds-checked, then read), plus framing.
+fn peer_reader_options() -> ReaderOptions {
+    let mut options = ReaderOptions::new();
+    options
+        .traversal_limit_in_words(Some(2 * PEER_MESSAGE_BYTES_MAX / 8 + super::REQUEST_HEADROOM_WORDS))
+        .nesting_limit(super::NESTING_MAX);
+    options
+}
+
+/// Where shard `shard` of the member whose peer address is `base` listens.
+pub fn shard_peer_address(base: SocketAddr, shard: usize) -> Result<SocketAddr, String> {
+    let port = usize::from(base.port()) + shard;
+    let port = u16::try_from(port)
+        .map_err(|_| format!("peer address {base} leaves no port for shard {shard}; use a lower port"))?;
+    Ok(SocketAddr::new(base.ip(), port))
+}
+
+/// Who this member is to its peers; the same on every shard.
+#[derive(Clone, Debug)]
+pub struct PeerIdentity {
+    pub cluster_name: String,
+    pub member_id: NodeId,
+    pub shards: u32,
+    pub groups: u32,
+    /// How long a forwarded write or read index may take.
+    pub request_timeout: Duration,
+}
+
+impl PeerIdentity {
+    fn write_hello(&self, mut hello: peer_hello::Builder<'_>, shard: usize) {
+        hello.set_cluster_name(&self.cluster_name);
+        hello.set_member_id(self.member_id);
+        hello.set_shard(shard as u32);
+        hello.set_shards(self.shards);
+        hello.set_groups(self.groups);
+    }
+
+    /// Why the member that said `hello` may not talk to shard `shard` of
+    /// this one, if it may not.
+    fn check_hello(&self, hello: peer_hello::Reader<'_>, shard: usize) -> capnp::Result<()> {
+        let name = hello.get_cluster_name()?.to_str()?;
+        let member = hello.get_member_id();
+        let refused = |what: String| {
+            Err(capnp::Error::failed(format!(
+                "member {} refuses peer member {member}: {what}",
+                self.member_id
+            )))
+        };
+        if name != self.cluster_name {
+            return refused(format!(
+                "it is in cluster {name:?}, this member in {:?}; check cluster.name and cluster.members of both",
+                self.cluster_name
+            ));
+        }
+        if member == self.member_id {
+            return refused(format!(
+                "both are member {member}; every member needs its own node.member_id and peer address"
+            ));
+        }
+        if hello.get_shard() as usize != shard {
+            return refused(format!(
+                "it is shard {}, this is shard {shard}; shards pair by index",
+                hello.get_shard()
+            ));
+        }
+        if hello.get_shards() != self.shards || hello.get_groups() != self.groups {
+            return refused(format!(
+                "it runs {} shards and {} groups, this member {} and {}; every member needs the same \
+                 reactor.shards and log.groups_per_shard",
+                hello.get_shards(),
+                hello.get_groups(),
+                self.shards,
+                self.groups
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Starts accepting peer connections on `listener` for the calling shard.
+pub fn spawn_peer_acceptor(
+    context: &ReactorContext,
+    listener: std::net::TcpListener,
+    identity: Arc<PeerIdentity>,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let shard = context.shard();
+    tokio::task::spawn_local(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, shard, "accepting a peer connection failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let (reader, writer) = stream.into_split();
+            let network = twoparty::VatNetwork::new(
+                futures::io::BufReader::new(reader.compat()),
+                futures::io::BufWriter::new(writer.compat_write()),
+                rpc_twoparty_capnp::Side::Server,
+                peer_reader_options(),
+            );
+            let port: peer_port::Client =
+                capnp_rpc::new_client(PeerPortServer { shard, identity: identity.clone() });
+            let system = RpcSystem::new(Box::new(network), Some(port.client));
+            tokio::task::spawn_local(async move {
+                match system.await {
+                    Ok(()) => tracing::debug!(%peer, shard, "peer connection closed"),
+                    Err(error) => tracing::info!(%peer, shard, %error, "peer connection closed on an error"),
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+struct PeerPortServer {
+    shard: usize,
+    identity: Arc<PeerIdentity>,
+}
+
+impl peer_port::Server for PeerPortServer {
+    async fn hello(
+        self: capnp::capability::Rc<Self>,
+        params: peer_port::HelloParams,
+        mut results: peer_port::HelloResults,
+    ) -> Result<(), capnp::Error> {
+        let hello = params.get()?.get_hello()?;
+        if let Err(error) = self.identity.check_hello(hello, self.shard) {
+            tracing::warn!(shard = self.shard, "{}", error.extra);
+            return Err(error);
+        }
+        let mut answer = results.get();
+        self.identity.write_hello(answer.reborrow().init_hello(), self.shard);
+        let session = PeerSessionServer { shard: self.shard, member: self.identity.member_id };
+        answer.set_session(capnp_rpc::new_client(session));
+        Ok(())
+    }
+}
+
+struct PeerSessionServer {
+    shard: usize,
+    member: NodeId,
+}
+
+impl PeerSessionServer {
+    fn group(&self, group: GroupId) -> capnp::Result<Rc<crate::shard::groups::ShardGroup>> {
+        local_group(group).ok_or_else(|| {
+            capnp::Error::failed(format!(
+                "group {group} does not run on shard {} of member {} (it is starting, or the members' \
+                 layouts differ)",
+                self.shard, self.member
+            ))
+        })
+    }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> capnp::Result<T> {
+    postcard::from_bytes(bytes)
+        .map_err(|error| capnp::Error::failed(format!("a peer sent {what} that does not decode: {error}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("openraft's messages and nvkv's errors always serialize")
+}
+
+impl peer_session::Server for PeerSessionServer {
+    async fn append_entries(
+        self: capnp::capability::Rc<Self>,
+        params: peer_session::AppendEntriesParams,
+        mut results: peer_session::AppendEntriesResults,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        let entry = self.group(params.get_group())?;
+        let request: AppendEntriesRequest<TypeConfig> = decode(params.get_request()?, "an append")?;
+        let answer = entry.raft.handle_append_entries(request).await;
+        results.get().set_response(&encode(&answer));
+        Ok(())
+    }
+
+    async fn vote(
+        self: capnp::capability::Rc<Self>,
+        params: peer_session::VoteParams,
+        mut results: peer_session::VoteResults,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        let entry = self.group(params.get_group())?;
+        let request: VoteRequest<NodeId> = decode(params.get_request()?, "a vote request")?;
+        let answer = entry.raft.handle_vote(request).await;
+        results.get().set_response(&encode(&answer));
+        Ok(())
+    }
+
+    async fn install_snapshot(
+        self: capnp::capability::Rc<Self>,
+        params: peer_session::InstallSnapshotParams,
+        mut results: peer_session::InstallSnapshotResults,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        let entry = self.group(params.get_group())?;
+        let request: InstallSnapshotRequest<TypeConfig> = decode(params.get_request()?, "a snapshot chunk")?;
+        let answer = entry.raft.handle_install_snapshot(request).await;
+        results.get().set_response(&encode(&answer));
+        Ok(())
+    }
+
+    async fn forward_write(
+        self: capnp::capability::Rc<Self>,
+        params: peer_session::ForwardWriteParams,
+        mut results: peer_session::ForwardWriteResults,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        let entry = self.group(params.get_group())?;
+        let command = params.get_command()?.to_vec();
+        let answer = crate::shard::forward::write_as_leader(entry, command).await;
+        results.get().set_outcome(&encode(&answer));
+        Ok(())
+    }
+
+    async fn read_index(
+        self: capnp::capability::Rc<Self>,
+        params: peer_session::ReadIndexParams,
+        mut results: peer_session::ReadIndexResults,
+    ) -> Result<(), capnp::Error> {
+        let entry = self.group(params.get()?.get_group())?;
+        let answer = entry.raft.read_index().await;
+        results.get().set_index(&encode(&answer));
+        Ok(())
+    }
+}
+
+/// Why a call to a peer got no answer.
+enum CallFailed {
+    Unreachable(String),
+    Timeout(Duration),
+}
+
+type Connecting = Shared<LocalBoxFuture<'static, Result<peer_session::Client, String>>>;
+
+enum LinkState {
+    Connecting(Connecting),
+    Up { session: peer_session::Client, connection: u64 },
+    Down { retry_at: Instant, backoff: Duration, reason: String },
+}
+
+/// This shard's connection to the same shard of one peer member.
+struct Link {
+    address: String,
+    state: LinkState,
+}
+
+struct Links {
+    shard: usize,
+    identity: Arc<PeerIdentity>,
+    links: RefCell<HashMap<NodeId, Link>>,
+    /// Numbers connections, so a closed one only takes down its own link.
+    connections: std::cell::Cell<u64>,
+}
+
+/// The client side of one shard's peer connections; clones share them.
+#[derive(Clone)]
+pub struct PeerClient {
+    links: Rc<Links>,
+}
+
+impl PeerClient {
+    /// The peer connections of `shard`. Must be made on its reactor thread.
+    pub fn new(shard: usize, identity: Arc<PeerIdentity>) -> PeerClient {
+        PeerClient {
+            links: Rc::new(Links {
+                shard,
+                identity,
+                links: RefCell::default(),
+                connections: std::cell::Cell::new(0),
+            }),
+        }
+    }
+
+    /// The session with `target`: the open one, the one being opened, or a
+    /// new one unless the last failure's backoff still runs.
+    async fn session(&self, target: &Member) -> Result<peer_session::Client, String> {
+        let connecting = {
+            let mut links = self.links.links.borrow_mut();
+            let link = links.entry(target.id).or_insert_with(|| Link {
+                address: target.peer_address.clone(),
+                state: LinkState::Down {
+                    retry_at: Instant::now(),
+                    backoff: Duration::ZERO,
+                    reason: String::new(),
+                },
+            });
+            if link.address != target.peer_address {
+                link.address = target.peer_address.clone();
+                link.state = LinkState::Down {
+                    retry_at: Instant::now(),
+                    backoff: Duration::ZERO,
+                    reason: String::new(),
+                };
+            }
+            match &link.state {
+                LinkState::Up { session, .. } => return Ok(session.clone()),
+                LinkState::Connecting(connecting) => connecting.clone(),
+                LinkState::Down { retry_at, reason, .. } if Instant::now() < *retry_at => {
+                    return Err(reason.clone())
+                }
+                LinkState::Down { backoff, .. } => {
+                    let connecting = self.clone().connect(target.clone(), *backoff).boxed_local().shared();
+                    link.state = LinkState::Connecting(connecting.clone());
+                    connecting
+                }
+            }
+        };
+        connecting.await
+    }
+
+    /// Dials `target`, says hello and records the outcome in its link.
+    async fn connect(self, target: Member, backoff: Duration) -> Result<peer_session::Client, String> {
+        let connection = self.links.connections.get() + 1;
+        self.links.connections.set(connection);
+        let result = tokio::time::timeout(PEER_CONNECT_TIMEOUT, self.dial(&target, connection))
+            .await
+            .unwrap_or_else(|_| Err(format!("no hello within {} ms", PEER_CONNECT_TIMEOUT.as_millis())))
+            .map_err(|reason| format!("{target} (shard {}) is unreachable: {reason}", self.links.shard));
+        let mut links = self.links.links.borrow_mut();
+        if let Some(link) = links.get_mut(&target.id) {
+            link.state = match &result {
+                Ok(session) => LinkState::Up { session: session.clone(), connection },
+                Err(reason) => {
+                    let backoff = (backoff * 2).clamp(PEER_BACKOFF_MIN, PEER_BACKOFF_MAX);
+                    tracing::debug!(
+                        shard = self.links.shard,
+                        "{reason}; retrying in {} ms",
+                        backoff.as_millis()
+                    );
+                    LinkState::Down { retry_at: Instant::now() + backoff, backoff, reason: reason.clone() }
+                }
+            };
+        }
+        result
+    }
+
+    async fn dial(&self, target: &Member, connection: u64) -> Result<peer_session::Client, String> {
+        let shard = self.links.shard;
+        let base: SocketAddr = target
+            .peer_address
+            .parse()
+            .map_err(|_| format!("its peer address {:?} is no IP address and port", target.peer_address))?;
+        let address = shard_peer_address(base, shard)?;
+        let stream =
+            tokio::net::TcpStream::connect(address).await.map_err(|error| format!("{address}: {error}"))?;
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = stream.into_split();
+        let network = twoparty::VatNetwork::new(
+            futures::io::BufReader::new(reader.compat()),
+            futures::io::BufWriter::new(writer.compat_write()),
+            rpc_twoparty_capnp::Side::Client,
+            peer_reader_options(),
+        );
+        let mut system = RpcSystem::new(Box::new(network), None);
+        let port: peer_port::Client = system.bootstrap(rpc_twoparty_capnp::Side::Server);
+        let links = Rc::downgrade(&self.links);
+        let target_id = target.id;
+        tokio::task::spawn_local(async move {
+            let reason = match system.await {
+                Ok(()) => "the connection closed".to_string(),
+                Err(error) => format!("the connection failed: {error}"),
+            };
+            tracing::debug!(shard, member = target_id, "{reason}");
+            // The next call redials at once.
+            if let Some(links) = links.upgrade() {
+                if let Some(link) = links.links.borrow_mut().get_mut(&target_id) {
+                    if matches!(link.state, LinkState::Up { connection: up, .. } if up == connection) {
+                        link.state =
+                            LinkState::Down { retry_at: Instant::now(), backoff: Duration::ZERO, reason };
+                    }
+                }
+            }
+        });
+        let mut request = port.hello_request();
+        self.links.identity.write_hello(request.get().init_hello(), shard);
+        let response =
+            request.send().promise.await.map_err(|error| format!("it refused the hello: {}", error.extra))?;
+        let answer = response.get().map_err(|error| error.to_string())?;
+        self.links
+            .identity
+            .check_hello(answer.get_hello().map_err(|error| error.to_string())?, shard)
+            .map_err(|error| error.extra)?;
+        answer.get_session().map_err(|error| error.to_string())
+    }
+
+    /// Marks the link to `target` down after a failed call; the next call
+    /// redials after the shortest backoff.
+    fn failed(&self, target: &Member, reason: &str) {
+        if let Some(link) = self.links.links.borrow_mut().get_mut(&target.id) {
+            if matches!(link.state, LinkState::Up { .. }) {
+                link.state = LinkState::Down {
+                    retry_at: Instant::now() + PEER_BACKOFF_MIN,
+                    backoff: PEER_BACKOFF_MIN,
+                    reason: reason.to_string(),
+                };
+            }
+        }
+    }
+
+    /// Sends one call to `target` with `send`, within `timeout`, and
+    /// returns the answer's bytes.
+    async fn call<F>(&self, target: &Member, timeout: Duration, send: F) -> Result<Vec<u8>, CallFailed>
+    where
+        F: FnOnce(peer_session::Client) -> LocalBoxFuture<'static, capnp::Result<Vec<u8>>>,
+    {
+        let exchange = async {
+            let session = self.session(target).await.map_err(CallFailed::Unreachable)?;
+            send(session).await.map_err(|error| {
+                let reason = format!("{target} (shard {}) failed the call: {error}", self.links.shard);
+                if error.kind == capnp::ErrorKind::Disconnected {
+                    self.failed(target, &reason);
+                }
+                CallFailed::Unreachable(reason)
+            })
+        };
+        tokio::time::timeout(timeout, exchange).await.unwrap_or(Err(CallFailed::Timeout(timeout)))
+    }
+
+    /// One Raft call: sent, answered, and the answer mapped onto openraft's
+    /// errors (a peer whose group stopped counts as unreachable).
+    async fn raft_call<Response, E, F>(
+        &self,
+        action: RPCTypes,
+        target: &Member,
+        option: &RPCOption,
+        send: F,
+    ) -> Result<Response, RPCError<NodeId, Member, RaftError<NodeId, E>>>
+    where
+        Response: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+        F: FnOnce(peer_session::Client) -> LocalBoxFuture<'static, capnp::Result<Vec<u8>>>,
+    {
+        let timeout = option.hard_ttl();
+        let bytes = self.call(target, timeout, send).await.map_err(|failed| match failed {
+            CallFailed::Unreachable(reason) => RPCError::Unreachable(Unreachable::new(&PeerFailure(reason))),
+            CallFailed::Timeout(timeout) => RPCError::Timeout(Timeout {
+                action,
+                id: self.links.identity.member_id,
+                target: target.id,
+                timeout,
+            }),
+        })?;
+        let answer: Result<Response, RaftError<NodeId, E>> =
+            postcard::from_bytes(&bytes).map_err(|error| {
+                RPCError::Network(NetworkError::new(&PeerFailure(format!(
+                    "{target} answered garbled: {error}"
+                ))))
+            })?;
+        match answer {
+            Ok(response) => Ok(response),
+            Err(RaftError::Fatal(fatal)) => Err(RPCError::Unreachable(Unreachable::new(&PeerFailure(
+                format!("{target}: its group stopped: {fatal}"),
+            )))),
+            Err(error) => {
+                Err(RPCError::RemoteError(RemoteError::new_with_node(target.id, target.clone(), error)))
+            }
+        }
+    }
+
+    /// A forwarded request's answer, or the group error it becomes.
+    async fn leader_call<T, F>(&self, group: GroupId, leader: &Member, send: F) -> Result<T, GroupError>
+    where
+        T: DeserializeOwned,
+        F: FnOnce(peer_session::Client) -> LocalBoxFuture<'static, capnp::Result<Vec<u8>>>,
+    {
+        let timeout = self.links.identity.request_timeout;
+        let unavailable = |reason: String| GroupError::Unavailable { group, member: leader.id, reason };
+        let bytes = self.call(leader, timeout, send).await.map_err(|failed| match failed {
+            CallFailed::Unreachable(reason) => unavailable(reason),
+            CallFailed::Timeout(timeout) => {
+                GroupError::Timeout { group, timeout_ms: timeout.as_millis() as u64 }
+            }
+        })?;
+        postcard::from_bytes::<Result<T, GroupError>>(&bytes)
+            .map_err(|error| unavailable(format!("{leader} answered garbled: {error}")))?
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct PeerFailure(String);
+
+impl PeerTransport for PeerClient {
+    async fn append_entries(
+        &self,
+        group: GroupId,
+        target: &Member,
+        request: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        let entries = request.entries.len() as u64;
+        let bytes = encode(&request);
+        if bytes.len() > PEER_MESSAGE_BYTES_MAX && entries > 1 {
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2)));
+        }
+        self.raft_call(RPCTypes::AppendEntries, target, &option, move |session: peer_session::Client| {
+            let mut call = session.append_entries_request();
+            call.get().set_group(group);
+            call.get().set_request(&bytes);
+            Box::pin(async move { Ok(call.send().promise.await?.get()?.get_response()?.to_vec()) })
+                as LocalBoxFuture<'static, _>
+        })
+        .await
+    }
+
+    async fn vote(
+        &self,
+        group: GroupId,
+        target: &Member,
+        request: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcError> {
+        let bytes = encode(&request);
+        self.raft_call(RPCTypes::Vote, target, &option, move |session: peer_session::Client| {
+            let mut call = session.vote_request();
+            call.get().set_group(group);
+            call.get().set_request(&bytes);
+            Box::pin(async move { Ok(call.send().promise.await?.get()?.get_response()?.to_vec()) })
+                as LocalBoxFuture<'static, _>
+        })
+        .await
+    }
+
+    async fn install_snapshot(
+        &self,
+        group: GroupId,
+        target: &Member,
+        request: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, SnapshotRpcError> {
+        let bytes = encode(&request);
+        self.raft_call(RPCTypes::InstallSnapshot, target, &option, move |session: peer_session::Client| {
+            let mut call = session.install_snapshot_request();
+            call.get().set_group(group);
+            call.get().set_request(&bytes);
+            Box::pin(async move { Ok(call.send().promise.await?.get()?.get_response()?.to_vec()) })
+                as LocalBoxFuture<'static, _>
+        })
+        .await
+    }
+}
+
+impl LeaderLink for PeerClient {
+    fn forward_write(
+        &self,
+        group: GroupId,
+        leader: &Member,
+        command: Vec<u8>,
+    ) -> LocalBoxFuture<'static, Result<Vec<u8>, GroupError>> {
+        let (client, leader) = (self.clone(), leader.clone());
+        Box::pin(async move {
+            client
+                .leader_call(group, &leader, move |session: peer_session::Client| {
+                    let mut call = session.forward_write_request();
+                    call.get().set_group(group);
+                    call.get().set_command(&command);
+                    Box::pin(async move { Ok(call.send().promise.await?.get()?.get_outcome()?.to_vec()) })
+                        as LocalBoxFuture<'static, _>
+                })
+                .await
+        })
+    }
+
+    fn read_index(
+        &self,
+        group: GroupId,
+        leader: &Member,
+    ) -> LocalBoxFuture<'static, Result<u64, GroupError>> {
+        let (client, leader) = (self.clone(), leader.clone());
+        Box::pin(async move {
+            client
+                .leader_call(group, &leader, move |session: peer_session::Client| {
+                    let mut call = session.read_index_request();
+                    call.get().set_group(group);
+                    Box::pin(async move { Ok(call.send().promise.await?.get()?.get_index()?.to_vec()) })
+                        as LocalBoxFuture<'static, _>
+                })
+                .await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_listen_from_the_peer_port_up() {
+        let base: SocketAddr = "127.0.0.1:7479".parse().expect("address");
+        assert_eq!(shard_peer_address(base, 0).expect("shard 0").port(), 7479);
+        assert_eq!(shard_peer_address(base, 3).expect("shard 3").port(), 7482);
+        let top: SocketAddr = "127.0.0.1:65535".parse().expect("address");
+        let error = shard_peer_address(top, 1).expect_err("no port above 65535");
+        assert!(error.contains("leaves no port for shard 1"), "{error}");
+    }
+
+    #[test]
+    fn raft_messages_and_group_errors_survive_the_codec() {
+        let error = GroupError::NotLeader {
+            group: 3,
+            member: 2,
+            leader: Some(1),
+            leader_address: Some("a:1".into()),
+        };
+        let answer: Result<Vec<u8>, GroupError> = Err(error.clone());
+        let decoded: Result<Vec<u8>, GroupError> = postcard::from_bytes(&encode(&answer)).expect("decodes");
+        assert_eq!(decoded, Err(error));
+        let vote = VoteRequest::<NodeId>::new(openraft::Vote::new(4, 2), None);
+        let decoded: VoteRequest<NodeId> = postcard::from_bytes(&encode(&vote)).expect("decodes");
+        assert_eq!(decoded, vote);
+    }
+}

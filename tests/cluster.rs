@@ -1,0 +1,238 @@
+//! A 3-node cluster on loopback, as real `nvkv serve` processes talking
+//! over the Cap'n Proto peer transport: writes through any member (a
+//! follower forwards them to the leader), linearizable reads on a follower
+//! (read index from the leader), every member's log converging, and a
+//! follower killed with SIGKILL and restarted catching up from the log.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Groups in the test cluster: one shard per member, two groups each.
+const GROUPS: usize = 2;
+
+/// One member's config and ports.
+struct Member {
+    id: u64,
+    client_port: u16,
+    peer_port: u16,
+    config: PathBuf,
+}
+
+/// A port `base` such that `base..base + count` are all free right now.
+fn free_ports(count: u16) -> u16 {
+    for _ in 0..200 {
+        let probe = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let base = probe.local_addr().expect("address").port();
+        drop(probe);
+        if base.checked_add(count).is_none() {
+            continue;
+        }
+        let all: Vec<_> = (base..base + count).map(|port| TcpListener::bind(("127.0.0.1", port))).collect();
+        if all.iter().all(Result::is_ok) {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports on 127.0.0.1");
+}
+
+/// Writes three members' configs into `directory`: one shard each (client
+/// port, shard port = client port + 1, peer port = client port + 2).
+fn cluster_configs(directory: &std::path::Path) -> Vec<Member> {
+    let members: Vec<(u64, u16)> = (1..=3).map(|id| (id, free_ports(3))).collect();
+    let listed: String = members
+        .iter()
+        .map(|(id, base)| {
+            format!(
+                "[[cluster.members]]\nid = {id}\nname = \"node{id}\"\nclient_address = \"127.0.0.1:{base}\"\n\
+                 peer_address = \"127.0.0.1:{}\"\n\n",
+                base + 2
+            )
+        })
+        .collect();
+    members
+        .iter()
+        .map(|(id, base)| {
+            let config = directory.join(format!("node{id}.toml"));
+            let text = format!(
+                "[node]\nmember_id = {id}\nname = \"node{id}\"\ndata_dir = \"{}\"\n\
+                 client_address = \"127.0.0.1:{base}\"\npeer_address = \"127.0.0.1:{}\"\n\n\
+                 [reactor]\nshards = 1\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n\
+                 [log]\ngroups_per_shard = {GROUPS}\n\n[cluster]\nname = \"test-cluster\"\n\n{listed}",
+                directory.join(format!("data{id}")).display(),
+                base + 2
+            );
+            std::fs::write(&config, text).expect("write config");
+            Member { id: *id, client_port: *base, peer_port: base + 2, config }
+        })
+        .collect()
+}
+
+/// Polls `check` until it returns `Some`, or panics with the last reason.
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match check() {
+            Ok(done) => return done,
+            Err(reason) if Instant::now() > deadline => panic!("{what} did not happen: {reason}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Every group's leader as `port`'s member sees it.
+fn leaders(port: u16) -> Vec<u64> {
+    let status = status_json(port);
+    let groups = status[0]["groups"].as_array().expect("groups").clone();
+    groups.iter().map(|group| group["leader"].as_u64().expect("leader")).collect()
+}
+
+/// For `group`, the leader's status of it: its applied index and each
+/// member's matched index.
+fn leader_view(members: &[Member], group: usize) -> Result<(u64, Vec<(u64, u64)>), String> {
+    let leader = leaders(members[0].client_port)[group];
+    let leader =
+        members.iter().find(|member| member.id == leader).ok_or(format!("group {group} has no leader"))?;
+    let status = status_json(leader.client_port);
+    let view = &status[0]["groups"][group];
+    let matched = view["members"]
+        .as_array()
+        .ok_or("no members")?
+        .iter()
+        .map(|progress| {
+            (progress["member_id"].as_u64().unwrap_or(0), progress["matched_index"].as_u64().unwrap_or(0))
+        })
+        .collect();
+    Ok((view["applied_index"].as_u64().unwrap_or(0), matched))
+}
+
+/// Waits until every group's leader has every one of `ids` matched up to
+/// its own applied index.
+fn converged(members: &[Member], ids: &[u64]) {
+    for group in 0..GROUPS {
+        eventually(&format!("group {group} converging on members {ids:?}"), || {
+            let (applied, matched) = leader_view(members, group)?;
+            let all =
+                ids.iter().all(|id| matched.iter().any(|(member, index)| member == id && *index >= applied));
+            if all && applied > 0 {
+                Ok(())
+            } else {
+                Err(format!("leader applied {applied}, matched {matched:?}"))
+            }
+        });
+    }
+}
+
+#[test]
+fn three_members_replicate_forward_and_catch_up() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let members = cluster_configs(directory.path());
+    eprintln!(
+        "phase: start three members (client ports {:?}, peer ports {:?})",
+        members.iter().map(|member| member.client_port).collect::<Vec<_>>(),
+        members.iter().map(|member| member.peer_port).collect::<Vec<_>>()
+    );
+    let mut daemons: Vec<Option<Daemon>> =
+        members.iter().map(|member| Some(Daemon::start(&member.config))).collect();
+    for daemon in daemons.iter_mut().flatten() {
+        daemon.wait_ready();
+    }
+
+    eprintln!("phase: every group elects one leader, and all three members agree on it");
+    let agreed = eventually("one leader per group, the same on every member", || {
+        let seen: Vec<Vec<u64>> = members.iter().map(|member| leaders(member.client_port)).collect();
+        let known = seen[0].iter().all(|leader| (1..=3).contains(leader));
+        if known && seen.iter().all(|view| *view == seen[0]) {
+            Ok(seen[0].clone())
+        } else {
+            Err(format!("leaders as each member sees them: {seen:?}"))
+        }
+    });
+    eprintln!("leaders by group: {agreed:?}");
+
+    eprintln!("phase: a put through member 1, a linearizable get through member 3");
+    for index in 0..10 {
+        let key = format!("/cluster/k{index}");
+        client(members[0].client_port, &["put", &key, &format!("v{index}")]).expect("put through member 1");
+    }
+    let got = client(members[2].client_port, &["get", "/cluster/k9"]).expect("get through member 3");
+    assert_eq!(got, "/cluster/k9\nv9\n");
+    let got =
+        client(members[1].client_port, &["get", "/cluster/", "--prefix", "--count-only"]).expect("count");
+    assert_eq!(got.trim(), "10", "a linearizable count through member 2 sees every put");
+
+    eprintln!("phase: every member's log matches its leader's");
+    converged(&members, &[1, 2, 3]);
+
+    eprintln!("phase: SIGKILL a member that leads no group; writes go on through the other two");
+    let victim = members.iter().position(|member| !agreed.contains(&member.id)).expect("3 members, 2 groups");
+    let survivor = (victim + 1) % members.len();
+    let killed = daemons[victim].take().expect("running");
+    killed.signal(libc::SIGKILL);
+    drop(killed);
+    for index in 0..20 {
+        let key = format!("/cluster/after{index}");
+        client(members[survivor].client_port, &["put", &key, "x"])
+            .unwrap_or_else(|error| panic!("put {key} with member {} down: {error}", members[victim].id));
+    }
+    let got = client(members[survivor].client_port, &["get", "/cluster/after19"]).expect("get");
+    assert_eq!(got, "/cluster/after19\nx\n");
+
+    eprintln!("phase: restart the killed member; it catches up from the log");
+    let mut restarted = Daemon::start(&members[victim].config);
+    restarted.wait_ready();
+    daemons[victim] = Some(restarted);
+    converged(&members, &[1, 2, 3]);
+    let victim_port = members[victim].client_port;
+    for group in 0..GROUPS {
+        eventually(&format!("member {} applying group {group}", members[victim].id), || {
+            let (leader_applied, _) = leader_view(&members, group)?;
+            let status = status_json(victim_port);
+            let applied = status[0]["groups"][group]["applied_index"].as_u64().unwrap_or(0);
+            if applied >= leader_applied {
+                Ok(())
+            } else {
+                Err(format!("applied {applied} of the leader's {leader_applied}"))
+            }
+        });
+    }
+    let got =
+        client(victim_port, &["get", "/cluster/after19", "--consistency", "s"]).expect("serializable get");
+    assert_eq!(got, "/cluster/after19\nx\n", "the restarted member's own store has the writes it missed");
+}
+
+#[test]
+fn a_member_of_another_cluster_is_refused() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let members = cluster_configs(directory.path());
+    let other = std::fs::read_to_string(&members[2].config).expect("config");
+    std::fs::write(&members[2].config, other.replace("name = \"test-cluster\"", "name = \"other-cluster\""))
+        .expect("config");
+    let mut daemons: Vec<Daemon> = members.iter().map(|member| Daemon::start(&member.config)).collect();
+    for daemon in &mut daemons {
+        daemon.wait_ready();
+    }
+
+    eprintln!("phase: members 1 and 2 form the cluster; member 3 (another cluster name) is never let in");
+    eventually("members 1 and 2 electing every group", || {
+        let seen = leaders(members[0].client_port);
+        if seen.iter().all(|leader| [1, 2].contains(leader)) {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
+    client(members[0].client_port, &["put", "/cluster/a", "1"]).expect("put");
+    std::thread::sleep(Duration::from_millis(500));
+    let status = status_json(members[2].client_port);
+    for group in status[0]["groups"].as_array().expect("groups") {
+        assert_eq!(group["revision"], 1, "member 3 took no write of the other cluster: {group}");
+        assert_ne!(group["leader"], 1, "member 3 follows no leader of the other cluster: {group}");
+        assert_ne!(group["leader"], 2, "member 3 follows no leader of the other cluster: {group}");
+    }
+    drop(daemons);
+}
