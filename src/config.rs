@@ -235,6 +235,8 @@ impl RaftConfig {
             snapshot_logs_since_last: self.snapshot_after_entries,
             max_in_snapshot_log_to_keep: self.entries_kept_after_snapshot,
             purge_batch_size: self.purge_batch_entries,
+            // The shard decides when, once it knows the snapshot fits.
+            snapshot_on_demand: true,
             ..crate::raft::GroupConfig::default()
         }
     }

@@ -289,3 +289,36 @@ fn txn_compares_and_swaps_refuses_spanning_groups_and_compact_forgets_history() 
     let (status, stderr) = daemon.wait_exit();
     assert_eq!(status.code(), Some(0), "{stderr}");
 }
+
+#[test]
+fn a_group_whose_snapshot_does_not_fit_keeps_serving_and_says_why() {
+    // One shard of a 64 MiB namespace: a 16 MiB snapshot area. One key
+    // rewritten 200 times with 100 KiB values makes a group of 20 MB of
+    // history, due a snapshot every 20 entries that cannot fit.
+    let setup = Setup::new("[reactor]\nshards = 1\n[raft]\nsnapshot_after_entries = 20");
+    let mut daemon = Daemon::start(&setup.config);
+    let port = ready_port(&daemon.wait_ready());
+    let output = client(
+        port,
+        &["bench", "put", "--key-space", "1", "--value-bytes", "102400", "--total", "200", "--json"],
+    )
+    .expect("bench put runs");
+    let report: serde_json::Value = serde_json::from_str(&output).expect("one JSON object");
+    assert_eq!((report["ops"].as_u64(), report["errors"].as_u64()), (Some(200), Some(0)), "{report}");
+    // Give the snapshot task a few turns to look at the group.
+    std::thread::sleep(Duration::from_millis(1000));
+    client(port, &["put", "/after/all", "still-serving"]).expect("the group still takes writes");
+    assert_eq!(client(port, &["get", "/after/all"]).expect("get"), "/after/all\nstill-serving\n");
+    let status = status_json(port);
+    let groups = status[0]["groups"].as_array().expect("groups");
+    let busiest = groups.iter().max_by_key(|group| group["applied_index"].as_u64()).expect("a group");
+    // Early snapshots fit; once the group's history outgrows the room left
+    // beside its current snapshot, no newer one is taken.
+    let (snapshot, applied) = (busiest["snapshot_index"].as_u64(), busiest["applied_index"].as_u64());
+    assert!(snapshot.zip(applied).is_some_and(|(snapshot, applied)| snapshot + 100 < applied), "{status}");
+    daemon.signal(libc::SIGTERM);
+    let (exit, stderr) = daemon.wait_exit();
+    assert_eq!(exit.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("cannot take a snapshot"), "the node says why: {stderr}");
+    assert!(!stderr.contains("the shard must restart it"), "no group stopped: {stderr}");
+}

@@ -38,8 +38,13 @@ pub struct GroupConfig {
     pub election_timeout_max_ms: u64,
     pub heartbeat_ms: u64,
     /// A snapshot is built once this many entries were applied since the
-    /// last one.
+    /// last one (unless `snapshot_on_demand`).
     pub snapshot_logs_since_last: u64,
+    /// The group never snapshots on its own: its owner calls
+    /// [`RaftGroup::snapshot_now`] when it sees fit (a shard checks its
+    /// snapshot space first, since a snapshot that cannot be stored stops
+    /// the group).
+    pub snapshot_on_demand: bool,
     /// Entries kept in the log behind a snapshot, so a follower a little
     /// behind catches up from the log rather than from a whole snapshot.
     pub max_in_snapshot_log_to_keep: u64,
@@ -60,6 +65,7 @@ impl Default for GroupConfig {
             election_timeout_max_ms: 600,
             heartbeat_ms: 100,
             snapshot_logs_since_last: 10_000,
+            snapshot_on_demand: false,
             max_in_snapshot_log_to_keep: 1_000,
             purge_batch_size: 256,
             unreachable_backoff_ms: 200,
@@ -76,7 +82,11 @@ impl GroupConfig {
             election_timeout_min: self.election_timeout_min_ms,
             election_timeout_max: self.election_timeout_max_ms,
             heartbeat_interval: self.heartbeat_ms,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last),
+            snapshot_policy: if self.snapshot_on_demand {
+                SnapshotPolicy::Never
+            } else {
+                SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last)
+            },
             max_in_snapshot_log_to_keep: self.max_in_snapshot_log_to_keep,
             purge_batch_size: self.purge_batch_size,
             ..Config::default()
@@ -455,6 +465,20 @@ impl RaftGroup {
                 .map(|(id, matched)| (*id, matched.map(|log_id| log_id.index)))
                 .collect(),
         }
+    }
+
+    /// Entries applied since the last snapshot (all of them when there is
+    /// none).
+    pub fn entries_since_snapshot(&self) -> u64 {
+        let metrics = self.raft.metrics().borrow().clone();
+        let applied = metrics.last_applied.map_or(0, |applied| applied.index);
+        applied.saturating_sub(metrics.snapshot.map_or(0, |snapshot| snapshot.index))
+    }
+
+    /// Asks the group to build a snapshot now; returns at once (the
+    /// snapshot index in [`RaftGroup::metrics`] moves when it is stored).
+    pub async fn snapshot_now(&self) -> Result<(), GroupError> {
+        self.raft.trigger().snapshot().await.map_err(|fatal| self.stopped(fatal.to_string()))
     }
 
     /// Stops the group's tasks. The log and state machine stay as they are.

@@ -537,6 +537,7 @@ pub fn spawn_groups<T: PeerTransport>(
     let shard_groups = Rc::new(ShardGroups { layout: layout.clone(), groups: RefCell::new(None), leaders });
     set_local_groups(shard_groups.clone());
     tokio::task::spawn_local(async move {
+        let snapshot_log = log.clone();
         let started = match start_groups(&layout, shard, log, transport).await {
             Ok(started) => started,
             Err(error) => {
@@ -547,6 +548,9 @@ pub fn spawn_groups<T: PeerTransport>(
         let handles: Vec<Rc<ShardGroup>> = started.values().cloned().collect();
         *shard_groups.groups.borrow_mut() = Some(started);
         super::lease::spawn_expiry(shard_groups.clone());
+        if layout.raft.snapshot_on_demand {
+            super::snapshots::spawn_snapshots(shard_groups.clone(), snapshot_log);
+        }
         // A node says it is ready once it can answer: every group has a leader.
         let deadline = std::time::Instant::now() + LEADER_WAIT;
         while handles.iter().any(|group| group.raft.metrics().current_leader.is_none()) {

@@ -10,6 +10,7 @@ pub mod forward;
 pub mod groups;
 pub mod lease;
 pub mod propose;
+pub mod snapshots;
 pub mod stages;
 #[cfg(test)]
 mod test_support;

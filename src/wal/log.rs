@@ -732,6 +732,18 @@ impl ShardLog {
         Ok(SnapshotTicket(tag))
     }
 
+    /// The largest snapshot [`ShardLog::write_snapshot`] can place now, in
+    /// bytes of blob (its own header included): the longest extent of the
+    /// snapshot area that no current snapshot, nor one being written, holds.
+    pub fn snapshot_room_bytes(&self) -> u64 {
+        self.snapshot_area.largest_free_blocks() * self.lba_bytes as u64
+    }
+
+    /// The whole snapshot area, in bytes.
+    pub fn snapshot_area_bytes(&self) -> u64 {
+        self.snapshot_area.blocks() * self.lba_bytes as u64
+    }
+
     /// `Ok(true)` once the snapshot is durable and current.
     pub fn is_snapshot_durable(&self, ticket: SnapshotTicket) -> Result<bool, WalError> {
         self.check_usable()?;

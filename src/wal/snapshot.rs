@@ -209,6 +209,40 @@ impl SnapshotArea {
     pub fn used_blocks(&self) -> u64 {
         self.used.values().sum()
     }
+
+    /// The longest free extent, in blocks: the largest blob
+    /// [`SnapshotArea::allocate`] can place now.
+    pub fn largest_free_blocks(&self) -> u64 {
+        let mut largest = 0;
+        let mut free_from = 0;
+        for (&offset, &used_blocks) in &self.used {
+            largest = largest.max(offset.saturating_sub(free_from));
+            free_from = free_from.max(offset + used_blocks);
+        }
+        largest.max(self.blocks.saturating_sub(free_from))
+    }
+}
+
+#[cfg(test)]
+mod largest_free_tests {
+    use super::SnapshotArea;
+
+    #[test]
+    fn the_largest_free_extent_is_what_allocate_can_place() {
+        let mut area = SnapshotArea::new(100);
+        assert_eq!(area.largest_free_blocks(), 100);
+        let first = area.allocate(30).unwrap();
+        let second = area.allocate(30).unwrap();
+        area.allocate(10).unwrap();
+        assert_eq!(area.largest_free_blocks(), 30);
+        area.release(first);
+        assert_eq!(area.largest_free_blocks(), 30, "two holes of 30: the first and the tail");
+        area.release(second);
+        assert_eq!(area.largest_free_blocks(), 60);
+        assert!(area.allocate(61).is_none());
+        assert!(area.allocate(60).is_some());
+        assert_eq!(area.largest_free_blocks(), 30);
+    }
 }
 
 #[cfg(test)]
