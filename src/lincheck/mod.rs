@@ -106,8 +106,10 @@ pub enum Verdict {
     /// Some key's operations have none. `key` is the key with the fewest
     /// operations among those that fail; `records` are its operations in
     /// invocation order; `linearized_most` is the longest partial
-    /// linearization the search built (where it got stuck).
-    Violation { key: Vec<u8>, records: Vec<Record>, linearized_most: usize },
+    /// linearization the search built, and `stuck_at` (an index into
+    /// `records`) the operation that returned first among those it could
+    /// not place: where to start reading.
+    Violation { key: Vec<u8>, records: Vec<Record>, linearized_most: usize, stuck_at: usize },
     /// The search for `key` used its whole step budget without deciding, and
     /// no key failed: nothing is claimed either way.
     GaveUp { key: Vec<u8>, steps: u64 },
@@ -135,21 +137,24 @@ pub fn check(history: &[Record], steps_per_key: u64) -> Result<Report, HistoryEr
             by_key.entry(record.operation.key()).or_default().push(record);
         }
     }
+    for records in by_key.values_mut() {
+        records.sort_by_key(|record| record.invoked);
+    }
     let operations = by_key.values().map(Vec::len).sum();
     let mut violation: Option<Verdict> = None;
     let mut gave_up: Option<Verdict> = None;
     for (key, records) in &by_key {
         match search(records, steps_per_key) {
             KeyVerdict::Linearizable => {}
-            KeyVerdict::Violation { linearized_most } => {
+            KeyVerdict::Violation { linearized_most, stuck_at } => {
                 let shorter = match &violation {
                     Some(Verdict::Violation { records: found, .. }) => records.len() < found.len(),
                     _ => true,
                 };
                 if shorter {
-                    let mut records: Vec<Record> = records.iter().map(|record| (*record).clone()).collect();
-                    records.sort_by_key(|record| record.invoked);
-                    violation = Some(Verdict::Violation { key: key.to_vec(), records, linearized_most });
+                    let records = records.iter().map(|record| (*record).clone()).collect();
+                    violation =
+                        Some(Verdict::Violation { key: key.to_vec(), records, linearized_most, stuck_at });
                 }
             }
             KeyVerdict::GaveUp { steps } => {
@@ -188,7 +193,7 @@ fn validate(index: usize, record: &Record) -> Result<(), HistoryError> {
 
 enum KeyVerdict {
     Linearizable,
-    Violation { linearized_most: usize },
+    Violation { linearized_most: usize, stuck_at: usize },
     GaveUp { steps: u64 },
 }
 
@@ -269,6 +274,10 @@ impl Bits {
         self.0[index / 64] |= 1 << (index % 64);
     }
 
+    fn contains(&self, index: usize) -> bool {
+        self.0[index / 64] & (1 << (index % 64)) != 0
+    }
+
     fn clear(&mut self, index: usize) {
         self.0[index / 64] &= !(1 << (index % 64));
     }
@@ -338,6 +347,7 @@ fn search(records: &[&Record], steps_max: u64) -> KeyVerdict {
     let mut seen: HashSet<(Bits, State)> = HashSet::new();
     let mut stack: Vec<(usize, State)> = Vec::new();
     let mut linearized_most = 0;
+    let mut deepest = linearized.clone();
     let mut entry = next[head];
     let mut steps_taken = 0u64;
     loop {
@@ -355,9 +365,12 @@ fn search(records: &[&Record], steps_max: u64) -> KeyVerdict {
                 with.set(event.operation);
                 if seen.insert((with.clone(), after)) {
                     stack.push((entry, state));
-                    linearized_most = linearized_most.max(stack.len());
                     state = after;
                     linearized = with;
+                    if stack.len() > linearized_most {
+                        linearized_most = stack.len();
+                        deepest = linearized.clone();
+                    }
                     unlink(&mut next, &mut previous, entry);
                     unlink(&mut next, &mut previous, event.partner);
                     entry = next[head];
@@ -373,7 +386,12 @@ fn search(records: &[&Record], steps_max: u64) -> KeyVerdict {
             // An operation returned and none of the order tried so far can
             // place it: undo the latest choice and try the next one.
             let Some((call, before)) = stack.pop() else {
-                return KeyVerdict::Violation { linearized_most };
+                let stuck_at = (0..count)
+                    .filter(|index| !deepest.contains(*index))
+                    .filter_map(|index| records[index].returned.as_ref().map(|returned| (returned.at, index)))
+                    .min()
+                    .map_or(0, |(_, index)| index);
+                return KeyVerdict::Violation { linearized_most, stuck_at };
             };
             let operation = events[call].operation;
             state = before;

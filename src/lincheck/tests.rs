@@ -173,9 +173,14 @@ fn each_key_is_checked_alone_and_the_failing_key_is_named() {
         get(2, "b", Some("1"), 40, 50),
     ];
     match verdict(&history) {
-        Verdict::Violation { key, records, .. } => {
+        Verdict::Violation { key, records, stuck_at, .. } => {
             assert_eq!(key, bytes("b"));
             assert_eq!(records.len(), 3, "only b's operations: {records:?}");
+            assert_eq!(
+                records[stuck_at],
+                get(2, "b", Some("1"), 40, 50),
+                "the stale read is where it got stuck"
+            );
         }
         other => panic!("b's stale read must be found, got {other:?}"),
     }
