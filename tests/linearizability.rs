@@ -41,6 +41,8 @@ const KILLS: usize = 2;
 /// above an election (300-600 ms) plus a forward, so most writes during a
 /// failover still get their answer.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
+/// Operations shown on each side of where a violation was found.
+const VIOLATION_CONTEXT: usize = 15;
 /// How long a client waits after a failed operation before the next one.
 const FAILURE_PAUSE: Duration = Duration::from_millis(300);
 
@@ -145,12 +147,20 @@ fn run_seed(seed: u32) {
         Verdict::Linearizable => {
             eprintln!("seed {seed}: linearizable ({} operations on {} keys)", report.operations, report.keys)
         }
-        Verdict::Violation { key, records, linearized_most } => {
-            let shown: String = records.iter().map(|record| format!("  {record}\n")).collect();
+        Verdict::Violation { key, records, linearized_most, stuck_at } => {
+            // The operations around the one the search could not place;
+            // the whole key's history is rarely readable.
+            let window =
+                stuck_at.saturating_sub(VIOLATION_CONTEXT)..(stuck_at + VIOLATION_CONTEXT).min(records.len());
+            let shown: String = records[window.clone()]
+                .iter()
+                .zip(window.clone())
+                .map(|(record, index)| format!("{} {record}\n", if index == stuck_at { "->" } else { "  " }))
+                .collect();
             panic!(
-                "seed {seed}: the history of key {} is not linearizable ({} operations, times in us since the \
-                 start; the longest linearizable part found has {linearized_most}); rerun with \
-                 NVKV_LINCHECK_SEED={seed}:\n{shown}",
+                "seed {seed}: the history of key {} is not linearizable ({} operations; the longest linearizable \
+                 part found has {linearized_most}); operations {window:?} by invocation, times in us since the \
+                 start, -> marks the first one no order could place; rerun with NVKV_LINCHECK_SEED={seed}:\n{shown}",
                 String::from_utf8_lossy(&key),
                 records.len()
             );
