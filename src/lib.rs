@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod config;
 pub mod kv;
+pub mod lincheck;
 pub mod node;
 pub mod nvme;
 pub mod raft;

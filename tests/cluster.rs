@@ -6,90 +6,13 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::cluster::*;
 use common::*;
 
 /// Groups in the test cluster: one shard per member, two groups each.
 const GROUPS: usize = 2;
-
-/// One member's config and ports.
-struct Member {
-    id: u64,
-    client_port: u16,
-    peer_port: u16,
-    config: PathBuf,
-}
-
-/// A port `base` such that `base..base + count` are all free right now.
-fn free_ports(count: u16) -> u16 {
-    for _ in 0..200 {
-        let probe = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        let base = probe.local_addr().expect("address").port();
-        drop(probe);
-        if base.checked_add(count).is_none() {
-            continue;
-        }
-        let all: Vec<_> = (base..base + count).map(|port| TcpListener::bind(("127.0.0.1", port))).collect();
-        if all.iter().all(Result::is_ok) {
-            return base;
-        }
-    }
-    panic!("no {count} consecutive free ports on 127.0.0.1");
-}
-
-/// Writes three members' configs into `directory`: one shard each (client
-/// port, shard port = client port + 1, peer port = client port + 2).
-fn cluster_configs(directory: &std::path::Path) -> Vec<Member> {
-    let members: Vec<(u64, u16)> = (1..=3).map(|id| (id, free_ports(3))).collect();
-    let listed: String = members
-        .iter()
-        .map(|(id, base)| {
-            format!(
-                "[[cluster.members]]\nid = {id}\nname = \"node{id}\"\nclient_address = \"127.0.0.1:{base}\"\n\
-                 peer_address = \"127.0.0.1:{}\"\n\n",
-                base + 2
-            )
-        })
-        .collect();
-    members
-        .iter()
-        .map(|(id, base)| {
-            let config = directory.join(format!("node{id}.toml"));
-            let text = format!(
-                "[node]\nmember_id = {id}\nname = \"node{id}\"\ndata_dir = \"{}\"\n\
-                 client_address = \"127.0.0.1:{base}\"\npeer_address = \"127.0.0.1:{}\"\n\n\
-                 [reactor]\nshards = 1\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n\
-                 [log]\ngroups_per_shard = {GROUPS}\n\n[cluster]\nname = \"test-cluster\"\n\n{listed}",
-                directory.join(format!("data{id}")).display(),
-                base + 2
-            );
-            std::fs::write(&config, text).expect("write config");
-            Member { id: *id, client_port: *base, peer_port: base + 2, config }
-        })
-        .collect()
-}
-
-/// Polls `check` until it returns `Some`, or panics with the last reason.
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match check() {
-            Ok(done) => return done,
-            Err(reason) if Instant::now() > deadline => panic!("{what} did not happen: {reason}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
-/// Every group's leader as `port`'s member sees it.
-fn leaders(port: u16) -> Vec<u64> {
-    let status = status_json(port);
-    let groups = status[0]["groups"].as_array().expect("groups").clone();
-    groups.iter().map(|group| group["leader"].as_u64().expect("leader")).collect()
-}
 
 /// For `group`, the leader's status of it: its applied index and each
 /// member's matched index.
@@ -130,7 +53,7 @@ fn converged(members: &[Member], ids: &[u64]) {
 #[test]
 fn three_members_replicate_forward_and_catch_up() {
     let directory = tempfile::tempdir().expect("tempdir");
-    let members = cluster_configs(directory.path());
+    let members = cluster_configs(directory.path(), GROUPS);
     eprintln!(
         "phase: start three members (client ports {:?}, peer ports {:?})",
         members.iter().map(|member| member.client_port).collect::<Vec<_>>(),
@@ -208,7 +131,7 @@ fn three_members_replicate_forward_and_catch_up() {
 #[test]
 fn a_member_of_another_cluster_is_refused() {
     let directory = tempfile::tempdir().expect("tempdir");
-    let members = cluster_configs(directory.path());
+    let members = cluster_configs(directory.path(), GROUPS);
     let other = std::fs::read_to_string(&members[2].config).expect("config");
     std::fs::write(&members[2].config, other.replace("name = \"test-cluster\"", "name = \"other-cluster\""))
         .expect("config");

@@ -2,6 +2,8 @@
 //! in a temp directory, and the CLI run as a user runs it.
 #![allow(dead_code)] // each test file uses its own part of this
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -150,13 +152,21 @@ pub fn ready_port(ready: &str) -> u16 {
 
 /// Runs `nvkv status -w json` against `port` and returns its JSON.
 pub fn status_json(port: u16) -> serde_json::Value {
+    try_status_json(port).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// `status_json`, for a member that may be down: what went wrong instead
+/// of a panic.
+pub fn try_status_json(port: u16) -> Result<serde_json::Value, String> {
     let output = Command::new(env!("CARGO_BIN_EXE_nvkv"))
         .args(["status", "-w", "json", "--endpoints", &format!("127.0.0.1:{port}")])
         .output()
         .expect("nvkv status runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "nvkv status failed: {stderr}");
-    serde_json::from_slice(&output.stdout).expect("nvkv status -w json prints JSON")
+    if !output.status.success() {
+        return Err(format!("nvkv status failed: {}", String::from_utf8_lossy(&output.stderr)));
+    }
+    serde_json::from_slice(&output.stdout)
+        .map_err(|error| format!("nvkv status -w json printed no JSON: {error}"))
 }
 
 pub fn client(port: u16, args: &[&str]) -> Result<String, String> {

@@ -1,0 +1,85 @@
+//! A 3-node cluster on loopback for the tests that need one: free ports,
+//! the members' configs, and the leaders as a member reports them.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{status_json, DEADLINE};
+
+/// One member's config and ports.
+pub struct Member {
+    pub id: u64,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub config: PathBuf,
+}
+
+/// A port `base` such that `base..base + count` are all free right now.
+pub fn free_ports(count: u16) -> u16 {
+    for _ in 0..200 {
+        let probe = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let base = probe.local_addr().expect("address").port();
+        drop(probe);
+        if base.checked_add(count).is_none() {
+            continue;
+        }
+        let all: Vec<_> = (base..base + count).map(|port| TcpListener::bind(("127.0.0.1", port))).collect();
+        if all.iter().all(Result::is_ok) {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports on 127.0.0.1");
+}
+
+/// Writes three members' configs into `directory`: one shard each with
+/// `groups` groups (client port, shard port = client port + 1, peer port =
+/// client port + 2).
+pub fn cluster_configs(directory: &Path, groups: usize) -> Vec<Member> {
+    let members: Vec<(u64, u16)> = (1..=3).map(|id| (id, free_ports(3))).collect();
+    let listed: String = members
+        .iter()
+        .map(|(id, base)| {
+            format!(
+                "[[cluster.members]]\nid = {id}\nname = \"node{id}\"\nclient_address = \"127.0.0.1:{base}\"\n\
+                 peer_address = \"127.0.0.1:{}\"\n\n",
+                base + 2
+            )
+        })
+        .collect();
+    members
+        .iter()
+        .map(|(id, base)| {
+            let config = directory.join(format!("node{id}.toml"));
+            let text = format!(
+                "[node]\nmember_id = {id}\nname = \"node{id}\"\ndata_dir = \"{}\"\n\
+                 client_address = \"127.0.0.1:{base}\"\npeer_address = \"127.0.0.1:{}\"\n\n\
+                 [reactor]\nshards = 1\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n\
+                 [log]\ngroups_per_shard = {groups}\n\n[cluster]\nname = \"test-cluster\"\n\n{listed}",
+                directory.join(format!("data{id}")).display(),
+                base + 2
+            );
+            std::fs::write(&config, text).expect("write config");
+            Member { id: *id, client_port: *base, peer_port: base + 2, config }
+        })
+        .collect()
+}
+
+/// Polls `check` until it returns `Some`, or panics with the last reason.
+pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match check() {
+            Ok(done) => return done,
+            Err(reason) if Instant::now() > deadline => panic!("{what} did not happen: {reason}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Every group's leader as `port`'s member sees it.
+pub fn leaders(port: u16) -> Vec<u64> {
+    let status = status_json(port);
+    let groups = status[0]["groups"].as_array().expect("groups").clone();
+    groups.iter().map(|group| group["leader"].as_u64().expect("leader")).collect()
+}

@@ -1,0 +1,331 @@
+//! Linearizability under leader loss: several clients do random put, get
+//! (linearizable) and compare-and-swap on a few keys of one group through
+//! every member of a real 3-node cluster, while the test SIGKILLs the
+//! group's leader and restarts it, twice. Each operation's invocation and
+//! return instants and its outcome are recorded (a write that failed or
+//! timed out has an unknown outcome: it may have taken effect or not; a
+//! failed read is dropped), and the history is checked with
+//! `nvkv::lincheck`.
+//!
+//! Each seed runs a fresh cluster. `NVKV_LINCHECK_SEEDS` sets how many
+//! seeds run (2 unless set; `tests/lincheck.sh --seeds N` runs many), and
+//! `NVKV_LINCHECK_SEED` the first one (a new one each run unless set), so a
+//! failing seed can be run again.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::cluster::*;
+use common::*;
+use nvkv::bench::keys::Chooser;
+use nvkv::kv::partition::Partitioner;
+use nvkv::kv::types::{
+    Compare, CompareResult, CompareTarget, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
+use nvkv::lincheck::{check, Operation, Outcome, Record, Returned, Verdict, STEPS_PER_KEY_DEFAULT};
+use nvkv::rpc::client::{ClientError, ShardedClient};
+
+/// Groups in the cluster: the keys share one, the other stays idle.
+const GROUPS: usize = 2;
+/// Few keys, so clients contend on each.
+const KEYS: u64 = 3;
+/// Keys with one partition prefix (`/lincheck/keys/`), so all live in one group.
+const KEY_PREFIX: &str = "/lincheck/keys/k";
+const CLIENTS: u32 = 4;
+/// Leader kills per seed.
+const KILLS: usize = 2;
+/// Past this an operation counts as unknown and the client moves on: well
+/// above an election (300-600 ms) plus a forward, so most writes during a
+/// failover still get their answer.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
+/// Operations shown on each side of where a violation was found.
+const VIOLATION_CONTEXT: usize = 15;
+/// How long a client waits after a failed operation before the next one.
+const FAILURE_PAUSE: Duration = Duration::from_millis(300);
+
+/// The seeds to run: (first, count), from the environment.
+fn seeds() -> (u32, u32) {
+    let read = |name: &str| -> Option<u32> {
+        let text = std::env::var(name).ok()?;
+        Some(text.trim().parse().unwrap_or_else(|_| {
+            panic!("{name}={text:?} is not a number from 0 to {}; give a whole number", u32::MAX)
+        }))
+    };
+    let count = read("NVKV_LINCHECK_SEEDS").unwrap_or(2);
+    let first = read("NVKV_LINCHECK_SEED").unwrap_or_else(|| {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970");
+        now.subsec_nanos() ^ now.as_secs() as u32
+    });
+    (first, count)
+}
+
+#[test]
+fn histories_under_leader_kills_are_linearizable() {
+    let (first, count) = seeds();
+    eprintln!(
+        "running {count} seed(s) from {first} (NVKV_LINCHECK_SEED={first} NVKV_LINCHECK_SEEDS={count})"
+    );
+    for index in 0..count {
+        run_seed(first.wrapping_add(index));
+    }
+}
+
+fn run_seed(seed: u32) {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let members = cluster_configs(directory.path(), GROUPS);
+    let endpoints: Vec<String> =
+        members.iter().map(|member| format!("127.0.0.1:{}", member.client_port)).collect();
+    let mut daemons: Vec<Option<Daemon>> =
+        members.iter().map(|member| Some(Daemon::start(&member.config))).collect();
+    for daemon in daemons.iter_mut().flatten() {
+        daemon.wait_ready();
+    }
+    let group = key_group(&endpoints[0]);
+    eprintln!("seed {seed}: phase: the keys' group {group} elects a leader");
+    leader_of(&members, &daemons, group);
+
+    eprintln!("seed {seed}: phase: {CLIENTS} clients record put/get/cas on {KEYS} keys through all members");
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let endpoints = endpoints.clone();
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || record(seed, client, &endpoints, start, &stop))
+        })
+        .collect();
+
+    let mut nemesis = Chooser::for_client(seed.wrapping_mul(CLIENTS + 1));
+    let pause = |chooser: &mut Chooser, least_ms: u64| {
+        std::thread::sleep(Duration::from_millis(least_ms + chooser.number_below(1000)));
+    };
+    let mut last_restart = 0;
+    for round in 1..=KILLS {
+        pause(&mut nemesis, 1000);
+        let leader = leader_of(&members, &daemons, group);
+        let victim = members.iter().position(|member| member.id == leader).expect("a member leads");
+        eprintln!(
+            "seed {seed}: phase: kill -9 member {leader}, the group's leader (kill {round} of {KILLS})"
+        );
+        let killed = daemons[victim].take().expect("the leader runs");
+        killed.signal(libc::SIGKILL);
+        drop(killed);
+        pause(&mut nemesis, 1000);
+        eprintln!("seed {seed}: phase: restart member {leader}");
+        let mut restarted = Daemon::start(&members[victim].config);
+        restarted.wait_ready();
+        daemons[victim] = Some(restarted);
+        last_restart = micros_since(start);
+    }
+    pause(&mut nemesis, 1500);
+    stop.store(true, Ordering::Relaxed);
+    let history: Vec<Record> =
+        clients.into_iter().flat_map(|client| client.join().expect("a client thread panicked")).collect();
+
+    let unknown = history.iter().filter(|record| record.returned.is_none()).count();
+    eprintln!(
+        "seed {seed}: phase: check the history: {} operations, {unknown} with unknown outcome",
+        history.len()
+    );
+    let served_after_restart = history.iter().any(|record| {
+        record.invoked > last_restart
+            && matches!(
+                record.returned,
+                Some(Returned { outcome: Outcome::Written | Outcome::Swapped(true), .. })
+            )
+    });
+    assert!(
+        served_after_restart,
+        "seed {seed}: no write succeeded after the last restart (at {last_restart} us): the cluster did not recover"
+    );
+    let report = check(&history, STEPS_PER_KEY_DEFAULT).expect("the recorder writes well-formed records");
+    match report.verdict {
+        Verdict::Linearizable => {
+            eprintln!("seed {seed}: linearizable ({} operations on {} keys)", report.operations, report.keys)
+        }
+        Verdict::Violation { key, records, linearized_most, stuck_at } => {
+            // The operations around the one the search could not place;
+            // the whole key's history is rarely readable.
+            let window =
+                stuck_at.saturating_sub(VIOLATION_CONTEXT)..(stuck_at + VIOLATION_CONTEXT).min(records.len());
+            let shown: String = records[window.clone()]
+                .iter()
+                .zip(window.clone())
+                .map(|(record, index)| format!("{} {record}\n", if index == stuck_at { "->" } else { "  " }))
+                .collect();
+            panic!(
+                "seed {seed}: the history of key {} is not linearizable ({} operations; the longest linearizable \
+                 part found has {linearized_most}); operations {window:?} by invocation, times in us since the \
+                 start, -> marks the first one no order could place; rerun with NVKV_LINCHECK_SEED={seed}:\n{shown}",
+                String::from_utf8_lossy(&key),
+                records.len()
+            );
+        }
+        Verdict::GaveUp { key, steps } => panic!(
+            "seed {seed}: the checker gave up on key {} after {steps} steps, so the history is not verified; \
+             rerun with NVKV_LINCHECK_SEED={seed}",
+            String::from_utf8_lossy(&key)
+        ),
+    }
+}
+
+fn micros_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_micros()).expect("a test runs for less than 2^64 us")
+}
+
+fn key(number: u64) -> Vec<u8> {
+    format!("{KEY_PREFIX}{number}").into_bytes()
+}
+
+/// The group that holds the test's keys, by the node's partition map.
+fn key_group(endpoint: &str) -> u32 {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let map = tokio::task::LocalSet::new().block_on(&runtime, async {
+        let connection = nvkv::rpc::client::Connection::open(endpoint).await.expect("connect");
+        connection.partition_map().await.expect("the partition map")
+    });
+    let partitioner = Partitioner::new(map.groups, map.partition_depth as usize).expect("a usable map");
+    let groups: Vec<u32> = (0..KEYS).map(|number| partitioner.group_of(&key(number))).collect();
+    assert!(groups.iter().all(|group| *group == groups[0]), "the keys share one group: {groups:?}");
+    groups[0]
+}
+
+/// The leader of `group` that a running member reports, once it is a
+/// running member too.
+fn leader_of(members: &[Member], daemons: &[Option<Daemon>], group: u32) -> u64 {
+    let running: Vec<&Member> = members
+        .iter()
+        .zip(daemons)
+        .filter(|(_, daemon)| daemon.is_some())
+        .map(|(member, _)| member)
+        .collect();
+    eventually(&format!("a running member leading group {group}"), || {
+        let mut seen = Vec::new();
+        for member in &running {
+            let status = try_status_json(member.client_port)?;
+            let leader = status[0]["groups"][group as usize]["leader"].as_u64().unwrap_or(0);
+            if running.iter().any(|candidate| candidate.id == leader) {
+                return Ok(leader);
+            }
+            seen.push((member.id, leader));
+        }
+        Err(format!("leaders as (member, its leader): {seen:?}"))
+    })
+}
+
+/// One client: random operations until `stop`, through `endpoints` in
+/// turn (the next one after any failure), each recorded with its instants
+/// in microseconds since `start`.
+fn record(seed: u32, client: u32, endpoints: &[String], start: Instant, stop: &AtomicBool) -> Vec<Record> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let mut chooser = Chooser::for_client(seed.wrapping_mul(CLIENTS + 1).wrapping_add(client + 1));
+        let mut history = Vec::new();
+        let mut node = client as usize % endpoints.len();
+        let mut connection: Option<ShardedClient> = None;
+        // The last value this client saw per key: what its cas expects.
+        let mut last_seen: Vec<Option<Vec<u8>>> = vec![None; KEYS as usize];
+        let mut sequence = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let Some(sharded) = &connection else {
+                match tokio::time::timeout(OPERATION_TIMEOUT, ShardedClient::open(&endpoints[node])).await {
+                    Ok(Ok(opened)) => connection = Some(opened),
+                    _ => {
+                        node = (node + 1) % endpoints.len();
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                continue;
+            };
+            let number = chooser.number_below(KEYS);
+            sequence += 1;
+            let value = format!("{client}.{sequence}").into_bytes();
+            let choice = chooser.fraction();
+            let operation = if choice < 0.35 {
+                Operation::Put { key: key(number), value }
+            } else if choice < 0.7 {
+                Operation::Get { key: key(number) }
+            } else {
+                let expected =
+                    if chooser.fraction() < 0.2 { None } else { last_seen[number as usize].clone() };
+                Operation::Cas { key: key(number), expected, new: value }
+            };
+            let invoked = micros_since(start);
+            let answer = tokio::time::timeout(OPERATION_TIMEOUT, perform(sharded, &operation)).await;
+            let returned = micros_since(start);
+            match answer {
+                Ok(Ok(outcome)) => {
+                    match (&operation, &outcome) {
+                        (Operation::Put { value, .. }, _)
+                        | (Operation::Cas { new: value, .. }, Outcome::Swapped(true)) => {
+                            last_seen[number as usize] = Some(value.clone())
+                        }
+                        (_, Outcome::Read(seen)) => last_seen[number as usize].clone_from(seen),
+                        _ => {}
+                    }
+                    history.push(Record {
+                        client,
+                        operation,
+                        invoked,
+                        returned: Some(Returned { at: returned, outcome }),
+                    });
+                }
+                Ok(Err(_)) | Err(_) => {
+                    // A failed read is dropped; a failed write may still
+                    // take effect, so it stays open to the end.
+                    if !matches!(operation, Operation::Get { .. }) {
+                        history.push(Record { client, operation, invoked, returned: None });
+                    }
+                    connection = None;
+                    node = (node + 1) % endpoints.len();
+                    // Every open write multiplies the orders the checker
+                    // must try: wait out most of an election rather than
+                    // pile up failed writes while there is no leader.
+                    tokio::time::sleep(FAILURE_PAUSE).await;
+                }
+            }
+        }
+        history
+    })
+}
+
+/// Runs `operation` on the cluster: a get is a linearizable range of one
+/// key; a cas is a transaction comparing the value (or, for an absent key,
+/// version 0) and putting the new value when it holds.
+async fn perform(client: &ShardedClient, operation: &Operation) -> Result<Outcome, ClientError> {
+    match operation {
+        Operation::Put { key, value } => client.put(key, value, 0, false).await.map(|_| Outcome::Written),
+        Operation::Get { key } => {
+            let query = RangeRequest { key: key.clone(), ..RangeRequest::default() };
+            let answer = client.range(&query, false).await?;
+            Ok(Outcome::Read(answer.kvs.into_iter().next().map(|found| found.value)))
+        }
+        Operation::Cas { key, expected, new } => {
+            let target = match expected {
+                Some(value) => CompareTarget::Value(value.clone()),
+                None => CompareTarget::Version(0),
+            };
+            let txn = TxnRequest {
+                compares: vec![Compare {
+                    key: key.clone(),
+                    range_end: Vec::new(),
+                    target,
+                    result: CompareResult::Equal,
+                }],
+                success: vec![RequestOp::Put(PutRequest {
+                    key: key.clone(),
+                    value: new.clone(),
+                    lease: 0,
+                    prev_kv: false,
+                })],
+                failure: Vec::new(),
+            };
+            Ok(Outcome::Swapped(client.txn(&txn).await?.response.succeeded))
+        }
+    }
+}
