@@ -1,0 +1,82 @@
+# shellcheck shell=bash disable=SC2154,SC2034  # $script and $config come from the caller; it uses what this sets
+# Sourced by put.sh (not run on its own): builds the nvkv binary when
+# missing and starts a 3-member cluster on this machine, shaped like
+# config/cluster3 (two shards per member, loopback addresses) but on ports
+# picked at random (a base from 20000 to 39000, members 200 apart) and with
+# the data in a temporary directory; every member is stopped with SIGTERM
+# (and the directory removed) when the script exits, also on Ctrl-C.
+#
+# Reads: $script (the caller's name, for messages), $config (extra config
+# lines appended to each member's file, or empty), NVKV_BIN.
+# Sets: $bin, $work, $daemons (the pids), $ready (the ready lines, joined)
+# and $endpoint (the three client addresses, comma-separated).
+
+bin="${NVKV_BIN:-target/release/nvkv}"
+if [ ! -x "$bin" ]; then
+    echo "$script: building $bin" >&2
+    cargo build --release >&2
+fi
+
+work=$(mktemp -d)
+daemons=()
+cleanup() {
+    for pid in "${daemons[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${daemons[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+base=$((20000 + RANDOM % 19000))
+members=""
+for id in 1 2 3; do
+    members+="
+[[cluster.members]]
+id = $id
+name = \"node$id\"
+client_address = \"127.0.0.1:$((base + (id - 1) * 200))\"
+peer_address = \"127.0.0.1:$((base + (id - 1) * 200 + 100))\"
+"
+done
+for id in 1 2 3; do
+    cat > "$work/node$id.toml" <<TOML
+[node]
+member_id = $id
+name = "node$id"
+data_dir = "$work/node$id"
+client_address = "127.0.0.1:$((base + (id - 1) * 200))"
+peer_address = "127.0.0.1:$((base + (id - 1) * 200 + 100))"
+
+[reactor]
+shards = 2
+
+[namespace]
+namespace_bytes = "1GiB"
+
+[cluster]
+name = "bench-cluster3"
+$members
+TOML
+    if [ -n "$config" ]; then
+        cat "$config" >> "$work/node$id.toml"
+    fi
+    "$bin" serve --config "$work/node$id.toml" > "$work/serve$id.out" 2> "$work/serve$id.err" &
+    daemons+=($!)
+done
+ready=""
+for id in 1 2 3; do
+    for _ in $(seq 1 600); do
+        if grep -q '^nvkv ready: ' "$work/serve$id.out"; then break; fi
+        if ! kill -0 "${daemons[$((id - 1))]}" 2>/dev/null; then
+            echo "$script: member $id exited:" >&2; cat "$work/serve$id.err" >&2; exit 1
+        fi
+        sleep 0.1
+    done
+    line=$(grep '^nvkv ready: ' "$work/serve$id.out") || { echo "$script: member $id never became ready" >&2; exit 1; }
+    ready+="${ready:+; }$line"
+done
+endpoint="127.0.0.1:$base,127.0.0.1:$((base + 200)),127.0.0.1:$((base + 400))"
+echo "$script: 3 members ready at $endpoint" >&2
