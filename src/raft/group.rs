@@ -276,9 +276,7 @@ impl RaftGroup {
     /// list; returns whether this call initialized the group. After a
     /// restart (the log holds a vote or entries) it does nothing.
     pub async fn bootstrap(&self, members: &[Member]) -> Result<bool, GroupError> {
-        let has_state =
-            self.log.with(|log| log.last_index(self.group).is_some() || log.vote(self.group).is_some());
-        if has_state {
+        if self.has_state() {
             return Ok(false);
         }
         let members: BTreeMap<NodeId, Member> =
@@ -292,6 +290,14 @@ impl RaftGroup {
             }
             Err(RaftError::Fatal(fatal)) => Err(self.stopped(fatal.to_string())),
         }
+    }
+
+    /// Whether this member's log holds anything of the group (a vote or
+    /// entries): false only before its first membership arrives. Unlike
+    /// the metrics, this holds from the start, before openraft loaded the
+    /// log.
+    pub fn has_state(&self) -> bool {
+        self.log.with(|log| log.last_index(self.group).is_some() || log.vote(self.group).is_some())
     }
 
     /// The largest command one log entry holds.

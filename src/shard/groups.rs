@@ -329,7 +329,7 @@ where
 /// [`super::membership::check_serving`]).
 pub(super) fn group_on(groups: &ShardGroups, group: GroupId) -> Result<Rc<ShardGroup>, RequestError> {
     let entry = group_entry(groups, group)?;
-    super::membership::check_serving(&entry)?;
+    super::membership::check_serving(&entry, groups.layout.shard_of(group))?;
     Ok(entry)
 }
 
@@ -593,8 +593,7 @@ pub fn spawn_groups<T: PeerTransport>(
         let deadline = std::time::Instant::now() + LEADER_WAIT;
         // A joining member's groups have no members yet, and no leader
         // until the cluster adds this member.
-        let member = layout.member.id;
-        handles.retain(|group| group.raft.standing(member) != crate::raft::Standing::Unconfigured);
+        handles.retain(|group| group.raft.has_state());
         while handles.iter().any(|group| group.raft.metrics().current_leader.is_none()) {
             if std::time::Instant::now() >= deadline {
                 let waiting: Vec<GroupId> = handles

@@ -91,10 +91,14 @@ impl Requests {
 /// Refuses client requests on a member that is not (or no longer) in the
 /// group's membership: a removed member stops serving, and a joining one
 /// serves once it was added.
-pub(super) fn check_serving(entry: &ShardGroup) -> Result<(), RequestError> {
+pub(super) fn check_serving(entry: &ShardGroup, shard: usize) -> Result<(), RequestError> {
     let (group, member) = (entry.raft.group(), entry.raft.member());
     match entry.raft.standing(member) {
         crate::raft::Standing::Voter | crate::raft::Standing::Learner => Ok(()),
+        // openraft has not loaded the membership from the log yet.
+        crate::raft::Standing::Unconfigured if entry.raft.has_state() => {
+            Err(RequestError::Starting { shard })
+        }
         crate::raft::Standing::Unconfigured => Err(RequestError::Joining { member, group }),
         crate::raft::Standing::Leaving | crate::raft::Standing::Absent => {
             if !entry.removal_logged.replace(true) {
