@@ -20,6 +20,8 @@ enum ErrorCode {
   leaseNotFound @7;
   invalidArgument @8;
   leaseExists @9;         # a grant named an id that is already granted
+  notMember @10;          # this member was removed, or joins and was not added yet
+  notCaughtUp @11;        # a learner to promote is too far behind its leader
 }
 
 struct Error {
@@ -288,9 +290,35 @@ struct GroupStatus {
   members @13 :List(MemberProgress);
 }
 
+# What a membership change did: every group of the cluster changed, each
+# through its leader, and the members as the answering member knows them
+# afterwards.
+struct MemberChangeResponse {
+  groups @0 :UInt32;          # the groups changed: all of them
+  members @1 :List(Member);
+}
+
+struct MemberChangeResult {
+  union {
+    ok @0 :MemberChangeResponse;
+    # The first group that refused; the groups before it changed, and the
+    # same call again finishes the rest (every change is idempotent).
+    error @1 :Error;
+  }
+}
+
 interface Cluster {
   members @0 () -> (members :List(Member));
   status @1 () -> (status :NodeStatus);
+  # Adds a member to every group as a learner (it must run in join mode,
+  # cluster.join = true, with the same cluster name); with asLearner false
+  # it is then promoted, which needs it caught up.
+  addMember @2 (member :Member, asLearner :Bool) -> (result :MemberChangeResult);
+  # Makes a caught-up learner a voter in every group (notCaughtUp names how
+  # far behind it is otherwise).
+  promoteMember @3 (id :UInt64) -> (result :MemberChangeResult);
+  # Takes a member out of every group; it then refuses clients (notMember).
+  removeMember @4 (id :UInt64) -> (result :MemberChangeResult);
 }
 
 interface Maintenance {
@@ -504,4 +532,7 @@ interface PeerSession {
   # The log index a linearizable read on a follower must wait to have
   # applied (read index), once this member confirmed it still leads.
   readIndex @4 (group :UInt32) -> (index :Data);
+  # A membership change (add learner, promote, remove) for this member to
+  # apply as the group's leader; outcome is a postcard Result<(), GroupError>.
+  changeMembership @5 (group :UInt32, change :Data) -> (outcome :Data);
 }

@@ -257,11 +257,16 @@ pub struct ClusterConfig {
     /// The members every group is bootstrapped with, this one included.
     /// Empty: this member alone (no peers, no peer port).
     pub members: Vec<MemberConfig>,
+    /// Join mode, for a member added to a running cluster: its groups are
+    /// never bootstrapped; they wait until the cluster's leaders add it
+    /// (`nvkv member add`), and it refuses client requests until then.
+    /// `members` lists the running cluster's members and this one.
+    pub join: bool,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        ClusterConfig { name: "nvkv".to_string(), members: Vec::new() }
+        ClusterConfig { name: "nvkv".to_string(), members: Vec::new(), join: false }
     }
 }
 
@@ -673,6 +678,14 @@ impl Config {
                 "cluster.name",
                 format!("{:?}", cluster.name),
                 "a name of 1 to 64 bytes without control characters, e.g. \"nvkv-prod\"",
+            ));
+        }
+        if cluster.join && !cluster.has_peers() {
+            return Err(ConfigError::invalid(
+                "cluster.join",
+                "true",
+                "cluster.members listing the running cluster's members and this one, so this member \
+                 knows its peers; or cluster.join = false to start a new cluster",
             ));
         }
         if cluster.members.is_empty() {

@@ -138,7 +138,8 @@ enum Command {
         #[arg(long)]
         group: u32,
     },
-    /// The members of the cluster: see `nvkv member list --help`.
+    /// The members of the cluster: list, add, promote, remove (see
+    /// `nvkv member --help`).
     Member {
         #[command(subcommand)]
         action: MemberCommand,
@@ -228,6 +229,42 @@ enum MemberCommand {
     /// ADDRS, IS LEARNER. With -w json, one object: the answering member's
     /// id and the list.
     List,
+    /// Adds a member to every Raft group of the cluster, through each
+    /// group's leader. Start the new member first, in join mode
+    /// (`[cluster] join = true`, the same cluster name, and cluster.members
+    /// listing the running members and itself). With --learner it stays a
+    /// learner (receives the log, does not vote) until `member promote`;
+    /// without, the node promotes it once it caught up (or answers
+    /// notCaughtUp after 10 s: promote it later).
+    Add {
+        /// The new member's id: its node.member_id, unused in the cluster.
+        id: u64,
+        /// The new member's node.name.
+        #[arg(long)]
+        name: String,
+        /// The new member's peer address (its node.peer_address), host:port.
+        #[arg(long = "peer-urls")]
+        peer_urls: String,
+        /// The new member's client address (its node.client_address), host:port.
+        #[arg(long = "client-urls")]
+        client_urls: String,
+        /// Add it as a learner only.
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Makes a learner a voter in every group. Refused (notCaughtUp, naming
+    /// how many entries it misses) until the learner caught up with each
+    /// group's leader: `nvkv status -w json` shows its matched index.
+    Promote {
+        /// The learner's member id.
+        id: u64,
+    },
+    /// Takes a member (voter or learner) out of every group. The removed
+    /// member then refuses client requests (notMember); stop it.
+    Remove {
+        /// The member's id.
+        id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -779,6 +816,60 @@ fn status(endpoints: &[String], json: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// `nvkv member add | promote | remove`: sent to the first endpoint that
+/// answers; a refusal is final (it says what to do).
+fn member_change(endpoints: &[String], json: bool, action: MemberCommand) -> Result<(), String> {
+    use nvkv::rpc::client::{ClientError, Connection};
+    let (id, done) = match &action {
+        MemberCommand::Add { id, learner: true, .. } => (*id, "added as a learner to"),
+        MemberCommand::Add { id, .. } => (*id, "added as a voter to"),
+        MemberCommand::Promote { id } => (*id, "promoted to voter in"),
+        MemberCommand::Remove { id } => (*id, "removed from"),
+        MemberCommand::List => unreachable!("member list is not a change"),
+    };
+    let changed = run_client(async {
+        let mut failures = Vec::new();
+        for endpoint in endpoints {
+            let connection = match Connection::open(endpoint).await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    failures.push(error.to_string());
+                    continue;
+                }
+            };
+            let answer = match &action {
+                MemberCommand::Add { id, name, peer_urls, client_urls, learner } => {
+                    let member = nvkv::rpc::cluster::MemberInfo {
+                        id: *id,
+                        name: name.clone(),
+                        client_addresses: vec![client_urls.clone()],
+                        peer_addresses: vec![peer_urls.clone()],
+                        is_learner: *learner,
+                    };
+                    connection.add_member(&member, *learner).await
+                }
+                MemberCommand::Promote { id } => connection.promote_member(*id).await,
+                MemberCommand::Remove { id } => connection.remove_member(*id).await,
+                MemberCommand::List => unreachable!("member list is not a change"),
+            };
+            match answer {
+                Err(error @ (ClientError::Connect { .. } | ClientError::ConnectTimeout { .. })) => {
+                    failures.push(error.to_string())
+                }
+                answer => return answer.map_err(|error| error.to_string()),
+            }
+        }
+        Err(failures.join("; "))
+    })??;
+    if json {
+        return print_json(
+            &serde_json::json!({ "member_id": id, "groups": changed.groups, "members": changed.members }),
+        );
+    }
+    println!("Member {id} {done} every group of the cluster ({} groups)", changed.groups);
+    Ok(())
+}
+
 /// `nvkv member list`: a table like etcdctl's, or JSON.
 fn member_list(endpoints: &[String], json: bool) -> Result<(), String> {
     let (member_id, members) = run_client(async {
@@ -998,6 +1089,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Member { action } => match member_change(&cli.endpoints, cli.write_out == "json", action) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("nvkv member: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Lease { command } => match lease_command(&cli.endpoints, cli.write_out == "json", command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

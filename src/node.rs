@@ -398,6 +398,7 @@ impl Node {
             partition_depth: config.store.partition_depth,
             member,
             initial_members,
+            join: config.cluster.join,
             raft: crate::raft::GroupConfig {
                 cluster_name: config.cluster.name.clone(),
                 ..config.raft.group_config()

@@ -21,7 +21,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest,
     InstallSnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{Config, ServerState, SnapshotPolicy};
+use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 
 use super::log_store::{GroupLogStore, ENTRY_HEADER_BYTES};
 use super::network::{GroupNetworkFactory, PeerTransport};
@@ -143,6 +143,30 @@ pub enum GroupError {
     /// The group could not be built or bootstrapped.
     #[error("group {group} on member {member} could not start: {reason}")]
     Start { group: GroupId, member: NodeId, reason: String },
+    /// Expected: a learner to be promoted has not caught up with the
+    /// leader's log yet.
+    #[error(
+        "group {group}: learner {learner} is {behind} entries behind the leader (it has {matched} of {last}; \
+         at most {lag_max} may be missing): wait until `nvkv status -w json` shows it caught up, then promote again"
+    )]
+    NotCaughtUp { group: GroupId, learner: NodeId, matched: u64, last: u64, behind: u64, lag_max: u64 },
+}
+
+/// Where a member stands in the latest membership of a group, as this
+/// member knows it (the latest is the effective one: appended, maybe not
+/// yet committed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// The group has no membership at all: a member started in join mode
+    /// that nobody added yet.
+    Unconfigured,
+    Voter,
+    Learner,
+    /// A change under way (joint consensus) leaves it out of the next
+    /// voters: it is being removed.
+    Leaving,
+    /// The membership does not name it: it was removed.
+    Absent,
 }
 
 /// What the group looks like from this member, for status and routing.
@@ -252,9 +276,7 @@ impl RaftGroup {
     /// list; returns whether this call initialized the group. After a
     /// restart (the log holds a vote or entries) it does nothing.
     pub async fn bootstrap(&self, members: &[Member]) -> Result<bool, GroupError> {
-        let has_state =
-            self.log.with(|log| log.last_index(self.group).is_some() || log.vote(self.group).is_some());
-        if has_state {
+        if self.has_state() {
             return Ok(false);
         }
         let members: BTreeMap<NodeId, Member> =
@@ -268,6 +290,14 @@ impl RaftGroup {
             }
             Err(RaftError::Fatal(fatal)) => Err(self.stopped(fatal.to_string())),
         }
+    }
+
+    /// Whether this member's log holds anything of the group (a vote or
+    /// entries): false only before its first membership arrives. Unlike
+    /// the metrics, this holds from the start, before openraft loaded the
+    /// log.
+    pub fn has_state(&self) -> bool {
+        self.log.with(|log| log.last_index(self.group).is_some() || log.vote(self.group).is_some())
     }
 
     /// The largest command one log entry holds.
@@ -308,6 +338,109 @@ impl RaftGroup {
         keep_as_learners: bool,
     ) -> Result<(), GroupError> {
         let change = self.raft.change_membership(voters, keep_as_learners);
+        let result =
+            tokio::time::timeout(self.request_timeout, change).await.map_err(|_| self.timed_out())?;
+        self.written(result).map(|_| ())
+    }
+
+    /// Where `member` stands in this group's latest membership.
+    pub fn standing(&self, member: NodeId) -> Standing {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let joint = membership.get_joint_config();
+        if joint.is_empty() || (membership.nodes().next().is_none()) {
+            return Standing::Unconfigured;
+        }
+        if membership.get_node(&member).is_none() {
+            return Standing::Absent;
+        }
+        let next_voters = joint.last().expect("a joint config holds at least one config");
+        if next_voters.contains(&member) {
+            Standing::Voter
+        } else if joint.iter().any(|voters| voters.contains(&member)) {
+            Standing::Leaving
+        } else {
+            Standing::Learner
+        }
+    }
+
+    /// On the leader: adds `member` as a learner unless the membership
+    /// already names it (so a change retried after a partial failure
+    /// passes the groups it already reached).
+    pub async fn add_learner_once(&self, member: Member) -> Result<(), GroupError> {
+        if self.standing(member.id) != Standing::Absent {
+            return Ok(());
+        }
+        self.add_learner(member).await
+    }
+
+    /// On the leader: makes learner `learner` a voter, once it is at most
+    /// `lag_max` entries behind this member's log. A voter already is left
+    /// as it is.
+    pub async fn promote(&self, learner: NodeId, lag_max: u64) -> Result<(), GroupError> {
+        match self.standing(learner) {
+            Standing::Voter => return Ok(()),
+            Standing::Learner => {}
+            Standing::Leaving => {
+                return Err(GroupError::MembershipChange {
+                    group: self.group,
+                    reason: format!("member {learner} is being removed; wait for that change to finish"),
+                })
+            }
+            Standing::Unconfigured | Standing::Absent => {
+                return Err(GroupError::MembershipChange {
+                    group: self.group,
+                    reason: format!(
+                        "member {learner} is not a learner of this group; add it first with `nvkv member add`"
+                    ),
+                })
+            }
+        }
+        let metrics = self.metrics();
+        if metrics.current_leader != Some(self.member) {
+            return Err(GroupError::NotLeader {
+                group: self.group,
+                member: self.member,
+                leader: metrics.current_leader,
+                leader_address: None,
+            });
+        }
+        let last = metrics.last_log_index.unwrap_or(0);
+        let matched = metrics.replication.get(&learner).copied().flatten().unwrap_or(0);
+        let behind = last.saturating_sub(matched);
+        if behind > lag_max {
+            return Err(GroupError::NotCaughtUp {
+                group: self.group,
+                learner,
+                matched,
+                last,
+                behind,
+                lag_max,
+            });
+        }
+        let change = self.raft.change_membership(ChangeMembers::AddVoterIds([learner].into()), false);
+        let result =
+            tokio::time::timeout(self.request_timeout, change).await.map_err(|_| self.timed_out())?;
+        self.written(result).map(|_| ())
+    }
+
+    /// On the leader: takes `member` out of the group, as a voter (through
+    /// joint consensus) or as a learner. A member the membership does not
+    /// name is gone already.
+    pub async fn remove(&self, member: NodeId) -> Result<(), GroupError> {
+        let change = match self.standing(member) {
+            Standing::Absent => return Ok(()),
+            Standing::Unconfigured => {
+                return Err(GroupError::MembershipChange {
+                    group: self.group,
+                    reason: "this member has no membership of the group yet".into(),
+                })
+            }
+            Standing::Voter | Standing::Leaving => ChangeMembers::RemoveVoters([member].into()),
+            Standing::Learner => ChangeMembers::RemoveNodes([member].into()),
+        };
+        let change = self.raft.change_membership(change, false);
         let result =
             tokio::time::timeout(self.request_timeout, change).await.map_err(|_| self.timed_out())?;
         self.written(result).map(|_| ())

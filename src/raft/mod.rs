@@ -46,7 +46,7 @@ pub mod wal_snapshots;
 #[cfg(test)]
 mod tests;
 
-pub use group::{GroupConfig, GroupError, GroupMetrics, RaftGroup};
+pub use group::{GroupConfig, GroupError, GroupMetrics, RaftGroup, Standing};
 pub use log_store::GroupLogStore;
 pub use network::{GroupNetwork, GroupNetworkFactory, LocalRouter, PeerTransport};
 pub use state_machine::{

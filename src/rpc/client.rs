@@ -386,6 +386,45 @@ impl Connection {
         decode().map_err(|error| self.rpc_error(error))
     }
 
+    /// Adds `member` to every group as a learner; with `as_learner` false
+    /// the node then promotes it once it caught up.
+    pub async fn add_member(
+        &self,
+        member: &super::cluster::MemberInfo,
+        as_learner: bool,
+    ) -> Result<super::cluster::MemberChanged, ClientError> {
+        let mut request = self.cluster.add_member_request();
+        super::cluster::set_member(request.get().init_member(), member);
+        request.get().set_as_learner(as_learner);
+        let response = request.send().promise.await.map_err(|error| self.rpc_error(error))?;
+        self.member_changed(response.get().and_then(|answer| answer.get_result()))
+    }
+
+    /// Makes learner `id` a voter in every group.
+    pub async fn promote_member(&self, id: u64) -> Result<super::cluster::MemberChanged, ClientError> {
+        let mut request = self.cluster.promote_member_request();
+        request.get().set_id(id);
+        let response = request.send().promise.await.map_err(|error| self.rpc_error(error))?;
+        self.member_changed(response.get().and_then(|answer| answer.get_result()))
+    }
+
+    /// Takes member `id` out of every group.
+    pub async fn remove_member(&self, id: u64) -> Result<super::cluster::MemberChanged, ClientError> {
+        let mut request = self.cluster.remove_member_request();
+        request.get().set_id(id);
+        let response = request.send().promise.await.map_err(|error| self.rpc_error(error))?;
+        self.member_changed(response.get().and_then(|answer| answer.get_result()))
+    }
+
+    fn member_changed(
+        &self,
+        result: capnp::Result<crate::nvkv_capnp::member_change_result::Reader<'_>>,
+    ) -> Result<super::cluster::MemberChanged, ClientError> {
+        super::cluster::read_member_change(result.map_err(|error| self.rpc_error(error))?)
+            .map_err(|error| self.rpc_error(error))?
+            .map_err(|error| ClientError::Refused { endpoint: self.endpoint.clone(), error })
+    }
+
     /// Every group of the node as it sees them (Maintenance.groups).
     pub async fn groups(&self) -> Result<Vec<crate::shard::GroupReport>, ClientError> {
         let response =

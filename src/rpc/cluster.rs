@@ -10,9 +10,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::nvkv_capnp::{cluster, group_status, maintenance, member, node_status};
+use crate::nvkv_capnp::{cluster, group_status, maintenance, member, member_change_result, node_status};
 use crate::reactor::ReactorContext;
-use crate::shard::groups::Requests;
+use crate::shard::groups::{RequestError, Requests};
+use crate::shard::membership::MembershipChange;
 use crate::shard::{self, GroupReport, MemberProgress, MembershipEntry, ShardReport};
 
 use super::server::NodeInfo;
@@ -271,6 +272,47 @@ impl cluster::Server for ClusterServer {
         set_node_status(results.get().init_status(), &self.info, &gathered);
         Ok(())
     }
+
+    async fn add_member(
+        self: capnp::capability::Rc<Self>,
+        params: cluster::AddMemberParams,
+        mut results: cluster::AddMemberResults,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        let member = match check_new_member(&read_member(params.get_member()?)?) {
+            Ok(member) => member,
+            Err(reason) => {
+                super::kv::set_error(results.get().init_result().init_error(), &invalid(reason));
+                return Ok(());
+            }
+        };
+        let promote = (!params.get_as_learner()).then_some(member.id);
+        tracing::info!(member = member.id, name = %member.name, peer = %member.peer_address, "adding a member");
+        let outcome = self.change(MembershipChange::AddLearner(member), promote).await;
+        self.answer(outcome, results.get().init_result()).await
+    }
+
+    async fn promote_member(
+        self: capnp::capability::Rc<Self>,
+        params: cluster::PromoteMemberParams,
+        mut results: cluster::PromoteMemberResults,
+    ) -> Result<(), capnp::Error> {
+        let id = params.get()?.get_id();
+        tracing::info!(member = id, "promoting a member");
+        let outcome = self.change(MembershipChange::Promote(id), None).await;
+        self.answer(outcome, results.get().init_result()).await
+    }
+
+    async fn remove_member(
+        self: capnp::capability::Rc<Self>,
+        params: cluster::RemoveMemberParams,
+        mut results: cluster::RemoveMemberResults,
+    ) -> Result<(), capnp::Error> {
+        let id = params.get()?.get_id();
+        tracing::info!(member = id, "removing a member");
+        let outcome = self.change(MembershipChange::Remove(id), None).await;
+        self.answer(outcome, results.get().init_result()).await
+    }
 }
 
 /// Serves the Maintenance interface: status, every group, compaction.
@@ -311,4 +353,124 @@ impl maintenance::Server for MaintenanceServer {
         set_group_statuses(results.get().init_groups(groups.len() as u32), &groups);
         Ok(())
     }
+}
+
+/// How long `addMember` without `asLearner` waits for the new learner to
+/// catch up before it promotes it; past that it answers notCaughtUp and
+/// `nvkv member promote` finishes the job.
+pub const ADD_PROMOTE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A member as `addMember` may add it: an id, a name, and one client and
+/// one peer address that others can reach.
+pub fn check_new_member(member: &MemberInfo) -> Result<crate::raft::Member, String> {
+    if member.id == 0 {
+        return Err("member id 0 is no member; give an id of at least 1, unused in the cluster".into());
+    }
+    if member.name.is_empty() || member.name.len() > 64 || member.name.chars().any(char::is_control) {
+        return Err(format!(
+            "member name {:?} is not 1 to 64 bytes without control characters; give one like \"node4\"",
+            member.name
+        ));
+    }
+    let address = |what: &str, addresses: &[String]| -> Result<String, String> {
+        let [address] = addresses else {
+            return Err(format!("give exactly one {what} address, not {addresses:?}"));
+        };
+        match address.parse::<std::net::SocketAddr>() {
+            Ok(parsed) if parsed.port() != 0 && !parsed.ip().is_unspecified() => Ok(address.clone()),
+            _ => Err(format!(
+                "{what} address {address:?} is not an IP address and port the others can reach (like \
+                 127.0.0.1:7979; not 0.0.0.0 or port 0)"
+            )),
+        }
+    };
+    Ok(crate::raft::Member {
+        id: member.id,
+        name: member.name.clone(),
+        peer_address: address("peer", &member.peer_addresses)?,
+        client_address: address("client", &member.client_addresses)?,
+    })
+}
+
+impl ClusterServer {
+    fn requests(&self) -> Result<Requests, RequestError> {
+        shard::groups::local_requests(&self.context)
+            .ok_or(RequestError::Starting { shard: self.context.shard() })
+    }
+
+    /// Applies `change` to every group; for an added voter, promotes it
+    /// once it caught up.
+    async fn change(&self, change: MembershipChange, promote: Option<u64>) -> Result<u32, RequestError> {
+        let requests = self.requests()?;
+        let groups = requests.change_membership(change).await?;
+        let Some(id) = promote else {
+            return Ok(groups);
+        };
+        let deadline = std::time::Instant::now() + ADD_PROMOTE_WAIT;
+        loop {
+            match requests.change_membership(MembershipChange::Promote(id)).await {
+                Err(RequestError::Group(crate::raft::GroupError::NotCaughtUp { .. }))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Writes a change's outcome: the groups and the members as this node
+    /// knows them now, or the typed error.
+    async fn answer(
+        &self,
+        outcome: Result<u32, RequestError>,
+        result: member_change_result::Builder<'_>,
+    ) -> Result<(), capnp::Error> {
+        match outcome {
+            Ok(groups) => {
+                let members = gather_members(&self.context, &self.info).await?;
+                let mut ok = result.init_ok();
+                ok.set_groups(groups);
+                let mut list = ok.init_members(members.len() as u32);
+                for (position, member) in members.iter().enumerate() {
+                    set_member(list.reborrow().get(position as u32), member);
+                }
+            }
+            Err(error) => super::kv::set_error(result.init_error(), &super::kv::server_error(&error)),
+        }
+        Ok(())
+    }
+}
+
+/// The typed error of a request the server refuses before it reaches a
+/// group.
+fn invalid(message: String) -> super::kv::ServerError {
+    super::kv::ServerError {
+        code: super::kv::ErrorCode::InvalidArgument,
+        message,
+        leader_hint: 0,
+        compact_revision: 0,
+    }
+}
+
+/// A membership change's answer, as the client sees it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MemberChanged {
+    pub groups: u32,
+    pub members: Vec<MemberInfo>,
+}
+
+pub fn read_member_change(
+    reader: member_change_result::Reader<'_>,
+) -> capnp::Result<Result<MemberChanged, super::kv::ServerError>> {
+    Ok(match reader.which()? {
+        member_change_result::Ok(ok) => {
+            let ok = ok?;
+            Ok(MemberChanged {
+                groups: ok.get_groups(),
+                members: ok.get_members()?.iter().map(read_member).collect::<capnp::Result<_>>()?,
+            })
+        }
+        member_change_result::Error(error) => Err(super::kv::read_error(error?)?),
+    })
 }

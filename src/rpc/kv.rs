@@ -39,6 +39,8 @@ pub enum ErrorCode {
     LeaseNotFound,
     InvalidArgument,
     LeaseExists,
+    NotMember,
+    NotCaughtUp,
 }
 
 impl From<SchemaErrorCode> for ErrorCode {
@@ -55,6 +57,8 @@ impl From<SchemaErrorCode> for ErrorCode {
             Schema::LeaseNotFound => ErrorCode::LeaseNotFound,
             Schema::InvalidArgument => ErrorCode::InvalidArgument,
             Schema::LeaseExists => ErrorCode::LeaseExists,
+            Schema::NotMember => ErrorCode::NotMember,
+            Schema::NotCaughtUp => ErrorCode::NotCaughtUp,
         }
     }
 }
@@ -67,6 +71,8 @@ pub fn server_error(error: &RequestError) -> ServerError {
             ServerError { leader_hint: leader.unwrap_or(0), ..plain(ErrorCode::NotLeader) }
         }
         RequestError::Group(GroupError::CommandTooLarge { .. }) => plain(ErrorCode::RequestTooLarge),
+        RequestError::Group(GroupError::NotCaughtUp { .. }) => plain(ErrorCode::NotCaughtUp),
+        RequestError::Joining { .. } | RequestError::Removed { .. } => plain(ErrorCode::NotMember),
         RequestError::Group(_) | RequestError::Starting { .. } | RequestError::Overloaded { .. } => {
             plain(ErrorCode::Unavailable)
         }
@@ -107,6 +113,8 @@ pub fn set_error(mut builder: crate::nvkv_capnp::error::Builder<'_>, error: &Ser
         ErrorCode::LeaseNotFound => Schema::LeaseNotFound,
         ErrorCode::InvalidArgument => Schema::InvalidArgument,
         ErrorCode::LeaseExists => Schema::LeaseExists,
+        ErrorCode::NotMember => Schema::NotMember,
+        ErrorCode::NotCaughtUp => Schema::NotCaughtUp,
     });
     builder.set_message(&error.message);
     builder.set_leader_hint(error.leader_hint);

@@ -47,6 +47,7 @@ use crate::raft::{GroupError, GroupId, Member, NodeId, PeerTransport, TypeConfig
 use crate::reactor::ReactorContext;
 use crate::shard::forward::LeaderLink;
 use crate::shard::groups::local_group;
+use crate::shard::membership::MembershipChange;
 
 /// Largest peer message, either way: an append of many entries is split
 /// below it (a log entry is at most `log.batch_bytes_max`, 4 MiB), a
@@ -291,6 +292,19 @@ impl peer_session::Server for PeerSessionServer {
         let entry = self.group(params.get()?.get_group())?;
         let answer = entry.raft.read_index().await;
         results.get().set_index(&encode(&answer));
+        Ok(())
+    }
+
+    async fn change_membership(
+        self: capnp::capability::Rc<Self>,
+        params: peer_session::ChangeMembershipParams,
+        mut results: peer_session::ChangeMembershipResults,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        let entry = self.group(params.get_group())?;
+        let change: MembershipChange = decode(params.get_change()?, "a membership change")?;
+        let answer = crate::shard::membership::change_as_leader(entry, change).await;
+        results.get().set_outcome(&encode(&answer));
         Ok(())
     }
 }
@@ -644,6 +658,26 @@ impl LeaderLink for PeerClient {
                     let mut call = session.read_index_request();
                     call.get().set_group(group);
                     Box::pin(async move { Ok(call.send().promise.await?.get()?.get_index()?.to_vec()) })
+                        as LocalBoxFuture<'static, _>
+                })
+                .await
+        })
+    }
+
+    fn forward_membership(
+        &self,
+        group: GroupId,
+        leader: &Member,
+        change: MembershipChange,
+    ) -> LocalBoxFuture<'static, Result<(), GroupError>> {
+        let (client, leader, change) = (self.clone(), leader.clone(), encode(&change));
+        Box::pin(async move {
+            client
+                .leader_call(group, &leader, move |session: peer_session::Client| {
+                    let mut call = session.change_membership_request();
+                    call.get().set_group(group);
+                    call.get().set_change(&change);
+                    Box::pin(async move { Ok(call.send().promise.await?.get()?.get_outcome()?.to_vec()) })
                         as LocalBoxFuture<'static, _>
                 })
                 .await

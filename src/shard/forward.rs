@@ -31,6 +31,14 @@ pub trait LeaderLink {
     /// Asks `leader` for the read index of `group`.
     fn read_index(&self, group: GroupId, leader: &Member)
         -> LocalBoxFuture<'static, Result<u64, GroupError>>;
+
+    /// Has `leader` apply a membership change to `group`.
+    fn forward_membership(
+        &self,
+        group: GroupId,
+        leader: &Member,
+        change: super::membership::MembershipChange,
+    ) -> LocalBoxFuture<'static, Result<(), GroupError>>;
 }
 
 /// Writes `command` through the group's leader: proposed here when this

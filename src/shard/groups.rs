@@ -124,6 +124,16 @@ impl super::forward::LeaderLink for NoPeers {
         let error = no_peer(group, leader);
         Box::pin(async move { Err(error) })
     }
+
+    fn forward_membership(
+        &self,
+        group: GroupId,
+        leader: &Member,
+        _: super::membership::MembershipChange,
+    ) -> futures::future::LocalBoxFuture<'static, Result<(), GroupError>> {
+        let error = no_peer(group, leader);
+        Box::pin(async move { Err(error) })
+    }
 }
 
 fn no_peer(group: GroupId, leader: &Member) -> GroupError {
@@ -140,6 +150,9 @@ pub struct ShardGroup {
     pub barrier: super::barrier::ReadBarrier,
     /// When its leases expire, kept while this member leads the group.
     pub leases: RefCell<super::lease::LeaseDeadlines>,
+    /// Whether the refusal of a removed member was logged already: once
+    /// is enough.
+    pub removal_logged: std::cell::Cell<bool>,
 }
 
 /// How the groups of a node are laid out and run.
@@ -151,6 +164,9 @@ pub struct GroupLayout {
     pub member: Member,
     /// The members that form every group at bootstrap.
     pub initial_members: Vec<Member>,
+    /// Join mode: the groups are never bootstrapped here; they wait until
+    /// the cluster's leaders add this member (`nvkv member add`).
+    pub join: bool,
     pub raft: GroupConfig,
     pub watch: WatchLimits,
 }
@@ -194,7 +210,9 @@ pub async fn start_groups<T: PeerTransport>(
             transport.clone(),
         )
         .await?;
-        raft.bootstrap(&layout.initial_members).await?;
+        if !layout.join {
+            raft.bootstrap(&layout.initial_members).await?;
+        }
         groups.insert(
             group,
             Rc::new(ShardGroup {
@@ -203,6 +221,7 @@ pub async fn start_groups<T: PeerTransport>(
                 proposer: super::propose::Proposer::new(),
                 barrier: super::barrier::ReadBarrier::new(),
                 leases: RefCell::default(),
+                removal_logged: std::cell::Cell::new(false),
             }),
         );
     }
@@ -232,6 +251,16 @@ pub enum RequestError {
     NoSuchGroup { group: GroupId, last: GroupId },
     #[error(transparent)]
     Watch(#[from] crate::kv::watch::WatchError),
+    #[error(
+        "member {member} is not a member of group {group} yet: it was started in join mode; add it with \
+         `nvkv member add {member} ...` on a member of the cluster, or send the request to another member"
+    )]
+    Joining { member: NodeId, group: GroupId },
+    #[error(
+        "member {member} was removed from the cluster (group {group} no longer names it) and serves no \
+         client requests; send them to another member, and stop this one"
+    )]
+    Removed { member: NodeId, group: GroupId },
 }
 
 /// A response with the header every answer carries.
@@ -296,7 +325,16 @@ where
     receiver.await.map_err(|_| RequestError::Overloaded { shard, reason: "it stopped".into() })?
 }
 
+/// The group a client request goes to, once this member may serve it (see
+/// [`super::membership::check_serving`]).
 pub(super) fn group_on(groups: &ShardGroups, group: GroupId) -> Result<Rc<ShardGroup>, RequestError> {
+    let entry = group_entry(groups, group)?;
+    super::membership::check_serving(&entry, groups.layout.shard_of(group))?;
+    Ok(entry)
+}
+
+/// The group as this shard runs it, whatever this member's standing in it.
+pub(super) fn group_entry(groups: &ShardGroups, group: GroupId) -> Result<Rc<ShardGroup>, RequestError> {
     let shard = groups.layout.shard_of(group);
     let borrowed = groups.groups.borrow();
     let map = borrowed.as_ref().ok_or(RequestError::Starting { shard })?;
@@ -545,7 +583,7 @@ pub fn spawn_groups<T: PeerTransport>(
                 return;
             }
         };
-        let handles: Vec<Rc<ShardGroup>> = started.values().cloned().collect();
+        let mut handles: Vec<Rc<ShardGroup>> = started.values().cloned().collect();
         *shard_groups.groups.borrow_mut() = Some(started);
         super::lease::spawn_expiry(shard_groups.clone());
         if layout.raft.snapshot_on_demand {
@@ -553,6 +591,9 @@ pub fn spawn_groups<T: PeerTransport>(
         }
         // A node says it is ready once it can answer: every group has a leader.
         let deadline = std::time::Instant::now() + LEADER_WAIT;
+        // A joining member's groups have no members yet, and no leader
+        // until the cluster adds this member.
+        handles.retain(|group| group.raft.has_state());
         while handles.iter().any(|group| group.raft.metrics().current_leader.is_none()) {
             if std::time::Instant::now() >= deadline {
                 let waiting: Vec<GroupId> = handles

@@ -9,6 +9,7 @@ pub mod barrier;
 pub mod forward;
 pub mod groups;
 pub mod lease;
+pub mod membership;
 pub mod propose;
 pub mod snapshots;
 pub mod stages;

@@ -45,6 +45,7 @@ pub async fn one_group() -> Rc<ShardGroup> {
         partition_depth: 2,
         member: member.clone(),
         initial_members: vec![member],
+        join: false,
         raft: GroupConfig {
             election_timeout_min_ms: 50,
             election_timeout_max_ms: 100,

@@ -1,0 +1,114 @@
+//! Membership changes of the whole cluster: `nvkv member add | promote |
+//! remove`, applied to every group of the node, each through its leader
+//! (proposed here where this member leads, else forwarded to the leader
+//! over the peer link, like a write). A change is a Raft log entry in each
+//! group, so it is durable and a restarted member sees it.
+//!
+//! Groups change one after the other, and each change is idempotent: a
+//! change that failed part way (a leader lost, a timeout) is finished by
+//! running it again. This module never touches another shard's groups
+//! except through `on_shard`.
+
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+
+use super::groups::{on_shard, RequestError, Requests, ShardGroup};
+use crate::raft::{GroupError, GroupId, Member, NodeId};
+
+/// How many entries a learner may miss and still be promoted. A learner
+/// further behind would make the group wait for it to catch up before the
+/// new quorum commits anything; under steady writes a caught-up learner
+/// trails by a few batches.
+pub const PROMOTE_LAG_ENTRIES_MAX: u64 = 256;
+
+/// How often a change is retried on a group whose leader moved under it.
+const LEADER_ATTEMPTS: usize = 3;
+
+/// One membership change, as sent to a group's leader.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// Adds a member as a learner: it receives the log but does not vote.
+    AddLearner(Member),
+    /// Makes a caught-up learner a voter.
+    Promote(NodeId),
+    /// Takes a member (voter or learner) out.
+    Remove(NodeId),
+}
+
+/// The leader's side of a change: applies it if this member leads the
+/// group (openraft answers notLeader otherwise).
+pub async fn change_as_leader(entry: Rc<ShardGroup>, change: MembershipChange) -> Result<(), GroupError> {
+    match change {
+        MembershipChange::AddLearner(member) => entry.raft.add_learner_once(member).await,
+        MembershipChange::Promote(learner) => entry.raft.promote(learner, PROMOTE_LAG_ENTRIES_MAX).await,
+        MembershipChange::Remove(member) => entry.raft.remove(member).await,
+    }
+}
+
+/// Applies `change` to `group` (on this shard) through its leader.
+async fn change_here(
+    groups: Rc<super::groups::ShardGroups>,
+    group: GroupId,
+    change: MembershipChange,
+) -> Result<(), RequestError> {
+    let entry = super::groups::group_entry(&groups, group)?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let leader = entry.raft.wait_for_leader().await?;
+        let outcome = if leader.id == entry.raft.member() {
+            change_as_leader(entry.clone(), change.clone()).await
+        } else {
+            groups.leaders.forward_membership(group, &leader, change.clone()).await
+        };
+        match outcome {
+            Err(GroupError::NotLeader { .. }) if attempt < LEADER_ATTEMPTS => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            outcome => return Ok(outcome?),
+        }
+    }
+}
+
+impl Requests {
+    /// Applies `change` to every group of the cluster, in group order;
+    /// returns how many groups there are. Stops at the first group that
+    /// refuses, naming it: the groups before it changed, and running the
+    /// same change again finishes the rest.
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<u32, RequestError> {
+        for group in 0..self.layout.groups() {
+            let change = change.clone();
+            on_shard(&self.context, self.layout.shard_of(group), move |groups| {
+                change_here(groups, group, change)
+            })
+            .await?;
+        }
+        Ok(self.layout.groups())
+    }
+}
+
+/// Refuses client requests on a member that is not (or no longer) in the
+/// group's membership: a removed member stops serving, and a joining one
+/// serves once it was added.
+pub(super) fn check_serving(entry: &ShardGroup, shard: usize) -> Result<(), RequestError> {
+    let (group, member) = (entry.raft.group(), entry.raft.member());
+    match entry.raft.standing(member) {
+        crate::raft::Standing::Voter | crate::raft::Standing::Learner => Ok(()),
+        // openraft has not loaded the membership from the log yet.
+        crate::raft::Standing::Unconfigured if entry.raft.has_state() => {
+            Err(RequestError::Starting { shard })
+        }
+        crate::raft::Standing::Unconfigured => Err(RequestError::Joining { member, group }),
+        crate::raft::Standing::Leaving | crate::raft::Standing::Absent => {
+            if !entry.removal_logged.replace(true) {
+                tracing::warn!(
+                    member,
+                    group,
+                    "this member was removed from group {group}; it refuses client requests from now on"
+                );
+            }
+            Err(RequestError::Removed { member, group })
+        }
+    }
+}
