@@ -2,7 +2,8 @@
 # Sourced by put.sh (not run on its own): builds the nvkv binary when
 # missing and starts a 3-member cluster on this machine, shaped like
 # config/cluster3 (two shards per member, loopback addresses) but on ports
-# picked at random (a base from 20000 to 39000, members 200 apart) and with
+# picked at random below the ephemeral range (a base from 10000 to 29999,
+# members 200 apart) and with
 # the data in a temporary directory; every member is stopped with SIGTERM
 # (and the directory removed) when the script exits, also on Ctrl-C.
 #
@@ -30,7 +31,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-base=$((20000 + RANDOM % 19000))
+base=$((10000 + RANDOM % 20000))
 members=""
 for id in 1 2 3; do
     members+="

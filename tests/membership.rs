@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,26 +25,12 @@ struct Member {
     config: PathBuf,
 }
 
-/// A port `base` with `base..base + 3` free right now.
-fn three_free_ports() -> u16 {
-    for _ in 0..200 {
-        let probe = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        let base = probe.local_addr().expect("address").port();
-        drop(probe);
-        let Some(top) = base.checked_add(3) else { continue };
-        if (base..top).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no 3 consecutive free ports on 127.0.0.1");
-}
-
 /// Members 1 to 4: 1 to 3 bootstrap the cluster (their configs list only
 /// them), 4 joins (its config lists all four, with `join = true`).
 fn configs(directory: &Path) -> Vec<Member> {
     let members: Vec<Member> = (1..=4)
         .map(|id| {
-            let base = three_free_ports();
+            let base = common::cluster::free_ports(3);
             let config = directory.join(format!("node{id}.toml"));
             Member { id, client_port: base, peer_port: base + 2, config }
         })

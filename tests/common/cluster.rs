@@ -15,21 +15,24 @@ pub struct Member {
     pub config: PathBuf,
 }
 
-/// A port `base` such that `base..base + count` are all free right now.
+/// A port `base` such that `base..base + count` are all free right now,
+/// below the kernel's ephemeral range (32768 and up here): a port the kernel
+/// hands out for outgoing connections (the members' own peer dials, other
+/// tests' clients) could be taken between this check and the member's bind.
 pub fn free_ports(count: u16) -> u16 {
-    for _ in 0..200 {
-        let probe = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        let base = probe.local_addr().expect("address").port();
-        drop(probe);
-        if base.checked_add(count).is_none() {
-            continue;
-        }
+    use std::hash::{BuildHasher, Hasher};
+    const LOW: u16 = 10_000;
+    const HIGH: u16 = 32_000;
+    for attempt in 0..1000u64 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(attempt);
+        let base = LOW + (hasher.finish() % u64::from(HIGH - LOW - count)) as u16;
         let all: Vec<_> = (base..base + count).map(|port| TcpListener::bind(("127.0.0.1", port))).collect();
         if all.iter().all(Result::is_ok) {
             return base;
         }
     }
-    panic!("no {count} consecutive free ports on 127.0.0.1");
+    panic!("no {count} consecutive free ports on 127.0.0.1 between {LOW} and {HIGH}");
 }
 
 /// Writes three members' configs into `directory`: one shard each with
