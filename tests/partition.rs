@@ -160,9 +160,13 @@ fn a_member_cut_away_refuses_the_majority_serves_and_all_converge_after_healing(
         cluster.cli(from, from, &["put", &format!("{prefix}before"), "1"]).expect("a put before the cut");
     }
 
-    // The leader of group 0 is cut away, so the minority holds a leader
-    // that lost its quorum (and is a follower wherever others lead).
-    let victim = agreed[0];
+    // A member that leads some groups and follows in others is cut away
+    // where there is one (leaders are not spread yet: one member may lead
+    // them all), so the minority holds both a leader that lost its quorum
+    // and a follower that loses its leader.
+    let victim = (1..=3)
+        .find(|id| agreed.contains(id) && agreed.iter().any(|leader| leader != id))
+        .unwrap_or(agreed[0]);
     let majority: Vec<u64> = (1..=3).filter(|id| *id != victim).collect();
     eprintln!("phase: cut member {victim} away (bridge port{victim} down); members {majority:?} remain");
     network.cut(victim);
