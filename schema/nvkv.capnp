@@ -288,6 +288,9 @@ struct GroupStatus {
   # Every member's matched index, filled only where this member leads (from
   # openraft's replication metrics; the leader itself included).
   members @13 :List(MemberProgress);
+  # A fingerprint of this member's store (kv::snapshot::state_hash): replicas
+  # at the same applied index must show the same one.
+  stateHash @14 :UInt64;
 }
 
 # What a membership change did: every group of the cluster changed, each

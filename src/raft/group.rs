@@ -532,7 +532,10 @@ impl RaftGroup {
     }
 
     /// The leader, once one is known: waits for an election for up to the
-    /// request timeout.
+    /// request timeout. A member that learns of no leader in that time
+    /// cannot reach a quorum (a partition's minority side, or a majority
+    /// down), so it answers unavailable rather than notLeader with no
+    /// leader to name.
     pub async fn wait_for_leader(&self) -> Result<Member, GroupError> {
         if let Some(leader) = self.leader() {
             return Ok(leader);
@@ -542,12 +545,21 @@ impl RaftGroup {
             .wait(Some(self.request_timeout))
             .metrics(|metrics| metrics.current_leader.is_some(), "a leader is known")
             .await;
-        self.leader().ok_or(GroupError::NotLeader {
+        self.leader().ok_or_else(|| GroupError::Unavailable {
             group: self.group,
             member: self.member,
-            leader: None,
-            leader_address: None,
+            reason: format!("no leader became known within {} ms", self.request_timeout.as_millis()),
         })
+    }
+
+    /// Runs `request`, several steps each bounded on its own (wait for a
+    /// leader, forward to it, wait to apply), under one request timeout,
+    /// so a client hears within it.
+    pub async fn within_request_timeout<T, E: From<GroupError>>(
+        &self,
+        request: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        tokio::time::timeout(self.request_timeout, request).await.map_err(|_| E::from(self.timed_out()))?
     }
 
     fn leadership_checked<T>(

@@ -161,6 +161,7 @@ pub fn set_group_status(mut builder: group_status::Builder<'_>, report: &GroupRe
     builder.set_keys(report.keys);
     builder.set_watchers(report.watchers);
     builder.set_leases(report.leases);
+    builder.set_state_hash(report.state_hash);
     let mut members = builder.init_members(report.members.len() as u32);
     for (position, progress) in report.members.iter().enumerate() {
         let mut out = members.reborrow().get(position as u32);
@@ -192,6 +193,7 @@ pub fn read_group_status(reader: group_status::Reader<'_>) -> capnp::Result<Grou
         watchers: reader.get_watchers(),
         leases: reader.get_leases(),
         members,
+        state_hash: reader.get_state_hash(),
     })
 }
 

@@ -43,28 +43,41 @@ pub trait LeaderLink {
 
 /// Writes `command` through the group's leader: proposed here when this
 /// member leads, else forwarded to the leader (waiting for an election
-/// when none is known).
+/// when none is known). Answers within the group's request timeout.
 pub async fn write(
     entry: Rc<ShardGroup>,
     link: &Rc<dyn LeaderLink>,
     command: Vec<u8>,
 ) -> Result<Vec<u8>, RequestError> {
-    let leader = entry.raft.wait_for_leader().await?;
-    if leader.id == entry.raft.member() {
-        return super::propose::propose(entry, command).await;
-    }
-    Ok(link.forward_write(entry.raft.group(), &leader, command).await?)
+    let group = entry.clone();
+    group
+        .raft
+        .within_request_timeout(async move {
+            let leader = entry.raft.wait_for_leader().await?;
+            if leader.id == entry.raft.member() {
+                return super::propose::propose(entry, command).await;
+            }
+            Ok(link.forward_write(entry.raft.group(), &leader, command).await?)
+        })
+        .await
 }
 
 /// Returns once this member may serve a linearizable read of the group: a
 /// read barrier where it leads, else the leader's read index applied here.
+/// Answers within the group's request timeout.
 pub async fn linearizable(entry: Rc<ShardGroup>, link: &Rc<dyn LeaderLink>) -> Result<(), RequestError> {
-    let leader = entry.raft.wait_for_leader().await?;
-    if leader.id == entry.raft.member() {
-        return super::barrier::linearizable(entry).await;
-    }
-    let index = link.read_index(entry.raft.group(), &leader).await?;
-    Ok(entry.raft.wait_applied(index).await?)
+    let group = entry.clone();
+    group
+        .raft
+        .within_request_timeout(async move {
+            let leader = entry.raft.wait_for_leader().await?;
+            if leader.id == entry.raft.member() {
+                return super::barrier::linearizable(entry).await;
+            }
+            let index = link.read_index(entry.raft.group(), &leader).await?;
+            Ok(entry.raft.wait_applied(index).await?)
+        })
+        .await
 }
 
 /// The leader's side of [`LeaderLink::forward_write`]: proposes the write

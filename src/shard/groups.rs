@@ -673,6 +673,7 @@ pub fn local_group_reports() -> Vec<super::GroupReport> {
                         matched_index: matched.unwrap_or(0),
                     })
                     .collect(),
+                state_hash: crate::kv::snapshot::state_hash(store),
             }
         })
         .collect()

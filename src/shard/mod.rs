@@ -200,6 +200,10 @@ pub struct GroupReport {
     /// Each member's matched log index, where this member leads (itself
     /// included); empty on a follower.
     pub members: Vec<MemberProgress>,
+    /// The store's fingerprint, so replicas can be compared once they
+    /// applied the same index: a partition test (or an operator) checks
+    /// they did not diverge. Computing it encodes the whole store.
+    pub state_hash: u64,
 }
 
 /// How much of a group's log one member has, as its leader tracks it.

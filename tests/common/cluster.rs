@@ -1,7 +1,7 @@
 //! A 3-node cluster on loopback for the tests that need one: free ports,
 //! the members' configs, and the leaders as a member reports them.
 
-use std::net::TcpListener;
+use std::net::{IpAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -39,24 +39,32 @@ pub fn free_ports(count: u16) -> u16 {
 /// `groups` groups (client port, shard port = client port + 1, peer port =
 /// client port + 2).
 pub fn cluster_configs(directory: &Path, groups: usize) -> Vec<Member> {
-    let members: Vec<(u64, u16)> = (1..=3).map(|id| (id, free_ports(3))).collect();
-    let listed: String = members
+    let hosts: Vec<(u64, IpAddr, u16)> =
+        (1..=3).map(|id| (id, IpAddr::from([127, 0, 0, 1]), free_ports(3))).collect();
+    member_configs(directory, groups, &hosts)
+}
+
+/// Writes the configs of the members `hosts` names (id, IP address, client
+/// port; shard port = client port + 1, peer port = client port + 2) into
+/// `directory`: one shard each with `groups` groups.
+pub fn member_configs(directory: &Path, groups: usize, hosts: &[(u64, IpAddr, u16)]) -> Vec<Member> {
+    let listed: String = hosts
         .iter()
-        .map(|(id, base)| {
+        .map(|(id, ip, base)| {
             format!(
-                "[[cluster.members]]\nid = {id}\nname = \"node{id}\"\nclient_address = \"127.0.0.1:{base}\"\n\
-                 peer_address = \"127.0.0.1:{}\"\n\n",
+                "[[cluster.members]]\nid = {id}\nname = \"node{id}\"\nclient_address = \"{ip}:{base}\"\n\
+                 peer_address = \"{ip}:{}\"\n\n",
                 base + 2
             )
         })
         .collect();
-    members
+    hosts
         .iter()
-        .map(|(id, base)| {
+        .map(|(id, ip, base)| {
             let config = directory.join(format!("node{id}.toml"));
             let text = format!(
                 "[node]\nmember_id = {id}\nname = \"node{id}\"\ndata_dir = \"{}\"\n\
-                 client_address = \"127.0.0.1:{base}\"\npeer_address = \"127.0.0.1:{}\"\n\n\
+                 client_address = \"{ip}:{base}\"\npeer_address = \"{ip}:{}\"\n\n\
                  [reactor]\nshards = 1\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n\
                  [log]\ngroups_per_shard = {groups}\n\n[cluster]\nname = \"test-cluster\"\n\n{listed}",
                 directory.join(format!("data{id}")).display(),

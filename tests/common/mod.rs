@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses its own part of this
 
 pub mod cluster;
+pub mod netns;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -27,10 +28,16 @@ impl Daemon {
     }
 
     pub fn start_with_args(config: &Path, extra: &[&str]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nvkv"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(extra)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nvkv"));
+        command.args(["serve", "--config"]).arg(config).args(extra);
+        Daemon::spawn(command)
+    }
+
+    /// Runs `command`, which must exec `nvkv serve` in its own process (as
+    /// `ip netns exec NS nvkv serve ...` does), so that its pid is the
+    /// daemon's.
+    pub fn spawn(mut command: Command) -> Daemon {
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
