@@ -289,7 +289,8 @@ struct GroupStatus {
   # openraft's replication metrics; the leader itself included).
   members @13 :List(MemberProgress);
   # A fingerprint of this member's store (kv::snapshot::state_hash): replicas
-  # at the same applied index must show the same one.
+  # at the same applied index must show the same one. 0 when the store's
+  # encoding is over 4 MiB (hashing it would stall the shard).
   stateHash @14 :UInt64;
 }
 

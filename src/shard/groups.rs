@@ -673,11 +673,20 @@ pub fn local_group_reports() -> Vec<super::GroupReport> {
                         matched_index: matched.unwrap_or(0),
                     })
                     .collect(),
-                state_hash: crate::kv::snapshot::state_hash(store),
+                // Hashing encodes the whole store on this thread: bounded so
+                // a status call never stalls a shard with a large store.
+                state_hash: if crate::kv::snapshot::encoded_len(store) <= STATE_HASH_STORE_BYTES_MAX {
+                    crate::kv::snapshot::state_hash(store)
+                } else {
+                    0
+                },
             }
         })
         .collect()
 }
+
+/// The largest store whose state hash a group report carries (0 beyond).
+pub const STATE_HASH_STORE_BYTES_MAX: u64 = 4 << 20;
 
 /// Every member the membership of this thread's shard's groups names.
 pub fn local_membership() -> Vec<super::MembershipEntry> {
