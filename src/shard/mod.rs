@@ -11,6 +11,7 @@ pub mod groups;
 pub mod lease;
 pub mod propose;
 pub mod snapshots;
+pub mod spread;
 pub mod stages;
 #[cfg(test)]
 mod test_support;
