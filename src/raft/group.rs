@@ -150,6 +150,15 @@ pub enum GroupError {
          at most {lag_max} may be missing): wait until `nvkv status -w json` shows it caught up, then promote again"
     )]
     NotCaughtUp { group: GroupId, learner: NodeId, matched: u64, last: u64, behind: u64, lag_max: u64 },
+    // Last, so the variants before it keep their encoding between members.
+    /// Expected: a request this member meant to forward never reached the
+    /// leader it knew (no link to it, or it no longer leads): it did not
+    /// take effect, so sending it again is safe.
+    #[error(
+        "group {group}: the request was not taken by member {leader} ({reason}); it did not take effect, \
+         retry when the group has a leader"
+    )]
+    NotSent { group: GroupId, leader: NodeId, reason: String },
 }
 
 /// Where a member stands in the latest membership of a group, as this
@@ -624,6 +633,14 @@ impl RaftGroup {
     /// snapshot index in [`RaftGroup::metrics`] moves when it is stored).
     pub async fn snapshot_now(&self) -> Result<(), GroupError> {
         self.raft.trigger().snapshot().await.map_err(|fatal| self.stopped(fatal.to_string()))
+    }
+
+    /// Makes this member stand for election now, whoever leads. The
+    /// caller decides when that is worth an election (a campaign unseats a
+    /// healthy leader; one by a member whose log is behind loses and only
+    /// costs the group an election). Returns at once.
+    pub async fn campaign(&self) -> Result<(), GroupError> {
+        self.raft.trigger().elect().await.map_err(|fatal| self.stopped(fatal.to_string()))
     }
 
     /// Stops the group's tasks. The log and state machine stay as they are.

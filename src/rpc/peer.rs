@@ -311,6 +311,9 @@ impl peer_session::Server for PeerSessionServer {
 
 /// Why a call to a peer got no answer.
 enum CallFailed {
+    /// No session to the peer: the call never left this member.
+    NotSent(String),
+    /// The call was sent (and may have been acted on), but the link failed.
     Unreachable(String),
     Timeout(Duration),
 }
@@ -489,7 +492,7 @@ impl PeerClient {
         F: FnOnce(peer_session::Client) -> LocalBoxFuture<'static, capnp::Result<Vec<u8>>>,
     {
         let exchange = async {
-            let session = self.session(target).await.map_err(CallFailed::Unreachable)?;
+            let session = self.session(target).await.map_err(CallFailed::NotSent)?;
             send(session).await.map_err(|error| {
                 let reason = format!("{target} (shard {}) failed the call: {error}", self.links.shard);
                 if error.kind == capnp::ErrorKind::Disconnected {
@@ -517,7 +520,9 @@ impl PeerClient {
     {
         let timeout = option.hard_ttl();
         let bytes = self.call(target, timeout, send).await.map_err(|failed| match failed {
-            CallFailed::Unreachable(reason) => RPCError::Unreachable(Unreachable::new(&PeerFailure(reason))),
+            CallFailed::NotSent(reason) | CallFailed::Unreachable(reason) => {
+                RPCError::Unreachable(Unreachable::new(&PeerFailure(reason)))
+            }
             CallFailed::Timeout(timeout) => RPCError::Timeout(Timeout {
                 action,
                 id: self.links.identity.member_id,
@@ -551,6 +556,7 @@ impl PeerClient {
         let timeout = self.links.identity.request_timeout;
         let unavailable = |reason: String| GroupError::Unavailable { group, member: leader.id, reason };
         let bytes = self.call(leader, timeout, send).await.map_err(|failed| match failed {
+            CallFailed::NotSent(reason) => GroupError::NotSent { group, leader: leader.id, reason },
             CallFailed::Unreachable(reason) => unavailable(reason),
             CallFailed::Timeout(timeout) => {
                 GroupError::Timeout { group, timeout_ms: timeout.as_millis() as u64 }

@@ -6,11 +6,16 @@
 //! It owns the rule that a forwarded request is forwarded once: the leader
 //! side proposes or answers notLeader, never passes it on, so a request
 //! cannot circle between members that disagree on the leader. It never
-//! retries a write that reached a leader (it may still apply). The shard
-//! does not know how the link travels: the node hands it one that the RPC
+//! retries a write that reached a leader (it may still apply); one that
+//! never did (no link to the leader this member knew, typically a leader
+//! that just died, or a member that no longer leads and refused it before
+//! proposing) is sent again to the next leader, within the group's request
+//! timeout (long enough for the group to notice a dead leader and elect
+//! another: about a second by default). The shard does not know how the link travels: the node hands it one that the RPC
 //! layer implements.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use futures::future::LocalBoxFuture;
 
@@ -41,9 +46,13 @@ pub trait LeaderLink {
     ) -> LocalBoxFuture<'static, Result<(), GroupError>>;
 }
 
+/// The pause between two tries, while this member still names the old leader.
+const FORWARD_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
 /// Writes `command` through the group's leader: proposed here when this
 /// member leads, else forwarded to the leader (waiting for an election
-/// when none is known). Answers within the group's request timeout.
+/// when none is known, and trying the next leader while the write was
+/// not sent). Answers within the group's request timeout.
 pub async fn write(
     entry: Rc<ShardGroup>,
     link: &Rc<dyn LeaderLink>,
@@ -53,44 +62,62 @@ pub async fn write(
     group
         .raft
         .within_request_timeout(async move {
-            let leader = entry.raft.wait_for_leader().await?;
-            if leader.id == entry.raft.member() {
-                return super::propose::propose(entry, command).await;
+            loop {
+                let leader = entry.raft.wait_for_leader().await?;
+                if leader.id == entry.raft.member() {
+                    return super::propose::propose(entry, command).await;
+                }
+                match link.forward_write(entry.raft.group(), &leader, command.clone()).await {
+                    Err(GroupError::NotSent { .. }) => tokio::time::sleep(FORWARD_RETRY_PAUSE).await,
+                    answer => return Ok(answer?),
+                }
             }
-            Ok(link.forward_write(entry.raft.group(), &leader, command).await?)
         })
         .await
 }
 
 /// Returns once this member may serve a linearizable read of the group: a
 /// read barrier where it leads, else the leader's read index applied here.
-/// Answers within the group's request timeout.
+/// A read changes nothing, so one that met a member no longer leading (an
+/// election under way) is tried again, within the group's request timeout.
 pub async fn linearizable(entry: Rc<ShardGroup>, link: &Rc<dyn LeaderLink>) -> Result<(), RequestError> {
     let group = entry.clone();
     group
         .raft
         .within_request_timeout(async move {
-            let leader = entry.raft.wait_for_leader().await?;
-            if leader.id == entry.raft.member() {
-                return super::barrier::linearizable(entry).await;
+            loop {
+                match linearizable_once(entry.clone(), link).await {
+                    Err(RequestError::Group(GroupError::NotLeader { .. } | GroupError::NotSent { .. })) => {
+                        tokio::time::sleep(FORWARD_RETRY_PAUSE).await
+                    }
+                    answer => return answer,
+                }
             }
-            let index = link.read_index(entry.raft.group(), &leader).await?;
-            Ok(entry.raft.wait_applied(index).await?)
         })
         .await
 }
 
+async fn linearizable_once(entry: Rc<ShardGroup>, link: &Rc<dyn LeaderLink>) -> Result<(), RequestError> {
+    let leader = entry.raft.wait_for_leader().await?;
+    if leader.id == entry.raft.member() {
+        return super::barrier::linearizable(entry).await;
+    }
+    let index = link.read_index(entry.raft.group(), &leader).await?;
+    Ok(entry.raft.wait_applied(index).await?)
+}
+
 /// The leader's side of [`LeaderLink::forward_write`]: proposes the write
-/// if this member leads the group, else refuses with notLeader.
+/// if this member leads the group, else refuses it unproposed (the sender
+/// may try the next leader).
 pub async fn write_as_leader(entry: Rc<ShardGroup>, command: Vec<u8>) -> Result<Vec<u8>, GroupError> {
     let (group, member) = (entry.raft.group(), entry.raft.member());
     let leader = entry.raft.leader();
     if leader.as_ref().is_none_or(|leader| leader.id != member) {
-        return Err(GroupError::NotLeader {
+        let known = leader.map_or("none known".to_string(), |leader| format!("member {}", leader.id));
+        return Err(GroupError::NotSent {
             group,
-            member,
-            leader: leader.as_ref().map(|leader| leader.id),
-            leader_address: leader.map(|leader| leader.peer_address),
+            leader: member,
+            reason: format!("member {member} does not lead the group; its leader: {known}"),
         });
     }
     super::propose::propose(entry, command).await.map_err(|error| match error {

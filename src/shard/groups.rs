@@ -586,6 +586,7 @@ pub fn spawn_groups<T: PeerTransport>(
         let mut handles: Vec<Rc<ShardGroup>> = started.values().cloned().collect();
         *shard_groups.groups.borrow_mut() = Some(started);
         super::lease::spawn_expiry(shard_groups.clone());
+        super::spread::spawn_spread(shard_groups.clone());
         if layout.raft.snapshot_on_demand {
             super::snapshots::spawn_snapshots(shard_groups.clone(), snapshot_log);
         }

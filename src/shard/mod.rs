@@ -12,6 +12,7 @@ pub mod lease;
 pub mod membership;
 pub mod propose;
 pub mod snapshots;
+pub mod spread;
 pub mod stages;
 #[cfg(test)]
 mod test_support;
