@@ -322,3 +322,29 @@ fn a_group_whose_snapshot_does_not_fit_keeps_serving_and_says_why() {
     assert!(stderr.contains("cannot take a snapshot"), "the node says why: {stderr}");
     assert!(!stderr.contains("the shard must restart it"), "no group stopped: {stderr}");
 }
+
+#[test]
+fn a_node_whose_log_is_full_still_stops_on_sigterm() {
+    // One shard of a 64 MiB namespace: a 47 MiB log ring and a 16 MiB
+    // snapshot area. 700 values of 100 KiB on one key fill the ring while
+    // the group's snapshot no longer fits, so appends wait for space that no
+    // purge will free; a few writes time out.
+    let setup = Setup::new("[reactor]\nshards = 1\n[raft]\nsnapshot_after_entries = 20");
+    let mut daemon = Daemon::start(&setup.config);
+    let port = ready_port(&daemon.wait_ready());
+    let output = client(
+        port,
+        &["bench", "put", "--key-space", "1", "--value-bytes", "102400", "--total", "700", "--json"],
+    )
+    .expect("bench put runs");
+    let report: serde_json::Value = serde_json::from_str(&output).expect("one JSON object");
+    assert!(report["errors"].as_u64().is_some_and(|errors| errors > 0), "the ring filled up: {report}");
+    let status = status_json(port);
+    let shard = &status[0]["shards"][0];
+    let (used, capacity) = (shard["log_used_bytes"].as_u64(), shard["log_capacity_bytes"].as_u64());
+    assert!(used.zip(capacity).is_some_and(|(used, capacity)| used * 10 >= capacity * 9), "{status}");
+    daemon.signal(libc::SIGTERM);
+    let (exit, stderr) = daemon.wait_exit();
+    assert_eq!(exit.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("stops with work still pending"), "the node says what it left: {stderr}");
+}

@@ -347,6 +347,9 @@ struct ShardThread {
 /// the driver's polling.
 const MAILBOX_TASKS_PER_TURN: usize = 256;
 
+/// How long a stopping shard drains its work before it stops anyway.
+const STOP_DRAIN_MAX: Duration = Duration::from_secs(10);
+
 /// Turns between updates of `busy_nanos` while the reactor does not sleep.
 const BUSY_TIME_FLUSH_TURNS: u64 = 1024;
 
@@ -441,6 +444,7 @@ impl ShardThread {
         let mut last_progress = Instant::now();
         let mut busy_since = Instant::now();
         let mut turns: u64 = 0;
+        let mut stop_seen: Option<Instant> = None;
         loop {
             ReactorStats::add(&self.stats.iterations, 1);
             turns += 1;
@@ -464,6 +468,22 @@ impl ShardThread {
             let stopping = self.stop.load(Ordering::Acquire);
             if stopping && !progress && driver.idle() && self.inbox.is_empty() {
                 break;
+            }
+            if stopping {
+                // Work that cannot finish (appends waiting for log space no
+                // purge will free, say) must not hold the process past its
+                // stop: nothing pending was acknowledged to anyone.
+                let since = *stop_seen.get_or_insert_with(Instant::now);
+                if since.elapsed() >= STOP_DRAIN_MAX {
+                    tracing::warn!(
+                        shard = context.shard(),
+                        log_idle = driver.idle(),
+                        mailbox_empty = self.inbox.is_empty(),
+                        "the shard stops with work still pending after {STOP_DRAIN_MAX:?}; none of it was \
+                         acknowledged"
+                    );
+                    break;
+                }
             }
             // Lets local tasks (RPC, timers, Raft) run between polls.
             tokio::task::yield_now().await;
