@@ -173,6 +173,10 @@ pub struct StoreConfig {
     /// Events a watch may leave untaken before it is moved from the live
     /// buffer to reading history (nothing is lost; memory stays bounded).
     pub watch_events_pending_max: u32,
+    /// When a group's snapshot does not fit its shard's snapshot area, its
+    /// leader compacts its history down to this many revisions (0: never;
+    /// the group then serves from its log until an operator compacts).
+    pub compact_under_pressure_keep_revisions: u64,
 }
 
 impl Default for StoreConfig {
@@ -188,6 +192,7 @@ impl Default for StoreConfig {
             watch_progress_interval_ms: 600_000,
             watches_per_connection_max: 1024,
             watch_events_pending_max: 1024,
+            compact_under_pressure_keep_revisions: 10_000,
         }
     }
 }
@@ -660,6 +665,12 @@ impl Config {
             u64::from(self.store.watch_events_pending_max),
             1,
             1 << 20,
+        )?;
+        check_range(
+            "store.compact_under_pressure_keep_revisions",
+            self.store.compact_under_pressure_keep_revisions,
+            0,
+            1 << 40,
         )?;
         self.validate_store_limits()?;
         let raft = &self.raft;

@@ -407,6 +407,7 @@ impl Node {
                 watch_events_pending_max: config.store.watch_events_pending_max as usize,
                 ..WatchLimits::default()
             },
+            compact_keep_revisions: config.store.compact_under_pressure_keep_revisions,
         };
         let (ready_sender, ready_receiver) = crossbeam_channel::bounded(cores.len());
         let factories = cores

@@ -348,3 +348,35 @@ fn a_node_whose_log_is_full_still_stops_on_sigterm() {
     assert_eq!(exit.code(), Some(0), "{stderr}");
     assert!(stderr.contains("stops with work still pending"), "the node says what it left: {stderr}");
 }
+
+#[test]
+fn a_group_short_of_snapshot_room_is_compacted_by_its_leader_and_snapshots_again() {
+    // As above, but the leader may compact down to 50 revisions: 5 MB of
+    // history, which fits the 16 MiB snapshot area.
+    let setup = Setup::new(
+        "[reactor]\nshards = 1\n[raft]\nsnapshot_after_entries = 20\n\
+         [store]\ncompact_under_pressure_keep_revisions = 50",
+    );
+    let mut daemon = Daemon::start(&setup.config);
+    let port = ready_port(&daemon.wait_ready());
+    client(port, &["bench", "put", "--key-space", "1", "--value-bytes", "102400", "--total", "200"])
+        .expect("bench put runs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let busiest = loop {
+        let status = status_json(port);
+        let groups = status[0]["groups"].as_array().expect("groups").clone();
+        let busiest =
+            groups.into_iter().max_by_key(|group| group["applied_index"].as_u64()).expect("a group");
+        let caught_up = busiest["snapshot_index"].as_u64().unwrap_or(0) + 20 > 200;
+        if caught_up || std::time::Instant::now() > deadline {
+            break busiest;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(busiest["compact_revision"].as_i64().is_some_and(|revision| revision >= 140), "{busiest}");
+    assert!(busiest["snapshot_index"].as_u64().is_some_and(|index| index + 20 > 200), "{busiest}");
+    daemon.signal(libc::SIGTERM);
+    let (exit, stderr) = daemon.wait_exit();
+    assert_eq!(exit.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("so its snapshot fits"), "the node says why it compacted: {stderr}");
+}

@@ -169,6 +169,9 @@ pub struct GroupLayout {
     pub join: bool,
     pub raft: GroupConfig,
     pub watch: WatchLimits,
+    /// Revisions a group keeps when its leader compacts it because its
+    /// snapshot does not fit (0: never; see `src/shard/snapshots.rs`).
+    pub compact_keep_revisions: u64,
 }
 
 impl GroupLayout {

@@ -10,12 +10,18 @@
 //!
 //! A snapshot's size is known before it is built (`kv::snapshot::encoded_len`),
 //! so the check is exact up to the envelope around the store's bytes.
+//!
+//! Under that pressure the group's leader compacts the group's history down
+//! to `compact_keep_revisions` revisions (a Raft entry, so every replica
+//! compacts alike), once per pressure: history is what grows without bound
+//! under writes, and it is kept as long as there is room for it.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::groups::{ShardGroup, ShardGroups};
+use crate::kv::command::{encode_command, Command};
 use crate::raft::GroupId;
 use crate::wal::SharedLog;
 
@@ -63,16 +69,18 @@ pub fn spawn_snapshots(groups: Rc<ShardGroups>, log: SharedLog) {
                 None => continue,
             };
             let every = groups.layout.raft.snapshot_logs_since_last;
+            let keep = groups.layout.compact_keep_revisions;
             for entry in entries {
-                snapshot_if_due(&entry, every, &log, &mut warned).await;
+                snapshot_if_due(&entry, every, keep, &log, &mut warned).await;
             }
         }
     });
 }
 
 async fn snapshot_if_due(
-    entry: &ShardGroup,
+    entry: &Rc<ShardGroup>,
     every: u64,
+    keep: u64,
     log: &SharedLog,
     warned: &mut BTreeMap<GroupId, Instant>,
 ) {
@@ -82,6 +90,9 @@ async fn snapshot_if_due(
     match due(entry.raft.entries_since_snapshot(), every, store_bytes, room) {
         Due::NotYet => {}
         Due::NoRoom { bytes, room } => {
+            if compact_for_room(entry, keep).await {
+                return;
+            }
             let now = Instant::now();
             if warned.get(&group).is_none_or(|last| now.duration_since(*last) >= NO_ROOM_WARNING_EVERY) {
                 warned.insert(group, now);
@@ -121,6 +132,44 @@ async fn snapshot_if_due(
     }
 }
 
+/// The revision to compact a group at so it keeps `keep` revisions, when
+/// it holds more than that beyond its compact revision.
+pub fn pressure_compaction(revision: i64, compact_revision: i64, keep: u64) -> Option<i64> {
+    let keep = i64::try_from(keep).ok().filter(|keep| *keep > 0)?;
+    let target = revision - keep;
+    (target > compact_revision).then_some(target)
+}
+
+/// Where this member leads `entry`'s group and it keeps more history than
+/// `keep` revisions, compacts it to that; returns whether it did.
+async fn compact_for_room(entry: &Rc<ShardGroup>, keep: u64) -> bool {
+    let group = entry.raft.group();
+    if entry.raft.metrics().current_leader != Some(entry.raft.member()) {
+        return false;
+    }
+    let (revision, compacted) = {
+        let machine = entry.machine.borrow();
+        (machine.state.store.revision(), machine.state.store.compact_revision())
+    };
+    let Some(target) = pressure_compaction(revision, compacted, keep) else { return false };
+    let command = encode_command(&Command::Compact { revision: target });
+    match super::propose::propose(entry.clone(), command).await {
+        Ok(_) => {
+            tracing::info!(
+                group,
+                revision = target,
+                "compacted group {group} at revision {target}, keeping {keep} revisions, so its snapshot fits \
+                 its shard's snapshot area (store.compact_under_pressure_keep_revisions)"
+            );
+            true
+        }
+        Err(error) => {
+            tracing::warn!(group, %error, "compacting group {group} to make room for its snapshot failed");
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +182,13 @@ mod tests {
             due(500, 100, || 1 << 20, 1 << 20),
             Due::NoRoom { bytes: (1 << 20) + ENVELOPE_BYTES, room: 1 << 20 }
         );
+    }
+
+    #[test]
+    fn pressure_keeps_the_newest_revisions_and_never_compacts_backwards() {
+        assert_eq!(pressure_compaction(50_000, 0, 10_000), Some(40_000));
+        assert_eq!(pressure_compaction(50_000, 40_000, 10_000), None, "already compacted that far");
+        assert_eq!(pressure_compaction(5_000, 0, 10_000), None, "less history than kept");
+        assert_eq!(pressure_compaction(50_000, 0, 0), None, "0 turns it off");
     }
 }

@@ -53,6 +53,7 @@ pub async fn one_group() -> Rc<ShardGroup> {
             ..GroupConfig::default()
         },
         watch: Default::default(),
+        compact_keep_revisions: 0,
     };
     let groups =
         start_groups(&layout, 0, log, Rc::new(super::groups::NoPeers)).await.expect("the group starts");
