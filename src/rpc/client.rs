@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};
-use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+use capnp_rpc::{rpc_twoparty_capnp, RpcSystem};
 
 use crate::nvkv_capnp::node;
 use crate::shard::ShardReport;
@@ -124,17 +123,8 @@ impl Connection {
                 seconds: CONNECT_TIMEOUT.as_secs(),
             })?
             .map_err(|source| ClientError::Connect { endpoint: endpoint.to_string(), source })?;
-        let _ = stream.set_nodelay(true);
-        let (reader, writer) = stream.into_split();
-        // Buffered, as capnp-rpc advises: unbuffered, every message costs a
-        // write call for its segment table and one per segment, and a read
-        // call for each.
-        let network = twoparty::VatNetwork::new(
-            futures::io::BufReader::new(reader.compat()),
-            futures::io::BufWriter::new(writer.compat_write()),
-            rpc_twoparty_capnp::Side::Client,
-            super::reader_options(),
-        );
+        let network =
+            super::buffered_network(stream, rpc_twoparty_capnp::Side::Client, super::reader_options());
         let mut system = RpcSystem::new(Box::new(network), None);
         let node: node::Client = system.bootstrap(rpc_twoparty_capnp::Side::Server);
         let shown = endpoint.to_string();

@@ -56,3 +56,24 @@ pub fn server_reader_options(request_bytes_max: usize) -> ReaderOptions {
         .nesting_limit(NESTING_MAX);
     options
 }
+
+/// The Cap'n Proto network of one TCP connection, buffered as capnp-rpc
+/// advises: unbuffered, every message costs a write call for its segment
+/// table and one per segment, and a read call for each.
+pub fn buffered_network(
+    stream: tokio::net::TcpStream,
+    side: capnp_rpc::rpc_twoparty_capnp::Side,
+    options: ReaderOptions,
+) -> capnp_rpc::twoparty::VatNetwork<
+    futures::io::BufReader<tokio_util::compat::Compat<tokio::net::tcp::OwnedReadHalf>>,
+> {
+    use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.into_split();
+    capnp_rpc::twoparty::VatNetwork::new(
+        futures::io::BufReader::new(reader.compat()),
+        futures::io::BufWriter::new(writer.compat_write()),
+        side,
+        options,
+    )
+}

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use capnp::message::ReaderOptions;
-use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};
+use capnp_rpc::{rpc_twoparty_capnp, RpcSystem};
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use openraft::error::{
     NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
@@ -39,7 +39,6 @@ use openraft::raft::{
 use openraft::RPCTypes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 use crate::nvkv_capnp::{peer_hello, peer_port, peer_session};
 use crate::raft::network::{RpcError, SnapshotRpcError};
@@ -159,14 +158,8 @@ pub fn spawn_peer_acceptor(
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
-            let (reader, writer) = stream.into_split();
-            let network = twoparty::VatNetwork::new(
-                futures::io::BufReader::new(reader.compat()),
-                futures::io::BufWriter::new(writer.compat_write()),
-                rpc_twoparty_capnp::Side::Server,
-                peer_reader_options(),
-            );
+            let network =
+                super::buffered_network(stream, rpc_twoparty_capnp::Side::Server, peer_reader_options());
             let port: peer_port::Client =
                 capnp_rpc::new_client(PeerPortServer { shard, identity: identity.clone() });
             let system = RpcSystem::new(Box::new(network), Some(port.client));
@@ -431,14 +424,8 @@ impl PeerClient {
         let address = shard_peer_address(base, shard)?;
         let stream =
             tokio::net::TcpStream::connect(address).await.map_err(|error| format!("{address}: {error}"))?;
-        let _ = stream.set_nodelay(true);
-        let (reader, writer) = stream.into_split();
-        let network = twoparty::VatNetwork::new(
-            futures::io::BufReader::new(reader.compat()),
-            futures::io::BufWriter::new(writer.compat_write()),
-            rpc_twoparty_capnp::Side::Client,
-            peer_reader_options(),
-        );
+        let network =
+            super::buffered_network(stream, rpc_twoparty_capnp::Side::Client, peer_reader_options());
         let mut system = RpcSystem::new(Box::new(network), None);
         let port: peer_port::Client = system.bootstrap(rpc_twoparty_capnp::Side::Server);
         let links = Rc::downgrade(&self.links);

@@ -11,8 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use capnp_rpc::{rpc_twoparty_capnp, twoparty, RpcSystem};
-use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+use capnp_rpc::{rpc_twoparty_capnp, RpcSystem};
 
 use crate::nvkv_capnp::node;
 use crate::reactor::ReactorContext;
@@ -101,14 +100,8 @@ pub fn serve_connection(
     peer: SocketAddr,
     info: Arc<NodeInfo>,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (reader, writer) = stream.into_split();
-    // Buffered, as capnp-rpc advises: unbuffered, every message costs a
-    // write call for its segment table and one per segment, and a read call
-    // for each.
-    let network = twoparty::VatNetwork::new(
-        futures::io::BufReader::new(reader.compat()),
-        futures::io::BufWriter::new(writer.compat_write()),
+    let network = super::buffered_network(
+        stream,
         rpc_twoparty_capnp::Side::Server,
         super::server_reader_options(info.limits.request_bytes_max),
     );
