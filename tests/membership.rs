@@ -1,6 +1,6 @@
 //! Online membership changes on real `nvkv serve` processes: a 4th member
 //! started in join mode is added to every group as a learner, catches up,
-//! is promoted, and an original member is removed while a writer keeps
+//! is promoted, and an original member is removed, all while a writer keeps
 //! putting; every acknowledged put is readable from the new member, and the
 //! removed member refuses client requests.
 
@@ -145,6 +145,26 @@ fn a_fourth_member_joins_is_promoted_and_an_old_one_leaves_under_load() {
     let refused = client(port(4), &["get", "/before/k1"]).expect_err("a joining member refuses clients");
     assert!(refused.contains("NotMember") && refused.contains("join mode"), "{refused}");
 
+    eprintln!("phase: a writer keeps putting through member 2 while member 4 is added, promoted and member 1 removed");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer_port = port(2);
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut acknowledged, mut refused) = (Vec::new(), Vec::new());
+            let mut index = 0;
+            while !stop.load(Ordering::Relaxed) || index < 30 {
+                let key = format!("/load/k{index:04}");
+                match client(writer_port, &["put", &key, &index.to_string()]) {
+                    Ok(_) => acknowledged.push(key),
+                    Err(error) => refused.push(error),
+                }
+                index += 1;
+            }
+            (acknowledged, refused)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
     eprintln!("phase: member add 4 --learner: every group replicates to it, it does not vote");
     let peer = format!("127.0.0.1:{}", members[3].peer_port);
     let client_address = format!("127.0.0.1:{}", port(4));
@@ -193,26 +213,7 @@ fn a_fourth_member_joins_is_promoted_and_an_old_one_leaves_under_load() {
     assert!(listed.iter().all(|(_, learner, ..)| !learner), "no learner left: {listed:?}");
     assert_eq!(listed.iter().map(|member| member.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
 
-    eprintln!("phase: member remove 1 while a writer keeps putting through member 2");
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer_port = port(2);
-    let writer = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let (mut acknowledged, mut refused) = (Vec::new(), Vec::new());
-            let mut index = 0;
-            while !stop.load(Ordering::Relaxed) || index < 30 {
-                let key = format!("/load/k{index:04}");
-                match client(writer_port, &["put", &key, &index.to_string()]) {
-                    Ok(_) => acknowledged.push(key),
-                    Err(error) => refused.push(error),
-                }
-                index += 1;
-            }
-            (acknowledged, refused)
-        })
-    };
-    std::thread::sleep(Duration::from_millis(300));
+    eprintln!("phase: member remove 1, the writer still putting through member 2");
     let removed = client(port(2), &["member", "remove", "1"]).expect("member remove");
     assert_eq!(removed, format!("Member 1 removed from every group of the cluster ({GROUPS} groups)\n"));
     std::thread::sleep(Duration::from_millis(500));
