@@ -32,13 +32,8 @@ if [ -n "$config" ]; then
 fi
 "$bin" "${serve_args[@]}" > "$work/serve.out" 2> "$work/serve.err" &
 daemon=$!
-for _ in $(seq 1 600); do
-    if grep -q '^nvkv ready: ' "$work/serve.out"; then break; fi
-    if ! kill -0 "$daemon" 2>/dev/null; then
-        echo "$script: nvkv serve exited:" >&2; cat "$work/serve.err" >&2; exit 1
-    fi
-    sleep 0.1
-done
-ready=$(grep '^nvkv ready: ' "$work/serve.out") || { echo "$script: nvkv serve never became ready" >&2; exit 1; }
+# shellcheck source=bench/await-ready.sh
+source bench/await-ready.sh
+ready=$(await_ready "$work/serve.out" "$work/serve.err" "$daemon" "nvkv serve") || exit 1
 endpoint="127.0.0.1:${ready##*:}"
 echo "$script: $ready" >&2

@@ -67,16 +67,11 @@ TOML
     "$bin" serve --config "$work/node$id.toml" > "$work/serve$id.out" 2> "$work/serve$id.err" &
     daemons+=($!)
 done
+# shellcheck source=bench/await-ready.sh
+source bench/await-ready.sh
 ready=""
 for id in 1 2 3; do
-    for _ in $(seq 1 600); do
-        if grep -q '^nvkv ready: ' "$work/serve$id.out"; then break; fi
-        if ! kill -0 "${daemons[$((id - 1))]}" 2>/dev/null; then
-            echo "$script: member $id exited:" >&2; cat "$work/serve$id.err" >&2; exit 1
-        fi
-        sleep 0.1
-    done
-    line=$(grep '^nvkv ready: ' "$work/serve$id.out") || { echo "$script: member $id never became ready" >&2; exit 1; }
+    line=$(await_ready "$work/serve$id.out" "$work/serve$id.err" "${daemons[$((id - 1))]}" "member $id") || exit 1
     ready+="${ready:+; }$line"
 done
 endpoint="127.0.0.1:$base,127.0.0.1:$((base + 200)),127.0.0.1:$((base + 400))"

@@ -68,12 +68,7 @@ fn three_members_replicate_forward_and_catch_up() {
     eprintln!("phase: every group elects one leader, and all three members agree on it");
     let agreed = eventually("one leader per group, the same on every member", || {
         let seen: Vec<Vec<u64>> = members.iter().map(|member| leaders(member.client_port)).collect();
-        let known = seen[0].iter().all(|leader| (1..=3).contains(leader));
-        if known && seen.iter().all(|view| *view == seen[0]) {
-            Ok(seen[0].clone())
-        } else {
-            Err(format!("leaders as each member sees them: {seen:?}"))
-        }
+        common::cluster::agreed_leaders(&seen)
     });
     eprintln!("leaders by group: {agreed:?}");
 

@@ -131,13 +131,7 @@ fn write_load(writer: usize, endpoints: Vec<String>, stop: Arc<AtomicBool>) -> V
         let mut sequence = 0u64;
         while !stop.load(Ordering::Relaxed) {
             let Some(client) = &connection else {
-                match tokio::time::timeout(WRITE_TIMEOUT, ShardedClient::open(&endpoints[node])).await {
-                    Ok(Ok(opened)) => connection = Some(opened),
-                    _ => {
-                        node = (node + 1) % endpoints.len();
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
+                connection = common::cluster::connect_next(&endpoints, &mut node, WRITE_TIMEOUT).await;
                 continue;
             };
             sequence += 1;

@@ -233,13 +233,7 @@ fn record(seed: u32, client: u32, endpoints: &[String], start: Instant, stop: &A
         let mut sequence = 0u64;
         while !stop.load(Ordering::Relaxed) {
             let Some(sharded) = &connection else {
-                match tokio::time::timeout(OPERATION_TIMEOUT, ShardedClient::open(&endpoints[node])).await {
-                    Ok(Ok(opened)) => connection = Some(opened),
-                    _ => {
-                        node = (node + 1) % endpoints.len();
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
+                connection = common::cluster::connect_next(endpoints, &mut node, OPERATION_TIMEOUT).await;
                 continue;
             };
             let number = chooser.number_below(KEYS);

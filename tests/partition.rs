@@ -147,12 +147,7 @@ fn a_member_cut_away_refuses_the_majority_serves_and_all_converge_after_healing(
     eprintln!("phase: every group elects one leader, the same on every member");
     let agreed = eventually("one leader per group, the same on every member", || {
         let seen = (1..=3).map(|id| cluster.leaders(id)).collect::<Result<Vec<_>, _>>()?;
-        let known = seen[0].iter().all(|leader| (1..=3).contains(leader));
-        if known && seen.iter().all(|view| *view == seen[0]) {
-            Ok(seen[0].clone())
-        } else {
-            Err(format!("leaders as each member sees them: {seen:?}"))
-        }
+        common::cluster::agreed_leaders(&seen)
     });
     eprintln!("leaders by group: {agreed:?}");
     for (group, prefix) in prefixes.iter().enumerate() {

@@ -94,3 +94,33 @@ pub fn leaders(port: u16) -> Vec<u64> {
     let groups = status[0]["groups"].as_array().expect("groups").clone();
     groups.iter().map(|group| group["leader"].as_u64().expect("leader")).collect()
 }
+
+/// The leader of every group when all members name the same ones (each
+/// view one member's leaders by group), else what each member sees.
+pub fn agreed_leaders(seen: &[Vec<u64>]) -> Result<Vec<u64>, String> {
+    let members = seen.len() as u64;
+    let known = seen[0].iter().all(|leader| (1..=members).contains(leader));
+    if known && seen.iter().all(|view| *view == seen[0]) {
+        Ok(seen[0].clone())
+    } else {
+        Err(format!("leaders as each member sees them: {seen:?}"))
+    }
+}
+
+/// A client of `endpoints[*node]`, or after a failure to open one within
+/// `timeout` (that member down or stopping), `None` with `*node` moved on to
+/// the next member after a pause: callers loop until they have a client.
+pub async fn connect_next(
+    endpoints: &[String],
+    node: &mut usize,
+    timeout: Duration,
+) -> Option<nvkv::rpc::client::ShardedClient> {
+    match tokio::time::timeout(timeout, nvkv::rpc::client::ShardedClient::open(&endpoints[*node])).await {
+        Ok(Ok(opened)) => Some(opened),
+        _ => {
+            *node = (*node + 1) % endpoints.len();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+    }
+}
