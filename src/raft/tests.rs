@@ -508,8 +508,17 @@ fn a_learner_joins_is_promoted_and_an_old_member_leaves() {
         let newcomer = Member::new(4, "10.0.0.4:2380");
         cluster.start(newcomer.id, Disk::memory(), false).await;
         for group in GROUPS {
-            let leader = cluster.leader(group).await;
-            cluster.running(leader, group).group.add_learner(newcomer.clone()).await.expect("add learner");
+            // An election may take leadership away between finding the
+            // leader and asking it (short timeouts on a busy machine): ask
+            // the next one.
+            let deadline = Instant::now() + WAIT_MAX;
+            loop {
+                let leader = cluster.leader(group).await;
+                match cluster.running(leader, group).group.add_learner(newcomer.clone()).await {
+                    Err(GroupError::NotLeader { .. }) if Instant::now() < deadline => continue,
+                    added => break added.expect("add learner"),
+                }
+            }
             cluster.write_many(group, 20, 10).await;
             cluster.converged(group, 30).await;
             let metrics = cluster.running(4, group).group.metrics();
@@ -520,12 +529,28 @@ fn a_learner_joins_is_promoted_and_an_old_member_leaves() {
         tracing::info!("member 4 is promoted and a member that leads nothing leaves");
         let leaving = cluster.plain_follower().await;
         for group in GROUPS {
-            let leader = cluster.leader(group).await;
             let voters: BTreeSet<NodeId> = [1, 2, 3, 4].into_iter().filter(|id| *id != leaving).collect();
-            let raft_group = &cluster.running(leader, group).group;
-            let error = raft_group.change_voters([1, 2, 3, 4, 5].into(), false).await.unwrap_err();
-            assert!(matches!(error, GroupError::MembershipChange { .. }), "member 5 is no learner: {error}");
-            raft_group.change_voters(voters.clone(), false).await.expect("change voters");
+            let deadline = Instant::now() + WAIT_MAX;
+            let raft_group = loop {
+                let leader = cluster.leader(group).await;
+                let raft_group = &cluster.running(leader, group).group;
+                let refused = raft_group.change_voters([1, 2, 3, 4, 5].into(), false).await.unwrap_err();
+                if matches!(refused, GroupError::NotLeader { .. }) && Instant::now() < deadline {
+                    continue;
+                }
+                match raft_group.change_voters(voters.clone(), false).await {
+                    Err(GroupError::NotLeader { .. }) if Instant::now() < deadline => continue,
+                    Err(GroupError::NotLeader { .. }) => panic!("group {group} kept changing leaders"),
+                    changed => {
+                        assert!(
+                            matches!(refused, GroupError::MembershipChange { .. }),
+                            "member 5 is no learner: {refused}"
+                        );
+                        changed.expect("change voters");
+                        break raft_group;
+                    }
+                }
+            };
             wait_for(&format!("group {group} to report voters {voters:?} and no learner"), || {
                 let metrics = raft_group.metrics();
                 (metrics.voters == voters && metrics.learners.is_empty()).then_some(())
