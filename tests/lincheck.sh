@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Runs the linearizability test (tests/linearizability.rs) over many seeds:
-# each seed starts a fresh 3-node cluster, records put/get/cas histories
-# from 4 clients while the keys' group leader is SIGKILLed and restarted
-# twice, and checks them with nvkv's WGL checker (about 10 s per seed on a
-# debug build). Stops at the first failing seed and prints it.
+# Runs the linearizability tests (tests/linearizability.rs) over many seeds:
+# each seed starts a fresh 3-node cluster and records put/get/cas histories
+# from 4 clients, once on loopback while the keys' group leader is SIGKILLed
+# and restarted twice, once in network namespaces while the leader is cut
+# away and healed, the new leader killed and restarted, and a follower cut
+# away and healed; each history is checked with nvkv's WGL checker (about
+# 10 s and 15 s per seed on a debug build). Stops at the first failing seed
+# and prints it.
 #
 # Usage: tests/lincheck.sh [--seeds N] [--seed FIRST]
 #   --seeds N      how many seeds (default 20)
@@ -19,7 +22,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --seeds) seeds="$2"; shift 2 ;;
         --seed) first="$2"; shift 2 ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "lincheck.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done

@@ -1,24 +1,35 @@
-//! Linearizability under leader loss: several clients do random put, get
-//! (linearizable) and compare-and-swap on a few keys of one group through
-//! every member of a real 3-node cluster, while the test SIGKILLs the
-//! group's leader and restarts it, twice. Each operation's invocation and
-//! return instants and its outcome are recorded (a write that failed or
-//! timed out has an unknown outcome: it may have taken effect or not; a
-//! failed read is dropped), and the history is checked with
-//! `nvkv::lincheck`.
+//! Linearizability under leader loss and partitions: several clients do
+//! random put, get (linearizable) and compare-and-swap on a few keys of one
+//! group through every member of a real 3-node cluster while a nemesis
+//! strikes. Each operation's invocation and return instants and its outcome
+//! are recorded (a write that failed or timed out has an unknown outcome:
+//! it may have taken effect or not; a failed read is dropped), and the
+//! history is checked with `nvkv::lincheck`.
+//!
+//! Two settings: on loopback the nemesis SIGKILLs the group's leader and
+//! restarts it, twice; in network namespaces (one per member, real sockets
+//! cut by taking a member's bridge port down, as tests/partition.rs does)
+//! it cuts the leader away and heals, kills the new leader and restarts it,
+//! then cuts a follower away and heals. There each client runs inside a
+//! member's namespace and starts with that member, so a client stays with
+//! its member while it is cut away: whatever a cut-away former leader
+//! answers is in the history.
 //!
 //! Each seed runs a fresh cluster. `NVKV_LINCHECK_SEEDS` sets how many
-//! seeds run (2 unless set; `tests/lincheck.sh --seeds N` runs many), and
-//! `NVKV_LINCHECK_SEED` the first one (a new one each run unless set), so a
-//! failing seed can be run again.
+//! seeds run per setting (2 unless set; `tests/lincheck.sh --seeds N` runs
+//! many), and `NVKV_LINCHECK_SEED` the first one (a new one each run unless
+//! set), so a failing seed can be run again. The namespaces need root:
+//! without them the partition setting fails, saying so, unless
+//! NVKV_TEST_SKIP_NETNS=1 opts into skipping it.
 
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::cluster::*;
+use common::netns::{Network, SKIP_VARIABLE};
 use common::*;
 use nvkv::bench::keys::Chooser;
 use nvkv::kv::partition::Partitioner;
@@ -35,8 +46,10 @@ const KEYS: u64 = 3;
 /// Keys with one partition prefix (`/lincheck/keys/`), so all live in one group.
 const KEY_PREFIX: &str = "/lincheck/keys/k";
 const CLIENTS: u32 = 4;
-/// Leader kills per seed.
-const KILLS: usize = 2;
+/// In namespaces: the members' client port, each on its own address, and
+/// the namespace the test watches the cluster from (never cut).
+const NAMESPACE_CLIENT_PORT: u16 = 7000;
+const OBSERVER: u64 = 9;
 /// Past this an operation counts as unknown and the client moves on: well
 /// above an election (300-600 ms) plus a forward, so most writes during a
 /// failover still get their answer.
@@ -63,84 +76,195 @@ fn seeds() -> (u32, u32) {
     (first, count)
 }
 
+/// One cluster at a time: two on two cores would turn every election
+/// into a contest for the CPU.
+static ONE_CLUSTER: Mutex<()> = Mutex::new(());
+
 #[test]
 fn histories_under_leader_kills_are_linearizable() {
+    let _alone = ONE_CLUSTER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let (first, count) = seeds();
     eprintln!(
-        "running {count} seed(s) from {first} (NVKV_LINCHECK_SEED={first} NVKV_LINCHECK_SEEDS={count})"
+        "loopback, leader kills: {count} seed(s) from {first} (NVKV_LINCHECK_SEED={first} \
+         NVKV_LINCHECK_SEEDS={count})"
     );
     for index in 0..count {
-        run_seed(first.wrapping_add(index));
+        run_seed(first.wrapping_add(index), None, &[Fault::KillLeader, Fault::KillLeader]);
     }
 }
 
-fn run_seed(seed: u32) {
+#[test]
+fn histories_under_partitions_and_leader_kills_are_linearizable() {
+    let _alone = ONE_CLUSTER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let (first, count) = seeds();
+    for index in 0..count {
+        let seed = first.wrapping_add(index);
+        let network = match Network::new(&[1, 2, 3, OBSERVER]) {
+            Ok(network) => network,
+            Err(reason) if std::env::var(SKIP_VARIABLE).as_deref() == Ok("1") => {
+                eprintln!(
+                    "SKIPPED (no partition was in any history): network namespaces are not available \
+                     here ({reason}); {SKIP_VARIABLE}=1 opted into skipping"
+                );
+                return;
+            }
+            Err(reason) => panic!(
+                "the partition histories need network namespaces (run as root with iproute2), and making \
+                 them failed: {reason}; set {SKIP_VARIABLE}=1 to skip them where that is impossible"
+            ),
+        };
+        if index == 0 {
+            eprintln!(
+                "partitions and leader kills: {count} seed(s) from {first} (NVKV_LINCHECK_SEED={first} \
+                 NVKV_LINCHECK_SEEDS={count}); method: {}; a cut takes a member's bridge port down",
+                network.describe()
+            );
+        }
+        // The test's own thread, in the observer's namespace: the harness
+        // thread may run other tests afterwards.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    network.enter(OBSERVER);
+                    run_seed(
+                        seed,
+                        Some(&network),
+                        &[Fault::CutLeader, Fault::KillLeader, Fault::CutFollower],
+                    );
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
+    }
+}
+
+/// What the nemesis does in one round, each undone before the next.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// SIGKILL the group's leader, then restart it.
+    KillLeader,
+    /// Cut the group's leader away from the others, then heal.
+    CutLeader,
+    /// Cut a member that does not lead the group away, then heal.
+    CutFollower,
+}
+
+/// Runs one seed: a fresh cluster (on loopback, or in `network`'s
+/// namespaces), the clients, `faults` in turn, and the check.
+fn run_seed(seed: u32, network: Option<&Network>, faults: &[Fault]) {
     let directory = tempfile::tempdir().expect("tempdir");
-    let members = cluster_configs(directory.path(), GROUPS);
-    let endpoints: Vec<String> =
-        members.iter().map(|member| format!("127.0.0.1:{}", member.client_port)).collect();
-    let mut daemons: Vec<Option<Daemon>> =
-        members.iter().map(|member| Some(Daemon::start(&member.config))).collect();
+    let members = match network {
+        None => cluster_configs(directory.path(), GROUPS),
+        Some(_) => {
+            let hosts: Vec<_> = (1..=3).map(|id| (id, Network::address(id), NAMESPACE_CLIENT_PORT)).collect();
+            member_configs(directory.path(), GROUPS, &hosts)
+        }
+    };
+    let endpoints: Vec<String> = members
+        .iter()
+        .map(|member| match network {
+            None => format!("127.0.0.1:{}", member.client_port),
+            Some(_) => format!("{}:{}", Network::address(member.id), member.client_port),
+        })
+        .collect();
+    let start_member = |member: &Member| match network {
+        None => Daemon::start(&member.config),
+        Some(network) => {
+            let mut command = network.command(member.id, env!("CARGO_BIN_EXE_nvkv"));
+            command.args(["serve", "--config"]).arg(&member.config);
+            Daemon::spawn(command)
+        }
+    };
+    let mut daemons: Vec<Option<Daemon>> = members.iter().map(|member| Some(start_member(member))).collect();
     for daemon in daemons.iter_mut().flatten() {
         daemon.wait_ready();
     }
     let group = key_group(&endpoints[0]);
     eprintln!("seed {seed}: phase: the keys' group {group} elects a leader");
-    leader_of(&members, &daemons, group);
+    leader_of(&members, &endpoints, &daemons, group);
 
     eprintln!("seed {seed}: phase: {CLIENTS} clients record put/get/cas on {KEYS} keys through all members");
     let start = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|client| {
-            let endpoints = endpoints.clone();
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || record(seed, client, &endpoints, start, &stop))
-        })
-        .collect();
-
+    let stop = AtomicBool::new(false);
     let mut nemesis = Chooser::for_client(seed.wrapping_mul(CLIENTS + 1));
     let pause = |chooser: &mut Chooser, least_ms: u64| {
         std::thread::sleep(Duration::from_millis(least_ms + chooser.number_below(1000)));
     };
-    let mut last_restart = 0;
-    for round in 1..=KILLS {
-        pause(&mut nemesis, 1000);
-        let leader = leader_of(&members, &daemons, group);
-        let victim = members.iter().position(|member| member.id == leader).expect("a member leads");
-        eprintln!(
-            "seed {seed}: phase: kill -9 member {leader}, the group's leader (kill {round} of {KILLS})"
-        );
-        let killed = daemons[victim].take().expect("the leader runs");
-        killed.signal(libc::SIGKILL);
-        drop(killed);
-        pause(&mut nemesis, 1000);
-        eprintln!("seed {seed}: phase: restart member {leader}");
-        let mut restarted = Daemon::start(&members[victim].config);
-        restarted.wait_ready();
-        daemons[victim] = Some(restarted);
-        last_restart = micros_since(start);
-    }
-    pause(&mut nemesis, 1500);
-    stop.store(true, Ordering::Relaxed);
-    let history: Vec<Record> =
-        clients.into_iter().flat_map(|client| client.join().expect("a client thread panicked")).collect();
+    let mut last_healed = 0;
+    let history: Vec<Record> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|client| {
+                let (endpoints, stop, members) = (&endpoints, &stop, &members);
+                // In namespaces, client c lives with member c mod 3 and
+                // starts there; on loopback it just starts there.
+                let home = client as usize % endpoints.len();
+                scope.spawn(move || {
+                    if let Some(network) = network {
+                        network.enter(members[home].id);
+                    }
+                    record(seed, client, endpoints, home, start, stop)
+                })
+            })
+            .collect();
+        for (round, fault) in faults.iter().enumerate() {
+            pause(&mut nemesis, 1000);
+            let leader = leader_of(&members, &endpoints, &daemons, group);
+            let target = match fault {
+                Fault::KillLeader | Fault::CutLeader => leader,
+                Fault::CutFollower => {
+                    let followers: Vec<u64> =
+                        members.iter().map(|member| member.id).filter(|id| *id != leader).collect();
+                    followers[nemesis.number_below(followers.len() as u64) as usize]
+                }
+            };
+            let victim = members.iter().position(|member| member.id == target).expect("a member");
+            eprintln!(
+                "seed {seed}: phase: round {} of {}: {fault:?} hits member {target} (leader {leader})",
+                round + 1,
+                faults.len()
+            );
+            match (fault, network) {
+                (Fault::KillLeader, _) => {
+                    let killed = daemons[victim].take().expect("the leader runs");
+                    killed.signal(libc::SIGKILL);
+                    drop(killed);
+                    pause(&mut nemesis, 1000);
+                    eprintln!("seed {seed}: phase: restart member {target}");
+                    let mut restarted = start_member(&members[victim]);
+                    restarted.wait_ready();
+                    daemons[victim] = Some(restarted);
+                }
+                (Fault::CutLeader | Fault::CutFollower, Some(network)) => {
+                    network.cut(target);
+                    pause(&mut nemesis, 1500);
+                    eprintln!("seed {seed}: phase: heal member {target}");
+                    network.heal(target);
+                }
+                (_, None) => panic!("{fault:?} needs network namespaces"),
+            }
+            last_healed = micros_since(start);
+        }
+        pause(&mut nemesis, 1500);
+        stop.store(true, Ordering::Relaxed);
+        clients.into_iter().flat_map(|client| client.join().expect("a client thread panicked")).collect()
+    });
 
     let unknown = history.iter().filter(|record| record.returned.is_none()).count();
     eprintln!(
         "seed {seed}: phase: check the history: {} operations, {unknown} with unknown outcome",
         history.len()
     );
-    let served_after_restart = history.iter().any(|record| {
-        record.invoked > last_restart
+    let served_after_healing = history.iter().any(|record| {
+        record.invoked > last_healed
             && matches!(
                 record.returned,
                 Some(Returned { outcome: Outcome::Written | Outcome::Swapped(true), .. })
             )
     });
     assert!(
-        served_after_restart,
-        "seed {seed}: no write succeeded after the last restart (at {last_restart} us): the cluster did not recover"
+        served_after_healing,
+        "seed {seed}: no write succeeded after the last fault was undone (at {last_healed} us): the cluster \
+         did not recover"
     );
     let report = check(&history, STEPS_PER_KEY_DEFAULT).expect("the recorder writes well-formed records");
     match report.verdict {
@@ -196,19 +320,20 @@ fn key_group(endpoint: &str) -> u32 {
 
 /// The leader of `group` that a running member reports, once it is a
 /// running member too.
-fn leader_of(members: &[Member], daemons: &[Option<Daemon>], group: u32) -> u64 {
-    let running: Vec<&Member> = members
+fn leader_of(members: &[Member], endpoints: &[String], daemons: &[Option<Daemon>], group: u32) -> u64 {
+    let running: Vec<(&Member, &String)> = members
         .iter()
+        .zip(endpoints)
         .zip(daemons)
         .filter(|(_, daemon)| daemon.is_some())
         .map(|(member, _)| member)
         .collect();
     eventually(&format!("a running member leading group {group}"), || {
         let mut seen = Vec::new();
-        for member in &running {
-            let status = try_status_json(member.client_port)?;
+        for (member, endpoint) in &running {
+            let status = try_status_json_at(endpoint)?;
             let leader = status[0]["groups"][group as usize]["leader"].as_u64().unwrap_or(0);
-            if running.iter().any(|candidate| candidate.id == leader) {
+            if running.iter().any(|(candidate, _)| candidate.id == leader) {
                 return Ok(leader);
             }
             seen.push((member.id, leader));
@@ -218,15 +343,22 @@ fn leader_of(members: &[Member], daemons: &[Option<Daemon>], group: u32) -> u64 
 }
 
 /// One client: random operations until `stop`, through `endpoints` in
-/// turn (the next one after any failure), each recorded with its instants
-/// in microseconds since `start`.
-fn record(seed: u32, client: u32, endpoints: &[String], start: Instant, stop: &AtomicBool) -> Vec<Record> {
+/// turn from `endpoints[first]` (the next one after any failure), each
+/// recorded with its instants in microseconds since `start`.
+fn record(
+    seed: u32,
+    client: u32,
+    endpoints: &[String],
+    first: usize,
+    start: Instant,
+    stop: &AtomicBool,
+) -> Vec<Record> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async {
         let mut chooser = Chooser::for_client(seed.wrapping_mul(CLIENTS + 1).wrapping_add(client + 1));
         let mut history = Vec::new();
-        let mut node = client as usize % endpoints.len();
+        let mut node = first;
         let mut connection: Option<ShardedClient> = None;
         // The last value this client saw per key: what its cas expects.
         let mut last_seen: Vec<Option<Vec<u8>>> = vec![None; KEYS as usize];

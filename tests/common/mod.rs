@@ -165,8 +165,13 @@ pub fn status_json(port: u16) -> serde_json::Value {
 /// `status_json`, for a member that may be down: what went wrong instead
 /// of a panic.
 pub fn try_status_json(port: u16) -> Result<serde_json::Value, String> {
+    try_status_json_at(&format!("127.0.0.1:{port}"))
+}
+
+/// `try_status_json` of the member at `endpoint` (HOST:PORT).
+pub fn try_status_json_at(endpoint: &str) -> Result<serde_json::Value, String> {
     let output = Command::new(env!("CARGO_BIN_EXE_nvkv"))
-        .args(["status", "-w", "json", "--endpoints", &format!("127.0.0.1:{port}")])
+        .args(["status", "-w", "json", "--endpoints", endpoint])
         .output()
         .expect("nvkv status runs");
     if !output.status.success() {

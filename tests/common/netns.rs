@@ -97,6 +97,20 @@ impl Network {
         command
     }
 
+    /// Moves the calling thread into member `id`'s namespace: the sockets
+    /// it opens from then on, and the threads and processes it starts, live
+    /// there. Call it on a thread of the test's own (a test harness thread
+    /// may run other tests afterwards).
+    pub fn enter(&self, id: u64) {
+        use std::os::fd::AsRawFd;
+        let path = format!("/run/netns/{}", self.namespace(id));
+        let file = std::fs::File::open(&path).unwrap_or_else(|error| panic!("open {path}: {error}"));
+        // SAFETY: setns on an open namespace file; it changes only this
+        // thread's network namespace.
+        let done = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(done, 0, "setns into {path}: {}", std::io::Error::last_os_error());
+    }
+
     /// Cuts member `id` off the bridge: its port goes down, so nothing
     /// reaches it or leaves it, while its processes and sockets live on.
     pub fn cut(&self, id: u64) {
