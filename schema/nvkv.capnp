@@ -539,4 +539,10 @@ interface PeerSession {
   # A membership change (add learner, promote, remove) for this member to
   # apply as the group's leader; outcome is a postcard Result<(), GroupError>.
   changeMembership @5 (group :UInt32, change :Data) -> (outcome :Data);
+  # A question about the group's leases (a renewal, a lease's time to live,
+  # the list; postcard shard::lease::LeaseQuery) for this member to answer
+  # as the group's leader; answer is a postcard Result<LeaseAnswer,
+  # GroupError>. Never forwarded again: a member that does not lead answers
+  # notLeader.
+  leaseAtLeader @6 (group :UInt32, query :Data) -> (answer :Data);
 }

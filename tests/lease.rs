@@ -213,3 +213,50 @@ fn leases_survive_a_restart_and_a_kill_and_their_ttl_starts_again() {
     let (status, stderr) = daemon.wait_exit();
     assert_eq!(status.code(), Some(0), "{stderr}");
 }
+
+#[test]
+fn a_follower_renews_answers_and_lists_leases_through_each_group_leader() {
+    use common::cluster::*;
+    let directory = tempfile::tempdir().expect("tempdir");
+    let members = cluster_configs(directory.path(), 2);
+    let mut daemons: Vec<Daemon> = members.iter().map(|member| Daemon::start(&member.config)).collect();
+    for daemon in &mut daemons {
+        daemon.wait_ready();
+    }
+    let agreed = eventually("one leader per group, the same on every member", || {
+        agreed_leaders(&members.iter().map(|member| leaders(member.client_port)).collect::<Vec<_>>())
+    });
+    // A member that follows group 0 (whose leader answers time-to-live and
+    // listings) and perhaps group 1 too.
+    let follower = members.iter().find(|member| member.id != agreed[0]).expect("two members follow");
+    let port = follower.client_port;
+    eprintln!("leaders by group: {agreed:?}; every lease call goes to member {} alone", follower.id);
+
+    let kept = grant(port, 3);
+    run(port, &["put", "/follower/kept", "v", "--lease", &kept]);
+    let mut keep_alive = Command::new(env!("CARGO_BIN_EXE_nvkv"))
+        .args(["--endpoints", &format!("127.0.0.1:{port}"), "lease", "keep-alive", &kept])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("keep-alive runs");
+
+    eprintln!("past twice its TTL, renewed through the follower, the lease and its key are there");
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(keep_alive.try_wait().expect("try_wait"), None, "keep-alive runs until stopped");
+    assert_eq!(run(port, &["get", "/follower/kept"]), "/follower/kept\nv\n");
+    assert!(remaining(port, &kept) > 0);
+    let listed = json(port, &["lease", "list"]);
+    assert_eq!(listed["leases"].as_array().map(Vec::len), Some(1), "{listed}");
+    let once = json(port, &["lease", "keep-alive", &kept, "--once"]);
+    assert_eq!(once["ttl"], 3, "{once}");
+
+    eprintln!("once keep-alive stops, the lease expires at the leaders and the key goes everywhere");
+    keep_alive.kill().expect("stop keep-alive");
+    keep_alive.wait().expect("reap keep-alive");
+    for member in &members {
+        wait_until_gone(member.client_port, &["/follower/kept".to_string()]);
+    }
+    let refusal = client(port, &["lease", "timetolive", &kept]).expect_err("expired");
+    assert!(refusal.contains("LeaseNotFound"), "{refusal}");
+}

@@ -46,6 +46,7 @@ use crate::raft::{GroupError, GroupId, Member, NodeId, PeerTransport, TypeConfig
 use crate::reactor::ReactorContext;
 use crate::shard::forward::LeaderLink;
 use crate::shard::groups::local_group;
+use crate::shard::lease::{LeaseAnswer, LeaseQuery};
 use crate::shard::membership::MembershipChange;
 
 /// Largest peer message, either way: an append of many entries is split
@@ -285,6 +286,19 @@ impl peer_session::Server for PeerSessionServer {
         let entry = self.group(params.get()?.get_group())?;
         let answer = entry.raft.read_index().await;
         results.get().set_index(&encode(&answer));
+        Ok(())
+    }
+
+    async fn lease_at_leader(
+        self: capnp::capability::Rc<Self>,
+        params: peer_session::LeaseAtLeaderParams,
+        mut results: peer_session::LeaseAtLeaderResults,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        let entry = self.group(params.get_group())?;
+        let query: LeaseQuery = decode(params.get_query()?, "a lease query")?;
+        let answer = crate::shard::lease::lease_as_leader(entry, query).await;
+        results.get().set_answer(&encode(&answer));
         Ok(())
     }
 
@@ -651,6 +665,26 @@ impl LeaderLink for PeerClient {
                     let mut call = session.read_index_request();
                     call.get().set_group(group);
                     Box::pin(async move { Ok(call.send().promise.await?.get()?.get_index()?.to_vec()) })
+                        as LocalBoxFuture<'static, _>
+                })
+                .await
+        })
+    }
+
+    fn lease(
+        &self,
+        group: GroupId,
+        leader: &Member,
+        query: LeaseQuery,
+    ) -> LocalBoxFuture<'static, Result<LeaseAnswer, GroupError>> {
+        let (client, leader, query) = (self.clone(), leader.clone(), encode(&query));
+        Box::pin(async move {
+            client
+                .leader_call(group, &leader, move |session: peer_session::Client| {
+                    let mut call = session.lease_at_leader_request();
+                    call.get().set_group(group);
+                    call.get().set_query(&query);
+                    Box::pin(async move { Ok(call.send().promise.await?.get()?.get_answer()?.to_vec()) })
                         as LocalBoxFuture<'static, _>
                 })
                 .await

@@ -20,6 +20,7 @@ use std::time::Duration;
 use futures::future::LocalBoxFuture;
 
 use super::groups::{RequestError, ShardGroup};
+use super::lease::{LeaseAnswer, LeaseQuery};
 use crate::raft::{GroupError, GroupId, Member};
 
 /// Carries a follower's requests to the same shard of the leader's member.
@@ -36,6 +37,14 @@ pub trait LeaderLink {
     /// Asks `leader` for the read index of `group`.
     fn read_index(&self, group: GroupId, leader: &Member)
         -> LocalBoxFuture<'static, Result<u64, GroupError>>;
+
+    /// Asks `leader` about the leases of `group`.
+    fn lease(
+        &self,
+        group: GroupId,
+        leader: &Member,
+        query: LeaseQuery,
+    ) -> LocalBoxFuture<'static, Result<LeaseAnswer, GroupError>>;
 
     /// Has `leader` apply a membership change to `group`.
     fn forward_membership(
@@ -104,6 +113,38 @@ async fn linearizable_once(entry: Rc<ShardGroup>, link: &Rc<dyn LeaderLink>) -> 
     }
     let index = link.read_index(entry.raft.group(), &leader).await?;
     Ok(entry.raft.wait_applied(index).await?)
+}
+
+/// Answers `query` about the group's leases at its leader: here when this
+/// member leads, else asked of the leader. An answer from a member that no
+/// longer leads (an election under way) is asked again of the next, within
+/// the group's request timeout; a renewal sent twice renews twice, which
+/// is harmless.
+pub async fn leases_at_leader(
+    entry: Rc<ShardGroup>,
+    link: &Rc<dyn LeaderLink>,
+    query: LeaseQuery,
+) -> Result<LeaseAnswer, RequestError> {
+    let group = entry.clone();
+    group
+        .raft
+        .within_request_timeout(async move {
+            loop {
+                let leader = entry.raft.wait_for_leader().await?;
+                let answer = if leader.id == entry.raft.member() {
+                    super::lease::lease_as_leader(entry.clone(), query.clone()).await
+                } else {
+                    link.lease(entry.raft.group(), &leader, query.clone()).await
+                };
+                match answer {
+                    Err(GroupError::NotLeader { .. } | GroupError::NotSent { .. }) => {
+                        tokio::time::sleep(FORWARD_RETRY_PAUSE).await
+                    }
+                    answer => return Ok(answer?),
+                }
+            }
+        })
+        .await
 }
 
 /// The leader's side of [`LeaderLink::forward_write`]: proposes the write

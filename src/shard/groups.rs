@@ -125,6 +125,16 @@ impl super::forward::LeaderLink for NoPeers {
         Box::pin(async move { Err(error) })
     }
 
+    fn lease(
+        &self,
+        group: GroupId,
+        leader: &Member,
+        _: super::lease::LeaseQuery,
+    ) -> futures::future::LocalBoxFuture<'static, Result<super::lease::LeaseAnswer, GroupError>> {
+        let error = no_peer(group, leader);
+        Box::pin(async move { Err(error) })
+    }
+
     fn forward_membership(
         &self,
         group: GroupId,

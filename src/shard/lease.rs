@@ -21,6 +21,11 @@
 //! same revision; a revoke that finds the lease already gone (a client
 //! revoked it meanwhile) changes nothing. Remaining TTLs are group 0's.
 //!
+//! Renewals, time-to-live and listings are answered by the group's leader:
+//! a member that follows the group asks its leader over the peer transport
+//! (`forward::at_leader`), so a client may keep a lease alive through any
+//! member, as with etcd.
+//!
 //! This module must never decide an expiry where this member does not lead
 //! the group, and never delete a key except through a Raft write.
 
@@ -131,7 +136,7 @@ impl LeaseDeadlines {
 }
 
 /// One lease as its group-0 leader sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LeaseTtl {
     pub id: i64,
     pub granted_ttl: i64,
@@ -140,7 +145,7 @@ pub struct LeaseTtl {
 }
 
 /// One lease at one group's leader.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LeaseReading {
     /// The group's store revision.
     pub revision: i64,
@@ -160,7 +165,7 @@ pub struct LeaseReport {
 }
 
 /// Every lease, as group 0's leader sees them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LeaseList {
     pub revision: i64,
     pub leases: Vec<LeaseTtl>,
@@ -170,7 +175,7 @@ pub struct LeaseList {
 
 /// Makes this member's deadlines of `entry` follow its leadership, and
 /// refuses when it does not lead.
-fn lead(entry: &ShardGroup, now: Instant) -> Result<(), RequestError> {
+fn lead(entry: &ShardGroup, now: Instant) -> Result<(), GroupError> {
     let metrics = entry.raft.metrics();
     let leading = (metrics.state == openraft::ServerState::Leader).then_some(metrics.term);
     let machine = entry.machine.borrow();
@@ -182,9 +187,84 @@ fn lead(entry: &ShardGroup, now: Instant) -> Result<(), RequestError> {
             member: metrics.member,
             leader: metrics.current_leader,
             leader_address: None,
-        }
-        .into()),
+        }),
     }
+}
+
+/// What a group's leader is asked about its leases.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum LeaseQuery {
+    /// Lease `id`, renewed first when `renew`.
+    Lease { id: i64, renew: bool },
+    /// Every lease (asked of group 0).
+    List,
+}
+
+/// A group leader's answer to a [`LeaseQuery`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum LeaseAnswer {
+    Lease(LeaseReading),
+    List(LeaseList),
+    /// The group has no such lease, or it expired before a renewal.
+    NotFound(i64),
+}
+
+/// Answers `query` about `entry`'s group if this member leads it, after a
+/// read barrier (so it still leads); else refuses with notLeader, and the
+/// asker tries the leader it learns of next.
+pub async fn lease_as_leader(entry: Rc<ShardGroup>, query: LeaseQuery) -> Result<LeaseAnswer, GroupError> {
+    entry.raft.ensure_linearizable().await?;
+    let now = Instant::now();
+    lead(&entry, now)?;
+    let machine = entry.machine.borrow();
+    let store = &machine.state.store;
+    let mut deadlines = entry.leases.borrow_mut();
+    match query {
+        LeaseQuery::Lease { id, renew } => {
+            let Some(granted_ttl) = store.leases().ttl_seconds(id) else {
+                return Ok(LeaseAnswer::NotFound(id));
+            };
+            let deadline = if renew {
+                match deadlines.renew(id, granted_ttl, now) {
+                    Some(deadline) => deadline,
+                    None => return Ok(LeaseAnswer::NotFound(id)),
+                }
+            } else {
+                deadlines.deadline(id, granted_ttl, now)
+            };
+            let lease = LeaseTtl { id, granted_ttl, remaining_ttl: remaining_seconds(deadline, now) };
+            Ok(LeaseAnswer::Lease(LeaseReading { revision: store.revision(), lease }))
+        }
+        LeaseQuery::List => {
+            let all = store.lease_list();
+            let more = all.len() > LEASES_LISTED_MAX;
+            let leases = all
+                .into_iter()
+                .take(LEASES_LISTED_MAX)
+                .map(|lease| LeaseTtl {
+                    id: lease.id,
+                    granted_ttl: lease.ttl_seconds,
+                    remaining_ttl: remaining_seconds(
+                        deadlines.deadline(lease.id, lease.ttl_seconds, now),
+                        now,
+                    ),
+                })
+                .collect();
+            Ok(LeaseAnswer::List(LeaseList { revision: store.revision(), leases, more }))
+        }
+    }
+}
+
+/// Asks `group`'s (on this shard) leader `query`: this member when it
+/// leads, else the leader over the peer transport.
+async fn ask_leader(
+    groups: Rc<ShardGroups>,
+    group: GroupId,
+    query: LeaseQuery,
+) -> Result<Answered<LeaseAnswer>, RequestError> {
+    let entry = group_on(&groups, group)?;
+    let answer = super::forward::leases_at_leader(entry.clone(), &groups.leaders, query).await?;
+    Ok(answered(&entry, group, answer))
 }
 
 /// Lease `id` of `group` (on this shard) at its leader, renewed first when
@@ -196,21 +276,13 @@ async fn lease_here(
     id: i64,
     renew: bool,
 ) -> Result<Answered<LeaseReading>, RequestError> {
-    let entry = group_on(&groups, group)?;
-    entry.raft.ensure_linearizable().await?;
-    let now = Instant::now();
-    lead(&entry, now)?;
-    let machine = entry.machine.borrow();
-    let store = &machine.state.store;
-    let granted_ttl = store.leases().ttl_seconds(id).ok_or(KvError::LeaseNotFound(id))?;
-    let mut deadlines = entry.leases.borrow_mut();
-    let deadline = if renew {
-        deadlines.renew(id, granted_ttl, now).ok_or(KvError::LeaseNotFound(id))?
-    } else {
-        deadlines.deadline(id, granted_ttl, now)
+    let answer = ask_leader(groups, group, LeaseQuery::Lease { id, renew }).await?;
+    let reading = match answer.response {
+        LeaseAnswer::Lease(reading) => reading,
+        LeaseAnswer::NotFound(id) => return Err(KvError::LeaseNotFound(id).into()),
+        other => return Err(RequestError::Codec(format!("lease {id:x} was answered with {other:?}"))),
     };
-    let lease = LeaseTtl { id, granted_ttl, remaining_ttl: remaining_seconds(deadline, now) };
-    Ok(answered(&entry, group, LeaseReading { revision: store.revision(), lease }))
+    Ok(Answered { group: answer.group, term: answer.term, member: answer.member, response: reading })
 }
 
 /// Grants lease `id` in `group` (on this shard) and starts its deadline
@@ -244,25 +316,12 @@ async fn keys_here(groups: Rc<ShardGroups>, group: GroupId, id: i64) -> Result<V
 
 /// Every lease of group 0 (on this shard) at its leader.
 async fn list_here(groups: Rc<ShardGroups>) -> Result<Answered<LeaseList>, RequestError> {
-    let entry = group_on(&groups, 0)?;
-    entry.raft.ensure_linearizable().await?;
-    let now = Instant::now();
-    lead(&entry, now)?;
-    let machine = entry.machine.borrow();
-    let store = &machine.state.store;
-    let mut deadlines = entry.leases.borrow_mut();
-    let all = store.lease_list();
-    let more = all.len() > LEASES_LISTED_MAX;
-    let leases = all
-        .into_iter()
-        .take(LEASES_LISTED_MAX)
-        .map(|lease| LeaseTtl {
-            id: lease.id,
-            granted_ttl: lease.ttl_seconds,
-            remaining_ttl: remaining_seconds(deadlines.deadline(lease.id, lease.ttl_seconds, now), now),
-        })
-        .collect();
-    Ok(answered(&entry, 0, LeaseList { revision: store.revision(), leases, more }))
+    let answer = ask_leader(groups, 0, LeaseQuery::List).await?;
+    let list = match answer.response {
+        LeaseAnswer::List(list) => list,
+        other => return Err(RequestError::Codec(format!("a lease listing was answered with {other:?}"))),
+    };
+    Ok(Answered { group: answer.group, term: answer.term, member: answer.member, response: list })
 }
 
 impl Requests {
