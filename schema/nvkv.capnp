@@ -525,7 +525,10 @@ interface PeerPort {
 # The calls one shard makes of the same shard of another member.
 interface PeerSession {
   appendEntries @0 (group :UInt32, request :Data) -> (response :Data);
-  vote @1 (group :UInt32, request :Data) -> (response :Data);
+  # removedAt: non-zero when this member applied a membership, at that log
+  # index, that leaves the candidate out: a candidate whose own membership
+  # is older missed its removal and stops serving.
+  vote @1 (group :UInt32, request :Data) -> (response :Data, removedAt :UInt64);
   # One chunk of a snapshot (offset and done flag inside the request); the
   # sender waits for each chunk's answer before the next.
   installSnapshot @2 (group :UInt32, request :Data) -> (response :Data);

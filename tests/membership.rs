@@ -2,7 +2,8 @@
 //! started in join mode is added to every group as a learner, catches up,
 //! is promoted, and an original member is removed, all while a writer keeps
 //! putting; every acknowledged put is readable from the new member, and the
-//! removed member refuses client requests.
+//! removed member refuses client requests; and a member removed while it
+//! was down learns it from its peers when it restarts.
 
 mod common;
 
@@ -261,4 +262,49 @@ fn a_fourth_member_joins_is_promoted_and_an_old_one_leaves_under_load() {
     let refused = client(port(1), &["get", "/before/k1"]).expect_err("member 1 stays removed");
     assert!(refused.contains("was removed"), "{refused}");
     drop(daemons);
+}
+
+#[test]
+fn a_member_removed_while_down_learns_it_from_its_peers_and_stops_serving() {
+    use common::cluster::*;
+    let directory = tempfile::tempdir().expect("tempdir");
+    let members = cluster_configs(directory.path(), GROUPS);
+    let mut daemons: Vec<Daemon> = members.iter().map(|member| Daemon::start(&member.config)).collect();
+    for daemon in &mut daemons {
+        daemon.wait_ready();
+    }
+    let (first, gone) = (&members[0], &members[2]);
+    eventually("one leader per group, the same on every member", || {
+        agreed_leaders(&members.iter().map(|member| leaders(member.client_port)).collect::<Vec<_>>())
+    });
+    eventually("a put through member 1", || client(first.client_port, &["put", "/away/k", "1"]));
+
+    eprintln!("phase: member {} stops; member remove {} through member 1", gone.id, gone.id);
+    let mut stopped = daemons.pop().expect("member 3 runs");
+    stopped.signal(libc::SIGTERM);
+    let (status, _) = stopped.wait_exit();
+    assert_eq!(status.code(), Some(0));
+    let removed = eventually("member remove while the member is down", || {
+        client(first.client_port, &["member", "remove", &gone.id.to_string()])
+    });
+    assert_eq!(
+        removed,
+        format!("Member {} removed from every group of the cluster ({GROUPS} groups)\n", gone.id)
+    );
+
+    eprintln!("phase: member {} starts again with its old membership, and learns from its peers", gone.id);
+    let mut restarted = Daemon::start(&gone.config);
+    restarted.wait_ready();
+    eventually(&format!("member {} refusing even serializable reads as removed", gone.id), || {
+        match client(gone.client_port, &["get", "/away/k", "--consistency", "s"]) {
+            Err(error) if error.contains("NotMember") && error.contains("was removed") => Ok(()),
+            other => Err(format!("member {} answered {other:?}", gone.id)),
+        }
+    });
+    eventually("a put through member 2 after the removal", || {
+        client(members[1].client_port, &["put", "/away/k", "2"])
+    });
+    restarted.signal(libc::SIGTERM);
+    let (_, stderr) = restarted.wait_exit();
+    assert!(stderr.contains("while away, and refuses client requests from now on"), "{stderr}");
 }

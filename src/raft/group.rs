@@ -374,6 +374,29 @@ impl RaftGroup {
         }
     }
 
+    /// The log index of the latest membership this member knows (0: none).
+    pub fn membership_index(&self) -> u64 {
+        let metrics = self.raft.metrics();
+        let index = metrics.borrow().membership_config.log_id().map_or(0, |log_id| log_id.index);
+        index
+    }
+
+    /// Proof for `candidate` that it was removed: the log index of this
+    /// member's membership when that membership leaves it out and is
+    /// applied here (so committed: it can never be undone by a new leader).
+    /// A member whose own latest membership is older than that index
+    /// missed its removal (it was down, or cut away, meanwhile).
+    pub fn removal_proof(&self, candidate: NodeId) -> Option<u64> {
+        if self.standing(candidate) != Standing::Absent {
+            return None;
+        }
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.log_id().as_ref()?.index;
+        let applied = metrics.last_applied.as_ref()?.index;
+        (membership <= applied).then_some(membership)
+    }
+
     /// On the leader: adds `member` as a learner unless the membership
     /// already names it (so a change retried after a partial failure
     /// passes the groups it already reached).

@@ -247,8 +247,11 @@ impl peer_session::Server for PeerSessionServer {
         let params = params.get()?;
         let entry = self.group(params.get_group())?;
         let request: VoteRequest<NodeId> = decode(params.get_request()?, "a vote request")?;
+        let proof =
+            request.vote.leader_id().voted_for().and_then(|candidate| entry.raft.removal_proof(candidate));
         let answer = entry.raft.handle_vote(request).await;
         results.get().set_response(&encode(&answer));
+        results.get().set_removed_at(proof.unwrap_or(0));
         Ok(())
     }
 
@@ -603,14 +606,24 @@ impl PeerTransport for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcError> {
         let bytes = encode(&request);
-        self.raft_call(RPCTypes::Vote, target, &option, move |session: peer_session::Client| {
-            let mut call = session.vote_request();
-            call.get().set_group(group);
-            call.get().set_request(&bytes);
-            Box::pin(async move { Ok(call.send().promise.await?.get()?.get_response()?.to_vec()) })
-                as LocalBoxFuture<'static, _>
-        })
-        .await
+        let removed_at = Rc::new(std::cell::Cell::new(0));
+        let proof = removed_at.clone();
+        let answer = self
+            .raft_call(RPCTypes::Vote, target, &option, move |session: peer_session::Client| {
+                let mut call = session.vote_request();
+                call.get().set_group(group);
+                call.get().set_request(&bytes);
+                Box::pin(async move {
+                    let answer = call.send().promise.await?;
+                    proof.set(answer.get()?.get_removed_at());
+                    Ok(answer.get()?.get_response()?.to_vec())
+                }) as LocalBoxFuture<'static, _>
+            })
+            .await;
+        if let (index @ 1.., Some(entry)) = (removed_at.get(), local_group(group)) {
+            crate::shard::membership::removed_by_peer(&entry, index, target.id);
+        }
+        answer
     }
 
     async fn install_snapshot(

@@ -163,6 +163,11 @@ pub struct ShardGroup {
     /// Whether the refusal of a removed member was logged already: once
     /// is enough.
     pub removal_logged: std::cell::Cell<bool>,
+    /// The index of a committed membership that leaves this member out, as
+    /// a peer proved it (`RaftGroup::removal_proof`) when this member asked
+    /// for its vote after missing its own removal. Kept in memory only: after
+    /// a restart the next vote it asks for proves it again.
+    pub removed_at: std::cell::Cell<Option<u64>>,
 }
 
 /// How the groups of a node are laid out and run.
@@ -235,6 +240,7 @@ pub async fn start_groups<T: PeerTransport>(
                 barrier: super::barrier::ReadBarrier::new(),
                 leases: RefCell::default(),
                 removal_logged: std::cell::Cell::new(false),
+                removed_at: std::cell::Cell::new(None),
             }),
         );
     }

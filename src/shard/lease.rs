@@ -23,7 +23,7 @@
 //!
 //! Renewals, time-to-live and listings are answered by the group's leader:
 //! a member that follows the group asks its leader over the peer transport
-//! (`forward::at_leader`), so a client may keep a lease alive through any
+//! (`forward::leases_at_leader`), so a client may keep a lease alive through any
 //! member, as with etcd.
 //!
 //! This module must never decide an expiry where this member does not lead

@@ -93,6 +93,9 @@ impl Requests {
 /// serves once it was added.
 pub(super) fn check_serving(entry: &ShardGroup, shard: usize) -> Result<(), RequestError> {
     let (group, member) = (entry.raft.group(), entry.raft.member());
+    if entry.removed_at.get().is_some() {
+        return Err(RequestError::Removed { member, group });
+    }
     match entry.raft.standing(member) {
         crate::raft::Standing::Voter | crate::raft::Standing::Learner => Ok(()),
         // openraft has not loaded the membership from the log yet.
@@ -111,4 +114,25 @@ pub(super) fn check_serving(entry: &ShardGroup, shard: usize) -> Result<(), Requ
             Err(RequestError::Removed { member, group })
         }
     }
+}
+
+/// Takes a peer's proof that this member was removed from `group` while it
+/// was away: the peer applied a membership at `index` that leaves it out.
+/// Only a membership newer than this member's own counts (its own may name
+/// it again, as when it was added back and caught up). From then on the
+/// group refuses client requests here, as on a member that applied its
+/// removal.
+pub fn removed_by_peer(entry: &ShardGroup, index: u64, peer: crate::raft::NodeId) {
+    if index <= entry.raft.membership_index() || entry.removed_at.get().is_some() {
+        return;
+    }
+    entry.removed_at.set(Some(index));
+    entry.removal_logged.set(true);
+    tracing::warn!(
+        member = entry.raft.member(),
+        group = entry.raft.group(),
+        "member {peer} applied a membership (log index {index}) that no longer names this member: it was \
+         removed from group {} while away, and refuses client requests from now on",
+        entry.raft.group()
+    );
 }
