@@ -4,12 +4,14 @@
 #   libudev-dev    needed by hwloc's I/O discovery
 #   capnproto      the `capnp` compiler build.rs runs on schema/
 #   pkg-config     finds hwloc for the build
+#   iproute2       `ip netns`, for the tests that cut real sockets
+#   systemd        `systemd-analyze verify` of systemd/nvkv.service in the tests
 # (The bench/ scripts install fio and gnuplot themselves when they run.)
 # Idempotent and non-interactive: does nothing (and prints nothing) when
 # every package is already installed. Runs as root, or through sudo.
 set -euo pipefail
 
-packages=(libhwloc-dev libudev-dev capnproto pkg-config)
+packages=(libhwloc-dev libudev-dev capnproto pkg-config iproute2 systemd)
 
 missing=()
 for package in "${packages[@]}"; do

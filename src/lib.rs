@@ -14,6 +14,7 @@ pub mod raft;
 pub mod reactor;
 pub mod rpc;
 pub mod shard;
+pub mod systemd;
 pub mod topology;
 pub mod txn_text;
 pub mod wal;

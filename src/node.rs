@@ -14,6 +14,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::{Config, ConfigError, Durability, ReactorConfig, GROUPS_PER_SHARD_LIMIT};
 use crate::kv::watch::WatchLimits;
@@ -33,6 +34,8 @@ use crate::wal::{superblock, FormatOptions, ShardRegion, Superblock, WalError};
 pub enum NodeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("systemd: {0}")]
+    Systemd(String),
     #[error("cannot create data directory {path}: {source}; create it or set node.data_dir to a writable directory")]
     DataDir { path: String, source: std::io::Error },
     #[error("cannot lock {path}: {source}; check that the data directory is writable by this user")]
@@ -505,20 +508,56 @@ pub fn serve(config: Config) -> Result<(), NodeError> {
         // line is never missed.
         let mut terminate = signal(SignalKind::terminate()).map_err(NodeError::Signals)?;
         let mut interrupt = signal(SignalKind::interrupt()).map_err(NodeError::Signals)?;
+        let notifier = crate::systemd::Notifier::from_env().map_err(NodeError::Systemd)?;
+        let watchdog = crate::systemd::watchdog_interval().map_err(NodeError::Systemd)?;
         let node = Node::start(config)?;
         let ready = node.ready_line();
         tracing::info!("{ready}");
         println!("{ready}");
         let _ = std::io::stdout().flush();
+        // Every listener is bound and every shard serves by now.
+        if let Some(notifier) = &notifier {
+            notifier.notify(&format!("READY=1\nMAINPID={}\nSTATUS={ready}", std::process::id()));
+        }
+        let feeding = feed_watchdog(notifier.as_ref().zip(watchdog), &node);
         let signal_name = tokio::select! {
             _ = terminate.recv() => "SIGTERM",
             _ = interrupt.recv() => "SIGINT",
+            _ = feeding => unreachable!("the watchdog feeds until the node stops"),
         };
         tracing::info!("{signal_name} received: stopping the shards");
+        if let Some(notifier) = &notifier {
+            notifier.notify("STOPPING=1\nSTATUS=stopping: finishing in-flight log writes");
+        }
         node.stop()?;
         tracing::info!("nvkv stopped");
         Ok(())
     })
+}
+
+/// Sends `WATCHDOG=1` three times per interval systemd asked for, as long
+/// as every reactor runs its mailbox ([`crate::systemd::Liveness`]); never
+/// returns. Without a watchdog it waits forever.
+async fn feed_watchdog(watchdog: Option<(&crate::systemd::Notifier, Duration)>, node: &Node) {
+    let Some((notifier, interval)) = watchdog else {
+        return std::future::pending().await;
+    };
+    tracing::info!("systemd watchdog: every {interval:?}, fed while every reactor runs its mailbox");
+    let mut liveness = crate::systemd::Liveness::new(node.reactors().len());
+    let mut ticks = tokio::time::interval(interval / 3);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let late = liveness.check(node.reactors().mailboxes());
+        if late.is_empty() {
+            notifier.notify("WATCHDOG=1");
+        } else {
+            tracing::warn!(
+                "systemd watchdog not fed: shards {late:?} did not run their mailbox within {:?}",
+                interval / 3
+            );
+        }
+    }
 }
 
 #[cfg(test)]

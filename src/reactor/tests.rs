@@ -328,3 +328,31 @@ fn a_stopped_shard_refuses_tasks_and_a_full_one_hands_them_back() {
     let refused = mailbox.try_send(|_| {}).expect_err("a stopped shard takes nothing");
     assert_eq!(refused.error, MailboxError::Stopped { shard: 0 });
 }
+
+#[test]
+fn liveness_names_a_shard_that_stops_running_its_mailbox() {
+    use crate::systemd::Liveness;
+    let reactors =
+        Reactors::start(&settings(PollMode::Adaptive), &cores(2), idle_factories(2)).expect("start");
+    let (release, stuck) = mpsc::channel::<()>();
+    reactors
+        .mailboxes()
+        .get(1)
+        .try_send(move |_| {
+            let _ = stuck.recv();
+        })
+        .expect("room in the mailbox");
+    let mut liveness = Liveness::new(2);
+    assert_eq!(liveness.check(reactors.mailboxes()), Vec::<usize>::new(), "the first round judges nothing");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(liveness.check(reactors.mailboxes()), vec![1], "shard 1 is stuck in a task, shard 0 is not");
+    release.send(()).expect("shard 1 waits");
+    assert!(
+        wait_until(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            liveness.check(reactors.mailboxes()).is_empty()
+        }),
+        "once free, shard 1 runs its mailbox again"
+    );
+    reactors.stop().expect("stop");
+}
