@@ -39,6 +39,16 @@ pub struct Config {
     pub store: StoreConfig,
     pub raft: RaftConfig,
     pub cluster: ClusterConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` answers in Prometheus text format (plain HTTP);
+    /// unset: no endpoint.
+    pub address: Option<SocketAddr>,
 }
 
 /// `[node]`: who this member is and where it keeps its data.
@@ -677,11 +687,26 @@ impl Config {
         check_range("raft.snapshot_after_entries", raft.snapshot_after_entries, 1, 100_000_000)?;
         check_range("raft.entries_kept_after_snapshot", raft.entries_kept_after_snapshot, 0, 100_000_000)?;
         check_range("raft.purge_batch_entries", raft.purge_batch_entries, 1, 1_000_000)?;
+        self.validate_metrics()?;
         self.validate_cluster()
     }
 
     /// The cluster's name and members: each member once, with ports of its
     /// own, and this member among them as `[node]` describes it.
+    fn validate_metrics(&self) -> Result<(), ConfigError> {
+        let Some(address) = self.metrics.address else {
+            return Ok(());
+        };
+        if address == self.node.client_address || address == self.node.peer_address {
+            return Err(ConfigError::invalid(
+                "metrics.address",
+                format!("\"{address}\""),
+                "an address no client or peer port uses, e.g. \"127.0.0.1:9379\"",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_cluster(&self) -> Result<(), ConfigError> {
         let cluster = &self.cluster;
         if cluster.name.is_empty() || cluster.name.len() > 64 || cluster.name.chars().any(char::is_control) {

@@ -36,6 +36,11 @@ pub enum NodeError {
     Config(#[from] ConfigError),
     #[error("systemd: {0}")]
     Systemd(String),
+    #[error(
+        "cannot listen for metrics on {address} (metrics.address): {source}; pick a free address, or unset \
+         metrics.address"
+    )]
+    MetricsListen { address: String, source: std::io::Error },
     #[error("cannot create data directory {path}: {source}; create it or set node.data_dir to a writable directory")]
     DataDir { path: String, source: std::io::Error },
     #[error("cannot lock {path}: {source}; check that the data directory is writable by this user")]
@@ -189,6 +194,8 @@ struct ShardListeners {
     main: Option<std::net::TcpListener>,
     own: std::net::TcpListener,
     peer: Option<(std::net::TcpListener, Arc<PeerIdentity>)>,
+    /// The Prometheus endpoint's (shard 0, when `[metrics] address` is set).
+    metrics: Option<std::net::TcpListener>,
 }
 
 /// Wraps a shard's driver factory so that, once its driver runs, the shard
@@ -196,12 +203,16 @@ struct ShardListeners {
 fn with_acceptor(driver: DriverFactory, listeners: ShardListeners, info: Arc<NodeInfo>) -> DriverFactory {
     Box::new(move |context: &ReactorContext| {
         let driver = driver(context)?;
+        let member = info.member_id;
         if let Some(main) = listeners.main {
             crate::rpc::server::spawn_acceptor(context, main, info.clone(), true)?;
         }
         crate::rpc::server::spawn_acceptor(context, listeners.own, info, false)?;
         if let Some((peer, identity)) = listeners.peer {
             crate::rpc::peer::spawn_peer_acceptor(context, peer, identity)?;
+        }
+        if let Some(metrics) = listeners.metrics {
+            crate::rpc::metrics::spawn_metrics_acceptor(context, metrics, member)?;
         }
         Ok(driver)
     })
@@ -347,6 +358,13 @@ impl Node {
             watch: crate::rpc::watch::WatchSettings::from_config(&config.store),
         });
         let mut listener = Some(listener);
+        let mut metrics_listener = match config.metrics.address {
+            Some(address) => Some(
+                std::net::TcpListener::bind(address)
+                    .map_err(|source| NodeError::MetricsListen { address: address.to_string(), source })?,
+            ),
+            None => None,
+        };
         let peers = config.cluster.has_peers().then(|| {
             Arc::new(PeerIdentity {
                 cluster_name: config.cluster.name.clone(),
@@ -434,6 +452,7 @@ impl Node {
                     main: listener.take(),
                     own: shard_listeners[shard].take().expect("one listener per shard"),
                     peer: peer_listeners[shard].take(),
+                    metrics: metrics_listener.take(),
                 };
                 with_acceptor(driver, listeners, info.clone())
             })

@@ -31,17 +31,17 @@ pub struct MemberInfo {
 
 /// Runs `report` on every shard's thread and gathers the answers in shard
 /// order.
-async fn on_every_shard<T: Send + 'static>(
+pub(super) async fn on_every_shard<T: Send + 'static>(
     context: &ReactorContext,
-    report: fn() -> T,
+    report: fn(&ReactorContext) -> T,
 ) -> Result<Vec<T>, capnp::Error> {
     let mut pending = Vec::new();
     for target in 0..context.mailboxes().len() {
         let (sender, receiver) = futures::channel::oneshot::channel();
         context
             .mailbox(target)
-            .try_send(move |_: &ReactorContext| {
-                let _ = sender.send(report());
+            .try_send(move |shard: &ReactorContext| {
+                let _ = sender.send(report(shard));
             })
             .map_err(|refused| capnp::Error::overloaded(format!("shard {target}: {}", refused.error)))?;
         pending.push((target, receiver));
@@ -65,8 +65,11 @@ pub struct Gathered {
 
 /// Every group's report, in group order.
 pub async fn gather_groups(context: &ReactorContext) -> Result<Vec<GroupReport>, capnp::Error> {
-    let mut groups: Vec<GroupReport> =
-        on_every_shard(context, shard::groups::local_group_reports).await?.into_iter().flatten().collect();
+    let mut groups: Vec<GroupReport> = on_every_shard(context, |_| shard::groups::local_group_reports())
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
     groups.sort_by_key(|group| group.group);
     Ok(groups)
 }
@@ -74,7 +77,8 @@ pub async fn gather_groups(context: &ReactorContext) -> Result<Vec<GroupReport>,
 /// Every shard's report and every group's.
 pub async fn gather(context: &ReactorContext) -> Result<Gathered, capnp::Error> {
     let mut shards = Vec::new();
-    for (target, report) in on_every_shard(context, shard::local_report).await?.into_iter().enumerate() {
+    for (target, report) in on_every_shard(context, |_| shard::local_report()).await?.into_iter().enumerate()
+    {
         shards.push(report.ok_or_else(|| capnp::Error::failed(format!("shard {target} has no log yet")))?);
     }
     Ok(Gathered { shards, groups: gather_groups(context).await? })
@@ -88,7 +92,7 @@ pub async fn gather_members(
     info: &NodeInfo,
 ) -> Result<Vec<MemberInfo>, capnp::Error> {
     let mut merged: BTreeMap<u64, MemberInfo> = BTreeMap::new();
-    let entries = on_every_shard(context, shard::groups::local_membership).await?;
+    let entries = on_every_shard(context, |_| shard::groups::local_membership()).await?;
     for MembershipEntry { member, voter } in entries.into_iter().flatten() {
         let known = merged.entry(member.id).or_insert_with(|| MemberInfo {
             id: member.id,

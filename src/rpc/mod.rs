@@ -11,6 +11,7 @@
 pub mod client;
 pub mod kv;
 pub mod lease;
+pub mod metrics;
 pub mod peer;
 pub mod server;
 pub mod watch;

@@ -178,6 +178,42 @@ pub fn local_report() -> Option<ShardReport> {
     })
 }
 
+/// One shard's numbers for the metrics endpoint: its log's counters and
+/// every stage's histogram (the log's own and those above it), cumulative
+/// since the shard started.
+#[derive(Clone, Debug)]
+pub struct ShardMetrics {
+    pub shard: u32,
+    pub core: u32,
+    pub log: crate::wal::LogStats,
+    /// (stage name, histogram) in the order a write passes them.
+    pub stages: Vec<(&'static str, crate::wal::StageHistogram)>,
+    pub proposals: u64,
+    pub proposed_commands: u64,
+}
+
+/// The metrics of this thread's shard.
+pub fn local_metrics() -> Option<ShardMetrics> {
+    let state = local()?;
+    let (log, below) = state.log.with(|log| (log.stats(), log.stages().clone()));
+    let above = stages::snapshot();
+    Some(ShardMetrics {
+        shard: state.shard as u32,
+        core: state.core as u32,
+        log,
+        stages: vec![
+            ("proposal_wait", above.proposal_wait),
+            ("queue_wait", below.queue_wait),
+            ("device_write", below.device_write),
+            ("raft", above.raft),
+            ("apply", above.apply),
+            ("end_to_end", above.end_to_end),
+        ],
+        proposals: above.proposals,
+        proposed_commands: above.proposed_commands,
+    })
+}
+
 /// One group as this member sees it, as the status of a node reports it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GroupReport {

@@ -1,0 +1,307 @@
+//! The Prometheus endpoint (`[metrics] address`): `GET /metrics` answers
+//! the node's numbers in Prometheus text format (version 0.0.4), gathered
+//! from every shard through its mailbox, as `nvkv status` gathers them.
+//!
+//! - per shard and stage, latency histograms in seconds (`stage`: where a
+//!   write spends its time, README "Where a write's time goes");
+//! - per shard, log and device counters (writes, records, bytes, flushes,
+//!   snapshots) and Raft proposals;
+//! - per group, its Raft and store state (term, leader, indexes, revision,
+//!   keys, leases, watchers);
+//! - per reactor, busy and idle seconds and sleeps.
+//!
+//! The HTTP side is the least that serves a scraper: one request per
+//! connection, a request head of at most [`REQUEST_HEAD_MAX`] bytes read
+//! within [`REQUEST_TIMEOUT`], `GET /metrics` or a 404 / 405 that says what
+//! is served.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::reactor::{ReactorContext, StatsSnapshot};
+use crate::shard::{self, GroupReport, ShardMetrics};
+
+/// The longest request head read; a longer one is refused.
+pub const REQUEST_HEAD_MAX: usize = 8 << 10;
+/// How long a scraper may take to send its request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Upper bounds of the latency buckets, in seconds: 50 µs to 5 s.
+const BUCKETS_SECONDS: [f64; 16] =
+    [0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
+
+/// Serves the endpoint on `listener` from this shard's thread.
+pub fn spawn_metrics_acceptor(
+    context: &ReactorContext,
+    listener: std::net::TcpListener,
+    member: u64,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let context = context.clone();
+    tokio::task::spawn_local(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!("metrics endpoint: accept failed: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let context = context.clone();
+            tokio::task::spawn_local(async move {
+                if let Err(error) = answer(stream, &context, member).await {
+                    tracing::debug!(%peer, "metrics request: {error}");
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+/// Reads one request and answers it.
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    context: &ReactorContext,
+    member: u64,
+) -> std::io::Result<()> {
+    let head = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await {
+        Ok(head) => head?,
+        Err(_) => {
+            return respond(&mut stream, "408 Request Timeout", "the request head took too long\n").await
+        }
+    };
+    let Some(head) = head else {
+        let refusal = format!("the request head is longer than {REQUEST_HEAD_MAX} bytes\n");
+        return respond(&mut stream, "431 Request Header Fields Too Large", &refusal).await;
+    };
+    let mut words = head.lines().next().unwrap_or("").split_whitespace();
+    match (words.next(), words.next()) {
+        (Some("GET"), Some("/metrics")) => match gather(context, member).await {
+            Ok(body) => respond(&mut stream, "200 OK", &body).await,
+            Err(error) => respond(&mut stream, "503 Service Unavailable", &format!("{error}\n")).await,
+        },
+        (Some("GET"), Some(path)) => {
+            respond(&mut stream, "404 Not Found", &format!("{path} is not served here; GET /metrics is\n"))
+                .await
+        }
+        _ => respond(&mut stream, "405 Method Not Allowed", "only GET /metrics is served here\n").await,
+    }
+}
+
+/// The request head up to its blank line, or `None` past the limit.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<Option<String>> {
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+        let read = stream.read(&mut buffer).await?;
+        if read == 0 {
+            break;
+        }
+        head.extend_from_slice(&buffer[..read]);
+        if head.len() > REQUEST_HEAD_MAX {
+            return Ok(None);
+        }
+    }
+    Ok(Some(String::from_utf8_lossy(&head).into_owned()))
+}
+
+async fn respond(stream: &mut tokio::net::TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Every shard's numbers, rendered.
+async fn gather(context: &ReactorContext, member: u64) -> Result<String, capnp::Error> {
+    let shards = super::cluster::on_every_shard(context, |reactor| (shard::local_metrics(), reactor.stats()));
+    let shards: Vec<(ShardMetrics, StatsSnapshot)> = shards
+        .await?
+        .into_iter()
+        .enumerate()
+        .map(|(index, (metrics, stats))| {
+            metrics
+                .map(|metrics| (metrics, stats))
+                .ok_or_else(|| capnp::Error::failed(format!("shard {index} has no log yet")))
+        })
+        .collect::<Result<_, _>>()?;
+    let groups = super::cluster::gather_groups(context).await?;
+    Ok(render(member, &shards, &groups))
+}
+
+/// A metric of one kind of source: its name, its help text, and how to read
+/// it from the source.
+type Reading<Source, Value> = (&'static str, &'static str, fn(&Source) -> Value);
+
+/// One metric family: its help and type lines, then its samples.
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl<'a> Family<'a> {
+    fn new(out: &'a mut String, name: &str, kind: &str, help: &str) -> Family<'a> {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        Family { out }
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
+        let _ = writeln!(self.out, "{name}{{{labels}}} {value}");
+    }
+}
+
+/// The text exposition of a member's shards (with their reactors' counters)
+/// and groups.
+pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[GroupReport]) -> String {
+    let mut out = String::new();
+    let shard_labels = |metrics: &ShardMetrics| format!("member=\"{member}\",shard=\"{}\"", metrics.shard);
+
+    let name = "nvkv_stage_duration_seconds";
+    let mut family = Family::new(
+        &mut out,
+        name,
+        "histogram",
+        "Time a write spends in each stage on its shard (proposal_wait, queue_wait, device_write, raft, apply, \
+         end_to_end), since the shard started.",
+    );
+    for (metrics, _) in shards {
+        for (stage, histogram) in &metrics.stages {
+            let labels = format!("{},stage=\"{stage}\"", shard_labels(metrics));
+            let histogram = histogram.histogram();
+            for bound in BUCKETS_SECONDS {
+                let nanos = (bound * 1e9) as u64;
+                let count = histogram.count_between(0, nanos);
+                family.sample(&format!("{name}_bucket"), &format!("{labels},le=\"{bound}\""), count);
+            }
+            family.sample(&format!("{name}_bucket"), &format!("{labels},le=\"+Inf\""), histogram.len());
+            // hdrhistogram keeps values at 3 significant digits: the sum is
+            // exact to that precision.
+            let sum = histogram.mean() * histogram.len() as f64 / 1e9;
+            family.sample(&format!("{name}_sum"), &labels, format!("{sum:.9}"));
+            family.sample(&format!("{name}_count"), &labels, histogram.len());
+        }
+    }
+
+    let counters: [Reading<ShardMetrics, u64>; 9] = [
+        ("nvkv_log_writes_total", "Group-commit writes to the device.", |m| m.log.writes),
+        ("nvkv_log_records_written_total", "Log records those writes carried.", |m| m.log.records_written),
+        ("nvkv_device_written_bytes_total", "Bytes written to the namespace by the log.", |m| {
+            m.log.bytes_written
+        }),
+        ("nvkv_device_flushes_total", "Flush commands sent to the namespace.", |m| m.log.flushes),
+        ("nvkv_device_reads_total", "Reads of log records from the namespace.", |m| m.log.reads_from_device),
+        ("nvkv_snapshots_written_total", "Raft snapshots written to the shard's snapshot area.", |m| {
+            m.log.snapshots_written
+        }),
+        ("nvkv_snapshot_written_bytes_total", "Bytes of those snapshots.", |m| m.log.snapshot_bytes_written),
+        ("nvkv_raft_proposals_total", "Raft entries proposed for client writes.", |m| m.proposals),
+        ("nvkv_raft_proposed_commands_total", "Client writes those entries carried.", |m| {
+            m.proposed_commands
+        }),
+    ];
+    for (name, help, value) in counters {
+        let mut family = Family::new(&mut out, name, "counter", help);
+        for (metrics, _) in shards {
+            family.sample(name, &shard_labels(metrics), value(metrics));
+        }
+    }
+    let gauges: [Reading<ShardMetrics, u64>; 2] = [
+        ("nvkv_log_used_bytes", "Bytes of the shard's log ring in use.", |m| m.log.used_bytes),
+        ("nvkv_log_capacity_bytes", "Bytes of the shard's log ring.", |m| m.log.ring_bytes),
+    ];
+    for (name, help, value) in gauges {
+        let mut family = Family::new(&mut out, name, "gauge", help);
+        for (metrics, _) in shards {
+            family.sample(name, &shard_labels(metrics), value(metrics));
+        }
+    }
+
+    let reactor: [Reading<StatsSnapshot, f64>; 3] = [
+        (
+            "nvkv_reactor_busy_seconds_total",
+            "Time the shard's reactor ran its loop, spinning included.",
+            |s| s.busy_nanos as f64 / 1e9,
+        ),
+        ("nvkv_reactor_idle_seconds_total", "Time the shard's reactor slept (adaptive polling).", |s| {
+            s.idle_nanos as f64 / 1e9
+        }),
+        ("nvkv_reactor_sleeps_total", "Times the shard's reactor went to sleep.", |s| s.sleeps as f64),
+    ];
+    for (name, help, value) in reactor {
+        let mut family = Family::new(&mut out, name, "counter", help);
+        for (metrics, stats) in shards {
+            let labels = format!("{},core=\"{}\"", shard_labels(metrics), metrics.core);
+            family.sample(name, &labels, format!("{:.9}", value(stats)));
+        }
+    }
+
+    let per_group: [Reading<GroupReport, i128>; 10] = [
+        ("nvkv_group_term", "The group's Raft term as this member knows it.", |g| g.term.into()),
+        ("nvkv_group_leader", "The member id of the group's leader (0: none known).", |g| g.leader.into()),
+        ("nvkv_group_applied_index", "The last log index applied to the group's store.", |g| {
+            g.applied_index.into()
+        }),
+        ("nvkv_group_last_log_index", "The last index in the group's log.", |g| g.last_log_index.into()),
+        ("nvkv_group_snapshot_index", "The log index the group's last snapshot covers.", |g| {
+            g.snapshot_index.into()
+        }),
+        ("nvkv_group_revision", "The group's store revision.", |g| g.revision.into()),
+        ("nvkv_group_compact_revision", "The group's last compaction revision.", |g| {
+            g.compact_revision.into()
+        }),
+        ("nvkv_group_keys", "Keys with history in the group's store.", |g| g.keys.into()),
+        ("nvkv_group_leases", "Leases in the group's store.", |g| g.leases.into()),
+        ("nvkv_group_watchers", "Watchers of the group on this member.", |g| g.watchers.into()),
+    ];
+    for (name, help, value) in per_group {
+        let mut family = Family::new(&mut out, name, "gauge", help);
+        for group in groups {
+            family.sample(name, &format!("member=\"{member}\",group=\"{}\"", group.group), value(group));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_end_with_their_count() {
+        let mut histogram = crate::wal::StageHistogram::new();
+        for micros in [30, 80, 80, 400, 3000] {
+            histogram.record(Duration::from_micros(micros));
+        }
+        let metrics = ShardMetrics {
+            shard: 1,
+            core: 3,
+            log: crate::wal::LogStats { writes: 7, ..Default::default() },
+            stages: vec![("device_write", histogram)],
+            proposals: 2,
+            proposed_commands: 5,
+        };
+        let text = render(4, &[(metrics, StatsSnapshot::default())], &[GroupReport::default()]);
+        // The value of the sample whose line starts with `prefix`.
+        let value = |prefix: &str| -> String {
+            let line = text.lines().find(|line| line.starts_with(prefix));
+            let line = line.unwrap_or_else(|| panic!("{prefix} in {text}"));
+            line.rsplit(' ').next().expect("a value").to_string()
+        };
+        let labels = "member=\"4\",shard=\"1\",stage=\"device_write\"";
+        let bucket = |le: &str| value(&format!("nvkv_stage_duration_seconds_bucket{{{labels},le=\"{le}\"}}"));
+        assert_eq!(bucket("0.00005"), "1");
+        assert_eq!(bucket("0.0001"), "3");
+        assert_eq!(bucket("0.005"), "5");
+        assert_eq!(bucket("+Inf"), "5");
+        assert_eq!(value(&format!("nvkv_stage_duration_seconds_count{{{labels}}}")), "5");
+        assert_eq!(value("nvkv_log_writes_total{"), "7");
+        assert!(text.contains("# TYPE nvkv_log_writes_total counter\n"), "{text}");
+        assert!(text.contains("nvkv_group_term{member=\"4\",group=\"0\"} 0\n"), "{text}");
+    }
+}

@@ -1,0 +1,91 @@
+//! The Prometheus endpoint on a real node: its text parses as Prometheus
+//! exposition (with the prometheus-parse crate, not our own code), and the
+//! stage histograms and log counters move when puts are made.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use common::*;
+use prometheus_parse::{Sample, Scrape, Value};
+
+/// `GET path` on the endpoint: (status line, body).
+fn get(port: u16, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics endpoint");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read the answer");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    (head.lines().next().expect("a status line").to_string(), body.to_string())
+}
+
+fn scrape(port: u16) -> Scrape {
+    let (status, body) = get(port, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    Scrape::parse(body.lines().map(|line| Ok(line.to_string()))).expect("Prometheus text")
+}
+
+fn find<'a>(scrape: &'a Scrape, name: &str, labels: &[(&str, &str)]) -> &'a Sample {
+    scrape
+        .samples
+        .iter()
+        .find(|sample| {
+            sample.metric == name && labels.iter().all(|(key, value)| sample.labels.get(key) == Some(*value))
+        })
+        .unwrap_or_else(|| panic!("no {name} {labels:?} among {} samples", scrape.samples.len()))
+}
+
+/// The number of observations of a histogram sample.
+fn observations(sample: &Sample) -> u64 {
+    match &sample.value {
+        Value::Histogram(buckets) => buckets.iter().map(|bucket| bucket.count as u64).max().unwrap_or(0),
+        other => panic!("{} is not a histogram: {other:?}", sample.metric),
+    }
+}
+
+fn counter(sample: &Sample) -> f64 {
+    match sample.value {
+        Value::Counter(value) | Value::Gauge(value) | Value::Untyped(value) => value,
+        ref other => panic!("{} is not a number: {other:?}", sample.metric),
+    }
+}
+
+#[test]
+fn the_endpoint_parses_as_prometheus_text_and_its_histograms_move_with_puts() {
+    let metrics_port = common::cluster::free_ports(1);
+    // One shard, so every put passes its stages.
+    let setup =
+        Setup::new(&format!("[reactor]\nshards = 1\n\n[metrics]\naddress = \"127.0.0.1:{metrics_port}\""));
+    let mut daemon = Daemon::start(&setup.config);
+    let port = ready_port(&daemon.wait_ready());
+
+    let before = scrape(metrics_port);
+    let shard = [("shard", "0"), ("stage", "end_to_end")];
+    let writes_before = counter(find(&before, "nvkv_log_writes_total", &[("shard", "0")]));
+    let ends_before = observations(find(&before, "nvkv_stage_duration_seconds", &shard));
+    for index in 0..20 {
+        client(port, &["put", &format!("/metrics/{index}"), "v"]).expect("put");
+    }
+    let after = scrape(metrics_port);
+    let ends = observations(find(&after, "nvkv_stage_duration_seconds", &shard));
+    assert!(ends >= ends_before + 20, "20 puts went end to end: {ends_before} then {ends}");
+    let device = observations(find(
+        &after,
+        "nvkv_stage_duration_seconds",
+        &[("shard", "0"), ("stage", "device_write")],
+    ));
+    assert!(device > 0, "the device write stage has observations");
+    let writes_after = counter(find(&after, "nvkv_log_writes_total", &[("shard", "0")]));
+    assert!(writes_after >= writes_before + 1.0, "log writes: {writes_before} then {writes_after}");
+    let revisions: f64 =
+        after.samples.iter().filter(|sample| sample.metric == "nvkv_group_revision").map(counter).sum();
+    assert!(revisions >= 20.0, "the groups' revisions count the 20 puts: {revisions}");
+    assert!(counter(find(&after, "nvkv_reactor_busy_seconds_total", &[("shard", "0")])) > 0.0);
+
+    let (status, body) = get(metrics_port, "/");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    assert_eq!(body, "/ is not served here; GET /metrics is\n");
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_exit();
+}
