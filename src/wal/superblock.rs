@@ -177,6 +177,12 @@ impl Superblock {
 
     /// `Ok(None)` when the bytes hold no superblock (never written).
     pub fn decode(bytes: &[u8]) -> Result<Option<Superblock>, String> {
+        if bytes.len() < ENCODED_BYTES {
+            return Err(format!(
+                "a superblock copy of {} bytes is too small ({ENCODED_BYTES} needed)",
+                bytes.len()
+            ));
+        }
         let u32_at =
             |offset: usize| u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"));
         let u64_at =
@@ -376,6 +382,15 @@ mod tests {
         namespace.write_bytes(4096 + 20, &[0xff; 4]);
         let error = open_or_format(queue.as_mut(), OPTIONS).unwrap_err().to_string();
         assert!(error.contains("no valid superblock"), "{error}");
+    }
+
+    /// Found by the superblock fuzz target (fuzz/): an empty slice panicked.
+    #[test]
+    fn a_short_copy_is_an_error_not_a_panic() {
+        for length in [0, 8, ENCODED_BYTES - 1] {
+            let error = Superblock::decode(&vec![0u8; length]).expect_err("too small");
+            assert!(error.contains("too small"), "{error}");
+        }
     }
 
     #[test]
