@@ -29,7 +29,8 @@ cleanup() {
     done
     rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 base=$((10000 + RANDOM % 20000))
 members=""

@@ -8,12 +8,14 @@
 #   etcd-server    /usr/bin/etcd, which tests/etcd.rs and bench/compare-etcd.sh
 #                  run beside nvkv (its Debian service, if systemd started it on
 #                  install, is disabled again: the tests pick their own ports)
-# (The bench/ scripts install fio and gnuplot themselves when they run.)
+# (The bench/ scripts install fio and gnuplot themselves when they run;
+# bench/compare-etcd.sh through this script: packages given as arguments
+# are installed too, `scripts/setup.sh gnuplot-nox`.)
 # Idempotent and non-interactive: does nothing (and prints nothing) when
 # every package is already installed. Runs as root, or through sudo.
 set -euo pipefail
 
-packages=(libhwloc-dev libudev-dev capnproto pkg-config protobuf-compiler etcd-server)
+packages=(libhwloc-dev libudev-dev capnproto pkg-config protobuf-compiler etcd-server "$@")
 
 missing=()
 for package in "${packages[@]}"; do
