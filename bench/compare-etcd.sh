@@ -180,6 +180,9 @@ run_bench() {
         cat "$scratch/bench.err" >&2
         exit 1
     fi
+    # What a run said besides its preload line (its first failed operation,
+    # when some failed) stays beside its JSON.
+    grep -v '^preloading ' "$scratch/bench.err" > "${raw%.json}.err" || rm -f "${raw%.json}.err"
 }
 
 # Every workload against both stores of SIZE members, REPEATS times.

@@ -10,7 +10,8 @@
 # Reads: $script (the caller's name, for messages), $config (extra config
 # lines appended to each member's file, or empty), NVKV_BIN.
 # Sets: $bin, $work, $daemons (the pids), $ready (the ready lines, joined)
-# and $endpoint (the three client addresses, comma-separated).
+# and $endpoint (the three client addresses, comma-separated). Returns once
+# every member names a leader for every group.
 
 bin="${NVKV_BIN:-target/release/nvkv}"
 if [ ! -x "$bin" ]; then
@@ -76,4 +77,18 @@ for id in 1 2 3; do
     ready+="${ready:+; }$line"
 done
 endpoint="127.0.0.1:$base,127.0.0.1:$((base + 200)),127.0.0.1:$((base + 400))"
+# Ready members may still be electing: a write to a group with no leader yet
+# is refused (NotLeader, no leader known), so wait until every member names
+# a leader for every group.
+leaders_known() {
+    "$bin" --endpoints "$endpoint" status -w json 2>/dev/null | python3 -c '
+import json, sys
+members = json.load(sys.stdin)
+sys.exit(0 if len(members) == 3 and all(group["leader"] for member in members for group in member["groups"]) else 1)'
+}
+for _ in $(seq 1 300); do
+    if leaders_known; then break; fi
+    sleep 0.1
+done
+leaders_known || { echo "$script: the 3 members named no leader for some group within 30 s" >&2; exit 1; }
 echo "$script: 3 members ready at $endpoint" >&2
