@@ -6,11 +6,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Instant;
+use std::process::Command;
 
 use common::cluster::free_ports;
 use common::*;
@@ -18,10 +15,10 @@ use common::*;
 /// Where Debian's etcd-server puts etcd.
 const ETCD: &str = "/usr/bin/etcd";
 
-/// A one-member etcd on loopback with its data in a temp directory. Killed
-/// on drop, so a failing test leaves no etcd behind.
+/// A one-member etcd on loopback with its data in a temp directory, killed
+/// on drop (it is a [`Daemon`]), so a failing test leaves no etcd behind.
 struct Etcd {
-    child: Child,
+    _daemon: Daemon,
     client_port: u16,
     _data: tempfile::TempDir,
 }
@@ -38,53 +35,21 @@ impl Etcd {
         let client_port = free_ports(2);
         let client_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{}", client_port + 1);
-        let mut child = Command::new(ETCD)
-            .args(["--name", "bench-test", "--logger", "zap", "--data-dir"])
+        let mut command = Command::new(ETCD);
+        command
+            .args(["--name", "bench-test", "--logger", "zap", "--log-outputs", "stdout", "--data-dir"])
             .arg(data.path().join("etcd"))
             .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("bench-test={peer_url}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|error| panic!("{ETCD} does not start: {error}"));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + DEADLINE;
-        let mut said = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match lines.recv_timeout(left) {
-                // etcd 3.4's zap logger says this once its client port answers.
-                Ok(line) if line.contains("serving client traffic") => {
-                    return Etcd { child, client_port, _data: data };
-                }
-                Ok(line) => said.push(line),
-                Err(_) => break,
-            }
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("etcd did not serve clients within {DEADLINE:?}; it said:\n{}", said.join("\n"));
+            .args(["--initial-cluster", &format!("bench-test={peer_url}")]);
+        let mut daemon = Daemon::spawn(command);
+        // etcd 3.4's zap logger says this once its client port answers.
+        daemon.wait_line("serving client traffic");
+        Etcd { _daemon: daemon, client_port, _data: data }
     }
 
     fn target(&self) -> String {
         format!("etcd://127.0.0.1:{}", self.client_port)
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
