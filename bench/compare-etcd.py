@@ -113,6 +113,8 @@ summary = {"command": command, "parameters": {"seconds": seconds, "repeats": rep
            "durability": {"nvkv": durability, "etcd": "WAL fsynced (etcd's default; --unsafe-no-fsync not given)"},
            "ratios_are": "nvkv / etcd, of the medians", "goals": goals, "results": results,
            "ready": {size: read(f"{result}/ready-{size}.txt").strip() for size in sizes}}
+retries = f"{result}/preload-retries.txt"
+summary["preload_retries"] = read(retries).splitlines() if os.path.exists(retries) else []
 json.dump(summary, open(f"{result}/summary.json", "w"), indent=1)
 
 
@@ -142,7 +144,11 @@ lines = ["# nvkv and etcd side by side", "",
          f"over 100 connections); watch: {watchers} watchers, 10 per key, 16 clients putting 1000 puts/s in all "
          "(its ops/s is that rate; its percentiles are the events')",
          "- one node of each: nvkv's embedded default (2 shards); etcd one member. Three nodes: nvkv's "
-         "`bench/three-nodes.sh` (config/cluster3's shape: 2 shards per member); three etcd members; all on loopback", "",
+         "`bench/three-nodes.sh` (config/cluster3's shape: 2 shards per member); three etcd members; all on loopback"]
+if summary["preload_retries"]:
+    lines.append(f"- a preload stopped at a refused put and ran again: {'; '.join(summary['preload_retries'])} "
+                 "(what it said is in `raw/*preload*.err`)")
+lines += ["",
          "## Goals", "", "| Goal | nvkv | etcd | ratio | target | result |", "|---|---:|---:|---:|---:|---|"]
 for goal in goals:
     unit = "ops/s" if goal["ratio_of"] == "ops_per_sec" else "µs"
@@ -167,7 +173,7 @@ for size in sizes:
                          f"nvkv {entry['nvkv']['events_missing']}, etcd {entry['etcd']['events_missing']}")
         for store in STORES:
             if entry[store]["errors"]:
-                notes.append(f"{store}: {entry[store]['errors']} errors")
+                notes.append(f"{store}: {entry[store]['errors']} errors (the first in `raw/n{size}-{store}-{name}-r*.err`)")
         ratios = entry["ratios"]
         lines.append(f"| {entry['label']} | {number(nvkv['ops_per_sec'])} | {number(etcd['ops_per_sec'])} | "
                      f"{times(ratios['ops_per_sec'])} | {number(nvkv['p50_us'], 1)} | {number(etcd['p50_us'], 1)} | "
@@ -211,10 +217,13 @@ columns = [(size, store) for size in sizes for store in STORES]
 plot.append("plot " + ", ".join(f"$throughput using 1:{index + 2} with linespoints lw 2 {shapes[size]} lc rgb '{colours[store]}' "
                                 f"title '{store}, {size_name[size]}'" for index, (size, store) in enumerate(columns)))
 plot += ["unset logscale x", "unset xtics", "set xtics", "set autoscale x", "set output"]
+highest = max(results[str(size)][name][store]["median"]["p99_us"] for size in sizes for name, _ in workloads for store in STORES)
 plot += ["set output 'latency.png'", f"set terminal {'pngcairo' if 'pngcairo' in plot[0] else 'png'} size {600 * len(sizes)},650 noenhanced",
          f"set multiplot layout 1,{len(sizes)} title 'latency percentiles, medians (µs, log scale)'",
          "set style data histogram", "set style histogram clustered gap 1", "set style fill solid 0.8 border -1",
-         "set logscale y", "set yrange [10:*]", "set xtics rotate by -40", "unset xlabel", "set ylabel 'µs'",
+         # One scale for every panel, so sizes compare at a glance.
+         "set logscale y", f"set yrange [10:{highest * 2:.0f}]", "set format y '%.0s%c'",
+         "set xtics rotate by -40", "unset xlabel", "set ylabel 'µs'",
          "set key top left"]
 for size in sizes:
     plot.append(f"$latency{size} << EOD")

@@ -169,8 +169,9 @@ workloads+=("range-l:range --clients 64 --conns $(conns 64) --key-space $key_spa
 printf '%s\n' "${workloads[@]}" > "$result/workloads.txt"
 "$etcd_bin" --version > "$result/etcd-version.txt"
 
-# Runs inside the subshell that started nvkv: SIZE STORE NAME ARGS...
-run_bench() {
+# Runs inside the subshell that started nvkv: SIZE STORE NAME ARGS...; on
+# failure says so, with the command and what the generator said.
+try_bench() {
     local size="$1" store="$2" name="$3"; shift 3
     local target="nvkv://$endpoint" raw="$result/raw/n$size-$store-$name.json"
     [ "$store" = etcd ] && target="etcd://$etcd_endpoints"
@@ -178,12 +179,13 @@ run_bench() {
             --seconds "$seconds" --target "$target" --json > "$raw" 2> "$scratch/bench.err"; then
         echo "$script: failed: $bin bench $* --key-bytes 8 --value-bytes 256 --seconds $seconds --target $target --json" >&2
         cat "$scratch/bench.err" >&2
-        exit 1
+        return 1
     fi
     # What a run said besides its preload line (its first failed operation,
     # when some failed) stays beside its JSON.
     grep -v '^preloading ' "$scratch/bench.err" > "${raw%.json}.err" || rm -f "${raw%.json}.err"
 }
+run_bench() { try_bench "$@" || exit 1; }
 
 # Every workload against both stores of SIZE members, REPEATS times.
 measure() {
@@ -191,7 +193,17 @@ measure() {
     steps=$((repeats * ${#workloads[@]} * 2))
     for store in nvkv etcd; do
         echo "[$size node(s)] preloading $key_space keys into $store ..." >&2
-        run_bench "$size" "$store" preload range --clients 64 --conns "$(conns 64)" --key-space "$key_space" --total 1
+        # The preload is setup, not a measurement, and stops at its first
+        # refused put (a leader elected anew under load refuses until it
+        # is known): it is tried up to three times, and said so.
+        local attempt=1
+        until try_bench "$size" "$store" preload range --clients 64 --conns "$(conns 64)" --key-space "$key_space" --total 1; do
+            if [ "$attempt" -ge 3 ]; then exit 1; fi
+            attempt=$((attempt + 1))
+            echo "[$size node(s)] preloading $store again (attempt $attempt of 3)" >&2
+            echo "$store: preload attempt $attempt" >> "$result/preload-retries.txt"
+            sleep 1
+        done
     done
     for repeat in $(seq 1 "$repeats"); do
         for workload in "${workloads[@]}"; do
