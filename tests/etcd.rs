@@ -61,16 +61,11 @@ fn bench(workload: &str, target: &str, args: &[&str]) -> serde_json::Value {
 }
 
 fn bench_output(workload: &str, target: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(env!("CARGO_BIN_EXE_nvkv"))
-        .args(["bench", workload, "--target", target, "--json"])
-        .args(args)
-        .output()
-        .expect("the nvkv client runs");
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).into_owned())
-    }
+    let port = target.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).expect("etcd://HOST:PORT");
+    let mut all = vec!["bench", workload, "--target", target, "--json"];
+    all.extend_from_slice(args);
+    // --target names the store; the --endpoints `client` gives point at it too.
+    client(port, &all)
 }
 
 /// What every report must hold: the store and workload, the ops asked for,

@@ -30,8 +30,10 @@ pub struct EtcdConnection {
 }
 
 impl EtcdConnection {
+    /// Names the endpoint and what failed there: a refusal and a broken
+    /// connection both arrive as gRPC errors.
     fn failed(&self, what: &str, error: etcd_client::Error) -> String {
-        format!("etcd at {} refused {what}: {error}", self.endpoint)
+        format!("{what} at etcd {} failed: {error}", self.endpoint)
     }
 }
 
