@@ -174,8 +174,10 @@ printf '%s\n' "${workloads[@]}" > "$result/workloads.txt"
 try_bench() {
     local size="$1" store="$2" name="$3"; shift 3
     local target="nvkv://$endpoint" raw="$result/raw/n$size-$store-$name.json"
+    # --foreground keeps the bench in this process group, so Ctrl-C reaches
+    # it (and this script's trap) instead of stopping only the stores.
     [ "$store" = etcd ] && target="etcd://$etcd_endpoints"
-    if ! timeout $((seconds * 4 + 300)) "$bin" bench "$@" --key-bytes 8 --value-bytes 256 \
+    if ! timeout --foreground $((seconds * 4 + 300)) "$bin" bench "$@" --key-bytes 8 --value-bytes 256 \
             --seconds "$seconds" --target "$target" --json > "$raw" 2> "$scratch/bench.err"; then
         echo "$script: failed: $bin bench $* --key-bytes 8 --value-bytes 256 --seconds $seconds --target $target --json" >&2
         cat "$scratch/bench.err" >&2

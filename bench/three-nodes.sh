@@ -83,11 +83,19 @@ endpoint="127.0.0.1:$base,127.0.0.1:$((base + 200)),127.0.0.1:$((base + 400))"
 leaders_known() {
     "$bin" --endpoints "$endpoint" status -w json 2>/dev/null | python3 -c '
 import json, sys
-members = json.load(sys.stdin)
+try:
+    members = json.load(sys.stdin)
+except ValueError:
+    sys.exit(1)
 sys.exit(0 if len(members) == 3 and all(group["leader"] for member in members for group in member["groups"]) else 1)'
 }
 for _ in $(seq 1 300); do
     if leaders_known; then break; fi
+    for id in 1 2 3; do
+        if ! kill -0 "${daemons[$((id - 1))]}" 2>/dev/null; then
+            echo "$script: member $id exited while the groups elected leaders:" >&2; cat "$work/serve$id.err" >&2; exit 1
+        fi
+    done
     sleep 0.1
 done
 leaders_known || { echo "$script: the 3 members named no leader for some group within 30 s" >&2; exit 1; }
