@@ -24,7 +24,8 @@ cleanup() {
     fi
     rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 serve_args=(serve --data-dir "$work/data" --listen 127.0.0.1:0)
 if [ -n "$config" ]; then

@@ -10,7 +10,8 @@
 # Reads: $script (the caller's name, for messages), $config (extra config
 # lines appended to each member's file, or empty), NVKV_BIN.
 # Sets: $bin, $work, $daemons (the pids), $ready (the ready lines, joined)
-# and $endpoint (the three client addresses, comma-separated).
+# and $endpoint (the three client addresses, comma-separated). Returns once
+# every member names a leader for every group.
 
 bin="${NVKV_BIN:-target/release/nvkv}"
 if [ ! -x "$bin" ]; then
@@ -29,7 +30,8 @@ cleanup() {
     done
     rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 base=$((10000 + RANDOM % 20000))
 members=""
@@ -75,4 +77,26 @@ for id in 1 2 3; do
     ready+="${ready:+; }$line"
 done
 endpoint="127.0.0.1:$base,127.0.0.1:$((base + 200)),127.0.0.1:$((base + 400))"
+# Ready members may still be electing: a write to a group with no leader yet
+# is refused (NotLeader, no leader known), so wait until every member names
+# a leader for every group.
+leaders_known() {
+    "$bin" --endpoints "$endpoint" status -w json 2>/dev/null | python3 -c '
+import json, sys
+try:
+    members = json.load(sys.stdin)
+except ValueError:
+    sys.exit(1)
+sys.exit(0 if len(members) == 3 and all(group["leader"] for member in members for group in member["groups"]) else 1)'
+}
+for _ in $(seq 1 300); do
+    if leaders_known; then break; fi
+    for id in 1 2 3; do
+        if ! kill -0 "${daemons[$((id - 1))]}" 2>/dev/null; then
+            echo "$script: member $id exited while the groups elected leaders:" >&2; cat "$work/serve$id.err" >&2; exit 1
+        fi
+    done
+    sleep 0.1
+done
+leaders_known || { echo "$script: the 3 members named no leader for some group within 30 s" >&2; exit 1; }
 echo "$script: 3 members ready at $endpoint" >&2

@@ -6,12 +6,18 @@
 #   pkg-config     finds hwloc for the build
 #   iproute2       `ip netns`, for the tests that cut real sockets
 #   systemd        `systemd-analyze verify` of systemd/nvkv.service in the tests
-# (The bench/ scripts install fio and gnuplot themselves when they run.)
+#   protobuf-compiler  the `protoc` etcd-client's build runs on etcd's .proto files
+#   etcd-server    /usr/bin/etcd, which tests/etcd.rs and bench/compare-etcd.sh
+#                  run beside nvkv (its Debian service, if systemd started it on
+#                  install, is disabled again: the tests pick their own ports)
+# (The bench/ scripts install fio and gnuplot themselves when they run;
+# bench/compare-etcd.sh through this script: packages given as arguments
+# are installed too, `scripts/setup.sh gnuplot-nox`.)
 # Idempotent and non-interactive: does nothing (and prints nothing) when
 # every package is already installed. Runs as root, or through sudo.
 set -euo pipefail
 
-packages=(libhwloc-dev libudev-dev capnproto pkg-config iproute2 systemd)
+packages=(libhwloc-dev libudev-dev capnproto pkg-config iproute2 systemd protobuf-compiler etcd-server "$@")
 
 missing=()
 for package in "${packages[@]}"; do
@@ -47,4 +53,9 @@ if ! { "${as_root[@]}" apt-get update -q && \
     cat "$log" >&2
     echo "setup.sh: installing ${missing[*]} failed (apt-get output above)" >&2
     exit 1
+fi
+# etcd-server's package enables and starts an etcd on 2379 where systemd runs;
+# nvkv only needs the binary.
+if [[ " ${missing[*]} " == *" etcd-server "* ]] && [ -d /run/systemd/system ]; then
+    "${as_root[@]}" systemctl disable --now etcd >/dev/null 2>&1 || true
 fi

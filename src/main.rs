@@ -384,8 +384,10 @@ struct LoadArgs {
     /// Operations per second over all clients (0: as fast as they go).
     #[arg(long, value_name = "OPS", default_value_t = 0)]
     rate: u64,
-    /// The store to drive, STORE://HOST:PORT[,HOST:PORT...]; without it,
-    /// nvkv at --endpoints. This build drives nvkv:// only.
+    /// The store to drive, STORE://HOST:PORT[,HOST:PORT...]: nvkv:// (the
+    /// default: nvkv at --endpoints) or etcd:// (etcd's v3 gRPC API at its
+    /// client URLs, plain HTTP). The connections go round robin over the
+    /// addresses.
     #[arg(long, value_name = "URL")]
     target: Option<String>,
     /// Print one JSON object on stdout instead of the table (and no

@@ -1,9 +1,10 @@
 //! Load generators that print numbers: `nvkv bench device` (the shard log's
 //! append path) and the store benchmarks `nvkv bench put|range|txn|mixed|watch`
 //! (operations against a running store: the workloads in `workload`, the
-//! nvkv driver in `nvkv`, the choice of store in `target`).
+//! nvkv driver in `nvkv`, etcd's in `etcd`, the choice of store in `target`).
 
 pub mod device;
+pub mod etcd;
 pub mod keys;
 pub mod limiter;
 pub mod nvkv;

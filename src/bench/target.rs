@@ -2,10 +2,12 @@
 //! a client runtime on this thread, then the workload against that store's
 //! driver. A new store is a new [`Target`] variant, its parse arm and its
 //! run arm, with a driver implementing `bench::workload::StoreTarget` (as
-//! `bench::nvkv` does for nvkv); the workloads and the report stay as they are.
+//! `bench::nvkv` does for nvkv and `bench::etcd` for etcd); the workloads
+//! and the report stay as they are.
 
 use crate::rpc::client::ShardedClient;
 
+use super::etcd::EtcdConnection;
 use super::workload::{run_against, BenchReport, LoadOptions, Workload};
 
 /// A store to drive, with the endpoints to reach it at.
@@ -13,6 +15,9 @@ use super::workload::{run_against, BenchReport, LoadOptions, Workload};
 pub enum Target {
     /// nvkv nodes, through the client library.
     Nvkv { endpoints: Vec<String> },
+    /// etcd members, through their v3 gRPC API (client URLs without the
+    /// `http://`: HOST:PORT).
+    Etcd { endpoints: Vec<String> },
 }
 
 impl Target {
@@ -23,21 +28,24 @@ impl Target {
             return Ok(Target::Nvkv { endpoints: endpoints.to_vec() });
         };
         let Some((store, addresses)) = text.split_once("://") else {
-            return Err(format!("--target {text:?} names no store: give nvkv://HOST:PORT"));
+            return Err(format!(
+                "--target {text:?} names no store: give nvkv://HOST:PORT or etcd://HOST:PORT"
+            ));
         };
         let addresses: Vec<String> = addresses.split(',').map(str::to_string).collect();
         if let Some(bad) = addresses.iter().find(|address| {
-            address
-                .rsplit_once(':')
-                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            address.rsplit_once(':').is_none_or(|(host, port)| {
+                host.is_empty() || host.contains('/') || port.parse::<u16>().is_err()
+            })
         }) {
             return Err(format!("--target {text:?}: {bad:?} is not HOST:PORT"));
         }
         match store {
             "nvkv" => Ok(Target::Nvkv { endpoints: addresses }),
-            other => Err(format!(
-                "--target {text:?}: no driver for the store {other:?}; this build drives nvkv:// only"
-            )),
+            "etcd" => Ok(Target::Etcd { endpoints: addresses }),
+            other => {
+                Err(format!("--target {text:?}: no driver for the store {other:?}; give nvkv:// or etcd://"))
+            }
         }
     }
 
@@ -45,12 +53,13 @@ impl Target {
     pub fn store(&self) -> &'static str {
         match self {
             Target::Nvkv { .. } => "nvkv",
+            Target::Etcd { .. } => "etcd",
         }
     }
 
     pub fn endpoints(&self) -> &[String] {
         match self {
-            Target::Nvkv { endpoints } => endpoints,
+            Target::Nvkv { endpoints } | Target::Etcd { endpoints } => endpoints,
         }
     }
 }
@@ -66,6 +75,7 @@ pub fn run(workload: &Workload, options: &LoadOptions, target: &Target) -> Resul
     let outcome = local.block_on(&runtime, async {
         match target {
             Target::Nvkv { endpoints } => run_against::<ShardedClient>(workload, options, endpoints).await,
+            Target::Etcd { endpoints } => run_against::<EtcdConnection>(workload, options, endpoints).await,
         }
     })?;
     Ok(BenchReport::new(workload, options, &outcome, target.store(), target.endpoints()))
@@ -83,11 +93,22 @@ mod tests {
             Target::parse(Some("nvkv://10.0.0.1:7379,10.0.0.2:7379"), &endpoints),
             Ok(Target::Nvkv { endpoints: vec!["10.0.0.1:7379".into(), "10.0.0.2:7379".into()] })
         );
+        let parsed = Target::parse(Some("etcd://127.0.0.1:2379,127.0.0.1:22379"), &endpoints);
+        assert_eq!(
+            parsed,
+            Ok(Target::Etcd { endpoints: vec!["127.0.0.1:2379".into(), "127.0.0.1:22379".into()] })
+        );
+        let etcd = parsed.expect("an etcd target");
+        assert_eq!((etcd.store(), etcd.endpoints().len()), ("etcd", 2));
         let refusal = |text| Target::parse(Some(text), &endpoints).expect_err(text);
         assert!(refusal("10.0.0.1:7379").contains("names no store"));
+        assert!(refusal("etcd://localhost").contains("\"localhost\" is not HOST:PORT"));
+        assert!(refusal("etcd://127.0.0.1:2379,").contains("\"\" is not HOST:PORT"));
+        assert!(refusal("etcd://http://127.0.0.1:2379").contains("is not HOST:PORT"));
         assert!(refusal("nvkv://10.0.0.1").contains("\"10.0.0.1\" is not HOST:PORT"));
         assert!(refusal("nvkv://:7379").contains("\":7379\" is not HOST:PORT"));
         assert!(refusal("nvkv://host:99999").contains("\"host:99999\" is not HOST:PORT"));
-        assert!(refusal("redis://host:6379").contains("no driver for the store \"redis\""));
+        let redis = refusal("redis://host:6379");
+        assert!(redis.contains("no driver for the store \"redis\"") && redis.contains("etcd://"), "{redis}");
     }
 }

@@ -69,17 +69,24 @@ impl Daemon {
 
     /// The ready line, or a panic naming what the daemon said instead.
     pub fn wait_ready(&mut self) -> String {
+        self.wait_line("nvkv ready: ")
+    }
+
+    /// The first line on stdout that contains `marker` (within the
+    /// deadline), or a panic naming what the process said instead.
+    pub fn wait_line(&mut self, marker: &str) -> String {
         let deadline = Instant::now() + DEADLINE;
+        let mut said = Vec::new();
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.stdout_lines.recv_timeout(left) {
-                Ok(line) if line.starts_with("nvkv ready: ") => return line,
-                Ok(_) => continue,
+                Ok(line) if line.contains(marker) => return line,
+                Ok(line) => said.push(line),
                 Err(_) => break,
             }
         }
         let _ = self.child.kill();
         let (status, stderr) = self.wait_exit();
-        panic!("nvkv printed no ready line (exit {status}); stderr:\n{stderr}");
+        panic!("no line with {marker:?} (exit {status}); stdout:\n{}\nstderr:\n{stderr}", said.join("\n"));
     }
 
     pub fn signal(&self, signal: libc::c_int) {
