@@ -4,6 +4,7 @@
 //! nvkv driver in `nvkv`, etcd's in `etcd`, the choice of store in `target`).
 
 pub mod device;
+#[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod keys;
 pub mod limiter;

@@ -7,6 +7,7 @@
 
 use crate::rpc::client::ShardedClient;
 
+#[cfg(feature = "etcd")]
 use super::etcd::EtcdConnection;
 use super::workload::{run_against, BenchReport, LoadOptions, Workload};
 
@@ -75,7 +76,14 @@ pub fn run(workload: &Workload, options: &LoadOptions, target: &Target) -> Resul
     let outcome = local.block_on(&runtime, async {
         match target {
             Target::Nvkv { endpoints } => run_against::<ShardedClient>(workload, options, endpoints).await,
+            #[cfg(feature = "etcd")]
             Target::Etcd { endpoints } => run_against::<EtcdConnection>(workload, options, endpoints).await,
+            #[cfg(not(feature = "etcd"))]
+            Target::Etcd { .. } => {
+                Err("this nvkv was built without its etcd driver (the `etcd` feature, on by \
+                                        default): build it with default features"
+                    .to_string())
+            }
         }
     })?;
     Ok(BenchReport::new(workload, options, &outcome, target.store(), target.endpoints()))
