@@ -526,9 +526,12 @@ interface PeerPort {
 interface PeerSession {
   appendEntries @0 (group :UInt32, request :Data) -> (response :Data);
   vote @1 (group :UInt32, request :Data) -> (response :Data);
-  # One chunk of a snapshot (offset and done flag inside the request); the
-  # sender waits for each chunk's answer before the next.
-  installSnapshot @2 (group :UInt32, request :Data) -> (response :Data);
+  # Starts streaming a whole snapshot to the group: meta is openraft's
+  # snapshot metadata (postcard), bytes the size of its data. Refused when
+  # the shard's snapshot area cannot take that many bytes. A group receives
+  # one snapshot at a time: a newer one supersedes it. (Until the peer
+  # protocol's first release @2 carried one chunk per call; this replaced it.)
+  installSnapshot @2 (group :UInt32, meta :Data, bytes :UInt64) -> (sink :SnapshotSink);
   # A client write a follower received, for this member to propose as the
   # group's leader; outcome is the store's encoded answer. Never forwarded
   # again: a member that does not lead answers notLeader.
@@ -539,4 +542,19 @@ interface PeerSession {
   # A membership change (add learner, promote, remove) for this member to
   # apply as the group's leader; outcome is a postcard Result<(), GroupError>.
   changeMembership @5 (group :UInt32, change :Data) -> (outcome :Data);
+}
+
+# Where the bytes of one snapshot go, in order. The sender keeps the stream
+# full under Cap'n Proto's flow control (`-> stream`) instead of waiting for
+# each chunk's answer; each chunk stays well under PEER_MESSAGE_BYTES_MAX.
+# Dropping the sink before finish abandons the snapshot and frees its
+# buffer on the receiver.
+interface SnapshotSink {
+  # The chunk that starts at byte offset; a chunk out of order or past the
+  # declared size fails the stream.
+  chunk @0 (offset :UInt64, data :Data) -> stream;
+  # Installs the snapshot once every declared byte arrived, as the leader
+  # of vote (postcard) sent it; response is openraft's answer (postcard),
+  # which carries the receiver's vote.
+  finish @1 (vote :Data) -> (response :Data);
 }

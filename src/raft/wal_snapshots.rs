@@ -18,6 +18,11 @@ use crate::wal::SharedLog;
 
 const FORMAT: u8 = 1;
 
+/// Room a stored snapshot takes beyond the state machine's bytes, at most:
+/// this envelope (its Raft metadata: ids and a membership of a few
+/// members) and the blob's header and padding on the namespace.
+pub const SNAPSHOT_ENVELOPE_BYTES_MAX: u64 = 64 << 10;
+
 /// The snapshot store of one shard, over its shard log.
 #[derive(Clone)]
 pub struct WalSnapshotStore {
