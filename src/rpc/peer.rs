@@ -54,9 +54,15 @@ use crate::shard::groups::local_group;
 use crate::shard::membership::MembershipChange;
 
 /// Largest peer message, either way: an append of many entries is split
-/// below it (a log entry is at most `log.batch_bytes_max`, 4 MiB), a
-/// snapshot chunk is [`SNAPSHOT_CHUNK_BYTES`].
+/// below [`APPEND_BYTES_TARGET`] (one entry is at most `log.batch_bytes_max`,
+/// 4 MiB), a snapshot chunk is [`SNAPSHOT_CHUNK_BYTES`].
 pub const PEER_MESSAGE_BYTES_MAX: usize = 16 << 20;
+/// An append of several entries is cut below this size: openraft waits
+/// only one heartbeat interval for an append's answer, and a catch-up
+/// append of its default 300 entries of tens of KiB each took longer than
+/// that on a busy machine, every time it was sent again.
+pub const APPEND_BYTES_TARGET: usize = 1 << 20;
+const _: () = assert!(APPEND_BYTES_TARGET <= PEER_MESSAGE_BYTES_MAX);
 /// The data of one chunk of a streamed snapshot: well under a message, so
 /// a chunk never nears the reader's limit, and small enough that the
 /// window below keeps several in flight.
@@ -625,7 +631,7 @@ impl PeerTransport for PeerClient {
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
         let entries = request.entries.len() as u64;
         let bytes = encode(&request);
-        if bytes.len() > PEER_MESSAGE_BYTES_MAX && entries > 1 {
+        if bytes.len() > APPEND_BYTES_TARGET && entries > 1 {
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2)));
         }
         self.raft_call(RPCTypes::AppendEntries, target, &option, move |session: peer_session::Client| {
