@@ -503,8 +503,9 @@ interface Watch {
 # messages travel as Data: its serde types encoded with postcard (see
 # src/rpc/peer.rs), each answer a postcard `Result` (the Raft answer, or the
 # peer's typed Raft or group error). A connection carries at most
-# PEER_MESSAGE_BYTES_MAX per message; an append that would be larger is
-# split by the sender.
+# PEER_MESSAGE_BYTES_MAX per message; an append of several entries is
+# split by the sender below APPEND_BYTES_TARGET; a snapshot streams through
+# a SnapshotSink in chunks.
 
 # What each end of a peer connection says of itself; both check the other's.
 struct PeerHello {

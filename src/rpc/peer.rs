@@ -14,8 +14,9 @@
 //!
 //! openraft's messages travel as Data encoded with postcard, each answer a
 //! postcard `Result`. Every message is bounded by [`PEER_MESSAGE_BYTES_MAX`]:
-//! the reader refuses more, and an append that would encode larger is
-//! answered `PayloadTooLarge` so openraft sends fewer entries. A snapshot
+//! the reader refuses more, and an append of several entries that would
+//! encode larger than [`APPEND_BYTES_TARGET`] is answered `PayloadTooLarge`
+//! so openraft sends fewer entries. A snapshot
 //! is streamed whole: a `SnapshotSink` per snapshot, chunks of
 //! [`SNAPSHOT_CHUNK_BYTES`] sent under Cap'n Proto's flow control (at most
 //! [`SNAPSHOT_WINDOW_BYTES`] unacknowledged), then a finish that installs
