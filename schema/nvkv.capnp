@@ -503,8 +503,9 @@ interface Watch {
 # messages travel as Data: its serde types encoded with postcard (see
 # src/rpc/peer.rs), each answer a postcard `Result` (the Raft answer, or the
 # peer's typed Raft or group error). A connection carries at most
-# PEER_MESSAGE_BYTES_MAX per message; an append that would be larger is
-# split by the sender.
+# PEER_MESSAGE_BYTES_MAX per message; an append of several entries is
+# split by the sender below APPEND_BYTES_TARGET; a snapshot streams through
+# a SnapshotSink in chunks.
 
 # What each end of a peer connection says of itself; both check the other's.
 struct PeerHello {
@@ -529,9 +530,12 @@ interface PeerSession {
   # index, that leaves the candidate out: a candidate whose own membership
   # is older missed its removal and stops serving.
   vote @1 (group :UInt32, request :Data) -> (response :Data, removedAt :UInt64);
-  # One chunk of a snapshot (offset and done flag inside the request); the
-  # sender waits for each chunk's answer before the next.
-  installSnapshot @2 (group :UInt32, request :Data) -> (response :Data);
+  # Starts streaming a whole snapshot to the group: meta is openraft's
+  # snapshot metadata (postcard), bytes the size of its data. Refused when
+  # the shard's snapshot area cannot take that many bytes. A group receives
+  # one snapshot at a time: a newer one supersedes it. (Until the peer
+  # protocol's first release @2 carried one chunk per call; this replaced it.)
+  installSnapshot @2 (group :UInt32, meta :Data, bytes :UInt64) -> (sink :SnapshotSink);
   # A client write a follower received, for this member to propose as the
   # group's leader; outcome is the store's encoded answer. Never forwarded
   # again: a member that does not lead answers notLeader.
@@ -548,4 +552,19 @@ interface PeerSession {
   # GroupError>. Never forwarded again: a member that does not lead answers
   # notLeader.
   leaseAtLeader @6 (group :UInt32, query :Data) -> (answer :Data);
+}
+
+# Where the bytes of one snapshot go, in order. The sender keeps the stream
+# full under Cap'n Proto's flow control (`-> stream`) instead of waiting for
+# each chunk's answer; each chunk stays well under PEER_MESSAGE_BYTES_MAX.
+# Dropping the sink before finish abandons the snapshot and frees its
+# buffer on the receiver.
+interface SnapshotSink {
+  # The chunk that starts at byte offset; a chunk out of order or past the
+  # declared size fails the stream.
+  chunk @0 (offset :UInt64, data :Data) -> stream;
+  # Installs the snapshot once every declared byte arrived, as the leader
+  # of vote (postcard) sent it; response is openraft's answer (postcard),
+  # which carries the receiver's vote.
+  finish @1 (vote :Data) -> (response :Data);
 }

@@ -14,19 +14,19 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{
-    CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, InstallSnapshotError, RaftError,
-};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, ClientWriteResponse, SnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 
 use super::log_store::{GroupLogStore, ENTRY_HEADER_BYTES};
 use super::network::{GroupNetworkFactory, PeerTransport};
+use super::snapshot_inbox::{Reception, SnapshotInbox, SnapshotReceiveError};
 use super::state_machine::{GroupStateMachine, GroupStateMachineStore, SnapshotStore};
-use super::types::{Command, GroupId, LogId, Member, NodeId, Raft, TypeConfig, Vote};
+use super::types::{Command, GroupId, LogId, Member, NodeId, Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
+use super::wal_snapshots::SNAPSHOT_ENVELOPE_BYTES_MAX;
 use crate::wal::SharedLog;
 
 /// How a group runs. Times are in milliseconds.
@@ -55,6 +55,10 @@ pub struct GroupConfig {
     /// How long a client write or read barrier may wait for the group
     /// before it is refused as timed out.
     pub request_timeout_ms: u64,
+    /// How long a snapshot streamed to a follower may go without progress
+    /// (a chunk taken, or the install at its end) before the leader gives
+    /// up and starts over. The whole transfer may take much longer.
+    pub snapshot_step_timeout_ms: u64,
 }
 
 impl Default for GroupConfig {
@@ -70,6 +74,7 @@ impl Default for GroupConfig {
             purge_batch_size: 256,
             unreachable_backoff_ms: 200,
             request_timeout_ms: 5_000,
+            snapshot_step_timeout_ms: 10_000,
         }
     }
 }
@@ -89,6 +94,9 @@ impl GroupConfig {
             },
             max_in_snapshot_log_to_keep: self.max_in_snapshot_log_to_keep,
             purge_batch_size: self.purge_batch_size,
+            // openraft hands this to `full_snapshot` as its `hard_ttl`; the
+            // transport applies it per step of the stream.
+            install_snapshot_timeout: self.snapshot_step_timeout_ms,
             ..Config::default()
         }
         .validate()
@@ -210,6 +218,7 @@ pub struct RaftGroup {
     raft: Raft,
     log: SharedLog,
     request_timeout: Duration,
+    inbox: SnapshotInbox,
 }
 
 impl RaftGroup {
@@ -263,6 +272,7 @@ impl RaftGroup {
             raft,
             log,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
+            inbox: SnapshotInbox::new(group),
         })
     }
 
@@ -510,12 +520,41 @@ impl RaftGroup {
         self.raft.vote(request).await
     }
 
-    /// Takes one chunk of a snapshot a peer streams to this group.
-    pub async fn handle_install_snapshot(
+    /// Starts receiving a snapshot of `bytes` bytes that a peer streams to
+    /// this group, if the shard's snapshot area has room for it now.
+    pub fn receive_snapshot(
         &self,
-        request: InstallSnapshotRequest<TypeConfig>,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
-        self.raft.install_snapshot(request).await
+        meta: SnapshotMeta,
+        bytes: u64,
+    ) -> Result<Reception, SnapshotReceiveError> {
+        self.inbox.begin(meta, bytes, self.snapshot_room())
+    }
+
+    /// Installs the snapshot `reception` received in full, as the leader
+    /// of `vote` sent it (a vote older than this member's is answered with
+    /// its own, and nothing is installed).
+    pub async fn install_received_snapshot(
+        &self,
+        reception: &Reception,
+        vote: Vote,
+    ) -> Result<SnapshotResponse<NodeId>, SnapshotReceiveError> {
+        let (meta, data) = reception.finish()?;
+        // Checked again: another group's snapshot may have taken the room
+        // meanwhile, and a save that fails stops the group.
+        let (bytes, room) = (data.len() as u64, self.snapshot_room());
+        if bytes > room {
+            return Err(SnapshotReceiveError::TooLarge { group: self.group, bytes, room });
+        }
+        let snapshot = Snapshot { meta, snapshot: Box::new(std::io::Cursor::new(data)) };
+        self.raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|fatal| SnapshotReceiveError::Stopped { group: self.group, reason: fatal.to_string() })
+    }
+
+    /// The largest snapshot this group could store now, in bytes of state.
+    fn snapshot_room(&self) -> u64 {
+        self.log.with(|log| log.snapshot_room_bytes()).saturating_sub(SNAPSHOT_ENVELOPE_BYTES_MAX)
     }
 
     /// Returns once this member may serve a linearizable read from its

@@ -26,8 +26,9 @@
 //!    them (a no-op after a restart; a member joining later skips it and is
 //!    added with [`RaftGroup::add_learner`] and [`RaftGroup::change_voters`]);
 //! 4. hands incoming peer messages for group g to its
-//!    `RaftGroup::handle_append_entries`, `handle_vote` and
-//!    `handle_install_snapshot`;
+//!    `RaftGroup::handle_append_entries` and `handle_vote`, and a streamed
+//!    snapshot to `receive_snapshot`, chunk by chunk to the `Reception`
+//!    it returns, then to `install_received_snapshot`;
 //! 5. serves writes with [`RaftGroup::client_write`] and linearizable reads
 //!    with [`RaftGroup::ensure_linearizable`] followed by a read of its state
 //!    machine; a `GroupError::NotLeader` carries the leader to forward to.
@@ -39,6 +40,7 @@
 pub mod group;
 pub mod log_store;
 pub mod network;
+pub mod snapshot_inbox;
 pub mod state_machine;
 pub mod types;
 pub mod wal_snapshots;
@@ -49,6 +51,7 @@ mod tests;
 pub use group::{GroupConfig, GroupError, GroupMetrics, RaftGroup, Standing};
 pub use log_store::GroupLogStore;
 pub use network::{GroupNetwork, GroupNetworkFactory, LocalRouter, PeerTransport};
+pub use snapshot_inbox::{Reception, SnapshotReceiveError};
 pub use state_machine::{
     GroupStateMachine, GroupStateMachineStore, MemorySnapshotStore, SnapshotStore, SnapshotStoreError,
     StoredSnapshot,

@@ -9,29 +9,34 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    Fatal, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable,
+};
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
 
-use super::types::{GroupId, Member, NodeId, Raft, TypeConfig};
+use super::types::{GroupId, Member, NodeId, Raft, Snapshot, TypeConfig, Vote};
 
 pub type RpcError<E = RaftError<NodeId>> = RPCError<NodeId, Member, E>;
-pub type SnapshotRpcError = RpcError<RaftError<NodeId, InstallSnapshotError>>;
+/// How sending a whole snapshot fails: openraft's streaming error, where a
+/// peer's own failure is fatal (its group stopped).
+pub type SnapshotStreamError = StreamingError<TypeConfig, Fatal<NodeId>>;
 
 /// Sends a group's Raft messages to a peer member and returns its answer.
 ///
 /// An implementation answers `RPCError::Unreachable` when the peer cannot be
 /// reached (openraft then backs off before retrying), `RPCError::Network`
 /// for a failure worth retrying at once, and `RPCError::RemoteError` with
-/// the peer's own `RaftError`. Snapshots arrive in chunks
-/// (`InstallSnapshotRequest` carries an offset and a `done` flag), which a
-/// streaming transport sends with flow control.
+/// the peer's own `RaftError`. A snapshot goes whole to
+/// [`PeerTransport::full_snapshot`]: the transport cuts it up and streams it
+/// as it sees fit, and the target installs it with
+/// `Raft::install_full_snapshot` once every byte arrived.
 // Futures stay on the shard thread: no Send bound on purpose.
 #[allow(async_fn_in_trait)]
 pub trait PeerTransport: 'static {
@@ -51,13 +56,21 @@ pub trait PeerTransport: 'static {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcError>;
 
-    async fn install_snapshot(
+    /// Sends `snapshot` of `group` to `target` as the leader of `vote`, and
+    /// returns once the target installed it (or refused it for a newer
+    /// vote, which the response carries). Stops with `Closed` as soon as
+    /// `cancel` is ready (the leader gave up on this follower). The whole
+    /// transfer may take far longer than `option.hard_ttl()`, which bounds
+    /// each step of it (a chunk accepted, the install at the end) instead.
+    async fn full_snapshot(
         &self,
         group: GroupId,
         target: &Member,
-        request: InstallSnapshotRequest<TypeConfig>,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + 'static,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, SnapshotRpcError>;
+    ) -> Result<SnapshotResponse<NodeId>, SnapshotStreamError>;
 }
 
 /// openraft's network factory for one group over a shared transport.
@@ -106,12 +119,14 @@ impl<T: PeerTransport> RaftNetwork<TypeConfig> for GroupNetwork<T> {
         self.transport.append_entries(self.group, &self.target, request, option).await
     }
 
-    async fn install_snapshot(
+    async fn full_snapshot(
         &mut self,
-        request: InstallSnapshotRequest<TypeConfig>,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + 'static,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, SnapshotRpcError> {
-        self.transport.install_snapshot(self.group, &self.target, request, option).await
+    ) -> Result<SnapshotResponse<NodeId>, SnapshotStreamError> {
+        self.transport.full_snapshot(self.group, &self.target, vote, snapshot, cancel, option).await
     }
 
     async fn vote(
@@ -219,14 +234,27 @@ impl PeerTransport for LocalRouter {
         LocalRouter::answer(group, target, raft.vote(request).await)
     }
 
-    async fn install_snapshot(
+    /// Hands the whole snapshot to the target's `Raft` at once: in process
+    /// there is nothing to stream.
+    async fn full_snapshot(
         &self,
         group: GroupId,
         target: &Member,
-        request: InstallSnapshotRequest<TypeConfig>,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + 'static,
         _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, SnapshotRpcError> {
+    ) -> Result<SnapshotResponse<NodeId>, SnapshotStreamError> {
         let raft = self.route(group, target)?;
-        LocalRouter::answer(group, target, raft.install_snapshot(request).await)
+        let installed = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            installed = raft.install_full_snapshot(vote, snapshot) => installed,
+        };
+        installed.map_err(|_| {
+            StreamingError::Unreachable(Unreachable::new(&StoppedWhileAnswering {
+                group,
+                target: target.clone(),
+            }))
+        })
     }
 }

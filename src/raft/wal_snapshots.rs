@@ -7,9 +7,18 @@
 //! 0 format u8 (1)  1 meta_len u32  5 meta (JSON)  5+meta_len data ...
 //! ```
 //!
+//! The current snapshot of each group is also kept in memory once saved or
+//! read: a leader hands it to every follower that needs one, again after
+//! every failed attempt, and reading it back from the namespace each time
+//! (a device read, a CRC over the blob, a decode) took a large group's
+//! shard thread away from its heartbeats. It costs at most the shard's
+//! snapshot area in memory.
+//!
 //! This module must never report a save before the shard log says the
 //! snapshot is durable: the group purges its log right after.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::state_machine::{SnapshotStore, SnapshotStoreError, StoredSnapshot};
@@ -18,15 +27,22 @@ use crate::wal::SharedLog;
 
 const FORMAT: u8 = 1;
 
+/// Room a stored snapshot takes beyond the state machine's bytes, at most:
+/// this envelope (its Raft metadata: ids and a membership of a few
+/// members) and the blob's header and padding on the namespace.
+pub const SNAPSHOT_ENVELOPE_BYTES_MAX: u64 = 64 << 10;
+
 /// The snapshot store of one shard, over its shard log.
 #[derive(Clone)]
 pub struct WalSnapshotStore {
     log: SharedLog,
+    /// The current snapshot of every group that saved or read one.
+    current: Rc<RefCell<HashMap<GroupId, StoredSnapshot>>>,
 }
 
 impl WalSnapshotStore {
     pub fn new(log: SharedLog) -> WalSnapshotStore {
-        WalSnapshotStore { log }
+        WalSnapshotStore { log, current: Rc::default() }
     }
 }
 
@@ -68,18 +84,25 @@ impl SnapshotStore for WalSnapshotStore {
         self.log
             .write_snapshot(group, last.index, last.leader_id.term, &bytes)
             .await
-            .map_err(|failure| error("saving", failure.to_string()))
+            .map_err(|failure| error("saving", failure.to_string()))?;
+        self.current.borrow_mut().insert(group, snapshot);
+        Ok(())
     }
 
     async fn load(&self, group: GroupId) -> Result<Option<StoredSnapshot>, SnapshotStoreError> {
         let error = |reason: String| SnapshotStoreError { group, what: "loading", reason };
+        if let Some(current) = self.current.borrow().get(&group) {
+            return Ok(Some(current.clone()));
+        }
         let Some((_, bytes)) =
             self.log.read_snapshot(group).await.map_err(|failure| error(failure.to_string()))?
         else {
             return Ok(None);
         };
         let (meta, data) = decode(&bytes).map_err(error)?;
-        Ok(Some(StoredSnapshot { meta, data: Rc::from(data) }))
+        let snapshot = StoredSnapshot { meta, data: Rc::from(data) };
+        self.current.borrow_mut().insert(group, snapshot.clone());
+        Ok(Some(snapshot))
     }
 }
 

@@ -14,9 +14,14 @@
 //!
 //! openraft's messages travel as Data encoded with postcard, each answer a
 //! postcard `Result`. Every message is bounded by [`PEER_MESSAGE_BYTES_MAX`]:
-//! the reader refuses more, and an append that would encode larger is
-//! answered `PayloadTooLarge` so openraft sends fewer entries. This module
-//! never blocks a reactor thread and never touches another shard's groups.
+//! the reader refuses more, and an append of several entries that would
+//! encode larger than [`APPEND_BYTES_TARGET`] is answered `PayloadTooLarge`
+//! so openraft sends fewer entries. A snapshot
+//! is streamed whole: a `SnapshotSink` per snapshot, chunks of
+//! [`SNAPSHOT_CHUNK_BYTES`] sent under Cap'n Proto's flow control (at most
+//! [`SNAPSHOT_WINDOW_BYTES`] unacknowledged), then a finish that installs
+//! it. This module never blocks a reactor thread and never touches another
+//! shard's groups.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -29,20 +34,21 @@ use capnp::message::ReaderOptions;
 use capnp_rpc::{rpc_twoparty_capnp, RpcSystem};
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use openraft::error::{
-    NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Timeout, Unreachable,
 };
 use openraft::network::RPCOption;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
 use openraft::RPCTypes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::nvkv_capnp::{peer_hello, peer_port, peer_session};
-use crate::raft::network::{RpcError, SnapshotRpcError};
-use crate::raft::{GroupError, GroupId, Member, NodeId, PeerTransport, TypeConfig};
+use crate::nvkv_capnp::{peer_hello, peer_port, peer_session, snapshot_sink};
+use crate::raft::network::{RpcError, SnapshotStreamError};
+use crate::raft::types::{Snapshot, SnapshotMeta, Vote};
+use crate::raft::{GroupError, GroupId, Member, NodeId, PeerTransport, Reception, TypeConfig};
 use crate::reactor::ReactorContext;
 use crate::shard::forward::LeaderLink;
 use crate::shard::groups::local_group;
@@ -50,9 +56,24 @@ use crate::shard::lease::{LeaseAnswer, LeaseQuery};
 use crate::shard::membership::MembershipChange;
 
 /// Largest peer message, either way: an append of many entries is split
-/// below it (a log entry is at most `log.batch_bytes_max`, 4 MiB), a
-/// snapshot chunk is 3 MiB (openraft's default).
+/// below [`APPEND_BYTES_TARGET`] (one entry is at most `log.batch_bytes_max`,
+/// 4 MiB), a snapshot chunk is [`SNAPSHOT_CHUNK_BYTES`].
 pub const PEER_MESSAGE_BYTES_MAX: usize = 16 << 20;
+/// An append of several entries is cut below this size: openraft waits
+/// only one heartbeat interval for an append's answer, and a catch-up
+/// append of its default 300 entries of tens of KiB each took longer than
+/// that on a busy machine, every time it was sent again.
+pub const APPEND_BYTES_TARGET: usize = 1 << 20;
+const _: () = assert!(APPEND_BYTES_TARGET <= PEER_MESSAGE_BYTES_MAX);
+/// The data of one chunk of a streamed snapshot: well under a message, so
+/// a chunk never nears the reader's limit, and small enough that the
+/// window below keeps several in flight.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// How many bytes of a snapshot stream may be sent and not yet taken by
+/// the receiver (Cap'n Proto's flow-control window; it lets one chunk more
+/// through): what a slow receiver has queued at most.
+pub const SNAPSHOT_WINDOW_BYTES: usize = 4 << 20;
+const _: () = assert!(SNAPSHOT_CHUNK_BYTES * 4 <= PEER_MESSAGE_BYTES_MAX);
 /// How long dialing a peer and saying hello may take.
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The wait before redialing a peer after the first failure; it doubles
@@ -262,9 +283,9 @@ impl peer_session::Server for PeerSessionServer {
     ) -> Result<(), capnp::Error> {
         let params = params.get()?;
         let entry = self.group(params.get_group())?;
-        let request: InstallSnapshotRequest<TypeConfig> = decode(params.get_request()?, "a snapshot chunk")?;
-        let answer = entry.raft.handle_install_snapshot(request).await;
-        results.get().set_response(&encode(&answer));
+        let meta: SnapshotMeta = decode(params.get_meta()?, "snapshot metadata")?;
+        let reception = entry.raft.receive_snapshot(meta, params.get_bytes()).map_err(refused)?;
+        results.get().set_sink(capnp_rpc::new_client(SnapshotSinkServer { entry, reception }));
         Ok(())
     }
 
@@ -315,6 +336,39 @@ impl peer_session::Server for PeerSessionServer {
         let change: MembershipChange = decode(params.get_change()?, "a membership change")?;
         let answer = crate::shard::membership::change_as_leader(entry, change).await;
         results.get().set_outcome(&encode(&answer));
+        Ok(())
+    }
+}
+
+fn refused(error: crate::raft::SnapshotReceiveError) -> capnp::Error {
+    capnp::Error::failed(error.to_string())
+}
+
+/// One snapshot arriving for a group. Dropped (the sender released it, or
+/// the connection closed) before `finish`, it frees what it buffered.
+struct SnapshotSinkServer {
+    entry: Rc<crate::shard::groups::ShardGroup>,
+    reception: Reception,
+}
+
+impl snapshot_sink::Server for SnapshotSinkServer {
+    async fn chunk(
+        self: capnp::capability::Rc<Self>,
+        params: snapshot_sink::ChunkParams,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        self.reception.chunk(params.get_offset(), params.get_data()?).map_err(refused)
+    }
+
+    async fn finish(
+        self: capnp::capability::Rc<Self>,
+        params: snapshot_sink::FinishParams,
+        mut results: snapshot_sink::FinishResults,
+    ) -> Result<(), capnp::Error> {
+        let vote: Vote = decode(params.get()?.get_vote()?, "a leader's vote")?;
+        let answer =
+            self.entry.raft.install_received_snapshot(&self.reception, vote).await.map_err(refused)?;
+        results.get().set_response(&encode(&answer));
         Ok(())
     }
 }
@@ -441,8 +495,10 @@ impl PeerClient {
         let address = shard_peer_address(base, shard)?;
         let stream =
             tokio::net::TcpStream::connect(address).await.map_err(|error| format!("{address}: {error}"))?;
-        let network =
+        let mut network =
             super::buffered_network(stream, rpc_twoparty_capnp::Side::Client, peer_reader_options());
+        // This end streams snapshots; the window bounds each stream.
+        network.set_window_size(SNAPSHOT_WINDOW_BYTES);
         let mut system = RpcSystem::new(Box::new(network), None);
         let port: peer_port::Client = system.bootstrap(rpc_twoparty_capnp::Side::Server);
         let links = Rc::downgrade(&self.links);
@@ -575,6 +631,14 @@ impl PeerClient {
 #[error("{0}")]
 struct PeerFailure(String);
 
+/// `future`'s outcome, or a timeout once `step` passed without it.
+async fn within<T>(
+    step: Duration,
+    future: impl std::future::Future<Output = capnp::Result<T>>,
+) -> Result<capnp::Result<T>, CallFailed> {
+    tokio::time::timeout(step, future).await.map_err(|_| CallFailed::Timeout(step))
+}
+
 impl PeerTransport for PeerClient {
     async fn append_entries(
         &self,
@@ -585,7 +649,7 @@ impl PeerTransport for PeerClient {
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
         let entries = request.entries.len() as u64;
         let bytes = encode(&request);
-        if bytes.len() > PEER_MESSAGE_BYTES_MAX && entries > 1 {
+        if bytes.len() > APPEND_BYTES_TARGET && entries > 1 {
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2)));
         }
         self.raft_call(RPCTypes::AppendEntries, target, &option, move |session: peer_session::Client| {
@@ -626,22 +690,80 @@ impl PeerTransport for PeerClient {
         answer
     }
 
-    async fn install_snapshot(
+    async fn full_snapshot(
         &self,
         group: GroupId,
         target: &Member,
-        request: InstallSnapshotRequest<TypeConfig>,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + 'static,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, SnapshotRpcError> {
-        let bytes = encode(&request);
-        self.raft_call(RPCTypes::InstallSnapshot, target, &option, move |session: peer_session::Client| {
-            let mut call = session.install_snapshot_request();
-            call.get().set_group(group);
-            call.get().set_request(&bytes);
-            Box::pin(async move { Ok(call.send().promise.await?.get()?.get_response()?.to_vec()) })
-                as LocalBoxFuture<'static, _>
+    ) -> Result<SnapshotResponse<NodeId>, SnapshotStreamError> {
+        let stream = self.stream_snapshot(group, target, &vote, snapshot, option.hard_ttl());
+        let failed = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            streamed = stream => match streamed {
+                Ok(response) => return Ok(response),
+                Err(failed) => failed,
+            },
+        };
+        Err(match failed {
+            CallFailed::NotSent(reason) | CallFailed::Unreachable(reason) => {
+                StreamingError::Unreachable(Unreachable::new(&PeerFailure(reason)))
+            }
+            CallFailed::Timeout(timeout) => StreamingError::Timeout(Timeout {
+                action: RPCTypes::InstallSnapshot,
+                id: self.links.identity.member_id,
+                target: target.id,
+                timeout,
+            }),
         })
-        .await
+    }
+}
+
+impl PeerClient {
+    /// Streams `snapshot` of `group` to `target`: a sink, the chunks as
+    /// fast as flow control lets them go, then the finish that installs
+    /// it. Each of those steps must progress within `step`.
+    async fn stream_snapshot(
+        &self,
+        group: GroupId,
+        target: &Member,
+        vote: &Vote,
+        snapshot: Snapshot,
+        step: Duration,
+    ) -> Result<SnapshotResponse<NodeId>, CallFailed> {
+        let shard = self.links.shard;
+        let session = self.session(target).await.map_err(CallFailed::NotSent)?;
+        let failed = |error: capnp::Error| {
+            let reason = format!("{target} (shard {shard}) failed a snapshot of group {group}: {error}");
+            if error.kind == capnp::ErrorKind::Disconnected {
+                self.failed(target, &reason);
+            }
+            CallFailed::Unreachable(reason)
+        };
+        let data = snapshot.snapshot.into_inner();
+        let mut begin = session.install_snapshot_request();
+        begin.get().set_group(group);
+        begin.get().set_meta(&encode(&snapshot.meta));
+        begin.get().set_bytes(data.len() as u64);
+        let began = async { begin.send().promise.await?.get()?.get_sink() };
+        let sink = within(step, began).await?.map_err(&failed)?;
+        for (index, chunk) in data.chunks(SNAPSHOT_CHUNK_BYTES).enumerate() {
+            let mut call = sink.chunk_request();
+            call.get().set_offset((index * SNAPSHOT_CHUNK_BYTES) as u64);
+            call.get().set_data(chunk);
+            // Ready once the window has room again, not once this chunk
+            // is answered.
+            within(step, call.send()).await?.map_err(&failed)?;
+        }
+        let mut finish = sink.finish_request();
+        finish.get().set_vote(&encode(vote));
+        let finished = async { Ok(finish.send().promise.await?.get()?.get_response()?.to_vec()) };
+        let bytes = within(step, finished).await?.map_err(&failed)?;
+        postcard::from_bytes(&bytes).map_err(|error| {
+            CallFailed::Unreachable(format!("{target} answered a snapshot garbled: {error}"))
+        })
     }
 }
 

@@ -19,7 +19,7 @@ use crate::kv::types::{
     RequestOp, TxnRequest, TxnResponse,
 };
 use crate::kv::watch::WatchLimits;
-use crate::raft::network::{RpcError, SnapshotRpcError};
+use crate::raft::network::{RpcError, SnapshotStreamError};
 use crate::raft::{
     GroupConfig, GroupError, GroupId, GroupStateMachine, Member, NodeId, PeerTransport, RaftGroup,
     TypeConfig, WalSnapshotStore,
@@ -92,14 +92,16 @@ impl PeerTransport for NoPeers {
         Err(openraft::error::RPCError::Unreachable(unreachable(target)))
     }
 
-    async fn install_snapshot(
+    async fn full_snapshot(
         &self,
         _: GroupId,
         target: &Member,
-        _: openraft::raft::InstallSnapshotRequest<TypeConfig>,
+        _: crate::raft::types::Vote,
+        _: crate::raft::types::Snapshot,
+        _: impl std::future::Future<Output = openraft::error::ReplicationClosed> + 'static,
         _: openraft::network::RPCOption,
-    ) -> Result<openraft::raft::InstallSnapshotResponse<NodeId>, SnapshotRpcError> {
-        Err(openraft::error::RPCError::Unreachable(unreachable(target)))
+    ) -> Result<openraft::raft::SnapshotResponse<NodeId>, SnapshotStreamError> {
+        Err(openraft::error::StreamingError::Unreachable(unreachable(target)))
     }
 }
 

@@ -32,7 +32,7 @@ const SNAPSHOT_TICK: Duration = Duration::from_millis(200);
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
 /// Room beyond the store's encoding: the snapshot envelope (its Raft
 /// metadata) and the blob header on the namespace.
-const ENVELOPE_BYTES: u64 = 64 << 10;
+const ENVELOPE_BYTES: u64 = crate::raft::wal_snapshots::SNAPSHOT_ENVELOPE_BYTES_MAX;
 /// How often a group that cannot snapshot for lack of room says so.
 const NO_ROOM_WARNING_EVERY: Duration = Duration::from_secs(60);
 
