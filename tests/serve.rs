@@ -313,9 +313,12 @@ fn a_group_whose_snapshot_does_not_fit_keeps_serving_and_says_why() {
     let groups = status[0]["groups"].as_array().expect("groups");
     let busiest = groups.iter().max_by_key(|group| group["applied_index"].as_u64()).expect("a group");
     // Early snapshots fit; once the group's history outgrows the room left
-    // beside its current snapshot, no newer one is taken.
+    // beside its current snapshot, no newer one is taken. How far they get
+    // depends on when the snapshot task looked (later on a loaded machine),
+    // but a snapshot of 170 or more revisions of 100 KiB is larger than the
+    // whole 16 MiB area, so none can cover the last 30 of 200 puts.
     let (snapshot, applied) = (busiest["snapshot_index"].as_u64(), busiest["applied_index"].as_u64());
-    assert!(snapshot.zip(applied).is_some_and(|(snapshot, applied)| snapshot + 100 < applied), "{status}");
+    assert!(snapshot.zip(applied).is_some_and(|(snapshot, applied)| snapshot + 30 < applied), "{status}");
     daemon.signal(libc::SIGTERM);
     let (exit, stderr) = daemon.wait_exit();
     assert_eq!(exit.code(), Some(0), "{stderr}");
