@@ -1,7 +1,16 @@
 //! Compiles schema/*.capnp into Rust. Needs the `capnp` compiler (Debian's
-//! `capnproto`, installed by scripts/setup.sh).
+//! `capnproto`, installed by scripts/setup.sh). With the `spdk` feature it
+//! also gives nvkv's binaries an rpath to SPDK's shared libraries.
 
 fn main() {
+    // vendor/spdk-sys found SPDK; link arguments of a dependency do not reach
+    // our binaries, so the rpath that lets them find SPDK is set here.
+    println!("cargo:rerun-if-env-changed=DEP_SPDK_RPATH");
+    if let Ok(directories) = std::env::var("DEP_SPDK_RPATH") {
+        for directory in directories.split(':').filter(|directory| !directory.is_empty()) {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{directory}");
+        }
+    }
     println!("cargo:rerun-if-changed=schema");
     let mut schemas: Vec<_> = std::fs::read_dir("schema")
         .expect("schema/ is missing: it holds the Cap'n Proto schema of nvkv")

@@ -280,6 +280,7 @@ impl Node {
             path: namespace_path.clone(),
             namespace_bytes: config.namespace.namespace_bytes,
             lba_bytes: config.namespace.lba_bytes,
+            spdk: config.namespace.spdk_options(),
         })?;
 
         let queue_pair = QueuePairConfig {

@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::config::{Durability as ConfigDurability, PollMode, ReactorConfig};
-use crate::nvme::open::{open_namespace, NamespaceSettings};
+use crate::nvme::open::{open_namespace, NamespaceSettings, SpdkOptions};
 use crate::nvme::{Namespace, QueuePairConfig};
 use crate::reactor::{DriverFactory, ReactorSettings, Reactors, ShardDriver};
 use crate::shard::{open_shared_log, LogDriver};
@@ -146,6 +146,7 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
         path: options.namespace.clone(),
         namespace_bytes: options.namespace_bytes,
         lba_bytes: options.lba_bytes,
+        spdk: SpdkOptions::default(),
     })?;
     let queue_pair = QueuePairConfig { depth: options.queue_depth, registered_buffer_bytes: 16 << 20 };
     let region = {
