@@ -4,8 +4,18 @@
 
 fn main() {
     // vendor/spdk-sys found SPDK; link arguments of a dependency do not reach
-    // our binaries, so the rpath that lets them find SPDK is set here.
+    // our binaries, so what they need to load SPDK is set here: the libraries
+    // SPDK only registers from constructors (kept with --no-as-needed, as
+    // SPDK's docs link them) and an rpath to SPDK's shared libraries.
+    println!("cargo:rerun-if-env-changed=DEP_SPDK_KEEP_LIBRARIES");
     println!("cargo:rerun-if-env-changed=DEP_SPDK_RPATH");
+    if let Ok(libraries) = std::env::var("DEP_SPDK_KEEP_LIBRARIES") {
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        for library in libraries.split_whitespace() {
+            println!("cargo:rustc-link-arg=-l{library}");
+        }
+        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    }
     if let Ok(directories) = std::env::var("DEP_SPDK_RPATH") {
         for directory in directories.split(':').filter(|directory| !directory.is_empty()) {
             println!("cargo:rustc-link-arg=-Wl,-rpath,{directory}");

@@ -16,7 +16,7 @@ use std::ffi::{c_void, CString};
 use std::io;
 use std::ptr::NonNull;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use spdk_sys as sys;
@@ -28,6 +28,10 @@ use super::{
     check_command, BufferArena, Command, CommandKind, Completion, DmaBuf, Namespace, NamespaceInfo,
     NvmeError, NvmeStatus, QueuePair, QueuePairConfig, Rejected,
 };
+
+/// What spdk_vtophys returns for memory SPDK does not know (all ones; the
+/// header's macro reaches Rust as -1).
+const VTOPHYS_ERROR: u64 = sys::SPDK_VTOPHYS_ERROR as u64;
 
 /// How often the controller's admin queue is polled: keep-alives of a
 /// fabrics controller (10 s timeout by default) and asynchronous events.
@@ -91,6 +95,11 @@ fn start_environment(options: &SpdkOptions) -> Result<(), String> {
     opts.name = name.as_ptr();
     opts.mem_size = memory_size;
     opts.no_huge = !options.hugepages;
+    // Without a PCIe controller DPDK need not scan the PCI bus (it would
+    // probe every device it has a driver for, NICs included). The env is
+    // set up once: a process that first opens a fabrics controller cannot
+    // open a PCIe one later.
+    opts.no_pci = pci_address_of(&options.transport).is_none();
     // SAFETY: opts and the strings it points to live across the call; SPDK
     // copies what it keeps.
     let status = unsafe { sys::spdk_env_init(&opts) };
@@ -137,7 +146,29 @@ struct ControllerPointer(NonNull<sys::spdk_nvme_ctrlr>);
 // lock, so one thread may poll while others submit I/O.
 unsafe impl Send for ControllerPointer {}
 
+/// The controllers this process has attached, by transport id: a second
+/// namespace on one controller (or a reopen while a queue pair still holds
+/// it) shares its attachment, and a detach never races an attach.
+static CONTROLLERS: Mutex<Vec<(String, Weak<Controller>)>> = Mutex::new(Vec::new());
+
 impl Controller {
+    /// The controller at `transport`, attached now or shared with an
+    /// earlier open that still holds it.
+    fn attach(transport: &str) -> Result<Arc<Controller>, NvmeError> {
+        let mut controllers = CONTROLLERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        controllers.retain(|(_, controller)| controller.strong_count() > 0);
+        if let Some(controller) = controllers
+            .iter()
+            .find(|(attached, _)| attached == transport)
+            .and_then(|(_, weak)| weak.upgrade())
+        {
+            return Ok(controller);
+        }
+        let controller = Controller::connect(transport)?;
+        controllers.push((transport.to_owned(), Arc::downgrade(&controller)));
+        Ok(controller)
+    }
+
     fn connect(transport: &str) -> Result<Arc<Controller>, NvmeError> {
         let text = CString::new(transport).map_err(|_| {
             NvmeError::Invalid(format!("namespace.transport {transport:?} contains a NUL byte; remove it"))
@@ -210,6 +241,9 @@ impl Drop for Controller {
                 error!(transport = %self.transport, "the admin queue poller panicked");
             }
         }
+        // Held across the detach, so no attach of the same controller runs
+        // meanwhile (this one is already unreachable through the registry).
+        let _controllers = CONTROLLERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // SAFETY: every queue pair and namespace holding this controller is
         // gone, and the poller has stopped.
         let status = unsafe { sys::spdk_nvme_detach(self.pointer.as_ptr()) };
@@ -259,7 +293,7 @@ impl SpdkNamespace {
             ));
         }
         initialise_environment(options)?;
-        let controller = Controller::connect(&options.transport)?;
+        let controller = Controller::attach(&options.transport)?;
         let nsid = options.nsid;
         // SAFETY: the controller is attached.
         let namespace =
@@ -414,6 +448,7 @@ struct SpdkQueuePair {
     failure: Option<io::Error>,
     /// Dropped after the queue pair is freed (field order): the controller
     /// outlives every queue pair of it.
+    #[expect(dead_code, reason = "held, never read, so the controller outlives this queue pair")]
     controller: Arc<Controller>,
 }
 
@@ -498,7 +533,7 @@ impl SpdkQueuePair {
             return true;
         }
         // SAFETY: spdk_vtophys only looks the address up in SPDK's map.
-        unsafe { sys::spdk_vtophys(buffer.as_ptr().cast(), std::ptr::null_mut()) != sys::SPDK_VTOPHYS_ERROR }
+        unsafe { sys::spdk_vtophys(buffer.as_ptr().cast(), std::ptr::null_mut()) != VTOPHYS_ERROR }
     }
 
     /// Hands the driver one command; `Err` carries SPDK's negative errno.
@@ -570,7 +605,8 @@ impl SpdkQueuePair {
             if let (CommandKind::Read, Ok(()), Some(buffer), Some(bounce)) =
                 (kind, &result, buffer.as_mut(), bounce.as_ref())
             {
-                buffer.copy_from_slice(&bounce[..buffer.len()]);
+                let len = buffer.len();
+                buffer.copy_from_slice(&bounce[..len]);
             }
             completions.push(Completion { tag, kind, buffer, result });
         }
@@ -783,18 +819,6 @@ impl Drop for SpdkQueuePair {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pci_addresses_are_taken_from_pcie_transport_ids_only() {
-        assert_eq!(pci_address_of("trtype:PCIe traddr:0000:01:00.0").as_deref(), Some("0000:01:00.0"));
-        assert_eq!(pci_address_of("trtype=pcie traddr=0000:5e:00.0").as_deref(), Some("0000:5e:00.0"));
-        assert_eq!(pci_address_of("trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420 subnqn:nqn.x"), None);
-    }
-}
-
 /// The SPDK target the tests run against, from `NVKV_SPDK_TRID` (a
 /// transport id), with namespace `nsid` of it; `NVKV_SPDK_HUGEPAGES=0` runs
 /// them without hugepages (TCP and RDMA only). `None`, said loudly on
@@ -811,4 +835,16 @@ pub(crate) fn test_target(nsid: u32, what: &str) -> Option<SpdkOptions> {
     let hugepages = std::env::var("NVKV_SPDK_HUGEPAGES").map_or(true, |value| value != "0");
     eprintln!("running {what} on the spdk backend: {transport} nsid {nsid} (hugepages: {hugepages})");
     Some(SpdkOptions { transport, nsid, memory_bytes: 512 << 20, hugepages })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pci_addresses_are_taken_from_pcie_transport_ids_only() {
+        assert_eq!(pci_address_of("trtype:PCIe traddr:0000:01:00.0").as_deref(), Some("0000:01:00.0"));
+        assert_eq!(pci_address_of("trtype=pcie traddr=0000:5e:00.0").as_deref(), Some("0000:5e:00.0"));
+        assert_eq!(pci_address_of("trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420 subnqn:nqn.x"), None);
+    }
 }

@@ -786,7 +786,6 @@ fn spdk_backend_passes_the_namespace_suite() {
     // shards; the target's namespace is reused, so it is not fresh.
     let open = || namespace.clone();
     run_suite(&Backend { name: "spdk", open: &open, fresh: false });
-    drop(open);
     let weak = Arc::downgrade(&namespace);
     drop(namespace);
     assert!(weak.upgrade().is_none(), "the namespace (and its controller) is detached when dropped");

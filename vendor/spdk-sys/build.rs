@@ -36,7 +36,7 @@ const FUNCTIONS: &[&str] = &[
 ];
 
 /// Types and constants the backend names, beyond those the functions pull in.
-const TYPES: &[&str] = &["spdk_nvme_cpl", "spdk_nvme_status", "spdk_nvme_generic_command_status_code"];
+const TYPES: &[&str] = &["spdk_nvme_cpl", "spdk_nvme_status", "spdk_nvme_ns_flags"];
 const CONSTANTS: &[&str] = &[
     "SPDK_NVME_IO_FLAGS_FORCE_UNIT_ACCESS",
     "SPDK_MALLOC_DMA",
@@ -80,9 +80,6 @@ fn main() {
         String::from_utf8_lossy(&result.stdout).split_whitespace().map(str::to_owned).collect()
     };
 
-    // SPDK's libraries register transports, buses and drivers from
-    // constructors, so the linker must keep them although no symbol of
-    // theirs is named: SPDK's own docs link them with --no-as-needed.
     let libraries = output(&["--libs", "spdk_nvme", "spdk_env_dpdk"]);
     let mut library_directories = Vec::new();
     for flag in &libraries {
@@ -90,19 +87,48 @@ fn main() {
             println!("cargo:rustc-link-search=native={directory}");
             library_directories.push(directory.to_owned());
         } else if let Some(name) = flag.strip_prefix("-l") {
-            println!("cargo:rustc-link-lib=dylib:-as-needed={name}");
+            println!("cargo:rustc-link-lib=dylib={name}");
         }
     }
-    // SPDK's and DPDK's own dependencies (ssl, numa, uuid, uring, ...).
-    for flag in output(&["--libs", "--static", "spdk_syslibs"]) {
+    // SPDK's libraries register transports, socket layers, buses and
+    // mempool drivers from constructors, so a binary must keep them although
+    // it names no symbol of theirs: SPDK's docs link them with
+    // --no-as-needed. Stable rustc has no such modifier for -l and a
+    // dependency's link arguments do not reach binaries, so the binaries'
+    // crate gets the list as DEP_SPDK_KEEP_LIBRARIES and passes it itself.
+    let mut kept: Vec<String> =
+        libraries.iter().filter_map(|flag| flag.strip_prefix("-l")).map(str::to_owned).collect();
+    // SPDK's and DPDK's own dependencies (ssl, uuid, uring, isa-l, ...).
+    let system_libraries = output(&["--libs", "--static", "spdk_syslibs"]);
+    let system_directories: Vec<&str> =
+        system_libraries.iter().filter_map(|flag| flag.strip_prefix("-L")).collect();
+    for flag in &system_libraries {
         if let Some(directory) = flag.strip_prefix("-L") {
             println!("cargo:rustc-link-search=native={directory}");
+            library_directories.push(directory.to_owned());
         } else if let Some(name) = flag.strip_prefix("-l") {
-            println!("cargo:rustc-link-lib=dylib={name}");
+            // SPDK builds isa-l as a static archive only, and its shared
+            // libraries (libspdk_util's CRCs) call into it: the binary must
+            // carry all of it, not just what Rust code names.
+            let static_only = system_directories.iter().any(|directory| {
+                let directory = std::path::Path::new(directory);
+                directory.join(format!("lib{name}.a")).exists()
+                    && !directory.join(format!("lib{name}.so")).exists()
+            });
+            if static_only {
+                println!("cargo:rustc-link-lib=static:+whole-archive={name}");
+            } else {
+                println!("cargo:rustc-link-lib=dylib={name}");
+                // SPDK's shared libraries carry no DT_NEEDED of their own
+                // dependencies (libspdk_sock_uring calls liburing): the
+                // binary must keep these too.
+                kept.push(name.to_owned());
+            }
         } else if flag == "-pthread" {
             println!("cargo:rustc-link-lib=dylib=pthread");
         }
     }
+    println!("cargo:keep_libraries={}", kept.join(" "));
     // Link arguments do not reach the binaries of dependent crates; the
     // directories go to them as DEP_SPDK_RPATH for an rpath of their own,
     // so a binary finds SPDK's shared libraries without LD_LIBRARY_PATH.
