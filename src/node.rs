@@ -282,6 +282,9 @@ impl Node {
             lba_bytes: config.namespace.lba_bytes,
             spdk: config.namespace.spdk_options(),
         })?;
+        // What the backend says it opened: the path, or for spdk the
+        // transport id and NSID (namespace.path means nothing there).
+        let namespace_path = PathBuf::from(&namespace.info().description);
 
         let queue_pair = QueuePairConfig {
             depth: config.namespace.queue_depth,

@@ -468,10 +468,11 @@ impl SpdkQueuePair {
         unsafe {
             sys::spdk_nvme_ctrlr_get_default_io_qpair_opts(controller.pointer.as_ptr(), &mut options, size)
         };
-        // The queue keeps `depth` commands; SPDK queues in software what the
-        // controller's queue (its MQES) has no room for. A command larger than
-        // the controller's transfer size takes several requests.
-        options.io_queue_size = options.io_queue_size.max(depth + 1);
+        // The hardware queue keeps SPDK's default size, already capped to
+        // what the controller allows (a fabrics target refuses a larger
+        // one); SPDK queues in software the commands it has no room for. A
+        // command larger than the controller's transfer size takes several
+        // requests, hence more requests than commands.
         options.io_queue_requests = options.io_queue_requests.max(depth * 4);
         // SAFETY: as above; the returned queue pair is ours alone.
         let queue_pair =
