@@ -199,16 +199,20 @@ impl Controller {
             .name("nvkv-spdk-admin".to_owned())
             .spawn(move || {
                 let polled = polled;
+                let mut failing = false;
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(ADMIN_POLL_INTERVAL) {
                     // SAFETY: the controller stays attached until this
                     // thread is joined (Controller::drop).
                     let status = unsafe { sys::spdk_nvme_ctrlr_process_admin_completions(polled.0.as_ptr()) };
-                    if status < 0 {
+                    // Said once per failure, not ten times a second.
+                    let failed = status < 0;
+                    if failed && !failing {
                         error!(
                             error = %io::Error::from_raw_os_error(-status),
                             "polling the NVMe controller's admin queue failed; the controller may be gone"
                         );
                     }
+                    failing = failed;
                 }
             })
             .map_err(|source| NvmeError::Spdk {
