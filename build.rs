@@ -1,7 +1,26 @@
 //! Compiles schema/*.capnp into Rust. Needs the `capnp` compiler (Debian's
-//! `capnproto`, installed by scripts/setup.sh).
+//! `capnproto`, installed by scripts/setup.sh). With the `spdk` feature it
+//! also gives nvkv's binaries an rpath to SPDK's shared libraries.
 
 fn main() {
+    // vendor/spdk-sys found SPDK; link arguments of a dependency do not reach
+    // our binaries, so what they need to load SPDK is set here: the libraries
+    // SPDK only registers from constructors (kept with --no-as-needed, as
+    // SPDK's docs link them) and an rpath to SPDK's shared libraries.
+    println!("cargo:rerun-if-env-changed=DEP_SPDK_KEEP_LIBRARIES");
+    println!("cargo:rerun-if-env-changed=DEP_SPDK_RPATH");
+    if let Ok(libraries) = std::env::var("DEP_SPDK_KEEP_LIBRARIES") {
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        for library in libraries.split_whitespace() {
+            println!("cargo:rustc-link-arg=-l{library}");
+        }
+        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    }
+    if let Ok(directories) = std::env::var("DEP_SPDK_RPATH") {
+        for directory in directories.split(':').filter(|directory| !directory.is_empty()) {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{directory}");
+        }
+    }
     println!("cargo:rerun-if-changed=schema");
     let mut schemas: Vec<_> = std::fs::read_dir("schema")
         .expect("schema/ is missing: it holds the Cap'n Proto schema of nvkv")

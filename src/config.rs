@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
+use crate::nvme::open::SpdkOptions;
+
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -128,6 +130,15 @@ pub struct NamespaceConfig {
     pub queue_depth: u32,
     #[serde(deserialize_with = "deserialize_bytes")]
     pub registered_buffer_bytes: u64,
+    /// The spdk backend's controller, as an SPDK transport id.
+    pub transport: String,
+    /// The spdk backend's namespace on that controller.
+    pub nsid: u32,
+    /// Memory SPDK's env reserves for the whole process.
+    #[serde(deserialize_with = "deserialize_bytes")]
+    pub spdk_memory_bytes: u64,
+    /// Whether SPDK's memory comes from hugepages.
+    pub spdk_hugepages: bool,
 }
 
 impl Default for NamespaceConfig {
@@ -139,6 +150,10 @@ impl Default for NamespaceConfig {
             lba_bytes: 4096,
             queue_depth: 128,
             registered_buffer_bytes: 8 * MIB,
+            transport: String::new(),
+            nsid: 1,
+            spdk_memory_bytes: 256 * MIB,
+            spdk_hugepages: true,
         }
     }
 }
@@ -618,6 +633,7 @@ impl Config {
         check_range("namespace.queue_depth", u64::from(namespace.queue_depth), 1, 4096)?;
         check_range("namespace.registered_buffer_bytes", namespace.registered_buffer_bytes, 0, GIB)?;
         check_multiple("namespace.registered_buffer_bytes", namespace.registered_buffer_bytes, lba_bytes)?;
+        namespace.validate_spdk()?;
 
         let log = &self.log;
         check_range("log.batch_bytes_max", log.batch_bytes_max, lba_bytes, 4 * MIB)?;
@@ -841,6 +857,63 @@ impl Config {
     }
 }
 
+/// Longest `namespace.transport`: SPDK's transport id fields (address 256,
+/// NQN 223 bytes, and a few short ones) fit well within it.
+const TRANSPORT_BYTES_MAX: usize = 1024;
+
+impl NamespaceConfig {
+    /// The spdk backend's keys. Their limits hold whatever the backend, so
+    /// a config stays valid when only `backend` changes; a transport id is
+    /// needed only by the spdk backend.
+    fn validate_spdk(&self) -> Result<(), ConfigError> {
+        if self.transport.len() > TRANSPORT_BYTES_MAX {
+            return Err(ConfigError::invalid(
+                "namespace.transport",
+                format!("{:?}", self.transport),
+                format!("at most {TRANSPORT_BYTES_MAX} bytes"),
+            ));
+        }
+        if self.backend == Backend::Spdk && self.transport.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "namespace.transport",
+                "\"\"",
+                "the controller's SPDK transport id with backend = \"spdk\", e.g. \"trtype:PCIe \
+                 traddr:0000:01:00.0\" or \"trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420 \
+                 subnqn:nqn.2016-06.io.spdk:cnode1\"",
+            ));
+        }
+        // NSID 0 is no namespace and 0xffffffff means all of them.
+        check_range("namespace.nsid", u64::from(self.nsid), 1, 0xffff_fffe)?;
+        check_range("namespace.spdk_memory_bytes", self.spdk_memory_bytes, 64 * MIB, TIB)?;
+        if self.spdk_memory_bytes % MIB != 0 {
+            return Err(ConfigError::invalid(
+                "namespace.spdk_memory_bytes",
+                self.spdk_memory_bytes,
+                "a whole number of MiB (SPDK reserves memory in MiB)",
+            ));
+        }
+        if !self.spdk_hugepages && self.transport.to_ascii_lowercase().contains("trtype:pcie") {
+            return Err(ConfigError::invalid(
+                "namespace.spdk_hugepages",
+                false,
+                "true for a PCIe transport (a PCIe device reads and writes pinned hugepages; only TCP and \
+                 RDMA work without them)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// What the spdk backend needs of this section.
+    pub fn spdk_options(&self) -> SpdkOptions {
+        SpdkOptions {
+            transport: self.transport.clone(),
+            nsid: self.nsid,
+            memory_bytes: self.spdk_memory_bytes,
+            hugepages: self.spdk_hugepages,
+        }
+    }
+}
+
 fn check_range(key: &str, value: u64, low: u64, high: u64) -> Result<(), ConfigError> {
     if (low..=high).contains(&value) {
         Ok(())
@@ -997,6 +1070,10 @@ mod tests {
             lba_bytes = 512
             queue_depth = 1024
             registered_buffer_bytes = 16777216
+            transport = "trtype:PCIe traddr:0000:01:00.0"
+            nsid = 2
+            spdk_memory_bytes = "2GiB"
+            spdk_hugepages = true
 
             [log]
             durability = "flush"
@@ -1027,6 +1104,15 @@ mod tests {
         assert_eq!(config.namespace.resolved_path(Path::new("/ignored")), PathBuf::from("/dev/nvme0n1"));
         assert_eq!(config.namespace.namespace_bytes, 64 << 30);
         assert_eq!(config.namespace.registered_buffer_bytes, 16 << 20);
+        assert_eq!(
+            config.namespace.spdk_options(),
+            SpdkOptions {
+                transport: "trtype:PCIe traddr:0000:01:00.0".to_owned(),
+                nsid: 2,
+                memory_bytes: 2 << 30,
+                hugepages: true
+            }
+        );
         assert_eq!(config.log.durability, Durability::Flush);
         assert_eq!(config.log.batch_bytes_max, 256 << 10);
         let limits = config.store.limits();
@@ -1138,6 +1224,14 @@ mod tests {
             ("[reactor]\nadaptive_poll_us = 5000000", "reactor.adaptive_poll_us = 5000000"),
             ("[namespace]\nlba_bytes = 1000", "namespace.lba_bytes = 1000"),
             ("[namespace]\nqueue_depth = 0", "namespace.queue_depth = 0"),
+            ("[namespace]\nbackend = \"spdk\"", "namespace.transport = \"\""),
+            ("[namespace]\nnsid = 0", "namespace.nsid = 0"),
+            ("[namespace]\nspdk_memory_bytes = \"32MiB\"", "namespace.spdk_memory_bytes = 33554432"),
+            ("[namespace]\nspdk_memory_bytes = 100000000", "a whole number of MiB"),
+            (
+                "[namespace]\ntransport = \"trtype:PCIe traddr:0000:01:00.0\"\nspdk_hugepages = false",
+                "namespace.spdk_hugepages = false",
+            ),
             ("[namespace]\nqueue_depth = 5000", "namespace.queue_depth = 5000"),
             ("[namespace]\nnamespace_bytes = 1000", "namespace.namespace_bytes = 1000"),
             ("[namespace]\nnamespace_bytes = 1048577", "a multiple of namespace.lba_bytes"),

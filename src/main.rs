@@ -480,6 +480,19 @@ struct DeviceArgs {
     /// Print one JSON object on stdout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Append through the spdk backend to this controller instead of
+    /// --namespace: an SPDK transport id such as "trtype:TCP adrfam:IPv4
+    /// traddr:127.0.0.1 trsvcid:4420 subnqn:..." (needs a build with
+    /// --features spdk). The namespace is formatted for the run.
+    #[arg(long, value_name = "TRID")]
+    spdk_transport: Option<String>,
+    /// The namespace of --spdk-transport to write to.
+    #[arg(long, value_name = "NSID", default_value_t = 1)]
+    spdk_nsid: u32,
+    /// Take SPDK's memory from ordinary pages, not hugepages (TCP and RDMA
+    /// transports only).
+    #[arg(long)]
+    spdk_no_hugepages: bool,
 }
 
 /// Runs a client future on a single-threaded runtime (capnp-rpc is
@@ -957,6 +970,12 @@ fn bench_device(args: DeviceArgs) -> Result<(), String> {
         inflight_writes_max: args.inflight_writes_max,
         queue_depth: args.queue_depth,
         progress: !args.json,
+        spdk: args.spdk_transport.map(|transport| nvkv::nvme::open::SpdkOptions {
+            transport,
+            nsid: args.spdk_nsid,
+            hugepages: !args.spdk_no_hugepages,
+            ..Default::default()
+        }),
     };
     if let Some(parent) = options.namespace.parent().filter(|parent| !parent.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)

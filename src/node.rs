@@ -294,7 +294,11 @@ impl Node {
             path: namespace_path.clone(),
             namespace_bytes: config.namespace.namespace_bytes,
             lba_bytes: config.namespace.lba_bytes,
+            spdk: config.namespace.spdk_options(),
         })?;
+        // What the backend says it opened: the path, or for spdk the
+        // transport id and NSID (namespace.path means nothing there).
+        let namespace_path = PathBuf::from(&namespace.info().description);
 
         let queue_pair = QueuePairConfig {
             depth: config.namespace.queue_depth,

@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::config::{Durability as ConfigDurability, PollMode, ReactorConfig};
-use crate::nvme::open::{open_namespace, NamespaceSettings};
+use crate::nvme::open::{open_namespace, NamespaceSettings, SpdkOptions};
 use crate::nvme::{Namespace, QueuePairConfig};
 use crate::reactor::{DriverFactory, ReactorSettings, Reactors, ShardDriver};
 use crate::shard::{open_shared_log, LogDriver};
@@ -47,6 +47,9 @@ pub struct DeviceBenchOptions {
     pub queue_depth: u32,
     /// Show a progress bar (only on a terminal).
     pub progress: bool,
+    /// Append through the spdk backend to this controller and namespace
+    /// instead of `namespace`.
+    pub spdk: Option<SpdkOptions>,
 }
 
 #[derive(Debug, Serialize)]
@@ -113,6 +116,17 @@ struct Outcome {
 impl DeviceBenchOptions {
     fn validate(&self) -> Result<(), DeviceBenchError> {
         let invalid = |message: String| Err(DeviceBenchError::Invalid(message));
+        if let Some(spdk) = &self.spdk {
+            if spdk.transport.trim().is_empty() || spdk.transport.len() > 1024 {
+                return invalid(format!(
+                    "--spdk-transport {:?} must be an SPDK transport id of 1 to 1024 bytes",
+                    spdk.transport
+                ));
+            }
+            if spdk.nsid == 0 || spdk.nsid == u32::MAX {
+                return invalid(format!("--spdk-nsid {} must be from 1 to 4294967294", spdk.nsid));
+            }
+        }
         if self.appenders == 0 || self.appenders > 4096 {
             return invalid(format!("--appenders {} must be from 1 to 4096", self.appenders));
         }
@@ -142,10 +156,11 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
         );
     }
     let namespace = open_namespace(&NamespaceSettings {
-        backend: "uring".into(),
+        backend: if options.spdk.is_some() { "spdk" } else { "uring" }.into(),
         path: options.namespace.clone(),
         namespace_bytes: options.namespace_bytes,
         lba_bytes: options.lba_bytes,
+        spdk: options.spdk.clone().unwrap_or_default(),
     })?;
     let queue_pair = QueuePairConfig { depth: options.queue_depth, registered_buffer_bytes: 16 << 20 };
     let region = {

@@ -5,6 +5,11 @@
 //! fixed buffers) and hands out buffers from it by size class; a buffer
 //! returns to its class when dropped. When the arena is exhausted buffers
 //! come from the heap, still aligned, just not registered.
+//!
+//! A backend with its own DMA allocator (SPDK's `spdk_zmalloc`) hands its
+//! memory to the same types as [`Memory::Foreign`], with the function that
+//! gives it back, so the layers above never see which allocator a buffer
+//! came from.
 
 use std::alloc::{self, Layout};
 use std::cell::RefCell;
@@ -22,8 +27,17 @@ pub struct DmaBuf {
     origin: Origin,
 }
 
-enum Origin {
+/// Who owns a block of memory and how it is given back.
+#[derive(Clone, Copy)]
+pub enum Memory {
+    /// Rust's global allocator, with the buffer's size and alignment.
     Heap,
+    /// A device's own allocator; `release` frees the pointer it handed out.
+    Foreign { release: unsafe fn(*mut u8) },
+}
+
+enum Origin {
+    Own(Memory),
     Arena { arena: Rc<RefCell<ArenaState>>, class: usize, offset: usize },
 }
 
@@ -37,7 +51,31 @@ impl DmaBuf {
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { alloc::alloc_zeroed(layout) };
         let pointer = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
-        DmaBuf { pointer, len: capacity, capacity, alignment, origin: Origin::Heap }
+        DmaBuf { pointer, len: capacity, capacity, alignment, origin: Origin::Own(Memory::Heap) }
+    }
+
+    /// Takes ownership of `capacity` zeroed bytes at `pointer`, aligned to
+    /// `alignment`, that `release` frees when the buffer drops.
+    ///
+    /// # Safety
+    /// `pointer` must be valid for reads and writes of `capacity` bytes,
+    /// initialised, aligned to `alignment`, used by nothing else, and freed
+    /// by nothing but `release`.
+    pub unsafe fn from_foreign(
+        pointer: NonNull<u8>,
+        capacity: usize,
+        alignment: usize,
+        release: unsafe fn(*mut u8),
+    ) -> DmaBuf {
+        assert!(alignment.is_power_of_two(), "buffer alignment {alignment} is not a power of two");
+        assert_eq!(pointer.as_ptr() as usize % alignment, 0, "foreign buffer is not aligned to {alignment}");
+        DmaBuf {
+            pointer,
+            len: capacity,
+            capacity,
+            alignment,
+            origin: Origin::Own(Memory::Foreign { release }),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -106,14 +144,31 @@ impl std::fmt::Debug for DmaBuf {
 impl Drop for DmaBuf {
     fn drop(&mut self) {
         match &self.origin {
-            Origin::Heap => {
-                let layout = Layout::from_size_align(self.capacity, self.alignment).expect("buffer layout");
-                // SAFETY: allocated in new_heap with this exact layout.
-                unsafe { alloc::dealloc(self.pointer.as_ptr(), layout) };
-            }
+            // SAFETY: allocated in new_heap or handed over by from_foreign
+            // with this size, alignment and memory.
+            Origin::Own(memory) => unsafe { memory.release(self.pointer, self.capacity, self.alignment) },
             Origin::Arena { arena, class, offset } => {
                 arena.borrow_mut().free[*class].push(*offset);
             }
+        }
+    }
+}
+
+impl Memory {
+    /// Frees `bytes` at `pointer`, aligned to `alignment`.
+    ///
+    /// # Safety
+    /// The memory must have come from this allocator with this size and
+    /// alignment, and nothing may use it afterwards.
+    unsafe fn release(self, pointer: NonNull<u8>, bytes: usize, alignment: usize) {
+        match self {
+            Memory::Heap => {
+                let layout = Layout::from_size_align(bytes, alignment).expect("buffer layout");
+                // SAFETY: per this function's contract.
+                unsafe { alloc::dealloc(pointer.as_ptr(), layout) };
+            }
+            // SAFETY: per this function's contract.
+            Memory::Foreign { release } => unsafe { release(pointer.as_ptr()) },
         }
     }
 }
@@ -122,6 +177,7 @@ struct ArenaState {
     base: NonNull<u8>,
     bytes: usize,
     alignment: usize,
+    memory: Memory,
     bump: usize,
     /// free[c] holds offsets of free chunks of `alignment << c` bytes.
     free: Vec<Vec<usize>>,
@@ -129,10 +185,10 @@ struct ArenaState {
 
 impl Drop for ArenaState {
     fn drop(&mut self) {
-        let layout = Layout::from_size_align(self.bytes, self.alignment).expect("arena layout");
-        // SAFETY: allocated in BufferArena::new with this exact layout; every
-        // buffer holds an Rc to this state, so none outlives it.
-        unsafe { alloc::dealloc(self.base.as_ptr(), layout) };
+        // SAFETY: allocated or handed over in BufferArena's constructors with
+        // this size and alignment; every buffer holds an Rc to this state, so
+        // none outlives it.
+        unsafe { self.memory.release(self.base, self.bytes, self.alignment) };
     }
 }
 
@@ -152,8 +208,33 @@ impl BufferArena {
         // SAFETY: non-zero size.
         let raw = unsafe { alloc::alloc_zeroed(layout) };
         let base = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
+        // SAFETY: just allocated from the heap with this size and alignment.
+        unsafe { BufferArena::from_region(base, bytes, alignment, Memory::Heap) }
+    }
+
+    /// An arena over `bytes` zeroed bytes at `base` (a whole number of
+    /// `alignment` units), freed through `memory` when the arena and every
+    /// buffer from it are gone.
+    ///
+    /// # Safety
+    /// `base` must be valid for reads and writes of `bytes` bytes,
+    /// initialised, aligned to `alignment`, used by nothing else, and come
+    /// from `memory`.
+    pub unsafe fn from_region(
+        base: NonNull<u8>,
+        bytes: usize,
+        alignment: usize,
+        memory: Memory,
+    ) -> BufferArena {
+        assert!(alignment.is_power_of_two(), "arena alignment {alignment} is not a power of two");
+        assert!(
+            bytes >= alignment && bytes % alignment == 0 && base.as_ptr() as usize % alignment == 0,
+            "an arena region of {bytes} bytes at {:#x} is not whole, aligned {alignment}-byte units",
+            base.as_ptr() as usize
+        );
         let classes = (usize::BITS - (bytes / alignment).leading_zeros()) as usize;
-        let state = ArenaState { base, bytes, alignment, bump: 0, free: vec![Vec::new(); classes.max(1)] };
+        let state =
+            ArenaState { base, bytes, alignment, memory, bump: 0, free: vec![Vec::new(); classes.max(1)] };
         BufferArena { state: Rc::new(RefCell::new(state)) }
     }
 
@@ -170,6 +251,18 @@ impl BufferArena {
     /// A zeroed buffer of `len` bytes rounded up to whole alignment units;
     /// from the arena when it has room, else from the heap.
     pub fn allocate(&self, len: usize) -> DmaBuf {
+        self.try_allocate(len).unwrap_or_else(|| {
+            let alignment = self.alignment();
+            let units = len.max(1).div_ceil(alignment);
+            let mut buffer = DmaBuf::new_heap(units.next_power_of_two() * alignment, alignment);
+            buffer.set_len(units * alignment);
+            buffer
+        })
+    }
+
+    /// A zeroed buffer of `len` bytes rounded up to whole alignment units,
+    /// from the arena, or `None` when it has no room for one.
+    pub fn try_allocate(&self, len: usize) -> Option<DmaBuf> {
         let mut state = self.state.borrow_mut();
         let alignment = state.alignment;
         let units = len.max(1).div_ceil(alignment);
@@ -186,25 +279,20 @@ impl BufferArena {
         } else {
             None
         };
-        let Some(offset) = offset else {
-            drop(state);
-            let mut buffer = DmaBuf::new_heap(chunk, alignment);
-            buffer.set_len(units * alignment);
-            return buffer;
-        };
+        let offset = offset?;
         // SAFETY: offset + chunk <= bytes, inside the arena allocation.
         let pointer = unsafe { NonNull::new_unchecked(state.base.as_ptr().add(offset)) };
         // A reused chunk still holds its last I/O; callers rely on zeroes.
         // SAFETY: the chunk is ours alone until this buffer drops.
         unsafe { std::ptr::write_bytes(pointer.as_ptr(), 0, chunk) };
         drop(state);
-        DmaBuf {
+        Some(DmaBuf {
             pointer,
             len: units * alignment,
             capacity: chunk,
             alignment,
             origin: Origin::Arena { arena: self.state.clone(), class, offset },
-        }
+        })
     }
 }
 

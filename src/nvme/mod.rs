@@ -8,13 +8,17 @@
 //! [`Completion`] gives it back. This layer knows nothing of logs or keys.
 //!
 //! Backends: [`uring`] (io_uring, O_DIRECT, on a preallocated file or a raw
-//! block device), [`memory`] (tests), and [`fault`] (a fault-injecting wrapper
-//! around any other backend, for tests).
+//! block device), `spdk` (SPDK's user-space NVMe driver, with the `spdk`
+//! cargo feature), [`memory`] (tests), and [`fault`] (a fault-injecting
+//! wrapper around any other backend, for tests).
 
 pub mod buffer;
 pub mod fault;
 pub mod memory;
 pub mod open;
+#[cfg(feature = "spdk")]
+pub mod spdk;
+pub mod status;
 pub mod uring;
 
 #[cfg(test)]
@@ -23,6 +27,7 @@ mod suite;
 use std::os::fd::RawFd;
 
 pub use buffer::{BufferArena, DmaBuf};
+pub use status::NvmeStatus;
 
 /// What a shard needs to know of the device it writes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,8 +188,12 @@ pub enum NvmeError {
     Io { kind: CommandKind, lba: u64, source: std::io::Error },
     #[error("{kind} at LBA {lba} wrote {done} of {expected} bytes")]
     Short { kind: CommandKind, lba: u64, done: usize, expected: usize },
-    #[error("{kind} failed with NVMe status type {status_code_type:#x} code {status_code:#x}")]
-    Status { kind: CommandKind, status_code_type: u8, status_code: u8 },
+    #[error("{kind} at LBA {lba} failed with NVMe status {status}")]
+    Status { kind: CommandKind, lba: u64, status: NvmeStatus },
+    /// A call into SPDK failed (not one command's status): `action` says
+    /// what was being done and what to check.
+    #[error("SPDK {action} failed: {source}")]
+    Spdk { action: String, source: std::io::Error },
     /// The io_uring instance itself failed (setup, registration, or
     /// `io_uring_enter`), not one command. `action` says what was being done
     /// and what to check.
@@ -206,6 +215,7 @@ impl NvmeError {
                 | NvmeError::Short { .. }
                 | NvmeError::Status { .. }
                 | NvmeError::Ring { .. }
+                | NvmeError::Spdk { .. }
                 | NvmeError::Injected(_)
                 | NvmeError::Dead
         )

@@ -24,6 +24,30 @@ pub struct NamespaceSettings {
     pub namespace_bytes: u64,
     /// Block size of a namespace file; a block device uses its own.
     pub lba_bytes: u32,
+    /// Where the spdk backend finds its namespace; unused by the others.
+    pub spdk: SpdkOptions,
+}
+
+/// How the spdk backend attaches its controller and sets up SPDK's memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpdkOptions {
+    /// An SPDK transport id: `trtype:PCIe traddr:0000:01:00.0`, or
+    /// `trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420 subnqn:...`.
+    pub transport: String,
+    /// The namespace of that controller, from 1.
+    pub nsid: u32,
+    /// Memory SPDK's env reserves for DMA buffers and queues, once per
+    /// process: hugepages, or ordinary memory without them.
+    pub memory_bytes: u64,
+    /// Whether that memory comes from hugepages. Without them only fabrics
+    /// transports (TCP, RDMA) work: a PCIe device needs pinned pages.
+    pub hugepages: bool,
+}
+
+impl Default for SpdkOptions {
+    fn default() -> Self {
+        SpdkOptions { transport: String::new(), nsid: 1, memory_bytes: 256 << 20, hugepages: true }
+    }
 }
 
 /// Opens the namespace `settings` describe and takes its exclusive lock.
@@ -37,11 +61,9 @@ pub fn open_namespace(settings: &NamespaceSettings) -> Result<Arc<dyn Namespace>
             };
             Ok(Arc::new(UringNamespace::open(&settings.path, &options)?))
         }
-        "spdk" if cfg!(feature = "spdk") => Err(NvmeError::Invalid(
-            "the SPDK namespace backend is not part of nvkv yet, even with --features spdk; \
-             set backend = \"uring\""
-                .to_owned(),
-        )),
+        #[cfg(feature = "spdk")]
+        "spdk" => Ok(Arc::new(super::spdk::SpdkNamespace::open(&settings.spdk)?)),
+        #[cfg(not(feature = "spdk"))]
         "spdk" => Err(NvmeError::Invalid(
             "this build of nvkv has no SPDK support; rebuild with `cargo build --release --features spdk` \
              (needs SPDK installed) or set backend = \"uring\""
@@ -63,19 +85,26 @@ mod tests {
             path: PathBuf::from("/nonexistent/nvkv-namespace"),
             namespace_bytes: 1 << 20,
             lba_bytes: 4096,
+            spdk: SpdkOptions::default(),
         }
     }
 
     #[test]
+    #[cfg(not(feature = "spdk"))]
     fn spdk_without_the_feature_says_how_to_rebuild() {
         let Err(NvmeError::Invalid(message)) = open_namespace(&settings("spdk")) else {
             panic!("the spdk backend must be refused as invalid in this build");
         };
-        if cfg!(feature = "spdk") {
-            assert!(message.contains("not part of nvkv yet"), "{message}");
-        } else {
-            assert!(message.contains("--features spdk"), "{message}");
-        }
+        assert!(message.contains("--features spdk"), "{message}");
+    }
+
+    #[test]
+    #[cfg(feature = "spdk")]
+    fn spdk_without_a_transport_says_which_key_to_set() {
+        let Err(NvmeError::Invalid(message)) = open_namespace(&settings("spdk")) else {
+            panic!("the spdk backend without a transport id must be refused as invalid");
+        };
+        assert!(message.contains("namespace.transport"), "{message}");
     }
 
     #[test]

@@ -769,3 +769,27 @@ fn latency() {
     assert!(completion.result.is_ok());
     assert!(started.elapsed() >= planned, "wait returned a completion after {:?}", started.elapsed());
 }
+
+#[test]
+#[cfg(feature = "spdk")]
+fn spdk_backend_passes_the_namespace_suite() {
+    let Some(options) = super::spdk::test_target(1, "the namespace suite") else { return };
+    let namespace: Arc<dyn Namespace> = Arc::new(
+        super::spdk::SpdkNamespace::open(&options)
+            .unwrap_or_else(|error| panic!("cannot open the spdk namespace {options:?}: {error}")),
+    );
+    let info = namespace.info().clone();
+    eprintln!("spdk namespace: {} blocks of {} bytes", info.capacity_blocks, info.lba_bytes);
+    assert_eq!(info.backend, "spdk");
+    // One attached controller for every property: each opens and drops its
+    // own queue pairs, which is what a namespace does across restarts of
+    // shards; the target's namespace is reused, so it is not fresh.
+    let open = || namespace.clone();
+    run_suite(&Backend { name: "spdk", open: &open, fresh: false });
+    let weak = Arc::downgrade(&namespace);
+    drop(namespace);
+    assert!(weak.upgrade().is_none(), "the namespace (and its controller) is detached when dropped");
+    eprintln!("[spdk] a second attach after the detach works");
+    let again = super::spdk::SpdkNamespace::open(&options).expect("attach the controller again");
+    assert_eq!(again.info(), &info, "the same namespace, seen the same way");
+}

@@ -450,9 +450,47 @@ fn disk_tempdir() -> tempfile::TempDir {
 
 #[test]
 fn round_trip_on_the_io_uring_file_backend_in_every_durability_mode() {
+    let directory = disk_tempdir();
+    let create = || {
+        let _ = std::fs::remove_file(directory.path().join("namespace"));
+        uring_file(&directory, 16 << 20)
+    };
+    round_trip_in_every_durability_mode(&create, &|| uring_file(&directory, 16 << 20));
+}
+
+#[test]
+#[cfg(feature = "spdk")]
+fn round_trip_on_the_spdk_backend_in_every_durability_mode() {
+    // Namespace 2: the namespace suite writes over namespace 1 meanwhile.
+    let Some(options) = crate::nvme::spdk::test_target(2, "the shard log round trip") else { return };
+    let open = || -> Arc<dyn Namespace> {
+        Arc::new(crate::nvme::spdk::SpdkNamespace::open(&options).expect("open the spdk namespace"))
+    };
+    let create = || {
+        let namespace = open();
+        wipe_superblock(namespace.as_ref());
+        namespace
+    };
+    round_trip_in_every_durability_mode(&create, &open);
+}
+
+/// Zeroes both superblock copies, so the next open formats the namespace
+/// anew: a target's namespace keeps what earlier runs wrote.
+#[cfg(feature = "spdk")]
+fn wipe_superblock(namespace: &dyn Namespace) {
+    let mut queue = namespace.open_queue_pair(&QueuePairConfig::default()).expect("queue pair");
+    let zeroes = queue.allocate(2 * superblock::SUPERBLOCK_BYTES);
+    blocking::write(queue.as_mut(), 0, zeroes, true).expect("zero the superblock copies");
+}
+
+/// Appends in every durability mode on a namespace from `create` (blank),
+/// opens it again with `reopen`, and reads every entry back.
+fn round_trip_in_every_durability_mode(
+    create: &dyn Fn() -> Arc<dyn Namespace>,
+    reopen: &dyn Fn() -> Arc<dyn Namespace>,
+) {
     for durability in [Durability::Fua, Durability::Flush, Durability::None] {
-        let directory = disk_tempdir();
-        let namespace = uring_file(&directory, 16 << 20);
+        let namespace = create();
         let region = format_namespace(namespace.as_ref(), 16);
         let options = LogOptions { durability, ..small_options() };
         let mut log = open_log(namespace.as_ref(), region, options.clone()).expect("open");
@@ -473,7 +511,7 @@ fn round_trip_on_the_io_uring_file_backend_in_every_durability_mode() {
         }
         drop(log);
         drop(namespace);
-        let namespace = uring_file(&directory, 16 << 20);
+        let namespace = reopen();
         let mut log = open_log(namespace.as_ref(), region, options).expect("reopen");
         for index in 1..=200u64 {
             let group = (index % 4) as u32;
