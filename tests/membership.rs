@@ -10,8 +10,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::cluster::eventually;
 use common::*;
 
 /// Groups in the test cluster: one shard per member, two groups each.
@@ -64,18 +65,6 @@ fn configs(directory: &Path) -> Vec<Member> {
         std::fs::write(&member.config, text).expect("write config");
     }
     members
-}
-
-/// Polls `check` until it returns `Ok`, or panics with the last reason.
-fn within<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match check() {
-            Ok(done) => return done,
-            Err(reason) if Instant::now() > deadline => panic!("{what} did not happen: {reason}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
 }
 
 /// `member list -w json` through `port`: (id, is learner, peer addresses,
@@ -192,7 +181,7 @@ fn a_fourth_member_joins_is_promoted_and_an_old_one_leaves_under_load() {
     let listed = member_list(port(2));
     assert!(listed.contains(&(4, true, peer.clone(), client_address.clone())), "{listed:?}");
     for group in 0..GROUPS {
-        within(&format!("member 4 catching up in group {group}"), || caught_up(&members, group, 4));
+        eventually(&format!("member 4 catching up in group {group}"), || caught_up(&members, group, 4));
     }
     let got = client(port(4), &["get", "/before/k19", "--consistency", "s"]).expect("the learner serves");
     assert_eq!(got, "/before/k19\nv19\n", "the learner's own store has the keys written before it joined");
@@ -224,13 +213,13 @@ fn a_fourth_member_joins_is_promoted_and_an_old_one_leaves_under_load() {
     assert!(acknowledged.len() >= 20, "the writer kept going: {refused:?}");
 
     eprintln!("phase: member 1 refuses client requests; member 4 reads every acknowledged put");
-    within("member 1 refusing clients", || match client(port(1), &["get", "/before/k1"]) {
+    eventually("member 1 refusing clients", || match client(port(1), &["get", "/before/k1"]) {
         Err(error) if error.contains("NotMember") && error.contains("was removed") => Ok(()),
         other => Err(format!("{other:?}")),
     });
     // Groups member 1 led elect a new leader meanwhile: a read may be
     // refused as unavailable until then.
-    let read = within("a prefix read through member 4", || {
+    let read = eventually("a prefix read through member 4", || {
         client(port(4), &["get", "/load/", "--prefix", "--keys-only"])
     });
     let keys: Vec<&str> = read.lines().filter(|line| !line.is_empty()).collect();
@@ -258,7 +247,7 @@ fn a_fourth_member_joins_is_promoted_and_an_old_one_leaves_under_load() {
         listed.iter().map(|member| (member.0, member.1)).collect::<Vec<_>>(),
         [(2, false), (3, false), (4, false)]
     );
-    within("member 4 serving after its restart", || client(port(4), &["get", "/before/k3"]));
+    eventually("member 4 serving after its restart", || client(port(4), &["get", "/before/k3"]));
     let refused = client(port(1), &["get", "/before/k1"]).expect_err("member 1 stays removed");
     assert!(refused.contains("was removed"), "{refused}");
     drop(daemons);
