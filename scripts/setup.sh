@@ -7,6 +7,9 @@
 #   iproute2       `ip netns`, for the tests that cut real sockets
 #   systemd        `systemd-analyze verify` of systemd/nvkv.service in the tests
 #   protobuf-compiler  the `protoc` etcd-client's build runs on etcd's .proto files
+#   libprotobuf-dev    the well-known .proto files (google/protobuf/descriptor.proto)
+#                  etcd's import; only a Recommends of protobuf-compiler, which
+#                  --no-install-recommends leaves out
 #   etcd-server    /usr/bin/etcd, which tests/etcd.rs and bench/compare-etcd.sh
 #                  run beside nvkv (its Debian service, if systemd started it on
 #                  install, is disabled again: the tests pick their own ports)
@@ -17,7 +20,7 @@
 # every package is already installed. Runs as root, or through sudo.
 set -euo pipefail
 
-packages=(libhwloc-dev libudev-dev capnproto pkg-config iproute2 systemd protobuf-compiler etcd-server "$@")
+packages=(libhwloc-dev libudev-dev capnproto pkg-config iproute2 systemd protobuf-compiler libprotobuf-dev etcd-server "$@")
 
 missing=()
 for package in "${packages[@]}"; do
