@@ -60,6 +60,18 @@ struct ShardStatus {
   endToEndP99Us @20 :Float64;
   proposals @21 :UInt64;  # Raft entries proposed for client writes
   proposedCommands @22 :UInt64;  # the writes they carried
+  # The device since the log opened: bytes the log wrote (records,
+  # checkpoints, snapshots), flushes, and commands that failed or that the
+  # device refused (any error also stops the shard's log).
+  deviceWrittenBytes @23 :UInt64;
+  deviceFlushes @24 :UInt64;
+  deviceErrors @25 :UInt64;
+  snapshotsWritten @26 :UInt64;      # Raft snapshots written to the snapshot area
+  snapshotWrittenBytes @27 :UInt64;  # and their bytes
+  # The shard's reactor since it started: time running its loop (spinning
+  # included) and time asleep (adaptive polling), in seconds.
+  reactorBusySeconds @28 :Float64;
+  reactorIdleSeconds @29 :Float64;
 }
 
 struct NodeStatus {
@@ -292,6 +304,9 @@ struct GroupStatus {
   # at the same applied index must show the same one. 0 when the store's
   # encoding is over 4 MiB (hashing it would stall the shard).
   stateHash @14 :UInt64;
+  # Leaderships this member saw the group take since it started (a leader in
+  # a term it had not seen led), the first election included.
+  leaderChanges @15 :UInt64;
 }
 
 # What a membership change did: every group of the cluster changed, each

@@ -82,6 +82,34 @@ fn the_endpoint_parses_as_prometheus_text_and_its_histograms_move_with_puts() {
         after.samples.iter().filter(|sample| sample.metric == "nvkv_group_revision").map(counter).sum();
     assert!(revisions >= 20.0, "the groups' revisions count the 20 puts: {revisions}");
     assert!(counter(find(&after, "nvkv_reactor_busy_seconds_total", &[("shard", "0")])) > 0.0);
+    assert_eq!(counter(find(&after, "nvkv_device_errors_total", &[("shard", "0")])), 0.0);
+    let written = counter(find(&after, "nvkv_device_written_bytes_total", &[("shard", "0")]));
+    assert!(written > 0.0, "the log wrote to the device: {written} bytes");
+    let leader_changes: Vec<f64> = after
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == "nvkv_group_leader_changes_total")
+        .map(counter)
+        .collect();
+    assert!(!leader_changes.is_empty(), "every group has a leader-change counter");
+    assert!(
+        leader_changes.iter().all(|changes| *changes >= 1.0),
+        "each group elected a leader: {leader_changes:?}"
+    );
+
+    // `nvkv status` shows a person the same counters.
+    let status: serde_json::Value =
+        serde_json::from_str(&client(port, &["status", "-w", "json"]).expect("status"))
+            .expect("status is JSON");
+    let node = &status.as_array().expect("one status per endpoint")[0];
+    let shard0 = &node["shards"][0];
+    assert!(shard0["device_written_bytes"].as_u64().expect("device_written_bytes") >= written as u64);
+    assert_eq!(shard0["device_errors"].as_u64(), Some(0));
+    assert!(shard0["reactor_busy_seconds"].as_f64().expect("reactor_busy_seconds") > 0.0);
+    let groups = node["groups"].as_array().expect("groups");
+    assert!(groups.iter().all(|group| group["leader_changes"].as_u64() >= Some(1)), "{groups:?}");
+    let human = client(port, &["status"]).expect("status");
+    assert!(human.contains("leader changes") && human.contains("device errors"), "{human}");
 
     let (status, body) = get(metrics_port, "/");
     assert_eq!(status, "HTTP/1.1 404 Not Found");

@@ -8,7 +8,7 @@
 //! never retry a write on its own (a write that timed out may still apply)
 //! and never hide that the group stopped.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -211,6 +211,30 @@ pub struct GroupMetrics {
     pub replication: BTreeMap<NodeId, Option<u64>>,
 }
 
+/// Counts into `changes` every (leader, term) the group's metrics show,
+/// until the group shuts down and its metrics sender goes.
+fn count_leader_changes(
+    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, Member>>,
+    changes: Rc<Cell<u64>>,
+) {
+    tokio::task::spawn_local(async move {
+        let mut seen: Option<(NodeId, u64)> = None;
+        loop {
+            let current = {
+                let metrics = metrics.borrow_and_update();
+                metrics.current_leader.map(|leader| (leader, metrics.current_term))
+            };
+            if current.is_some() && current != seen {
+                seen = current;
+                changes.set(changes.get() + 1);
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
 /// One group as run by one member.
 pub struct RaftGroup {
     group: GroupId,
@@ -219,6 +243,10 @@ pub struct RaftGroup {
     log: SharedLog,
     request_timeout: Duration,
     inbox: SnapshotInbox,
+    /// Leaderships this member has seen the group take (a leader in a term
+    /// it had not seen led), counted by a task that watches openraft's
+    /// metrics, so none is missed between two reads.
+    leader_changes: Rc<Cell<u64>>,
 }
 
 impl RaftGroup {
@@ -266,6 +294,8 @@ impl RaftGroup {
         let raft = Raft::new(member, Arc::new(raft_config), network, log_store, state_machine)
             .await
             .map_err(|error| start_error(error.to_string()))?;
+        let leader_changes = Rc::new(Cell::new(0));
+        count_leader_changes(raft.metrics(), leader_changes.clone());
         Ok(RaftGroup {
             group,
             member,
@@ -273,7 +303,13 @@ impl RaftGroup {
             log,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             inbox: SnapshotInbox::new(group),
+            leader_changes,
         })
+    }
+
+    /// Leaderships this member has seen the group take since it started.
+    pub fn leader_changes(&self) -> u64 {
+        self.leader_changes.get()
     }
 
     pub fn group(&self) -> GroupId {

@@ -342,6 +342,13 @@ impl Connection {
                     end_to_end_p99_us: shard.get_end_to_end_p99_us(),
                     proposals: shard.get_proposals(),
                     proposed_commands: shard.get_proposed_commands(),
+                    device_written_bytes: shard.get_device_written_bytes(),
+                    device_flushes: shard.get_device_flushes(),
+                    device_errors: shard.get_device_errors(),
+                    snapshots_written: shard.get_snapshots_written(),
+                    snapshot_written_bytes: shard.get_snapshot_written_bytes(),
+                    reactor_busy_seconds: shard.get_reactor_busy_seconds(),
+                    reactor_idle_seconds: shard.get_reactor_idle_seconds(),
                 });
             }
             let mut groups = Vec::new();
@@ -494,11 +501,27 @@ impl NodeStatus {
             ));
         }
         text.push_str(
-            "group  shard  leader  term   applied  last log  snapshot    purged  revision  compacted      keys  watchers  leases\n",
+            "shard  device written MiB   flushes  device errors  snapshots  snapshot MiB   reactor busy / idle s\n",
+        );
+        for shard in &self.shards {
+            text.push_str(&format!(
+                "{:>5}  {:>18.1}  {:>8}  {:>13}  {:>9}  {:>12.1}   {:>9.1} / {:<9.1}\n",
+                shard.shard,
+                shard.device_written_bytes as f64 / (1u64 << 20) as f64,
+                shard.device_flushes,
+                shard.device_errors,
+                shard.snapshots_written,
+                shard.snapshot_written_bytes as f64 / (1u64 << 20) as f64,
+                shard.reactor_busy_seconds,
+                shard.reactor_idle_seconds,
+            ));
+        }
+        text.push_str(
+            "group  shard  leader  term   applied  last log  snapshot    purged  revision  compacted      keys  watchers  leases  leader changes\n",
         );
         for group in &self.groups {
             text.push_str(&format!(
-                "{:>5}  {:>5}  {:>6}  {:>4}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>9}  {:>8}  {:>8}  {:>6}\n",
+                "{:>5}  {:>5}  {:>6}  {:>4}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>9}  {:>8}  {:>8}  {:>6}  {:>14}\n",
                 group.group,
                 group.shard,
                 group.leader,
@@ -512,6 +535,7 @@ impl NodeStatus {
                 group.keys,
                 group.watchers,
                 group.leases,
+                group.leader_changes,
             ));
         }
         text

@@ -77,7 +77,17 @@ pub async fn gather_groups(context: &ReactorContext) -> Result<Vec<GroupReport>,
 /// Every shard's report and every group's.
 pub async fn gather(context: &ReactorContext) -> Result<Gathered, capnp::Error> {
     let mut shards = Vec::new();
-    for (target, report) in on_every_shard(context, |_| shard::local_report()).await?.into_iter().enumerate()
+    for (target, report) in on_every_shard(context, |reactor| {
+        shard::local_report().map(|mut report| {
+            let stats = reactor.stats();
+            report.reactor_busy_seconds = stats.busy_nanos as f64 / 1e9;
+            report.reactor_idle_seconds = stats.idle_nanos as f64 / 1e9;
+            report
+        })
+    })
+    .await?
+    .into_iter()
+    .enumerate()
     {
         shards.push(report.ok_or_else(|| capnp::Error::failed(format!("shard {target} has no log yet")))?);
     }
@@ -166,6 +176,7 @@ pub fn set_group_status(mut builder: group_status::Builder<'_>, report: &GroupRe
     builder.set_watchers(report.watchers);
     builder.set_leases(report.leases);
     builder.set_state_hash(report.state_hash);
+    builder.set_leader_changes(report.leader_changes);
     let mut members = builder.init_members(report.members.len() as u32);
     for (position, progress) in report.members.iter().enumerate() {
         let mut out = members.reborrow().get(position as u32);
@@ -198,6 +209,7 @@ pub fn read_group_status(reader: group_status::Reader<'_>) -> capnp::Result<Grou
         leases: reader.get_leases(),
         members,
         state_hash: reader.get_state_hash(),
+        leader_changes: reader.get_leader_changes(),
     })
 }
 
@@ -245,6 +257,13 @@ pub fn set_node_status(mut status: node_status::Builder<'_>, info: &NodeInfo, ga
         shard.set_end_to_end_p99_us(report.end_to_end_p99_us);
         shard.set_proposals(report.proposals);
         shard.set_proposed_commands(report.proposed_commands);
+        shard.set_device_written_bytes(report.device_written_bytes);
+        shard.set_device_flushes(report.device_flushes);
+        shard.set_device_errors(report.device_errors);
+        shard.set_snapshots_written(report.snapshots_written);
+        shard.set_snapshot_written_bytes(report.snapshot_written_bytes);
+        shard.set_reactor_busy_seconds(report.reactor_busy_seconds);
+        shard.set_reactor_idle_seconds(report.reactor_idle_seconds);
     }
     set_group_statuses(status.init_groups(gathered.groups.len() as u32), &gathered.groups);
 }

@@ -188,13 +188,18 @@ pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[G
         }
     }
 
-    let counters: [Reading<ShardMetrics, u64>; 9] = [
+    let counters: [Reading<ShardMetrics, u64>; 10] = [
         ("nvkv_log_writes_total", "Group-commit writes to the device.", |m| m.log.writes),
         ("nvkv_log_records_written_total", "Log records those writes carried.", |m| m.log.records_written),
         ("nvkv_device_written_bytes_total", "Bytes written to the namespace by the log.", |m| {
             m.log.bytes_written
         }),
         ("nvkv_device_flushes_total", "Flush commands sent to the namespace.", |m| m.log.flushes),
+        (
+            "nvkv_device_errors_total",
+            "Device commands that failed or that the device refused (each also stops the shard's log).",
+            |m| m.log.device_errors,
+        ),
         ("nvkv_device_reads_total", "Reads of log records from the namespace.", |m| m.log.reads_from_device),
         ("nvkv_snapshots_written_total", "Raft snapshots written to the shard's snapshot area.", |m| {
             m.log.snapshots_written
@@ -259,10 +264,18 @@ pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[G
         ("nvkv_group_leases", "Leases in the group's store.", |g| g.leases.into()),
         ("nvkv_group_watchers", "Watchers of the group on this member.", |g| g.watchers.into()),
     ];
-    for (name, help, value) in per_group {
-        let mut family = Family::new(&mut out, name, "gauge", help);
-        for group in groups {
-            family.sample(name, &format!("member=\"{member}\",group=\"{}\"", group.group), value(group));
+    let group_counters: [Reading<GroupReport, i128>; 1] = [(
+        "nvkv_group_leader_changes_total",
+        "Leaderships this member saw the group take (a leader in a term it had not seen led), the first \
+         election included.",
+        |g| g.leader_changes.into(),
+    )];
+    for (kind, readings) in [("gauge", &per_group[..]), ("counter", &group_counters[..])] {
+        for (name, help, value) in readings {
+            let mut family = Family::new(&mut out, name, kind, help);
+            for group in groups {
+                family.sample(name, &format!("member=\"{member}\",group=\"{}\"", group.group), value(group));
+            }
         }
     }
     out

@@ -702,6 +702,7 @@ pub fn local_group_reports() -> Vec<super::GroupReport> {
                 } else {
                     0
                 },
+                leader_changes: entry.raft.leader_changes(),
             }
         })
         .collect()

@@ -143,6 +143,16 @@ pub struct ShardReport {
     /// Raft entries proposed for client writes, and the writes they carried.
     pub proposals: u64,
     pub proposed_commands: u64,
+    /// The device since the log opened (see `wal::LogStats`).
+    pub device_written_bytes: u64,
+    pub device_flushes: u64,
+    pub device_errors: u64,
+    pub snapshots_written: u64,
+    pub snapshot_written_bytes: u64,
+    /// The reactor's time running and asleep since it started; filled by
+    /// whoever has its `ReactorContext` (0 from [`local_report`]).
+    pub reactor_busy_seconds: f64,
+    pub reactor_idle_seconds: f64,
 }
 
 /// The report of this thread's shard.
@@ -175,6 +185,13 @@ pub fn local_report() -> Option<ShardReport> {
         end_to_end_p99_us: above.end_to_end.quantile_us(0.99),
         proposals: above.proposals,
         proposed_commands: above.proposed_commands,
+        device_written_bytes: stats.bytes_written,
+        device_flushes: stats.flushes,
+        device_errors: stats.device_errors,
+        snapshots_written: stats.snapshots_written,
+        snapshot_written_bytes: stats.snapshot_bytes_written,
+        reactor_busy_seconds: 0.0,
+        reactor_idle_seconds: 0.0,
     })
 }
 
@@ -241,6 +258,8 @@ pub struct GroupReport {
     /// applied the same index: a partition test (or an operator) checks
     /// they did not diverge. Computing it encodes the whole store.
     pub state_hash: u64,
+    /// Leaderships this member saw the group take since it started.
+    pub leader_changes: u64,
 }
 
 /// How much of a group's log one member has, as its leader tracks it.

@@ -91,6 +91,9 @@ pub struct LogStats {
     pub reads_from_device: u64,
     pub snapshots_written: u64,
     pub snapshot_bytes_written: u64,
+    /// Device commands that failed (an error completion) or that the
+    /// device refused to take.
+    pub device_errors: u64,
     pub head_sequence: u64,
     pub next_sequence: u64,
     pub used_bytes: u64,
@@ -831,7 +834,16 @@ impl ShardLog {
             self.deferred.push_back((command, tag));
             return Ok(());
         }
-        self.queue.submit(command, tag).map_err(|rejected| rejected.error)
+        self.submit(command, tag).map_err(|rejected| rejected.error)
+    }
+
+    /// Hands one command to the queue pair, counting a refusal as a device error.
+    fn submit(&mut self, command: Command, tag: u64) -> Result<(), Box<crate::nvme::Rejected>> {
+        let submitted = self.queue.submit(command, tag);
+        if submitted.is_err() {
+            self.stats.device_errors += 1;
+        }
+        submitted
     }
 
     /// Submits held side commands while slots allow.
@@ -841,7 +853,7 @@ impl ShardLog {
             && self.queue.in_flight() + self.reserved_slots() < self.options.queue_depth
         {
             let (command, tag) = self.deferred.pop_front().expect("not empty");
-            if let Err(rejected) = self.queue.submit(command, tag) {
+            if let Err(rejected) = self.submit(command, tag) {
                 self.fail(format!("the device refused a read or snapshot write: {}", rejected.error));
                 return progress;
             }
@@ -1029,7 +1041,7 @@ impl ShardLog {
             self.ring_blocks
         );
         let fua = self.options.durability == Durability::Fua;
-        match self.queue.submit(Command::Write { lba, buffer, fua }, tag) {
+        match self.submit(Command::Write { lba, buffer, fua }, tag) {
             Ok(()) => {
                 self.stats.writes += 1;
                 self.stats.bytes_written += bytes;
@@ -1064,6 +1076,9 @@ impl ShardLog {
 
     fn complete(&mut self, completion: Completion) {
         let tag = completion.tag;
+        if completion.result.is_err() {
+            self.stats.device_errors += 1;
+        }
         match tag & TAG_KIND_MASK {
             TAG_WRITE => {
                 let Some(write) = self.inflight.iter_mut().find(|write| write.tag == tag) else {
@@ -1212,7 +1227,7 @@ impl ShardLog {
             && self.inflight.iter().any(|write| write.state == WriteState::Written)
         {
             let tag = TAG_FLUSH | self.take_tag();
-            match self.queue.submit(Command::Flush, tag) {
+            match self.submit(Command::Flush, tag) {
                 Ok(()) => {
                     self.flush_tag = Some(tag);
                     for write in self.inflight.iter_mut().filter(|write| write.state == WriteState::Written) {
@@ -1355,7 +1370,7 @@ impl ShardLog {
         let lba = self.region.checkpoint_slot_lba(slot);
         let tag = TAG_CHECKPOINT | self.take_tag();
         let fua = self.options.durability != Durability::None;
-        match self.queue.submit(Command::Write { lba, buffer, fua }, tag) {
+        match self.submit(Command::Write { lba, buffer, fua }, tag) {
             Ok(()) => {
                 self.checkpoint_write =
                     Some(CheckpointWrite { tag, checkpoint, records_passed: passed, blocks_freed: freed });
