@@ -370,7 +370,7 @@ fn every_member_of_a_new_cluster_restores_the_same_backup_and_serves_it() {
             })
         })
         .collect();
-    eventually("the members agree on the leaders", || agreed_leaders(&seen));
+    let agreed = eventually("the members agree on the leaders", || agreed_leaders(&seen));
 
     eprintln!("every member answers every key as the backup had it");
     for member in &members {
@@ -392,6 +392,26 @@ fn every_member_of_a_new_cluster_restores_the_same_backup_and_serves_it() {
         client.main().lease_time_to_live(lease, true).await.expect("lease ttl").keys
     });
     assert_eq!(keys.len(), 4, "the lease and its keys exist in the new cluster");
+
+    eprintln!("a save from a follower of a group holds a write acknowledged just before");
+    let key = b"/cluster/p0/key";
+    let group = Partitioner::new(4, PARTITION_DEPTH).expect("partitioner").group_of(key);
+    let follower = members.iter().find(|member| member.id != agreed[group as usize]).expect("a follower");
+    with_client(members[0].client_port, async |client| {
+        client.put(key, b"third", 0, false).await.expect("put")
+    });
+    let again = directory.path().join("again.backup");
+    let (saved, _, stderr) = save(follower.client_port, &again, &[]);
+    assert!(saved, "save from member {}: {stderr}", follower.id);
+    let mut reader = nvkv::backup::BackupReader::open(&again).expect("open the backup");
+    let part = std::iter::from_fn(|| reader.next_part().expect("a whole part"))
+        .find(|part| part.group == group)
+        .expect("the key's group");
+    let store = nvkv::kv::snapshot::decode(&part.store).expect("the store decodes");
+    let range = RangeRequest { key: key.to_vec(), ..RangeRequest::default() };
+    let found = store.range(&range).expect("range").kvs;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].value, b"third", "the write acknowledged before the save is in it");
     for daemon in daemons {
         stop(daemon);
     }
