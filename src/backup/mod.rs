@@ -265,7 +265,7 @@ impl Drop for BackupWriter {
 /// [`verify`] reads the file through once before anyone uses a part.
 pub struct BackupReader {
     path: PathBuf,
-    file: std::io::BufReader<std::fs::File>,
+    file: Box<dyn Read>,
     file_bytes: u64,
     offset: u64,
     crc: u32,
@@ -277,9 +277,21 @@ impl BackupReader {
     pub fn open(path: &Path) -> Result<BackupReader, BackupError> {
         let file = std::fs::File::open(path).map_err(io_error("open", path))?;
         let file_bytes = file.metadata().map_err(io_error("read the size of", path))?.len();
+        BackupReader::from_reader(path, Box::new(std::io::BufReader::new(file)), file_bytes)
+    }
+
+    /// A backup held in memory (the fuzz target reads them so).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<BackupReader, BackupError> {
+        let length = bytes.len() as u64;
+        BackupReader::from_reader(Path::new("<memory>"), Box::new(std::io::Cursor::new(bytes)), length)
+    }
+
+    /// Reads a backup of `file_bytes` bytes from `file`; `path` names it
+    /// in errors.
+    fn from_reader(path: &Path, file: Box<dyn Read>, file_bytes: u64) -> Result<BackupReader, BackupError> {
         let mut reader = BackupReader {
             path: path.to_path_buf(),
-            file: std::io::BufReader::new(file),
+            file,
             file_bytes,
             offset: 0,
             crc: 0,

@@ -52,6 +52,8 @@ fn a_backup_reads_back_part_by_part() {
     assert_eq!((second.group, second.keys_with_history), (1, 5));
     assert!(reader.next_part().unwrap().is_none());
     reader.finish().unwrap();
+    let mut in_memory = BackupReader::from_bytes(std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(in_memory.next_part().unwrap().unwrap(), first, "the same bytes read the same from memory");
     let summary = verify(&path, |_| {}).unwrap();
     assert_eq!(summary.revisions, vec![(4, 0), (6, 0)]);
     assert_eq!(summary.keys_with_history, 8);
