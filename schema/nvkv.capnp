@@ -345,6 +345,36 @@ interface Maintenance {
   # Forgets the history of one group below revision (as KV.compact).
   compact @1 (group :UInt32, revision :Int64) -> (result :CompactResult);
   groups @2 () -> (groups :List(GroupStatus));
+  # Streams a consistent copy of one group's store to sink, for `nvkv
+  # snapshot save`: the group's leader confirms it still leads (a read
+  # index, asked of the leader when this member follows), this member
+  # waits to have applied that far, then encodes its store at that point
+  # (src/kv/snapshot.rs). The chunks go out under flow control; the answer
+  # comes once the last one was taken, with what the copy is (its revision,
+  # length and CRC32C, which the receiver checks against the bytes).
+  backupGroup @3 (group :UInt32, sink :BackupSink) -> (result :GroupBackupResult);
+}
+
+# Where the bytes of one group's backup go, in order.
+interface BackupSink {
+  chunk @0 (data :Data) -> stream;
+}
+
+# What one group's backup holds.
+struct GroupBackup {
+  group @0 :UInt32;
+  revision @1 :Int64;         # the store's revision at the point it was taken
+  compactRevision @2 :Int64;
+  bytes @3 :UInt64;           # the length of the encoded store sent to the sink
+  crc32c @4 :UInt32;          # CRC32C of those bytes
+  memberId @5 :UInt64;        # the member that encoded it
+}
+
+struct GroupBackupResult {
+  union {
+    ok @0 :GroupBackup;
+    error @1 :Error;
+  }
 }
 
 # ---- Lease ----

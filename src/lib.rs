@@ -4,6 +4,7 @@
 //!
 //! Layers look down only: `node` → `reactor`, `raft` → `wal` → `nvme`.
 
+pub mod backup;
 pub mod bench;
 pub mod config;
 pub mod kv;

@@ -46,7 +46,9 @@ impl WalSnapshotStore {
     }
 }
 
-fn encode(meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
+/// The blob a group's snapshot is stored as: its metadata, then the state
+/// machine's bytes. `backup::restore` writes new snapshots with it too.
+pub fn encode(meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
     let meta = serde_json::to_vec(meta).expect("snapshot metadata always serializes");
     let mut bytes = Vec::with_capacity(5 + meta.len() + data.len());
     bytes.push(FORMAT);

@@ -378,6 +378,75 @@ impl maintenance::Server for MaintenanceServer {
         set_group_statuses(results.get().init_groups(groups.len() as u32), &groups);
         Ok(())
     }
+
+    async fn backup_group(
+        self: capnp::capability::Rc<Self>,
+        params: maintenance::BackupGroupParams,
+        mut results: maintenance::BackupGroupResults,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        let group = params.get_group();
+        let sink = params.get_sink()?;
+        let copy = match self.requests.backup_group(group).await {
+            Ok(copy) => copy,
+            Err(error) => {
+                let error = super::kv::server_error(&error);
+                super::kv::set_error(results.get().init_result().init_error(), &error);
+                return Ok(());
+            }
+        };
+        for chunk in copy.bytes.chunks(BACKUP_CHUNK_BYTES) {
+            let mut call = sink.chunk_request();
+            call.get().set_data(chunk);
+            // Ready once the flow-control window has room, not once this
+            // chunk is answered.
+            call.send().await?;
+        }
+        let mut ok = results.get().init_result().init_ok();
+        ok.set_group(copy.group);
+        ok.set_revision(copy.revision);
+        ok.set_compact_revision(copy.compact_revision);
+        ok.set_bytes(copy.bytes.len() as u64);
+        ok.set_crc32c(crc32c::crc32c(&copy.bytes));
+        ok.set_member_id(copy.member);
+        Ok(())
+    }
+}
+
+/// The data of one chunk of a group's backup: well under the client's
+/// message limit (`super::MESSAGE_WORDS_MAX`).
+pub const BACKUP_CHUNK_BYTES: usize = 1 << 20;
+const _: () = assert!(BACKUP_CHUNK_BYTES * 4 <= super::MESSAGE_WORDS_MAX * 8);
+
+/// What a group's backup holds, as the answer of `backupGroup` says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupBackupInfo {
+    pub group: u32,
+    pub revision: i64,
+    pub compact_revision: i64,
+    pub bytes: u64,
+    pub crc32c: u32,
+    pub member_id: u64,
+}
+
+pub fn read_group_backup(
+    reader: crate::nvkv_capnp::group_backup_result::Reader<'_>,
+) -> capnp::Result<Result<GroupBackupInfo, super::kv::ServerError>> {
+    use crate::nvkv_capnp::group_backup_result::Which;
+    Ok(match reader.which()? {
+        Which::Ok(ok) => {
+            let ok = ok?;
+            Ok(GroupBackupInfo {
+                group: ok.get_group(),
+                revision: ok.get_revision(),
+                compact_revision: ok.get_compact_revision(),
+                bytes: ok.get_bytes(),
+                crc32c: ok.get_crc32c(),
+                member_id: ok.get_member_id(),
+            })
+        }
+        Which::Error(error) => Err(super::kv::read_error(error?)?),
+    })
 }
 
 /// How long `addMember` without `asLearner` waits for the new learner to

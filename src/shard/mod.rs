@@ -5,6 +5,7 @@
 //! The shard maps the node's configuration onto the layers below (the log
 //! knows nothing of config files) and never touches another shard's state.
 
+pub mod backup;
 pub mod barrier;
 pub mod forward;
 pub mod groups;
