@@ -223,6 +223,9 @@ fn run_peer_connection<R>(
     tokio::task::spawn_local(async move {
         match system.await {
             Ok(()) => tracing::debug!(%peer, shard, "peer connection closed"),
+            Err(error) if super::tls::closed_without_notify(&error) => {
+                tracing::debug!(%peer, shard, "peer connection closed (TLS, no close_notify)")
+            }
             Err(error) => tracing::info!(%peer, shard, %error, "peer connection closed on an error"),
         }
     });

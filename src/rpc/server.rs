@@ -145,6 +145,9 @@ fn run_connection<R>(
     tokio::task::spawn_local(async move {
         match system.await {
             Ok(()) => tracing::debug!(%peer, shard, "client connection closed"),
+            Err(error) if super::tls::closed_without_notify(&error) => {
+                tracing::debug!(%peer, shard, "client connection closed (TLS, no close_notify)")
+            }
             Err(error) => tracing::info!(%peer, shard, %error, "client connection closed on an error"),
         }
     });

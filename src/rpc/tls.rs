@@ -320,6 +320,14 @@ fn describe(error: &std::io::Error) -> String {
     }
 }
 
+/// Whether a connection's closing error only says the other end closed its
+/// TLS stream without a close_notify alert, as every client process that
+/// exits does. Cap'n Proto frames its messages, so a cut inside one is
+/// still an error of its own; this is a normal close.
+pub fn closed_without_notify(error: &capnp::Error) -> bool {
+    error.kind == capnp::ErrorKind::PrematureEndOfFile && error.extra.contains("close_notify")
+}
+
 /// Runs the server side of a handshake on `stream`, within
 /// [`HANDSHAKE_TIMEOUT`].
 pub async fn accept(
