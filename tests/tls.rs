@@ -324,6 +324,11 @@ fn a_member_with_a_peer_certificate_of_another_ca_cannot_join() {
         stderrs[0]
     );
     assert!(
+        stderrs[2].contains("TLS: it refused this member's certificate"),
+        "member 3 learns its certificate was refused:\n{}",
+        stderrs[2]
+    );
+    assert!(
         stderrs[2].contains("peer TLS handshake failed") && stderrs[2].contains("certificate"),
         "member 3 logs the refusal of its certificate:\n{}",
         stderrs[2]

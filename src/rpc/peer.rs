@@ -588,8 +588,19 @@ impl PeerClient {
         });
         let mut request = port.hello_request();
         self.links.identity.write_hello(request.get().init_hello(), shard);
-        let response =
-            request.send().promise.await.map_err(|error| format!("it refused the hello: {}", error.extra))?;
+        let response = request.send().promise.await.map_err(|error| {
+            if error.extra.contains("received fatal alert") {
+                // TLS 1.3: the other end checks this member's
+                // certificate after the handshake, and says no here.
+                format!(
+                    "TLS: it refused this member's certificate ({}); check that tls.peer_cert_file is \
+                         signed by the CA in its tls.peer_ca_file",
+                    error.extra
+                )
+            } else {
+                format!("it refused the hello: {}", error.extra)
+            }
+        })?;
         let answer = response.get().map_err(|error| error.to_string())?;
         self.links
             .identity
