@@ -42,6 +42,45 @@ pub struct Config {
     pub raft: RaftConfig,
     pub cluster: ClusterConfig,
     pub metrics: MetricsConfig,
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: TLS on the client port (and the shards' own ports) and on the
+/// peer port. Only the paths are checked here; `rpc::tls` reads the files
+/// when the node starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The client port's certificate chain (PEM); with `client_key_file`,
+    /// clients must speak TLS.
+    pub client_cert_file: Option<PathBuf>,
+    /// The private key of `client_cert_file` (PEM).
+    pub client_key_file: Option<PathBuf>,
+    /// When set, clients must present a certificate signed by this CA
+    /// (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// This member's certificate on the peer port, as server and as client.
+    pub peer_cert_file: Option<PathBuf>,
+    /// The private key of `peer_cert_file`.
+    pub peer_key_file: Option<PathBuf>,
+    /// The CA every member's peer certificate must be signed by; both ends
+    /// of a peer connection verify the other.
+    pub peer_ca_file: Option<PathBuf>,
+    /// Allows plaintext on a non-loopback client or peer address (warned
+    /// about at every start).
+    pub insecure: bool,
+}
+
+impl TlsConfig {
+    /// Whether the client port speaks TLS.
+    pub fn client_tls(&self) -> bool {
+        self.client_cert_file.is_some()
+    }
+
+    /// Whether the peer port speaks TLS.
+    pub fn peer_tls(&self) -> bool {
+        self.peer_cert_file.is_some()
+    }
 }
 
 /// `[metrics]`: the Prometheus endpoint.
@@ -704,7 +743,100 @@ impl Config {
         check_range("raft.entries_kept_after_snapshot", raft.entries_kept_after_snapshot, 0, 100_000_000)?;
         check_range("raft.purge_batch_entries", raft.purge_batch_entries, 1, 1_000_000)?;
         self.validate_metrics()?;
-        self.validate_cluster()
+        self.validate_cluster()?;
+        self.validate_tls()
+    }
+
+    /// The `[tls]` keys that go together are set together, and plaintext
+    /// is only for loopback addresses unless `tls.insecure` says otherwise.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let tls = &self.tls;
+        let shown = |path: &Option<PathBuf>| {
+            path.as_ref()
+                .map_or_else(|| "unset".to_string(), |path| format!("{:?}", path.display().to_string()))
+        };
+        for (key, path) in [
+            ("tls.client_cert_file", &tls.client_cert_file),
+            ("tls.client_key_file", &tls.client_key_file),
+            ("tls.client_ca_file", &tls.client_ca_file),
+            ("tls.peer_cert_file", &tls.peer_cert_file),
+            ("tls.peer_key_file", &tls.peer_key_file),
+            ("tls.peer_ca_file", &tls.peer_ca_file),
+        ] {
+            if path.as_ref().is_some_and(|path| path.as_os_str().is_empty()) {
+                return Err(ConfigError::invalid(key, "\"\"", "the path of a PEM file, or the key left out"));
+            }
+        }
+        if tls.client_cert_file.is_some() != tls.client_key_file.is_some() {
+            let (key, value) = if tls.client_cert_file.is_some() {
+                ("tls.client_key_file", &tls.client_key_file)
+            } else {
+                ("tls.client_cert_file", &tls.client_cert_file)
+            };
+            return Err(ConfigError::invalid(
+                key,
+                shown(value),
+                "tls.client_cert_file and tls.client_key_file set together (the certificate and its key)",
+            ));
+        }
+        if tls.client_ca_file.is_some() && !tls.client_tls() {
+            return Err(ConfigError::invalid(
+                "tls.client_ca_file",
+                shown(&tls.client_ca_file),
+                "tls.client_cert_file and tls.client_key_file set too: client certificates are checked only \
+                 over TLS",
+            ));
+        }
+        let peer = [
+            ("tls.peer_cert_file", &tls.peer_cert_file),
+            ("tls.peer_key_file", &tls.peer_key_file),
+            ("tls.peer_ca_file", &tls.peer_ca_file),
+        ];
+        if peer.iter().any(|(_, path)| path.is_some()) {
+            if let Some((key, path)) = peer.iter().find(|(_, path)| path.is_none()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    shown(path),
+                    "tls.peer_cert_file, tls.peer_key_file and tls.peer_ca_file all set: peers always verify \
+                     each other",
+                ));
+            }
+        }
+        if tls.insecure {
+            return Ok(());
+        }
+        let node = &self.node;
+        if !tls.client_tls() && !node.client_address.ip().is_loopback() {
+            return Err(ConfigError::invalid(
+                "node.client_address",
+                format!("\"{}\"", node.client_address),
+                "a loopback address while the client port is plaintext: set tls.client_cert_file and \
+                 tls.client_key_file, or tls.insecure = true to accept plaintext on this address",
+            ));
+        }
+        if self.cluster.has_peers() && !tls.peer_tls() && !node.peer_address.ip().is_loopback() {
+            return Err(ConfigError::invalid(
+                "node.peer_address",
+                format!("\"{}\"", node.peer_address),
+                "a loopback address while the peer port is plaintext: set tls.peer_cert_file, \
+                 tls.peer_key_file and tls.peer_ca_file, or tls.insecure = true to accept plaintext on this \
+                 address",
+            ));
+        }
+        Ok(())
+    }
+
+    /// What `nvkv serve` warns about at every start: plaintext on
+    /// non-loopback addresses that `tls.insecure` allowed.
+    pub fn insecure_addresses(&self) -> Vec<String> {
+        let mut plain = Vec::new();
+        if !self.tls.client_tls() && !self.node.client_address.ip().is_loopback() {
+            plain.push(format!("clients on {} (node.client_address)", self.node.client_address));
+        }
+        if self.cluster.has_peers() && !self.tls.peer_tls() && !self.node.peer_address.ip().is_loopback() {
+            plain.push(format!("peers on {} (node.peer_address)", self.node.peer_address));
+        }
+        plain
     }
 
     /// The cluster's name and members: each member once, with ports of its
@@ -1055,6 +1187,15 @@ mod tests {
             data_dir = "/var/lib/nvkv"
             client_address = "0.0.0.0:7400"
 
+            [tls]
+            client_cert_file = "/etc/nvkv/client.pem"
+            client_key_file = "/etc/nvkv/client-key.pem"
+            client_ca_file = "/etc/nvkv/clients-ca.pem"
+            peer_cert_file = "/etc/nvkv/peer.pem"
+            peer_key_file = "/etc/nvkv/peer-key.pem"
+            peer_ca_file = "/etc/nvkv/ca.pem"
+            insecure = true
+
             [reactor]
             shards = 2
             shards_max = 8
@@ -1098,6 +1239,9 @@ mod tests {
         assert_eq!(config.node.member_id, 3);
         assert_eq!(config.node.name, "node-c");
         assert_eq!(config.node.client_address.port(), 7400);
+        assert_eq!(config.tls.client_ca_file, Some(PathBuf::from("/etc/nvkv/clients-ca.pem")));
+        assert_eq!(config.tls.peer_key_file, Some(PathBuf::from("/etc/nvkv/peer-key.pem")));
+        assert!(config.tls.client_tls() && config.tls.peer_tls() && config.tls.insecure);
         assert_eq!(config.reactor.cores, vec![2, 3]);
         assert_eq!(config.reactor.poll_mode, PollMode::Busy);
         assert_eq!(config.namespace.backend, Backend::Spdk);
@@ -1289,5 +1433,47 @@ mod tests {
     fn a_missing_file_is_named() {
         let error = Config::load(Some(Path::new("/nonexistent/nvkv.toml"))).expect_err("no such file");
         assert!(error.to_string().contains("/nonexistent/nvkv.toml"), "{error}");
+    }
+
+    #[test]
+    fn tls_keys_go_together_and_plaintext_stays_on_loopback() {
+        let members = "[[cluster.members]]\nid = 1\nname = \"default\"\nclient_address = \"10.0.0.1:7379\"\n\
+                       peer_address = \"10.0.0.1:7479\"\n[[cluster.members]]\nid = 2\nname = \"b\"\n\
+                       client_address = \"10.0.0.2:7379\"\npeer_address = \"10.0.0.2:7479\"\n";
+        let node = "[node]\nclient_address = \"10.0.0.1:7379\"\npeer_address = \"10.0.0.1:7479\"\n";
+        let client_tls = "client_cert_file = \"c.pem\"\nclient_key_file = \"k.pem\"\n";
+        let peer_tls = "peer_cert_file = \"p.pem\"\npeer_key_file = \"pk.pem\"\npeer_ca_file = \"ca.pem\"\n";
+        let cases = [
+            (node.to_string(), "node.client_address = \"10.0.0.1:7379\""),
+            (
+                format!("{node}[tls]\n{client_tls}[cluster]\n{members}"),
+                "node.peer_address = \"10.0.0.1:7479\"",
+            ),
+            ("[tls]\nclient_cert_file = \"c.pem\"\n".to_string(), "tls.client_key_file = unset"),
+            ("[tls]\nclient_key_file = \"k.pem\"\n".to_string(), "tls.client_cert_file = unset"),
+            ("[tls]\nclient_ca_file = \"ca.pem\"\n".to_string(), "client certificates are checked only"),
+            (
+                "[tls]\npeer_cert_file = \"p.pem\"\npeer_key_file = \"pk.pem\"\n".to_string(),
+                "tls.peer_ca_file = unset",
+            ),
+            ("[tls]\npeer_ca_file = \"\"\n".to_string(), "tls.peer_ca_file = \"\""),
+        ];
+        for (text, expected) in cases {
+            let message = parse(&text).expect_err(&text).to_string();
+            assert!(message.contains(expected), "{text:?} gave {message:?}, not {expected:?}");
+        }
+        let message = parse(node).expect_err("plaintext on 10.0.0.1").to_string();
+        assert!(message.contains("tls.insecure = true"), "the refusal names the setting: {message}");
+
+        let insecure =
+            parse(&format!("{node}[tls]\ninsecure = true\n[cluster]\n{members}")).expect("insecure");
+        assert_eq!(
+            insecure.insecure_addresses(),
+            ["clients on 10.0.0.1:7379 (node.client_address)", "peers on 10.0.0.1:7479 (node.peer_address)"]
+        );
+        let secured =
+            parse(&format!("{node}[tls]\n{client_tls}{peer_tls}[cluster]\n{members}")).expect("TLS");
+        assert!(secured.insecure_addresses().is_empty());
+        assert!(Config::default().insecure_addresses().is_empty(), "loopback plaintext is the quiet default");
     }
 }

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use nvkv::config::Config;
+use nvkv::rpc::client::ClientTls;
 
 /// nvkv: a strongly consistent, replicated key-value store that writes its
 /// Raft logs straight to NVMe.
@@ -25,6 +26,18 @@ struct Cli {
         value_delimiter = ','
     )]
     endpoints: Vec<String>,
+    /// Speak TLS with the nodes and verify their certificates against this
+    /// CA (PEM); a node's certificate must name the endpoint's host (its IP
+    /// address or DNS name). Without it, client commands speak plaintext.
+    #[arg(long, global = true, value_name = "PATH")]
+    cacert: Option<PathBuf>,
+    /// A client certificate (PEM) to present to nodes that require one
+    /// (tls.client_ca_file); needs --key and --cacert.
+    #[arg(long = "cert", id = "client_cert", global = true, value_name = "PATH")]
+    client_cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long = "key", id = "client_key", global = true, value_name = "PATH")]
+    client_key: Option<PathBuf>,
     /// Output format of client commands: simple (for people) or json.
     #[arg(short = 'w', long = "write-out", global = true, default_value = "simple", value_parser = ["simple", "json"])]
     write_out: String,
@@ -575,10 +588,10 @@ fn range_end_of(key: &str, range_end: Option<String>, prefix: bool) -> Vec<u8> {
 }
 
 /// Connects to the first endpoint that answers.
-async fn connect(endpoints: &[String]) -> Result<nvkv::rpc::client::ShardedClient, String> {
+async fn connect(endpoints: &[String], tls: &ClientTls) -> Result<nvkv::rpc::client::ShardedClient, String> {
     let mut failures = Vec::new();
     for endpoint in endpoints {
-        match nvkv::rpc::client::ShardedClient::open(endpoint).await {
+        match nvkv::rpc::client::ShardedClient::open_with(endpoint, tls).await {
             Ok(connection) => return Ok(connection),
             Err(error) => failures.push(error.to_string()),
         }
@@ -644,9 +657,14 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
     Ok(())
 }
 
-fn key_value_command(endpoints: &[String], json: bool, command: Command) -> Result<(), String> {
+fn key_value_command(
+    endpoints: &[String],
+    tls: &ClientTls,
+    json: bool,
+    command: Command,
+) -> Result<(), String> {
     run_client(async move {
-        let connection = connect(endpoints).await?;
+        let connection = connect(endpoints, tls).await?;
         match command {
             Command::Put { key, value, lease, prev_kv } => {
                 let answer = connection
@@ -731,10 +749,15 @@ fn key_value_command(endpoints: &[String], json: bool, command: Command) -> Resu
     })?
 }
 
-fn lease_command(endpoints: &[String], json: bool, command: LeaseCommand) -> Result<(), String> {
+fn lease_command(
+    endpoints: &[String],
+    tls: &ClientTls,
+    json: bool,
+    command: LeaseCommand,
+) -> Result<(), String> {
     use nvkv::rpc::lease::format_id;
     run_client(async move {
-        let client = connect(endpoints).await?;
+        let client = connect(endpoints, tls).await?;
         let connection = client.main();
         match command {
             LeaseCommand::Grant { ttl, id } => {
@@ -870,11 +893,11 @@ async fn watch(
     Err("the connection to the node closed, which ended the watch; watch again with --rev".into())
 }
 
-fn status(endpoints: &[String], json: bool) -> Result<(), String> {
+fn status(endpoints: &[String], tls: &ClientTls, json: bool) -> Result<(), String> {
     let statuses = run_client(async {
         let mut statuses = Vec::new();
         for endpoint in endpoints {
-            let connection = nvkv::rpc::client::Connection::open(endpoint).await?;
+            let connection = nvkv::rpc::client::Connection::open_with(endpoint, tls).await?;
             statuses.push(connection.status().await?);
         }
         Ok::<_, nvkv::rpc::client::ClientError>(statuses)
@@ -892,7 +915,12 @@ fn status(endpoints: &[String], json: bool) -> Result<(), String> {
 
 /// `nvkv member add | promote | remove`: sent to the first endpoint that
 /// answers; a refusal is final (it says what to do).
-fn member_change(endpoints: &[String], json: bool, action: MemberCommand) -> Result<(), String> {
+fn member_change(
+    endpoints: &[String],
+    tls: &ClientTls,
+    json: bool,
+    action: MemberCommand,
+) -> Result<(), String> {
     use nvkv::rpc::client::{ClientError, Connection};
     let (id, done) = match &action {
         MemberCommand::Add { id, learner: true, .. } => (*id, "added as a learner to"),
@@ -904,7 +932,7 @@ fn member_change(endpoints: &[String], json: bool, action: MemberCommand) -> Res
     let changed = run_client(async {
         let mut failures = Vec::new();
         for endpoint in endpoints {
-            let connection = match Connection::open(endpoint).await {
+            let connection = match Connection::open_with(endpoint, tls).await {
                 Ok(connection) => connection,
                 Err(error) => {
                     failures.push(error.to_string());
@@ -927,9 +955,11 @@ fn member_change(endpoints: &[String], json: bool, action: MemberCommand) -> Res
                 MemberCommand::List => unreachable!("member list is not a change"),
             };
             match answer {
-                Err(error @ (ClientError::Connect { .. } | ClientError::ConnectTimeout { .. })) => {
-                    failures.push(error.to_string())
-                }
+                Err(
+                    error @ (ClientError::Connect { .. }
+                    | ClientError::ConnectTimeout { .. }
+                    | ClientError::Tls { .. }),
+                ) => failures.push(error.to_string()),
                 answer => return answer.map_err(|error| error.to_string()),
             }
         }
@@ -945,11 +975,11 @@ fn member_change(endpoints: &[String], json: bool, action: MemberCommand) -> Res
 }
 
 /// `nvkv member list`: a table like etcdctl's, or JSON.
-fn member_list(endpoints: &[String], json: bool) -> Result<(), String> {
+fn member_list(endpoints: &[String], tls: &ClientTls, json: bool) -> Result<(), String> {
     let (member_id, members) = run_client(async {
         let mut failures = Vec::new();
         for endpoint in endpoints {
-            let connection = match nvkv::rpc::client::Connection::open(endpoint).await {
+            let connection = match nvkv::rpc::client::Connection::open_with(endpoint, tls).await {
                 Ok(connection) => connection,
                 Err(error) => {
                     failures.push(error.to_string());
@@ -1051,7 +1081,7 @@ fn bench_device(args: DeviceArgs) -> Result<(), String> {
 
 /// Runs a store workload (`nvkv bench put|range|txn|mixed|watch`) and prints its
 /// report.
-fn bench_store(endpoints: &[String], command: BenchCommand) -> ExitCode {
+fn bench_store(endpoints: &[String], tls: &ClientTls, command: BenchCommand) -> ExitCode {
     use nvkv::bench::workload::{Consistency, Workload};
     let consistency =
         |flag: &str| if flag == "s" { Consistency::Serializable } else { Consistency::Linearizable };
@@ -1089,7 +1119,7 @@ fn bench_store(endpoints: &[String], command: BenchCommand) -> ExitCode {
         progress: !load.json,
     };
     let outcome = nvkv::bench::target::Target::parse(load.target.as_deref(), endpoints)
-        .and_then(|target| nvkv::bench::target::run(&workload, &options, &target))
+        .and_then(|target| nvkv::bench::target::run(&workload, &options, &target, tls))
         .and_then(|report| {
             if load.json {
                 print_json(&report)
@@ -1119,12 +1149,17 @@ fn progress_bar(length: u64, template: &str) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-fn snapshot_command(endpoints: &[String], json: bool, command: SnapshotCommand) -> Result<(), String> {
+fn snapshot_command(
+    endpoints: &[String],
+    tls: &ClientTls,
+    json: bool,
+    command: SnapshotCommand,
+) -> Result<(), String> {
     use nvkv::backup::save::SaveProgress;
     match command {
         SnapshotCommand::Save { file, force } => {
             let saved = run_client(async move {
-                let client = connect(endpoints).await?;
+                let client = connect(endpoints, tls).await?;
                 let bar = std::rc::Rc::new(progress_bar(
                     0,
                     "{spinner} saving group {pos}/{len} [{bar:40}] {msg} received",
@@ -1222,6 +1257,22 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     let colors = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colors).init();
+    let tls = match &cli.command {
+        Command::Serve { .. } | Command::Bench { workload: BenchCommand::Device(_) } => {
+            ClientTls::plaintext()
+        }
+        _ => match ClientTls::from_files(
+            cli.cacert.as_deref(),
+            cli.client_cert.as_deref(),
+            cli.client_key.as_deref(),
+        ) {
+            Ok(tls) => tls,
+            Err(error) => {
+                eprintln!("nvkv: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     match cli.command {
         Command::Serve { config, data_dir, listen } => {
             let outcome = Config::load(config.as_deref())
@@ -1250,7 +1301,7 @@ fn main() -> ExitCode {
         | Command::Txn
         | Command::Compact { .. }
         | Command::Watch(_) => {
-            match key_value_command(&cli.endpoints, cli.write_out == "json", cli.command) {
+            match key_value_command(&cli.endpoints, &tls, cli.write_out == "json", cli.command) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("nvkv: {error}");
@@ -1258,7 +1309,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Status => match status(&cli.endpoints, cli.write_out == "json") {
+        Command::Status => match status(&cli.endpoints, &tls, cli.write_out == "json") {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("nvkv status: {error}");
@@ -1266,7 +1317,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Member { action: MemberCommand::List } => {
-            match member_list(&cli.endpoints, cli.write_out == "json") {
+            match member_list(&cli.endpoints, &tls, cli.write_out == "json") {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("nvkv member list: {error}");
@@ -1274,22 +1325,26 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Member { action } => match member_change(&cli.endpoints, cli.write_out == "json", action) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("nvkv member: {error}");
-                ExitCode::FAILURE
+        Command::Member { action } => {
+            match member_change(&cli.endpoints, &tls, cli.write_out == "json", action) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("nvkv member: {error}");
+                    ExitCode::FAILURE
+                }
             }
-        },
-        Command::Lease { command } => match lease_command(&cli.endpoints, cli.write_out == "json", command) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("nvkv lease: {error}");
-                ExitCode::FAILURE
+        }
+        Command::Lease { command } => {
+            match lease_command(&cli.endpoints, &tls, cli.write_out == "json", command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("nvkv lease: {error}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Snapshot { command } => {
-            match snapshot_command(&cli.endpoints, cli.write_out == "json", command) {
+            match snapshot_command(&cli.endpoints, &tls, cli.write_out == "json", command) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     eprintln!("nvkv snapshot: {error}");
@@ -1304,6 +1359,6 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Bench { workload } => bench_store(&cli.endpoints, workload),
+        Command::Bench { workload } => bench_store(&cli.endpoints, &tls, workload),
     }
 }

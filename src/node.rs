@@ -77,6 +77,8 @@ pub enum NodeError {
          at a new namespace"
     )]
     ShardCount { path: String, formatted: u32, configured: usize },
+    #[error("invalid TLS setting {0}")]
+    Tls(#[from] crate::rpc::tls::TlsFileError),
     #[error("cannot listen for SIGTERM and SIGINT: {0}")]
     Signals(std::io::Error),
 }
@@ -185,6 +187,26 @@ pub fn log_driver_factory(resources: ShardResources) -> DriverFactory {
     })
 }
 
+/// Says, at every start, which ports `tls.insecure` lets speak plaintext
+/// on a non-loopback address: on stderr even when the log filter hides
+/// warnings.
+fn warn_plaintext(config: &Config) {
+    let plain = config.insecure_addresses();
+    if plain.is_empty() {
+        return;
+    }
+    let warning = format!(
+        "PLAINTEXT ON A NON-LOOPBACK ADDRESS (tls.insecure = true): {}. Anyone on that network can read and \
+         change the traffic; set the [tls] keys to encrypt it.",
+        plain.join(", ")
+    );
+    if tracing::enabled!(tracing::Level::WARN) {
+        tracing::warn!("{warning}");
+    } else {
+        eprintln!("nvkv: warning: {warning}");
+    }
+}
+
 /// How long a starting node waits for every shard's groups.
 const GROUPS_START_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -275,6 +297,10 @@ impl Node {
     /// per shard in shard order.
     pub fn start_with(config: Config, build_driver: &mut DriverBuilder<'_>) -> Result<Node, NodeError> {
         config.validate()?;
+        // Before anything is locked or opened: a bad certificate stops the
+        // start at once, naming its key and file.
+        let tls = crate::rpc::tls::NodeTls::load(&config.tls)?;
+        warn_plaintext(&config);
         let config = Arc::new(config);
         if config.log.durability == Durability::None {
             tracing::warn!(
@@ -360,6 +386,7 @@ impl Node {
             started: std::time::Instant::now(),
             limits: config.store.limits(),
             watch: crate::rpc::watch::WatchSettings::from_config(&config.store),
+            tls: tls.client.clone(),
         });
         let mut listener = Some(listener);
         let mut metrics_listener = match config.metrics.address {
@@ -371,6 +398,7 @@ impl Node {
         };
         let peers = config.cluster.has_peers().then(|| {
             Arc::new(PeerIdentity {
+                tls: tls.peer.clone(),
                 cluster_name: config.cluster.name.clone(),
                 member_id: config.node.member_id,
                 shards: cores.len() as u32,

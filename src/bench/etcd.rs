@@ -38,7 +38,10 @@ impl EtcdConnection {
 }
 
 impl StoreTarget for EtcdConnection {
-    async fn connect(endpoint: &str) -> Result<EtcdConnection, String> {
+    async fn connect(endpoint: &str, tls: &crate::rpc::client::ClientTls) -> Result<EtcdConnection, String> {
+        if tls.is_on() {
+            return Err("the etcd driver speaks plaintext only: leave out --cacert, --cert and --key".into());
+        }
         let unreachable = |error: &dyn std::fmt::Display| {
             format!("cannot reach etcd at {endpoint}: {error}; is it serving its client URL there?")
         };

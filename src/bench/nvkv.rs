@@ -14,8 +14,8 @@ use crate::rpc::watch_client::{Watch, WatchMessage};
 use super::workload::{Consistency, RangeRead, StoreTarget, Swap, WatchStream, WatchedEvent};
 
 impl StoreTarget for ShardedClient {
-    async fn connect(endpoint: &str) -> Result<ShardedClient, String> {
-        ShardedClient::open(endpoint).await.map_err(|error| error.to_string())
+    async fn connect(endpoint: &str, tls: &crate::rpc::client::ClientTls) -> Result<ShardedClient, String> {
+        ShardedClient::open_with(endpoint, tls).await.map_err(|error| error.to_string())
     }
 
     async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), String> {

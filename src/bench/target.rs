@@ -66,7 +66,14 @@ impl Target {
 }
 
 /// Runs `workload` against `target` and returns its report.
-pub fn run(workload: &Workload, options: &LoadOptions, target: &Target) -> Result<BenchReport, String> {
+/// `tls` is the client's `--cacert`/`--cert`/`--key` (plaintext for the
+/// comparisons, which run on loopback).
+pub fn run(
+    workload: &Workload,
+    options: &LoadOptions,
+    target: &Target,
+    tls: &crate::rpc::client::ClientTls,
+) -> Result<BenchReport, String> {
     options.validate(workload)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -75,9 +82,13 @@ pub fn run(workload: &Workload, options: &LoadOptions, target: &Target) -> Resul
     let local = tokio::task::LocalSet::new();
     let outcome = local.block_on(&runtime, async {
         match target {
-            Target::Nvkv { endpoints } => run_against::<ShardedClient>(workload, options, endpoints).await,
+            Target::Nvkv { endpoints } => {
+                run_against::<ShardedClient>(workload, options, endpoints, tls).await
+            }
             #[cfg(feature = "etcd")]
-            Target::Etcd { endpoints } => run_against::<EtcdConnection>(workload, options, endpoints).await,
+            Target::Etcd { endpoints } => {
+                run_against::<EtcdConnection>(workload, options, endpoints, tls).await
+            }
             #[cfg(not(feature = "etcd"))]
             Target::Etcd { .. } => {
                 Err("this nvkv was built without its etcd driver (the `etcd` feature, on by \

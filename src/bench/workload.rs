@@ -194,7 +194,9 @@ pub struct Swap {
 #[allow(async_fn_in_trait)]
 pub trait StoreTarget: Sized {
     /// Opens one connection to `endpoint` (host:port). Runs inside a `LocalSet`.
-    async fn connect(endpoint: &str) -> Result<Self, String>;
+    /// `tls` is the client's `--cacert`/`--cert`/`--key`; a driver that
+    /// cannot speak TLS refuses it when it is on.
+    async fn connect(endpoint: &str, tls: &crate::rpc::client::ClientTls) -> Result<Self, String>;
     /// Sets `key` to `value`.
     async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), String>;
     /// Reads [key, range_end) (etcd's convention: empty is the key alone,
@@ -522,6 +524,7 @@ pub async fn run_against<T: StoreTarget + 'static>(
     workload: &Workload,
     options: &LoadOptions,
     endpoints: &[String],
+    tls: &crate::rpc::client::ClientTls,
 ) -> Result<Outcome, String> {
     if endpoints.is_empty() {
         return Err("no endpoint to send to: give --endpoints".into());
@@ -529,7 +532,7 @@ pub async fn run_against<T: StoreTarget + 'static>(
     let mut targets = Vec::new();
     for connection in 0..options.connections {
         let endpoint = &endpoints[connection as usize % endpoints.len()];
-        targets.push(Rc::new(T::connect(endpoint).await?));
+        targets.push(Rc::new(T::connect(endpoint, tls).await?));
     }
     let preloaded = if workload.preloads() { preload(options, &targets).await? } else { 0 };
     let mut outcome = match *workload {
@@ -887,7 +890,7 @@ mod tests {
     }
 
     impl StoreTarget for ModelTarget {
-        async fn connect(endpoint: &str) -> Result<ModelTarget, String> {
+        async fn connect(endpoint: &str, _: &crate::rpc::client::ClientTls) -> Result<ModelTarget, String> {
             Err(format!("a model is not reached at {endpoint}: the test makes its targets"))
         }
 

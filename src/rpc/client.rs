@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use capnp_rpc::{rpc_twoparty_capnp, RpcSystem};
 
+pub use super::tls::ClientTls;
 use crate::nvkv_capnp::node;
 use crate::shard::ShardReport;
 
@@ -18,6 +19,8 @@ pub enum ClientError {
     Connect { endpoint: String, source: std::io::Error },
     #[error("connecting to {endpoint} timed out after {seconds} s")]
     ConnectTimeout { endpoint: String, seconds: u64 },
+    #[error("TLS handshake with {endpoint} failed: {reason}")]
+    Tls { endpoint: String, reason: String },
     #[error("{endpoint} failed the request: {source}")]
     Rpc { endpoint: String, source: capnp::Error },
     #[error("{endpoint} refused the request: {error}")]
@@ -105,6 +108,8 @@ pub struct NodeStatus {
 /// A connection to one node.
 pub struct Connection {
     endpoint: String,
+    /// Whether the connection speaks TLS (errors of a plaintext one hint at --cacert).
+    tls: bool,
     node: node::Client,
     kv: crate::nvkv_capnp::k_v::Client,
     cluster: crate::nvkv_capnp::cluster::Client,
@@ -113,19 +118,51 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects to `endpoint` (host:port). Must be called inside a `LocalSet`.
+    /// Connects to `endpoint` (host:port) in plaintext. Must be called
+    /// inside a `LocalSet`.
     pub async fn open(endpoint: &str) -> Result<Connection, ClientError> {
+        Connection::open_with(endpoint, &ClientTls::plaintext()).await
+    }
+
+    /// Connects to `endpoint` (host:port), over TLS when `tls` is on (the
+    /// node's certificate must name the endpoint's host). Must be called
+    /// inside a `LocalSet`.
+    pub async fn open_with(endpoint: &str, tls: &ClientTls) -> Result<Connection, ClientError> {
+        let timed_out = || ClientError::ConnectTimeout {
+            endpoint: endpoint.to_string(),
+            seconds: CONNECT_TIMEOUT.as_secs(),
+        };
         let connecting = tokio::net::TcpStream::connect(endpoint);
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
-            .map_err(|_| ClientError::ConnectTimeout {
-                endpoint: endpoint.to_string(),
-                seconds: CONNECT_TIMEOUT.as_secs(),
-            })?
+            .map_err(|_| timed_out())?
             .map_err(|source| ClientError::Connect { endpoint: endpoint.to_string(), source })?;
-        let network =
-            super::buffered_network(stream, rpc_twoparty_capnp::Side::Client, super::reader_options());
-        let mut system = RpcSystem::new(Box::new(network), None);
+        let mut system = match tls.connector() {
+            None => {
+                let network = super::buffered_network(
+                    stream,
+                    rpc_twoparty_capnp::Side::Client,
+                    super::reader_options(),
+                );
+                RpcSystem::new(Box::new(network), None)
+            }
+            Some(connector) => {
+                let tls_error = |reason| ClientError::Tls { endpoint: endpoint.to_string(), reason };
+                let name = super::tls::server_name(endpoint).map_err(tls_error)?;
+                let _ = stream.set_nodelay(true);
+                let stream =
+                    tokio::time::timeout(CONNECT_TIMEOUT, super::tls::connect(connector, name, stream))
+                        .await
+                        .map_err(|_| timed_out())?
+                        .map_err(tls_error)?;
+                let network = super::buffered_stream_network(
+                    stream,
+                    rpc_twoparty_capnp::Side::Client,
+                    super::reader_options(),
+                );
+                RpcSystem::new(Box::new(network), None)
+            }
+        };
         let node: node::Client = system.bootstrap(rpc_twoparty_capnp::Side::Server);
         let shown = endpoint.to_string();
         tokio::task::spawn_local(async move {
@@ -138,14 +175,39 @@ impl Connection {
         let cluster = node.cluster_request().send().pipeline.get_cluster();
         let maintenance = node.maintenance_request().send().pipeline.get_maintenance();
         let lease = node.lease_request().send().pipeline.get_lease();
-        Ok(Connection { endpoint: endpoint.to_string(), node, kv, cluster, maintenance, lease })
+        Ok(Connection {
+            endpoint: endpoint.to_string(),
+            tls: tls.is_on(),
+            node,
+            kv,
+            cluster,
+            maintenance,
+            lease,
+        })
     }
 
     pub(super) fn node(&self) -> &node::Client {
         &self.node
     }
 
-    pub(super) fn rpc_error(&self, source: capnp::Error) -> ClientError {
+    pub(super) fn rpc_error(&self, mut source: capnp::Error) -> ClientError {
+        let closed =
+            matches!(source.kind, capnp::ErrorKind::Disconnected | capnp::ErrorKind::PrematureEndOfFile);
+        if !self.tls && closed {
+            // A node that speaks TLS closes a plaintext connection at its
+            // first bytes: say what to do about it.
+            source.extra.push_str(&format!(
+                " (if {} serves TLS, pass --cacert with the CA that signed its certificate)",
+                self.endpoint
+            ));
+        } else if self.tls && source.extra.contains("received fatal alert") {
+            // TLS 1.3 tells a client that its certificate was refused (or
+            // missing) only after the handshake, at its first request.
+            source.extra.push_str(
+                " (the node refused this client's certificate or wanted one: pass --cert and --key with a \
+                 certificate signed by the node's tls.client_ca_file)",
+            );
+        }
         ClientError::Rpc { endpoint: self.endpoint.clone(), source }
     }
 
@@ -600,7 +662,13 @@ impl ShardedClient {
     /// Connects to `endpoint`, reads its partition map and connects to every
     /// shard. Must be called inside a `LocalSet`.
     pub async fn open(endpoint: &str) -> Result<ShardedClient, ClientError> {
-        let main = Connection::open(endpoint).await?;
+        ShardedClient::open_with(endpoint, &ClientTls::plaintext()).await
+    }
+
+    /// [`ShardedClient::open`] over TLS when `tls` is on: every shard
+    /// connection too, each verified against the main endpoint's host.
+    pub async fn open_with(endpoint: &str, tls: &ClientTls) -> Result<ShardedClient, ClientError> {
+        let main = Connection::open_with(endpoint, tls).await?;
         let map = main.partition_map().await?;
         let host = endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host);
         let mut shards = Vec::with_capacity(map.shard_endpoints.len());
@@ -608,7 +676,7 @@ impl ShardedClient {
             // The node names its shards by the address it bound (maybe
             // 0.0.0.0); reach them the way the main endpoint was reached.
             let port = shard_endpoint.rsplit_once(':').map_or("", |(_, port)| port);
-            shards.push(Connection::open(&format!("{host}:{port}")).await?);
+            shards.push(Connection::open_with(&format!("{host}:{port}"), tls).await?);
         }
         let partitioner = crate::kv::partition::Partitioner::new(map.groups, map.partition_depth as usize)
             .map_err(|error| ClientError::Rpc {

@@ -14,6 +14,7 @@ pub mod lease;
 pub mod metrics;
 pub mod peer;
 pub mod server;
+pub mod tls;
 pub mod watch;
 pub mod watch_client;
 
@@ -71,6 +72,27 @@ pub fn buffered_network(
     use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.into_split();
+    capnp_rpc::twoparty::VatNetwork::new(
+        futures::io::BufReader::new(reader.compat()),
+        futures::io::BufWriter::new(writer.compat_write()),
+        side,
+        options,
+    )
+}
+
+/// The Cap'n Proto network of any byte stream (a TLS stream), buffered
+/// like [`buffered_network`]. The stream is split with `tokio::io::split`,
+/// which a plain TCP stream does not need (it splits for free).
+pub fn buffered_stream_network<S>(
+    stream: S,
+    side: capnp_rpc::rpc_twoparty_capnp::Side,
+    options: ReaderOptions,
+) -> capnp_rpc::twoparty::VatNetwork<futures::io::BufReader<tokio_util::compat::Compat<tokio::io::ReadHalf<S>>>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+    let (reader, writer) = tokio::io::split(stream);
     capnp_rpc::twoparty::VatNetwork::new(
         futures::io::BufReader::new(reader.compat()),
         futures::io::BufWriter::new(writer.compat_write()),

@@ -102,6 +102,8 @@ pub fn shard_peer_address(base: SocketAddr, shard: usize) -> Result<SocketAddr, 
 /// Who this member is to its peers; the same on every shard.
 #[derive(Clone, Debug)]
 pub struct PeerIdentity {
+    /// The peer port's TLS (`[tls]` peer keys); `None`: plaintext.
+    pub tls: Option<super::tls::PeerTls>,
     pub cluster_name: String,
     pub member_id: NodeId,
     pub shards: u32,
@@ -180,20 +182,53 @@ pub fn spawn_peer_acceptor(
                     continue;
                 }
             };
-            let network =
-                super::buffered_network(stream, rpc_twoparty_capnp::Side::Server, peer_reader_options());
             let port: peer_port::Client =
                 capnp_rpc::new_client(PeerPortServer { shard, identity: identity.clone() });
-            let system = RpcSystem::new(Box::new(network), Some(port.client));
+            let Some(tls) = identity.tls.clone() else {
+                let network =
+                    super::buffered_network(stream, rpc_twoparty_capnp::Side::Server, peer_reader_options());
+                run_peer_connection(network, port, peer, shard);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            // The handshake runs on its own task: a stalled peer holds
+            // only its connection, never the acceptor.
             tokio::task::spawn_local(async move {
-                match system.await {
-                    Ok(()) => tracing::debug!(%peer, shard, "peer connection closed"),
-                    Err(error) => tracing::info!(%peer, shard, %error, "peer connection closed on an error"),
+                match super::tls::accept(&tls.acceptor, stream).await {
+                    Ok(stream) => {
+                        let network = super::buffered_stream_network(
+                            stream,
+                            rpc_twoparty_capnp::Side::Server,
+                            peer_reader_options(),
+                        );
+                        run_peer_connection(network, port, peer, shard);
+                    }
+                    Err(reason) => tracing::info!(%peer, shard, "peer TLS handshake failed: {reason}"),
                 }
             });
         }
     });
     Ok(())
+}
+
+fn run_peer_connection<R>(
+    network: capnp_rpc::twoparty::VatNetwork<R>,
+    port: peer_port::Client,
+    peer: SocketAddr,
+    shard: usize,
+) where
+    R: futures::AsyncRead + Unpin + 'static,
+{
+    let system = RpcSystem::new(Box::new(network), Some(port.client));
+    tokio::task::spawn_local(async move {
+        match system.await {
+            Ok(()) => tracing::debug!(%peer, shard, "peer connection closed"),
+            Err(error) if super::tls::closed_without_notify(&error) => {
+                tracing::debug!(%peer, shard, "peer connection closed (TLS, no close_notify)")
+            }
+            Err(error) => tracing::info!(%peer, shard, %error, "peer connection closed on an error"),
+        }
+    });
 }
 
 struct PeerPortServer {
@@ -394,6 +429,9 @@ enum LinkState {
 struct Link {
     address: String,
     state: LinkState,
+    /// The last TLS failure logged as a warning: an operator must see a
+    /// certificate problem, once, not at every redial.
+    tls_warned: Option<String>,
 }
 
 struct Links {
@@ -435,6 +473,7 @@ impl PeerClient {
                     backoff: Duration::ZERO,
                     reason: String::new(),
                 },
+                tls_warned: None,
             });
             if link.address != target.peer_address {
                 link.address = target.peer_address.clone();
@@ -471,7 +510,16 @@ impl PeerClient {
         let mut links = self.links.links.borrow_mut();
         if let Some(link) = links.get_mut(&target.id) {
             link.state = match &result {
-                Ok(session) => LinkState::Up { session: session.clone(), connection },
+                Ok(session) => {
+                    link.tls_warned = None;
+                    LinkState::Up { session: session.clone(), connection }
+                }
+                Err(reason) if reason.contains("TLS") && link.tls_warned.as_ref() != Some(reason) => {
+                    tracing::warn!(shard = self.links.shard, "{reason}; retrying");
+                    link.tls_warned = Some(reason.clone());
+                    let backoff = (backoff * 2).clamp(PEER_BACKOFF_MIN, PEER_BACKOFF_MAX);
+                    LinkState::Down { retry_at: Instant::now() + backoff, backoff, reason: reason.clone() }
+                }
                 Err(reason) => {
                     let backoff = (backoff * 2).clamp(PEER_BACKOFF_MIN, PEER_BACKOFF_MAX);
                     tracing::debug!(
@@ -495,11 +543,30 @@ impl PeerClient {
         let address = shard_peer_address(base, shard)?;
         let stream =
             tokio::net::TcpStream::connect(address).await.map_err(|error| format!("{address}: {error}"))?;
-        let mut network =
-            super::buffered_network(stream, rpc_twoparty_capnp::Side::Client, peer_reader_options());
-        // This end streams snapshots; the window bounds each stream.
-        network.set_window_size(SNAPSHOT_WINDOW_BYTES);
-        let mut system = RpcSystem::new(Box::new(network), None);
+        let mut system = match &self.links.identity.tls {
+            None => {
+                let mut network =
+                    super::buffered_network(stream, rpc_twoparty_capnp::Side::Client, peer_reader_options());
+                // This end streams snapshots; the window bounds each stream.
+                network.set_window_size(SNAPSHOT_WINDOW_BYTES);
+                RpcSystem::new(Box::new(network), None)
+            }
+            Some(tls) => {
+                let _ = stream.set_nodelay(true);
+                // Peers verify each other against the peer address they dial.
+                let name = rustls::pki_types::ServerName::IpAddress(address.ip().into());
+                let stream = super::tls::connect(&tls.connector, name, stream)
+                    .await
+                    .map_err(|reason| format!("TLS handshake with {address} failed: {reason}"))?;
+                let mut network = super::buffered_stream_network(
+                    stream,
+                    rpc_twoparty_capnp::Side::Client,
+                    peer_reader_options(),
+                );
+                network.set_window_size(SNAPSHOT_WINDOW_BYTES);
+                RpcSystem::new(Box::new(network), None)
+            }
+        };
         let port: peer_port::Client = system.bootstrap(rpc_twoparty_capnp::Side::Server);
         let links = Rc::downgrade(&self.links);
         let target_id = target.id;
@@ -521,8 +588,19 @@ impl PeerClient {
         });
         let mut request = port.hello_request();
         self.links.identity.write_hello(request.get().init_hello(), shard);
-        let response =
-            request.send().promise.await.map_err(|error| format!("it refused the hello: {}", error.extra))?;
+        let response = request.send().promise.await.map_err(|error| {
+            if error.extra.contains("received fatal alert") {
+                // TLS 1.3: the other end checks this member's
+                // certificate after the handshake, and says no here.
+                format!(
+                    "TLS: it refused this member's certificate ({}); check that tls.peer_cert_file is \
+                         signed by the CA in its tls.peer_ca_file",
+                    error.extra
+                )
+            } else {
+                format!("it refused the hello: {}", error.extra)
+            }
+        })?;
         let answer = response.get().map_err(|error| error.to_string())?;
         self.links
             .identity

@@ -2,6 +2,11 @@
 //! the shards in turn through their mailboxes; each connection then runs
 //! its Cap'n Proto RPC system on the reactor thread it landed on.
 //!
+//! With `[tls]` client keys set, every connection (on the main port and
+//! the shards' own) first completes a TLS handshake on the shard that
+//! serves it, within `tls::HANDSHAKE_TIMEOUT`; a failed one closes that
+//! connection alone.
+//!
 //! A connection that sends garbage, too large or too deeply nested a
 //! message is closed alone; the node and other connections go on. This
 //! module must never block a reactor thread.
@@ -18,7 +23,6 @@ use crate::reactor::ReactorContext;
 use crate::shard;
 
 /// What a node says of itself in its status; the same on every shard.
-#[derive(Debug)]
 pub struct NodeInfo {
     pub member_id: u64,
     /// This member's name (`node.name`).
@@ -36,6 +40,8 @@ pub struct NodeInfo {
     /// What one client request may carry (`[store]` of the config).
     pub limits: crate::kv::limits::Limits,
     pub watch: super::watch::WatchSettings,
+    /// The client ports' TLS (`[tls]` client keys); `None`: plaintext.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Starts accepting on `listener` from the calling reactor. With `deal`,
@@ -93,18 +99,45 @@ pub fn spawn_acceptor(
     Ok(())
 }
 
-/// Runs one client connection on this reactor until it closes.
+/// Runs one client connection on this reactor until it closes: the TLS
+/// handshake first when the client port speaks TLS (on its own task, so
+/// the acceptor never waits for it).
 pub fn serve_connection(
     context: &ReactorContext,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     info: Arc<NodeInfo>,
 ) {
-    let network = super::buffered_network(
-        stream,
-        rpc_twoparty_capnp::Side::Server,
-        super::server_reader_options(info.limits.request_bytes_max),
-    );
+    let options = super::server_reader_options(info.limits.request_bytes_max);
+    let Some(acceptor) = info.tls.clone() else {
+        let network = super::buffered_network(stream, rpc_twoparty_capnp::Side::Server, options);
+        run_connection(context, network, peer, info);
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let context = context.clone();
+    tokio::task::spawn_local(async move {
+        match super::tls::accept(&acceptor, stream).await {
+            Ok(stream) => {
+                let network =
+                    super::buffered_stream_network(stream, rpc_twoparty_capnp::Side::Server, options);
+                run_connection(&context, network, peer, info);
+            }
+            Err(reason) => {
+                tracing::info!(%peer, shard = context.shard(), "client TLS handshake failed: {reason}")
+            }
+        }
+    });
+}
+
+fn run_connection<R>(
+    context: &ReactorContext,
+    network: capnp_rpc::twoparty::VatNetwork<R>,
+    peer: SocketAddr,
+    info: Arc<NodeInfo>,
+) where
+    R: futures::AsyncRead + Unpin + 'static,
+{
     let server = NodeServer { context: context.clone(), info, watches: Default::default() };
     let client: node::Client = capnp_rpc::new_client(server);
     let system = RpcSystem::new(Box::new(network), Some(client.client));
@@ -112,6 +145,9 @@ pub fn serve_connection(
     tokio::task::spawn_local(async move {
         match system.await {
             Ok(()) => tracing::debug!(%peer, shard, "client connection closed"),
+            Err(error) if super::tls::closed_without_notify(&error) => {
+                tracing::debug!(%peer, shard, "client connection closed (TLS, no close_notify)")
+            }
             Err(error) => tracing::info!(%peer, shard, %error, "client connection closed on an error"),
         }
     });

@@ -62,8 +62,11 @@ pub fn member_configs(directory: &Path, groups: usize, hosts: &[(u64, IpAddr, u1
         .iter()
         .map(|(id, ip, base)| {
             let config = directory.join(format!("node{id}.toml"));
+            // Members on other addresses than loopback (network namespaces)
+            // speak plaintext: that needs tls.insecure.
+            let insecure = if ip.is_loopback() { "" } else { "[tls]\ninsecure = true\n\n" };
             let text = format!(
-                "[node]\nmember_id = {id}\nname = \"node{id}\"\ndata_dir = \"{}\"\n\
+                "{insecure}[node]\nmember_id = {id}\nname = \"node{id}\"\ndata_dir = \"{}\"\n\
                  client_address = \"{ip}:{base}\"\npeer_address = \"{ip}:{}\"\n\n\
                  [reactor]\nshards = 1\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n\
                  [log]\ngroups_per_shard = {groups}\n\n[cluster]\nname = \"test-cluster\"\n\n{listed}",
