@@ -23,6 +23,15 @@ machine hits every side alike. Medians over repeats are reported with the raw
 values beside them, plus the two ratios nvkv is judged by:
   (1) nvkv p50 @ 1 appender / fio io_uring dsync QD1 p50     goal <= 1.25
   (2) nvkv ops/s @ 64 appenders / etcd WAL-pattern ops/s      goal >= 10
+With --spdk DIR it also starts SPDK's nvmf_tgt from DIR (bench/spdk-common.sh,
+on the last core, two malloc namespaces over NVMe/TCP on 127.0.0.1) and runs
+in every repeat, before the sides above:
+  (d) DIR/build/bin/spdk_nvme_perf -q 1 and -q 32 -o 4096 -w write -t S -L on
+      namespace 1 (core 0); ops/s, average and p50/p99/p99.9 latency
+  (e) nvkv bench device on the spdk backend, 1 appender, 2300 B entries, on
+      namespace 2 of the same target (its shard on core 0)
+and a third judged ratio:
+  (3) nvkv spdk p50 @ 1 appender / spdk_nvme_perf QD1 p50     goal <= 1.25
 
 Options:
   --repeats N     repeats of every side (default 3)
@@ -36,7 +45,13 @@ Options:
   --yes           confirm that --device may be overwritten
   --out DIR       parent directory of the results (default bench/results of this
                   repository); the run goes to DIR/device-<UTC YYYYMMDD-HHMM>/
-                  and is copied to DIR/device-latest/
+                  and is copied to DIR/device-latest/ (with --spdk-only:
+                  device-spdk-<...>/ and device-spdk-latest/)
+  --spdk DIR      add the SPDK sides, from the SPDK build in DIR (see README
+                  "SPDK backend"); nvkv must be built with --features spdk
+  --spdk-only     with --spdk: run only the SPDK sides (d, e), not a to c
+  --spdk-mib MIB  size of each of the target's two malloc namespaces (default
+                  256; 64 to 4096)
   -h, --help      this text
 
 Environment:
@@ -101,6 +116,9 @@ SIZE_TEXT=1G
 DEVICE=""
 CONFIRMED=0
 OUT_PARENT=""
+SPDK=""
+SPDK_ONLY=0
+SPDK_MIB=256
 
 need_value() {
   if (($# < 2)) || [[ -z $2 ]]; then
@@ -121,6 +139,11 @@ while (($#)); do
     --yes) CONFIRMED=1; shift ;;
     --out) need_value "$@"; OUT_PARENT=$2; shift 2 ;;
     --out=*) OUT_PARENT=${1#*=}; shift ;;
+    --spdk) need_value "$@"; SPDK=$2; shift 2 ;;
+    --spdk=*) SPDK=${1#*=}; shift ;;
+    --spdk-only) SPDK_ONLY=1; shift ;;
+    --spdk-mib) need_value "$@"; SPDK_MIB=$2; shift 2 ;;
+    --spdk-mib=*) SPDK_MIB=${1#*=}; shift ;;
     -h | --help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
@@ -136,6 +159,11 @@ SIZE_BYTES=$(parse_size "$SIZE_TEXT")
 ((SIZE_BYTES >= 64 * 1024 * 1024)) \
   || die "--size '$SIZE_TEXT' ($SIZE_BYTES bytes) is below the 64 MiB minimum"
 
+positive_integer --spdk-mib "$SPDK_MIB"
+SPDK_MIB=$((10#$SPDK_MIB))
+((SPDK_MIB >= 64 && SPDK_MIB <= 4096)) || die "--spdk-mib '$SPDK_MIB' must be from 64 to 4096"
+((SPDK_ONLY == 0)) || [[ -n $SPDK ]] || die "--spdk-only needs --spdk DIR"
+
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 BENCH_DIR=${NVKV_BENCH_DIR:-$REPO_ROOT/bench/results/tmp}
@@ -149,6 +177,17 @@ else
 fi
 ETCD_WAL_BYTES=$((22 * 1024 * 1024))
 
+# shellcheck source=bench/spdk-common.sh
+source "$SCRIPT_DIR/spdk-common.sh"
+script=device.sh
+if [[ -n $SPDK ]]; then
+  [[ -d $SPDK ]] || die "--spdk '$SPDK' is not a directory"
+  SPDK=$(cd "$SPDK" && pwd)
+  spdk_check_dir "$SPDK"
+  [[ -x $SPDK/build/bin/spdk_nvme_perf ]] \
+    || die "$SPDK/build/bin/spdk_nvme_perf is missing: build SPDK's examples in $SPDK (README, SPDK backend)"
+fi
+
 # ---------------------------------------------------------------- cleanup
 
 WORK=""
@@ -161,6 +200,7 @@ cleanup() {
     wait "$CHILD_PID" 2>/dev/null || true
   fi
   CHILD_PID=""
+  spdk_target_stop
   local file
   for file in "${CREATED_FILES[@]}"; do
     [[ -f $file ]] && rm -f -- "$file"
@@ -212,9 +252,11 @@ if [[ ! -x $NVKV ]]; then
   if ((NVKV_IS_DEFAULT)); then
     command -v cargo >/dev/null \
       || die "$NVKV is missing and cargo is not installed to build it; set NVKV_BIN to an nvkv binary"
-    note "$NVKV is missing; building it with cargo build --release (this can take minutes)"
-    (cd "$REPO_ROOT" && cargo build --release) >&2 \
-      || die "cargo build --release failed in $REPO_ROOT"
+    features=()
+    if [[ -n $SPDK ]]; then features=(--features spdk); fi
+    note "$NVKV is missing; building it with cargo build --release ${features[*]} (this can take minutes)"
+    (cd "$REPO_ROOT" && SPDK_DIR=$SPDK cargo build --release "${features[@]}") >&2 \
+      || die "cargo build --release ${features[*]} failed in $REPO_ROOT"
     [[ -x $NVKV ]] || die "cargo build --release succeeded but $NVKV is still missing"
   else
     die "NVKV_BIN '$NVKV' is not an executable file"
@@ -331,7 +373,45 @@ PYTHON
   fi
 }
 
-if [[ $TARGET_KIND == file ]]; then
+# spdk_perf NAME DEPTH: spdk_nvme_perf 4 KiB writes at DEPTH on namespace 1
+# of the target, on core 0; its text output is turned into raw/NAME.json.
+spdk_perf() {
+  local name=$1 depth=$2
+  run_logged "$name.txt" env LD_LIBRARY_PATH="$SPDK/build/lib" "$SPDK/build/bin/spdk_nvme_perf" \
+    -q "$depth" -o 4096 -w write -t "$RUN_SECONDS" -c 0x1 -L --no-huge -s 1024 \
+    -r "$SPDK_TRID ns:1" \
+    || die "spdk_nvme_perf -q $depth failed against $SPDK_TRID"
+  mv -- "$WORK/run/raw/$name.txt.json" "$WORK/run/raw/$name.txt"
+  python3 - "$WORK/run/raw/$name.txt" "$WORK/run/raw/$name.json" <<'PYTHON' \
+    || die "could not read spdk_nvme_perf's output (raw/$name.txt)"
+import json, re, sys
+text = open(sys.argv[1]).read()
+total = re.search(r"^Total\s*:\s*([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)", text, re.M)
+if not total:
+    sys.exit(f"device.sh: error: no 'Total' line in spdk_nvme_perf's output: {text[-600:]!r}")
+iops, mib, average, minimum, maximum = map(float, total.groups())
+# -L prints the latency distribution of the run: "50.00000% :    78.123us".
+percentiles = {float(p): float(v) for p, v in re.findall(r"^\s*([0-9.]+)%\s*:\s*([0-9.]+)us", text, re.M)}
+def at(wanted):
+    if wanted not in percentiles:
+        sys.exit(f"device.sh: error: spdk_nvme_perf printed no {wanted}% latency (has {sorted(percentiles)})")
+    return percentiles[wanted]
+json.dump({"ops_per_sec": iops, "mib_per_sec": mib, "mean_us": average, "min_us": minimum,
+           "max_us": maximum, "p50_us": at(50.0), "p99_us": at(99.0), "p999_us": at(99.9)},
+          open(sys.argv[2], "w"))
+PYTHON
+}
+
+# nvkv_spdk NAME: nvkv bench device on the spdk backend, namespace 2 of the
+# target, one appender.
+nvkv_spdk() {
+  local name=$1
+  run_logged "$name" "$NVKV" bench device --spdk-transport "$SPDK_TRID" --spdk-nsid 2 --spdk-no-hugepages \
+    --appenders 1 --entry-bytes 2300 --seconds "$RUN_SECONDS" --json \
+    || die "nvkv bench device on the spdk backend failed; is $NVKV built with --features spdk?"
+}
+
+if [[ $TARGET_KIND == file ]] && ((SPDK_ONLY == 0)); then
   # A fully written file, as fio lays it out: O_DIRECT writes then overwrite
   # allocated blocks instead of converting unwritten extents on every write.
   note "[setup] laying out the $SIZE_TEXT fio target $FIO_TARGET"
@@ -343,7 +423,15 @@ fi
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 START_UTC=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-STEPS_TOTAL=$((5 * REPEATS))
+FILE_SIDES=5
+((SPDK_ONLY == 0)) || FILE_SIDES=0
+SPDK_SIDES=0
+if [[ -n $SPDK ]]; then
+  SPDK_SIDES=3
+  spdk_target_start "$SPDK" "$WORK" "$(spdk_free_port)" 0 2 "$SPDK_MIB"
+  ((SPDK_TARGET_CORE != 0)) || die "the SPDK target and the benchmarks would share core 0; this needs 2 cores or more"
+fi
+STEPS_TOTAL=$(((FILE_SIDES + SPDK_SIDES) * REPEATS))
 step=0
 progress() {
   step=$((step + 1))
@@ -351,6 +439,15 @@ progress() {
 }
 
 for ((repeat = 1; repeat <= REPEATS; repeat++)); do
+  if ((SPDK_SIDES)); then
+    progress "spdk_nvme_perf write qd1 (SPDK, NVMe/TCP)" "$repeat"
+    spdk_perf "spdk_perf_qd1-r$repeat" 1
+    progress "spdk_nvme_perf write qd32 (SPDK, NVMe/TCP)" "$repeat"
+    spdk_perf "spdk_perf_qd32-r$repeat" 32
+    progress "nvkv log on the spdk backend, 1 appender" "$repeat"
+    nvkv_spdk "nvkv_spdk_a1-r$repeat"
+  fi
+  ((FILE_SIDES)) || continue
   progress "fio etcd WAL pattern (sync, fdatasync, 2300 B)" "$repeat"
   fio_etcd_wal "etcd_wal-r$repeat"
   progress "fio io_uring dsync qd1" "$repeat"
@@ -385,6 +482,10 @@ nvkv_commit=$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
 if [[ $nvkv_commit != unknown ]] && [[ -n $(git -C "$REPO_ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
   nvkv_commit="$nvkv_commit (work tree has uncommitted changes)"
 fi
+spdk_commit=""
+if [[ -n $SPDK ]]; then
+  spdk_commit=$(git -C "$SPDK" describe --tags 2>/dev/null || git -C "$SPDK" rev-parse HEAD 2>/dev/null || echo unknown)
+fi
 kernel=$(uname -r)
 cores_online=$(nproc)
 cores_total=$(grep -c '^processor' /proc/cpuinfo)
@@ -404,7 +505,8 @@ export META_COMMAND="$COMMAND_LINE" META_ENVIRONMENT="${environment_used% }" \
   META_FILESYSTEM="$target_filesystem" META_BLOCK_DEVICE="$block_device_info" \
   META_FIO_VERSION="$FIO_VERSION" META_NVKV_COMMIT="$nvkv_commit" META_NVKV_BIN="$NVKV" \
   META_REPEATS="$REPEATS" META_SECONDS="$RUN_SECONDS" META_SIZE_BYTES="$SIZE_BYTES" \
-  META_GNUPLOT_TERMINAL="$GNUPLOT_TERMINAL"
+  META_GNUPLOT_TERMINAL="$GNUPLOT_TERMINAL" META_FILE_SIDES="$FILE_SIDES" META_SPDK="$SPDK" \
+  META_SPDK_TRID="$SPDK_TRID" META_SPDK_MIB="$SPDK_MIB" META_SPDK_COMMIT="$spdk_commit"
 
 # ---------------------------------------------------------------- analysis
 
@@ -525,13 +627,29 @@ def parse_nvkv(name):
     return record
 
 
-SIDES = [
-    ("etcd_wal", "etcd WAL pattern (sync write 2300 B + fdatasync)", "etcd", parse_etcd),
-    ("fio_qd1", "fio io_uring O_DIRECT+O_DSYNC 4 KiB, QD1", "fio", parse_uring),
-    ("fio_qd32", "fio io_uring O_DIRECT+O_DSYNC 4 KiB, QD32", "fio", parse_uring),
-    ("nvkv_a1", "nvkv log, 1 appender, 2300 B entries", "nvkv", parse_nvkv),
-    ("nvkv_a64", "nvkv log, 64 appenders, 2300 B entries", "nvkv", parse_nvkv),
-]
+def parse_perf(name):
+    document = load(name)
+    for field in ("ops_per_sec", "mean_us", "p50_us", "p99_us", "p999_us"):
+        if field not in document:
+            raise BadOutput(f"{name}: the spdk_nvme_perf summary lacks {field}")
+    return document
+
+
+SIDES = []
+if meta["file_sides"] != "0":
+    SIDES += [
+        ("etcd_wal", "etcd WAL pattern (sync write 2300 B + fdatasync)", "etcd", parse_etcd),
+        ("fio_qd1", "fio io_uring O_DIRECT+O_DSYNC 4 KiB, QD1", "fio", parse_uring),
+        ("fio_qd32", "fio io_uring O_DIRECT+O_DSYNC 4 KiB, QD32", "fio", parse_uring),
+        ("nvkv_a1", "nvkv log, 1 appender, 2300 B entries", "nvkv", parse_nvkv),
+        ("nvkv_a64", "nvkv log, 64 appenders, 2300 B entries", "nvkv", parse_nvkv),
+    ]
+if meta["spdk"]:
+    SIDES += [
+        ("spdk_perf_qd1", "spdk_nvme_perf 4 KiB writes, QD1 (SPDK, NVMe/TCP)", "spdk", parse_perf),
+        ("spdk_perf_qd32", "spdk_nvme_perf 4 KiB writes, QD32 (SPDK, NVMe/TCP)", "spdk", parse_perf),
+        ("nvkv_spdk_a1", "nvkv log on the spdk backend, 1 appender, 2300 B entries", "nvkv", parse_nvkv),
+    ]
 
 try:
     raw = {key: [parse(f"{key}-r{r}") for r in range(1, repeats + 1)] for key, _, _, parse in SIDES}
@@ -563,25 +681,35 @@ def ratio(numerator, denominator, goal, comparison, per_repeat_pairs, descriptio
     }
 
 
-ratios = {
-    "nvkv_p50_a1_over_fio_qd1_p50": ratio(
+ratios = {}
+reference_ratios = {}
+if "nvkv_a1" in raw:
+    ratios["nvkv_p50_a1_over_fio_qd1_p50"] = ratio(
         median["nvkv_a1"]["p50_us"], median["fio_qd1"]["p50_us"], 1.25, "<=",
         [(a["p50_us"], b["p50_us"]) for a, b in zip(raw["nvkv_a1"], raw["fio_qd1"])],
         "nvkv p50 at 1 appender / fio io_uring dsync QD1 p50 (submit to complete, as fio prints it "
-        "with --lat_percentiles=1)"),
-    "nvkv_ops_a64_over_etcd_wal_ops": ratio(
+        "with --lat_percentiles=1)")
+    ratios["nvkv_ops_a64_over_etcd_wal_ops"] = ratio(
         median["nvkv_a64"]["ops_per_sec"], median["etcd_wal"]["ops_per_sec"], 10.0, ">=",
         [(a["ops_per_sec"], b["ops_per_sec"]) for a, b in zip(raw["nvkv_a64"], raw["etcd_wal"])],
-        "nvkv ops/s at 64 appenders / etcd WAL-pattern ops/s"),
-}
+        "nvkv ops/s at 64 appenders / etcd WAL-pattern ops/s")
 # For reference only: fio's completion latency (clat) starts after the
 # submitting system call returned, and io_uring may do much of an O_DIRECT
 # write inside that call; nvkv's latency, like fio's total latency, runs from
 # submission (append) to completion (durable).
-reference_ratio = ratio(
-    median["nvkv_a1"]["p50_us"], median["fio_qd1"]["clat_p50_us"], 1.25, "<=",
-    [(a["p50_us"], b["clat_p50_us"]) for a, b in zip(raw["nvkv_a1"], raw["fio_qd1"])],
-    "reference: nvkv p50 at 1 appender / fio io_uring dsync QD1 completion latency (clat) p50")
+    reference_ratios["nvkv_p50_a1_over_fio_qd1_clat_p50"] = ratio(
+        median["nvkv_a1"]["p50_us"], median["fio_qd1"]["clat_p50_us"], 1.25, "<=",
+        [(a["p50_us"], b["clat_p50_us"]) for a, b in zip(raw["nvkv_a1"], raw["fio_qd1"])],
+        "reference: nvkv p50 at 1 appender / fio io_uring dsync QD1 completion latency (clat) p50")
+if "nvkv_spdk_a1" in raw:
+    ratios["nvkv_spdk_p50_a1_over_spdk_perf_qd1_p50"] = ratio(
+        median["nvkv_spdk_a1"]["p50_us"], median["spdk_perf_qd1"]["p50_us"], 1.25, "<=",
+        [(a["p50_us"], b["p50_us"]) for a, b in zip(raw["nvkv_spdk_a1"], raw["spdk_perf_qd1"])],
+        "nvkv p50 on the spdk backend at 1 appender / spdk_nvme_perf QD1 write p50 (-L), same target")
+    reference_ratios["nvkv_spdk_p50_a1_over_spdk_perf_qd1_mean"] = ratio(
+        median["nvkv_spdk_a1"]["p50_us"], median["spdk_perf_qd1"]["mean_us"], 1.25, "<=",
+        [(a["p50_us"], b["mean_us"]) for a, b in zip(raw["nvkv_spdk_a1"], raw["spdk_perf_qd1"])],
+        "reference: nvkv p50 on the spdk backend at 1 appender / spdk_nvme_perf QD1 average latency")
 
 seconds = int(meta["seconds"])
 size_bytes = int(meta["size_bytes"])
@@ -596,6 +724,14 @@ commands = {
 }
 commands["fio_qd32"] = commands["fio_qd1"].replace("--iodepth=1 ", "--iodepth=32 ")
 commands["nvkv_a64"] = commands["nvkv_a1"].replace("--appenders 1 ", "--appenders 64 ")
+if meta["spdk"]:
+    commands["spdk_perf_qd1"] = (f"LD_LIBRARY_PATH={meta['spdk']}/build/lib {meta['spdk']}/build/bin/spdk_nvme_perf "
+                                 f"-q 1 -o 4096 -w write -t {seconds} -c 0x1 -L --no-huge -s 1024 "
+                                 f"-r '{meta['spdk_trid']} ns:1'")
+    commands["spdk_perf_qd32"] = commands["spdk_perf_qd1"].replace(" -q 1 ", " -q 32 ")
+    commands["nvkv_spdk_a1"] = (f"{meta['nvkv_bin']} bench device --spdk-transport '{meta['spdk_trid']}' "
+                                f"--spdk-nsid 2 --spdk-no-hugepages --appenders 1 --entry-bytes 2300 "
+                                f"--seconds {seconds} --json")
 
 summary = {
     "schema": "nvkv-bench-device/1",
@@ -636,10 +772,17 @@ summary = {
         for key, label, _, _ in SIDES
     },
     "ratios": ratios,
-    "reference_ratios": {"nvkv_p50_a1_over_fio_qd1_clat_p50": reference_ratio},
+    "reference_ratios": reference_ratios,
 }
-summary["sides"]["nvkv_a1"]["reported"] = [r["reported"] for r in raw["nvkv_a1"]]
-summary["sides"]["nvkv_a64"]["reported"] = [r["reported"] for r in raw["nvkv_a64"]]
+if meta["spdk"]:
+    summary["spdk"] = {
+        "dir": meta["spdk"], "version": meta["spdk_commit"], "transport_id": meta["spdk_trid"],
+        "target": f"nvmf_tgt --no-huge on the last core, two {meta['spdk_mib']} MiB malloc bdevs "
+                  "(4096-byte blocks) as namespaces 1 (spdk_nvme_perf) and 2 (nvkv)",
+    }
+for key in ("nvkv_a1", "nvkv_a64", "nvkv_spdk_a1"):
+    if key in raw:
+        summary["sides"][key]["reported"] = [r["reported"] for r in raw[key]]
 
 with open(os.path.join(run_dir, "summary.json"), "w") as handle:
     json.dump(summary, handle, indent=2)
@@ -678,8 +821,13 @@ out(f"- Target: {meta['target_kind']} `{meta['fio_target']}`, {size_bytes / 2**2
        f"; etcd pattern file `{meta['etcd_target']}`, nvkv namespace `{meta['nvkv_namespace']}` beside it"))
 out(f"- Filesystem: {meta['filesystem']}")
 out(f"- fio: {meta['fio_version']}; nvkv commit: {meta['nvkv_commit']}; nvkv binary: `{meta['nvkv_bin']}`")
-out(f"- Repeats: {repeats}, sides interleaved in each (etcd, fio QD1, fio QD32, nvkv 1, nvkv 64); "
+out(f"- Repeats: {repeats}, sides interleaved in each ({', '.join(key for key, _, _, _ in SIDES)}); "
     f"{seconds} s per timed run")
+if meta["spdk"]:
+    out(f"- SPDK: {meta['spdk_commit']} from `{meta['spdk']}`; target: {summary['spdk']['target']}, "
+        f"`{meta['spdk_trid']}`; spdk_nvme_perf and nvkv's shard on core 0, nvmf_tgt on core "
+        f"{int(meta['cores_online']) - 1}. spdk_nvme_perf writes without FUA, nvkv with FUA "
+        "(a malloc bdev has no cache: the same work)")
 out("")
 out("Block device:")
 out("")
@@ -698,28 +846,34 @@ for key, label, _, _ in SIDES:
     out(f"| {label} | {ops(m['ops_per_sec'])} | {us(m['p50_us'])} | {us(m['p99_us'])} | "
         f"{us(m['p999_us'])} | {raw_text} |")
 out("")
-e, q1 = median["etcd_wal"], median["fio_qd1"]
 out("Latency is per operation: for the etcd pattern the fdatasync latency (fio `sync` section); "
-    "for fio io_uring the total latency (`lat`, submission to completion); for nvkv append to durable, "
+    "for fio io_uring the total latency (`lat`, submission to completion); for spdk_nvme_perf its "
+    "submission-to-completion latency distribution (`-L`); for nvkv append to durable, "
     "as `nvkv bench device` reports it.")
-out(f"The etcd pattern's write() itself took p50 {us(e['write_clat_p50_us'])} µs, "
-    f"p99 {us(e['write_clat_p99_us'])} µs, p99.9 {us(e['write_clat_p999_us'])} µs (medians); "
-    f"fio io_uring QD1 completion latency (`clat`, after the submitting call returned) "
-    f"p50 {us(q1['clat_p50_us'])} µs, p99 {us(q1['clat_p99_us'])} µs.")
+if "etcd_wal" in median:
+    e, q1 = median["etcd_wal"], median["fio_qd1"]
+    out(f"The etcd pattern's write() itself took p50 {us(e['write_clat_p50_us'])} µs, "
+        f"p99 {us(e['write_clat_p99_us'])} µs, p99.9 {us(e['write_clat_p999_us'])} µs (medians); "
+        f"fio io_uring QD1 completion latency (`clat`, after the submitting call returned) "
+        f"p50 {us(q1['clat_p50_us'])} µs, p99 {us(q1['clat_p99_us'])} µs.")
+if "spdk_perf_qd1" in median:
+    p1 = median["spdk_perf_qd1"]
+    out(f"spdk_nvme_perf QD1 average latency {us(p1['mean_us'])} µs (median of the runs' averages).")
 out("")
 out("## Ratios (from this run's medians)")
 out("")
 out("| Ratio | value | goal | result | per repeat |")
 out("|---|---:|---:|---|---|")
-for item in list(ratios.values()) + [reference_ratio]:
+for item in list(ratios.values()) + list(reference_ratios.values()):
     result = item["result"] if not item["description"].startswith("reference") else f"({item['result']})"
     out(f"| {item['description']} | {number(item['value'])} | {item['goal_comparison']} {item['goal']:g} | "
         f"{result} | {' · '.join(number(v) for v in item['per_repeat'])} |")
 out("")
-out("The first two ratios are the ones nvkv is judged by. The first compares like with like: nvkv's "
-    "latency runs from append to durable, fio's total latency from submission to completion. The third, "
-    "for reference, uses fio's completion latency, which leaves out the submitting system call (where "
-    "io_uring may do much of an O_DIRECT write).")
+out("The ratios without \"reference\" are the ones nvkv is judged by. They compare like with like: "
+    "nvkv's latency runs from append to durable, fio's total latency and spdk_nvme_perf's latency from "
+    "submission to completion. The reference ratios use fio's completion latency, which leaves out the "
+    "submitting system call (where io_uring may do much of an O_DIRECT write), and spdk_nvme_perf's "
+    "average instead of its median.")
 out("")
 out("![throughput](throughput.png)")
 out("")
@@ -733,13 +887,14 @@ with open(os.path.join(run_dir, "report.md"), "w") as handle:
 # gnuplot: one bar per side, error bars from the smallest to the largest repeat.
 short = {"etcd_wal": "etcd WAL\\npattern", "fio_qd1": "fio io_uring\\ndsync QD1",
          "fio_qd32": "fio io_uring\\ndsync QD32", "nvkv_a1": "nvkv\\n1 appender",
-         "nvkv_a64": "nvkv\\n64 appenders"}
-color = {"etcd": "0x888888", "fio": "0x3b75af", "nvkv": "0x2e9e44"}
+         "nvkv_a64": "nvkv\\n64 appenders", "spdk_perf_qd1": "spdk perf\\nQD1",
+         "spdk_perf_qd32": "spdk perf\\nQD32", "nvkv_spdk_a1": "nvkv spdk\\n1 appender"}
+color = {"etcd": "0x888888", "fio": "0x3b75af", "nvkv": "0x2e9e44", "spdk": "0x8e44ad"}
 terminal = meta["gnuplot_terminal"]
 font = "font 'DejaVu Sans,10'" if terminal == "pngcairo" else ""
-plot = [f"set terminal {terminal} size 900,520 noenhanced {font}", "set datafile separator '|'",
+plot = [f"set terminal {terminal} size {max(900, 180 * len(SIDES))},520 noenhanced {font}", "set datafile separator '|'",
         "set style fill solid 0.85 border -1", "set grid ytics lc rgb '#dddddd'", "set key top left",
-        "set xrange [0.4:5.6]", "set bmargin 4"]
+        f"set xrange [0.4:{len(SIDES) + 0.6}]", "set bmargin 4"]
 plot.append("$throughput << EOD")
 for index, (key, _, family, _) in enumerate(SIDES, 1):
     values = [r["ops_per_sec"] for r in raw[key]]
@@ -791,7 +946,11 @@ PYTHON
 
 mkdir -p -- "$OUT_PARENT" || die "cannot create --out directory '$OUT_PARENT'"
 OUT_PARENT=$(cd "$OUT_PARENT" && pwd)
-run_name=device-$(date -u -d "$START_UTC" +%Y%m%d-%H%M)
+run_prefix=device
+# A run of the SPDK sides alone keeps its own "latest": it has none of the
+# file sides that device-latest shows.
+((SPDK_ONLY == 0)) || run_prefix=device-spdk
+run_name=$run_prefix-$(date -u -d "$START_UTC" +%Y%m%d-%H%M)
 RESULT_DIR=$OUT_PARENT/$run_name
 suffix=2
 while [[ -e $RESULT_DIR ]]; do
@@ -799,9 +958,9 @@ while [[ -e $RESULT_DIR ]]; do
   suffix=$((suffix + 1))
 done
 cp -r -- "$WORK/run" "$RESULT_DIR"
-rm -rf -- "$OUT_PARENT/device-latest"
-cp -r -- "$WORK/run" "$OUT_PARENT/device-latest"
+rm -rf -- "$OUT_PARENT/$run_prefix-latest"
+cp -r -- "$WORK/run" "$OUT_PARENT/$run_prefix-latest"
 
-note "results: $RESULT_DIR (copied to $OUT_PARENT/device-latest)"
+note "results: $RESULT_DIR (copied to $OUT_PARENT/$run_prefix-latest)"
 # The table and the ratios on stdout, for the terminal and for CI logs.
-sed -n '/^## Results/,/^The first two ratios/p' "$RESULT_DIR/report.md"
+sed -n '/^## Results/,/^The ratios without/p' "$RESULT_DIR/report.md"

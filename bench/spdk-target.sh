@@ -17,10 +17,13 @@ usage() {
 Usage: bench/spdk-target.sh --spdk DIR [options]
 
 Starts SPDK's nvmf_tgt from DIR (an SPDK source tree built with --with-shared,
-see README "SPDK backend") exporting three 64 MiB malloc bdevs as namespaces 1,
-2 and 3 of one subsystem over NVMe/TCP on 127.0.0.1, then:
+see README "SPDK backend") exporting four 64 MiB malloc bdevs as namespaces 1
+to 4 of one subsystem over NVMe/TCP on 127.0.0.1, then:
   1. cargo test --features spdk --lib spdk  with NVKV_SPDK_TRID naming the target:
-     the namespace suite on namespace 1, the shard log round trip on namespace 2
+     the namespace suite on namespace 1, the shard log round trip on namespace 2,
+     the shared-controller and failed-queue-pair tests on namespace 3 (the
+     latter through a TCP proxy it cuts), and the device benchmark past two
+     wraps of its log on namespace 4
   2. nvkv serve (built with --features spdk) on namespace 3, one node:
      nvkv put, then nvkv get of the same key, which must print the value
 and stops the target.
@@ -28,7 +31,7 @@ and stops the target.
 Options:
   --spdk DIR      the SPDK build to use (required): DIR/build/bin/nvmf_tgt,
                   DIR/scripts/rpc.py and DIR/build/lib/pkgconfig
-  --port PORT     NVMe/TCP port of the target (default 4420)
+  --port PORT     NVMe/TCP port of the target (default: a free port)
   --hugepages     run target and tests on hugepages (reserve them first, e.g.
                   echo 1024 > /proc/sys/vm/nr_hugepages); default: no hugepages
                   (SPDK's --no-huge, which NVMe/TCP allows)
@@ -46,7 +49,7 @@ die() {
 }
 
 spdk=""
-port=4420
+port=""
 hugepages=0
 keep=0
 while [ $# -gt 0 ]; do
@@ -61,56 +64,30 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$spdk" ] || die "--spdk DIR is required (an SPDK tree built with --with-shared); see --help"
 spdk=$(cd "$spdk" && pwd) || die "--spdk $spdk is not a directory"
-target_bin="$spdk/build/bin/nvmf_tgt"
-rpc="$spdk/scripts/rpc.py"
-[ -x "$target_bin" ] || die "$target_bin is missing: build SPDK in $spdk first (README, SPDK backend)"
-[ -f "$rpc" ] || die "$rpc is missing: --spdk must name an SPDK source tree"
-case "$port" in ''|*[!0-9]*) die "--port $port is not a number" ;; esac
-[ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "--port $port is outside 1..=65535"
+if [ -n "$port" ]; then
+  case "$port" in *[!0-9]*) die "--port $port is not a number" ;; esac
+  [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "--port $port is outside 1..=65535"
+fi
 
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/spdk-common.sh
+source bench/spdk-common.sh
+spdk_check_dir "$spdk"
 work=$(mktemp -d)
-target_pid=""
 serve_pid=""
 cleanup() {
   if [ -n "$serve_pid" ] && kill -0 "$serve_pid" 2>/dev/null; then
     kill -TERM "$serve_pid"; wait "$serve_pid" 2>/dev/null || true
   fi
-  if [ -n "$target_pid" ] && kill -0 "$target_pid" 2>/dev/null; then
-    kill -TERM "$target_pid"; wait "$target_pid" 2>/dev/null || true
-  fi
+  spdk_target_stop
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
 
-subnqn="nqn.2016-06.io.spdk:nvkv"
-trid="trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:$port subnqn:$subnqn"
-socket="$work/spdk.sock"
-memory=(--no-huge -s 1024)
-if [ "$hugepages" = 1 ]; then memory=(-s 1024); fi
-
-# The target polls one core at 100%: the last one, since nvkv's first shard
-# (and spdk_nvme_perf -c 0x1 in a comparison) takes core 0.
-target_core=$(( $(nproc) - 1 ))
-target_mask=$(printf '0x%x' $(( 1 << target_core )))
-echo "$script: starting $target_bin (${memory[*]}) on core $target_core, 127.0.0.1:$port" >&2
-LD_LIBRARY_PATH="$spdk/build/lib" "$target_bin" -m "$target_mask" -r "$socket" "${memory[@]}" > "$work/target.log" 2>&1 &
-target_pid=$!
-for _ in $(seq 1 300); do
-  [ -S "$socket" ] && break
-  kill -0 "$target_pid" 2>/dev/null || { cat "$work/target.log" >&2; die "nvmf_tgt exited at start"; }
-  sleep 0.1
-done
-[ -S "$socket" ] || { cat "$work/target.log" >&2; die "nvmf_tgt made no RPC socket in 30 s"; }
-call() { python3 "$rpc" -s "$socket" "$@" > /dev/null; }
-call nvmf_create_transport -t TCP
-call nvmf_create_subsystem "$subnqn" -a -s NVKV00000001 -d nvkv
-for nsid in 1 2 3; do
-  call bdev_malloc_create -b "Malloc$nsid" 64 4096
-  call nvmf_subsystem_add_ns -n "$nsid" "$subnqn" "Malloc$nsid"
-done
-call nvmf_subsystem_add_listener -t tcp -a 127.0.0.1 -s "$port" -f ipv4 "$subnqn"
-echo "$script: target ready: $trid (namespaces 1, 2, 3 of 64 MiB, 4096-byte blocks)" >&2
+[ -n "$port" ] || port=$(spdk_free_port)
+spdk_target_start "$spdk" "$work" "$port" "$hugepages" 4 64
+trid=$SPDK_TRID
+target_pid=$SPDK_TARGET_PID
 
 export SPDK_DIR="$spdk"
 export NVKV_SPDK_TRID="$trid"
@@ -123,6 +100,11 @@ grep -q '^test nvme::suite::spdk_backend_passes_the_namespace_suite ... ok' "$wo
   || die "the namespace suite did not pass on the spdk backend"
 grep -q '^test wal::tests::round_trip_on_the_spdk_backend_in_every_durability_mode ... ok' "$work/test.log" \
   || die "the shard log round trip did not pass on the spdk backend"
+for regression in nvme::spdk::tests::shards_attaching_one_controller_at_once_share_it \
+  nvme::spdk::tests::a_failed_queue_pair_fails_its_commands_instead_of_hanging \
+  bench::device::tests::the_device_bench_wraps_the_log_on_the_spdk_backend; do
+  grep -q "^test $regression ... ok" "$work/test.log" || die "$regression did not pass on the spdk backend"
+done
 
 echo "$script: [2/2] one nvkv serve on namespace 3: put, then get" >&2
 cargo build --features spdk >&2

@@ -12,6 +12,29 @@ use common::*;
 
 #[test]
 fn the_unit_file_verifies() {
+    verify(None);
+}
+
+/// The drop-in for SPDK deployments (systemd/nvkv-spdk.conf, installed as
+/// nvkv.service.d/spdk.conf) verifies with the unit: systemd reads it (a bad
+/// setting there shows on stderr) and keeps what SPDK needs.
+#[test]
+fn the_unit_file_verifies_with_the_spdk_drop_in() {
+    let drop_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/nvkv-spdk.conf"))
+        .expect("systemd/nvkv-spdk.conf");
+    for setting in ["\nLimitMEMLOCK=infinity\n", "\nExecStartPre=+", "PCI_ALLOWED=", "TARGET_USER=nvkv"] {
+        assert!(drop_in.contains(setting), "the SPDK drop-in lacks {setting:?}");
+    }
+    // verify checks that ExecStartPre names an executable: SPDK's setup.sh
+    // is not installed here.
+    let installed = drop_in.replace("/opt/spdk/scripts/setup.sh", "/bin/true");
+    assert_ne!(installed, drop_in, "the drop-in runs /opt/spdk/scripts/setup.sh");
+    verify(Some(&installed));
+}
+
+/// Runs `systemd-analyze verify` on systemd/nvkv.service with this build's
+/// binary, and with `drop_in` as nvkv.service.d/spdk.conf beside it.
+fn verify(drop_in: Option<&str>) {
     let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/nvkv.service"))
         .expect("systemd/nvkv.service");
     assert!(unit.contains("\nType=notify\n") && unit.contains("\nWatchdogSec="), "{unit}");
@@ -21,6 +44,11 @@ fn the_unit_file_verifies() {
     assert_ne!(installed, unit, "the unit starts /usr/local/bin/nvkv");
     let path = directory.path().join("nvkv.service");
     std::fs::write(&path, installed).expect("write the unit");
+    if let Some(drop_in) = drop_in {
+        let drop_ins = directory.path().join("nvkv.service.d");
+        std::fs::create_dir(&drop_ins).expect("create nvkv.service.d");
+        std::fs::write(drop_ins.join("spdk.conf"), drop_in).expect("write the drop-in");
+    }
     let output = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap_or_else(|error| {
         panic!("cannot run systemd-analyze ({error}): install systemd (scripts/setup.sh does)")
     });

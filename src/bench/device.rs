@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,9 +27,12 @@ use crate::wal::{superblock, FormatOptions, LogOptions, LogStages, LogStats};
 
 /// Most groups the appenders spread over.
 const GROUPS_MAX: u32 = 64;
-/// Entries a group keeps before it purges, and how often it purges.
+/// Entries a group keeps before it purges, and how often it purges, at
+/// most: a small ring shared by many groups gets less (see [`retention`]).
 const KEEP_ENTRIES: u64 = 1024;
 const PURGE_EVERY: u64 = 256;
+/// A run in which no append finishes for this long has stalled.
+const STALL_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct DeviceBenchOptions {
@@ -147,6 +151,27 @@ impl DeviceBenchOptions {
     }
 }
 
+/// How many entries each group keeps and how often it purges, so that the
+/// live entries of all `groups` fill at most half the ring (the rest covers
+/// purges still riding to the device and the reclaim that waits for an
+/// eighth of the ring to be free). A 1 GiB ring keeps [`KEEP_ENTRIES`]; a
+/// 64 MiB one shared by 64 groups far fewer, or its ring fills before any
+/// group purges and every append waits for space for ever.
+fn retention(ring_blocks: u64, groups: u32, record_blocks: u64) -> Result<(u64, u64), DeviceBenchError> {
+    let entries = ring_blocks / record_blocks.max(1);
+    let budget = entries / (2 * u64::from(groups));
+    if budget < 4 {
+        return Err(DeviceBenchError::Invalid(format!(
+            "the namespace's log ring holds {entries} entries of this size, too few for {groups} groups of \
+             appenders to keep 4 each in half of it: use a larger namespace, fewer --appenders or smaller \
+             --entry-bytes"
+        )));
+    }
+    let keep = (budget * 3 / 4).min(KEEP_ENTRIES);
+    let every = (budget / 4).clamp(1, PURGE_EVERY);
+    Ok((keep, every))
+}
+
 /// Runs the benchmark and returns its report.
 pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenchError> {
     options.validate()?;
@@ -165,7 +190,10 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
     let queue_pair = QueuePairConfig { depth: options.queue_depth, registered_buffer_bytes: 16 << 20 };
     let region = {
         let mut queue = namespace.open_queue_pair(&queue_pair)?;
-        let (superblock, _) = superblock::open_or_format(
+        // A log left by an earlier run (or by a test) would be recovered and
+        // its records, which no appender here purges, could fill the ring:
+        // every run starts on an empty log.
+        let superblock = superblock::format_anew(
             queue.as_mut(),
             FormatOptions { shards: 1, groups_per_shard_max: GROUPS_MAX },
         )?;
@@ -188,7 +216,16 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
     let count = options.count;
     let appenders = options.appenders;
     let entry_bytes = options.entry_bytes;
+    let (keep_entries, purge_every) = retention(
+        region.ring_blocks(),
+        groups,
+        crate::wal::format::record_blocks(entry_bytes, namespace.info().lba_bytes as usize) as u64,
+    )?;
     let factory_namespace: Arc<dyn Namespace> = namespace.clone();
+    // Appends finished so far, watched by this thread: a run that stops
+    // making progress ends with an error instead of hanging.
+    let finished_appends = Arc::new(AtomicU64::new(0));
+    let appends_counter = finished_appends.clone();
     let factory: DriverFactory = Box::new(move |context| {
         let log = open_shared_log(context, factory_namespace.as_ref(), &queue_pair, region, log_options)?;
         let next_index: Rc<RefCell<Vec<u64>>> = Rc::new(RefCell::new(
@@ -209,6 +246,7 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
         let deadline = started + deadline_after;
         let remaining = Rc::new(RefCell::new(appenders));
         for appender in 0..appenders {
+            let counter = appends_counter.clone();
             let (log, next_index, shared, payload, remaining, sender) = (
                 log.clone(),
                 next_index.clone(),
@@ -235,14 +273,15 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
                         break;
                     }
                     let nanos = start.elapsed().as_nanos() as u64;
+                    counter.fetch_add(1, Ordering::Relaxed);
                     {
                         let mut outcome = shared.borrow_mut();
                         outcome.histogram.saturating_record(nanos.max(1));
                         outcome.ops += 1;
                     }
-                    if index % PURGE_EVERY == 0 && index > KEEP_ENTRIES {
+                    if index % purge_every == 0 && index > keep_entries {
                         // Not awaited: a purge rides along with the next write.
-                        let purge = log.with(|log| log.purge(group, index - KEEP_ENTRIES, 1));
+                        let purge = log.with(|log| log.purge(group, index - keep_entries, 1));
                         if let Err(error) = purge {
                             shared.borrow_mut().error.get_or_insert(error.to_string());
                             break;
@@ -274,10 +313,21 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
     let reactors = Reactors::start(&settings, &[core], vec![factory])?;
 
     let progress = progress_bar(options);
+    let mut last_seen = (0, Instant::now());
     let outcome = loop {
         match outcome_receiver.recv_timeout(Duration::from_millis(100)) {
             Ok(outcome) => break outcome,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                let done = finished_appends.load(Ordering::Relaxed);
+                if done != last_seen.0 {
+                    last_seen = (done, Instant::now());
+                } else if last_seen.1.elapsed() >= STALL_AFTER {
+                    let stopped = reactors.stop();
+                    return Err(DeviceBenchError::Appenders(format!(
+                        "no append finished in {STALL_AFTER:?} ({done} finished before): the log stalled, on a \
+                         device command that never completed or on a full ring ({stopped:?})"
+                    )));
+                }
                 if let Some(bar) = &progress {
                     bar.set_position(
                         bar.position().saturating_add(100).min(bar.length().unwrap_or(u64::MAX)),
@@ -391,5 +441,90 @@ impl DeviceBenchReport {
             self.checkpoints,
             self.core,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_fits_the_groups_into_half_the_ring() {
+        // A 1 GiB ring and one group keep the most.
+        assert_eq!(retention(250_000, 1, 1).expect("fits"), (KEEP_ENTRIES, PURGE_EVERY));
+        // 64 groups on a 64 MiB namespace's ring: far fewer, within half.
+        let (keep, every) = retention(12_282, 64, 1).expect("fits");
+        assert!(64 * (keep + every) <= 12_282 / 2, "keep {keep} every {every}");
+        assert!(keep >= 3 && every >= 1);
+        let error = retention(12_282, 4096, 1).expect_err("4096 groups cannot keep 4 entries each");
+        assert!(error.to_string().contains("12282 entries"), "{error}");
+    }
+
+    /// Options for `appenders` appending `count` entries of 2300 bytes
+    /// with FUA writes.
+    fn options(appenders: u32, count: u64) -> DeviceBenchOptions {
+        DeviceBenchOptions {
+            namespace: PathBuf::new(),
+            namespace_bytes: 64 << 20,
+            lba_bytes: 4096,
+            appenders,
+            entry_bytes: 2300,
+            seconds: 600.0,
+            count: Some(count),
+            durability: ConfigDurability::Fua,
+            poll_mode: PollMode::Adaptive,
+            batch_bytes_max: 1 << 20,
+            inflight_writes_max: 4,
+            queue_depth: 128,
+            progress: false,
+            spdk: None,
+        }
+    }
+
+    /// Runs the bench on its own thread, failing after `limit` instead of
+    /// hanging, and checks that every append finished and the log wrapped.
+    fn run_past_wraps(options: DeviceBenchOptions, limit: Duration) -> DeviceBenchReport {
+        let count = options.count.expect("a count");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sender.send(run(&options).map_err(|error| error.to_string()));
+        });
+        let report = receiver
+            .recv_timeout(limit)
+            .unwrap_or_else(|_| panic!("the device bench stalled: no report after {limit:?}"))
+            .unwrap_or_else(|error| panic!("the device bench failed: {error}"));
+        eprintln!(
+            "device bench ({}): {} appends by {} appenders in {:.1} s, p50 {:.1} us, {} checkpoints",
+            report.backend, report.ops, report.appenders, report.seconds, report.p50_us, report.checkpoints
+        );
+        assert!(report.ops >= count, "{} of {count} appends finished", report.ops);
+        assert!(report.checkpoints >= 2, "the log wrapped and reclaimed: {} checkpoints", report.checkpoints);
+        report
+    }
+
+    /// Bug: 64 appenders on a 64 MiB namespace filled the log ring before
+    /// any group purged (each kept 1024 entries), and the run stalled after
+    /// about 12k appends, waiting for space for ever. Two wraps of the ring.
+    #[test]
+    fn many_appenders_wrap_a_small_log_without_stalling() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let options =
+            DeviceBenchOptions { namespace: directory.path().join("bench.img"), ..options(64, 30_000) };
+        run_past_wraps(options, Duration::from_secs(120));
+    }
+
+    /// The same on the spdk backend (namespace 4 of the target: the other
+    /// spdk tests write over 1 to 3 meanwhile), which first showed it;
+    /// `format_anew` also keeps a log left there by an earlier run from
+    /// filling the ring.
+    #[test]
+    #[cfg(feature = "spdk")]
+    fn the_device_bench_wraps_the_log_on_the_spdk_backend() {
+        let Some(spdk) = crate::nvme::spdk::test_target(4, "the device bench past a ring wrap") else {
+            return;
+        };
+        let options = DeviceBenchOptions { spdk: Some(spdk), ..options(64, 30_000) };
+        let report = run_past_wraps(options, Duration::from_secs(120));
+        assert_eq!(report.backend, "spdk");
     }
 }

@@ -194,6 +194,12 @@ pub enum NvmeError {
     /// what was being done and what to check.
     #[error("SPDK {action} failed: {source}")]
     Spdk { action: String, source: std::io::Error },
+    /// The queue pair failed (its connection to the controller broke, or
+    /// the controller failed or was reset): the command was not completed
+    /// by the device, and whether its data reached the media is unknown.
+    /// The queue pair refuses every later command.
+    #[error("{kind} at LBA {lba} was not completed: the queue pair to {namespace} failed ({reason})")]
+    QueuePairFailed { kind: CommandKind, lba: u64, namespace: String, reason: String },
     /// The io_uring instance itself failed (setup, registration, or
     /// `io_uring_enter`), not one command. `action` says what was being done
     /// and what to check.
@@ -216,6 +222,7 @@ impl NvmeError {
                 | NvmeError::Status { .. }
                 | NvmeError::Ring { .. }
                 | NvmeError::Spdk { .. }
+                | NvmeError::QueuePairFailed { .. }
                 | NvmeError::Injected(_)
                 | NvmeError::Dead
         )

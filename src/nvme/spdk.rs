@@ -16,7 +16,7 @@ use std::ffi::{c_void, CString};
 use std::io;
 use std::ptr::NonNull;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use spdk_sys as sys;
@@ -146,27 +146,40 @@ struct ControllerPointer(NonNull<sys::spdk_nvme_ctrlr>);
 // lock, so one thread may poll while others submit I/O.
 unsafe impl Send for ControllerPointer {}
 
-/// The controllers this process has attached, by transport id: a second
-/// namespace on one controller (or a reopen while a queue pair still holds
-/// it) shares its attachment, and a detach never races an attach.
+/// The controllers this process has attached, by transport id: every
+/// namespace and queue pair on one controller (two shards, a second
+/// namespace, a reopen while a queue pair still holds it) shares one
+/// attachment, counted by its `Arc`. An entry whose controller is being
+/// detached stays here until the detach is done ([`DETACHED`] then wakes
+/// the waiting attaches), so an attach never runs beside a detach of the
+/// same controller.
 static CONTROLLERS: Mutex<Vec<(String, Weak<Controller>)>> = Mutex::new(Vec::new());
+/// Signalled when a controller has been detached and left [`CONTROLLERS`].
+static DETACHED: Condvar = Condvar::new();
 
 impl Controller {
     /// The controller at `transport`, attached now or shared with an
     /// earlier open that still holds it.
     fn attach(transport: &str) -> Result<Arc<Controller>, NvmeError> {
         let mut controllers = CONTROLLERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        controllers.retain(|(_, controller)| controller.strong_count() > 0);
-        if let Some(controller) = controllers
-            .iter()
-            .find(|(attached, _)| attached == transport)
-            .and_then(|(_, weak)| weak.upgrade())
-        {
-            return Ok(controller);
+        while let Some((_, weak)) = controllers.iter().find(|(attached, _)| attached == transport) {
+            if let Some(controller) = weak.upgrade() {
+                return Ok(controller);
+            }
+            // Its last holder is detaching it: wait until that is done,
+            // then attach anew.
+            controllers = DETACHED.wait(controllers).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         let controller = Controller::connect(transport)?;
         controllers.push((transport.to_owned(), Arc::downgrade(&controller)));
         Ok(controller)
+    }
+
+    /// How many attachments this process holds of `transport` (0 or 1).
+    #[cfg(test)]
+    fn attached(transport: &str) -> usize {
+        let controllers = CONTROLLERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        controllers.iter().filter(|(attached, _)| attached == transport).count()
     }
 
     fn connect(transport: &str) -> Result<Arc<Controller>, NvmeError> {
@@ -246,8 +259,9 @@ impl Drop for Controller {
             }
         }
         // Held across the detach, so no attach of the same controller runs
-        // meanwhile (this one is already unreachable through the registry).
-        let _controllers = CONTROLLERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // meanwhile; an attach that found this entry dead waits for
+        // DETACHED.
+        let mut controllers = CONTROLLERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // SAFETY: every queue pair and namespace holding this controller is
         // gone, and the poller has stopped.
         let status = unsafe { sys::spdk_nvme_detach(self.pointer.as_ptr()) };
@@ -256,6 +270,10 @@ impl Drop for Controller {
         } else {
             info!(transport = %self.transport, "detached NVMe controller");
         }
+        let this: *const Controller = self;
+        controllers.retain(|(_, weak)| !std::ptr::eq(weak.as_ptr(), this));
+        drop(controllers);
+        DETACHED.notify_all();
     }
 }
 
@@ -447,9 +465,10 @@ struct SpdkQueuePair {
     contexts: Box<[SlotContext]>,
     finished: Box<RefCell<Vec<Finished>>>,
     in_flight: usize,
-    /// A failure of the queue pair seen by `process_completions`, which
-    /// cannot return it; the next `wait` does.
-    failure: Option<io::Error>,
+    /// Why the queue pair failed, once it has: it is disconnected, every
+    /// command it held has been completed (those the device did not finish
+    /// with [`NvmeError::QueuePairFailed`]), and it refuses new ones.
+    failed: Option<String>,
     /// Dropped after the queue pair is freed (field order): the controller
     /// outlives every queue pair of it.
     #[expect(dead_code, reason = "held, never read, so the controller outlives this queue pair")]
@@ -524,7 +543,7 @@ impl SpdkQueuePair {
             contexts,
             finished,
             in_flight: 0,
-            failure: None,
+            failed: None,
             controller,
         })
     }
@@ -595,17 +614,34 @@ impl SpdkQueuePair {
     /// Moves every recorded completion into `completions`.
     fn reap(&mut self, completions: &mut Vec<Completion>) -> usize {
         let finished = std::mem::take(&mut *self.finished.borrow_mut());
-        let moved = finished.len();
+        let mut moved = 0;
         for Finished { slot, status_field } in finished {
-            let command = self.slots[slot]
-                .take()
-                .unwrap_or_else(|| panic!("completion for slot {slot}, which holds no command in flight"));
-            self.free_slots.push(slot);
+            let Some(command) = self.slots[slot].take() else {
+                // A failed queue pair completed its commands itself; the
+                // driver may still call back for them when it frees its
+                // requests. Anything else is a bug that must not pass.
+                assert!(
+                    self.failed.is_some(),
+                    "completion for slot {slot}, which holds no command in flight"
+                );
+                continue;
+            };
+            moved += 1;
+            if self.failed.is_none() {
+                // A failed queue pair's slots are never used again.
+                self.free_slots.push(slot);
+            }
             self.in_flight -= 1;
             let InFlight { tag, kind, lba, mut buffer, bounce } = command;
-            let result = match NvmeStatus::from_completion_field(status_field) {
-                Some(status) => Err(NvmeError::Status { kind, lba, status }),
-                None => Ok(()),
+            let result = match (NvmeStatus::from_completion_field(status_field), &self.failed) {
+                (None, _) => Ok(()),
+                (Some(_), Some(reason)) => Err(NvmeError::QueuePairFailed {
+                    kind,
+                    lba,
+                    namespace: self.info.description.clone(),
+                    reason: reason.clone(),
+                }),
+                (Some(status), None) => Err(NvmeError::Status { kind, lba, status }),
             };
             if let (CommandKind::Read, Ok(()), Some(buffer), Some(bounce)) =
                 (kind, &result, buffer.as_mut(), bounce.as_ref())
@@ -619,26 +655,76 @@ impl SpdkQueuePair {
     }
 
     /// One pass of the driver over the queue pair: sends what is queued and
-    /// runs the callbacks of finished commands.
-    fn poll(&mut self) -> Result<(), io::Error> {
+    /// runs the callbacks of finished commands. A failure fails the queue
+    /// pair ([`SpdkQueuePair::fail`]).
+    fn poll(&mut self) {
+        if self.failed.is_some() {
+            return;
+        }
         // SAFETY: the queue pair is ours and used on this thread; 0 takes
         // every completion available.
         let status = unsafe { sys::spdk_nvme_qpair_process_completions(self.queue_pair.as_ptr(), 0) };
         if status < 0 {
-            Err(io::Error::from_raw_os_error(-status))
-        } else {
-            Ok(())
+            self.fail(io::Error::from_raw_os_error(-status));
         }
     }
 
-    fn failure(&self, source: io::Error) -> NvmeError {
+    /// The queue pair failed (its connection broke, the controller failed
+    /// or is being reset): disconnects it, which aborts what the driver
+    /// holds, and completes every command still in a slot with
+    /// [`NvmeError::QueuePairFailed`], so nothing waits for a completion
+    /// that will never come. Later commands are refused.
+    fn fail(&mut self, source: io::Error) {
+        // SAFETY: the queue pair is ours.
+        let why = unsafe { sys::spdk_nvme_qpair_get_failure_reason(self.queue_pair.as_ptr()) };
+        let reason = format!("polling it returned {source}; SPDK's failure reason: {}", failure_reason(why));
+        error!(
+            namespace = %self.info.description,
+            in_flight = self.in_flight,
+            %reason,
+            "SPDK I/O queue pair failed; failing its commands and refusing new ones"
+        );
+        self.failed = Some(reason);
+        // SAFETY: ours, used on this thread; the callbacks of the aborted
+        // commands run inside the call and only record into `finished`.
+        unsafe { sys::spdk_nvme_ctrlr_disconnect_io_qpair(self.queue_pair.as_ptr()) };
+        let mut finished = self.finished.borrow_mut();
+        let mut done = vec![false; self.slots.len()];
+        for record in finished.iter() {
+            done[record.slot] = true;
+        }
+        for (slot, command) in self.slots.iter().enumerate() {
+            if command.is_some() && !done[slot] {
+                finished.push(Finished { slot, status_field: ABORTED_STATUS_FIELD });
+            }
+        }
+    }
+
+    fn failed_error(&self, reason: &str) -> NvmeError {
         NvmeError::Spdk {
             action: format!(
                 "polling the I/O queue pair of {} (the connection to the controller failed or it was reset)",
                 self.info.description
             ),
-            source,
+            source: io::Error::other(reason.to_owned()),
         }
+    }
+}
+
+/// The completion status field a command the driver never finished gets
+/// when its queue pair fails: generic status 0x08, "command aborted due to
+/// SQ deletion", shifted past the phase bit. `reap` reports it as
+/// [`NvmeError::QueuePairFailed`].
+const ABORTED_STATUS_FIELD: u16 = 0x08 << 1;
+
+/// SPDK's `spdk_nvme_qp_failure_reason`, in words.
+fn failure_reason(reason: sys::spdk_nvme_qp_failure_reason) -> &'static str {
+    match reason {
+        sys::SPDK_NVME_QPAIR_FAILURE_NONE => "none given",
+        sys::SPDK_NVME_QPAIR_FAILURE_LOCAL => "local (this host)",
+        sys::SPDK_NVME_QPAIR_FAILURE_REMOTE => "remote (the target or device)",
+        sys::SPDK_NVME_QPAIR_FAILURE_RESET => "the controller is being reset",
+        _ => "unknown",
     }
 }
 
@@ -680,10 +766,23 @@ impl QueuePair for SpdkQueuePair {
         if let Err(error) = check_command(&self.info, &command) {
             return Err(Box::new(Rejected { error, command }));
         }
+        let kind = command.kind();
+        if let Some(reason) = &self.failed {
+            let lba = match &command {
+                Command::Write { lba, .. } | Command::Read { lba, .. } => *lba,
+                Command::Flush => 0,
+            };
+            let error = NvmeError::QueuePairFailed {
+                kind,
+                lba,
+                namespace: self.info.description.clone(),
+                reason: reason.clone(),
+            };
+            return Err(Box::new(Rejected { error, command }));
+        }
         if self.in_flight >= self.depth as usize {
             return Err(Box::new(Rejected { error: NvmeError::QueueFull { depth: self.depth }, command }));
         }
-        let kind = command.kind();
         let (lba, buffer) = match &command {
             Command::Write { lba, buffer, .. } | Command::Read { lba, buffer } => (*lba, Some(buffer)),
             Command::Flush => (0, None),
@@ -759,25 +858,18 @@ impl QueuePair for SpdkQueuePair {
 
     fn process_completions(&mut self, completions: &mut Vec<Completion>) -> usize {
         if self.in_flight > 0 {
-            if let Err(source) = self.poll() {
-                if self.failure.is_none() {
-                    error!(namespace = %self.info.description, error = %source, "SPDK I/O queue pair failed");
-                    self.failure = Some(source);
-                }
-            }
+            self.poll();
         }
         self.reap(completions)
     }
 
     fn wait(&mut self) -> Result<(), NvmeError> {
-        if let Some(source) = self.failure.take() {
-            return Err(self.failure(source));
-        }
         // A polled driver has nothing to sleep on: spin until a callback ran.
         while self.in_flight > 0 && self.finished.borrow().is_empty() {
-            if let Err(source) = self.poll() {
-                return Err(self.failure(source));
+            if let Some(reason) = &self.failed {
+                return Err(self.failed_error(reason));
             }
+            self.poll();
             std::hint::spin_loop();
         }
         Ok(())
@@ -804,15 +896,8 @@ impl Drop for SpdkQueuePair {
             if self.in_flight == 0 {
                 break;
             }
-            if let Err(error) = self.poll() {
-                error!(
-                    namespace = %self.info.description,
-                    %error,
-                    in_flight = self.in_flight,
-                    "SPDK I/O queue pair failed while closing; freeing it aborts the commands still in flight"
-                );
-                break;
-            }
+            // A failure completes every command (fail), so this ends.
+            self.poll();
         }
         // SAFETY: ours, used on this thread; after this the driver touches
         // none of its commands' buffers (the callbacks of aborted commands
@@ -851,5 +936,215 @@ mod tests {
         assert_eq!(pci_address_of("trtype:PCIe traddr:0000:01:00.0").as_deref(), Some("0000:01:00.0"));
         assert_eq!(pci_address_of("trtype=pcie traddr=0000:5e:00.0").as_deref(), Some("0000:5e:00.0"));
         assert_eq!(pci_address_of("trtype:TCP adrfam:IPv4 traddr:127.0.0.1 trsvcid:4420 subnqn:nqn.x"), None);
+    }
+
+    /// The namespace these tests write over: 1 and 2 belong to the
+    /// namespace suite and the shard log test, which run meanwhile.
+    const NSID: u32 = 3;
+
+    fn write_command(queue: &mut dyn QueuePair, lba: u64, fill: u8) -> Command {
+        let mut buffer = queue.allocate(queue.info().lba_bytes as usize);
+        buffer.fill(fill);
+        Command::Write { lba, buffer, fua: true }
+    }
+
+    /// Bug: two shards (or tests) attaching one controller at once, or one
+    /// attaching while the last holder detaches it, must share a single
+    /// attachment and each drive its own queue pair.
+    #[test]
+    fn shards_attaching_one_controller_at_once_share_it() {
+        let Some(options) = test_target(NSID, "the shared controller test") else { return };
+        let rounds = 6;
+        let threads = 2;
+        let barrier = std::sync::Barrier::new(threads);
+        std::thread::scope(|scope| {
+            for shard in 0..threads {
+                let (options, barrier) = (&options, &barrier);
+                scope.spawn(move || {
+                    for round in 0..rounds {
+                        // Both open at once, both hold a queue pair at once.
+                        barrier.wait();
+                        let namespace = SpdkNamespace::open(options)
+                            .unwrap_or_else(|error| panic!("shard {shard} round {round}: open: {error}"));
+                        assert!(
+                            Controller::attached(&options.transport) <= 1,
+                            "one attachment per transport"
+                        );
+                        let mut queue =
+                            namespace.open_queue_pair(&QueuePairConfig::default()).expect("qpair");
+                        barrier.wait();
+                        let last = queue.info().capacity_blocks - 1;
+                        let lba = last - (shard * rounds + round) as u64;
+                        let fill = (shard * 16 + round) as u8 + 1;
+                        let command = write_command(queue.as_mut(), lba, fill);
+                        let Command::Write { buffer, .. } = command else { unreachable!() };
+                        crate::wal::blocking::write(queue.as_mut(), lba, buffer, true)
+                            .unwrap_or_else(|error| panic!("shard {shard} round {round}: write: {error}"));
+                        let read = crate::wal::blocking::read(queue.as_mut(), lba, 1)
+                            .unwrap_or_else(|error| panic!("shard {shard} round {round}: read: {error}"));
+                        assert!(
+                            read.iter().all(|&byte| byte == fill),
+                            "shard {shard} round {round} read back"
+                        );
+                        // Odd rounds drop at different times, so one
+                        // shard's detach races the other's next attach.
+                        if round % 2 == 1 && shard == 1 {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    /// A TCP proxy between the host and the target that can hold the
+    /// target's answers and then cut every connection: a qpair failure
+    /// with commands in flight, on demand.
+    struct Proxy {
+        port: u16,
+        hold_answers: Arc<std::sync::atomic::AtomicBool>,
+        sockets: Arc<Mutex<Vec<std::net::TcpStream>>>,
+    }
+
+    impl Proxy {
+        fn start(target: std::net::SocketAddr) -> Proxy {
+            use std::io::{Read, Write};
+            use std::sync::atomic::{AtomicBool, Ordering};
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+            let port = listener.local_addr().expect("proxy address").port();
+            let hold_answers = Arc::new(AtomicBool::new(false));
+            let sockets: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+            let (hold, kept) = (hold_answers.clone(), sockets.clone());
+            std::thread::spawn(move || {
+                for host in listener.incoming() {
+                    let Ok(host) = host else { return };
+                    let Ok(target) = std::net::TcpStream::connect(target) else { return };
+                    let _ = (host.set_nodelay(true), target.set_nodelay(true));
+                    {
+                        let mut kept = kept.lock().expect("proxy sockets");
+                        kept.push(host.try_clone().expect("clone"));
+                        kept.push(target.try_clone().expect("clone"));
+                    }
+                    for (mut from, mut to, answers) in [
+                        (host.try_clone().expect("clone"), target.try_clone().expect("clone"), false),
+                        (target, host, true),
+                    ] {
+                        let hold = hold.clone();
+                        std::thread::spawn(move || {
+                            let mut buffer = vec![0u8; 1 << 16];
+                            loop {
+                                let Ok(read) = from.read(&mut buffer) else { return };
+                                if read == 0 {
+                                    return;
+                                }
+                                while answers && hold.load(Ordering::Acquire) {
+                                    std::thread::sleep(Duration::from_millis(5));
+                                }
+                                if to.write_all(&buffer[..read]).is_err() {
+                                    return;
+                                }
+                            }
+                        });
+                    }
+                }
+            });
+            Proxy { port, hold_answers, sockets }
+        }
+
+        fn cut(&self) {
+            for socket in self.sockets.lock().expect("proxy sockets").iter() {
+                let _ = socket.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// `transport` with its trsvcid (port) replaced by `port`, and the
+    /// target's address.
+    fn through_proxy(transport: &str, port: u16) -> (String, std::net::SocketAddr) {
+        let field = |key: &str| {
+            transport.split_whitespace().find_map(|field| {
+                let (name, value) = field.split_once([':', '='])?;
+                name.eq_ignore_ascii_case(key).then(|| value.to_owned())
+            })
+        };
+        let address = field("traddr").expect("NVKV_SPDK_TRID names a traddr");
+        let service = field("trsvcid").expect("NVKV_SPDK_TRID names a trsvcid (a TCP target)");
+        let target =
+            format!("{address}:{service}").parse().expect("traddr:trsvcid is an IP address and port");
+        let proxied = transport
+            .split_whitespace()
+            .map(|field| match field.split_once([':', '=']) {
+                Some((name, _)) if name.eq_ignore_ascii_case("trsvcid") => format!("{name}:{port}"),
+                _ => field.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        (proxied, target)
+    }
+
+    /// Bug: a queue pair whose connection broke left its commands in flight
+    /// for ever, and the shard hung. Now every one of them completes with
+    /// QueuePairFailed, later ones are refused, and nothing hangs.
+    #[test]
+    fn a_failed_queue_pair_fails_its_commands_instead_of_hanging() {
+        use std::sync::atomic::Ordering;
+        let Some(options) = test_target(NSID, "the failed queue pair test") else { return };
+        if !options.transport.to_ascii_lowercase().contains("trtype:tcp") {
+            panic!("the failed queue pair test needs a TCP target (it cuts the connection); NVKV_SPDK_TRID is not one");
+        }
+        let (transport, target) = through_proxy(&options.transport, 0);
+        let proxy = Proxy::start(target);
+        let (transport, _) = through_proxy(&transport, proxy.port);
+        let namespace = SpdkNamespace::open(&SpdkOptions { transport, ..options })
+            .expect("open the namespace through the proxy");
+        let mut queue = namespace.open_queue_pair(&QueuePairConfig::default()).expect("queue pair");
+        let last = queue.info().capacity_blocks - 1;
+        let command = write_command(queue.as_mut(), last, 7);
+        let Command::Write { buffer, .. } = command else { unreachable!() };
+        crate::wal::blocking::write(queue.as_mut(), last, buffer, true).expect("a write through the proxy");
+
+        proxy.hold_answers.store(true, Ordering::Release);
+        let commands = 8;
+        for index in 0..commands {
+            let command = write_command(queue.as_mut(), last - 1 - index, 9);
+            queue.submit(command, index).unwrap_or_else(|rejected| panic!("submit: {}", rejected.error));
+        }
+        let mut completions = Vec::new();
+        let held_until = std::time::Instant::now() + Duration::from_millis(200);
+        while std::time::Instant::now() < held_until {
+            queue.process_completions(&mut completions);
+        }
+        assert!(completions.is_empty(), "answers are held, yet {} commands completed", completions.len());
+        assert_eq!(queue.in_flight(), commands as usize);
+
+        proxy.cut();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while queue.in_flight() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} commands still hang 20 s after the cut",
+                queue.in_flight()
+            );
+            queue.process_completions(&mut completions);
+        }
+        assert_eq!(completions.len(), commands as usize);
+        for completion in &completions {
+            match &completion.result {
+                Err(NvmeError::QueuePairFailed { kind: CommandKind::Write, namespace, .. }) => {
+                    assert!(namespace.contains(&proxy.port.to_string()), "{namespace}")
+                }
+                other => panic!("command {} ended with {other:?}, not QueuePairFailed", completion.tag),
+            }
+            assert!(completion.buffer.is_some(), "the buffer comes back");
+        }
+        let command = write_command(queue.as_mut(), last, 1);
+        let rejected = queue.submit(command, 99).expect_err("a failed queue pair refuses commands");
+        assert!(matches!(rejected.error, NvmeError::QueuePairFailed { .. }), "{:?}", rejected.error);
+        assert!(rejected.error.is_device_failure());
+        eprintln!("[spdk] after the cut: {}", rejected.error);
+        // Closing a failed queue pair and detaching its failed controller
+        // must not hang either (the test would time out).
+        drop(queue);
+        drop(namespace);
     }
 }

@@ -317,6 +317,23 @@ fn write_copy(queue: &mut dyn QueuePair, superblock: &Superblock, copy: usize) -
 
 /// Writes empty checkpoints for every shard, then both superblock copies:
 /// the superblock is the commit point of formatting.
+/// Opens the namespace like [`open_or_format`] (so it refuses data nvkv did
+/// not write), then formats it anew if it held a log: for tools that own
+/// the namespace for one run and must not inherit an earlier run's records
+/// (a full ring of them stalls appends nobody purges).
+pub fn format_anew(queue: &mut dyn QueuePair, options: FormatOptions) -> Result<Superblock, WalError> {
+    let (old, formatted) = open_or_format(queue, options)?;
+    if formatted {
+        return Ok(old);
+    }
+    let info = queue.info().clone();
+    let mut superblock = Superblock::plan(info.lba_bytes, info.capacity_blocks, options)?;
+    // Newer than either old copy, so no reader prefers a stale one.
+    superblock.generation = superblock.generation.max(old.generation + 1);
+    format(queue, &superblock)?;
+    Ok(superblock)
+}
+
 fn format(queue: &mut dyn QueuePair, superblock: &Superblock) -> Result<(), WalError> {
     let lba_bytes = superblock.lba_bytes as usize;
     for shard in 0..superblock.shards {
@@ -360,6 +377,24 @@ mod tests {
         assert_eq!(first, second);
         let last = second.region(1);
         assert!(last.first_block + last.blocks <= 2048);
+    }
+
+    #[test]
+    fn format_anew_replaces_an_earlier_log_and_refuses_foreign_data() {
+        let namespace = MemoryNamespace::new(4096, 2048);
+        let mut queue = namespace.open_queue_pair(&QueuePairConfig::default()).expect("queue pair");
+        let (first, _) = open_or_format(queue.as_mut(), OPTIONS).expect("formats");
+        let anew = format_anew(queue.as_mut(), OPTIONS).expect("formats anew");
+        assert_ne!(anew.namespace_id, first.namespace_id, "a new log, not the old one");
+        assert!(anew.generation > first.generation);
+        let (reopened, formatted) = open_or_format(queue.as_mut(), OPTIONS).expect("opens");
+        assert!(!formatted);
+        assert_eq!(reopened, anew);
+        let foreign = MemoryNamespace::new(4096, 2048);
+        foreign.write_bytes(100, &[0xab; 8]);
+        let mut queue = foreign.open_queue_pair(&QueuePairConfig::default()).expect("queue pair");
+        let error = format_anew(queue.as_mut(), OPTIONS).expect_err("foreign data is never formatted over");
+        assert!(matches!(error, WalError::Layout(_)), "{error}");
     }
 
     #[test]

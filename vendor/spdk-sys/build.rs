@@ -24,6 +24,8 @@ const FUNCTIONS: &[&str] = &[
     "spdk_nvme_ctrlr_get_default_io_qpair_opts",
     "spdk_nvme_ctrlr_alloc_io_qpair",
     "spdk_nvme_ctrlr_free_io_qpair",
+    "spdk_nvme_ctrlr_disconnect_io_qpair",
+    "spdk_nvme_qpair_get_failure_reason",
     "spdk_nvme_ns_is_active",
     "spdk_nvme_ns_get_sector_size",
     "spdk_nvme_ns_get_num_sectors",
