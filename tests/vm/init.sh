@@ -44,18 +44,18 @@ uptime_s() { cut -d' ' -f1 /proc/uptime; }
 
 say "guest up at $(uptime_s) s: kernel $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPUs, mode $NVKV_VM_MODE"
 
-# The namespace suite's block-device run on $1 (a /dev path, uring) or on
-# the SPDK controller (spdk): it must have run, on the device with the
-# geometry the guest reports, and passed.
-run_suite() {
-    device=$1 blocks=$2 lba_bytes=$3 log=$4
-    shift 4
-    say "namespace suite on $device ($blocks blocks of $lba_bytes bytes): $*"
+# Runs lib tests on $1 (what they test, for messages), logging to $2; all
+# $3 tests the filter selects must pass. Each mode then checks in the log
+# that they ran on its device.
+run_tests() {
+    what=$1 log=$2 count=$3
+    shift 3
+    say "$what: $*"
     if ! "$@" >"$log" 2>&1; then
         show "$log"
-        fail "namespace suite on $device: the test binary failed"
+        fail "$what: the test binary failed"
     fi
-    grep -q "test result: ok. 1 passed" "$log" || { show "$log"; fail "namespace suite on $device: no passing test in its output"; }
+    grep -q "test result: ok. $count passed" "$log" || { show "$log"; fail "$what: not $count passing tests in its output"; }
     return 0
 }
 
@@ -183,7 +183,7 @@ uring_mode() {
         say "$device: $bytes bytes in $lba_bytes-byte blocks, write cache: $(cat "/sys/block/$name/queue/write_cache"), fua: $fua"
 
         log=/tmp/suite-$name.log
-        run_suite "$device" "$blocks" "$lba_bytes" "$log" \
+        run_tests "namespace suite on $device ($blocks blocks of $lba_bytes bytes)" "$log" 1 \
             env NVKV_TEST_BLOCK_DEVICE="$device" /nvkv/lib-tests \
             nvme::suite::uring_block_device_passes_the_namespace_suite --exact --nocapture --test-threads=1
         grep -q "running the namespace suite on block device $device" "$log" || { show "$log"; fail "namespace suite on $device: it did not run on the device"; }
@@ -203,7 +203,50 @@ path = \"$device\""
     finish "PASS uring on$checked at $(uptime_s) s"
 }
 
+spdk_mode() {
+    bdf=$NVKV_VM_SPDK_BDF
+    transport="trtype:PCIe traddr:$bdf"
+    modprobe vfio-pci || fail "modprobe vfio-pci"
+    modprobe vfio_iommu_type1 || fail "modprobe vfio_iommu_type1"
+    [ -d "/sys/bus/pci/devices/$bdf" ] || fail "no PCI device $bdf in the guest: $(ls /sys/bus/pci/devices | tr '\n' ' ')"
+    [ -e "/sys/bus/pci/devices/$bdf/iommu_group" ] || fail "$bdf has no IOMMU group: the guest runs without the emulated IOMMU"
+    echo vfio-pci >"/sys/bus/pci/devices/$bdf/driver_override"
+    echo "$bdf" >/sys/bus/pci/drivers_probe
+    driver=$(basename "$(readlink "/sys/bus/pci/devices/$bdf/driver")")
+    [ "$driver" = vfio-pci ] || fail "$bdf is bound to '$driver', not vfio-pci"
+    group=$(basename "$(readlink "/sys/bus/pci/devices/$bdf/iommu_group")")
+    [ -c "/dev/vfio/$group" ] || fail "/dev/vfio/$group (the IOMMU group of $bdf) is missing"
+    say "$bdf bound to vfio-pci, IOMMU group $group"
+
+    # SPDK keeps its PCI claim locks in /var/tmp, DPDK its runtime files in /var/run.
+    mkdir -p /dev/hugepages /var/run /var/tmp
+    mount -t hugetlbfs nodev /dev/hugepages || fail "mounting hugetlbfs"
+    echo "$NVKV_VM_HUGEPAGES" >/proc/sys/vm/nr_hugepages
+    reserved=$(sed -n 's/^HugePages_Total: *//p' /proc/meminfo)
+    [ "$reserved" -ge "$NVKV_VM_HUGEPAGES" ] || fail "only $reserved of $NVKV_VM_HUGEPAGES hugepages could be reserved"
+    say "$reserved hugepages of $(sed -n 's/^Hugepagesize: *//p' /proc/meminfo) reserved"
+
+    # Namespaces 1 and 2: the namespace suite and the shard log round trip.
+    log=/tmp/suite-spdk.log
+    run_tests "namespace suite and shard log round trip on $transport" "$log" 2 \
+        env NVKV_SPDK_TRID="$transport" /nvkv/lib-tests spdk_backend --nocapture --test-threads=1
+    grep -q "running the namespace suite on the spdk backend: $transport nsid 1" "$log" \
+        || { show "$log"; fail "the namespace suite did not run on $transport"; }
+    grep -q "running the shard log round trip on the spdk backend: $transport nsid 2" "$log" \
+        || { show "$log"; fail "the shard log round trip did not run on $transport"; }
+    say "$(grep "spdk namespace:" "$log" | head -n 1)"
+    say "namespace suite and shard log round trip passed on $transport"
+
+    # Namespace 3: a one-node nvkv.
+    write_config /tmp/spdk.toml spdk "backend = \"spdk\"
+transport = \"$transport\"
+nsid = 3"
+    check_node /tmp/spdk.toml spdk "namespace $transport nsid 3 (spdk, "
+    finish "PASS spdk on $transport at $(uptime_s) s"
+}
+
 case "$NVKV_VM_MODE" in
     uring) uring_mode ;;
+    spdk) spdk_mode ;;
     *) fail "unknown NVKV_VM_MODE '$NVKV_VM_MODE'" ;;
 esac
