@@ -140,8 +140,12 @@ kernel_version=${kernel_package#linux-image-}
 deb=$(ls "$cache/${kernel_package}"_*.deb 2>/dev/null | sort | tail -n 1 || true)
 if [ -z "$deb" ]; then
   say "downloading $kernel_package into $cache"
-  (cd "$cache" && apt-get download -q "$kernel_package" >/dev/null 2>"$cache/apt-download.log") \
-    || { cat "$cache/apt-download.log" >&2; die "apt-get download $kernel_package failed (output above)"; }
+  if ! (cd "$cache" && apt-get download -q "$kernel_package" >/dev/null 2>"$cache/apt-download.log"); then
+    # Stale lists name a version the mirror no longer has: read them again once.
+    apt-get update -q >/dev/null 2>&1 || true
+    (cd "$cache" && apt-get download -q "$kernel_package" >/dev/null 2>"$cache/apt-download.log") \
+      || { cat "$cache/apt-download.log" >&2; die "apt-get download $kernel_package failed (output above)"; }
+  fi
   deb=$(ls "$cache/${kernel_package}"_*.deb | sort | tail -n 1)
 fi
 kernel_root=$cache/$kernel_package
