@@ -10,6 +10,11 @@
 #   libprotobuf-dev    the well-known .proto files (google/protobuf/descriptor.proto)
 #                  etcd's import; only a Recommends of protobuf-compiler, which
 #                  --no-install-recommends leaves out
+#   qemu-system-x86, busybox-static, cpio
+#                  the VM test (tests/vm/run.sh): a QEMU guest with emulated NVMe
+#                  controllers, its initramfs built from busybox with cpio (on a
+#                  machine with a newer qemu-utils from elsewhere, apt replaces it
+#                  with Debian 12's, which qemu-system-x86 7.2 needs)
 #   etcd-server    /usr/bin/etcd, which tests/etcd.rs and bench/compare-etcd.sh
 #                  run beside nvkv (its Debian service, if systemd started it on
 #                  install, is disabled again: the tests pick their own ports)
@@ -20,7 +25,8 @@
 # every package is already installed. Runs as root, or through sudo.
 set -euo pipefail
 
-packages=(libhwloc-dev libudev-dev capnproto pkg-config iproute2 systemd protobuf-compiler libprotobuf-dev etcd-server "$@")
+packages=(libhwloc-dev libudev-dev capnproto pkg-config iproute2 systemd protobuf-compiler libprotobuf-dev
+          qemu-system-x86 busybox-static cpio etcd-server "$@")
 
 missing=()
 for package in "${packages[@]}"; do
