@@ -226,16 +226,19 @@ spdk_mode() {
     [ "$reserved" -ge "$NVKV_VM_HUGEPAGES" ] || fail "only $reserved of $NVKV_VM_HUGEPAGES hugepages could be reserved"
     say "$reserved hugepages of $(sed -n 's/^Hugepagesize: *//p' /proc/meminfo) reserved"
 
-    # Namespaces 1 and 2: the namespace suite and the shard log round trip.
+    # Namespaces 1, 2 and 4: the namespace suite, the shard log round trip
+    # and the device bench past two ring wraps.
     log=/tmp/suite-spdk.log
-    run_tests "namespace suite and shard log round trip on $transport" "$log" 2 \
+    run_tests "namespace suite, shard log round trip and device bench on $transport" "$log" 3 \
         env NVKV_SPDK_TRID="$transport" /nvkv/lib-tests spdk_backend --nocapture --test-threads=1
     grep -q "running the namespace suite on the spdk backend: $transport nsid 1" "$log" \
         || { show "$log"; fail "the namespace suite did not run on $transport"; }
     grep -q "running the shard log round trip on the spdk backend: $transport nsid 2" "$log" \
         || { show "$log"; fail "the shard log round trip did not run on $transport"; }
+    grep -q "running the device bench past a ring wrap on the spdk backend: $transport nsid 4" "$log" \
+        || { show "$log"; fail "the device bench did not run on $transport"; }
     say "$(grep "spdk namespace:" "$log" | head -n 1)"
-    say "namespace suite and shard log round trip passed on $transport"
+    say "namespace suite, shard log round trip and device bench passed on $transport"
 
     # Namespace 3: a one-node nvkv.
     write_config /tmp/spdk.toml spdk "backend = \"spdk\"

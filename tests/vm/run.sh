@@ -321,7 +321,7 @@ NVKV_VM_SPDK_BDF=0000:00:04.0
 NVKV_VM_HUGEPAGES=$hugepages
 NVKV_VM_KEYS=$keys" \
   kernel/drivers/vfio/pci/vfio-pci.ko kernel/drivers/vfio/vfio_iommu_type1.ko
-truncate -s 64M "$work/namespace-1.img" "$work/namespace-2.img"
+truncate -s 64M "$work/namespace-1.img" "$work/namespace-2.img" "$work/namespace-4.img"
 truncate -s 256M "$work/namespace-3.img"
 boot "$work" spdk -machine q35,kernel-irqchip=split -m 3072 \
   -append "console=ttyS0 quiet panic=-1 intel_iommu=on iommu=pt" \
@@ -332,4 +332,6 @@ boot "$work" spdk -machine q35,kernel-irqchip=split -m 3072 \
   -drive "file=$work/namespace-2.img,if=none,format=raw,id=spdk2,cache=unsafe" \
   -device nvme-ns,bus=spdkctrl,drive=spdk2,nsid=2,logical_block_size=4096,physical_block_size=4096 \
   -drive "file=$work/namespace-3.img,if=none,format=raw,id=spdk3,cache=unsafe" \
-  -device nvme-ns,bus=spdkctrl,drive=spdk3,nsid=3,logical_block_size=4096,physical_block_size=4096
+  -device nvme-ns,bus=spdkctrl,drive=spdk3,nsid=3,logical_block_size=4096,physical_block_size=4096 \
+  -drive "file=$work/namespace-4.img,if=none,format=raw,id=spdk4,cache=unsafe" \
+  -device nvme-ns,bus=spdkctrl,drive=spdk4,nsid=4,logical_block_size=4096,physical_block_size=4096
