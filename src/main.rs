@@ -1257,6 +1257,14 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     let colors = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colors).init();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // A command whose reader went away (`nvkv get --prefix / | head`)
+        // ends quietly, as Unix tools do, instead of panicking on the
+        // broken pipe. Sockets are not affected: Rust writes to them with
+        // MSG_NOSIGNAL. The daemon keeps ignoring SIGPIPE.
+        // SAFETY: restoring a signal's default action, before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let tls = match &cli.command {
         Command::Serve { .. } | Command::Bench { workload: BenchCommand::Device(_) } => {
             ClientTls::plaintext()

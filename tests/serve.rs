@@ -385,3 +385,29 @@ fn a_group_short_of_snapshot_room_is_compacted_by_its_leader_and_snapshots_again
     assert_eq!(exit.code(), Some(0), "{stderr}");
     assert!(stderr.contains("so its snapshot fits"), "the node says why it compacted: {stderr}");
 }
+
+#[test]
+fn a_client_command_whose_reader_goes_away_ends_quietly() {
+    let setup = Setup::new("[reactor]\nshards = 1");
+    let mut daemon = Daemon::start(&setup.config);
+    let port = ready_port(&daemon.wait_ready());
+    let value = "x".repeat(4000);
+    for index in 0..40 {
+        client(port, &["put", &format!("/pipe/{index}"), &value]).expect("put");
+    }
+    // 160 KB of answer into a pipe whose reader closes at once.
+    let mut get = std::process::Command::new(env!("CARGO_BIN_EXE_nvkv"))
+        .args(["--endpoints", &format!("127.0.0.1:{port}"), "get", "/pipe/", "--prefix"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the client starts");
+    drop(get.stdout.take());
+    let output = get.wait_with_output().expect("the client ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "the client panicked on the closed pipe: {stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "ends as Unix tools do: {:?}", output.status);
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_exit();
+}
