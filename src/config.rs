@@ -358,6 +358,18 @@ pub struct MemberConfig {
     pub peer_address: SocketAddr,
 }
 
+impl MemberConfig {
+    /// The member as a group's membership names it.
+    pub fn member(&self) -> crate::raft::Member {
+        crate::raft::Member {
+            id: self.id,
+            peer_address: self.peer_address.to_string(),
+            name: self.name.clone(),
+            client_address: self.client_address.to_string(),
+        }
+    }
+}
+
 /// `[log]`: the per-shard log and its group commit.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -433,17 +433,7 @@ impl Node {
         let initial_members = if config.cluster.members.is_empty() {
             vec![member.clone()]
         } else {
-            config
-                .cluster
-                .members
-                .iter()
-                .map(|listed| Member {
-                    id: listed.id,
-                    peer_address: listed.peer_address.to_string(),
-                    name: listed.name.clone(),
-                    client_address: listed.client_address.to_string(),
-                })
-                .collect()
+            config.cluster.members.iter().map(|listed| listed.member()).collect()
         };
         let layout = GroupLayout {
             shards: cores.len(),

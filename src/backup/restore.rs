@@ -148,17 +148,7 @@ fn members_of(config: &Config) -> Vec<Member> {
             client_address: config.node.client_address.to_string(),
         }];
     }
-    config
-        .cluster
-        .members
-        .iter()
-        .map(|listed| Member {
-            id: listed.id,
-            peer_address: listed.peer_address.to_string(),
-            name: listed.name.clone(),
-            client_address: listed.client_address.to_string(),
-        })
-        .collect()
+    config.cluster.members.iter().map(|listed| listed.member()).collect()
 }
 
 /// The Raft snapshot metadata of a restored group.
