@@ -19,16 +19,27 @@ pub struct Member {
 /// below the kernel's ephemeral range (32768 and up here): a port the kernel
 /// hands out for outgoing connections (the members' own peer dials, other
 /// tests' clients) could be taken between this check and the member's bind.
+///
+/// Ports handed out once are never handed out again by this process: the
+/// tests of one binary run in parallel, and a range checked free here stays
+/// free until its member binds it, which another test's check cannot see.
 pub fn free_ports(count: u16) -> u16 {
     use std::hash::{BuildHasher, Hasher};
     const LOW: u16 = 10_000;
     const HIGH: u16 = 32_000;
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for attempt in 0..1000u64 {
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u64(attempt);
         let base = LOW + (hasher.finish() % u64::from(HIGH - LOW - count)) as u16;
+        if handed_out.range(base..base + count).next().is_some() {
+            continue;
+        }
         let all: Vec<_> = (base..base + count).map(|port| TcpListener::bind(("127.0.0.1", port))).collect();
         if all.iter().all(Result::is_ok) {
+            handed_out.extend(base..base + count);
             return base;
         }
     }
