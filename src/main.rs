@@ -3,6 +3,37 @@
 //! It must never hold logic a test of the library could not reach.
 
 use std::io::IsTerminal;
+
+// `println!` and `print!` of this binary: a command whose reader went away
+// (`nvkv get --prefix / | head`) ends quietly with status 141, as a shell
+// reports a SIGPIPE, instead of panicking on the broken pipe. SIGPIPE itself
+// stays ignored: sockets (TLS writes them with writev, which has no
+// MSG_NOSIGNAL) must fail with an error, not kill the process.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(error) = writeln!(std::io::stdout(), $($arg)*) {
+            stdout_failed(error)
+        }
+    }};
+}
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(error) = write!(std::io::stdout(), $($arg)*) {
+            stdout_failed(error)
+        }
+    }};
+}
+
+/// Ends the process after a failed write to stdout.
+fn stdout_failed(error: std::io::Error) -> ! {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    eprintln!("nvkv: cannot write to stdout: {error}");
+    std::process::exit(1)
+}
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -1257,14 +1288,6 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     let colors = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colors).init();
-    if !matches!(cli.command, Command::Serve { .. }) {
-        // A command whose reader went away (`nvkv get --prefix / | head`)
-        // ends quietly, as Unix tools do, instead of panicking on the
-        // broken pipe. Sockets are not affected: Rust writes to them with
-        // MSG_NOSIGNAL. The daemon keeps ignoring SIGPIPE.
-        // SAFETY: restoring a signal's default action, before any thread starts.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    }
     let tls = match &cli.command {
         Command::Serve { .. } | Command::Bench { workload: BenchCommand::Device(_) } => {
             ClientTls::plaintext()
