@@ -100,3 +100,23 @@ where
         options,
     )
 }
+
+/// Runs an accepted connection's RPC system on this reactor until it ends,
+/// and says how it ended: a TLS peer that left without close_notify is an
+/// ordinary close, not an error.
+pub fn spawn_connection(
+    system: capnp_rpc::RpcSystem<capnp_rpc::rpc_twoparty_capnp::Side>,
+    kind: &'static str,
+    peer: std::net::SocketAddr,
+    shard: usize,
+) {
+    tokio::task::spawn_local(async move {
+        match system.await {
+            Ok(()) => tracing::debug!(%peer, shard, "{kind} connection closed"),
+            Err(error) if tls::closed_without_notify(&error) => {
+                tracing::debug!(%peer, shard, "{kind} connection closed (TLS, no close_notify)")
+            }
+            Err(error) => tracing::info!(%peer, shard, %error, "{kind} connection closed on an error"),
+        }
+    });
+}

@@ -220,15 +220,7 @@ fn run_peer_connection<R>(
     R: futures::AsyncRead + Unpin + 'static,
 {
     let system = RpcSystem::new(Box::new(network), Some(port.client));
-    tokio::task::spawn_local(async move {
-        match system.await {
-            Ok(()) => tracing::debug!(%peer, shard, "peer connection closed"),
-            Err(error) if super::tls::closed_without_notify(&error) => {
-                tracing::debug!(%peer, shard, "peer connection closed (TLS, no close_notify)")
-            }
-            Err(error) => tracing::info!(%peer, shard, %error, "peer connection closed on an error"),
-        }
-    });
+    super::spawn_connection(system, "peer", peer, shard);
 }
 
 struct PeerPortServer {

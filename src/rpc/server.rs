@@ -141,16 +141,7 @@ fn run_connection<R>(
     let server = NodeServer { context: context.clone(), info, watches: Default::default() };
     let client: node::Client = capnp_rpc::new_client(server);
     let system = RpcSystem::new(Box::new(network), Some(client.client));
-    let shard = context.shard();
-    tokio::task::spawn_local(async move {
-        match system.await {
-            Ok(()) => tracing::debug!(%peer, shard, "client connection closed"),
-            Err(error) if super::tls::closed_without_notify(&error) => {
-                tracing::debug!(%peer, shard, "client connection closed (TLS, no close_notify)")
-            }
-            Err(error) => tracing::info!(%peer, shard, %error, "client connection closed on an error"),
-        }
-    });
+    super::spawn_connection(system, "client", peer, context.shard());
 }
 
 struct NodeServer {
