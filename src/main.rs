@@ -427,6 +427,13 @@ enum BenchCommand {
     /// events_unexpected (all three also counted in errors), put_p50_us and
     /// put_p99_us; ops are the puts.
     Watch(WatchBenchArgs),
+    /// Round trips that do no work: nvkv's KV stream ping.
+    ///
+    /// Each client pings the shard of a random key's group over the client
+    /// library's KV stream, which answers at once without touching a group:
+    /// the floor under every other operation's latency (the network and
+    /// both ends' stacks). nvkv only.
+    Ping(LoadArgs),
 }
 
 /// The flags every store workload shares.
@@ -497,6 +504,11 @@ struct LoadArgs {
     /// progress bar).
     #[arg(long)]
     json: bool,
+    /// Threads the clients run on, each with its share of the clients and
+    /// connections. Default: one per connection, up to the CPUs this
+    /// process may use (and the --total).
+    #[arg(long, value_name = "N")]
+    threads: Option<u32>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -1136,6 +1148,7 @@ fn bench_store(endpoints: &[String], tls: &ClientTls, command: BenchCommand) -> 
             args.load,
         ),
         BenchCommand::Watch(args) => (Workload::Watch { watchers: args.watchers }, args.load),
+        BenchCommand::Ping(load) => (Workload::Ping, load),
         BenchCommand::Device(_) => unreachable!("bench device has its own runner"),
     };
     let options = nvkv::bench::workload::LoadOptions {
@@ -1148,6 +1161,9 @@ fn bench_store(endpoints: &[String], tls: &ClientTls, command: BenchCommand) -> 
         total: load.total,
         rate: load.rate,
         progress: !load.json,
+        threads: load.threads.unwrap_or_else(|| {
+            nvkv::bench::workload::default_threads(&workload, load.connections, load.total)
+        }),
     };
     let outcome = nvkv::bench::target::Target::parse(load.target.as_deref(), endpoints)
         .and_then(|target| nvkv::bench::target::run(&workload, &options, &target, tls))

@@ -72,6 +72,9 @@ pub async fn write(
         .raft
         .within_request_timeout(async move {
             loop {
+                if entry.raft.leadership().0 {
+                    return super::propose::propose(entry, command).await;
+                }
                 let leader = entry.raft.wait_for_leader().await?;
                 if leader.id == entry.raft.member() {
                     return super::propose::propose(entry, command).await;

@@ -31,6 +31,8 @@ use crate::wal::SharedLog;
 pub struct KvMachine {
     group: GroupId,
     pub state: GroupState,
+    /// Where each entry is marked applied, once the group runs.
+    timeline: Option<Rc<crate::raft::Timeline>>,
 }
 
 impl GroupStateMachine for KvMachine {
@@ -38,7 +40,11 @@ impl GroupStateMachine for KvMachine {
         let started = std::time::Instant::now();
         match self.state.apply_command(command) {
             Ok(outcome) => {
-                super::stages::record_since(started, |stages| &mut stages.apply);
+                let finished = std::time::Instant::now();
+                super::stages::record(|stages| stages.apply.record(finished - started));
+                if let Some(timeline) = &self.timeline {
+                    timeline.applied(index, started, finished);
+                }
                 outcome
             }
             // Every replica applies the same entry: skipping it here would
@@ -78,7 +84,7 @@ impl PeerTransport for NoPeers {
         target: &Member,
         _: openraft::raft::AppendEntriesRequest<TypeConfig>,
         _: openraft::network::RPCOption,
-    ) -> Result<openraft::raft::AppendEntriesResponse<NodeId>, RpcError> {
+    ) -> Result<crate::raft::AppendAnswer, RpcError> {
         Err(openraft::error::RPCError::Unreachable(unreachable(target)))
     }
 
@@ -219,7 +225,8 @@ pub async fn start_groups<T: PeerTransport>(
     let snapshots = Rc::new(WalSnapshotStore::new(log.clone()));
     let mut groups = BTreeMap::new();
     for group in (0..layout.groups()).filter(|group| layout.shard_of(*group) == shard) {
-        let machine = Rc::new(RefCell::new(KvMachine { group, state: GroupState::new(layout.watch) }));
+        let machine =
+            Rc::new(RefCell::new(KvMachine { group, state: GroupState::new(layout.watch), timeline: None }));
         let raft = RaftGroup::start(
             group,
             layout.member.id,
@@ -230,6 +237,7 @@ pub async fn start_groups<T: PeerTransport>(
             transport.clone(),
         )
         .await?;
+        machine.borrow_mut().timeline = Some(raft.timeline().clone());
         if !layout.join {
             raft.bootstrap(&layout.initial_members).await?;
         }
@@ -363,8 +371,8 @@ pub(super) fn group_entry(groups: &ShardGroups, group: GroupId) -> Result<Rc<Sha
 }
 
 pub(super) fn answered<T>(entry: &ShardGroup, group: GroupId, response: T) -> Answered<T> {
-    let metrics = entry.raft.metrics();
-    Answered { group, term: metrics.term, member: metrics.member, response }
+    let (_, term) = entry.raft.leadership();
+    Answered { group, term, member: entry.raft.member(), response }
 }
 
 /// Proposes `command` to `group` (on this shard) and waits for its outcome.

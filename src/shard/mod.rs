@@ -154,6 +154,8 @@ pub struct ShardReport {
     /// whoever has its `ReactorContext` (0 from [`local_report`]).
     pub reactor_busy_seconds: f64,
     pub reactor_idle_seconds: f64,
+    /// The latency budget's hops on this shard (see [`stages::Hop`]).
+    pub hops: Vec<stages::HopReport>,
 }
 
 /// The report of this thread's shard.
@@ -193,6 +195,7 @@ pub fn local_report() -> Option<ShardReport> {
         snapshot_written_bytes: stats.snapshot_bytes_written,
         reactor_busy_seconds: 0.0,
         reactor_idle_seconds: 0.0,
+        hops: above.hop_reports(),
     })
 }
 
@@ -206,6 +209,9 @@ pub struct ShardMetrics {
     pub log: crate::wal::LogStats,
     /// (stage name, histogram) in the order a write passes them.
     pub stages: Vec<(&'static str, crate::wal::StageHistogram)>,
+    /// (hop name, histogram) of the latency budget, in the order a write
+    /// passes them.
+    pub hops: Vec<(&'static str, crate::wal::StageHistogram)>,
     pub proposals: u64,
     pub proposed_commands: u64,
 }
@@ -215,6 +221,7 @@ pub fn local_metrics() -> Option<ShardMetrics> {
     let state = local()?;
     let (log, below) = state.log.with(|log| (log.stats(), log.stages().clone()));
     let above = stages::snapshot();
+    let hops = stages::Hop::ALL.iter().map(|hop| (hop.name(), above.hop(*hop).clone())).collect();
     Some(ShardMetrics {
         shard: state.shard as u32,
         core: state.core as u32,
@@ -227,6 +234,7 @@ pub fn local_metrics() -> Option<ShardMetrics> {
             ("apply", above.apply),
             ("end_to_end", above.end_to_end),
         ],
+        hops,
         proposals: above.proposals,
         proposed_commands: above.proposed_commands,
     })

@@ -20,6 +20,7 @@ use futures::channel::oneshot;
 use super::groups::{RequestError, ShardGroup};
 use super::stages;
 use crate::kv::command::{batch_overhead_bytes, encode_batch, split_batch_outcome};
+use crate::raft::WritePath;
 
 /// How many proposals of one group may be in flight at once. Two keep the
 /// log busy (one entry is written while the next is gathered) without
@@ -102,9 +103,14 @@ async fn drain(entry: Rc<ShardGroup>) {
             stages.proposed_commands += batch.len() as u64;
         });
         let commands = batch.iter_mut().map(|waiting| std::mem::take(&mut waiting.command)).collect();
-        let outcomes = propose_batch(&entry, commands).await;
-        stages::record(|stages| stages.raft.record(taken.elapsed()));
-        match outcomes {
+        let outcomes = propose_batch(&entry, commands, taken).await;
+        stages::record(|stages| {
+            stages.raft.record(taken.elapsed());
+            if let Ok((_, path)) = &outcomes {
+                stages.record_path(path);
+            }
+        });
+        match outcomes.map(|(outcomes, _)| outcomes) {
             Ok(outcomes) => {
                 for (waiting, outcome) in batch.into_iter().zip(outcomes) {
                     let _ = waiting.answer.send(Ok(outcome));
@@ -120,14 +126,21 @@ async fn drain(entry: Rc<ShardGroup>) {
     entry.proposer.in_flight.set(entry.proposer.in_flight.get() - 1);
 }
 
-/// One entry for `batch`: the command itself when alone, else a batch.
-async fn propose_batch(entry: &ShardGroup, mut commands: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, RequestError> {
+/// One entry for `batch`, proposed at `proposed`: the command itself when
+/// alone, else a batch. Answers each command's outcome, and the entry's way.
+async fn propose_batch(
+    entry: &ShardGroup,
+    mut commands: Vec<Vec<u8>>,
+    proposed: Instant,
+) -> Result<(Vec<Vec<u8>>, WritePath), RequestError> {
     if commands.len() == 1 {
         let alone = commands.pop().expect("one command");
-        return Ok(vec![entry.raft.client_write(alone).await?]);
+        let written = entry.raft.client_write(alone, Some(proposed)).await?;
+        return Ok((vec![written.outcome], written.path));
     }
-    let bytes = entry.raft.client_write(encode_batch(&commands)).await?;
-    let outcomes = split_batch_outcome(&bytes).map_err(|error| RequestError::Codec(error.to_string()))?;
+    let written = entry.raft.client_write(encode_batch(&commands), Some(proposed)).await?;
+    let outcomes =
+        split_batch_outcome(&written.outcome).map_err(|error| RequestError::Codec(error.to_string()))?;
     if outcomes.len() != commands.len() {
         return Err(RequestError::Codec(format!(
             "a batch of {} commands was answered with {} outcomes",
@@ -135,7 +148,7 @@ async fn propose_batch(entry: &ShardGroup, mut commands: Vec<Vec<u8>>) -> Result
             outcomes.len()
         )));
     }
-    Ok(outcomes)
+    Ok((outcomes, written.path))
 }
 
 #[cfg(test)]
