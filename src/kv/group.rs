@@ -45,6 +45,8 @@ impl GroupState {
     }
 
     fn apply_one(&mut self, command: &Command) -> Vec<u8> {
+        // Events only matter to watchers: without any, none are made.
+        self.store.keep_events(!self.hub.is_empty());
         let applied = apply(&mut self.store, command);
         self.hub.publish(&applied.events);
         encode_outcome(&applied.response)

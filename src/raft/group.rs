@@ -392,12 +392,23 @@ impl RaftGroup {
         command: Vec<u8>,
         proposed: Option<Instant>,
     ) -> Result<Written, GroupError> {
+        self.client_write_by(command, proposed, Instant::now() + self.request_timeout).await
+    }
+
+    /// [`RaftGroup::client_write`], refused as timed out at `deadline`
+    /// (the earliest of the request deadlines of a batch's writes).
+    pub async fn client_write_by(
+        &self,
+        command: Vec<u8>,
+        proposed: Option<Instant>,
+        deadline: Instant,
+    ) -> Result<Written, GroupError> {
         // Checked here: the log refusing an entry would stop the group.
         let max = self.command_bytes_max();
         if command.len() > max {
             return Err(GroupError::CommandTooLarge { group: self.group, bytes: command.len(), max });
         }
-        let result = tokio::time::timeout(self.request_timeout, self.raft.client_write(Command(command)))
+        let result = tokio::time::timeout_at(deadline.into(), self.raft.client_write(Command(command)))
             .await
             .map_err(|_| self.timed_out())?;
         let response = self.written(result)?;
@@ -707,6 +718,16 @@ impl RaftGroup {
             member: self.member,
             reason: format!("no leader became known within {} ms", self.request_timeout.as_millis()),
         })
+    }
+
+    /// How long a request may wait for the group.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// The error of a request that did not finish within the timeout.
+    pub fn timeout_error(&self) -> GroupError {
+        self.timed_out()
     }
 
     /// Runs `request`, several steps each bounded on its own (wait for a

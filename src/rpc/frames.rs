@@ -97,9 +97,9 @@ impl FrameReader {
         Ok(self.pending_message_bytes()?.is_some_and(|bytes| self.end - self.start >= bytes))
     }
 
-    /// The next whole message in the buffer, if one arrived; it is read in
-    /// place and counts as consumed.
-    pub fn next_message(&mut self) -> Result<Option<Reader<NoAllocSliceSegments<'_>>>, FrameError> {
+    /// The next whole message in the buffer and its size in bytes, if one
+    /// arrived; it is read in place and counts as consumed.
+    pub fn next_message(&mut self) -> Result<Option<(Reader<NoAllocSliceSegments<'_>>, usize)>, FrameError> {
         let Some(bytes) = self.pending_message_bytes()? else { return Ok(None) };
         if self.end - self.start < bytes {
             return Ok(None);
@@ -108,7 +108,7 @@ impl FrameReader {
         self.start += bytes;
         let mut slice = &capnp::Word::words_to_bytes(&self.words)[start..start + bytes];
         let segments = NoAllocSliceSegments::from_slice(&mut slice, self.options)?;
-        Ok(Some(Reader::new(segments, self.options)))
+        Ok(Some((Reader::new(segments, self.options), bytes)))
     }
 
     /// Reads what `stream` has now into the buffer (moving what is left of
@@ -263,7 +263,7 @@ mod tests {
         let mut context = Context::from_waker(&waker);
         let mut messages = Vec::new();
         loop {
-            while let Some(message) = reader.next_message()? {
+            while let Some((message, _)) = reader.next_message()? {
                 let calls = message.get_root::<kv_calls::Reader<'_>>()?.get_calls()?;
                 messages.push(calls.iter().map(|call| call.get_id()).collect());
             }

@@ -213,11 +213,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> StreamServer<R, W> {
     /// the shard, a ping answered at once.
     fn take_message(&mut self) -> Result<(), FrameError> {
         let received = Instant::now();
-        let Some(message) = self.frames.next_message()? else { return Ok(()) };
+        let Some((message, message_bytes)) = self.frames.next_message()? else { return Ok(()) };
+        // A message no larger than one request may be holds no call over
+        // the limit: its calls need not be measured one by one.
+        let fits = (message_bytes <= self.limits.request_bytes_max).then_some(message_bytes);
         let calls = message.get_root::<kv_calls::Reader<'_>>()?.get_calls()?;
         for call in calls {
             let id = call.get_id();
-            let request = match read_call(&self.limits, call)? {
+            let request = match read_call(&self.limits, call, fits)? {
                 Read::Ping => {
                     self.outbox.push(Reply { id, received, answered: received, answer: Answer::Ping });
                     continue;
@@ -247,10 +250,16 @@ enum Read {
     Request(usize, KvRequest),
 }
 
-fn read_call(limits: &Limits, call: kv_call::Reader<'_>) -> capnp::Result<Read> {
+/// Reads one call. `fits` is the size of its message when that is within
+/// the request limit: a flat call (all but a txn, which may nest too deep
+/// and is refused typed for it) is then not measured on its own.
+fn read_call(limits: &Limits, call: kv_call::Reader<'_>, fits: Option<usize>) -> capnp::Result<Read> {
     use kv_call::Which;
-    let measured = measure_request(limits, call.total_size())?;
     let which = call.which()?;
+    let measured = match (fits, &which) {
+        (Some(bytes), Which::Put(_) | Which::Range(_) | Which::DeleteRange(_) | Which::Ping(())) => Ok(bytes),
+        _ => measure_request(limits, call.total_size())?,
+    };
     let bytes = match measured {
         Ok(bytes) => bytes,
         Err(error) => {

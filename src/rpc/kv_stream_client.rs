@@ -168,7 +168,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Driver<R, W> {
             let Some(state) = self.state.upgrade() else { return Poll::Ready(Ok(())) };
             state.task.replace(Some(context.waker().clone()));
             let mut progress = false;
-            while let Some(message) = self.frames.next_message().map_err(|error| error.to_string())? {
+            while let Some((message, _)) = self.frames.next_message().map_err(|error| error.to_string())? {
                 deliver(&state, &message).map_err(|error| format!("a reply does not decode: {error}"))?;
                 progress = true;
             }

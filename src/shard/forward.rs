@@ -67,14 +67,16 @@ pub async fn write(
     link: &Rc<dyn LeaderLink>,
     command: Vec<u8>,
 ) -> Result<Vec<u8>, RequestError> {
+    if entry.raft.leadership().0 {
+        // The proposer answers within the request timeout on its own (see
+        // `propose`): the common case pays no timer of its own.
+        return super::propose::propose(entry, command).await;
+    }
     let group = entry.clone();
     group
         .raft
         .within_request_timeout(async move {
             loop {
-                if entry.raft.leadership().0 {
-                    return super::propose::propose(entry, command).await;
-                }
                 let leader = entry.raft.wait_for_leader().await?;
                 if leader.id == entry.raft.member() {
                     return super::propose::propose(entry, command).await;

@@ -175,9 +175,15 @@ pub fn record(update: impl FnOnce(&mut ShardStages)) {
     STAGES.with(|stages| update(&mut stages.borrow_mut()));
 }
 
-/// A copy of this thread's stages.
+/// A copy of this thread's stages (every histogram: for the metrics
+/// endpoint; a report reads them in place with [`read`]).
 pub fn snapshot() -> ShardStages {
     STAGES.with(|stages| stages.borrow().clone())
+}
+
+/// Reads this thread's stages in place.
+pub fn read<T>(reader: impl FnOnce(&ShardStages) -> T) -> T {
+    STAGES.with(|stages| reader(&stages.borrow()))
 }
 
 /// Records the time since `started` in the stage `pick` chooses.
