@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::config::{Config, ConfigError, Durability, ReactorConfig, GROUPS_PER_SHARD_LIMIT};
 use crate::kv::watch::WatchLimits;
-use crate::nvme::open::{open_namespace, NamespaceSettings};
+use crate::nvme::open::open_namespace;
 use crate::nvme::{Namespace, NvmeError, QueuePairConfig};
 use crate::raft::Member;
 use crate::reactor::{DriverFactory, ReactorContext, ReactorError, ReactorSettings, Reactors, ShardDriver};
@@ -314,14 +314,7 @@ impl Node {
         let lock = DataDirLock::acquire(data_dir)?;
         tracing::debug!(lock = %lock.path().display(), "locked the data directory");
 
-        let namespace_path = config.namespace.resolved_path(data_dir);
-        let namespace = open_namespace(&NamespaceSettings {
-            backend: config.namespace.backend.as_str().to_string(),
-            path: namespace_path.clone(),
-            namespace_bytes: config.namespace.namespace_bytes,
-            lba_bytes: config.namespace.lba_bytes,
-            spdk: config.namespace.spdk_options(),
-        })?;
+        let namespace = open_namespace(&shard::namespace_settings(&config, data_dir))?;
         // What the backend says it opened: the path, or for spdk the
         // transport id and NSID (namespace.path means nothing there).
         let namespace_path = PathBuf::from(&namespace.info().description);

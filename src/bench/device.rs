@@ -19,7 +19,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::config::{Durability as ConfigDurability, PollMode, ReactorConfig};
-use crate::nvme::open::{open_namespace, NamespaceSettings, SpdkOptions};
+use crate::nvme::open::{open_namespace, Backend, NamespaceSettings, SpdkOptions};
 use crate::nvme::{Namespace, QueuePairConfig};
 use crate::reactor::{DriverFactory, ReactorSettings, Reactors, ShardDriver};
 use crate::shard::{open_shared_log, LogDriver};
@@ -181,7 +181,7 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
         );
     }
     let namespace = open_namespace(&NamespaceSettings {
-        backend: if options.spdk.is_some() { "spdk" } else { "uring" }.into(),
+        backend: if options.spdk.is_some() { Backend::Spdk } else { Backend::Uring },
         path: options.namespace.clone(),
         namespace_bytes: options.namespace_bytes,
         lba_bytes: options.lba_bytes,
@@ -234,7 +234,7 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
                 .collect(),
         ));
         let shared = Rc::new(RefCell::new(Outcome {
-            histogram: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),
+            histogram: crate::latency::histogram(),
             ops: 0,
             elapsed: Duration::ZERO,
             stats: LogStats::default(),
@@ -392,16 +392,13 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
 }
 
 fn progress_bar(options: &DeviceBenchOptions) -> Option<indicatif::ProgressBar> {
-    use std::io::IsTerminal;
-    if !options.progress || !std::io::stderr().is_terminal() {
+    if !options.progress {
         return None;
     }
-    let bar = indicatif::ProgressBar::new((options.seconds * 1000.0) as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} appending [{bar:40}] {elapsed_precise} of {msg}")
-            .expect("progress template")
-            .progress_chars("=> "),
-    );
+    let bar = crate::progress::bar(
+        (options.seconds * 1000.0) as u64,
+        "{spinner} appending [{bar:40}] {elapsed_precise} of {msg}",
+    )?;
     bar.set_message(format!("{:.0}s", options.seconds));
     Some(bar)
 }

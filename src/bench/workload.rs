@@ -279,8 +279,7 @@ impl Outcome {
 }
 
 pub(super) fn new_histogram() -> Histogram<u64> {
-    // 1 ns to 60 s at three significant digits.
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("constant bounds are valid")
+    crate::latency::histogram()
 }
 
 /// The latencies of some operations, in microseconds.
@@ -817,15 +816,10 @@ async fn swap<T: StoreTarget>(
 
 /// A bar on stderr, or none with --json or when stderr is not a terminal.
 fn progress_bar(options: &LoadOptions, length: u64, template: &str) -> Option<indicatif::ProgressBar> {
-    use std::io::IsTerminal;
-    if !options.progress || !std::io::stderr().is_terminal() {
+    if !options.progress {
         return None;
     }
-    let bar = indicatif::ProgressBar::new(length);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(template).expect("progress template").progress_chars("=> "),
-    );
-    Some(bar)
+    crate::progress::bar(length, template)
 }
 
 #[cfg(test)]

@@ -123,9 +123,7 @@ impl Default for StageHistogram {
 
 impl StageHistogram {
     pub fn new() -> StageHistogram {
-        StageHistogram(
-            hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),
-        )
+        StageHistogram(crate::latency::histogram())
     }
 
     pub fn record(&mut self, elapsed: std::time::Duration) {
