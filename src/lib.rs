@@ -9,6 +9,7 @@ pub mod bench;
 pub mod config;
 pub mod kv;
 pub mod latency;
+#[cfg(any(test, feature = "testing"))]
 pub mod lincheck;
 pub mod node;
 pub mod nvme;

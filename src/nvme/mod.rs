@@ -9,11 +9,13 @@
 //!
 //! Backends: [`uring`] (io_uring, O_DIRECT, on a preallocated file or a raw
 //! block device), `spdk` (SPDK's user-space NVMe driver, with the `spdk`
-//! cargo feature), [`memory`] (tests), and [`fault`] (a fault-injecting
-//! wrapper around any other backend, for tests).
+//! cargo feature), and for tests only (cargo feature `testing`) `memory` and
+//! `fault` (a fault-injecting wrapper around any other backend).
 
 pub mod buffer;
+#[cfg(any(test, feature = "testing"))]
 pub mod fault;
+#[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod open;
 #[cfg(feature = "spdk")]
@@ -212,6 +214,7 @@ pub enum NvmeError {
 }
 
 impl NvmeError {
+    #[cfg(any(test, feature = "testing"))]
     /// Whether a completion with this error leaves the data in an unknown
     /// state. Such failures are never retried by the layers above.
     pub fn is_device_failure(&self) -> bool {

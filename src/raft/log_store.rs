@@ -209,6 +209,7 @@ impl GroupLogStore {
         self.group
     }
 
+    #[cfg(test)]
     /// The vote as the shard log holds it now (for checks and status).
     pub fn persisted_vote(&self) -> Option<Vote> {
         self.slot.borrow().vote
