@@ -1,5 +1,7 @@
 //! The `nvkv` binary: the command line of `cli`, and the allocator.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 
 /// Per-thread heaps suit a thread-per-core daemon: see Cargo.toml.

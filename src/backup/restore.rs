@@ -226,7 +226,7 @@ fn write(
         path: data_dir.clone(),
         source,
     })?;
-    let _lock = crate::node::DataDirLock::acquire(data_dir).map_err(|error| RestoreError::Io {
+    let _lock = crate::data_dir::DataDirLock::acquire(data_dir).map_err(|error| RestoreError::Io {
         what: "lock",
         path: data_dir.clone(),
         source: std::io::Error::other(error.to_string()),

@@ -14,16 +14,21 @@
 
 pub mod buffer;
 #[cfg(any(test, feature = "testing"))]
+#[forbid(unsafe_code)]
 pub mod fault;
 #[cfg(any(test, feature = "testing"))]
+#[forbid(unsafe_code)]
 pub mod memory;
+#[forbid(unsafe_code)]
 pub mod open;
 #[cfg(feature = "spdk")]
 pub mod spdk;
+#[forbid(unsafe_code)]
 pub mod status;
 pub mod uring;
 
 #[cfg(test)]
+#[forbid(unsafe_code)]
 mod suite;
 
 use std::os::fd::RawFd;
