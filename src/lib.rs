@@ -24,6 +24,8 @@ pub mod latency;
 #[forbid(unsafe_code)]
 pub mod lincheck;
 #[forbid(unsafe_code)]
+pub mod little_endian;
+#[forbid(unsafe_code)]
 pub mod node;
 pub mod nvme;
 #[forbid(unsafe_code)]
