@@ -47,8 +47,8 @@ Options:
                   repository); the run goes to DIR/device-<UTC YYYYMMDD-HHMM>/
                   and is copied to DIR/device-latest/ (with --spdk-only:
                   device-spdk-<...>/ and device-spdk-latest/)
-  --spdk DIR      add the SPDK sides, from the SPDK build in DIR (see README
-                  "SPDK backend"); nvkv must be built with --features spdk
+  --spdk DIR      add the SPDK sides, from the SPDK build in DIR (see
+                  docs/operations.md#the-spdk-backend); nvkv must be built with --features spdk
   --spdk-only     with --spdk: run only the SPDK sides (d, e), not a to c
   --spdk-mib MIB  size of each of the target's two malloc namespaces (default
                   256; 64 to 4096)
@@ -187,7 +187,7 @@ if [[ -n $SPDK ]]; then
   SPDK=$(cd "$SPDK" && pwd)
   spdk_check_dir "$SPDK"
   [[ -x $SPDK/build/bin/spdk_nvme_perf ]] \
-    || die "$SPDK/build/bin/spdk_nvme_perf is missing: build SPDK's examples in $SPDK (README, SPDK backend)"
+    || die "$SPDK/build/bin/spdk_nvme_perf is missing: build SPDK's examples in $SPDK (docs/operations.md#the-spdk-backend)"
 fi
 
 # ---------------------------------------------------------------- cleanup
