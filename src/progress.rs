@@ -6,9 +6,10 @@
 use std::io::IsTerminal;
 
 /// A bar of `length` steps drawn with `template` (indicatif's template
-/// language), or `None` when stderr is not a terminal.
-pub fn bar(length: u64, template: &str) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() {
+/// language), or `None` when it is not `wanted` (`--json`) or stderr is not
+/// a terminal.
+pub fn bar(wanted: bool, length: u64, template: &str) -> Option<indicatif::ProgressBar> {
+    if !wanted || !std::io::stderr().is_terminal() {
         return None;
     }
     let bar = indicatif::ProgressBar::new(length);

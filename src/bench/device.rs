@@ -312,7 +312,14 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
     let settings = ReactorSettings { poll_mode: options.poll_mode, ..ReactorSettings::default() };
     let reactors = Reactors::start(&settings, &[core], vec![factory])?;
 
-    let progress = progress_bar(options);
+    let progress = crate::progress::bar(
+        options.progress,
+        (options.seconds * 1000.0) as u64,
+        "{spinner} appending [{bar:40}] {elapsed_precise} of {msg}",
+    );
+    if let Some(bar) = &progress {
+        bar.set_message(format!("{:.0}s", options.seconds));
+    }
     let mut last_seen = (0, Instant::now());
     let outcome = loop {
         match outcome_receiver.recv_timeout(Duration::from_millis(100)) {
@@ -389,18 +396,6 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
         device_write_p50_us: stages.device_write.quantile_us(0.5),
         device_write_p99_us: stages.device_write.quantile_us(0.99),
     })
-}
-
-fn progress_bar(options: &DeviceBenchOptions) -> Option<indicatif::ProgressBar> {
-    if !options.progress {
-        return None;
-    }
-    let bar = crate::progress::bar(
-        (options.seconds * 1000.0) as u64,
-        "{spinner} appending [{bar:40}] {elapsed_precise} of {msg}",
-    )?;
-    bar.set_message(format!("{:.0}s", options.seconds));
-    Some(bar)
 }
 
 impl DeviceBenchReport {

@@ -23,6 +23,7 @@ pub fn run(
             let saved = run_client(async move {
                 let client = connect(endpoints, tls).await?;
                 let bar = Rc::new(nvkv::progress::bar(
+                    true,
                     0,
                     "{spinner} saving group {pos}/{len} [{bar:40}] {msg} received",
                 ));
@@ -58,6 +59,7 @@ pub fn run(
             config.node.data_dir = data_dir;
             let file_bytes = std::fs::metadata(&file).map(|metadata| metadata.len()).unwrap_or(0);
             let bar = nvkv::progress::bar(
+                true,
                 2 * file_bytes,
                 "{spinner} checking, then restoring [{bar:40}] {bytes}/{total_bytes}",
             );
