@@ -3,7 +3,7 @@
 //! from every shard through its mailbox, as `nvkv status` gathers them.
 //!
 //! - per shard and stage, latency histograms in seconds (`stage`: where a
-//!   write spends its time, README "Where a write's time goes");
+//!   write spends its time, docs/operations.md, "Metrics");
 //! - per shard, log and device counters (writes, records, bytes, flushes,
 //!   snapshots) and Raft proposals;
 //! - per group, its Raft and store state (term, leader, indexes, revision,
@@ -192,13 +192,7 @@ fn histogram_family<'h>(
 
 /// CPU time (user and system) this process used so far, in seconds.
 pub fn process_cpu_seconds() -> f64 {
-    let mut time = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `time` is a valid timespec for the call to fill.
-    let read = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut time) };
-    if read != 0 {
-        return 0.0;
-    }
-    time.tv_sec as f64 + time.tv_nsec as f64 / 1e9
+    crate::reactor::process_cpu_time().as_secs_f64()
 }
 
 /// The text exposition of a member's shards (with their reactors' counters)
