@@ -1409,6 +1409,68 @@ mod tests {
     }
 
     #[test]
+    fn threads_share_clients_connections_total_and_rate_without_losing_any() {
+        let mut whole = options(Some(1001), 1.0, 301);
+        (whole.clients, whole.connections, whole.threads) = (256, 26, 3);
+        let shares: Vec<(LoadOptions, Part)> = (0..3).map(|thread| whole.share(thread)).collect();
+        let sum = |field: fn(&LoadOptions) -> u64| shares.iter().map(|(share, _)| field(share)).sum::<u64>();
+        assert_eq!(sum(|share| u64::from(share.clients)), 256);
+        assert_eq!(sum(|share| u64::from(share.connections)), 26);
+        assert_eq!(sum(|share| share.total.unwrap_or(0)), 1001);
+        assert_eq!(sum(|share| share.rate), 301);
+        let firsts: Vec<(u32, u32)> =
+            shares.iter().map(|(_, part)| (part.first_client, part.first_connection)).collect();
+        assert_eq!(firsts, vec![(0, 0), (86, 9), (171, 18)], "each thread starts where the one before ends");
+        assert!(shares.iter().all(|(share, _)| share.threads == 1));
+        assert_eq!(shares.iter().filter(|(_, part)| part.preloads).count(), 1, "one thread preloads");
+        let mut too_many = options(Some(2), 1.0, 0);
+        too_many.threads = 2;
+        assert_eq!(too_many.validate(&Workload::Put), Ok(()));
+        too_many.threads = 3;
+        assert!(too_many
+            .validate(&Workload::Put)
+            .expect_err("3 threads, 2 connections")
+            .starts_with("--threads 3"));
+        assert_eq!(default_threads(&Workload::Put, 26, Some(1)), 1, "no more threads than operations");
+        assert_eq!(default_threads(&Workload::Watch { watchers: 10 }, 26, None), 1);
+    }
+
+    #[test]
+    fn the_budget_puts_the_client_hops_around_the_servers_between_the_samples() {
+        let hop = |name: &str, count: u64, sum_us: f64, p50_us: f64| crate::shard::stages::HopReport {
+            name: name.to_string(),
+            count,
+            sum_us,
+            p50_us,
+            p99_us: p50_us * 2.0,
+        };
+        let mut before = ServerSample::default();
+        before.add_hops(&[hop("leader append durable", 10, 500.0, 50.0)]);
+        let mut after = ServerSample { servers: 1, cpu_seconds: 2.0, ..ServerSample::default() };
+        // Two shards: counts and sums add up, the busier shard's percentiles stay.
+        after.add_hops(&[hop("leader append durable", 30, 1700.0, 55.0)]);
+        after.add_hops(&[hop("leader append durable", 100, 4000.0, 40.0)]);
+        let (mut outcome, _) = run_on_model(Workload::Put, &options(Some(10), 60.0, 0));
+        for micros in [10, 20, 30] {
+            outcome.outside.record(micros * 1000).expect("in range");
+        }
+        outcome.servers = Some((before, after));
+        let budget = budget(&outcome);
+        let names: Vec<&str> = budget.iter().map(|hop| hop.name.as_str()).collect();
+        assert_eq!(names, vec![CLIENT_TO_SHARD, "leader append durable", SHARD_TO_CLIENT]);
+        assert_eq!((budget[1].count, budget[1].mean_us, budget[1].p50_us), (120, 5200.0 / 120.0, 40.0));
+        assert_eq!(budget[0].count, 3);
+        assert!(
+            (budget[0].p50_us - 10.0).abs() < 0.02,
+            "half the 20 µs outside the store: {}",
+            budget[0].p50_us
+        );
+        let report = BenchReport::new(&Workload::Put, &options(Some(10), 60.0, 0), &outcome, "model", &[]);
+        assert_eq!(report.server_cpu_seconds, Some(2.0));
+        assert_eq!(report.server_cpu_us_per_op, Some(2e6 / 10.0));
+    }
+
+    #[test]
     fn bad_options_are_refused_naming_the_value() {
         let range = Workload::Range { consistency: Consistency::Linearizable, limit: 1, preload: true };
         /// Spoils one option of good ones.

@@ -214,6 +214,38 @@ mod tests {
     }
 
     #[test]
+    fn a_write_that_waited_out_its_request_timeout_is_refused_not_proposed() {
+        in_shard(async {
+            let group = one_group().await;
+            let timeout = group.raft.request_timeout();
+            let (late, late_answer) = oneshot::channel();
+            let (fresh, fresh_answer) = oneshot::channel();
+            {
+                let mut waiting = group.proposer.waiting.borrow_mut();
+                let since =
+                    Instant::now().checked_sub(timeout * 2).expect("the clock is far past the timeout");
+                waiting.push_back(Waiting { command: put(1), since, answer: late });
+                waiting.push_back(Waiting { command: put(2), since: Instant::now(), answer: fresh });
+            }
+            let revision = group.machine.borrow().state.store.revision();
+            group.proposer.in_flight.set(1);
+            drain(group.clone()).await;
+            let refused = late_answer.await.expect("answered");
+            assert!(
+                matches!(refused, Err(RequestError::Group(crate::raft::GroupError::Timeout { .. }))),
+                "{refused:?}"
+            );
+            fresh_answer.await.expect("answered").expect("the fresh write applies");
+            assert_eq!(
+                group.machine.borrow().state.store.revision(),
+                revision + 1,
+                "only the fresh write applied"
+            );
+            assert_eq!(group.proposer.in_flight.get(), 0);
+        });
+    }
+
+    #[test]
     fn a_batch_stops_at_the_largest_entry() {
         let proposer = Proposer::new();
         for _ in 0..10 {
