@@ -128,14 +128,23 @@ impl Timeline {
         let entries = self.inner.borrow();
         let Some(marks) = entries.get(index) else { return WritePath::default() };
         let since = |from: Option<Instant>, to: Option<Instant>| Some(to?.saturating_duration_since(from?));
-        let ack = followers_needed.checked_sub(1).and_then(|nth| marks.acks.get(nth).copied().flatten());
+        // Committed once durable on a majority: this member (the leader,
+        // whose own append may finish after its followers') and
+        // `followers_needed` others, or one more follower instead of it.
+        let mut durable_at: Vec<Instant> =
+            marks.durable.into_iter().chain(marks.acks.iter().flatten().map(|ack| ack.answered)).collect();
+        durable_at.sort();
+        let quorum = durable_at.get(followers_needed).copied();
+        // The follower answer the quorum waited for (else the first one).
+        let ack = marks
+            .acks
+            .iter()
+            .flatten()
+            .find(|ack| Some(ack.answered) == quorum)
+            .or_else(|| marks.acks.iter().flatten().next())
+            .copied()
+            .filter(|_| followers_needed > 0);
         let network = ack.map(|ack| (ack.answered - ack.sent).saturating_sub(ack.follower) / 2);
-        // Committed once durable here and on the quorum's followers.
-        let quorum = match (followers_needed, ack) {
-            (0, _) => marks.durable,
-            (_, Some(ack)) => marks.durable.map(|durable| durable.max(ack.answered)),
-            (_, None) => None,
-        };
         WritePath {
             leader_append: since(Some(proposed), marks.durable),
             sent: ack.map(|ack| ack.sent.saturating_duration_since(proposed)),
@@ -195,9 +204,20 @@ mod tests {
         );
         assert_eq!(path.commit, micros(30), "quorum at 70, apply at 100");
         assert_eq!((path.apply, path.handback), (micros(5), micros(5)));
+        timeline.durable(9, 9, at(80));
+        timeline.acknowledged(9, 9, at(5), at(40), Duration::from_micros(20));
+        timeline.acknowledged(9, 9, at(6), at(50), Duration::from_micros(20));
+        timeline.applied(9, at(60), at(62));
+        let followers_first = timeline.path(9, at(0), at(70), 1);
+        assert_eq!(
+            followers_first.commit,
+            micros(10),
+            "two followers made the quorum (at 50) before the leader's append"
+        );
+        assert_eq!(followers_first.sent, micros(6), "the second answer completed it");
         let alone = timeline.path(8, at(0), at(110), 0);
         assert_eq!((alone.commit, alone.sent), (micros(60), None), "one member commits once durable");
-        assert_eq!(timeline.path(9, at(0), at(110), 0), WritePath::default(), "nothing marked");
+        assert_eq!(timeline.path(10, at(0), at(110), 0), WritePath::default(), "nothing marked");
     }
 
     #[test]

@@ -214,9 +214,10 @@ pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[G
     histogram_family(
         &mut out,
         "nvkv_hop_duration_seconds",
-        "The latency budget: time a write spends in each hop of its way on the member that leads its group \
-         (proposal wait, leader append durable, append entries sent, to follower, follower append durable, \
-         follower ack received, commit, apply, outcome handed back, reply written), since the shard started.",
+        "The latency budget: time a write spends in each hop of its way (forwarded to leader, on a follower; on \
+         the leader: proposal wait, leader append durable, append entries sent, to follower, follower append \
+         durable, follower ack received, commit, apply, outcome handed back; reply written, where the client's \
+         KV stream ends), since the shard started.",
         &HOP_BUCKETS_SECONDS,
         shards.iter().flat_map(|(metrics, _)| {
             metrics

@@ -81,9 +81,15 @@ pub async fn write(
                 if leader.id == entry.raft.member() {
                     return super::propose::propose(entry, command).await;
                 }
+                let started = std::time::Instant::now();
                 match link.forward_write(entry.raft.group(), &leader, command.clone()).await {
                     Err(GroupError::NotSent { .. }) => tokio::time::sleep(FORWARD_RETRY_PAUSE).await,
-                    answer => return Ok(answer?),
+                    answer => {
+                        super::stages::record_since(started, |stages| {
+                            stages.hop_mut(super::stages::Hop::Forwarded)
+                        });
+                        return Ok(answer?);
+                    }
                 }
             }
         })

@@ -26,6 +26,9 @@ use crate::wal::StageHistogram;
 /// One hop of a write's way on the member that leads its group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hop {
+    /// On a member that does not lead the write's group: from taking the
+    /// write to the leader's answer (the leader's own hops inside it).
+    Forwarded,
     /// From the request handle taking the write to its batch being proposed.
     ProposalWait,
     /// From the proposal to the entry durable in the leader's log.
@@ -51,7 +54,8 @@ pub enum Hop {
 }
 
 impl Hop {
-    pub const ALL: [Hop; 10] = [
+    pub const ALL: [Hop; 11] = [
+        Hop::Forwarded,
         Hop::ProposalWait,
         Hop::LeaderAppend,
         Hop::AppendEntriesSent,
@@ -67,6 +71,7 @@ impl Hop {
     /// The hop's name in status, metrics and reports; scripts read it.
     pub fn name(self) -> &'static str {
         match self {
+            Hop::Forwarded => "forwarded to leader",
             Hop::ProposalWait => "proposal wait",
             Hop::LeaderAppend => "leader append durable",
             Hop::AppendEntriesSent => "append entries sent",
@@ -91,23 +96,23 @@ pub struct ShardStages {
     /// carried: their ratio is how well proposals batch.
     pub proposals: u64,
     pub proposed_commands: u64,
-    /// The budget's hops but the first, which is `proposal_wait`, in
-    /// [`Hop::ALL`] order.
-    hops: [StageHistogram; Hop::ALL.len() - 1],
+    /// The budget's hops in [`Hop::ALL`] order; proposal wait's slot stays
+    /// empty (it is `proposal_wait`).
+    hops: [StageHistogram; Hop::ALL.len()],
 }
 
 impl ShardStages {
     pub fn hop(&self, hop: Hop) -> &StageHistogram {
         match hop {
             Hop::ProposalWait => &self.proposal_wait,
-            other => &self.hops[other as usize - 1],
+            other => &self.hops[other as usize],
         }
     }
 
     pub fn hop_mut(&mut self, hop: Hop) -> &mut StageHistogram {
         match hop {
             Hop::ProposalWait => &mut self.proposal_wait,
-            other => &mut self.hops[other as usize - 1],
+            other => &mut self.hops[other as usize],
         }
     }
 
