@@ -317,6 +317,17 @@ struct PartitionMap {
   partitionDepth @1 :UInt32;  # '/'-separated segments of the prefix
   shards @2 :UInt32;          # group g lives on shard g mod shards
   shardEndpoints @3 :List(Text);  # host:port of each shard, in shard order
+  # Who leads each group as this member knows it, in group order, so a client
+  # can send a group's requests to its leader (any member takes them: one
+  # that does not lead forwards them). Empty from a node that does not say.
+  leaders @4 :List(GroupLeader);
+  member @5 :UInt64;          # the member that answered
+}
+
+struct GroupLeader {
+  member @0 :UInt64;          # the leader's member id; 0 when none is known
+  term @1 :UInt64;            # the term it leads in (a response header's raftTerm moves past it when leadership moves)
+  clientAddress @2 :Text;     # where its clients connect (its node.client_address); empty when not known
 }
 
 interface Node {

@@ -111,7 +111,8 @@ pub struct NodeStatus {
     pub members: Vec<super::cluster::MemberInfo>,
 }
 
-/// A connection to one node.
+/// A connection to one node. Clones share it.
+#[derive(Clone)]
 pub struct Connection {
     endpoint: String,
     /// Whether the connection speaks TLS (errors of a plaintext one hint at --cacert).
@@ -762,6 +763,41 @@ pub struct PartitionMap {
     pub partition_depth: u32,
     pub shards: u32,
     pub shard_endpoints: Vec<String>,
+    /// Each group's leader as the node knows it, in group order (empty from
+    /// a node that does not say).
+    pub leaders: Vec<GroupLeader>,
+    /// The member that answered.
+    pub member: u64,
+}
+
+/// Who leads a group, as a partition map names it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GroupLeader {
+    /// 0 when no leader is known.
+    pub member: u64,
+    pub term: u64,
+    /// Where its clients connect; empty when not known.
+    pub client_address: String,
+}
+
+/// Connects to every shard `map` names, each with its KV stream, reached
+/// the way `endpoint` (the node that gave the map) was.
+pub(super) async fn open_shards(
+    endpoint: &str,
+    map: &PartitionMap,
+    tls: &ClientTls,
+) -> Result<Vec<Connection>, ClientError> {
+    let host = endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host);
+    let mut shards = Vec::with_capacity(map.shard_endpoints.len());
+    for shard_endpoint in &map.shard_endpoints {
+        // The node names its shards by the address it bound (maybe
+        // 0.0.0.0); reach them the way the main endpoint was reached.
+        let port = shard_endpoint.rsplit_once(':').map_or("", |(_, port)| port);
+        let mut shard = Connection::open_with(&format!("{host}:{port}"), tls).await?;
+        shard.open_kv_stream(tls).await?;
+        shards.push(shard);
+    }
+    Ok(shards)
 }
 
 impl Connection {
@@ -775,11 +811,21 @@ impl Connection {
             for endpoint in map.get_shard_endpoints()? {
                 shard_endpoints.push(endpoint?.to_string()?);
             }
+            let mut leaders = Vec::new();
+            for leader in map.get_leaders()? {
+                leaders.push(GroupLeader {
+                    member: leader.get_member(),
+                    term: leader.get_term(),
+                    client_address: leader.get_client_address()?.to_string()?,
+                });
+            }
             Ok(PartitionMap {
                 groups: map.get_groups(),
                 partition_depth: map.get_partition_depth(),
                 shards: map.get_shards(),
                 shard_endpoints,
+                leaders,
+                member: map.get_member(),
             })
         };
         decode().map_err(|error| self.rpc_error(error))
@@ -788,13 +834,15 @@ impl Connection {
 
 /// A client that learns a node's partition map and sends each request
 /// straight to the shard that owns its key's group, so the node never hops
-/// between shards for it. A range that spans groups goes to the main port,
-/// whose shard fans it out.
+/// between shards for it; on a cluster, a KV call goes to that shard of the
+/// member leading the group (see `routing`). A range that spans groups goes
+/// to the main port, whose shard fans it out.
 pub struct ShardedClient {
     main: Connection,
     shards: Vec<Connection>,
     partitioner: crate::kv::partition::Partitioner,
     map: PartitionMap,
+    routes: super::routing::Routes,
 }
 
 impl ShardedClient {
@@ -809,22 +857,40 @@ impl ShardedClient {
     pub async fn open_with(endpoint: &str, tls: &ClientTls) -> Result<ShardedClient, ClientError> {
         let main = Connection::open_with(endpoint, tls).await?;
         let map = main.partition_map().await?;
-        let host = endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host);
-        let mut shards = Vec::with_capacity(map.shard_endpoints.len());
-        for shard_endpoint in &map.shard_endpoints {
-            // The node names its shards by the address it bound (maybe
-            // 0.0.0.0); reach them the way the main endpoint was reached.
-            let port = shard_endpoint.rsplit_once(':').map_or("", |(_, port)| port);
-            let mut shard = Connection::open_with(&format!("{host}:{port}"), tls).await?;
-            shard.open_kv_stream(tls).await?;
-            shards.push(shard);
-        }
+        let shards = open_shards(endpoint, &map, tls).await?;
         let partitioner = crate::kv::partition::Partitioner::new(map.groups, map.partition_depth as usize)
             .map_err(|error| ClientError::Rpc {
                 endpoint: endpoint.to_string(),
                 source: capnp::Error::failed(format!("the node sent an unusable partition map: {error}")),
             })?;
-        Ok(ShardedClient { main, shards, partitioner, map })
+        let routes = super::routing::Routes::new(main.clone(), &map, tls.clone());
+        Ok(ShardedClient { main, shards, partitioner, map, routes })
+    }
+
+    /// Where a KV call about [key, range_end) goes: the shard of its group
+    /// on the member leading the group when that link is open, else on the
+    /// endpoint's member; the main port when it spans groups. With the
+    /// group, to check the answer's term against.
+    fn kv_route(&self, key: &[u8], range_end: &[u8]) -> (Connection, Option<u32>) {
+        match self.partitioner.groups_for_range(key, range_end) {
+            crate::kv::partition::GroupSet::One(group) if !self.shards.is_empty() => {
+                if let Some(leader) = self.routes.leader_shards(group) {
+                    if let Some(shard) = leader.get(group as usize % leader.len().max(1)) {
+                        return (shard.clone(), Some(group));
+                    }
+                }
+                (self.shards[group as usize % self.shards.len()].clone(), Some(group))
+            }
+            _ => (self.main.clone(), None),
+        }
+    }
+
+    /// Notes the term an answer about `group` carried (leadership may have
+    /// moved).
+    fn answered(&self, group: Option<u32>, header: &super::kv::Header) {
+        if let Some(group) = group {
+            self.routes.saw_term(group, header.raft_term);
+        }
     }
 
     pub fn partition_map(&self) -> &PartitionMap {
@@ -859,7 +925,7 @@ impl ShardedClient {
         lease: i64,
         prev_kv: bool,
     ) -> Result<PutAnswer, ClientError> {
-        self.for_range(key, &[]).put(key, value, lease, prev_kv).await
+        Ok(self.put_served(key, value, lease, prev_kv).await?.0)
     }
 
     pub async fn range(
@@ -867,7 +933,10 @@ impl ShardedClient {
         query: &crate::kv::types::RangeRequest,
         serializable: bool,
     ) -> Result<RangeAnswer, ClientError> {
-        self.for_range(&query.key, &query.range_end).range(query, serializable).await
+        let (connection, group) = self.kv_route(&query.key, &query.range_end);
+        let answer = connection.range(query, serializable).await?;
+        self.answered(group, &answer.header);
+        Ok(answer)
     }
 
     /// [`ShardedClient::put`], and the time the node said the put spent in
@@ -879,7 +948,10 @@ impl ShardedClient {
         lease: i64,
         prev_kv: bool,
     ) -> Result<(PutAnswer, Option<Duration>), ClientError> {
-        self.for_range(key, &[]).put_served(key, value, lease, prev_kv).await
+        let (connection, group) = self.kv_route(key, &[]);
+        let answer = connection.put_served(key, value, lease, prev_kv).await?;
+        self.answered(group, &answer.0.header);
+        Ok(answer)
     }
 
     /// A round trip to the shard of `key`'s group that touches no group,
@@ -895,7 +967,10 @@ impl ShardedClient {
         range_end: &[u8],
         prev_kv: bool,
     ) -> Result<DeleteAnswer, ClientError> {
-        self.for_range(key, range_end).delete_range(key, range_end, prev_kv).await
+        let (connection, group) = self.kv_route(key, range_end);
+        let answer = connection.delete_range(key, range_end, prev_kv).await?;
+        self.answered(group, &answer.header);
+        Ok(answer)
     }
 
     /// Runs a transaction on the shard of its first key's group (the node
@@ -910,10 +985,11 @@ impl ShardedClient {
                 RequestOp::Txn(_) => None,
             })
         });
-        match first {
-            Some(key) => self.for_range(key, &[]).txn(txn).await,
-            None => self.main.txn(txn).await,
-        }
+        let Some(key) = first else { return self.main.txn(txn).await };
+        let (connection, group) = self.kv_route(key, &[]);
+        let answer = connection.txn(txn).await?;
+        self.answered(group, &answer.header);
+        Ok(answer)
     }
 
     /// Forgets the history of `group` below `revision`.

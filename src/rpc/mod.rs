@@ -16,6 +16,7 @@ pub mod kv_stream_client;
 pub mod lease;
 pub mod metrics;
 pub mod peer;
+pub mod routing;
 pub mod server;
 pub mod tls;
 pub mod watch;

@@ -229,12 +229,27 @@ impl node::Server for NodeServer {
         mut results: node::PartitionMapResults,
     ) -> Result<(), capnp::Error> {
         let mut map = results.get().init_map();
+        map.set_member(self.info.member_id);
         map.set_groups(self.info.groups);
         map.set_partition_depth(self.info.partition_depth);
         map.set_shards(self.info.shard_endpoints.len() as u32);
-        let mut endpoints = map.init_shard_endpoints(self.info.shard_endpoints.len() as u32);
+        let mut endpoints = map.reborrow().init_shard_endpoints(self.info.shard_endpoints.len() as u32);
         for (position, endpoint) in self.info.shard_endpoints.iter().enumerate() {
             endpoints.set(position as u32, endpoint.to_string());
+        }
+        let mut leaders: Vec<_> =
+            super::cluster::on_every_shard(&self.context, |_| shard::groups::local_group_leaders())
+                .await?
+                .into_iter()
+                .flatten()
+                .collect();
+        leaders.sort_by_key(|(group, ..)| *group);
+        let mut list = map.init_leaders(leaders.len() as u32);
+        for (position, (_, leader, term, address)) in leaders.iter().enumerate() {
+            let mut out = list.reborrow().get(position as u32);
+            out.set_member(leader.unwrap_or(0));
+            out.set_term(*term);
+            out.set_client_address(address);
         }
         Ok(())
     }

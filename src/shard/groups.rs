@@ -716,6 +716,27 @@ pub fn local_group_reports() -> Vec<super::GroupReport> {
         .collect()
 }
 
+/// Who leads each group this thread's shard runs, as this member knows it:
+/// (group, leader, term, the leader's client address), in group order;
+/// cheap (no store is read), for the partition map clients route by.
+pub fn local_group_leaders() -> Vec<(GroupId, Option<NodeId>, u64, String)> {
+    let Some(shard_groups) = GROUPS.with(|local| local.borrow().clone()) else {
+        return Vec::new();
+    };
+    let borrowed = shard_groups.groups.borrow();
+    let Some(map) = borrowed.as_ref() else {
+        return Vec::new();
+    };
+    map.iter()
+        .map(|(group, entry)| {
+            let leader = entry.raft.leader();
+            let (_, term) = entry.raft.leadership();
+            let address = leader.as_ref().map(|member| member.client_address.clone()).unwrap_or_default();
+            (*group, leader.map(|member| member.id), term, address)
+        })
+        .collect()
+}
+
 /// The largest store whose state hash a group report carries (0 beyond).
 pub const STATE_HASH_STORE_BYTES_MAX: u64 = 4 << 20;
 
