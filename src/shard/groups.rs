@@ -669,57 +669,59 @@ fn collect_txn_groups(
 /// The report of every group this thread's shard runs, in group order;
 /// empty while its groups are starting.
 pub fn local_group_reports() -> Vec<super::GroupReport> {
-    let Some(shard_groups) = GROUPS.with(|local| local.borrow().clone()) else {
-        return Vec::new();
-    };
-    let borrowed = shard_groups.groups.borrow();
-    let Some(map) = borrowed.as_ref() else {
-        return Vec::new();
-    };
-    map.iter()
-        .map(|(group, entry)| {
-            let metrics = entry.raft.metrics();
-            let machine = entry.machine.borrow();
-            let store = &machine.state.store;
-            super::GroupReport {
-                group: *group,
-                shard: shard_groups.layout.shard_of(*group) as u32,
-                leader: metrics.current_leader.unwrap_or(0),
-                term: metrics.term,
-                applied_index: metrics.last_applied.map_or(0, |log_id| log_id.index),
-                last_log_index: metrics.last_log_index.unwrap_or(0),
-                snapshot_index: metrics.snapshot.map_or(0, |log_id| log_id.index),
-                purged_index: metrics.purged.map_or(0, |log_id| log_id.index),
-                revision: store.revision(),
-                compact_revision: store.compact_revision(),
-                keys: store.keys_with_history() as u64,
-                watchers: machine.state.hub.len() as u32,
-                leases: store.leases().len() as u32,
-                members: metrics
-                    .replication
-                    .iter()
-                    .map(|(member, matched)| super::MemberProgress {
-                        member_id: *member,
-                        matched_index: matched.unwrap_or(0),
-                    })
-                    .collect(),
-                // Hashing encodes the whole store on this thread: bounded so
-                // a status call never stalls a shard with a large store.
-                state_hash: if crate::kv::snapshot::encoded_len(store) <= STATE_HASH_STORE_BYTES_MAX {
-                    crate::kv::snapshot::state_hash(store)
-                } else {
-                    0
-                },
-                leader_changes: entry.raft.leader_changes(),
-            }
-        })
-        .collect()
+    each_local_group(|shard_groups, group, entry| {
+        let metrics = entry.raft.metrics();
+        let machine = entry.machine.borrow();
+        let store = &machine.state.store;
+        super::GroupReport {
+            group: *group,
+            shard: shard_groups.layout.shard_of(*group) as u32,
+            leader: metrics.current_leader.unwrap_or(0),
+            term: metrics.term,
+            applied_index: metrics.last_applied.map_or(0, |log_id| log_id.index),
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            snapshot_index: metrics.snapshot.map_or(0, |log_id| log_id.index),
+            purged_index: metrics.purged.map_or(0, |log_id| log_id.index),
+            revision: store.revision(),
+            compact_revision: store.compact_revision(),
+            keys: store.keys_with_history() as u64,
+            watchers: machine.state.hub.len() as u32,
+            leases: store.leases().len() as u32,
+            members: metrics
+                .replication
+                .iter()
+                .map(|(member, matched)| super::MemberProgress {
+                    member_id: *member,
+                    matched_index: matched.unwrap_or(0),
+                })
+                .collect(),
+            // Hashing encodes the whole store on this thread: bounded so
+            // a status call never stalls a shard with a large store.
+            state_hash: if crate::kv::snapshot::encoded_len(store) <= STATE_HASH_STORE_BYTES_MAX {
+                crate::kv::snapshot::state_hash(store)
+            } else {
+                0
+            },
+            leader_changes: entry.raft.leader_changes(),
+        }
+    })
 }
 
 /// Who leads each group this thread's shard runs, as this member knows it:
 /// (group, leader, term, the leader's client address), in group order;
 /// cheap (no store is read), for the partition map clients route by.
 pub fn local_group_leaders() -> Vec<(GroupId, Option<NodeId>, u64, String)> {
+    each_local_group(|_, group, entry| {
+        let leader = entry.raft.leader();
+        let (_, term) = entry.raft.leadership();
+        let address = leader.as_ref().map(|member| member.client_address.clone()).unwrap_or_default();
+        (*group, leader.map(|member| member.id), term, address)
+    })
+}
+
+/// `each` of every group this thread's shard runs, in group order; empty
+/// while its groups are starting.
+fn each_local_group<T>(mut each: impl FnMut(&ShardGroups, &GroupId, &Rc<ShardGroup>) -> T) -> Vec<T> {
     let Some(shard_groups) = GROUPS.with(|local| local.borrow().clone()) else {
         return Vec::new();
     };
@@ -727,14 +729,7 @@ pub fn local_group_leaders() -> Vec<(GroupId, Option<NodeId>, u64, String)> {
     let Some(map) = borrowed.as_ref() else {
         return Vec::new();
     };
-    map.iter()
-        .map(|(group, entry)| {
-            let leader = entry.raft.leader();
-            let (_, term) = entry.raft.leadership();
-            let address = leader.as_ref().map(|member| member.client_address.clone()).unwrap_or_default();
-            (*group, leader.map(|member| member.id), term, address)
-        })
-        .collect()
+    map.iter().map(|(group, entry)| each(&shard_groups, group, entry)).collect()
 }
 
 /// The largest store whose state hash a group report carries (0 beyond).
