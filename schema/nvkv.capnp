@@ -85,6 +85,9 @@ struct HopLatency {
   sumUs @2 :Float64;          # their total time: two statuses give the mean between them
   p50Us @3 :Float64;
   p99Us @4 :Float64;
+  # The whole histogram, in nanoseconds, in HdrHistogram's V2 encoding (no
+  # compression): two statuses give any percentile between them.
+  histogram @5 :Data;
 }
 
 struct NodeStatus {

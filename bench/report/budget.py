@@ -3,7 +3,7 @@ bench/latency-budget.sh prints and bench/compare-etcd.sh's report carries.
 
 `nvkv bench put --json` reports each hop of the run's writes (`budget`: the
 client's two hops, estimated as halves of the round trip minus the time the
-node said the put spent in it, and the servers' hops between the samples
+node said the put spent in it, and the servers' hops from their histograms
 before and after the run); the floor is the device's append p50 (`nvkv bench
 device`) and a round trip of the same KV stream doing no work (`nvkv bench
 ping`), measured in the same run. Standard library only.

@@ -232,10 +232,10 @@ for size in sizes:
     put = median_run(results[str(size)]["put-c1"]["nvkv"]["raw"])
     lines += ["", f"### nvkv's latency budget, put at 1 client, {size_name[size]}", "",
               "The repeat with the median p50; client hops are half of the round trip minus the time the node "
-              "said the put spent in it, server hops their count and mean over the run (p50 and p99 since the "
-              "node(s) started, all of this size's runs). Hops marked ↳ run beside the leader's own append. The "
-              "floor: nvkv's device append p50 and its KV stream round trip doing no work, the repeat with the "
-              "median p50 of each.", "", *budget.table(put, floors[size]["device"], floors[size]["ping"])]
+              "said the put spent in it, server hops the nodes' histograms over the run (every shard of every "
+              "member). Hops marked ↳ run beside the leader's own append. The floor: nvkv's device append p50 "
+              "and its KV stream round trip doing no work, the repeat with the median p50 of each.", "",
+              *budget.table(put, floors[size]["device"], floors[size]["ping"])]
 lines += ["", "![put throughput against clients](throughput.png)", "", "![latency percentiles](latency.png)"]
 
 missed = sorted({goal["cluster_size"] for goal in goals if goal["result"] == "MISS"})

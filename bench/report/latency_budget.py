@@ -31,9 +31,9 @@ def main(arguments):
              f"- each run {seconds} s; 8-byte keys from 100,000, 256-byte values; the load generator on the "
              "same cores",
              "- client hops: half of the round trip minus the time the node said the put spent in it; server "
-             "hops: their count and mean between the node's status before and after the run, their p50 and "
-             "p99 since it started (it started for this run); hops marked ↳ run beside the leader's own append, "
-             "and commit starts when the later of the two ends"]
+             "hops: the nodes' histograms between their status before and after the run (every shard of every "
+             "member); hops marked ↳ run beside the leader's own append, and commit starts once a majority "
+             "holds the entry durably"]
     for label in labels:
         def load(run):
             return json.load(open(f"{result}/raw/{label}-{run}.json"))

@@ -48,7 +48,7 @@ impl StoreTarget for ShardedClient {
             sample.servers += 1;
             sample.cpu_seconds += status.process_cpu_seconds;
             for shard in &status.shards {
-                sample.add_hops(&shard.hops);
+                sample.add_hops(&shard.hops).map_err(|error| format!("{endpoint}: {error}"))?;
             }
         }
         Ok(sample)

@@ -294,27 +294,23 @@ const KINDS: usize = 4;
 pub struct ServerSample {
     pub servers: usize,
     pub cpu_seconds: f64,
-    /// The latency budget's hops (nvkv's), summed over every shard of every
-    /// server: per hop its count and total, and the percentiles of the
-    /// shard that measured it most.
-    pub hops: Vec<crate::shard::stages::HopReport>,
+    /// The latency budget's hops (nvkv's), in the order a write passes
+    /// them: each hop's histogram (nanoseconds, since the servers started),
+    /// added up over every shard of every server.
+    pub hops: Vec<(String, Histogram<u64>)>,
 }
 
 impl ServerSample {
-    /// Adds one server's hops, shard by shard, to the sum.
-    pub fn add_hops(&mut self, shard_hops: &[crate::shard::stages::HopReport]) {
+    /// Adds one shard's hops to the sum.
+    pub fn add_hops(&mut self, shard_hops: &[crate::shard::stages::HopReport]) -> Result<(), String> {
         for hop in shard_hops {
-            match self.hops.iter_mut().find(|known| known.name == hop.name) {
-                Some(known) => {
-                    if hop.count > known.count {
-                        (known.p50_us, known.p99_us) = (hop.p50_us, hop.p99_us);
-                    }
-                    known.count += hop.count;
-                    known.sum_us += hop.sum_us;
-                }
-                None => self.hops.push(hop.clone()),
+            let histogram = hop.decode_histogram()?;
+            match self.hops.iter_mut().find(|(name, _)| *name == hop.name) {
+                Some((_, known)) => known.add(&histogram).map_err(|error| format!("hop {:?}: {error:?}", hop.name))?,
+                None => self.hops.push((hop.name.clone(), histogram)),
             }
         }
+        Ok(())
     }
 }
 
@@ -495,12 +491,10 @@ pub struct BenchReport {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BudgetHop {
     pub name: String,
-    /// Times it was measured during the run, and their mean, in µs.
+    /// Times it was measured during the run, and their mean and
+    /// percentiles, in µs.
     pub count: u64,
     pub mean_us: f64,
-    /// The hop's percentiles: the client's over the run; a server's since
-    /// it started (of the shard that measured it most), which is the run's
-    /// on a server started for it.
     pub p50_us: f64,
     pub p99_us: f64,
 }
@@ -527,16 +521,22 @@ fn budget(outcome: &Outcome) -> Vec<BudgetHop> {
         hops.push(client_hop(CLIENT_TO_SHARD));
     }
     if let Some((before, after)) = &outcome.servers {
-        for hop in &after.hops {
-            let earlier = before.hops.iter().find(|earlier| earlier.name == hop.name);
-            let count = hop.count - earlier.map_or(0, |earlier| earlier.count.min(hop.count));
-            let sum_us = hop.sum_us - earlier.map_or(0.0, |earlier| earlier.sum_us);
+        for (name, histogram) in &after.hops {
+            // The run's own part of the histogram: after it, less before it.
+            let mut window = histogram.clone();
+            if let Some((_, earlier)) = before.hops.iter().find(|(earlier, _)| earlier == name) {
+                if window.subtract(earlier).is_err() {
+                    tracing::warn!("hop {name:?} counted less after the run than before it; left out of the budget");
+                    continue;
+                }
+            }
+            let micros = |nanos: u64| nanos as f64 / 1000.0;
             hops.push(BudgetHop {
-                name: hop.name.clone(),
-                count,
-                mean_us: if count == 0 { 0.0 } else { sum_us / count as f64 },
-                p50_us: hop.p50_us,
-                p99_us: hop.p99_us,
+                name: name.clone(),
+                count: window.len(),
+                mean_us: if window.is_empty() { 0.0 } else { window.mean() / 1000.0 },
+                p50_us: micros(window.value_at_quantile(0.5)),
+                p99_us: micros(window.value_at_quantile(0.99)),
             });
         }
     }
@@ -1437,19 +1437,19 @@ mod tests {
 
     #[test]
     fn the_budget_puts_the_client_hops_around_the_servers_between_the_samples() {
-        let hop = |name: &str, count: u64, sum_us: f64, p50_us: f64| crate::shard::stages::HopReport {
-            name: name.to_string(),
-            count,
-            sum_us,
-            p50_us,
-            p99_us: p50_us * 2.0,
+        let shard = |micros: &[u64]| {
+            let mut histogram = crate::wal::StageHistogram::new();
+            for micros in micros {
+                histogram.record(Duration::from_micros(*micros));
+            }
+            vec![crate::shard::stages::HopReport::of("leader append durable", &histogram)]
         };
         let mut before = ServerSample::default();
-        before.add_hops(&[hop("leader append durable", 10, 500.0, 50.0)]);
+        before.add_hops(&shard(&[1000, 1000])).expect("decodes");
         let mut after = ServerSample { servers: 1, cpu_seconds: 2.0, ..ServerSample::default() };
-        // Two shards: counts and sums add up, the busier shard's percentiles stay.
-        after.add_hops(&[hop("leader append durable", 30, 1700.0, 55.0)]);
-        after.add_hops(&[hop("leader append durable", 100, 4000.0, 40.0)]);
+        // Two shards: their histograms add up; the run's part is after less before.
+        after.add_hops(&shard(&[1000, 1000, 40, 50])).expect("decodes");
+        after.add_hops(&shard(&[60])).expect("decodes");
         let (mut outcome, _) = run_on_model(Workload::Put, &options(Some(10), 60.0, 0));
         for micros in [10, 20, 30] {
             outcome.outside.record(micros * 1000).expect("in range");
@@ -1458,13 +1458,12 @@ mod tests {
         let budget = budget(&outcome);
         let names: Vec<&str> = budget.iter().map(|hop| hop.name.as_str()).collect();
         assert_eq!(names, vec![CLIENT_TO_SHARD, "leader append durable", SHARD_TO_CLIENT]);
-        assert_eq!((budget[1].count, budget[1].mean_us, budget[1].p50_us), (120, 5200.0 / 120.0, 40.0));
+        let hop = &budget[1];
+        assert_eq!(hop.count, 3, "the two slow appends were before the run");
+        let near = |value: f64, expected: f64| (value - expected).abs() < expected / 100.0;
+        assert!(near(hop.mean_us, 50.0) && near(hop.p50_us, 50.0) && near(hop.p99_us, 60.0), "{hop:?}");
         assert_eq!(budget[0].count, 3);
-        assert!(
-            (budget[0].p50_us - 10.0).abs() < 0.02,
-            "half the 20 µs outside the store: {}",
-            budget[0].p50_us
-        );
+        assert!((budget[0].p50_us - 10.0).abs() < 0.02, "half the 20 µs outside the store: {}", budget[0].p50_us);
         let report = BenchReport::new(&Workload::Put, &options(Some(10), 60.0, 0), &outcome, "model", &[]);
         assert_eq!(report.server_cpu_seconds, Some(2.0));
         assert_eq!(report.server_cpu_us_per_op, Some(2e6 / 10.0));

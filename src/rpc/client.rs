@@ -466,6 +466,7 @@ impl Connection {
                                 sum_us: hop.get_sum_us(),
                                 p50_us: hop.get_p50_us(),
                                 p99_us: hop.get_p99_us(),
+                                histogram: hop.get_histogram()?.to_vec(),
                             })
                         })
                         .collect::<capnp::Result<_>>()?,

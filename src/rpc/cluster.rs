@@ -272,6 +272,7 @@ pub fn set_node_status(mut status: node_status::Builder<'_>, info: &NodeInfo, ga
             out.set_sum_us(hop.sum_us);
             out.set_p50_us(hop.p50_us);
             out.set_p99_us(hop.p99_us);
+            out.set_histogram(&hop.histogram);
         }
     }
     status.set_process_cpu_seconds(super::metrics::process_cpu_seconds());

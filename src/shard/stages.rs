@@ -149,18 +149,42 @@ pub struct HopReport {
     pub sum_us: f64,
     pub p50_us: f64,
     pub p99_us: f64,
+    /// The whole histogram (nanoseconds, HdrHistogram's V2 encoding), so
+    /// two reports give the percentiles between them; not in `-w json`.
+    #[serde(skip)]
+    pub histogram: Vec<u8>,
 }
 
 impl HopReport {
     pub fn of(name: &str, histogram: &StageHistogram) -> HopReport {
         let count = histogram.count();
+        let mut encoded = Vec::new();
+        if count > 0 {
+            hdrhistogram::serialization::Serializer::serialize(
+                &mut hdrhistogram::serialization::V2Serializer::new(),
+                histogram.histogram(),
+                &mut encoded,
+            )
+            .expect("a histogram encodes into memory");
+        }
         HopReport {
             name: name.to_string(),
             count,
             sum_us: histogram.histogram().mean() * count as f64 / 1000.0,
             p50_us: histogram.quantile_us(0.5),
             p99_us: histogram.quantile_us(0.99),
+            histogram: encoded,
         }
+    }
+
+    /// The histogram `histogram` carries; empty when it carries none.
+    pub fn decode_histogram(&self) -> Result<hdrhistogram::Histogram<u64>, String> {
+        if self.histogram.is_empty() {
+            return Ok(crate::latency::histogram());
+        }
+        hdrhistogram::serialization::Deserializer::new()
+            .deserialize(&mut self.histogram.as_slice())
+            .map_err(|error| format!("the histogram of hop {:?} does not decode: {error:?}", self.name))
     }
 }
 
