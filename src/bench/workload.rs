@@ -306,7 +306,9 @@ impl ServerSample {
         for hop in shard_hops {
             let histogram = hop.decode_histogram()?;
             match self.hops.iter_mut().find(|(name, _)| *name == hop.name) {
-                Some((_, known)) => known.add(&histogram).map_err(|error| format!("hop {:?}: {error:?}", hop.name))?,
+                Some((_, known)) => {
+                    known.add(&histogram).map_err(|error| format!("hop {:?}: {error:?}", hop.name))?
+                }
                 None => self.hops.push((hop.name.clone(), histogram)),
             }
         }
@@ -526,7 +528,9 @@ fn budget(outcome: &Outcome) -> Vec<BudgetHop> {
             let mut window = histogram.clone();
             if let Some((_, earlier)) = before.hops.iter().find(|(earlier, _)| earlier == name) {
                 if window.subtract(earlier).is_err() {
-                    tracing::warn!("hop {name:?} counted less after the run than before it; left out of the budget");
+                    tracing::warn!(
+                        "hop {name:?} counted less after the run than before it; left out of the budget"
+                    );
                     continue;
                 }
             }
@@ -1463,7 +1467,11 @@ mod tests {
         let near = |value: f64, expected: f64| (value - expected).abs() < expected / 100.0;
         assert!(near(hop.mean_us, 50.0) && near(hop.p50_us, 50.0) && near(hop.p99_us, 60.0), "{hop:?}");
         assert_eq!(budget[0].count, 3);
-        assert!((budget[0].p50_us - 10.0).abs() < 0.02, "half the 20 µs outside the store: {}", budget[0].p50_us);
+        assert!(
+            (budget[0].p50_us - 10.0).abs() < 0.02,
+            "half the 20 µs outside the store: {}",
+            budget[0].p50_us
+        );
         let report = BenchReport::new(&Workload::Put, &options(Some(10), 60.0, 0), &outcome, "model", &[]);
         assert_eq!(report.server_cpu_seconds, Some(2.0));
         assert_eq!(report.server_cpu_us_per_op, Some(2e6 / 10.0));
