@@ -214,6 +214,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> StreamServer<R, W> {
     fn take_message(&mut self) -> Result<(), FrameError> {
         let received = Instant::now();
         let Some((message, message_bytes)) = self.frames.next_message()? else { return Ok(()) };
+        crate::reactor::note_activity();
         // A message no larger than one request may be holds no call over
         // the limit: its calls need not be measured one by one.
         let fits = (message_bytes <= self.limits.request_bytes_max).then_some(message_bytes);

@@ -278,6 +278,7 @@ impl peer_session::Server for PeerSessionServer {
         mut results: peer_session::AppendEntriesResults,
     ) -> Result<(), capnp::Error> {
         let taken = Instant::now();
+        crate::reactor::note_activity();
         let params = params.get()?;
         let entry = self.group(params.get_group())?;
         let request: AppendEntriesRequest<TypeConfig> = decode(params.get_request()?, "an append")?;

@@ -63,6 +63,11 @@ use crate::StorageError;
 use crate::StorageIOError;
 use crate::Vote;
 
+/// nvkv: how long a committed index the follower was not told waits for an
+/// AppendEntries with entries to carry it before a heartbeat of its own
+/// carries it (see vendor/openraft/NVKV-PATCH.md).
+const COMMIT_RIDE_WAIT: Duration = Duration::from_millis(1);
+
 /// The handle to a spawned replication stream.
 pub(crate) struct ReplicationHandle<C>
 where C: RaftTypeConfig
@@ -136,6 +141,10 @@ where
     /// The log id of the highest log entry which is known to be committed in the cluster.
     committed: Option<LogId<C::NodeId>>,
 
+    /// nvkv: since when the follower has not been told `committed`, while
+    /// nothing else is to be sent to it (see `COMMIT_RIDE_WAIT`).
+    commit_unsent_since: Option<InstantOf<C>>,
+
     /// Last matching log id on a follower/learner
     matching: Option<LogId<C::NodeId>>,
 
@@ -192,6 +201,7 @@ where
             snapshot_reader,
             config,
             committed,
+            commit_unsent_since: None,
             matching,
             tx_raft_core,
             rx_event,
@@ -630,10 +640,38 @@ where
         // If there is next action to run, do not block waiting for events,
         // instead, just try the best to drain all events.
         if self.next_action.is_none() {
-            let event =
-                self.rx_event.recv().await.ok_or(ReplicationClosed::new("rx_repl is closed in drain_event()"))?;
-            self.process_event(event);
+            match self.commit_unsent_since.clone() {
+                None => {
+                    let event = self
+                        .rx_event
+                        .recv()
+                        .await
+                        .ok_or(ReplicationClosed::new("rx_repl is closed in drain_event()"))?;
+                    self.process_event(event);
+                }
+                // nvkv: an unsent committed index goes out on its own once
+                // nothing came to carry it within COMMIT_RIDE_WAIT.
+                Some(since) => {
+                    let wait = COMMIT_RIDE_WAIT.saturating_sub(crate::Instant::elapsed(&since));
+                    select! {
+                        _ = C::sleep(wait) => {
+                            self.next_action = Some(Data::new_heartbeat());
+                        }
+                        recv_res = self.rx_event.recv() => {
+                            let event = recv_res.ok_or(ReplicationClosed::new("rx_repl is closed in drain_event()"))?;
+                            self.process_event(event);
+                        }
+                    }
+                }
+            }
+            if self.next_action.is_none() {
+                // An event that asked for nothing to be sent (a committed
+                // index that waits): wait again.
+                return Ok(());
+            }
         }
+        // Whatever goes out next carries the committed index.
+        self.commit_unsent_since = None;
 
         // Returning from process_event(), next_action is never None.
 
@@ -679,9 +717,13 @@ where
 
                 self.committed = c;
 
-                // If there is no action, fill in an heartbeat action to send committed index.
-                if self.next_action.is_none() {
-                    self.next_action = Some(Data::new_heartbeat());
+                // nvkv: with no action, the committed index waits up to
+                // COMMIT_RIDE_WAIT for the next AppendEntries to carry it
+                // (every one does) before a heartbeat of its own is sent:
+                // a heartbeat in flight holds up the next entries, since a
+                // follower has one request in flight at a time.
+                if self.next_action.is_none() && self.commit_unsent_since.is_none() {
+                    self.commit_unsent_since = Some(C::now());
                 }
             }
             Replicate::Heartbeat => {
