@@ -87,7 +87,17 @@ impl SnapshotStore for WalSnapshotStore {
             .write_snapshot(group, last.index, last.leader_id.term, &bytes)
             .await
             .map_err(|failure| error("saving", failure.to_string()))?;
-        self.current.borrow_mut().insert(group, snapshot);
+        // A snapshot built here and one installed from the leader may be
+        // saved at once and finish in either order: the one that covers
+        // more stays current, here as in the shard log.
+        let mut current = self.current.borrow_mut();
+        let covers_more = current
+            .get(&group)
+            .and_then(|held| held.meta.last_log_id)
+            .is_none_or(|held| (held.index, held.leader_id.term) <= (last.index, last.leader_id.term));
+        if covers_more {
+            current.insert(group, snapshot);
+        }
         Ok(())
     }
 
