@@ -1332,14 +1332,7 @@ impl ShardLog {
     }
 
     fn wake_readers(&mut self, tag: u64) {
-        self.read_waiters.retain(|(waiting, waker)| {
-            if *waiting == tag {
-                waker.wake_by_ref();
-                false
-            } else {
-                true
-            }
-        });
+        wake_waiting_for(&mut self.read_waiters, tag);
     }
 
     fn decode_read(&mut self, read: &PendingRead, buffer: DmaBuf) -> Result<Entry, WalError> {
@@ -1441,14 +1434,7 @@ impl ShardLog {
             if let Some(loser) = state.offer_snapshot(write.reference) {
                 self.snapshot_area.release(loser.offset);
             }
-            self.snapshot_waiters.retain(|(waiting, waker)| {
-                if *waiting == tag {
-                    waker.wake_by_ref();
-                    false
-                } else {
-                    true
-                }
-            });
+            wake_waiting_for(&mut self.snapshot_waiters, tag);
         }
     }
 
@@ -1577,6 +1563,18 @@ impl ShardLog {
         self.checkpoint_generation = write.checkpoint.generation;
         self.stats.checkpoints += 1;
     }
+}
+
+/// Wakes and forgets the waiters of `tag`.
+fn wake_waiting_for(waiters: &mut Vec<(u64, Waker)>, tag: u64) {
+    waiters.retain(|(waiting, waker)| {
+        if *waiting == tag {
+            waker.wake_by_ref();
+            false
+        } else {
+            true
+        }
+    });
 }
 
 /// Ring blocks kept for the records that free space: a thirty-second of
