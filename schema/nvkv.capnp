@@ -22,6 +22,7 @@ enum ErrorCode {
   leaseExists @9;         # a grant named an id that is already granted
   notMember @10;          # this member was removed, or joins and was not added yet
   notCaughtUp @11;        # a learner to promote is too far behind its leader
+  noSpace @12;            # the group is out of space (NOSPACE alarm): delete keys; deletes and compaction still work
 }
 
 struct Error {
@@ -307,6 +308,10 @@ struct GroupStatus {
   # Leaderships this member saw the group take since it started (a leader in
   # a term it had not seen led), the first election included.
   leaderChanges @15 :UInt64;
+  # The group's NOSPACE alarm is raised on this member: its store does not
+  # fit its shard's snapshot area even with all history compacted, so writes
+  # that add data are refused (noSpace) until deletes make room.
+  noSpace @16 :Bool;
 }
 
 # What a membership change did: every group of the cluster changed, each

@@ -280,6 +280,11 @@ pub struct RaftConfig {
     /// A group snapshots its store once this many entries were applied
     /// since its last snapshot.
     pub snapshot_after_entries: u64,
+    /// A group also snapshots (and purges its log up to the snapshot) once
+    /// its entries take this many bytes of its shard's log ring. 0: a
+    /// quarter of the ring shared among the shard's groups.
+    #[serde(deserialize_with = "deserialize_bytes")]
+    pub snapshot_after_bytes: u64,
     /// Entries kept in the log behind a snapshot, so a follower a little
     /// behind catches up from the log instead of a whole snapshot.
     pub entries_kept_after_snapshot: u64,
@@ -291,6 +296,7 @@ impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
             snapshot_after_entries: 10_000,
+            snapshot_after_bytes: 0,
             entries_kept_after_snapshot: 1_000,
             purge_batch_entries: 256,
         }
@@ -388,7 +394,9 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             durability: Durability::Fua,
-            batch_bytes_max: MIB,
+            // etcd's largest request (1.5 MiB) and its entry header fit one
+            // entry, so every value a client may put has room in the log.
+            batch_bytes_max: 2 * MIB,
             inflight_writes_max: 4,
             groups_per_shard: 4,
         }
@@ -752,6 +760,9 @@ impl Config {
         self.validate_store_limits()?;
         let raft = &self.raft;
         check_range("raft.snapshot_after_entries", raft.snapshot_after_entries, 1, 100_000_000)?;
+        if raft.snapshot_after_bytes != 0 {
+            check_range("raft.snapshot_after_bytes", raft.snapshot_after_bytes, MIB, 1 << 40)?;
+        }
         check_range("raft.entries_kept_after_snapshot", raft.entries_kept_after_snapshot, 0, 100_000_000)?;
         check_range("raft.purge_batch_entries", raft.purge_batch_entries, 1, 1_000_000)?;
         self.validate_metrics()?;

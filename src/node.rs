@@ -79,6 +79,8 @@ pub enum NodeError {
     ShardCount { path: String, formatted: u32, configured: usize },
     #[error("invalid TLS setting {0}")]
     Tls(#[from] crate::rpc::tls::TlsFileError),
+    #[error("each shard's log ring ({ring_bytes} bytes, three quarters of its share of the namespace) is too small: {reason}")]
+    Ring { ring_bytes: u64, reason: String },
     #[error("cannot listen for SIGTERM and SIGINT: {0}")]
     Signals(std::io::Error),
 }
@@ -275,6 +277,48 @@ fn open_superblock(
     Ok(superblock)
 }
 
+/// When the groups snapshot, with `raft.snapshot_after_bytes` resolved
+/// against the rings the namespace was formatted with. Refuses a layout
+/// whose rings cannot hold what their groups keep between snapshots.
+fn snapshot_policy(
+    config: &Config,
+    superblock: &Superblock,
+) -> Result<crate::shard::snapshots::SnapshotPolicy, NodeError> {
+    let region = superblock.region(0);
+    let ring_bytes = region.ring_blocks() * u64::from(superblock.lba_bytes);
+    let groups = u64::from(config.log.groups_per_shard);
+    let writes = groups + u64::from(config.log.inflight_writes_max);
+    let ring_error = |reason: String| NodeError::Ring { ring_bytes, reason };
+    if writes * config.log.batch_bytes_max > ring_bytes {
+        return Err(ring_error(format!(
+            "it must hold a largest write (log.batch_bytes_max = {}) for each of the shard's \
+             log.groups_per_shard = {groups} groups and log.inflight_writes_max = {} writes in flight, {} bytes; \
+             lower log.batch_bytes_max, use fewer shards or groups, or give the node a larger namespace_bytes",
+            config.log.batch_bytes_max,
+            config.log.inflight_writes_max,
+            writes * config.log.batch_bytes_max
+        )));
+    }
+    let after_bytes = match config.raft.snapshot_after_bytes {
+        0 => (ring_bytes / 4 / groups).max(1),
+        explicit if explicit.saturating_mul(groups) > ring_bytes / 2 => {
+            return Err(ring_error(format!(
+                "its log.groups_per_shard = {groups} groups may each fill raft.snapshot_after_bytes = {explicit} \
+                 bytes before they snapshot, {} bytes, more than half of it; lower raft.snapshot_after_bytes (0 \
+                 picks a quarter of the ring shared among the groups), use fewer shards or groups, or give the \
+                 node a larger namespace_bytes",
+                explicit * groups
+            )));
+        }
+        explicit => explicit,
+    };
+    Ok(crate::shard::snapshots::SnapshotPolicy {
+        every_entries: config.raft.snapshot_after_entries,
+        after_bytes,
+        compact_keep_revisions: config.store.compact_under_pressure_keep_revisions,
+    })
+}
+
 /// A running node.
 pub struct Node {
     config: Arc<Config>,
@@ -450,7 +494,7 @@ impl Node {
                 watch_events_pending_max: config.store.watch_events_pending_max as usize,
                 ..WatchLimits::default()
             },
-            compact_keep_revisions: config.store.compact_under_pressure_keep_revisions,
+            snapshots: snapshot_policy(&config, &superblock)?,
         };
         let (ready_sender, ready_receiver) = crossbeam_channel::bounded(cores.len());
         let factories = cores

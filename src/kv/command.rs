@@ -431,6 +431,29 @@ pub fn split_batch_outcome(bytes: &[u8]) -> Result<Vec<Vec<u8>>, CommandCodecErr
     finish(&reader, WHAT, outcomes)
 }
 
+/// Whether an encoded command can make the store larger: a put, a txn
+/// with a put in any branch, a lease grant. What a store out of space
+/// refuses, while deletes, compaction and lease revocations still go
+/// through (etcd's NOSPACE alarm draws the same line). A command that does
+/// not decode counts as one that does: applying it would refuse it anyway.
+pub fn adds_data(bytes: &[u8]) -> bool {
+    fn txn_puts(txn: &TxnRequest) -> bool {
+        txn.success.iter().chain(&txn.failure).any(|operation| match operation {
+            RequestOp::Put(_) => true,
+            RequestOp::Txn(nested) => txn_puts(nested),
+            RequestOp::Range(_) | RequestOp::DeleteRange(_) => false,
+        })
+    }
+    match bytes.get(1) {
+        Some(&(KIND_DELETE_RANGE | KIND_COMPACT | KIND_LEASE_REVOKE)) => false,
+        Some(&KIND_TXN) => match decode_command(bytes) {
+            Ok(Command::Txn(txn)) => txn_puts(&txn),
+            _ => true,
+        },
+        _ => true,
+    }
+}
+
 pub fn decode_command(bytes: &[u8]) -> Result<Command, CommandCodecError> {
     const WHAT: &str = "log command";
     let mut reader = Reader { bytes, offset: 0 };
@@ -701,6 +724,27 @@ mod tests {
     fn bytes() -> impl Strategy<Value = Vec<u8>> {
         prop::collection::vec(any::<u8>(), 0..6)
     }
+    /// Out of space, a store refuses what can grow it and takes the rest.
+    #[test]
+    fn only_commands_that_can_grow_the_store_add_data() {
+        let put = PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), lease: 0, prev_kv: false };
+        let delete = DeleteRangeRequest { key: b"k".to_vec(), ..Default::default() };
+        let txn = |operations: Vec<RequestOp>| TxnRequest { compares: vec![], success: operations, failure: vec![] };
+        let deleting = txn(vec![RequestOp::DeleteRange(delete.clone())]);
+        let nested_put = txn(vec![RequestOp::Txn(txn(vec![RequestOp::Put(put.clone())]))]);
+        for (command, grows) in [
+            (Command::Put(put.clone()), true),
+            (Command::LeaseGrant { id: 0, ttl_seconds: 5 }, true),
+            (Command::Txn(nested_put), true),
+            (Command::Txn(deleting), false),
+            (Command::DeleteRange(delete), false),
+            (Command::Compact { revision: 3 }, false),
+            (Command::LeaseRevoke { id: 1 }, false),
+        ] {
+            assert_eq!(adds_data(&encode_command(&command)), grows, "{command:?}");
+        }
+    }
+
 
     fn kv() -> impl Strategy<Value = KeyValue> {
         (bytes(), bytes(), any::<i64>(), any::<i64>(), any::<i64>(), any::<i64>()).prop_map(

@@ -177,6 +177,7 @@ pub fn set_group_status(mut builder: group_status::Builder<'_>, report: &GroupRe
     builder.set_leases(report.leases);
     builder.set_state_hash(report.state_hash);
     builder.set_leader_changes(report.leader_changes);
+    builder.set_no_space(report.no_space);
     let mut members = builder.init_members(report.members.len() as u32);
     for (position, progress) in report.members.iter().enumerate() {
         let mut out = members.reborrow().get(position as u32);
@@ -210,6 +211,7 @@ pub fn read_group_status(reader: group_status::Reader<'_>) -> capnp::Result<Grou
         members,
         state_hash: reader.get_state_hash(),
         leader_changes: reader.get_leader_changes(),
+        no_space: reader.get_no_space(),
     })
 }
 

@@ -246,7 +246,7 @@ pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[G
         }
     }
 
-    let per_group: [Reading<GroupReport, i128>; 10] = [
+    let per_group: [Reading<GroupReport, i128>; 11] = [
         ("nvkv_group_term", "The group's Raft term as this member knows it.", |g| g.term.into()),
         ("nvkv_group_leader", "The member id of the group's leader (0: none known).", |g| g.leader.into()),
         ("nvkv_group_applied_index", "The last log index applied to the group's store.", |g| {
@@ -263,6 +263,11 @@ pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[G
         ("nvkv_group_keys", "Keys with history in the group's store.", |g| g.keys.into()),
         ("nvkv_group_leases", "Leases in the group's store.", |g| g.leases.into()),
         ("nvkv_group_watchers", "Watchers of the group on this member.", |g| g.watchers.into()),
+        (
+            "nvkv_group_no_space",
+            "1 while the group's NOSPACE alarm is raised on this member: writes that add data are refused.",
+            |g| i128::from(g.no_space),
+        ),
     ];
     let group_counters: [Reading<GroupReport, i128>; 1] = [(
         "nvkv_group_leader_changes_total",

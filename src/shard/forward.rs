@@ -74,6 +74,7 @@ pub async fn write(
             loop {
                 let leader = entry.raft.wait_for_leader().await?;
                 if leader.id == entry.raft.member() {
+                    super::space::check_room(&entry, &command)?;
                     return super::propose::propose(entry, command).await;
                 }
                 match link.forward_write(entry.raft.group(), &leader, command.clone()).await {
@@ -161,6 +162,7 @@ pub async fn write_as_leader(entry: Rc<ShardGroup>, command: Vec<u8>) -> Result<
             reason: format!("member {member} does not lead the group; its leader: {known}"),
         });
     }
+    super::space::check_room(&entry, &command)?;
     super::propose::propose(entry, command).await.map_err(|error| match error {
         RequestError::Group(error) => error,
         other => GroupError::Unavailable { group, member, reason: other.to_string() },

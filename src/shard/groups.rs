@@ -170,6 +170,8 @@ pub struct ShardGroup {
     /// for its vote after missing its own removal. Kept in memory only: after
     /// a restart the next vote it asks for proves it again.
     pub removed_at: std::cell::Cell<Option<u64>>,
+    /// The NOSPACE alarm of the group on this member (see `super::space`).
+    pub no_space: std::cell::Cell<Option<super::space::NoSpace>>,
 }
 
 /// How the groups of a node are laid out and run.
@@ -186,9 +188,8 @@ pub struct GroupLayout {
     pub join: bool,
     pub raft: GroupConfig,
     pub watch: WatchLimits,
-    /// Revisions a group keeps when its leader compacts it because its
-    /// snapshot does not fit (0: never; see `src/shard/snapshots.rs`).
-    pub compact_keep_revisions: u64,
+    /// When groups snapshot, purge and compact (see `super::snapshots`).
+    pub snapshots: super::snapshots::SnapshotPolicy,
 }
 
 impl GroupLayout {
@@ -243,6 +244,7 @@ pub async fn start_groups<T: PeerTransport>(
                 leases: RefCell::default(),
                 removal_logged: std::cell::Cell::new(false),
                 removed_at: std::cell::Cell::new(None),
+                no_space: std::cell::Cell::new(None),
             }),
         );
     }
@@ -703,6 +705,7 @@ pub fn local_group_reports() -> Vec<super::GroupReport> {
                     0
                 },
                 leader_changes: entry.raft.leader_changes(),
+                no_space: entry.no_space.get().is_some(),
             }
         })
         .collect()

@@ -53,7 +53,11 @@ pub async fn one_group() -> Rc<ShardGroup> {
             ..GroupConfig::default()
         },
         watch: Default::default(),
-        compact_keep_revisions: 0,
+        snapshots: super::snapshots::SnapshotPolicy {
+            every_entries: 10_000,
+            after_bytes: 1 << 40,
+            compact_keep_revisions: 0,
+        },
     };
     let groups =
         start_groups(&layout, 0, log, Rc::new(super::groups::NoPeers)).await.expect("the group starts");

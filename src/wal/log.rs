@@ -392,6 +392,9 @@ pub struct ShardLog {
     reads_done: HashMap<u64, Result<Entry, WalError>>,
     pub(super) snapshot_area: SnapshotArea,
     snapshot_writes: BTreeMap<u64, SnapshotWrite>,
+    /// Per group, the snapshots refused for lack of room, so whoever asked
+    /// for one learns it will not come.
+    snapshots_refused: BTreeMap<u32, u64>,
     snapshot_reads: HashMap<u64, (u32, SnapshotRef)>,
     snapshot_reads_done: HashMap<u64, Result<Vec<u8>, WalError>>,
     failed: Option<String>,
@@ -477,6 +480,7 @@ impl ShardLog {
             reads_done: HashMap::new(),
             snapshot_area: SnapshotArea::new(region.snapshot_blocks),
             snapshot_writes: BTreeMap::new(),
+            snapshots_refused: BTreeMap::new(),
             snapshot_reads: HashMap::new(),
             snapshot_reads_done: HashMap::new(),
             failed: None,
@@ -821,9 +825,11 @@ impl ShardLog {
         let blocks = snapshot_format::blob_blocks(data.len(), self.lba_bytes);
         let area_bytes = self.snapshot_area.blocks() * self.lba_bytes as u64;
         if blocks > self.snapshot_area.blocks() {
+            *self.snapshots_refused.entry(group).or_default() += 1;
             return Err(WalError::SnapshotTooLarge { group, bytes: data.len() as u64, area_bytes });
         }
         let Some(offset) = self.snapshot_area.allocate(blocks) else {
+            *self.snapshots_refused.entry(group).or_default() += 1;
             return Err(WalError::SnapshotAreaFull {
                 shard: self.region.shard,
                 bytes: data.len() as u64,
@@ -853,6 +859,11 @@ impl ShardLog {
     /// snapshot area that no current snapshot, nor one being written, holds.
     pub fn snapshot_room_bytes(&self) -> u64 {
         self.snapshot_area.largest_free_blocks() * self.lba_bytes as u64
+    }
+
+    /// How many snapshots of `group` were refused for lack of room.
+    pub fn snapshots_refused(&self, group: u32) -> u64 {
+        self.snapshots_refused.get(&group).copied().unwrap_or(0)
     }
 
     /// The whole snapshot area, in bytes.
@@ -1501,6 +1512,9 @@ impl ShardLog {
             freed += record.blocks;
         }
         self.reclaim_scan = (passed, freed);
+        if let Some(record) = self.ring.get(passed) {
+            tracing::trace!(?record, durable = self.durable_sequence, passed, freed, blocked = self.blocked_on_space, "DEBUG reclaim stops");
+        }
         let worth_it = freed >= (self.ring_blocks / 8).max(1) || (self.blocked_on_space && freed > 0);
         if passed == 0 || !worth_it {
             return false;
