@@ -15,6 +15,8 @@
 #                  controllers, its initramfs built from busybox with cpio (on a
 #                  machine with a newer qemu-utils from elsewhere, apt replaces it
 #                  with Debian 12's, which qemu-system-x86 7.2 needs)
+#   python3        the bench scripts' report code (bench/report/), whose tests
+#                  .ci/run runs, and the docs' link check (scripts/check-links.py)
 #   etcd-server    /usr/bin/etcd, which tests/etcd.rs and bench/compare-etcd.sh
 #                  run beside nvkv (its Debian service, if systemd started it on
 #                  install, is disabled again: the tests pick their own ports)
@@ -26,7 +28,7 @@
 set -euo pipefail
 
 packages=(libhwloc-dev libudev-dev capnproto pkg-config iproute2 systemd protobuf-compiler libprotobuf-dev
-          qemu-system-x86 busybox-static cpio etcd-server "$@")
+          qemu-system-x86 busybox-static cpio python3 etcd-server "$@")
 
 missing=()
 for package in "${packages[@]}"; do
