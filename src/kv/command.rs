@@ -729,7 +729,11 @@ mod tests {
     fn only_commands_that_can_grow_the_store_add_data() {
         let put = PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), lease: 0, prev_kv: false };
         let delete = DeleteRangeRequest { key: b"k".to_vec(), ..Default::default() };
-        let txn = |operations: Vec<RequestOp>| TxnRequest { compares: vec![], success: operations, failure: vec![] };
+        let txn = |operations: Vec<RequestOp>| TxnRequest {
+            compares: vec![],
+            success: operations,
+            failure: vec![],
+        };
         let deleting = txn(vec![RequestOp::DeleteRange(delete.clone())]);
         let nested_put = txn(vec![RequestOp::Txn(txn(vec![RequestOp::Put(put.clone())]))]);
         for (command, grows) in [
@@ -744,7 +748,6 @@ mod tests {
             assert_eq!(adds_data(&encode_command(&command)), grows, "{command:?}");
         }
     }
-
 
     fn kv() -> impl Strategy<Value = KeyValue> {
         (bytes(), bytes(), any::<i64>(), any::<i64>(), any::<i64>(), any::<i64>()).prop_map(

@@ -364,7 +364,9 @@ mod tests {
                 store.put(&PutRequest { key: key.into(), value, lease: 0, prev_kv: false }).unwrap();
             }
             if round % 7 == 0 {
-                store.delete_range(&DeleteRangeRequest { key: b"/b".to_vec(), ..Default::default() }).unwrap();
+                store
+                    .delete_range(&DeleteRangeRequest { key: b"/b".to_vec(), ..Default::default() })
+                    .unwrap();
             }
         }
         let full = encoded_len(&store);
@@ -379,7 +381,11 @@ mod tests {
             if revision - 1 > store.compact_revision() {
                 let mut less = store.clone();
                 less.compact(revision - 1).unwrap();
-                assert!(encoded_len(&less) > budget, "compacting at {} would have fitted {budget} too", revision - 1);
+                assert!(
+                    encoded_len(&less) > budget,
+                    "compacting at {} would have fitted {budget} too",
+                    revision - 1
+                );
             }
         }
         let mut all = store.clone();

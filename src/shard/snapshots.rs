@@ -11,6 +11,7 @@
 //!   a ring long before they number many entries);
 //! - the ring is half full and the group's oldest entry is the one that
 //!   keeps the ring's head from moving (ring pressure).
+//!
 //! After a snapshot due to bytes or pressure the group's log is purged up to
 //! the snapshot, not just up to openraft's `max_in_snapshot_log_to_keep`
 //! entries behind it, which large entries cannot afford.

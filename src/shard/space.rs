@@ -14,8 +14,13 @@
 //! The alarm is this member's view, checked where writes are proposed (on
 //! the leader); it is never replicated, so a new leader judges its own
 //! store within one snapshot tick.
+//!
+//! Client writes also wait here while the shard's ring is three quarters
+//! full ([`admit`]): a group that must compact before it can snapshot (a
+//! Raft write of its own) needs ring space for that entry, and writes that
+//! kept coming would take it. The snapshot task's own proposals do not wait.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::groups::ShardGroup;
 use crate::kv::command::adds_data;
@@ -44,6 +49,21 @@ pub fn check_room(entry: &ShardGroup, command: &[u8]) -> Result<(), GroupError> 
         snapshot_bytes: alarm.snapshot_bytes,
         room_bytes: alarm.room_bytes,
     })
+}
+
+/// The share of the ring, in percent, above which client writes wait.
+const RING_ADMIT_PERCENT: u64 = 75;
+/// How often a waiting write looks at the ring again.
+const RING_ADMIT_POLL: Duration = Duration::from_millis(2);
+
+/// Returns once this shard's ring is less than three quarters full: where
+/// client writes wait while snapshots and purges give space back (within
+/// the caller's request timeout).
+pub async fn admit() {
+    let Some(shard) = super::local() else { return };
+    while shard.log.with(|log| log.used_percent()) >= RING_ADMIT_PERCENT {
+        tokio::time::sleep(RING_ADMIT_POLL).await;
+    }
 }
 
 /// Raises the alarm of `entry`'s group (saying so once, as an operator must

@@ -562,6 +562,11 @@ impl ShardLog {
         (record.kind == RecordKind::Entry && record.sequence <= self.durable_sequence).then_some(record.group)
     }
 
+    /// How full the ring is, in percent.
+    pub fn used_percent(&self) -> u64 {
+        self.used_blocks * 100 / self.ring_blocks.max(1)
+    }
+
     /// Ring bytes entries may not take (kept for votes, snapshot references
     /// and purges).
     pub fn reserve_bytes(&self) -> u64 {
@@ -1514,9 +1519,6 @@ impl ShardLog {
             freed += record.blocks;
         }
         self.reclaim_scan = (passed, freed);
-        if let Some(record) = self.ring.get(passed) {
-            tracing::trace!(?record, durable = self.durable_sequence, passed, freed, blocked = self.blocked_on_space, "DEBUG reclaim stops");
-        }
         let worth_it = freed >= (self.ring_blocks / 8).max(1) || (self.blocked_on_space && freed > 0);
         if passed == 0 || !worth_it {
             return false;
