@@ -20,6 +20,8 @@
 #   etcd-server    /usr/bin/etcd, which tests/etcd.rs and bench/compare-etcd.sh
 #                  run beside nvkv (its Debian service, if systemd started it on
 #                  install, is disabled again: the tests pick their own ports)
+#   strace         tests/serve.rs watches the daemon fsync the directories it
+#                  creates files in
 # (The bench/ scripts install fio and gnuplot themselves when they run;
 # bench/compare-etcd.sh through this script: packages given as arguments
 # are installed too, `scripts/setup.sh gnuplot-nox`.)
@@ -28,7 +30,7 @@
 set -euo pipefail
 
 packages=(libhwloc-dev libudev-dev capnproto pkg-config iproute2 systemd protobuf-compiler libprotobuf-dev
-          qemu-system-x86 busybox-static cpio python3 etcd-server "$@")
+          qemu-system-x86 busybox-static cpio python3 etcd-server strace "$@")
 
 missing=()
 for package in "${packages[@]}"; do

@@ -298,8 +298,11 @@ impl Node {
             );
         }
         let data_dir = &config.node.data_dir;
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| NodeError::DataDir { path: data_dir.display().to_string(), source })?;
+        let data_dir_error = |source| NodeError::DataDir { path: data_dir.display().to_string(), source };
+        if !data_dir.is_dir() {
+            std::fs::create_dir_all(data_dir).map_err(data_dir_error)?;
+            crate::data_dir::sync_parent(data_dir).map_err(data_dir_error)?;
+        }
         let lock = DataDirLock::acquire(data_dir)?;
         tracing::debug!(lock = %lock.path().display(), "locked the data directory");
 
@@ -307,6 +310,16 @@ impl Node {
         // What the backend says it opened: the path, or for spdk the
         // transport id and NSID (namespace.path means nothing there).
         let namespace_path = PathBuf::from(&namespace.info().description);
+        // The LOCK file and a namespace file just created are names in
+        // their directories: make those durable before anything is written
+        // that a restart must find.
+        crate::data_dir::sync_parent(lock.path()).map_err(data_dir_error)?;
+        if namespace_path.is_file() && namespace_path.parent() != lock.path().parent() {
+            crate::data_dir::sync_parent(&namespace_path).map_err(|source| NodeError::DataDir {
+                path: namespace_path.parent().unwrap_or(std::path::Path::new(".")).display().to_string(),
+                source,
+            })?;
+        }
 
         let queue_pair = QueuePairConfig {
             depth: config.namespace.queue_depth,

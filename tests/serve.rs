@@ -348,3 +348,57 @@ fn a_client_command_whose_reader_goes_away_ends_quietly() {
     daemon.signal(libc::SIGTERM);
     daemon.wait_exit();
 }
+
+/// A power cut right after the first start must not lose the namespace
+/// file's or the LOCK file's name: the daemon fsyncs the directory it
+/// created them in (and the one it created the data directory in), as
+/// `strace` shows it doing, after the files exist and before it says ready.
+#[test]
+fn a_first_start_makes_the_names_of_its_files_durable() {
+    let setup = Setup::new("[reactor]\nshards = 1");
+    let trace = setup.directory.path().join("strace.log");
+    let mut command = std::process::Command::new("strace");
+    command
+        .args(["-f", "-e", "trace=openat,fsync", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_nvkv"))
+        .args(["serve", "--config"])
+        .arg(&setup.config);
+    let mut daemon = Daemon::spawn(command);
+    daemon.wait_ready();
+    // The daemon is strace's child: signal it by the pid its LOCK names.
+    let lock = std::fs::read_to_string(setup.data_dir().join("LOCK")).expect("LOCK");
+    let pid: i32 = lock.trim().parse().expect("LOCK names a pid");
+    // SAFETY: kill with a pid and a signal number; no memory is passed.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "signal the daemon");
+    let (status, stderr) = daemon.wait_exit();
+    assert!(status.success(), "strace and the daemon end cleanly: {stderr}");
+    let trace = std::fs::read_to_string(&trace).expect("strace wrote its log");
+    let data_dir = setup.data_dir().display().to_string();
+    let parent = setup.directory.path().display().to_string();
+    let namespace = format!("{data_dir}/namespace");
+    // Each line: "PID call(args) = result"; descriptors are reused, so each
+    // fsync belongs to the last openat that returned its descriptor.
+    let mut open: std::collections::HashMap<String, String> = Default::default();
+    let (mut created, mut synced_data_dir, mut synced_parent) = (false, false, false);
+    for line in trace.lines() {
+        let Some((_, call)) = line.split_once(' ') else { continue };
+        if let Some(arguments) = call.strip_prefix("openat(") {
+            let path = arguments.split('"').nth(1).unwrap_or_default().to_string();
+            let result = call.rsplit("= ").next().unwrap_or_default().trim().to_string();
+            if path == namespace && arguments.contains("O_CREAT") {
+                created = true;
+            }
+            open.insert(result, path);
+        } else if let Some(descriptor) = call.strip_prefix("fsync(").and_then(|rest| rest.split(')').next()) {
+            match open.get(descriptor).map(String::as_str) {
+                Some(path) if path == data_dir && created => synced_data_dir = true,
+                Some(path) if path == parent => synced_parent = true,
+                _ => {}
+            }
+        }
+    }
+    assert!(created, "the first start created {namespace}:\n{trace}");
+    assert!(synced_data_dir, "{data_dir} was fsynced after its files were created:\n{trace}");
+    assert!(synced_parent, "{parent} was fsynced after the data directory was created in it:\n{trace}");
+}
