@@ -351,6 +351,31 @@ impl ClusterConfig {
     pub fn has_peers(&self) -> bool {
         self.members.len() > 1
     }
+
+    /// The id of the cluster these members bootstrap: the same on every
+    /// member whose config lists the same name and members (ids and peer
+    /// addresses, in any order), as etcd derives its cluster id from the
+    /// initial cluster and its token. `own` stands for the member list of a
+    /// node alone. Members started later learn the id from the cluster.
+    pub fn bootstrap_cluster_id(&self, own: (u64, SocketAddr)) -> [u8; 16] {
+        let mut members: Vec<(u64, SocketAddr)> =
+            self.members.iter().map(|member| (member.id, member.peer_address)).collect();
+        if members.is_empty() {
+            members.push(own);
+        }
+        members.sort();
+        let mut seed = self.name.as_bytes().to_vec();
+        for (id, address) in members {
+            seed.push(0);
+            seed.extend_from_slice(&id.to_le_bytes());
+            seed.extend_from_slice(address.to_string().as_bytes());
+        }
+        let mut cluster_id = [0u8; 16];
+        for (lane, chunk) in cluster_id.chunks_mut(4).enumerate() {
+            chunk.copy_from_slice(&crc32c::crc32c_append(0x6e76_6b76 ^ lane as u32, &seed).to_le_bytes());
+        }
+        cluster_id
+    }
 }
 
 /// One `[[cluster.members]]` entry.

@@ -9,7 +9,7 @@
 //! reactor threads) nor parse config text (that is `config`).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +27,7 @@ use crate::shard::forward::LeaderLink;
 use crate::shard::groups::{GroupLayout, NoPeers};
 use crate::shard::{self, LogDriver};
 use crate::topology::{self, TopologyError};
+use crate::wal::superblock::SuperblockKeeper;
 use crate::wal::{superblock, FormatOptions, ShardRegion, Superblock, WalError};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +73,14 @@ pub enum NodeError {
     ShardCount { path: String, formatted: u32, configured: usize },
     #[error("invalid TLS setting {0}")]
     Tls(#[from] crate::rpc::tls::TlsFileError),
+    #[error(
+        "namespace {path} belongs to member {formatted_by}, but this config makes this node member {configured}; \
+         point namespace.path (or node.data_dir) at this member's own namespace, or set node.member_id = \
+         {formatted_by}"
+    )]
+    OtherMember { path: String, formatted_by: u64, configured: u64 },
+    #[error("this member may not start: {0}")]
+    Refused(#[from] crate::rpc::incarnation::StartRefusal),
     #[error("each shard's log ring ({ring_bytes} bytes, three quarters of its share of the namespace) is too small: {reason}")]
     Ring { ring_bytes: u64, reason: String },
     #[error("cannot listen for SIGTERM and SIGINT: {0}")]
@@ -208,9 +217,11 @@ fn open_superblock(
     namespace: &dyn Namespace,
     queue_pair: &QueuePairConfig,
     shards: usize,
+    member_id: u64,
 ) -> Result<Superblock, NodeError> {
     let mut queue = namespace.open_queue_pair(queue_pair)?;
-    let options = FormatOptions { shards: shards as u32, groups_per_shard_max: GROUPS_PER_SHARD_LIMIT };
+    let options =
+        FormatOptions { shards: shards as u32, groups_per_shard_max: GROUPS_PER_SHARD_LIMIT, member_id };
     let (superblock, formatted) = superblock::open_or_format(queue.as_mut(), options)?;
     tracing::info!(
         namespace_id = %superblock.namespace_id_hex(),
@@ -220,6 +231,73 @@ fn open_superblock(
         if formatted { "formatted" } else { "opened" }
     );
     Ok(superblock)
+}
+
+/// Checks the namespace is this member's (the member that formatted it),
+/// and names it this member's when it was formatted before namespaces said.
+fn own_namespace(config: &Config, keeper: &SuperblockKeeper, path: &Path) -> Result<(), NodeError> {
+    let member = config.node.member_id;
+    let formatted_by = keeper.identity().member_id;
+    if formatted_by != 0 && formatted_by != member {
+        return Err(NodeError::OtherMember {
+            path: path.display().to_string(),
+            formatted_by,
+            configured: member,
+        });
+    }
+    keeper.update(|identity| {
+        let unnamed = identity.member_id == 0;
+        identity.member_id = member;
+        unnamed
+    })?;
+    Ok(())
+}
+
+/// Gives a member that knows no cluster yet (a blank namespace, or one
+/// formatted before namespaces named their cluster) its cluster id: the one
+/// its peers answer with, or for a new cluster the one its config derives.
+/// Refuses to start a member its peers knew by another namespace while it
+/// still votes: its data was lost (see `rpc::incarnation`).
+fn join_cluster(
+    config: &Config,
+    keeper: &SuperblockKeeper,
+    peers: Option<&PeerIdentity>,
+) -> Result<(), NodeError> {
+    let identity = keeper.identity();
+    if identity.cluster_id != crate::rpc::incarnation::NO_CLUSTER {
+        return Ok(());
+    }
+    let member = config.node.member_id;
+    let learned = match peers {
+        None => None,
+        Some(peers) => {
+            let others: Vec<Member> = config
+                .cluster
+                .members
+                .iter()
+                .filter(|listed| listed.id != member)
+                .map(|listed| listed.member())
+                .collect();
+            let answers = crate::rpc::peer::introduce(peers, &others);
+            for (peer, answer) in &answers {
+                tracing::debug!(peer, ?answer, "introduced to a peer");
+            }
+            crate::rpc::incarnation::decide(member, keeper.namespace_id(), &answers, config.cluster.join)?
+        }
+    };
+    let cluster_id =
+        learned.unwrap_or_else(|| config.cluster.bootstrap_cluster_id((member, config.node.peer_address)));
+    keeper.update(|identity| {
+        identity.cluster_id = cluster_id;
+        true
+    })?;
+    tracing::info!(
+        cluster_id = %crate::wal::superblock::hex(&cluster_id),
+        "{} cluster {}",
+        if learned.is_some() { "joined the running" } else { "bootstraps" },
+        crate::wal::superblock::hex(&cluster_id)
+    );
+    Ok(())
 }
 
 /// When the groups snapshot, with `raft.snapshot_after_bytes` resolved
@@ -327,7 +405,8 @@ impl Node {
         };
         let pci_address = namespace.info().pci_address.clone();
         let mut cores = topology::choose_cores(&config.reactor, pci_address.as_deref())?;
-        let superblock = open_superblock(namespace.as_ref(), &queue_pair, cores.len())?;
+        let superblock =
+            open_superblock(namespace.as_ref(), &queue_pair, cores.len(), config.node.member_id)?;
         if superblock.shards as usize != cores.len() {
             let automatic = config.reactor.shards == 0 && config.reactor.cores.is_empty();
             if !automatic {
@@ -391,6 +470,9 @@ impl Node {
             ),
             None => None,
         };
+        let keeper =
+            Arc::new(SuperblockKeeper::new(namespace.clone(), queue_pair.clone(), superblock.clone()));
+        own_namespace(&config, &keeper, &namespace_path)?;
         let peers = config.cluster.has_peers().then(|| {
             Arc::new(PeerIdentity {
                 tls: tls.peer.clone(),
@@ -401,8 +483,10 @@ impl Node {
                 request_timeout: std::time::Duration::from_millis(
                     config.raft.group_config().request_timeout_ms,
                 ),
+                keeper: keeper.clone(),
             })
         });
+        join_cluster(&config, &keeper, peers.as_deref())?;
         let mut peer_listeners = Vec::with_capacity(cores.len());
         for shard in 0..cores.len() {
             let Some(identity) = &peers else {

@@ -125,9 +125,11 @@ struct Disk {
 impl Disk {
     fn new(namespace: Arc<dyn Namespace>) -> Disk {
         let mut queue = namespace.open_queue_pair(&QueuePairConfig::default()).expect("queue pair");
-        let (superblock, _) =
-            superblock::open_or_format(queue.as_mut(), FormatOptions { shards: 1, groups_per_shard_max: 16 })
-                .expect("format");
+        let (superblock, _) = superblock::open_or_format(
+            queue.as_mut(),
+            FormatOptions { shards: 1, groups_per_shard_max: 16, member_id: 0 },
+        )
+        .expect("format");
         Disk { namespace, region: superblock.region(0), snapshots: Rc::new(MemorySnapshotStore::new()) }
     }
 

@@ -18,7 +18,7 @@ pub(crate) fn format_namespace(namespace: &dyn Namespace, groups_max: u32) -> Sh
     let mut queue = namespace.open_queue_pair(&QueuePairConfig::default()).expect("queue pair");
     let (superblock, _) = superblock::open_or_format(
         queue.as_mut(),
-        FormatOptions { shards: 1, groups_per_shard_max: groups_max },
+        FormatOptions { shards: 1, groups_per_shard_max: groups_max, member_id: 0 },
     )
     .expect("format");
     superblock.region(0)
