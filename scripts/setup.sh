@@ -18,6 +18,8 @@
 #   etcd-server    /usr/bin/etcd, which tests/etcd.rs and bench/compare-etcd.sh
 #                  run beside nvkv (its Debian service, if systemd started it on
 #                  install, is disabled again: the tests pick their own ports)
+#   etcd-client    /usr/bin/etcdctl, which tests/etcd_api.rs runs against nvkv's
+#                  etcd API to show it answers as etcd does
 # (The bench/ scripts install fio and gnuplot themselves when they run;
 # bench/compare-etcd.sh through this script: packages given as arguments
 # are installed too, `scripts/setup.sh gnuplot-nox`.)
@@ -26,7 +28,7 @@
 set -euo pipefail
 
 packages=(libhwloc-dev libudev-dev capnproto pkg-config iproute2 systemd protobuf-compiler libprotobuf-dev
-          qemu-system-x86 busybox-static cpio etcd-server "$@")
+          qemu-system-x86 busybox-static cpio etcd-server etcd-client "$@")
 
 missing=()
 for package in "${packages[@]}"; do

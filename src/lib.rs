@@ -7,6 +7,8 @@
 pub mod backup;
 pub mod bench;
 pub mod config;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod kv;
 pub mod lincheck;
 pub mod node;

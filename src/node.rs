@@ -53,6 +53,12 @@ pub enum NodeError {
     InUse { path: String, pid: Option<u32> },
     #[error("cannot open the namespace: {0}")]
     Namespace(#[from] NvmeError),
+    #[error(
+        "{shards} shards of log.groups_per_shard groups make {groups} groups, more than the {} a revision can \
+         name (its low bits are the group); lower log.groups_per_shard or reactor.shards",
+        crate::kv::store::HYBRID_GROUPS_MAX
+    )]
+    TooManyGroups { shards: usize, groups: u64 },
     #[error(transparent)]
     Topology(#[from] TopologyError),
     #[error(transparent)]
@@ -423,6 +429,10 @@ impl Node {
             let listener = std::net::TcpListener::bind(address)
                 .map_err(|source| NodeError::PeerListen { address: address.to_string(), source })?;
             peer_listeners.push(Some((listener, identity.clone())));
+        }
+        let groups = cores.len() as u64 * u64::from(config.log.groups_per_shard);
+        if groups > u64::from(crate::kv::store::HYBRID_GROUPS_MAX) {
+            return Err(NodeError::TooManyGroups { shards: cores.len(), groups });
         }
         let member = Member {
             id: config.node.member_id,

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use crate::kv::command::{decode_outcome, encode_command, Command, CommandOutcome, CommandResponse};
+use crate::kv::command::{decode_outcome, encode_stamped_command, Command, CommandOutcome, CommandResponse};
 use crate::kv::group::GroupState;
 use crate::kv::partition::{GroupSet, Partitioner};
 use crate::kv::types::{
@@ -219,7 +219,7 @@ pub async fn start_groups<T: PeerTransport>(
     let snapshots = Rc::new(WalSnapshotStore::new(log.clone()));
     let mut groups = BTreeMap::new();
     for group in (0..layout.groups()).filter(|group| layout.shard_of(*group) == shard) {
-        let machine = Rc::new(RefCell::new(KvMachine { group, state: GroupState::new(layout.watch) }));
+        let machine = Rc::new(RefCell::new(KvMachine { group, state: GroupState::hybrid(group, layout.watch) }));
         let raft = RaftGroup::start(
             group,
             layout.member.id,
@@ -423,7 +423,7 @@ impl Requests {
         command: Command,
     ) -> Result<Answered<CommandResponse>, RequestError> {
         let started = std::time::Instant::now();
-        let bytes = encode_command(&command);
+        let bytes = encode_stamped_command(&command, revision_stamp());
         let shard = self.layout.shard_of(group);
         let answer = on_shard(&self.context, shard, move |groups| write_here(groups, group, bytes)).await;
         super::stages::record_since(started, |stages| &mut stages.end_to_end);
@@ -574,6 +574,16 @@ impl Requests {
             GroupSet::All => (0..self.layout.groups()).collect(),
         }
     }
+}
+
+/// The stamp of a write made now: what its hybrid revision is taken from
+/// (see `kv::store`, "Hybrid revisions"). The wall clock of the member the
+/// request reached; a clock before 2025 stamps 0 (the next revision).
+pub fn revision_stamp() -> u64 {
+    let unix_micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX));
+    crate::kv::store::revision_time(unix_micros)
 }
 
 /// The request handle of this thread's shard, once its groups exist.

@@ -132,12 +132,14 @@ async fn snapshot_if_due(
     }
 }
 
-/// The revision to compact a group at so it keeps `keep` revisions, when
-/// it holds more than that beyond its compact revision.
-pub fn pressure_compaction(revision: i64, compact_revision: i64, keep: u64) -> Option<i64> {
-    let keep = i64::try_from(keep).ok().filter(|keep| *keep > 0)?;
-    let target = revision - keep;
-    (target > compact_revision).then_some(target)
+/// The revision to compact a group's store at so it keeps `keep` revisions
+/// (writes: hybrid revisions are not counted 1, 2, 3), when it holds more
+/// than that beyond its compact revision.
+pub fn pressure_compaction(store: &crate::kv::MvccStore, keep: u64) -> Option<i64> {
+    if keep == 0 {
+        return None;
+    }
+    store.revision_writes_ago(keep).filter(|target| *target > store.compact_revision())
 }
 
 /// Where this member leads `entry`'s group and it keeps more history than
@@ -147,11 +149,7 @@ async fn compact_for_room(entry: &Rc<ShardGroup>, keep: u64) -> bool {
     if entry.raft.metrics().current_leader != Some(entry.raft.member()) {
         return false;
     }
-    let (revision, compacted) = {
-        let machine = entry.machine.borrow();
-        (machine.state.store.revision(), machine.state.store.compact_revision())
-    };
-    let Some(target) = pressure_compaction(revision, compacted, keep) else { return false };
+    let Some(target) = pressure_compaction(&entry.machine.borrow().state.store, keep) else { return false };
     let command = encode_command(&Command::Compact { revision: target });
     match super::propose::propose(entry.clone(), command).await {
         Ok(_) => {
@@ -186,9 +184,17 @@ mod tests {
 
     #[test]
     fn pressure_keeps_the_newest_revisions_and_never_compacts_backwards() {
-        assert_eq!(pressure_compaction(50_000, 0, 10_000), Some(40_000));
-        assert_eq!(pressure_compaction(50_000, 40_000, 10_000), None, "already compacted that far");
-        assert_eq!(pressure_compaction(5_000, 0, 10_000), None, "less history than kept");
-        assert_eq!(pressure_compaction(50_000, 0, 0), None, "0 turns it off");
+        let mut store = crate::kv::MvccStore::hybrid(3);
+        let mut revisions = Vec::new();
+        for write in 0..50u64 {
+            store.set_stamp(1_000_000 + write * 7);
+            let put = crate::kv::PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() };
+            revisions.push(store.put(&put).unwrap().response.revision);
+        }
+        assert_eq!(pressure_compaction(&store, 10), Some(revisions[49 - 10]), "the 10 newest writes stay");
+        store.compact(revisions[45]).unwrap();
+        assert_eq!(pressure_compaction(&store, 10), None, "already compacted that far");
+        assert_eq!(pressure_compaction(&store, 100), None, "less history than kept");
+        assert_eq!(pressure_compaction(&store, 0), None, "0 turns it off");
     }
 }
