@@ -26,6 +26,14 @@ macro_rules! print {
     }};
 }
 
+/// `serve --etcd-listen`: an address, or none ("").
+#[derive(Clone, Debug)]
+struct EtcdListen(Option<std::net::SocketAddr>);
+
+fn parse_etcd_listen(text: &str) -> Result<EtcdListen, String> {
+    nvkv::config::EtcdConfig::parse_address(text).map(EtcdListen)
+}
+
 /// Ends the process after a failed write to stdout.
 fn stdout_failed(error: std::io::Error) -> ! {
     if error.kind() == std::io::ErrorKind::BrokenPipe {
@@ -99,6 +107,11 @@ enum Command {
         /// picks a free port, which the ready line names).
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
+        /// Overrides etcd.address of the config: where etcd's v3 API
+        /// answers (host:port; port 0 picks a free port, which the ready
+        /// line names; "" serves no etcd API).
+        #[arg(long, value_name = "ADDR", value_parser = parse_etcd_listen)]
+        etcd_listen: Option<EtcdListen>,
     },
     /// Shows each endpoint's status: member, namespace, durability, every
     /// shard's core and log (records, bytes used of the ring), where the
@@ -1305,7 +1318,7 @@ fn main() -> ExitCode {
         },
     };
     match cli.command {
-        Command::Serve { config, data_dir, listen } => {
+        Command::Serve { config, data_dir, listen, etcd_listen } => {
             let outcome = Config::load(config.as_deref())
                 .map(|mut config| {
                     if let Some(data_dir) = data_dir {
@@ -1313,6 +1326,9 @@ fn main() -> ExitCode {
                     }
                     if let Some(listen) = listen {
                         config.node.client_address = listen;
+                    }
+                    if let Some(EtcdListen(etcd)) = etcd_listen {
+                        config.etcd.address = etcd;
                     }
                     config
                 })

@@ -346,6 +346,33 @@ where
     receiver.await.map_err(|_| RequestError::Overloaded { shard, reason: "it stopped".into() })?
 }
 
+/// Runs `report` on every shard's thread (this one's included) and gathers
+/// the answers in shard order.
+pub async fn on_every_shard<T: Send + 'static>(
+    context: &ReactorContext,
+    report: fn(&ReactorContext) -> T,
+) -> Result<Vec<T>, RequestError> {
+    let mut pending = Vec::new();
+    for target in 0..context.mailboxes().len() {
+        let (sender, receiver) = futures::channel::oneshot::channel();
+        context
+            .mailbox(target)
+            .try_send(move |shard: &ReactorContext| {
+                let _ = sender.send(report(shard));
+            })
+            .map_err(|refused| RequestError::Overloaded { shard: target, reason: refused.error.to_string() })?;
+        pending.push((target, receiver));
+    }
+    let mut answers = Vec::with_capacity(pending.len());
+    for (target, receiver) in pending {
+        answers.push(receiver.await.map_err(|_| RequestError::Overloaded {
+            shard: target,
+            reason: "it stopped before it answered".into(),
+        })?);
+    }
+    Ok(answers)
+}
+
 /// The group a client request goes to, once this member may serve it (see
 /// [`super::membership::check_serving`]).
 pub(super) fn group_on(groups: &ShardGroups, group: GroupId) -> Result<Rc<ShardGroup>, RequestError> {
@@ -557,15 +584,21 @@ impl Requests {
         request: crate::kv::watch::WatchRequest,
         options: super::watch::WatchOptions,
     ) -> Result<super::watch::WatchFeed, RequestError> {
-        let (sender, feed) = super::watch::feed(&options);
+        let (sender, mut feed) = super::watch::feed(&options);
         for group in self.groups_of(&request.key, &request.range_end) {
             let (request, sender) = (request.clone(), sender.clone());
-            on_shard(&self.context, self.layout.shard_of(group), move |groups| async move {
+            let revision = on_shard(&self.context, self.layout.shard_of(group), move |groups| async move {
                 Ok(super::watch::open_here(group_on(&groups, group)?, request, options, sender)?)
             })
             .await?;
+            feed.started_after = feed.started_after.max(revision);
         }
         Ok(feed)
+    }
+
+    /// The groups a range (etcd's convention) reaches, in group order.
+    pub fn groups_of_range(&self, key: &[u8], range_end: &[u8]) -> Vec<GroupId> {
+        self.groups_of(key, range_end)
     }
 
     fn groups_of(&self, key: &[u8], range_end: &[u8]) -> Vec<GroupId> {

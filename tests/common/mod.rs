@@ -139,7 +139,7 @@ impl Setup {
         let data_dir = directory.path().join("data");
         let config = directory.path().join("nvkv.toml");
         let text = format!(
-            "[node]\ndata_dir = \"{}\"\nclient_address = \"127.0.0.1:0\"\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n{extra}\n",
+            "[node]\ndata_dir = \"{}\"\nclient_address = \"127.0.0.1:0\"\n\n[etcd]\naddress = \"127.0.0.1:0\"\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n{extra}\n",
             data_dir.display()
         );
         std::fs::write(&config, text).expect("write config");
