@@ -52,9 +52,15 @@ fn main() {
 #[cfg(feature = "etcd")]
 fn compile_etcd_protos() {
     println!("cargo:rerun-if-changed=proto");
-    let files = ["proto/etcd/api/authpb/auth.proto", "proto/etcd/api/mvccpb/kv.proto", "proto/etcd/api/etcdserverpb/rpc.proto"];
-    if let Err(error) =
-        tonic_prost_build::configure().build_client(false).build_server(true).compile_protos(&files, &["proto"])
+    let files = [
+        "proto/etcd/api/authpb/auth.proto",
+        "proto/etcd/api/mvccpb/kv.proto",
+        "proto/etcd/api/etcdserverpb/rpc.proto",
+    ];
+    if let Err(error) = tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(true)
+        .compile_protos(&files, &["proto"])
     {
         panic!(
             "compiling etcd's .proto files {files:?} failed: {error}. protoc and the well-known protos must be \

@@ -74,7 +74,9 @@ impl EtcdConfig {
             return Ok(None);
         }
         text.parse().map(Some).map_err(|_| {
-            format!("{text:?} is not an IP address and a port, like \"127.0.0.1:2379\" (or \"\" for no etcd API)")
+            format!(
+                "{text:?} is not an IP address and a port, like \"127.0.0.1:2379\" (or \"\" for no etcd API)"
+            )
         })
     }
 }
@@ -554,7 +556,9 @@ fn deserialize_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Soc
     text.parse().map_err(|_| de::Error::custom("expected an IP address and a port, like \"127.0.0.1:7379\""))
 }
 
-fn deserialize_optional_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
+fn deserialize_optional_address<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
     let text = String::deserialize(deserializer)?;
     EtcdConfig::parse_address(&text).map_err(de::Error::custom)
 }

@@ -235,8 +235,11 @@ struct ShardListeners {
     /// The Prometheus endpoint's (shard 0, when `[metrics] address` is set).
     metrics: Option<std::net::TcpListener>,
     /// The etcd API's (shard 0, when `[etcd] address` is set).
-    etcd: Option<(std::net::TcpListener, EtcdServing)>,
+    etcd: Option<EtcdListener>,
 }
+
+/// The etcd API's listener and what its shards serve it with.
+type EtcdListener = (std::net::TcpListener, EtcdServing);
 
 /// What the etcd API needs where the feature that serves it is built.
 #[cfg(feature = "etcd")]
@@ -274,7 +277,7 @@ fn bind_etcd(
     config: &Config,
     tls: &crate::rpc::tls::NodeTls,
     groups: u32,
-) -> Result<(Option<(std::net::TcpListener, EtcdServing)>, Option<std::net::SocketAddr>), NodeError> {
+) -> Result<(Option<EtcdListener>, Option<std::net::SocketAddr>), NodeError> {
     let Some(address) = config.etcd.address else {
         return Ok((None, None));
     };
@@ -464,7 +467,8 @@ impl Node {
             ),
             None => None,
         };
-        let (mut etcd_listener, etcd_address) = bind_etcd(&config, &tls, cores.len() as u32 * config.log.groups_per_shard)?;
+        let (mut etcd_listener, etcd_address) =
+            bind_etcd(&config, &tls, cores.len() as u32 * config.log.groups_per_shard)?;
         let peers = config.cluster.has_peers().then(|| {
             Arc::new(PeerIdentity {
                 tls: tls.peer.clone(),

@@ -41,8 +41,12 @@ impl EtcdMaintenance {
 
 /// Every group's report, in group order.
 async fn group_reports(shard: &ShardLocal) -> Result<Vec<GroupReport>, Status> {
-    let mut reports: Vec<GroupReport> =
-        on_every_shard(shard.context(), |_| local_group_reports()).await.map_err(status)?.into_iter().flatten().collect();
+    let mut reports: Vec<GroupReport> = on_every_shard(shard.context(), |_| local_group_reports())
+        .await
+        .map_err(status)?
+        .into_iter()
+        .flatten()
+        .collect();
     reports.sort_by_key(|report| report.group);
     Ok(reports)
 }
@@ -66,10 +70,9 @@ async fn members(shard: &ShardLocal) -> Result<Vec<pb::Member>, Status> {
             known.peer_ur_ls.push(peer_url);
         }
     }
-    let own = merged.entry(shard.info.member_id).or_insert_with(|| pb::Member {
-        id: shard.info.member_id,
-        ..pb::Member::default()
-    });
+    let own = merged
+        .entry(shard.info.member_id)
+        .or_insert_with(|| pb::Member { id: shard.info.member_id, ..pb::Member::default() });
     own.name = shard.info.name.clone();
     own.client_ur_ls = vec![shard.info.client_url.clone()];
     Ok(merged.into_values().collect())
@@ -131,9 +134,18 @@ impl pb::cluster_server::Cluster for EtcdCluster {
                 client_address: String::new(),
             };
             self.change(MembershipChange::AddLearner(member)).await?;
-            let added = pb::Member { id, peer_ur_ls: request.peer_ur_ls.clone(), is_learner: true, ..Default::default() };
-            self.list_response(|header, members| pb::MemberAddResponse { header, member: Some(added), members })
-                .await
+            let added = pb::Member {
+                id,
+                peer_ur_ls: request.peer_ur_ls.clone(),
+                is_learner: true,
+                ..Default::default()
+            };
+            self.list_response(|header, members| pb::MemberAddResponse {
+                header,
+                member: Some(added),
+                members,
+            })
+            .await
         })
         .await
     }
@@ -213,18 +225,22 @@ impl pb::maintenance_server::Maintenance for EtcdMaintenance {
     async fn alarm(&self, _: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
         // nvkv raises no alarms: a full device refuses writes with a typed
         // error of its own, and corruption stops the group.
-        Ok(Response::new(pb::AlarmResponse { header: convert::header(&self.shard.info, 0, 0), alarms: Vec::new() }))
+        Ok(Response::new(pb::AlarmResponse {
+            header: convert::header(&self.shard.info, 0, 0),
+            alarms: Vec::new(),
+        }))
     }
 
     async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         on_this_shard(async {
             let reports = group_reports(&self.shard).await?;
-            let shards: Vec<ShardReport> = on_every_shard(self.shard.context(), |_| crate::shard::local_report())
-                .await
-                .map_err(status)?
-                .into_iter()
-                .flatten()
-                .collect();
+            let shards: Vec<ShardReport> =
+                on_every_shard(self.shard.context(), |_| crate::shard::local_report())
+                    .await
+                    .map_err(status)?
+                    .into_iter()
+                    .flatten()
+                    .collect();
             let learner = members(&self.shard)
                 .await?
                 .iter()
@@ -271,7 +287,10 @@ impl pb::maintenance_server::Maintenance for EtcdMaintenance {
         .await
     }
 
-    async fn hash_kv(&self, request: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+    async fn hash_kv(
+        &self,
+        request: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
         let request = request.into_inner();
         on_this_shard(async {
             let totals = totals(&group_reports(&self.shard).await?);
@@ -280,17 +299,23 @@ impl pb::maintenance_server::Maintenance for EtcdMaintenance {
                 hash: totals.hash,
                 compact_revision: totals.compact_revision,
                 // The hash is of the store as this member applied it now.
-                hash_revision: if request.revision == 0 { totals.revision } else { totals.revision.min(request.revision) },
+                hash_revision: if request.revision == 0 {
+                    totals.revision
+                } else {
+                    totals.revision.min(request.revision)
+                },
             }))
         })
         .await
     }
 
-    type SnapshotStream = std::pin::Pin<
-        Box<dyn futures::Stream<Item = Result<pb::SnapshotResponse, Status>> + Send + 'static>,
-    >;
+    type SnapshotStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::SnapshotResponse, Status>> + Send + 'static>>;
 
-    async fn snapshot(&self, _: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        _: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
         Err(Status::unimplemented(
             "an etcd snapshot (a bbolt file) is not what nvkv stores; back nvkv up with `nvkv snapshot save`",
         ))
@@ -305,7 +330,10 @@ impl pb::maintenance_server::Maintenance for EtcdMaintenance {
         ))
     }
 
-    async fn downgrade(&self, _: Request<pb::DowngradeRequest>) -> Result<Response<pb::DowngradeResponse>, Status> {
+    async fn downgrade(
+        &self,
+        _: Request<pb::DowngradeRequest>,
+    ) -> Result<Response<pb::DowngradeResponse>, Status> {
         Err(Status::unimplemented("nvkv's etcd API has no cluster version to downgrade"))
     }
 }
@@ -325,7 +353,10 @@ fn auth_unsupported<T>() -> Result<Response<T>, Status> {
 
 #[tonic::async_trait]
 impl pb::auth_server::Auth for EtcdAuth {
-    async fn auth_enable(&self, _: Request<pb::AuthEnableRequest>) -> Result<Response<pb::AuthEnableResponse>, Status> {
+    async fn auth_enable(
+        &self,
+        _: Request<pb::AuthEnableRequest>,
+    ) -> Result<Response<pb::AuthEnableResponse>, Status> {
         auth_unsupported()
     }
     async fn auth_disable(
@@ -334,7 +365,10 @@ impl pb::auth_server::Auth for EtcdAuth {
     ) -> Result<Response<pb::AuthDisableResponse>, Status> {
         auth_not_enabled()
     }
-    async fn auth_status(&self, _: Request<pb::AuthStatusRequest>) -> Result<Response<pb::AuthStatusResponse>, Status> {
+    async fn auth_status(
+        &self,
+        _: Request<pb::AuthStatusRequest>,
+    ) -> Result<Response<pb::AuthStatusResponse>, Status> {
         Ok(Response::new(pb::AuthStatusResponse { header: None, enabled: false, auth_revision: 0 }))
     }
     async fn authenticate(
@@ -343,10 +377,16 @@ impl pb::auth_server::Auth for EtcdAuth {
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         auth_not_enabled()
     }
-    async fn user_add(&self, _: Request<pb::AuthUserAddRequest>) -> Result<Response<pb::AuthUserAddResponse>, Status> {
+    async fn user_add(
+        &self,
+        _: Request<pb::AuthUserAddRequest>,
+    ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
         auth_unsupported()
     }
-    async fn user_get(&self, _: Request<pb::AuthUserGetRequest>) -> Result<Response<pb::AuthUserGetResponse>, Status> {
+    async fn user_get(
+        &self,
+        _: Request<pb::AuthUserGetRequest>,
+    ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
         auth_unsupported()
     }
     async fn user_list(
@@ -379,10 +419,16 @@ impl pb::auth_server::Auth for EtcdAuth {
     ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
         auth_unsupported()
     }
-    async fn role_add(&self, _: Request<pb::AuthRoleAddRequest>) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
+    async fn role_add(
+        &self,
+        _: Request<pb::AuthRoleAddRequest>,
+    ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
         auth_unsupported()
     }
-    async fn role_get(&self, _: Request<pb::AuthRoleGetRequest>) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
+    async fn role_get(
+        &self,
+        _: Request<pb::AuthRoleGetRequest>,
+    ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
         auth_unsupported()
     }
     async fn role_list(

@@ -101,10 +101,19 @@ pub fn limit_status(error: LimitError) -> Status {
 
 /// A response header for an answer of `group` at `revision`.
 pub fn header(info: &EtcdInfo, term: u64, revision: i64) -> Option<pb::ResponseHeader> {
-    Some(pb::ResponseHeader { cluster_id: info.cluster_id, member_id: info.member_id, revision, raft_term: term })
+    Some(pb::ResponseHeader {
+        cluster_id: info.cluster_id,
+        member_id: info.member_id,
+        revision,
+        raft_term: term,
+    })
 }
 
-pub fn answered_header<T>(info: &EtcdInfo, answer: &Answered<T>, revision: i64) -> Option<pb::ResponseHeader> {
+pub fn answered_header<T>(
+    info: &EtcdInfo,
+    answer: &Answered<T>,
+    revision: i64,
+) -> Option<pb::ResponseHeader> {
     header(info, answer.term, revision)
 }
 
@@ -251,7 +260,11 @@ pub fn delete_request(request: &pb::DeleteRangeRequest) -> Result<kv::DeleteRang
     })
 }
 
-pub fn delete_response(info: &EtcdInfo, term: u64, response: kv::DeleteRangeResponse) -> pb::DeleteRangeResponse {
+pub fn delete_response(
+    info: &EtcdInfo,
+    term: u64,
+    response: kv::DeleteRangeResponse,
+) -> pb::DeleteRangeResponse {
     pb::DeleteRangeResponse {
         header: header(info, term, response.revision),
         deleted: response.deleted,
@@ -260,7 +273,10 @@ pub fn delete_response(info: &EtcdInfo, term: u64, response: kv::DeleteRangeResp
 }
 
 pub fn put_response(info: &EtcdInfo, term: u64, response: kv::PutResponse) -> pb::PutResponse {
-    pb::PutResponse { header: header(info, term, response.revision), prev_kv: response.prev_kv.map(key_value) }
+    pb::PutResponse {
+        header: header(info, term, response.revision),
+        prev_kv: response.prev_kv.map(key_value),
+    }
 }
 
 fn compare(compare: &pb::Compare) -> Result<kv::Compare, Status> {
@@ -338,7 +354,12 @@ fn request_op(op: &pb::RequestOp) -> Result<kv::RequestOp, Status> {
 }
 
 /// etcd's txn answer: every nested answer with the txn's header.
-pub fn txn_response(info: &EtcdInfo, term: u64, request: &pb::TxnRequest, response: kv::TxnResponse) -> pb::TxnResponse {
+pub fn txn_response(
+    info: &EtcdInfo,
+    term: u64,
+    request: &pb::TxnRequest,
+    response: kv::TxnResponse,
+) -> pb::TxnResponse {
     let branch = if response.succeeded { &request.success } else { &request.failure };
     pb::TxnResponse {
         header: header(info, term, response.revision),

@@ -38,7 +38,10 @@ struct LocalState {
 
 impl ShardLocal {
     pub fn new(context: ReactorContext, info: SharedInfo) -> ShardLocal {
-        ShardLocal { local: SendWrapper::new(Rc::new(LocalState { context, requests: OnceCell::new() })), info }
+        ShardLocal {
+            local: SendWrapper::new(Rc::new(LocalState { context, requests: OnceCell::new() })),
+            info,
+        }
     }
 
     /// The shard's request handle, once its groups run.
@@ -48,7 +51,10 @@ impl ShardLocal {
             return Ok(requests);
         }
         let requests = crate::shard::groups::local_requests(&local.context).ok_or_else(|| {
-            Status::unavailable(format!("shard {} is still starting its groups; retry shortly", local.context.shard()))
+            Status::unavailable(format!(
+                "shard {} is still starting its groups; retry shortly",
+                local.context.shard()
+            ))
         })?;
         Ok(local.requests.get_or_init(|| requests))
     }
@@ -92,7 +98,12 @@ impl pb::kv_server::Kv for EtcdKv {
             let range = convert::range_request(&request)?;
             self.shard.info.limits.check_key(&range.key).map_err(convert::limit_status)?;
             let answer = self.shard.requests()?.range(range, !request.serializable).await.map_err(status)?;
-            Ok(Response::new(convert::range_response(&self.shard.info, answer.term, &request, answer.response)))
+            Ok(Response::new(convert::range_response(
+                &self.shard.info,
+                answer.term,
+                &request,
+                answer.response,
+            )))
         })
         .await
     }
@@ -221,7 +232,11 @@ impl EtcdKv {
 /// refused), every other group at that revision, or at its own current
 /// revision when it has written nothing since, and not at all when it is
 /// compacted that far already. Answers with the revision's group's header.
-async fn compact_everywhere(requests: &Requests, revision: i64, groups: u32) -> Result<Answered<i64>, Status> {
+async fn compact_everywhere(
+    requests: &Requests,
+    revision: i64,
+    groups: u32,
+) -> Result<Answered<i64>, Status> {
     let own = revision_group(revision);
     if revision <= 0 || own >= groups {
         return Err(Status::invalid_argument(format!(

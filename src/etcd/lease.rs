@@ -24,8 +24,9 @@ impl EtcdLease {
     }
 }
 
-type KeepAliveStream =
-    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send + 'static>>;
+type KeepAliveStream = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send + 'static>,
+>;
 
 fn not_found(error: &RequestError) -> bool {
     matches!(error, RequestError::Kv(KvError::LeaseNotFound(_)))

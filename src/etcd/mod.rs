@@ -80,7 +80,8 @@ impl EtcdInfo {
     /// etcd's cluster id for a cluster named `name`.
     pub fn cluster_id(name: &str) -> u64 {
         // Two CRCs of the name: stable across members and versions.
-        (u64::from(crc32c::crc32c(name.as_bytes())) << 32) | u64::from(crc32c::crc32c_append(0x5eed, name.as_bytes()))
+        (u64::from(crc32c::crc32c(name.as_bytes())) << 32)
+            | u64::from(crc32c::crc32c_append(0x5eed, name.as_bytes()))
     }
 }
 

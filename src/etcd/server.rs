@@ -37,7 +37,11 @@ pub enum EtcdStream {
 }
 
 impl AsyncRead for EtcdStream {
-    fn poll_read(self: Pin<&mut Self>, context: &mut Context<'_>, buffer: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             EtcdStream::Plain(stream) => Pin::new(stream).poll_read(context, buffer),
             EtcdStream::Tls(stream) => Pin::new(stream.as_mut()).poll_read(context, buffer),
@@ -46,7 +50,11 @@ impl AsyncRead for EtcdStream {
 }
 
 impl AsyncWrite for EtcdStream {
-    fn poll_write(self: Pin<&mut Self>, context: &mut Context<'_>, bytes: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             EtcdStream::Plain(stream) => Pin::new(stream).poll_write(context, bytes),
             EtcdStream::Tls(stream) => Pin::new(stream.as_mut()).poll_write(context, bytes),
@@ -153,7 +161,9 @@ fn serve_connection(context: &ReactorContext, stream: TcpStream, peer: SocketAdd
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => hand_over(&services, EtcdStream::Tls(Box::new(stream)), peer),
             Ok(Err(error)) => tracing::info!(%peer, shard, "etcd client TLS handshake failed: {error}"),
-            Err(_) => tracing::info!(%peer, shard, "etcd client TLS handshake took over {HANDSHAKE_TIMEOUT:?}"),
+            Err(_) => {
+                tracing::info!(%peer, shard, "etcd client TLS handshake took over {HANDSHAKE_TIMEOUT:?}")
+            }
         }
     });
 }
@@ -199,13 +209,14 @@ fn shard_services(context: &ReactorContext, info: &SharedInfo) -> tonic::service
             $server.max_decoding_message_size(request_bytes_max).max_encoding_message_size(RESPONSE_BYTES_MAX)
         };
     }
-    let services = tonic::service::Routes::new(bounded!(KvServer::new(super::kv::EtcdKv::new(shard.clone()))))
-        .add_service(bounded!(WatchServer::new(super::watch::EtcdWatch::new(shard.clone()))))
-        .add_service(bounded!(LeaseServer::new(super::lease::EtcdLease::new(shard.clone()))))
-        .add_service(bounded!(ClusterServer::new(super::cluster::EtcdCluster::new(shard.clone()))))
-        .add_service(bounded!(MaintenanceServer::new(super::cluster::EtcdMaintenance::new(shard))))
-        .add_service(AuthServer::new(super::cluster::EtcdAuth))
-        .prepare();
+    let services =
+        tonic::service::Routes::new(bounded!(KvServer::new(super::kv::EtcdKv::new(shard.clone()))))
+            .add_service(bounded!(WatchServer::new(super::watch::EtcdWatch::new(shard.clone()))))
+            .add_service(bounded!(LeaseServer::new(super::lease::EtcdLease::new(shard.clone()))))
+            .add_service(bounded!(ClusterServer::new(super::cluster::EtcdCluster::new(shard.clone()))))
+            .add_service(bounded!(MaintenanceServer::new(super::cluster::EtcdMaintenance::new(shard))))
+            .add_service(AuthServer::new(super::cluster::EtcdAuth))
+            .prepare();
     SERVICES.with(|slot| *slot.borrow_mut() = Some(services.clone()));
     services
 }

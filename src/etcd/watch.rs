@@ -27,7 +27,7 @@ use super::kv::ShardLocal;
 use super::proto::etcdserverpb as pb;
 use crate::kv::watch::{CancelReason, WatchRequest};
 use crate::raft::GroupId;
-use crate::shard::watch::{WatchBatch, WatchBody, WatchFeed};
+use crate::shard::watch::{ProgressHandle, WatchBatch, WatchBody, WatchFeed};
 
 /// Responses queued on one stream before its watches wait.
 const RESPONSES_QUEUED: usize = 64;
@@ -72,7 +72,7 @@ struct OpenWatch {
     /// Dropping it ends the watch's task, which drops the feed (cancelling
     /// the watch in every group).
     _stop: tokio::sync::oneshot::Sender<()>,
-    progress: Rc<dyn Fn()>,
+    progress: ProgressHandle,
 }
 
 /// The task that reads one stream's requests.
@@ -114,9 +114,7 @@ impl WatchStreamTask {
                     }
                 }
                 Some(RequestUnion::ProgressRequest(_)) => {
-                    let progress: Vec<Rc<dyn Fn()>> =
-                        self.watches.borrow().values().map(|watch| watch.progress.clone()).collect();
-                    progress.iter().for_each(|ask| ask());
+                    self.watches.borrow().values().for_each(|watch| watch.progress.request());
                 }
                 None => {}
             }
@@ -143,13 +141,15 @@ impl WatchStreamTask {
             return self.refuse(id, reason).await;
         }
         if self.watches.borrow().len() >= WATCHES_PER_STREAM_MAX {
-            let reason = format!("a stream holds at most {WATCHES_PER_STREAM_MAX} watches; open another stream");
+            let reason =
+                format!("a stream holds at most {WATCHES_PER_STREAM_MAX} watches; open another stream");
             return self.refuse(id, reason).await;
         }
         if create.key.is_empty() {
             return self.refuse(id, "etcdserver: key is not provided".into()).await;
         }
-        let filters = |filter: pb::watch_create_request::FilterType| create.filters.contains(&(filter as i32));
+        let filters =
+            |filter: pb::watch_create_request::FilterType| create.filters.contains(&(filter as i32));
         let request = WatchRequest {
             key: create.key.clone(),
             range_end: create.range_end.clone(),
@@ -172,13 +172,7 @@ impl WatchStreamTask {
         };
         self.responses.send(Ok(created)).await.map_err(|_| Status::cancelled("the stream closed"))?;
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let feed = Rc::new(RefCell::new(Some(feed)));
-        let asked = Rc::clone(&feed);
-        let progress: Rc<dyn Fn()> = Rc::new(move || {
-            if let Some(feed) = asked.borrow().as_ref() {
-                feed.request_progress();
-            }
-        });
+        let progress = feed.progress_requests();
         self.watches.borrow_mut().insert(id, OpenWatch { _stop: stop, progress });
         let forward = Forward {
             shard: self.shard.clone(),
@@ -233,13 +227,9 @@ struct Forward {
 }
 
 impl Forward {
-    async fn run(mut self, feed: Rc<RefCell<Option<WatchFeed>>>) {
+    async fn run(mut self, mut feed: WatchFeed) {
         loop {
-            // The feed is borrowed only by this task across the wait.
-            let Some(mut taken) = feed.borrow_mut().take() else { return };
-            let batch = taken.next().await;
-            *feed.borrow_mut() = Some(taken);
-            let Some(batch) = batch else {
+            let Some(batch) = feed.next().await else {
                 let reason = "the member is stopping; watch again from the revision after the last event";
                 let _ = self.responses.send(Ok(cancelled(&self.shard, self.id, Some(reason.into())))).await;
                 self.watches.borrow_mut().remove(&self.id);

@@ -925,7 +925,8 @@ mod tests {
 
     #[test]
     fn a_stamp_travels_with_its_command_and_version_1_commands_read_as_unstamped() {
-        let put = Command::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..PutRequest::default() });
+        let put =
+            Command::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..PutRequest::default() });
         let bytes = encode_stamped_command(&put, 123_456);
         assert_eq!(decode_stamped_command(&bytes), Ok((put.clone(), 123_456)));
         // The same command as nvkv wrote it before stamps: version 1, no stamp.

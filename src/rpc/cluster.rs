@@ -35,7 +35,9 @@ pub(super) async fn on_every_shard<T: Send + 'static>(
     context: &ReactorContext,
     report: fn(&ReactorContext) -> T,
 ) -> Result<Vec<T>, capnp::Error> {
-    shard::groups::on_every_shard(context, report).await.map_err(|error| capnp::Error::overloaded(error.to_string()))
+    shard::groups::on_every_shard(context, report)
+        .await
+        .map_err(|error| capnp::Error::overloaded(error.to_string()))
 }
 
 /// What every shard says of its log and its groups.

@@ -219,7 +219,8 @@ pub async fn start_groups<T: PeerTransport>(
     let snapshots = Rc::new(WalSnapshotStore::new(log.clone()));
     let mut groups = BTreeMap::new();
     for group in (0..layout.groups()).filter(|group| layout.shard_of(*group) == shard) {
-        let machine = Rc::new(RefCell::new(KvMachine { group, state: GroupState::hybrid(group, layout.watch) }));
+        let machine =
+            Rc::new(RefCell::new(KvMachine { group, state: GroupState::hybrid(group, layout.watch) }));
         let raft = RaftGroup::start(
             group,
             layout.member.id,
@@ -360,7 +361,10 @@ pub async fn on_every_shard<T: Send + 'static>(
             .try_send(move |shard: &ReactorContext| {
                 let _ = sender.send(report(shard));
             })
-            .map_err(|refused| RequestError::Overloaded { shard: target, reason: refused.error.to_string() })?;
+            .map_err(|refused| RequestError::Overloaded {
+                shard: target,
+                reason: refused.error.to_string(),
+            })?;
         pending.push((target, receiver));
     }
     let mut answers = Vec::with_capacity(pending.len());

@@ -493,7 +493,8 @@ async fn expire_due(groups: &Rc<ShardGroups>) -> Instant {
             wake = wake.min(next);
         }
         for id in expired {
-            let command = encode_stamped_command(&Command::LeaseRevoke { id }, super::groups::revision_stamp());
+            let command =
+                encode_stamped_command(&Command::LeaseRevoke { id }, super::groups::revision_stamp());
             match write_here(groups.clone(), group, command).await {
                 Ok(answer) => {
                     let deleted = match answer.response {

@@ -188,7 +188,8 @@ mod tests {
         let mut revisions = Vec::new();
         for write in 0..50u64 {
             store.set_stamp(1_000_000 + write * 7);
-            let put = crate::kv::PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() };
+            let put =
+                crate::kv::PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() };
             revisions.push(store.put(&put).unwrap().response.revision);
         }
         assert_eq!(pressure_compaction(&store, 10), Some(revisions[49 - 10]), "the 10 newest writes stay");

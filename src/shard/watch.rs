@@ -104,8 +104,22 @@ impl WatchFeed {
     /// after every event up to the revision it reports (etcd's
     /// RequestProgress), whether or not the watch asked for notifications.
     pub fn request_progress(&self) {
-        self.progress.generation.fetch_add(1, Ordering::AcqRel);
-        self.progress.notify.notify_waiters();
+        self.progress.request();
+    }
+
+    /// What asks for progress while another task waits on the feed.
+    pub fn progress_requests(&self) -> ProgressHandle {
+        ProgressHandle(Arc::clone(&self.progress))
+    }
+}
+
+/// Asks a watch's groups for progress (see [`WatchFeed::request_progress`]).
+#[derive(Clone)]
+pub struct ProgressHandle(Arc<ProgressRequests>);
+
+impl ProgressHandle {
+    pub fn request(&self) {
+        self.0.request();
     }
 }
 
@@ -115,6 +129,13 @@ impl WatchFeed {
 struct ProgressRequests {
     generation: AtomicU64,
     notify: Notify,
+}
+
+impl ProgressRequests {
+    fn request(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_waiters();
+    }
 }
 
 /// What the pumps of one watch share with its feed.

@@ -160,6 +160,12 @@ pub fn refused(config: &Path) -> String {
     stderr
 }
 
+/// The etcd API's address (`HOST:PORT`) a ready line names.
+pub fn ready_etcd_endpoint(ready: &str) -> String {
+    let after = ready.split(", etcd ").nth(1).expect("the ready line names the etcd address");
+    after.split(',').next().expect("an address").to_string()
+}
+
 pub fn ready_port(ready: &str) -> u16 {
     ready.rsplit(':').next().and_then(|port| port.parse().ok()).expect("a port ends the ready line")
 }
