@@ -55,11 +55,12 @@ fn member_list_and_status_show_every_member_and_group() {
     assert_eq!(json["members"][0]["is_learner"], false, "{json}");
 
     eprintln!("phase: writes in two groups show in their groups' status, every group has its leader");
-    for key in ["/pods/a", "/pods/b", "/nodes/x"] {
+    // Keys under one partition prefix (store.partition_depth = 2 segments) share a group.
+    for key in ["/pods/ns/a", "/pods/ns/b", "/nodes/ns/x"] {
         client(port, &["put", key, "v"]).expect("put");
     }
-    let pods_group = group_of(port, "/pods/a");
-    let nodes_group = group_of(port, "/nodes/x");
+    let pods_group = group_of(port, "/pods/ns/a");
+    let nodes_group = group_of(port, "/nodes/ns/x");
     let status = status_json(port);
     let groups = status[0]["groups"].as_array().expect("groups");
     assert_eq!(groups.len(), 6, "{status}");

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses its own part of this
 
 pub mod cluster;
+pub mod etcd;
 pub mod netns;
 
 use std::io::{BufRead, BufReader, Read};
