@@ -522,10 +522,25 @@ impl Requests {
         for group in groups {
             let shard = self.layout.shard_of(group);
             let part = request.clone();
-            let answer = on_shard(&self.context, shard, move |shard_groups| {
+            let answer = match on_shard(&self.context, shard, move |shard_groups| {
                 range_here(shard_groups, group, part, linearizable)
             })
-            .await?;
+            .await
+            {
+                // A revision another group made, beyond this group's last
+                // write: this group held then what it holds now (hybrid
+                // revisions compare as times; see `kv::store`).
+                Err(RequestError::Kv(KvError::FutureRevision { current, .. }))
+                    if crate::kv::store::revision_group(request.revision) != group =>
+                {
+                    let part = RangeRequest { revision: current, ..request.clone() };
+                    on_shard(&self.context, shard, move |shard_groups| {
+                        range_here(shard_groups, group, part, linearizable)
+                    })
+                    .await?
+                }
+                answer => answer?,
+            };
             merged = Some(match merged {
                 None => answer,
                 Some(mut sum) => {
