@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::cluster::free_ports;
 use common::etcd::Etcd;
 use common::*;
 

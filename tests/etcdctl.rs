@@ -144,7 +144,8 @@ fn shape(value: &serde_json::Value, path: &str, into: &mut Vec<String>) {
 }
 
 fn json_shape(text: &str) -> Vec<String> {
-    let value: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|error| panic!("{error}: {text}"));
+    let value: serde_json::Value =
+        serde_json::from_str(text).unwrap_or_else(|error| panic!("{error}: {text}"));
     let mut keys = Vec::new();
     shape(&value, "", &mut keys);
     keys.sort();
@@ -172,7 +173,8 @@ fn session(endpoint: &str) -> Transcript {
     step(&["put", "/registry/pods/b", "bravo"], None);
     step(&["put", "/registry/pods/c", "charlie"], None);
     let read: serde_json::Value =
-        serde_json::from_str(&etcdctl(endpoint, &["get", "/registry/pods/a", "-w", "json"], None)).expect("json");
+        serde_json::from_str(&etcdctl(endpoint, &["get", "/registry/pods/a", "-w", "json"], None))
+            .expect("json");
     let first = read["kvs"][0]["mod_revision"].as_i64().expect("mod_revision").to_string();
     step(&["put", "/registry/pods/a", "alpha2"], None);
     step(&["get", "/registry/pods/", "--prefix"], None);
@@ -180,9 +182,13 @@ fn session(endpoint: &str) -> Transcript {
     step(&["get", "/registry/pods/a", "--rev", &first], None);
     step(&["get", "/registry/pods/", "--prefix", "--keys-only"], None);
     step(&["get", "/registry/pods/", "--prefix", "--sort-by=VALUE", "--order=DESCEND"], None);
-    step(&["get", "/registry/pods/", "--prefix", "--sort-by=MODIFY", "--order=ASCEND", "--print-value-only"], None);
+    step(
+        &["get", "/registry/pods/", "--prefix", "--sort-by=MODIFY", "--order=ASCEND", "--print-value-only"],
+        None,
+    );
     step(&["del", "/registry/pods/b"], None);
-    let txn = "value(\"/registry/pods/a\") = \"alpha2\"\n\nput /registry/pods/t yes\n\nput /registry/pods/t no\n\n";
+    let txn =
+        "value(\"/registry/pods/a\") = \"alpha2\"\n\nput /registry/pods/t yes\n\nput /registry/pods/t no\n\n";
     step(&["txn", "-i"], Some(txn));
     step(&["txn", "-i"], Some(&txn.replace("alpha2", "nope")));
     step(&["get", "/registry/pods/t"], None);

@@ -47,4 +47,3 @@ impl Etcd {
         format!("etcd://127.0.0.1:{}", self.client_port)
     }
 }
-
