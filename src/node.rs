@@ -597,6 +597,11 @@ impl Node {
         self.client_address
     }
 
+    /// Where etcd clients connect (bound, so port 0 is resolved), if anywhere.
+    pub fn etcd_address(&self) -> Option<std::net::SocketAddr> {
+        self.etcd_address
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -691,6 +696,7 @@ mod tests {
         config.reactor.shards = 1;
         // Any free port: tests run side by side.
         config.node.client_address = "127.0.0.1:0".parse().expect("address");
+        config.etcd.address = Some("127.0.0.1:0".parse().expect("address"));
         config
     }
 
@@ -700,7 +706,9 @@ mod tests {
         let node = Node::start(test_config(directory.path())).expect("node starts");
         let line = node.ready_line();
         assert!(line.starts_with("nvkv ready: member 1, 1 shard on cores ["), "{line}");
-        let client = format!(", 67108864 bytes), durability fua, client {}", node.client_address());
+        let etcd = node.etcd_address().expect("the etcd API is on by default");
+        assert_ne!(etcd.port(), 0, "the ready line names the etcd API's bound port");
+        let client = format!(", 67108864 bytes), durability fua, etcd {etcd}, client {}", node.client_address());
         assert!(line.ends_with(&client), "{line}");
         assert_ne!(node.client_address().port(), 0, "the ready line names the bound port");
         let lock = std::fs::read_to_string(directory.path().join("LOCK")).expect("LOCK exists");
