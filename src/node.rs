@@ -708,7 +708,8 @@ mod tests {
         assert!(line.starts_with("nvkv ready: member 1, 1 shard on cores ["), "{line}");
         let etcd = node.etcd_address().expect("the etcd API is on by default");
         assert_ne!(etcd.port(), 0, "the ready line names the etcd API's bound port");
-        let client = format!(", 67108864 bytes), durability fua, etcd {etcd}, client {}", node.client_address());
+        let client =
+            format!(", 67108864 bytes), durability fua, etcd {etcd}, client {}", node.client_address());
         assert!(line.ends_with(&client), "{line}");
         assert_ne!(node.client_address().port(), 0, "the ready line names the bound port");
         let lock = std::fs::read_to_string(directory.path().join("LOCK")).expect("LOCK exists");

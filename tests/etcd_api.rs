@@ -528,3 +528,60 @@ fn status_members_hashes_alarms_and_auth_answer_as_etcd_clients_expect() {
     });
     drop(member.daemon);
 }
+
+#[test]
+fn a_watch_that_asks_for_fragments_gets_a_large_revision_in_pieces() {
+    let setup = Setup::new(
+        "[reactor]\nshards = 2\n\n[store]\nrequest_bytes_max = \"64KiB\"\nvalue_bytes_max = \"16KiB\"\n",
+    );
+    let mut daemon = Daemon::start(&setup.config);
+    let endpoint = ready_etcd_endpoint(&daemon.wait_ready());
+    run(async {
+        let mut client = Client::connect([endpoint.as_str()], None).await.expect("connect");
+        for index in 0..10 {
+            client.put(format!("/registry/secrets/s{index}"), vec![b'x'; 12 << 10], None).await.expect("put");
+        }
+        let mut streams = Vec::new();
+        for fragment in [true, false] {
+            let mut options = WatchOptions::new().with_prefix().with_prev_key();
+            if fragment {
+                options = options.with_fragment();
+            }
+            let mut stream = client.watch("/registry/secrets/", Some(options)).await.expect("watch");
+            assert!(stream.message().await.unwrap().unwrap().created());
+            streams.push(stream);
+        }
+        eprintln!("phase: one delete of ten keys with their 12 KiB values: one revision of 120 KiB");
+        let deleted =
+            client.delete("/registry/secrets/", Some(DeleteOptions::new().with_prefix())).await.unwrap();
+        let revision = deleted.header().unwrap().revision();
+        for (stream, fragment) in streams.iter_mut().zip([true, false]) {
+            let mut responses = 0;
+            let mut events = 0;
+            while events < 10 {
+                let response = tokio::time::timeout(Duration::from_secs(10), stream.message())
+                    .await
+                    .expect("events within 10 s")
+                    .unwrap()
+                    .unwrap();
+                assert!(response.events().iter().all(|event| event.kv().unwrap().mod_revision() == revision));
+                assert!(response
+                    .events()
+                    .iter()
+                    .all(|event| event.prev_kv().unwrap().value().len() == 12 << 10));
+                events += response.events().len();
+                responses += 1;
+            }
+            assert_eq!(events, 10);
+            if fragment {
+                assert!(
+                    responses >= 2,
+                    "fragments of at most store.request_bytes_max: {responses} response(s)"
+                );
+            } else {
+                assert_eq!(responses, 1, "without fragment, a revision comes whole");
+            }
+        }
+    });
+    drop(daemon.child.kill());
+}
