@@ -267,6 +267,9 @@ fn with_acceptor(driver: DriverFactory, listeners: ShardListeners, info: Arc<Nod
         if let Some((etcd, info)) = listeners.etcd {
             crate::etcd::spawn_acceptor(context, etcd, info)?;
         }
+        // Without the feature no listener is bound (`bind_etcd` refuses).
+        #[cfg(not(feature = "etcd"))]
+        let _ = listeners.etcd;
         Ok(driver)
     })
 }
