@@ -68,6 +68,8 @@ case "$sizes" in 1|3|1,3|3,1) ;; *) echo "$script: --sizes $sizes: give 1, 3 or 
 [ -n "$out" ] || { echo "$script: --out is empty: give a directory" >&2; exit 2; }
 
 command -v python3 >/dev/null || { echo "$script: needs python3 (Debian: apt-get install python3)" >&2; exit 1; }
+# shellcheck source=bench/common.sh
+source bench/common.sh
 if [ ! -x /usr/bin/etcd ] || ! command -v gnuplot >/dev/null; then
     echo "$script: installing etcd-server and gnuplot-nox (scripts/setup.sh)" >&2
     bash scripts/setup.sh gnuplot-nox
@@ -111,25 +113,7 @@ trap 'exit 130' INT TERM
 # ephemeral range. Sets etcd_pids and etcd_endpoints.
 start_etcd() {
     local members="$1" base cluster="" id
-    base=$(python3 - "$((members * 2))" <<'PY'
-import random, socket, sys
-count = int(sys.argv[1])
-for _ in range(1000):
-    base = random.randrange(30600, 32700 - count)
-    sockets = []
-    try:
-        for port in range(base, base + count):
-            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", port)); sockets.append(s)
-    except OSError:
-        continue
-    finally:
-        for s in sockets: s.close()
-    print(base); break
-else:
-    sys.exit("no free ports for etcd between 30600 and 32700")
-PY
-)
+    base=$(report ports "$((members * 2))" 30600 32700 etcd) || exit 1
     etcd_endpoints=""
     for id in $(seq 1 "$members"); do
         cluster+="${cluster:+,}etcd$id=http://127.0.0.1:$((base + 2 * id - 1))"
@@ -195,8 +179,8 @@ run_bench() { try_bench "$@" || exit 1; }
 
 # Every workload against both stores of SIZE members, REPEATS times.
 measure() {
-    local size="$1" repeat store workload name args step=0 steps
-    steps=$((repeats * ${#workloads[@]} * 3))
+    local size="$1" repeat store workload name args
+    progress_start $((repeats * ${#workloads[@]} * 3))
     for store in nvkv etcd; do
         echo "[$size node(s)] preloading $key_space keys into $store ..." >&2
         # The preload is setup, not a measurement, and stops at its first
@@ -220,8 +204,7 @@ measure() {
             local order=(nvkv nvkv-etcd etcd)
             if [ $((repeat % 2)) = 0 ]; then order=(etcd nvkv-etcd nvkv); fi
             for store in "${order[@]}"; do
-                step=$((step + 1))
-                echo "[$size node(s)] [$step/$steps] $store $name, repeat $repeat ..." >&2
+                progress_step "$store $name" "$repeat" "[$size node(s)]"
                 # shellcheck disable=SC2086
                 run_bench "$size" "$store" "$name-r$repeat" $args
             done
@@ -252,7 +235,7 @@ for size in "${chosen_sizes[@]}"; do
 done
 
 # shellcheck disable=SC2031  # the subshells set $bin to the value it has here
-python3 bench/compare-etcd.py "$result" "$command_line" "$seconds" "$repeats" "$key_space" "$watchers" \
+report compare_etcd "$result" "$command_line" "$seconds" "$repeats" "$key_space" "$watchers" \
     "$sizes" "$("$bin" --version)" "$(git rev-parse HEAD)$(git diff --quiet HEAD -- src || echo ' (with uncommitted changes to src/)')" \
     "$load_start" "$scratch"
 (cd "$result" && gnuplot plot.gp)

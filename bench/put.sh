@@ -36,6 +36,8 @@ case "$repeats" in ''|*[!0-9]*|0) echo "put.sh: --repeats $repeats must be a pos
 case "$seconds" in ''|*[!0-9]*|0) echo "put.sh: --seconds $seconds must be a positive integer" >&2; exit 2 ;; esac
 
 script=put.sh
+# shellcheck source=bench/common.sh
+source bench/common.sh
 if [ "$cluster3" = 1 ]; then
     # shellcheck source=bench/three-nodes.sh
     source bench/three-nodes.sh
@@ -50,12 +52,11 @@ stamp=$(date -u +%Y%m%d-%H%M)
 result="$out/$prefix-$stamp"
 mkdir -p "$result/raw"
 sides=("c1:--clients 1 --conns 1" "c256:--clients 256 --conns 16")
-step=0
+progress_start $((repeats * ${#sides[@]}))
 for repeat in $(seq 1 "$repeats"); do
     for side in "${sides[@]}"; do
         name="${side%%:*}"; args="${side#*:}"
-        step=$((step + 1))
-        echo "[$step/$((repeats * ${#sides[@]}))] $name, repeat $repeat ..." >&2
+        progress_step "$name" "$repeat"
         # shellcheck disable=SC2086
         "$bin" --endpoints "$endpoint" bench put $args --key-bytes 8 --value-bytes 256 \
             --key-space 100000 --seconds "$seconds" --json > "$result/raw/$name-r$repeat.json"
@@ -63,27 +64,4 @@ for repeat in $(seq 1 "$repeats"); do
 done
 "$bin" --endpoints "$endpoint" status > "$result/status.txt"
 
-python3 - "$result" "$repeats" "$seconds" "$ready" "$(git rev-parse HEAD)" "$config" "$kind" "$cluster3" <<'PY'
-import json, statistics, sys, platform, os
-result, repeats, seconds, ready, commit, config, kind, cluster3 = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7], sys.argv[8] == "1"
-command = f"bench/put.sh --repeats {repeats} --seconds {seconds}" + (f" --config {config}" if config else "") + (" --cluster3" if cluster3 else "")
-sides = {"c1": "1 client, 1 connection", "c256": "256 clients, 16 connections"}
-summary = {"command": command, "repeats": repeats,
-           "seconds": int(seconds), "commit": commit, "ready": ready, "sides": {}}
-lines = [f"# nvkv bench put, {kind}", "",
-         f"Command: `{command}`",
-         f"- nvkv commit {commit}; {ready}",
-         f"- machine: {platform.machine()}, kernel {platform.release()}, {os.cpu_count()} cores; generator on the same cores",
-         "- 8-byte keys from a space of 100000, 256-byte values", "",
-         "| Side | puts/s | p50 µs | p99 µs | p99.9 µs | raw puts/s per repeat |", "|---|---:|---:|---:|---:|---|"]
-for name, label in sides.items():
-    runs = [json.load(open(f"{result}/raw/{name}-r{r}.json")) for r in range(1, repeats + 1)]
-    median = {key: statistics.median(run[key] for run in runs) for key in ("ops_per_sec", "p50_us", "p99_us", "p999_us")}
-    summary["sides"][name] = {"label": label, "median": median, "raw": runs}
-    lines.append(f"| {label} | {median['ops_per_sec']:,.0f} | {median['p50_us']:.1f} | {median['p99_us']:.1f} | "
-                 f"{median['p999_us']:.1f} | " + " · ".join(f"{run['ops_per_sec']:,.0f}" for run in runs) + " |")
-lines += ["", "Where the time goes after the runs (`nvkv status`):", "", "```", open(f"{result}/status.txt").read().rstrip(), "```"]
-open(f"{result}/report.md", "w").write("\n".join(lines) + "\n")
-json.dump(summary, open(f"{result}/summary.json", "w"), indent=1)
-print("\n".join(lines))
-PY
+report put "$result" "$repeats" "$seconds" "$ready" "$(git rev-parse HEAD)" "$config" "$kind" "$cluster3"

@@ -27,7 +27,7 @@ SPDK_SUBNQN="nqn.2016-06.io.spdk:nvkv"
 spdk_check_dir() {
   local spdk=$1
   [[ -x $spdk/build/bin/nvmf_tgt ]] \
-    || die "$spdk/build/bin/nvmf_tgt is missing: build SPDK in $spdk first (README, SPDK backend)"
+    || die "$spdk/build/bin/nvmf_tgt is missing: build SPDK in $spdk first (docs/operations.md#the-spdk-backend)"
   [[ -f $spdk/scripts/rpc.py ]] || die "$spdk/scripts/rpc.py is missing: --spdk must name an SPDK source tree"
 }
 

@@ -17,7 +17,7 @@ usage() {
 Usage: bench/spdk-target.sh --spdk DIR [options]
 
 Starts SPDK's nvmf_tgt from DIR (an SPDK source tree built with --with-shared,
-see README "SPDK backend") exporting four 64 MiB malloc bdevs as namespaces 1
+see docs/operations.md#the-spdk-backend) exporting four 64 MiB malloc bdevs as namespaces 1
 to 4 of one subsystem over NVMe/TCP on 127.0.0.1, then:
   1. cargo test --features spdk --lib spdk  with NVKV_SPDK_TRID naming the target:
      the namespace suite on namespace 1, the shard log round trip on namespace 2,

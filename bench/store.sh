@@ -79,6 +79,8 @@ if [ -n "$config" ] && [ ! -r "$config" ]; then echo "store.sh: --config $config
 # nvkv validates the other values itself (and names the bad one) on the first run.
 
 script=store.sh
+# shellcheck source=bench/common.sh
+source bench/common.sh
 # shellcheck source=bench/one-node.sh
 source bench/one-node.sh
 
@@ -105,11 +107,10 @@ case ",$workloads," in *,range,*|*,mixed,*)
     echo "preloading $key_space keys ..." >&2
     run preload range "${shape[@]}" --key-space "$key_space" --total 1 --consistency "$consistency" ;;
 esac
-step=0
+progress_start $((repeats * ${#chosen[@]}))
 for repeat in $(seq 1 "$repeats"); do
     for workload in "${chosen[@]}"; do
-        step=$((step + 1))
-        echo "[$step/$((repeats * ${#chosen[@]}))] $workload, repeat $repeat ..." >&2
+        progress_step "$workload" "$repeat"
         timed=("${shape[@]}" --seconds "$seconds")
         case "$workload" in
             put) run "put-r$repeat" put "${timed[@]}" --key-space "$key_space" ;;
@@ -123,60 +124,5 @@ for repeat in $(seq 1 "$repeats"); do
 done
 "$bin" --endpoints "$endpoint" status > "$result/status.txt"
 
-python3 - "$result" "$repeats" "$seconds" "$ready" "$(git rev-parse HEAD)" "$command_line" "$workloads" <<'PY'
-import json, os, platform, statistics, sys
-result, repeats, seconds, ready, commit, command = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
-workloads = sys.argv[7].split(",")
-labels = {"put": "put", "range": "range (single-key gets)", "txn": "txn (compare-and-swap)", "mixed": "mixed (gets and puts)",
-          "watch": "watch (put sent to event received)"}
-summary = {"command": command, "repeats": repeats, "commit": commit, "ready": ready, "workloads": {}}
-first = None
-lines = ["# nvkv store workloads, one node", "", f"Command: `{command}`", "",
-         f"- nvkv commit {commit}; {ready}",
-         f"- machine: {platform.machine()}, kernel {platform.release()}, {os.cpu_count()} cores, "
-         f"load average {' '.join(f'{load:.2f}' for load in os.getloadavg())} at the end; generator on the same cores", ""]
-table = ["| Workload | ops/s | p50 µs | p99 µs | p99.9 µs | raw ops/s per repeat | notes |", "|---|---:|---:|---:|---:|---|---|"]
-for workload in workloads:
-    runs = [json.load(open(f"{result}/raw/{workload}-r{r}.json")) for r in range(1, repeats + 1)]
-    first = first or runs[0]
-    median = {key: statistics.median(run[key] for run in runs) for key in ("ops_per_sec", "p50_us", "p99_us", "p999_us")}
-    notes = ""
-    if workload == "txn":
-        median["conflict_share"] = statistics.median(run["txn_failed"] / run["ops"] for run in runs)
-        notes = f"{median['conflict_share']:.0%} conflicts over {runs[0]['key_space']} keys"
-    if workload == "mixed":
-        for kind in ("range", "put"):
-            for key in ("p50_us", "p99_us"):
-                median[f"{kind}_{key}"] = statistics.median(run[kind][key] for run in runs)
-        notes = (f"read ratio {runs[0]['read_ratio']}; gets p50/p99 {median['range_p50_us']:.1f}/{median['range_p99_us']:.1f}, "
-                 f"puts p50/p99 {median['put_p50_us']:.1f}/{median['put_p99_us']:.1f}")
-    if workload == "watch":
-        for key in ("events_per_sec", "put_p50_us", "put_p99_us"):
-            median[key] = statistics.median(run[key] for run in runs)
-        missing = sum(run["events_missing"] for run in runs)
-        notes = (f"ops are puts, percentiles events'; {runs[0]['watchers']} watchers on {runs[0]['key_space']} keys, "
-                 f"{median['events_per_sec']:,.0f} events/s, {missing} missing; "
-                 f"puts p50/p99 {median['put_p50_us']:.1f}/{median['put_p99_us']:.1f}")
-    if workload in ("range", "mixed"):
-        notes = f"consistency {runs[0]['consistency']}" + (f"; {notes}" if notes else "")
-    errors = sum(run["errors"] for run in runs)
-    if errors:
-        notes += f"; {errors} errors"
-    summary["workloads"][workload] = {"label": labels[workload], "median": median, "raw": runs}
-    table.append(f"| {labels[workload]} | {median['ops_per_sec']:,.0f} | {median['p50_us']:.1f} | {median['p99_us']:.1f} | "
-                 f"{median['p999_us']:.1f} | " + " · ".join(f"{run['ops_per_sec']:,.0f}" for run in runs) + f" | {notes} |")
-parameters = {key: first[key] for key in ("clients", "connections", "key_bytes", "value_bytes", "rate")}
-parameters["seconds"] = seconds
-summary["parameters"] = parameters
-if os.path.exists(f"{result}/raw/preload.json"):
-    summary["preloaded_keys"] = json.load(open(f"{result}/raw/preload.json"))["preloaded_keys"]
-lines.insert(6, f"- {parameters['clients']} clients over {parameters['connections']} connections, 8-byte keys, "
-                f"{parameters['value_bytes']}-byte values, {parameters['seconds']} s per run, "
-                + (f"at most {parameters['rate']} ops/s" if parameters["rate"] else "no rate limit")
-                + (f"; {summary['preloaded_keys']} keys preloaded before the first run" if "preloaded_keys" in summary else ""))
-lines += table + ["", "Where the time goes after the runs (`nvkv status`):", "", "```", open(f"{result}/status.txt").read().rstrip(), "```"]
-open(f"{result}/report.md", "w").write("\n".join(lines) + "\n")
-json.dump(summary, open(f"{result}/summary.json", "w"), indent=1)
-print("\n".join(lines))
-PY
+report store "$result" "$repeats" "$seconds" "$ready" "$(git rev-parse HEAD)" "$command_line" "$workloads"
 echo "store.sh: wrote $result" >&2

@@ -15,10 +15,12 @@
 #                  controllers, its initramfs built from busybox with cpio (on a
 #                  machine with a newer qemu-utils from elsewhere, apt replaces it
 #                  with Debian 12's, which qemu-system-x86 7.2 needs)
+#   python3        the bench scripts' report code (bench/report/), whose tests
+#                  .ci/run runs, and the docs' link check (scripts/check-links.py)
 #   etcd-server    /usr/bin/etcd, which tests/etcd.rs and bench/compare-etcd.sh
 #                  run beside nvkv (its Debian service, if systemd started it on
 #                  install, is disabled again: the tests pick their own ports)
-#   etcd-client    /usr/bin/etcdctl, which tests/etcd_api.rs runs against nvkv's
+#   etcd-client    /usr/bin/etcdctl, which tests/etcdctl.rs runs against nvkv's
 #                  etcd API to show it answers as etcd does
 # (The bench/ scripts install fio and gnuplot themselves when they run;
 # bench/compare-etcd.sh through this script: packages given as arguments
@@ -28,7 +30,7 @@
 set -euo pipefail
 
 packages=(libhwloc-dev libudev-dev capnproto pkg-config iproute2 systemd protobuf-compiler libprotobuf-dev
-          qemu-system-x86 busybox-static cpio etcd-server etcd-client "$@")
+          qemu-system-x86 busybox-static cpio python3 etcd-server etcd-client "$@")
 
 missing=()
 for package in "${packages[@]}"; do

@@ -11,6 +11,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use clap::ValueEnum;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
@@ -432,7 +433,7 @@ impl Default for LogConfig {
 }
 
 /// How a reactor waits for work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PollMode {
     /// Never sleeps: lowest latency, one core at 100%.
     Busy,
@@ -442,7 +443,7 @@ pub enum PollMode {
 }
 
 /// The namespace backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
     /// io_uring with O_DIRECT on a file or raw block device.
     Uring,
@@ -451,7 +452,7 @@ pub enum Backend {
 }
 
 /// When a log write counts as durable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Durability {
     /// Each group-commit write carries FUA.
     Fua,
@@ -461,74 +462,42 @@ pub enum Durability {
     None,
 }
 
-/// A string-valued setting: its spellings in the config file, in one place
-/// for parsing, printing and error messages.
-trait Choice: Sized + Copy + PartialEq + 'static {
-    const CHOICES: &'static [(&'static str, Self)];
-
-    fn as_str(self) -> &'static str {
-        Self::CHOICES
-            .iter()
-            .find(|(_, value)| *value == self)
-            .map(|(name, _)| *name)
-            .expect("every variant is listed")
-    }
-
-    fn from_name(name: &str) -> Option<Self> {
-        Self::CHOICES.iter().find(|(spelling, _)| *spelling == name).map(|(_, value)| *value)
-    }
-
-    /// `"busy" or "adaptive"`, for error messages.
-    fn expected() -> String {
-        let names: Vec<String> = Self::CHOICES.iter().map(|(name, _)| format!("\"{name}\"")).collect();
-        match names.split_last() {
-            Some((last, [])) => last.clone(),
-            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-            None => String::new(),
-        }
-    }
-}
-
-impl Choice for PollMode {
-    const CHOICES: &'static [(&'static str, Self)] =
-        &[("busy", PollMode::Busy), ("adaptive", PollMode::Adaptive)];
-}
-
-impl Choice for Backend {
-    const CHOICES: &'static [(&'static str, Self)] = &[("uring", Backend::Uring), ("spdk", Backend::Spdk)];
-}
-
-impl Choice for Durability {
-    const CHOICES: &'static [(&'static str, Self)] =
-        &[("fua", Durability::Fua), ("flush", Durability::Flush), ("none", Durability::None)];
-}
-
+// A string-valued setting is spelled the way its clap `ValueEnum` names it
+// (the variant in lower case): one spelling for the config file, the
+// command line, printing and error messages.
 macro_rules! choice_traits {
     ($($type:ty),*) => {$(
-        impl $type {
-            /// The spelling used in the config file.
-            pub fn as_str(self) -> &'static str {
-                <$type as Choice>::as_str(self)
-            }
-        }
-
         impl fmt::Display for $type {
             fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-                formatter.write_str(self.as_str())
+                formatter.write_str(self.to_possible_value().expect("no variant is skipped").get_name())
             }
         }
 
         impl<'de> Deserialize<'de> for $type {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 let name = String::deserialize(deserializer)?;
-                <$type as Choice>::from_name(&name)
-                    .ok_or_else(|| de::Error::custom(format!("expected {}", <$type as Choice>::expected())))
+                <$type as ValueEnum>::from_str(&name, false)
+                    .map_err(|_| de::Error::custom(format!("expected {}", expected::<$type>())))
             }
         }
     )*};
 }
 
 choice_traits!(PollMode, Backend, Durability);
+
+/// `"busy" or "adaptive"`, for error messages.
+fn expected<T: ValueEnum>() -> String {
+    let names: Vec<String> = T::value_variants()
+        .iter()
+        .filter_map(|value| value.to_possible_value())
+        .map(|value| format!("\"{}\"", value.get_name()))
+        .collect();
+    match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
 
 /// Parses `"512MiB"`, `"1 GiB"`, `"4096"`, `"8KiB"` (binary units only, so
 /// there is never a doubt whether "1GB" meant 10^9 or 2^30).

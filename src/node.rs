@@ -8,17 +8,16 @@
 //! never do a shard's work itself (that belongs to the drivers on the
 //! reactor threads) nor parse config text (that is `config`).
 
-use std::fs::File;
-use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError, Durability, ReactorConfig, GROUPS_PER_SHARD_LIMIT};
+use crate::data_dir::{DataDirError, DataDirLock};
 use crate::kv::watch::WatchLimits;
-use crate::nvme::open::{open_namespace, NamespaceSettings};
+use crate::nvme::open::open_namespace;
 use crate::nvme::{Namespace, NvmeError, QueuePairConfig};
 use crate::raft::Member;
 use crate::reactor::{DriverFactory, ReactorContext, ReactorError, ReactorSettings, Reactors, ShardDriver};
@@ -43,14 +42,8 @@ pub enum NodeError {
     MetricsListen { address: String, source: std::io::Error },
     #[error("cannot create data directory {path}: {source}; create it or set node.data_dir to a writable directory")]
     DataDir { path: String, source: std::io::Error },
-    #[error("cannot lock {path}: {source}; check that the data directory is writable by this user")]
-    Lock { path: String, source: std::io::Error },
-    #[error(
-        "data directory {path} is in use by another nvkv ({}); stop that daemon first, \
-         or set node.data_dir to another directory",
-        pid.map_or_else(|| "pid unknown".to_string(), |pid| format!("pid {pid}"))
-    )]
-    InUse { path: String, pid: Option<u32> },
+    #[error(transparent)]
+    DataDirLock(#[from] DataDirError),
     #[error("cannot open the namespace: {0}")]
     Namespace(#[from] NvmeError),
     #[error(
@@ -97,54 +90,6 @@ pub enum NodeError {
     Tls(#[from] crate::rpc::tls::TlsFileError),
     #[error("cannot listen for SIGTERM and SIGINT: {0}")]
     Signals(std::io::Error),
-}
-
-/// `<data_dir>/LOCK`, held (flock, exclusive) for the life of the node, with
-/// the owner's pid written in it so a second daemon can name the first.
-#[derive(Debug)]
-pub struct DataDirLock {
-    file: File,
-    path: PathBuf,
-}
-
-impl DataDirLock {
-    pub fn acquire(data_dir: &Path) -> Result<DataDirLock, NodeError> {
-        let path = data_dir.join("LOCK");
-        let lock_error = |source| NodeError::Lock { path: path.display().to_string(), source };
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(lock_error)?;
-        // SAFETY: flock on a descriptor we own; no pointers.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let error = std::io::Error::last_os_error();
-            if error.kind() != std::io::ErrorKind::WouldBlock {
-                return Err(lock_error(error));
-            }
-            let mut owner = String::new();
-            let pid = file.read_to_string(&mut owner).ok().and_then(|_| owner.trim().parse().ok());
-            return Err(NodeError::InUse { path: data_dir.display().to_string(), pid });
-        }
-        file.set_len(0).map_err(lock_error)?;
-        file.rewind().map_err(lock_error)?;
-        writeln!(file, "{}", std::process::id()).map_err(lock_error)?;
-        Ok(DataDirLock { file, path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for DataDirLock {
-    fn drop(&mut self) {
-        // Empty it first so no one reads a stale pid; closing the file
-        // releases the flock.
-        let _ = self.file.set_len(0);
-    }
 }
 
 /// What a shard's driver is built from. Handed to the driver builder once
@@ -388,14 +333,7 @@ impl Node {
         let lock = DataDirLock::acquire(data_dir)?;
         tracing::debug!(lock = %lock.path().display(), "locked the data directory");
 
-        let namespace_path = config.namespace.resolved_path(data_dir);
-        let namespace = open_namespace(&NamespaceSettings {
-            backend: config.namespace.backend.as_str().to_string(),
-            path: namespace_path.clone(),
-            namespace_bytes: config.namespace.namespace_bytes,
-            lba_bytes: config.namespace.lba_bytes,
-            spdk: config.namespace.spdk_options(),
-        })?;
+        let namespace = open_namespace(&shard::namespace_settings(&config, data_dir))?;
         // What the backend says it opened: the path, or for spdk the
         // transport id and NSID (namespace.path means nothing there).
         let namespace_path = PathBuf::from(&namespace.info().description);
@@ -690,6 +628,8 @@ async fn feed_watchdog(watchdog: Option<(&crate::systemd::Notifier, Duration)>, 
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn test_config(data_dir: &Path) -> Config {
@@ -732,21 +672,6 @@ mod tests {
         let top: std::net::SocketAddr = "127.0.0.1:65535".parse().expect("address");
         let error = shard_address(top, 0).expect_err("no port above 65535").to_string();
         assert!(error.contains("no port is left above it for shard 0"), "{error}");
-    }
-
-    #[test]
-    fn a_locked_data_directory_names_the_owner() {
-        let directory = tempfile::tempdir().expect("tempdir");
-        let first = DataDirLock::acquire(directory.path()).expect("first lock");
-        let error = DataDirLock::acquire(directory.path()).expect_err("second lock is refused");
-        let expected = format!(
-            "data directory {} is in use by another nvkv (pid {})",
-            directory.path().display(),
-            std::process::id()
-        );
-        assert!(error.to_string().starts_with(&expected), "{error}");
-        drop(first);
-        DataDirLock::acquire(directory.path()).expect("a released lock can be taken again");
     }
 
     #[test]

@@ -108,7 +108,12 @@ impl Liveness {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc;
+
     use super::*;
+    use crate::config::PollMode;
+    use crate::reactor::tests::{cores, idle_factories, settings, wait_until};
+    use crate::reactor::Reactors;
 
     #[test]
     fn notifications_reach_the_socket_named_by_the_variable() {
@@ -121,5 +126,40 @@ mod tests {
         let mut buffer = [0u8; 64];
         let read = listener.recv(&mut buffer).expect("a datagram");
         assert_eq!(&buffer[..read], b"READY=1\nSTATUS=serving");
+    }
+
+    #[test]
+    fn liveness_names_a_shard_that_stops_running_its_mailbox() {
+        let reactors =
+            Reactors::start(&settings(PollMode::Adaptive), &cores(2), idle_factories(2)).expect("start");
+        let (release, stuck) = mpsc::channel::<()>();
+        reactors
+            .mailboxes()
+            .get(1)
+            .try_send(move |_| {
+                let _ = stuck.recv();
+            })
+            .expect("room in the mailbox");
+        let mut liveness = Liveness::new(2);
+        assert_eq!(
+            liveness.check(reactors.mailboxes()),
+            Vec::<usize>::new(),
+            "the first round judges nothing"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            liveness.check(reactors.mailboxes()),
+            vec![1],
+            "shard 1 is stuck in a task, shard 0 is not"
+        );
+        release.send(()).expect("shard 1 waits");
+        assert!(
+            wait_until(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                liveness.check(reactors.mailboxes()).is_empty()
+            }),
+            "once free, shard 1 runs its mailbox again"
+        );
+        reactors.stop().expect("stop");
     }
 }

@@ -43,6 +43,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::kv::snapshot::SnapshotError;
+use crate::little_endian::{u16_at, u32_at, u64_at};
 
 pub const BACKUP_MAGIC: [u8; 8] = *b"NVKVBKUP";
 pub const BACKUP_FORMAT_VERSION: u16 = 1;
@@ -136,14 +137,6 @@ impl BackupHeader {
         bytes[44..48].copy_from_slice(&crc.to_le_bytes());
         bytes
     }
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
 /// Writes a backup to `FILE.tmp`; [`BackupWriter::finish`] makes it `FILE`.
@@ -318,7 +311,7 @@ impl BackupReader {
         if expected != found {
             return Err(reader.checksum("the header", 0, expected, found));
         }
-        let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+        let version = u16_at(&bytes, 8);
         if version != BACKUP_FORMAT_VERSION {
             return Err(BackupError::NewerVersion {
                 path: path.to_path_buf(),

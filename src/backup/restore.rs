@@ -22,7 +22,7 @@ use openraft::LeaderId;
 
 use super::{BackupError, BackupReader, BackupSummary};
 use crate::config::{Config, ConfigError, GROUPS_PER_SHARD_LIMIT};
-use crate::nvme::open::{open_namespace, NamespaceSettings};
+use crate::nvme::open::open_namespace;
 use crate::nvme::{Namespace, NvmeError, QueuePairConfig};
 use crate::raft::types::{LogId, Membership, SnapshotMeta, StoredMembership};
 use crate::raft::Member;
@@ -226,18 +226,12 @@ fn write(
         path: data_dir.clone(),
         source,
     })?;
-    let _lock = crate::node::DataDirLock::acquire(data_dir).map_err(|error| RestoreError::Io {
+    let _lock = crate::data_dir::DataDirLock::acquire(data_dir).map_err(|error| RestoreError::Io {
         what: "lock",
         path: data_dir.clone(),
         source: std::io::Error::other(error.to_string()),
     })?;
-    let namespace: Arc<dyn Namespace> = open_namespace(&NamespaceSettings {
-        backend: config.namespace.backend.as_str().to_string(),
-        path: config.namespace.resolved_path(data_dir),
-        namespace_bytes: config.namespace.namespace_bytes,
-        lba_bytes: config.namespace.lba_bytes,
-        spdk: config.namespace.spdk_options(),
-    })?;
+    let namespace: Arc<dyn Namespace> = open_namespace(&crate::shard::namespace_settings(config, data_dir))?;
     let description = namespace.info().description.clone();
     let queue_pair = QueuePairConfig {
         depth: config.namespace.queue_depth,

@@ -19,7 +19,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::config::{Durability as ConfigDurability, PollMode, ReactorConfig};
-use crate::nvme::open::{open_namespace, NamespaceSettings, SpdkOptions};
+use crate::nvme::open::{open_namespace, Backend, NamespaceSettings, SpdkOptions};
 use crate::nvme::{Namespace, QueuePairConfig};
 use crate::reactor::{DriverFactory, ReactorSettings, Reactors, ShardDriver};
 use crate::shard::{open_shared_log, LogDriver};
@@ -181,7 +181,7 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
         );
     }
     let namespace = open_namespace(&NamespaceSettings {
-        backend: if options.spdk.is_some() { "spdk" } else { "uring" }.into(),
+        backend: if options.spdk.is_some() { Backend::Spdk } else { Backend::Uring },
         path: options.namespace.clone(),
         namespace_bytes: options.namespace_bytes,
         lba_bytes: options.lba_bytes,
@@ -234,7 +234,7 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
                 .collect(),
         ));
         let shared = Rc::new(RefCell::new(Outcome {
-            histogram: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),
+            histogram: crate::latency::histogram(),
             ops: 0,
             elapsed: Duration::ZERO,
             stats: LogStats::default(),
@@ -312,7 +312,14 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
     let settings = ReactorSettings { poll_mode: options.poll_mode, ..ReactorSettings::default() };
     let reactors = Reactors::start(&settings, &[core], vec![factory])?;
 
-    let progress = progress_bar(options);
+    let progress = crate::progress::bar(
+        options.progress,
+        (options.seconds * 1000.0) as u64,
+        "{spinner} appending [{bar:40}] {elapsed_precise} of {msg}",
+    );
+    if let Some(bar) = &progress {
+        bar.set_message(format!("{:.0}s", options.seconds));
+    }
     let mut last_seen = (0, Instant::now());
     let outcome = loop {
         match outcome_receiver.recv_timeout(Duration::from_millis(100)) {
@@ -389,21 +396,6 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
         device_write_p50_us: stages.device_write.quantile_us(0.5),
         device_write_p99_us: stages.device_write.quantile_us(0.99),
     })
-}
-
-fn progress_bar(options: &DeviceBenchOptions) -> Option<indicatif::ProgressBar> {
-    use std::io::IsTerminal;
-    if !options.progress || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new((options.seconds * 1000.0) as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} appending [{bar:40}] {elapsed_precise} of {msg}")
-            .expect("progress template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(format!("{:.0}s", options.seconds));
-    Some(bar)
 }
 
 impl DeviceBenchReport {

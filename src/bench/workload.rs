@@ -279,8 +279,7 @@ impl Outcome {
 }
 
 pub(super) fn new_histogram() -> Histogram<u64> {
-    // 1 ns to 60 s at three significant digits.
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("constant bounds are valid")
+    crate::latency::histogram()
 }
 
 /// The latencies of some operations, in microseconds.
@@ -556,8 +555,11 @@ pub async fn preload<T: StoreTarget + 'static>(
     eprintln!("preloading {keys} keys before the run (--no-preload skips this)");
     let next = Rc::new(Cell::new(0u64));
     let value: Rc<[u8]> = vec![b'v'; options.value_bytes].into();
-    let bar =
-        progress_bar(options, keys, "{spinner} preloading [{bar:40}] {pos}/{len} keys {elapsed_precise}");
+    let bar = crate::progress::bar(
+        options.progress,
+        keys,
+        "{spinner} preloading [{bar:40}] {pos}/{len} keys {elapsed_precise}",
+    );
     let mut tasks = Vec::new();
     for client in 0..options.clients {
         let target = targets[client as usize % targets.len()].clone();
@@ -705,7 +707,7 @@ impl Ticker {
     /// `options.progress` and stderr is a terminal.
     pub(super) fn start(name: &str, options: &LoadOptions, shared: &Rc<Shared>, started: Instant) -> Ticker {
         let template = format!("{{spinner}} {name} [{{bar:40}}] {{elapsed_precise}} {{msg}}");
-        let bar = progress_bar(options, (options.seconds * 1000.0) as u64, &template);
+        let bar = crate::progress::bar(options.progress, (options.seconds * 1000.0) as u64, &template);
         let task = bar.clone().map(|bar| {
             let shared = shared.clone();
             tokio::task::spawn_local(async move {
@@ -813,19 +815,6 @@ async fn swap<T: StoreTarget>(
     let counter = if swap.succeeded { &shared.txn_succeeded } else { &shared.txn_failed };
     counter.set(counter.get() + 1);
     Ok(())
-}
-
-/// A bar on stderr, or none with --json or when stderr is not a terminal.
-fn progress_bar(options: &LoadOptions, length: u64, template: &str) -> Option<indicatif::ProgressBar> {
-    use std::io::IsTerminal;
-    if !options.progress || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(length);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(template).expect("progress template").progress_chars("=> "),
-    );
-    Some(bar)
 }
 
 #[cfg(test)]

@@ -24,10 +24,6 @@ use crate::shard::groups::{Answered, RequestError};
 /// with etcd's "request is too large" instead of a reset stream.
 pub const REQUEST_HEADROOM_BYTES: usize = 64 << 10;
 
-/// The most operations (compares, then each branch) a txn may carry,
-/// nested ones counted: etcd's `--max-txn-ops` default.
-pub const TXN_OPS_MAX: usize = 128;
-
 pub const ERROR_COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
 pub const ERROR_FUTURE_REVISION: &str = "etcdserver: mvcc: required revision is a future revision";
 pub const ERROR_LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
@@ -321,15 +317,10 @@ fn compare(compare: &pb::Compare) -> Result<kv::Compare, Status> {
 }
 
 /// The store's transaction for an etcd txn, refusing what etcd refuses
-/// (empty keys, too many operations) and what nvkv cannot do atomically
-/// inside a transaction (a put that keeps the value or lease it finds).
+/// (empty keys; too many operations is `store.txn_ops_max`, checked by the
+/// caller) and what nvkv cannot do atomically inside a transaction (a put
+/// that keeps the value or lease it finds).
 pub fn txn_request(request: &pb::TxnRequest) -> Result<kv::TxnRequest, Status> {
-    if request.compare.len() > TXN_OPS_MAX
-        || request.success.len() > TXN_OPS_MAX
-        || request.failure.len() > TXN_OPS_MAX
-    {
-        return Err(Status::invalid_argument(ERROR_TOO_MANY_OPS));
-    }
     let ops = |ops: &[pb::RequestOp]| ops.iter().map(request_op).collect::<Result<Vec<_>, _>>();
     Ok(kv::TxnRequest {
         compares: request.compare.iter().map(compare).collect::<Result<_, _>>()?,

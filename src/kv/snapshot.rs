@@ -168,11 +168,11 @@ pub fn decode(bytes: &[u8]) -> Result<MvccStore, SnapshotError> {
     if bytes.len() < SNAPSHOT_BYTES_MIN {
         return Err(SnapshotError::TooShort { bytes: bytes.len() });
     }
-    let magic = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
+    let magic = crate::little_endian::u32_at(bytes, 0);
     if magic != SNAPSHOT_MAGIC {
         return Err(SnapshotError::BadMagic { found: magic });
     }
-    let version = u16::from_le_bytes(bytes[4..6].try_into().expect("2 bytes"));
+    let version = crate::little_endian::u16_at(bytes, 4);
     if version > SNAPSHOT_FORMAT_VERSION {
         return Err(SnapshotError::NewerVersion { found: version, supported: SNAPSHOT_FORMAT_VERSION });
     }
@@ -180,7 +180,7 @@ pub fn decode(bytes: &[u8]) -> Result<MvccStore, SnapshotError> {
         return Err(SnapshotError::UnknownVersion { found: version, supported: SNAPSHOT_FORMAT_VERSION });
     }
     let (body, stored) = bytes.split_at(bytes.len() - CRC_BYTES);
-    let stored = u32::from_le_bytes(stored.try_into().expect("4 bytes"));
+    let stored = crate::little_endian::u32_at(stored, 0);
     let computed = crc32c::crc32c(body);
     if stored != computed {
         return Err(SnapshotError::Checksum { stored, computed });

@@ -411,6 +411,7 @@ impl MvccStore {
         self.keys.len()
     }
 
+    #[cfg(test)]
     /// How many entries history holds in all: what compaction frees.
     pub fn history_entries(&self) -> usize {
         self.positions.len()

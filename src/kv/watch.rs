@@ -341,6 +341,7 @@ impl WatchHub {
         })
     }
 
+    #[cfg(test)]
     /// The watchers that asked for progress notifications, in id order.
     pub fn progress_notify_watchers(&self) -> Vec<WatchId> {
         self.watchers

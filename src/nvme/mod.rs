@@ -9,19 +9,26 @@
 //!
 //! Backends: [`uring`] (io_uring, O_DIRECT, on a preallocated file or a raw
 //! block device), `spdk` (SPDK's user-space NVMe driver, with the `spdk`
-//! cargo feature), [`memory`] (tests), and [`fault`] (a fault-injecting
-//! wrapper around any other backend, for tests).
+//! cargo feature), and for tests only (cargo feature `testing`) `memory` and
+//! `fault` (a fault-injecting wrapper around any other backend).
 
 pub mod buffer;
+#[cfg(any(test, feature = "testing"))]
+#[forbid(unsafe_code)]
 pub mod fault;
+#[cfg(any(test, feature = "testing"))]
+#[forbid(unsafe_code)]
 pub mod memory;
+#[forbid(unsafe_code)]
 pub mod open;
 #[cfg(feature = "spdk")]
 pub mod spdk;
+#[forbid(unsafe_code)]
 pub mod status;
 pub mod uring;
 
 #[cfg(test)]
+#[forbid(unsafe_code)]
 mod suite;
 
 use std::os::fd::RawFd;
@@ -212,6 +219,7 @@ pub enum NvmeError {
 }
 
 impl NvmeError {
+    #[cfg(any(test, feature = "testing"))]
     /// Whether a completion with this error leaves the data in an unknown
     /// state. Such failures are never retried by the layers above.
     pub fn is_device_failure(&self) -> bool {

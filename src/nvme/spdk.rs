@@ -978,10 +978,8 @@ mod tests {
                         let fill = (shard * 16 + round) as u8 + 1;
                         let command = write_command(queue.as_mut(), lba, fill);
                         let Command::Write { buffer, .. } = command else { unreachable!() };
-                        crate::wal::blocking::write(queue.as_mut(), lba, buffer, true)
-                            .unwrap_or_else(|error| panic!("shard {shard} round {round}: write: {error}"));
-                        let read = crate::wal::blocking::read(queue.as_mut(), lba, 1)
-                            .unwrap_or_else(|error| panic!("shard {shard} round {round}: read: {error}"));
+                        crate::nvme::suite::write(queue.as_mut(), lba, buffer, true);
+                        let read = crate::nvme::suite::read(queue.as_mut(), lba, 1);
                         assert!(
                             read.iter().all(|&byte| byte == fill),
                             "shard {shard} round {round} read back"
@@ -1101,7 +1099,7 @@ mod tests {
         let last = queue.info().capacity_blocks - 1;
         let command = write_command(queue.as_mut(), last, 7);
         let Command::Write { buffer, .. } = command else { unreachable!() };
-        crate::wal::blocking::write(queue.as_mut(), last, buffer, true).expect("a write through the proxy");
+        crate::nvme::suite::write(queue.as_mut(), last, buffer, true);
 
         proxy.hold_answers.store(true, Ordering::Release);
         let commands = 8;

@@ -111,7 +111,8 @@ fn run(queue_pair: &mut dyn QueuePair, command: Command) -> Completion {
     completion
 }
 
-fn write(queue_pair: &mut dyn QueuePair, lba: u64, buffer: DmaBuf, fua: bool) -> DmaBuf {
+/// Writes `buffer` at `lba` and waits for it; panics naming the LBA when it fails.
+pub(super) fn write(queue_pair: &mut dyn QueuePair, lba: u64, buffer: DmaBuf, fua: bool) -> DmaBuf {
     let completion = run(queue_pair, Command::Write { lba, buffer, fua });
     if let Err(error) = completion.result {
         panic!("write at LBA {lba} failed: {error}");
@@ -119,7 +120,9 @@ fn write(queue_pair: &mut dyn QueuePair, lba: u64, buffer: DmaBuf, fua: bool) ->
     completion.buffer.expect("a write gives its buffer back")
 }
 
-fn read(queue_pair: &mut dyn QueuePair, lba: u64, blocks: usize) -> DmaBuf {
+/// Reads `blocks` blocks at `lba` and waits for them; panics naming the LBA
+/// when it fails.
+pub(super) fn read(queue_pair: &mut dyn QueuePair, lba: u64, blocks: usize) -> DmaBuf {
     let lba_bytes = queue_pair.info().lba_bytes as usize;
     let buffer = queue_pair.allocate(blocks * lba_bytes);
     let completion = run(queue_pair, Command::Read { lba, buffer });

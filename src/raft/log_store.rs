@@ -90,7 +90,7 @@ pub fn decode_entry(index: u64, term: u64, bytes: &[u8]) -> Result<Entry, String
             bytes[0]
         ));
     }
-    let node_id = u64::from_le_bytes(bytes[2..10].try_into().expect("8 bytes"));
+    let node_id = crate::little_endian::u64_at(bytes, 2);
     let body = &bytes[ENTRY_HEADER_BYTES..];
     let payload = match bytes[1] {
         KIND_BLANK if body.is_empty() => EntryPayload::Blank,
@@ -153,8 +153,8 @@ impl VoteSlot {
             ));
         }
         let flags = bytes[1];
-        let term = u64::from_le_bytes(bytes[2..10].try_into().expect("8 bytes"));
-        let node_id = u64::from_le_bytes(bytes[10..18].try_into().expect("8 bytes"));
+        let term = crate::little_endian::u64_at(bytes, 2);
+        let node_id = crate::little_endian::u64_at(bytes, 10);
         let count = bytes[18] as usize;
         if count > PURGE_POINTS_KEPT || bytes.len() != fixed + count * 16 {
             return Err(format!(
@@ -166,8 +166,8 @@ impl VoteSlot {
         let purge_points = bytes[fixed..]
             .chunks_exact(16)
             .map(|chunk| {
-                let index = u64::from_le_bytes(chunk[..8].try_into().expect("8 bytes"));
-                let node_id = u64::from_le_bytes(chunk[8..].try_into().expect("8 bytes"));
+                let index = crate::little_endian::u64_at(chunk, 0);
+                let node_id = crate::little_endian::u64_at(chunk, 8);
                 (index, node_id)
             })
             .collect();
@@ -209,6 +209,7 @@ impl GroupLogStore {
         self.group
     }
 
+    #[cfg(test)]
     /// The vote as the shard log holds it now (for checks and status).
     pub fn persisted_vote(&self) -> Option<Vote> {
         self.slot.borrow().vote

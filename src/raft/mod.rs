@@ -38,6 +38,8 @@
 #![allow(clippy::result_large_err)]
 
 pub mod group;
+#[cfg(any(test, feature = "testing"))]
+pub mod local_router;
 pub mod log_store;
 pub mod network;
 pub mod snapshot_inbox;
@@ -49,12 +51,15 @@ pub mod wal_snapshots;
 mod tests;
 
 pub use group::{GroupConfig, GroupError, GroupMetrics, RaftGroup, Standing};
+#[cfg(any(test, feature = "testing"))]
+pub use local_router::LocalRouter;
 pub use log_store::GroupLogStore;
-pub use network::{GroupNetwork, GroupNetworkFactory, LocalRouter, PeerTransport};
+pub use network::{GroupNetwork, GroupNetworkFactory, PeerTransport};
 pub use snapshot_inbox::{Reception, SnapshotReceiveError};
+#[cfg(any(test, feature = "testing"))]
+pub use state_machine::MemorySnapshotStore;
 pub use state_machine::{
-    GroupStateMachine, GroupStateMachineStore, MemorySnapshotStore, SnapshotStore, SnapshotStoreError,
-    StoredSnapshot,
+    GroupStateMachine, GroupStateMachineStore, SnapshotStore, SnapshotStoreError, StoredSnapshot,
 };
 pub use types::{Command, GroupId, Member, NodeId, Response, TypeConfig};
 pub use wal_snapshots::WalSnapshotStore;

@@ -11,7 +11,6 @@
 //! snapshot store holds it durably.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io::Cursor;
 use std::rc::Rc;
 
@@ -64,19 +63,22 @@ pub trait SnapshotStore {
 }
 
 /// Snapshots in memory: survives a group's restart while the value lives,
-/// not a process restart. For tests, and until snapshots live on the
-/// namespace.
+/// not a process restart. For tests (cargo feature `testing`); a node keeps
+/// its snapshots on the namespace.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Default)]
 pub struct MemorySnapshotStore {
-    snapshots: RefCell<HashMap<GroupId, StoredSnapshot>>,
+    snapshots: RefCell<std::collections::HashMap<GroupId, StoredSnapshot>>,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl MemorySnapshotStore {
     pub fn new() -> MemorySnapshotStore {
         MemorySnapshotStore::default()
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl SnapshotStore for MemorySnapshotStore {
     async fn save(&self, group: GroupId, snapshot: StoredSnapshot) -> Result<(), SnapshotStoreError> {
         self.snapshots.borrow_mut().insert(group, snapshot);

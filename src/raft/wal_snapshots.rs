@@ -66,7 +66,7 @@ fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, &[u8]), String> {
     if rest.len() < 4 {
         return Err("a snapshot envelope cut short before its metadata length".into());
     }
-    let meta_len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+    let meta_len = crate::little_endian::u32_at(rest, 0) as usize;
     let rest = &rest[4..];
     if rest.len() < meta_len {
         return Err(format!("snapshot metadata of {meta_len} bytes, only {} present", rest.len()));

@@ -16,6 +16,7 @@
 //! `Send`.
 
 mod eventfd;
+#[forbid(unsafe_code)]
 mod mailbox;
 
 use std::future::Future;
@@ -574,4 +575,5 @@ async fn sleep_until_woken(wake_fds: &[AsyncFd<RawFd>], notify: &Notify) {
 }
 
 #[cfg(test)]
-mod tests;
+#[forbid(unsafe_code)]
+pub(crate) mod tests;

@@ -10,7 +10,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Waits for `condition`, checking every millisecond, up to a generous
 /// deadline: the tests assert on counters, never on how long things took.
-fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + DEADLINE;
     while Instant::now() < deadline {
         if condition() {
@@ -21,12 +21,12 @@ fn wait_until(mut condition: impl FnMut() -> bool) -> bool {
     condition()
 }
 
-fn cores(count: usize) -> Vec<usize> {
+pub(crate) fn cores(count: usize) -> Vec<usize> {
     let machine = crate::topology::discover(None).expect("this machine has a CPU");
     (0..count).map(|shard| machine.candidates[shard % machine.candidates.len()]).collect()
 }
 
-fn settings(poll_mode: PollMode) -> ReactorSettings {
+pub(crate) fn settings(poll_mode: PollMode) -> ReactorSettings {
     ReactorSettings { poll_mode, adaptive_poll: Duration::from_micros(50), mailbox_capacity: 64 }
 }
 
@@ -47,7 +47,7 @@ impl ShardDriver for IdleDriver {
     }
 }
 
-fn idle_factories(count: usize) -> Vec<DriverFactory> {
+pub(crate) fn idle_factories(count: usize) -> Vec<DriverFactory> {
     (0..count)
         .map(|_| Box::new(|_: &ReactorContext| Ok(Box::new(IdleDriver) as Box<dyn ShardDriver>)) as _)
         .collect()
@@ -327,32 +327,4 @@ fn a_stopped_shard_refuses_tasks_and_a_full_one_hands_them_back() {
     reactors.stop().expect("stop");
     let refused = mailbox.try_send(|_| {}).expect_err("a stopped shard takes nothing");
     assert_eq!(refused.error, MailboxError::Stopped { shard: 0 });
-}
-
-#[test]
-fn liveness_names_a_shard_that_stops_running_its_mailbox() {
-    use crate::systemd::Liveness;
-    let reactors =
-        Reactors::start(&settings(PollMode::Adaptive), &cores(2), idle_factories(2)).expect("start");
-    let (release, stuck) = mpsc::channel::<()>();
-    reactors
-        .mailboxes()
-        .get(1)
-        .try_send(move |_| {
-            let _ = stuck.recv();
-        })
-        .expect("room in the mailbox");
-    let mut liveness = Liveness::new(2);
-    assert_eq!(liveness.check(reactors.mailboxes()), Vec::<usize>::new(), "the first round judges nothing");
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(liveness.check(reactors.mailboxes()), vec![1], "shard 1 is stuck in a task, shard 0 is not");
-    release.send(()).expect("shard 1 waits");
-    assert!(
-        wait_until(|| {
-            std::thread::sleep(Duration::from_millis(20));
-            liveness.check(reactors.mailboxes()).is_empty()
-        }),
-        "once free, shard 1 runs its mailbox again"
-    );
-    reactors.stop().expect("stop");
 }

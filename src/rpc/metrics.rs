@@ -3,7 +3,7 @@
 //! from every shard through its mailbox, as `nvkv status` gathers them.
 //!
 //! - per shard and stage, latency histograms in seconds (`stage`: where a
-//!   write spends its time, README "Where a write's time goes");
+//!   write spends its time, docs/operations.md, "Metrics");
 //! - per shard, log and device counters (writes, records, bytes, flushes,
 //!   snapshots) and Raft proposals;
 //! - per group, its Raft and store state (term, leader, indexes, revision,

@@ -20,9 +20,11 @@ mod test_support;
 pub mod watch;
 
 use std::os::fd::RawFd;
+use std::path::Path;
 use std::rc::Rc;
 
 use crate::config::{self, Config};
+use crate::nvme::open::{Backend, NamespaceSettings};
 use crate::nvme::{Namespace, QueuePairConfig};
 use crate::reactor::{ReactorContext, ShardDriver};
 use crate::wal::{Durability, LogOptions, ShardLog, ShardRegion, SharedLog, WalError};
@@ -33,6 +35,21 @@ pub fn durability(durability: config::Durability) -> Durability {
         config::Durability::Fua => Durability::Fua,
         config::Durability::Flush => Durability::Flush,
         config::Durability::None => Durability::None,
+    }
+}
+
+/// Where and how the config says to open the namespace (a namespace file
+/// without a path of its own lives in `data_dir`).
+pub fn namespace_settings(config: &Config, data_dir: &Path) -> NamespaceSettings {
+    NamespaceSettings {
+        backend: match config.namespace.backend {
+            config::Backend::Uring => Backend::Uring,
+            config::Backend::Spdk => Backend::Spdk,
+        },
+        path: config.namespace.resolved_path(data_dir),
+        namespace_bytes: config.namespace.namespace_bytes,
+        lba_bytes: config.namespace.lba_bytes,
+        spdk: config.namespace.spdk_options(),
     }
 }
 

@@ -130,10 +130,8 @@ impl Checkpoint {
         if bytes.len() < FIXED_BYTES + 4 {
             return Err(format!("checkpoint slot of {} bytes is too small", bytes.len()));
         }
-        let u32_at =
-            |offset: usize| u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"));
-        let u64_at =
-            |offset: usize| u64::from_le_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes"));
+        let u32_at = |offset: usize| crate::little_endian::u32_at(bytes, offset);
+        let u64_at = |offset: usize| crate::little_endian::u64_at(bytes, offset);
         if u64_at(0) != CHECKPOINT_MAGIC {
             return Ok(None);
         }
@@ -163,14 +161,10 @@ impl Checkpoint {
                 return Err(format!("checkpoint vote of {vote_len} bytes, at most {VOTE_BYTES_MAX}"));
             }
             groups.push(GroupCheckpoint {
-                group: u32::from_le_bytes(slot[0..4].try_into().expect("4 bytes")),
+                group: crate::little_endian::u32_at(slot, 0),
                 vote: (flags & FLAG_VOTE != 0).then(|| slot[24..24 + vote_len].to_vec()),
-                purged: (flags & FLAG_PURGED != 0).then(|| {
-                    (
-                        u64::from_le_bytes(slot[8..16].try_into().expect("8 bytes")),
-                        u64::from_le_bytes(slot[16..24].try_into().expect("8 bytes")),
-                    )
-                }),
+                purged: (flags & FLAG_PURGED != 0)
+                    .then(|| (crate::little_endian::u64_at(slot, 8), crate::little_endian::u64_at(slot, 16))),
                 snapshot: match flags & FLAG_SNAPSHOT {
                     0 => None,
                     _ => Some(SnapshotRef::decode(&slot[SNAPSHOT_AT..SNAPSHOT_AT + REF_BYTES])?),

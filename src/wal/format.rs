@@ -157,12 +157,12 @@ pub fn decode_header(bytes: &[u8], lba_bytes: usize) -> Result<RecordHeader, Dec
     if bytes.len() < HEADER_BYTES {
         return Err(DecodeError::Truncated { needed: HEADER_BYTES, available: bytes.len() });
     }
-    let u32_at = |offset: usize| u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"));
-    let u64_at = |offset: usize| u64::from_le_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes"));
+    let u32_at = |offset: usize| crate::little_endian::u32_at(bytes, offset);
+    let u64_at = |offset: usize| crate::little_endian::u64_at(bytes, offset);
     if u32_at(0) != RECORD_MAGIC {
         return Err(DecodeError::NoMagic);
     }
-    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    let version = crate::little_endian::u16_at(bytes, 4);
     if version != RECORD_VERSION {
         return Err(DecodeError::UnknownVersion(version));
     }
@@ -199,7 +199,7 @@ pub fn decode_header(bytes: &[u8], lba_bytes: usize) -> Result<RecordHeader, Dec
 
 /// The stored CRC of the record at the start of `bytes`.
 pub fn stored_crc(bytes: &[u8]) -> u32 {
-    u32::from_le_bytes(bytes[72..76].try_into().expect("4 bytes"))
+    crate::little_endian::u32_at(bytes, 72)
 }
 
 /// Decodes and checks a whole record. `bytes` must hold at least the

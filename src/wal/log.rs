@@ -123,9 +123,7 @@ impl Default for StageHistogram {
 
 impl StageHistogram {
     pub fn new() -> StageHistogram {
-        StageHistogram(
-            hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),
-        )
+        StageHistogram(crate::latency::histogram())
     }
 
     pub fn record(&mut self, elapsed: std::time::Duration) {
@@ -433,6 +431,7 @@ impl ShardLog {
         self.groups.get(&group).and_then(GroupState::last_index)
     }
 
+    #[cfg(test)]
     pub fn term_of(&self, group: u32, index: u64) -> Option<u64> {
         let state = self.groups.get(&group)?;
         state.position(index).map(|position| state.entries[position].term)
@@ -611,6 +610,7 @@ impl ShardLog {
         progress
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Blocks until `ticket` is durable. For tests, tools and startup: the
     /// reactor uses [`ShardLog::tick`] and wakers instead.
     pub fn wait_durable(&mut self, ticket: Ticket) -> Result<(), WalError> {
@@ -676,6 +676,7 @@ impl ShardLog {
         self.read_waiters.push((ticket.0, waker.clone()));
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Reads an entry, blocking on the device if needed. For tests and tools.
     pub fn read_blocking(&mut self, group: u32, index: u64) -> Result<Entry, WalError> {
         let ticket = match self.read(group, index)? {
@@ -804,6 +805,7 @@ impl ShardLog {
         self.snapshot_reads_done.remove(&ticket.0)
     }
 
+    #[cfg(test)]
     /// Reads the current snapshot of `group`, blocking. For tests and tools.
     pub fn read_snapshot_blocking(&mut self, group: u32) -> Result<Option<(SnapshotRef, Vec<u8>)>, WalError> {
         let Some(reference) = self.snapshot(group) else { return Ok(None) };

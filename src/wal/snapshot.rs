@@ -53,14 +53,13 @@ impl SnapshotRef {
         if bytes.len() < REF_BYTES {
             return Err(format!("snapshot reference of {} bytes, {REF_BYTES} expected", bytes.len()));
         }
-        let u64_at =
-            |offset: usize| u64::from_le_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes"));
+        let u64_at = |offset: usize| crate::little_endian::u64_at(bytes, offset);
         Ok(SnapshotRef {
             offset: u64_at(0),
             bytes: u64_at(8),
             index: u64_at(16),
             term: u64_at(24),
-            crc: u32::from_le_bytes(bytes[32..36].try_into().expect("4 bytes")),
+            crc: crate::little_endian::u32_at(bytes, 32),
         })
     }
 
@@ -104,8 +103,8 @@ pub fn decode_blob<'a>(
     if bytes.len() < BLOB_HEADER_BYTES {
         return Err(format!("snapshot blob of {} bytes is shorter than its header", bytes.len()));
     }
-    let u32_at = |offset: usize| u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"));
-    let u64_at = |offset: usize| u64::from_le_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes"));
+    let u32_at = |offset: usize| crate::little_endian::u32_at(bytes, offset);
+    let u64_at = |offset: usize| crate::little_endian::u64_at(bytes, offset);
     if u64_at(0) != SNAPSHOT_MAGIC {
         return Err("no snapshot magic".into());
     }

@@ -145,7 +145,7 @@ impl Superblock {
 
     pub fn region(&self, shard: u32) -> ShardRegion {
         assert!(shard < self.shards, "shard {shard} of a namespace with {} shards", self.shards);
-        let namespace_bits = u64::from_le_bytes(self.namespace_id[..8].try_into().expect("8 bytes"));
+        let namespace_bits = crate::little_endian::u64_at(&self.namespace_id, 0);
         ShardRegion {
             shard,
             log_id: namespace_bits ^ u64::from(shard).rotate_right(8) ^ u64::from(shard),
@@ -183,10 +183,8 @@ impl Superblock {
                 bytes.len()
             ));
         }
-        let u32_at =
-            |offset: usize| u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("4 bytes"));
-        let u64_at =
-            |offset: usize| u64::from_le_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes"));
+        let u32_at = |offset: usize| crate::little_endian::u32_at(bytes, offset);
+        let u64_at = |offset: usize| crate::little_endian::u64_at(bytes, offset);
         if u64_at(0) != SUPERBLOCK_MAGIC {
             return Ok(None);
         }

@@ -48,7 +48,7 @@ under TCG.
 
 Options:
   --spdk DIR        also run the spdk backend, with SPDK built in DIR
-                    (DIR/build/lib/libspdk_nvme.so; README, SPDK backend) and
+                    (DIR/build/lib/libspdk_nvme.so; docs/operations.md#the-spdk-backend) and
                     Debian's DPDK libraries
   --spdk-only       with --spdk: skip the uring guest
   --timeout SECS    give up on the guest after SECS seconds (default 900)
@@ -105,7 +105,7 @@ done
 if [ -n "$spdk" ]; then
   spdk=$(cd "$spdk" 2>/dev/null && pwd) || die "--spdk $spdk is not a directory"
   [ -f "$spdk/build/lib/libspdk_nvme.so" ] \
-    || die "--spdk $spdk: $spdk/build/lib/libspdk_nvme.so is missing; build SPDK there with --with-shared first (README, SPDK backend)"
+    || die "--spdk $spdk: $spdk/build/lib/libspdk_nvme.so is missing; build SPDK there with --with-shared first (docs/operations.md#the-spdk-backend)"
 fi
 
 cd "$(dirname "$0")/../.."

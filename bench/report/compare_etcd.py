@@ -1,20 +1,20 @@
-#!/usr/bin/env python3
 """The arithmetic and the writing of bench/compare-etcd.sh (run by it, not on
 its own): reads every run's JSON under RESULT/raw/, takes the medians over
 the repeats, and writes RESULT/summary.json, RESULT/report.md and
 RESULT/plot.gp (the charts' gnuplot script, with its data). Standard
 library only.
 
-Usage: compare-etcd.py RESULT COMMAND SECONDS REPEATS KEY_SPACE WATCHERS SIZES
-                       NVKV_VERSION NVKV_COMMIT LOAD_START SCRATCH
+Usage: python3 -m report.compare_etcd RESULT COMMAND SECONDS REPEATS KEY_SPACE WATCHERS SIZES
+                                      NVKV_VERSION NVKV_COMMIT LOAD_START SCRATCH
 """
 
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
+
+from report import machine, stats
 
 (result, command, seconds, repeats, key_space, watchers, sizes, nvkv_version, nvkv_commit, load_start,
  scratch) = sys.argv[1:12]
@@ -63,12 +63,11 @@ def side(size, store, name):
     """The medians over the repeats of one workload on one store, and its raw runs."""
     runs = [json.load(open(f"{result}/raw/n{size}-{store}-{name}-r{repeat}.json"))
             for repeat in range(1, repeats + 1)]
-    median = {key: statistics.median(run[key] for run in runs) for key in ("ops_per_sec", "p50_us", "p99_us", "p999_us")}
+    median = stats.medians(runs, ("ops_per_sec", "p50_us", "p99_us", "p999_us"))
     if name == "watch":
-        for key in ("events_per_sec", "put_p50_us", "put_p99_us"):
-            median[key] = statistics.median(run[key] for run in runs)
+        median.update(stats.medians(runs, ("events_per_sec", "put_p50_us", "put_p99_us")))
     if name == "txn":
-        median["conflict_share"] = statistics.median(run["txn_failed"] / run["ops"] for run in runs)
+        median["conflict_share"] = stats.median_of(runs, lambda run: run["txn_failed"] / run["ops"])
     return {"median": median, "errors": sum(run["errors"] for run in runs),
             "events_missing": sum(run.get("events_missing") or 0 for run in runs),
             "raw": runs}
@@ -111,7 +110,7 @@ cpu = next((line.split(":", 1)[1].strip() for line in command_output("lscpu").sp
 machine = {"cpu": cpu, "cores": os.cpu_count(), "memory": memory, "kernel": platform.release(),
            "disk": f"{disk_line[0].split()[1] if disk_line[0] else '?'} on {device} ({block or 'no lsblk detail'})",
            "data_directory": os.path.relpath(scratch), "load_average_start": load_start,
-           "load_average_end": " ".join(f"{load:.2f}" for load in os.getloadavg())}
+           "load_average_end": machine.load_average()}
 etcd_version = read(f"{result}/etcd-version.txt").splitlines()
 statuses = {size: json.load(open(f"{result}/status-{size}.json")) for size in sizes}
 durability = sorted({member.get("durability", "?") for status in statuses.values() for member in status})

@@ -1,0 +1,69 @@
+//! How a client command reaches the cluster: a single-threaded runtime for
+//! its calls, and the one walk over `--endpoints` that asks each in turn
+//! until one answers.
+
+use std::future::Future;
+
+use nvkv::rpc::client::{ClientError, ClientTls, ShardedClient};
+
+/// Runs a client future on a single-threaded runtime (capnp-rpc is
+/// single-threaded).
+pub fn run_client<T>(future: impl Future<Output = T>) -> Result<T, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the client runtime: {error}"))?;
+    Ok(runtime.block_on(tokio::task::LocalSet::new().run_until(future)))
+}
+
+/// Which failures of an endpoint send the question on to the next one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Any failure: the question changes nothing, so asking again is safe.
+    AnyError,
+    /// Only failing to reach the endpoint (connect, timeout, TLS): an
+    /// endpoint that took the question answered for good, refusals
+    /// included (they say what to do).
+    Unreached,
+}
+
+impl Retry {
+    fn covers(self, error: &ClientError) -> bool {
+        match self {
+            Retry::AnyError => true,
+            Retry::Unreached => matches!(
+                error,
+                ClientError::Connect { .. } | ClientError::ConnectTimeout { .. } | ClientError::Tls { .. }
+            ),
+        }
+    }
+}
+
+/// Asks `ask` of each endpoint in order and returns the first answer; when
+/// every endpoint failed in a way `retry` covers, the error lists each
+/// failure.
+pub async fn first_answer<'a, T, F, Fut>(
+    endpoints: &'a [String],
+    retry: Retry,
+    mut ask: F,
+) -> Result<T, String>
+where
+    F: FnMut(&'a str) -> Fut,
+    Fut: Future<Output = Result<T, ClientError>>,
+{
+    let mut failures = Vec::new();
+    for endpoint in endpoints {
+        match ask(endpoint).await {
+            Ok(answer) => return Ok(answer),
+            Err(error) if retry.covers(&error) => failures.push(error.to_string()),
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+    Err(failures.join("; "))
+}
+
+/// A client of the first endpoint that answers, which sends each request
+/// straight to the shard of its key.
+pub async fn connect(endpoints: &[String], tls: &ClientTls) -> Result<ShardedClient, String> {
+    first_answer(endpoints, Retry::AnyError, |endpoint| ShardedClient::open_with(endpoint, tls)).await
+}
