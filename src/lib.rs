@@ -15,10 +15,10 @@ pub mod backup;
 pub mod bench;
 #[forbid(unsafe_code)]
 pub mod config;
+pub mod data_dir;
 #[cfg(feature = "etcd")]
 #[forbid(unsafe_code)]
 pub mod etcd;
-pub mod data_dir;
 #[forbid(unsafe_code)]
 pub mod kv;
 #[forbid(unsafe_code)]

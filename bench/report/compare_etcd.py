@@ -20,8 +20,11 @@ from report import machine, stats
  scratch) = sys.argv[1:12]
 seconds, repeats = int(seconds), int(repeats)
 sizes = [int(size) for size in sizes.split(",")]
-# nvkv-etcd: nvkv's etcd API, driven by the same etcd client as etcd.
-STORES = ("nvkv", "etcd", "nvkv-etcd")
+# nvkv-etcd: nvkv's etcd API, driven by the same etcd client as etcd; runs
+# from before nvkv had one have no such side, and their report stays as it was.
+ETCD_API = "nvkv-etcd"
+STORES = ("nvkv", "etcd") + ((ETCD_API,) if os.path.exists(f"{result}/raw") and any(
+    f"-{ETCD_API}-" in name for name in os.listdir(f"{result}/raw")) else ())
 PUT_CLIENTS = (1, 16, 64, 256)
 LABELS = {f"put-c{clients}": f"put, {clients} client{'s' if clients > 1 else ''}" for clients in PUT_CLIENTS}
 LABELS.update({"range-l": "range, linearizable", "range-s": "range, serializable",
@@ -86,19 +89,21 @@ for size in sizes:
             entry[store] = side(size, store, name)
         entry["ratios"] = {key: ratio(entry["nvkv"]["median"][key], entry["etcd"]["median"][key])
                            for key in ("ops_per_sec", "p50_us", "p99_us")}
-        entry["etcd_api_ratios"] = {key: ratio(entry["nvkv-etcd"]["median"][key], entry["etcd"]["median"][key])
-                                    for key in ("ops_per_sec", "p50_us", "p99_us")}
+        if ETCD_API in STORES:
+            entry["etcd_api_ratios"] = {key: ratio(entry[ETCD_API]["median"][key], entry["etcd"]["median"][key])
+                                        for key in ("ops_per_sec", "p50_us", "p99_us")}
         results[str(size)][name] = entry
 
 goals = []
 for size, name, field, goal, comparison, text, store in GOALS:
-    if str(size) not in results:
+    if str(size) not in results or store not in STORES:
         continue
     value = results[str(size)][name]["ratios" if store == "nvkv" else "etcd_api_ratios"][field]
     met = value is not None and (value <= goal if comparison == "<=" else value >= goal if comparison == ">=" else value < goal)
     goals.append({"goal": text, "cluster_size": size, "workload": name, "ratio_of": field,
                   "value": value, "target": goal, "comparison": comparison, "result": "PASS" if met else "MISS",
-                  "nvkv": results[str(size)][name][store]["median"][field], "nvkv_side": store,
+                  "nvkv": results[str(size)][name][store]["median"][field],
+                  **({"nvkv_side": store} if ETCD_API in STORES else {}),
                   "etcd": results[str(size)][name]["etcd"]["median"][field]})
 
 disk_line = command_output("df", "-T", scratch).splitlines()[-1:] or [""]
@@ -121,7 +126,8 @@ summary = {"command": command, "parameters": {"seconds": seconds, "repeats": rep
                                               "workloads": {name: arguments.strip() for name, arguments in workloads}},
            "machine": machine, "versions": versions,
            "durability": {"nvkv": durability, "etcd": "WAL fsynced (etcd's default; --unsafe-no-fsync not given)"},
-           "ratios_are": "nvkv / etcd, of the medians (etcd_api_ratios: nvkv's etcd API / etcd)", "goals": goals, "results": results,
+           "ratios_are": "nvkv / etcd, of the medians" + (" (etcd_api_ratios: nvkv's etcd API / etcd)"
+                                                          if ETCD_API in STORES else ""), "goals": goals, "results": results,
            "ready": {size: read(f"{result}/ready-{size}.txt").strip() for size in sizes}}
 retries = f"{result}/preload-retries.txt"
 summary["preload_retries"] = read(retries).splitlines() if os.path.exists(retries) else []
@@ -168,7 +174,8 @@ for goal in goals:
 for size in sizes:
     lines += ["", f"## {size_name[size].capitalize()}", "",
               "| Workload | nvkv ops/s | etcd ops/s | ops/s ratio | nvkv p50 µs | etcd p50 µs | p50 ratio | nvkv p99 µs | "
-              "etcd p99 µs | p99 ratio | raw ops/s, nvkv — etcd — nvkv's etcd API | notes |",
+              "etcd p99 µs | p99 ratio | raw ops/s, nvkv — etcd" + (" — nvkv's etcd API" if ETCD_API in STORES else "")
+              + " | notes |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for name, _ in workloads:
         entry = results[str(size)][name]
@@ -189,6 +196,8 @@ for size in sizes:
                      f"{times(ratios['ops_per_sec'])} | {number(nvkv['p50_us'], 1)} | {number(etcd['p50_us'], 1)} | "
                      f"{times(ratios['p50_us'])} | {number(nvkv['p99_us'], 1)} | {number(etcd['p99_us'], 1)} | "
                      f"{times(ratios['p99_us'])} | {raw} | {'; '.join(notes)} |")
+    if ETCD_API not in STORES:
+        continue
     lines += ["", f"Through the etcd client on both sides ({size_name[size]}): nvkv's etcd API (`etcd://`) and etcd, "
               "the same driver and protocol.", "",
               "| Workload | nvkv etcd API ops/s | etcd ops/s | ops/s ratio | nvkv etcd API p50 µs | etcd p50 µs | "
