@@ -173,7 +173,11 @@ fn ranges_answer_as_etcd_with_limit_count_revision_sorting_and_filters() {
         let future =
             client.get("/registry/pods/a", Some(GetOptions::new().with_revision(last + (1 << 40)))).await;
         assert_eq!(message(future.unwrap_err()), "etcdserver: mvcc: required revision is a future revision");
-        client.compact(revisions[3], None).await.expect("compact");
+        let physical = etcd_client::CompactionOptions::new().with_physical();
+        client
+            .compact(revisions[3], Some(physical))
+            .await
+            .expect("a physical compaction is done when answered");
         let compacted =
             client.get("/registry/pods/a", Some(GetOptions::new().with_revision(revisions[1]))).await;
         assert_eq!(message(compacted.unwrap_err()), "etcdserver: mvcc: required revision has been compacted");
@@ -513,10 +517,12 @@ fn status_members_hashes_alarms_and_auth_answer_as_etcd_clients_expect() {
         assert_eq!(listed.id(), member_id);
         assert_eq!(listed.client_urls(), [format!("http://{}", member.endpoint)]);
         assert!(!listed.is_learner());
+        let whole = client.hash().await.expect("hash").hash();
         let hash = client.hash_kv(0).await.expect("hash kv");
         assert_eq!(hash.hash(), client.hash_kv(0).await.unwrap().hash(), "no write between, same hash");
         client.put("/registry/health", "changed", None).await.unwrap();
         assert_ne!(hash.hash(), client.hash_kv(0).await.unwrap().hash(), "a write changes it");
+        assert_ne!(whole, client.hash().await.unwrap().hash(), "and the store's hash");
         let alarms = client.alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None).await;
         assert!(alarms.expect("alarms").alarms().is_empty());
         client.defragment().await.expect("defragment is a no-op success");
@@ -584,4 +590,111 @@ fn a_watch_that_asks_for_fragments_gets_a_large_revision_in_pieces() {
         }
     });
     drop(daemon.child.kill());
+}
+
+#[test]
+fn members_are_added_as_learners_promoted_listed_and_removed_through_the_etcd_api() {
+    use common::cluster::{cluster_configs, free_ports};
+    let directory = tempfile::tempdir().expect("temp dir");
+    let members = cluster_configs(directory.path(), 2);
+    let mut daemons: Vec<Daemon> = Vec::new();
+    let mut endpoints = Vec::new();
+    for member in &members {
+        let mut daemon = Daemon::start(&member.config);
+        endpoints.push(ready_etcd_endpoint(&daemon.wait_ready()));
+        daemons.push(daemon);
+    }
+    let fourth_ports = free_ports(3);
+    let peer_url = format!("http://127.0.0.1:{}", fourth_ports + 2);
+    let id = run(async {
+        let mut client = Client::connect([endpoints[0].as_str()], None).await.expect("connect");
+        eventually_async(|| async {
+            client.clone().put("/registry/pods/before", "1", None).await.map(|_| ())
+        })
+        .await;
+        eprintln!("phase: MemberAdd adds a learner and names its id");
+        let added = client.member_add([peer_url.as_str()], None).await.expect("member add");
+        let member = added.member().expect("the added member");
+        assert!(member.is_learner(), "members join as learners");
+        assert_eq!(member.peer_urls(), [peer_url.clone()]);
+        assert_eq!(added.member_list().len(), 4);
+        let update = client.member_update(member.id(), vec![peer_url.clone()]).await;
+        assert!(message(update.unwrap_err()).contains("remove it and add it again"));
+        member.id()
+    });
+
+    eprintln!("phase: the new member starts in join mode with that id and catches up");
+    let listed: String = members
+        .iter()
+        .map(|member| (member.id, member.client_port, member.peer_port))
+        .chain(std::iter::once((id, fourth_ports, fourth_ports + 2)))
+        .map(|(member, client, peer)| {
+            format!(
+                "[[cluster.members]]\nid = {member}\nname = \"node{member}\"\nclient_address = \"127.0.0.1:{client}\"\n\
+                 peer_address = \"127.0.0.1:{peer}\"\n\n"
+            )
+        })
+        .collect();
+    let config = directory.path().join("node4.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nmember_id = {id}\nname = \"node{id}\"\ndata_dir = \"{}\"\nclient_address = \"127.0.0.1:{fourth_ports}\"\n\
+             peer_address = \"127.0.0.1:{}\"\n\n[etcd]\naddress = \"127.0.0.1:0\"\n\n[reactor]\nshards = 1\n\n\
+             [namespace]\nnamespace_bytes = \"64MiB\"\n\n[log]\ngroups_per_shard = 2\n\n\
+             [cluster]\nname = \"test-cluster\"\njoin = true\n\n{listed}",
+            directory.path().join("data4").display(),
+            fourth_ports + 2
+        ),
+    )
+    .expect("write config");
+    let mut fourth = Daemon::start(&config);
+    fourth.wait_ready();
+    run(async {
+        let mut client = Client::connect([endpoints[1].as_str()], None).await.expect("connect");
+        eprintln!("phase: MemberPromote makes it a voter once it caught up");
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            match client.member_promote(id).await {
+                Ok(promoted) => {
+                    assert!(promoted.members().iter().all(|member| !member.is_learner()));
+                    break;
+                }
+                Err(error) if std::time::Instant::now() < deadline => {
+                    eprintln!("not yet: {error}");
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(error) => panic!("the learner was never promoted: {error}"),
+            }
+        }
+        let listed = client.member_list().await.expect("member list");
+        let ids: BTreeSet<u64> = listed.members().iter().map(|member| member.id()).collect();
+        assert_eq!(ids, [1, 2, 3, id].into_iter().collect());
+        eprintln!("phase: MemberRemove takes it out again");
+        let removed = client.member_remove(id).await.expect("member remove");
+        assert_eq!(removed.members().len(), 3, "{:?}", removed.members());
+    });
+    drop(fourth);
+    drop(daemons);
+}
+
+use std::collections::BTreeSet;
+
+/// Retries `attempt` until it succeeds (a fresh cluster may still elect).
+async fn eventually_async<F, Fut>(mut attempt: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), etcd_client::Error>>,
+{
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        match attempt().await {
+            Ok(()) => return,
+            Err(error) if std::time::Instant::now() < deadline => {
+                eprintln!("retrying: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => panic!("never succeeded: {error}"),
+        }
+    }
 }
