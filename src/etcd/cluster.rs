@@ -92,11 +92,12 @@ fn peer_address(url: &str) -> Result<String, Status> {
 }
 
 /// The member id MemberAdd gives a member at `address`: stable, so adding
-/// it again names the same member; never 0.
+/// it again names the same member; never 0, and below 2^63 so that
+/// `node.member_id` (a TOML integer) can hold it.
 fn new_member_id(address: &str) -> u64 {
     let high = u64::from(crc32c::crc32c(address.as_bytes()));
     let low = u64::from(crc32c::crc32c_append(0x6e766b76, address.as_bytes()));
-    ((high << 32) | low).max(1)
+    (((high << 32) | low) & (u64::MAX >> 1)).max(1)
 }
 
 impl EtcdCluster {
