@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::etcd::Etcd;
+use common::pki::{client_tls_section, path_text, Authority};
 use common::*;
 
 const ETCDCTL: &str = "/usr/bin/etcdctl";
@@ -23,6 +24,11 @@ const ETCDCTL: &str = "/usr/bin/etcdctl";
 /// Runs etcdctl against `endpoint` with `input` on stdin; its stdout, or a
 /// panic with what it said.
 fn etcdctl(endpoint: &str, args: &[&str], input: Option<&str>) -> String {
+    etcdctl_outcome(endpoint, args, input).unwrap_or_else(|failure| panic!("{failure}"))
+}
+
+/// etcdctl's stdout, or what it said when it failed.
+fn etcdctl_outcome(endpoint: &str, args: &[&str], input: Option<&str>) -> Result<String, String> {
     let mut child = Command::new(ETCDCTL)
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
@@ -39,12 +45,13 @@ fn etcdctl(endpoint: &str, args: &[&str], input: Option<&str>) -> String {
     drop(stdin);
     let output = child.wait_with_output().expect("etcdctl ends");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "etcdctl {args:?} against {endpoint} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    if !output.status.success() {
+        return Err(format!(
+            "etcdctl {args:?} against {endpoint} failed: {}\n{stdout}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(stdout)
 }
 
 /// What `etcdctl watch ARGS` prints within `wait` (then it is stopped).
@@ -248,5 +255,41 @@ fn etcdctl_answers_from_nvkv_as_from_etcd() {
     assert!(got.health.contains("\"health\":true"), "{}", got.health);
     let status: serde_json::Value = serde_json::from_str(&got.status).expect("json");
     assert_eq!(status[0]["Status"]["version"], "3.5.17");
+    drop(daemon.child.kill());
+}
+
+#[test]
+fn the_etcd_port_speaks_the_client_ports_tls_and_checks_client_certificates() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let authority = Authority::new(directory.path(), "ca");
+    let server = authority.issue("server", &["127.0.0.1"]);
+    let clients = Authority::new(directory.path(), "clients");
+    let client = clients.issue("client", &["client"]);
+    let setup = Setup::new(&client_tls_section(&server, Some(&clients.certificate_file())));
+    let mut daemon = Daemon::start(&setup.config);
+    let endpoint = format!("https://{}", ready_etcd_endpoint(&daemon.wait_ready()));
+    let ca = format!("--cacert={}", path_text(&authority.certificate_file()));
+    let certificate = [format!("--cert={}", path_text(&client.0)), format!("--key={}", path_text(&client.1))];
+
+    eprintln!("phase: etcdctl over TLS with a client certificate the port's CA signed");
+    let args = |command: &[&str]| -> Vec<String> {
+        let mut all = vec![ca.clone(), certificate[0].clone(), certificate[1].clone()];
+        all.extend(command.iter().map(|arg| arg.to_string()));
+        all
+    };
+    let put = args(&["put", "/registry/secrets/s", "sealed"]);
+    let put: Vec<&str> = put.iter().map(String::as_str).collect();
+    assert_eq!(etcdctl(&endpoint, &put, None), "OK\n");
+    let get = args(&["get", "/registry/secrets/s"]);
+    let get: Vec<&str> = get.iter().map(String::as_str).collect();
+    assert_eq!(etcdctl(&endpoint, &get, None), "/registry/secrets/s\nsealed\n");
+
+    eprintln!("phase: without a client certificate, or in plaintext, nothing is served");
+    let timeout = "--command-timeout=2s";
+    let refused = etcdctl_outcome(&endpoint, &[ca.as_str(), timeout, "get", "/registry/secrets/s"], None);
+    assert!(refused.is_err(), "served without a client certificate: {refused:?}");
+    let plain = endpoint.replace("https://", "http://");
+    let refused = etcdctl_outcome(&plain, &[timeout, "get", "/registry/secrets/s"], None);
+    assert!(refused.is_err(), "served in plaintext: {refused:?}");
     drop(daemon.child.kill());
 }

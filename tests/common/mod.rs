@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod etcd;
 pub mod netns;
+pub mod pki;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
