@@ -616,7 +616,7 @@ fn members_are_added_as_learners_promoted_listed_and_removed_through_the_etcd_ap
         let added = client.member_add([peer_url.as_str()], None).await.expect("member add");
         let member = added.member().expect("the added member");
         assert!(member.is_learner(), "members join as learners");
-        assert_eq!(member.peer_urls(), [peer_url.clone()]);
+        assert_eq!(member.peer_urls(), std::slice::from_ref(&peer_url));
         assert_eq!(added.member_list().len(), 4);
         let update = client.member_update(member.id(), vec![peer_url.clone()]).await;
         assert!(message(update.unwrap_err()).contains("remove it and add it again"));
