@@ -698,3 +698,70 @@ where
         }
     }
 }
+
+#[test]
+fn quiet_watches_hear_progress_ranges_watch_their_interval_and_ranges_across_groups_read_at_a_revision() {
+    let setup = Setup::new("[reactor]\nshards = 2\n\n[store]\nwatch_progress_interval_ms = 200\n");
+    let mut daemon = Daemon::start(&setup.config);
+    let endpoint = ready_etcd_endpoint(&daemon.wait_ready());
+    run(async {
+        let mut client = Client::connect([endpoint.as_str()], None).await.expect("connect");
+        let (first, other) = prefixes_in_two_groups();
+        let written = client.put(format!("{first}a"), "1", None).await.unwrap().header().unwrap().revision();
+
+        eprintln!("phase: a quiet watch with progress_notify hears the revision it has delivered up to");
+        let mut quiet = client
+            .watch(first.as_str(), Some(WatchOptions::new().with_prefix().with_progress_notify()))
+            .await
+            .expect("watch");
+        assert!(quiet.message().await.unwrap().unwrap().created());
+        let progress =
+            tokio::time::timeout(Duration::from_secs(5), quiet.message()).await.expect("within 5 s");
+        let progress = progress.unwrap().unwrap();
+        assert!(progress.events().is_empty());
+        assert!(progress.header().unwrap().revision() >= written, "the group's revision, all delivered");
+
+        eprintln!("phase: a watch of an interval [b, d) sees b and c, not d");
+        let mut interval = client
+            .watch(format!("{first}b"), Some(WatchOptions::new().with_range(format!("{first}d"))))
+            .await
+            .expect("watch");
+        assert!(interval.message().await.unwrap().unwrap().created());
+        for key in ["d", "b", "c"] {
+            client.put(format!("{first}{key}"), key, None).await.unwrap();
+        }
+        let mut keys = Vec::new();
+        while keys.len() < 2 {
+            let response =
+                tokio::time::timeout(Duration::from_secs(5), interval.message()).await.unwrap().unwrap();
+            for event in response.unwrap().events() {
+                keys.push(event.kv().unwrap().key_str().unwrap().to_string());
+            }
+        }
+        assert_eq!(keys, [format!("{first}b"), format!("{first}c")]);
+
+        eprintln!("phase: a range across groups at one group's revision reads the other as it was then");
+        let other_written =
+            client.put(format!("{other}x"), "old", None).await.unwrap().header().unwrap().revision();
+        let cut = client.put(format!("{first}e"), "e", None).await.unwrap().header().unwrap().revision();
+        client.put(format!("{other}x"), "new", None).await.unwrap();
+        let everything = client
+            .get("/registry/", Some(GetOptions::new().with_prefix().with_revision(cut)))
+            .await
+            .expect("a range across groups at a revision");
+        let value = |key: String| {
+            everything.kvs().iter().find(|kv| kv.key() == key.as_bytes()).map(|kv| kv.value().to_vec())
+        };
+        assert_eq!(
+            value(format!("{other}x")),
+            Some(b"old".to_vec()),
+            "as it was at {cut} (written at {other_written})"
+        );
+        assert_eq!(value(format!("{first}e")), Some(b"e".to_vec()));
+        let future = client
+            .get("/registry/", Some(GetOptions::new().with_prefix().with_revision(cut + (1 << 40))))
+            .await;
+        assert_eq!(message(future.unwrap_err()), "etcdserver: mvcc: required revision is a future revision");
+    });
+    drop(daemon.child.kill());
+}
