@@ -566,4 +566,37 @@ mod tests {
             assert!(silent.receiver.try_recv().is_err(), "no progress for a watch that did not ask");
         });
     }
+
+    #[test]
+    fn a_requested_progress_comes_after_every_event_it_covers_even_without_progress_notify() {
+        run(async {
+            let group = TestGroup::new(1024);
+            let options =
+                WatchOptions { batches_in_flight: 1, batch_events_max: 1, ..WatchOptions::default() };
+            let (sender, mut feed) = feed(&options);
+            open_here(group.clone(), prefix("/a/"), options, sender).unwrap();
+            for value in ["1", "2", "3"] {
+                group.put("/a/k", value); // 2, 3, 4: one event per batch, one batch in flight
+            }
+            feed.request_progress();
+            let mut seen = Vec::new();
+            loop {
+                let batch = feed.next().await.expect("the feed stays open");
+                match batch.body {
+                    WatchBody::Events(events) => {
+                        seen.extend(events.iter().map(|event| event.kv.mod_revision))
+                    }
+                    WatchBody::Progress => {
+                        assert_eq!(seen, [2, 3, 4], "every event up to the progress came before it");
+                        assert_eq!(batch.revision, 4);
+                        break;
+                    }
+                    WatchBody::Cancelled(reason) => panic!("cancelled: {reason:?}"),
+                }
+            }
+            feed.progress_requests().request();
+            let batch = feed.next().await.expect("a second answer");
+            assert_eq!((batch.revision, batch.body), (4, WatchBody::Progress), "asked again, answered again");
+        });
+    }
 }
