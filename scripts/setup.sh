@@ -22,6 +22,8 @@
 #                  install, is disabled again: the tests pick their own ports)
 #   strace         tests/serve.rs watches the daemon fsync the directories it
 #                  creates files in
+#   etcd-client    /usr/bin/etcdctl, which tests/etcdctl.rs runs against nvkv's
+#                  etcd API to show it answers as etcd does
 # (The bench/ scripts install fio and gnuplot themselves when they run;
 # bench/compare-etcd.sh through this script: packages given as arguments
 # are installed too, `scripts/setup.sh gnuplot-nox`.)
@@ -30,7 +32,7 @@
 set -euo pipefail
 
 packages=(libhwloc-dev libudev-dev capnproto pkg-config iproute2 systemd protobuf-compiler libprotobuf-dev
-          qemu-system-x86 busybox-static cpio python3 etcd-server strace "$@")
+          qemu-system-x86 busybox-static cpio python3 etcd-server etcd-client strace "$@")
 
 missing=()
 for package in "${packages[@]}"; do

@@ -44,6 +44,42 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub metrics: MetricsConfig,
     pub tls: TlsConfig,
+    pub etcd: EtcdConfig,
+}
+
+/// `[etcd]`: etcd's v3 gRPC API, served beside the native one with the
+/// client port's TLS settings.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// Where etcd clients connect; `None` (an empty string in the file):
+    /// no etcd API.
+    #[serde(deserialize_with = "deserialize_optional_address")]
+    pub address: Option<SocketAddr>,
+}
+
+/// etcd's own client port, so nvkv is a drop-in for etcd's clients.
+pub const ETCD_ADDRESS_DEFAULT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 2379);
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig { address: Some(ETCD_ADDRESS_DEFAULT) }
+    }
+}
+
+impl EtcdConfig {
+    /// An address as `--etcd-listen` takes it: host:port, or empty for none.
+    pub fn parse_address(text: &str) -> Result<Option<SocketAddr>, String> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            format!(
+                "{text:?} is not an IP address and a port, like \"127.0.0.1:2379\" (or \"\" for no etcd API)"
+            )
+        })
+    }
 }
 
 /// `[tls]`: TLS on the client port (and the shards' own ports) and on the
@@ -522,6 +558,13 @@ fn deserialize_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Soc
     text.parse().map_err(|_| de::Error::custom("expected an IP address and a port, like \"127.0.0.1:7379\""))
 }
 
+fn deserialize_optional_address<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    EtcdConfig::parse_address(&text).map_err(de::Error::custom)
+}
+
 fn deserialize_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     struct BytesVisitor;
 
@@ -760,6 +803,7 @@ impl Config {
         check_range("raft.entries_kept_after_snapshot", raft.entries_kept_after_snapshot, 0, 100_000_000)?;
         check_range("raft.purge_batch_entries", raft.purge_batch_entries, 1, 1_000_000)?;
         self.validate_metrics()?;
+        self.validate_etcd()?;
         self.validate_cluster()?;
         self.validate_tls()
     }
@@ -831,6 +875,16 @@ impl Config {
                  tls.client_key_file, or tls.insecure = true to accept plaintext on this address",
             ));
         }
+        if let Some(etcd) = self.etcd.address.filter(|address| !address.ip().is_loopback()) {
+            if !tls.client_tls() {
+                return Err(ConfigError::invalid(
+                    "etcd.address",
+                    format!("\"{etcd}\""),
+                    "a loopback address while the client port is plaintext (the etcd API speaks the client \
+                     port's TLS): set tls.client_cert_file and tls.client_key_file, or tls.insecure = true",
+                ));
+            }
+        }
         if self.cluster.has_peers() && !tls.peer_tls() && !node.peer_address.ip().is_loopback() {
             return Err(ConfigError::invalid(
                 "node.peer_address",
@@ -850,6 +904,11 @@ impl Config {
         if !self.tls.client_tls() && !self.node.client_address.ip().is_loopback() {
             plain.push(format!("clients on {} (node.client_address)", self.node.client_address));
         }
+        if let Some(etcd) = self.etcd.address.filter(|address| !address.ip().is_loopback()) {
+            if !self.tls.client_tls() {
+                plain.push(format!("etcd clients on {etcd} (etcd.address)"));
+            }
+        }
         if self.cluster.has_peers() && !self.tls.peer_tls() && !self.node.peer_address.ip().is_loopback() {
             plain.push(format!("peers on {} (node.peer_address)", self.node.peer_address));
         }
@@ -867,6 +926,21 @@ impl Config {
                 "metrics.address",
                 format!("\"{address}\""),
                 "an address no client or peer port uses, e.g. \"127.0.0.1:9379\"",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_etcd(&self) -> Result<(), ConfigError> {
+        let Some(address) = self.etcd.address else {
+            return Ok(());
+        };
+        let taken = [Some(self.node.client_address), Some(self.node.peer_address), self.metrics.address];
+        if address.port() != 0 && taken.contains(&Some(address)) {
+            return Err(ConfigError::invalid(
+                "etcd.address",
+                format!("\"{address}\""),
+                "an address no client, peer or metrics port uses, e.g. \"127.0.0.1:2379\", or \"\" for none",
             ));
         }
         Ok(())

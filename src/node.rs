@@ -47,6 +47,22 @@ pub enum NodeError {
     DataDirLock(#[from] DataDirError),
     #[error("cannot open the namespace: {0}")]
     Namespace(#[from] NvmeError),
+    #[error(
+        "cannot listen for etcd clients on {address} (etcd.address): {source}; is an etcd (or another nvkv) \
+         using that port? Choose another address, or set etcd.address = \"\" to serve no etcd API"
+    )]
+    EtcdListen { address: String, source: std::io::Error },
+    #[error(
+        "etcd.address is set but this nvkv was built without its etcd API (cargo feature `etcd`); set \
+         etcd.address = \"\" or use a build with the feature"
+    )]
+    EtcdNotBuilt,
+    #[error(
+        "{shards} shards of log.groups_per_shard groups make {groups} groups, more than the {} a revision can \
+         name (its low bits are the group); lower log.groups_per_shard or reactor.shards",
+        crate::kv::store::HYBRID_GROUPS_MAX
+    )]
+    TooManyGroups { shards: usize, groups: u64 },
     #[error(transparent)]
     Topology(#[from] TopologyError),
     #[error(transparent)]
@@ -174,7 +190,18 @@ struct ShardListeners {
     peer: Option<(std::net::TcpListener, Arc<PeerIdentity>)>,
     /// The Prometheus endpoint's (shard 0, when `[metrics] address` is set).
     metrics: Option<std::net::TcpListener>,
+    /// The etcd API's (shard 0, when `[etcd] address` is set).
+    etcd: Option<EtcdListener>,
 }
+
+/// The etcd API's listener and what its shards serve it with.
+type EtcdListener = (std::net::TcpListener, EtcdServing);
+
+/// What the etcd API needs where the feature that serves it is built.
+#[cfg(feature = "etcd")]
+type EtcdServing = crate::etcd::SharedInfo;
+#[cfg(not(feature = "etcd"))]
+type EtcdServing = ();
 
 /// Wraps a shard's driver factory so that, once its driver runs, the shard
 /// also accepts client connections, and peer connections, on its listeners.
@@ -192,8 +219,53 @@ fn with_acceptor(driver: DriverFactory, listeners: ShardListeners, info: Arc<Nod
         if let Some(metrics) = listeners.metrics {
             crate::rpc::metrics::spawn_metrics_acceptor(context, metrics, member)?;
         }
+        #[cfg(feature = "etcd")]
+        if let Some((etcd, info)) = listeners.etcd {
+            crate::etcd::spawn_acceptor(context, etcd, info)?;
+        }
+        // Without the feature no listener is bound (`bind_etcd` refuses).
+        #[cfg(not(feature = "etcd"))]
+        let _ = listeners.etcd;
         Ok(driver)
     })
+}
+
+/// Binds the etcd API's listener when `[etcd] address` is set, with what
+/// its shards serve it with; returns the bound address too (port 0 resolved).
+fn bind_etcd(
+    config: &Config,
+    tls: &crate::rpc::tls::NodeTls,
+    groups: u32,
+) -> Result<(Option<EtcdListener>, Option<std::net::SocketAddr>), NodeError> {
+    let Some(address) = config.etcd.address else {
+        return Ok((None, None));
+    };
+    if !cfg!(feature = "etcd") {
+        return Err(NodeError::EtcdNotBuilt);
+    }
+    let listen_failed = |source| NodeError::EtcdListen { address: address.to_string(), source };
+    let listener = std::net::TcpListener::bind(address).map_err(listen_failed)?;
+    let bound = listener.local_addr().map_err(listen_failed)?;
+    #[cfg(feature = "etcd")]
+    let serving = {
+        let scheme = if tls.etcd.is_some() { "https" } else { "http" };
+        Arc::new(crate::etcd::EtcdInfo {
+            cluster_id: crate::etcd::EtcdInfo::cluster_id(&config.cluster.name),
+            member_id: config.node.member_id,
+            name: config.node.name.clone(),
+            client_url: format!("{scheme}://{bound}"),
+            peer_scheme: if tls.peer.is_some() { "https" } else { "http" },
+            groups,
+            limits: config.store.limits(),
+            watch: crate::rpc::watch::WatchSettings::from_config(&config.store).options,
+            tls: tls.etcd.clone(),
+        })
+    };
+    #[cfg(not(feature = "etcd"))]
+    let serving = {
+        let _ = (tls, groups);
+    };
+    Ok((Some((listener, serving)), Some(bound)))
 }
 
 /// Where shard `shard` takes connections of its own: the client port + 1 +
@@ -348,6 +420,8 @@ pub struct Node {
     namespace_path: PathBuf,
     /// Where clients connect: `node.client_address` with its port resolved.
     client_address: std::net::SocketAddr,
+    /// Where etcd clients connect (`[etcd] address`, resolved), if anywhere.
+    etcd_address: Option<std::net::SocketAddr>,
     // Field order is stop order: reactors, then the namespace, then the lock.
     reactors: Reactors,
     namespace: Arc<dyn Namespace>,
@@ -470,6 +544,8 @@ impl Node {
             ),
             None => None,
         };
+        let (mut etcd_listener, etcd_address) =
+            bind_etcd(&config, &tls, cores.len() as u32 * config.log.groups_per_shard)?;
         let keeper =
             Arc::new(SuperblockKeeper::new(namespace.clone(), queue_pair.clone(), superblock.clone()));
         own_namespace(&config, &keeper, &namespace_path)?;
@@ -502,6 +578,10 @@ impl Node {
             let listener = std::net::TcpListener::bind(address)
                 .map_err(|source| NodeError::PeerListen { address: address.to_string(), source })?;
             peer_listeners.push(Some((listener, identity.clone())));
+        }
+        let groups = cores.len() as u64 * u64::from(config.log.groups_per_shard);
+        if groups > u64::from(crate::kv::store::HYBRID_GROUPS_MAX) {
+            return Err(NodeError::TooManyGroups { shards: cores.len(), groups });
         }
         let member = Member {
             id: config.node.member_id,
@@ -554,6 +634,7 @@ impl Node {
                     own: shard_listeners[shard].take().expect("one listener per shard"),
                     peer: peer_listeners[shard].take(),
                     metrics: metrics_listener.take(),
+                    etcd: etcd_listener.take(),
                 };
                 with_acceptor(driver, listeners, info.clone())
             })
@@ -572,7 +653,7 @@ impl Node {
                 }
             }
         }
-        Ok(Node { config, namespace_path, client_address, reactors, namespace, lock })
+        Ok(Node { config, namespace_path, client_address, etcd_address, reactors, namespace, lock })
     }
 
     /// The one line that says the node is up and how it runs.
@@ -580,7 +661,7 @@ impl Node {
         let info = self.namespace.info();
         let shards = self.reactors.len();
         format!(
-            "nvkv ready: member {}, {shards} {} on cores {:?}, namespace {} ({}, {} bytes), durability {}, client {}",
+            "nvkv ready: member {}, {shards} {} on cores {:?}, namespace {} ({}, {} bytes), durability {}, {}client {}",
             self.config.node.member_id,
             if shards == 1 { "shard" } else { "shards" },
             self.reactors.cores(),
@@ -588,6 +669,7 @@ impl Node {
             info.backend,
             info.capacity_bytes(),
             self.config.log.durability,
+            self.etcd_address.map_or_else(String::new, |address| format!("etcd {address}, ")),
             self.client_address,
         )
     }
@@ -595,6 +677,11 @@ impl Node {
     /// Where clients connect (the bound address, so port 0 is resolved).
     pub fn client_address(&self) -> std::net::SocketAddr {
         self.client_address
+    }
+
+    /// Where etcd clients connect (bound, so port 0 is resolved), if anywhere.
+    pub fn etcd_address(&self) -> Option<std::net::SocketAddr> {
+        self.etcd_address
     }
 
     pub fn config(&self) -> &Config {
@@ -693,6 +780,7 @@ mod tests {
         config.reactor.shards = 1;
         // Any free port: tests run side by side.
         config.node.client_address = "127.0.0.1:0".parse().expect("address");
+        config.etcd.address = Some("127.0.0.1:0".parse().expect("address"));
         config
     }
 
@@ -702,7 +790,10 @@ mod tests {
         let node = Node::start(test_config(directory.path())).expect("node starts");
         let line = node.ready_line();
         assert!(line.starts_with("nvkv ready: member 1, 1 shard on cores ["), "{line}");
-        let client = format!(", 67108864 bytes), durability fua, client {}", node.client_address());
+        let etcd = node.etcd_address().expect("the etcd API is on by default");
+        assert_ne!(etcd.port(), 0, "the ready line names the etcd API's bound port");
+        let client =
+            format!(", 67108864 bytes), durability fua, etcd {etcd}, client {}", node.client_address());
         assert!(line.ends_with(&client), "{line}");
         assert_ne!(node.client_address().port(), 0, "the ready line names the bound port");
         let lock = std::fs::read_to_string(directory.path().join("LOCK")).expect("LOCK exists");

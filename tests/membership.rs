@@ -54,7 +54,7 @@ fn configs(directory: &Path) -> Vec<Member> {
         let text = format!(
             "[node]\nmember_id = {id}\nname = \"node{id}\"\ndata_dir = \"{data}\"\n\
              client_address = \"127.0.0.1:{client}\"\npeer_address = \"127.0.0.1:{peer}\"\n\n\
-             [reactor]\nshards = 1\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n\
+             [etcd]\naddress = \"127.0.0.1:0\"\n\n[reactor]\nshards = 1\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n\
              [log]\ngroups_per_shard = {GROUPS}\n\n[cluster]\nname = \"member-test\"\njoin = {joining}\n\n{list}",
             id = member.id,
             data = directory.join(format!("data{}", member.id)).display(),

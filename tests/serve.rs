@@ -16,7 +16,8 @@ fn serve_prints_ready_and_stops_cleanly_on_sigterm() {
     assert!(ready.contains(" on cores ["), "{ready}");
     let namespace = setup.data_dir().join("namespace");
     assert!(ready.contains(&format!("namespace {} (", namespace.display())), "{ready}");
-    assert!(ready.contains(", 67108864 bytes), durability fua, client 127.0.0.1:"), "{ready}");
+    assert!(ready.contains(", 67108864 bytes), durability fua, etcd 127.0.0.1:"), "{ready}");
+    assert!(ready.contains(", client 127.0.0.1:"), "{ready}");
     let port: u16 =
         ready.rsplit(':').next().and_then(|port| port.parse().ok()).expect("a port ends the ready line");
     assert_ne!(port, 0, "the ready line names the port the daemon bound");

@@ -63,6 +63,11 @@ pub enum Command {
         /// picks a free port, which the ready line names).
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
+        /// Overrides etcd.address of the config: where etcd's v3 API
+        /// answers (host:port; port 0 picks a free port, which the ready
+        /// line names; "" serves no etcd API).
+        #[arg(long, value_name = "ADDR", value_parser = parse_etcd_listen)]
+        etcd_listen: Option<EtcdListen>,
     },
     /// Shows each endpoint's status: member, namespace, durability, every
     /// shard's core and log (records, bytes used of the ring), where the
@@ -597,4 +602,12 @@ pub struct DeviceArgs {
 fn parse_size(text: &str) -> Result<u64, String> {
     nvkv::config::parse_bytes(text)
         .ok_or_else(|| format!("{text:?} is not a size: give bytes or a number with KiB, MiB, GiB or TiB"))
+}
+
+/// `serve --etcd-listen`: an address, or none ("").
+#[derive(Clone, Debug)]
+pub struct EtcdListen(pub Option<std::net::SocketAddr>);
+
+fn parse_etcd_listen(text: &str) -> Result<EtcdListen, String> {
+    nvkv::config::EtcdConfig::parse_address(text).map(EtcdListen)
 }

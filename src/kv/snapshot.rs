@@ -340,6 +340,8 @@ pub fn decode(bytes: &[u8]) -> Result<MvccStore, SnapshotError> {
         revision,
         compact_revision,
         leases: LeaseTable { leases, next_id: next_lease_id },
+        hybrid_group: None,
+        stamp: 0,
     };
     store.check_invariants().map_err(SnapshotError::Inconsistent)?;
     Ok(store)

@@ -35,26 +35,9 @@ pub(super) async fn on_every_shard<T: Send + 'static>(
     context: &ReactorContext,
     report: fn(&ReactorContext) -> T,
 ) -> Result<Vec<T>, capnp::Error> {
-    let mut pending = Vec::new();
-    for target in 0..context.mailboxes().len() {
-        let (sender, receiver) = futures::channel::oneshot::channel();
-        context
-            .mailbox(target)
-            .try_send(move |shard: &ReactorContext| {
-                let _ = sender.send(report(shard));
-            })
-            .map_err(|refused| capnp::Error::overloaded(format!("shard {target}: {}", refused.error)))?;
-        pending.push((target, receiver));
-    }
-    let mut answers = Vec::with_capacity(pending.len());
-    for (target, receiver) in pending {
-        answers.push(
-            receiver.await.map_err(|_| {
-                capnp::Error::disconnected(format!("shard {target} stopped before it answered"))
-            })?,
-        );
-    }
-    Ok(answers)
+    shard::groups::on_every_shard(context, report)
+        .await
+        .map_err(|error| capnp::Error::overloaded(error.to_string()))
 }
 
 /// What every shard says of its log and its groups.

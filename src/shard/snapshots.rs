@@ -248,12 +248,14 @@ async fn purge_to_snapshot(entry: &Rc<ShardGroup>) {
     }
 }
 
-/// The revision to compact a group at so it keeps `keep` revisions, when
-/// it holds more than that beyond its compact revision.
-pub fn pressure_compaction(revision: i64, compact_revision: i64, keep: u64) -> Option<i64> {
-    let keep = i64::try_from(keep).ok().filter(|keep| *keep > 0)?;
-    let target = revision - keep;
-    (target > compact_revision).then_some(target)
+/// The revision to compact a group's store at so it keeps `keep` revisions
+/// (writes: hybrid revisions are not counted 1, 2, 3), when it holds more
+/// than that beyond its compact revision.
+pub fn pressure_compaction(store: &crate::kv::MvccStore, keep: u64) -> Option<i64> {
+    if keep == 0 {
+        return None;
+    }
+    store.revision_writes_ago(keep).filter(|target| *target > store.compact_revision())
 }
 
 /// What compacting for room did.
@@ -284,21 +286,21 @@ async fn compact_for_room(entry: &Rc<ShardGroup>, keep: u64, room: u64, area: u6
     // the store again: leave them a quarter of the room.
     let comfortable = (area / 4).min(room / 2).saturating_sub(ENVELOPE_BYTES);
     let most = (room.saturating_sub(ENVELOPE_BYTES) / 4) * 3;
-    let (revision, compacted, fit) = {
+    let (compacted, fit, kept) = {
         let machine = entry.machine.borrow();
         let store = &machine.state.store;
         let fit = match compaction_for_size(store, comfortable.min(most)) {
             CompactionFit::Never { .. } => compaction_for_size(store, most),
             fit => fit,
         };
-        (store.revision(), store.compact_revision(), fit)
+        (store.compact_revision(), fit, pressure_compaction(store, keep))
     };
     let needed = match fit {
         CompactionFit::Never { bytes } => return Compacted::CannotFit { bytes },
         CompactionFit::Fits => compacted,
         CompactionFit::At(needed) => needed,
     };
-    let target = needed.max(pressure_compaction(revision, compacted, keep).unwrap_or(compacted));
+    let target = needed.max(kept.unwrap_or(compacted));
     if target <= compacted {
         return Compacted::NotHere;
     }
@@ -309,8 +311,7 @@ async fn compact_for_room(entry: &Rc<ShardGroup>, keep: u64, room: u64, area: u6
                 group,
                 revision = target,
                 "compacted group {group} at revision {target} so its snapshot fits its shard's snapshot area \
-                 (history kept: {} revisions; store.compact_under_pressure_keep_revisions = {keep})",
-                revision - target
+                 (store.compact_under_pressure_keep_revisions = {keep} writes are kept at most)"
             );
             Compacted::Yes
         }
@@ -337,9 +338,18 @@ mod tests {
 
     #[test]
     fn pressure_keeps_the_newest_revisions_and_never_compacts_backwards() {
-        assert_eq!(pressure_compaction(50_000, 0, 10_000), Some(40_000));
-        assert_eq!(pressure_compaction(50_000, 40_000, 10_000), None, "already compacted that far");
-        assert_eq!(pressure_compaction(5_000, 0, 10_000), None, "less history than kept");
-        assert_eq!(pressure_compaction(50_000, 0, 0), None, "0 turns it off");
+        let mut store = crate::kv::MvccStore::hybrid(3);
+        let mut revisions = Vec::new();
+        for write in 0..50u64 {
+            store.set_stamp(1_000_000 + write * 7);
+            let put =
+                crate::kv::PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() };
+            revisions.push(store.put(&put).unwrap().response.revision);
+        }
+        assert_eq!(pressure_compaction(&store, 10), Some(revisions[49 - 10]), "the 10 newest writes stay");
+        store.compact(revisions[45]).unwrap();
+        assert_eq!(pressure_compaction(&store, 10), None, "already compacted that far");
+        assert_eq!(pressure_compaction(&store, 100), None, "less history than kept");
+        assert_eq!(pressure_compaction(&store, 0), None, "0 turns it off");
     }
 }
