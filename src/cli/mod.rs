@@ -18,11 +18,9 @@ mod lease;
 mod serve;
 mod snapshot;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use args::{BenchCommand, Cli, Command, MemberCommand, OutputFormat};
 use nvkv::rpc::client::ClientTls;
@@ -30,10 +28,7 @@ use nvkv::rpc::client::ClientTls;
 /// Runs the command the arguments name.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    // openraft reports every election at info; nvkv's own lines say what matters.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    let colors = std::io::stderr().is_terminal();
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colors).init();
+    nvkv::logging::init();
     let tls = match &cli.command {
         Command::Serve { .. } | Command::Bench { workload: BenchCommand::Device(_) } => {
             Ok(ClientTls::plaintext())

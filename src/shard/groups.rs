@@ -605,6 +605,7 @@ pub fn spawn_groups<T: PeerTransport>(
             }
         };
         let mut handles: Vec<Rc<ShardGroup>> = started.values().cloned().collect();
+        let first_group = started.get(&0).cloned();
         *shard_groups.groups.borrow_mut() = Some(started);
         super::lease::spawn_expiry(shard_groups.clone());
         super::spread::spawn_spread(shard_groups.clone());
@@ -629,6 +630,9 @@ pub fn spawn_groups<T: PeerTransport>(
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         let _ = ready.send(Ok(shard));
+        if let Some(first_group) = first_group {
+            super::membership::report_config_against_cluster(&layout, &first_group);
+        }
     });
 }
 
