@@ -170,7 +170,7 @@ struct ShardListeners {
 fn with_acceptor(driver: DriverFactory, listeners: ShardListeners, info: Arc<NodeInfo>) -> DriverFactory {
     Box::new(move |context: &ReactorContext| {
         let driver = driver(context)?;
-        let member = info.member_id;
+        let (member, groups) = (info.member_id, info.groups);
         if let Some(main) = listeners.main {
             crate::rpc::server::spawn_acceptor(context, main, info.clone(), true)?;
         }
@@ -179,7 +179,7 @@ fn with_acceptor(driver: DriverFactory, listeners: ShardListeners, info: Arc<Nod
             crate::rpc::peer::spawn_peer_acceptor(context, peer, identity)?;
         }
         if let Some(metrics) = listeners.metrics {
-            crate::rpc::metrics::spawn_metrics_acceptor(context, metrics, member)?;
+            crate::rpc::metrics::spawn_metrics_acceptor(context, metrics, member, groups)?;
         }
         Ok(driver)
     })

@@ -1,6 +1,8 @@
 //! The Prometheus endpoint on a real node: its text parses as Prometheus
-//! exposition (with the prometheus-parse crate, not our own code), and the
-//! stage histograms and log counters move when puts are made.
+//! exposition (with the prometheus-parse crate, not our own code), the
+//! stage histograms and log counters move when puts are made, and the
+//! probes beside it answer. (A member whose groups lost their leaders
+//! failing `/readyz` is in tests/dead_member.rs.)
 
 mod common;
 
@@ -111,9 +113,18 @@ fn the_endpoint_parses_as_prometheus_text_and_its_histograms_move_with_puts() {
     let human = client(port, &["status"]).expect("status");
     assert!(human.contains("leader changes") && human.contains("device errors"), "{human}");
 
+    // The probes beside the metrics: a node alone leads every group.
+    let (status, body) = get(metrics_port, "/livez");
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "ok: 1 shards answer\n"));
+    let (status, body) = get(metrics_port, "/readyz");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert!(body.starts_with("ok: 1 shards serve, every group of "), "{body}");
+    let (status, body) = get(metrics_port, "/health");
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", r#"{"health":"true","reason":""}"#));
+
     let (status, body) = get(metrics_port, "/");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
-    assert_eq!(body, "/ is not served here; GET /metrics is\n");
+    assert_eq!(body, "/ is not served here; GET /metrics, /livez, /readyz and /health are served here\n");
     daemon.signal(libc::SIGTERM);
     daemon.wait_exit();
 }

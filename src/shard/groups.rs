@@ -712,6 +712,35 @@ pub fn local_group_reports() -> Vec<super::GroupReport> {
         .collect()
 }
 
+/// Whether this thread's shard serves: its groups started, and which of
+/// them know no leader. Cheap enough for a probe every second.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardReadiness {
+    /// The shard's groups have started (its log is recovered).
+    pub started: bool,
+    pub groups: Vec<GroupId>,
+    pub leaderless: Vec<GroupId>,
+}
+
+pub fn local_readiness() -> ShardReadiness {
+    let Some(shard_groups) = GROUPS.with(|local| local.borrow().clone()) else {
+        return ShardReadiness::default();
+    };
+    let borrowed = shard_groups.groups.borrow();
+    let Some(map) = borrowed.as_ref() else {
+        return ShardReadiness::default();
+    };
+    ShardReadiness {
+        started: true,
+        groups: map.keys().copied().collect(),
+        leaderless: map
+            .iter()
+            .filter(|(_, entry)| entry.raft.metrics().current_leader.is_none())
+            .map(|(group, _)| *group)
+            .collect(),
+    }
+}
+
 /// The largest store whose state hash a group report carries (0 beyond).
 pub const STATE_HASH_STORE_BYTES_MAX: u64 = 4 << 20;
 
