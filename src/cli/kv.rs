@@ -78,7 +78,17 @@ pub fn run(endpoints: &[String], tls: &ClientTls, json: bool, command: Command) 
                 println!("{}", if answer.response.succeeded { "SUCCESS" } else { "FAILURE" });
                 print_responses(&answer.response.responses);
             }
-            Command::Compact { revision, group } => {
+            Command::Compact { revision, group, key } => {
+                let group = match (group, key) {
+                    (Some(group), _) => group,
+                    (None, Some(key)) => {
+                        let map = connection.partition_map();
+                        nvkv::kv::partition::Partitioner::new(map.groups, map.partition_depth as usize)
+                            .map_err(|error| format!("the node's partition map is unusable: {error}"))?
+                            .group_of(key.as_bytes())
+                    }
+                    (None, None) => unreachable!("clap requires --group or --key"),
+                };
                 let header = connection.compact(group, revision).await.map_err(|e| e.to_string())?;
                 if json {
                     return print_json(&header);

@@ -13,6 +13,7 @@ mod args;
 mod bench;
 mod cluster;
 mod connect;
+mod endpoint;
 mod kv;
 mod lease;
 mod serve;
@@ -47,7 +48,9 @@ pub fn run() -> ExitCode {
     let endpoints = &cli.endpoints;
     let json = cli.write_out == OutputFormat::Json;
     match cli.command {
-        Command::Serve { config, data_dir, listen } => exit("nvkv", serve::serve(config, data_dir, listen)),
+        Command::Serve { config, data_dir, listen, .. } => {
+            exit("nvkv", serve::serve(config, data_dir, listen))
+        }
         Command::Put { .. }
         | Command::Get { .. }
         | Command::Del { .. }
@@ -55,6 +58,13 @@ pub fn run() -> ExitCode {
         | Command::Compact { .. }
         | Command::Watch(_) => exit("nvkv", kv::run(endpoints, &tls, json, cli.command)),
         Command::Status => exit("nvkv status", cluster::status(endpoints, &tls, json)),
+        Command::Endpoint { command } => {
+            let name = match command {
+                args::EndpointCommand::Status => "nvkv endpoint status",
+                args::EndpointCommand::Health => "nvkv endpoint health",
+            };
+            exit(name, endpoint::run(endpoints, &tls, json, command))
+        }
         Command::Member { action: MemberCommand::List } => {
             exit("nvkv member list", cluster::member_list(endpoints, &tls, json))
         }
