@@ -5,24 +5,15 @@ use nvkv::rpc::client::{ClientTls, Connection};
 use nvkv::rpc::cluster::MemberInfo;
 
 use super::args::MemberCommand;
-use super::connect::{every_answer, first_answer, run_client, summary, Retry};
+use super::connect::{answers_json, every_answer, every_status, first_answer, run_client, summary, Retry};
 use super::output::{print_json, print_table};
 
 /// `nvkv status`: every endpoint's report, in the order given; one that
 /// did not answer is said in its place, and makes the exit code 1.
 pub fn status(endpoints: &[String], tls: &ClientTls, json: bool) -> Result<(), String> {
-    let answers = run_client(every_answer(endpoints, |endpoint| async move {
-        Connection::open_with(endpoint, tls).await?.status().await
-    }))?;
+    let answers = every_status(endpoints, tls)?;
     if json {
-        let values: Vec<serde_json::Value> = answers
-            .iter()
-            .map(|(endpoint, answer)| match answer {
-                Ok(status) => serde_json::to_value(status).unwrap_or_default(),
-                Err(error) => serde_json::json!({ "endpoint": endpoint, "error": error }),
-            })
-            .collect();
-        print_json(&values)?;
+        print_json(&answers_json(&answers, |_, status| serde_json::to_value(status).unwrap_or_default()))?;
     } else {
         for (endpoint, answer) in &answers {
             match answer {

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use nvkv::rpc::client::{ClientError, ClientTls, ShardedClient};
+use nvkv::rpc::client::{ClientError, ClientTls, Connection, NodeStatus, ShardedClient};
 
 /// Runs a client future on a single-threaded runtime (capnp-rpc is
 /// single-threaded).
@@ -106,4 +106,29 @@ pub fn summary<T>(answers: &[(&str, Result<T, String>)], what: &str) -> Result<(
         return Ok(());
     }
     Err(format!("{} of {} endpoints {what}: {}", failed.len(), answers.len(), failed.join(", ")))
+}
+
+/// Every endpoint's status, or why it gave none, asked at once.
+pub fn every_status<'a>(
+    endpoints: &'a [String],
+    tls: &ClientTls,
+) -> Result<Vec<(&'a str, Result<NodeStatus, String>)>, String> {
+    run_client(every_answer(endpoints, |endpoint| async move {
+        Connection::open_with(endpoint, tls).await?.status().await
+    }))
+}
+
+/// Every endpoint's answer as `value` makes it JSON, and a failure as
+/// `{"endpoint", "error"}`.
+pub fn answers_json<T>(
+    answers: &[(&str, Result<T, String>)],
+    value: impl Fn(&str, &T) -> serde_json::Value,
+) -> Vec<serde_json::Value> {
+    answers
+        .iter()
+        .map(|(endpoint, answer)| match answer {
+            Ok(answer) => value(endpoint, answer),
+            Err(error) => serde_json::json!({ "endpoint": endpoint, "error": error }),
+        })
+        .collect()
 }

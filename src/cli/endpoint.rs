@@ -5,10 +5,10 @@
 use std::time::{Duration, Instant};
 
 use nvkv::kv::types::RangeRequest;
-use nvkv::rpc::client::{ClientTls, Connection, NodeStatus, ShardedClient};
+use nvkv::rpc::client::{ClientTls, NodeStatus, ShardedClient};
 
 use super::args::EndpointCommand;
-use super::connect::{every_answer, run_client, summary};
+use super::connect::{answers_json, every_answer, every_status, run_client, summary};
 use super::output::{print_json, print_table};
 
 /// Runs one endpoint command.
@@ -57,18 +57,11 @@ impl<'a> EndpointStatus<'a> {
 }
 
 fn status(endpoints: &[String], tls: &ClientTls, json: bool) -> Result<(), String> {
-    let answers = run_client(every_answer(endpoints, |endpoint| async move {
-        Connection::open_with(endpoint, tls).await?.status().await
-    }))?;
+    let answers = every_status(endpoints, tls)?;
     if json {
-        let values: Vec<serde_json::Value> = answers
-            .iter()
-            .map(|(endpoint, answer)| match answer {
-                Ok(status) => serde_json::to_value(EndpointStatus::of(endpoint, status)).unwrap_or_default(),
-                Err(error) => serde_json::json!({ "endpoint": endpoint, "error": error }),
-            })
-            .collect();
-        print_json(&values)?;
+        print_json(&answers_json(&answers, |endpoint, status| {
+            serde_json::to_value(EndpointStatus::of(endpoint, status)).unwrap_or_default()
+        }))?;
     } else {
         let mut rows =
             vec![["ENDPOINT", "ID", "NAME", "VERSION", "GROUPS", "LEADER OF", "NO LEADER", "KEYS", "ERRORS"]
@@ -115,15 +108,13 @@ fn health(endpoints: &[String], tls: &ClientTls, json: bool) -> Result<(), Strin
     }))?;
     let took = |elapsed: &Duration| format!("{:.1} ms", elapsed.as_secs_f64() * 1000.0);
     if json {
-        let values: Vec<serde_json::Value> = answers
-            .iter()
-            .map(|(endpoint, answer)| match answer {
-                Ok(elapsed) => serde_json::json!({
-                    "endpoint": endpoint, "health": true, "took": took(elapsed), "error": "",
-                }),
-                Err(error) => serde_json::json!({ "endpoint": endpoint, "health": false, "error": error }),
-            })
-            .collect();
+        let mut values = answers_json(
+            &answers,
+            |endpoint, elapsed| serde_json::json!({ "endpoint": endpoint, "health": true, "took": took(elapsed), "error": "" }),
+        );
+        for value in values.iter_mut().filter(|value| value.get("health").is_none()) {
+            value["health"] = false.into();
+        }
         print_json(&values)?;
     } else {
         for (endpoint, answer) in &answers {
