@@ -142,9 +142,9 @@ pub enum Command {
     /// SUCCESS or FAILURE, then each operation's result like put/get/del.
     Txn,
     /// Forgets the history of one group below REVISION. Revisions are per
-    /// group: name it with --group, or with --key and a key of it (`nvkv
-    /// get KEY -w json` shows a key's group and revision).
-    #[command(group(clap::ArgGroup::new("which").required(true).args(["group", "key"])))]
+    /// group: name it with --group, or with --group-of and a key of it
+    /// (`nvkv get KEY -w json` shows a key's group and revision).
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["group", "group_of"])))]
     Compact {
         revision: i64,
         /// The group to compact.
@@ -152,7 +152,7 @@ pub enum Command {
         group: Option<u32>,
         /// Compact the group this key is in.
         #[arg(long, value_name = "KEY")]
-        key: Option<String>,
+        group_of: Option<String>,
     },
     /// The endpoints' status and health, like etcdctl endpoint: every
     /// endpoint of --endpoints is asked, and one that does not answer is
@@ -659,4 +659,17 @@ pub struct DeviceArgs {
 fn parse_size(text: &str) -> Result<u64, String> {
     nvkv::config::parse_bytes(text)
         .ok_or_else(|| format!("{text:?} is not a size: give bytes or a number with KiB, MiB, GiB or TiB"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own checks of the whole command line (flags that clash,
+    /// groups that name no flag), which it otherwise makes only when the
+    /// command that breaks them is run.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -78,8 +78,8 @@ pub fn run(endpoints: &[String], tls: &ClientTls, json: bool, command: Command) 
                 println!("{}", if answer.response.succeeded { "SUCCESS" } else { "FAILURE" });
                 print_responses(&answer.response.responses);
             }
-            Command::Compact { revision, group, key } => {
-                let group = match (group, key) {
+            Command::Compact { revision, group, group_of } => {
+                let group = match (group, group_of) {
                     (Some(group), _) => group,
                     (None, Some(key)) => {
                         let map = connection.partition_map();
@@ -87,7 +87,7 @@ pub fn run(endpoints: &[String], tls: &ClientTls, json: bool, command: Command) 
                             .map_err(|error| format!("the node's partition map is unusable: {error}"))?
                             .group_of(key.as_bytes())
                     }
-                    (None, None) => unreachable!("clap requires --group or --key"),
+                    (None, None) => unreachable!("clap requires --group or --group-of"),
                 };
                 let header = connection.compact(group, revision).await.map_err(|e| e.to_string())?;
                 if json {

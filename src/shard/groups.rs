@@ -713,13 +713,28 @@ pub fn local_group_reports() -> Vec<super::GroupReport> {
 }
 
 /// Whether this thread's shard serves: its groups started, and which of
-/// them know no leader. Cheap enough for a probe every second.
+/// them have no working leader. Cheap enough for a probe every second.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShardReadiness {
     /// The shard's groups have started (its log is recovered).
     pub started: bool,
     pub groups: Vec<GroupId>,
+    /// Groups that know no leader, or that this member leads without a
+    /// quorum's answer for twice the longest election timeout (openraft 0.9
+    /// keeps such a leader until a newer one shows up).
     pub leaderless: Vec<GroupId>,
+}
+
+/// Whether `entry`'s group has a leader that works, as this member sees it.
+fn has_working_leader(entry: &ShardGroup, election_timeout_max_ms: u64) -> bool {
+    let metrics = entry.raft.raft().metrics().borrow().clone();
+    match metrics.current_leader {
+        None => false,
+        Some(leader) if leader == metrics.id => {
+            metrics.millis_since_quorum_ack.is_some_and(|millis| millis <= 2 * election_timeout_max_ms)
+        }
+        Some(_) => true,
+    }
 }
 
 pub fn local_readiness() -> ShardReadiness {
@@ -735,7 +750,7 @@ pub fn local_readiness() -> ShardReadiness {
         groups: map.keys().copied().collect(),
         leaderless: map
             .iter()
-            .filter(|(_, entry)| entry.raft.metrics().current_leader.is_none())
+            .filter(|(_, entry)| !has_working_leader(entry, shard_groups.layout.raft.election_timeout_max_ms))
             .map(|(group, _)| *group)
             .collect(),
     }
