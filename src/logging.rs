@@ -1,5 +1,6 @@
 //! How `nvkv` logs: one line per event on stderr, at the level `RUST_LOG`
-//! sets (default [`DEFAULT_FILTER`]), with the levels meaning what an
+//! sets (default [`DEFAULT_FILTER`] for the daemon, [`COMMAND_FILTER`] for
+//! the other commands), with the levels meaning what an
 //! operator reads into them: ERROR asks for action, WARN reports something
 //! wrong that nvkv works around, INFO the node's life, DEBUG the races of
 //! normal operation.
@@ -26,9 +27,13 @@ use tracing_subscriber::layer::{Context, SubscriberExt as _};
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// The filter without `RUST_LOG`: nvkv's lines from INFO up, openraft's
-/// (an INFO line per election and per membership step) from WARN up.
+/// The daemon's filter without `RUST_LOG`: nvkv's lines from INFO up,
+/// openraft's (an INFO line per election and per membership step) from
+/// WARN up.
 pub const DEFAULT_FILTER: &str = "info,openraft=warn";
+/// Every other command's: its answer is its output, so only what went
+/// wrong is logged (a restore formatting a namespace says nothing more).
+pub const COMMAND_FILTER: &str = "warn";
 
 /// How an openraft message is recognized.
 #[derive(Clone, Copy)]
@@ -64,12 +69,12 @@ const ROUTINE: &[(Match, &str)] = &[
     (Match::Start("membership_log_id changed"), "a late answer from before a membership change"),
 ];
 
-/// Sends log lines to stderr, filtered by `RUST_LOG` (or
-/// [`DEFAULT_FILTER`]), with openraft's routine lines at DEBUG. Colors
-/// only on a terminal.
-pub fn init() {
+/// Sends log lines to stderr, filtered by `RUST_LOG` (or `default`,
+/// [`DEFAULT_FILTER`] or [`COMMAND_FILTER`]), with openraft's routine lines
+/// at DEBUG. Colors only on a terminal.
+pub fn init(default: &str) {
     use std::io::IsTerminal;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());

@@ -29,7 +29,10 @@ use nvkv::rpc::client::ClientTls;
 /// Runs the command the arguments name.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    nvkv::logging::init();
+    nvkv::logging::init(match cli.command {
+        Command::Serve { .. } => nvkv::logging::DEFAULT_FILTER,
+        _ => nvkv::logging::COMMAND_FILTER,
+    });
     let tls = match &cli.command {
         Command::Serve { .. } | Command::Bench { workload: BenchCommand::Device(_) } => {
             Ok(ClientTls::plaintext())
