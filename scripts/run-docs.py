@@ -22,8 +22,9 @@ What a block is, in the sections SCENARIOS names:
   the docs show the CLI's error line (`nvkv...: ...`) for it. For the
   commands in LIVE (times, latencies, leadership that moves) numbers may
   differ, not the words.
-- `nvkv serve ...` runs in the background; the next command waits until
-  every server started so far prints its ready line. At a scenario's end
+- `nvkv serve ...` runs in the background (1.5 s after the server started
+  just before it, as from shells opened one after the other); the next
+  command waits until every server started so far prints its ready line. At a scenario's end
   every server gets SIGTERM and must have logged no ERROR line.
 - A block preceded by `<!-- docs-check: skip REASON -->` is not run (and
   the reason is printed); blocks without `sh` or `console` are samples.
@@ -66,6 +67,7 @@ LIVE = [re.compile(pattern) for pattern in (
 )]
 
 COMMAND_TIMEOUT = 60
+SERVE_STAGGER = 1.5
 READY_TIMEOUT = 60
 STOP_TIMEOUT = 30
 DONE = "__nvkv_docs_done"
@@ -243,8 +245,14 @@ class Shell:
         return code, output
 
     def serve(self, command):
-        """Starts `nvkv serve ...` in the background."""
+        """Starts `nvkv serve ...` in the background, a little after the
+        server started before it, as a reader starts them in one shell after
+        the other (the first member then runs alone for a while)."""
+        if self.waiting:
+            time.sleep(SERVE_STAGGER)
         log = self.logs / f"serve-{len(self.servers) + 1}.log"
+        # Made here: the background command opens it only when it runs.
+        log.touch()
         # Disowned: the shell says nothing when a server is killed.
         _, output = self.send(f"{command} > {log} 2>&1 < /dev/null &\necho $!\ndisown $!", expect_success=True)
         pid = int(output.split()[-1])
