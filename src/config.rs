@@ -1196,7 +1196,7 @@ mod tests {
         let config = Config::load(Some(&path)).expect("config/nvkv.toml parses");
         // The defaults, with data_dir relative to the file's directory.
         let mut defaults = Config::default();
-        defaults.resolve_paths(&path.parent().expect("config/").to_path_buf());
+        defaults.resolve_paths(path.parent().expect("config/"));
         assert_eq!(config, defaults, "config/nvkv.toml must show the defaults exactly");
     }
 

@@ -76,7 +76,7 @@ pub const ENDPOINT_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::fr
 
 /// Asks `ask` of every endpoint at once and returns each endpoint's answer
 /// or why it gave none, in the order given.
-pub async fn every_answer<'a, T, F, Fut>(endpoints: &'a [String], ask: F) -> Vec<(&'a str, Result<T, String>)>
+pub async fn every_answer<'a, T, F, Fut>(endpoints: &'a [String], ask: F) -> Answers<'a, T>
 where
     F: Fn(&'a str) -> Fut,
     Fut: Future<Output = Result<T, ClientError>>,
@@ -108,11 +108,11 @@ pub fn summary<T>(answers: &[(&str, Result<T, String>)], what: &str) -> Result<(
     Err(format!("{} of {} endpoints {what}: {}", failed.len(), answers.len(), failed.join(", ")))
 }
 
+/// Each endpoint with its answer, or why it gave none.
+pub type Answers<'a, T> = Vec<(&'a str, Result<T, String>)>;
+
 /// Every endpoint's status, or why it gave none, asked at once.
-pub fn every_status<'a>(
-    endpoints: &'a [String],
-    tls: &ClientTls,
-) -> Result<Vec<(&'a str, Result<NodeStatus, String>)>, String> {
+pub fn every_status<'a>(endpoints: &'a [String], tls: &ClientTls) -> Result<Answers<'a, NodeStatus>, String> {
     run_client(every_answer(endpoints, |endpoint| async move {
         Connection::open_with(endpoint, tls).await?.status().await
     }))
