@@ -27,7 +27,10 @@ What a block is, in the sections SCENARIOS names:
   command waits until every server started so far prints its ready line. At a scenario's end
   every server gets SIGTERM and must have logged no ERROR line.
 - A block preceded by `<!-- docs-check: skip REASON -->` is not run (and
-  the reason is printed); blocks without `sh` or `console` are samples.
+  the reason is printed); in one preceded by `<!-- docs-check: numbers vary
+  (WHY) -->` every command's numbers may differ (revisions are times);
+  blocks without `sh` or `console` are samples, but a sample ready line
+  (`nvkv ready: ...`) must be the last server's, numbers aside.
 
 The first command that fails, or prints other than the docs show, stops
 the run with both outputs and the servers' logs. Standard library only.
@@ -72,6 +75,7 @@ READY_TIMEOUT = 60
 STOP_TIMEOUT = 30
 DONE = "__nvkv_docs_done"
 SKIP = re.compile(r"<!--\s*docs-check:\s*skip\s+(.*?)\s*-->")
+NUMBERS_VARY = re.compile(r"<!--\s*docs-check:\s*numbers vary\b.*?-->")
 # The CLI's error line: `nvkv: ...`, `nvkv status: ...`, `nvkv member list: ...`.
 CLI_ERROR = re.compile(r"^nvkv( [a-z-]+)*: ")
 
@@ -104,8 +108,8 @@ def section(path, heading):
 
 
 def blocks(path, heading):
-    """(kind, lines, skip reason or None, first line number) of each fenced
-    block of a section."""
+    """(kind, lines, skip reason or None, whether its numbers vary) of each
+    fenced block of a section."""
     lines = section(path, heading)
     found = []
     index = 0
@@ -119,7 +123,8 @@ def blocks(path, heading):
             end += 1
         previous = next((line for line in reversed(lines[:index]) if line.strip()), "")
         skip = SKIP.search(previous)
-        found.append((fence.group(1), lines[index + 1:end], skip.group(1) if skip else None, heading))
+        live = NUMBERS_VARY.search(previous) is not None
+        found.append((fence.group(1), lines[index + 1:end], skip.group(1) if skip else None, live))
         index = end + 1
     return found
 
@@ -304,7 +309,7 @@ def alive(pid):
         return False
 
 
-def run_command(shell, command, expected, where):
+def run_command(shell, command, expected, where, numbers_vary):
     """Runs one command of the docs and checks it."""
     shown = command.replace("\n", "\n  ")
     print(f"  $ {shown}")
@@ -322,13 +327,25 @@ def run_command(shell, command, expected, where):
             raise Failed(f"{where}: `{command}` exited {code}:\n{output}")
         return
     expected = trimmed(expected)
-    live = any(pattern.search(command) for pattern in LIVE)
+    live = numbers_vary or any(pattern.search(command) for pattern in LIVE)
     if not matches(expected, actual, live):
         raise Failed(f"{where}: `{command}` printed other than the docs show"
                      f"{' (numbers aside)' if live else ''}.\n--- the docs ---\n" + "\n".join(expected)
                      + "\n--- the output ---\n" + "\n".join(actual))
     if code != 0 and not any(CLI_ERROR.match(line) for line in expected):
         raise Failed(f"{where}: `{command}` exited {code}, and the docs show no error for it:\n{output}")
+
+
+def check_ready_line(shell, shown, where):
+    """A sample ready line after a server's start: the last server's, numbers
+    aside (cores, sizes and ports are the machine's)."""
+    shell.wait_ready()
+    _, log, command = shell.servers[-1]
+    ready = next(line for line in log.read_text(errors="replace").splitlines() if line.startswith("nvkv ready: "))
+    print(f"  (the ready line of `{command}`)")
+    if shape(ready) != shape(shown):
+        raise Failed(f"{where}: `{command}` printed another ready line than the docs show.\n--- the docs ---\n"
+                     f"{shown}\n--- the output ---\n{ready}")
 
 
 def run_scenario(name, sections, nvkv, keep):
@@ -355,7 +372,10 @@ def run_scenario(name, sections, nvkv, keep):
         try:
             for path_name, heading in sections:
                 print(f" {path_name}, \"{heading}\"")
-                for kind, lines, skip, _ in blocks(path_name, heading):
+                for kind, lines, skip, numbers_vary in blocks(path_name, heading):
+                    if kind == "" and lines and lines[0].startswith("nvkv ready: ") and shell.servers:
+                        check_ready_line(shell, lines[0], f"{path_name}, \"{heading}\"")
+                        continue
                     if kind not in ("sh", "console"):
                         continue
                     if skip:
@@ -363,7 +383,7 @@ def run_scenario(name, sections, nvkv, keep):
                         continue
                     parsed = commands_of_sh(lines) if kind == "sh" else commands_of_console(lines)
                     for command, expected in parsed:
-                        run_command(shell, command, expected, f"{path_name}, \"{heading}\"")
+                        run_command(shell, command, expected, f"{path_name}, \"{heading}\"", numbers_vary)
                 shell.wait_ready()
         except Failed as failure:
             raise Failed(f"{failure}\n--- the servers' logs ---\n{shell.server_logs()}") from None

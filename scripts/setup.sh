@@ -24,6 +24,10 @@
 #   etcd-server    /usr/bin/etcd, which tests/etcd.rs and bench/compare-etcd.sh
 #                  run beside nvkv (its Debian service, if systemd started it on
 #                  install, is disabled again: the tests pick their own ports)
+#   strace         tests/serve.rs watches the daemon fsync the directories it
+#                  creates files in
+#   etcd-client    /usr/bin/etcdctl, which tests/etcdctl.rs runs against nvkv's
+#                  etcd API to show it answers as etcd does
 # (The bench/ scripts install fio and gnuplot themselves when they run;
 # bench/compare-etcd.sh through this script: packages given as arguments
 # are installed too, `scripts/setup.sh gnuplot-nox`.)
@@ -38,7 +42,7 @@
 set -euo pipefail
 
 packages=(libhwloc-dev libudev-dev capnproto pkg-config iproute2 systemd protobuf-compiler libprotobuf-dev
-          qemu-system-x86 busybox-static cpio python3 python3-venv openssl etcd-server "$@")
+          qemu-system-x86 busybox-static cpio python3 python3-venv openssl etcd-server etcd-client strace "$@")
 python_env="${NVKV_PYTHON_ENV:-${XDG_CACHE_HOME:-$HOME/.cache}/nvkv/python}"
 pycapnp_version=2.2.4
 

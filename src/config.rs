@@ -44,6 +44,42 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub metrics: MetricsConfig,
     pub tls: TlsConfig,
+    pub etcd: EtcdConfig,
+}
+
+/// `[etcd]`: etcd's v3 gRPC API, served beside the native one with the
+/// client port's TLS settings.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// Where etcd clients connect; `None` (an empty string in the file):
+    /// no etcd API.
+    #[serde(deserialize_with = "deserialize_optional_address")]
+    pub address: Option<SocketAddr>,
+}
+
+/// etcd's own client port, so nvkv is a drop-in for etcd's clients.
+pub const ETCD_ADDRESS_DEFAULT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 2379);
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig { address: Some(ETCD_ADDRESS_DEFAULT) }
+    }
+}
+
+impl EtcdConfig {
+    /// An address as `--etcd-listen` takes it: host:port, or empty for none.
+    pub fn parse_address(text: &str) -> Result<Option<SocketAddr>, String> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            format!(
+                "{text:?} is not an IP address and a port, like \"127.0.0.1:2379\" (or \"\" for no etcd API)"
+            )
+        })
+    }
 }
 
 /// `[tls]`: TLS on the client port (and the shards' own ports) and on the
@@ -281,6 +317,11 @@ pub struct RaftConfig {
     /// A group snapshots its store once this many entries were applied
     /// since its last snapshot.
     pub snapshot_after_entries: u64,
+    /// A group also snapshots (and purges its log up to the snapshot) once
+    /// its entries take this many bytes of its shard's log ring. 0: a
+    /// quarter of the ring shared among the shard's groups.
+    #[serde(deserialize_with = "deserialize_bytes")]
+    pub snapshot_after_bytes: u64,
     /// Entries kept in the log behind a snapshot, so a follower a little
     /// behind catches up from the log instead of a whole snapshot.
     pub entries_kept_after_snapshot: u64,
@@ -292,6 +333,7 @@ impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
             snapshot_after_entries: 10_000,
+            snapshot_after_bytes: 0,
             entries_kept_after_snapshot: 1_000,
             purge_batch_entries: 256,
         }
@@ -345,6 +387,31 @@ impl ClusterConfig {
     pub fn has_peers(&self) -> bool {
         self.members.len() > 1
     }
+
+    /// The id of the cluster these members bootstrap: the same on every
+    /// member whose config lists the same name and members (ids and peer
+    /// addresses, in any order), as etcd derives its cluster id from the
+    /// initial cluster and its token. `own` stands for the member list of a
+    /// node alone. Members started later learn the id from the cluster.
+    pub fn bootstrap_cluster_id(&self, own: (u64, SocketAddr)) -> [u8; 16] {
+        let mut members: Vec<(u64, SocketAddr)> =
+            self.members.iter().map(|member| (member.id, member.peer_address)).collect();
+        if members.is_empty() {
+            members.push(own);
+        }
+        members.sort();
+        let mut seed = self.name.as_bytes().to_vec();
+        for (id, address) in members {
+            seed.push(0);
+            seed.extend_from_slice(&id.to_le_bytes());
+            seed.extend_from_slice(address.to_string().as_bytes());
+        }
+        let mut cluster_id = [0u8; 16];
+        for (lane, chunk) in cluster_id.chunks_mut(4).enumerate() {
+            chunk.copy_from_slice(&crc32c::crc32c_append(0x6e76_6b76 ^ lane as u32, &seed).to_le_bytes());
+        }
+        cluster_id
+    }
 }
 
 /// One `[[cluster.members]]` entry.
@@ -389,7 +456,9 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             durability: Durability::Fua,
-            batch_bytes_max: MIB,
+            // etcd's largest request (1.5 MiB) and its entry header fit one
+            // entry, so every value a client may put has room in the log.
+            batch_bytes_max: 2 * MIB,
             inflight_writes_max: 4,
             groups_per_shard: 4,
         }
@@ -487,6 +556,13 @@ const BYTES_EXPECTED: &str =
 fn deserialize_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(deserializer)?;
     text.parse().map_err(|_| de::Error::custom("expected an IP address and a port, like \"127.0.0.1:7379\""))
+}
+
+fn deserialize_optional_address<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    EtcdConfig::parse_address(&text).map_err(de::Error::custom)
 }
 
 fn deserialize_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
@@ -760,9 +836,13 @@ impl Config {
         self.validate_store_limits()?;
         let raft = &self.raft;
         check_range("raft.snapshot_after_entries", raft.snapshot_after_entries, 1, 100_000_000)?;
+        if raft.snapshot_after_bytes != 0 {
+            check_range("raft.snapshot_after_bytes", raft.snapshot_after_bytes, MIB, 1 << 40)?;
+        }
         check_range("raft.entries_kept_after_snapshot", raft.entries_kept_after_snapshot, 0, 100_000_000)?;
         check_range("raft.purge_batch_entries", raft.purge_batch_entries, 1, 1_000_000)?;
         self.validate_metrics()?;
+        self.validate_etcd()?;
         self.validate_cluster()?;
         self.validate_tls()
     }
@@ -834,6 +914,16 @@ impl Config {
                  tls.client_key_file, or tls.insecure = true to accept plaintext on this address",
             ));
         }
+        if let Some(etcd) = self.etcd.address.filter(|address| !address.ip().is_loopback()) {
+            if !tls.client_tls() {
+                return Err(ConfigError::invalid(
+                    "etcd.address",
+                    format!("\"{etcd}\""),
+                    "a loopback address while the client port is plaintext (the etcd API speaks the client \
+                     port's TLS): set tls.client_cert_file and tls.client_key_file, or tls.insecure = true",
+                ));
+            }
+        }
         if self.cluster.has_peers() && !tls.peer_tls() && !node.peer_address.ip().is_loopback() {
             return Err(ConfigError::invalid(
                 "node.peer_address",
@@ -853,6 +943,11 @@ impl Config {
         if !self.tls.client_tls() && !self.node.client_address.ip().is_loopback() {
             plain.push(format!("clients on {} (node.client_address)", self.node.client_address));
         }
+        if let Some(etcd) = self.etcd.address.filter(|address| !address.ip().is_loopback()) {
+            if !self.tls.client_tls() {
+                plain.push(format!("etcd clients on {etcd} (etcd.address)"));
+            }
+        }
         if self.cluster.has_peers() && !self.tls.peer_tls() && !self.node.peer_address.ip().is_loopback() {
             plain.push(format!("peers on {} (node.peer_address)", self.node.peer_address));
         }
@@ -870,6 +965,21 @@ impl Config {
                 "metrics.address",
                 format!("\"{address}\""),
                 "an address no client or peer port uses, e.g. \"127.0.0.1:9379\"",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_etcd(&self) -> Result<(), ConfigError> {
+        let Some(address) = self.etcd.address else {
+            return Ok(());
+        };
+        let taken = [Some(self.node.client_address), Some(self.node.peer_address), self.metrics.address];
+        if address.port() != 0 && taken.contains(&Some(address)) {
+            return Err(ConfigError::invalid(
+                "etcd.address",
+                format!("\"{address}\""),
+                "an address no client, peer or metrics port uses, e.g. \"127.0.0.1:2379\", or \"\" for none",
             ));
         }
         Ok(())

@@ -16,6 +16,9 @@ pub mod bench;
 #[forbid(unsafe_code)]
 pub mod config;
 pub mod data_dir;
+#[cfg(feature = "etcd")]
+#[forbid(unsafe_code)]
+pub mod etcd;
 #[forbid(unsafe_code)]
 pub mod kv;
 #[forbid(unsafe_code)]

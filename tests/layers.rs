@@ -25,6 +25,7 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
         &[
             "config",
             "data_dir",
+            "etcd",
             "kv",
             "nvkv_capnp",
             "nvme",
@@ -40,6 +41,9 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
     ("backup", &["config", "data_dir", "kv", "nvkv_capnp", "nvme", "raft", "rpc", "shard", "wal"]),
     ("bench", &["config", "kv", "nvkv_capnp", "nvme", "reactor", "rpc", "shard", "topology", "wal"]),
     ("rpc", &["config", "kv", "nvkv_capnp", "raft", "reactor", "shard", "wal"]),
+    // The etcd API is the native RPC layer's sibling: the same request
+    // handles, never `rpc` itself.
+    ("etcd", &["kv", "raft", "reactor", "shard"]),
     ("shard", &["config", "kv", "nvme", "raft", "reactor", "wal"]),
     ("lincheck", &[]),
     ("txn_text", &["kv"]),

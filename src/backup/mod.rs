@@ -248,13 +248,7 @@ impl BackupWriter {
         file.sync_all().map_err(io_error("sync", &self.temporary))?;
         drop(file);
         std::fs::rename(&self.temporary, &self.path).map_err(io_error("rename into place", &self.path))?;
-        let directory = match self.path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::File::open(&directory)
-            .and_then(|directory| directory.sync_all())
-            .map_err(io_error("sync the directory", &directory))?;
+        crate::data_dir::sync_parent(&self.path).map_err(io_error("sync the directory of", &self.path))?;
         Ok(file_bytes)
     }
 }

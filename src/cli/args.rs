@@ -63,6 +63,11 @@ pub enum Command {
         /// picks a free port, which the ready line names).
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
+        /// Overrides etcd.address of the config: where etcd's v3 API
+        /// answers (host:port; port 0 picks a free port, which the ready
+        /// line names; "" serves no etcd API).
+        #[arg(long, value_name = "ADDR", value_parser = parse_etcd_listen)]
+        etcd_listen: Option<EtcdListen>,
         #[command(flatten)]
         client_flags: NotForServe,
     },
@@ -146,7 +151,9 @@ pub enum Command {
     /// (`nvkv get KEY -w json` shows a key's group and revision).
     #[command(group(clap::ArgGroup::new("which").required(true).args(["group", "group_of"])))]
     Compact {
-        revision: i64,
+        /// The revision to compact at; without it, the group's current
+        /// revision (each key keeps its latest value only).
+        revision: Option<i64>,
         /// The group to compact.
         #[arg(long)]
         group: Option<u32>,
@@ -659,6 +666,14 @@ pub struct DeviceArgs {
 fn parse_size(text: &str) -> Result<u64, String> {
     nvkv::config::parse_bytes(text)
         .ok_or_else(|| format!("{text:?} is not a size: give bytes or a number with KiB, MiB, GiB or TiB"))
+}
+
+/// `serve --etcd-listen`: an address, or none ("").
+#[derive(Clone, Debug)]
+pub struct EtcdListen(pub Option<std::net::SocketAddr>);
+
+fn parse_etcd_listen(text: &str) -> Result<EtcdListen, String> {
+    nvkv::config::EtcdConfig::parse_address(text).map(EtcdListen)
 }
 
 #[cfg(test)]

@@ -89,6 +89,19 @@ pub fn run(endpoints: &[String], tls: &ClientTls, json: bool, command: Command) 
                     }
                     (None, None) => unreachable!("clap requires --group or --group-of"),
                 };
+                let revision = match revision {
+                    Some(revision) => revision,
+                    None => {
+                        let groups = connection.main().groups().await.map_err(|e| e.to_string())?;
+                        let report = groups.iter().find(|report| report.group == group).ok_or_else(|| {
+                            format!(
+                                "the node reports no group {group}: it has groups 0 to {}",
+                                groups.len().saturating_sub(1)
+                            )
+                        })?;
+                        report.revision
+                    }
+                };
                 let header = connection.compact(group, revision).await.map_err(|e| e.to_string())?;
                 if json {
                     return print_json(&header);

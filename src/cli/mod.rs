@@ -51,8 +51,8 @@ pub fn run() -> ExitCode {
     let endpoints = &cli.endpoints;
     let json = cli.write_out == OutputFormat::Json;
     match cli.command {
-        Command::Serve { config, data_dir, listen, .. } => {
-            exit("nvkv", serve::serve(config, data_dir, listen))
+        Command::Serve { config, data_dir, listen, etcd_listen, .. } => {
+            exit("nvkv", serve::serve(config, data_dir, listen, etcd_listen))
         }
         Command::Put { .. }
         | Command::Get { .. }

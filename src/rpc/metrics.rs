@@ -19,8 +19,9 @@
 //! - `GET /readyz`: live, every shard serves (its log recovered and its
 //!   groups started) and every group knows a leader, so a request sent
 //!   here is served (send it elsewhere if not);
-//! - `GET /health`: what `/readyz` says, as etcd's JSON
-//!   (`{"health":"true","reason":""}`).
+//! - `GET /health`: what `/readyz` says, and no NOSPACE alarm raised, as
+//!   etcd's JSON (`{"health":"true","reason":""}`, or `"false"` with the
+//!   reason).
 //!
 //! The HTTP side is the least that serves a scraper and a prober: one
 //! request per connection, a request head of at most [`REQUEST_HEAD_MAX`]
@@ -108,7 +109,11 @@ async fn answer(
             Err(error) => respond(&mut stream, unavailable, PLAIN_TEXT, &format!("{error}\n")).await,
         },
         (Some("GET"), Some(path @ ("/livez" | "/readyz" | "/health"))) => {
-            let outcome = if path == "/livez" { live(context).await } else { ready(context, groups).await };
+            let outcome = match path {
+                "/livez" => live(context).await,
+                "/readyz" => ready(context, groups, Check::Ready).await,
+                _ => ready(context, groups, Check::Health).await,
+            };
             let status = if outcome.is_ok() { "200 OK" } else { unavailable };
             if path == "/health" {
                 let (health, reason) = match &outcome {
@@ -144,20 +149,29 @@ async fn live(context: &ReactorContext) -> Result<String, String> {
     }
 }
 
-/// Whether every shard serves and every group knows its leader: what
-/// `/readyz` and `/health` check.
-async fn ready(context: &ReactorContext, groups: u32) -> Result<String, String> {
+/// What a probe checks beyond a shard's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Check {
+    /// Every shard serves and every group knows its leader (`/readyz`).
+    Ready,
+    /// That, and no NOSPACE alarm (`/health`, as etcd's).
+    Health,
+}
+
+/// Whether every shard serves and every group knows its leader (and, for
+/// [`Check::Health`], no alarm is raised).
+async fn ready(context: &ReactorContext, groups: u32, check: Check) -> Result<String, String> {
     let gathering = super::cluster::on_every_shard(context, |_| shard::groups::local_readiness());
     let shards = match tokio::time::timeout(PROBE_TIMEOUT, gathering).await {
         Ok(Ok(shards)) => shards,
         Ok(Err(error)) => return Err(error.extra),
         Err(_) => return Err(format!("a shard did not answer within {} s", PROBE_TIMEOUT.as_secs())),
     };
-    readiness(&shards, groups)
+    readiness(&shards, groups, check)
 }
 
 /// The verdict on the shards' readiness, for a node of `groups` groups.
-fn readiness(shards: &[shard::groups::ShardReadiness], groups: u32) -> Result<String, String> {
+fn readiness(shards: &[shard::groups::ShardReadiness], groups: u32, check: Check) -> Result<String, String> {
     let starting: Vec<usize> =
         shards.iter().enumerate().filter(|(_, shard)| !shard.started).map(|(index, _)| index).collect();
     if !starting.is_empty() {
@@ -173,6 +187,13 @@ fn readiness(shards: &[shard::groups::ShardReadiness], groups: u32) -> Result<St
     let serving: usize = shards.iter().map(|shard| shard.groups.len()).sum();
     if serving != groups as usize {
         return Err(format!("{serving} of {groups} groups run here"));
+    }
+    let alarmed: Vec<u32> = shards.iter().flat_map(|shard| shard.no_space.iter().copied()).collect();
+    if check == Check::Health && !alarmed.is_empty() {
+        return Err(format!(
+            "NOSPACE alarm in groups {alarmed:?}: they refuse writes that add data until deletes and \
+             compaction make room (docs/operations.md)"
+        ));
     }
     Ok(format!("{} shards serve, every group of {groups} has a leader", shards.len()))
 }
@@ -336,7 +357,7 @@ pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[G
         }
     }
 
-    let per_group: [Reading<GroupReport, i128>; 10] = [
+    let per_group: [Reading<GroupReport, i128>; 11] = [
         ("nvkv_group_term", "The group's Raft term as this member knows it.", |g| g.term.into()),
         ("nvkv_group_leader", "The member id of the group's leader (0: none known).", |g| g.leader.into()),
         ("nvkv_group_applied_index", "The last log index applied to the group's store.", |g| {
@@ -353,6 +374,11 @@ pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[G
         ("nvkv_group_keys", "Keys with history in the group's store.", |g| g.keys.into()),
         ("nvkv_group_leases", "Leases in the group's store.", |g| g.leases.into()),
         ("nvkv_group_watchers", "Watchers of the group on this member.", |g| g.watchers.into()),
+        (
+            "nvkv_group_no_space",
+            "1 while the group's NOSPACE alarm is raised on this member: writes that add data are refused.",
+            |g| i128::from(g.no_space),
+        ),
     ];
     let group_counters: [Reading<GroupReport, i128>; 1] = [(
         "nvkv_group_leader_changes_total",
@@ -382,17 +408,25 @@ mod tests {
             started: true,
             groups: groups.to_vec(),
             leaderless: leaderless.to_vec(),
+            no_space: Vec::new(),
         };
-        let ok = readiness(&[serving(&[0, 2], &[]), serving(&[1, 3], &[])], 4).expect("ready");
-        assert_eq!(ok, "2 shards serve, every group of 4 has a leader");
-        let starting =
-            readiness(&[serving(&[0, 2], &[]), ShardReadiness::default()], 4).expect_err("starting");
-        assert_eq!(starting, "shards [1] are starting (recovering their logs)");
-        let leaderless =
-            readiness(&[serving(&[0, 2], &[2]), serving(&[1, 3], &[1])], 4).expect_err("leaderless");
-        assert!(leaderless.starts_with("groups [2, 1] of 4 have no leader"), "{leaderless}");
-        let missing = readiness(&[serving(&[0], &[])], 4).expect_err("a group missing");
-        assert_eq!(missing, "1 of 4 groups run here");
+        for check in [Check::Ready, Check::Health] {
+            let ok = readiness(&[serving(&[0, 2], &[]), serving(&[1, 3], &[])], 4, check).expect("ready");
+            assert_eq!(ok, "2 shards serve, every group of 4 has a leader");
+            let starting = readiness(&[serving(&[0, 2], &[]), ShardReadiness::default()], 4, check)
+                .expect_err("starting");
+            assert_eq!(starting, "shards [1] are starting (recovering their logs)");
+            let leaderless = readiness(&[serving(&[0, 2], &[2]), serving(&[1, 3], &[1])], 4, check)
+                .expect_err("leaderless");
+            assert!(leaderless.starts_with("groups [2, 1] of 4 have no leader"), "{leaderless}");
+            let missing = readiness(&[serving(&[0], &[])], 4, check).expect_err("a group missing");
+            assert_eq!(missing, "1 of 4 groups run here");
+        }
+        // A NOSPACE alarm: still ready (reads and deletes are served), not healthy (etcd's /health).
+        let full = [serving(&[0, 2], &[]), ShardReadiness { no_space: vec![3], ..serving(&[1, 3], &[]) }];
+        readiness(&full, 4, Check::Ready).expect("ready with an alarm");
+        let unhealthy = readiness(&full, 4, Check::Health).expect_err("not healthy with an alarm");
+        assert!(unhealthy.starts_with("NOSPACE alarm in groups [3]"), "{unhealthy}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! shard's state.
 
 pub mod client;
+pub mod incarnation;
 pub mod kv;
 pub mod lease;
 pub mod metrics;

@@ -199,6 +199,9 @@ impl std::fmt::Debug for PeerTls {
 pub struct NodeTls {
     /// The client port's (and the shards' own ports'), when TLS is on there.
     pub client: Option<TlsAcceptor>,
+    /// The etcd API's: the client port's keys, offering HTTP/2 by ALPN (gRPC
+    /// clients refuse a TLS server that does not).
+    pub etcd: Option<TlsAcceptor>,
     pub peer: Option<PeerTls>,
 }
 
@@ -216,16 +219,19 @@ impl NodeTls {
     /// Reads and checks every file `config` names. `Config::validate` has
     /// checked which keys go together.
     pub fn load(config: &TlsConfig) -> Result<NodeTls, TlsFileError> {
-        let client = match (&config.client_cert_file, &config.client_key_file) {
+        let (client, etcd) = match (&config.client_cert_file, &config.client_key_file) {
             (Some(certificate), Some(key)) => {
                 let identity = Identity {
                     certificate: ("tls.client_cert_file", certificate),
                     key: ("tls.client_key_file", key),
                 };
                 let client_ca = config.client_ca_file.as_deref().map(|path| ("tls.client_ca_file", path));
-                Some(TlsAcceptor::from(server_config(&identity, client_ca)?))
+                let client = server_config(&identity, client_ca)?;
+                let mut etcd = ServerConfig::clone(&client);
+                etcd.alpn_protocols = vec![b"h2".to_vec()];
+                (Some(TlsAcceptor::from(client)), Some(TlsAcceptor::from(Arc::new(etcd))))
             }
-            _ => None,
+            _ => (None, None),
         };
         let peer = match (&config.peer_cert_file, &config.peer_key_file, &config.peer_ca_file) {
             (Some(certificate), Some(key), Some(ca)) => {
@@ -241,7 +247,7 @@ impl NodeTls {
             }
             _ => None,
         };
-        Ok(NodeTls { client, peer })
+        Ok(NodeTls { client, etcd, peer })
     }
 }
 

@@ -3,7 +3,9 @@
 #![allow(dead_code)] // each test file uses its own part of this
 
 pub mod cluster;
+pub mod etcd;
 pub mod netns;
+pub mod pki;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -139,7 +141,7 @@ impl Setup {
         let data_dir = directory.path().join("data");
         let config = directory.path().join("nvkv.toml");
         let text = format!(
-            "[node]\ndata_dir = \"{}\"\nclient_address = \"127.0.0.1:0\"\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n{extra}\n",
+            "[node]\ndata_dir = \"{}\"\nclient_address = \"127.0.0.1:0\"\n\n[etcd]\naddress = \"127.0.0.1:0\"\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n{extra}\n",
             data_dir.display()
         );
         std::fs::write(&config, text).expect("write config");
@@ -158,6 +160,12 @@ pub fn refused(config: &Path) -> String {
     assert!(!status.success(), "nvkv must refuse to start; stderr:\n{stderr}");
     assert!(daemon.stdout_lines.try_iter().all(|line| !line.starts_with("nvkv ready")), "no ready line");
     stderr
+}
+
+/// The etcd API's address (`HOST:PORT`) a ready line names.
+pub fn ready_etcd_endpoint(ready: &str) -> String {
+    let after = ready.split(", etcd ").nth(1).expect("the ready line names the etcd address");
+    after.split(',').next().expect("an address").to_string()
 }
 
 pub fn ready_port(ready: &str) -> u16 {
