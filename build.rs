@@ -1,5 +1,7 @@
 //! Compiles schema/*.capnp into Rust. Needs the `capnp` compiler (Debian's
-//! `capnproto`, installed by scripts/setup.sh). With the `spdk` feature it
+//! `capnproto`, installed by scripts/setup.sh). With the `etcd` feature it
+//! also compiles etcd's .proto files (proto/) into the etcd API's server,
+//! with `protoc` (Debian's `protobuf-compiler`). With the `spdk` feature it
 //! also gives nvkv's binaries an rpath to SPDK's shared libraries.
 
 fn main() {
@@ -39,6 +41,30 @@ fn main() {
         panic!(
             "compiling {schemas:?} failed: {error}. The Cap'n Proto compiler `capnp` must be on PATH: \
              run `bash scripts/setup.sh` (it installs Debian's capnproto)."
+        );
+    }
+    #[cfg(feature = "etcd")]
+    compile_etcd_protos();
+}
+
+/// etcd's v3 API, server side only (tests and the bench speak to it
+/// through the etcd-client crate).
+#[cfg(feature = "etcd")]
+fn compile_etcd_protos() {
+    println!("cargo:rerun-if-changed=proto");
+    let files = [
+        "proto/etcd/api/authpb/auth.proto",
+        "proto/etcd/api/mvccpb/kv.proto",
+        "proto/etcd/api/etcdserverpb/rpc.proto",
+    ];
+    if let Err(error) = tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(true)
+        .compile_protos(&files, &["proto"])
+    {
+        panic!(
+            "compiling etcd's .proto files {files:?} failed: {error}. protoc and the well-known protos must be \
+             installed: run `bash scripts/setup.sh` (protobuf-compiler, libprotobuf-dev)."
         );
     }
 }

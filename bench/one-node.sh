@@ -7,7 +7,8 @@
 # Reads: $script (the caller's name, for messages), $config (a config file,
 # or empty for the embedded default), NVKV_BIN (default target/release/nvkv).
 # Sets: $bin, $work (the temporary directory), $daemon (the serve's pid),
-# $ready (its ready line) and $endpoint (host:port of its client port).
+# $ready (its ready line), $endpoint (host:port of its client port) and
+# $nvkv_etcd_endpoint (host:port of its etcd API, on a free port).
 
 bin="${NVKV_BIN:-target/release/nvkv}"
 if [ ! -x "$bin" ]; then
@@ -27,7 +28,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-serve_args=(serve --data-dir "$work/data" --listen 127.0.0.1:0)
+serve_args=(serve --data-dir "$work/data" --listen 127.0.0.1:0 --etcd-listen 127.0.0.1:0)
 if [ -n "$config" ]; then
     serve_args+=(--config "$config")
 fi
@@ -37,4 +38,6 @@ daemon=$!
 source bench/await-ready.sh
 ready=$(await_ready "$work/serve.out" "$work/serve.err" "$daemon" "nvkv serve") || exit 1
 endpoint="127.0.0.1:${ready##*:}"
+# The etcd API's address, which the ready line names before the client's.
+nvkv_etcd_endpoint=$(sed -nE 's/.*, etcd ([0-9.:]+), client .*/\1/p' <<< "$ready")
 echo "$script: $ready" >&2

@@ -9,8 +9,9 @@
 #
 # Reads: $script (the caller's name, for messages), $config (extra config
 # lines appended to each member's file, or empty), NVKV_BIN.
-# Sets: $bin, $work, $daemons (the pids), $ready (the ready lines, joined)
-# and $endpoint (the three client addresses, comma-separated). Returns once
+# Sets: $bin, $work, $daemons (the pids), $ready (the ready lines, joined),
+# $endpoint (the three client addresses, comma-separated) and
+# $nvkv_etcd_endpoint (the three etcd API addresses, comma-separated). Returns once
 # every member names a leader for every group.
 
 bin="${NVKV_BIN:-target/release/nvkv}"
@@ -53,6 +54,9 @@ data_dir = "$work/node$id"
 client_address = "127.0.0.1:$((base + (id - 1) * 200))"
 peer_address = "127.0.0.1:$((base + (id - 1) * 200 + 100))"
 
+[etcd]
+address = "127.0.0.1:$((base + (id - 1) * 200 + 150))"
+
 [reactor]
 shards = 2
 
@@ -77,6 +81,7 @@ for id in 1 2 3; do
     ready+="${ready:+; }$line"
 done
 endpoint="127.0.0.1:$base,127.0.0.1:$((base + 200)),127.0.0.1:$((base + 400))"
+nvkv_etcd_endpoint="127.0.0.1:$((base + 150)),127.0.0.1:$((base + 350)),127.0.0.1:$((base + 550))"
 # Ready members may still be electing: a write to a group with no leader yet
 # is refused (NotLeader, no leader known), so wait until every member names
 # a leader for every group.

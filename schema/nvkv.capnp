@@ -22,6 +22,7 @@ enum ErrorCode {
   leaseExists @9;         # a grant named an id that is already granted
   notMember @10;          # this member was removed, or joins and was not added yet
   notCaughtUp @11;        # a learner to promote is too far behind its leader
+  noSpace @12;            # the group is out of space (NOSPACE alarm): delete keys; deletes and compaction still work
 }
 
 struct Error {
@@ -392,6 +393,10 @@ struct GroupStatus {
   # Leaderships this member saw the group take since it started (a leader in
   # a term it had not seen led), the first election included.
   leaderChanges @15 :UInt64;
+  # The group's NOSPACE alarm is raised on this member: its store does not
+  # fit its shard's snapshot area even with all history compacted, so writes
+  # that add data are refused (noSpace) until deletes make room.
+  noSpace @16 :Bool;
 }
 
 # What a membership change did: every group of the cluster changed, each
@@ -644,13 +649,39 @@ struct PeerHello {
   shard @2 :UInt32;       # the shard that dials or answers (the same on both ends)
   shards @3 :UInt32;      # every member must run as many shards...
   groups @4 :UInt32;      # ...and as many groups, so group g is on shard g mod shards everywhere
+  # The id of the sender's namespace (its superblock's, 16 bytes). A member
+  # remembers the namespace of every peer it met: a voter that comes back
+  # with another one lost its votes and acknowledged entries, and is refused.
+  # Empty from a member that does not say.
+  namespaceId @5 :Data;
+  # The cluster the sender belongs to (16 bytes); empty while it knows none.
+  # Members of different clusters are refused, whatever their names.
+  clusterId @6 :Data;
 }
 
 # The bootstrap capability of a peer port.
 interface PeerPort {
   # Answers with this end's hello and a session, or fails with a message
-  # naming what differs (cluster name, shard, layout) and what to do.
+  # naming what differs (cluster name, shard, layout, cluster id, a voter
+  # whose data was lost) and what to do.
   hello @0 (hello :PeerHello) -> (hello :PeerHello, session :PeerSession);
+  # Asked by a member that knows no cluster yet (a blank namespace, or one
+  # formatted before namespaces named their cluster), before it starts its
+  # groups: which cluster this member belongs to, and whether it knew the
+  # asker by another namespace while the asker still votes.
+  introduce @1 (hello :PeerHello) -> (introduction :Introduction);
+}
+
+struct Introduction {
+  clusterId @0 :Data;          # empty: this member knows no cluster either
+  verdict @1 :IntroductionVerdict;
+  knownNamespace @2 :Data;     # for wiped: the namespace this member knew the asker by
+}
+
+enum IntroductionVerdict {
+  welcome @0;   # nothing against the asker starting
+  wiped @1;     # the asker votes in this member's groups, and came back with another namespace
+  unsure @2;    # this member's groups are still starting: ask again
 }
 
 # The calls one shard makes of the same shard of another member.

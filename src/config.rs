@@ -44,6 +44,42 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub metrics: MetricsConfig,
     pub tls: TlsConfig,
+    pub etcd: EtcdConfig,
+}
+
+/// `[etcd]`: etcd's v3 gRPC API, served beside the native one with the
+/// client port's TLS settings.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// Where etcd clients connect; `None` (an empty string in the file):
+    /// no etcd API.
+    #[serde(deserialize_with = "deserialize_optional_address")]
+    pub address: Option<SocketAddr>,
+}
+
+/// etcd's own client port, so nvkv is a drop-in for etcd's clients.
+pub const ETCD_ADDRESS_DEFAULT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 2379);
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig { address: Some(ETCD_ADDRESS_DEFAULT) }
+    }
+}
+
+impl EtcdConfig {
+    /// An address as `--etcd-listen` takes it: host:port, or empty for none.
+    pub fn parse_address(text: &str) -> Result<Option<SocketAddr>, String> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            format!(
+                "{text:?} is not an IP address and a port, like \"127.0.0.1:2379\" (or \"\" for no etcd API)"
+            )
+        })
+    }
 }
 
 /// `[tls]`: TLS on the client port (and the shards' own ports) and on the
@@ -281,6 +317,11 @@ pub struct RaftConfig {
     /// A group snapshots its store once this many entries were applied
     /// since its last snapshot.
     pub snapshot_after_entries: u64,
+    /// A group also snapshots (and purges its log up to the snapshot) once
+    /// its entries take this many bytes of its shard's log ring. 0: a
+    /// quarter of the ring shared among the shard's groups.
+    #[serde(deserialize_with = "deserialize_bytes")]
+    pub snapshot_after_bytes: u64,
     /// Entries kept in the log behind a snapshot, so a follower a little
     /// behind catches up from the log instead of a whole snapshot.
     pub entries_kept_after_snapshot: u64,
@@ -292,6 +333,7 @@ impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
             snapshot_after_entries: 10_000,
+            snapshot_after_bytes: 0,
             entries_kept_after_snapshot: 1_000,
             purge_batch_entries: 256,
         }
@@ -345,6 +387,31 @@ impl ClusterConfig {
     pub fn has_peers(&self) -> bool {
         self.members.len() > 1
     }
+
+    /// The id of the cluster these members bootstrap: the same on every
+    /// member whose config lists the same name and members (ids and peer
+    /// addresses, in any order), as etcd derives its cluster id from the
+    /// initial cluster and its token. `own` stands for the member list of a
+    /// node alone. Members started later learn the id from the cluster.
+    pub fn bootstrap_cluster_id(&self, own: (u64, SocketAddr)) -> [u8; 16] {
+        let mut members: Vec<(u64, SocketAddr)> =
+            self.members.iter().map(|member| (member.id, member.peer_address)).collect();
+        if members.is_empty() {
+            members.push(own);
+        }
+        members.sort();
+        let mut seed = self.name.as_bytes().to_vec();
+        for (id, address) in members {
+            seed.push(0);
+            seed.extend_from_slice(&id.to_le_bytes());
+            seed.extend_from_slice(address.to_string().as_bytes());
+        }
+        let mut cluster_id = [0u8; 16];
+        for (lane, chunk) in cluster_id.chunks_mut(4).enumerate() {
+            chunk.copy_from_slice(&crc32c::crc32c_append(0x6e76_6b76 ^ lane as u32, &seed).to_le_bytes());
+        }
+        cluster_id
+    }
 }
 
 /// One `[[cluster.members]]` entry.
@@ -389,7 +456,9 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             durability: Durability::Fua,
-            batch_bytes_max: MIB,
+            // etcd's largest request (1.5 MiB) and its entry header fit one
+            // entry, so every value a client may put has room in the log.
+            batch_bytes_max: 2 * MIB,
             inflight_writes_max: 4,
             groups_per_shard: 4,
         }
@@ -489,6 +558,13 @@ fn deserialize_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Soc
     text.parse().map_err(|_| de::Error::custom("expected an IP address and a port, like \"127.0.0.1:7379\""))
 }
 
+fn deserialize_optional_address<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    EtcdConfig::parse_address(&text).map_err(de::Error::custom)
+}
+
 fn deserialize_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     struct BytesVisitor;
 
@@ -560,7 +636,46 @@ impl Config {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
-        Config::parse(&text, &origin)
+        let mut config = Config::parse(&text, &origin)?;
+        let directory = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let directory = std::path::absolute(directory)
+            .map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
+        config.resolve_paths(&directory);
+        Ok(config)
+    }
+
+    /// Makes every relative path of the config relative to `directory`
+    /// (the config file's): a config means the same files wherever nvkv is
+    /// started from. Absolute paths stay as they are.
+    pub fn resolve_paths(&mut self, directory: &Path) {
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() && !path.as_os_str().is_empty() {
+                let relative: PathBuf = path
+                    .components()
+                    .filter(|component| *component != std::path::Component::CurDir)
+                    .collect();
+                *path = directory.join(relative);
+            }
+        };
+        resolve(&mut self.node.data_dir);
+        resolve(&mut self.namespace.path);
+        let tls = &mut self.tls;
+        for path in [
+            &mut tls.client_cert_file,
+            &mut tls.client_key_file,
+            &mut tls.client_ca_file,
+            &mut tls.peer_cert_file,
+            &mut tls.peer_key_file,
+            &mut tls.peer_ca_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(path);
+        }
     }
 
     /// Parses and checks config text; `origin` names it in errors.
@@ -721,9 +836,13 @@ impl Config {
         self.validate_store_limits()?;
         let raft = &self.raft;
         check_range("raft.snapshot_after_entries", raft.snapshot_after_entries, 1, 100_000_000)?;
+        if raft.snapshot_after_bytes != 0 {
+            check_range("raft.snapshot_after_bytes", raft.snapshot_after_bytes, MIB, 1 << 40)?;
+        }
         check_range("raft.entries_kept_after_snapshot", raft.entries_kept_after_snapshot, 0, 100_000_000)?;
         check_range("raft.purge_batch_entries", raft.purge_batch_entries, 1, 1_000_000)?;
         self.validate_metrics()?;
+        self.validate_etcd()?;
         self.validate_cluster()?;
         self.validate_tls()
     }
@@ -795,6 +914,16 @@ impl Config {
                  tls.client_key_file, or tls.insecure = true to accept plaintext on this address",
             ));
         }
+        if let Some(etcd) = self.etcd.address.filter(|address| !address.ip().is_loopback()) {
+            if !tls.client_tls() {
+                return Err(ConfigError::invalid(
+                    "etcd.address",
+                    format!("\"{etcd}\""),
+                    "a loopback address while the client port is plaintext (the etcd API speaks the client \
+                     port's TLS): set tls.client_cert_file and tls.client_key_file, or tls.insecure = true",
+                ));
+            }
+        }
         if self.cluster.has_peers() && !tls.peer_tls() && !node.peer_address.ip().is_loopback() {
             return Err(ConfigError::invalid(
                 "node.peer_address",
@@ -814,6 +943,11 @@ impl Config {
         if !self.tls.client_tls() && !self.node.client_address.ip().is_loopback() {
             plain.push(format!("clients on {} (node.client_address)", self.node.client_address));
         }
+        if let Some(etcd) = self.etcd.address.filter(|address| !address.ip().is_loopback()) {
+            if !self.tls.client_tls() {
+                plain.push(format!("etcd clients on {etcd} (etcd.address)"));
+            }
+        }
         if self.cluster.has_peers() && !self.tls.peer_tls() && !self.node.peer_address.ip().is_loopback() {
             plain.push(format!("peers on {} (node.peer_address)", self.node.peer_address));
         }
@@ -831,6 +965,21 @@ impl Config {
                 "metrics.address",
                 format!("\"{address}\""),
                 "an address no client or peer port uses, e.g. \"127.0.0.1:9379\"",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_etcd(&self) -> Result<(), ConfigError> {
+        let Some(address) = self.etcd.address else {
+            return Ok(());
+        };
+        let taken = [Some(self.node.client_address), Some(self.node.peer_address), self.metrics.address];
+        if address.port() != 0 && taken.contains(&Some(address)) {
+            return Err(ConfigError::invalid(
+                "etcd.address",
+                format!("\"{address}\""),
+                "an address no client, peer or metrics port uses, e.g. \"127.0.0.1:2379\", or \"\" for none",
             ));
         }
         Ok(())
@@ -1155,7 +1304,10 @@ mod tests {
     fn the_shipped_example_is_exactly_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/nvkv.toml");
         let config = Config::load(Some(&path)).expect("config/nvkv.toml parses");
-        assert_eq!(config, Config::default(), "config/nvkv.toml must show the defaults exactly");
+        // The defaults, with data_dir relative to the file's directory.
+        let mut defaults = Config::default();
+        defaults.resolve_paths(path.parent().expect("config/"));
+        assert_eq!(config, defaults, "config/nvkv.toml must show the defaults exactly");
     }
 
     #[test]
@@ -1325,7 +1477,10 @@ mod tests {
                 Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/cluster3/node{member}.toml"));
             let config = Config::load(Some(&path)).expect("config/cluster3 parses");
             assert_eq!(config.node.member_id, member);
-            assert_eq!(config.node.data_dir, PathBuf::from(format!("./nvkv-data/node{member}")));
+            assert_eq!(
+                config.node.data_dir,
+                path.parent().expect("cluster3/").join(format!("nvkv-data/node{member}"))
+            );
             assert_eq!(config.cluster.name, "cluster3");
             assert_eq!(config.cluster.members.iter().map(|listed| listed.id).collect::<Vec<_>>(), [1, 2, 3]);
             assert!(config.cluster.has_peers());
@@ -1408,6 +1563,26 @@ mod tests {
             );
             assert!(message.contains("in test.toml"), "{message}");
         }
+    }
+
+    #[test]
+    fn relative_paths_are_the_config_files_directory() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("node1.toml");
+        std::fs::write(
+            &path,
+            "[node]\ndata_dir = \"./nvkv-data/node1\"\n[namespace]\npath = \"/dev/nvme0n1\"\n\
+             [tls]\nclient_cert_file = \"tls/node.pem\"\nclient_key_file = \"tls/node-key.pem\"\n",
+        )
+        .expect("write the config");
+        let config = Config::load(Some(&path)).expect("loads");
+        assert_eq!(config.node.data_dir, directory.path().join("nvkv-data/node1"));
+        assert_eq!(config.namespace.path, PathBuf::from("/dev/nvme0n1"), "absolute paths stay");
+        assert_eq!(config.tls.client_cert_file, Some(directory.path().join("tls/node.pem")));
+        assert_eq!(config.tls.client_key_file, Some(directory.path().join("tls/node-key.pem")));
+        assert_eq!(config.tls.client_ca_file, None);
+        // Without a config file, the defaults stay relative to where nvkv runs.
+        assert_eq!(Config::load(None).expect("defaults").node.data_dir, PathBuf::from("./nvkv-data"));
     }
 
     #[test]

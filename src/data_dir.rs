@@ -60,6 +60,17 @@ impl DataDirLock {
     }
 }
 
+/// Makes the name of `path` durable in its directory: fsyncs the directory
+/// that holds it (a file's own fsync does not cover its directory entry, so
+/// a power cut right after creating a file can otherwise lose its name).
+pub fn sync_parent(path: &Path) -> std::io::Result<()> {
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    File::open(directory)?.sync_all()
+}
+
 impl Drop for DataDirLock {
     fn drop(&mut self) {
         // Empty it first so no one reads a stale pid; closing the file

@@ -16,6 +16,9 @@ pub mod bench;
 #[forbid(unsafe_code)]
 pub mod config;
 pub mod data_dir;
+#[cfg(feature = "etcd")]
+#[forbid(unsafe_code)]
+pub mod etcd;
 #[forbid(unsafe_code)]
 pub mod kv;
 #[forbid(unsafe_code)]
@@ -25,6 +28,8 @@ pub mod latency;
 pub mod lincheck;
 #[forbid(unsafe_code)]
 pub mod little_endian;
+#[forbid(unsafe_code)]
+pub mod logging;
 #[forbid(unsafe_code)]
 pub mod node;
 pub mod nvme;

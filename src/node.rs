@@ -9,7 +9,7 @@
 //! reactor threads) nor parse config text (that is `config`).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +27,7 @@ use crate::shard::forward::LeaderLink;
 use crate::shard::groups::{GroupLayout, NoPeers};
 use crate::shard::{self, LogDriver};
 use crate::topology::{self, TopologyError};
+use crate::wal::superblock::SuperblockKeeper;
 use crate::wal::{superblock, FormatOptions, ShardRegion, Superblock, WalError};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,22 @@ pub enum NodeError {
     DataDirLock(#[from] DataDirError),
     #[error("cannot open the namespace: {0}")]
     Namespace(#[from] NvmeError),
+    #[error(
+        "cannot listen for etcd clients on {address} (etcd.address): {source}; is an etcd (or another nvkv) \
+         using that port? Choose another address, or set etcd.address = \"\" to serve no etcd API"
+    )]
+    EtcdListen { address: String, source: std::io::Error },
+    #[error(
+        "etcd.address is set but this nvkv was built without its etcd API (cargo feature `etcd`); set \
+         etcd.address = \"\" or use a build with the feature"
+    )]
+    EtcdNotBuilt,
+    #[error(
+        "{shards} shards of log.groups_per_shard groups make {groups} groups, more than the {} a revision can \
+         name (its low bits are the group); lower log.groups_per_shard or reactor.shards",
+        crate::kv::store::HYBRID_GROUPS_MAX
+    )]
+    TooManyGroups { shards: usize, groups: u64 },
     #[error(transparent)]
     Topology(#[from] TopologyError),
     #[error(transparent)]
@@ -72,6 +89,16 @@ pub enum NodeError {
     ShardCount { path: String, formatted: u32, configured: usize },
     #[error("invalid TLS setting {0}")]
     Tls(#[from] crate::rpc::tls::TlsFileError),
+    #[error(
+        "namespace {path} belongs to member {formatted_by}, but this config makes this node member {configured}; \
+         point namespace.path (or node.data_dir) at this member's own namespace, or set node.member_id = \
+         {formatted_by}"
+    )]
+    OtherMember { path: String, formatted_by: u64, configured: u64 },
+    #[error("this member may not start: {0}")]
+    Refused(#[from] crate::rpc::incarnation::StartRefusal),
+    #[error("each shard's log ring ({ring_bytes} bytes, three quarters of its share of the namespace) is too small: {reason}")]
+    Ring { ring_bytes: u64, reason: String },
     #[error("cannot listen for SIGTERM and SIGINT: {0}")]
     Signals(std::io::Error),
 }
@@ -163,14 +190,25 @@ struct ShardListeners {
     peer: Option<(std::net::TcpListener, Arc<PeerIdentity>)>,
     /// The Prometheus endpoint's (shard 0, when `[metrics] address` is set).
     metrics: Option<std::net::TcpListener>,
+    /// The etcd API's (shard 0, when `[etcd] address` is set).
+    etcd: Option<EtcdListener>,
 }
+
+/// The etcd API's listener and what its shards serve it with.
+type EtcdListener = (std::net::TcpListener, EtcdServing);
+
+/// What the etcd API needs where the feature that serves it is built.
+#[cfg(feature = "etcd")]
+type EtcdServing = crate::etcd::SharedInfo;
+#[cfg(not(feature = "etcd"))]
+type EtcdServing = ();
 
 /// Wraps a shard's driver factory so that, once its driver runs, the shard
 /// also accepts client connections, and peer connections, on its listeners.
 fn with_acceptor(driver: DriverFactory, listeners: ShardListeners, info: Arc<NodeInfo>) -> DriverFactory {
     Box::new(move |context: &ReactorContext| {
         let driver = driver(context)?;
-        let member = info.member_id;
+        let (member, groups) = (info.member_id, info.groups);
         if let Some(main) = listeners.main {
             crate::rpc::server::spawn_acceptor(context, main, info.clone(), true)?;
         }
@@ -179,10 +217,55 @@ fn with_acceptor(driver: DriverFactory, listeners: ShardListeners, info: Arc<Nod
             crate::rpc::peer::spawn_peer_acceptor(context, peer, identity)?;
         }
         if let Some(metrics) = listeners.metrics {
-            crate::rpc::metrics::spawn_metrics_acceptor(context, metrics, member)?;
+            crate::rpc::metrics::spawn_metrics_acceptor(context, metrics, member, groups)?;
         }
+        #[cfg(feature = "etcd")]
+        if let Some((etcd, info)) = listeners.etcd {
+            crate::etcd::spawn_acceptor(context, etcd, info)?;
+        }
+        // Without the feature no listener is bound (`bind_etcd` refuses).
+        #[cfg(not(feature = "etcd"))]
+        let _ = listeners.etcd;
         Ok(driver)
     })
+}
+
+/// Binds the etcd API's listener when `[etcd] address` is set, with what
+/// its shards serve it with; returns the bound address too (port 0 resolved).
+fn bind_etcd(
+    config: &Config,
+    tls: &crate::rpc::tls::NodeTls,
+    groups: u32,
+) -> Result<(Option<EtcdListener>, Option<std::net::SocketAddr>), NodeError> {
+    let Some(address) = config.etcd.address else {
+        return Ok((None, None));
+    };
+    if !cfg!(feature = "etcd") {
+        return Err(NodeError::EtcdNotBuilt);
+    }
+    let listen_failed = |source| NodeError::EtcdListen { address: address.to_string(), source };
+    let listener = std::net::TcpListener::bind(address).map_err(listen_failed)?;
+    let bound = listener.local_addr().map_err(listen_failed)?;
+    #[cfg(feature = "etcd")]
+    let serving = {
+        let scheme = if tls.etcd.is_some() { "https" } else { "http" };
+        Arc::new(crate::etcd::EtcdInfo {
+            cluster_id: crate::etcd::EtcdInfo::cluster_id(&config.cluster.name),
+            member_id: config.node.member_id,
+            name: config.node.name.clone(),
+            client_url: format!("{scheme}://{bound}"),
+            peer_scheme: if tls.peer.is_some() { "https" } else { "http" },
+            groups,
+            limits: config.store.limits(),
+            watch: crate::rpc::watch::WatchSettings::from_config(&config.store).options,
+            tls: tls.etcd.clone(),
+        })
+    };
+    #[cfg(not(feature = "etcd"))]
+    let serving = {
+        let _ = (tls, groups);
+    };
+    Ok((Some((listener, serving)), Some(bound)))
 }
 
 /// Where shard `shard` takes connections of its own: the client port + 1 +
@@ -206,9 +289,11 @@ fn open_superblock(
     namespace: &dyn Namespace,
     queue_pair: &QueuePairConfig,
     shards: usize,
+    member_id: u64,
 ) -> Result<Superblock, NodeError> {
     let mut queue = namespace.open_queue_pair(queue_pair)?;
-    let options = FormatOptions { shards: shards as u32, groups_per_shard_max: GROUPS_PER_SHARD_LIMIT };
+    let options =
+        FormatOptions { shards: shards as u32, groups_per_shard_max: GROUPS_PER_SHARD_LIMIT, member_id };
     let (superblock, formatted) = superblock::open_or_format(queue.as_mut(), options)?;
     tracing::info!(
         namespace_id = %superblock.namespace_id_hex(),
@@ -220,12 +305,123 @@ fn open_superblock(
     Ok(superblock)
 }
 
+/// Checks the namespace is this member's (the member that formatted it),
+/// and names it this member's when it was formatted before namespaces said.
+fn own_namespace(config: &Config, keeper: &SuperblockKeeper, path: &Path) -> Result<(), NodeError> {
+    let member = config.node.member_id;
+    let formatted_by = keeper.identity().member_id;
+    if formatted_by != 0 && formatted_by != member {
+        return Err(NodeError::OtherMember {
+            path: path.display().to_string(),
+            formatted_by,
+            configured: member,
+        });
+    }
+    keeper.update(|identity| {
+        let unnamed = identity.member_id == 0;
+        identity.member_id = member;
+        unnamed
+    })?;
+    Ok(())
+}
+
+/// Gives a member that knows no cluster yet (a blank namespace, or one
+/// formatted before namespaces named their cluster) its cluster id: the one
+/// its peers answer with, or for a new cluster the one its config derives.
+/// Refuses to start a member its peers knew by another namespace while it
+/// still votes: its data was lost (see `rpc::incarnation`).
+fn join_cluster(
+    config: &Config,
+    keeper: &SuperblockKeeper,
+    peers: Option<&PeerIdentity>,
+) -> Result<(), NodeError> {
+    let identity = keeper.identity();
+    if identity.cluster_id != crate::rpc::incarnation::NO_CLUSTER {
+        return Ok(());
+    }
+    let member = config.node.member_id;
+    let learned = match peers {
+        None => None,
+        Some(peers) => {
+            let others: Vec<Member> = config
+                .cluster
+                .members
+                .iter()
+                .filter(|listed| listed.id != member)
+                .map(|listed| listed.member())
+                .collect();
+            let answers = crate::rpc::peer::introduce(peers, &others);
+            for (peer, answer) in &answers {
+                tracing::debug!(peer, ?answer, "introduced to a peer");
+            }
+            crate::rpc::incarnation::decide(member, keeper.namespace_id(), &answers, config.cluster.join)?
+        }
+    };
+    let cluster_id =
+        learned.unwrap_or_else(|| config.cluster.bootstrap_cluster_id((member, config.node.peer_address)));
+    keeper.update(|identity| {
+        identity.cluster_id = cluster_id;
+        true
+    })?;
+    tracing::info!(
+        cluster_id = %crate::wal::superblock::hex(&cluster_id),
+        "{} cluster {}",
+        if learned.is_some() { "joined the running" } else { "bootstraps" },
+        crate::wal::superblock::hex(&cluster_id)
+    );
+    Ok(())
+}
+
+/// When the groups snapshot, with `raft.snapshot_after_bytes` resolved
+/// against the rings the namespace was formatted with. Refuses a layout
+/// whose rings cannot hold what their groups keep between snapshots.
+fn snapshot_policy(
+    config: &Config,
+    superblock: &Superblock,
+) -> Result<crate::shard::snapshots::SnapshotPolicy, NodeError> {
+    let region = superblock.region(0);
+    let ring_bytes = region.ring_blocks() * u64::from(superblock.lba_bytes);
+    let groups = u64::from(config.log.groups_per_shard);
+    let writes = groups + u64::from(config.log.inflight_writes_max);
+    let ring_error = |reason: String| NodeError::Ring { ring_bytes, reason };
+    if writes * config.log.batch_bytes_max > ring_bytes {
+        return Err(ring_error(format!(
+            "it must hold a largest write (log.batch_bytes_max = {}) for each of the shard's \
+             log.groups_per_shard = {groups} groups and log.inflight_writes_max = {} writes in flight, {} bytes; \
+             lower log.batch_bytes_max, use fewer shards or groups, or give the node a larger namespace_bytes",
+            config.log.batch_bytes_max,
+            config.log.inflight_writes_max,
+            writes * config.log.batch_bytes_max
+        )));
+    }
+    let after_bytes = match config.raft.snapshot_after_bytes {
+        0 => (ring_bytes / 4 / groups).max(1),
+        explicit if explicit.saturating_mul(groups) > ring_bytes / 2 => {
+            return Err(ring_error(format!(
+                "its log.groups_per_shard = {groups} groups may each fill raft.snapshot_after_bytes = {explicit} \
+                 bytes before they snapshot, {} bytes, more than half of it; lower raft.snapshot_after_bytes (0 \
+                 picks a quarter of the ring shared among the groups), use fewer shards or groups, or give the \
+                 node a larger namespace_bytes",
+                explicit * groups
+            )));
+        }
+        explicit => explicit,
+    };
+    Ok(crate::shard::snapshots::SnapshotPolicy {
+        every_entries: config.raft.snapshot_after_entries,
+        after_bytes,
+        compact_keep_revisions: config.store.compact_under_pressure_keep_revisions,
+    })
+}
+
 /// A running node.
 pub struct Node {
     config: Arc<Config>,
     namespace_path: PathBuf,
     /// Where clients connect: `node.client_address` with its port resolved.
     client_address: std::net::SocketAddr,
+    /// Where etcd clients connect (`[etcd] address`, resolved), if anywhere.
+    etcd_address: Option<std::net::SocketAddr>,
     // Field order is stop order: reactors, then the namespace, then the lock.
     reactors: Reactors,
     namespace: Arc<dyn Namespace>,
@@ -254,8 +450,11 @@ impl Node {
             );
         }
         let data_dir = &config.node.data_dir;
-        std::fs::create_dir_all(data_dir)
-            .map_err(|source| NodeError::DataDir { path: data_dir.display().to_string(), source })?;
+        let data_dir_error = |source| NodeError::DataDir { path: data_dir.display().to_string(), source };
+        if !data_dir.is_dir() {
+            std::fs::create_dir_all(data_dir).map_err(data_dir_error)?;
+            crate::data_dir::sync_parent(data_dir).map_err(data_dir_error)?;
+        }
         let lock = DataDirLock::acquire(data_dir)?;
         tracing::debug!(lock = %lock.path().display(), "locked the data directory");
 
@@ -263,6 +462,16 @@ impl Node {
         // What the backend says it opened: the path, or for spdk the
         // transport id and NSID (namespace.path means nothing there).
         let namespace_path = PathBuf::from(&namespace.info().description);
+        // The LOCK file and a namespace file just created are names in
+        // their directories: make those durable before anything is written
+        // that a restart must find.
+        crate::data_dir::sync_parent(lock.path()).map_err(data_dir_error)?;
+        if namespace_path.is_file() && namespace_path.parent() != lock.path().parent() {
+            crate::data_dir::sync_parent(&namespace_path).map_err(|source| NodeError::DataDir {
+                path: namespace_path.parent().unwrap_or(std::path::Path::new(".")).display().to_string(),
+                source,
+            })?;
+        }
 
         let queue_pair = QueuePairConfig {
             depth: config.namespace.queue_depth,
@@ -270,7 +479,8 @@ impl Node {
         };
         let pci_address = namespace.info().pci_address.clone();
         let mut cores = topology::choose_cores(&config.reactor, pci_address.as_deref())?;
-        let superblock = open_superblock(namespace.as_ref(), &queue_pair, cores.len())?;
+        let superblock =
+            open_superblock(namespace.as_ref(), &queue_pair, cores.len(), config.node.member_id)?;
         if superblock.shards as usize != cores.len() {
             let automatic = config.reactor.shards == 0 && config.reactor.cores.is_empty();
             if !automatic {
@@ -334,6 +544,11 @@ impl Node {
             ),
             None => None,
         };
+        let (mut etcd_listener, etcd_address) =
+            bind_etcd(&config, &tls, cores.len() as u32 * config.log.groups_per_shard)?;
+        let keeper =
+            Arc::new(SuperblockKeeper::new(namespace.clone(), queue_pair.clone(), superblock.clone()));
+        own_namespace(&config, &keeper, &namespace_path)?;
         let peers = config.cluster.has_peers().then(|| {
             Arc::new(PeerIdentity {
                 tls: tls.peer.clone(),
@@ -344,8 +559,10 @@ impl Node {
                 request_timeout: std::time::Duration::from_millis(
                     config.raft.group_config().request_timeout_ms,
                 ),
+                keeper: keeper.clone(),
             })
         });
+        join_cluster(&config, &keeper, peers.as_deref())?;
         let mut peer_listeners = Vec::with_capacity(cores.len());
         for shard in 0..cores.len() {
             let Some(identity) = &peers else {
@@ -361,6 +578,10 @@ impl Node {
             let listener = std::net::TcpListener::bind(address)
                 .map_err(|source| NodeError::PeerListen { address: address.to_string(), source })?;
             peer_listeners.push(Some((listener, identity.clone())));
+        }
+        let groups = cores.len() as u64 * u64::from(config.log.groups_per_shard);
+        if groups > u64::from(crate::kv::store::HYBRID_GROUPS_MAX) {
+            return Err(NodeError::TooManyGroups { shards: cores.len(), groups });
         }
         let member = Member {
             id: config.node.member_id,
@@ -388,7 +609,7 @@ impl Node {
                 watch_events_pending_max: config.store.watch_events_pending_max as usize,
                 ..WatchLimits::default()
             },
-            compact_keep_revisions: config.store.compact_under_pressure_keep_revisions,
+            snapshots: snapshot_policy(&config, &superblock)?,
         };
         let (ready_sender, ready_receiver) = crossbeam_channel::bounded(cores.len());
         let factories = cores
@@ -413,6 +634,7 @@ impl Node {
                     own: shard_listeners[shard].take().expect("one listener per shard"),
                     peer: peer_listeners[shard].take(),
                     metrics: metrics_listener.take(),
+                    etcd: etcd_listener.take(),
                 };
                 with_acceptor(driver, listeners, info.clone())
             })
@@ -431,7 +653,7 @@ impl Node {
                 }
             }
         }
-        Ok(Node { config, namespace_path, client_address, reactors, namespace, lock })
+        Ok(Node { config, namespace_path, client_address, etcd_address, reactors, namespace, lock })
     }
 
     /// The one line that says the node is up and how it runs.
@@ -439,7 +661,7 @@ impl Node {
         let info = self.namespace.info();
         let shards = self.reactors.len();
         format!(
-            "nvkv ready: member {}, {shards} {} on cores {:?}, namespace {} ({}, {} bytes), durability {}, client {}",
+            "nvkv ready: member {}, {shards} {} on cores {:?}, namespace {} ({}, {} bytes), durability {}, {}client {}",
             self.config.node.member_id,
             if shards == 1 { "shard" } else { "shards" },
             self.reactors.cores(),
@@ -447,6 +669,7 @@ impl Node {
             info.backend,
             info.capacity_bytes(),
             self.config.log.durability,
+            self.etcd_address.map_or_else(String::new, |address| format!("etcd {address}, ")),
             self.client_address,
         )
     }
@@ -454,6 +677,11 @@ impl Node {
     /// Where clients connect (the bound address, so port 0 is resolved).
     pub fn client_address(&self) -> std::net::SocketAddr {
         self.client_address
+    }
+
+    /// Where etcd clients connect (bound, so port 0 is resolved), if anywhere.
+    pub fn etcd_address(&self) -> Option<std::net::SocketAddr> {
+        self.etcd_address
     }
 
     pub fn config(&self) -> &Config {
@@ -492,6 +720,9 @@ pub fn serve(config: Config) -> Result<(), NodeError> {
         let node = Node::start(config)?;
         let ready = node.ready_line();
         tracing::info!("{ready}");
+        for line in serving_notes(node.config()) {
+            tracing::info!("{line}");
+        }
         println!("{ready}");
         let _ = std::io::stdout().flush();
         // Every listener is bound and every shard serves by now.
@@ -512,6 +743,40 @@ pub fn serve(config: Config) -> Result<(), NodeError> {
         tracing::info!("nvkv stopped");
         Ok(())
     })
+}
+
+/// What the ready line leaves out of how the node serves: TLS on each
+/// port, and where metrics and health checks answer.
+fn serving_notes(config: &Config) -> Vec<String> {
+    let tls = &config.tls;
+    let shown =
+        |path: &Option<PathBuf>| path.as_ref().map_or(String::new(), |path| path.display().to_string());
+    let mut notes = vec![match (tls.client_tls(), &tls.client_ca_file) {
+        (true, Some(_)) => format!(
+            "client ports: TLS, mutual: a client needs a certificate signed by {}",
+            shown(&tls.client_ca_file)
+        ),
+        (true, None) => format!("client ports: TLS with {}", shown(&tls.client_cert_file)),
+        (false, _) => "client ports: plaintext (no tls.client_cert_file)".to_string(),
+    }];
+    if config.cluster.has_peers() {
+        notes.push(if tls.peer_tls() {
+            format!(
+                "peer ports from {}: TLS, each member verified against {}",
+                config.node.peer_address,
+                shown(&tls.peer_ca_file)
+            )
+        } else {
+            format!("peer ports from {}: plaintext (no tls.peer_cert_file)", config.node.peer_address)
+        });
+    }
+    notes.push(match config.metrics.address {
+        Some(address) => {
+            format!("metrics and health checks on http://{address}: /metrics, /livez, /readyz, /health")
+        }
+        None => "no metrics or health checks (metrics.address is unset)".to_string(),
+    });
+    notes
 }
 
 /// Sends `WATCHDOG=1` three times per interval systemd asked for, as long
@@ -552,6 +817,7 @@ mod tests {
         config.reactor.shards = 1;
         // Any free port: tests run side by side.
         config.node.client_address = "127.0.0.1:0".parse().expect("address");
+        config.etcd.address = Some("127.0.0.1:0".parse().expect("address"));
         config
     }
 
@@ -561,7 +827,10 @@ mod tests {
         let node = Node::start(test_config(directory.path())).expect("node starts");
         let line = node.ready_line();
         assert!(line.starts_with("nvkv ready: member 1, 1 shard on cores ["), "{line}");
-        let client = format!(", 67108864 bytes), durability fua, client {}", node.client_address());
+        let etcd = node.etcd_address().expect("the etcd API is on by default");
+        assert_ne!(etcd.port(), 0, "the ready line names the etcd API's bound port");
+        let client =
+            format!(", 67108864 bytes), durability fua, etcd {etcd}, client {}", node.client_address());
         assert!(line.ends_with(&client), "{line}");
         assert_ne!(node.client_address().port(), 0, "the ready line names the bound port");
         let lock = std::fs::read_to_string(directory.path().join("LOCK")).expect("LOCK exists");

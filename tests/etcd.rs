@@ -6,52 +6,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::cluster::free_ports;
+use common::etcd::Etcd;
 use common::*;
-
-/// Where Debian's etcd-server puts etcd.
-const ETCD: &str = "/usr/bin/etcd";
-
-/// A one-member etcd on loopback with its data in a temp directory, killed
-/// on drop (it is a [`Daemon`]), so a failing test leaves no etcd behind.
-struct Etcd {
-    _daemon: Daemon,
-    client_port: u16,
-    _data: tempfile::TempDir,
-}
-
-impl Etcd {
-    /// Starts etcd and waits until it serves its clients.
-    fn start() -> Etcd {
-        assert!(
-            Path::new(ETCD).exists(),
-            "{ETCD} is missing: this test drives a real etcd; run scripts/setup.sh (as root) to install \
-             Debian's etcd-server"
-        );
-        let data = tempfile::tempdir().expect("temp dir");
-        let client_port = free_ports(2);
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{}", client_port + 1);
-        let mut command = Command::new(ETCD);
-        command
-            .args(["--name", "bench-test", "--logger", "zap", "--log-outputs", "stdout", "--data-dir"])
-            .arg(data.path().join("etcd"))
-            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("bench-test={peer_url}")]);
-        let mut daemon = Daemon::spawn(command);
-        // etcd 3.4's zap logger says this once its client port answers.
-        daemon.wait_line("serving client traffic");
-        Etcd { _daemon: daemon, client_port, _data: data }
-    }
-
-    fn target(&self) -> String {
-        format!("etcd://127.0.0.1:{}", self.client_port)
-    }
-}
 
 /// Runs `nvkv bench WORKLOAD --target TARGET ARGS --json` and returns its report.
 fn bench(workload: &str, target: &str, args: &[&str]) -> serde_json::Value {

@@ -54,7 +54,7 @@ fn configs(directory: &Path) -> Vec<Member> {
         let text = format!(
             "[node]\nmember_id = {id}\nname = \"node{id}\"\ndata_dir = \"{data}\"\n\
              client_address = \"127.0.0.1:{client}\"\npeer_address = \"127.0.0.1:{peer}\"\n\n\
-             [reactor]\nshards = 1\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n\
+             [etcd]\naddress = \"127.0.0.1:0\"\n\n[reactor]\nshards = 1\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n\
              [log]\ngroups_per_shard = {GROUPS}\n\n[cluster]\nname = \"member-test\"\njoin = {joining}\n\n{list}",
             id = member.id,
             data = directory.join(format!("data{}", member.id)).display(),
@@ -238,7 +238,13 @@ fn a_fourth_member_joins_is_promoted_and_an_old_one_leaves_under_load() {
     for id in [1, 4] {
         let index = id as usize - 1;
         daemons[index].signal(libc::SIGKILL);
-        let _ = daemons[index].wait_exit();
+        let (_, stderr) = daemons[index].wait_exit();
+        if id == 4 {
+            let waiting =
+                "join mode (cluster.join = true): waiting to be added to the cluster; on a member of it, \
+                           run `nvkv member add 4 --name node4";
+            assert!(stderr.contains(waiting), "the joining member said how to add it: {stderr}");
+        }
         daemons[index] = Daemon::start(&members[index].config);
         daemons[index].wait_ready();
     }
@@ -250,6 +256,24 @@ fn a_fourth_member_joins_is_promoted_and_an_old_one_leaves_under_load() {
     eventually("member 4 serving after its restart", || client(port(4), &["get", "/before/k3"]));
     let refused = client(port(1), &["get", "/before/k1"]).expect_err("member 1 stays removed");
     assert!(refused.contains("was removed"), "{refused}");
+
+    eprintln!("phase: member 4's config still lists member 1, which it said at its restart");
+    let mut restarted = daemons.remove(3);
+    restarted.signal(libc::SIGTERM);
+    let (_, stderr) = restarted.wait_exit();
+    let listed = |ids: &[u64]| {
+        ids.iter()
+            .map(|id| format!("{id} (127.0.0.1:{})", members[*id as usize - 1].peer_port))
+            .collect::<Vec<_>>()
+    };
+    let drift = format!(
+        "WARN nvkv::shard::membership: the config's cluster.members lists {}, but the cluster's members are {} \
+         (group 0, membership at log index",
+        listed(&[1, 2, 3, 4]).join(", "),
+        listed(&[2, 3, 4]).join(", ")
+    );
+    assert!(stderr.contains(&drift), "the restarted member warned of its stale config: {stderr}");
+    assert!(!stderr.contains(" ERROR "), "{stderr}");
     drop(daemons);
 }
 
@@ -296,4 +320,71 @@ fn a_member_removed_while_down_learns_it_from_its_peers_and_stops_serving() {
     restarted.signal(libc::SIGTERM);
     let (_, stderr) = restarted.wait_exit();
     assert!(stderr.contains("while away, and refuses client requests from now on"), "{stderr}");
+}
+
+/// A member whose data was wiped comes back with a blank namespace and no
+/// memory of its votes or of the entries it acknowledged: with one more
+/// failure a committed write could be lost. SIGKILLed and wiped, member 3
+/// refuses to start with the same config, saying how to rejoin; members 1
+/// and 2 serve meanwhile; removed and started in join mode, member 3 is
+/// added back, catches up and votes as a new member.
+#[test]
+fn a_member_whose_data_was_wiped_is_refused_until_removed_and_added_back() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let members = configs(directory.path());
+    let port = |id: u64| members[id as usize - 1].client_port;
+    let mut daemons: Vec<Daemon> = members[..3].iter().map(|member| Daemon::start(&member.config)).collect();
+    for daemon in &mut daemons {
+        daemon.wait_ready();
+    }
+    for index in 0..20 {
+        eventually("a put through member 1", || {
+            client(port(1), &["put", &format!("/wiped/k{index}"), &format!("v{index}")])
+        });
+    }
+    eventually("member 3 holding the keys", || {
+        match client(port(3), &["get", "/wiped/k19", "--consistency", "s"]) {
+            Ok(value) if value == "/wiped/k19\nv19\n" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+
+    eprintln!("phase: member 3 is SIGKILLed, its data directory removed, and started again: it refuses");
+    let mut wiped = daemons.pop().expect("member 3 runs");
+    wiped.signal(libc::SIGKILL);
+    let _ = wiped.wait_exit();
+    std::fs::remove_dir_all(directory.path().join("data3")).expect("remove member 3's data");
+    let stderr = refused(&members[2].config);
+    assert!(stderr.contains("its data was lost"), "{stderr}");
+    assert!(stderr.contains("nvkv member remove 3") && stderr.contains("cluster.join = true"), "{stderr}");
+
+    eprintln!("phase: members 1 and 2 serve");
+    eventually("a put through member 1", || client(port(1), &["put", "/wiped/after", "1"]));
+    assert_eq!(client(port(2), &["get", "/wiped/after"]).expect("get"), "/wiped/after\n1\n");
+
+    eprintln!("phase: member remove 3, then member 3 starts in join mode and is added back");
+    let removed = eventually("member remove 3", || client(port(1), &["member", "remove", "3"]));
+    assert_eq!(removed, format!("Member 3 removed from every group of the cluster ({GROUPS} groups)\n"));
+    let config = std::fs::read_to_string(&members[2].config).expect("config");
+    std::fs::write(&members[2].config, config.replace("join = false", "join = true")).expect("config");
+    let mut rejoined = Daemon::start(&members[2].config);
+    rejoined.wait_ready();
+    let peer = format!("127.0.0.1:{}", members[2].peer_port);
+    let client_address = format!("127.0.0.1:{}", port(3));
+    let add =
+        ["member", "add", "3", "--name", "node3", "--peer-urls", &peer, "--client-urls", &client_address];
+    let added = eventually("member add 3", || client(port(1), &[&add[..], &["--learner"]].concat()));
+    assert!(added.starts_with("Member 3 added as a learner"), "{added}");
+    for group in 0..GROUPS {
+        eventually(&format!("member 3 catching up in group {group}"), || caught_up(&members, group, 3));
+    }
+    let promoted = eventually("member promote 3", || client(port(2), &["member", "promote", "3"]));
+    assert!(promoted.starts_with("Member 3 promoted to voter"), "{promoted}");
+    assert_eq!(
+        client(port(3), &["get", "/wiped/k5", "--consistency", "s"]).expect("member 3 serves"),
+        "/wiped/k5\nv5\n"
+    );
+    assert_eq!(client(port(3), &["get", "/wiped/after"]).expect("get"), "/wiped/after\n1\n");
+    daemons.push(rejoined);
+    drop(daemons);
 }

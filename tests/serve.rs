@@ -16,7 +16,8 @@ fn serve_prints_ready_and_stops_cleanly_on_sigterm() {
     assert!(ready.contains(" on cores ["), "{ready}");
     let namespace = setup.data_dir().join("namespace");
     assert!(ready.contains(&format!("namespace {} (", namespace.display())), "{ready}");
-    assert!(ready.contains(", 67108864 bytes), durability fua, client 127.0.0.1:"), "{ready}");
+    assert!(ready.contains(", 67108864 bytes), durability fua, etcd 127.0.0.1:"), "{ready}");
+    assert!(ready.contains(", client 127.0.0.1:"), "{ready}");
     let port: u16 =
         ready.rsplit(':').next().and_then(|port| port.parse().ok()).expect("a port ends the ready line");
     assert_ne!(port, 0, "the ready line names the port the daemon bound");
@@ -291,68 +292,6 @@ fn txn_compares_and_swaps_refuses_spanning_groups_and_compact_forgets_history() 
 }
 
 #[test]
-fn a_group_whose_snapshot_does_not_fit_keeps_serving_and_says_why() {
-    // One shard of a 64 MiB namespace: a 16 MiB snapshot area. One key
-    // rewritten 200 times with 100 KiB values makes a group of 20 MB of
-    // history, due a snapshot every 20 entries that cannot fit.
-    let setup = Setup::new("[reactor]\nshards = 1\n[raft]\nsnapshot_after_entries = 20");
-    let mut daemon = Daemon::start(&setup.config);
-    let port = ready_port(&daemon.wait_ready());
-    let output = client(
-        port,
-        &["bench", "put", "--key-space", "1", "--value-bytes", "102400", "--total", "200", "--json"],
-    )
-    .expect("bench put runs");
-    let report: serde_json::Value = serde_json::from_str(&output).expect("one JSON object");
-    assert_eq!((report["ops"].as_u64(), report["errors"].as_u64()), (Some(200), Some(0)), "{report}");
-    // Give the snapshot task a few turns to look at the group.
-    std::thread::sleep(Duration::from_millis(1000));
-    client(port, &["put", "/after/all", "still-serving"]).expect("the group still takes writes");
-    assert_eq!(client(port, &["get", "/after/all"]).expect("get"), "/after/all\nstill-serving\n");
-    let status = status_json(port);
-    let groups = status[0]["groups"].as_array().expect("groups");
-    let busiest = groups.iter().max_by_key(|group| group["applied_index"].as_u64()).expect("a group");
-    // Early snapshots fit; once the group's history outgrows the room left
-    // beside its current snapshot, no newer one is taken. How far they get
-    // depends on when the snapshot task looked (later on a loaded machine),
-    // but a snapshot of 170 or more revisions of 100 KiB is larger than the
-    // whole 16 MiB area, so none can cover the last 30 of 200 puts.
-    let (snapshot, applied) = (busiest["snapshot_index"].as_u64(), busiest["applied_index"].as_u64());
-    assert!(snapshot.zip(applied).is_some_and(|(snapshot, applied)| snapshot + 30 < applied), "{status}");
-    daemon.signal(libc::SIGTERM);
-    let (exit, stderr) = daemon.wait_exit();
-    assert_eq!(exit.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("cannot take a snapshot"), "the node says why: {stderr}");
-    assert!(!stderr.contains("the shard must restart it"), "no group stopped: {stderr}");
-}
-
-#[test]
-fn a_node_whose_log_is_full_still_stops_on_sigterm() {
-    // One shard of a 64 MiB namespace: a 47 MiB log ring and a 16 MiB
-    // snapshot area. 700 values of 100 KiB on one key fill the ring while
-    // the group's snapshot no longer fits, so appends wait for space that no
-    // purge will free; a few writes time out.
-    let setup = Setup::new("[reactor]\nshards = 1\n[raft]\nsnapshot_after_entries = 20");
-    let mut daemon = Daemon::start(&setup.config);
-    let port = ready_port(&daemon.wait_ready());
-    let output = client(
-        port,
-        &["bench", "put", "--key-space", "1", "--value-bytes", "102400", "--total", "700", "--json"],
-    )
-    .expect("bench put runs");
-    let report: serde_json::Value = serde_json::from_str(&output).expect("one JSON object");
-    assert!(report["errors"].as_u64().is_some_and(|errors| errors > 0), "the ring filled up: {report}");
-    let status = status_json(port);
-    let shard = &status[0]["shards"][0];
-    let (used, capacity) = (shard["log_used_bytes"].as_u64(), shard["log_capacity_bytes"].as_u64());
-    assert!(used.zip(capacity).is_some_and(|(used, capacity)| used * 10 >= capacity * 9), "{status}");
-    daemon.signal(libc::SIGTERM);
-    let (exit, stderr) = daemon.wait_exit();
-    assert_eq!(exit.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("stops with work still pending"), "the node says what it left: {stderr}");
-}
-
-#[test]
 fn a_group_short_of_snapshot_room_is_compacted_by_its_leader_and_snapshots_again() {
     // As above, but the leader may compact down to 50 revisions: 5 MB of
     // history, which fits the 16 MiB snapshot area.
@@ -409,4 +348,58 @@ fn a_client_command_whose_reader_goes_away_ends_quietly() {
     assert_eq!(output.status.code(), Some(141), "ends as a shell reports a SIGPIPE: {:?}", output.status);
     daemon.signal(libc::SIGTERM);
     daemon.wait_exit();
+}
+
+/// A power cut right after the first start must not lose the namespace
+/// file's or the LOCK file's name: the daemon fsyncs the directory it
+/// created them in (and the one it created the data directory in), as
+/// `strace` shows it doing, after the files exist and before it says ready.
+#[test]
+fn a_first_start_makes_the_names_of_its_files_durable() {
+    let setup = Setup::new("[reactor]\nshards = 1");
+    let trace = setup.directory.path().join("strace.log");
+    let mut command = std::process::Command::new("strace");
+    command
+        .args(["-f", "-e", "trace=openat,fsync", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_nvkv"))
+        .args(["serve", "--config"])
+        .arg(&setup.config);
+    let mut daemon = Daemon::spawn(command);
+    daemon.wait_ready();
+    // The daemon is strace's child: signal it by the pid its LOCK names.
+    let lock = std::fs::read_to_string(setup.data_dir().join("LOCK")).expect("LOCK");
+    let pid: i32 = lock.trim().parse().expect("LOCK names a pid");
+    // SAFETY: kill with a pid and a signal number; no memory is passed.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "signal the daemon");
+    let (status, stderr) = daemon.wait_exit();
+    assert!(status.success(), "strace and the daemon end cleanly: {stderr}");
+    let trace = std::fs::read_to_string(&trace).expect("strace wrote its log");
+    let data_dir = setup.data_dir().display().to_string();
+    let parent = setup.directory.path().display().to_string();
+    let namespace = format!("{data_dir}/namespace");
+    // Each line: "PID call(args) = result"; descriptors are reused, so each
+    // fsync belongs to the last openat that returned its descriptor.
+    let mut open: std::collections::HashMap<String, String> = Default::default();
+    let (mut created, mut synced_data_dir, mut synced_parent) = (false, false, false);
+    for line in trace.lines() {
+        let Some((_, call)) = line.split_once(' ') else { continue };
+        if let Some(arguments) = call.strip_prefix("openat(") {
+            let path = arguments.split('"').nth(1).unwrap_or_default().to_string();
+            let result = call.rsplit("= ").next().unwrap_or_default().trim().to_string();
+            if path == namespace && arguments.contains("O_CREAT") {
+                created = true;
+            }
+            open.insert(result, path);
+        } else if let Some(descriptor) = call.strip_prefix("fsync(").and_then(|rest| rest.split(')').next()) {
+            match open.get(descriptor).map(String::as_str) {
+                Some(path) if path == data_dir && created => synced_data_dir = true,
+                Some(path) if path == parent => synced_parent = true,
+                _ => {}
+            }
+        }
+    }
+    assert!(created, "the first start created {namespace}:\n{trace}");
+    assert!(synced_data_dir, "{data_dir} was fsynced after its files were created:\n{trace}");
+    assert!(synced_parent, "{parent} was fsynced after the data directory was created in it:\n{trace}");
 }

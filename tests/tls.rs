@@ -17,65 +17,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::*;
+use common::pki::*;
 use common::*;
-
-/// A certificate authority of one test, writing its files into a directory.
-struct Authority {
-    directory: PathBuf,
-    name: String,
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Authority {
-    fn new(directory: &Path, name: &str) -> Authority {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, format!("nvkv test {name}"));
-        params.key_usages =
-            vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
-        let key = rcgen::KeyPair::generate().expect("CA key");
-        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).expect("self-signed CA");
-        std::fs::write(directory.join(format!("{name}.pem")), issuer.pem()).expect("write the CA");
-        Authority { directory: directory.to_path_buf(), name: name.to_string(), issuer }
-    }
-
-    fn certificate_file(&self) -> PathBuf {
-        self.directory.join(format!("{}.pem", self.name))
-    }
-
-    /// A certificate for `names` (IP addresses become IP SANs) signed by
-    /// this CA: its file and its key's file.
-    fn issue(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
-        let mut params = rcgen::CertificateParams::new(names).expect("leaf params");
-        params.distinguished_name.push(rcgen::DnType::CommonName, file);
-        let key = rcgen::KeyPair::generate().expect("leaf key");
-        let certificate = params.signed_by(&key, &self.issuer).expect("signed leaf");
-        let certificate_path = self.directory.join(format!("{file}.pem"));
-        let key_path = self.directory.join(format!("{file}-key.pem"));
-        std::fs::write(&certificate_path, certificate.pem()).expect("write the certificate");
-        std::fs::write(&key_path, key.serialize_pem()).expect("write the key");
-        (certificate_path, key_path)
-    }
-}
-
-fn path_text(path: &Path) -> String {
-    path.to_str().expect("utf-8 temp path").to_string()
-}
-
-/// `[tls]` lines serving clients with `server` (certificate, key) and,
-/// with `client_ca`, requiring client certificates it signed.
-fn client_tls_section(server: &(PathBuf, PathBuf), client_ca: Option<&Path>) -> String {
-    let mut text = format!(
-        "[tls]\nclient_cert_file = {:?}\nclient_key_file = {:?}\n",
-        path_text(&server.0),
-        path_text(&server.1)
-    );
-    if let Some(ca) = client_ca {
-        text.push_str(&format!("client_ca_file = {:?}\n", path_text(ca)));
-    }
-    text
-}
 
 /// The peer lines of `[tls]`.
 fn peer_tls_lines(peer: &(PathBuf, PathBuf), ca: &Path) -> String {
@@ -362,7 +305,7 @@ fn plaintext_on_a_non_loopback_address_needs_insecure_and_warns() {
     );
     let stderr = refused(&setup.config);
     assert!(
-        stderr.contains("tls.client_cert_file = \"/nonexistent/server.pem\": cannot read it"),
+        stderr.contains("tls.client_cert_file = \"/nonexistent/server.pem\": there is no such file"),
         "{stderr}"
     );
 }

@@ -35,9 +35,11 @@ fn open(path: &Path) -> (Arc<dyn Namespace>, ShardRegion) {
     let namespace: Arc<dyn Namespace> =
         Arc::new(UringNamespace::open(path, &options).expect("open namespace"));
     let mut queue = namespace.open_queue_pair(&QueuePairConfig::default()).expect("queue pair");
-    let (superblock, _) =
-        superblock::open_or_format(queue.as_mut(), FormatOptions { shards: 1, groups_per_shard_max: 16 })
-            .expect("superblock");
+    let (superblock, _) = superblock::open_or_format(
+        queue.as_mut(),
+        FormatOptions { shards: 1, groups_per_shard_max: 16, member_id: 0 },
+    )
+    .expect("superblock");
     drop(queue);
     (namespace, superblock.region(0))
 }

@@ -21,21 +21,33 @@ from report import budget, machine, stats
  scratch) = sys.argv[1:12]
 seconds, repeats = int(seconds), int(repeats)
 sizes = [int(size) for size in sizes.split(",")]
-STORES = ("nvkv", "etcd")
+# nvkv-etcd: nvkv's etcd API, driven by the same etcd client as etcd; runs
+# from before nvkv had one have no such side, and their report stays as it was.
+ETCD_API = "nvkv-etcd"
+STORES = ("nvkv", "etcd") + ((ETCD_API,) if os.path.exists(f"{result}/raw") and any(
+    f"-{ETCD_API}-" in name for name in os.listdir(f"{result}/raw")) else ())
 PUT_CLIENTS = (1, 16, 64, 256)
 LABELS = {f"put-c{clients}": f"put, {clients} client{'s' if clients > 1 else ''}" for clients in PUT_CLIENTS}
 LABELS.update({"range-l": "range, linearizable", "range-s": "range, serializable",
                "txn": "txn compare-and-swap", "watch": "watch (put sent → event received)"})
-# (cluster size, workload, field, goal, comparison, what it says): ratios
-# nvkv / etcd of the medians.
+# (cluster size, workload, field, goal, comparison, what it says, nvkv's
+# side): ratios nvkv / etcd of the medians.
 GOALS = [
-    (1, "put-c1", "p50_us", 1 / 3, "<=", "one node: nvkv's put p50 at 1 client at most 1/3 of etcd's"),
-    (1, "put-c256", "ops_per_sec", 5.0, ">=", "one node: nvkv's puts/s at 256 clients at least 5x etcd's"),
+    (1, "put-c1", "p50_us", 1 / 3, "<=", "one node: nvkv's put p50 at 1 client at most 1/3 of etcd's", "nvkv"),
+    (1, "put-c256", "ops_per_sec", 5.0, ">=", "one node: nvkv's puts/s at 256 clients at least 5x etcd's", "nvkv"),
     (1, "put-c256", "server_cpu_us_per_op", 1 / 6, "<=",
-     "one node: nvkv's server CPU per put at 256 clients at most 1/6 of etcd's"),
-    (3, "put-c1", "p50_us", 1 / 2, "<=", "three nodes: nvkv's put p50 at 1 client at most 1/2 of etcd's"),
-    (3, "put-c256", "ops_per_sec", 4.0, ">=", "three nodes: nvkv's puts/s at 256 clients at least 4x etcd's"),
-    (3, "put-c256", "p99_us", 1.0, "<", "three nodes: nvkv's put p99 at 256 clients lower than etcd's"),
+     "one node: nvkv's server CPU per put at 256 clients at most 1/6 of etcd's", "nvkv"),
+    (3, "put-c1", "p50_us", 1 / 2, "<=", "three nodes: nvkv's put p50 at 1 client at most 1/2 of etcd's", "nvkv"),
+    (3, "put-c256", "ops_per_sec", 4.0, ">=", "three nodes: nvkv's puts/s at 256 clients at least 4x etcd's", "nvkv"),
+    (3, "put-c256", "p99_us", 1.0, "<", "three nodes: nvkv's put p99 at 256 clients lower than etcd's", "nvkv"),
+    (1, "put-c256", "ops_per_sec", 3.0, ">=",
+     "one node, both through the etcd client: nvkv's put throughput at 256 clients at least 3x etcd's", "nvkv-etcd"),
+    (1, "put-c1", "p50_us", 1 / 2, "<=",
+     "one node, both through the etcd client: nvkv's put p50 at 1 client at most 1/2 of etcd's", "nvkv-etcd"),
+    (3, "put-c256", "ops_per_sec", 3.0, ">=",
+     "three nodes, both through the etcd client: nvkv's put throughput at 256 clients at least 3x etcd's", "nvkv-etcd"),
+    (3, "put-c1", "p50_us", 1 / 2, "<=",
+     "three nodes, both through the etcd client: nvkv's put p50 at 1 client at most 1/2 of etcd's", "nvkv-etcd"),
 ]
 # nvkv's put p50 at 1 client over its own device append p50 (same run), µs.
 ABOVE_DEVICE_US = 25.0
@@ -82,10 +94,14 @@ def ratio(nvkv, etcd):
 
 def floor(size):
     """nvkv's floor runs of one size: the device's append and the ping, the
-    repeat whose p50 is the median of each."""
+    repeat whose p50 is the median of each; None for a run from before the
+    floor was measured."""
     floors = {}
     for kind in ("device", "ping"):
-        runs = [json.load(open(f"{result}/raw/n{size}-floor-{kind}-r{repeat}.json")) for repeat in range(1, repeats + 1)]
+        paths = [f"{result}/raw/n{size}-floor-{kind}-r{repeat}.json" for repeat in range(1, repeats + 1)]
+        if not all(os.path.exists(path) for path in paths):
+            return None
+        runs = [json.load(open(path)) for path in paths]
         floors[kind] = sorted(runs, key=lambda run: run["p50_us"])[len(runs) // 2]
     return floors
 
@@ -106,20 +122,24 @@ for size in sizes:
             entry[store] = side(size, store, name)
         entry["ratios"] = {key: ratio(entry["nvkv"]["median"][key], entry["etcd"]["median"][key])
                            for key in ("ops_per_sec", "p50_us", "p99_us", "server_cpu_us_per_op")}
+        if ETCD_API in STORES:
+            entry["etcd_api_ratios"] = {key: ratio(entry[ETCD_API]["median"][key], entry["etcd"]["median"][key])
+                                        for key in ("ops_per_sec", "p50_us", "p99_us", "server_cpu_us_per_op")}
         results[str(size)][name] = entry
 
 
 goals = []
-for size, name, field, goal, comparison, text in GOALS:
-    if str(size) not in results:
+for size, name, field, goal, comparison, text, store in GOALS:
+    if str(size) not in results or store not in STORES:
         continue
-    value = results[str(size)][name]["ratios"][field]
+    value = results[str(size)][name]["ratios" if store == "nvkv" else "etcd_api_ratios"][field]
     met = value is not None and (value <= goal if comparison == "<=" else value >= goal if comparison == ">=" else value < goal)
     goals.append({"goal": text, "cluster_size": size, "workload": name, "ratio_of": field,
                   "value": value, "target": goal, "comparison": comparison, "result": "PASS" if met else "MISS",
-                  "nvkv": results[str(size)][name]["nvkv"]["median"][field],
+                  "nvkv": results[str(size)][name][store]["median"][field],
+                  **({"nvkv_side": store} if ETCD_API in STORES else {}),
                   "etcd": results[str(size)][name]["etcd"]["median"][field]})
-if "1" in results:
+if "1" in results and floors.get(1):
     put_p50 = results["1"]["put-c1"]["nvkv"]["median"]["p50_us"]
     device_p50 = floors[1]["device"]["p50_us"]
     goals.append({"goal": f"one node: nvkv's put p50 at 1 client at most its device append p50 + {ABOVE_DEVICE_US:.0f} µs",
@@ -148,7 +168,8 @@ summary = {"command": command, "parameters": {"seconds": seconds, "repeats": rep
                                               "workloads": {name: arguments.strip() for name, arguments in workloads}},
            "machine": machine, "versions": versions,
            "durability": {"nvkv": durability, "etcd": "WAL fsynced (etcd's default; --unsafe-no-fsync not given)"},
-           "ratios_are": "nvkv / etcd, of the medians", "goals": goals, "results": results,
+           "ratios_are": "nvkv / etcd, of the medians" + (" (etcd_api_ratios: nvkv's etcd API / etcd)"
+                                                           if ETCD_API in STORES else ""), "goals": goals, "results": results,
            "floor": {str(size): floors[size] for size in sizes},
            "ready": {size: read(f"{result}/ready-{size}.txt").strip() for size in sizes}}
 retries = f"{result}/preload-retries.txt"
@@ -205,7 +226,7 @@ for size in sizes:
     lines += ["", f"## {size_name[size].capitalize()}", "",
               "| Workload | nvkv ops/s | etcd ops/s | ops/s ratio | nvkv p50 µs | etcd p50 µs | p50 ratio | nvkv p99 µs | "
               "etcd p99 µs | p99 ratio | server CPU µs/op, nvkv — etcd (ratio) | bench CPU µs/op, nvkv — etcd | "
-              "raw ops/s, nvkv — etcd | notes |",
+              "raw ops/s, nvkv — etcd" + (" — nvkv's etcd API" if ETCD_API in STORES else "") + " | notes |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for name, _ in workloads:
         entry = results[str(size)][name]
@@ -230,12 +251,28 @@ for size in sizes:
                      f"{number(nvkv['generator_cpu_us_per_op'], 1)} — {number(etcd['generator_cpu_us_per_op'], 1)} | "
                      f"{raw} | {'; '.join(notes)} |")
     put = median_run(results[str(size)]["put-c1"]["nvkv"]["raw"])
-    lines += ["", f"### nvkv's latency budget, put at 1 client, {size_name[size]}", "",
-              "The repeat with the median p50; client hops are half of the round trip minus the time the node "
-              "said the put spent in it, server hops the nodes' histograms over the run (every shard of every "
-              "member). Hops marked ↳ run beside the leader's own append. The floor: nvkv's device append p50 "
-              "and its KV stream round trip doing no work, the repeat with the median p50 of each.", "",
-              *budget.table(put, floors[size]["device"], floors[size]["ping"])]
+    if floors[size] and put.get("budget"):
+        lines += ["", f"### nvkv's latency budget, put at 1 client, {size_name[size]}", "",
+                  "The repeat with the median p50; client hops are half of the round trip minus the time the node "
+                  "said the put spent in it, server hops the nodes' histograms over the run (every shard of every "
+                  "member). Hops marked ↳ run beside the leader's own append. The floor: nvkv's device append p50 "
+                  "and its KV stream round trip doing no work, the repeat with the median p50 of each.", "",
+                  *budget.table(put, floors[size]["device"], floors[size]["ping"])]
+    if ETCD_API not in STORES:
+        continue
+    lines += ["", f"Through the etcd client on both sides ({size_name[size]}): nvkv's etcd API (`etcd://`) and etcd, "
+              "the same driver and protocol.", "",
+              "| Workload | nvkv etcd API ops/s | etcd ops/s | ops/s ratio | nvkv etcd API p50 µs | etcd p50 µs | "
+              "p50 ratio | nvkv etcd API p99 µs | etcd p99 µs | p99 ratio | server CPU µs/op, nvkv etcd API — etcd |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, _ in workloads:
+        entry = results[str(size)][name]
+        api, etcd, ratios = entry["nvkv-etcd"]["median"], entry["etcd"]["median"], entry["etcd_api_ratios"]
+        lines.append(f"| {entry['label']} | {number(api['ops_per_sec'])} | {number(etcd['ops_per_sec'])} | "
+                     f"{times(ratios['ops_per_sec'])} | {number(api['p50_us'], 1)} | {number(etcd['p50_us'], 1)} | "
+                     f"{times(ratios['p50_us'])} | {number(api['p99_us'], 1)} | {number(etcd['p99_us'], 1)} | "
+                     f"{times(ratios['p99_us'])} | {number(api['server_cpu_us_per_op'], 1)} — "
+                     f"{number(etcd['server_cpu_us_per_op'], 1)} |")
 lines += ["", "![put throughput against clients](throughput.png)", "", "![latency percentiles](latency.png)"]
 
 missed = sorted({goal["cluster_size"] for goal in goals if goal["result"] == "MISS"})
@@ -268,7 +305,8 @@ for clients in PUT_CLIENTS:
 plot += ["EOD", "set output 'throughput.png'", "set title 'put throughput against clients (medians)'",
          "set xlabel 'clients (one connection per 10)'", "set ylabel 'puts/s'", "set logscale x 2", "set logscale y",
          "set grid", "set key top left", "set xtics (1, 16, 64, 256)", "set xrange [0.8:320]"]
-colours = {"nvkv": "#1f77b4", "etcd": "#ff7f0e"}
+colours = {"nvkv": "#1f77b4", "etcd": "#ff7f0e", "nvkv-etcd": "#2ca02c"}
+light = {"nvkv": "#aec7e8", "etcd": "#ffbb78", "nvkv-etcd": "#98df8a"}
 shapes = {1: "pt 7 dt 1", 3: "pt 5 dt 2"}
 columns = [(size, store) for size in sizes for store in STORES]
 plot.append("plot " + ", ".join(f"$throughput using 1:{index + 2} with linespoints lw 2 {shapes[size]} lc rgb '{colours[store]}' "
@@ -288,8 +326,11 @@ for size in sizes:
         entry = results[str(size)][name]
         plot.append(f"{name}," + ",".join(f"{max(entry[store]['median'][key], 10.0):.1f}"
                                           for key in ("p50_us", "p99_us") for store in STORES))
-    plot += ["EOD", f"set title '{size_name[size]}'",
-             f"plot $latency{size} using 2:xtic(1) title 'nvkv p50' lc rgb '#1f77b4', '' using 3 title 'etcd p50' lc rgb '#ff7f0e', "
-             "'' using 4 title 'nvkv p99' lc rgb '#aec7e8', '' using 5 title 'etcd p99' lc rgb '#ffbb78'"]
+    series = [(key, store) for key in ("p50", "p99") for store in STORES]
+    parts = []
+    for index, (key, store) in enumerate(series):
+        using = "using 2:xtic(1)" if index == 0 else f"'' using {index + 2}"
+        parts.append(f"{using} title '{store} {key}' lc rgb '{(colours if key == 'p50' else light)[store]}'")
+    plot += ["EOD", f"set title '{size_name[size]}'", f"plot $latency{size} " + ", ".join(parts)]
 plot += ["unset multiplot", "set output"]
 open(f"{result}/plot.gp", "w").write("\n".join(plot) + "\n")

@@ -239,12 +239,19 @@ fn write(
     };
     let superblock = {
         let mut queue = namespace.open_queue_pair(&queue_pair)?;
-        let options = FormatOptions { shards, groups_per_shard_max: GROUPS_PER_SHARD_LIMIT };
-        let (superblock, formatted) =
+        let member_id = config.node.member_id;
+        let options = FormatOptions { shards, groups_per_shard_max: GROUPS_PER_SHARD_LIMIT, member_id };
+        let (mut superblock, formatted) =
             superblock::open_or_format(queue.as_mut(), options).map_err(RestoreError::Format)?;
         if !formatted {
             return Err(RestoreError::NamespaceInUse { path: description });
         }
+        // A restore makes a new cluster: every member restored with the
+        // same members derives the same id, and none of the old cluster's
+        // members is taken for one of its own.
+        superblock.identity.cluster_id =
+            config.cluster.bootstrap_cluster_id((member_id, config.node.peer_address));
+        superblock::rewrite(queue.as_mut(), &mut superblock).map_err(RestoreError::Format)?;
         superblock
     };
     let mut logs = Vec::with_capacity(shards as usize);

@@ -195,7 +195,7 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
         // every run starts on an empty log.
         let superblock = superblock::format_anew(
             queue.as_mut(),
-            FormatOptions { shards: 1, groups_per_shard_max: GROUPS_MAX },
+            FormatOptions { shards: 1, groups_per_shard_max: GROUPS_MAX, member_id: 0 },
         )?;
         superblock.region(0)
     };

@@ -11,6 +11,7 @@ pub fn serve(
     config: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    etcd_listen: Option<super::args::EtcdListen>,
 ) -> Result<(), String> {
     Config::load(config.as_deref())
         .map(|mut config| {
@@ -19,6 +20,9 @@ pub fn serve(
             }
             if let Some(listen) = listen {
                 config.node.client_address = listen;
+            }
+            if let Some(super::args::EtcdListen(etcd)) = etcd_listen {
+                config.etcd.address = etcd;
             }
             config
         })

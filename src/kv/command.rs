@@ -7,7 +7,8 @@
 //! a u8 of 0 or 1):
 //!
 //! ```text
-//! command: format_version u8, kind u8, then by kind
+//! command: format_version u8, kind u8, [version 2: stamp u64, and not in
+//!          a batch header], then by kind
 //!   1 put:          key, value (blobs), lease i64, prev_kv flag
 //!   2 delete range: key, range_end (blobs), prev_kv flag
 //!   3 txn:          txn
@@ -48,6 +49,13 @@
 //! log entry: its commands apply one after the other, each at its own
 //! revision, exactly as if each had an entry of its own.
 //!
+//! The stamp (format version 2) is the time the write was made, in the
+//! microseconds of `store::revision_time`: a group whose store makes hybrid
+//! revisions takes the revision of a write from it (see `store`, "Hybrid
+//! revisions"), so it travels in the log and every replica applies the
+//! same revision. Version 1 commands (written before stamps) read as
+//! stamp 0, "no time": they take the next revision after the last.
+//!
 //! Decoding refuses a newer format version by name, nesting deeper than
 //! the store takes (`TXN_DEPTH_MAX`), trailing bytes, and anything that
 //! runs past its input; it never panics. Checksums are the log's business.
@@ -60,7 +68,12 @@ use super::types::{
     RequestOp, ResponseOp, TxnRequest, TxnResponse,
 };
 
-pub const COMMAND_FORMAT_VERSION: u8 = 1;
+/// The format of commands this nvkv writes; it reads this one and version 1.
+pub const COMMAND_FORMAT_VERSION: u8 = 2;
+/// The format of outcomes (and batch headers, which carry no stamp).
+pub const OUTCOME_FORMAT_VERSION: u8 = 1;
+/// The command format before stamps.
+const COMMAND_FORMAT_UNSTAMPED: u8 = 1;
 
 /// One write to a group's store, as its log carries it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,8 +116,10 @@ pub enum CommandCodecError {
     Malformed { what: &'static str, offset: usize, reason: String },
 }
 
-/// Applies one committed command. The events go to the watch hub, in order.
-pub fn apply(store: &mut MvccStore, command: &Command) -> Applied<CommandOutcome> {
+/// Applies one committed command made at `stamp` (0: no time; see the
+/// module comment). The events go to the watch hub, in order.
+pub fn apply(store: &mut MvccStore, command: &Command, stamp: u64) -> Applied<CommandOutcome> {
+    store.set_stamp(stamp);
     fn answer<R>(
         result: Result<Applied<R>, KvError>,
         wrap: fn(R) -> CommandResponse,
@@ -226,39 +241,42 @@ fn write_txn(writer: &mut Writer, txn: &TxnRequest) {
     write_ops(writer, &txn.failure);
 }
 
+/// `command` without a stamp (stamp 0): for commands that make no revision
+/// (compaction, lease grants) and for stores that count revisions.
 pub fn encode_command(command: &Command) -> Vec<u8> {
+    encode_stamped_command(command, 0)
+}
+
+/// `command` made at `stamp` (microseconds of `store::revision_time`).
+pub fn encode_stamped_command(command: &Command, stamp: u64) -> Vec<u8> {
     // Room for a put whole (the most common command); others grow.
     let mut writer = Writer::with_capacity(match command {
-        Command::Put(put) => 32 + put.key.len() + put.value.len(),
+        Command::Put(put) => 40 + put.key.len() + put.value.len(),
         _ => 64,
     });
     writer.u8(COMMAND_FORMAT_VERSION);
+    let kind = match command {
+        Command::Put(_) => KIND_PUT,
+        Command::DeleteRange(_) => KIND_DELETE_RANGE,
+        Command::Txn(_) => KIND_TXN,
+        Command::Compact { .. } => KIND_COMPACT,
+        Command::LeaseGrant { .. } => KIND_LEASE_GRANT,
+        Command::LeaseRevoke { .. } => KIND_LEASE_REVOKE,
+    };
+    writer.u8(kind);
+    writer.u64(stamp);
     match command {
         Command::Put(put) => {
-            writer.u8(KIND_PUT);
             write_put(&mut writer, put);
         }
-        Command::DeleteRange(delete) => {
-            writer.u8(KIND_DELETE_RANGE);
-            write_delete_range(&mut writer, delete);
-        }
-        Command::Txn(txn) => {
-            writer.u8(KIND_TXN);
-            write_txn(&mut writer, txn);
-        }
-        Command::Compact { revision } => {
-            writer.u8(KIND_COMPACT);
-            writer.i64(*revision);
-        }
+        Command::DeleteRange(delete) => write_delete_range(&mut writer, delete),
+        Command::Txn(txn) => write_txn(&mut writer, txn),
+        Command::Compact { revision } => writer.i64(*revision),
         Command::LeaseGrant { id, ttl_seconds } => {
-            writer.u8(KIND_LEASE_GRANT);
             writer.i64(*id);
             writer.i64(*ttl_seconds);
         }
-        Command::LeaseRevoke { id } => {
-            writer.u8(KIND_LEASE_REVOKE);
-            writer.i64(*id);
-        }
+        Command::LeaseRevoke { id } => writer.i64(*id),
     }
     writer.bytes
 }
@@ -343,15 +361,21 @@ fn read_txn(reader: &mut Reader, depth: usize) -> Result<TxnRequest, Malformed> 
     Ok(TxnRequest { compares, success, failure })
 }
 
-fn read_version(reader: &mut Reader, what: &'static str) -> Result<(), CommandCodecError> {
+/// Reads the format version and checks it is one of `oldest..=supported`.
+fn read_version(
+    reader: &mut Reader,
+    what: &'static str,
+    oldest: u8,
+    supported: u8,
+) -> Result<u8, CommandCodecError> {
     let found = reader.u8("the format version").map_err(|malformed| codec_error(what, malformed))?;
-    if found > COMMAND_FORMAT_VERSION {
-        return Err(CommandCodecError::NewerVersion { what, found, supported: COMMAND_FORMAT_VERSION });
+    if found > supported {
+        return Err(CommandCodecError::NewerVersion { what, found, supported });
     }
-    if found != COMMAND_FORMAT_VERSION {
-        return Err(CommandCodecError::UnknownVersion { what, found, supported: COMMAND_FORMAT_VERSION });
+    if found < oldest {
+        return Err(CommandCodecError::UnknownVersion { what, found, supported });
     }
-    Ok(())
+    Ok(found)
 }
 
 fn codec_error(what: &'static str, malformed: Malformed) -> CommandCodecError {
@@ -393,7 +417,7 @@ pub fn batch_overhead_bytes(commands: usize) -> usize {
 pub fn split_batch(bytes: &[u8]) -> Result<Option<Vec<Vec<u8>>>, CommandCodecError> {
     const WHAT: &str = "batch command";
     let mut reader = Reader { bytes, offset: 0 };
-    read_version(&mut reader, WHAT)?;
+    read_version(&mut reader, WHAT, COMMAND_FORMAT_UNSTAMPED, COMMAND_FORMAT_VERSION)?;
     if bytes.get(1) != Some(&KIND_BATCH) {
         return Ok(None);
     }
@@ -417,7 +441,7 @@ pub fn split_batch(bytes: &[u8]) -> Result<Option<Vec<Vec<u8>>>, CommandCodecErr
 pub fn encode_batch_outcome(outcomes: &[Vec<u8>]) -> Vec<u8> {
     let mut writer =
         Writer::with_capacity(5 + outcomes.iter().map(|outcome| 4 + outcome.len()).sum::<usize>());
-    writer.u8(COMMAND_FORMAT_VERSION);
+    writer.u8(OUTCOME_FORMAT_VERSION);
     writer.u32(count(outcomes.len()));
     for outcome in outcomes {
         writer.blob(outcome);
@@ -429,7 +453,7 @@ pub fn encode_batch_outcome(outcomes: &[Vec<u8>]) -> Vec<u8> {
 pub fn split_batch_outcome(bytes: &[u8]) -> Result<Vec<Vec<u8>>, CommandCodecError> {
     const WHAT: &str = "batch outcome";
     let mut reader = Reader { bytes, offset: 0 };
-    read_version(&mut reader, WHAT)?;
+    read_version(&mut reader, WHAT, OUTCOME_FORMAT_VERSION, OUTCOME_FORMAT_VERSION)?;
     let outcomes = (|| {
         let count = reader.u32("an outcome count")?;
         (0..count).map(|_| reader.blob("an outcome")).collect::<Result<Vec<_>, _>>()
@@ -437,12 +461,42 @@ pub fn split_batch_outcome(bytes: &[u8]) -> Result<Vec<Vec<u8>>, CommandCodecErr
     finish(&reader, WHAT, outcomes)
 }
 
+/// Whether an encoded command can make the store larger: a put, a txn
+/// with a put in any branch, a lease grant. What a store out of space
+/// refuses, while deletes, compaction and lease revocations still go
+/// through (etcd's NOSPACE alarm draws the same line). A command that does
+/// not decode counts as one that does: applying it would refuse it anyway.
+pub fn adds_data(bytes: &[u8]) -> bool {
+    fn txn_puts(txn: &TxnRequest) -> bool {
+        txn.success.iter().chain(&txn.failure).any(|operation| match operation {
+            RequestOp::Put(_) => true,
+            RequestOp::Txn(nested) => txn_puts(nested),
+            RequestOp::Range(_) | RequestOp::DeleteRange(_) => false,
+        })
+    }
+    match bytes.get(1) {
+        Some(&(KIND_DELETE_RANGE | KIND_COMPACT | KIND_LEASE_REVOKE)) => false,
+        Some(&KIND_TXN) => match decode_command(bytes) {
+            Ok(Command::Txn(txn)) => txn_puts(&txn),
+            _ => true,
+        },
+        _ => true,
+    }
+}
+
 pub fn decode_command(bytes: &[u8]) -> Result<Command, CommandCodecError> {
+    decode_stamped_command(bytes).map(|(command, _)| command)
+}
+
+/// A command and its stamp (0 for a version 1 command, which has none).
+pub fn decode_stamped_command(bytes: &[u8]) -> Result<(Command, u64), CommandCodecError> {
     const WHAT: &str = "log command";
     let mut reader = Reader { bytes, offset: 0 };
-    read_version(&mut reader, WHAT)?;
+    let version = read_version(&mut reader, WHAT, COMMAND_FORMAT_UNSTAMPED, COMMAND_FORMAT_VERSION)?;
     let command = (|| {
-        Ok(match reader.u8("a command kind")? {
+        let kind = reader.u8("a command kind")?;
+        let stamp = if version == COMMAND_FORMAT_UNSTAMPED { 0 } else { reader.u64("a stamp")? };
+        let command = match kind {
             KIND_PUT => Command::Put(read_put(&mut reader)?),
             KIND_DELETE_RANGE => Command::DeleteRange(read_delete_range(&mut reader)?),
             KIND_TXN => Command::Txn(read_txn(&mut reader, 1)?),
@@ -453,7 +507,8 @@ pub fn decode_command(bytes: &[u8]) -> Result<Command, CommandCodecError> {
             KIND_LEASE_REVOKE => Command::LeaseRevoke { id: reader.i64("a lease id")? },
             KIND_BATCH => return Err(reader.malformed("a batch where one command belongs (see split_batch)")),
             kind => return Err(reader.malformed(format!("command kind {kind} is not 1 to 7"))),
-        })
+        };
+        Ok((command, stamp))
     })();
     finish(&reader, WHAT, command)
 }
@@ -520,7 +575,7 @@ fn write_txn_response(writer: &mut Writer, txn: &TxnResponse) {
 pub fn encode_outcome(outcome: &CommandOutcome) -> Vec<u8> {
     // Room for a put's answer without its previous key (the most common).
     let mut writer = Writer::with_capacity(32);
-    writer.u8(COMMAND_FORMAT_VERSION);
+    writer.u8(OUTCOME_FORMAT_VERSION);
     match outcome {
         Err(error) => {
             writer.u8(0);
@@ -673,7 +728,7 @@ fn read_error(reader: &mut Reader) -> Result<KvError, Malformed> {
 pub fn decode_outcome(bytes: &[u8]) -> Result<CommandOutcome, CommandCodecError> {
     const WHAT: &str = "command outcome";
     let mut reader = Reader { bytes, offset: 0 };
-    read_version(&mut reader, WHAT)?;
+    read_version(&mut reader, WHAT, OUTCOME_FORMAT_VERSION, OUTCOME_FORMAT_VERSION)?;
     let outcome = (|| {
         if !reader.bool("the success flag")? {
             return Ok(Err(read_error(&mut reader)?));
@@ -707,6 +762,30 @@ mod tests {
 
     fn bytes() -> impl Strategy<Value = Vec<u8>> {
         prop::collection::vec(any::<u8>(), 0..6)
+    }
+    /// Out of space, a store refuses what can grow it and takes the rest.
+    #[test]
+    fn only_commands_that_can_grow_the_store_add_data() {
+        let put = PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), lease: 0, prev_kv: false };
+        let delete = DeleteRangeRequest { key: b"k".to_vec(), ..Default::default() };
+        let txn = |operations: Vec<RequestOp>| TxnRequest {
+            compares: vec![],
+            success: operations,
+            failure: vec![],
+        };
+        let deleting = txn(vec![RequestOp::DeleteRange(delete.clone())]);
+        let nested_put = txn(vec![RequestOp::Txn(txn(vec![RequestOp::Put(put.clone())]))]);
+        for (command, grows) in [
+            (Command::Put(put.clone()), true),
+            (Command::LeaseGrant { id: 0, ttl_seconds: 5 }, true),
+            (Command::Txn(nested_put), true),
+            (Command::Txn(deleting), false),
+            (Command::DeleteRange(delete), false),
+            (Command::Compact { revision: 3 }, false),
+            (Command::LeaseRevoke { id: 1 }, false),
+        ] {
+            assert_eq!(adds_data(&encode_command(&command)), grows, "{command:?}");
+        }
     }
 
     fn kv() -> impl Strategy<Value = KeyValue> {
@@ -881,7 +960,7 @@ mod tests {
             let _ = decode_outcome(&bytes);
             let framed = [&[COMMAND_FORMAT_VERSION, kind][..], &bytes].concat();
             let _ = decode_command(&framed);
-            let framed = [&[COMMAND_FORMAT_VERSION, 1, kind][..], &bytes].concat();
+            let framed = [&[OUTCOME_FORMAT_VERSION, 1, kind][..], &bytes].concat();
             let _ = decode_outcome(&framed);
         }
     }
@@ -891,11 +970,23 @@ mod tests {
         let mut bytes = encode_command(&Command::Compact { revision: 5 });
         bytes[0] = COMMAND_FORMAT_VERSION + 1;
         let error = decode_command(&bytes).unwrap_err();
-        assert_eq!(error, CommandCodecError::NewerVersion { what: "log command", found: 2, supported: 1 });
+        assert_eq!(error, CommandCodecError::NewerVersion { what: "log command", found: 3, supported: 2 });
         assert!(
-            error.to_string().contains("version 2") && error.to_string().contains("version 1"),
+            error.to_string().contains("version 3") && error.to_string().contains("version 2"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_stamp_travels_with_its_command_and_version_1_commands_read_as_unstamped() {
+        let put =
+            Command::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..PutRequest::default() });
+        let bytes = encode_stamped_command(&put, 123_456);
+        assert_eq!(decode_stamped_command(&bytes), Ok((put.clone(), 123_456)));
+        // The same command as nvkv wrote it before stamps: version 1, no stamp.
+        let mut version_1 = vec![COMMAND_FORMAT_UNSTAMPED, KIND_PUT];
+        version_1.extend_from_slice(&bytes[10..]);
+        assert_eq!(decode_stamped_command(&version_1), Ok((put, 0)));
     }
 
     proptest! {
@@ -939,6 +1030,7 @@ mod tests {
         assert!(error.to_string().contains(&format!("deeper than {TXN_DEPTH_MAX}")), "{error}");
         // Ten thousand nested levels of garbage: refused at the limit.
         let mut bytes = vec![COMMAND_FORMAT_VERSION, KIND_TXN];
+        bytes.extend_from_slice(&0u64.to_le_bytes());
         for _ in 0..10_000 {
             bytes.extend_from_slice(&0u32.to_le_bytes());
             bytes.extend_from_slice(&1u32.to_le_bytes());
@@ -950,26 +1042,26 @@ mod tests {
     #[test]
     fn applying_commands_answers_like_the_store_and_returns_the_events() {
         let mut store = MvccStore::new();
-        let granted = apply(&mut store, &Command::LeaseGrant { id: 0, ttl_seconds: 30 });
+        let granted = apply(&mut store, &Command::LeaseGrant { id: 0, ttl_seconds: 30 }, 0);
         assert_eq!(
             granted.response,
             Ok(CommandResponse::LeaseGrant(LeaseGrantResponse { revision: 1, id: 1, ttl_seconds: 30 }))
         );
         let put =
             Command::Put(PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), lease: 1, prev_kv: false });
-        let applied = apply(&mut store, &put);
+        let applied = apply(&mut store, &put, 0);
         assert_eq!(applied.response, Ok(CommandResponse::Put(PutResponse { revision: 2, prev_kv: None })));
         assert_eq!(
             applied.events.iter().map(|event: &Event| event.kind).collect::<Vec<_>>(),
             vec![EventKind::Put]
         );
-        let refused = apply(&mut store, &Command::Compact { revision: 9 });
+        let refused = apply(&mut store, &Command::Compact { revision: 9 }, 0);
         assert_eq!(refused.response, Err(KvError::FutureRevision { requested: 9, current: 2 }));
         assert_eq!(
-            apply(&mut store, &Command::Compact { revision: 2 }).response,
+            apply(&mut store, &Command::Compact { revision: 2 }, 0).response,
             Ok(CommandResponse::Compact { revision: 2 })
         );
-        let revoked = apply(&mut store, &Command::LeaseRevoke { id: 1 });
+        let revoked = apply(&mut store, &Command::LeaseRevoke { id: 1 }, 0);
         assert_eq!(
             revoked.response,
             Ok(CommandResponse::LeaseRevoke(LeaseRevokeResponse { revision: 3, deleted: 1 }))

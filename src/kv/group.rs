@@ -9,7 +9,8 @@
 //! layer owns that).
 
 use super::command::{
-    apply, decode_command, encode_batch_outcome, encode_outcome, split_batch, Command, CommandCodecError,
+    apply, decode_stamped_command, encode_batch_outcome, encode_outcome, split_batch, Command,
+    CommandCodecError,
 };
 use super::snapshot::{self, SnapshotError};
 use super::store::MvccStore;
@@ -21,8 +22,15 @@ pub struct GroupState {
 }
 
 impl GroupState {
+    /// A group whose store counts revisions 1, 2, 3 (tests, tools).
     pub fn new(watch_limits: WatchLimits) -> GroupState {
         GroupState { store: MvccStore::new(), hub: WatchHub::new(watch_limits) }
+    }
+
+    /// Group `group` of a node: its store makes hybrid revisions (see
+    /// `store`), also after a snapshot replaced it.
+    pub fn hybrid(group: u32, watch_limits: WatchLimits) -> GroupState {
+        GroupState { store: MvccStore::hybrid(group), hub: WatchHub::new(watch_limits) }
     }
 
     /// Applies one committed command and returns its encoded outcome. A
@@ -36,18 +44,20 @@ impl GroupState {
     /// whole or not at all.
     pub fn apply_command(&mut self, command: &[u8]) -> Result<Vec<u8>, CommandCodecError> {
         let Some(batch) = split_batch(command)? else {
-            let command = decode_command(command)?;
-            return Ok(self.apply_one(&command));
+            let (command, stamp) = decode_stamped_command(command)?;
+            return Ok(self.apply_one(&command, stamp));
         };
-        let commands = batch.iter().map(|command| decode_command(command)).collect::<Result<Vec<_>, _>>()?;
-        let outcomes: Vec<Vec<u8>> = commands.iter().map(|command| self.apply_one(command)).collect();
+        let commands =
+            batch.iter().map(|command| decode_stamped_command(command)).collect::<Result<Vec<_>, _>>()?;
+        let outcomes: Vec<Vec<u8>> =
+            commands.iter().map(|(command, stamp)| self.apply_one(command, *stamp)).collect();
         Ok(encode_batch_outcome(&outcomes))
     }
 
-    fn apply_one(&mut self, command: &Command) -> Vec<u8> {
+    fn apply_one(&mut self, command: &Command, stamp: u64) -> Vec<u8> {
         // Events only matter to watchers: without any, none are made.
         self.store.keep_events(!self.hub.is_empty());
-        let applied = apply(&mut self.store, command);
+        let applied = apply(&mut self.store, command, stamp);
         self.hub.publish(&applied.events);
         encode_outcome(&applied.response)
     }
@@ -60,7 +70,11 @@ impl GroupState {
     /// Replaces the store with a snapshot's; on a refusal the store stays
     /// as it was. Watchers carry on from history (see `WatchHub::store_replaced`).
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
-        self.store = snapshot::decode(bytes)?;
+        let mut store = snapshot::decode(bytes)?;
+        if let Some(group) = self.store.hybrid_group() {
+            store.make_hybrid(group);
+        }
+        self.store = store;
         self.hub.store_replaced();
         Ok(())
     }

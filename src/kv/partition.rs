@@ -11,6 +11,11 @@
 //! - Any other key has as prefix its bytes up to and including its first
 //!   `/` (`tenant-a/config` → `tenant-a/`), or the whole key if it has no
 //!   `/`. `depth` does not apply to such keys.
+//! - A whole-key prefix (one that lacks its closing `/`) is placed as if
+//!   it had it: `/registry/pods` lives with `/registry/pods/...`,
+//!   `tenant-a` with `tenant-a/...`. Kubernetes reads the bare resource key
+//!   (`/registry/pods`) for the revision of the resource's prefix, so the
+//!   two must share a group.
 //!
 //! The group is CRC32C (Castagnoli) of the prefix, modulo the group count.
 //! CRC32C is a fixed function, so placement is the same on every node and
@@ -80,7 +85,11 @@ impl Partitioner {
     }
 
     pub fn group_of(&self, key: &[u8]) -> u32 {
-        self.group_of_prefix(self.prefix(key).0)
+        match self.prefix(key) {
+            (prefix, true) => self.group_of_prefix(prefix),
+            // As if the closing `/` were there, without copying the key.
+            (prefix, false) => crc32c::crc32c_append(crc32c::crc32c(prefix), b"/") % self.groups,
+        }
     }
 
     /// The groups a range in etcd's convention (`types::range_contains`) may
@@ -159,7 +168,17 @@ mod tests {
         assert_eq!(pinned, PINNED_GROUPS);
     }
 
-    const PINNED_GROUPS: [u32; 5] = [7, 2, 11, 15, 9];
+    const PINNED_GROUPS: [u32; 5] = [7, 2, 11, 15, 14];
+
+    #[test]
+    fn a_bare_resource_key_lives_with_its_resource() {
+        let partitioner = kubernetes();
+        let pods = partitioner.group_of(b"/registry/pods/default/web-0");
+        assert_eq!(partitioner.group_of(b"/registry/pods"), pods);
+        let widgets = partitioner.group_of(b"/registry/example.com/widgets/ns/w");
+        assert_eq!(partitioner.group_of(b"/registry/example.com/widgets"), widgets, "a CRD's bare key");
+        assert_eq!(partitioner.group_of(b"tenant-a"), partitioner.group_of(b"tenant-a/x"));
+    }
 
     #[test]
     fn a_prefix_range_inside_one_prefix_needs_one_group_and_wider_ranges_all() {

@@ -132,25 +132,95 @@ pub fn encode(store: &MvccStore) -> Vec<u8> {
     writer.bytes
 }
 
+const BLOB_LENGTH_BYTES: u64 = 4;
+
+/// What a snapshot spends on a key before its entries.
+fn key_bytes(key: &[u8]) -> u64 {
+    BLOB_LENGTH_BYTES + key.len() as u64 + 4
+}
+
+/// What a snapshot spends on one entry of a key's history.
+fn entry_bytes(entry: &Entry) -> u64 {
+    8 + 8 + 1 + entry.live.as_ref().map_or(0, |live| 8 + 8 + 8 + BLOB_LENGTH_BYTES + live.value.len() as u64)
+}
+
+/// What a snapshot spends besides keys: its framing and the lease table.
+fn fixed_bytes(store: &MvccStore) -> u64 {
+    const SECTION: u64 = 4 + 8;
+    let mut bytes = 4 + 2 + 2 + SECTION + 6 * 8 + SECTION + SECTION + CRC_BYTES as u64;
+    for lease in store.leases.leases.values() {
+        bytes += 8 + 8 + 4 + lease.keys.iter().map(|key| BLOB_LENGTH_BYTES + key.len() as u64).sum::<u64>();
+    }
+    bytes
+}
+
 /// The length of `encode(store)`, without encoding: what a shard checks
 /// against its free snapshot space before it asks for a snapshot.
 pub fn encoded_len(store: &MvccStore) -> u64 {
-    const SECTION: u64 = 4 + 8;
-    const BLOB: u64 = 4;
-    let mut bytes = 4 + 2 + 2 + SECTION + 6 * 8 + SECTION + SECTION + CRC_BYTES as u64;
+    let mut bytes = fixed_bytes(store);
     for (key, entries) in &store.keys {
-        bytes += BLOB + key.len() as u64 + 4;
-        for entry in entries {
-            bytes += 8 + 8 + 1;
-            if let Some(live) = &entry.live {
-                bytes += 8 + 8 + 8 + BLOB + live.value.len() as u64;
-            }
-        }
-    }
-    for lease in store.leases.leases.values() {
-        bytes += 8 + 8 + 4 + lease.keys.iter().map(|key| BLOB + key.len() as u64).sum::<u64>();
+        bytes += key_bytes(key) + entries.iter().map(entry_bytes).sum::<u64>();
     }
     bytes
+}
+
+/// How small compaction can make a store's snapshot, against a budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompactionFit {
+    /// The snapshot fits the budget as the store is.
+    Fits,
+    /// Compacting at this revision (and no lower one) makes it fit.
+    At(i64),
+    /// Even compacting at the current revision leaves this many bytes:
+    /// the live keys alone are larger than the budget.
+    Never { bytes: u64 },
+}
+
+/// The lowest revision to compact `store` at so that its snapshot takes at
+/// most `budget` bytes: compaction drops the oldest history first, so this
+/// keeps as much of it as the budget allows. One pass over the history:
+/// each entry is dropped by every compaction at or above the revision that
+/// supersedes it (the next write of its key; a tombstone by its own), and a
+/// key goes once all its entries do.
+pub fn compaction_for_size(store: &MvccStore, budget: u64) -> CompactionFit {
+    let mut total = fixed_bytes(store);
+    // (revision from which compaction drops it, bytes it frees)
+    let mut dropped_at: Vec<(i64, u64)> = Vec::new();
+    for (key, entries) in &store.keys {
+        total += key_bytes(key);
+        let mut key_dropped_at = Some(i64::MIN);
+        for (position, entry) in entries.iter().enumerate() {
+            let bytes = entry_bytes(entry);
+            total += bytes;
+            let superseded = match (&entry.live, entries.get(position + 1)) {
+                (None, _) => Some(entry.revision.main),
+                (Some(_), Some(next)) => Some(next.revision.main),
+                (Some(_), None) => None,
+            };
+            match superseded {
+                Some(revision) => dropped_at.push((revision, bytes)),
+                None => key_dropped_at = None,
+            }
+            key_dropped_at = key_dropped_at.zip(superseded).map(|(key, entry)| key.max(entry));
+        }
+        if let Some(revision) = key_dropped_at.filter(|revision| *revision != i64::MIN) {
+            dropped_at.push((revision, key_bytes(key)));
+        }
+    }
+    if total <= budget {
+        return CompactionFit::Fits;
+    }
+    dropped_at.sort_unstable();
+    let mut left = total;
+    for (position, (revision, bytes)) in dropped_at.iter().enumerate() {
+        left -= bytes;
+        // Everything dropped at one revision goes at once.
+        let last_at_revision = dropped_at.get(position + 1).is_none_or(|(next, _)| next != revision);
+        if last_at_revision && left <= budget {
+            return CompactionFit::At(*revision);
+        }
+    }
+    CompactionFit::Never { bytes: left }
 }
 
 /// A fingerprint of the store's whole state for comparing replicas at the
@@ -278,6 +348,48 @@ mod tests {
 
     use super::*;
     use crate::kv::types::{DeleteRangeRequest, PutRequest, RangeRequest};
+
+    /// The revision `compaction_for_size` names is the lowest that brings
+    /// the snapshot within the budget: compacting there fits, one lower
+    /// does not.
+    #[test]
+    fn compaction_for_size_finds_the_least_compaction_that_fits() {
+        let mut store = MvccStore::new();
+        for round in 0..50 {
+            for key in ["/a", "/b", "/c"] {
+                let value = vec![b'x'; 100 + round];
+                store.put(&PutRequest { key: key.into(), value, lease: 0, prev_kv: false }).unwrap();
+            }
+            if round % 7 == 0 {
+                store
+                    .delete_range(&DeleteRangeRequest { key: b"/b".to_vec(), ..Default::default() })
+                    .unwrap();
+            }
+        }
+        let full = encoded_len(&store);
+        assert_eq!(compaction_for_size(&store, full), CompactionFit::Fits);
+        for budget in [full - 1, full / 2, full / 5, 2_000] {
+            let CompactionFit::At(revision) = compaction_for_size(&store, budget) else {
+                panic!("a budget of {budget} of {full} bytes can be met by compaction");
+            };
+            let mut compacted = store.clone();
+            compacted.compact(revision).unwrap();
+            assert!(encoded_len(&compacted) <= budget, "compacting at {revision} fits {budget}");
+            if revision - 1 > store.compact_revision() {
+                let mut less = store.clone();
+                less.compact(revision - 1).unwrap();
+                assert!(
+                    encoded_len(&less) > budget,
+                    "compacting at {} would have fitted {budget} too",
+                    revision - 1
+                );
+            }
+        }
+        let mut all = store.clone();
+        all.compact(store.revision()).unwrap();
+        let live = encoded_len(&all);
+        assert_eq!(compaction_for_size(&store, live - 1), CompactionFit::Never { bytes: live });
+    }
 
     /// A store with every kind of thing a snapshot carries: live and
     /// deleted keys, history below and above a compaction, leases with keys.

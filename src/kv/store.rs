@@ -17,6 +17,20 @@
 //! A delete range that matches nothing and a txn that writes nothing leave
 //! the revision alone; so do lease grants and compaction.
 //!
+//! # Hybrid revisions
+//!
+//! A store made with [`MvccStore::hybrid`] (every group of a node) does not
+//! count 1, 2, 3: its revision is `time << GROUP_BITS | group`, where `time`
+//! is a logical clock in microseconds of [`revision_time`]. A write takes
+//! `time = max(last time + 1, its stamp)`, the stamp being the wall-clock
+//! time its command was made (carried in the log, so every replica takes
+//! the same revision). So revisions are unique across all groups of a
+//! store (the group is in the low bits), grow strictly within a group, and
+//! are comparable across groups as times: revision `r` of one group and
+//! revision `s` of another with `r < s` were made in that order, to within
+//! the clocks' skew. A fresh hybrid store is at `1 << GROUP_BITS | group`.
+//! A store made with [`MvccStore::new`] counts (tests, tools).
+//!
 //! # Layout
 //!
 //! `keys` maps each key to its history, oldest first: one entry per write
@@ -50,6 +64,41 @@ pub const TXN_DEPTH_MAX: usize = 32;
 
 /// The revision of a fresh store, as in etcd.
 pub const REVISION_INITIAL: i64 = 1;
+
+/// The low bits of a hybrid revision that name its group: a store of more
+/// than `1 << GROUP_BITS` groups cannot make hybrid revisions.
+pub const GROUP_BITS: u32 = 12;
+/// The most groups hybrid revisions can tell apart.
+pub const HYBRID_GROUPS_MAX: u32 = 1 << GROUP_BITS;
+/// Where hybrid revision time starts, in seconds since the Unix epoch
+/// (2025-01-01T00:00:00Z): 51 bits of microseconds from there last past
+/// the year 2090.
+pub const REVISION_EPOCH_UNIX_SECONDS: u64 = 1_735_689_600;
+
+/// The stamp of a command made at `unix_micros` (microseconds since the
+/// Unix epoch): microseconds since [`REVISION_EPOCH_UNIX_SECONDS`], 0
+/// before it. The caller reads the clock; the store never does.
+pub fn revision_time(unix_micros: u64) -> u64 {
+    unix_micros.saturating_sub(REVISION_EPOCH_UNIX_SECONDS * 1_000_000)
+}
+
+/// The group a hybrid revision was made in.
+pub fn revision_group(revision: i64) -> u32 {
+    (revision as u64 & u64::from(HYBRID_GROUPS_MAX - 1)) as u32
+}
+
+/// The logical time of a hybrid revision (see [`revision_time`]).
+pub fn revision_clock(revision: i64) -> u64 {
+    revision as u64 >> GROUP_BITS
+}
+
+/// The hybrid revision of `group` at logical time `time`.
+pub fn hybrid_revision(time: u64, group: u32) -> i64 {
+    assert!(group < HYBRID_GROUPS_MAX, "group {group} does not fit {GROUP_BITS} bits");
+    let revision = time.checked_shl(GROUP_BITS).filter(|revision| *revision >> GROUP_BITS == time);
+    let revision = revision.and_then(|revision| i64::try_from(revision | u64::from(group)).ok());
+    revision.expect("hybrid revision time runs to the year 2090")
+}
 
 /// Where an event sits in history: the write's revision, and its order
 /// within that write.
@@ -261,16 +310,26 @@ pub struct MvccStore {
     /// The last compaction's revision; 0 before the first.
     pub(crate) compact_revision: i64,
     pub(crate) leases: LeaseTable,
+    /// The group whose hybrid revisions this store makes; `None`: it counts.
+    /// Not in snapshots: the state machine that restores one knows its group.
+    pub(crate) hybrid_group: Option<u32>,
+    /// The stamp of the command being applied (see `set_stamp`).
+    pub(crate) stamp: u64,
     /// Whether writes return their events (see [`MvccStore::keep_events`]).
     /// Not state: no snapshot or hash sees it.
     keep_events: bool,
 }
 
-/// Stores are equal when their state is: whether they keep events is not.
+/// Stores are equal when everything but whether they keep events is.
 impl PartialEq for MvccStore {
     fn eq(&self, other: &MvccStore) -> bool {
-        (&self.keys, &self.positions, self.revision, self.compact_revision, &self.leases)
-            == (&other.keys, &other.positions, other.revision, other.compact_revision, &other.leases)
+        self.keys == other.keys
+            && self.positions == other.positions
+            && self.revision == other.revision
+            && self.compact_revision == other.compact_revision
+            && self.leases == other.leases
+            && self.hybrid_group == other.hybrid_group
+            && self.stamp == other.stamp
     }
 }
 
@@ -284,14 +343,75 @@ impl Default for MvccStore {
             revision: REVISION_INITIAL,
             compact_revision: 0,
             leases: LeaseTable::default(),
+            hybrid_group: None,
+            stamp: 0,
             keep_events: true,
         }
     }
 }
 
 impl MvccStore {
+    /// A store that counts revisions 1, 2, 3.
     pub fn new() -> MvccStore {
         MvccStore::default()
+    }
+
+    /// A store of `group` that makes hybrid revisions (module comment).
+    pub fn hybrid(group: u32) -> MvccStore {
+        let mut store = MvccStore::default();
+        store.make_hybrid(group);
+        store
+    }
+
+    /// From now on, makes `group`'s hybrid revisions; a fresh store starts
+    /// at its group's first one. For a store restored from a snapshot,
+    /// which does not record it.
+    pub fn make_hybrid(&mut self, group: u32) {
+        assert!(group < HYBRID_GROUPS_MAX, "group {group} does not fit {GROUP_BITS} bits");
+        self.hybrid_group = Some(group);
+        if self.revision == REVISION_INITIAL && self.positions.is_empty() && self.compact_revision == 0 {
+            self.revision = hybrid_revision(1, group);
+        }
+    }
+
+    /// The group of a hybrid store.
+    pub fn hybrid_group(&self) -> Option<u32> {
+        self.hybrid_group
+    }
+
+    /// The stamp the next write takes its hybrid revision from (0: none, the
+    /// next time after the last). Set before each command is applied.
+    pub fn set_stamp(&mut self, stamp: u64) {
+        self.stamp = stamp;
+    }
+
+    /// The revision the next write takes.
+    fn next_revision(&self) -> i64 {
+        match self.hybrid_group {
+            None => self.revision + 1,
+            Some(group) => {
+                let time = revision_clock(self.revision).saturating_add(1).max(self.stamp);
+                hybrid_revision(time, group)
+            }
+        }
+    }
+
+    /// The revision `writes` writes before the current one (those that
+    /// changed something), or `None` when history holds fewer: what a
+    /// compaction that keeps that many revisions compacts at.
+    pub fn revision_writes_ago(&self, writes: u64) -> Option<i64> {
+        let mut seen = 0u64;
+        let mut last = None;
+        for position in self.positions.keys().rev() {
+            if last != Some(position.main) {
+                if seen == writes {
+                    return Some(position.main);
+                }
+                seen += 1;
+                last = Some(position.main);
+            }
+        }
+        None
     }
 
     /// The revision of the last write (etcd's header revision).
@@ -401,7 +521,7 @@ impl MvccStore {
     }
 
     fn begin(&self) -> Write {
-        Write { main: self.revision + 1, sub: 0, events: Vec::new(), keep_events: self.keep_events }
+        Write { main: self.next_revision(), sub: 0, events: Vec::new(), keep_events: self.keep_events }
     }
 
     fn commit(&mut self, write: &Write) -> i64 {

@@ -33,6 +33,10 @@ struct PlanState {
     /// (write number, blocks of it that reach the device).
     write_to_tear: Option<(u64, u64)>,
     latency: Option<Duration>,
+    /// (write number, extra time its completion is held back).
+    writes_to_delay: HashMap<u64, Duration>,
+    /// Once any completion may be held back, queue pairs make a reactor poll.
+    holds_back: bool,
     /// Set once the torn write went out: nothing reaches the device after it.
     dead: bool,
     writes: u64,
@@ -66,7 +70,19 @@ impl FaultPlan {
     /// while latency is planned answers `None`, so the reactor polls: plan
     /// latency before handing queue pairs to a reactor.
     pub fn add_latency(&self, latency: Duration) {
-        self.lock().latency = Some(latency);
+        let mut plan = self.lock();
+        plan.latency = Some(latency);
+        plan.holds_back = true;
+    }
+
+    /// The completion of the `nth` write (counted from 1) is held back
+    /// `delay` beyond any planned latency: the write reaches the device at
+    /// once, its caller hears of it late. Like [`FaultPlan::add_latency`],
+    /// queue pairs then answer no `completion_fd`, so a reactor polls.
+    pub fn delay_write(&self, nth: u64, delay: Duration) {
+        let mut plan = self.lock();
+        plan.writes_to_delay.insert(nth, delay);
+        plan.holds_back = true;
     }
 
     /// Writes accepted so far (including failed and torn ones).
@@ -156,6 +172,8 @@ struct Passed {
     /// For the torn write: its full length, restored on the buffer, and the
     /// reason its completion fails whatever the device says.
     torn_len: Option<usize>,
+    /// Held back this much beyond the planned latency.
+    delay: Duration,
 }
 
 /// A finished command waiting for its planned latency to pass.
@@ -180,9 +198,14 @@ struct FaultQueuePair {
 
 /// What the plan decides for one accepted command.
 enum Fate {
-    Pass,
+    /// To the device; the completion held back `delay` more.
+    Pass {
+        delay: Duration,
+    },
     Fail(String),
-    Tear { blocks_kept: u64 },
+    Tear {
+        blocks_kept: u64,
+    },
     Dead,
 }
 
@@ -209,7 +232,7 @@ impl FaultQueuePair {
                 }
                 completion.result = Err(NvmeError::Dead);
             }
-            self.hold(passed.submitted, completion);
+            self.hold(passed.submitted + passed.delay, completion);
         }
         self.inner_completions = finished;
     }
@@ -237,7 +260,7 @@ impl FaultQueuePair {
                         return Fate::Tear { blocks_kept };
                     }
                 }
-                Fate::Pass
+                Fate::Pass { delay: plan.writes_to_delay.remove(&nth).unwrap_or_default() }
             }
             CommandKind::Flush => {
                 plan.flushes += 1;
@@ -245,11 +268,11 @@ impl FaultQueuePair {
                 if plan.flushes_to_fail.contains(&nth) {
                     return Fate::Fail(format!("flush {nth} failed as planned"));
                 }
-                Fate::Pass
+                Fate::Pass { delay: Duration::ZERO }
             }
             CommandKind::Read => {
                 plan.reads += 1;
-                Fate::Pass
+                Fate::Pass { delay: Duration::ZERO }
             }
         }
     }
@@ -265,11 +288,17 @@ impl FaultQueuePair {
         self.hold(Instant::now(), Completion { tag, kind, buffer, result: Err(error) });
     }
 
-    fn pass(&mut self, command: Command, tag: u64, torn_len: Option<usize>) -> Result<(), Box<Rejected>> {
+    fn pass(
+        &mut self,
+        command: Command,
+        tag: u64,
+        torn_len: Option<usize>,
+        delay: Duration,
+    ) -> Result<(), Box<Rejected>> {
         let inner_tag = self.next_inner_tag;
         self.next_inner_tag += 1;
         self.inner.submit(command, inner_tag)?;
-        self.passed.insert(inner_tag, Passed { tag, submitted: Instant::now(), torn_len });
+        self.passed.insert(inner_tag, Passed { tag, submitted: Instant::now(), torn_len, delay });
         self.in_flight += 1;
         Ok(())
     }
@@ -292,7 +321,7 @@ impl QueuePair for FaultQueuePair {
             return Err(Box::new(Rejected { error: NvmeError::QueueFull { depth: self.depth }, command }));
         }
         match self.decide(command.kind()) {
-            Fate::Pass => self.pass(command, tag, None),
+            Fate::Pass { delay } => self.pass(command, tag, None, delay),
             Fate::Fail(reason) => {
                 self.complete_here(command, tag, NvmeError::Injected(reason));
                 Ok(())
@@ -313,12 +342,14 @@ impl QueuePair for FaultQueuePair {
                     return Ok(());
                 }
                 buffer.set_len(kept_len);
-                self.pass(Command::Write { lba, buffer, fua }, tag, Some(full_len)).map_err(|mut rejected| {
-                    if let Command::Write { buffer, .. } = &mut rejected.command {
-                        buffer.set_len(full_len);
-                    }
-                    rejected
-                })
+                self.pass(Command::Write { lba, buffer, fua }, tag, Some(full_len), Duration::ZERO).map_err(
+                    |mut rejected| {
+                        if let Command::Write { buffer, .. } = &mut rejected.command {
+                            buffer.set_len(full_len);
+                        }
+                        rejected
+                    },
+                )
             }
         }
     }
@@ -370,7 +401,7 @@ impl QueuePair for FaultQueuePair {
         // raise no event either, but they are ready at once, and a reactor
         // calls process_completions after submitting before it sleeps (that
         // call is what sends commands), so it finds them there.
-        if self.plan.lock().latency.is_some() {
+        if self.plan.lock().holds_back {
             return None;
         }
         self.inner.completion_fd()

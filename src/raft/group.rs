@@ -168,6 +168,18 @@ pub enum GroupError {
          retry when the group has a leader"
     )]
     NotSent { group: GroupId, leader: NodeId, reason: String },
+    /// Expected: the group is out of space (etcd's NOSPACE alarm): its
+    /// store, even with all history compacted, is larger than its shard's
+    /// snapshot area has room for, so it cannot snapshot and its log can
+    /// only grow. Writes that add data are refused until space is back;
+    /// deletes, compaction and lease revocations still go through.
+    #[error(
+        "group {group} is out of space (alarm NOSPACE on member {member}): its store takes {snapshot_bytes} bytes \
+         as a snapshot with all history compacted, and its shard's snapshot area has {room_bytes} free, so it \
+         refuses writes that add data; delete keys (deletes and compaction still work, and the alarm clears by \
+         itself once the store fits again), or give the node a larger namespace_bytes"
+    )]
+    NoSpace { group: GroupId, member: NodeId, snapshot_bytes: u64, room_bytes: u64 },
 }
 
 /// Where a member stands in the latest membership of a group, as this
@@ -796,6 +808,15 @@ impl RaftGroup {
         let metrics = self.raft.metrics().borrow().clone();
         let applied = metrics.last_applied.map_or(0, |applied| applied.index);
         applied.saturating_sub(metrics.snapshot.map_or(0, |snapshot| snapshot.index))
+    }
+
+    /// Asks the group to purge its log up to `index` (at most its snapshot):
+    /// beyond the entries openraft keeps behind a snapshot on its own
+    /// (`max_in_snapshot_log_to_keep`), which a log of large entries cannot
+    /// afford. Returns at once; a leader purges once no replication needs
+    /// the entries.
+    pub async fn purge_log_to(&self, index: u64) -> Result<(), GroupError> {
+        self.raft.trigger().purge_log(index).await.map_err(|fatal| self.stopped(fatal.to_string()))
     }
 
     /// Asks the group to build a snapshot now; returns at once (the

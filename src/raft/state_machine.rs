@@ -47,6 +47,9 @@ pub struct SnapshotStoreError {
     pub group: GroupId,
     pub what: &'static str,
     pub reason: String,
+    /// Nothing failed: the store had no room for the snapshot right now
+    /// (its space is shared, and the snapshot grew after room was checked).
+    pub no_room: bool,
 }
 
 /// Where a shard keeps the current snapshot of each of its groups. `save`
@@ -169,8 +172,23 @@ impl<S: SnapshotStore + 'static> RaftSnapshotBuilder<TypeConfig> for GroupSnapsh
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let data = std::mem::take(&mut self.data);
         let stored = StoredSnapshot { meta: self.meta.clone(), data: Rc::from(data.as_slice()) };
-        self.snapshots.save(self.group, stored).await.map_err(|error| snapshot_error(&self.meta, error))?;
-        Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(Cursor::new(data)) })
+        match self.snapshots.save(self.group, stored).await {
+            Ok(()) => Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(Cursor::new(data)) }),
+            // A failed save would stop the group; a snapshot with no room
+            // is declined instead: openraft takes a snapshot that covers no
+            // more than its current one as nothing new, keeps its log, and
+            // the shard asks again once there is room.
+            Err(error) if error.no_room => {
+                tracing::info!(group = self.group, %error, "declined a snapshot: no room for it now");
+                let declined = SnapshotMeta {
+                    last_log_id: None,
+                    last_membership: self.meta.last_membership.clone(),
+                    snapshot_id: format!("{}-declined", self.meta.snapshot_id),
+                };
+                Ok(Snapshot { meta: declined, snapshot: Box::new(Cursor::new(Vec::new())) })
+            }
+            Err(error) => Err(snapshot_error(&self.meta, error)),
+        }
     }
 }
 

@@ -125,9 +125,11 @@ struct Disk {
 impl Disk {
     fn new(namespace: Arc<dyn Namespace>) -> Disk {
         let mut queue = namespace.open_queue_pair(&QueuePairConfig::default()).expect("queue pair");
-        let (superblock, _) =
-            superblock::open_or_format(queue.as_mut(), FormatOptions { shards: 1, groups_per_shard_max: 16 })
-                .expect("format");
+        let (superblock, _) = superblock::open_or_format(
+            queue.as_mut(),
+            FormatOptions { shards: 1, groups_per_shard_max: 16, member_id: 0 },
+        )
+        .expect("format");
         Disk { namespace, region: superblock.region(0), snapshots: Rc::new(MemorySnapshotStore::new()) }
     }
 
@@ -994,4 +996,55 @@ proptest::proptest! {
         };
         proptest::prop_assert_eq!(decoded_command, command);
     }
+}
+
+/// Two snapshots of one group are saved at once, as when openraft builds
+/// one (in a task of its own) while the leader's newer one is installed:
+/// the built one's blob write is held back (the fault namespace) until the
+/// installed one is stored. The newer one stays current in the snapshot
+/// store, in the shard log, and after a restart; before, whichever finished
+/// last won, and a group whose log was purged up to the newer one then
+/// refused to start.
+#[test]
+fn an_older_snapshot_stored_after_a_newer_one_never_becomes_current() {
+    run(async {
+        let memory: Arc<dyn Namespace> = Arc::new(MemoryNamespace::new(LBA_BYTES, NAMESPACE_BLOCKS));
+        let fault = Arc::new(FaultNamespace::new(memory.clone()));
+        let plan = fault.plan();
+        let (log, ticker) = Disk::new(fault.clone()).open_log();
+        let store = Rc::new(WalSnapshotStore::new(log.clone()));
+        let snapshot = |index: u64, data: &[u8]| StoredSnapshot {
+            meta: types::SnapshotMeta {
+                last_log_id: Some(LogId::new(LeaderId::new(2, 1), index)),
+                last_membership: Default::default(),
+                snapshot_id: format!("snapshot-{index}"),
+            },
+            data: Rc::from(data),
+        };
+
+        tracing::info!("the built snapshot (index 10) goes first, its blob write held back");
+        plan.delay_write(plan.writes() + 1, Duration::from_millis(300));
+        let built = {
+            let (store, snapshot) = (store.clone(), snapshot(10, b"built at 10"));
+            tokio::task::spawn_local(async move { store.save(GROUPS[0], snapshot).await })
+        };
+        tokio::task::yield_now().await;
+        tracing::info!("the installed one (index 20) is stored while it waits");
+        store.save(GROUPS[0], snapshot(20, b"installed at 20")).await.expect("the installed one is stored");
+        built.await.expect("the task ends").expect("the built one is stored too");
+        let current = store.load(GROUPS[0]).await.expect("load").expect("a snapshot");
+        assert_eq!(current.meta.snapshot_id, "snapshot-20", "the current snapshot moved back");
+        assert_eq!(log.with(|log| log.snapshot(GROUPS[0])).map(|reference| reference.index), Some(20));
+        ticker.abort();
+        drop((store, log));
+
+        tracing::info!("after a restart the newer one is current");
+        let (log, _ticker) = Disk::new(memory).open_log();
+        let store = WalSnapshotStore::new(log);
+        let current = store.load(GROUPS[0]).await.expect("load").expect("a snapshot");
+        assert_eq!(
+            (current.meta.snapshot_id.as_str(), &current.data[..]),
+            ("snapshot-20", &b"installed at 20"[..])
+        );
+    });
 }

@@ -23,7 +23,7 @@ use std::rc::Rc;
 
 use super::state_machine::{SnapshotStore, SnapshotStoreError, StoredSnapshot};
 use super::types::{GroupId, SnapshotMeta};
-use crate::wal::SharedLog;
+use crate::wal::{SharedLog, WalError};
 
 const FORMAT: u8 = 1;
 
@@ -78,21 +78,32 @@ fn decode(bytes: &[u8]) -> Result<(SnapshotMeta, &[u8]), String> {
 
 impl SnapshotStore for WalSnapshotStore {
     async fn save(&self, group: GroupId, snapshot: StoredSnapshot) -> Result<(), SnapshotStoreError> {
-        let error = |what, reason: String| SnapshotStoreError { group, what, reason };
+        let error = |what, reason: String| SnapshotStoreError { group, what, reason, no_room: false };
         let last = snapshot.meta.last_log_id.ok_or_else(|| {
             error("saving", "a snapshot that covers no log entry has nothing to store".to_string())
         })?;
         let bytes = encode(&snapshot.meta, &snapshot.data);
-        self.log
-            .write_snapshot(group, last.index, last.leader_id.term, &bytes)
-            .await
-            .map_err(|failure| error("saving", failure.to_string()))?;
-        self.current.borrow_mut().insert(group, snapshot);
+        self.log.write_snapshot(group, last.index, last.leader_id.term, &bytes).await.map_err(|failure| {
+            let no_room =
+                matches!(failure, WalError::SnapshotAreaFull { .. } | WalError::SnapshotTooLarge { .. });
+            SnapshotStoreError { no_room, ..error("saving", failure.to_string()) }
+        })?;
+        // A snapshot built here and one installed from the leader may be
+        // saved at once and finish in either order: the one that covers
+        // more stays current, here as in the shard log.
+        let mut current = self.current.borrow_mut();
+        let covers_more = current
+            .get(&group)
+            .and_then(|held| held.meta.last_log_id)
+            .is_none_or(|held| (held.index, held.leader_id.term) <= (last.index, last.leader_id.term));
+        if covers_more {
+            current.insert(group, snapshot);
+        }
         Ok(())
     }
 
     async fn load(&self, group: GroupId) -> Result<Option<StoredSnapshot>, SnapshotStoreError> {
-        let error = |reason: String| SnapshotStoreError { group, what: "loading", reason };
+        let error = |reason: String| SnapshotStoreError { group, what: "loading", reason, no_room: false };
         if let Some(current) = self.current.borrow().get(&group) {
             return Ok(Some(current.clone()));
         }

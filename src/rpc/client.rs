@@ -640,11 +640,11 @@ impl NodeStatus {
         }
         text.push_str(&budget_table(&self.shards));
         text.push_str(
-            "group  shard  leader  term   applied  last log  snapshot    purged  revision  compacted      keys  watchers  leases  leader changes\n",
+            "group  shard  leader  term   applied  last log  snapshot    purged  revision  compacted      keys  watchers  leases  leader changes  alarm\n",
         );
         for group in &self.groups {
             text.push_str(&format!(
-                "{:>5}  {:>5}  {:>6}  {:>4}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>9}  {:>8}  {:>8}  {:>6}  {:>14}\n",
+                "{:>5}  {:>5}  {:>6}  {:>4}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}  {:>9}  {:>8}  {:>8}  {:>6}  {:>14}  {}\n",
                 group.group,
                 group.shard,
                 group.leader,
@@ -659,6 +659,7 @@ impl NodeStatus {
                 group.watchers,
                 group.leases,
                 group.leader_changes,
+                if group.no_space { "NOSPACE" } else { "-" },
             ));
         }
         text

@@ -35,26 +35,9 @@ pub(super) async fn on_every_shard<T: Send + 'static>(
     context: &ReactorContext,
     report: fn(&ReactorContext) -> T,
 ) -> Result<Vec<T>, capnp::Error> {
-    let mut pending = Vec::new();
-    for target in 0..context.mailboxes().len() {
-        let (sender, receiver) = futures::channel::oneshot::channel();
-        context
-            .mailbox(target)
-            .try_send(move |shard: &ReactorContext| {
-                let _ = sender.send(report(shard));
-            })
-            .map_err(|refused| capnp::Error::overloaded(format!("shard {target}: {}", refused.error)))?;
-        pending.push((target, receiver));
-    }
-    let mut answers = Vec::with_capacity(pending.len());
-    for (target, receiver) in pending {
-        answers.push(
-            receiver.await.map_err(|_| {
-                capnp::Error::disconnected(format!("shard {target} stopped before it answered"))
-            })?,
-        );
-    }
-    Ok(answers)
+    shard::groups::on_every_shard(context, report)
+        .await
+        .map_err(|error| capnp::Error::overloaded(error.to_string()))
 }
 
 /// What every shard says of its log and its groups.
@@ -177,6 +160,7 @@ pub fn set_group_status(mut builder: group_status::Builder<'_>, report: &GroupRe
     builder.set_leases(report.leases);
     builder.set_state_hash(report.state_hash);
     builder.set_leader_changes(report.leader_changes);
+    builder.set_no_space(report.no_space);
     let mut members = builder.init_members(report.members.len() as u32);
     for (position, progress) in report.members.iter().enumerate() {
         let mut out = members.reborrow().get(position as u32);
@@ -210,6 +194,7 @@ pub fn read_group_status(reader: group_status::Reader<'_>) -> capnp::Result<Grou
         members,
         state_hash: reader.get_state_hash(),
         leader_changes: reader.get_leader_changes(),
+        no_space: reader.get_no_space(),
     })
 }
 

@@ -42,6 +42,7 @@ pub enum ErrorCode {
     LeaseExists,
     NotMember,
     NotCaughtUp,
+    NoSpace,
 }
 
 impl From<SchemaErrorCode> for ErrorCode {
@@ -60,6 +61,7 @@ impl From<SchemaErrorCode> for ErrorCode {
             Schema::LeaseExists => ErrorCode::LeaseExists,
             Schema::NotMember => ErrorCode::NotMember,
             Schema::NotCaughtUp => ErrorCode::NotCaughtUp,
+            Schema::NoSpace => ErrorCode::NoSpace,
         }
     }
 }
@@ -73,6 +75,7 @@ pub fn server_error(error: &RequestError) -> ServerError {
         }
         RequestError::Group(GroupError::CommandTooLarge { .. }) => plain(ErrorCode::RequestTooLarge),
         RequestError::Group(GroupError::NotCaughtUp { .. }) => plain(ErrorCode::NotCaughtUp),
+        RequestError::Group(GroupError::NoSpace { .. }) => plain(ErrorCode::NoSpace),
         RequestError::Joining { .. } | RequestError::Removed { .. } => plain(ErrorCode::NotMember),
         RequestError::Group(_) | RequestError::Starting { .. } | RequestError::Overloaded { .. } => {
             plain(ErrorCode::Unavailable)
@@ -116,6 +119,7 @@ pub fn set_error(mut builder: crate::nvkv_capnp::error::Builder<'_>, error: &Ser
         ErrorCode::LeaseExists => Schema::LeaseExists,
         ErrorCode::NotMember => Schema::NotMember,
         ErrorCode::NotCaughtUp => Schema::NotCaughtUp,
+        ErrorCode::NoSpace => Schema::NoSpace,
     });
     builder.set_message(&error.message);
     builder.set_leader_hint(error.leader_hint);

@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod frames;
+pub mod incarnation;
 pub mod kv;
 pub mod kv_stream;
 pub mod kv_stream_client;

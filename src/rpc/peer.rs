@@ -108,6 +108,9 @@ pub struct PeerIdentity {
     pub groups: u32,
     /// How long a forwarded write or read index may take.
     pub request_timeout: Duration,
+    /// This member's superblock: its namespace, its cluster, and the
+    /// namespaces of the peers it met (see `super::incarnation`).
+    pub keeper: Arc<crate::wal::superblock::SuperblockKeeper>,
 }
 
 impl PeerIdentity {
@@ -117,6 +120,7 @@ impl PeerIdentity {
         hello.set_shard(shard as u32);
         hello.set_shards(self.shards);
         hello.set_groups(self.groups);
+        super::incarnation::write(&self.keeper, &mut hello);
     }
 
     /// Why the member that said `hello` may not talk to shard `shard` of
@@ -157,8 +161,16 @@ impl PeerIdentity {
                 self.groups
             ));
         }
-        Ok(())
+        let peer = super::incarnation::Incarnation::read(hello)?;
+        super::incarnation::judge(&self.keeper, peer, || voter_here(member))
+            .or_else(|refusal| refused(refusal.to_string()))
     }
+}
+
+/// Whether `member` votes in this shard's groups; `None` while they start.
+fn voter_here(member: NodeId) -> Option<bool> {
+    let members = crate::shard::groups::local_membership();
+    (!members.is_empty()).then(|| members.iter().any(|known| known.member.id == member && known.voter))
 }
 
 /// Starts accepting peer connections on `listener` for the calling shard.
@@ -241,6 +253,29 @@ impl peer_port::Server for PeerPortServer {
         self.identity.write_hello(answer.reborrow().init_hello(), self.shard);
         let session = PeerSessionServer { shard: self.shard, member: self.identity.member_id };
         answer.set_session(capnp_rpc::new_client(session));
+        Ok(())
+    }
+
+    async fn introduce(
+        self: capnp::capability::Rc<Self>,
+        params: peer_port::IntroduceParams,
+        mut results: peer_port::IntroduceResults,
+    ) -> Result<(), capnp::Error> {
+        let hello = params.get()?.get_hello()?;
+        let name = hello.get_cluster_name()?.to_str()?;
+        if name != self.identity.cluster_name {
+            return Err(capnp::Error::failed(format!(
+                "member {} is in cluster {:?}, the asker in {name:?}; check cluster.name",
+                self.identity.member_id, self.identity.cluster_name
+            )));
+        }
+        let peer = super::incarnation::Incarnation::read(hello)?;
+        super::incarnation::answer(
+            &self.identity.keeper,
+            peer,
+            || voter_here(peer.member),
+            results.get().init_introduction(),
+        );
         Ok(())
     }
 }
@@ -402,6 +437,97 @@ impl snapshot_sink::Server for SnapshotSinkServer {
     }
 }
 
+/// Connects to the peer port at `address` (over TLS when the identity has
+/// it) and returns its bootstrap capability and the RPC system that must run
+/// for it to answer.
+async fn open_port(
+    address: SocketAddr,
+    identity: &PeerIdentity,
+) -> Result<(peer_port::Client, RpcSystem<rpc_twoparty_capnp::Side>), String> {
+    let stream =
+        tokio::net::TcpStream::connect(address).await.map_err(|error| format!("{address}: {error}"))?;
+    let mut system = match &identity.tls {
+        None => {
+            let mut network =
+                super::buffered_network(stream, rpc_twoparty_capnp::Side::Client, peer_reader_options());
+            // This end streams snapshots; the window bounds each stream.
+            network.set_window_size(SNAPSHOT_WINDOW_BYTES);
+            RpcSystem::new(Box::new(network), None)
+        }
+        Some(tls) => {
+            let _ = stream.set_nodelay(true);
+            // Peers verify each other against the peer address they dial.
+            let name = rustls::pki_types::ServerName::IpAddress(address.ip().into());
+            let stream = super::tls::connect(&tls.connector, name, stream)
+                .await
+                .map_err(|reason| format!("TLS handshake with {address} failed: {reason}"))?;
+            let mut network = super::buffered_stream_network(
+                stream,
+                rpc_twoparty_capnp::Side::Client,
+                peer_reader_options(),
+            );
+            network.set_window_size(SNAPSHOT_WINDOW_BYTES);
+            RpcSystem::new(Box::new(network), None)
+        }
+    };
+    let port: peer_port::Client = system.bootstrap(rpc_twoparty_capnp::Side::Server);
+    Ok((port, system))
+}
+
+/// Asks every member of `peers` (shard 0 of each, at once) to introduce
+/// this member, which knows no cluster yet, before the reactors start. Each
+/// answer, or why none came within [`super::incarnation::INTRODUCE_TIMEOUT`].
+/// It runs on a thread of its own: the caller may be inside a runtime.
+pub fn introduce(
+    identity: &PeerIdentity,
+    peers: &[Member],
+) -> Vec<(NodeId, Result<super::incarnation::Introduction, String>)> {
+    std::thread::scope(|scope| {
+        scope.spawn(|| introduce_here(identity, peers)).join().unwrap_or_else(|_| {
+            peers.iter().map(|peer| (peer.id, Err("asking it panicked".to_string()))).collect()
+        })
+    })
+}
+
+fn introduce_here(
+    identity: &PeerIdentity,
+    peers: &[Member],
+) -> Vec<(NodeId, Result<super::incarnation::Introduction, String>)> {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            return peers
+                .iter()
+                .map(|peer| (peer.id, Err(format!("no runtime to ask it: {error}"))))
+                .collect()
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let asks = peers.iter().map(|peer| async move {
+            let ask = async {
+                let address = super::incarnation::introduction_address(peer)?;
+                let (port, system) = open_port(address, identity).await?;
+                let running = tokio::task::spawn_local(system);
+                let mut request = port.introduce_request();
+                identity.write_hello(request.get().init_hello(), 0);
+                let answer = request.send().promise.await.map_err(|error| error.to_string())?;
+                let introduction = answer
+                    .get()
+                    .and_then(|answer| super::incarnation::read(answer.get_introduction()?))
+                    .map_err(|error| error.to_string());
+                running.abort();
+                introduction
+            };
+            let answer = tokio::time::timeout(super::incarnation::INTRODUCE_TIMEOUT, ask)
+                .await
+                .unwrap_or_else(|_| Err("no answer in time".to_string()));
+            (peer.id, answer)
+        });
+        futures::future::join_all(asks).await
+    })
+}
+
 /// Why a call to a peer got no answer.
 enum CallFailed {
     /// No session to the peer: the call never left this member.
@@ -426,6 +552,54 @@ struct Link {
     /// The last TLS failure logged as a warning: an operator must see a
     /// certificate problem, once, not at every redial.
     tls_warned: Option<String>,
+    /// Whether this link was ever up, and since when its dials fail.
+    reached: bool,
+    outage: Option<Instant>,
+    /// Whether this outage was logged as a warning (once, then once more
+    /// at INFO when the member is back).
+    outage_warned: bool,
+}
+
+/// How long dials to a member that was never reached may fail before it
+/// is a warning: the members of a new cluster start one after the other.
+pub const PEER_UNREACHED_WARN_AFTER: Duration = Duration::from_secs(30);
+
+impl Link {
+    /// Says, once per outage, that a member is unreachable (at WARN: at
+    /// once for a member that was reached before, after
+    /// [`PEER_UNREACHED_WARN_AFTER`] for one never reached, which at the
+    /// start of a cluster is only a member that has not started yet), and
+    /// that it is back (at INFO). Every failed dial in between is at DEBUG.
+    fn report_reachability(&mut self, target: &Member, shard: usize, failure: Option<&String>) {
+        let now = Instant::now();
+        match failure {
+            None => {
+                if let (true, Some(since)) = (self.outage_warned, self.outage) {
+                    tracing::info!(
+                        shard,
+                        "{target} is reachable again, after {:.1} s",
+                        now.duration_since(since).as_secs_f64()
+                    );
+                }
+                self.reached = true;
+                self.outage = None;
+                self.outage_warned = false;
+            }
+            Some(reason) => {
+                let since = *self.outage.get_or_insert(now);
+                let overdue = now.duration_since(since) >= PEER_UNREACHED_WARN_AFTER;
+                if !self.outage_warned && (self.reached || overdue) {
+                    let how_long = if self.reached { "" } else { " since this member started" };
+                    tracing::warn!(
+                        shard,
+                        "{reason}{how_long}; its groups go on without it while the other members keep a \
+                         quorum, and this member keeps trying to reach it"
+                    );
+                    self.outage_warned = true;
+                }
+            }
+        }
+    }
 }
 
 struct Links {
@@ -468,6 +642,9 @@ impl PeerClient {
                     reason: String::new(),
                 },
                 tls_warned: None,
+                reached: false,
+                outage: None,
+                outage_warned: false,
             });
             if link.address != target.peer_address {
                 link.address = target.peer_address.clone();
@@ -503,6 +680,7 @@ impl PeerClient {
             .map_err(|reason| format!("{target} (shard {}) is unreachable: {reason}", self.links.shard));
         let mut links = self.links.links.borrow_mut();
         if let Some(link) = links.get_mut(&target.id) {
+            link.report_reachability(&target, self.links.shard, result.as_ref().err());
             link.state = match &result {
                 Ok(session) => {
                     link.tls_warned = None;
@@ -535,33 +713,7 @@ impl PeerClient {
             .parse()
             .map_err(|_| format!("its peer address {:?} is no IP address and port", target.peer_address))?;
         let address = shard_peer_address(base, shard)?;
-        let stream =
-            tokio::net::TcpStream::connect(address).await.map_err(|error| format!("{address}: {error}"))?;
-        let mut system = match &self.links.identity.tls {
-            None => {
-                let mut network =
-                    super::buffered_network(stream, rpc_twoparty_capnp::Side::Client, peer_reader_options());
-                // This end streams snapshots; the window bounds each stream.
-                network.set_window_size(SNAPSHOT_WINDOW_BYTES);
-                RpcSystem::new(Box::new(network), None)
-            }
-            Some(tls) => {
-                let _ = stream.set_nodelay(true);
-                // Peers verify each other against the peer address they dial.
-                let name = rustls::pki_types::ServerName::IpAddress(address.ip().into());
-                let stream = super::tls::connect(&tls.connector, name, stream)
-                    .await
-                    .map_err(|reason| format!("TLS handshake with {address} failed: {reason}"))?;
-                let mut network = super::buffered_stream_network(
-                    stream,
-                    rpc_twoparty_capnp::Side::Client,
-                    peer_reader_options(),
-                );
-                network.set_window_size(SNAPSHOT_WINDOW_BYTES);
-                RpcSystem::new(Box::new(network), None)
-            }
-        };
-        let port: peer_port::Client = system.bootstrap(rpc_twoparty_capnp::Side::Server);
+        let (port, system) = open_port(address, &self.links.identity).await?;
         let links = Rc::downgrade(&self.links);
         let target_id = target.id;
         tokio::task::spawn_local(async move {

@@ -47,7 +47,16 @@ fn provider() -> Arc<CryptoProvider> {
 fn read_pem(setting: &str, path: &Path) -> Result<Vec<u8>, TlsFileError> {
     let failed =
         |reason: String| TlsFileError { setting: setting.to_string(), path: path.to_path_buf(), reason };
-    let metadata = std::fs::metadata(path).map_err(|error| failed(format!("cannot read it: {error}")))?;
+    let metadata = std::fs::metadata(path).map_err(|error| {
+        failed(if error.kind() != std::io::ErrorKind::NotFound {
+            format!("cannot read it: {error}")
+        } else if setting.starts_with("tls.") {
+            "there is no such file (a relative path in the config is relative to the config file's directory)"
+                .to_string()
+        } else {
+            "there is no such file".to_string()
+        })
+    })?;
     if metadata.len() > PEM_FILE_BYTES_MAX {
         return Err(failed(format!(
             "it holds {} bytes, more than the {PEM_FILE_BYTES_MAX} a PEM certificate or key file may",
@@ -190,6 +199,9 @@ impl std::fmt::Debug for PeerTls {
 pub struct NodeTls {
     /// The client port's (and the shards' own ports'), when TLS is on there.
     pub client: Option<TlsAcceptor>,
+    /// The etcd API's: the client port's keys, offering HTTP/2 by ALPN (gRPC
+    /// clients refuse a TLS server that does not).
+    pub etcd: Option<TlsAcceptor>,
     pub peer: Option<PeerTls>,
 }
 
@@ -207,16 +219,19 @@ impl NodeTls {
     /// Reads and checks every file `config` names. `Config::validate` has
     /// checked which keys go together.
     pub fn load(config: &TlsConfig) -> Result<NodeTls, TlsFileError> {
-        let client = match (&config.client_cert_file, &config.client_key_file) {
+        let (client, etcd) = match (&config.client_cert_file, &config.client_key_file) {
             (Some(certificate), Some(key)) => {
                 let identity = Identity {
                     certificate: ("tls.client_cert_file", certificate),
                     key: ("tls.client_key_file", key),
                 };
                 let client_ca = config.client_ca_file.as_deref().map(|path| ("tls.client_ca_file", path));
-                Some(TlsAcceptor::from(server_config(&identity, client_ca)?))
+                let client = server_config(&identity, client_ca)?;
+                let mut etcd = ServerConfig::clone(&client);
+                etcd.alpn_protocols = vec![b"h2".to_vec()];
+                (Some(TlsAcceptor::from(client)), Some(TlsAcceptor::from(Arc::new(etcd))))
             }
-            _ => None,
+            _ => (None, None),
         };
         let peer = match (&config.peer_cert_file, &config.peer_key_file, &config.peer_ca_file) {
             (Some(certificate), Some(key), Some(ca)) => {
@@ -232,7 +247,7 @@ impl NodeTls {
             }
             _ => None,
         };
-        Ok(NodeTls { client, peer })
+        Ok(NodeTls { client, etcd, peer })
     }
 }
 
@@ -380,7 +395,7 @@ mod tests {
         assert!(refused(None, None, Some("k.pem")).contains("--key needs --cert"));
         assert!(refused(None, Some("c.pem"), Some("k.pem")).contains("need --cacert too"));
         let missing = refused(Some("/nonexistent/ca.pem"), None, None);
-        assert!(missing.starts_with("--cacert = \"/nonexistent/ca.pem\": cannot read it"), "{missing}");
+        assert_eq!(missing, "--cacert = \"/nonexistent/ca.pem\": there is no such file", "{missing}");
         assert!(!ClientTls::from_files(None, None, None).expect("plaintext").is_on());
     }
 

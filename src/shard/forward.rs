@@ -79,6 +79,8 @@ pub async fn write(
             loop {
                 let leader = entry.raft.wait_for_leader().await?;
                 if leader.id == entry.raft.member() {
+                    super::space::check_room(&entry, &command)?;
+                    super::space::admit().await;
                     return super::propose::propose(entry, command).await;
                 }
                 let started = std::time::Instant::now();
@@ -172,6 +174,16 @@ pub async fn write_as_leader(entry: Rc<ShardGroup>, command: Vec<u8>) -> Result<
             reason: format!("member {member} does not lead the group; its leader: {known}"),
         });
     }
+    super::space::check_room(&entry, &command)?;
+    // The member that forwarded it waits within its own request timeout;
+    // this one never waits longer.
+    entry
+        .raft
+        .within_request_timeout(async {
+            super::space::admit().await;
+            Ok::<_, GroupError>(())
+        })
+        .await?;
     super::propose::propose(entry, command).await.map_err(|error| match error {
         RequestError::Group(error) => error,
         other => GroupError::Unavailable { group, member, reason: other.to_string() },

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use crate::kv::command::{decode_outcome, encode_command, Command, CommandOutcome, CommandResponse};
+use crate::kv::command::{decode_outcome, encode_stamped_command, Command, CommandOutcome, CommandResponse};
 use crate::kv::group::GroupState;
 use crate::kv::partition::{GroupSet, Partitioner};
 use crate::kv::types::{
@@ -176,6 +176,8 @@ pub struct ShardGroup {
     /// for its vote after missing its own removal. Kept in memory only: after
     /// a restart the next vote it asks for proves it again.
     pub removed_at: std::cell::Cell<Option<u64>>,
+    /// The NOSPACE alarm of the group on this member (see `super::space`).
+    pub no_space: std::cell::Cell<Option<super::space::NoSpace>>,
 }
 
 /// How the groups of a node are laid out and run.
@@ -192,9 +194,8 @@ pub struct GroupLayout {
     pub join: bool,
     pub raft: GroupConfig,
     pub watch: WatchLimits,
-    /// Revisions a group keeps when its leader compacts it because its
-    /// snapshot does not fit (0: never; see `src/shard/snapshots.rs`).
-    pub compact_keep_revisions: u64,
+    /// When groups snapshot, purge and compact (see `super::snapshots`).
+    pub snapshots: super::snapshots::SnapshotPolicy,
 }
 
 impl GroupLayout {
@@ -225,8 +226,11 @@ pub async fn start_groups<T: PeerTransport>(
     let snapshots = Rc::new(WalSnapshotStore::new(log.clone()));
     let mut groups = BTreeMap::new();
     for group in (0..layout.groups()).filter(|group| layout.shard_of(*group) == shard) {
-        let machine =
-            Rc::new(RefCell::new(KvMachine { group, state: GroupState::new(layout.watch), timeline: None }));
+        let machine = Rc::new(RefCell::new(KvMachine {
+            group,
+            state: GroupState::hybrid(group, layout.watch),
+            timeline: None,
+        }));
         let raft = RaftGroup::start(
             group,
             layout.member.id,
@@ -251,6 +255,7 @@ pub async fn start_groups<T: PeerTransport>(
                 leases: RefCell::default(),
                 removal_logged: std::cell::Cell::new(false),
                 removed_at: std::cell::Cell::new(None),
+                no_space: std::cell::Cell::new(None),
             }),
         );
     }
@@ -354,6 +359,36 @@ where
     receiver.await.map_err(|_| RequestError::Overloaded { shard, reason: "it stopped".into() })?
 }
 
+/// Runs `report` on every shard's thread (this one's included) and gathers
+/// the answers in shard order.
+pub async fn on_every_shard<T: Send + 'static>(
+    context: &ReactorContext,
+    report: fn(&ReactorContext) -> T,
+) -> Result<Vec<T>, RequestError> {
+    let mut pending = Vec::new();
+    for target in 0..context.mailboxes().len() {
+        let (sender, receiver) = futures::channel::oneshot::channel();
+        context
+            .mailbox(target)
+            .try_send(move |shard: &ReactorContext| {
+                let _ = sender.send(report(shard));
+            })
+            .map_err(|refused| RequestError::Overloaded {
+                shard: target,
+                reason: refused.error.to_string(),
+            })?;
+        pending.push((target, receiver));
+    }
+    let mut answers = Vec::with_capacity(pending.len());
+    for (target, receiver) in pending {
+        answers.push(receiver.await.map_err(|_| RequestError::Overloaded {
+            shard: target,
+            reason: "it stopped before it answered".into(),
+        })?);
+    }
+    Ok(answers)
+}
+
 /// The group a client request goes to, once this member may serve it (see
 /// [`super::membership::check_serving`]).
 pub(super) fn group_on(groups: &ShardGroups, group: GroupId) -> Result<Rc<ShardGroup>, RequestError> {
@@ -431,7 +466,7 @@ impl Requests {
         command: Command,
     ) -> Result<Answered<CommandResponse>, RequestError> {
         let started = std::time::Instant::now();
-        let bytes = encode_command(&command);
+        let bytes = encode_stamped_command(&command, revision_stamp());
         let shard = self.layout.shard_of(group);
         let answer = on_shard(&self.context, shard, move |groups| write_here(groups, group, bytes)).await;
         super::stages::record_since(started, |stages| &mut stages.end_to_end);
@@ -499,10 +534,25 @@ impl Requests {
         for group in groups {
             let shard = self.layout.shard_of(group);
             let part = request.clone();
-            let answer = on_shard(&self.context, shard, move |shard_groups| {
+            let answer = match on_shard(&self.context, shard, move |shard_groups| {
                 range_here(shard_groups, group, part, linearizable)
             })
-            .await?;
+            .await
+            {
+                // A revision another group made, beyond this group's last
+                // write: this group held then what it holds now (hybrid
+                // revisions compare as times; see `kv::store`).
+                Err(RequestError::Kv(KvError::FutureRevision { current, .. }))
+                    if crate::kv::store::revision_group(request.revision) != group =>
+                {
+                    let part = RangeRequest { revision: current, ..request.clone() };
+                    on_shard(&self.context, shard, move |shard_groups| {
+                        range_here(shard_groups, group, part, linearizable)
+                    })
+                    .await?
+                }
+                answer => answer?,
+            };
             merged = Some(match merged {
                 None => answer,
                 Some(mut sum) => {
@@ -565,15 +615,21 @@ impl Requests {
         request: crate::kv::watch::WatchRequest,
         options: super::watch::WatchOptions,
     ) -> Result<super::watch::WatchFeed, RequestError> {
-        let (sender, feed) = super::watch::feed(&options);
+        let (sender, mut feed) = super::watch::feed(&options);
         for group in self.groups_of(&request.key, &request.range_end) {
             let (request, sender) = (request.clone(), sender.clone());
-            on_shard(&self.context, self.layout.shard_of(group), move |groups| async move {
+            let revision = on_shard(&self.context, self.layout.shard_of(group), move |groups| async move {
                 Ok(super::watch::open_here(group_on(&groups, group)?, request, options, sender)?)
             })
             .await?;
+            feed.started_after = feed.started_after.max(revision);
         }
         Ok(feed)
+    }
+
+    /// The groups a range (etcd's convention) reaches, in group order.
+    pub fn groups_of_range(&self, key: &[u8], range_end: &[u8]) -> Vec<GroupId> {
+        self.groups_of(key, range_end)
     }
 
     fn groups_of(&self, key: &[u8], range_end: &[u8]) -> Vec<GroupId> {
@@ -582,6 +638,16 @@ impl Requests {
             GroupSet::All => (0..self.layout.groups()).collect(),
         }
     }
+}
+
+/// The stamp of a write made now: what its hybrid revision is taken from
+/// (see `kv::store`, "Hybrid revisions"). The wall clock of the member the
+/// request reached; a clock before 2025 stamps 0 (the next revision).
+pub fn revision_stamp() -> u64 {
+    let unix_micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX));
+    crate::kv::store::revision_time(unix_micros)
 }
 
 /// The request handle of this thread's shard, once its groups exist.
@@ -613,6 +679,7 @@ pub fn spawn_groups<T: PeerTransport>(
             }
         };
         let mut handles: Vec<Rc<ShardGroup>> = started.values().cloned().collect();
+        let first_group = started.get(&0).cloned();
         *shard_groups.groups.borrow_mut() = Some(started);
         super::lease::spawn_expiry(shard_groups.clone());
         super::spread::spawn_spread(shard_groups.clone());
@@ -637,6 +704,9 @@ pub fn spawn_groups<T: PeerTransport>(
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         let _ = ready.send(Ok(shard));
+        if let Some(first_group) = first_group {
+            super::membership::report_config_against_cluster(&layout, &first_group);
+        }
     });
 }
 
@@ -703,6 +773,7 @@ pub fn local_group_reports() -> Vec<super::GroupReport> {
                 0
             },
             leader_changes: entry.raft.leader_changes(),
+            no_space: entry.no_space.get().is_some(),
         }
     })
 }
@@ -730,6 +801,57 @@ fn each_local_group<T>(mut each: impl FnMut(&ShardGroups, &GroupId, &Rc<ShardGro
         return Vec::new();
     };
     map.iter().map(|(group, entry)| each(&shard_groups, group, entry)).collect()
+}
+
+/// Whether this thread's shard serves: its groups started, and which of
+/// them have no working leader. Cheap enough for a probe every second.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardReadiness {
+    /// The shard's groups have started (its log is recovered).
+    pub started: bool,
+    pub groups: Vec<GroupId>,
+    /// Groups that know no leader, or that this member leads without a
+    /// quorum's answer for twice the longest election timeout (openraft 0.9
+    /// keeps such a leader until a newer one shows up).
+    pub leaderless: Vec<GroupId>,
+    /// Groups whose NOSPACE alarm is raised (they refuse writes that add data).
+    pub no_space: Vec<GroupId>,
+}
+
+/// Whether `entry`'s group has a leader that works, as this member sees it.
+fn has_working_leader(entry: &ShardGroup, election_timeout_max_ms: u64) -> bool {
+    let metrics = entry.raft.raft().metrics().borrow().clone();
+    match metrics.current_leader {
+        None => false,
+        Some(leader) if leader == metrics.id => {
+            metrics.millis_since_quorum_ack.is_some_and(|millis| millis <= 2 * election_timeout_max_ms)
+        }
+        Some(_) => true,
+    }
+}
+
+pub fn local_readiness() -> ShardReadiness {
+    let Some(shard_groups) = GROUPS.with(|local| local.borrow().clone()) else {
+        return ShardReadiness::default();
+    };
+    let borrowed = shard_groups.groups.borrow();
+    let Some(map) = borrowed.as_ref() else {
+        return ShardReadiness::default();
+    };
+    ShardReadiness {
+        started: true,
+        groups: map.keys().copied().collect(),
+        leaderless: map
+            .iter()
+            .filter(|(_, entry)| !has_working_leader(entry, shard_groups.layout.raft.election_timeout_max_ms))
+            .map(|(group, _)| *group)
+            .collect(),
+        no_space: map
+            .iter()
+            .filter(|(_, entry)| entry.no_space.get().is_some())
+            .map(|(group, _)| *group)
+            .collect(),
+    }
 }
 
 /// The largest store whose state hash a group report carries (0 beyond).

@@ -38,7 +38,7 @@ use futures::future::join_all;
 use super::groups::{
     answered, group_on, on_shard, write_here, Answered, RequestError, Requests, ShardGroup, ShardGroups,
 };
-use crate::kv::command::{encode_command, Command, CommandResponse};
+use crate::kv::command::{encode_command, encode_stamped_command, Command, CommandResponse};
 use crate::kv::lease::LeaseTable;
 use crate::kv::types::{KvError, LeaseGrantResponse, LeaseRevokeResponse};
 use crate::raft::{GroupError, GroupId};
@@ -493,7 +493,8 @@ async fn expire_due(groups: &Rc<ShardGroups>) -> Instant {
             wake = wake.min(next);
         }
         for id in expired {
-            let command = encode_command(&Command::LeaseRevoke { id });
+            let command =
+                encode_stamped_command(&Command::LeaseRevoke { id }, super::groups::revision_stamp());
             match write_here(groups.clone(), group, command).await {
                 Ok(answer) => {
                     let deleted = match answer.response {

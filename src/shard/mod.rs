@@ -13,6 +13,7 @@ pub mod lease;
 pub mod membership;
 pub mod propose;
 pub mod snapshots;
+pub mod space;
 pub mod spread;
 pub mod stages;
 #[cfg(test)]
@@ -292,6 +293,8 @@ pub struct GroupReport {
     pub state_hash: u64,
     /// Leaderships this member saw the group take since it started.
     pub leader_changes: u64,
+    /// The group's NOSPACE alarm is raised on this member (see `space`).
+    pub no_space: bool,
 }
 
 /// How much of a group's log one member has, as its leader tracks it.

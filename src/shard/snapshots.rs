@@ -1,20 +1,31 @@
-//! When the groups of a shard take snapshots. A snapshot that cannot be
-//! stored stops its group (openraft treats a failed snapshot save as a
-//! storage failure), and the shard's snapshot area is shared by all its
-//! groups, so no group snapshots on its own: this task asks a group for a
-//! snapshot once it applied `snapshot_logs_since_last` entries since its
-//! last, and only when the snapshot area has room for it, one group at a
-//! time. Without room the group goes on from its log (which keeps growing:
-//! once the ring is full, its writes wait) and the node says so every
-//! minute, naming the sizes and what to do.
+//! When the groups of a shard take snapshots, and how their logs stay
+//! inside the shard's ring. A snapshot that cannot be stored stops its group
+//! (openraft treats a failed snapshot save as a storage failure), and the
+//! shard's snapshot area is shared by all its groups, so no group snapshots
+//! on its own: this task asks a group for one, one group at a time, when it
+//! is due and only when the snapshot area has room for it.
+//!
+//! A group is due when any of these holds:
+//! - it applied `snapshot_logs_since_last` entries since its last snapshot;
+//! - its entries take `snapshot_after_bytes` of the ring (large values fill
+//!   a ring long before they number many entries);
+//! - the ring is half full and the group's oldest entry is the one that
+//!   keeps the ring's head from moving (ring pressure).
+//!
+//! After a snapshot due to bytes or pressure the group's log is purged up to
+//! the snapshot, not just up to openraft's `max_in_snapshot_log_to_keep`
+//! entries behind it, which large entries cannot afford.
 //!
 //! A snapshot's size is known before it is built (`kv::snapshot::encoded_len`),
 //! so the check is exact up to the envelope around the store's bytes.
 //!
-//! Under that pressure the group's leader compacts the group's history down
-//! to `compact_keep_revisions` revisions (a Raft entry, so every replica
-//! compacts alike), once per pressure: history is what grows without bound
-//! under writes, and it is kept as long as there is room for it.
+//! Without room the group's leader compacts its history, the oldest first:
+//! at least down to `compact_keep_revisions` revisions, and further, just as
+//! far as the snapshot needs to fit (`kv::snapshot::compaction_for_size`),
+//! as one Raft entry so every replica compacts alike. When even the live
+//! keys do not fit while the log must shrink, the group raises its NOSPACE
+//! alarm (`super::space`) and refuses writes that add data until deletes
+//! make it fit again.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -50,11 +61,43 @@ pub fn due(entries: u64, every: u64, store_bytes: impl FnOnce() -> u64, room: u6
     if entries < every {
         return Due::NotYet;
     }
-    let bytes = store_bytes() + ENVELOPE_BYTES;
+    fits(store_bytes(), room)
+}
+
+/// Whether a snapshot of a store of `store_bytes` fits `room`.
+fn fits(store_bytes: u64, room: u64) -> Due {
+    let bytes = store_bytes + ENVELOPE_BYTES;
     if bytes <= room {
         Due::Fits { bytes }
     } else {
         Due::NoRoom { bytes, room }
+    }
+}
+
+/// When the groups of a shard snapshot and compact.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotPolicy {
+    /// Entries applied since the last snapshot that make one due.
+    pub every_entries: u64,
+    /// Ring bytes a group's entries may take before a snapshot is due.
+    pub after_bytes: u64,
+    /// Revisions a leader keeps at most when it compacts for room (0: it
+    /// never compacts on its own).
+    pub compact_keep_revisions: u64,
+}
+
+/// The log ring of the shard as the task sees it on one tick.
+#[derive(Clone, Copy, Debug)]
+struct Ring {
+    used: u64,
+    bytes: u64,
+    pinned_by: Option<GroupId>,
+}
+
+impl Ring {
+    /// Half full, with `group` holding its head.
+    fn pressed_by(&self, group: GroupId) -> bool {
+        self.used * 2 >= self.bytes && self.pinned_by == Some(group)
     }
 }
 
@@ -64,108 +107,224 @@ pub fn spawn_snapshots(groups: Rc<ShardGroups>, log: SharedLog) {
         let mut warned: BTreeMap<GroupId, Instant> = BTreeMap::new();
         loop {
             tokio::time::sleep(SNAPSHOT_TICK).await;
-            let entries: Vec<Rc<ShardGroup>> = match groups.groups.borrow().as_ref() {
+            let mut entries: Vec<Rc<ShardGroup>> = match groups.groups.borrow().as_ref() {
                 Some(map) => map.values().cloned().collect(),
                 None => continue,
             };
-            let every = groups.layout.raft.snapshot_logs_since_last;
-            let keep = groups.layout.compact_keep_revisions;
+            // The group that holds the ring's head goes first: no other
+            // group's purge gives space back while it does, and another
+            // group's compaction (a Raft write) may be waiting for that
+            // space.
+            let pinned_by = log.with(|log| log.head_pinned_by());
+            entries.sort_by_key(|entry| Some(entry.raft.group()) != pinned_by);
+            let policy = groups.layout.snapshots;
+            let groups_here = entries.len() as u64;
             for entry in entries {
-                snapshot_if_due(&entry, every, keep, &log, &mut warned).await;
+                tend(&entry, &policy, groups_here, &log, &mut warned).await;
             }
         }
     });
 }
 
-async fn snapshot_if_due(
+/// One group's turn: a snapshot when due and room allows, a purge where its
+/// log holds more than it must, compaction or the alarm where room is short.
+async fn tend(
     entry: &Rc<ShardGroup>,
-    every: u64,
-    keep: u64,
+    policy: &SnapshotPolicy,
+    groups_here: u64,
     log: &SharedLog,
     warned: &mut BTreeMap<GroupId, Instant>,
 ) {
     let group = entry.raft.group();
-    let room = log.with(|log| log.snapshot_room_bytes());
+    let (ring, log_bytes, room) = log.with(|log| {
+        let stats = log.stats();
+        let ring = Ring { used: stats.used_bytes, bytes: stats.ring_bytes, pinned_by: log.head_pinned_by() };
+        (ring, log.group_log_bytes(group), log.snapshot_room_bytes())
+    });
+    let must_shrink = log_bytes >= policy.after_bytes || ring.pressed_by(group);
+    let since = entry.raft.entries_since_snapshot();
+    if since == 0 {
+        // Nothing new to snapshot; the entries kept behind the last one may
+        // still be what fills the ring.
+        if must_shrink {
+            purge_to_snapshot(entry).await;
+        }
+        return;
+    }
+    if since < policy.every_entries && !must_shrink {
+        return;
+    }
+    let (area, possible) = log.with(|log| (log.snapshot_area_bytes(), log.snapshot_area_uncommitted_bytes()));
+    // The area is shared by the shard's groups, and a group's current
+    // snapshot stays until its next one is durable: a group keeps to its
+    // share (half the area divided among the groups), so every group can
+    // always write its next snapshot beside its current one.
+    let share = area / (2 * groups_here.max(1));
     let store_bytes = || crate::kv::snapshot::encoded_len(&entry.machine.borrow().state.store);
-    match due(entry.raft.entries_since_snapshot(), every, store_bytes, room) {
+    let mut compacted = Compacted::NotHere;
+    if store_bytes() + ENVELOPE_BYTES > room.min(share) {
+        compacted = compact_for_room(entry, policy.compact_keep_revisions, room, share).await;
+        if let Compacted::CannotFit { bytes: live } = compacted {
+            // Out of space only when nothing could make room: the live
+            // keys are larger than every byte no current snapshot holds.
+            // Less room than that is a snapshot in flight, or a gap between
+            // snapshots, and passes.
+            if must_shrink && live + ENVELOPE_BYTES > possible {
+                super::space::raise(entry, live + ENVELOPE_BYTES, possible);
+                return;
+            }
+        }
+    }
+    match fits(store_bytes(), room) {
         Due::NotYet => {}
+        Due::Fits { bytes } => {
+            if snapshot(entry, bytes, log).await {
+                warned.remove(&group);
+                super::space::clear(entry);
+                if must_shrink {
+                    purge_to_snapshot(entry).await;
+                }
+            }
+        }
         Due::NoRoom { bytes, room } => {
-            if compact_for_room(entry, keep).await {
+            let leads = entry.raft.metrics().current_leader == Some(entry.raft.member());
+            if must_shrink && leads && policy.compact_keep_revisions == 0 && bytes > possible {
+                // A leader that may not compact on its own: only deletes
+                // and `nvkv compact` can make room.
+                super::space::raise(entry, bytes, possible);
+                return;
+            }
+            if compacted == Compacted::Yes {
+                // Writes applied while the compaction waited its turn in
+                // the log took the room it made; the next tick compacts
+                // again.
                 return;
             }
             let now = Instant::now();
             if warned.get(&group).is_none_or(|last| now.duration_since(*last) >= NO_ROOM_WARNING_EVERY) {
                 warned.insert(group, now);
-                let area = log.with(|log| log.snapshot_area_bytes());
                 tracing::warn!(
                     group,
                     snapshot_bytes = bytes,
                     room_bytes = room,
                     area_bytes = area,
                     "group {group} cannot take a snapshot: it needs {bytes} bytes and the shard's snapshot area \
-                     ({area} bytes, shared by its groups) has {room} free in one piece; its log grows meanwhile \
-                     and, once the ring is full, its writes wait. Compact the group's history (nvkv compact) or \
-                     give the node a larger namespace_bytes"
+                     ({area} bytes, shared by its groups) has {room} free in one piece; its log grows meanwhile. \
+                     Compact the group's history (nvkv compact) or give the node a larger namespace_bytes"
                 );
             }
         }
-        Due::Fits { bytes } => {
-            let before = entry.raft.metrics().snapshot.map(|snapshot| snapshot.index);
-            if let Err(error) = entry.raft.snapshot_now().await {
-                tracing::warn!(group, %error, "asking for a snapshot failed");
-                return;
-            }
-            let started = Instant::now();
-            while entry.raft.metrics().snapshot.map(|snapshot| snapshot.index) == before {
-                if started.elapsed() > SNAPSHOT_WAIT {
-                    tracing::warn!(
-                        group,
-                        bytes,
-                        "a snapshot is not stored after {SNAPSHOT_WAIT:?}; moving on"
-                    );
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            warned.remove(&group);
-        }
     }
 }
 
-/// The revision to compact a group at so it keeps `keep` revisions, when
-/// it holds more than that beyond its compact revision.
-pub fn pressure_compaction(revision: i64, compact_revision: i64, keep: u64) -> Option<i64> {
-    let keep = i64::try_from(keep).ok().filter(|keep| *keep > 0)?;
-    let target = revision - keep;
-    (target > compact_revision).then_some(target)
-}
-
-/// Where this member leads `entry`'s group and it keeps more history than
-/// `keep` revisions, compacts it to that; returns whether it did.
-async fn compact_for_room(entry: &Rc<ShardGroup>, keep: u64) -> bool {
+/// Asks the group for a snapshot of about `bytes` and waits until it is
+/// stored; returns whether it was (a snapshot that grew past the room
+/// before it was built is declined, see `raft::state_machine`).
+async fn snapshot(entry: &Rc<ShardGroup>, bytes: u64, log: &SharedLog) -> bool {
     let group = entry.raft.group();
-    if entry.raft.metrics().current_leader != Some(entry.raft.member()) {
+    let before = entry.raft.metrics().snapshot.map(|snapshot| snapshot.index);
+    let refused = || log.with(|log| log.snapshots_refused(group));
+    let refused_before = refused();
+    if let Err(error) = entry.raft.snapshot_now().await {
+        tracing::warn!(group, %error, "asking for a snapshot failed");
         return false;
     }
-    let (revision, compacted) = {
+    let started = Instant::now();
+    while entry.raft.metrics().snapshot.map(|snapshot| snapshot.index) == before {
+        if refused() != refused_before {
+            return false;
+        }
+        if started.elapsed() > SNAPSHOT_WAIT {
+            tracing::warn!(group, bytes, "a snapshot is not stored after {SNAPSHOT_WAIT:?}; moving on");
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+/// Purges the group's log up to its snapshot.
+async fn purge_to_snapshot(entry: &Rc<ShardGroup>) {
+    let Some(snapshot) = entry.raft.metrics().snapshot else { return };
+    let purged = entry.raft.metrics().purged.map_or(0, |purged| purged.index);
+    if snapshot.index <= purged {
+        return;
+    }
+    if let Err(error) = entry.raft.purge_log_to(snapshot.index).await {
+        tracing::warn!(group = entry.raft.group(), %error, "asking for a purge failed");
+    }
+}
+
+/// The revision to compact a group's store at so it keeps `keep` revisions
+/// (writes: hybrid revisions are not counted 1, 2, 3), when it holds more
+/// than that beyond its compact revision.
+pub fn pressure_compaction(store: &crate::kv::MvccStore, keep: u64) -> Option<i64> {
+    if keep == 0 {
+        return None;
+    }
+    store.revision_writes_ago(keep).filter(|target| *target > store.compact_revision())
+}
+
+/// What compacting for room did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Compacted {
+    /// A compaction was applied: the snapshot fits next tick.
+    Yes,
+    /// Even all history compacted, the store takes `bytes`, more than the room.
+    CannotFit { bytes: u64 },
+    /// This member does not lead, may not compact on its own, or the
+    /// compaction failed: nothing to conclude.
+    NotHere,
+}
+
+/// Where this member leads `entry`'s group, compacts its history so its
+/// snapshot fits: the oldest history first, at least down to `keep`
+/// revisions, and as far as a snapshot of half the group's `share` of the
+/// area needs (so it grows a while before it outgrows the share), or, when
+/// the live keys alone are larger than that, as far as one that fits `room`
+/// needs. Returns once the compaction is applied.
+async fn compact_for_room(entry: &Rc<ShardGroup>, keep: u64, room: u64, share: u64) -> Compacted {
+    use crate::kv::snapshot::{compaction_for_size, CompactionFit};
+    let group = entry.raft.group();
+    if keep == 0 || entry.raft.metrics().current_leader != Some(entry.raft.member()) {
+        return Compacted::NotHere;
+    }
+    // Writes applied while the compaction waits its turn in the log grow
+    // the store again: leave them a quarter of the room.
+    let comfortable = (share / 2).min(room / 2).saturating_sub(ENVELOPE_BYTES);
+    let most = (room.saturating_sub(ENVELOPE_BYTES) / 4) * 3;
+    let (compacted, fit, kept) = {
         let machine = entry.machine.borrow();
-        (machine.state.store.revision(), machine.state.store.compact_revision())
+        let store = &machine.state.store;
+        let fit = match compaction_for_size(store, comfortable.min(most)) {
+            CompactionFit::Never { .. } => compaction_for_size(store, most),
+            fit => fit,
+        };
+        (store.compact_revision(), fit, pressure_compaction(store, keep))
     };
-    let Some(target) = pressure_compaction(revision, compacted, keep) else { return false };
+    let needed = match fit {
+        CompactionFit::Never { bytes } => return Compacted::CannotFit { bytes },
+        CompactionFit::Fits => compacted,
+        CompactionFit::At(needed) => needed,
+    };
+    let target = needed.max(kept.unwrap_or(compacted));
+    if target <= compacted {
+        return Compacted::NotHere;
+    }
     let command = encode_command(&Command::Compact { revision: target });
     match super::propose::propose(entry.clone(), command).await {
         Ok(_) => {
             tracing::info!(
                 group,
                 revision = target,
-                "compacted group {group} at revision {target}, keeping {keep} revisions, so its snapshot fits \
-                 its shard's snapshot area (store.compact_under_pressure_keep_revisions)"
+                "compacted group {group} at revision {target} so its snapshot fits its shard's snapshot area \
+                 (store.compact_under_pressure_keep_revisions = {keep} writes are kept at most)"
             );
-            true
+            Compacted::Yes
         }
         Err(error) => {
             tracing::warn!(group, %error, "compacting group {group} to make room for its snapshot failed");
-            false
+            Compacted::NotHere
         }
     }
 }
@@ -186,9 +345,18 @@ mod tests {
 
     #[test]
     fn pressure_keeps_the_newest_revisions_and_never_compacts_backwards() {
-        assert_eq!(pressure_compaction(50_000, 0, 10_000), Some(40_000));
-        assert_eq!(pressure_compaction(50_000, 40_000, 10_000), None, "already compacted that far");
-        assert_eq!(pressure_compaction(5_000, 0, 10_000), None, "less history than kept");
-        assert_eq!(pressure_compaction(50_000, 0, 0), None, "0 turns it off");
+        let mut store = crate::kv::MvccStore::hybrid(3);
+        let mut revisions = Vec::new();
+        for write in 0..50u64 {
+            store.set_stamp(1_000_000 + write * 7);
+            let put =
+                crate::kv::PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() };
+            revisions.push(store.put(&put).unwrap().response.revision);
+        }
+        assert_eq!(pressure_compaction(&store, 10), Some(revisions[49 - 10]), "the 10 newest writes stay");
+        store.compact(revisions[45]).unwrap();
+        assert_eq!(pressure_compaction(&store, 10), None, "already compacted that far");
+        assert_eq!(pressure_compaction(&store, 100), None, "less history than kept");
+        assert_eq!(pressure_compaction(&store, 0), None, "0 turns it off");
     }
 }

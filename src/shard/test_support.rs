@@ -23,9 +23,11 @@ pub fn in_shard<F: Future>(future: F) -> F::Output {
 pub async fn one_group() -> Rc<ShardGroup> {
     let namespace: Arc<dyn Namespace> = Arc::new(MemoryNamespace::new(512, 1 << 15));
     let mut queue = namespace.open_queue_pair(&QueuePairConfig::default()).expect("queue pair");
-    let (superblock, _) =
-        superblock::open_or_format(queue.as_mut(), FormatOptions { shards: 1, groups_per_shard_max: 4 })
-            .expect("format");
+    let (superblock, _) = superblock::open_or_format(
+        queue.as_mut(),
+        FormatOptions { shards: 1, groups_per_shard_max: 4, member_id: 0 },
+    )
+    .expect("format");
     let queue = namespace
         .open_queue_pair(&QueuePairConfig { depth: 64, registered_buffer_bytes: 1 << 20 })
         .expect("queue pair");
@@ -53,7 +55,11 @@ pub async fn one_group() -> Rc<ShardGroup> {
             ..GroupConfig::default()
         },
         watch: Default::default(),
-        compact_keep_revisions: 0,
+        snapshots: super::snapshots::SnapshotPolicy {
+            every_entries: 10_000,
+            after_bytes: 1 << 40,
+            compact_keep_revisions: 0,
+        },
     };
     let groups =
         start_groups(&layout, 0, log, Rc::new(super::groups::NoPeers)).await.expect("the group starts");

@@ -23,6 +23,8 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
@@ -84,6 +86,11 @@ pub enum WatchBody {
 /// group.
 pub struct WatchFeed {
     receiver: mpsc::Receiver<WatchBatch>,
+    progress: Arc<ProgressRequests>,
+    /// The revision the watch started after, in the group with the latest:
+    /// the revision of the store it saw when it was made (etcd's header
+    /// revision of a created watch).
+    pub started_after: i64,
 }
 
 impl WatchFeed {
@@ -92,12 +99,57 @@ impl WatchFeed {
     pub async fn next(&mut self) -> Option<WatchBatch> {
         self.receiver.recv().await
     }
+
+    /// Asks every group of the watch for a progress batch: each sends one,
+    /// after every event up to the revision it reports (etcd's
+    /// RequestProgress), whether or not the watch asked for notifications.
+    pub fn request_progress(&self) {
+        self.progress.request();
+    }
+
+    /// What asks for progress while another task waits on the feed.
+    pub fn progress_requests(&self) -> ProgressHandle {
+        ProgressHandle(Arc::clone(&self.progress))
+    }
+}
+
+/// Asks a watch's groups for progress (see [`WatchFeed::request_progress`]).
+#[derive(Clone)]
+pub struct ProgressHandle(Arc<ProgressRequests>);
+
+impl ProgressHandle {
+    pub fn request(&self) {
+        self.0.request();
+    }
+}
+
+/// Progress asked of a watch's pumps, which may run on other shards: a
+/// generation each pump compares with the last one it answered.
+#[derive(Default)]
+struct ProgressRequests {
+    generation: AtomicU64,
+    notify: Notify,
+}
+
+impl ProgressRequests {
+    fn request(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_waiters();
+    }
+}
+
+/// What the pumps of one watch share with its feed.
+#[derive(Clone)]
+pub struct FeedSender {
+    sender: mpsc::Sender<WatchBatch>,
+    progress: Arc<ProgressRequests>,
 }
 
 /// A new feed, and the sender each group's pump gets a clone of.
-pub fn feed(options: &WatchOptions) -> (mpsc::Sender<WatchBatch>, WatchFeed) {
+pub fn feed(options: &WatchOptions) -> (FeedSender, WatchFeed) {
     let (sender, receiver) = mpsc::channel(options.batches_in_flight.max(1));
-    (sender, WatchFeed { receiver })
+    let progress = Arc::new(ProgressRequests::default());
+    (FeedSender { sender, progress: progress.clone() }, WatchFeed { receiver, progress, started_after: 0 })
 }
 
 /// A group as a watch sees it: its store and hub, and what batch headers say.
@@ -156,24 +208,29 @@ fn wakers_of(group: &impl WatchedGroup) -> Rc<Wakers> {
 /// Opens `request` in `group`'s hub (on this, its owning shard) and starts
 /// the pump that sends its batches to `sender`. A start revision of 0 means
 /// the group's next write, fixed here, before the caller is answered.
+/// Returns the group's revision when the watch was opened.
 pub fn open_here<G: WatchedGroup>(
     group: Rc<G>,
     mut request: WatchRequest,
     options: WatchOptions,
-    sender: mpsc::Sender<WatchBatch>,
-) -> Result<(), WatchError> {
+    sender: FeedSender,
+) -> Result<i64, WatchError> {
     let wakers = wakers_of(&*group);
-    let id = group.with_state(|state| {
+    let (id, revision) = group.with_state(|state| {
+        let revision = state.store.revision();
         if request.start_revision == 0 {
-            request.start_revision = state.store.revision() + 1;
+            // The next revision the group's hybrid clock can make.
+            request.start_revision = revision + 1;
         }
-        state.hub.watch(&state.store, request.clone())
+        state.hub.watch(&state.store, request.clone()).map(|id| (id, revision))
     })?;
     let notify = Rc::new(Notify::new());
     wakers.borrow_mut().insert(id, Rc::clone(&notify));
-    let pump = Pump { group, wakers, id, request, options, sender, notify };
+    let answered = sender.progress.generation.load(Ordering::Acquire);
+    let FeedSender { sender, progress } = sender;
+    let pump = Pump { group, wakers, id, request, options, sender, notify, progress, answered };
     tokio::task::spawn_local(pump.run());
-    Ok(())
+    Ok(revision)
 }
 
 /// Drains one hub watch into the feed.
@@ -187,6 +244,9 @@ struct Pump<G: WatchedGroup> {
     options: WatchOptions,
     sender: mpsc::Sender<WatchBatch>,
     notify: Rc<Notify>,
+    /// Progress the feed asks for, and the last generation answered.
+    progress: Arc<ProgressRequests>,
+    answered: u64,
 }
 
 impl<G: WatchedGroup> Pump<G> {
@@ -235,9 +295,19 @@ impl<G: WatchedGroup> Pump<G> {
                 None => {}
             }
             let progress_due = last_sent + self.options.progress_interval;
+            // Enabled before the generation is read, so a request made
+            // between the two still wakes this wait.
+            let progress = Arc::clone(&self.progress);
+            let requested = progress.notify.notified();
+            tokio::pin!(requested);
+            requested.as_mut().enable();
+            if self.answer_progress_request().await {
+                continue;
+            }
             tokio::select! {
                 _ = self.notify.notified() => {}
                 _ = self.sender.closed() => break,
+                _ = &mut requested => {}
                 _ = tokio::time::sleep_until(progress_due), if self.request.progress_notify => {
                     self.send_progress();
                     last_sent = Instant::now();
@@ -251,6 +321,25 @@ impl<G: WatchedGroup> Pump<G> {
         self.group.with_state(|state| {
             let _ = state.hub.cancel(id);
         });
+    }
+
+    /// Answers a progress request of the feed not answered yet, waiting
+    /// for room (it must not be lost: the client waits for it); true if
+    /// there was one.
+    async fn answer_progress_request(&mut self) -> bool {
+        let generation = self.progress.generation.load(Ordering::Acquire);
+        if generation == self.answered {
+            return false;
+        }
+        self.answered = generation;
+        let id = self.id;
+        // No await between reading the progress and queueing it behind the
+        // events sent before: the revision covers exactly those.
+        let Ok(permit) = self.sender.reserve().await else { return true };
+        if let Ok(revision) = self.group.with_state(|state| state.hub.progress(&state.store, id)) {
+            permit.send(self.batch(revision, WatchBody::Progress));
+        }
+        true
     }
 
     /// Tells the feed how far this group's events have all been sent, if it
@@ -475,6 +564,39 @@ mod tests {
             open_here(group.clone(), quiet, options, sender).unwrap();
             tokio::time::sleep(Duration::from_secs(30)).await;
             assert!(silent.receiver.try_recv().is_err(), "no progress for a watch that did not ask");
+        });
+    }
+
+    #[test]
+    fn a_requested_progress_comes_after_every_event_it_covers_even_without_progress_notify() {
+        run(async {
+            let group = TestGroup::new(1024);
+            let options =
+                WatchOptions { batches_in_flight: 1, batch_events_max: 1, ..WatchOptions::default() };
+            let (sender, mut feed) = feed(&options);
+            open_here(group.clone(), prefix("/a/"), options, sender).unwrap();
+            for value in ["1", "2", "3"] {
+                group.put("/a/k", value); // 2, 3, 4: one event per batch, one batch in flight
+            }
+            feed.request_progress();
+            let mut seen = Vec::new();
+            loop {
+                let batch = feed.next().await.expect("the feed stays open");
+                match batch.body {
+                    WatchBody::Events(events) => {
+                        seen.extend(events.iter().map(|event| event.kv.mod_revision))
+                    }
+                    WatchBody::Progress => {
+                        assert_eq!(seen, [2, 3, 4], "every event up to the progress came before it");
+                        assert_eq!(batch.revision, 4);
+                        break;
+                    }
+                    WatchBody::Cancelled(reason) => panic!("cancelled: {reason:?}"),
+                }
+            }
+            feed.progress_requests().request();
+            let batch = feed.next().await.expect("a second answer");
+            assert_eq!((batch.revision, batch.body), (4, WatchBody::Progress), "asked again, answered again");
         });
     }
 }

@@ -11,7 +11,7 @@
 //! - A failed write or flush stops the log for good: nothing after it is ever
 //!   reported durable.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
 use std::task::Waker;
 use std::time::Instant;
@@ -179,6 +179,9 @@ pub(super) struct GroupState {
     /// The group's current (durable) snapshot.
     pub snapshot: Option<SnapshotRef>,
     pub entries: VecDeque<EntryMeta>,
+    /// Ring blocks the group's live entries hold (those placed in a write):
+    /// what purging them would give back.
+    pub entry_blocks: u64,
 }
 
 impl GroupState {
@@ -200,7 +203,8 @@ impl GroupState {
 
     pub fn truncate(&mut self, index: u64) {
         while self.entries.back().is_some_and(|entry| entry.index >= index) {
-            self.entries.pop_back();
+            let removed = self.entries.pop_back().expect("checked");
+            self.forget_blocks(&removed);
         }
     }
 
@@ -209,7 +213,27 @@ impl GroupState {
             self.purged = Some((index, term));
         }
         while self.entries.front().is_some_and(|entry| entry.index <= index) {
-            self.entries.pop_front();
+            let removed = self.entries.pop_front().expect("checked");
+            self.forget_blocks(&removed);
+        }
+    }
+
+    fn forget_blocks(&mut self, removed: &EntryMeta) {
+        if let Some(placed) = removed.placed {
+            self.entry_blocks -= u64::from(placed.blocks);
+        }
+    }
+
+    /// Makes `snapshot` current unless the current one covers more of the
+    /// log (two snapshots of a group can finish in either order: one built
+    /// here, one installed from the leader). Returns the reference that
+    /// lost, whose blob space is free again.
+    pub fn offer_snapshot(&mut self, snapshot: SnapshotRef) -> Option<SnapshotRef> {
+        match self.snapshot {
+            Some(current) if (current.index, current.term) > (snapshot.index, snapshot.term) => {
+                Some(snapshot)
+            }
+            _ => self.snapshot.replace(snapshot),
         }
     }
 }
@@ -248,8 +272,10 @@ struct InflightWrite {
     tag: u64,
     submitted_at: Instant,
     last_sequence: u64,
-    /// The last operation the write carries; 0 for a write of a wrap only.
-    last_operation: u64,
+    /// The operations the write carries, in ring order (none for a wrap).
+    /// Usually consecutive; a record that frees space may have been placed
+    /// ahead of older ones waiting for room.
+    operations: Vec<u64>,
     state: WriteState,
 }
 
@@ -265,6 +291,57 @@ struct SnapshotWrite {
     reference: SnapshotRef,
     /// The operation of the reference record, once the blob is written.
     reference_operation: Option<u64>,
+}
+
+/// What of one group waits in the queue ahead of a record that would go
+/// before it: the lowest entry index, and whether a truncation, a purge or
+/// a vote does.
+#[derive(Default)]
+struct Waiting {
+    lowest_entry: Option<u64>,
+    truncation_or_purge: bool,
+    vote: bool,
+}
+
+impl Waiting {
+    fn add(&mut self, record: &Pending) {
+        match record.kind {
+            RecordKind::Entry => {
+                self.lowest_entry =
+                    Some(self.lowest_entry.map_or(record.index, |lowest| lowest.min(record.index)))
+            }
+            RecordKind::Truncate | RecordKind::Purge => self.truncation_or_purge = true,
+            RecordKind::Vote => self.vote = true,
+            RecordKind::SnapshotRef | RecordKind::Wrap => {}
+        }
+    }
+
+    /// Whether `record` (one that frees space) may be written before these
+    /// and replay still finds the same state. A vote may unless an older
+    /// vote of its group waits (replay keeps the last vote written); a
+    /// snapshot reference always may (replay keeps the one that covers
+    /// most); a purge may go before entries above its index (replay appends
+    /// them after the purge point all the same), never before an entry it
+    /// removes, nor before another truncation or purge of its group.
+    fn lets_jump(&self, record: &Pending) -> bool {
+        match record.kind {
+            RecordKind::Vote => !self.vote,
+            RecordKind::SnapshotRef => true,
+            RecordKind::Purge => {
+                !self.truncation_or_purge && self.lowest_entry.is_none_or(|lowest| lowest > record.index)
+            }
+            RecordKind::Entry | RecordKind::Truncate | RecordKind::Wrap => false,
+        }
+    }
+}
+
+impl Pending {
+    /// Records that give ring space back (or are needed before any can be
+    /// given back: a vote, for an election that lets a group go on) take
+    /// space from the reserve entries may not touch.
+    fn frees_space(&self) -> bool {
+        matches!(self.kind, RecordKind::Vote | RecordKind::SnapshotRef | RecordKind::Purge)
+    }
 }
 
 struct PendingRead {
@@ -284,7 +361,15 @@ pub struct ShardLog {
     pub(super) groups: BTreeMap<u32, GroupState>,
     pending: VecDeque<Pending>,
     next_operation: u64,
+    /// Every operation up to this one is durable.
     durable_operation: u64,
+    /// Operations above `durable_operation` that are durable already: records
+    /// placed ahead of older ones that waited for ring space.
+    durable_ahead: BTreeSet<u64>,
+    /// Ring blocks entries may not take: they stay for the records that free
+    /// space (votes, snapshot references, purges), so a full ring can always
+    /// be emptied again.
+    reserve_blocks: u64,
     pub(super) next_sequence: u64,
     pub(super) durable_sequence: u64,
     pub(super) last_crc: u32,
@@ -305,12 +390,17 @@ pub struct ShardLog {
     reads_done: HashMap<u64, Result<Entry, WalError>>,
     pub(super) snapshot_area: SnapshotArea,
     snapshot_writes: BTreeMap<u64, SnapshotWrite>,
+    /// Per group, the snapshots refused for lack of room, so whoever asked
+    /// for one learns it will not come.
+    snapshots_refused: BTreeMap<u32, u64>,
     snapshot_reads: HashMap<u64, (u32, SnapshotRef)>,
     snapshot_reads_done: HashMap<u64, Result<Vec<u8>, WalError>>,
     failed: Option<String>,
     completions: Vec<Completion>,
     waiters: Vec<(u64, Waker)>,
     read_waiters: Vec<(u64, Waker)>,
+    /// Waiters for snapshot writes, by their tag.
+    snapshot_waiters: Vec<(u64, Waker)>,
     blocked_on_space: bool,
     /// Leading ring records known reclaimable, and the blocks they hold.
     reclaim_scan: (usize, u64),
@@ -366,6 +456,8 @@ impl ShardLog {
             pending: VecDeque::new(),
             next_operation: 1,
             durable_operation: 0,
+            durable_ahead: BTreeSet::new(),
+            reserve_blocks: reserve_blocks(ring_blocks),
             next_sequence: 1,
             durable_sequence: 0,
             last_crc: 0,
@@ -386,12 +478,14 @@ impl ShardLog {
             reads_done: HashMap::new(),
             snapshot_area: SnapshotArea::new(region.snapshot_blocks),
             snapshot_writes: BTreeMap::new(),
+            snapshots_refused: BTreeMap::new(),
             snapshot_reads: HashMap::new(),
             snapshot_reads_done: HashMap::new(),
             failed: None,
             completions: Vec::new(),
             waiters: Vec::new(),
             read_waiters: Vec::new(),
+            snapshot_waiters: Vec::new(),
             blocked_on_space: false,
             reclaim_scan: (0, 0),
             deferred: VecDeque::new(),
@@ -453,6 +547,30 @@ impl ShardLog {
             ring_bytes: self.ring_blocks * self.lba_bytes as u64,
             ..self.stats.clone()
         }
+    }
+
+    /// Bytes of the ring that `group`'s live entries hold: what purging
+    /// its whole log would give back.
+    pub fn group_log_bytes(&self, group: u32) -> u64 {
+        self.groups.get(&group).map_or(0, |state| state.entry_blocks * self.lba_bytes as u64)
+    }
+
+    /// The group whose oldest live entry keeps the head of the ring where it
+    /// is: no ring space comes back until that group purges it.
+    pub fn head_pinned_by(&self) -> Option<u32> {
+        let record = self.ring.get(self.reclaim_scan.0)?;
+        (record.kind == RecordKind::Entry && record.sequence <= self.durable_sequence).then_some(record.group)
+    }
+
+    /// How full the ring is, in percent.
+    pub fn used_percent(&self) -> u64 {
+        self.used_blocks * 100 / self.ring_blocks.max(1)
+    }
+
+    /// Ring bytes entries may not take (kept for votes, snapshot references
+    /// and purges).
+    pub fn reserve_bytes(&self) -> u64 {
+        self.reserve_blocks * self.lba_bytes as u64
     }
 
     /// Latency of the log's stages since it opened.
@@ -570,11 +688,15 @@ impl ShardLog {
     /// `Ok(true)` once the operation is durable; an error if the log failed
     /// before it was.
     pub fn is_durable(&self, ticket: Ticket) -> Result<bool, WalError> {
-        if ticket.0 <= self.durable_operation {
+        if self.operation_durable(ticket.0) {
             return Ok(true);
         }
         self.check_usable()?;
         Ok(false)
+    }
+
+    fn operation_durable(&self, operation: u64) -> bool {
+        operation <= self.durable_operation || self.durable_ahead.contains(&operation)
     }
 
     /// Registers a waker for a ticket, woken when it becomes durable or the
@@ -709,9 +831,11 @@ impl ShardLog {
         let blocks = snapshot_format::blob_blocks(data.len(), self.lba_bytes);
         let area_bytes = self.snapshot_area.blocks() * self.lba_bytes as u64;
         if blocks > self.snapshot_area.blocks() {
+            *self.snapshots_refused.entry(group).or_default() += 1;
             return Err(WalError::SnapshotTooLarge { group, bytes: data.len() as u64, area_bytes });
         }
         let Some(offset) = self.snapshot_area.allocate(blocks) else {
+            *self.snapshots_refused.entry(group).or_default() += 1;
             return Err(WalError::SnapshotAreaFull {
                 shard: self.region.shard,
                 bytes: data.len() as u64,
@@ -743,6 +867,25 @@ impl ShardLog {
         self.snapshot_area.largest_free_blocks() * self.lba_bytes as u64
     }
 
+    /// The snapshot area's bytes that no group's current snapshot holds:
+    /// the most room a snapshot could find once the writes in flight are
+    /// done (a current snapshot stays until its group's next one is
+    /// durable).
+    pub fn snapshot_area_uncommitted_bytes(&self) -> u64 {
+        let current: u64 = self
+            .groups
+            .values()
+            .filter_map(|state| state.snapshot)
+            .map(|snapshot| snapshot.blocks(self.lba_bytes))
+            .sum();
+        self.snapshot_area.blocks().saturating_sub(current) * self.lba_bytes as u64
+    }
+
+    /// How many snapshots of `group` were refused for lack of room.
+    pub fn snapshots_refused(&self, group: u32) -> u64 {
+        self.snapshots_refused.get(&group).copied().unwrap_or(0)
+    }
+
     /// The whole snapshot area, in bytes.
     pub fn snapshot_area_bytes(&self) -> u64 {
         self.snapshot_area.blocks() * self.lba_bytes as u64
@@ -757,12 +900,7 @@ impl ShardLog {
     /// Registers a waker for a snapshot write, woken when the operation
     /// that finishes it is durable (or the log fails).
     pub fn wake_when_snapshot_durable(&mut self, ticket: SnapshotTicket, waker: &Waker) {
-        match self.snapshot_writes.get(&ticket.0).and_then(|write| write.reference_operation) {
-            Some(operation) => self.waiters.push((operation, waker.clone())),
-            // The blob is still being written: its completion queues the
-            // reference as the next operation, whose durability wakes us.
-            None => self.waiters.push((self.next_operation, waker.clone())),
-        }
+        self.snapshot_waiters.push((ticket.0, waker.clone()));
     }
 
     /// Blocks until the snapshot is durable. For tests and tools.
@@ -881,6 +1019,9 @@ impl ShardLog {
         for (_, waker) in self.read_waiters.drain(..) {
             waker.wake();
         }
+        for (_, waker) in self.snapshot_waiters.drain(..) {
+            waker.wake();
+        }
     }
 
     /// Free ring blocks, not counting the ones a checkpoint is about to free.
@@ -889,7 +1030,9 @@ impl ShardLog {
     }
 
     /// Packs queued records into writes, as long as writes may be in flight
-    /// and the ring has room.
+    /// and the ring has room. Records go in the order they were queued;
+    /// when the oldest waits for room, records that free space go ahead of
+    /// it where that cannot change what a replay finds ([`Self::may_jump`]).
     fn submit_writes(&mut self) -> bool {
         let mut progress = false;
         self.blocked_on_space = false;
@@ -901,37 +1044,84 @@ impl ShardLog {
                 self.tail_offset = 0;
             }
             let contiguous = self.ring_blocks - self.tail_offset;
-            let first_blocks = format::record_blocks(self.pending[0].payload.len(), self.lba_bytes) as u64;
+            let first = &self.pending[0];
+            let first_blocks = format::record_blocks(first.payload.len(), self.lba_bytes) as u64;
+            let first_reserve = if first.frees_space() { 0 } else { self.reserve_blocks };
             if first_blocks > contiguous {
-                if self.free_blocks() < contiguous {
-                    self.blocked_on_space = true;
-                    break;
+                // Wrap only when the record then fits: a wrap that leaves
+                // it waiting would only have wasted the blocks.
+                if self.free_blocks() >= contiguous + first_blocks + first_reserve {
+                    self.submit_wrap(contiguous);
+                    progress = true;
+                    continue;
                 }
-                self.submit_wrap(contiguous);
-                progress = true;
-                continue;
-            }
-            let limit = contiguous
-                .min(self.free_blocks())
-                .min((self.options.batch_bytes_max / self.lba_bytes) as u64);
-            let mut count = 0;
-            let mut blocks = 0;
-            for pending in &self.pending {
-                let record = format::record_blocks(pending.payload.len(), self.lba_bytes) as u64;
-                if blocks + record > limit {
-                    break;
+            } else {
+                let batch = self.take_in_order(contiguous);
+                if !batch.is_empty() {
+                    self.submit_batch(batch);
+                    progress = true;
+                    continue;
                 }
-                blocks += record;
-                count += 1;
             }
-            if count == 0 {
+            let jumpers = self.take_jumpers(contiguous);
+            if jumpers.is_empty() {
                 self.blocked_on_space = true;
                 break;
             }
-            self.submit_batch(count, blocks);
+            self.submit_batch(jumpers);
             progress = true;
         }
         progress
+    }
+
+    /// The blocks a write starting at the tail may take now.
+    fn write_room(&self, contiguous: u64) -> u64 {
+        contiguous.min(self.free_blocks()).min((self.options.batch_bytes_max / self.lba_bytes) as u64)
+    }
+
+    /// The longest run of queued records, oldest first, that fits one write
+    /// at the tail: entries leave the reserve free, records that free
+    /// space may use it.
+    fn take_in_order(&mut self, contiguous: u64) -> Vec<Pending> {
+        let room = self.write_room(contiguous);
+        let free = self.free_blocks();
+        let mut count = 0;
+        let mut blocks = 0;
+        for pending in &self.pending {
+            let record = format::record_blocks(pending.payload.len(), self.lba_bytes) as u64;
+            let reserve = if pending.frees_space() { 0 } else { self.reserve_blocks };
+            if blocks + record > room || blocks + record + reserve > free {
+                break;
+            }
+            blocks += record;
+            count += 1;
+        }
+        self.pending.drain(..count).collect()
+    }
+
+    /// Records that free space and may go ahead of older records waiting
+    /// for room, as many as one write at the tail takes, in queue order.
+    fn take_jumpers(&mut self, contiguous: u64) -> Vec<Pending> {
+        let room = self.write_room(contiguous);
+        let mut chosen = Vec::new();
+        let mut blocks = 0;
+        let mut ahead: BTreeMap<u32, Waiting> = BTreeMap::new();
+        for (position, pending) in self.pending.iter().enumerate() {
+            let record = format::record_blocks(pending.payload.len(), self.lba_bytes) as u64;
+            let waiting = ahead.entry(pending.group).or_default();
+            if pending.frees_space() && blocks + record <= room && waiting.lets_jump(pending) {
+                chosen.push(position);
+                blocks += record;
+                continue;
+            }
+            waiting.add(pending);
+        }
+        let mut taken = Vec::with_capacity(chosen.len());
+        for position in chosen.into_iter().rev() {
+            taken.push(self.pending.remove(position).expect("a chosen position is queued"));
+        }
+        taken.reverse();
+        taken
     }
 
     fn record_header(
@@ -982,18 +1172,20 @@ impl ShardLog {
         self.place(&header, crc, offset, contiguous);
         self.used_blocks += contiguous;
         self.tail_offset = 0;
-        let last_operation =
-            self.inflight.back().map_or(self.durable_operation, |write| write.last_operation);
-        self.send_write(offset, buffer, header.sequence, last_operation);
+        self.send_write(offset, buffer, header.sequence, Vec::new());
     }
 
-    fn submit_batch(&mut self, count: usize, blocks: u64) {
+    /// Writes `batch` as one write at the tail.
+    fn submit_batch(&mut self, batch: Vec<Pending>) {
+        let blocks: u64 = batch
+            .iter()
+            .map(|pending| format::record_blocks(pending.payload.len(), self.lba_bytes) as u64)
+            .sum();
         let mut buffer = self.queue.allocate(blocks as usize * self.lba_bytes);
         let offset = self.tail_offset;
         let mut at = 0usize;
-        let mut last_operation = 0;
-        for _ in 0..count {
-            let pending = self.pending.pop_front().expect("counted records are queued");
+        let mut operations = Vec::with_capacity(batch.len());
+        for pending in batch {
             self.stages.queue_wait.record(pending.queued_at.elapsed());
             let record_blocks = format::record_blocks(pending.payload.len(), self.lba_bytes) as u64;
             let header = self.record_header(
@@ -1019,21 +1211,22 @@ impl ShardLog {
                                 offset: record_offset,
                                 blocks: record_blocks as u32,
                             });
+                            state.entry_blocks += record_blocks;
                             self.cache_order.push_back((pending.group, pending.index, header.sequence));
                         }
                     }
                 }
             }
             self.place(&header, crc, record_offset, record_blocks);
-            last_operation = pending.operation;
+            operations.push(pending.operation);
             at = end;
         }
         self.used_blocks += blocks;
         self.tail_offset += blocks;
-        self.send_write(offset, buffer, self.next_sequence - 1, last_operation);
+        self.send_write(offset, buffer, self.next_sequence - 1, operations);
     }
 
-    fn send_write(&mut self, offset: u64, buffer: DmaBuf, last_sequence: u64, last_operation: u64) {
+    fn send_write(&mut self, offset: u64, buffer: DmaBuf, last_sequence: u64, operations: Vec<u64>) {
         let tag = TAG_WRITE | self.take_tag();
         let bytes = buffer.len() as u64;
         let lba = self.region.ring_first_block() + offset;
@@ -1051,7 +1244,7 @@ impl ShardLog {
                     tag,
                     submitted_at: Instant::now(),
                     last_sequence,
-                    last_operation,
+                    operations,
                     state: WriteState::Writing,
                 });
             }
@@ -1171,14 +1364,7 @@ impl ShardLog {
     }
 
     fn wake_readers(&mut self, tag: u64) {
-        self.read_waiters.retain(|(waiting, waker)| {
-            if *waiting == tag {
-                waker.wake_by_ref();
-                false
-            } else {
-                true
-            }
-        });
+        wake_waiting_for(&mut self.read_waiters, tag);
     }
 
     fn decode_read(&mut self, read: &PendingRead, buffer: DmaBuf) -> Result<Entry, WalError> {
@@ -1221,7 +1407,17 @@ impl ShardLog {
             let write = self.inflight.pop_front().expect("checked");
             self.stages.device_write.record(write.submitted_at.elapsed());
             self.durable_sequence = write.last_sequence;
-            self.durable_operation = self.durable_operation.max(write.last_operation);
+            for operation in write.operations {
+                if operation == self.durable_operation + 1 {
+                    self.durable_operation = operation;
+                } else {
+                    self.durable_ahead.insert(operation);
+                }
+            }
+            while self.durable_ahead.first() == Some(&(self.durable_operation + 1)) {
+                self.durable_operation += 1;
+                self.durable_ahead.pop_first();
+            }
         }
         if self.options.durability == Durability::Flush
             && self.flush_tag.is_none()
@@ -1240,34 +1436,37 @@ impl ShardLog {
             }
         }
         self.apply_durable_snapshots();
-        let durable = self.durable_operation;
-        self.waiters.retain(|(operation, waker)| {
-            if *operation <= durable {
+        let mut waiters = std::mem::take(&mut self.waiters);
+        waiters.retain(|(operation, waker)| {
+            if self.operation_durable(*operation) {
                 waker.wake_by_ref();
                 false
             } else {
                 true
             }
         });
+        self.waiters = waiters;
         self.evict_cache();
     }
 
     /// Makes every snapshot whose reference record is now durable its
     /// group's current one, and frees the space of the one it replaces.
     fn apply_durable_snapshots(&mut self) {
-        let durable = self.durable_operation;
         let done: Vec<u64> = self
             .snapshot_writes
             .iter()
-            .filter(|(_, write)| write.reference_operation.is_some_and(|operation| operation <= durable))
+            .filter(|(_, write)| {
+                write.reference_operation.is_some_and(|operation| self.operation_durable(operation))
+            })
             .map(|(tag, _)| *tag)
             .collect();
         for tag in done {
             let write = self.snapshot_writes.remove(&tag).expect("listed");
             let state = self.groups.entry(write.group).or_default();
-            if let Some(previous) = state.snapshot.replace(write.reference) {
-                self.snapshot_area.release(previous.offset);
+            if let Some(loser) = state.offer_snapshot(write.reference) {
+                self.snapshot_area.release(loser.offset);
             }
+            wake_waiting_for(&mut self.snapshot_waiters, tag);
         }
     }
 
@@ -1398,10 +1597,71 @@ impl ShardLog {
     }
 }
 
+/// Wakes and forgets the waiters of `tag`.
+fn wake_waiting_for(waiters: &mut Vec<(u64, Waker)>, tag: u64) {
+    waiters.retain(|(waiting, waker)| {
+        if *waiting == tag {
+            waker.wake_by_ref();
+            false
+        } else {
+            true
+        }
+    });
+}
+
+/// Ring blocks kept for the records that free space: a thirty-second of
+/// the ring, at least 16 blocks, at most a quarter of it.
+fn reserve_blocks(ring_blocks: u64) -> u64 {
+    (ring_blocks / 32).max(16).min(ring_blocks / 4)
+}
+
 /// A number that differs between opens of the same log.
 fn new_epoch() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos());
     (nanos as u64) ^ (u64::from(std::process::id()) << 40)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(kind: RecordKind, group: u32, index: u64) -> Pending {
+        Pending {
+            operation: 0,
+            queued_at: Instant::now(),
+            kind,
+            group,
+            index,
+            term: 1,
+            payload: Rc::from(&[][..]),
+        }
+    }
+
+    /// What may go ahead of a group's waiting records is what replay cannot
+    /// tell from the order they were queued in.
+    #[test]
+    fn records_that_free_space_jump_only_where_replay_finds_the_same() {
+        let mut waiting = Waiting::default();
+        waiting.add(&record(RecordKind::Entry, 0, 10));
+        waiting.add(&record(RecordKind::Entry, 0, 11));
+        assert!(waiting.lets_jump(&record(RecordKind::Vote, 0, 0)));
+        assert!(waiting.lets_jump(&record(RecordKind::SnapshotRef, 0, 9)));
+        assert!(
+            waiting.lets_jump(&record(RecordKind::Purge, 0, 9)),
+            "entries above the purge point may follow it"
+        );
+        assert!(!waiting.lets_jump(&record(RecordKind::Purge, 0, 10)), "never ahead of an entry it removes");
+        assert!(!waiting.lets_jump(&record(RecordKind::Entry, 0, 12)), "entries keep their order");
+        assert!(!waiting.lets_jump(&record(RecordKind::Truncate, 0, 11)));
+        waiting.add(&record(RecordKind::Vote, 0, 0));
+        assert!(!waiting.lets_jump(&record(RecordKind::Vote, 0, 0)), "votes of a group keep their order");
+        let mut purging = Waiting::default();
+        purging.add(&record(RecordKind::Purge, 0, 5));
+        assert!(!purging.lets_jump(&record(RecordKind::Purge, 0, 8)), "purges of a group keep their order");
+        let mut truncating = Waiting::default();
+        truncating.add(&record(RecordKind::Truncate, 0, 5));
+        assert!(!truncating.lets_jump(&record(RecordKind::Purge, 0, 3)));
+    }
 }

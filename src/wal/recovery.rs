@@ -73,6 +73,7 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
                 purged: group.purged,
                 snapshot: group.snapshot,
                 entries: Default::default(),
+                entry_blocks: 0,
             },
         );
     }
@@ -271,6 +272,7 @@ fn replay(
                     placed: Some(Placement { sequence: header.sequence, offset, blocks: header.blocks }),
                     cached: None,
                 });
+                state.entry_blocks += u64::from(header.blocks);
             } else {
                 // Its predecessors are behind the head, so it must have been
                 // truncated by a record still to come; if none comes, the log
@@ -294,7 +296,11 @@ fn replay(
             let reference = super::snapshot::SnapshotRef::decode(&payload).map_err(|reason| {
                 WalError::Corrupt(format!("record {} at LBA {lba}: {reason}", header.sequence))
             })?;
-            log.groups.entry(header.group).or_default().snapshot = Some(reference);
+            // Two snapshots of a group may become durable in either order
+            // (one built here, one installed from the leader): the one
+            // that covers more of the log stays current, as it did before
+            // the restart.
+            log.groups.entry(header.group).or_default().offer_snapshot(reference);
         }
         RecordKind::Wrap => {}
     }

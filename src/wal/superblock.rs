@@ -9,7 +9,7 @@
 //! shard region: [checkpoint slot A | checkpoint slot B | snapshot area | ring of records]
 //! ```
 //!
-//! Layout of a superblock copy (little-endian):
+//! Layout of a superblock copy (little-endian), version 2:
 //!
 //! ```text
 //!  0 magic u64 "NVKVSUPR"  8 version u32  12 lba_bytes u32
@@ -17,21 +17,48 @@
 //! 48 shards u32  52 groups_per_shard_max u32  56 checkpoint_blocks u32
 //! 60 zero u32  64 first_region_block u64  72 region_blocks u64
 //! 80 snapshot_blocks u64 (per shard)
-//! 88 crc u32: CRC32C of bytes 0..88
+//! 88 member_id u64 (0: not yet known)  96 cluster_id [u8; 16] (zeroes: none yet)
+//! 112 peer_count u32  116 zero u32
+//! 120 peers: peer_count x (member_id u64, namespace_id [u8; 16])
+//! then crc u32: CRC32C of every byte before it
 //! ```
+//!
+//! Version 1 ended at byte 88 with its CRC there; it is read as a namespace
+//! whose member, cluster and peers are not known yet, and the next write
+//! makes it version 2.
+//!
+//! The identity part says whose data this is: the member that formatted it,
+//! the cluster it belongs to (fixed when the member first joins one), and,
+//! for every peer this member has met, the namespace that peer had. A peer
+//! whose namespace changed while it is still a voter lost its data: it
+//! remembers none of its votes and acknowledged entries, and is refused (see
+//! `rpc::peer`).
 //!
 //! The format is the same on a file, a raw block device and an SPDK
 //! namespace.
 
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use super::checkpoint::{self, Checkpoint};
 use super::{blocking, WalError};
-use crate::nvme::QueuePair;
+use crate::nvme::{Namespace, QueuePair, QueuePairConfig};
 
 pub const SUPERBLOCK_MAGIC: u64 = u64::from_le_bytes(*b"NVKVSUPR");
-pub const SUPERBLOCK_VERSION: u32 = 1;
+pub const SUPERBLOCK_VERSION: u32 = 2;
+/// The version before the identity part.
+const SUPERBLOCK_VERSION_1: u32 = 1;
 /// Bytes reserved for each superblock copy; the largest LBA size we accept.
 pub const SUPERBLOCK_BYTES: usize = 4096;
+/// Version 1's length, CRC included: the least a copy holds.
 const ENCODED_BYTES: usize = 92;
+const IDENTITY_AT: usize = 88;
+const PEERS_AT: usize = 120;
+const PEER_BYTES: usize = 24;
+/// Peers the superblock remembers; a member meets at most the members its
+/// cluster has had, and the cluster lists at most nine at once.
+pub const PEERS_MAX: usize = 128;
+const _: () = assert!(PEERS_AT + PEERS_MAX * PEER_BYTES + 4 <= 512 * 8, "the peers fit a copy");
+const _: () = assert!(PEERS_AT + PEERS_MAX * PEER_BYTES + 4 <= SUPERBLOCK_BYTES);
 /// A shard's snapshot area is this fraction of what its checkpoints leave.
 const SNAPSHOT_AREA_DIVISOR: u64 = 4;
 /// The smallest ring a shard may have, in bytes.
@@ -51,6 +78,40 @@ pub struct Superblock {
     pub first_region_block: u64,
     pub region_blocks: u64,
     pub snapshot_blocks: u64,
+    pub identity: Identity,
+}
+
+/// Whose data a namespace holds (see the module doc).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The member that formatted it; 0 when formatted by a tool or by a
+    /// version that did not say.
+    pub member_id: u64,
+    /// The cluster it belongs to; zeroes until it joins one.
+    pub cluster_id: [u8; 16],
+    /// Every peer met, with the namespace it had, in the order they were met.
+    pub peers: Vec<(u64, [u8; 16])>,
+}
+
+impl Identity {
+    /// The namespace `member` had when this member last met it.
+    pub fn peer_namespace(&self, member: u64) -> Option<[u8; 16]> {
+        self.peers.iter().find(|(id, _)| *id == member).map(|(_, namespace)| *namespace)
+    }
+
+    /// Remembers that `member` has `namespace` now; the oldest peer is
+    /// forgotten once more than [`PEERS_MAX`] were met.
+    pub fn meet(&mut self, member: u64, namespace: [u8; 16]) {
+        self.peers.retain(|(id, _)| *id != member);
+        self.peers.push((member, namespace));
+        let excess = self.peers.len().saturating_sub(PEERS_MAX);
+        self.peers.drain(..excess);
+    }
+}
+
+/// A 16-byte id as people read it.
+pub fn hex(id: &[u8; 16]) -> String {
+    id.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Where one shard's log lives on the namespace, in blocks.
@@ -87,10 +148,12 @@ impl ShardRegion {
 }
 
 /// What a new namespace is formatted with.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct FormatOptions {
     pub shards: u32,
     pub groups_per_shard_max: u32,
+    /// The member formatting it (0: a tool or a test).
+    pub member_id: u64,
 }
 
 impl Superblock {
@@ -140,6 +203,7 @@ impl Superblock {
             first_region_block,
             region_blocks,
             snapshot_blocks,
+            identity: Identity { member_id: options.member_id, ..Identity::default() },
         })
     }
 
@@ -171,8 +235,20 @@ impl Superblock {
         out[64..72].copy_from_slice(&self.first_region_block.to_le_bytes());
         out[72..80].copy_from_slice(&self.region_blocks.to_le_bytes());
         out[80..88].copy_from_slice(&self.snapshot_blocks.to_le_bytes());
-        let crc = crc32c::crc32c(&out[..88]);
-        out[88..92].copy_from_slice(&crc.to_le_bytes());
+        let identity = &self.identity;
+        assert!(identity.peers.len() <= PEERS_MAX, "the superblock keeps {PEERS_MAX} peers");
+        out[IDENTITY_AT..IDENTITY_AT + 8].copy_from_slice(&identity.member_id.to_le_bytes());
+        out[96..112].copy_from_slice(&identity.cluster_id);
+        out[112..116].copy_from_slice(&(identity.peers.len() as u32).to_le_bytes());
+        out[116..120].copy_from_slice(&0u32.to_le_bytes());
+        let mut at = PEERS_AT;
+        for (member, namespace) in &identity.peers {
+            out[at..at + 8].copy_from_slice(&member.to_le_bytes());
+            out[at + 8..at + PEER_BYTES].copy_from_slice(namespace);
+            at += PEER_BYTES;
+        }
+        let crc = crc32c::crc32c(&out[..at]);
+        out[at..at + 4].copy_from_slice(&crc.to_le_bytes());
     }
 
     /// `Ok(None)` when the bytes hold no superblock (never written).
@@ -189,16 +265,47 @@ impl Superblock {
             return Ok(None);
         }
         let version = u32_at(8);
-        let stored = u32_at(88);
-        let computed = crc32c::crc32c(&bytes[..88]);
+        let crc_at = match version {
+            SUPERBLOCK_VERSION_1 => IDENTITY_AT,
+            SUPERBLOCK_VERSION => {
+                let peers = u32_at(112) as usize;
+                if peers > PEERS_MAX || PEERS_AT + peers * PEER_BYTES + 4 > bytes.len() {
+                    return Err(format!(
+                        "a superblock copy names {peers} peers, more than the {PEERS_MAX} it keeps or its \
+                         {} bytes hold",
+                        bytes.len()
+                    ));
+                }
+                PEERS_AT + peers * PEER_BYTES
+            }
+            _ => {
+                return Err(format!(
+                    "superblock format version {version}, this build of nvkv reads versions \
+                     {SUPERBLOCK_VERSION_1} and {SUPERBLOCK_VERSION}"
+                ))
+            }
+        };
+        let stored = u32_at(crc_at);
+        let computed = crc32c::crc32c(&bytes[..crc_at]);
         if stored != computed {
             return Err(format!("superblock CRC32C stored {stored:#010x}, computed {computed:#010x}"));
         }
-        if version != SUPERBLOCK_VERSION {
-            return Err(format!(
-                "superblock format version {version}, this build of nvkv reads version {SUPERBLOCK_VERSION}"
-            ));
-        }
+        let identity = match version {
+            SUPERBLOCK_VERSION_1 => Identity::default(),
+            _ => Identity {
+                member_id: u64_at(IDENTITY_AT),
+                cluster_id: bytes[96..112].try_into().expect("16 bytes"),
+                peers: bytes[PEERS_AT..crc_at]
+                    .chunks_exact(PEER_BYTES)
+                    .map(|peer| {
+                        (
+                            crate::little_endian::u64_at(peer, 0),
+                            peer[8..PEER_BYTES].try_into().expect("16 bytes"),
+                        )
+                    })
+                    .collect(),
+            },
+        };
         Ok(Some(Superblock {
             lba_bytes: u32_at(12),
             capacity_blocks: u64_at(16),
@@ -210,6 +317,7 @@ impl Superblock {
             first_region_block: u64_at(64),
             region_blocks: u64_at(72),
             snapshot_blocks: u64_at(80),
+            identity,
         }))
     }
 
@@ -304,6 +412,74 @@ pub fn open_or_format(
     Ok((superblock, false))
 }
 
+/// The superblock of a running node, shared by its shards: the identity
+/// part changes while it runs (a peer met, a cluster joined), and each change
+/// is written through a queue pair of its own before it counts. Changes are
+/// rare (a peer's first hello), so one lock for the whole node is enough;
+/// no request ever waits on it.
+pub struct SuperblockKeeper {
+    namespace: Arc<dyn Namespace>,
+    queue_pair: QueuePairConfig,
+    superblock: Mutex<Superblock>,
+}
+
+impl std::fmt::Debug for SuperblockKeeper {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("SuperblockKeeper").field("superblock", &*self.lock()).finish()
+    }
+}
+
+impl SuperblockKeeper {
+    pub fn new(namespace: Arc<dyn Namespace>, queue_pair: QueuePairConfig, superblock: Superblock) -> Self {
+        SuperblockKeeper { namespace, queue_pair, superblock: Mutex::new(superblock) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Superblock> {
+        // A panic while holding it happened before a write or after one:
+        // the superblock in memory is still one that was (or will be) valid.
+        self.superblock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The superblock as it is now.
+    pub fn superblock(&self) -> Superblock {
+        self.lock().clone()
+    }
+
+    pub fn namespace_id(&self) -> [u8; 16] {
+        self.lock().namespace_id
+    }
+
+    pub fn identity(&self) -> Identity {
+        self.lock().identity.clone()
+    }
+
+    /// Changes the identity with `change` and writes the superblock, unless
+    /// `change` returns false (nothing changed).
+    pub fn update(&self, change: impl FnOnce(&mut Identity) -> bool) -> Result<(), WalError> {
+        let mut superblock = self.lock();
+        let mut changed = superblock.clone();
+        if !change(&mut changed.identity) {
+            return Ok(());
+        }
+        let mut queue = self
+            .namespace
+            .open_queue_pair(&self.queue_pair)
+            .map_err(|source| WalError::Device { what: "opening a queue pair for the superblock", source })?;
+        rewrite(queue.as_mut(), &mut changed)?;
+        *superblock = changed;
+        Ok(())
+    }
+}
+
+/// Writes `superblock` with a new generation: copy A, then copy B, each
+/// durable before the next, so a crash leaves one whole copy of either the
+/// old or the new one (the newest valid generation wins on reading).
+pub fn rewrite(queue: &mut dyn QueuePair, superblock: &mut Superblock) -> Result<(), WalError> {
+    superblock.generation += 1;
+    write_copy(queue, superblock, 0)?;
+    write_copy(queue, superblock, 1)
+}
+
 fn write_copy(queue: &mut dyn QueuePair, superblock: &Superblock, copy: usize) -> Result<(), WalError> {
     let copy_blocks = SUPERBLOCK_BYTES / superblock.lba_bytes as usize;
     let mut buffer = queue.allocate(SUPERBLOCK_BYTES);
@@ -362,7 +538,7 @@ mod tests {
     use crate::nvme::memory::MemoryNamespace;
     use crate::nvme::{Namespace, QueuePairConfig};
 
-    const OPTIONS: FormatOptions = FormatOptions { shards: 2, groups_per_shard_max: 16 };
+    const OPTIONS: FormatOptions = FormatOptions { shards: 2, groups_per_shard_max: 16, member_id: 1 };
 
     #[test]
     fn formats_once_then_reads_back() {
@@ -440,7 +616,7 @@ mod tests {
         namespace.write_bytes(0, &bytes);
         namespace.write_bytes(4096, &bytes);
         let error = open_or_format(queue.as_mut(), OPTIONS).unwrap_err().to_string();
-        assert!(error.contains("version 7") && error.contains("version 1"), "{error}");
+        assert!(error.contains("version 7") && error.contains("versions 1 and 2"), "{error}");
     }
 
     #[test]
@@ -451,6 +627,37 @@ mod tests {
         let error = open_or_format(queue.as_mut(), OPTIONS).unwrap_err().to_string();
         assert!(error.contains("not an nvkv superblock"), "{error}");
         assert_eq!(namespace.read_bytes(1024, 20), b"someone's filesystem");
+    }
+
+    /// The identity part round-trips, survives a rewrite, and a copy in the
+    /// first format (no identity) is still read, as a namespace whose member
+    /// and cluster are not known yet.
+    #[test]
+    fn the_identity_round_trips_and_version_1_copies_still_read() {
+        let namespace = MemoryNamespace::new(4096, 2048);
+        let mut queue = namespace.open_queue_pair(&QueuePairConfig::default()).expect("queue pair");
+        let (mut superblock, _) = open_or_format(queue.as_mut(), OPTIONS).expect("formats");
+        assert_eq!(superblock.identity.member_id, 1, "formatted by member 1");
+        superblock.identity.cluster_id = [7; 16];
+        for member in 2..=200u64 {
+            superblock.identity.meet(member, [member as u8; 16]);
+        }
+        superblock.identity.meet(5, [55; 16]);
+        assert_eq!(superblock.identity.peers.len(), PEERS_MAX, "the oldest peers are forgotten");
+        assert_eq!(superblock.identity.peer_namespace(5), Some([55; 16]), "meeting again replaces");
+        rewrite(queue.as_mut(), &mut superblock).expect("rewrite");
+        let (read, formatted) = open_or_format(queue.as_mut(), OPTIONS).expect("opens");
+        assert!(!formatted);
+        assert_eq!(read, superblock);
+
+        let mut old = vec![0u8; 4096];
+        superblock.encode(&mut old);
+        old[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&old[..88]);
+        old[88..92].copy_from_slice(&crc.to_le_bytes());
+        let version_1 = Superblock::decode(&old).expect("decodes").expect("a superblock");
+        assert_eq!(version_1.identity, Identity::default());
+        assert_eq!(version_1.namespace_id, superblock.namespace_id);
     }
 
     #[test]

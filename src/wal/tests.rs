@@ -18,7 +18,7 @@ pub(crate) fn format_namespace(namespace: &dyn Namespace, groups_max: u32) -> Sh
     let mut queue = namespace.open_queue_pair(&QueuePairConfig::default()).expect("queue pair");
     let (superblock, _) = superblock::open_or_format(
         queue.as_mut(),
-        FormatOptions { shards: 1, groups_per_shard_max: groups_max },
+        FormatOptions { shards: 1, groups_per_shard_max: groups_max, member_id: 0 },
     )
     .expect("format");
     superblock.region(0)
@@ -215,6 +215,109 @@ fn a_full_ring_is_a_clear_error() {
     assert!(error.to_string().contains("purge"), "{error}");
 }
 
+/// Ticks the log until nothing it sent is in flight any more.
+fn settle(log: &mut ShardLog) {
+    loop {
+        let progress = log.tick();
+        if log.queue.in_flight() > 0 {
+            log.queue.wait().expect("wait");
+        } else if !progress {
+            return;
+        }
+    }
+}
+
+/// wal::ring::full: entries fill the ring up to its reserve and then wait;
+/// a vote, a snapshot and a purge of the group queued behind them still go
+/// out (from the reserve), the purge gives the space back, and the waiting
+/// entries follow. Before the reserve, the records that free space queued
+/// behind the entries waiting for it, and the shard's groups stopped for
+/// good.
+#[test]
+fn wal_ring_full_still_takes_votes_snapshots_and_purges() {
+    let (namespace, region) = memory(300 + 2 + 256);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open");
+    let ring_bytes = log.stats().ring_bytes;
+    let reserve = log.reserve_bytes();
+    let entry_bytes = 4000;
+    let entries = 2 * ring_bytes / 4096;
+    let mut tickets = Vec::new();
+    for index in 1..=entries {
+        tickets.push(log.append(0, index, 1, &payload(0, index, 1, entry_bytes)).expect("append"));
+    }
+    settle(&mut log);
+    let waiting = tickets.iter().filter(|ticket| !log.is_durable(**ticket).expect("no failure")).count();
+    assert!(waiting > 0, "more entries than the ring holds wait for room");
+    let used = log.stats().used_bytes;
+    assert!(
+        used <= ring_bytes - reserve,
+        "entries took {used} bytes of the reserve ({reserve} of {ring_bytes})"
+    );
+
+    tracing::info!("a vote, a snapshot and a purge go ahead of the waiting entries");
+    let vote = log.save_vote(0, b"term 2").expect("vote");
+    let snapshot = log.write_snapshot(0, 100, 1, b"state at 100").expect("snapshot");
+    settle(&mut log);
+    assert!(log.is_durable(vote).expect("no failure"), "the vote went out of the reserve");
+    log.wait_snapshot_durable(snapshot).expect("the snapshot's reference went out of the reserve");
+    let purge = log.purge(0, 100, 1).expect("purge");
+    settle(&mut log);
+    assert!(log.is_durable(purge).expect("no failure"), "the purge went out of the reserve");
+
+    tracing::info!("the purge frees the ring: the waiting entries follow, in order");
+    let mut purged_up_to = 100;
+    while tickets.iter().any(|ticket| !log.is_durable(*ticket).expect("no failure")) {
+        let durable =
+            tickets.iter().take_while(|ticket| log.is_durable(**ticket).expect("ok")).count() as u64;
+        if durable > purged_up_to + 20 {
+            purged_up_to = durable - 10;
+            log.purge(0, purged_up_to, 1).expect("purge");
+        }
+        settle(&mut log);
+    }
+    drop(log);
+
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
+    assert_eq!(log.vote(0), Some(&b"term 2"[..]));
+    assert_eq!(log.snapshot(0).map(|snapshot| snapshot.index), Some(100));
+    let (first, last) = log.entry_range(0).expect("entries");
+    assert_eq!((first, last), (purged_up_to + 1, entries));
+    for index in first..=last {
+        let entry = log.read_blocking(0, index).expect("read");
+        assert_eq!(&entry.payload[..], &payload(0, index, 1, entry_bytes)[..]);
+    }
+}
+
+/// Two snapshots of a group, an older one built here and a newer one
+/// installed from the leader, finish in the wrong order: the older one's
+/// blob write is held back until the newer one is current. The newer one
+/// stays current, in memory and after a restart; the older one's space is
+/// free again.
+#[test]
+fn wal_snapshot_older_finishing_last_never_moves_the_current_one_back() {
+    let memory_namespace: Arc<dyn Namespace> = Arc::new(MemoryNamespace::new(LBA as u32, 2048));
+    let fault = crate::nvme::fault::FaultNamespace::new(memory_namespace.clone());
+    let plan = fault.plan();
+    let region = format_namespace(&fault, 16);
+    let mut log = open_log(&fault, region, small_options()).expect("open");
+    plan.delay_write(plan.writes() + 1, std::time::Duration::from_millis(300));
+    let older = log.write_snapshot(2, 100, 1, &[1u8; 50_000]).expect("write the older");
+    let newer = log.write_snapshot(2, 200, 2, &[2u8; 50_000]).expect("write the newer");
+    log.wait_snapshot_durable(newer).expect("the newer is durable");
+    assert_eq!(log.snapshot(2).map(|current| current.index), Some(200));
+    log.wait_snapshot_durable(older).expect("the older finishes too");
+    assert_eq!(log.snapshot(2).map(|current| current.index), Some(200), "the current snapshot moved back");
+    let used = log.snapshot_area.used_blocks();
+    assert_eq!(used, log.snapshot(2).expect("current").blocks(LBA), "the older blob's space is free");
+    drop(log);
+    drop(fault);
+
+    let mut log = open_log(memory_namespace.as_ref(), region, small_options()).expect("restarts");
+    let (reference, data) = log.read_snapshot_blocking(2).expect("read").expect("a snapshot");
+    assert_eq!((reference.index, reference.term), (200, 2));
+    assert_eq!(data, vec![2u8; 50_000]);
+}
+
 /// The ring LBA and length of the last record of a log.
 fn last_record(log: &ShardLog) -> (u64, u64) {
     let record = log.ring.back().expect("records");
@@ -306,7 +409,8 @@ struct Model {
     entries: BTreeMap<u32, BTreeMap<u64, (u64, Vec<u8>)>>,
     purged: BTreeMap<u32, u64>,
     votes: BTreeMap<u32, Vec<u8>>,
-    snapshots: BTreeMap<u32, Vec<u8>>,
+    /// Each group's current snapshot: the one that covers most, (index, term).
+    snapshots: BTreeMap<u32, ((u64, u64), Vec<u8>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -408,7 +512,10 @@ proptest! {
                     let data = payload(group, u64::from(len), term, len as usize);
                     let ticket = log.write_snapshot(group, u64::from(len), term, &data).expect("snapshot");
                     log.wait_snapshot_durable(ticket).expect("durable");
-                    model.snapshots.insert(group, data);
+                    let covers = (u64::from(len), term);
+                    if model.snapshots.get(&group).is_none_or(|(current, _)| *current <= covers) {
+                        model.snapshots.insert(group, (covers, data));
+                    }
                 }
                 Operation::Restart => {
                     drop(log);
@@ -427,7 +534,7 @@ proptest! {
                 }
                 prop_assert_eq!(log.vote(group), model.votes.get(&group).map(|vote| &vote[..]));
                 let snapshot = log.read_snapshot_blocking(group).expect("read snapshot").map(|(_, data)| data);
-                prop_assert_eq!(snapshot.as_ref(), model.snapshots.get(&group));
+                prop_assert_eq!(snapshot.as_ref(), model.snapshots.get(&group).map(|(_, data)| data));
             }
         }
     }

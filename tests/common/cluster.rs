@@ -79,7 +79,7 @@ pub fn member_configs(directory: &Path, groups: usize, hosts: &[(u64, IpAddr, u1
             let text = format!(
                 "{insecure}[node]\nmember_id = {id}\nname = \"node{id}\"\ndata_dir = \"{}\"\n\
                  client_address = \"{ip}:{base}\"\npeer_address = \"{ip}:{}\"\n\n\
-                 [reactor]\nshards = 1\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n\
+                 [etcd]\naddress = \"{ip}:0\"\n\n[reactor]\nshards = 1\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n\
                  [log]\ngroups_per_shard = {groups}\n\n[cluster]\nname = \"test-cluster\"\n\n{listed}",
                 directory.join(format!("data{id}")).display(),
                 base + 2

@@ -3,9 +3,11 @@
 #![allow(dead_code)] // each test file uses its own part of this
 
 pub mod cluster;
+pub mod etcd;
 pub mod netns;
+pub mod pki;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -139,7 +141,7 @@ impl Setup {
         let data_dir = directory.path().join("data");
         let config = directory.path().join("nvkv.toml");
         let text = format!(
-            "[node]\ndata_dir = \"{}\"\nclient_address = \"127.0.0.1:0\"\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n{extra}\n",
+            "[node]\ndata_dir = \"{}\"\nclient_address = \"127.0.0.1:0\"\n\n[etcd]\naddress = \"127.0.0.1:0\"\n\n[namespace]\nnamespace_bytes = \"64MiB\"\n\n{extra}\n",
             data_dir.display()
         );
         std::fs::write(&config, text).expect("write config");
@@ -158,6 +160,12 @@ pub fn refused(config: &Path) -> String {
     assert!(!status.success(), "nvkv must refuse to start; stderr:\n{stderr}");
     assert!(daemon.stdout_lines.try_iter().all(|line| !line.starts_with("nvkv ready")), "no ready line");
     stderr
+}
+
+/// The etcd API's address (`HOST:PORT`) a ready line names.
+pub fn ready_etcd_endpoint(ready: &str) -> String {
+    let after = ready.split(", etcd ").nth(1).expect("the ready line names the etcd address");
+    after.split(',').next().expect("an address").to_string()
 }
 
 pub fn ready_port(ready: &str) -> u16 {
@@ -203,7 +211,6 @@ pub fn client(port: u16, args: &[&str]) -> Result<String, String> {
 
 /// Runs `nvkv txn` with `text` on standard input.
 pub fn txn(port: u16, text: &str) -> Result<String, String> {
-    use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_nvkv"))
         .args(["--endpoints", &format!("127.0.0.1:{port}"), "txn"])
         .stdin(Stdio::piped())
@@ -218,4 +225,15 @@ pub fn txn(port: u16, text: &str) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&output.stderr).into_owned())
     }
+}
+
+/// `GET path` on an HTTP endpoint of the node (metrics and probes) at
+/// `port`: (status line, body).
+pub fn http_get(port: u16, path: &str) -> (String, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP endpoint");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read the answer");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    (head.lines().next().expect("a status line").to_string(), body.to_string())
 }

@@ -1,0 +1,222 @@
+//! The etcd port: shard 0 accepts and deals connections to the shards in
+//! turn; each shard serves the connections it got (their TLS handshakes
+//! first, on the shard, bounded in time) with hyper's HTTP/2 server on its
+//! LocalSet, routing calls to tonic's generated services, which are bound
+//! to that shard's request handle.
+//!
+//! This file must never block a reactor: a handshake runs on its own task,
+//! and a shard that cannot take a connection drops it (the client
+//! reconnects) rather than making the acceptor wait.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::proto::etcdserverpb::{
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use super::SharedInfo;
+use crate::reactor::ReactorContext;
+
+/// How long a TLS handshake on the etcd port may take.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Largest gRPC message the etcd port sends (etcd's default is 2 GiB less
+/// one byte: a range answer is as large as it is).
+const RESPONSE_BYTES_MAX: usize = i32::MAX as usize;
+
+/// One connection of the etcd port, plaintext or TLS.
+pub enum EtcdStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for EtcdStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            EtcdStream::Plain(stream) => Pin::new(stream).poll_read(context, buffer),
+            EtcdStream::Tls(stream) => Pin::new(stream.as_mut()).poll_read(context, buffer),
+        }
+    }
+}
+
+impl AsyncWrite for EtcdStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            EtcdStream::Plain(stream) => Pin::new(stream).poll_write(context, bytes),
+            EtcdStream::Tls(stream) => Pin::new(stream.as_mut()).poll_write(context, bytes),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            EtcdStream::Plain(stream) => Pin::new(stream).poll_flush(context),
+            EtcdStream::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(context),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            EtcdStream::Plain(stream) => Pin::new(stream).poll_shutdown(context),
+            EtcdStream::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(context),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffers: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            EtcdStream::Plain(stream) => Pin::new(stream).poll_write_vectored(context, buffers),
+            EtcdStream::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(context, buffers),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            EtcdStream::Plain(stream) => stream.is_write_vectored(),
+            EtcdStream::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+}
+
+thread_local! {
+    /// This shard's etcd services, made on its first connection.
+    static SERVICES: RefCell<Option<tonic::service::Routes>> = const { RefCell::new(None) };
+}
+
+/// Starts accepting etcd clients on `listener` from shard 0's reactor.
+pub fn spawn_acceptor(
+    context: &ReactorContext,
+    listener: std::net::TcpListener,
+    info: SharedInfo,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let context = context.clone();
+    tokio::task::spawn_local(async move {
+        let mut next_shard = 0usize;
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting an etcd client connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let target = next_shard % context.mailboxes().len();
+            next_shard = next_shard.wrapping_add(1);
+            if target == context.shard() {
+                serve_connection(&context, stream, peer, info.clone());
+                continue;
+            }
+            let stream = match stream.into_std() {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, %peer, "cannot hand an etcd connection to shard {target}");
+                    continue;
+                }
+            };
+            let handed_info = info.clone();
+            let handed = context.mailbox(target).try_send(move |target_context: &ReactorContext| {
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => serve_connection(target_context, stream, peer, handed_info),
+                    Err(error) => tracing::warn!(%error, %peer, "cannot adopt an etcd connection"),
+                }
+            });
+            if let Err(refused) = handed {
+                tracing::warn!(%peer, "shard {target} refused an etcd connection: {}", refused.error);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Serves one connection on this shard: its TLS handshake first when the
+/// port speaks TLS, then this shard's server takes it.
+fn serve_connection(context: &ReactorContext, stream: TcpStream, peer: SocketAddr, info: SharedInfo) {
+    let _ = stream.set_nodelay(true);
+    let services = shard_services(context, &info);
+    let Some(acceptor) = info.tls.clone() else {
+        hand_over(&services, EtcdStream::Plain(stream), peer);
+        return;
+    };
+    let shard = context.shard();
+    tokio::task::spawn_local(async move {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => hand_over(&services, EtcdStream::Tls(Box::new(stream)), peer),
+            Ok(Err(error)) => tracing::info!(%peer, shard, "etcd client TLS handshake failed: {error}"),
+            Err(_) => {
+                tracing::info!(%peer, shard, "etcd client TLS handshake took over {HANDSHAKE_TIMEOUT:?}")
+            }
+        }
+    });
+}
+
+/// Runs hyper's HTTP/2 server connection over `stream` on this reactor:
+/// the connection, and every stream of it (hyper spawns one task per
+/// stream through the executor), as local tasks.
+fn hand_over(services: &tonic::service::Routes, stream: EtcdStream, peer: SocketAddr) {
+    let service = hyper_util::service::TowerToHyperService::new(services.clone());
+    let mut builder = hyper::server::conn::http2::Builder::new(LocalExecutor);
+    builder.timer(hyper_util::rt::TokioTimer::new()).max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX));
+    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::task::spawn_local(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%peer, %error, "an etcd client connection ended on an error");
+        }
+    });
+}
+
+/// Concurrent calls one etcd connection may have open (gRPC streams).
+const STREAMS_PER_CONNECTION_MAX: u32 = 10_000;
+
+/// Spawns hyper's per-stream tasks on this reactor's LocalSet, where the
+/// shard's request handle may be used.
+#[derive(Clone, Copy)]
+struct LocalExecutor;
+
+impl<F: std::future::Future + 'static> hyper::rt::Executor<F> for LocalExecutor {
+    fn execute(&self, future: F) {
+        tokio::task::spawn_local(future);
+    }
+}
+
+/// This shard's services, made on first use.
+fn shard_services(context: &ReactorContext, info: &SharedInfo) -> tonic::service::Routes {
+    if let Some(services) = SERVICES.with(|services| services.borrow().clone()) {
+        return services;
+    }
+    let shard = super::kv::ShardLocal::new(context.clone(), info.clone());
+    let request_bytes_max = info.limits.request_bytes_max + super::convert::REQUEST_HEADROOM_BYTES;
+    macro_rules! bounded {
+        ($server:expr) => {
+            $server.max_decoding_message_size(request_bytes_max).max_encoding_message_size(RESPONSE_BYTES_MAX)
+        };
+    }
+    let services =
+        tonic::service::Routes::new(bounded!(KvServer::new(super::kv::EtcdKv::new(shard.clone()))))
+            .add_service(bounded!(WatchServer::new(super::watch::EtcdWatch::new(shard.clone()))))
+            .add_service(bounded!(LeaseServer::new(super::lease::EtcdLease::new(shard.clone()))))
+            .add_service(bounded!(ClusterServer::new(super::cluster::EtcdCluster::new(shard.clone()))))
+            .add_service(bounded!(MaintenanceServer::new(super::cluster::EtcdMaintenance::new(shard))))
+            .add_service(AuthServer::new(super::cluster::EtcdAuth))
+            .prepare();
+    SERVICES.with(|slot| *slot.borrow_mut() = Some(services.clone()));
+    services
+}
