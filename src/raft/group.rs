@@ -224,10 +224,13 @@ pub struct GroupMetrics {
     pub replication: BTreeMap<NodeId, Option<u64>>,
 }
 
-/// Counts into `changes` every (leader, term) the group's metrics show,
-/// until the group shuts down and its metrics sender goes.
+/// Counts into `changes` every (leader, term) the group's server metrics
+/// show, until the group shuts down and its metrics sender goes. openraft
+/// sends server metrics only when they change (vote, state, leader,
+/// membership), not at every turn of its core as the whole metrics, so this
+/// task wakes on leadership events alone.
 fn count_leader_changes(
-    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, Member>>,
+    mut metrics: tokio::sync::watch::Receiver<openraft::metrics::RaftServerMetrics<NodeId, Member>>,
     changes: Rc<Cell<u64>>,
 ) {
     tokio::task::spawn_local(async move {
@@ -235,7 +238,7 @@ fn count_leader_changes(
         loop {
             let current = {
                 let metrics = metrics.borrow_and_update();
-                metrics.current_leader.map(|leader| (leader, metrics.current_term))
+                metrics.current_leader.map(|leader| (leader, metrics.vote.leader_id().get_term()))
             };
             if current.is_some() && current != seen {
                 seen = current;
@@ -324,7 +327,7 @@ impl RaftGroup {
             .await
             .map_err(|error| start_error(error.to_string()))?;
         let leader_changes = Rc::new(Cell::new(0));
-        count_leader_changes(raft.metrics(), leader_changes.clone());
+        count_leader_changes(raft.server_metrics(), leader_changes.clone());
         Ok(RaftGroup {
             group,
             member,
