@@ -25,7 +25,7 @@
 # the run's JSON) beside them.
 # Durability: etcd fsyncs its WAL (its default); nvkv runs with its default
 # durability = "fua". etcd is Debian's etcd-server; nvkv is NVKV_BIN
-# (default target/release/nvkv, built when missing).
+# (default: this tree's release build, cargo build --release first).
 #
 # Writes OUT/compare-etcd-<UTC YYYYMMDD-HHMM>/: report.md (machine, versions,
 # tables, goals, charts, the latency budget at 1 client with its floor, and
@@ -82,7 +82,8 @@ if [ ! -x /usr/bin/etcd ] || ! command -v gnuplot >/dev/null; then
     bash scripts/setup.sh gnuplot-nox
 fi
 etcd_bin=/usr/bin/etcd
-bin="${NVKV_BIN:-target/release/nvkv}"
+use_release_nvkv
+bin="$NVKV_BIN"
 
 # Everything of this run's stores lives here, on the repository's disk; the
 # nvkv scripts make their directories here too (mktemp honours TMPDIR).

@@ -29,7 +29,8 @@
 #                   target (bench/spdk-common.sh) from the SPDK build in DIR;
 #                   nvkv must be built with --features spdk (NVKV_BIN)
 #   --out DIR       parent of the results directory (default bench/results)
-# Environment: NVKV_BIN (default target/release/nvkv, built when missing).
+# Environment: NVKV_BIN (default: this tree's release build, cargo build
+# --release first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 script=latency-budget.sh
@@ -55,11 +56,8 @@ case "$sizes" in 1|3|1,3|3,1) ;; *) die "--sizes $sizes: give 1, 3 or 1,3" ;; es
 command -v python3 >/dev/null || die "needs python3 (Debian: apt-get install python3)"
 # shellcheck source=bench/common.sh
 source bench/common.sh
-bin="${NVKV_BIN:-target/release/nvkv}"
-if [ ! -x "$bin" ]; then
-    echo "$script: building $bin" >&2
-    cargo build --release >&2
-fi
+use_release_nvkv
+bin="$NVKV_BIN"
 if [ -n "$spdk" ]; then
     # shellcheck source=bench/spdk-common.sh
     source bench/spdk-common.sh
