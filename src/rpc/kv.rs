@@ -246,13 +246,17 @@ pub async fn answer_request(
         return request.refused(limit_error(&error));
     }
     let refused = |error: RequestError| server_error(&error);
+    // This future is as large as its largest kind's, and a KV stream copies
+    // it into a box per call: ranges and deletes (whose futures walk several
+    // groups, several times a write's) are boxed on their own, so a put's or
+    // a txn's call carries only its own state.
     match request {
         KvRequest::Put(put) => KvAnswer::Put(requests.put(put).await.map_err(refused)),
         KvRequest::Range { request, linearizable } => {
-            KvAnswer::Range(requests.range(request, linearizable).await.map_err(refused))
+            KvAnswer::Range(Box::pin(requests.range(request, linearizable)).await.map_err(refused))
         }
         KvRequest::DeleteRange(delete) => {
-            KvAnswer::DeleteRange(requests.delete_range(delete).await.map_err(refused))
+            KvAnswer::DeleteRange(Box::pin(requests.delete_range(delete)).await.map_err(refused))
         }
         KvRequest::Txn(txn) => KvAnswer::Txn(requests.txn(txn).await.map_err(refused)),
     }
