@@ -54,14 +54,7 @@ impl DmaBuf {
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { alloc::alloc_zeroed(layout) };
         let pointer = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
-        DmaBuf {
-            pointer,
-            len: capacity,
-            capacity,
-            initialised: capacity,
-            alignment,
-            origin: Origin::Own(Memory::Heap),
-        }
+        DmaBuf::owned(pointer, capacity, alignment, Memory::Heap)
     }
 
     /// Takes ownership of `capacity` zeroed bytes at `pointer`, aligned to
@@ -79,13 +72,18 @@ impl DmaBuf {
     ) -> DmaBuf {
         assert!(alignment.is_power_of_two(), "buffer alignment {alignment} is not a power of two");
         assert_eq!(pointer.as_ptr() as usize % alignment, 0, "foreign buffer is not aligned to {alignment}");
+        DmaBuf::owned(pointer, capacity, alignment, Memory::Foreign { release })
+    }
+
+    /// A whole buffer of `capacity` initialised bytes that `memory` frees.
+    fn owned(pointer: NonNull<u8>, capacity: usize, alignment: usize, memory: Memory) -> DmaBuf {
         DmaBuf {
             pointer,
             len: capacity,
             capacity,
             initialised: capacity,
             alignment,
-            origin: Origin::Own(Memory::Foreign { release }),
+            origin: Origin::Own(memory),
         }
     }
 
