@@ -60,7 +60,7 @@ pub enum NodeError {
     #[error(
         "{shards} shards of log.groups_per_shard groups make {groups} groups, more than the {} a revision can \
          name (its low bits are the group); lower log.groups_per_shard or reactor.shards",
-        crate::kv::store::HYBRID_GROUPS_MAX
+        crate::kv::revision::HYBRID_GROUPS_MAX
     )]
     TooManyGroups { shards: usize, groups: u64 },
     #[error(transparent)]
@@ -580,7 +580,7 @@ impl Node {
             peer_listeners.push(Some((listener, identity.clone())));
         }
         let groups = cores.len() as u64 * u64::from(config.log.groups_per_shard);
-        if groups > u64::from(crate::kv::store::HYBRID_GROUPS_MAX) {
+        if groups > u64::from(crate::kv::revision::HYBRID_GROUPS_MAX) {
             return Err(NodeError::TooManyGroups { shards: cores.len(), groups });
         }
         let member = Member {

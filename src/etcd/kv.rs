@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, status};
 use super::proto::etcdserverpb as pb;
 use super::SharedInfo;
-use crate::kv::store::revision_group;
+use crate::kv::revision::revision_group;
 use crate::kv::types::{self as kv, KvError};
 use crate::reactor::ReactorContext;
 use crate::shard::groups::{Answered, RequestError, Requests};

@@ -50,7 +50,7 @@
 //! revision, exactly as if each had an entry of its own.
 //!
 //! The stamp (format version 2) is the time the write was made, in the
-//! microseconds of `store::revision_time`: a group whose store makes hybrid
+//! microseconds of `revision::revision_time`: a group whose store makes hybrid
 //! revisions takes the revision of a write from it (see `store`, "Hybrid
 //! revisions"), so it travels in the log and every replica applies the
 //! same revision. Version 1 commands (written before stamps) read as
@@ -247,7 +247,7 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
     encode_stamped_command(command, 0)
 }
 
-/// `command` made at `stamp` (microseconds of `store::revision_time`).
+/// `command` made at `stamp` (microseconds of `revision::revision_time`).
 pub fn encode_stamped_command(command: &Command, stamp: u64) -> Vec<u8> {
     // Room for a put whole (the most common command); others grow.
     let mut writer = Writer::with_capacity(match command {

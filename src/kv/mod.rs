@@ -17,6 +17,7 @@ pub mod group;
 pub mod lease;
 pub mod limits;
 pub mod partition;
+pub mod revision;
 pub mod snapshot;
 pub mod store;
 pub mod types;
@@ -27,7 +28,8 @@ pub use group::GroupState;
 pub use lease::LeaseTable;
 pub use limits::{LimitError, Limits};
 pub use partition::{GroupSet, PartitionError, Partitioner};
-pub use store::{MvccStore, Revision};
+pub use revision::Revision;
+pub use store::MvccStore;
 pub use types::*;
 pub use watch::{CancelReason, WatchError, WatchHub, WatchId, WatchLimits, WatchPoll, WatchRequest};
 

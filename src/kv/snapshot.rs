@@ -30,7 +30,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::codec::{Malformed, Reader, Writer};
 use super::lease::{Lease, LeaseTable};
-use super::store::{Entry, Live, MvccStore, Revision};
+use super::revision::Revision;
+use super::store::{Entry, Live, MvccStore};
 
 pub const SNAPSHOT_MAGIC: u32 = u32::from_le_bytes(*b"NVKS");
 pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;

@@ -22,7 +22,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::store::{MvccStore, Revision};
+use super::revision::Revision;
+use super::store::MvccStore;
 use super::types::{range_contains, Event, EventKind};
 
 /// Names one watcher of one hub.

@@ -543,7 +543,7 @@ impl Requests {
                 // write: this group held then what it holds now (hybrid
                 // revisions compare as times; see `kv::store`).
                 Err(RequestError::Kv(KvError::FutureRevision { current, .. }))
-                    if crate::kv::store::revision_group(request.revision) != group =>
+                    if crate::kv::revision::revision_group(request.revision) != group =>
                 {
                     let part = RangeRequest { revision: current, ..request.clone() };
                     on_shard(&self.context, shard, move |shard_groups| {
@@ -647,7 +647,7 @@ pub fn revision_stamp() -> u64 {
     let unix_micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX));
-    crate::kv::store::revision_time(unix_micros)
+    crate::kv::revision::revision_time(unix_micros)
 }
 
 /// The request handle of this thread's shard, once its groups exist.
