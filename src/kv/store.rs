@@ -50,6 +50,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
+use super::auth::{AuthChange, AuthState};
 use super::lease::LeaseTable;
 use super::types::{
     range_contains, Applied, Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse,
@@ -312,6 +313,9 @@ pub struct MvccStore {
     pub(crate) hybrid_group: Option<u32>,
     /// The stamp of the command being applied (see `set_stamp`).
     pub(crate) stamp: u64,
+    /// Users and roles: group 0's store holds the cluster's (see `auth`);
+    /// every other group's stays empty.
+    pub(crate) auth: AuthState,
 }
 
 impl Default for MvccStore {
@@ -324,6 +328,7 @@ impl Default for MvccStore {
             leases: LeaseTable::default(),
             hybrid_group: None,
             stamp: 0,
+            auth: AuthState::default(),
         }
     }
 }
@@ -400,6 +405,16 @@ impl MvccStore {
     /// The revision of the last compaction; 0 if there was none.
     pub fn compact_revision(&self) -> i64 {
         self.compact_revision
+    }
+
+    /// Users, roles and whether they are checked (group 0's store).
+    pub fn auth(&self) -> &AuthState {
+        &self.auth
+    }
+
+    /// Applies one change to the users and roles; it makes no revision.
+    pub fn auth_apply(&mut self, change: &AuthChange) -> Result<u64, KvError> {
+        self.auth.apply(change).map_err(KvError::Auth)
     }
 
     pub fn leases(&self) -> &LeaseTable {
