@@ -45,6 +45,24 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub tls: TlsConfig,
     pub etcd: EtcdConfig,
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: sessions of users who authenticate with a password (users,
+/// roles and whether they are checked are data: `nvkv user`, `nvkv role`,
+/// `nvkv auth`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// How long a session token stays good after its password was checked.
+    pub token_ttl_seconds: u64,
+}
+
+impl Default for AuthConfig {
+    /// etcd's simple tokens last five minutes.
+    fn default() -> Self {
+        AuthConfig { token_ttl_seconds: 300 }
+    }
 }
 
 /// `[etcd]`: etcd's v3 gRPC API, served beside the native one with the
@@ -802,6 +820,7 @@ impl Config {
         }
         check_range("raft.entries_kept_after_snapshot", raft.entries_kept_after_snapshot, 0, 100_000_000)?;
         check_range("raft.purge_batch_entries", raft.purge_batch_entries, 1, 1_000_000)?;
+        check_range("auth.token_ttl_seconds", self.auth.token_ttl_seconds, 1, 7 * 86_400)?;
         self.validate_metrics()?;
         self.validate_etcd()?;
         self.validate_cluster()?;

@@ -610,6 +610,9 @@ impl Node {
                 ..WatchLimits::default()
             },
             snapshots: snapshot_policy(&config, &superblock)?,
+            auth: Arc::new(crate::shard::auth::AuthCell::new(Duration::from_secs(
+                config.auth.token_ttl_seconds,
+            ))),
         };
         let (ready_sender, ready_receiver) = crossbeam_channel::bounded(cores.len());
         let factories = cores

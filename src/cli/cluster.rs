@@ -1,7 +1,7 @@
 //! `nvkv status` and `nvkv member list | add | promote | remove`: what the
 //! members report of themselves, and changes to who the members are.
 
-use nvkv::rpc::client::{ClientTls, Connection};
+use nvkv::rpc::client::ClientTls;
 use nvkv::rpc::cluster::MemberInfo;
 
 use super::args::MemberCommand;
@@ -13,7 +13,7 @@ pub fn status(endpoints: &[String], tls: &ClientTls, json: bool) -> Result<(), S
     let statuses = run_client(async {
         let mut statuses = Vec::new();
         for endpoint in endpoints {
-            let connection = Connection::open_with(endpoint, tls).await?;
+            let connection = super::connect::open(endpoint, tls).await?;
             statuses.push(connection.status().await?);
         }
         Ok::<_, nvkv::rpc::client::ClientError>(statuses)
@@ -45,7 +45,7 @@ pub fn member_change(
     };
     let action = &action;
     let changed = run_client(first_answer(endpoints, Retry::Unreached, |endpoint| async move {
-        let connection = Connection::open_with(endpoint, tls).await?;
+        let connection = super::connect::open(endpoint, tls).await?;
         match action {
             MemberCommand::Add { id, name, peer_urls, client_urls, learner } => {
                 let member = MemberInfo {
@@ -75,7 +75,7 @@ pub fn member_change(
 pub fn member_list(endpoints: &[String], tls: &ClientTls, json: bool) -> Result<(), String> {
     let (member_id, members) =
         run_client(first_answer(endpoints, Retry::AnyError, |endpoint| async move {
-            let status = Connection::open_with(endpoint, tls).await?.status().await?;
+            let status = super::connect::open(endpoint, tls).await?.status().await?;
             Ok((status.member_id, status.members))
         }))??;
     let status = |member: &MemberInfo| {

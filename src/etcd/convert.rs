@@ -52,6 +52,7 @@ pub fn empty_key() -> Status {
 pub fn status(error: RequestError) -> Status {
     match error {
         RequestError::Kv(error) => kv_status(error),
+        RequestError::Auth(error) => auth_status(&error),
         RequestError::Group(error) => group_status(error),
         error @ (RequestError::TxnSpansGroups { .. } | RequestError::NoSuchGroup { .. }) => {
             Status::invalid_argument(error.to_string())

@@ -22,6 +22,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::codec::{Malformed, Reader, Writer};
 use super::types::ShowKey;
 
+/// The group whose store holds the cluster's users and roles.
+pub const AUTH_GROUP: u32 = 0;
 /// The role that may do everything, and the user that must hold it before
 /// authentication is enabled.
 pub const ROOT: &str = "root";

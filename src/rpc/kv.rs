@@ -3,6 +3,7 @@
 //! (used by the server and the client library alike). Every refusal reaches
 //! the client as a typed `Error`, never as a dropped connection.
 
+use crate::kv::auth::AuthError;
 use crate::kv::limits::{LimitError, Limits};
 use crate::kv::types::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue, KvError,
@@ -42,6 +43,9 @@ pub enum ErrorCode {
     NotMember,
     NotCaughtUp,
     NoSpace,
+    PermissionDenied,
+    Unauthenticated,
+    AuthRefused,
 }
 
 impl From<SchemaErrorCode> for ErrorCode {
@@ -61,6 +65,9 @@ impl From<SchemaErrorCode> for ErrorCode {
             Schema::NotMember => ErrorCode::NotMember,
             Schema::NotCaughtUp => ErrorCode::NotCaughtUp,
             Schema::NoSpace => ErrorCode::NoSpace,
+            Schema::PermissionDenied => ErrorCode::PermissionDenied,
+            Schema::Unauthenticated => ErrorCode::Unauthenticated,
+            Schema::AuthRefused => ErrorCode::AuthRefused,
         }
     }
 }
@@ -76,6 +83,7 @@ pub fn server_error(error: &RequestError) -> ServerError {
         RequestError::Group(GroupError::NotCaughtUp { .. }) => plain(ErrorCode::NotCaughtUp),
         RequestError::Group(GroupError::NoSpace { .. }) => plain(ErrorCode::NoSpace),
         RequestError::Joining { .. } | RequestError::Removed { .. } => plain(ErrorCode::NotMember),
+        RequestError::Auth(refusal) | RequestError::Kv(KvError::Auth(refusal)) => plain(auth_code(refusal)),
         RequestError::Group(_) | RequestError::Starting { .. } | RequestError::Overloaded { .. } => {
             plain(ErrorCode::Unavailable)
         }
@@ -90,6 +98,28 @@ pub fn server_error(error: &RequestError) -> ServerError {
         RequestError::Kv(_) | RequestError::Codec(_) | RequestError::NoSuchGroup { .. } => {
             plain(ErrorCode::InvalidArgument)
         }
+    }
+}
+
+/// The code of an auth refusal: a request that may not run, a caller that
+/// is nobody, or a change of users and roles that does not apply.
+pub fn auth_code(refusal: &AuthError) -> ErrorCode {
+    match refusal {
+        AuthError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+        AuthError::Unauthenticated | AuthError::InvalidCredentials(_) | AuthError::InvalidToken(_) => {
+            ErrorCode::Unauthenticated
+        }
+        _ => ErrorCode::AuthRefused,
+    }
+}
+
+/// An auth refusal as the client sees it.
+pub fn auth_error(refusal: &AuthError) -> ServerError {
+    ServerError {
+        code: auth_code(refusal),
+        message: refusal.to_string(),
+        leader_hint: 0,
+        compact_revision: 0,
     }
 }
 
@@ -119,6 +149,9 @@ pub fn set_error(mut builder: crate::nvkv_capnp::error::Builder<'_>, error: &Ser
         ErrorCode::NotMember => Schema::NotMember,
         ErrorCode::NotCaughtUp => Schema::NotCaughtUp,
         ErrorCode::NoSpace => Schema::NoSpace,
+        ErrorCode::PermissionDenied => Schema::PermissionDenied,
+        ErrorCode::Unauthenticated => Schema::Unauthenticated,
+        ErrorCode::AuthRefused => Schema::AuthRefused,
     });
     builder.set_message(&error.message);
     builder.set_leader_hint(error.leader_hint);

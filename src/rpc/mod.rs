@@ -8,6 +8,8 @@
 //! through their mailboxes and `shard::local`; it never touches another
 //! shard's state.
 
+pub mod auth;
+pub mod auth_client;
 pub mod client;
 pub mod incarnation;
 pub mod kv;

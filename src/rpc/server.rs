@@ -21,6 +21,7 @@ use capnp_rpc::{rpc_twoparty_capnp, RpcSystem};
 use crate::nvkv_capnp::node;
 use crate::reactor::ReactorContext;
 use crate::shard;
+use crate::shard::auth::Caller;
 
 /// What a node says of itself in its status; the same on every shard.
 pub struct NodeInfo {
@@ -111,7 +112,7 @@ pub fn serve_connection(
     let options = super::server_reader_options(info.limits.request_bytes_max);
     let Some(acceptor) = info.tls.clone() else {
         let network = super::buffered_network(stream, rpc_twoparty_capnp::Side::Server, options);
-        run_connection(context, network, peer, info);
+        run_connection(context, network, peer, info, Caller::Anonymous);
         return;
     };
     let _ = stream.set_nodelay(true);
@@ -119,9 +120,10 @@ pub fn serve_connection(
     tokio::task::spawn_local(async move {
         match super::tls::accept(&acceptor, stream).await {
             Ok(stream) => {
+                let caller = super::tls::certificate_caller(stream.get_ref().1);
                 let network =
                     super::buffered_stream_network(stream, rpc_twoparty_capnp::Side::Server, options);
-                run_connection(&context, network, peer, info);
+                run_connection(&context, network, peer, info, caller);
             }
             Err(reason) => {
                 tracing::info!(%peer, shard = context.shard(), "client TLS handshake failed: {reason}")
@@ -135,10 +137,11 @@ fn run_connection<R>(
     network: capnp_rpc::twoparty::VatNetwork<R>,
     peer: SocketAddr,
     info: Arc<NodeInfo>,
+    caller: Caller,
 ) where
     R: futures::AsyncRead + Unpin + 'static,
 {
-    let server = NodeServer { context: context.clone(), info, watches: Default::default() };
+    let server = NodeServer { context: context.clone(), info, watches: Default::default(), caller };
     let client: node::Client = capnp_rpc::new_client(server);
     let system = RpcSystem::new(Box::new(network), Some(client.client));
     super::spawn_connection(system, "client", peer, context.shard());
@@ -149,14 +152,19 @@ struct NodeServer {
     info: Arc<NodeInfo>,
     /// The watches this connection holds, however many Watch capabilities it asked for.
     watches: std::rc::Rc<super::watch::ConnectionWatches>,
+    /// Who this Node's calls act for: the connection's certificate user,
+    /// or the user of the session it was made for.
+    caller: Caller,
 }
 
 impl NodeServer {
-    /// The request handle of this connection's shard, once its groups run.
+    /// The request handle of this connection's shard, once its groups run,
+    /// acting for this Node's caller.
     fn requests(&self) -> Result<shard::groups::Requests, capnp::Error> {
-        shard::groups::local_requests(&self.context).ok_or_else(|| {
+        let requests = shard::groups::local_requests(&self.context).ok_or_else(|| {
             capnp::Error::overloaded(format!("shard {} is still starting its groups", self.context.shard()))
-        })
+        })?;
+        Ok(requests.with_caller(self.caller.clone()))
     }
 }
 
@@ -229,7 +237,11 @@ impl node::Server for NodeServer {
         _: node::ClusterParams,
         mut results: node::ClusterResults,
     ) -> Result<(), capnp::Error> {
-        let server = super::cluster::ClusterServer { context: self.context.clone(), info: self.info.clone() };
+        let server = super::cluster::ClusterServer {
+            context: self.context.clone(),
+            info: self.info.clone(),
+            caller: self.caller.clone(),
+        };
         results.get().set_cluster(capnp_rpc::new_client(server));
         Ok(())
     }
@@ -246,6 +258,54 @@ impl node::Server for NodeServer {
             requests,
         };
         results.get().set_maintenance(capnp_rpc::new_client(server));
+        Ok(())
+    }
+
+    async fn authenticate(
+        self: capnp::capability::Rc<Self>,
+        params: node::AuthenticateParams,
+        mut results: node::AuthenticateResults,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        let (name, password) = (params.get_name()?.to_str()?, params.get_password()?.to_str()?);
+        let answer = self.requests()?.authenticate(name, password).await;
+        let mut result = results.get().init_result();
+        match answer {
+            Ok(token) => result.set_token(&token),
+            Err(error) => super::kv::set_error(result.init_error(), &super::kv::server_error(&error)),
+        }
+        Ok(())
+    }
+
+    async fn session(
+        self: capnp::capability::Rc<Self>,
+        params: node::SessionParams,
+        mut results: node::SessionResults,
+    ) -> Result<(), capnp::Error> {
+        let token = params.get()?.get_token()?.to_str()?;
+        let mut result = results.get().init_result();
+        match self.requests()?.session(token) {
+            Ok(caller) => {
+                let server = NodeServer {
+                    context: self.context.clone(),
+                    info: self.info.clone(),
+                    watches: self.watches.clone(),
+                    caller,
+                };
+                result.set_node(capnp_rpc::new_client(server));
+            }
+            Err(error) => super::kv::set_error(result.init_error(), &super::kv::server_error(&error)),
+        }
+        Ok(())
+    }
+
+    async fn auth(
+        self: capnp::capability::Rc<Self>,
+        _: node::AuthParams,
+        mut results: node::AuthResults,
+    ) -> Result<(), capnp::Error> {
+        let server = super::auth::AuthServer::new(self.requests()?);
+        results.get().set_auth(capnp_rpc::new_client(server));
         Ok(())
     }
 }

@@ -10,7 +10,10 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
+use super::auth::{AuthCell, Caller};
+use crate::kv::auth::Need;
 use crate::kv::command::{decode_outcome, encode_stamped_command, Command, CommandOutcome, CommandResponse};
 use crate::kv::group::GroupState;
 use crate::kv::partition::{GroupSet, Partitioner};
@@ -31,6 +34,22 @@ use crate::wal::SharedLog;
 pub struct KvMachine {
     group: GroupId,
     pub state: GroupState,
+    /// Group 0's: where the users and roles it applies are published for
+    /// every shard of this member (see `super::auth`).
+    auth: Option<Arc<AuthCell>>,
+}
+
+impl KvMachine {
+    fn publish_auth(&self) {
+        if let Some(cell) = &self.auth {
+            let state = self.state.store.auth();
+            // Every change raises the revision, which a group's history
+            // never lowers.
+            if cell.with(|view| view.state.revision() != state.revision()) {
+                cell.publish(state);
+            }
+        }
+    }
 }
 
 impl GroupStateMachine for KvMachine {
@@ -39,6 +58,7 @@ impl GroupStateMachine for KvMachine {
         match self.state.apply_command(command) {
             Ok(outcome) => {
                 super::stages::record_since(started, |stages| &mut stages.apply);
+                self.publish_auth();
                 outcome
             }
             // Every replica applies the same entry: skipping it here would
@@ -55,7 +75,9 @@ impl GroupStateMachine for KvMachine {
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        self.state.restore(snapshot).map_err(|error| error.to_string())
+        self.state.restore(snapshot).map_err(|error| error.to_string())?;
+        self.publish_auth();
+        Ok(())
     }
 }
 
@@ -190,6 +212,9 @@ pub struct GroupLayout {
     pub watch: WatchLimits,
     /// When groups snapshot, purge and compact (see `super::snapshots`).
     pub snapshots: super::snapshots::SnapshotPolicy,
+    /// The users and roles every shard of this member checks requests
+    /// against, as group 0 publishes them.
+    pub auth: Arc<AuthCell>,
 }
 
 impl GroupLayout {
@@ -220,8 +245,9 @@ pub async fn start_groups<T: PeerTransport>(
     let snapshots = Rc::new(WalSnapshotStore::new(log.clone()));
     let mut groups = BTreeMap::new();
     for group in (0..layout.groups()).filter(|group| layout.shard_of(*group) == shard) {
+        let auth = (group == crate::kv::auth::AUTH_GROUP).then(|| layout.auth.clone());
         let machine =
-            Rc::new(RefCell::new(KvMachine { group, state: GroupState::hybrid(group, layout.watch) }));
+            Rc::new(RefCell::new(KvMachine { group, state: GroupState::hybrid(group, layout.watch), auth }));
         let raft = RaftGroup::start(
             group,
             layout.member.id,
@@ -275,6 +301,8 @@ pub enum RequestError {
     NoSuchGroup { group: GroupId, last: GroupId },
     #[error(transparent)]
     Watch(#[from] crate::kv::watch::WatchError),
+    #[error(transparent)]
+    Auth(#[from] crate::kv::auth::AuthError),
     #[error(
         "member {member} is not a member of group {group} yet: it was started in join mode; add it with \
          `nvkv member add {member} ...` on a member of the cluster, or send the request to another member"
@@ -415,14 +443,18 @@ pub(super) async fn write_here(
     Ok(answered(&entry, group, outcome?))
 }
 
-/// Reads a range of `group` (on this shard): after a read barrier when
-/// `linearizable`, else from this member's store as it is.
+/// Reads a range of `group` (on this shard) for `caller`: after a read
+/// barrier when `linearizable`, else from this member's store as it is.
 async fn range_here(
     groups: Rc<ShardGroups>,
     group: GroupId,
     request: RangeRequest,
     linearizable: bool,
+    caller: Caller,
 ) -> Result<Answered<RangeResponse>, RequestError> {
+    groups.layout.auth.authorize(&caller, || {
+        vec![Need::Read { key: request.key.clone(), range_end: request.range_end.clone() }]
+    })?;
     let entry = group_on(&groups, group)?;
     if linearizable {
         super::forward::linearizable(entry.clone(), &groups.leaders).await?;
@@ -438,12 +470,15 @@ pub struct Requests {
     pub(super) context: ReactorContext,
     pub(super) layout: GroupLayout,
     partitioner: Rc<Partitioner>,
+    /// Who the requests come from (see `super::auth`): anonymous until a
+    /// front end says otherwise.
+    pub(super) caller: Caller,
 }
 
 impl Requests {
     pub fn new(context: ReactorContext, layout: GroupLayout) -> Requests {
         let partitioner = Rc::new(layout.partitioner());
-        Requests { context, layout, partitioner }
+        Requests { context, layout, partitioner, caller: Caller::Anonymous }
     }
 
     pub fn member(&self) -> NodeId {
@@ -456,9 +491,19 @@ impl Requests {
         command: Command,
     ) -> Result<Answered<CommandResponse>, RequestError> {
         let started = std::time::Instant::now();
-        let bytes = encode_stamped_command(&command, revision_stamp());
+        let stamp = revision_stamp();
         let shard = self.layout.shard_of(group);
-        let answer = on_shard(&self.context, shard, move |groups| write_here(groups, group, bytes)).await;
+        let caller = self.caller.clone();
+        let answer = on_shard(&self.context, shard, move |groups| {
+            // Checked where it is served, against this member's users.
+            let checked = groups.layout.auth.authorize(&caller, || super::auth::command_needs(&command));
+            let bytes = encode_stamped_command(&command, stamp);
+            async move {
+                checked?;
+                write_here(groups, group, bytes).await
+            }
+        })
+        .await;
         super::stages::record_since(started, |stages| &mut stages.end_to_end);
         answer
     }
@@ -514,8 +559,9 @@ impl Requests {
         if groups.len() == 1 {
             let group = groups[0];
             let shard = self.layout.shard_of(group);
+            let caller = self.caller.clone();
             return on_shard(&self.context, shard, move |shard_groups| {
-                range_here(shard_groups, group, request, linearizable)
+                range_here(shard_groups, group, request, linearizable, caller)
             })
             .await;
         }
@@ -524,8 +570,9 @@ impl Requests {
         for group in groups {
             let shard = self.layout.shard_of(group);
             let part = request.clone();
+            let caller = self.caller.clone();
             let answer = match on_shard(&self.context, shard, move |shard_groups| {
-                range_here(shard_groups, group, part, linearizable)
+                range_here(shard_groups, group, part, linearizable, caller)
             })
             .await
             {
@@ -536,8 +583,9 @@ impl Requests {
                     if crate::kv::store::revision_group(request.revision) != group =>
                 {
                     let part = RangeRequest { revision: current, ..request.clone() };
+                    let caller = self.caller.clone();
                     on_shard(&self.context, shard, move |shard_groups| {
-                        range_here(shard_groups, group, part, linearizable)
+                        range_here(shard_groups, group, part, linearizable, caller)
                     })
                     .await?
                 }
@@ -607,8 +655,12 @@ impl Requests {
     ) -> Result<super::watch::WatchFeed, RequestError> {
         let (sender, mut feed) = super::watch::feed(&options);
         for group in self.groups_of(&request.key, &request.range_end) {
-            let (request, sender) = (request.clone(), sender.clone());
+            let (request, sender, caller) = (request.clone(), sender.clone(), self.caller.clone());
             let revision = on_shard(&self.context, self.layout.shard_of(group), move |groups| async move {
+                // The whole range, in every group it reaches.
+                groups.layout.auth.authorize(&caller, || {
+                    vec![Need::Read { key: request.key.clone(), range_end: request.range_end.clone() }]
+                })?;
                 Ok(super::watch::open_here(group_on(&groups, group)?, request, options, sender)?)
             })
             .await?;

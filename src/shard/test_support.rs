@@ -60,6 +60,7 @@ pub async fn one_group() -> Rc<ShardGroup> {
             after_bytes: 1 << 40,
             compact_keep_revisions: 0,
         },
+        auth: Default::default(),
     };
     let groups =
         start_groups(&layout, 0, log, Rc::new(super::groups::NoPeers)).await.expect("the group starts");
