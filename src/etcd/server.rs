@@ -22,6 +22,7 @@ use super::proto::etcdserverpb::{
 };
 use super::SharedInfo;
 use crate::reactor::ReactorContext;
+use crate::shard::auth::Caller;
 
 /// How long a TLS handshake on the etcd port may take.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -153,13 +154,16 @@ fn serve_connection(context: &ReactorContext, stream: TcpStream, peer: SocketAdd
     let _ = stream.set_nodelay(true);
     let services = shard_services(context, &info);
     let Some(acceptor) = info.tls.clone() else {
-        hand_over(&services, EtcdStream::Plain(stream), peer);
+        hand_over(&services, EtcdStream::Plain(stream), peer, Caller::Anonymous);
         return;
     };
     let shard = context.shard();
     tokio::task::spawn_local(async move {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => hand_over(&services, EtcdStream::Tls(Box::new(stream)), peer),
+            Ok(Ok(stream)) => {
+                let caller = certificate_caller(stream.get_ref().1);
+                hand_over(&services, EtcdStream::Tls(Box::new(stream)), peer, caller)
+            }
             Ok(Err(error)) => tracing::info!(%peer, shard, "etcd client TLS handshake failed: {error}"),
             Err(_) => {
                 tracing::info!(%peer, shard, "etcd client TLS handshake took over {HANDSHAKE_TIMEOUT:?}")
@@ -168,11 +172,27 @@ fn serve_connection(context: &ReactorContext, stream: TcpStream, peer: SocketAdd
     });
 }
 
+/// Who an etcd port's TLS connection is: the user its client certificate's
+/// common name names (etcd's `--client-cert-auth`), or nobody.
+fn certificate_caller(connection: &rustls::ServerConnection) -> Caller {
+    connection
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| crate::shard::credentials::certificate_user(leaf.as_ref()))
+        .map_or(Caller::Anonymous, |name| Caller::user(&name))
+}
+
 /// Runs hyper's HTTP/2 server connection over `stream` on this reactor:
 /// the connection, and every stream of it (hyper spawns one task per
-/// stream through the executor), as local tasks.
-fn hand_over(services: &tonic::service::Routes, stream: EtcdStream, peer: SocketAddr) {
-    let service = hyper_util::service::TowerToHyperService::new(services.clone());
+/// stream through the executor), as local tasks. Every call of the
+/// connection carries `caller` (its certificate's user) to the services,
+/// which a token in the call's metadata overrides.
+fn hand_over(services: &tonic::service::Routes, stream: EtcdStream, peer: SocketAddr, caller: Caller) {
+    let routes = hyper_util::service::TowerToHyperService::new(services.clone());
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(caller.clone());
+        hyper::service::Service::call(&routes, request)
+    });
     let mut builder = hyper::server::conn::http2::Builder::new(LocalExecutor);
     builder.timer(hyper_util::rt::TokioTimer::new()).max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX));
     let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
@@ -214,8 +234,10 @@ fn shard_services(context: &ReactorContext, info: &SharedInfo) -> tonic::service
             .add_service(bounded!(WatchServer::new(super::watch::EtcdWatch::new(shard.clone()))))
             .add_service(bounded!(LeaseServer::new(super::lease::EtcdLease::new(shard.clone()))))
             .add_service(bounded!(ClusterServer::new(super::cluster::EtcdCluster::new(shard.clone()))))
-            .add_service(bounded!(MaintenanceServer::new(super::cluster::EtcdMaintenance::new(shard))))
-            .add_service(AuthServer::new(super::cluster::EtcdAuth))
+            .add_service(bounded!(MaintenanceServer::new(super::cluster::EtcdMaintenance::new(
+                shard.clone()
+            ))))
+            .add_service(bounded!(AuthServer::new(super::auth::EtcdAuth::new(shard.clone()))))
             .prepare();
     SERVICES.with(|slot| *slot.borrow_mut() = Some(services.clone()));
     services

@@ -58,9 +58,10 @@ impl pb::watch_server::Watch for EtcdWatch {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let shard = self.shard.acting_for(&request)?;
         let incoming = request.into_inner();
         let (sender, mut receiver) = mpsc::channel(RESPONSES_QUEUED);
-        let stream = WatchStreamTask { shard: self.shard.clone(), responses: sender, watches: Rc::default() };
+        let stream = WatchStreamTask { shard, responses: sender, watches: Rc::default() };
         tokio::task::spawn_local(stream.run(incoming));
         let responses = futures::stream::poll_fn(move |context| receiver.poll_recv(context));
         Ok(Response::new(Box::pin(responses)))

@@ -468,7 +468,8 @@ async fn range_here(
 #[derive(Clone)]
 pub struct Requests {
     pub(super) context: ReactorContext,
-    pub(super) layout: GroupLayout,
+    /// Shared: a handle is cloned per caller (`with_caller`), per request.
+    pub(super) layout: Rc<GroupLayout>,
     partitioner: Rc<Partitioner>,
     /// Who the requests come from (see `super::auth`): anonymous until a
     /// front end says otherwise.
@@ -478,7 +479,7 @@ pub struct Requests {
 impl Requests {
     pub fn new(context: ReactorContext, layout: GroupLayout) -> Requests {
         let partitioner = Rc::new(layout.partitioner());
-        Requests { context, layout, partitioner, caller: Caller::Anonymous }
+        Requests { context, layout: Rc::new(layout), partitioner, caller: Caller::Anonymous }
     }
 
     pub fn member(&self) -> NodeId {
