@@ -560,6 +560,12 @@ impl Node {
                     config.raft.group_config().request_timeout_ms,
                 ),
                 keeper: keeper.clone(),
+                member_names: config
+                    .cluster
+                    .members
+                    .iter()
+                    .map(|member| (member.id, member.name.clone()))
+                    .collect(),
             })
         });
         join_cluster(&config, &keeper, peers.as_deref())?;

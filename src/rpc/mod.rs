@@ -14,6 +14,7 @@ pub mod client;
 pub mod incarnation;
 pub mod kv;
 pub mod lease;
+pub mod member_identity;
 pub mod metrics;
 pub mod peer;
 pub mod server;
