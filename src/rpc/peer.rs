@@ -195,6 +195,17 @@ impl PeerIdentity {
             ));
         }
         let peer = super::incarnation::Incarnation::read(hello)?;
+        // Without TLS nothing else proves a peer belongs here: a member that
+        // knows its cluster takes hellos only from members of the same one
+        // (every running member knows its own: from its bootstrap, or asked
+        // of the cluster before it started).
+        if peer.cluster.is_none() && self.keeper.identity().cluster_id != super::incarnation::NO_CLUSTER {
+            return refused(
+                "it names no cluster id in its hello, and this member admits only members of its own cluster; \
+                 start it in join mode so it learns the cluster's id, or upgrade it"
+                    .to_string(),
+            );
+        }
         super::incarnation::judge(&self.keeper, peer, || voter_here(member))
             .or_else(|refusal| refused(refusal.to_string()))
     }
