@@ -292,6 +292,19 @@ pub struct StoreConfig {
     /// Events a watch may leave untaken before it is moved from the live
     /// buffer to reading history (nothing is lost; memory stays bounded).
     pub watch_events_pending_max: u32,
+    /// Bytes (keys and values) a watch may leave untaken in its group's
+    /// live buffer before it is moved to reading history.
+    #[serde(deserialize_with = "deserialize_bytes")]
+    pub watch_pending_bytes_max: u64,
+    /// Bytes of events all the live buffers of one group hold, each event
+    /// counted once however many watches share it; past it the watches
+    /// holding the most are moved to reading history.
+    #[serde(deserialize_with = "deserialize_bytes")]
+    pub watch_group_pending_bytes_max: u64,
+    /// Bytes of events one client connection's watches may have on their
+    /// way to the client (sent, not yet taken); past it they wait.
+    #[serde(deserialize_with = "deserialize_bytes")]
+    pub watch_connection_bytes_max: u64,
     /// When a group's snapshot does not fit its shard's snapshot area, its
     /// leader compacts its history down to this many revisions (0: never;
     /// the group then serves from its log until an operator compacts).
@@ -311,6 +324,9 @@ impl Default for StoreConfig {
             watch_progress_interval_ms: 600_000,
             watches_per_connection_max: 1024,
             watch_events_pending_max: 1024,
+            watch_pending_bytes_max: MIB,
+            watch_group_pending_bytes_max: 16 * MIB,
+            watch_connection_bytes_max: 8 * MIB,
             compact_under_pressure_keep_revisions: 10_000,
         }
     }
@@ -844,6 +860,19 @@ impl Config {
             u64::from(self.store.watch_events_pending_max),
             1,
             1 << 20,
+        )?;
+        check_range("store.watch_pending_bytes_max", self.store.watch_pending_bytes_max, 4 * KIB, 1 << 30)?;
+        check_range(
+            "store.watch_group_pending_bytes_max",
+            self.store.watch_group_pending_bytes_max,
+            self.store.watch_pending_bytes_max,
+            1 << 34,
+        )?;
+        check_range(
+            "store.watch_connection_bytes_max",
+            self.store.watch_connection_bytes_max,
+            64 * KIB,
+            1 << 30,
         )?;
         check_range(
             "store.compact_under_pressure_keep_revisions",
@@ -1544,6 +1573,8 @@ mod tests {
             ("[store]\nwatch_progress_interval_ms = 5", "store.watch_progress_interval_ms = 5"),
             ("[store]\nwatches_per_connection_max = 0", "store.watches_per_connection_max = 0"),
             ("[store]\nwatch_events_pending_max = 0", "store.watch_events_pending_max = 0"),
+            ("[store]\nwatch_pending_bytes_max = 10", "store.watch_pending_bytes_max = 10"),
+            ("[store]\nwatch_connection_bytes_max = 0", "store.watch_connection_bytes_max = 0"),
             ("[namespace]\nnamespace_bytes = \"1MiB\"", "to fit in namespace.namespace_bytes"),
             ("[node]\nname = \"\"", "node.name = \"\""),
             ("[store]\nrequest_bytes_max = 100", "store.request_bytes_max = 100"),

@@ -613,6 +613,8 @@ impl Node {
             },
             watch: WatchLimits {
                 watch_events_pending_max: config.store.watch_events_pending_max as usize,
+                watch_pending_bytes_max: config.store.watch_pending_bytes_max as usize,
+                group_pending_bytes_max: config.store.watch_group_pending_bytes_max as usize,
                 ..WatchLimits::default()
             },
             snapshots: snapshot_policy(&config, &superblock)?,

@@ -648,13 +648,15 @@ impl Requests {
 
     /// Opens a watch in every group its range maps to, each on the shard
     /// that owns the group (see `super::watch`); every write a group applies
-    /// after this returns reaches the feed.
+    /// after this returns reaches the feed, its events counted against
+    /// `budget` (the caller's connection's).
     pub async fn watch(
         &self,
         request: crate::kv::watch::WatchRequest,
         options: super::watch::WatchOptions,
+        budget: super::watch::WatchBudget,
     ) -> Result<super::watch::WatchFeed, RequestError> {
-        let (sender, mut feed) = super::watch::feed(&options);
+        let (sender, mut feed) = super::watch::feed(&options, budget);
         for group in self.groups_of(&request.key, &request.range_end) {
             let (request, sender, caller) = (request.clone(), sender.clone(), self.caller.clone());
             let revision = on_shard(&self.context, self.layout.shard_of(group), move |groups| async move {
