@@ -289,6 +289,8 @@ pub struct StoreConfig {
     pub watch_progress_interval_ms: u64,
     /// Watches one client connection may hold open at once.
     pub watches_per_connection_max: u32,
+    /// Watches one group may hold open at once, whoever opened them.
+    pub watches_per_group_max: u32,
     /// Events a watch may leave untaken before it is moved from the live
     /// buffer to reading history (nothing is lost; memory stays bounded).
     pub watch_events_pending_max: u32,
@@ -305,6 +307,11 @@ pub struct StoreConfig {
     /// way to the client (sent, not yet taken); past it they wait.
     #[serde(deserialize_with = "deserialize_bytes")]
     pub watch_connection_bytes_max: u64,
+    /// Bytes one group's store may take (as its snapshot encodes it: live
+    /// keys, values and the history not yet compacted) before the group
+    /// raises its NOSPACE alarm and refuses writes that add data.
+    #[serde(deserialize_with = "deserialize_bytes")]
+    pub quota_bytes: u64,
     /// When a group's snapshot does not fit its shard's snapshot area, its
     /// leader compacts its history down to this many revisions (0: never;
     /// the group then serves from its log until an operator compacts).
@@ -323,10 +330,12 @@ impl Default for StoreConfig {
             txn_ops_max: 128,
             watch_progress_interval_ms: 600_000,
             watches_per_connection_max: 1024,
+            watches_per_group_max: 10_000,
             watch_events_pending_max: 1024,
             watch_pending_bytes_max: MIB,
             watch_group_pending_bytes_max: 16 * MIB,
             watch_connection_bytes_max: 8 * MIB,
+            quota_bytes: 2048 * MIB,
             compact_under_pressure_keep_revisions: 10_000,
         }
     }
@@ -861,6 +870,7 @@ impl Config {
             1,
             1 << 20,
         )?;
+        check_range("store.watches_per_group_max", u64::from(self.store.watches_per_group_max), 1, 1 << 20)?;
         check_range("store.watch_pending_bytes_max", self.store.watch_pending_bytes_max, 4 * KIB, 1 << 30)?;
         check_range(
             "store.watch_group_pending_bytes_max",
@@ -874,6 +884,7 @@ impl Config {
             64 * KIB,
             1 << 30,
         )?;
+        check_range("store.quota_bytes", self.store.quota_bytes, MIB, 1 << 40)?;
         check_range(
             "store.compact_under_pressure_keep_revisions",
             self.store.compact_under_pressure_keep_revisions,
@@ -1575,6 +1586,7 @@ mod tests {
             ("[store]\nwatch_events_pending_max = 0", "store.watch_events_pending_max = 0"),
             ("[store]\nwatch_pending_bytes_max = 10", "store.watch_pending_bytes_max = 10"),
             ("[store]\nwatch_connection_bytes_max = 0", "store.watch_connection_bytes_max = 0"),
+            ("[store]\nquota_bytes = 1000", "store.quota_bytes = 1000"),
             ("[namespace]\nnamespace_bytes = \"1MiB\"", "to fit in namespace.namespace_bytes"),
             ("[node]\nname = \"\"", "node.name = \"\""),
             ("[store]\nrequest_bytes_max = 100", "store.request_bytes_max = 100"),

@@ -612,11 +612,13 @@ impl Node {
                 ..config.raft.group_config()
             },
             watch: WatchLimits {
+                watchers_max: config.store.watches_per_group_max as usize,
                 watch_events_pending_max: config.store.watch_events_pending_max as usize,
                 watch_pending_bytes_max: config.store.watch_pending_bytes_max as usize,
                 group_pending_bytes_max: config.store.watch_group_pending_bytes_max as usize,
                 ..WatchLimits::default()
             },
+            quota_bytes: config.store.quota_bytes,
             snapshots: snapshot_policy(&config, &superblock)?,
             auth: Arc::new(crate::shard::auth::AuthCell::new(Duration::from_secs(
                 config.auth.token_ttl_seconds,

@@ -120,7 +120,9 @@ fn group_status(error: GroupError) -> Status {
             Status::unavailable(ERROR_NO_LEADER)
         }
         GroupError::CommandTooLarge { .. } => Status::invalid_argument(ERROR_REQUEST_TOO_LARGE),
-        GroupError::NoSpace { .. } => Status::resource_exhausted(ERROR_NO_SPACE),
+        GroupError::NoSpace { .. } | GroupError::OverQuota { .. } => {
+            Status::resource_exhausted(ERROR_NO_SPACE)
+        }
         error @ (GroupError::MembershipChange { .. } | GroupError::NotCaughtUp { .. }) => {
             Status::failed_precondition(error.to_string())
         }

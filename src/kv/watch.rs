@@ -95,7 +95,7 @@ pub enum CancelReason {
 pub enum WatchError {
     #[error("watch {0:?} does not exist (never created, cancelled, or already reported cancelled)")]
     UnknownWatch(WatchId),
-    #[error("{watchers_max} watchers already; cancel one or raise watchers_max")]
+    #[error("the group holds {watchers_max} watches already (store.watches_per_group_max); cancel one, or raise it")]
     TooManyWatchers { watchers_max: usize },
     #[error("invalid watch: {0}")]
     InvalidArgument(String),

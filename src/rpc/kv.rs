@@ -81,7 +81,9 @@ pub fn server_error(error: &RequestError) -> ServerError {
         }
         RequestError::Group(GroupError::CommandTooLarge { .. }) => plain(ErrorCode::RequestTooLarge),
         RequestError::Group(GroupError::NotCaughtUp { .. }) => plain(ErrorCode::NotCaughtUp),
-        RequestError::Group(GroupError::NoSpace { .. }) => plain(ErrorCode::NoSpace),
+        RequestError::Group(GroupError::NoSpace { .. } | GroupError::OverQuota { .. }) => {
+            plain(ErrorCode::NoSpace)
+        }
         RequestError::Joining { .. } | RequestError::Removed { .. } => plain(ErrorCode::NotMember),
         RequestError::Auth(refusal) | RequestError::Kv(KvError::Auth(refusal)) => plain(auth_code(refusal)),
         RequestError::Group(_) | RequestError::Starting { .. } | RequestError::Overloaded { .. } => {

@@ -194,6 +194,15 @@ pub struct ShardGroup {
     pub removed_at: std::cell::Cell<Option<u64>>,
     /// The NOSPACE alarm of the group on this member (see `super::space`).
     pub no_space: std::cell::Cell<Option<super::space::NoSpace>>,
+    /// The quota alarm of the group on this member (see `super::space`).
+    pub over_quota: std::cell::Cell<Option<super::space::OverQuota>>,
+}
+
+impl ShardGroup {
+    /// Whether the group refuses writes that add data here (NOSPACE).
+    pub fn alarmed(&self) -> bool {
+        self.no_space.get().is_some() || self.over_quota.get().is_some()
+    }
 }
 
 /// How the groups of a node are laid out and run.
@@ -210,6 +219,9 @@ pub struct GroupLayout {
     pub join: bool,
     pub raft: GroupConfig,
     pub watch: WatchLimits,
+    /// The bytes a group's store may take (its snapshot's encoding) before
+    /// it raises its NOSPACE alarm (`store.quota_bytes`).
+    pub quota_bytes: u64,
     /// When groups snapshot, purge and compact (see `super::snapshots`).
     pub snapshots: super::snapshots::SnapshotPolicy,
     /// The users and roles every shard of this member checks requests
@@ -272,6 +284,7 @@ pub async fn start_groups<T: PeerTransport>(
                 removal_logged: std::cell::Cell::new(false),
                 removed_at: std::cell::Cell::new(None),
                 no_space: std::cell::Cell::new(None),
+                over_quota: std::cell::Cell::new(None),
             }),
         );
     }
@@ -728,6 +741,7 @@ pub fn spawn_groups<T: PeerTransport>(
         *shard_groups.groups.borrow_mut() = Some(started);
         super::lease::spawn_expiry(shard_groups.clone());
         super::spread::spawn_spread(shard_groups.clone());
+        super::space::spawn_quota(shard_groups.clone());
         if layout.raft.snapshot_on_demand {
             super::snapshots::spawn_snapshots(shard_groups.clone(), snapshot_log);
         }
@@ -826,7 +840,7 @@ pub fn local_group_reports() -> Vec<super::GroupReport> {
                     0
                 },
                 leader_changes: entry.raft.leader_changes(),
-                no_space: entry.no_space.get().is_some(),
+                no_space: entry.alarmed(),
             }
         })
         .collect()
@@ -843,7 +857,8 @@ pub struct ShardReadiness {
     /// quorum's answer for twice the longest election timeout (openraft 0.9
     /// keeps such a leader until a newer one shows up).
     pub leaderless: Vec<GroupId>,
-    /// Groups whose NOSPACE alarm is raised (they refuse writes that add data).
+    /// Groups whose NOSPACE alarm is raised, for room or quota (they refuse
+    /// writes that add data).
     pub no_space: Vec<GroupId>,
 }
 
@@ -875,11 +890,7 @@ pub fn local_readiness() -> ShardReadiness {
             .filter(|(_, entry)| !has_working_leader(entry, shard_groups.layout.raft.election_timeout_max_ms))
             .map(|(group, _)| *group)
             .collect(),
-        no_space: map
-            .iter()
-            .filter(|(_, entry)| entry.no_space.get().is_some())
-            .map(|(group, _)| *group)
-            .collect(),
+        no_space: map.iter().filter(|(_, entry)| entry.alarmed()).map(|(group, _)| *group).collect(),
     }
 }
 

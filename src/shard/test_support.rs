@@ -55,6 +55,7 @@ pub async fn one_group() -> Rc<ShardGroup> {
             ..GroupConfig::default()
         },
         watch: Default::default(),
+        quota_bytes: crate::config::StoreConfig::default().quota_bytes,
         snapshots: super::snapshots::SnapshotPolicy {
             every_entries: 10_000,
             after_bytes: 1 << 40,

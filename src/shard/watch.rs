@@ -381,7 +381,7 @@ impl<G: WatchedGroup> Pump<G> {
                 drop(permit);
             }
             match cancelled {
-                Some(CancelReason::TooSlow { .. }) if self.reopen() => continue,
+                Some(reason @ CancelReason::TooSlow { .. }) if self.reopen(&reason) => continue,
                 Some(reason) => {
                     // The hub already forgot this watch.
                     self.wakers.borrow_mut().remove(&self.id);
@@ -450,7 +450,7 @@ impl<G: WatchedGroup> Pump<G> {
 
     /// Opens the watch again from the revision after the last event sent,
     /// after the hub cancelled it as too slow; false if the hub refuses.
-    fn reopen(&mut self) -> bool {
+    fn reopen(&mut self, reason: &CancelReason) -> bool {
         self.wakers.borrow_mut().remove(&self.id);
         let request = self.request.clone();
         match self.group.with_state(|state| state.hub.watch(&state.store, request)) {
@@ -458,8 +458,9 @@ impl<G: WatchedGroup> Pump<G> {
                 // Worth a line: a client that keeps falling behind costs
                 // history reads on the group's shard.
                 tracing::info!(
-                    "a watch of group {} fell behind its client (store.watch_events_pending_max, \
-                     store.watch_pending_bytes_max); it reads the group's history from revision {} now",
+                    "a watch of group {} fell behind its client ({reason}; store.watch_events_pending_max, \
+                     store.watch_pending_bytes_max, store.watch_group_pending_bytes_max); it reads the group's \
+                     history from revision {} now",
                     self.group.group(),
                     self.request.start_revision
                 );
