@@ -46,6 +46,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub etcd: EtcdConfig,
     pub auth: AuthConfig,
+    pub limits: LimitsConfig,
 }
 
 /// `[auth]`: sessions of users who authenticate with a password (users,
@@ -62,6 +63,33 @@ impl Default for AuthConfig {
     /// etcd's simple tokens last five minutes.
     fn default() -> Self {
         AuthConfig { token_ttl_seconds: 300 }
+    }
+}
+
+/// `[limits]`: what client connections a node takes, and for how long (see
+/// `rpc::admission`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Client connections (native and etcd) the node holds at once.
+    pub connections_max: u32,
+    /// Client connections one source address may hold at once.
+    pub connections_per_source_max: u32,
+    /// How long a new connection may take to send its first bytes and, with
+    /// TLS, to finish its handshake.
+    pub handshake_timeout_ms: u64,
+    /// How long a connection that holds no watch may read and write nothing.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            connections_max: 8192,
+            connections_per_source_max: 1024,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 600_000,
+        }
     }
 }
 
@@ -900,6 +928,16 @@ impl Config {
         check_range("raft.entries_kept_after_snapshot", raft.entries_kept_after_snapshot, 0, 100_000_000)?;
         check_range("raft.purge_batch_entries", raft.purge_batch_entries, 1, 1_000_000)?;
         check_range("auth.token_ttl_seconds", self.auth.token_ttl_seconds, 1, 7 * 86_400)?;
+        let limits = &self.limits;
+        check_range("limits.connections_max", u64::from(limits.connections_max), 1, 1 << 20)?;
+        check_range(
+            "limits.connections_per_source_max",
+            u64::from(limits.connections_per_source_max),
+            1,
+            u64::from(limits.connections_max),
+        )?;
+        check_range("limits.handshake_timeout_ms", limits.handshake_timeout_ms, 100, 600_000)?;
+        check_range("limits.idle_timeout_ms", limits.idle_timeout_ms, 1000, 86_400_000)?;
         self.validate_metrics()?;
         self.validate_etcd()?;
         self.validate_cluster()?;

@@ -236,6 +236,7 @@ fn bind_etcd(
     config: &Config,
     tls: &crate::rpc::tls::NodeTls,
     groups: u32,
+    admission: &Arc<crate::rpc::admission::Admission>,
 ) -> Result<(Option<EtcdListener>, Option<std::net::SocketAddr>), NodeError> {
     let Some(address) = config.etcd.address else {
         return Ok((None, None));
@@ -259,11 +260,12 @@ fn bind_etcd(
             limits: config.store.limits(),
             watch: crate::rpc::watch::WatchSettings::from_config(&config.store).options,
             tls: tls.etcd.clone(),
+            admission: Arc::clone(admission),
         })
     };
     #[cfg(not(feature = "etcd"))]
     let serving = {
-        let _ = (tls, groups);
+        let _ = (tls, groups, admission);
     };
     Ok((Some((listener, serving)), Some(bound)))
 }
@@ -520,6 +522,8 @@ impl Node {
             shard_listeners.push(Some(listener));
             shard_endpoints.push(bound);
         }
+        // One count for every client port, native and etcd.
+        let admission = crate::rpc::admission::Admission::new(config.limits);
         let info = Arc::new(NodeInfo {
             member_id: config.node.member_id,
             name: config.node.name.clone(),
@@ -535,6 +539,7 @@ impl Node {
             limits: config.store.limits(),
             watch: crate::rpc::watch::WatchSettings::from_config(&config.store),
             tls: tls.client.clone(),
+            admission: Arc::clone(&admission),
         });
         let mut listener = Some(listener);
         let mut metrics_listener = match config.metrics.address {
@@ -545,7 +550,7 @@ impl Node {
             None => None,
         };
         let (mut etcd_listener, etcd_address) =
-            bind_etcd(&config, &tls, cores.len() as u32 * config.log.groups_per_shard)?;
+            bind_etcd(&config, &tls, cores.len() as u32 * config.log.groups_per_shard, &admission)?;
         let keeper =
             Arc::new(SuperblockKeeper::new(namespace.clone(), queue_pair.clone(), superblock.clone()));
         own_namespace(&config, &keeper, &namespace_path)?;
@@ -616,7 +621,6 @@ impl Node {
                 watch_events_pending_max: config.store.watch_events_pending_max as usize,
                 watch_pending_bytes_max: config.store.watch_pending_bytes_max as usize,
                 group_pending_bytes_max: config.store.watch_group_pending_bytes_max as usize,
-                ..WatchLimits::default()
             },
             quota_bytes: config.store.quota_bytes,
             snapshots: snapshot_policy(&config, &superblock)?,

@@ -76,6 +76,8 @@ pub struct EtcdInfo {
     pub watch: crate::shard::watch::WatchOptions,
     /// The etcd port's TLS (the client port's keys, ALPN h2); `None`: plaintext.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The client connections the node holds (all its client ports).
+    pub admission: Arc<crate::rpc::admission::Admission>,
 }
 
 impl EtcdInfo {

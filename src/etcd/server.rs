@@ -22,9 +22,13 @@ use super::proto::etcdserverpb::{
 };
 use super::SharedInfo;
 use crate::reactor::ReactorContext;
+use crate::rpc::admission::{Admitted, Guarded};
 use crate::shard::auth::Caller;
 
 /// How long a TLS handshake on the etcd port may take.
+/// How long a keep-alive ping (every `limits.idle_timeout_ms`) may go
+/// unanswered before the connection is closed.
+const KEEP_ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Largest gRPC message the etcd port sends (etcd's default is 2 GiB less
@@ -33,8 +37,8 @@ const RESPONSE_BYTES_MAX: usize = i32::MAX as usize;
 
 /// One connection of the etcd port, plaintext or TLS.
 pub enum EtcdStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Plain(Guarded<TcpStream>),
+    Tls(Box<tokio_rustls::server::TlsStream<Guarded<TcpStream>>>),
 }
 
 impl AsyncRead for EtcdStream {
@@ -120,10 +124,12 @@ pub fn spawn_acceptor(
                     continue;
                 }
             };
+            // Over a limit: closed as it arrived (the refusal is logged).
+            let Ok(admitted) = info.admission.admit(peer.ip()) else { continue };
             let target = next_shard % context.mailboxes().len();
             next_shard = next_shard.wrapping_add(1);
             if target == context.shard() {
-                serve_connection(&context, stream, peer, info.clone());
+                serve_connection(&context, stream, peer, info.clone(), admitted);
                 continue;
             }
             let stream = match stream.into_std() {
@@ -136,7 +142,7 @@ pub fn spawn_acceptor(
             let handed_info = info.clone();
             let handed = context.mailbox(target).try_send(move |target_context: &ReactorContext| {
                 match TcpStream::from_std(stream) {
-                    Ok(stream) => serve_connection(target_context, stream, peer, handed_info),
+                    Ok(stream) => serve_connection(target_context, stream, peer, handed_info, admitted),
                     Err(error) => tracing::warn!(%error, %peer, "cannot adopt an etcd connection"),
                 }
             });
@@ -150,11 +156,22 @@ pub fn spawn_acceptor(
 
 /// Serves one connection on this shard: its TLS handshake first when the
 /// port speaks TLS, then this shard's server takes it.
-fn serve_connection(context: &ReactorContext, stream: TcpStream, peer: SocketAddr, info: SharedInfo) {
+fn serve_connection(
+    context: &ReactorContext,
+    stream: TcpStream,
+    peer: SocketAddr,
+    info: SharedInfo,
+    admitted: Admitted,
+) {
     let _ = stream.set_nodelay(true);
+    // Idle connections are found by HTTP/2 keep-alive pings instead (a
+    // quiet watch stream is not idle).
+    let mut stream = Guarded::new(stream, admitted);
+    stream.set_busy(std::rc::Rc::new(|| true));
+    let keep_alive = std::time::Duration::from_millis(info.admission.limits().idle_timeout_ms);
     let services = shard_services(context, &info);
     let Some(acceptor) = info.tls.clone() else {
-        hand_over(&services, EtcdStream::Plain(stream), peer, Caller::Anonymous);
+        hand_over(&services, EtcdStream::Plain(stream), peer, Caller::Anonymous, keep_alive);
         return;
     };
     let shard = context.shard();
@@ -162,7 +179,7 @@ fn serve_connection(context: &ReactorContext, stream: TcpStream, peer: SocketAdd
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => {
                 let caller = certificate_caller(stream.get_ref().1);
-                hand_over(&services, EtcdStream::Tls(Box::new(stream)), peer, caller)
+                hand_over(&services, EtcdStream::Tls(Box::new(stream)), peer, caller, keep_alive)
             }
             Ok(Err(error)) => tracing::info!(%peer, shard, "etcd client TLS handshake failed: {error}"),
             Err(_) => {
@@ -187,14 +204,24 @@ fn certificate_caller(connection: &rustls::ServerConnection) -> Caller {
 /// stream through the executor), as local tasks. Every call of the
 /// connection carries `caller` (its certificate's user) to the services,
 /// which a token in the call's metadata overrides.
-fn hand_over(services: &tonic::service::Routes, stream: EtcdStream, peer: SocketAddr, caller: Caller) {
+fn hand_over(
+    services: &tonic::service::Routes,
+    stream: EtcdStream,
+    peer: SocketAddr,
+    caller: Caller,
+    keep_alive: std::time::Duration,
+) {
     let routes = hyper_util::service::TowerToHyperService::new(services.clone());
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(caller.clone());
         hyper::service::Service::call(&routes, request)
     });
     let mut builder = hyper::server::conn::http2::Builder::new(LocalExecutor);
-    builder.timer(hyper_util::rt::TokioTimer::new()).max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX));
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
+        .keep_alive_interval(keep_alive)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
     let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
     tokio::task::spawn_local(async move {
         if let Err(error) = connection.await {

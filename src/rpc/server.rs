@@ -2,10 +2,12 @@
 //! the shards in turn through their mailboxes; each connection then runs
 //! its Cap'n Proto RPC system on the reactor thread it landed on.
 //!
-//! With `[tls]` client keys set, every connection (on the main port and
-//! the shards' own) first completes a TLS handshake on the shard that
-//! serves it, within `tls::HANDSHAKE_TIMEOUT`; a failed one closes that
-//! connection alone.
+//! Every connection is first admitted under `[limits]` (`super::admission`:
+//! connections in total and per source, the first-message deadline, the
+//! idle timeout). With `[tls]` client keys set, every connection (on the
+//! main port and the shards' own) then completes a TLS handshake on the
+//! shard that serves it, within `tls::HANDSHAKE_TIMEOUT`; a failed one
+//! closes that connection alone.
 //!
 //! A connection that sends garbage, too large or too deeply nested a
 //! message is closed alone; the node and other connections go on. This
@@ -43,6 +45,8 @@ pub struct NodeInfo {
     pub watch: super::watch::WatchSettings,
     /// The client ports' TLS (`[tls]` client keys); `None`: plaintext.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The client connections the node holds (all its client ports).
+    pub admission: Arc<super::admission::Admission>,
 }
 
 /// Starts accepting on `listener` from the calling reactor. With `deal`,
@@ -69,11 +73,13 @@ pub fn spawn_acceptor(
                     continue;
                 }
             };
+            // Over a limit: closed as it arrived (the refusal is logged).
+            let Ok(admitted) = info.admission.admit(peer.ip()) else { continue };
             let shards = context.mailboxes().len();
             let target = if deal { next_shard.get() % shards } else { context.shard() };
             next_shard.set(next_shard.get() + 1);
             if target == context.shard() {
-                serve_connection(&context, stream, peer, info.clone());
+                serve_connection(&context, stream, peer, info.clone(), admitted);
                 continue;
             }
             let stream = match stream.into_std() {
@@ -86,7 +92,7 @@ pub fn spawn_acceptor(
             let handed_info = info.clone();
             let handed = context.mailbox(target).try_send(move |target_context: &ReactorContext| {
                 match tokio::net::TcpStream::from_std(stream) {
-                    Ok(stream) => serve_connection(target_context, stream, peer, handed_info),
+                    Ok(stream) => serve_connection(target_context, stream, peer, handed_info, admitted),
                     Err(error) => tracing::warn!(%error, %peer, "cannot adopt a client connection"),
                 }
             });
@@ -108,14 +114,20 @@ pub fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     info: Arc<NodeInfo>,
+    admitted: super::admission::Admitted,
 ) {
     let options = super::server_reader_options(info.limits.request_bytes_max);
+    let _ = stream.set_nodelay(true);
+    // Not idle while it holds a watch, however quiet the watch is.
+    let watches: std::rc::Rc<super::watch::ConnectionWatches> = Default::default();
+    let mut stream = super::admission::Guarded::new(stream, admitted);
+    let held = std::rc::Rc::clone(&watches);
+    stream.set_busy(std::rc::Rc::new(move || held.open() > 0));
     let Some(acceptor) = info.tls.clone() else {
-        let network = super::buffered_network(stream, rpc_twoparty_capnp::Side::Server, options);
-        run_connection(context, network, peer, info, Caller::Anonymous);
+        let network = super::buffered_stream_network(stream, rpc_twoparty_capnp::Side::Server, options);
+        run_connection(context, network, peer, info, Caller::Anonymous, watches);
         return;
     };
-    let _ = stream.set_nodelay(true);
     let context = context.clone();
     tokio::task::spawn_local(async move {
         match super::tls::accept(&acceptor, stream).await {
@@ -123,7 +135,7 @@ pub fn serve_connection(
                 let caller = super::tls::certificate_caller(stream.get_ref().1);
                 let network =
                     super::buffered_stream_network(stream, rpc_twoparty_capnp::Side::Server, options);
-                run_connection(&context, network, peer, info, caller);
+                run_connection(&context, network, peer, info, caller, watches);
             }
             Err(reason) => {
                 tracing::info!(%peer, shard = context.shard(), "client TLS handshake failed: {reason}")
@@ -138,10 +150,11 @@ fn run_connection<R>(
     peer: SocketAddr,
     info: Arc<NodeInfo>,
     caller: Caller,
+    watches: std::rc::Rc<super::watch::ConnectionWatches>,
 ) where
     R: futures::AsyncRead + Unpin + 'static,
 {
-    let server = NodeServer { context: context.clone(), info, watches: Default::default(), caller };
+    let server = NodeServer { context: context.clone(), info, watches, caller };
     let client: node::Client = capnp_rpc::new_client(server);
     let system = RpcSystem::new(Box::new(network), Some(client.client));
     super::spawn_connection(system, "client", peer, context.shard());

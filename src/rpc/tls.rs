@@ -359,10 +359,13 @@ pub fn certificate_caller(connection: &rustls::ServerConnection) -> crate::shard
 
 /// Runs the server side of a handshake on `stream`, within
 /// [`HANDSHAKE_TIMEOUT`].
-pub async fn accept(
+pub async fn accept<S>(
     acceptor: &TlsAcceptor,
-    stream: TcpStream,
-) -> Result<tokio_rustls::server::TlsStream<TcpStream>, String> {
+    stream: S,
+) -> Result<tokio_rustls::server::TlsStream<S>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Err(_) => Err(format!("no TLS handshake within {} s", HANDSHAKE_TIMEOUT.as_secs())),
         Ok(Err(error)) => Err(describe(&error)),

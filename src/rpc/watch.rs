@@ -53,6 +53,13 @@ pub struct ConnectionWatches {
     budget: std::cell::OnceCell<WatchBudget>,
 }
 
+impl ConnectionWatches {
+    /// Watches open now.
+    pub fn open(&self) -> usize {
+        self.open.get()
+    }
+}
+
 /// One open watch's place in its connection's count, given back on drop.
 struct WatchSlot(Rc<ConnectionWatches>);
 
