@@ -67,7 +67,7 @@ impl Default for AuthConfig {
 }
 
 /// `[limits]`: what client connections a node takes, and for how long (see
-/// `rpc::admission`).
+/// `reactor::admission`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {

@@ -236,7 +236,7 @@ fn bind_etcd(
     config: &Config,
     tls: &crate::rpc::tls::NodeTls,
     groups: u32,
-    admission: &Arc<crate::rpc::admission::Admission>,
+    admission: &Arc<crate::reactor::admission::Admission>,
 ) -> Result<(Option<EtcdListener>, Option<std::net::SocketAddr>), NodeError> {
     let Some(address) = config.etcd.address else {
         return Ok((None, None));
@@ -523,7 +523,7 @@ impl Node {
             shard_endpoints.push(bound);
         }
         // One count for every client port, native and etcd.
-        let admission = crate::rpc::admission::Admission::new(config.limits);
+        let admission = crate::reactor::admission::Admission::new(config.limits);
         let info = Arc::new(NodeInfo {
             member_id: config.node.member_id,
             name: config.node.name.clone(),

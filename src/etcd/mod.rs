@@ -77,7 +77,7 @@ pub struct EtcdInfo {
     /// The etcd port's TLS (the client port's keys, ALPN h2); `None`: plaintext.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The client connections the node holds (all its client ports).
-    pub admission: Arc<crate::rpc::admission::Admission>,
+    pub admission: Arc<crate::reactor::admission::Admission>,
 }
 
 impl EtcdInfo {

@@ -21,8 +21,8 @@ use super::proto::etcdserverpb::{
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use super::SharedInfo;
+use crate::reactor::admission::{Admitted, Guarded};
 use crate::reactor::ReactorContext;
-use crate::rpc::admission::{Admitted, Guarded};
 use crate::shard::auth::Caller;
 
 /// How long a TLS handshake on the etcd port may take.

@@ -8,7 +8,6 @@
 //! through their mailboxes and `shard::local`; it never touches another
 //! shard's state.
 
-pub mod admission;
 pub mod auth;
 pub mod auth_client;
 pub mod client;

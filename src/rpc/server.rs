@@ -2,7 +2,7 @@
 //! the shards in turn through their mailboxes; each connection then runs
 //! its Cap'n Proto RPC system on the reactor thread it landed on.
 //!
-//! Every connection is first admitted under `[limits]` (`super::admission`:
+//! Every connection is first admitted under `[limits]` (`reactor::admission`:
 //! connections in total and per source, the first-message deadline, the
 //! idle timeout). With `[tls]` client keys set, every connection (on the
 //! main port and the shards' own) then completes a TLS handshake on the
@@ -46,7 +46,7 @@ pub struct NodeInfo {
     /// The client ports' TLS (`[tls]` client keys); `None`: plaintext.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The client connections the node holds (all its client ports).
-    pub admission: Arc<super::admission::Admission>,
+    pub admission: Arc<crate::reactor::admission::Admission>,
 }
 
 /// Starts accepting on `listener` from the calling reactor. With `deal`,
@@ -114,13 +114,13 @@ pub fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     info: Arc<NodeInfo>,
-    admitted: super::admission::Admitted,
+    admitted: crate::reactor::admission::Admitted,
 ) {
     let options = super::server_reader_options(info.limits.request_bytes_max);
     let _ = stream.set_nodelay(true);
     // Not idle while it holds a watch, however quiet the watch is.
     let watches: std::rc::Rc<super::watch::ConnectionWatches> = Default::default();
-    let mut stream = super::admission::Guarded::new(stream, admitted);
+    let mut stream = crate::reactor::admission::Guarded::new(stream, admitted);
     let held = std::rc::Rc::clone(&watches);
     stream.set_busy(std::rc::Rc::new(move || held.open() > 0));
     let Some(acceptor) = info.tls.clone() else {
