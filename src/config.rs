@@ -168,8 +168,9 @@ impl TlsConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Where `GET /metrics` answers in Prometheus text format (plain HTTP);
-    /// unset: no endpoint.
+    /// Where `GET /metrics` answers in Prometheus text format: plain HTTP on
+    /// loopback, HTTPS with the client port's keys (and client
+    /// certificates, when it asks for them) elsewhere; unset: no endpoint.
     pub address: Option<SocketAddr>,
 }
 
@@ -1022,6 +1023,14 @@ impl Config {
                 "metrics.address",
                 format!("\"{address}\""),
                 "an address no client or peer port uses, e.g. \"127.0.0.1:9379\"",
+            ));
+        }
+        if !address.ip().is_loopback() && !self.tls.client_tls() {
+            return Err(ConfigError::invalid(
+                "metrics.address",
+                format!("\"{address}\""),
+                "a loopback address (e.g. \"127.0.0.1:9379\"), or set tls.client_cert_file and \
+                 tls.client_key_file: off loopback the metrics endpoint speaks TLS with the client port's keys",
             ));
         }
         Ok(())

@@ -188,8 +188,9 @@ struct ShardListeners {
     main: Option<std::net::TcpListener>,
     own: std::net::TcpListener,
     peer: Option<(std::net::TcpListener, Arc<PeerIdentity>)>,
-    /// The Prometheus endpoint's (shard 0, when `[metrics] address` is set).
-    metrics: Option<std::net::TcpListener>,
+    /// The Prometheus endpoint's (shard 0, when `[metrics] address` is
+    /// set), with its TLS when the address is not loopback.
+    metrics: Option<(std::net::TcpListener, Option<tokio_rustls::TlsAcceptor>)>,
     /// The etcd API's (shard 0, when `[etcd] address` is set).
     etcd: Option<EtcdListener>,
 }
@@ -216,8 +217,8 @@ fn with_acceptor(driver: DriverFactory, listeners: ShardListeners, info: Arc<Nod
         if let Some((peer, identity)) = listeners.peer {
             crate::rpc::peer::spawn_peer_acceptor(context, peer, identity)?;
         }
-        if let Some(metrics) = listeners.metrics {
-            crate::rpc::metrics::spawn_metrics_acceptor(context, metrics, member, groups)?;
+        if let Some((metrics, tls)) = listeners.metrics {
+            crate::rpc::metrics::spawn_metrics_acceptor(context, metrics, tls, member, groups)?;
         }
         #[cfg(feature = "etcd")]
         if let Some((etcd, info)) = listeners.etcd {
@@ -542,6 +543,13 @@ impl Node {
             admission: Arc::clone(&admission),
         });
         let mut listener = Some(listener);
+        // Off loopback the metrics speak TLS with the client port's keys
+        // (the config refuses such an address without them).
+        let metrics_tls = config
+            .metrics
+            .address
+            .filter(|address| !address.ip().is_loopback())
+            .and_then(|_| tls.client.clone());
         let mut metrics_listener = match config.metrics.address {
             Some(address) => Some(
                 std::net::TcpListener::bind(address)
@@ -650,7 +658,7 @@ impl Node {
                     main: listener.take(),
                     own: shard_listeners[shard].take().expect("one listener per shard"),
                     peer: peer_listeners[shard].take(),
-                    metrics: metrics_listener.take(),
+                    metrics: metrics_listener.take().map(|listener| (listener, metrics_tls.clone())),
                     etcd: etcd_listener.take(),
                 };
                 with_acceptor(driver, listeners, info.clone())
