@@ -78,6 +78,9 @@ pub struct LimitsConfig {
     pub handshake_timeout_ms: u64,
     /// How long a connection that holds no watch may read and write nothing.
     pub idle_timeout_ms: u64,
+    /// Requests one connection may have in flight (KV calls on the native
+    /// port, gRPC streams on the etcd port).
+    pub calls_in_flight_per_connection_max: u32,
 }
 
 impl Default for LimitsConfig {
@@ -87,6 +90,7 @@ impl Default for LimitsConfig {
             connections_per_source_max: 1024,
             handshake_timeout_ms: 10_000,
             idle_timeout_ms: 600_000,
+            calls_in_flight_per_connection_max: 1024,
         }
     }
 }
@@ -899,6 +903,12 @@ impl Config {
         )?;
         check_range("limits.handshake_timeout_ms", limits.handshake_timeout_ms, 100, 600_000)?;
         check_range("limits.idle_timeout_ms", limits.idle_timeout_ms, 1000, 86_400_000)?;
+        check_range(
+            "limits.calls_in_flight_per_connection_max",
+            u64::from(limits.calls_in_flight_per_connection_max),
+            1,
+            1 << 20,
+        )?;
         self.validate_metrics()?;
         self.validate_etcd()?;
         self.validate_cluster()?;

@@ -162,7 +162,8 @@ fn refusal(result: Result<impl Sized, ClientError>) -> Option<ErrorCode> {
 fn hostile_clients_leave_the_node_serving_within_its_memory_bound() {
     let setup = Setup::new(
         "[reactor]\nshards = 1\n\n[log]\ngroups_per_shard = 2\n\n[store]\nquota_bytes = \"4MiB\"\n\n\
-         [limits]\nhandshake_timeout_ms = 2000\nconnections_per_source_max = 100",
+         [limits]\nhandshake_timeout_ms = 2000\nconnections_per_source_max = 100\n\
+         calls_in_flight_per_connection_max = 100",
     );
     let mut daemon = Daemon::start(&setup.config);
     let port = ready_port(&daemon.wait_ready());
@@ -229,6 +230,8 @@ fn hostile_clients_leave_the_node_serving_within_its_memory_bound() {
         let results = futures::future::join_all(puts).await;
         let refused: Vec<ErrorCode> = results.into_iter().filter_map(refusal).collect();
         eprintln!("{} of 10,000 pipelined puts refused (typed): {:?}", refused.len(), refused.first());
+        assert!(!refused.is_empty(), "10,000 puts sent at once pass 100 calls in flight");
+        assert!(refused.iter().all(|code| *code == ErrorCode::Unavailable), "{:?}", refused.first());
         running.finish("10,000 pipelined puts").await;
 
         eprintln!("one connection asking for 10,000 watches and reading none");

@@ -168,10 +168,12 @@ fn serve_connection(
     // quiet watch stream is not idle).
     let mut stream = Guarded::new(stream, admitted);
     stream.set_busy(std::rc::Rc::new(|| true));
-    let keep_alive = std::time::Duration::from_millis(info.admission.limits().idle_timeout_ms);
+    let limits = info.admission.limits();
+    let limits =
+        (std::time::Duration::from_millis(limits.idle_timeout_ms), limits.calls_in_flight_per_connection_max);
     let services = shard_services(context, &info);
     let Some(acceptor) = info.tls.clone() else {
-        hand_over(&services, EtcdStream::Plain(stream), peer, Caller::Anonymous, keep_alive);
+        hand_over(&services, EtcdStream::Plain(stream), peer, Caller::Anonymous, limits);
         return;
     };
     let shard = context.shard();
@@ -179,7 +181,7 @@ fn serve_connection(
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => {
                 let caller = certificate_caller(stream.get_ref().1);
-                hand_over(&services, EtcdStream::Tls(Box::new(stream)), peer, caller, keep_alive)
+                hand_over(&services, EtcdStream::Tls(Box::new(stream)), peer, caller, limits)
             }
             Ok(Err(error)) => tracing::info!(%peer, shard, "etcd client TLS handshake failed: {error}"),
             Err(_) => {
@@ -203,13 +205,14 @@ fn certificate_caller(connection: &rustls::ServerConnection) -> Caller {
 /// the connection, and every stream of it (hyper spawns one task per
 /// stream through the executor), as local tasks. Every call of the
 /// connection carries `caller` (its certificate's user) to the services,
-/// which a token in the call's metadata overrides.
+/// which a token in the call's metadata overrides. The connection is pinged
+/// every `keep_alive` and holds at most `calls_in_flight_max` streams.
 fn hand_over(
     services: &tonic::service::Routes,
     stream: EtcdStream,
     peer: SocketAddr,
     caller: Caller,
-    keep_alive: std::time::Duration,
+    (keep_alive, calls_in_flight_max): (std::time::Duration, u32),
 ) {
     let routes = hyper_util::service::TowerToHyperService::new(services.clone());
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -219,7 +222,7 @@ fn hand_over(
     let mut builder = hyper::server::conn::http2::Builder::new(LocalExecutor);
     builder
         .timer(hyper_util::rt::TokioTimer::new())
-        .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
+        .max_concurrent_streams(Some(calls_in_flight_max))
         .keep_alive_interval(keep_alive)
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
     let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
@@ -229,9 +232,6 @@ fn hand_over(
         }
     });
 }
-
-/// Concurrent calls one etcd connection may have open (gRPC streams).
-const STREAMS_PER_CONNECTION_MAX: u32 = 10_000;
 
 /// Spawns hyper's per-stream tasks on this reactor's LocalSet, where the
 /// shard's request handle may be used.

@@ -3,6 +3,9 @@
 //! (used by the server and the client library alike). Every refusal reaches
 //! the client as a typed `Error`, never as a dropped connection.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use crate::kv::auth::AuthError;
 use crate::kv::limits::{LimitError, Limits};
 use crate::kv::types::{
@@ -231,20 +234,70 @@ pub fn read_key_value(reader: key_value::Reader<'_>) -> capnp::Result<KeyValue> 
 pub struct KvServer {
     requests: Requests,
     limits: Limits,
+    calls: CallsInFlight,
+}
+
+/// The calls one connection has in flight, shared by its KV capabilities;
+/// at most `max` at once (`limits.calls_in_flight_per_connection_max`).
+#[derive(Clone, Debug)]
+pub struct CallsInFlight {
+    open: Rc<Cell<usize>>,
+    max: usize,
+}
+
+impl CallsInFlight {
+    pub fn new(max: usize) -> CallsInFlight {
+        CallsInFlight { open: Rc::default(), max }
+    }
+
+    /// A place for one more call, or the typed refusal that answers it.
+    fn enter(&self) -> Result<InFlight, ServerError> {
+        if self.open.get() >= self.max {
+            return Err(ServerError {
+                code: ErrorCode::Unavailable,
+                message: format!(
+                    "this connection has {} calls in flight already (limits.calls_in_flight_per_connection_max); \
+                     wait for answers before sending more, or open another connection",
+                    self.max
+                ),
+                leader_hint: 0,
+                compact_revision: 0,
+            });
+        }
+        self.open.set(self.open.get() + 1);
+        Ok(InFlight(Rc::clone(&self.open)))
+    }
+}
+
+/// One call's place in its connection's count, given back on drop.
+pub struct InFlight(Rc<Cell<usize>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 impl KvServer {
     /// Checks every request against `limits`; the connection's message
     /// reader must use `server_reader_options(limits.request_bytes_max)`.
-    pub fn new(requests: Requests, limits: Limits) -> KvServer {
-        KvServer { requests, limits }
+    pub fn new(requests: Requests, limits: Limits, calls: CallsInFlight) -> KvServer {
+        KvServer { requests, limits, calls }
     }
 
-    /// The size of a request, measured before its fields are read, or why
-    /// it is refused without reading them: too deeply nested, or so far
-    /// over `request_bytes_max` that reading it again would pass the
+    /// The size of a request, measured before its fields are read, with its
+    /// place among the connection's calls in flight, or why it is refused
+    /// without reading them: too many calls in flight, too deeply nested, or
+    /// so far over `request_bytes_max` that reading it again would pass the
     /// reader's traversal limit (which fails the call untyped).
-    fn measure(&self, size: capnp::Result<capnp::MessageSize>) -> capnp::Result<Result<usize, ServerError>> {
+    fn measure(
+        &self,
+        size: capnp::Result<capnp::MessageSize>,
+    ) -> capnp::Result<Result<(usize, InFlight), ServerError>> {
+        let call = match self.calls.enter() {
+            Ok(call) => call,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
         match size {
             Ok(size) => {
                 let bytes = usize::try_from(size.word_count).unwrap_or(usize::MAX).saturating_mul(8);
@@ -256,7 +309,7 @@ impl KvServer {
                     };
                     return Ok(Err(limit_error(&error)));
                 }
-                Ok(Ok(bytes))
+                Ok(Ok((bytes, call)))
             }
             Err(error) if error.kind == capnp::ErrorKind::MessageIsTooDeeplyNested => Ok(Err(ServerError {
                 code: ErrorCode::InvalidArgument,
@@ -295,7 +348,7 @@ impl kv::Server for KvServer {
     ) -> Result<(), capnp::Error> {
         let params = params.get()?;
         let result = results.get().init_result();
-        let bytes = or_refuse!(self.measure(params.total_size())?, result);
+        let (bytes, _call) = or_refuse!(self.measure(params.total_size())?, result);
         let request = read_txn_request(params.get_request()?)?;
         let checked = self.limits.check_txn(&request).and_then(|()| self.limits.check_request_bytes(bytes));
         or_refuse!(checked.map_err(|error| limit_error(&error)), result);
@@ -323,7 +376,7 @@ impl kv::Server for KvServer {
     ) -> Result<(), capnp::Error> {
         let params = params.get()?;
         let result = results.get().init_result();
-        let bytes = or_refuse!(self.measure(params.total_size())?, result);
+        let (bytes, _call) = or_refuse!(self.measure(params.total_size())?, result);
         let request = PutRequest {
             key: params.get_key()?.to_vec(),
             value: params.get_value()?.to_vec(),
@@ -353,7 +406,7 @@ impl kv::Server for KvServer {
     ) -> Result<(), capnp::Error> {
         let params = params.get()?;
         let result = results.get().init_result();
-        let bytes = or_refuse!(self.measure(params.total_size())?, result);
+        let (bytes, _call) = or_refuse!(self.measure(params.total_size())?, result);
         let request = RangeRequest {
             key: params.get_key()?.to_vec(),
             range_end: params.get_range_end()?.to_vec(),
@@ -389,7 +442,7 @@ impl kv::Server for KvServer {
     ) -> Result<(), capnp::Error> {
         let params = params.get()?;
         let result = results.get().init_result();
-        let bytes = or_refuse!(self.measure(params.total_size())?, result);
+        let (bytes, _call) = or_refuse!(self.measure(params.total_size())?, result);
         let request = DeleteRangeRequest {
             key: params.get_key()?.to_vec(),
             range_end: params.get_range_end()?.to_vec(),

@@ -154,7 +154,9 @@ fn run_connection<R>(
 ) where
     R: futures::AsyncRead + Unpin + 'static,
 {
-    let server = NodeServer { context: context.clone(), info, watches, caller };
+    let calls =
+        super::kv::CallsInFlight::new(info.admission.limits().calls_in_flight_per_connection_max as usize);
+    let server = NodeServer { context: context.clone(), info, watches, caller, calls };
     let client: node::Client = capnp_rpc::new_client(server);
     let system = RpcSystem::new(Box::new(network), Some(client.client));
     super::spawn_connection(system, "client", peer, context.shard());
@@ -168,6 +170,8 @@ struct NodeServer {
     /// Who this Node's calls act for: the connection's certificate user,
     /// or the user of the session it was made for.
     caller: Caller,
+    /// The KV calls the connection has in flight.
+    calls: super::kv::CallsInFlight,
 }
 
 impl NodeServer {
@@ -203,8 +207,11 @@ impl node::Server for NodeServer {
         _: node::KvParams,
         mut results: node::KvResults,
     ) -> Result<(), capnp::Error> {
-        let kv: crate::nvkv_capnp::k_v::Client =
-            capnp_rpc::new_client(super::kv::KvServer::new(self.requests()?, self.info.limits));
+        let kv: crate::nvkv_capnp::k_v::Client = capnp_rpc::new_client(super::kv::KvServer::new(
+            self.requests()?,
+            self.info.limits,
+            self.calls.clone(),
+        ));
         results.get().set_kv(kv);
         Ok(())
     }
@@ -304,6 +311,7 @@ impl node::Server for NodeServer {
                     info: self.info.clone(),
                     watches: self.watches.clone(),
                     caller,
+                    calls: self.calls.clone(),
                 };
                 result.set_node(capnp_rpc::new_client(server));
             }
