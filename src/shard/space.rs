@@ -137,6 +137,11 @@ const RING_ADMIT_PERCENT: u64 = 75;
 /// How often a waiting write looks at the ring again.
 const RING_ADMIT_POLL: Duration = Duration::from_millis(2);
 
+/// Whether client writes must wait for the ring ([`admit`]) now.
+pub fn must_wait() -> bool {
+    super::local().is_some_and(|shard| shard.log.with(|log| log.used_percent()) >= RING_ADMIT_PERCENT)
+}
+
 /// Returns once this shard's ring is less than three quarters full: where
 /// client writes wait while snapshots and purges give space back (within
 /// the caller's request timeout).
