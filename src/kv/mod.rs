@@ -1,5 +1,6 @@
 //! The key-value layer: one group's MVCC store with etcd's semantics
-//! (`store`), its leases (`lease`), its watch hub (`watch`), the encodings
+//! (`store`), its leases (`lease`), the users and roles group 0 keeps
+//! (`auth`), its watch hub (`watch`), the encodings
 //! of its snapshots (`snapshot`) and of the commands that change it
 //! (`command`), store and hub wired together for a state machine (`group`), the
 //! request size limits (`limits`), and the function that maps keys to
@@ -11,6 +12,7 @@
 //! never know of Raft, the log's records, RPC or devices, and never read a
 //! clock, draw a random number, or let hash-map order reach its results.
 
+pub mod auth;
 mod codec;
 pub mod command;
 pub mod group;

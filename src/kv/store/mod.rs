@@ -39,6 +39,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
+use super::auth::{AuthChange, AuthState};
 use super::lease::LeaseTable;
 use super::revision::{
     hybrid_revision, revision_clock, Revision, GROUP_BITS, HYBRID_GROUPS_MAX, REVISION_INITIAL,
@@ -254,6 +255,9 @@ pub struct MvccStore {
     pub(crate) hybrid_group: Option<u32>,
     /// The stamp of the command being applied (see `set_stamp`).
     pub(crate) stamp: u64,
+    /// Users and roles: group 0's store holds the cluster's (see `auth`);
+    /// every other group's stays empty.
+    pub(crate) auth: AuthState,
     /// Whether writes return their events (see [`MvccStore::keep_events`]).
     /// Not state: no snapshot or hash sees it.
     keep_events: bool,
@@ -269,6 +273,7 @@ impl PartialEq for MvccStore {
             && self.leases == other.leases
             && self.hybrid_group == other.hybrid_group
             && self.stamp == other.stamp
+            && self.auth == other.auth
     }
 }
 
@@ -284,6 +289,7 @@ impl Default for MvccStore {
             leases: LeaseTable::default(),
             hybrid_group: None,
             stamp: 0,
+            auth: AuthState::default(),
             keep_events: true,
         }
     }
@@ -361,6 +367,16 @@ impl MvccStore {
     /// The revision of the last compaction; 0 if there was none.
     pub fn compact_revision(&self) -> i64 {
         self.compact_revision
+    }
+
+    /// Users, roles and whether they are checked (group 0's store).
+    pub fn auth(&self) -> &AuthState {
+        &self.auth
+    }
+
+    /// Applies one change to the users and roles; it makes no revision.
+    pub fn auth_apply(&mut self, change: &AuthChange) -> Result<u64, KvError> {
+        self.auth.apply(change).map_err(KvError::Auth)
     }
 
     pub fn leases(&self) -> &LeaseTable {
