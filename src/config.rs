@@ -343,6 +343,11 @@ pub struct StoreConfig {
     /// raises its NOSPACE alarm and refuses writes that add data.
     #[serde(deserialize_with = "deserialize_bytes")]
     pub quota_bytes: u64,
+    /// Bytes of client writes one group's proposal queue may hold while
+    /// its earlier proposals are in flight; past it writes wait for room
+    /// (within their request timeout), which holds their connection back.
+    #[serde(deserialize_with = "deserialize_bytes")]
+    pub proposal_queue_bytes_max: u64,
     /// When a group's snapshot does not fit its shard's snapshot area, its
     /// leader compacts its history down to this many revisions (0: never;
     /// the group then serves from its log until an operator compacts).
@@ -367,6 +372,7 @@ impl Default for StoreConfig {
             watch_group_pending_bytes_max: 16 * MIB,
             watch_connection_bytes_max: 8 * MIB,
             quota_bytes: 2048 * MIB,
+            proposal_queue_bytes_max: 32 * MIB,
             compact_under_pressure_keep_revisions: 10_000,
         }
     }
@@ -878,6 +884,7 @@ impl Config {
             1 << 30,
         )?;
         check_range("store.quota_bytes", self.store.quota_bytes, MIB, 1 << 40)?;
+        check_range("store.proposal_queue_bytes_max", self.store.proposal_queue_bytes_max, MIB, 1 << 34)?;
         check_range(
             "store.compact_under_pressure_keep_revisions",
             self.store.compact_under_pressure_keep_revisions,
@@ -1586,6 +1593,7 @@ mod tests {
             ("[store]\nwatch_pending_bytes_max = 10", "store.watch_pending_bytes_max = 10"),
             ("[store]\nwatch_connection_bytes_max = 0", "store.watch_connection_bytes_max = 0"),
             ("[store]\nquota_bytes = 1000", "store.quota_bytes = 1000"),
+            ("[store]\nproposal_queue_bytes_max = 1000", "store.proposal_queue_bytes_max = 1000"),
             ("[namespace]\nnamespace_bytes = \"1MiB\"", "to fit in namespace.namespace_bytes"),
             ("[node]\nname = \"\"", "node.name = \"\""),
             ("[store]\nrequest_bytes_max = 100", "store.request_bytes_max = 100"),

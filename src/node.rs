@@ -631,6 +631,7 @@ impl Node {
                 group_pending_bytes_max: config.store.watch_group_pending_bytes_max as usize,
             },
             quota_bytes: config.store.quota_bytes,
+            proposal_queue_bytes_max: config.store.proposal_queue_bytes_max as usize,
             snapshots: snapshot_policy(&config, &superblock)?,
             auth: Arc::new(crate::shard::auth::AuthCell::new(Duration::from_secs(
                 config.auth.token_ttl_seconds,

@@ -375,7 +375,7 @@ pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[G
     );
     family.sample(name, &format!("member=\"{member}\""), format!("{:.6}", process_cpu_seconds()));
 
-    let counters: [Reading<ShardMetrics, u64>; 10] = [
+    let counters: [Reading<ShardMetrics, u64>; 11] = [
         ("nvkv_log_writes_total", "Group-commit writes to the device.", |m| m.log.writes),
         ("nvkv_log_records_written_total", "Log records those writes carried.", |m| m.log.records_written),
         ("nvkv_device_written_bytes_total", "Bytes written to the namespace by the log.", |m| {
@@ -396,6 +396,11 @@ pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[G
         ("nvkv_raft_proposed_commands_total", "Client writes those entries carried.", |m| {
             m.proposed_commands
         }),
+        (
+            "nvkv_raft_proposals_held_back_total",
+            "Client writes that waited for room in their group's full proposal queue.",
+            |m| m.proposals_held_back,
+        ),
     ];
     for (name, help, value) in counters {
         let mut family = Family::new(&mut out, name, "counter", help);
@@ -519,6 +524,7 @@ mod tests {
             hops: vec![("leader append durable", histogram)],
             proposals: 2,
             proposed_commands: 5,
+            proposals_held_back: 1,
         };
         let text = render(4, &[(metrics, StatsSnapshot::default())], &[GroupReport::default()]);
         // The value of the sample whose line starts with `prefix`.

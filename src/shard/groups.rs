@@ -228,6 +228,9 @@ pub struct GroupLayout {
     /// The bytes a group's store may take (its snapshot's encoding) before
     /// it raises its NOSPACE alarm (`store.quota_bytes`).
     pub quota_bytes: u64,
+    /// The bytes of client writes one group's proposal queue may hold
+    /// (`store.proposal_queue_bytes_max`); past it writes wait for room.
+    pub proposal_queue_bytes_max: usize,
     /// When groups snapshot, purge and compact (see `super::snapshots`).
     pub snapshots: super::snapshots::SnapshotPolicy,
     /// The users and roles every shard of this member checks requests
@@ -289,7 +292,7 @@ pub async fn start_groups<T: PeerTransport>(
             Rc::new(ShardGroup {
                 raft,
                 machine,
-                proposer: super::propose::Proposer::new(),
+                proposer: super::propose::Proposer::new(layout.proposal_queue_bytes_max),
                 barrier: super::barrier::ReadBarrier::new(),
                 leases: RefCell::default(),
                 removal_logged: std::cell::Cell::new(false),

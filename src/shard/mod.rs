@@ -241,6 +241,8 @@ pub struct ShardMetrics {
     pub hops: Vec<(&'static str, crate::wal::StageHistogram)>,
     pub proposals: u64,
     pub proposed_commands: u64,
+    /// Writes that waited for room in a full proposal queue.
+    pub proposals_held_back: u64,
 }
 
 /// The metrics of this thread's shard.
@@ -264,6 +266,7 @@ pub fn local_metrics() -> Option<ShardMetrics> {
         hops,
         proposals: above.proposals,
         proposed_commands: above.proposed_commands,
+        proposals_held_back: above.proposals_held_back,
     })
 }
 

@@ -12,6 +12,12 @@
 //! out instead of proposed, and a batch is refused as timed out at the
 //! deadline of its oldest write. It must never retry a proposal: a write
 //! that timed out may still apply.
+//!
+//! The queue is bounded in bytes (`store.proposal_queue_bytes_max`): a
+//! write that would take it past its bound waits for the batches ahead of
+//! it to be taken (back-pressure on its connection, whose calls in flight
+//! are bounded too), within its request timeout; a write is always taken
+//! when the queue is empty, whatever its size.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -42,15 +48,63 @@ struct Waiting {
 }
 
 /// The proposal queue of one group.
-#[derive(Default)]
 pub struct Proposer {
     waiting: RefCell<VecDeque<Waiting>>,
     in_flight: Cell<usize>,
+    /// Bytes of the commands waiting.
+    waiting_bytes: Cell<usize>,
+    /// The most bytes of commands that may wait.
+    bytes_max: usize,
+    /// Woken whenever commands are taken or a held-back write goes in.
+    room: tokio::sync::Notify,
+    /// Held-back writes go in first come, first served: the ticket the
+    /// next one draws, the ticket whose turn it is, and the tickets of
+    /// writes that timed out before their turn (skipped when it comes).
+    next_ticket: Cell<u64>,
+    serving: Cell<u64>,
+    abandoned: RefCell<std::collections::BTreeSet<u64>>,
 }
 
 impl Proposer {
-    pub fn new() -> Proposer {
-        Proposer::default()
+    /// A queue that holds at most `bytes_max` bytes of waiting commands.
+    pub fn new(bytes_max: usize) -> Proposer {
+        Proposer {
+            waiting: RefCell::default(),
+            in_flight: Cell::new(0),
+            waiting_bytes: Cell::new(0),
+            bytes_max,
+            room: tokio::sync::Notify::new(),
+            next_ticket: Cell::new(0),
+            serving: Cell::new(0),
+            abandoned: RefCell::default(),
+        }
+    }
+
+    /// Whether `bytes` more must wait for room.
+    fn full_for(&self, bytes: usize) -> bool {
+        let waiting = self.waiting_bytes.get();
+        waiting > 0 && waiting + bytes > self.bytes_max
+    }
+
+    /// Queues `waiting`, counting its bytes.
+    fn push(&self, waiting: Waiting) {
+        self.waiting_bytes.set(self.waiting_bytes.get() + waiting.command.len());
+        self.waiting.borrow_mut().push_back(waiting);
+    }
+
+    /// Whether writes are held back (a new one queues behind them).
+    fn holding(&self) -> bool {
+        self.serving.get() != self.next_ticket.get()
+    }
+
+    /// Gives the turn to the next held-back write that still waits.
+    fn next_turn(&self) {
+        let mut serving = self.serving.get() + 1;
+        while self.abandoned.borrow_mut().remove(&serving) {
+            serving += 1;
+        }
+        self.serving.set(serving);
+        self.room.notify_waiters();
     }
 
     /// Takes the oldest waiting commands that fit in one entry of
@@ -70,6 +124,10 @@ impl Proposer {
             bytes = grown;
             batch.push(waiting.pop_front().expect("the front exists"));
         }
+        if !batch.is_empty() {
+            self.waiting_bytes.set(self.waiting_bytes.get() - bytes);
+            self.room.notify_waiters();
+        }
         batch
     }
 }
@@ -79,13 +137,45 @@ impl Proposer {
 pub async fn propose(entry: Rc<ShardGroup>, command: Vec<u8>) -> Result<Vec<u8>, RequestError> {
     let (answer, outcome) = oneshot::channel();
     let proposer = &entry.proposer;
-    proposer.waiting.borrow_mut().push_back(Waiting { command, since: Instant::now(), answer });
+    let since = Instant::now();
+    if proposer.holding() || proposer.full_for(command.len()) {
+        wait_for_room(&entry, command.len(), since).await?;
+    }
+    proposer.push(Waiting { command, since, answer });
     if proposer.in_flight.get() < PROPOSALS_IN_FLIGHT_MAX {
         proposer.in_flight.set(proposer.in_flight.get() + 1);
         tokio::task::spawn_local(drain(entry.clone()));
     }
     let group = entry.raft.group();
     outcome.await.map_err(|_| RequestError::Codec(format!("group {group} dropped a proposal unanswered")))?
+}
+
+/// Waits for this write's turn among the held-back ones and for `bytes`
+/// more to fit the group's queue, or refuses the write as timed out once
+/// it waited out its request timeout since `since`.
+async fn wait_for_room(entry: &ShardGroup, bytes: usize, since: Instant) -> Result<(), RequestError> {
+    let proposer = &entry.proposer;
+    let deadline = tokio::time::Instant::from_std(since + entry.raft.request_timeout());
+    stages::record(|stages| stages.proposals_held_back += 1);
+    let ticket = proposer.next_ticket.get();
+    proposer.next_ticket.set(ticket + 1);
+    loop {
+        // Made before the check: the shard runs one task at a time, so no
+        // taking can slip between the check and the wait.
+        let room = proposer.room.notified();
+        if proposer.serving.get() == ticket && !proposer.full_for(bytes) {
+            proposer.next_turn();
+            return Ok(());
+        }
+        if tokio::time::timeout_at(deadline, room).await.is_err() {
+            if proposer.serving.get() == ticket {
+                proposer.next_turn();
+            } else {
+                proposer.abandoned.borrow_mut().insert(ticket);
+            }
+            return Err(entry.raft.timeout_error().into());
+        }
+    }
 }
 
 /// Proposes what waits, batch after batch, until nothing does. It runs
@@ -174,7 +264,7 @@ mod tests {
     use super::*;
     use crate::kv::command::{decode_outcome, encode_command, Command, CommandResponse};
     use crate::kv::types::PutRequest;
-    use crate::shard::test_support::{in_shard, one_group};
+    use crate::shard::test_support::{in_shard, one_group, one_group_with};
 
     fn put(key: usize) -> Vec<u8> {
         encode_command(&Command::Put(PutRequest {
@@ -224,13 +314,9 @@ mod tests {
             let timeout = group.raft.request_timeout();
             let (late, late_answer) = oneshot::channel();
             let (fresh, fresh_answer) = oneshot::channel();
-            {
-                let mut waiting = group.proposer.waiting.borrow_mut();
-                let since =
-                    Instant::now().checked_sub(timeout * 2).expect("the clock is far past the timeout");
-                waiting.push_back(Waiting { command: put(1), since, answer: late });
-                waiting.push_back(Waiting { command: put(2), since: Instant::now(), answer: fresh });
-            }
+            let since = Instant::now().checked_sub(timeout * 2).expect("the clock is far past the timeout");
+            group.proposer.push(Waiting { command: put(1), since, answer: late });
+            group.proposer.push(Waiting { command: put(2), since: Instant::now(), answer: fresh });
             let keys = group.machine.borrow().state.store.keys_with_history();
             group.proposer.in_flight.set(1);
             drain(group.clone()).await;
@@ -251,19 +337,47 @@ mod tests {
 
     #[test]
     fn a_batch_stops_at_the_largest_entry() {
-        let proposer = Proposer::new();
+        let proposer = Proposer::new(usize::MAX);
         for _ in 0..10 {
             let (answer, _) = oneshot::channel();
-            proposer.waiting.borrow_mut().push_back(Waiting {
-                command: vec![0; 100],
-                since: Instant::now(),
-                answer,
-            });
+            proposer.push(Waiting { command: vec![0; 100], since: Instant::now(), answer });
         }
         let batch = proposer.take(batch_overhead_bytes(3) + 300);
         assert_eq!(batch.len(), 3);
         assert_eq!(proposer.take(10).len(), 1, "a command larger than an entry still goes, alone");
         assert_eq!(proposer.take(usize::MAX).len(), 6);
         assert!(proposer.take(usize::MAX).is_empty());
+    }
+
+    /// A queue bounded to two writes' bytes: the writes beyond wait for the
+    /// batches ahead to be taken instead of queueing, and every one of them
+    /// still applies, once, in order of arrival.
+    #[test]
+    fn a_full_queue_holds_writes_back_until_the_batches_ahead_are_taken() {
+        in_shard(async {
+            let bound = 2 * put(0).len();
+            let group = one_group_with(|layout| layout.proposal_queue_bytes_max = bound).await;
+            let before = stages::snapshot();
+            const WRITES: usize = 40;
+            let answers =
+                futures::future::join_all((0..WRITES).map(|key| propose(group.clone(), put(key)))).await;
+            let revisions: Vec<i64> = answers
+                .into_iter()
+                .map(|answer| match decode_outcome(&answer.expect("the write applies")).expect("decodes") {
+                    Ok(CommandResponse::Put(put)) => put.revision,
+                    other => panic!("a put answered {other:?}"),
+                })
+                .collect();
+            assert!(revisions.windows(2).all(|pair| pair[0] < pair[1]), "applied in order: {revisions:?}");
+            let after = stages::snapshot();
+            assert_eq!(after.proposed_commands - before.proposed_commands, WRITES as u64);
+            assert!(
+                after.proposals_held_back - before.proposals_held_back
+                    >= (WRITES - 2 - PROPOSALS_IN_FLIGHT_MAX) as u64,
+                "held back {} of {WRITES}",
+                after.proposals_held_back - before.proposals_held_back
+            );
+            assert!(group.proposer.waiting_bytes.get() == 0, "the queue is empty again");
+        });
     }
 }

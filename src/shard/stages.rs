@@ -96,6 +96,9 @@ pub struct ShardStages {
     /// carried: their ratio is how well proposals batch.
     pub proposals: u64,
     pub proposed_commands: u64,
+    /// Writes that found their group's proposal queue full and waited for
+    /// room (`store.proposal_queue_bytes_max`).
+    pub proposals_held_back: u64,
     /// The budget's hops in [`Hop::ALL`] order; proposal wait's slot stays
     /// empty (it is `proposal_wait`).
     hops: [StageHistogram; Hop::ALL.len()],

@@ -21,6 +21,11 @@ pub fn in_shard<F: Future>(future: F) -> F::Output {
 /// One shard with one group over a memory namespace, its log ticked as
 /// a reactor would.
 pub async fn one_group() -> Rc<ShardGroup> {
+    one_group_with(|_| {}).await
+}
+
+/// [`one_group`] with its layout changed by `change` first.
+pub async fn one_group_with(change: impl FnOnce(&mut GroupLayout)) -> Rc<ShardGroup> {
     let namespace: Arc<dyn Namespace> = Arc::new(MemoryNamespace::new(512, 1 << 15));
     let mut queue = namespace.open_queue_pair(&QueuePairConfig::default()).expect("queue pair");
     let (superblock, _) = superblock::open_or_format(
@@ -41,7 +46,7 @@ pub async fn one_group() -> Rc<ShardGroup> {
         }
     });
     let member = Member::new(1, "127.0.0.1:1");
-    let layout = GroupLayout {
+    let mut layout = GroupLayout {
         shards: 1,
         groups_per_shard: 1,
         partition_depth: 2,
@@ -56,6 +61,7 @@ pub async fn one_group() -> Rc<ShardGroup> {
         },
         watch: Default::default(),
         quota_bytes: crate::config::StoreConfig::default().quota_bytes,
+        proposal_queue_bytes_max: crate::config::StoreConfig::default().proposal_queue_bytes_max as usize,
         snapshots: super::snapshots::SnapshotPolicy {
             every_entries: 10_000,
             after_bytes: 1 << 40,
@@ -63,6 +69,7 @@ pub async fn one_group() -> Rc<ShardGroup> {
         },
         auth: Default::default(),
     };
+    change(&mut layout);
     let groups =
         start_groups(&layout, 0, log, Rc::new(super::groups::NoPeers)).await.expect("the group starts");
     let group = groups[&0].clone();
