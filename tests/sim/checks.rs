@@ -1,7 +1,8 @@
 //! The checks at the end of a run, once the cluster healed:
 //!
 //! - every member is back (a member that stopped for good, although its
-//!   peers hold good copies of what it lost, is a failure);
+//!   peers hold good copies of what it lost, is a failure, unless its
+//!   disk corrupts and the operator restored it: `World::restore_stopped`);
 //! - every group converges, and every member's store of it has the same
 //!   state hash;
 //! - the history of the checked keys, final reads included, is
@@ -323,8 +324,12 @@ fn watches_gap_free(history: &crate::workload::History, failures: &mut Vec<Strin
         for event in &log.events {
             if event.revision <= previous {
                 failures.push(format!(
-                    "the watcher of {prefix} got revision {} after {previous}: a duplicate or out of order",
-                    event.revision
+                    "the watcher of {prefix} got revision {} after {previous}: a duplicate or out of order; its \
+                     sessions (member, start revision, events before): {:?}; event {} of {}",
+                    event.revision,
+                    log.sessions,
+                    log.events.iter().position(|seen| std::ptr::eq(seen, event)).unwrap_or(0),
+                    log.events.len()
                 ));
                 break;
             }

@@ -570,9 +570,39 @@ impl World {
             }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+        self.restore_stopped();
         let wiped: Vec<NodeId> = self.wiped.borrow().iter().copied().collect();
         for id in wiped {
             self.rejoin(id).await;
+        }
+    }
+
+    /// A member on a corrupting disk that stopped for good (its log or a
+    /// snapshot damaged, as it should stop rather than serve from it) is
+    /// restored from its peers the way its message tells the operator:
+    /// its data cleared, then it rejoins as a wiped member does. Counted as
+    /// `operator_restore`: nvkv does not yet repair a damaged block from a
+    /// peer by itself. A member whose disk cannot corrupt and that stops
+    /// for good is left as it is, a failure of the checks.
+    fn restore_stopped(&self) {
+        let stopped: Vec<NodeId> = self
+            .running
+            .borrow()
+            .iter()
+            .filter(|(id, running)| {
+                self.scenario.corruptible.contains(id)
+                    && matches!(&*running.stopped.borrow(), Some(crate::member::Stopped::Unrecoverable(_)))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stopped {
+            self.counts.add("operator_restore");
+            self.trace
+                .note(format!("member {id} stopped for good: the operator clears its data to restore it"));
+            self.kill(id, false);
+            self.disks[&id].wipe();
+            self.wiped.borrow_mut().insert(id);
+            self.start_member(id, false);
         }
     }
 
