@@ -108,7 +108,7 @@ done
 
 echo "$script: [2/2] one nvkv serve on namespace 3: put, then get" >&2
 cargo build --features spdk >&2
-bin=target/debug/nvkv
+bin="${CARGO_TARGET_DIR:-target}/debug/nvkv"
 spdk_hugepages=false
 if [ "$hugepages" = 1 ]; then spdk_hugepages=true; fi
 cat > "$work/nvkv.toml" <<EOF
@@ -122,7 +122,7 @@ nsid = 3
 spdk_memory_bytes = "512MiB"
 spdk_hugepages = $spdk_hugepages
 EOF
-"$bin" serve --config "$work/nvkv.toml" --data-dir "$work/data" --listen 127.0.0.1:0 \
+"$bin" serve --config "$work/nvkv.toml" --data-dir "$work/data" --listen 127.0.0.1:0 --etcd-listen 127.0.0.1:0 \
   > "$work/serve.out" 2> "$work/serve.err" &
 serve_pid=$!
 # shellcheck source=bench/await-ready.sh

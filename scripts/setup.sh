@@ -16,7 +16,11 @@
 #                  machine with a newer qemu-utils from elsewhere, apt replaces it
 #                  with Debian 12's, which qemu-system-x86 7.2 needs)
 #   python3        the bench scripts' report code (bench/report/), whose tests
-#                  .ci/run runs, and the docs' link check (scripts/check-links.py)
+#                  .ci/run runs, the docs' checks (scripts/check-docs.py,
+#                  scripts/run-docs.py) and the Python client example
+#   python3-venv   the virtual environment pycapnp goes into (below)
+#   openssl        the TLS walk-through of docs/operations.md, which the docs
+#                  check runs
 #   etcd-server    /usr/bin/etcd, which tests/etcd.rs and bench/compare-etcd.sh
 #                  run beside nvkv (its Debian service, if systemd started it on
 #                  install, is disabled again: the tests pick their own ports)
@@ -27,12 +31,38 @@
 # (The bench/ scripts install fio and gnuplot themselves when they run;
 # bench/compare-etcd.sh through this script: packages given as arguments
 # are installed too, `scripts/setup.sh gnuplot-nox`.)
+# Then pycapnp, from PyPI (no Debian package has it): the Cap'n Proto library
+# of the Python client example (examples/python/nvkv_client.py), which the
+# docs check runs against a real node. It goes into a virtual environment of
+# its own, $NVKV_PYTHON_ENV (default ~/.cache/nvkv/python), so neither the
+# system's Python nor pip's user site changes; scripts/run-docs.py runs the
+# example with that environment's python3.
 # Idempotent and non-interactive: does nothing (and prints nothing) when
 # every package is already installed. Runs as root, or through sudo.
 set -euo pipefail
 
 packages=(libhwloc-dev libudev-dev capnproto pkg-config iproute2 systemd protobuf-compiler libprotobuf-dev
-          qemu-system-x86 busybox-static cpio python3 etcd-server etcd-client strace "$@")
+          qemu-system-x86 busybox-static cpio python3 python3-venv openssl etcd-server etcd-client strace "$@")
+python_env="${NVKV_PYTHON_ENV:-${XDG_CACHE_HOME:-$HOME/.cache}/nvkv/python}"
+pycapnp_version=2.2.4
+
+install_pycapnp() {
+    if "$python_env/bin/python3" -c "import capnp, sys; sys.exit(capnp.version.version != '$pycapnp_version')" \
+        2>/dev/null; then
+        return 0
+    fi
+    echo "setup.sh: installing pycapnp $pycapnp_version into $python_env" >&2
+    local log
+    log=$(mktemp)
+    if ! { python3 -m venv "$python_env" && "$python_env/bin/python3" -m pip install --quiet \
+            "pycapnp==$pycapnp_version"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        echo "setup.sh: installing pycapnp into $python_env failed (output above)" >&2
+        exit 1
+    fi
+    rm -f "$log"
+}
 
 missing=()
 for package in "${packages[@]}"; do
@@ -41,6 +71,7 @@ for package in "${packages[@]}"; do
     fi
 done
 if [ "${#missing[@]}" -eq 0 ]; then
+    install_pycapnp
     exit 0
 fi
 
@@ -74,3 +105,4 @@ fi
 if [[ " ${missing[*]} " == *" etcd-server "* ]] && [ -d /run/systemd/system ]; then
     "${as_root[@]}" systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
+install_pycapnp

@@ -636,7 +636,46 @@ impl Config {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
-        Config::parse(&text, &origin)
+        let mut config = Config::parse(&text, &origin)?;
+        let directory = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let directory = std::path::absolute(directory)
+            .map_err(|source| ConfigError::Read { path: origin.clone(), source })?;
+        config.resolve_paths(&directory);
+        Ok(config)
+    }
+
+    /// Makes every relative path of the config relative to `directory`
+    /// (the config file's): a config means the same files wherever nvkv is
+    /// started from. Absolute paths stay as they are.
+    pub fn resolve_paths(&mut self, directory: &Path) {
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() && !path.as_os_str().is_empty() {
+                let relative: PathBuf = path
+                    .components()
+                    .filter(|component| *component != std::path::Component::CurDir)
+                    .collect();
+                *path = directory.join(relative);
+            }
+        };
+        resolve(&mut self.node.data_dir);
+        resolve(&mut self.namespace.path);
+        let tls = &mut self.tls;
+        for path in [
+            &mut tls.client_cert_file,
+            &mut tls.client_key_file,
+            &mut tls.client_ca_file,
+            &mut tls.peer_cert_file,
+            &mut tls.peer_key_file,
+            &mut tls.peer_ca_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            resolve(path);
+        }
     }
 
     /// Parses and checks config text; `origin` names it in errors.
@@ -1265,7 +1304,10 @@ mod tests {
     fn the_shipped_example_is_exactly_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/nvkv.toml");
         let config = Config::load(Some(&path)).expect("config/nvkv.toml parses");
-        assert_eq!(config, Config::default(), "config/nvkv.toml must show the defaults exactly");
+        // The defaults, with data_dir relative to the file's directory.
+        let mut defaults = Config::default();
+        defaults.resolve_paths(path.parent().expect("config/"));
+        assert_eq!(config, defaults, "config/nvkv.toml must show the defaults exactly");
     }
 
     #[test]
@@ -1435,7 +1477,10 @@ mod tests {
                 Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/cluster3/node{member}.toml"));
             let config = Config::load(Some(&path)).expect("config/cluster3 parses");
             assert_eq!(config.node.member_id, member);
-            assert_eq!(config.node.data_dir, PathBuf::from(format!("./nvkv-data/node{member}")));
+            assert_eq!(
+                config.node.data_dir,
+                path.parent().expect("cluster3/").join(format!("nvkv-data/node{member}"))
+            );
             assert_eq!(config.cluster.name, "cluster3");
             assert_eq!(config.cluster.members.iter().map(|listed| listed.id).collect::<Vec<_>>(), [1, 2, 3]);
             assert!(config.cluster.has_peers());
@@ -1518,6 +1563,26 @@ mod tests {
             );
             assert!(message.contains("in test.toml"), "{message}");
         }
+    }
+
+    #[test]
+    fn relative_paths_are_the_config_files_directory() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("node1.toml");
+        std::fs::write(
+            &path,
+            "[node]\ndata_dir = \"./nvkv-data/node1\"\n[namespace]\npath = \"/dev/nvme0n1\"\n\
+             [tls]\nclient_cert_file = \"tls/node.pem\"\nclient_key_file = \"tls/node-key.pem\"\n",
+        )
+        .expect("write the config");
+        let config = Config::load(Some(&path)).expect("loads");
+        assert_eq!(config.node.data_dir, directory.path().join("nvkv-data/node1"));
+        assert_eq!(config.namespace.path, PathBuf::from("/dev/nvme0n1"), "absolute paths stay");
+        assert_eq!(config.tls.client_cert_file, Some(directory.path().join("tls/node.pem")));
+        assert_eq!(config.tls.client_key_file, Some(directory.path().join("tls/node-key.pem")));
+        assert_eq!(config.tls.client_ca_file, None);
+        // Without a config file, the defaults stay relative to where nvkv runs.
+        assert_eq!(Config::load(None).expect("defaults").node.data_dir, PathBuf::from("./nvkv-data"));
     }
 
     #[test]

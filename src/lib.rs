@@ -31,6 +31,8 @@ pub mod lincheck;
 #[forbid(unsafe_code)]
 pub mod little_endian;
 #[forbid(unsafe_code)]
+pub mod logging;
+#[forbid(unsafe_code)]
 pub mod node;
 pub mod nvme;
 #[forbid(unsafe_code)]

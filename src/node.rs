@@ -208,7 +208,7 @@ type EtcdServing = ();
 fn with_acceptor(driver: DriverFactory, listeners: ShardListeners, info: Arc<NodeInfo>) -> DriverFactory {
     Box::new(move |context: &ReactorContext| {
         let driver = driver(context)?;
-        let member = info.member_id;
+        let (member, groups) = (info.member_id, info.groups);
         if let Some(main) = listeners.main {
             crate::rpc::server::spawn_acceptor(context, main, info.clone(), true)?;
         }
@@ -217,7 +217,7 @@ fn with_acceptor(driver: DriverFactory, listeners: ShardListeners, info: Arc<Nod
             crate::rpc::peer::spawn_peer_acceptor(context, peer, identity)?;
         }
         if let Some(metrics) = listeners.metrics {
-            crate::rpc::metrics::spawn_metrics_acceptor(context, metrics, member)?;
+            crate::rpc::metrics::spawn_metrics_acceptor(context, metrics, member, groups)?;
         }
         #[cfg(feature = "etcd")]
         if let Some((etcd, info)) = listeners.etcd {
@@ -720,6 +720,9 @@ pub fn serve(config: Config) -> Result<(), NodeError> {
         let node = Node::start(config)?;
         let ready = node.ready_line();
         tracing::info!("{ready}");
+        for line in serving_notes(node.config()) {
+            tracing::info!("{line}");
+        }
         println!("{ready}");
         let _ = std::io::stdout().flush();
         // Every listener is bound and every shard serves by now.
@@ -740,6 +743,40 @@ pub fn serve(config: Config) -> Result<(), NodeError> {
         tracing::info!("nvkv stopped");
         Ok(())
     })
+}
+
+/// What the ready line leaves out of how the node serves: TLS on each
+/// port, and where metrics and health checks answer.
+fn serving_notes(config: &Config) -> Vec<String> {
+    let tls = &config.tls;
+    let shown =
+        |path: &Option<PathBuf>| path.as_ref().map_or(String::new(), |path| path.display().to_string());
+    let mut notes = vec![match (tls.client_tls(), &tls.client_ca_file) {
+        (true, Some(_)) => format!(
+            "client ports: TLS, mutual: a client needs a certificate signed by {}",
+            shown(&tls.client_ca_file)
+        ),
+        (true, None) => format!("client ports: TLS with {}", shown(&tls.client_cert_file)),
+        (false, _) => "client ports: plaintext (no tls.client_cert_file)".to_string(),
+    }];
+    if config.cluster.has_peers() {
+        notes.push(if tls.peer_tls() {
+            format!(
+                "peer ports from {}: TLS, each member verified against {}",
+                config.node.peer_address,
+                shown(&tls.peer_ca_file)
+            )
+        } else {
+            format!("peer ports from {}: plaintext (no tls.peer_cert_file)", config.node.peer_address)
+        });
+    }
+    notes.push(match config.metrics.address {
+        Some(address) => {
+            format!("metrics and health checks on http://{address}: /metrics, /livez, /readyz, /health")
+        }
+        None => "no metrics or health checks (metrics.address is unset)".to_string(),
+    });
+    notes
 }
 
 /// Sends `WATCHDOG=1` three times per interval systemd asked for, as long

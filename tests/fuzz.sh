@@ -53,8 +53,9 @@ for target in "${targets[@]}"; do
         -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 >"$log" 2>&1; then
         echo "fuzz.sh: $target: $(grep -E '^Done [0-9]+ runs' "$log" | tail -1), no crash"
     else
-        echo "fuzz.sh: $target CRASHED; its output:" >&2
-        grep -v '^#' "$log" | tail -40 >&2
+        echo "fuzz.sh: $target CRASHED; why (the panic or libFuzzer's verdict), then the end of its output:" >&2
+        grep -E -A2 'panicked at|^==[0-9]+== ERROR|deadly signal|out-of-memory|timeout after' "$log" | head -20 >&2 || true
+        grep -v '^#' "$log" | grep -v -E '^ +([0-9]+: | *at )' | tail -30 >&2
         failed+=("$target")
     fi
 done

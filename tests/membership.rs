@@ -238,7 +238,13 @@ fn a_fourth_member_joins_is_promoted_and_an_old_one_leaves_under_load() {
     for id in [1, 4] {
         let index = id as usize - 1;
         daemons[index].signal(libc::SIGKILL);
-        let _ = daemons[index].wait_exit();
+        let (_, stderr) = daemons[index].wait_exit();
+        if id == 4 {
+            let waiting =
+                "join mode (cluster.join = true): waiting to be added to the cluster; on a member of it, \
+                           run `nvkv member add 4 --name node4";
+            assert!(stderr.contains(waiting), "the joining member said how to add it: {stderr}");
+        }
         daemons[index] = Daemon::start(&members[index].config);
         daemons[index].wait_ready();
     }
@@ -250,6 +256,24 @@ fn a_fourth_member_joins_is_promoted_and_an_old_one_leaves_under_load() {
     eventually("member 4 serving after its restart", || client(port(4), &["get", "/before/k3"]));
     let refused = client(port(1), &["get", "/before/k1"]).expect_err("member 1 stays removed");
     assert!(refused.contains("was removed"), "{refused}");
+
+    eprintln!("phase: member 4's config still lists member 1, which it said at its restart");
+    let mut restarted = daemons.remove(3);
+    restarted.signal(libc::SIGTERM);
+    let (_, stderr) = restarted.wait_exit();
+    let listed = |ids: &[u64]| {
+        ids.iter()
+            .map(|id| format!("{id} (127.0.0.1:{})", members[*id as usize - 1].peer_port))
+            .collect::<Vec<_>>()
+    };
+    let drift = format!(
+        "WARN nvkv::shard::membership: the config's cluster.members lists {}, but the cluster's members are {} \
+         (group 0, membership at log index",
+        listed(&[1, 2, 3, 4]).join(", "),
+        listed(&[2, 3, 4]).join(", ")
+    );
+    assert!(stderr.contains(&drift), "the restarted member warned of its stale config: {stderr}");
+    assert!(!stderr.contains(" ERROR "), "{stderr}");
     drop(daemons);
 }
 

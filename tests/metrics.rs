@@ -1,27 +1,16 @@
 //! The Prometheus endpoint on a real node: its text parses as Prometheus
-//! exposition (with the prometheus-parse crate, not our own code), and the
-//! stage histograms and log counters move when puts are made.
+//! exposition (with the prometheus-parse crate, not our own code), the
+//! stage histograms and log counters move when puts are made, and the
+//! probes beside it answer. (A member whose groups lost their leaders
+//! failing `/readyz` is in tests/dead_member.rs.)
 
 mod common;
-
-use std::io::{Read, Write};
-use std::net::TcpStream;
 
 use common::*;
 use prometheus_parse::{Sample, Scrape, Value};
 
-/// `GET path` on the endpoint: (status line, body).
-fn get(port: u16, path: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the metrics endpoint");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read the answer");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
-    (head.lines().next().expect("a status line").to_string(), body.to_string())
-}
-
 fn scrape(port: u16) -> Scrape {
-    let (status, body) = get(port, "/metrics");
+    let (status, body) = http_get(port, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
     Scrape::parse(body.lines().map(|line| Ok(line.to_string()))).expect("Prometheus text")
 }
@@ -111,9 +100,18 @@ fn the_endpoint_parses_as_prometheus_text_and_its_histograms_move_with_puts() {
     let human = client(port, &["status"]).expect("status");
     assert!(human.contains("leader changes") && human.contains("device errors"), "{human}");
 
-    let (status, body) = get(metrics_port, "/");
+    // The probes beside the metrics: a node alone leads every group.
+    let (status, body) = http_get(metrics_port, "/livez");
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "ok: 1 shards answer\n"));
+    let (status, body) = http_get(metrics_port, "/readyz");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert!(body.starts_with("ok: 1 shards serve, every group of "), "{body}");
+    let (status, body) = http_get(metrics_port, "/health");
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", r#"{"health":"true","reason":""}"#));
+
+    let (status, body) = http_get(metrics_port, "/");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
-    assert_eq!(body, "/ is not served here; GET /metrics is\n");
+    assert_eq!(body, "/ is not served here; GET /metrics, /livez, /readyz and /health are served here\n");
     daemon.signal(libc::SIGTERM);
     daemon.wait_exit();
 }

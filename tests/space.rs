@@ -88,6 +88,22 @@ fn large_values_never_wedge_the_log_ring() {
     assert_eq!(exit.code(), Some(0), "{stderr}");
 }
 
+/// Runs Debian's etcdctl (scripts/setup.sh installs it) against `endpoint`:
+/// its stdout, or its stderr when it fails.
+fn etcdctl(endpoint: &str, args: &[&str]) -> Result<String, String> {
+    let output = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args)
+        .output()
+        .expect("etcdctl runs (scripts/setup.sh installs Debian's etcd-client)");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
 /// The group's report in `nvkv status -w json`.
 fn group_status(port: u16, group: u64) -> serde_json::Value {
     let status = status_json(port);
@@ -113,7 +129,9 @@ fn a_store_filled_to_its_limit_refuses_puts_until_deletes_and_compaction_make_ro
         "[reactor]\nshards = 1\n[log]\ngroups_per_shard = 1\n[store]\ncompact_under_pressure_keep_revisions = 0",
     );
     let mut daemon = Daemon::start(&setup.config);
-    let port = ready_port(&daemon.wait_ready());
+    let ready = daemon.wait_ready();
+    let port = ready_port(&ready);
+    let etcd = ready_etcd_endpoint(&ready);
     let value = "v".repeat(100 << 10);
 
     eprintln!("filling the store until it refuses");
@@ -131,6 +149,11 @@ fn a_store_filled_to_its_limit_refuses_puts_until_deletes_and_compaction_make_ro
     assert_eq!(group_status(port, 0)["no_space"].as_bool(), Some(true));
     let again = client(port, &["put", "/fill/more", "small"]).expect_err("puts stay refused");
     assert!(again.contains("NoSpace"), "{again}");
+    eprintln!("etcd's clients see etcd's alarm and error");
+    let alarms = etcdctl(&etcd, &["alarm", "list"]).expect("alarm list");
+    assert!(alarms.contains("alarm:NOSPACE"), "{alarms}");
+    let refused = etcdctl(&etcd, &["put", "/fill/more", "small"]).expect_err("etcdctl put refused");
+    assert!(refused.contains("database space exceeded"), "{refused}");
 
     eprintln!("deletes and compaction still work, and clear the alarm");
     assert_eq!(client(port, &["del", "/fill/", "--prefix"]).expect("delete"), format!("{stored}\n"));
@@ -142,6 +165,7 @@ fn a_store_filled_to_its_limit_refuses_puts_until_deletes_and_compaction_make_ro
         std::thread::sleep(Duration::from_millis(100));
     }
     client(port, &["put", "/fill/again", &value]).expect("puts work again, without a restart");
+    assert_eq!(etcdctl(&etcd, &["alarm", "list"]).expect("alarm list"), "", "no alarm is left");
     assert_eq!(client(port, &["get", "/fill/", "--prefix", "--keys-only"]).expect("get"), "/fill/again\n");
 
     daemon.signal(libc::SIGTERM);

@@ -108,3 +108,145 @@ fn ready_only_once_serving_then_watchdog_then_stopping() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("systemd watchdog: every 300ms"), "{stderr}");
 }
+
+/// The install guide of docs/operations.md ("systemd"), its shell block.
+fn install_guide() -> Vec<String> {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .expect("docs/operations.md");
+    let section = docs.split("\n## systemd\n").nth(1).expect("a systemd section");
+    let block = section.split("```sh\n").nth(1).and_then(|rest| rest.split("\n```").next());
+    let block = block.expect("a sh block in the systemd section");
+    block.lines().map(str::to_string).collect()
+}
+
+/// The install guide, run as written in a scratch root: its own mount and
+/// network namespaces, where /etc is a copy (useradd's user is gone with
+/// it), /usr/local/bin and /var/lib are empty, and the documented ports are
+/// free. Two lines are not run as written: `cargo build --release` (the
+/// checkout holds this build's binary as target/release/nvkv) and
+/// `systemctl` (no systemd runs here: the test does what the unit says,
+/// StateDirectory, WorkingDirectory, UMask, User and Group, and execs its
+/// ExecStart). The service user must read its config and the node must
+/// serve.
+#[test]
+fn the_install_guide_leaves_a_service_that_starts() {
+    assert_eq!(
+        // SAFETY: geteuid takes nothing and cannot fail.
+        unsafe { libc::geteuid() },
+        0,
+        "this test runs the install guide as root (useradd, install -o, mount and network namespaces): run it \
+         as root, as CI does"
+    );
+    let guide = install_guide();
+    assert!(guide.iter().any(|line| line.starts_with("useradd ")), "{guide:?}");
+    assert!(
+        guide.iter().any(|line| line.starts_with("install -d -m 0750 -o root -g nvkv /etc/nvkv")),
+        "{guide:?}"
+    );
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let checkout = scratch.path().join("checkout");
+    for directory in ["target/release", "config", "systemd"] {
+        std::fs::create_dir_all(checkout.join(directory)).expect("mkdir");
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    std::fs::copy(env!("CARGO_BIN_EXE_nvkv"), checkout.join("target/release/nvkv")).expect("copy nvkv");
+    for file in ["config/nvkv.toml", "systemd/nvkv.service"] {
+        std::fs::copy(format!("{root}/{file}"), checkout.join(file)).expect("copy");
+    }
+    let unit = std::fs::read_to_string(format!("{root}/systemd/nvkv.service")).expect("the unit");
+    let setting = |key: &str| {
+        unit.lines()
+            .find_map(|line| line.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("the unit sets {key}="))
+            .to_string()
+    };
+    let steps: Vec<&String> = guide
+        .iter()
+        .filter(|line| !line.starts_with("cargo build") && !line.starts_with("systemctl"))
+        .collect();
+    let script = format!(
+        "set -euo pipefail\n\
+         scratch={scratch}\n\
+         cp -a /etc \"$scratch/etc\" && mount --bind \"$scratch/etc\" /etc\n\
+         mount -t tmpfs tmpfs /usr/local/bin\n\
+         mkdir \"$scratch/var-lib\" && mount --bind \"$scratch/var-lib\" /var/lib\n\
+         ip link set lo up\n\
+         cd \"$scratch/checkout\"\n\
+         {steps}\n\
+         # What systemd does for the unit: its state directory, then ExecStart as its user.\n\
+         install -d -m {mode} -o {user} -g {group} /var/lib/{state}\n\
+         cd {directory}\n\
+         umask {umask}\n\
+         exec setpriv --reuid={user} --regid={group} --init-groups -- {exec}\n",
+        scratch = scratch.path().display(),
+        steps = steps.iter().map(|line| line.as_str()).collect::<Vec<_>>().join("\n"),
+        mode = setting("StateDirectoryMode"),
+        user = setting("User"),
+        group = setting("Group"),
+        state = setting("StateDirectory"),
+        directory = setting("WorkingDirectory"),
+        umask = setting("UMask"),
+        exec = setting("ExecStart"),
+    );
+    let mut command = Command::new("unshare");
+    command.args(["--mount", "--net", "--propagation", "private", "bash", "-c", &script]);
+    let mut daemon = Daemon::spawn(command);
+    let ready = daemon.wait_ready();
+    assert!(ready.contains("namespace /var/lib/nvkv/namespace"), "{ready}");
+    let in_namespace = |args: &[&str]| {
+        let output = Command::new("nsenter")
+            .args(["--target", &daemon.pid().to_string(), "--net", "--mount"])
+            .args(args)
+            .output()
+            .expect("nsenter runs");
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert_eq!(in_namespace(&["/usr/local/bin/nvkv", "put", "/systemd/guide", "followed"]), "OK\n");
+    let owner = in_namespace(&[
+        "stat",
+        "-c",
+        "%U:%G %a",
+        "/etc/nvkv",
+        "/etc/nvkv/nvkv.toml",
+        "/var/lib/nvkv/namespace",
+    ]);
+    assert_eq!(owner, "root:nvkv 750\nroot:nvkv 640\nnvkv:nvkv 600\n", "owners and modes");
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.wait_exit();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
+
+/// `systemd-analyze security` rates the unit at most 3.0, and the unit
+/// says, for each item the rating still counts, why it stays.
+#[test]
+fn the_unit_is_hardened_and_says_why_for_the_rest() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/nvkv.service");
+    let output = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager", path])
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("cannot run systemd-analyze ({error}): install systemd (scripts/setup.sh does)")
+        });
+    let report = String::from_utf8_lossy(&output.stdout);
+    let overall = report
+        .lines()
+        .find_map(|line| line.split("Overall exposure level for nvkv.service: ").nth(1))
+        .unwrap_or_else(|| {
+            panic!("no overall exposure in:\n{report}{}", String::from_utf8_lossy(&output.stderr))
+        });
+    let exposure: f64 =
+        overall.split_whitespace().next().and_then(|number| number.parse().ok()).expect("a number");
+    assert!(exposure <= 3.0, "exposure {exposure} > 3.0:\n{report}");
+    let unit = std::fs::read_to_string(path).expect("the unit");
+    let reasons: String = unit.lines().filter(|line| line.starts_with("# - ")).collect::<Vec<_>>().join("\n");
+    for line in report.lines().filter(|line| line.starts_with('✗')) {
+        let setting = line.trim_start_matches('✗').split_whitespace().next().expect("a setting");
+        // `RestrictAddressFamilies=~AF_UNIX` is explained as `~AF_UNIX`.
+        let (key, detail) = setting.split_once('=').expect("KEY=...");
+        let named = reasons.contains(setting)
+            || (!detail.is_empty() && reasons.contains(detail) && reasons.contains(key))
+            || reasons.contains(&format!("{key}="));
+        assert!(named, "the unit gives no reason for {setting}:\n{reasons}");
+    }
+}

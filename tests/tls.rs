@@ -305,7 +305,7 @@ fn plaintext_on_a_non_loopback_address_needs_insecure_and_warns() {
     );
     let stderr = refused(&setup.config);
     assert!(
-        stderr.contains("tls.client_cert_file = \"/nonexistent/server.pem\": cannot read it"),
+        stderr.contains("tls.client_cert_file = \"/nonexistent/server.pem\": there is no such file"),
         "{stderr}"
     );
 }

@@ -19,7 +19,8 @@ pub fn start_node(target: &str, node: &str, extra: &str) -> nvkv::node::Node {
         "[node]\ndata_dir = {data_dir:?}\n{node}\n\
          [reactor]\nshards = 1\n\
          [namespace]\nnamespace_bytes = \"64MiB\"\nqueue_depth = 32\nregistered_buffer_bytes = \"1MiB\"\n\
-         [log]\ndurability = \"none\"\ngroups_per_shard = 2\n{extra}"
+         [log]\ndurability = \"none\"\ngroups_per_shard = 2\n\
+         [etcd]\naddress = \"\"\n{extra}"
     );
     let config = nvkv::config::Config::parse(&text, "the fuzz target's config").expect("the config parses");
     nvkv::node::Node::start(config).expect("the node starts")

@@ -86,6 +86,11 @@ pub struct Part {
 pub enum BackupError {
     #[error("cannot {what} {path}: {source}")]
     Io { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot write {path}: its directory {directory} does not exist; create it (mkdir -p {directory}) or \
+         name a file in an existing directory"
+    )]
+    NoDirectory { path: PathBuf, directory: PathBuf },
     #[error("{path} already exists; choose another file name, or pass --force to replace it")]
     Exists { path: PathBuf },
     #[error("{path} is not an nvkv backup: it starts with {found:?}, not {BACKUP_MAGIC:?}")]
@@ -157,6 +162,16 @@ impl BackupWriter {
     pub fn create(path: &Path, header: BackupHeader, force: bool) -> Result<BackupWriter, BackupError> {
         if !force && path.exists() {
             return Err(BackupError::Exists { path: path.to_path_buf() });
+        }
+        let directory = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        if !directory.is_dir() {
+            return Err(BackupError::NoDirectory {
+                path: path.to_path_buf(),
+                directory: directory.to_path_buf(),
+            });
         }
         let temporary = temporary_path(path);
         let file = std::fs::File::create(&temporary).map_err(io_error("create", &temporary))?;

@@ -133,3 +133,15 @@ fn a_newer_format_is_refused_by_name() {
     let error = verify(&path, |_| {}).unwrap_err().to_string();
     assert!(error.contains("format version 2") && error.contains("(version 1)"), "{error}");
 }
+
+#[test]
+fn a_missing_directory_is_named() {
+    let directory = tempfile::tempdir().unwrap();
+    let missing = directory.path().join("backups");
+    let path = missing.join("nvkv.backup");
+    let error = BackupWriter::create(&path, header(), false).err().expect("no directory to write into");
+    let message = error.to_string();
+    assert!(matches!(error, BackupError::NoDirectory { .. }), "{message}");
+    assert!(message.contains(&format!("its directory {} does not exist", missing.display())), "{message}");
+    assert!(!message.contains("nvkv.backup.tmp"), "{message}");
+}

@@ -68,6 +68,8 @@ pub enum Command {
         /// line names; "" serves no etcd API).
         #[arg(long, value_name = "ADDR", value_parser = parse_etcd_listen)]
         etcd_listen: Option<EtcdListen>,
+        #[command(flatten)]
+        client_flags: NotForServe,
     },
     /// Shows each endpoint's status: member, namespace, durability, every
     /// shard's core and log (records, bytes used of the ring), where the
@@ -144,12 +146,27 @@ pub enum Command {
     /// Every key must be in one group (see store.partition_depth). Prints
     /// SUCCESS or FAILURE, then each operation's result like put/get/del.
     Txn,
-    /// Forgets the history of one group below REVISION (revisions are per
-    /// group: `nvkv get KEY -w json` names a key's group and revision).
+    /// Forgets the history of one group below REVISION. Revisions are per
+    /// group: name it with --group, or with --group-of and a key of it
+    /// (`nvkv get KEY -w json` shows a key's group and revision).
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["group", "group_of"])))]
     Compact {
-        revision: i64,
+        /// The revision to compact at; without it, the group's current
+        /// revision (each key keeps its latest value only).
+        revision: Option<i64>,
+        /// The group to compact.
         #[arg(long)]
-        group: u32,
+        group: Option<u32>,
+        /// Compact the group this key is in.
+        #[arg(long, value_name = "KEY")]
+        group_of: Option<String>,
+    },
+    /// The endpoints' status and health, like etcdctl endpoint: every
+    /// endpoint of --endpoints is asked, and one that does not answer is
+    /// marked in the output (see `nvkv endpoint --help`).
+    Endpoint {
+        #[command(subcommand)]
+        command: EndpointCommand,
     },
     /// The members of the cluster: list, add, promote, remove (see
     /// `nvkv member --help`).
@@ -187,6 +204,53 @@ pub enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+}
+
+/// The client commands' flags, taken out of `serve` (its help does not
+/// list them, and given they are refused by name): they would mean nothing
+/// to the daemon. Same ids and types as the global flags, so clap does not
+/// add those (and hands these the globals' defaults).
+#[derive(Debug, clap::Args)]
+pub struct NotForServe {
+    #[arg(long, hide = true, value_parser = refuse_for_serve::<String>("--endpoints"))]
+    endpoints: Vec<String>,
+    #[arg(long, hide = true, value_parser = refuse_for_serve::<PathBuf>("--cacert"))]
+    cacert: Option<PathBuf>,
+    #[arg(long = "cert", id = "client_cert", hide = true, value_parser = refuse_for_serve::<PathBuf>("--cert"))]
+    client_cert: Option<PathBuf>,
+    #[arg(long = "key", id = "client_key", hide = true, value_parser = refuse_for_serve::<PathBuf>("--key"))]
+    client_key: Option<PathBuf>,
+    #[arg(
+        short = 'w',
+        long = "write-out",
+        id = "write_out",
+        hide = true,
+        value_parser = refuse_for_serve::<OutputFormat>("-w")
+    )]
+    write_out: Option<OutputFormat>,
+}
+
+fn refuse_for_serve<T>(flag: &'static str) -> impl Fn(&str) -> Result<T, String> + Clone {
+    move |_| {
+        Err(format!(
+            "{flag} is a flag of the client commands; `nvkv serve` takes --config, --data-dir and --listen \
+             (clients, peers and TLS are set in the config file)"
+        ))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// One line per endpoint: its member id and name, version, groups, how
+    /// many groups it leads and how many have no leader it knows, its keys;
+    /// an endpoint that did not answer gets its error in the ERRORS column.
+    /// Exits 1 when one did not answer, after printing every one.
+    Status,
+    /// Whether each endpoint serves: it answers, and a linearizable read of
+    /// every group through it succeeds (so every group has a leader and a
+    /// quorum). Prints "ENDPOINT is healthy: ..." or "ENDPOINT is
+    /// unhealthy: REASON" for each; exits 1 when one is unhealthy.
+    Health,
 }
 
 #[derive(Debug, Subcommand)]
@@ -610,4 +674,17 @@ pub struct EtcdListen(pub Option<std::net::SocketAddr>);
 
 fn parse_etcd_listen(text: &str) -> Result<EtcdListen, String> {
     nvkv::config::EtcdConfig::parse_address(text).map(EtcdListen)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own checks of the whole command line (flags that clash,
+    /// groups that name no flag), which it otherwise makes only when the
+    /// command that breaks them is run.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -5,27 +5,24 @@ use nvkv::rpc::client::{ClientTls, Connection};
 use nvkv::rpc::cluster::MemberInfo;
 
 use super::args::MemberCommand;
-use super::connect::{first_answer, run_client, Retry};
+use super::connect::{answers_json, every_answer, every_status, first_answer, run_client, summary, Retry};
 use super::output::{print_json, print_table};
 
-/// `nvkv status`: every endpoint's report, in the order given.
+/// `nvkv status`: every endpoint's report, in the order given; one that
+/// did not answer is said in its place, and makes the exit code 1.
 pub fn status(endpoints: &[String], tls: &ClientTls, json: bool) -> Result<(), String> {
-    let statuses = run_client(async {
-        let mut statuses = Vec::new();
-        for endpoint in endpoints {
-            let connection = Connection::open_with(endpoint, tls).await?;
-            statuses.push(connection.status().await?);
-        }
-        Ok::<_, nvkv::rpc::client::ClientError>(statuses)
-    })?
-    .map_err(|error| error.to_string())?;
+    let answers = every_status(endpoints, tls)?;
     if json {
-        return print_json(&statuses);
+        print_json(&answers_json(&answers, |_, status| serde_json::to_value(status).unwrap_or_default()))?;
+    } else {
+        for (endpoint, answer) in &answers {
+            match answer {
+                Ok(status) => print!("{}", status.human()),
+                Err(error) => println!("endpoint {endpoint} did not answer: {error}"),
+            }
+        }
     }
-    for status in statuses {
-        print!("{}", status.human());
-    }
-    Ok(())
+    summary(&answers, "did not answer")
 }
 
 /// `nvkv member add | promote | remove`: sent to the first endpoint that
@@ -71,43 +68,73 @@ pub fn member_change(
     Ok(())
 }
 
-/// `nvkv member list`: a table like etcdctl's, or JSON.
+/// `nvkv member list`: the members as the first endpoint that answers
+/// knows them, each asked at its client address whether it answers: a
+/// table like etcdctl's (STATUS `started`, `unreachable`, or `unstarted`
+/// for a member known only from the Raft membership), or JSON. Exits 1
+/// when a started member did not answer, after printing the table.
 pub fn member_list(endpoints: &[String], tls: &ClientTls, json: bool) -> Result<(), String> {
-    let (member_id, members) =
-        run_client(first_answer(endpoints, Retry::AnyError, |endpoint| async move {
+    let (member_id, members, reached) = run_client(async move {
+        let (member_id, members) = first_answer(endpoints, Retry::AnyError, |endpoint| async move {
             let status = Connection::open_with(endpoint, tls).await?.status().await?;
             Ok((status.member_id, status.members))
-        }))??;
-    let status = |member: &MemberInfo| {
-        if member.name.is_empty() {
-            "unstarted"
-        } else {
-            "started"
-        }
+        })
+        .await?;
+        let addresses: Vec<String> = members
+            .iter()
+            .map(|member| member.client_addresses.first().cloned().unwrap_or_default())
+            .collect();
+        let reached: Vec<Result<(), String>> = every_answer(&addresses, |address| async move {
+            Connection::open_with(address, tls).await?.partition_map().await.map(|_| ())
+        })
+        .await
+        .into_iter()
+        .map(|(_, answer)| answer)
+        .collect();
+        Ok::<_, String>((member_id, members, reached))
+    })??;
+    let status = |member: &MemberInfo, reached: &Result<(), String>| match reached {
+        _ if member.name.is_empty() => "unstarted",
+        Ok(()) => "started",
+        Err(_) => "unreachable",
     };
+    let unreachable: Vec<String> = members
+        .iter()
+        .zip(&reached)
+        .filter(|(member, reached)| status(member, reached) == "unreachable")
+        .map(|(member, _)| format!("{} ({})", member.id, member.client_addresses.join(",")))
+        .collect();
     if json {
         let members: Vec<serde_json::Value> = members
             .iter()
-            .map(|member| {
+            .zip(&reached)
+            .map(|(member, reached)| {
                 let mut value = serde_json::to_value(member).unwrap_or_default();
-                value["status"] = status(member).into();
+                value["status"] = status(member, reached).into();
+                if let Err(error) = reached {
+                    value["error"] = error.as_str().into();
+                }
                 value
             })
             .collect();
-        return print_json(&serde_json::json!({ "member_id": member_id, "members": members }));
+        print_json(&serde_json::json!({ "member_id": member_id, "members": members }))?;
+    } else {
+        let mut rows =
+            vec![["ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"].map(String::from)];
+        for (member, reached) in members.iter().zip(&reached) {
+            rows.push([
+                member.id.to_string(),
+                status(member, reached).to_string(),
+                member.name.clone(),
+                member.peer_addresses.join(","),
+                member.client_addresses.join(","),
+                member.is_learner.to_string(),
+            ]);
+        }
+        print_table(&rows);
     }
-    let mut rows =
-        vec![["ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"].map(String::from)];
-    for member in &members {
-        rows.push([
-            member.id.to_string(),
-            status(member).to_string(),
-            member.name.clone(),
-            member.peer_addresses.join(","),
-            member.client_addresses.join(","),
-            member.is_learner.to_string(),
-        ]);
+    if unreachable.is_empty() {
+        return Ok(());
     }
-    print_table(&rows);
-    Ok(())
+    Err(format!("members that did not answer at their client address: {}", unreachable.join(", ")))
 }

@@ -1,10 +1,11 @@
 //! How a client command reaches the cluster: a single-threaded runtime for
-//! its calls, and the one walk over `--endpoints` that asks each in turn
-//! until one answers.
+//! its calls, the walk over `--endpoints` that asks each in turn until one
+//! answers, and the one that asks them all and keeps every answer and
+//! every failure.
 
 use std::future::Future;
 
-use nvkv::rpc::client::{ClientError, ClientTls, ShardedClient};
+use nvkv::rpc::client::{ClientError, ClientTls, Connection, NodeStatus, ShardedClient};
 
 /// Runs a client future on a single-threaded runtime (capnp-rpc is
 /// single-threaded).
@@ -66,4 +67,68 @@ where
 /// straight to the shard of its key.
 pub async fn connect(endpoints: &[String], tls: &ClientTls) -> Result<ShardedClient, String> {
     first_answer(endpoints, Retry::AnyError, |endpoint| ShardedClient::open_with(endpoint, tls)).await
+}
+
+/// How long one endpoint may take to answer a question that asks every
+/// endpoint: a member that accepts connections but never answers (stopped,
+/// or stuck) must not hide the others.
+pub const ENDPOINT_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Asks `ask` of every endpoint at once and returns each endpoint's answer
+/// or why it gave none, in the order given.
+pub async fn every_answer<'a, T, F, Fut>(endpoints: &'a [String], ask: F) -> Answers<'a, T>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: Future<Output = Result<T, ClientError>>,
+{
+    let asks = endpoints.iter().map(|endpoint| {
+        let answer = tokio::time::timeout(ENDPOINT_ANSWER_TIMEOUT, ask(endpoint));
+        async move {
+            let answer = match answer.await {
+                Ok(answer) => answer.map_err(|error| error.to_string()),
+                Err(_) => {
+                    Err(format!("{endpoint} did not answer within {} s", ENDPOINT_ANSWER_TIMEOUT.as_secs()))
+                }
+            };
+            (endpoint.as_str(), answer)
+        }
+    });
+    futures::future::join_all(asks).await
+}
+
+/// The outcome of a command that asked every endpoint and printed every
+/// answer: a failure that says which did not answer, so the exit code
+/// tells a script.
+pub fn summary<T>(answers: &[(&str, Result<T, String>)], what: &str) -> Result<(), String> {
+    let failed: Vec<&str> =
+        answers.iter().filter(|(_, answer)| answer.is_err()).map(|(endpoint, _)| *endpoint).collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(format!("{} of {} endpoints {what}: {}", failed.len(), answers.len(), failed.join(", ")))
+}
+
+/// Each endpoint with its answer, or why it gave none.
+pub type Answers<'a, T> = Vec<(&'a str, Result<T, String>)>;
+
+/// Every endpoint's status, or why it gave none, asked at once.
+pub fn every_status<'a>(endpoints: &'a [String], tls: &ClientTls) -> Result<Answers<'a, NodeStatus>, String> {
+    run_client(every_answer(endpoints, |endpoint| async move {
+        Connection::open_with(endpoint, tls).await?.status().await
+    }))
+}
+
+/// Every endpoint's answer as `value` makes it JSON, and a failure as
+/// `{"endpoint", "error"}`.
+pub fn answers_json<T>(
+    answers: &[(&str, Result<T, String>)],
+    value: impl Fn(&str, &T) -> serde_json::Value,
+) -> Vec<serde_json::Value> {
+    answers
+        .iter()
+        .map(|(endpoint, answer)| match answer {
+            Ok(answer) => value(endpoint, answer),
+            Err(error) => serde_json::json!({ "endpoint": endpoint, "error": error }),
+        })
+        .collect()
 }

@@ -78,7 +78,30 @@ pub fn run(endpoints: &[String], tls: &ClientTls, json: bool, command: Command) 
                 println!("{}", if answer.response.succeeded { "SUCCESS" } else { "FAILURE" });
                 print_responses(&answer.response.responses);
             }
-            Command::Compact { revision, group } => {
+            Command::Compact { revision, group, group_of } => {
+                let group = match (group, group_of) {
+                    (Some(group), _) => group,
+                    (None, Some(key)) => {
+                        let map = connection.partition_map();
+                        nvkv::kv::partition::Partitioner::new(map.groups, map.partition_depth as usize)
+                            .map_err(|error| format!("the node's partition map is unusable: {error}"))?
+                            .group_of(key.as_bytes())
+                    }
+                    (None, None) => unreachable!("clap requires --group or --group-of"),
+                };
+                let revision = match revision {
+                    Some(revision) => revision,
+                    None => {
+                        let groups = connection.main().groups().await.map_err(|e| e.to_string())?;
+                        let report = groups.iter().find(|report| report.group == group).ok_or_else(|| {
+                            format!(
+                                "the node reports no group {group}: it has groups 0 to {}",
+                                groups.len().saturating_sub(1)
+                            )
+                        })?;
+                        report.revision
+                    }
+                };
                 let header = connection.compact(group, revision).await.map_err(|e| e.to_string())?;
                 if json {
                     return print_json(&header);

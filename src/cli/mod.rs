@@ -13,16 +13,15 @@ mod args;
 mod bench;
 mod cluster;
 mod connect;
+mod endpoint;
 mod kv;
 mod lease;
 mod serve;
 mod snapshot;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 use args::{BenchCommand, Cli, Command, MemberCommand, OutputFormat};
 use nvkv::rpc::client::ClientTls;
@@ -30,10 +29,10 @@ use nvkv::rpc::client::ClientTls;
 /// Runs the command the arguments name.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    // openraft reports every election at info; nvkv's own lines say what matters.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    let colors = std::io::stderr().is_terminal();
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colors).init();
+    nvkv::logging::init(match cli.command {
+        Command::Serve { .. } => nvkv::logging::DEFAULT_FILTER,
+        _ => nvkv::logging::COMMAND_FILTER,
+    });
     let tls = match &cli.command {
         Command::Serve { .. } | Command::Bench { workload: BenchCommand::Device(_) } => {
             Ok(ClientTls::plaintext())
@@ -52,7 +51,7 @@ pub fn run() -> ExitCode {
     let endpoints = &cli.endpoints;
     let json = cli.write_out == OutputFormat::Json;
     match cli.command {
-        Command::Serve { config, data_dir, listen, etcd_listen } => {
+        Command::Serve { config, data_dir, listen, etcd_listen, .. } => {
             exit("nvkv", serve::serve(config, data_dir, listen, etcd_listen))
         }
         Command::Put { .. }
@@ -62,6 +61,13 @@ pub fn run() -> ExitCode {
         | Command::Compact { .. }
         | Command::Watch(_) => exit("nvkv", kv::run(endpoints, &tls, json, cli.command)),
         Command::Status => exit("nvkv status", cluster::status(endpoints, &tls, json)),
+        Command::Endpoint { command } => {
+            let name = match command {
+                args::EndpointCommand::Status => "nvkv endpoint status",
+                args::EndpointCommand::Health => "nvkv endpoint health",
+            };
+            exit(name, endpoint::run(endpoints, &tls, json, command))
+        }
         Command::Member { action: MemberCommand::List } => {
             exit("nvkv member list", cluster::member_list(endpoints, &tls, json))
         }

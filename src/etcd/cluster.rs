@@ -223,13 +223,31 @@ fn totals(reports: &[GroupReport]) -> Totals {
 
 #[tonic::async_trait]
 impl pb::maintenance_server::Maintenance for EtcdMaintenance {
-    async fn alarm(&self, _: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
-        // nvkv raises no alarms: a full device refuses writes with a typed
-        // error of its own, and corruption stops the group.
-        Ok(Response::new(pb::AlarmResponse {
-            header: convert::header(&self.shard.info, 0, 0),
-            alarms: Vec::new(),
-        }))
+    async fn alarm(&self, request: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+        use pb::alarm_request::AlarmAction;
+        // nvkv's one alarm is a group's NOSPACE (see shard::space): raised
+        // and cleared by the group itself as room runs out and comes back,
+        // so it is listed here and cannot be activated or disarmed by hand.
+        let action = request.into_inner().action;
+        if action != AlarmAction::Get as i32 {
+            return Err(Status::failed_precondition(
+                "nvkv raises and clears its NOSPACE alarm itself: delete keys (and compact) to clear it; \
+                 only `alarm list` is answered",
+            ));
+        }
+        on_this_shard(async {
+            let reports = group_reports(&self.shard).await?;
+            let alarms = if reports.iter().any(|report| report.no_space) {
+                vec![pb::AlarmMember {
+                    member_id: self.shard.info.member_id,
+                    alarm: pb::AlarmType::Nospace as i32,
+                }]
+            } else {
+                Vec::new()
+            };
+            Ok(Response::new(pb::AlarmResponse { header: convert::header(&self.shard.info, 0, 0), alarms }))
+        })
+        .await
     }
 
     async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {

@@ -35,6 +35,9 @@ const ERROR_TOO_MANY_OPS: &str = "etcdserver: too many operations in txn request
 const ERROR_REQUEST_TOO_LARGE: &str = "etcdserver: request is too large";
 const ERROR_NO_LEADER: &str = "etcdserver: no leader";
 const ERROR_TIMEOUT: &str = "etcdserver: request timed out";
+/// What etcd answers a write while its NOSPACE alarm is raised (its
+/// clients, etcdctl among them, recognise this text).
+pub const ERROR_NO_SPACE: &str = "etcdserver: mvcc: database space exceeded";
 
 pub fn key_not_found() -> Status {
     Status::invalid_argument(ERROR_KEY_NOT_FOUND)
@@ -79,6 +82,7 @@ fn group_status(error: GroupError) -> Status {
             Status::unavailable(ERROR_NO_LEADER)
         }
         GroupError::CommandTooLarge { .. } => Status::invalid_argument(ERROR_REQUEST_TOO_LARGE),
+        GroupError::NoSpace { .. } => Status::resource_exhausted(ERROR_NO_SPACE),
         error @ (GroupError::MembershipChange { .. } | GroupError::NotCaughtUp { .. }) => {
             Status::failed_precondition(error.to_string())
         }

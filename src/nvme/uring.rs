@@ -126,6 +126,14 @@ fn open_file(path: &Path, options: &UringOptions, creating: bool) -> Result<Urin
             Err(NvmeError::Open { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
                 (open_direct(path, Creation::Existing)?, false)
             }
+            Err(NvmeError::Open { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                let directory =
+                    path.parent().map_or_else(|| ".".to_string(), |parent| parent.display().to_string());
+                return Err(NvmeError::Invalid(format!(
+                    "cannot create namespace file {shown}: its directory {directory} does not exist; create \
+                     it, or set namespace.path to a file in an existing directory"
+                )));
+            }
             Err(error) => return Err(error),
         }
     } else {

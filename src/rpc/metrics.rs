@@ -10,10 +10,23 @@
 //!   keys, leases, watchers);
 //! - per reactor, busy and idle seconds and sleeps.
 //!
-//! The HTTP side is the least that serves a scraper: one request per
-//! connection, a request head of at most [`REQUEST_HEAD_MAX`] bytes read
-//! within [`REQUEST_TIMEOUT`], `GET /metrics` or a 404 / 405 that says what
-//! is served.
+//! Beside it, the probes of load balancers and orchestrators (etcd's
+//! names and meanings), each answering 200 or 503 with one line that says
+//! why:
+//!
+//! - `GET /livez`: the process runs and every shard's reactor answers
+//!   through its mailbox within [`PROBE_TIMEOUT`] (restart it if not);
+//! - `GET /readyz`: live, every shard serves (its log recovered and its
+//!   groups started) and every group knows a leader, so a request sent
+//!   here is served (send it elsewhere if not);
+//! - `GET /health`: what `/readyz` says, and no NOSPACE alarm raised, as
+//!   etcd's JSON (`{"health":"true","reason":""}`, or `"false"` with the
+//!   reason).
+//!
+//! The HTTP side is the least that serves a scraper and a prober: one
+//! request per connection, a request head of at most [`REQUEST_HEAD_MAX`]
+//! bytes read within [`REQUEST_TIMEOUT`], and a 404 / 405 that says what is
+//! served.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -27,6 +40,13 @@ use crate::shard::{self, GroupReport, ShardMetrics};
 pub const REQUEST_HEAD_MAX: usize = 8 << 10;
 /// How long a scraper may take to send its request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a probe waits for every shard to answer.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+const SERVED: &str = "GET /metrics, /livez, /readyz and /health are served here";
 
 /// Upper bounds of the latency buckets, in seconds: 50 µs to 5 s.
 const BUCKETS_SECONDS: [f64; 16] =
@@ -37,6 +57,7 @@ pub fn spawn_metrics_acceptor(
     context: &ReactorContext,
     listener: std::net::TcpListener,
     member: u64,
+    groups: u32,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -53,7 +74,7 @@ pub fn spawn_metrics_acceptor(
             };
             let context = context.clone();
             tokio::task::spawn_local(async move {
-                if let Err(error) = answer(stream, &context, member).await {
+                if let Err(error) = answer(stream, &context, member, groups).await {
                     tracing::debug!(%peer, "metrics request: {error}");
                 }
             });
@@ -67,29 +88,114 @@ async fn answer(
     mut stream: tokio::net::TcpStream,
     context: &ReactorContext,
     member: u64,
+    groups: u32,
 ) -> std::io::Result<()> {
     let head = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await {
         Ok(head) => head?,
         Err(_) => {
-            return respond(&mut stream, "408 Request Timeout", "the request head took too long\n").await
+            let refusal = "the request head took too long\n";
+            return respond(&mut stream, "408 Request Timeout", PLAIN_TEXT, refusal).await;
         }
     };
     let Some(head) = head else {
         let refusal = format!("the request head is longer than {REQUEST_HEAD_MAX} bytes\n");
-        return respond(&mut stream, "431 Request Header Fields Too Large", &refusal).await;
+        return respond(&mut stream, "431 Request Header Fields Too Large", PLAIN_TEXT, &refusal).await;
     };
     let mut words = head.lines().next().unwrap_or("").split_whitespace();
+    let unavailable = "503 Service Unavailable";
     match (words.next(), words.next()) {
         (Some("GET"), Some("/metrics")) => match gather(context, member).await {
-            Ok(body) => respond(&mut stream, "200 OK", &body).await,
-            Err(error) => respond(&mut stream, "503 Service Unavailable", &format!("{error}\n")).await,
+            Ok(body) => respond(&mut stream, "200 OK", PROMETHEUS_TEXT, &body).await,
+            Err(error) => respond(&mut stream, unavailable, PLAIN_TEXT, &format!("{error}\n")).await,
         },
-        (Some("GET"), Some(path)) => {
-            respond(&mut stream, "404 Not Found", &format!("{path} is not served here; GET /metrics is\n"))
-                .await
+        (Some("GET"), Some(path @ ("/livez" | "/readyz" | "/health"))) => {
+            let outcome = match path {
+                "/livez" => live(context).await,
+                "/readyz" => ready(context, groups, Check::Ready).await,
+                _ => ready(context, groups, Check::Health).await,
+            };
+            let status = if outcome.is_ok() { "200 OK" } else { unavailable };
+            if path == "/health" {
+                let (health, reason) = match &outcome {
+                    Ok(_) => ("true", String::new()),
+                    Err(reason) => ("false", reason.clone()),
+                };
+                let body = serde_json::json!({ "health": health, "reason": reason }).to_string();
+                return respond(&mut stream, status, JSON, &body).await;
+            }
+            let line = match outcome {
+                Ok(line) => format!("ok: {line}\n"),
+                Err(reason) => {
+                    format!("not {}: {reason}\n", path.trim_start_matches('/').trim_end_matches('z'))
+                }
+            };
+            respond(&mut stream, status, PLAIN_TEXT, &line).await
         }
-        _ => respond(&mut stream, "405 Method Not Allowed", "only GET /metrics is served here\n").await,
+        (Some("GET"), Some(path)) => {
+            let refusal = format!("{path} is not served here; {SERVED}\n");
+            respond(&mut stream, "404 Not Found", PLAIN_TEXT, &refusal).await
+        }
+        _ => respond(&mut stream, "405 Method Not Allowed", PLAIN_TEXT, &format!("{SERVED}\n")).await,
     }
+}
+
+/// Whether every shard's reactor runs its mailbox: what `/livez` checks.
+async fn live(context: &ReactorContext) -> Result<String, String> {
+    let shards = context.mailboxes().len();
+    match tokio::time::timeout(PROBE_TIMEOUT, super::cluster::on_every_shard(context, |_| ())).await {
+        Ok(Ok(_)) => Ok(format!("{shards} shards answer")),
+        Ok(Err(error)) => Err(error.extra),
+        Err(_) => Err(format!("a shard did not answer within {} s", PROBE_TIMEOUT.as_secs())),
+    }
+}
+
+/// What a probe checks beyond a shard's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Check {
+    /// Every shard serves and every group knows its leader (`/readyz`).
+    Ready,
+    /// That, and no NOSPACE alarm (`/health`, as etcd's).
+    Health,
+}
+
+/// Whether every shard serves and every group knows its leader (and, for
+/// [`Check::Health`], no alarm is raised).
+async fn ready(context: &ReactorContext, groups: u32, check: Check) -> Result<String, String> {
+    let gathering = super::cluster::on_every_shard(context, |_| shard::groups::local_readiness());
+    let shards = match tokio::time::timeout(PROBE_TIMEOUT, gathering).await {
+        Ok(Ok(shards)) => shards,
+        Ok(Err(error)) => return Err(error.extra),
+        Err(_) => return Err(format!("a shard did not answer within {} s", PROBE_TIMEOUT.as_secs())),
+    };
+    readiness(&shards, groups, check)
+}
+
+/// The verdict on the shards' readiness, for a node of `groups` groups.
+fn readiness(shards: &[shard::groups::ShardReadiness], groups: u32, check: Check) -> Result<String, String> {
+    let starting: Vec<usize> =
+        shards.iter().enumerate().filter(|(_, shard)| !shard.started).map(|(index, _)| index).collect();
+    if !starting.is_empty() {
+        return Err(format!("shards {starting:?} are starting (recovering their logs)"));
+    }
+    let leaderless: Vec<u32> = shards.iter().flat_map(|shard| shard.leaderless.iter().copied()).collect();
+    if !leaderless.is_empty() {
+        return Err(format!(
+            "groups {leaderless:?} of {groups} have no leader (no quorum of members reachable, an election \
+             under way, or this member waits to be added)"
+        ));
+    }
+    let serving: usize = shards.iter().map(|shard| shard.groups.len()).sum();
+    if serving != groups as usize {
+        return Err(format!("{serving} of {groups} groups run here"));
+    }
+    let alarmed: Vec<u32> = shards.iter().flat_map(|shard| shard.no_space.iter().copied()).collect();
+    if check == Check::Health && !alarmed.is_empty() {
+        return Err(format!(
+            "NOSPACE alarm in groups {alarmed:?}: they refuse writes that add data until deletes and \
+             compaction make room (docs/operations.md)"
+        ));
+    }
+    Ok(format!("{} shards serve, every group of {groups} has a leader", shards.len()))
 }
 
 /// The request head up to its blank line, or `None` past the limit.
@@ -109,9 +215,14 @@ async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<Option
     Ok(Some(String::from_utf8_lossy(&head).into_owned()))
 }
 
-async fn respond(stream: &mut tokio::net::TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+async fn respond(
+    stream: &mut tokio::net::TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
@@ -289,6 +400,34 @@ pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[G
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shard::groups::ShardReadiness;
+
+    #[test]
+    fn ready_means_every_shard_serves_and_every_group_has_a_leader() {
+        let serving = |groups: &[u32], leaderless: &[u32]| ShardReadiness {
+            started: true,
+            groups: groups.to_vec(),
+            leaderless: leaderless.to_vec(),
+            no_space: Vec::new(),
+        };
+        for check in [Check::Ready, Check::Health] {
+            let ok = readiness(&[serving(&[0, 2], &[]), serving(&[1, 3], &[])], 4, check).expect("ready");
+            assert_eq!(ok, "2 shards serve, every group of 4 has a leader");
+            let starting = readiness(&[serving(&[0, 2], &[]), ShardReadiness::default()], 4, check)
+                .expect_err("starting");
+            assert_eq!(starting, "shards [1] are starting (recovering their logs)");
+            let leaderless = readiness(&[serving(&[0, 2], &[2]), serving(&[1, 3], &[1])], 4, check)
+                .expect_err("leaderless");
+            assert!(leaderless.starts_with("groups [2, 1] of 4 have no leader"), "{leaderless}");
+            let missing = readiness(&[serving(&[0], &[])], 4, check).expect_err("a group missing");
+            assert_eq!(missing, "1 of 4 groups run here");
+        }
+        // A NOSPACE alarm: still ready (reads and deletes are served), not healthy (etcd's /health).
+        let full = [serving(&[0, 2], &[]), ShardReadiness { no_space: vec![3], ..serving(&[1, 3], &[]) }];
+        readiness(&full, 4, Check::Ready).expect("ready with an alarm");
+        let unhealthy = readiness(&full, 4, Check::Health).expect_err("not healthy with an alarm");
+        assert!(unhealthy.starts_with("NOSPACE alarm in groups [3]"), "{unhealthy}");
+    }
 
     #[test]
     fn histograms_are_cumulative_and_end_with_their_count() {

@@ -550,6 +550,54 @@ struct Link {
     /// The last TLS failure logged as a warning: an operator must see a
     /// certificate problem, once, not at every redial.
     tls_warned: Option<String>,
+    /// Whether this link was ever up, and since when its dials fail.
+    reached: bool,
+    outage: Option<Instant>,
+    /// Whether this outage was logged as a warning (once, then once more
+    /// at INFO when the member is back).
+    outage_warned: bool,
+}
+
+/// How long dials to a member that was never reached may fail before it
+/// is a warning: the members of a new cluster start one after the other.
+pub const PEER_UNREACHED_WARN_AFTER: Duration = Duration::from_secs(30);
+
+impl Link {
+    /// Says, once per outage, that a member is unreachable (at WARN: at
+    /// once for a member that was reached before, after
+    /// [`PEER_UNREACHED_WARN_AFTER`] for one never reached, which at the
+    /// start of a cluster is only a member that has not started yet), and
+    /// that it is back (at INFO). Every failed dial in between is at DEBUG.
+    fn report_reachability(&mut self, target: &Member, shard: usize, failure: Option<&String>) {
+        let now = Instant::now();
+        match failure {
+            None => {
+                if let (true, Some(since)) = (self.outage_warned, self.outage) {
+                    tracing::info!(
+                        shard,
+                        "{target} is reachable again, after {:.1} s",
+                        now.duration_since(since).as_secs_f64()
+                    );
+                }
+                self.reached = true;
+                self.outage = None;
+                self.outage_warned = false;
+            }
+            Some(reason) => {
+                let since = *self.outage.get_or_insert(now);
+                let overdue = now.duration_since(since) >= PEER_UNREACHED_WARN_AFTER;
+                if !self.outage_warned && (self.reached || overdue) {
+                    let how_long = if self.reached { "" } else { " since this member started" };
+                    tracing::warn!(
+                        shard,
+                        "{reason}{how_long}; its groups go on without it while the other members keep a \
+                         quorum, and this member keeps trying to reach it"
+                    );
+                    self.outage_warned = true;
+                }
+            }
+        }
+    }
 }
 
 struct Links {
@@ -592,6 +640,9 @@ impl PeerClient {
                     reason: String::new(),
                 },
                 tls_warned: None,
+                reached: false,
+                outage: None,
+                outage_warned: false,
             });
             if link.address != target.peer_address {
                 link.address = target.peer_address.clone();
@@ -627,6 +678,7 @@ impl PeerClient {
             .map_err(|reason| format!("{target} (shard {}) is unreachable: {reason}", self.links.shard));
         let mut links = self.links.links.borrow_mut();
         if let Some(link) = links.get_mut(&target.id) {
+            link.report_reachability(&target, self.links.shard, result.as_ref().err());
             link.state = match &result {
                 Ok(session) => {
                     link.tls_warned = None;

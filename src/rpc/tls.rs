@@ -47,7 +47,16 @@ fn provider() -> Arc<CryptoProvider> {
 fn read_pem(setting: &str, path: &Path) -> Result<Vec<u8>, TlsFileError> {
     let failed =
         |reason: String| TlsFileError { setting: setting.to_string(), path: path.to_path_buf(), reason };
-    let metadata = std::fs::metadata(path).map_err(|error| failed(format!("cannot read it: {error}")))?;
+    let metadata = std::fs::metadata(path).map_err(|error| {
+        failed(if error.kind() != std::io::ErrorKind::NotFound {
+            format!("cannot read it: {error}")
+        } else if setting.starts_with("tls.") {
+            "there is no such file (a relative path in the config is relative to the config file's directory)"
+                .to_string()
+        } else {
+            "there is no such file".to_string()
+        })
+    })?;
     if metadata.len() > PEM_FILE_BYTES_MAX {
         return Err(failed(format!(
             "it holds {} bytes, more than the {PEM_FILE_BYTES_MAX} a PEM certificate or key file may",
@@ -386,7 +395,7 @@ mod tests {
         assert!(refused(None, None, Some("k.pem")).contains("--key needs --cert"));
         assert!(refused(None, Some("c.pem"), Some("k.pem")).contains("need --cacert too"));
         let missing = refused(Some("/nonexistent/ca.pem"), None, None);
-        assert!(missing.starts_with("--cacert = \"/nonexistent/ca.pem\": cannot read it"), "{missing}");
+        assert_eq!(missing, "--cacert = \"/nonexistent/ca.pem\": there is no such file", "{missing}");
         assert!(!ClientTls::from_files(None, None, None).expect("plaintext").is_on());
     }
 

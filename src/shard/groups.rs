@@ -673,6 +673,7 @@ pub fn spawn_groups<T: PeerTransport>(
             }
         };
         let mut handles: Vec<Rc<ShardGroup>> = started.values().cloned().collect();
+        let first_group = started.get(&0).cloned();
         *shard_groups.groups.borrow_mut() = Some(started);
         super::lease::spawn_expiry(shard_groups.clone());
         super::spread::spawn_spread(shard_groups.clone());
@@ -697,6 +698,9 @@ pub fn spawn_groups<T: PeerTransport>(
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         let _ = ready.send(Ok(shard));
+        if let Some(first_group) = first_group {
+            super::membership::report_config_against_cluster(&layout, &first_group);
+        }
     });
 }
 
@@ -775,6 +779,57 @@ pub fn local_group_reports() -> Vec<super::GroupReport> {
             }
         })
         .collect()
+}
+
+/// Whether this thread's shard serves: its groups started, and which of
+/// them have no working leader. Cheap enough for a probe every second.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardReadiness {
+    /// The shard's groups have started (its log is recovered).
+    pub started: bool,
+    pub groups: Vec<GroupId>,
+    /// Groups that know no leader, or that this member leads without a
+    /// quorum's answer for twice the longest election timeout (openraft 0.9
+    /// keeps such a leader until a newer one shows up).
+    pub leaderless: Vec<GroupId>,
+    /// Groups whose NOSPACE alarm is raised (they refuse writes that add data).
+    pub no_space: Vec<GroupId>,
+}
+
+/// Whether `entry`'s group has a leader that works, as this member sees it.
+fn has_working_leader(entry: &ShardGroup, election_timeout_max_ms: u64) -> bool {
+    let metrics = entry.raft.raft().metrics().borrow().clone();
+    match metrics.current_leader {
+        None => false,
+        Some(leader) if leader == metrics.id => {
+            metrics.millis_since_quorum_ack.is_some_and(|millis| millis <= 2 * election_timeout_max_ms)
+        }
+        Some(_) => true,
+    }
+}
+
+pub fn local_readiness() -> ShardReadiness {
+    let Some(shard_groups) = GROUPS.with(|local| local.borrow().clone()) else {
+        return ShardReadiness::default();
+    };
+    let borrowed = shard_groups.groups.borrow();
+    let Some(map) = borrowed.as_ref() else {
+        return ShardReadiness::default();
+    };
+    ShardReadiness {
+        started: true,
+        groups: map.keys().copied().collect(),
+        leaderless: map
+            .iter()
+            .filter(|(_, entry)| !has_working_leader(entry, shard_groups.layout.raft.election_timeout_max_ms))
+            .map(|(group, _)| *group)
+            .collect(),
+        no_space: map
+            .iter()
+            .filter(|(_, entry)| entry.no_space.get().is_some())
+            .map(|(group, _)| *group)
+            .collect(),
+    }
 }
 
 /// The largest store whose state hash a group report carries (0 beyond).

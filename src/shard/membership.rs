@@ -9,6 +9,7 @@
 //! running it again. This module never touches another shard's groups
 //! except through `on_shard`.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
@@ -134,5 +135,71 @@ pub fn removed_by_peer(entry: &ShardGroup, index: u64, peer: crate::raft::NodeId
         "member {peer} applied a membership (log index {index}) that no longer names this member: it was \
          removed from group {} while away, and refuses client requests from now on",
         entry.raft.group()
+    );
+}
+
+/// Says at start how this member's config stands to the cluster's
+/// membership, as group 0 has it here (a membership change goes to every
+/// group, so one group speaks for all): a joining member that waits to be
+/// added, a config that still names the members the cluster started with
+/// after `nvkv member add` or `remove` changed them (a warning: the config
+/// no longer describes the cluster, and a member set up from it would not
+/// be either), and join mode on a member that was added already (only a new
+/// data directory reads it).
+pub(super) fn report_config_against_cluster(layout: &super::groups::GroupLayout, group: &ShardGroup) {
+    let me = &layout.member;
+    if !group.raft.has_state() {
+        if layout.join {
+            tracing::info!(
+                "join mode (cluster.join = true): waiting to be added to the cluster; on a member of it, run \
+                 `nvkv member add {} --name {} --peer-urls {} --client-urls {} --learner`, then \
+                 `nvkv member promote {}`",
+                me.id,
+                me.name,
+                me.peer_address,
+                me.client_address,
+                me.id
+            );
+        }
+        return;
+    }
+    let metrics = group.raft.metrics();
+    if metrics.members.is_empty() {
+        return;
+    }
+    if layout.join {
+        tracing::info!(
+            "join mode (cluster.join = true), but this member is in the cluster already (group 0 names it): \
+             join mode only matters to a new data directory"
+        );
+    }
+    let configured: BTreeMap<NodeId, &str> =
+        layout.initial_members.iter().map(|member| (member.id, member.peer_address.as_str())).collect();
+    let cluster: BTreeMap<NodeId, &str> =
+        metrics.members.values().map(|member| (member.id, member.peer_address.as_str())).collect();
+    if configured == cluster {
+        return;
+    }
+    let listed = |members: &BTreeMap<NodeId, &str>| {
+        members
+            .iter()
+            .map(|(id, address)| {
+                let learner = if metrics.learners.contains(id) { ", learner" } else { "" };
+                format!("{id} ({address}{learner})")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let configured_text = if layout.initial_members.len() == 1 && layout.initial_members[0].id == me.id {
+        format!("this member alone, {}", listed(&configured))
+    } else {
+        listed(&configured)
+    };
+    tracing::warn!(
+        "the config's cluster.members lists {configured_text}, but the cluster's members are {} (group 0, \
+         membership at log index {}): after `nvkv member add`, `promote` or `remove`, list the cluster's \
+         members in cluster.members of every member's config (docs/cluster.md, \"After a membership change\")",
+        listed(&cluster),
+        group.raft.membership_index()
     );
 }

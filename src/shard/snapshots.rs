@@ -124,8 +124,9 @@ pub fn spawn_snapshots(groups: Rc<ShardGroups>, log: SharedLog) {
             entries.sort_by_key(|entry| Some(entry.raft.group()) != pinned_by);
             let policy = groups.layout.snapshots;
             let keep = groups.layout.raft.max_in_snapshot_log_to_keep;
+            let groups_here = entries.len() as u64;
             for entry in entries {
-                tend(&entry, &policy, keep, &log, &mut warned).await;
+                tend(&entry, &policy, keep, groups_here, &log, &mut warned).await;
             }
         }
     });
@@ -137,6 +138,7 @@ async fn tend(
     entry: &Rc<ShardGroup>,
     policy: &SnapshotPolicy,
     keep: u64,
+    groups_here: u64,
     log: &SharedLog,
     warned: &mut BTreeMap<GroupId, Instant>,
 ) {
@@ -159,18 +161,23 @@ async fn tend(
     if since < policy.every_entries && !must_shrink {
         return;
     }
-    let area = log.with(|log| log.snapshot_area_bytes());
+    let (area, possible) = log.with(|log| (log.snapshot_area_bytes(), log.snapshot_area_uncommitted_bytes()));
+    // The area is shared by the shard's groups, and a group's current
+    // snapshot stays until its next one is durable: a group keeps to its
+    // share (half the area divided among the groups), so every group can
+    // always write its next snapshot beside its current one.
+    let share = area / (2 * groups_here.max(1));
     let store_bytes = || crate::kv::snapshot::encoded_len(&entry.machine.borrow().state.store);
-    // A snapshot over half the area would leave no room for the next one
-    // beside it (the old one stays until the new one is durable): the
-    // leader compacts first, down to a quarter of the area when history
-    // allows, so the group can go on snapshotting.
     let mut compacted = Compacted::NotHere;
-    if store_bytes() + ENVELOPE_BYTES > room.min(area / 2) {
-        compacted = compact_for_room(entry, policy.compact_keep_revisions, room, area).await;
+    if store_bytes() + ENVELOPE_BYTES > room.min(share) {
+        compacted = compact_for_room(entry, policy.compact_keep_revisions, room, share).await;
         if let Compacted::CannotFit { bytes: live } = compacted {
-            if must_shrink {
-                super::space::raise(entry, live + ENVELOPE_BYTES, room);
+            // Out of space only when nothing could make room: the live
+            // keys are larger than every byte no current snapshot holds.
+            // Less room than that is a snapshot in flight, or a gap between
+            // snapshots, and passes.
+            if must_shrink && live + ENVELOPE_BYTES > possible {
+                super::space::raise(entry, live + ENVELOPE_BYTES, possible);
                 return;
             }
         }
@@ -186,10 +193,10 @@ async fn tend(
         }
         Due::NoRoom { bytes, room } => {
             let leads = entry.raft.metrics().current_leader == Some(entry.raft.member());
-            if must_shrink && leads && policy.compact_keep_revisions == 0 {
+            if must_shrink && leads && policy.compact_keep_revisions == 0 && bytes > possible {
                 // A leader that may not compact on its own: only deletes
                 // and `nvkv compact` can make room.
-                super::space::raise(entry, bytes, room);
+                super::space::raise(entry, bytes, possible);
                 return;
             }
             if compacted == Compacted::Yes {
@@ -278,11 +285,11 @@ enum Compacted {
 
 /// Where this member leads `entry`'s group, compacts its history so its
 /// snapshot fits: the oldest history first, at least down to `keep`
-/// revisions, and as far as a snapshot of a quarter of the `area` needs
-/// (so the next one fits beside it), or, when the live keys alone are
-/// larger than that, as far as one that fits `room` needs. Returns once the
-/// compaction is applied.
-async fn compact_for_room(entry: &Rc<ShardGroup>, keep: u64, room: u64, area: u64) -> Compacted {
+/// revisions, and as far as a snapshot of half the group's `share` of the
+/// area needs (so it grows a while before it outgrows the share), or, when
+/// the live keys alone are larger than that, as far as one that fits `room`
+/// needs. Returns once the compaction is applied.
+async fn compact_for_room(entry: &Rc<ShardGroup>, keep: u64, room: u64, share: u64) -> Compacted {
     use crate::kv::snapshot::{compaction_for_size, CompactionFit};
     let group = entry.raft.group();
     if keep == 0 || entry.raft.metrics().current_leader != Some(entry.raft.member()) {
@@ -290,7 +297,7 @@ async fn compact_for_room(entry: &Rc<ShardGroup>, keep: u64, room: u64, area: u6
     }
     // Writes applied while the compaction waits its turn in the log grow
     // the store again: leave them a quarter of the room.
-    let comfortable = (area / 4).min(room / 2).saturating_sub(ENVELOPE_BYTES);
+    let comfortable = (share / 2).min(room / 2).saturating_sub(ENVELOPE_BYTES);
     let most = (room.saturating_sub(ENVELOPE_BYTES) / 4) * 3;
     let (compacted, fit, kept) = {
         let machine = entry.machine.borrow();

@@ -867,6 +867,20 @@ impl ShardLog {
         self.snapshot_area.largest_free_blocks() * self.lba_bytes as u64
     }
 
+    /// The snapshot area's bytes that no group's current snapshot holds:
+    /// the most room a snapshot could find once the writes in flight are
+    /// done (a current snapshot stays until its group's next one is
+    /// durable).
+    pub fn snapshot_area_uncommitted_bytes(&self) -> u64 {
+        let current: u64 = self
+            .groups
+            .values()
+            .filter_map(|state| state.snapshot)
+            .map(|snapshot| snapshot.blocks(self.lba_bytes))
+            .sum();
+        self.snapshot_area.blocks().saturating_sub(current) * self.lba_bytes as u64
+    }
+
     /// How many snapshots of `group` were refused for lack of room.
     pub fn snapshots_refused(&self, group: u32) -> u64 {
         self.snapshots_refused.get(&group).copied().unwrap_or(0)

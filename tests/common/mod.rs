@@ -7,7 +7,7 @@ pub mod etcd;
 pub mod netns;
 pub mod pki;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -211,7 +211,6 @@ pub fn client(port: u16, args: &[&str]) -> Result<String, String> {
 
 /// Runs `nvkv txn` with `text` on standard input.
 pub fn txn(port: u16, text: &str) -> Result<String, String> {
-    use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_nvkv"))
         .args(["--endpoints", &format!("127.0.0.1:{port}"), "txn"])
         .stdin(Stdio::piped())
@@ -226,4 +225,15 @@ pub fn txn(port: u16, text: &str) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&output.stderr).into_owned())
     }
+}
+
+/// `GET path` on an HTTP endpoint of the node (metrics and probes) at
+/// `port`: (status line, body).
+pub fn http_get(port: u16, path: &str) -> (String, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the HTTP endpoint");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read the answer");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    (head.lines().next().expect("a status line").to_string(), body.to_string())
 }
