@@ -163,7 +163,8 @@ pub enum GroupError {
     /// leader's log yet.
     #[error(
         "group {group}: learner {learner} is {behind} entries behind the leader (it has {matched} of {last}; \
-         at most {lag_max} may be missing): wait until `nvkv status -w json` shows it caught up, then promote again"
+         at most {lag_max} may be missing, and it must have acknowledged some): wait until `nvkv status -w json` \
+         shows it caught up, then promote again"
     )]
     NotCaughtUp { group: GroupId, learner: NodeId, matched: u64, last: u64, behind: u64, lag_max: u64 },
     // Last, so the variants before it keep their encoding between members.
@@ -505,9 +506,12 @@ impl RaftGroup {
             });
         }
         let last = metrics.last_log_index.unwrap_or(0);
-        let matched = metrics.replication.get(&learner).copied().flatten().unwrap_or(0);
+        // A learner that acknowledged nothing yet (never reached, or its
+        // peers refuse it) is not caught up, however short the log.
+        let acknowledged = metrics.replication.get(&learner).copied().flatten();
+        let matched = acknowledged.unwrap_or(0);
         let behind = last.saturating_sub(matched);
-        if behind > lag_max {
+        if behind > lag_max || acknowledged.is_none() {
             return Err(GroupError::NotCaughtUp {
                 group: self.group,
                 learner,
