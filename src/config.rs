@@ -15,8 +15,6 @@ use clap::ValueEnum;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use crate::nvme::open::SpdkOptions;
-
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -298,18 +296,6 @@ impl Default for StoreConfig {
     }
 }
 
-impl StoreConfig {
-    /// The limits the request path checks, as the store layer names them.
-    pub fn limits(&self) -> crate::kv::limits::Limits {
-        crate::kv::limits::Limits {
-            key_bytes_max: self.key_bytes_max as usize,
-            value_bytes_max: self.value_bytes_max as usize,
-            request_bytes_max: self.request_bytes_max as usize,
-            txn_ops_max: self.txn_ops_max as usize,
-        }
-    }
-}
-
 /// `[raft]`: when each group snapshots its store and purges its log.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -336,20 +322,6 @@ impl Default for RaftConfig {
             snapshot_after_bytes: 0,
             entries_kept_after_snapshot: 1_000,
             purge_batch_entries: 256,
-        }
-    }
-}
-
-impl RaftConfig {
-    /// A group's Raft settings with this section applied.
-    pub fn group_config(&self) -> crate::raft::GroupConfig {
-        crate::raft::GroupConfig {
-            snapshot_logs_since_last: self.snapshot_after_entries,
-            max_in_snapshot_log_to_keep: self.entries_kept_after_snapshot,
-            purge_batch_size: self.purge_batch_entries,
-            // The shard decides when, once it knows the snapshot fits.
-            snapshot_on_demand: true,
-            ..crate::raft::GroupConfig::default()
         }
     }
 }
@@ -424,18 +396,6 @@ pub struct MemberConfig {
     pub client_address: SocketAddr,
     #[serde(deserialize_with = "deserialize_address")]
     pub peer_address: SocketAddr,
-}
-
-impl MemberConfig {
-    /// The member as a group's membership names it.
-    pub fn member(&self) -> crate::raft::Member {
-        crate::raft::Member {
-            id: self.id,
-            peer_address: self.peer_address.to_string(),
-            name: self.name.clone(),
-            client_address: self.client_address.to_string(),
-        }
-    }
 }
 
 /// `[log]`: the per-shard log and its group commit.
@@ -1164,16 +1124,6 @@ impl NamespaceConfig {
         }
         Ok(())
     }
-
-    /// What the spdk backend needs of this section.
-    pub fn spdk_options(&self) -> SpdkOptions {
-        SpdkOptions {
-            transport: self.transport.clone(),
-            nsid: self.nsid,
-            memory_bytes: self.spdk_memory_bytes,
-            hugepages: self.spdk_hugepages,
-        }
-    }
 }
 
 fn check_range(key: &str, value: u64, low: u64, high: u64) -> Result<(), ConfigError> {
@@ -1381,23 +1331,15 @@ mod tests {
         assert_eq!(config.namespace.resolved_path(Path::new("/ignored")), PathBuf::from("/dev/nvme0n1"));
         assert_eq!(config.namespace.namespace_bytes, 64 << 30);
         assert_eq!(config.namespace.registered_buffer_bytes, 16 << 20);
-        assert_eq!(
-            config.namespace.spdk_options(),
-            SpdkOptions {
-                transport: "trtype:PCIe traddr:0000:01:00.0".to_owned(),
-                nsid: 2,
-                memory_bytes: 2 << 30,
-                hugepages: true
-            }
-        );
+        assert_eq!(config.namespace.transport, "trtype:PCIe traddr:0000:01:00.0");
+        assert_eq!(config.namespace.nsid, 2);
+        assert_eq!((config.namespace.spdk_memory_bytes, config.namespace.spdk_hugepages), (2 << 30, true));
         assert_eq!(config.log.durability, Durability::Flush);
         assert_eq!(config.log.batch_bytes_max, 256 << 10);
-        let limits = config.store.limits();
-        assert_eq!((limits.key_bytes_max, limits.value_bytes_max), (100, 64 << 10));
-        assert_eq!((limits.request_bytes_max, limits.txn_ops_max), (128 << 10, 8));
-        let raft = config.raft.group_config();
-        assert_eq!((raft.snapshot_logs_since_last, raft.max_in_snapshot_log_to_keep), (50, 5));
-        assert_eq!(raft.purge_batch_size, 10);
+        assert_eq!((config.store.key_bytes_max, config.store.value_bytes_max), (100, 64 << 10));
+        assert_eq!((config.store.request_bytes_max, config.store.txn_ops_max), (128 << 10, 8));
+        assert_eq!((config.raft.snapshot_after_entries, config.raft.entries_kept_after_snapshot), (50, 5));
+        assert_eq!(config.raft.purge_batch_entries, 10);
     }
 
     #[test]

@@ -256,7 +256,7 @@ fn bind_etcd(
             client_url: format!("{scheme}://{bound}"),
             peer_scheme: if tls.peer.is_some() { "https" } else { "http" },
             groups,
-            limits: config.store.limits(),
+            limits: crate::shard::settings::store_limits(&config.store),
             watch: crate::rpc::watch::WatchSettings::from_config(&config.store).options,
             tls: tls.etcd.clone(),
         })
@@ -348,7 +348,7 @@ fn join_cluster(
                 .members
                 .iter()
                 .filter(|listed| listed.id != member)
-                .map(|listed| listed.member())
+                .map(crate::shard::settings::member)
                 .collect();
             let answers = crate::rpc::peer::introduce(peers, &others);
             for (peer, answer) in &answers {
@@ -532,7 +532,7 @@ impl Node {
             groups: cores.len() as u32 * config.log.groups_per_shard,
             partition_depth: config.store.partition_depth as u32,
             started: std::time::Instant::now(),
-            limits: config.store.limits(),
+            limits: crate::shard::settings::store_limits(&config.store),
             watch: crate::rpc::watch::WatchSettings::from_config(&config.store),
             tls: tls.client.clone(),
         });
@@ -557,7 +557,7 @@ impl Node {
                 shards: cores.len() as u32,
                 groups: cores.len() as u32 * config.log.groups_per_shard,
                 request_timeout: std::time::Duration::from_millis(
-                    config.raft.group_config().request_timeout_ms,
+                    crate::shard::settings::group_config(&config.raft).request_timeout_ms,
                 ),
                 keeper: keeper.clone(),
             })
@@ -592,7 +592,7 @@ impl Node {
         let initial_members = if config.cluster.members.is_empty() {
             vec![member.clone()]
         } else {
-            config.cluster.members.iter().map(|listed| listed.member()).collect()
+            config.cluster.members.iter().map(crate::shard::settings::member).collect()
         };
         let layout = GroupLayout {
             shards: cores.len(),
@@ -603,7 +603,7 @@ impl Node {
             join: config.cluster.join,
             raft: crate::raft::GroupConfig {
                 cluster_name: config.cluster.name.clone(),
-                ..config.raft.group_config()
+                ..crate::shard::settings::group_config(&config.raft)
             },
             watch: WatchLimits {
                 watch_events_pending_max: config.store.watch_events_pending_max as usize,

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use nvkv_fuzz::{check_health, free_port, send_session, start_node};
+use nvkv_fuzz::{check_health, free_ports, send_session, start_node};
 
 const HEALTH_EVERY: u64 = 256;
 
@@ -28,7 +28,7 @@ const HEALTH_EVERY: u64 = 256;
 fn node() -> (SocketAddr, SocketAddr) {
     static NODE: OnceLock<(SocketAddr, SocketAddr)> = OnceLock::new();
     *NODE.get_or_init(|| {
-        let (client, peer, absent_client, absent_peer) = (free_port(), free_port(), free_port(), free_port());
+        let [client, peer, absent_client, absent_peer] = free_ports::<4>();
         let node = format!(
             "member_id = 1\nname = \"n1\"\nclient_address = \"127.0.0.1:{client}\"\npeer_address = \"127.0.0.1:{peer}\""
         );

@@ -26,9 +26,13 @@ pub fn start_node(target: &str, node: &str, extra: &str) -> nvkv::node::Node {
     nvkv::node::Node::start(config).expect("the node starts")
 }
 
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("its address").port()
+/// `N` distinct ports nothing listens on right now. They are held open
+/// together while picked: a port released after its own pick may be handed
+/// out again by the next one, and two members' addresses would collide.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> =
+        (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port")).collect();
+    std::array::from_fn(|at| listeners[at].local_addr().expect("its address").port())
 }
 
 /// Writes `bytes` on a new connection to `address`, half-closes it and

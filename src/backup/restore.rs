@@ -148,7 +148,7 @@ fn members_of(config: &Config) -> Vec<Member> {
             client_address: config.node.client_address.to_string(),
         }];
     }
-    config.cluster.members.iter().map(|listed| listed.member()).collect()
+    config.cluster.members.iter().map(crate::shard::settings::member).collect()
 }
 
 /// The Raft snapshot metadata of a restored group.

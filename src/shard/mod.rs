@@ -12,6 +12,7 @@ pub mod groups;
 pub mod lease;
 pub mod membership;
 pub mod propose;
+pub mod settings;
 pub mod snapshots;
 pub mod space;
 pub mod spread;
@@ -50,7 +51,7 @@ pub fn namespace_settings(config: &Config, data_dir: &Path) -> NamespaceSettings
         path: config.namespace.resolved_path(data_dir),
         namespace_bytes: config.namespace.namespace_bytes,
         lba_bytes: config.namespace.lba_bytes,
-        spdk: config.namespace.spdk_options(),
+        spdk: settings::spdk_options(&config.namespace),
     }
 }
 

@@ -18,6 +18,7 @@
 //!
 //! This module only encodes and decodes; it never does I/O.
 
+use super::format::{DecodeError, Structure};
 use super::snapshot::{SnapshotRef, REF_BYTES};
 
 pub const CHECKPOINT_MAGIC: u64 = u64::from_le_bytes(*b"NVKVCKPT");
@@ -126,9 +127,14 @@ impl Checkpoint {
     }
 
     /// Decodes a slot. `Ok(None)` for a slot never written (no magic).
-    pub fn decode(bytes: &[u8]) -> Result<Option<Checkpoint>, String> {
+    pub fn decode(bytes: &[u8]) -> Result<Option<Checkpoint>, DecodeError> {
+        const WHAT: Structure = Structure::Checkpoint;
         if bytes.len() < FIXED_BYTES + 4 {
-            return Err(format!("checkpoint slot of {} bytes is too small", bytes.len()));
+            return Err(DecodeError::TooShort {
+                what: WHAT,
+                needed: FIXED_BYTES + 4,
+                available: bytes.len(),
+            });
         }
         let u32_at = |offset: usize| crate::little_endian::u32_at(bytes, offset);
         let u64_at = |offset: usize| crate::little_endian::u64_at(bytes, offset);
@@ -137,19 +143,23 @@ impl Checkpoint {
         }
         let version = u32_at(8);
         if version != CHECKPOINT_VERSION {
-            return Err(format!(
-                "checkpoint format version {version}, this build reads version {CHECKPOINT_VERSION}"
-            ));
+            return Err(DecodeError::Version { what: WHAT, found: version, reads: &[CHECKPOINT_VERSION] });
         }
         let group_count = u32_at(44) as usize;
         let crc_at = FIXED_BYTES + group_count.saturating_mul(GROUP_BYTES);
         if crc_at + 4 > bytes.len() {
-            return Err(format!("checkpoint claims {group_count} groups, more than its slot holds"));
+            let max = (bytes.len() - FIXED_BYTES - 4) / GROUP_BYTES;
+            return Err(DecodeError::TooMany {
+                what: WHAT,
+                field: "groups",
+                count: group_count as u64,
+                max: max as u64,
+            });
         }
         let stored = u32_at(crc_at);
         let computed = crc32c::crc32c(&bytes[..crc_at]);
         if stored != computed {
-            return Err(format!("checkpoint CRC32C stored {stored:#010x}, computed {computed:#010x}"));
+            return Err(DecodeError::Crc { what: WHAT, stored, computed });
         }
         let mut groups = Vec::with_capacity(group_count);
         for position in 0..group_count {
@@ -158,7 +168,12 @@ impl Checkpoint {
             let flags = slot[4];
             let vote_len = slot[5] as usize;
             if vote_len > VOTE_BYTES_MAX {
-                return Err(format!("checkpoint vote of {vote_len} bytes, at most {VOTE_BYTES_MAX}"));
+                return Err(DecodeError::TooMany {
+                    what: WHAT,
+                    field: "vote bytes",
+                    count: vote_len as u64,
+                    max: VOTE_BYTES_MAX as u64,
+                });
             }
             groups.push(GroupCheckpoint {
                 group: crate::little_endian::u32_at(slot, 0),
@@ -217,7 +232,10 @@ mod tests {
         let mut slot = vec![0u8; slot_bytes(4)];
         sample().encode(&mut slot).expect("fits");
         slot[30] ^= 1;
-        assert!(Checkpoint::decode(&slot).unwrap_err().contains("CRC32C"));
+        assert!(matches!(
+            Checkpoint::decode(&slot),
+            Err(DecodeError::Crc { what: Structure::Checkpoint, .. })
+        ));
     }
 
     #[test]

@@ -115,39 +115,80 @@ pub fn encode_record(header: &RecordHeader, payload: &[u8], out: &mut [u8]) -> u
     crc
 }
 
-/// Why bytes are not a record.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Why bytes read back are not the structure nvkv wrote: a log record, a
+/// superblock copy, a checkpoint slot, a snapshot reference or a snapshot
+/// blob. Every on-disk decoder returns it, so recovery and its tests branch
+/// on the kind of damage, not on words of a message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// Not a record at all (no magic): unused space, or garbage.
+    #[error("no record magic")]
     NoMagic,
     /// A record of a format version this build does not know.
+    #[error("record format version {0}, this build reads version {RECORD_VERSION}")]
     UnknownVersion(u16),
     /// Magic present but a field is impossible.
+    #[error("impossible value in field {0}")]
     BadField(&'static str),
     /// The header names more bytes than were given.
+    #[error("record needs {needed} bytes, {available} available")]
     Truncated { needed: usize, available: usize },
     /// The CRC does not match: a torn or corrupted record.
+    #[error("CRC32C stored {stored:#010x}, computed {computed:#010x}")]
     CrcMismatch { stored: u32, computed: u32 },
+    /// Fewer bytes than the structure's fixed part.
+    #[error("{what} of {available} bytes is too small ({needed} needed)")]
+    TooShort { what: Structure, needed: usize, available: usize },
+    /// A structure of a format version this build does not read.
+    #[error("{what} format version {found}, this build of nvkv reads {}", versions(.reads))]
+    Version { what: Structure, found: u32, reads: &'static [u32] },
+    /// A checksum over the structure (or a part of it) does not match.
+    #[error("{what} CRC32C stored {stored:#010x}, computed {computed:#010x}")]
+    Crc { what: Structure, stored: u32, computed: u32 },
+    /// A count or length field larger than the structure holds.
+    #[error("{what} names {count} {field}, more than the {max} it holds")]
+    TooMany { what: Structure, field: &'static str, count: u64, max: u64 },
+    /// A snapshot blob that is not the one its reference points at.
+    #[error(
+        "snapshot blob holds (group, index, term, bytes, log) {found:?}, its reference expects {expected:?}"
+    )]
+    WrongBlob { found: BlobIdentity, expected: BlobIdentity },
 }
 
-impl std::fmt::Display for DecodeError {
+/// A snapshot blob's (group, index, term, data bytes, log id).
+pub type BlobIdentity = (u32, u64, u64, u64, u64);
+
+/// The on-disk structures a [`DecodeError`] can be about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Structure {
+    Superblock,
+    Checkpoint,
+    SnapshotRef,
+    SnapshotHeader,
+    SnapshotData,
+}
+
+impl std::fmt::Display for Structure {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DecodeError::NoMagic => write!(formatter, "no record magic"),
-            DecodeError::UnknownVersion(version) => {
-                write!(
-                    formatter,
-                    "record format version {version}, this build reads version {RECORD_VERSION}"
-                )
-            }
-            DecodeError::BadField(field) => write!(formatter, "impossible value in field {field}"),
-            DecodeError::Truncated { needed, available } => {
-                write!(formatter, "record needs {needed} bytes, {available} available")
-            }
-            DecodeError::CrcMismatch { stored, computed } => {
-                write!(formatter, "CRC32C stored {stored:#010x}, computed {computed:#010x}")
-            }
+        formatter.write_str(match self {
+            Structure::Superblock => "superblock copy",
+            Structure::Checkpoint => "checkpoint slot",
+            Structure::SnapshotRef => "snapshot reference",
+            Structure::SnapshotHeader => "snapshot blob header",
+            Structure::SnapshotData => "snapshot data",
+        })
+    }
+}
+
+/// "version 1" or "versions 1 and 2".
+fn versions(reads: &[u32]) -> String {
+    match reads {
+        [only] => format!("version {only}"),
+        [first @ .., last] => {
+            let first: Vec<String> = first.iter().map(u32::to_string).collect();
+            format!("versions {} and {last}", first.join(", "))
         }
+        [] => "no version".to_string(),
     }
 }
 

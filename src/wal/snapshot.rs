@@ -19,6 +19,8 @@
 
 use std::collections::BTreeMap;
 
+use super::format::{DecodeError, Structure};
+
 pub const SNAPSHOT_MAGIC: u64 = u64::from_le_bytes(*b"NVKVSNAP");
 pub const SNAPSHOT_VERSION: u32 = 1;
 pub const BLOB_HEADER_BYTES: usize = 64;
@@ -49,9 +51,13 @@ impl SnapshotRef {
         out[36..40].copy_from_slice(&0u32.to_le_bytes());
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<SnapshotRef, String> {
+    pub fn decode(bytes: &[u8]) -> Result<SnapshotRef, DecodeError> {
         if bytes.len() < REF_BYTES {
-            return Err(format!("snapshot reference of {} bytes, {REF_BYTES} expected", bytes.len()));
+            return Err(DecodeError::TooShort {
+                what: Structure::SnapshotRef,
+                needed: REF_BYTES,
+                available: bytes.len(),
+            });
         }
         let u64_at = |offset: usize| crate::little_endian::u64_at(bytes, offset);
         Ok(SnapshotRef {
@@ -99,50 +105,56 @@ pub fn decode_blob<'a>(
     group: u32,
     log_id: u64,
     reference: &SnapshotRef,
-) -> Result<&'a [u8], String> {
+) -> Result<&'a [u8], DecodeError> {
     if bytes.len() < BLOB_HEADER_BYTES {
-        return Err(format!("snapshot blob of {} bytes is shorter than its header", bytes.len()));
+        return Err(DecodeError::TooShort {
+            what: Structure::SnapshotHeader,
+            needed: BLOB_HEADER_BYTES,
+            available: bytes.len(),
+        });
     }
     let u32_at = |offset: usize| crate::little_endian::u32_at(bytes, offset);
     let u64_at = |offset: usize| crate::little_endian::u64_at(bytes, offset);
     if u64_at(0) != SNAPSHOT_MAGIC {
-        return Err("no snapshot magic".into());
+        return Err(DecodeError::BadField("snapshot magic"));
     }
     let version = u32_at(8);
     if version != SNAPSHOT_VERSION {
-        return Err(format!(
-            "snapshot format version {version}, this build reads version {SNAPSHOT_VERSION}"
-        ));
+        return Err(DecodeError::Version {
+            what: Structure::SnapshotHeader,
+            found: version,
+            reads: &[SNAPSHOT_VERSION],
+        });
     }
     let header_crc = crc32c::crc32c(&bytes[..52]);
     if header_crc != u32_at(52) {
-        return Err(format!(
-            "snapshot header CRC32C stored {:#010x}, computed {header_crc:#010x}",
-            u32_at(52)
-        ));
+        return Err(DecodeError::Crc {
+            what: Structure::SnapshotHeader,
+            stored: u32_at(52),
+            computed: header_crc,
+        });
     }
     let found = (u32_at(12), u64_at(16), u64_at(24), u64_at(32), u64_at(40));
     let expected = (group, reference.index, reference.term, reference.bytes, log_id);
     if found != expected {
-        return Err(format!(
-            "snapshot blob holds (group, index, term, bytes, log) {found:?}, its reference expects {expected:?}"
-        ));
+        return Err(DecodeError::WrongBlob { found, expected });
     }
     let end = BLOB_HEADER_BYTES + reference.bytes as usize;
     if bytes.len() < end {
-        return Err(format!(
-            "snapshot blob of {} bytes is shorter than its {} data bytes",
-            bytes.len(),
-            reference.bytes
-        ));
+        return Err(DecodeError::TooShort {
+            what: Structure::SnapshotData,
+            needed: end,
+            available: bytes.len(),
+        });
     }
     let data = &bytes[BLOB_HEADER_BYTES..end];
     let data_crc = crc32c::crc32c(data);
     if data_crc != reference.crc || data_crc != u32_at(48) {
-        return Err(format!(
-            "snapshot data CRC32C stored {:#010x}, computed {data_crc:#010x}",
-            reference.crc
-        ));
+        return Err(DecodeError::Crc {
+            what: Structure::SnapshotData,
+            stored: reference.crc,
+            computed: data_crc,
+        });
     }
     Ok(data)
 }
@@ -323,11 +335,14 @@ mod tests {
         let crc = encode_blob(3, 50, 2, 77, &data, &mut blob);
         let reference = SnapshotRef { offset: 0, bytes: data.len() as u64, index: 50, term: 2, crc };
         assert_eq!(decode_blob(&blob, 3, 77, &reference), Ok(&data[..]));
-        assert!(decode_blob(&blob, 4, 77, &reference).unwrap_err().contains("its reference expects"));
+        assert!(matches!(decode_blob(&blob, 4, 77, &reference), Err(DecodeError::WrongBlob { .. })));
         assert!(decode_blob(&blob, 3, 78, &reference).is_err(), "another log's blob is refused");
         let mut damaged = blob.clone();
         damaged[BLOB_HEADER_BYTES + 10] ^= 1;
-        assert!(decode_blob(&damaged, 3, 77, &reference).unwrap_err().contains("data CRC32C"));
+        assert!(matches!(
+            decode_blob(&damaged, 3, 77, &reference),
+            Err(DecodeError::Crc { what: Structure::SnapshotData, .. })
+        ));
     }
 
     #[test]

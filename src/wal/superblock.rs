@@ -40,6 +40,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::checkpoint::{self, Checkpoint};
+use super::format::{DecodeError, Structure};
 use super::{blocking, WalError};
 use crate::nvme::{Namespace, QueuePair, QueuePairConfig};
 
@@ -252,12 +253,10 @@ impl Superblock {
     }
 
     /// `Ok(None)` when the bytes hold no superblock (never written).
-    pub fn decode(bytes: &[u8]) -> Result<Option<Superblock>, String> {
+    pub fn decode(bytes: &[u8]) -> Result<Option<Superblock>, DecodeError> {
+        const WHAT: Structure = Structure::Superblock;
         if bytes.len() < ENCODED_BYTES {
-            return Err(format!(
-                "a superblock copy of {} bytes is too small ({ENCODED_BYTES} needed)",
-                bytes.len()
-            ));
+            return Err(DecodeError::TooShort { what: WHAT, needed: ENCODED_BYTES, available: bytes.len() });
         }
         let u32_at = |offset: usize| crate::little_endian::u32_at(bytes, offset);
         let u64_at = |offset: usize| crate::little_endian::u64_at(bytes, offset);
@@ -269,26 +268,36 @@ impl Superblock {
             SUPERBLOCK_VERSION_1 => IDENTITY_AT,
             SUPERBLOCK_VERSION => {
                 let peers = u32_at(112) as usize;
-                if peers > PEERS_MAX || PEERS_AT + peers * PEER_BYTES + 4 > bytes.len() {
-                    return Err(format!(
-                        "a superblock copy names {peers} peers, more than the {PEERS_MAX} it keeps or its \
-                         {} bytes hold",
-                        bytes.len()
-                    ));
+                if bytes.len() < PEERS_AT + 4 {
+                    return Err(DecodeError::TooShort {
+                        what: WHAT,
+                        needed: PEERS_AT + 4,
+                        available: bytes.len(),
+                    });
+                }
+                let room = ((bytes.len() - PEERS_AT - 4) / PEER_BYTES).min(PEERS_MAX);
+                if peers > room {
+                    return Err(DecodeError::TooMany {
+                        what: WHAT,
+                        field: "peers",
+                        count: peers as u64,
+                        max: room as u64,
+                    });
                 }
                 PEERS_AT + peers * PEER_BYTES
             }
             _ => {
-                return Err(format!(
-                    "superblock format version {version}, this build of nvkv reads versions \
-                     {SUPERBLOCK_VERSION_1} and {SUPERBLOCK_VERSION}"
-                ))
+                return Err(DecodeError::Version {
+                    what: WHAT,
+                    found: version,
+                    reads: &[SUPERBLOCK_VERSION_1, SUPERBLOCK_VERSION],
+                })
             }
         };
         let stored = u32_at(crc_at);
         let computed = crc32c::crc32c(&bytes[..crc_at]);
         if stored != computed {
-            return Err(format!("superblock CRC32C stored {stored:#010x}, computed {computed:#010x}"));
+            return Err(DecodeError::Crc { what: WHAT, stored, computed });
         }
         let identity = match version {
             SUPERBLOCK_VERSION_1 => Identity::default(),
@@ -593,7 +602,7 @@ mod tests {
     fn a_short_copy_is_an_error_not_a_panic() {
         for length in [0, 8, ENCODED_BYTES - 1] {
             let error = Superblock::decode(&vec![0u8; length]).expect_err("too small");
-            assert!(error.contains("too small"), "{error}");
+            assert!(matches!(error, DecodeError::TooShort { what: Structure::Superblock, .. }), "{error}");
         }
     }
 
