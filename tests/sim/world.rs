@@ -448,12 +448,16 @@ impl World {
         let up = self.running.borrow().contains_key(&target);
         match action {
             "crash" | "power_cut" if up => {
+                if action == "power_cut" {
+                    self.cut_within_a_millisecond().await;
+                }
                 self.counts.add(action);
                 self.trace.note(format!("{action}: member {target}"));
                 self.kill(target, action == "power_cut");
                 self.restart_later(target, self.draw(100, 3_000));
             }
             "cluster_power_cut" => {
+                self.cut_within_a_millisecond().await;
                 self.counts.add(action);
                 self.trace.note("power cut: the whole cluster".into());
                 for id in self.member_ids() {
@@ -533,6 +537,14 @@ impl World {
         }
     }
 
+    /// Waits a few microseconds before a power cut, so that it can fall
+    /// while writes are in flight (torn writes): faults are otherwise drawn
+    /// on whole milliseconds, when the disks are mostly idle.
+    async fn cut_within_a_millisecond(&self) {
+        let micros = self.draw(0, 999);
+        tokio::time::sleep(Duration::from_micros(micros)).await;
+    }
+
     fn draw(&self, low: u64, high: u64) -> u64 {
         self.rng.borrow_mut().between(low, high)
     }
@@ -570,10 +582,18 @@ impl World {
             }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        self.restore_stopped();
-        let wiped: Vec<NodeId> = self.wiped.borrow().iter().copied().collect();
-        for id in wiped {
-            self.rejoin(id).await;
+        // A member may find damage only when it starts again to rejoin:
+        // restored in turn, a few rounds.
+        for _ in 0..3 {
+            self.restore_stopped();
+            let wiped: Vec<NodeId> = self.wiped.borrow().iter().copied().collect();
+            if wiped.is_empty() {
+                break;
+            }
+            for id in wiped {
+                self.rejoin(id).await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
