@@ -16,13 +16,20 @@
 #          key); latency from a put's send to each watcher's event
 # Connections are scaled as etcd's benchmark tool is run (1 client over 1
 # connection, 1000 over 100): one connection per 10 clients, rounded up.
+# Every run reports the servers' CPU time per operation (nvkv's from its
+# status, etcd's from its /metrics) and the load generator's own. Beside
+# the stores, each repeat measures nvkv's floor on the same disk and
+# loopback: `nvkv bench device` (1 appender, 300-byte entries: a put's log
+# entry) and `nvkv bench ping` (1 client: a KV stream round trip that does
+# no work); the report sets nvkv's put budget at 1 client (its hops, from
+# the run's JSON) beside them.
 # Durability: etcd fsyncs its WAL (its default); nvkv runs with its default
 # durability = "fua". etcd is Debian's etcd-server; nvkv is NVKV_BIN
-# (default target/release/nvkv, built when missing).
+# (default: this tree's release build, cargo build --release first).
 #
 # Writes OUT/compare-etcd-<UTC YYYYMMDD-HHMM>/: report.md (machine, versions,
-# tables, goals, charts, and nvkv's per-stage histograms where a goal is
-# missed), summary.json, throughput.png, latency.png, plot.gp, status-1.json
+# tables, goals, charts, the latency budget at 1 client with its floor, and
+# nvkv's per-stage histograms where a goal is missed), summary.json, throughput.png, latency.png, plot.gp, status-1.json
 # and status-3.json (`nvkv status -w json` after each size's runs) and raw/
 # (every run's JSON). Installs etcd-server and gnuplot-nox (scripts/setup.sh)
 # when missing. Stops everything it started, also on Ctrl-C or failure.
@@ -54,7 +61,7 @@ while [ $# -gt 0 ]; do
         --watchers) watchers="${2:-}"; shift 2 ;;
         --sizes) sizes="${2:-}"; shift 2 ;;
         --out) out="${2:-}"; shift 2 ;;
-        -h|--help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "$script: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -75,7 +82,8 @@ if [ ! -x /usr/bin/etcd ] || ! command -v gnuplot >/dev/null; then
     bash scripts/setup.sh gnuplot-nox
 fi
 etcd_bin=/usr/bin/etcd
-bin="${NVKV_BIN:-target/release/nvkv}"
+use_release_nvkv
+bin="$NVKV_BIN"
 
 # Everything of this run's stores lives here, on the repository's disk; the
 # nvkv scripts make their directories here too (mktemp honours TMPDIR).
@@ -177,10 +185,27 @@ try_bench() {
 }
 run_bench() { try_bench "$@" || exit 1; }
 
+# The floor under nvkv's put, on the disk and loopback the stores use: SIZE
+# REPEAT. The device run writes its own namespace file under the scratch
+# directory; ping talks to the nvkv started for SIZE.
+run_floor() {
+    local size="$1" repeat="$2" raw
+    raw="$result/raw/n$size-floor-device-r$repeat.json"
+    if ! "$bin" bench device --namespace "$scratch/device.img" --namespace-bytes 256MiB --appenders 1 \
+            --entry-bytes 300 --seconds "$seconds" --json > "$raw" 2> "$scratch/bench.err"; then
+        echo "$script: failed: $bin bench device ... (see below)" >&2; cat "$scratch/bench.err" >&2; exit 1
+    fi
+    raw="$result/raw/n$size-floor-ping-r$repeat.json"
+    if ! "$bin" --endpoints "$endpoint" bench ping --clients 1 --conns 1 --seconds "$seconds" --json \
+            > "$raw" 2> "$scratch/bench.err"; then
+        echo "$script: failed: $bin bench ping at $endpoint (see below)" >&2; cat "$scratch/bench.err" >&2; exit 1
+    fi
+}
+
 # Every workload against both stores of SIZE members, REPEATS times.
 measure() {
     local size="$1" repeat store workload name args
-    progress_start $((repeats * ${#workloads[@]} * 3))
+    progress_start $((repeats * (${#workloads[@]} * 3 + 1)))
     for store in nvkv etcd; do
         echo "[$size node(s)] preloading $key_space keys into $store ..." >&2
         # The preload is setup, not a measurement, and stops at its first
@@ -196,6 +221,8 @@ measure() {
         done
     done
     for repeat in $(seq 1 "$repeats"); do
+        progress_step "nvkv's floor (device append, ping)" "$repeat" "[$size node(s)]"
+        run_floor "$size" "$repeat"
         for workload in "${workloads[@]}"; do
             name="${workload%%:*}"; args="${workload#*:}"
             # Which store goes first alternates, so neither always runs

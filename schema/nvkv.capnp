@@ -73,6 +73,22 @@ struct ShardStatus {
   # included) and time asleep (adaptive polling), in seconds.
   reactorBusySeconds @28 :Float64;
   reactorIdleSeconds @29 :Float64;
+  # The latency budget of a write on this shard: every hop a put passes
+  # that this member can see, in the order a put passes them (README,
+  # "The latency budget").
+  hops @30 :List(HopLatency);
+}
+
+# One hop of a write's way, on one shard, since the shard started.
+struct HopLatency {
+  name @0 :Text;              # e.g. "leader append durable"; stable, scripts read it
+  count @1 :UInt64;           # writes (or batches, for hops a batch passes once) measured
+  sumUs @2 :Float64;          # their total time: two statuses give the mean between them
+  p50Us @3 :Float64;
+  p99Us @4 :Float64;
+  # The whole histogram, in nanoseconds, in HdrHistogram's V2 encoding (no
+  # compression): two statuses give any percentile between them.
+  histogram @5 :Data;
 }
 
 struct NodeStatus {
@@ -84,6 +100,9 @@ struct NodeStatus {
   uptimeMs @5 :UInt64;
   shards @6 :List(ShardStatus);
   groups @7 :List(GroupStatus);  # every group of the node, in group order
+  # CPU time (user and system) the node's process used since it started,
+  # in seconds: two statuses give a server's CPU per operation between them.
+  processCpuSeconds @8 :Float64;
 }
 
 struct KeyValue {
@@ -229,6 +248,61 @@ struct CompactResult {
 # rangeEnd of one zero byte is every key at or above key, otherwise
 # [key, rangeEnd). A range within one group is one consistent read; one that
 # spans groups is read group by group and merged in key order.
+# ---- The KV stream: KV calls without the RPC layer's capability machinery ----
+#
+# A client that sends many small KV calls may open a KV stream instead of
+# calling the KV interface: a connection to a node's client port (or a
+# shard's own port) whose first 8 bytes are the ASCII "nvkvKVS1"; the node
+# answers the same 8 bytes, and from then on the client sends KvCalls
+# messages and the node KvReplies messages, each a Cap'n Proto message in
+# the standard stream framing (segment table, then segments). A call is
+# answered exactly once, by a reply with its id, in any order; both sides
+# put everything they have at one moment into one message. The calls and
+# answers are the KV interface's, with the same limits and typed errors; a
+# message larger than the node reads (twice store.request_bytes_max plus
+# framing) or that does not decode closes the connection. Ids are the
+# client's: the node only echoes them.
+struct KvCall {
+  id @0 :UInt64;
+  union {
+    put @1 :PutRequest;
+    range @2 :KvRange;
+    deleteRange @3 :DeleteRangeRequest;
+    txn @4 :TxnRequest;
+    # Answered by the connection at once, touching no group: a round trip
+    # of the stack alone (the floor under every other call).
+    ping @5 :Void;
+  }
+}
+
+struct KvRange {
+  request @0 :RangeRequest;
+  serializable @1 :Bool;      # read this member's state as it is, no read barrier
+}
+
+struct KvCalls {
+  calls @0 :List(KvCall);
+}
+
+struct KvReply {
+  id @0 :UInt64;              # the call's
+  # Time the call spent in the node: from the message that carried it being
+  # read to this reply being written. The client's round trip minus this is
+  # the network and the client's own stack.
+  serverNanos @1 :UInt64;
+  union {
+    put @2 :PutResult;
+    range @3 :RangeResult;
+    deleteRange @4 :DeleteRangeResult;
+    txn @5 :TxnResult;
+    ping @6 :Void;
+  }
+}
+
+struct KvReplies {
+  replies @0 :List(KvReply);
+}
+
 interface KV {
   put @0 (key :Data, value :Data, lease :Int64, prevKv :Bool) -> (result :PutResult);
   range @1 (key :Data, rangeEnd :Data, limit :Int64, revision :Int64, countOnly :Bool,
@@ -247,6 +321,17 @@ struct PartitionMap {
   partitionDepth @1 :UInt32;  # '/'-separated segments of the prefix
   shards @2 :UInt32;          # group g lives on shard g mod shards
   shardEndpoints @3 :List(Text);  # host:port of each shard, in shard order
+  # Who leads each group as this member knows it, in group order, so a client
+  # can send a group's requests to its leader (any member takes them: one
+  # that does not lead forwards them). Empty from a node that does not say.
+  leaders @4 :List(GroupLeader);
+  member @5 :UInt64;          # the member that answered
+}
+
+struct GroupLeader {
+  member @0 :UInt64;          # the leader's member id; 0 when none is known
+  term @1 :UInt64;            # the term it leads in (a response header's raftTerm moves past it when leadership moves)
+  clientAddress @2 :Text;     # where its clients connect (its node.client_address); empty when not known
 }
 
 interface Node {
@@ -601,7 +686,10 @@ enum IntroductionVerdict {
 
 # The calls one shard makes of the same shard of another member.
 interface PeerSession {
-  appendEntries @0 (group :UInt32, request :Data) -> (response :Data);
+  # answerNanos: the time this member took from taking the call to
+  # answering it (the append made durable included), so the leader can
+  # tell the network's part of the round trip from the follower's.
+  appendEntries @0 (group :UInt32, request :Data) -> (response :Data, answerNanos :UInt64);
   # removedAt: non-zero when this member applied a membership, at that log
   # index, that leaves the candidate out: a candidate whose own membership
   # is older missed its removal and stops serving.

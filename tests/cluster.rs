@@ -155,3 +155,65 @@ fn a_member_of_another_cluster_is_refused() {
     }
     drop(daemons);
 }
+
+/// The hop count `name` of every shard of the member at `port`, summed.
+fn hop_count(port: u16, name: &str) -> u64 {
+    let status = status_json(port);
+    let shards = status[0]["shards"].as_array().expect("shards").clone();
+    shards
+        .iter()
+        .flat_map(|shard| shard["hops"].as_array().cloned().unwrap_or_default())
+        .filter(|hop| hop["name"] == name)
+        .map(|hop| hop["count"].as_u64().expect("a count"))
+        .sum()
+}
+
+#[test]
+fn a_client_of_one_member_sends_writes_to_each_group_s_leader() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let members = cluster_configs(directory.path(), GROUPS);
+    let mut daemons: Vec<Daemon> = members.iter().map(|member| Daemon::start(&member.config)).collect();
+    for daemon in &mut daemons {
+        daemon.wait_ready();
+    }
+
+    eprintln!("phase: wait until another member than the first leads a group");
+    let agreed = eventually("a group led by member 2 or 3, as every member sees it", || {
+        let seen: Vec<Vec<u64>> = members.iter().map(|member| leaders(member.client_port)).collect();
+        let agreed = agreed_leaders(&seen)?;
+        if agreed.iter().any(|leader| *leader != members[0].id) {
+            Ok(agreed)
+        } else {
+            Err(format!("member {} leads every group: {agreed:?}", members[0].id))
+        }
+    });
+    eprintln!("leaders by group: {agreed:?}");
+
+    eprintln!("phase: 400 puts by one client of member 1, over the groups of every leader");
+    let forwarded_before = hop_count(members[0].client_port, "forwarded to leader");
+    let endpoint = format!("127.0.0.1:{}", members[0].client_port);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nvkv"))
+        .args(["--endpoints", &endpoint, "bench", "put", "--clients", "4", "--conns", "1", "--total", "400"])
+        .args(["--key-space", "1000", "--seconds", "60", "--json"])
+        .output()
+        .expect("nvkv bench runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    assert_eq!((report["ops"].as_u64(), report["errors"].as_u64()), (Some(400), Some(0)), "{report}");
+
+    eprintln!("phase: member 1 forwarded few of them: the rest went to their group's leader directly");
+    let forwarded = hop_count(members[0].client_port, "forwarded to leader") - forwarded_before;
+    let led_elsewhere: u64 =
+        members[1..].iter().map(|member| hop_count(member.client_port, "proposal wait")).sum();
+    eprintln!("forwarded by member 1: {forwarded}; proposed by members 2 and 3: {led_elsewhere}");
+    assert!(led_elsewhere > 100, "a quarter or more of 400 puts belong to groups led by members 2 and 3");
+    assert!(
+        forwarded * 4 < led_elsewhere,
+        "member 1 forwarded {forwarded} puts of the {led_elsewhere} its peers led: the client should send them there"
+    );
+    for mut daemon in daemons {
+        daemon.signal(libc::SIGTERM);
+        let (status, stderr) = daemon.wait_exit();
+        assert_eq!(status.code(), Some(0), "{stderr}");
+    }
+}

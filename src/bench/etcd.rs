@@ -17,7 +17,7 @@ use etcd_client::{
     WatchClient, WatchOptions, WatchStream as EtcdWatchStream,
 };
 
-use super::workload::{Consistency, RangeRead, StoreTarget, Swap, WatchStream, WatchedEvent};
+use super::workload::{Consistency, RangeRead, ServerSample, StoreTarget, Swap, WatchStream, WatchedEvent};
 
 /// How long opening a connection may take, its first answer included.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,8 +63,45 @@ impl StoreTarget for EtcdConnection {
         })
     }
 
-    async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), String> {
-        self.kv.clone().put(key, value, None).await.map(|_| ()).map_err(|error| self.failed("a put", error))
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<Option<Duration>, String> {
+        self.kv.clone().put(key, value, None).await.map(|_| None).map_err(|error| self.failed("a put", error))
+    }
+
+    async fn ping(&self, _: &[u8]) -> Result<Option<Duration>, String> {
+        Err(format!(
+            "etcd at {} has no call that does no work; bench ping drives nvkv's KV stream only",
+            self.endpoint
+        ))
+    }
+
+    /// Each member's `process_cpu_seconds_total`, from the Prometheus
+    /// metrics etcd serves on its client URL.
+    async fn sample_servers(
+        endpoints: &[String],
+        _: &crate::rpc::client::ClientTls,
+    ) -> Result<ServerSample, String> {
+        let mut sample = ServerSample::default();
+        let mut distinct: Vec<&String> = endpoints.iter().collect();
+        distinct.sort();
+        distinct.dedup();
+        for endpoint in distinct {
+            let metrics = tokio::time::timeout(CONNECT_TIMEOUT, http_get(endpoint, "/metrics"))
+                .await
+                .map_err(|_| {
+                    format!("etcd at {endpoint} served no /metrics within {} s", CONNECT_TIMEOUT.as_secs())
+                })?
+                .map_err(|error| format!("reading /metrics of etcd at {endpoint}: {error}"))?;
+            let seconds = metrics
+                .lines()
+                .find_map(|line| line.strip_prefix("process_cpu_seconds_total "))
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .ok_or_else(|| {
+                    format!("etcd at {endpoint} reports no process_cpu_seconds_total in /metrics")
+                })?;
+            sample.servers += 1;
+            sample.cpu_seconds += seconds;
+        }
+        Ok(sample)
     }
 
     async fn range(
@@ -180,4 +217,21 @@ impl WatchStream for EtcdWatch {
                 .collect());
         }
     }
+}
+
+/// The body of `GET path` at `endpoint` (host:port), over HTTP/1.0: what
+/// reading etcd's metrics needs, no more. At most 16 MiB are read.
+async fn http_get(endpoint: &str, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(endpoint).await?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {endpoint}\r\n\r\n").as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.take(16 << 20).read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        let status = head.lines().next().unwrap_or("no answer");
+        return Err(std::io::Error::other(format!("GET {path} answered {status}")));
+    }
+    Ok(body.to_string())
 }

@@ -8,18 +8,50 @@ use crate::kv::types::{
     TxnRequest,
 };
 use crate::kv::watch::WatchRequest;
-use crate::rpc::client::ShardedClient;
+use std::time::Duration;
+
+use crate::rpc::client::{ClientTls, Connection, ShardedClient};
 use crate::rpc::watch_client::{Watch, WatchMessage};
 
-use super::workload::{Consistency, RangeRead, StoreTarget, Swap, WatchStream, WatchedEvent};
+use super::workload::{Consistency, RangeRead, ServerSample, StoreTarget, Swap, WatchStream, WatchedEvent};
 
 impl StoreTarget for ShardedClient {
-    async fn connect(endpoint: &str, tls: &crate::rpc::client::ClientTls) -> Result<ShardedClient, String> {
+    async fn connect(endpoint: &str, tls: &ClientTls) -> Result<ShardedClient, String> {
         ShardedClient::open_with(endpoint, tls).await.map_err(|error| error.to_string())
     }
 
-    async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), String> {
-        ShardedClient::put(self, key, value, 0, false).await.map(|_| ()).map_err(|error| error.to_string())
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<Option<Duration>, String> {
+        let served = ShardedClient::put_served(self, key, value, 0, false).await;
+        served.map(|(_, served)| served).map_err(|error| error.to_string())
+    }
+
+    async fn ping(&self, key: &[u8]) -> Result<Option<Duration>, String> {
+        match ShardedClient::ping(self, key).await {
+            Some(served) => served.map(Some).map_err(|error| error.to_string()),
+            None => Err(format!(
+                "{} serves no KV stream, whose ping this workload times; run a node of this version",
+                self.main().endpoint()
+            )),
+        }
+    }
+
+    /// Each endpoint's status: its process's CPU time and every shard's
+    /// latency budget.
+    async fn sample_servers(endpoints: &[String], tls: &ClientTls) -> Result<ServerSample, String> {
+        let mut sample = ServerSample::default();
+        let mut distinct: Vec<&String> = endpoints.iter().collect();
+        distinct.sort();
+        distinct.dedup();
+        for endpoint in distinct {
+            let connection = Connection::open_with(endpoint, tls).await.map_err(|error| error.to_string())?;
+            let status = connection.status().await.map_err(|error| error.to_string())?;
+            sample.servers += 1;
+            sample.cpu_seconds += status.process_cpu_seconds;
+            for shard in &status.shards {
+                sample.add_hops(&shard.hops).map_err(|error| format!("{endpoint}: {error}"))?;
+            }
+        }
+        Ok(sample)
     }
 
     async fn range(

@@ -9,7 +9,11 @@ use crate::rpc::client::ShardedClient;
 
 #[cfg(feature = "etcd")]
 use super::etcd::EtcdConnection;
-use super::workload::{run_against, BenchReport, LoadOptions, Workload};
+use std::sync::Arc;
+
+use super::workload::{
+    run_against, BenchReport, Gate, LoadOptions, Outcome, Part, ServerSample, StoreTarget, Workload,
+};
 
 /// A store to drive, with the endpoints to reach it at.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,7 +71,9 @@ impl Target {
 
 /// Runs `workload` against `target` and returns its report.
 /// `tls` is the client's `--cacert`/`--cert`/`--key` (plaintext for the
-/// comparisons, which run on loopback).
+/// comparisons, which run on loopback). The clients run on
+/// `options.threads` threads; the store's servers are asked about
+/// themselves just before and just after the measured run.
 pub fn run(
     workload: &Workload,
     options: &LoadOptions,
@@ -75,29 +81,115 @@ pub fn run(
     tls: &crate::rpc::client::ClientTls,
 ) -> Result<BenchReport, String> {
     options.validate(workload)?;
+    let gate = Arc::new(Gate::new(options.threads));
+    let mut threads = Vec::new();
+    for thread in 0..options.threads {
+        let (share, mut part) = options.share(thread);
+        part.gate = Some(gate.clone());
+        let (workload, target, tls) = (*workload, target.clone(), tls.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("nvkv-bench-{thread}"))
+            .spawn(move || on_runtime(|| run_part(&workload, &share, &target, &tls, &part)));
+        // The threads started before a failure stay at the gate; the
+        // process ends with the error.
+        threads.push(spawned.map_err(|error| format!("cannot start generator thread {thread}: {error}"))?);
+    }
+    gate.ready.wait();
+    let before = sample(target, tls);
+    let cpu_before = process_cpu_seconds();
+    gate.start.wait();
+    let mut outcome: Option<Outcome> = None;
+    let mut first_error = None;
+    for thread in threads {
+        match thread.join().unwrap_or_else(|_| Err("a generator thread panicked".into())) {
+            Ok(part) => match &mut outcome {
+                Some(outcome) => outcome.merge(&part),
+                None => outcome = Some(part),
+            },
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    let generator_cpu_seconds = process_cpu_seconds() - cpu_before;
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    let mut outcome = outcome.ok_or("no generator thread ran")?;
+    if outcome.ops() == 0 {
+        return Err(format!("no operation succeeded ({} failed); is the store serving?", outcome.errors));
+    }
+    outcome.generator_cpu_seconds = generator_cpu_seconds;
+    let after = sample(target, tls);
+    outcome.servers = match (before, after) {
+        (Ok(before), Ok(after)) => Some((before, after)),
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!("the report has no server CPU: {error}");
+            None
+        }
+    };
+    Ok(BenchReport::new(workload, options, &outcome, target.store(), target.endpoints()))
+}
+
+/// Runs `work` on a client runtime of this thread, inside a `LocalSet`
+/// (Cap'n Proto RPC is single-threaded).
+fn on_runtime<T, F, Fut>(work: F) -> Result<T, String>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|error| format!("cannot start the client runtime: {error}"))?;
-    let local = tokio::task::LocalSet::new();
-    let outcome = local.block_on(&runtime, async {
-        match target {
-            Target::Nvkv { endpoints } => {
-                run_against::<ShardedClient>(workload, options, endpoints, tls).await
-            }
-            #[cfg(feature = "etcd")]
-            Target::Etcd { endpoints } => {
-                run_against::<EtcdConnection>(workload, options, endpoints, tls).await
-            }
-            #[cfg(not(feature = "etcd"))]
-            Target::Etcd { .. } => {
-                Err("this nvkv was built without its etcd driver (the `etcd` feature, on by \
-                                        default): build it with default features"
-                    .to_string())
-            }
+    tokio::task::LocalSet::new().block_on(&runtime, work())
+}
+
+/// One thread's part of the run.
+async fn run_part(
+    workload: &Workload,
+    options: &LoadOptions,
+    target: &Target,
+    tls: &crate::rpc::client::ClientTls,
+    part: &Part,
+) -> Result<Outcome, String> {
+    match target {
+        Target::Nvkv { endpoints } => {
+            run_against::<ShardedClient>(workload, options, endpoints, tls, part).await
         }
-    })?;
-    Ok(BenchReport::new(workload, options, &outcome, target.store(), target.endpoints()))
+        #[cfg(feature = "etcd")]
+        Target::Etcd { endpoints } => {
+            run_against::<EtcdConnection>(workload, options, endpoints, tls, part).await
+        }
+        #[cfg(not(feature = "etcd"))]
+        Target::Etcd { .. } => {
+            if let Some(gate) = &part.gate {
+                gate.ready.wait();
+                gate.start.wait();
+            }
+            Err("this nvkv was built without its etcd driver (the `etcd` feature, on by default): build it \
+                 with default features"
+                .to_string())
+        }
+    }
+}
+
+/// What the target's servers say of themselves now.
+fn sample(target: &Target, tls: &crate::rpc::client::ClientTls) -> Result<ServerSample, String> {
+    on_runtime(|| async {
+        match target {
+            Target::Nvkv { endpoints } => ShardedClient::sample_servers(endpoints, tls).await,
+            #[cfg(feature = "etcd")]
+            Target::Etcd { endpoints } => EtcdConnection::sample_servers(endpoints, tls).await,
+            #[cfg(not(feature = "etcd"))]
+            Target::Etcd { .. } => Err("this nvkv was built without its etcd driver".to_string()),
+        }
+    })
+}
+
+/// CPU time (user and system) this process used so far, in seconds.
+fn process_cpu_seconds() -> f64 {
+    crate::rpc::metrics::process_cpu_seconds()
 }
 
 #[cfg(test)]

@@ -62,6 +62,9 @@ pub enum Workload {
     /// Puts of watched keys, and the latency from each put's send to each
     /// of its events arriving at a watcher (etcd's `benchmark watch-latency`).
     Watch { watchers: u32 },
+    /// Round trips that do no work at the store (nvkv's KV stream ping): the
+    /// floor under every other operation's latency.
+    Ping,
 }
 
 impl Workload {
@@ -72,13 +75,14 @@ impl Workload {
             Workload::Txn => "txn",
             Workload::Mixed { .. } => "mixed",
             Workload::Watch { .. } => "watch",
+            Workload::Ping => "ping",
         }
     }
 
     fn preloads(&self) -> bool {
         match self {
             Workload::Range { preload, .. } | Workload::Mixed { preload, .. } => *preload,
-            Workload::Put | Workload::Txn | Workload::Watch { .. } => false,
+            Workload::Put | Workload::Txn | Workload::Watch { .. } | Workload::Ping => false,
         }
     }
 
@@ -104,6 +108,8 @@ pub const RANGE_LIMIT_MAX: i64 = 10_000;
 pub const WATCHERS_MAX: u32 = 10_000;
 /// The most operations per second `--rate` may ask for.
 pub const RATE_MAX: u64 = 10_000_000;
+/// The most threads `--threads` may ask for.
+pub const THREADS_MAX: u32 = 256;
 /// The most key revisions the txn workload remembers; beyond it, a key it
 /// has not seen costs a read first.
 const REMEMBERED_REVISIONS_MAX: usize = 1 << 20;
@@ -123,6 +129,9 @@ pub struct LoadOptions {
     pub rate: u64,
     /// Show progress bars on stderr (when it is a terminal).
     pub progress: bool,
+    /// Threads the generator runs its clients on, each with its own share
+    /// of the clients and connections (and of `total` and `rate`).
+    pub threads: u32,
 }
 
 impl LoadOptions {
@@ -162,6 +171,26 @@ impl LoadOptions {
         if self.rate > RATE_MAX {
             return Err(format!("--rate {} must be at most {RATE_MAX} (0: unlimited)", self.rate));
         }
+        if self.threads == 0 || self.threads > self.connections.min(THREADS_MAX) {
+            return Err(format!(
+                "--threads {} must be from 1 to the number of connections ({}), at most {THREADS_MAX}",
+                self.threads, self.connections
+            ));
+        }
+        if self.total.is_some_and(|total| total < u64::from(self.threads)) {
+            return Err(format!(
+                "--threads {} is more than the --total of {} operations: give at most one thread per operation",
+                self.threads,
+                self.total.unwrap_or(0)
+            ));
+        }
+        if self.threads > 1 && matches!(workload, Workload::Watch { .. }) {
+            return Err(format!(
+                "--threads {}: the watch workload runs on one thread (its watchers time events against its \
+                 puts' sends); give --threads 1",
+                self.threads
+            ));
+        }
         workload.validate()?;
         if let Workload::Watch { watchers } = *workload {
             super::watch::validate(self, watchers)?;
@@ -197,8 +226,18 @@ pub trait StoreTarget: Sized {
     /// `tls` is the client's `--cacert`/`--cert`/`--key`; a driver that
     /// cannot speak TLS refuses it when it is on.
     async fn connect(endpoint: &str, tls: &crate::rpc::client::ClientTls) -> Result<Self, String>;
-    /// Sets `key` to `value`.
-    async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), String>;
+    /// Sets `key` to `value`; answers the time the put spent in the store
+    /// when the store says (nvkv's KV stream does).
+    async fn put(&self, key: &[u8], value: &[u8]) -> Result<Option<Duration>, String>;
+    /// A round trip that does no work at the store, to the part of it that
+    /// serves `key`; answers the time it spent in the store when it says.
+    async fn ping(&self, key: &[u8]) -> Result<Option<Duration>, String>;
+    /// What the store's servers at `endpoints` report of themselves now:
+    /// their CPU time and, where the store measures it, the latency budget.
+    async fn sample_servers(
+        endpoints: &[String],
+        tls: &crate::rpc::client::ClientTls,
+    ) -> Result<ServerSample, String>;
     /// Reads [key, range_end) (etcd's convention: empty is the key alone,
     /// `[0]` every key from it on), at most `limit` keys.
     async fn range(
@@ -244,13 +283,45 @@ pub(super) enum Kind {
     Put = 0,
     Range = 1,
     Txn = 2,
+    Ping = 3,
 }
 
-const KINDS: usize = 3;
+const KINDS: usize = 4;
+
+/// What the servers of a store said of themselves at one moment: summed
+/// over every server asked.
+#[derive(Clone, Debug, Default)]
+pub struct ServerSample {
+    pub servers: usize,
+    pub cpu_seconds: f64,
+    /// The latency budget's hops (nvkv's), in the order a write passes
+    /// them: each hop's histogram (nanoseconds, since the servers started),
+    /// added up over every shard of every server.
+    pub hops: Vec<(String, Histogram<u64>)>,
+}
+
+impl ServerSample {
+    /// Adds one shard's hops to the sum.
+    pub fn add_hops(&mut self, shard_hops: &[crate::shard::stages::HopReport]) -> Result<(), String> {
+        for hop in shard_hops {
+            let histogram = hop.decode_histogram()?;
+            match self.hops.iter_mut().find(|(name, _)| *name == hop.name) {
+                Some((_, known)) => {
+                    known.add(&histogram).map_err(|error| format!("hop {:?}: {error:?}", hop.name))?
+                }
+                None => self.hops.push((hop.name.clone(), histogram)),
+            }
+        }
+        Ok(())
+    }
+}
 
 /// What a run measured, before it becomes a report.
 pub struct Outcome {
     histograms: [Histogram<u64>; KINDS],
+    /// Per operation whose store said how long it spent in it: the round
+    /// trip minus that, the network and both ends' stacks.
+    outside: Histogram<u64>,
     pub errors: u64,
     pub txn_succeeded: u64,
     pub txn_failed: u64,
@@ -261,6 +332,11 @@ pub struct Outcome {
     pub preloaded: u64,
     /// What the watchers of a watch run received.
     pub watch: Option<super::watch::Received>,
+    /// CPU time the generator's process used during the measured run.
+    pub generator_cpu_seconds: f64,
+    /// What the store's servers said of themselves just before the measured
+    /// run and just after, when they could be asked.
+    pub servers: Option<(ServerSample, ServerSample)>,
 }
 
 impl Outcome {
@@ -275,6 +351,20 @@ impl Outcome {
             overall.add(histogram).expect("histograms of one shape add up");
         }
         overall
+    }
+
+    /// Adds the outcome of another thread of the same run.
+    pub fn merge(&mut self, other: &Outcome) {
+        for (mine, theirs) in self.histograms.iter_mut().zip(&other.histograms) {
+            mine.add(theirs).expect("histograms of one shape add up");
+        }
+        self.outside.add(&other.outside).expect("histograms of one shape add up");
+        self.errors += other.errors;
+        self.txn_succeeded += other.txn_succeeded;
+        self.txn_failed += other.txn_failed;
+        self.txn_revision_reads += other.txn_revision_reads;
+        self.elapsed = self.elapsed.max(other.elapsed);
+        self.preloaded += other.preloaded;
     }
 }
 
@@ -378,6 +468,89 @@ pub struct BenchReport {
     pub put_p50_us: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub put_p99_us: Option<f64>,
+    /// Threads the generator ran its clients on.
+    pub threads: u32,
+    /// CPU time of the generator's process per operation, in µs: next to
+    /// the server's, it says whether a run measured the store or the
+    /// generator.
+    pub generator_cpu_us_per_op: f64,
+    /// The servers asked (the endpoints), and their CPU time (user and
+    /// system, summed over them) during the run, and per operation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub servers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_op: Option<f64>,
+    /// The latency budget of the run's writes, hop by hop in the order a
+    /// put passes them, where the store measures it (nvkv over its KV
+    /// stream): the client's own two hops and the servers'.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub budget: Vec<BudgetHop>,
+}
+
+/// One hop of the latency budget over one run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BudgetHop {
+    pub name: String,
+    /// Times it was measured during the run, and their mean and
+    /// percentiles, in µs.
+    pub count: u64,
+    pub mean_us: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// The client's hops, each estimated as half of the round trip minus the
+/// time the store said it spent on the operation.
+pub const CLIENT_TO_SHARD: &str = "client send to shard receive";
+pub const SHARD_TO_CLIENT: &str = "reply written to client receive";
+
+/// The budget of a run: the client's hops around the servers' (their
+/// counts and sums between the samples before and after the run).
+fn budget(outcome: &Outcome) -> Vec<BudgetHop> {
+    let mut hops = Vec::new();
+    let outside = &outcome.outside;
+    let half = |nanos: f64| nanos / 2000.0;
+    let client_hop = |name: &str| BudgetHop {
+        name: name.to_string(),
+        count: outside.len(),
+        mean_us: half(outside.mean()),
+        p50_us: half(outside.value_at_quantile(0.5) as f64),
+        p99_us: half(outside.value_at_quantile(0.99) as f64),
+    };
+    if !outside.is_empty() {
+        hops.push(client_hop(CLIENT_TO_SHARD));
+    }
+    if let Some((before, after)) = &outcome.servers {
+        for (name, histogram) in &after.hops {
+            // The run's own part of the histogram: after it, less before it.
+            let mut window = histogram.clone();
+            if let Some((_, earlier)) = before.hops.iter().find(|(earlier, _)| earlier == name) {
+                if window.subtract(earlier).is_err() {
+                    tracing::warn!(
+                        "hop {name:?} counted less after the run than before it; left out of the budget"
+                    );
+                    continue;
+                }
+            }
+            let micros = |nanos: u64| nanos as f64 / 1000.0;
+            hops.push(BudgetHop {
+                name: name.clone(),
+                count: window.len(),
+                mean_us: if window.is_empty() { 0.0 } else { window.mean() / 1000.0 },
+                p50_us: micros(window.value_at_quantile(0.5)),
+                p99_us: micros(window.value_at_quantile(0.99)),
+            });
+        }
+    }
+    if !outside.is_empty() {
+        hops.push(client_hop(SHARD_TO_CLIENT));
+    }
+    if hops.iter().all(|hop| hop.count == 0) {
+        hops.clear();
+    }
+    hops
 }
 
 impl BenchReport {
@@ -397,7 +570,9 @@ impl BenchReport {
             Workload::Mixed { consistency, read_ratio, .. } => {
                 (Some(consistency.flag()), None, Some(read_ratio), true)
             }
-            Workload::Put | Workload::Txn | Workload::Watch { .. } => (None, None, None, false),
+            Workload::Put | Workload::Txn | Workload::Watch { .. } | Workload::Ping => {
+                (None, None, None, false)
+            }
         };
         let watchers = match *workload {
             Workload::Watch { watchers } => Some(watchers),
@@ -446,6 +621,17 @@ impl BenchReport {
             events_unexpected: received.map(|received| received.unexpected),
             put_p50_us: received.map(|_| puts.p50_us),
             put_p99_us: received.map(|_| puts.p99_us),
+            threads: options.threads,
+            generator_cpu_us_per_op: outcome.generator_cpu_seconds * 1e6 / outcome.ops().max(1) as f64,
+            servers: outcome.servers.as_ref().map(|(_, after)| after.servers),
+            server_cpu_seconds: outcome
+                .servers
+                .as_ref()
+                .map(|(before, after)| after.cpu_seconds - before.cpu_seconds),
+            server_cpu_us_per_op: outcome.servers.as_ref().map(|(before, after)| {
+                (after.cpu_seconds - before.cpu_seconds) * 1e6 / outcome.ops().max(1) as f64
+            }),
+            budget: budget(outcome),
         }
     }
 
@@ -512,37 +698,163 @@ impl BenchReport {
                 text.push_str(&format!("\n{name:<12} {:>8}   {}", latencies.ops, latencies.human()));
             }
         }
+        if let (Some(servers), Some(seconds), Some(per_op)) =
+            (self.servers, self.server_cpu_seconds, self.server_cpu_us_per_op)
+        {
+            text.push_str(&format!(
+                "\nserver cpu   {per_op:.2} us/op ({seconds:.2} s over {servers} server{})",
+                if servers == 1 { "" } else { "s" }
+            ));
+        }
+        text.push_str(&format!(
+            "\nbench cpu    {:.2} us/op ({} thread{})",
+            self.generator_cpu_us_per_op,
+            self.threads,
+            if self.threads == 1 { "" } else { "s" }
+        ));
+        if !self.budget.is_empty() {
+            text.push_str("\nlatency budget (mean over the run; p50 / p99)");
+            for hop in &self.budget {
+                text.push_str(&format!(
+                    "\n  {:<32} {:>9.1} us   {:>8.1} / {:<8.1} ({})",
+                    hop.name, hop.mean_us, hop.p50_us, hop.p99_us, hop.count
+                ));
+            }
+        }
         text
     }
 }
 
+/// Threads enough that the generator is not a run's limit: one per
+/// connection, up to the CPUs this process may use and the `total`; one
+/// for the watch workload.
+pub fn default_threads(workload: &Workload, connections: u32, total: Option<u64>) -> u32 {
+    if matches!(workload, Workload::Watch { .. }) {
+        return 1;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |cpus| cpus.get()) as u32;
+    let total = total.map_or(u32::MAX, |total| u32::try_from(total).unwrap_or(u32::MAX));
+    connections.min(cpus).min(total).clamp(1, THREADS_MAX)
+}
+
+/// One generator thread's part of a run (see `LoadOptions::share`).
+#[derive(Clone, Debug)]
+pub struct Part {
+    /// The number of this thread's first client and first connection in
+    /// the whole run: clients draw their keys by their number, connections
+    /// go round robin over the endpoints by theirs.
+    pub first_client: u32,
+    pub first_connection: u32,
+    /// This thread fills the key space before the run, for all of them.
+    pub preloads: bool,
+    /// Where the threads wait for each other (and for the run's samples)
+    /// between connecting and running.
+    pub gate: Option<std::sync::Arc<Gate>>,
+}
+
+impl Part {
+    /// The whole run on one thread, with nobody to wait for.
+    pub fn whole() -> Part {
+        Part { first_client: 0, first_connection: 0, preloads: true, gate: None }
+    }
+}
+
+/// The two meeting points of a run's threads and the thread that samples
+/// the servers: every thread connected (and preloaded), then go.
+#[derive(Debug)]
+pub struct Gate {
+    pub ready: std::sync::Barrier,
+    pub start: std::sync::Barrier,
+}
+
+impl Gate {
+    /// A gate for `threads` generator threads and the one that samples.
+    pub fn new(threads: u32) -> Gate {
+        let parties = threads as usize + 1;
+        Gate { ready: std::sync::Barrier::new(parties), start: std::sync::Barrier::new(parties) }
+    }
+}
+
+impl LoadOptions {
+    /// Thread `thread`'s share of a run's clients, connections, total and
+    /// rate (the first threads take one more where they do not divide).
+    pub fn share(&self, thread: u32) -> (LoadOptions, Part) {
+        let threads = self.threads;
+        let split = |whole: u64| {
+            whole / u64::from(threads) + u64::from(u64::from(thread) < whole % u64::from(threads))
+        };
+        let before = |whole: u64| {
+            (0..thread)
+                .map(|earlier| {
+                    whole / u64::from(threads) + u64::from(u64::from(earlier) < whole % u64::from(threads))
+                })
+                .sum::<u64>()
+        };
+        let options = LoadOptions {
+            clients: split(u64::from(self.clients)) as u32,
+            connections: split(u64::from(self.connections)) as u32,
+            total: self.total.map(split),
+            rate: if self.rate == 0 { 0 } else { split(self.rate).max(1) },
+            threads: 1,
+            // One bar for the run: the first thread's.
+            progress: self.progress && thread == 0,
+            ..self.clone()
+        };
+        let part = Part {
+            first_client: before(u64::from(self.clients)) as u32,
+            first_connection: before(u64::from(self.connections)) as u32,
+            preloads: thread == 0,
+            gate: None,
+        };
+        (options, part)
+    }
+}
+
 /// Connects `options.connections` targets of type `T` (round robin over
-/// `endpoints`), preloads the key space when the workload reads, and runs
-/// the workload. Must run inside a `LocalSet`.
+/// `endpoints`), preloads the key space when the workload reads and this
+/// part preloads, waits at the part's gate, and runs the workload. Must run
+/// inside a `LocalSet`.
 pub async fn run_against<T: StoreTarget + 'static>(
     workload: &Workload,
     options: &LoadOptions,
     endpoints: &[String],
     tls: &crate::rpc::client::ClientTls,
+    part: &Part,
 ) -> Result<Outcome, String> {
+    let prepared = prepare::<T>(workload, options, endpoints, tls, part).await;
+    if let Some(gate) = &part.gate {
+        // Blocking here is fine: this thread has nothing else to run yet.
+        // A part that failed to prepare still passes, so nobody waits for it.
+        gate.ready.wait();
+        gate.start.wait();
+    }
+    let (targets, preloaded) = prepared?;
+    let mut outcome = match *workload {
+        Workload::Watch { watchers } => super::watch::drive(options, watchers, targets).await?,
+        _ => drive(workload, options, targets, part.first_client).await,
+    };
+    outcome.preloaded = preloaded;
+    Ok(outcome)
+}
+
+/// Connects this part's targets and preloads the key space if it should.
+async fn prepare<T: StoreTarget + 'static>(
+    workload: &Workload,
+    options: &LoadOptions,
+    endpoints: &[String],
+    tls: &crate::rpc::client::ClientTls,
+    part: &Part,
+) -> Result<(Vec<Rc<T>>, u64), String> {
     if endpoints.is_empty() {
         return Err("no endpoint to send to: give --endpoints".into());
     }
     let mut targets = Vec::new();
-    for connection in 0..options.connections {
+    for connection in part.first_connection..part.first_connection + options.connections {
         let endpoint = &endpoints[connection as usize % endpoints.len()];
         targets.push(Rc::new(T::connect(endpoint, tls).await?));
     }
-    let preloaded = if workload.preloads() { preload(options, &targets).await? } else { 0 };
-    let mut outcome = match *workload {
-        Workload::Watch { watchers } => super::watch::drive(options, watchers, targets).await?,
-        _ => drive(workload, options, targets).await,
-    };
-    outcome.preloaded = preloaded;
-    if outcome.ops() == 0 {
-        return Err(format!("no operation succeeded ({} failed); is the store serving?", outcome.errors));
-    }
-    Ok(outcome)
+    let preloaded = if workload.preloads() && part.preloads { preload(options, &targets).await? } else { 0 };
+    Ok((targets, preloaded))
 }
 
 /// Puts every key of the key space once, so that gets find what they ask
@@ -615,6 +927,7 @@ impl Revisions {
 /// What the clients of one run share.
 pub(super) struct Shared {
     pub(super) histograms: RefCell<[Histogram<u64>; KINDS]>,
+    outside: RefCell<Histogram<u64>>,
     pub(super) errors: Cell<u64>,
     /// Operations started, so a total is never overshot by clients in flight.
     issued: Cell<u64>,
@@ -629,6 +942,7 @@ impl Shared {
     pub(super) fn new(options: &LoadOptions) -> Shared {
         Shared {
             histograms: RefCell::new(std::array::from_fn(|_| new_histogram())),
+            outside: RefCell::new(new_histogram()),
             errors: Cell::new(0),
             issued: Cell::new(0),
             txn_succeeded: Cell::new(0),
@@ -658,12 +972,19 @@ impl Shared {
         true
     }
 
-    /// Records an operation sent at `start`: its latency, or its failure.
-    pub(super) fn record(&self, kind: Kind, start: Instant, answer: Result<(), String>) {
+    /// Records an operation sent at `start`: its latency (and, when the
+    /// store said how long it spent in it, the rest of the round trip), or
+    /// its failure.
+    pub(super) fn record(&self, kind: Kind, start: Instant, answer: Result<Option<Duration>, String>) {
         match answer {
-            Ok(()) => {
-                let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                self.histograms.borrow_mut()[kind as usize].saturating_record(nanos.max(1));
+            Ok(served) => {
+                let round_trip = start.elapsed();
+                let nanos =
+                    |duration: Duration| u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX).max(1);
+                self.histograms.borrow_mut()[kind as usize].saturating_record(nanos(round_trip));
+                if let Some(served) = served {
+                    self.outside.borrow_mut().saturating_record(nanos(round_trip.saturating_sub(served)));
+                }
             }
             Err(error) => self.fail(&error),
         }
@@ -685,6 +1006,7 @@ impl Shared {
     pub(super) fn outcome(&self, elapsed: Duration) -> Outcome {
         Outcome {
             histograms: self.histograms.borrow().clone(),
+            outside: self.outside.borrow().clone(),
             errors: self.errors.get(),
             txn_succeeded: self.txn_succeeded.get(),
             txn_failed: self.txn_failed.get(),
@@ -692,6 +1014,8 @@ impl Shared {
             elapsed,
             preloaded: 0,
             watch: None,
+            generator_cpu_seconds: 0.0,
+            servers: None,
         }
     }
 }
@@ -739,6 +1063,7 @@ pub async fn drive<T: StoreTarget + 'static>(
     workload: &Workload,
     options: &LoadOptions,
     targets: Vec<Rc<T>>,
+    first_client: u32,
 ) -> Outcome {
     let shared = Rc::new(Shared::new(options));
     let started = Instant::now();
@@ -750,7 +1075,7 @@ pub async fn drive<T: StoreTarget + 'static>(
         let target = targets[client as usize % targets.len()].clone();
         let (shared, value, workload, options) = (shared.clone(), value.clone(), *workload, options.clone());
         tasks.push(tokio::task::spawn_local(async move {
-            let mut chooser = Chooser::for_client(client);
+            let mut chooser = Chooser::for_client(first_client + client);
             while shared.admit(&options, deadline).await {
                 let number = chooser.number_below(options.key_space);
                 let key = key_of(number, options.key_bytes);
@@ -758,16 +1083,19 @@ pub async fn drive<T: StoreTarget + 'static>(
                 let (kind, answer) = match workload {
                     Workload::Put => (Kind::Put, target.put(&key, &value).await),
                     Workload::Range { consistency, limit, .. } => {
-                        (Kind::Range, get(&*target, &key, limit, consistency).await)
+                        (Kind::Range, get(&*target, &key, limit, consistency).await.map(|()| None))
                     }
                     Workload::Mixed { read_ratio, consistency, .. } => {
                         if chooser.fraction() < read_ratio {
-                            (Kind::Range, get(&*target, &key, 1, consistency).await)
+                            (Kind::Range, get(&*target, &key, 1, consistency).await.map(|()| None))
                         } else {
                             (Kind::Put, target.put(&key, &value).await)
                         }
                     }
-                    Workload::Txn => (Kind::Txn, swap(&*target, &shared, number, &key, &value).await),
+                    Workload::Txn => {
+                        (Kind::Txn, swap(&*target, &shared, number, &key, &value).await.map(|()| None))
+                    }
+                    Workload::Ping => (Kind::Ping, target.ping(&key).await),
                     Workload::Watch { .. } => unreachable!("bench::watch drives the watch workload"),
                 };
                 shared.record(kind, start, answer);
@@ -883,12 +1211,23 @@ mod tests {
             Err(format!("a model is not reached at {endpoint}: the test makes its targets"))
         }
 
-        async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        async fn put(&self, key: &[u8], value: &[u8]) -> Result<Option<Duration>, String> {
             tokio::task::yield_now().await;
             assert_eq!((key.len(), value.len()), (8, 16));
             self.0.write(key, value);
             self.0.puts.set(self.0.puts.get() + 1);
-            Ok(())
+            Ok(None)
+        }
+
+        async fn ping(&self, _: &[u8]) -> Result<Option<Duration>, String> {
+            Ok(Some(Duration::ZERO))
+        }
+
+        async fn sample_servers(
+            _: &[String],
+            _: &crate::rpc::client::ClientTls,
+        ) -> Result<ServerSample, String> {
+            Ok(ServerSample::default())
         }
 
         async fn range(
@@ -942,6 +1281,7 @@ mod tests {
             total,
             rate,
             progress: false,
+            threads: 1,
         }
     }
 
@@ -951,7 +1291,7 @@ mod tests {
         let targets = vec![Rc::new(ModelTarget(model.clone())), Rc::new(ModelTarget(model.clone()))];
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let local = tokio::task::LocalSet::new();
-        let outcome = local.block_on(&runtime, drive(&workload, options, targets));
+        let outcome = local.block_on(&runtime, drive(&workload, options, targets, 0));
         (outcome, model)
     }
 
@@ -1070,6 +1410,71 @@ mod tests {
         assert_eq!(keys, 100);
         assert_eq!(model.puts.get(), 100);
         assert_eq!(model.mod_revisions.borrow().len(), 100, "each key of the space, once");
+    }
+
+    #[test]
+    fn threads_share_clients_connections_total_and_rate_without_losing_any() {
+        let mut whole = options(Some(1001), 1.0, 301);
+        (whole.clients, whole.connections, whole.threads) = (256, 26, 3);
+        let shares: Vec<(LoadOptions, Part)> = (0..3).map(|thread| whole.share(thread)).collect();
+        let sum = |field: fn(&LoadOptions) -> u64| shares.iter().map(|(share, _)| field(share)).sum::<u64>();
+        assert_eq!(sum(|share| u64::from(share.clients)), 256);
+        assert_eq!(sum(|share| u64::from(share.connections)), 26);
+        assert_eq!(sum(|share| share.total.unwrap_or(0)), 1001);
+        assert_eq!(sum(|share| share.rate), 301);
+        let firsts: Vec<(u32, u32)> =
+            shares.iter().map(|(_, part)| (part.first_client, part.first_connection)).collect();
+        assert_eq!(firsts, vec![(0, 0), (86, 9), (171, 18)], "each thread starts where the one before ends");
+        assert!(shares.iter().all(|(share, _)| share.threads == 1));
+        assert_eq!(shares.iter().filter(|(_, part)| part.preloads).count(), 1, "one thread preloads");
+        let mut too_many = options(Some(2), 1.0, 0);
+        too_many.threads = 2;
+        assert_eq!(too_many.validate(&Workload::Put), Ok(()));
+        too_many.threads = 3;
+        assert!(too_many
+            .validate(&Workload::Put)
+            .expect_err("3 threads, 2 connections")
+            .starts_with("--threads 3"));
+        assert_eq!(default_threads(&Workload::Put, 26, Some(1)), 1, "no more threads than operations");
+        assert_eq!(default_threads(&Workload::Watch { watchers: 10 }, 26, None), 1);
+    }
+
+    #[test]
+    fn the_budget_puts_the_client_hops_around_the_servers_between_the_samples() {
+        let shard = |micros: &[u64]| {
+            let mut histogram = crate::wal::StageHistogram::new();
+            for micros in micros {
+                histogram.record(Duration::from_micros(*micros));
+            }
+            vec![crate::shard::stages::HopReport::of("leader append durable", &histogram)]
+        };
+        let mut before = ServerSample::default();
+        before.add_hops(&shard(&[1000, 1000])).expect("decodes");
+        let mut after = ServerSample { servers: 1, cpu_seconds: 2.0, ..ServerSample::default() };
+        // Two shards: their histograms add up; the run's part is after less before.
+        after.add_hops(&shard(&[1000, 1000, 40, 50])).expect("decodes");
+        after.add_hops(&shard(&[60])).expect("decodes");
+        let (mut outcome, _) = run_on_model(Workload::Put, &options(Some(10), 60.0, 0));
+        for micros in [10, 20, 30] {
+            outcome.outside.record(micros * 1000).expect("in range");
+        }
+        outcome.servers = Some((before, after));
+        let budget = budget(&outcome);
+        let names: Vec<&str> = budget.iter().map(|hop| hop.name.as_str()).collect();
+        assert_eq!(names, vec![CLIENT_TO_SHARD, "leader append durable", SHARD_TO_CLIENT]);
+        let hop = &budget[1];
+        assert_eq!(hop.count, 3, "the two slow appends were before the run");
+        let near = |value: f64, expected: f64| (value - expected).abs() < expected / 100.0;
+        assert!(near(hop.mean_us, 50.0) && near(hop.p50_us, 50.0) && near(hop.p99_us, 60.0), "{hop:?}");
+        assert_eq!(budget[0].count, 3);
+        assert!(
+            (budget[0].p50_us - 10.0).abs() < 0.02,
+            "half the 20 µs outside the store: {}",
+            budget[0].p50_us
+        );
+        let report = BenchReport::new(&Workload::Put, &options(Some(10), 60.0, 0), &outcome, "model", &[]);
+        assert_eq!(report.server_cpu_seconds, Some(2.0));
+        assert_eq!(report.server_cpu_us_per_op, Some(2e6 / 10.0));
     }
 
     #[test]

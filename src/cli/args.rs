@@ -492,6 +492,13 @@ pub enum BenchCommand {
     /// events_unexpected (all three also counted in errors), put_p50_us and
     /// put_p99_us; ops are the puts.
     Watch(WatchBenchArgs),
+    /// Round trips that do no work: nvkv's KV stream ping.
+    ///
+    /// Each client pings the shard of a random key's group over the client
+    /// library's KV stream, which answers at once without touching a group:
+    /// the floor under every other operation's latency (the network and
+    /// both ends' stacks). nvkv only.
+    Ping(LoadArgs),
 }
 
 /// The flags every store workload shares.
@@ -562,6 +569,11 @@ pub struct LoadArgs {
     /// progress bar).
     #[arg(long)]
     pub json: bool,
+    /// Threads the clients run on, each with its share of the clients and
+    /// connections. Default: one per connection, up to the CPUs this
+    /// process may use (and the --total).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<u32>,
 }
 
 #[derive(Debug, clap::Args)]

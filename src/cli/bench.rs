@@ -72,6 +72,7 @@ pub fn store(
             args.load,
         ),
         BenchCommand::Watch(args) => (Workload::Watch { watchers: args.watchers }, args.load),
+        BenchCommand::Ping(load) => (Workload::Ping, load),
         BenchCommand::Device(_) => unreachable!("bench device has its own runner"),
     };
     let options = LoadOptions {
@@ -84,6 +85,9 @@ pub fn store(
         total: load.total,
         rate: load.rate,
         progress: !load.json,
+        threads: load.threads.unwrap_or_else(|| {
+            nvkv::bench::workload::default_threads(&workload, load.connections, load.total)
+        }),
     };
     let outcome = nvkv::bench::target::Target::parse(load.target.as_deref(), endpoints)
         .and_then(|target| nvkv::bench::target::run(&workload, &options, &target, tls))

@@ -17,6 +17,12 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// A writer whose buffer holds `bytes` before it grows: the formats
+    /// that know their size up front say so, and pay one allocation.
+    pub(crate) fn with_capacity(bytes: usize) -> Writer {
+        Writer { bytes: Vec::with_capacity(bytes) }
+    }
+
     pub(crate) fn u8(&mut self, value: u8) {
         self.bytes.push(value);
     }

@@ -249,7 +249,11 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
 
 /// `command` made at `stamp` (microseconds of `store::revision_time`).
 pub fn encode_stamped_command(command: &Command, stamp: u64) -> Vec<u8> {
-    let mut writer = Writer::default();
+    // Room for a put whole (the most common command); others grow.
+    let mut writer = Writer::with_capacity(match command {
+        Command::Put(put) => 40 + put.key.len() + put.value.len(),
+        _ => 64,
+    });
     writer.u8(COMMAND_FORMAT_VERSION);
     let kind = match command {
         Command::Put(_) => KIND_PUT,
@@ -392,7 +396,8 @@ fn finish<T>(
 
 /// One log entry carrying `commands` (each from [`encode_command`]).
 pub fn encode_batch(commands: &[Vec<u8>]) -> Vec<u8> {
-    let mut writer = Writer::default();
+    let bytes = commands.iter().map(Vec::len).sum::<usize>() + batch_overhead_bytes(commands.len());
+    let mut writer = Writer::with_capacity(bytes);
     writer.u8(COMMAND_FORMAT_VERSION);
     writer.u8(KIND_BATCH);
     writer.u32(count(commands.len()));
@@ -434,7 +439,8 @@ pub fn split_batch(bytes: &[u8]) -> Result<Option<Vec<Vec<u8>>>, CommandCodecErr
 
 /// The outcome of a batch: one outcome (from [`encode_outcome`]) per command.
 pub fn encode_batch_outcome(outcomes: &[Vec<u8>]) -> Vec<u8> {
-    let mut writer = Writer::default();
+    let mut writer =
+        Writer::with_capacity(5 + outcomes.iter().map(|outcome| 4 + outcome.len()).sum::<usize>());
     writer.u8(OUTCOME_FORMAT_VERSION);
     writer.u32(count(outcomes.len()));
     for outcome in outcomes {
@@ -567,7 +573,8 @@ fn write_txn_response(writer: &mut Writer, txn: &TxnResponse) {
 }
 
 pub fn encode_outcome(outcome: &CommandOutcome) -> Vec<u8> {
-    let mut writer = Writer::default();
+    // Room for a put's answer without its previous key (the most common).
+    let mut writer = Writer::with_capacity(32);
     writer.u8(OUTCOME_FORMAT_VERSION);
     match outcome {
         Err(error) => {

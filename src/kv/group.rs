@@ -55,6 +55,8 @@ impl GroupState {
     }
 
     fn apply_one(&mut self, command: &Command, stamp: u64) -> Vec<u8> {
+        // Events only matter to watchers: without any, none are made.
+        self.store.keep_events(!self.hub.is_empty());
         let applied = apply(&mut self.store, command, stamp);
         self.hub.publish(&applied.events);
         encode_outcome(&applied.response)

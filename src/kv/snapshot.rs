@@ -334,15 +334,10 @@ pub fn decode(bytes: &[u8]) -> Result<MvccStore, SnapshotError> {
             counted.0, counted.1, counted.2
         )));
     }
-    let store = MvccStore {
-        keys,
-        positions,
-        revision,
-        compact_revision,
-        leases: LeaseTable { leases, next_id: next_lease_id },
-        hybrid_group: None,
-        stamp: 0,
-    };
+    let mut store = MvccStore::new();
+    (store.keys, store.positions, store.revision, store.compact_revision) =
+        (keys, positions, revision, compact_revision);
+    store.leases = LeaseTable { leases, next_id: next_lease_id };
     store.check_invariants().map_err(SnapshotError::Inconsistent)?;
     Ok(store)
 }

@@ -164,11 +164,14 @@ fn bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a
     }
 }
 
-/// A write in progress: its revision, the next sub-revision, its events.
+/// A write in progress: its revision, the next sub-revision, its events
+/// (kept only when someone watches: building them copies every key and
+/// value written).
 struct Write {
     main: i64,
     sub: i64,
     events: Vec<Event>,
+    keep_events: bool,
 }
 
 impl Write {
@@ -298,7 +301,7 @@ fn set_revision(response: &mut TxnResponse, revision: i64) {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct MvccStore {
     pub(crate) keys: BTreeMap<Vec<u8>, Vec<Entry>>,
     /// Every entry of `keys`, by position: the revision index watches replay.
@@ -312,7 +315,25 @@ pub struct MvccStore {
     pub(crate) hybrid_group: Option<u32>,
     /// The stamp of the command being applied (see `set_stamp`).
     pub(crate) stamp: u64,
+    /// Whether writes return their events (see [`MvccStore::keep_events`]).
+    /// Not state: no snapshot or hash sees it.
+    keep_events: bool,
 }
+
+/// Stores are equal when everything but whether they keep events is.
+impl PartialEq for MvccStore {
+    fn eq(&self, other: &MvccStore) -> bool {
+        self.keys == other.keys
+            && self.positions == other.positions
+            && self.revision == other.revision
+            && self.compact_revision == other.compact_revision
+            && self.leases == other.leases
+            && self.hybrid_group == other.hybrid_group
+            && self.stamp == other.stamp
+    }
+}
+
+impl Eq for MvccStore {}
 
 impl Default for MvccStore {
     fn default() -> Self {
@@ -324,6 +345,7 @@ impl Default for MvccStore {
             leases: LeaseTable::default(),
             hybrid_group: None,
             stamp: 0,
+            keep_events: true,
         }
     }
 }
@@ -491,8 +513,15 @@ impl MvccStore {
         Ok(())
     }
 
+    /// Whether the writes from now on return their events (the default).
+    /// Whoever hands events to watchers turns it off while nobody watches:
+    /// the state and the answers are the same either way.
+    pub fn keep_events(&mut self, keep: bool) {
+        self.keep_events = keep;
+    }
+
     fn begin(&self) -> Write {
-        Write { main: self.next_revision(), sub: 0, events: Vec::new() }
+        Write { main: self.next_revision(), sub: 0, events: Vec::new(), keep_events: self.keep_events }
     }
 
     fn commit(&mut self, write: &Write) -> i64 {
@@ -502,29 +531,45 @@ impl MvccStore {
         self.revision
     }
 
-    fn write_put(&mut self, write: &mut Write, key: &[u8], value: &[u8], lease: i64) -> Option<KeyValue> {
+    /// Puts `key`; returns the key as it was when `want_previous` or an
+    /// event needs it (a copy of its value), else `None`.
+    fn write_put(
+        &mut self,
+        write: &mut Write,
+        key: &[u8],
+        value: &[u8],
+        lease: i64,
+        want_previous: bool,
+    ) -> Option<KeyValue> {
         let position = write.next_position();
         let entries = self.keys.entry(key.to_vec()).or_default();
-        let previous = entries.last().and_then(|entry| entry.key_value(key));
         assert!(
             entries.last().is_none_or(|entry| entry.revision.main < position.main),
             "key {} written twice at revision {}",
             super::types::ShowKey(key),
             position.main
         );
-        let (create_revision, version) = match &previous {
-            Some(previous) => (previous.create_revision, previous.version + 1),
-            None => (position.main, 1),
+        let live_before = entries.last().and_then(|entry| entry.live.as_ref());
+        let (create_revision, version, lease_before) = match live_before {
+            Some(before) => (before.create_revision, before.version + 1, Some(before.lease)),
+            None => (position.main, 1, None),
+        };
+        let previous = if want_previous || write.keep_events {
+            entries.last().and_then(|entry| entry.key_value(key))
+        } else {
+            None
         };
         let live = Live { value: value.to_vec(), create_revision, version, lease };
         entries.push(Entry { revision: position, live: Some(live) });
-        let kv = entries.last().and_then(|entry| entry.key_value(key)).expect("just put");
+        if write.keep_events {
+            let kv = entries.last().and_then(|entry| entry.key_value(key)).expect("just put");
+            write.events.push(Event { kind: EventKind::Put, kv, prev_kv: previous.clone() });
+        }
         self.positions.insert(position, key.to_vec());
-        if let Some(previous) = &previous {
-            self.leases.detach(previous.lease, key);
+        if let Some(lease_before) = lease_before {
+            self.leases.detach(lease_before, key);
         }
         self.leases.attach(lease, key);
-        write.events.push(Event { kind: EventKind::Put, kv, prev_kv: previous.clone() });
         previous
     }
 
@@ -538,8 +583,10 @@ impl MvccStore {
         entries.push(Entry { revision: position, live: None });
         self.positions.insert(position, key.to_vec());
         self.leases.detach(previous.lease, key);
-        let kv = KeyValue { key: key.to_vec(), mod_revision: position.main, ..KeyValue::default() };
-        write.events.push(Event { kind: EventKind::Delete, kv, prev_kv: Some(previous.clone()) });
+        if write.keep_events {
+            let kv = KeyValue { key: key.to_vec(), mod_revision: position.main, ..KeyValue::default() };
+            write.events.push(Event { kind: EventKind::Delete, kv, prev_kv: Some(previous.clone()) });
+        }
         previous
     }
 
@@ -558,7 +605,8 @@ impl MvccStore {
     pub fn put(&mut self, request: &PutRequest) -> Result<Applied<PutResponse>, KvError> {
         self.check_lease(request.lease)?;
         let mut write = self.begin();
-        let previous = self.write_put(&mut write, &request.key, &request.value, request.lease);
+        let previous =
+            self.write_put(&mut write, &request.key, &request.value, request.lease, request.prev_kv);
         let revision = self.commit(&write);
         let prev_kv = previous.filter(|_| request.prev_kv);
         Ok(Applied { response: PutResponse { revision, prev_kv }, events: write.events })
@@ -642,7 +690,7 @@ impl MvccStore {
                     ResponseOp::Range(self.range_at(range, at))
                 }
                 RequestOp::Put(put) => {
-                    let previous = self.write_put(write, &put.key, &put.value, put.lease);
+                    let previous = self.write_put(write, &put.key, &put.value, put.lease, put.prev_kv);
                     ResponseOp::Put(PutResponse { revision: 0, prev_kv: previous.filter(|_| put.prev_kv) })
                 }
                 RequestOp::DeleteRange(delete) => {

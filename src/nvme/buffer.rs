@@ -23,6 +23,9 @@ pub struct DmaBuf {
     pointer: NonNull<u8>,
     len: usize,
     capacity: usize,
+    /// The bytes from the start that are zeroed or were written since:
+    /// `len` never passes it (a buffer grown past it is zeroed first).
+    initialised: usize,
     alignment: usize,
     origin: Origin,
 }
@@ -51,7 +54,7 @@ impl DmaBuf {
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { alloc::alloc_zeroed(layout) };
         let pointer = NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
-        DmaBuf { pointer, len: capacity, capacity, alignment, origin: Origin::Own(Memory::Heap) }
+        DmaBuf::owned(pointer, capacity, alignment, Memory::Heap)
     }
 
     /// Takes ownership of `capacity` zeroed bytes at `pointer`, aligned to
@@ -69,12 +72,18 @@ impl DmaBuf {
     ) -> DmaBuf {
         assert!(alignment.is_power_of_two(), "buffer alignment {alignment} is not a power of two");
         assert_eq!(pointer.as_ptr() as usize % alignment, 0, "foreign buffer is not aligned to {alignment}");
+        DmaBuf::owned(pointer, capacity, alignment, Memory::Foreign { release })
+    }
+
+    /// A whole buffer of `capacity` initialised bytes that `memory` frees.
+    fn owned(pointer: NonNull<u8>, capacity: usize, alignment: usize, memory: Memory) -> DmaBuf {
         DmaBuf {
             pointer,
             len: capacity,
             capacity,
+            initialised: capacity,
             alignment,
-            origin: Origin::Own(Memory::Foreign { release }),
+            origin: Origin::Own(memory),
         }
     }
 
@@ -95,9 +104,18 @@ impl DmaBuf {
     }
 
     /// Sets how many bytes an I/O with this buffer moves. Must stay within
-    /// the capacity; the device layer checks block alignment.
+    /// the capacity; the device layer checks block alignment. Bytes it
+    /// grows over that were never part of the buffer read as zeroes; bytes
+    /// a shorter length left out keep what they held.
     pub fn set_len(&mut self, len: usize) {
         assert!(len <= self.capacity, "buffer length {len} exceeds its capacity {}", self.capacity);
+        if len > self.initialised {
+            // SAFETY: initialised < len <= capacity, inside the buffer.
+            unsafe {
+                std::ptr::write_bytes(self.pointer.as_ptr().add(self.initialised), 0, len - self.initialised)
+            };
+            self.initialised = len;
+        }
         self.len = len;
     }
 
@@ -283,13 +301,17 @@ impl BufferArena {
         // SAFETY: offset + chunk <= bytes, inside the arena allocation.
         let pointer = unsafe { NonNull::new_unchecked(state.base.as_ptr().add(offset)) };
         // A reused chunk still holds its last I/O; callers rely on zeroes.
-        // SAFETY: the chunk is ours alone until this buffer drops.
-        unsafe { std::ptr::write_bytes(pointer.as_ptr(), 0, chunk) };
+        // Only the length asked for is zeroed now (a chunk is up to twice
+        // it); `set_len` zeroes the rest if the buffer ever grows into it.
+        let len = units * alignment;
+        // SAFETY: the chunk is ours alone until this buffer drops; len <= chunk.
+        unsafe { std::ptr::write_bytes(pointer.as_ptr(), 0, len) };
         drop(state);
         Some(DmaBuf {
             pointer,
-            len: units * alignment,
+            len,
             capacity: chunk,
+            initialised: len,
             alignment,
             origin: Origin::Arena { arena: self.state.clone(), class, offset },
         })
@@ -341,6 +363,29 @@ mod tests {
         let big = arena.allocate(1 << 20);
         assert!(!big.is_registered());
         assert_eq!(big.len(), 1 << 20);
+    }
+
+    #[test]
+    fn a_reused_chunk_grown_past_its_length_reads_zeroes_and_a_shrink_keeps_the_bytes() {
+        let arena = BufferArena::new(64 << 10, 4096);
+        let mut dirty = arena.allocate(4 * 4096);
+        dirty.fill(0xab);
+        let address = dirty.as_ptr() as usize;
+        drop(dirty);
+        // Three blocks take the four-block chunk just freed.
+        let mut reused = arena.allocate(3 * 4096);
+        assert_eq!(reused.as_ptr() as usize, address, "the freed chunk is reused");
+        assert_eq!(reused.capacity(), 4 * 4096);
+        assert!(reused.iter().all(|byte| *byte == 0), "the length asked for is zeroed");
+        reused.fill(0x11);
+        reused.set_len(4096);
+        reused.set_len(3 * 4096);
+        assert!(reused.iter().all(|byte| *byte == 0x11), "bytes a shrink left out keep what they held");
+        reused.set_len(4 * 4096);
+        assert!(
+            reused[3 * 4096..].iter().all(|byte| *byte == 0),
+            "bytes never part of the buffer read as zeroes"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError};
 use openraft::raft::{
@@ -25,6 +25,7 @@ use super::log_store::{GroupLogStore, ENTRY_HEADER_BYTES};
 use super::network::{GroupNetworkFactory, PeerTransport};
 use super::snapshot_inbox::{Reception, SnapshotInbox, SnapshotReceiveError};
 use super::state_machine::{GroupStateMachine, GroupStateMachineStore, SnapshotStore};
+use super::timeline::{Timeline, WritePath};
 use super::types::{Command, GroupId, LogId, Member, NodeId, Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
 use super::wal_snapshots::SNAPSHOT_ENVELOPE_BYTES_MAX;
 use crate::wal::SharedLog;
@@ -232,10 +233,13 @@ pub struct GroupMetrics {
     pub replication: BTreeMap<NodeId, Option<u64>>,
 }
 
-/// Counts into `changes` every (leader, term) the group's metrics show,
-/// until the group shuts down and its metrics sender goes.
+/// Counts into `changes` every (leader, term) the group's server metrics
+/// show, until the group shuts down and its metrics sender goes. openraft
+/// sends server metrics only when they change (vote, state, leader,
+/// membership), not at every turn of its core as the whole metrics, so this
+/// task wakes on leadership events alone.
 fn count_leader_changes(
-    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, Member>>,
+    mut metrics: tokio::sync::watch::Receiver<openraft::metrics::RaftServerMetrics<NodeId, Member>>,
     changes: Rc<Cell<u64>>,
 ) {
     tokio::task::spawn_local(async move {
@@ -243,7 +247,7 @@ fn count_leader_changes(
         loop {
             let current = {
                 let metrics = metrics.borrow_and_update();
-                metrics.current_leader.map(|leader| (leader, metrics.current_term))
+                metrics.current_leader.map(|leader| (leader, metrics.vote.leader_id().get_term()))
             };
             if current.is_some() && current != seen {
                 seen = current;
@@ -268,6 +272,16 @@ pub struct RaftGroup {
     /// it had not seen led), counted by a task that watches openraft's
     /// metrics, so none is missed between two reads.
     leader_changes: Rc<Cell<u64>>,
+    /// When recent entries passed each point of their way (the budget).
+    timeline: Rc<Timeline>,
+}
+
+/// A write's outcome as the state machine answered it, and where the write
+/// spent its time on the way (see [`Timeline`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub outcome: Vec<u8>,
+    pub path: WritePath,
 }
 
 impl RaftGroup {
@@ -292,8 +306,10 @@ impl RaftGroup {
     {
         let start_error = |reason: String| GroupError::Start { group, member, reason };
         let raft_config = config.openraft_config().map_err(start_error)?;
-        let log_store =
-            GroupLogStore::open(log.clone(), group).map_err(|error| start_error(error.to_string()))?;
+        let timeline = Rc::new(Timeline::new());
+        let log_store = GroupLogStore::open(log.clone(), group)
+            .map_err(|error| start_error(error.to_string()))?
+            .with_timeline(timeline.clone());
         let state_machine = GroupStateMachineStore::open(group, machine, snapshots)
             .await
             .map_err(|error| start_error(error.to_string()))?;
@@ -310,13 +326,17 @@ impl RaftGroup {
                 )));
             }
         }
-        let network =
-            GroupNetworkFactory::new(group, transport, Duration::from_millis(config.unreachable_backoff_ms));
+        let network = GroupNetworkFactory::new(
+            group,
+            transport,
+            Duration::from_millis(config.unreachable_backoff_ms),
+            timeline.clone(),
+        );
         let raft = Raft::new(member, Arc::new(raft_config), network, log_store, state_machine)
             .await
             .map_err(|error| start_error(error.to_string()))?;
         let leader_changes = Rc::new(Cell::new(0));
-        count_leader_changes(raft.metrics(), leader_changes.clone());
+        count_leader_changes(raft.server_metrics(), leader_changes.clone());
         Ok(RaftGroup {
             group,
             member,
@@ -325,7 +345,14 @@ impl RaftGroup {
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             inbox: SnapshotInbox::new(group),
             leader_changes,
+            timeline,
         })
+    }
+
+    /// Where the group's entries mark their way: its state machine marks
+    /// each entry applied here.
+    pub fn timeline(&self) -> &Rc<Timeline> {
+        &self.timeline
     }
 
     /// Leaderships this member has seen the group take since it started.
@@ -382,17 +409,45 @@ impl RaftGroup {
     }
 
     /// Replicates `command`, applies it, and returns the state machine's
-    /// answer. Only the leader takes writes.
-    pub async fn client_write(&self, command: Vec<u8>) -> Result<Vec<u8>, GroupError> {
+    /// answer, with the write's way when `proposed` says when it was
+    /// proposed. Only the leader takes writes.
+    pub async fn client_write(
+        &self,
+        command: Vec<u8>,
+        proposed: Option<Instant>,
+    ) -> Result<Written, GroupError> {
+        self.client_write_by(command, proposed, Instant::now() + self.request_timeout).await
+    }
+
+    /// [`RaftGroup::client_write`], refused as timed out at `deadline`
+    /// (the earliest of the request deadlines of a batch's writes).
+    pub async fn client_write_by(
+        &self,
+        command: Vec<u8>,
+        proposed: Option<Instant>,
+        deadline: Instant,
+    ) -> Result<Written, GroupError> {
         // Checked here: the log refusing an entry would stop the group.
         let max = self.command_bytes_max();
         if command.len() > max {
             return Err(GroupError::CommandTooLarge { group: self.group, bytes: command.len(), max });
         }
-        let result = tokio::time::timeout(self.request_timeout, self.raft.client_write(Command(command)))
+        let result = tokio::time::timeout_at(deadline.into(), self.raft.client_write(Command(command)))
             .await
             .map_err(|_| self.timed_out())?;
-        Ok(self.written(result)?.data.0)
+        let response = self.written(result)?;
+        let path = match proposed {
+            Some(proposed) => {
+                let followers_needed = {
+                    let metrics = self.raft.metrics();
+                    let voters = metrics.borrow().membership_config.membership().voter_ids().count();
+                    voters / 2
+                };
+                self.timeline.path(response.log_id.index, proposed, Instant::now(), followers_needed)
+            }
+            None => WritePath::default(),
+        };
+        Ok(Written { outcome: response.data.0, path })
     }
 
     /// Adds `member` as a learner: it receives the log but does not vote.
@@ -653,6 +708,15 @@ impl RaftGroup {
         }
     }
 
+    /// Whether this member leads the group as far as it knows, and the
+    /// current term: what every answer's header needs, read without copying
+    /// the metrics (the request path asks once per request).
+    pub fn leadership(&self) -> (bool, u64) {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        (metrics.current_leader == Some(self.member), metrics.current_term)
+    }
+
     /// The member this member believes leads the group, if it knows one.
     pub fn leader(&self) -> Option<Member> {
         let metrics = self.raft.metrics();
@@ -681,6 +745,16 @@ impl RaftGroup {
             member: self.member,
             reason: format!("no leader became known within {} ms", self.request_timeout.as_millis()),
         })
+    }
+
+    /// How long a request may wait for the group.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// The error of a request that did not finish within the timeout.
+    pub fn timeout_error(&self) -> GroupError {
+        self.timed_out()
     }
 
     /// Runs `request`, several steps each bounded on its own (wait for a

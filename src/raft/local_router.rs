@@ -10,11 +10,9 @@ use std::rc::Rc;
 
 use openraft::error::{RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
-};
+use openraft::raft::{AppendEntriesRequest, SnapshotResponse, VoteRequest, VoteResponse};
 
-use super::network::{PeerTransport, RpcError, SnapshotStreamError};
+use super::network::{AppendAnswer, PeerTransport, RpcError, SnapshotStreamError};
 use super::types::{GroupId, Member, NodeId, Raft, Snapshot, TypeConfig, Vote};
 
 #[derive(Debug, thiserror::Error)]
@@ -93,9 +91,10 @@ impl PeerTransport for LocalRouter {
         target: &Member,
         request: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+    ) -> Result<AppendAnswer, RpcError> {
         let raft = self.route(group, target)?;
-        LocalRouter::answer(group, target, raft.append_entries(request).await)
+        let response = LocalRouter::answer(group, target, raft.append_entries(request).await)?;
+        Ok(AppendAnswer { response, took: None })
     }
 
     async fn vote(

@@ -187,6 +187,8 @@ pub struct GroupLogStore {
     group: GroupId,
     log: SharedLog,
     slot: Rc<RefCell<VoteSlot>>,
+    /// Where appends are marked durable for the latency budget.
+    timeline: Option<Rc<super::timeline::Timeline>>,
 }
 
 fn wal_error(group: GroupId, what: &str, error: &WalError) -> AnyError {
@@ -202,7 +204,12 @@ impl GroupLogStore {
                 StorageIOError::read_vote(AnyError::error(format!("group {group}: {reason}")))
             })?,
         };
-        Ok(GroupLogStore { group, log, slot: Rc::new(RefCell::new(slot)) })
+        Ok(GroupLogStore { group, log, slot: Rc::new(RefCell::new(slot)), timeline: None })
+    }
+
+    /// Marks every append durable in `timeline` when it is.
+    pub fn with_timeline(self, timeline: Rc<super::timeline::Timeline>) -> GroupLogStore {
+        GroupLogStore { timeline: Some(timeline), ..self }
     }
 
     pub fn group(&self) -> GroupId {
@@ -326,7 +333,10 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
         // commit; the shard log reports durability in order, so the last
         // one being durable means all are.
         let mut last = None;
+        let mut indexes = None;
         for entry in entries {
+            let index = entry.log_id.index;
+            indexes = Some(indexes.map_or((index, index), |(first, _)| (first, index)));
             let payload = encode_entry(&entry);
             let ticket = self
                 .log
@@ -342,8 +352,13 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
         };
         let durable = self.log.durable(ticket);
         let group = self.group;
+        let timeline = self.timeline.clone().zip(indexes);
         tokio::task::spawn_local(async move {
-            let result = durable.await.map_err(|error| {
+            let result = durable.await;
+            if let (Ok(()), Some((timeline, (first, last)))) = (&result, timeline) {
+                timeline.durable(first, last, std::time::Instant::now());
+            }
+            let result = result.map_err(|error| {
                 io::Error::other(format!(
                     "group {group}: the shard log failed before the append was durable: {error}"
                 ))

@@ -45,22 +45,24 @@ pub mod network;
 pub mod runtime;
 pub mod snapshot_inbox;
 pub mod state_machine;
+pub mod timeline;
 pub mod types;
 pub mod wal_snapshots;
 
 #[cfg(test)]
 mod tests;
 
-pub use group::{GroupConfig, GroupError, GroupMetrics, RaftGroup, Standing};
+pub use group::{GroupConfig, GroupError, GroupMetrics, RaftGroup, Standing, Written};
 #[cfg(any(test, feature = "testing"))]
 pub use local_router::LocalRouter;
 pub use log_store::GroupLogStore;
-pub use network::{GroupNetwork, GroupNetworkFactory, PeerTransport};
+pub use network::{AppendAnswer, GroupNetwork, GroupNetworkFactory, PeerTransport};
 pub use snapshot_inbox::{Reception, SnapshotReceiveError};
 #[cfg(any(test, feature = "testing"))]
 pub use state_machine::MemorySnapshotStore;
 pub use state_machine::{
     GroupStateMachine, GroupStateMachineStore, SnapshotStore, SnapshotStoreError, StoredSnapshot,
 };
+pub use timeline::{Timeline, WritePath};
 pub use types::{Command, GroupId, Member, NodeId, Response, TypeConfig};
 pub use wal_snapshots::WalSnapshotStore;

@@ -10,7 +10,7 @@
 
 use std::future::Future;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::{Fatal, RPCError, RaftError, ReplicationClosed, StreamingError};
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -18,6 +18,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
 
+use super::timeline::Timeline;
 use super::types::{GroupId, Member, NodeId, Snapshot, TypeConfig, Vote};
 
 pub type RpcError<E = RaftError<NodeId>> = RPCError<NodeId, Member, E>;
@@ -43,7 +44,7 @@ pub trait PeerTransport: 'static {
         target: &Member,
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RpcError>;
+    ) -> Result<AppendAnswer, RpcError>;
 
     async fn vote(
         &self,
@@ -70,18 +71,33 @@ pub trait PeerTransport: 'static {
     ) -> Result<SnapshotResponse<NodeId>, SnapshotStreamError>;
 }
 
+/// A follower's answer to an AppendEntries, and the time it said it took
+/// from taking the call to answering (when its transport tells).
+#[derive(Debug, PartialEq, Eq)]
+pub struct AppendAnswer {
+    pub response: AppendEntriesResponse<NodeId>,
+    pub took: Option<Duration>,
+}
+
 /// openraft's network factory for one group over a shared transport.
 pub struct GroupNetworkFactory<T> {
     group: GroupId,
     transport: Rc<T>,
     unreachable_backoff: Duration,
+    timeline: Rc<Timeline>,
 }
 
 impl<T: PeerTransport> GroupNetworkFactory<T> {
     /// `unreachable_backoff` is how long replication to a peer that could
-    /// not be reached waits before trying again.
-    pub fn new(group: GroupId, transport: Rc<T>, unreachable_backoff: Duration) -> GroupNetworkFactory<T> {
-        GroupNetworkFactory { group, transport, unreachable_backoff }
+    /// not be reached waits before trying again; answered appends are
+    /// marked in `timeline`.
+    pub fn new(
+        group: GroupId,
+        transport: Rc<T>,
+        unreachable_backoff: Duration,
+        timeline: Rc<Timeline>,
+    ) -> GroupNetworkFactory<T> {
+        GroupNetworkFactory { group, transport, unreachable_backoff, timeline }
     }
 }
 
@@ -95,6 +111,7 @@ impl<T: PeerTransport> RaftNetworkFactory<TypeConfig> for GroupNetworkFactory<T>
             target: node.clone(),
             transport: self.transport.clone(),
             unreachable_backoff: self.unreachable_backoff,
+            timeline: self.timeline.clone(),
         }
     }
 }
@@ -105,6 +122,7 @@ pub struct GroupNetwork<T> {
     target: Member,
     transport: Rc<T>,
     unreachable_backoff: Duration,
+    timeline: Rc<Timeline>,
 }
 
 impl<T: PeerTransport> RaftNetwork<TypeConfig> for GroupNetwork<T> {
@@ -113,7 +131,16 @@ impl<T: PeerTransport> RaftNetwork<TypeConfig> for GroupNetwork<T> {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
-        self.transport.append_entries(self.group, &self.target, request, option).await
+        let carried = request.entries.first().zip(request.entries.last());
+        let carried = carried.map(|(first, last)| (first.log_id.index, last.log_id.index));
+        let sent = carried.map(|_| Instant::now());
+        let answer = self.transport.append_entries(self.group, &self.target, request, option).await?;
+        if let (Some((first, last)), Some(sent), Some(took), AppendEntriesResponse::Success) =
+            (carried, sent, answer.took, &answer.response)
+        {
+            self.timeline.acknowledged(first, last, sent, Instant::now(), took);
+        }
+        Ok(answer.response)
     }
 
     async fn full_snapshot(

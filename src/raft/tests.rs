@@ -313,8 +313,8 @@ impl Cluster {
         let deadline = Instant::now() + WAIT_MAX;
         loop {
             let leader = self.leader(group).await;
-            match self.running(leader, group).group.client_write(command.clone()).await {
-                Ok(response) => return response,
+            match self.running(leader, group).group.client_write(command.clone(), None).await {
+                Ok(written) => return written.outcome,
                 Err(GroupError::NotLeader { .. }) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -613,7 +613,7 @@ fn followers_name_the_leader_and_a_leader_without_quorum_refuses_reads_and_write
             leader: Some(leader),
             leader_address: Some(format!("10.0.0.{leader}:2380")),
         };
-        assert_eq!(follower_group.client_write(b"x".to_vec()).await.unwrap_err(), expected);
+        assert_eq!(follower_group.client_write(b"x".to_vec(), None).await.unwrap_err(), expected);
         assert_eq!(follower_group.ensure_linearizable().await.unwrap_err(), expected);
 
         tracing::info!("both followers stop: the leader is a minority of one");
@@ -635,7 +635,7 @@ fn followers_name_the_leader_and_a_leader_without_quorum_refuses_reads_and_write
         let alone = &cluster.running(leader, group).group;
         let error = alone.ensure_linearizable().await.unwrap_err();
         assert!(refused(&error), "{error}");
-        let error = alone.client_write(b"not committed".to_vec()).await.unwrap_err();
+        let error = alone.client_write(b"not committed".to_vec(), None).await.unwrap_err();
         assert!(refused(&error) && !matches!(error, GroupError::Unavailable { .. }), "{error}");
         let machine = cluster.running(leader, group).machine.borrow();
         assert_eq!(machine.commands.len(), 5, "nothing past the quorum loss was applied");
@@ -667,12 +667,12 @@ fn a_write_applies_only_once_the_device_made_it_durable_and_a_failed_write_stops
             (group.metrics().current_leader == Some(1)).then_some(())
         })
         .await;
-        group.client_write(b"before".to_vec()).await.expect("a write on a healthy device");
+        group.client_write(b"before".to_vec(), None).await.expect("a write on a healthy device");
         let oversize = vec![7; group.command_bytes_max() + 1];
-        let error = group.client_write(oversize).await.unwrap_err();
+        let error = group.client_write(oversize, None).await.unwrap_err();
         assert!(matches!(error, GroupError::CommandTooLarge { group: 3, .. }), "{error}");
         let largest = vec![7; group.command_bytes_max()];
-        group.client_write(largest).await.expect("the largest command fits, the group goes on");
+        group.client_write(largest, None).await.expect("the largest command fits, the group goes on");
         let applied = machine.borrow().commands.len();
 
         tracing::info!("nvme::write::latency: the command is applied only after its write completes");
@@ -682,7 +682,8 @@ fn a_write_applies_only_once_the_device_made_it_durable_and_a_failed_write_stops
         let write = {
             let group = Rc::new(group);
             let writer = group.clone();
-            let task = tokio::task::spawn_local(async move { writer.client_write(b"slow".to_vec()).await });
+            let task =
+                tokio::task::spawn_local(async move { writer.client_write(b"slow".to_vec(), None).await });
             tokio::time::sleep(latency / 2).await;
             assert_eq!(
                 machine.borrow().commands.len(),
@@ -697,11 +698,11 @@ fn a_write_applies_only_once_the_device_made_it_durable_and_a_failed_write_stops
 
         tracing::info!("nvme::write::error: a failed log write stops the group, nothing is applied");
         plan.fail_write(plan.writes() + 1);
-        let error = write.client_write(b"lost".to_vec()).await.unwrap_err();
+        let error = write.client_write(b"lost".to_vec(), None).await.unwrap_err();
         assert!(matches!(error, GroupError::Stopped { group: 3, member: 1, .. }), "{error}");
         assert!(log.with(|log| log.failure().is_some()), "the shard log stopped");
         assert_eq!(machine.borrow().commands.len(), applied + 1, "the failed command was never applied");
-        let error = write.client_write(b"after".to_vec()).await.unwrap_err();
+        let error = write.client_write(b"after".to_vec(), None).await.unwrap_err();
         assert!(matches!(error, GroupError::Stopped { .. }), "a stopped group refuses writes: {error}");
     });
 }
@@ -814,7 +815,7 @@ fn a_group_whose_log_is_purged_past_its_stored_snapshot_refuses_to_start() {
         wait_for("member 1 to elect itself", || (group.metrics().current_leader == Some(1)).then_some(()))
             .await;
         for number in 0..20 {
-            group.client_write(format!("command {number}").into_bytes()).await.expect("write");
+            group.client_write(format!("command {number}").into_bytes(), None).await.expect("write");
         }
         wait_for("the log to be purged", || log.with(|log| log.purged(GROUPS[0]))).await;
         group.shutdown().await.expect("shutdown");

@@ -61,6 +61,21 @@ pub trait ShardDriver {
     fn idle(&self) -> bool;
 }
 
+thread_local! {
+    /// Messages this reactor's tasks took from clients and peers (see
+    /// [`note_activity`]).
+    static ACTIVITY: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Says a task of this reactor took a message from a client or a peer:
+/// more are likely soon (the next call of a client, the next AppendEntries
+/// of a leader), so an adaptive reactor keeps polling for
+/// `adaptive_poll_us` from now, as after its own progress, instead of going
+/// to sleep and paying a wake-up for the next one.
+pub fn note_activity() {
+    ACTIVITY.with(|activity| activity.set(activity.get().wrapping_add(1)));
+}
+
 /// Why a driver could not start (e.g. its queue pair did not open).
 pub type DriverError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -489,6 +504,7 @@ impl ShardThread {
         let mut busy_since = Instant::now();
         let mut turns: u64 = 0;
         let mut stop_seen: Option<Instant> = None;
+        let mut activity_seen = ACTIVITY.with(std::cell::Cell::get);
         loop {
             ReactorStats::add(&self.stats.iterations, 1);
             turns += 1;
@@ -531,6 +547,11 @@ impl ShardThread {
             }
             // Lets local tasks (RPC, timers, Raft) run between polls.
             tokio::task::yield_now().await;
+            let activity = ACTIVITY.with(std::cell::Cell::get);
+            if activity != activity_seen {
+                activity_seen = activity;
+                progress = true;
+            }
             if progress {
                 last_progress = Instant::now();
                 continue;
@@ -582,6 +603,19 @@ impl ShardThread {
         drop(wake_fds);
         drop(driver);
     }
+}
+
+/// CPU time (user and system) this process used so far, every thread's:
+/// what a node reports so that its CPU per operation can be measured.
+pub fn process_cpu_time() -> Duration {
+    let mut time = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `time` is a valid, writable timespec for the duration of the
+    // call, and CLOCK_PROCESS_CPUTIME_ID is a clock every Linux has.
+    let read = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut time) };
+    if read != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(time.tv_sec as u64, time.tv_nsec as u32)
 }
 
 fn duration_nanos(duration: Duration) -> u64 {

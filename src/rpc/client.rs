@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use capnp_rpc::{rpc_twoparty_capnp, RpcSystem};
 
+use super::kv::KvRequest;
+use super::kv_stream_client::{KvStream, Replied, Served, StreamCall};
 pub use super::tls::ClientTls;
 use crate::nvkv_capnp::node;
 use crate::shard::ShardReport;
@@ -25,6 +27,8 @@ pub enum ClientError {
     Rpc { endpoint: String, source: capnp::Error },
     #[error("{endpoint} refused the request: {error}")]
     Refused { endpoint: String, error: super::kv::ServerError },
+    #[error("{reason}; the call may or may not have taken effect, reconnect and check")]
+    Stream { endpoint: String, reason: String },
 }
 
 /// A key as `-w json` shows it: the store's `KeyValue` with key and value
@@ -97,6 +101,8 @@ pub struct NodeStatus {
     pub backend: String,
     pub durability: String,
     pub uptime_ms: u64,
+    /// CPU time (user and system) the node's process used since it started.
+    pub process_cpu_seconds: f64,
     pub shards: Vec<ShardReport>,
     /// Every group of the node, in group order: its leader, its log and
     /// store, and (where this node leads) each member's matched index.
@@ -105,7 +111,8 @@ pub struct NodeStatus {
     pub members: Vec<super::cluster::MemberInfo>,
 }
 
-/// A connection to one node.
+/// A connection to one node. Clones share it.
+#[derive(Clone)]
 pub struct Connection {
     endpoint: String,
     /// Whether the connection speaks TLS (errors of a plaintext one hint at --cacert).
@@ -115,6 +122,35 @@ pub struct Connection {
     cluster: crate::nvkv_capnp::cluster::Client,
     maintenance: crate::nvkv_capnp::maintenance::Client,
     lease: crate::nvkv_capnp::lease::Client,
+    /// The KV stream the KV calls use, when one is open.
+    stream: Option<KvStream>,
+}
+
+/// A fresh connection to a node, in plaintext or TLS.
+enum Dialed {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+/// Connects to `endpoint` within [`CONNECT_TIMEOUT`], with the TLS
+/// handshake when `tls` is on.
+async fn dial(endpoint: &str, tls: &ClientTls) -> Result<Dialed, ClientError> {
+    let timed_out =
+        || ClientError::ConnectTimeout { endpoint: endpoint.to_string(), seconds: CONNECT_TIMEOUT.as_secs() };
+    let connecting = tokio::net::TcpStream::connect(endpoint);
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|source| ClientError::Connect { endpoint: endpoint.to_string(), source })?;
+    let _ = stream.set_nodelay(true);
+    let Some(connector) = tls.connector() else { return Ok(Dialed::Plain(stream)) };
+    let tls_error = |reason| ClientError::Tls { endpoint: endpoint.to_string(), reason };
+    let name = super::tls::server_name(endpoint).map_err(tls_error)?;
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, super::tls::connect(connector, name, stream))
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(tls_error)?;
+    Ok(Dialed::Tls(Box::new(stream)))
 }
 
 impl Connection {
@@ -128,17 +164,8 @@ impl Connection {
     /// node's certificate must name the endpoint's host). Must be called
     /// inside a `LocalSet`.
     pub async fn open_with(endpoint: &str, tls: &ClientTls) -> Result<Connection, ClientError> {
-        let timed_out = || ClientError::ConnectTimeout {
-            endpoint: endpoint.to_string(),
-            seconds: CONNECT_TIMEOUT.as_secs(),
-        };
-        let connecting = tokio::net::TcpStream::connect(endpoint);
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(|source| ClientError::Connect { endpoint: endpoint.to_string(), source })?;
-        let mut system = match tls.connector() {
-            None => {
+        let mut system = match dial(endpoint, tls).await? {
+            Dialed::Plain(stream) => {
                 let network = super::buffered_network(
                     stream,
                     rpc_twoparty_capnp::Side::Client,
@@ -146,17 +173,9 @@ impl Connection {
                 );
                 RpcSystem::new(Box::new(network), None)
             }
-            Some(connector) => {
-                let tls_error = |reason| ClientError::Tls { endpoint: endpoint.to_string(), reason };
-                let name = super::tls::server_name(endpoint).map_err(tls_error)?;
-                let _ = stream.set_nodelay(true);
-                let stream =
-                    tokio::time::timeout(CONNECT_TIMEOUT, super::tls::connect(connector, name, stream))
-                        .await
-                        .map_err(|_| timed_out())?
-                        .map_err(tls_error)?;
+            Dialed::Tls(stream) => {
                 let network = super::buffered_stream_network(
-                    stream,
+                    *stream,
                     rpc_twoparty_capnp::Side::Client,
                     super::reader_options(),
                 );
@@ -183,7 +202,46 @@ impl Connection {
             cluster,
             maintenance,
             lease,
+            stream: None,
         })
+    }
+
+    /// Also opens a KV stream to the same endpoint, which the KV calls of
+    /// this connection use from then on (see `kv_stream_client`). A node
+    /// that does not take KV streams keeps serving them over RPC.
+    pub async fn open_kv_stream(&mut self, tls: &ClientTls) -> Result<(), ClientError> {
+        let opened = match dial(&self.endpoint, tls).await? {
+            Dialed::Plain(stream) => {
+                let (reader, writer) = stream.into_split();
+                KvStream::open(reader, writer, &self.endpoint, CONNECT_TIMEOUT).await
+            }
+            Dialed::Tls(stream) => {
+                let (reader, writer) = tokio::io::split(*stream);
+                KvStream::open(reader, writer, &self.endpoint, CONNECT_TIMEOUT).await
+            }
+        };
+        match opened {
+            Ok(stream) => self.stream = Some(stream),
+            Err(reason) => tracing::debug!(endpoint = %self.endpoint, "KV calls go over RPC: {reason}"),
+        }
+        Ok(())
+    }
+
+    /// Sends a KV call over this connection's KV stream; `None` without one.
+    async fn stream_call(&self, call: StreamCall) -> Option<Result<Served, ClientError>> {
+        let stream = self.stream.as_ref()?;
+        Some(
+            stream
+                .call(call)
+                .await
+                .map_err(|reason| ClientError::Stream { endpoint: self.endpoint.clone(), reason }),
+        )
+    }
+
+    /// A round trip of the KV stream that touches no group, and the time
+    /// the node said it spent on it; `None` without a KV stream.
+    pub async fn ping(&self) -> Option<Result<Duration, ClientError>> {
+        Some(self.stream_call(StreamCall::Ping).await?.map(|(_, served)| served))
     }
 
     pub(super) fn node(&self) -> &node::Client {
@@ -223,6 +281,25 @@ impl Connection {
         lease: i64,
         prev_kv: bool,
     ) -> Result<PutAnswer, ClientError> {
+        Ok(self.put_served(key, value, lease, prev_kv).await?.0)
+    }
+
+    /// [`Connection::put`], and the time the node said the put spent in it
+    /// (known over a KV stream only).
+    pub async fn put_served(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        lease: i64,
+        prev_kv: bool,
+    ) -> Result<(PutAnswer, Option<Duration>), ClientError> {
+        let put = crate::kv::types::PutRequest { key: key.to_vec(), value: value.to_vec(), lease, prev_kv };
+        if let Some(served) = self.stream_call(StreamCall::Kv(KvRequest::Put(put))).await {
+            return match served? {
+                (Replied::Put(answer), served) => Ok((self.refused(answer)?, Some(served))),
+                (other, _) => Err(self.mismatched("a put", &other)),
+            };
+        }
         let mut request = self.kv.put_request();
         {
             let mut params = request.get();
@@ -232,22 +309,16 @@ impl Connection {
             params.set_prev_kv(prev_kv);
         }
         let response = request.send().promise.await.map_err(|error| self.rpc_error(error))?;
-        let decode = || -> capnp::Result<Result<PutAnswer, super::kv::ServerError>> {
-            use crate::nvkv_capnp::put_result::Which;
-            Ok(match response.get()?.get_result()?.which()? {
-                Which::Ok(ok) => {
-                    let ok = ok?;
-                    let prev_kv = if ok.get_has_prev_kv() {
-                        Some(super::kv::read_key_value(ok.get_prev_kv()?)?.into())
-                    } else {
-                        None
-                    };
-                    Ok(PutAnswer { header: super::kv::read_header(ok.get_header()?), prev_kv })
-                }
-                Which::Error(error) => Err(super::kv::read_error(error?)?),
-            })
-        };
-        self.answer(decode())
+        Ok((self.answer(response.get().and_then(|results| read_put_result(results.get_result()?)))?, None))
+    }
+
+    fn refused<T>(&self, answer: Result<T, super::kv::ServerError>) -> Result<T, ClientError> {
+        answer.map_err(|error| ClientError::Refused { endpoint: self.endpoint.clone(), error })
+    }
+
+    fn mismatched(&self, call: &str, reply: &Replied) -> ClientError {
+        let reason = format!("the KV stream to {} answered {call} with {reply:?}", self.endpoint);
+        ClientError::Stream { endpoint: self.endpoint.clone(), reason }
     }
 
     /// Reads a key or a range; `serializable` reads this member's state as
@@ -257,6 +328,13 @@ impl Connection {
         query: &crate::kv::types::RangeRequest,
         serializable: bool,
     ) -> Result<RangeAnswer, ClientError> {
+        let call = KvRequest::Range { request: query.clone(), linearizable: !serializable };
+        if let Some(served) = self.stream_call(StreamCall::Kv(call)).await {
+            return match served? {
+                (Replied::Range(answer), _) => self.refused(answer),
+                (other, _) => Err(self.mismatched("a range", &other)),
+            };
+        }
         let mut request = self.kv.range_request();
         {
             let mut params = request.get();
@@ -269,26 +347,7 @@ impl Connection {
             params.set_serializable(serializable);
         }
         let response = request.send().promise.await.map_err(|error| self.rpc_error(error))?;
-        let decode = || -> capnp::Result<Result<RangeAnswer, super::kv::ServerError>> {
-            use crate::nvkv_capnp::range_result::Which;
-            Ok(match response.get()?.get_result()?.which()? {
-                Which::Ok(ok) => {
-                    let ok = ok?;
-                    let mut kvs = Vec::new();
-                    for kv in ok.get_kvs()? {
-                        kvs.push(super::kv::read_key_value(kv)?.into());
-                    }
-                    Ok(RangeAnswer {
-                        header: super::kv::read_header(ok.get_header()?),
-                        kvs,
-                        count: ok.get_count(),
-                        more: ok.get_more(),
-                    })
-                }
-                Which::Error(error) => Err(super::kv::read_error(error?)?),
-            })
-        };
-        self.answer(decode())
+        self.answer(response.get().and_then(|results| read_range_result(results.get_result()?)))
     }
 
     /// Deletes a key or a range.
@@ -298,6 +357,17 @@ impl Connection {
         range_end: &[u8],
         prev_kv: bool,
     ) -> Result<DeleteAnswer, ClientError> {
+        let delete = crate::kv::types::DeleteRangeRequest {
+            key: key.to_vec(),
+            range_end: range_end.to_vec(),
+            prev_kv,
+        };
+        if let Some(served) = self.stream_call(StreamCall::Kv(KvRequest::DeleteRange(delete))).await {
+            return match served? {
+                (Replied::DeleteRange(answer), _) => self.refused(answer),
+                (other, _) => Err(self.mismatched("a delete", &other)),
+            };
+        }
         let mut request = self.kv.delete_range_request();
         {
             let mut params = request.get();
@@ -306,46 +376,21 @@ impl Connection {
             params.set_prev_kv(prev_kv);
         }
         let response = request.send().promise.await.map_err(|error| self.rpc_error(error))?;
-        let decode = || -> capnp::Result<Result<DeleteAnswer, super::kv::ServerError>> {
-            use crate::nvkv_capnp::delete_range_result::Which;
-            Ok(match response.get()?.get_result()?.which()? {
-                Which::Ok(ok) => {
-                    let ok = ok?;
-                    let mut prev_kvs = Vec::new();
-                    for kv in ok.get_prev_kvs()? {
-                        prev_kvs.push(super::kv::read_key_value(kv)?.into());
-                    }
-                    Ok(DeleteAnswer {
-                        header: super::kv::read_header(ok.get_header()?),
-                        deleted: ok.get_deleted(),
-                        prev_kvs,
-                    })
-                }
-                Which::Error(error) => Err(super::kv::read_error(error?)?),
-            })
-        };
-        self.answer(decode())
+        self.answer(response.get().and_then(|results| read_delete_range_result(results.get_result()?)))
     }
 
     /// Runs a transaction (all its keys in one group).
     pub async fn txn(&self, txn: &crate::kv::types::TxnRequest) -> Result<TxnAnswer, ClientError> {
+        if let Some(served) = self.stream_call(StreamCall::Kv(KvRequest::Txn(txn.clone()))).await {
+            return match served? {
+                (Replied::Txn(answer), _) => self.refused(answer),
+                (other, _) => Err(self.mismatched("a txn", &other)),
+            };
+        }
         let mut request = self.kv.txn_request();
         super::kv::write_txn_request(request.get().init_request(), txn);
         let response = request.send().promise.await.map_err(|error| self.rpc_error(error))?;
-        let decode = || -> capnp::Result<Result<TxnAnswer, super::kv::ServerError>> {
-            use crate::nvkv_capnp::txn_result::Which;
-            Ok(match response.get()?.get_result()?.which()? {
-                Which::Ok(ok) => {
-                    let ok = ok?;
-                    Ok(TxnAnswer {
-                        header: super::kv::read_header(ok.get_header()?),
-                        response: super::kv::read_txn_response(ok)?,
-                    })
-                }
-                Which::Error(error) => Err(super::kv::read_error(error?)?),
-            })
-        };
-        self.answer(decode())
+        self.answer(response.get().and_then(|results| read_txn_result(results.get_result()?)))
     }
 
     /// Forgets the history of `group` below `revision`.
@@ -411,6 +456,20 @@ impl Connection {
                     snapshot_written_bytes: shard.get_snapshot_written_bytes(),
                     reactor_busy_seconds: shard.get_reactor_busy_seconds(),
                     reactor_idle_seconds: shard.get_reactor_idle_seconds(),
+                    hops: shard
+                        .get_hops()?
+                        .iter()
+                        .map(|hop| {
+                            Ok(crate::shard::stages::HopReport {
+                                name: text(hop.get_name())?,
+                                count: hop.get_count(),
+                                sum_us: hop.get_sum_us(),
+                                p50_us: hop.get_p50_us(),
+                                p99_us: hop.get_p99_us(),
+                                histogram: hop.get_histogram()?.to_vec(),
+                            })
+                        })
+                        .collect::<capnp::Result<_>>()?,
                 });
             }
             let mut groups = Vec::new();
@@ -425,6 +484,7 @@ impl Connection {
                 backend: text(status.get_backend())?,
                 durability: text(status.get_durability())?,
                 uptime_ms: status.get_uptime_ms(),
+                process_cpu_seconds: status.get_process_cpu_seconds(),
                 shards,
                 groups,
                 members: Vec::new(),
@@ -578,6 +638,7 @@ impl NodeStatus {
                 shard.reactor_idle_seconds,
             ));
         }
+        text.push_str(&budget_table(&self.shards));
         text.push_str(
             "group  shard  leader  term   applied  last log  snapshot    purged  revision  compacted      keys  watchers  leases  leader changes  alarm\n",
         );
@@ -605,15 +666,95 @@ impl NodeStatus {
     }
 }
 
-/// A compaction's answer: its header, or its typed refusal.
-fn read_compact_result(
-    reader: crate::nvkv_capnp::compact_result::Reader<'_>,
-) -> capnp::Result<Result<super::kv::Header, super::kv::ServerError>> {
-    use crate::nvkv_capnp::compact_result::Which;
-    Ok(match reader.which()? {
-        Which::Ok(ok) => Ok(super::kv::read_header(ok?)),
-        Which::Error(error) => Err(super::kv::read_error(error?)?),
+type Decoded<T> = capnp::Result<Result<T, super::kv::ServerError>>;
+
+/// Reads a `...Result` union of the schema (module `$result`): its `ok`
+/// side as `$read_ok` reads it, or its typed error.
+macro_rules! read_result {
+    ($reader:expr, $result:ident, |$ok:ident| $read_ok:expr) => {{
+        use crate::nvkv_capnp::$result::Which;
+        Ok(match $reader.which()? {
+            Which::Ok($ok) => {
+                let $ok = $ok?;
+                Ok($read_ok)
+            }
+            Which::Error(error) => Err(super::kv::read_error(error?)?),
+        })
+    }};
+}
+
+/// A put's answer as the schema carries it (the KV interface and the KV stream alike).
+pub(super) fn read_put_result(reader: crate::nvkv_capnp::put_result::Reader<'_>) -> Decoded<PutAnswer> {
+    read_result!(reader, put_result, |ok| PutAnswer {
+        header: super::kv::read_header(ok.get_header()?),
+        prev_kv: if ok.get_has_prev_kv() {
+            Some(super::kv::read_key_value(ok.get_prev_kv()?)?.into())
+        } else {
+            None
+        },
     })
+}
+
+pub(super) fn read_range_result(reader: crate::nvkv_capnp::range_result::Reader<'_>) -> Decoded<RangeAnswer> {
+    read_result!(reader, range_result, |ok| RangeAnswer {
+        header: super::kv::read_header(ok.get_header()?),
+        kvs: read_key_value_views(ok.get_kvs()?)?,
+        count: ok.get_count(),
+        more: ok.get_more(),
+    })
+}
+
+pub(super) fn read_delete_range_result(
+    reader: crate::nvkv_capnp::delete_range_result::Reader<'_>,
+) -> Decoded<DeleteAnswer> {
+    read_result!(reader, delete_range_result, |ok| DeleteAnswer {
+        header: super::kv::read_header(ok.get_header()?),
+        deleted: ok.get_deleted(),
+        prev_kvs: read_key_value_views(ok.get_prev_kvs()?)?,
+    })
+}
+
+pub(super) fn read_txn_result(reader: crate::nvkv_capnp::txn_result::Reader<'_>) -> Decoded<TxnAnswer> {
+    read_result!(reader, txn_result, |ok| TxnAnswer {
+        header: super::kv::read_header(ok.get_header()?),
+        response: super::kv::read_txn_response(ok)?,
+    })
+}
+
+fn read_key_value_views(
+    list: capnp::struct_list::Reader<'_, crate::nvkv_capnp::key_value::Owned>,
+) -> capnp::Result<Vec<KeyValueView>> {
+    list.iter().map(|kv| Ok(super::kv::read_key_value(kv)?.into())).collect()
+}
+
+/// The latency budget of every shard, a hop a line (p50 / p99 in µs, and
+/// how many writes each measured), for `status`.
+fn budget_table(shards: &[ShardReport]) -> String {
+    let mut text = format!("{:<26}", "latency budget p50/p99 us");
+    for shard in shards {
+        text.push_str(&format!("  {:>28}", format!("shard {} (count)", shard.shard)));
+    }
+    text.push('\n');
+    let names: Vec<&str> = shards
+        .first()
+        .map(|shard| shard.hops.iter().map(|hop| hop.name.as_str()).collect())
+        .unwrap_or_default();
+    for (position, name) in names.iter().enumerate() {
+        text.push_str(&format!("{name:<26}"));
+        for shard in shards {
+            let cell = shard.hops.get(position).map_or(String::new(), |hop| {
+                format!("{:.1} / {:.1} ({})", hop.p50_us, hop.p99_us, hop.count)
+            });
+            text.push_str(&format!("  {cell:>28}"));
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// A compaction's answer: its header, or its typed refusal.
+fn read_compact_result(reader: crate::nvkv_capnp::compact_result::Reader<'_>) -> Decoded<super::kv::Header> {
+    read_result!(reader, compact_result, |ok| super::kv::read_header(ok))
 }
 
 /// How a node maps keys to groups and groups to shards, and where each
@@ -624,6 +765,41 @@ pub struct PartitionMap {
     pub partition_depth: u32,
     pub shards: u32,
     pub shard_endpoints: Vec<String>,
+    /// Each group's leader as the node knows it, in group order (empty from
+    /// a node that does not say).
+    pub leaders: Vec<GroupLeader>,
+    /// The member that answered.
+    pub member: u64,
+}
+
+/// Who leads a group, as a partition map names it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GroupLeader {
+    /// 0 when no leader is known.
+    pub member: u64,
+    pub term: u64,
+    /// Where its clients connect; empty when not known.
+    pub client_address: String,
+}
+
+/// Connects to every shard `map` names, each with its KV stream, reached
+/// the way `endpoint` (the node that gave the map) was.
+pub(super) async fn open_shards(
+    endpoint: &str,
+    map: &PartitionMap,
+    tls: &ClientTls,
+) -> Result<Vec<Connection>, ClientError> {
+    let host = endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host);
+    let mut shards = Vec::with_capacity(map.shard_endpoints.len());
+    for shard_endpoint in &map.shard_endpoints {
+        // The node names its shards by the address it bound (maybe
+        // 0.0.0.0); reach them the way the main endpoint was reached.
+        let port = shard_endpoint.rsplit_once(':').map_or("", |(_, port)| port);
+        let mut shard = Connection::open_with(&format!("{host}:{port}"), tls).await?;
+        shard.open_kv_stream(tls).await?;
+        shards.push(shard);
+    }
+    Ok(shards)
 }
 
 impl Connection {
@@ -637,11 +813,21 @@ impl Connection {
             for endpoint in map.get_shard_endpoints()? {
                 shard_endpoints.push(endpoint?.to_string()?);
             }
+            let mut leaders = Vec::new();
+            for leader in map.get_leaders()? {
+                leaders.push(GroupLeader {
+                    member: leader.get_member(),
+                    term: leader.get_term(),
+                    client_address: leader.get_client_address()?.to_string()?,
+                });
+            }
             Ok(PartitionMap {
                 groups: map.get_groups(),
                 partition_depth: map.get_partition_depth(),
                 shards: map.get_shards(),
                 shard_endpoints,
+                leaders,
+                member: map.get_member(),
             })
         };
         decode().map_err(|error| self.rpc_error(error))
@@ -650,13 +836,15 @@ impl Connection {
 
 /// A client that learns a node's partition map and sends each request
 /// straight to the shard that owns its key's group, so the node never hops
-/// between shards for it. A range that spans groups goes to the main port,
-/// whose shard fans it out.
+/// between shards for it; on a cluster, a KV call goes to that shard of the
+/// member leading the group (see `routing`). A range that spans groups goes
+/// to the main port, whose shard fans it out.
 pub struct ShardedClient {
     main: Connection,
     shards: Vec<Connection>,
     partitioner: crate::kv::partition::Partitioner,
     map: PartitionMap,
+    routes: super::routing::Routes,
 }
 
 impl ShardedClient {
@@ -671,20 +859,40 @@ impl ShardedClient {
     pub async fn open_with(endpoint: &str, tls: &ClientTls) -> Result<ShardedClient, ClientError> {
         let main = Connection::open_with(endpoint, tls).await?;
         let map = main.partition_map().await?;
-        let host = endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host);
-        let mut shards = Vec::with_capacity(map.shard_endpoints.len());
-        for shard_endpoint in &map.shard_endpoints {
-            // The node names its shards by the address it bound (maybe
-            // 0.0.0.0); reach them the way the main endpoint was reached.
-            let port = shard_endpoint.rsplit_once(':').map_or("", |(_, port)| port);
-            shards.push(Connection::open_with(&format!("{host}:{port}"), tls).await?);
-        }
+        let shards = open_shards(endpoint, &map, tls).await?;
         let partitioner = crate::kv::partition::Partitioner::new(map.groups, map.partition_depth as usize)
             .map_err(|error| ClientError::Rpc {
                 endpoint: endpoint.to_string(),
                 source: capnp::Error::failed(format!("the node sent an unusable partition map: {error}")),
             })?;
-        Ok(ShardedClient { main, shards, partitioner, map })
+        let routes = super::routing::Routes::new(main.clone(), &map, tls.clone());
+        Ok(ShardedClient { main, shards, partitioner, map, routes })
+    }
+
+    /// Where a KV call about [key, range_end) goes: the shard of its group
+    /// on the member leading the group when that link is open, else on the
+    /// endpoint's member; the main port when it spans groups. With the
+    /// group, to check the answer's term against.
+    fn kv_route(&self, key: &[u8], range_end: &[u8]) -> (Connection, Option<u32>) {
+        match self.partitioner.groups_for_range(key, range_end) {
+            crate::kv::partition::GroupSet::One(group) if !self.shards.is_empty() => {
+                if let Some(leader) = self.routes.leader_shards(group) {
+                    if let Some(shard) = leader.get(group as usize % leader.len().max(1)) {
+                        return (shard.clone(), Some(group));
+                    }
+                }
+                (self.shards[group as usize % self.shards.len()].clone(), Some(group))
+            }
+            _ => (self.main.clone(), None),
+        }
+    }
+
+    /// Notes the term an answer about `group` carried (leadership may have
+    /// moved).
+    fn answered(&self, group: Option<u32>, header: &super::kv::Header) {
+        if let Some(group) = group {
+            self.routes.saw_term(group, header.raft_term);
+        }
     }
 
     pub fn partition_map(&self) -> &PartitionMap {
@@ -719,7 +927,7 @@ impl ShardedClient {
         lease: i64,
         prev_kv: bool,
     ) -> Result<PutAnswer, ClientError> {
-        self.for_range(key, &[]).put(key, value, lease, prev_kv).await
+        Ok(self.put_served(key, value, lease, prev_kv).await?.0)
     }
 
     pub async fn range(
@@ -727,7 +935,32 @@ impl ShardedClient {
         query: &crate::kv::types::RangeRequest,
         serializable: bool,
     ) -> Result<RangeAnswer, ClientError> {
-        self.for_range(&query.key, &query.range_end).range(query, serializable).await
+        let (connection, group) = self.kv_route(&query.key, &query.range_end);
+        let answer = connection.range(query, serializable).await?;
+        self.answered(group, &answer.header);
+        Ok(answer)
+    }
+
+    /// [`ShardedClient::put`], and the time the node said the put spent in
+    /// it (known over a KV stream only).
+    pub async fn put_served(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        lease: i64,
+        prev_kv: bool,
+    ) -> Result<(PutAnswer, Option<Duration>), ClientError> {
+        let (connection, group) = self.kv_route(key, &[]);
+        let answer = connection.put_served(key, value, lease, prev_kv).await?;
+        self.answered(group, &answer.0.header);
+        Ok(answer)
+    }
+
+    /// A round trip to the shard of `key`'s group that touches no group,
+    /// and the time the node said it spent on it; `None` when that shard's
+    /// connection has no KV stream.
+    pub async fn ping(&self, key: &[u8]) -> Option<Result<Duration, ClientError>> {
+        self.for_range(key, &[]).ping().await
     }
 
     pub async fn delete_range(
@@ -736,7 +969,10 @@ impl ShardedClient {
         range_end: &[u8],
         prev_kv: bool,
     ) -> Result<DeleteAnswer, ClientError> {
-        self.for_range(key, range_end).delete_range(key, range_end, prev_kv).await
+        let (connection, group) = self.kv_route(key, range_end);
+        let answer = connection.delete_range(key, range_end, prev_kv).await?;
+        self.answered(group, &answer.header);
+        Ok(answer)
     }
 
     /// Runs a transaction on the shard of its first key's group (the node
@@ -751,10 +987,11 @@ impl ShardedClient {
                 RequestOp::Txn(_) => None,
             })
         });
-        match first {
-            Some(key) => self.for_range(key, &[]).txn(txn).await,
-            None => self.main.txn(txn).await,
-        }
+        let Some(key) = first else { return self.main.txn(txn).await };
+        let (connection, group) = self.kv_route(key, &[]);
+        let answer = connection.txn(txn).await?;
+        self.answered(group, &answer.header);
+        Ok(answer)
     }
 
     /// Forgets the history of `group` below `revision`.

@@ -249,7 +249,18 @@ pub fn set_node_status(mut status: node_status::Builder<'_>, info: &NodeInfo, ga
         shard.set_snapshot_written_bytes(report.snapshot_written_bytes);
         shard.set_reactor_busy_seconds(report.reactor_busy_seconds);
         shard.set_reactor_idle_seconds(report.reactor_idle_seconds);
+        let mut hops = shard.init_hops(report.hops.len() as u32);
+        for (position, hop) in report.hops.iter().enumerate() {
+            let mut out = hops.reborrow().get(position as u32);
+            out.set_name(&hop.name);
+            out.set_count(hop.count);
+            out.set_sum_us(hop.sum_us);
+            out.set_p50_us(hop.p50_us);
+            out.set_p99_us(hop.p99_us);
+            out.set_histogram(&hop.histogram);
+        }
     }
+    status.set_process_cpu_seconds(super::metrics::process_cpu_seconds());
     set_group_statuses(status.init_groups(gathered.groups.len() as u32), &gathered.groups);
 }
 

@@ -10,8 +10,9 @@ use crate::kv::types::{
 };
 use crate::kv::watch::WatchError;
 use crate::nvkv_capnp::{
-    compare, k_v as kv, key_value, request_op, response_header, response_op, txn_request, txn_response,
-    CompareResult as SchemaCompareResult, ErrorCode as SchemaErrorCode,
+    compare, delete_range_request, delete_range_result, k_v as kv, key_value, put_request, put_result,
+    range_request, range_result, request_op, response_header, response_op, txn_request, txn_response,
+    txn_result, CompareResult as SchemaCompareResult, ErrorCode as SchemaErrorCode,
 };
 use crate::raft::GroupError;
 use crate::shard::groups::{Answered, RequestError, Requests};
@@ -192,6 +193,163 @@ pub fn read_key_value(reader: key_value::Reader<'_>) -> capnp::Result<KeyValue> 
     })
 }
 
+/// A KV call as the shard takes it: read from the schema, not yet checked.
+#[derive(Clone, Debug)]
+pub enum KvRequest {
+    Put(PutRequest),
+    /// A range, and whether it passes a read barrier first.
+    Range {
+        request: RangeRequest,
+        linearizable: bool,
+    },
+    DeleteRange(DeleteRangeRequest),
+    Txn(TxnRequest),
+}
+
+/// A KV call's answer, or its typed refusal.
+#[derive(Clone, Debug)]
+pub enum KvAnswer {
+    Put(Result<Answered<PutResponse>, ServerError>),
+    Range(Result<Answered<RangeResponse>, ServerError>),
+    DeleteRange(Result<Answered<DeleteRangeResponse>, ServerError>),
+    Txn(Result<Answered<TxnResponse>, ServerError>),
+}
+
+impl KvRequest {
+    /// The answer of this kind that refuses it with `error`.
+    fn refused(&self, error: ServerError) -> KvAnswer {
+        match self {
+            KvRequest::Put(_) => KvAnswer::Put(Err(error)),
+            KvRequest::Range { .. } => KvAnswer::Range(Err(error)),
+            KvRequest::DeleteRange(_) => KvAnswer::DeleteRange(Err(error)),
+            KvRequest::Txn(_) => KvAnswer::Txn(Err(error)),
+        }
+    }
+}
+
+/// Checks a call against the node's limits, then has the shard answer it.
+/// `bytes` is the call's size as it arrived (see [`measure_request`]).
+pub async fn answer_request(
+    requests: &Requests,
+    limits: &Limits,
+    bytes: usize,
+    request: KvRequest,
+) -> KvAnswer {
+    let checked = match &request {
+        KvRequest::Put(put) => limits.check_put(put),
+        KvRequest::Range { request, .. } => limits.check_key(&request.key),
+        KvRequest::DeleteRange(delete) => limits.check_key(&delete.key),
+        KvRequest::Txn(txn) => limits.check_txn(txn),
+    }
+    .and_then(|()| limits.check_request_bytes(bytes));
+    if let Err(error) = checked {
+        return request.refused(limit_error(&error));
+    }
+    let refused = |error: RequestError| server_error(&error);
+    // This future is as large as its largest kind's, and a KV stream copies
+    // it into a box per call: ranges and deletes (whose futures walk several
+    // groups, several times a write's) are boxed on their own, so a put's or
+    // a txn's call carries only its own state.
+    match request {
+        KvRequest::Put(put) => KvAnswer::Put(requests.put(put).await.map_err(refused)),
+        KvRequest::Range { request, linearizable } => {
+            KvAnswer::Range(Box::pin(requests.range(request, linearizable)).await.map_err(refused))
+        }
+        KvRequest::DeleteRange(delete) => {
+            KvAnswer::DeleteRange(Box::pin(requests.delete_range(delete)).await.map_err(refused))
+        }
+        KvRequest::Txn(txn) => KvAnswer::Txn(requests.txn(txn).await.map_err(refused)),
+    }
+}
+
+/// The size of a request, measured before its fields are read, or why it
+/// is refused without reading them: too deeply nested, or so far over
+/// `request_bytes_max` that reading it again would pass the reader's
+/// traversal limit (which fails the call untyped).
+pub fn measure_request(
+    limits: &Limits,
+    size: capnp::Result<capnp::MessageSize>,
+) -> capnp::Result<Result<usize, ServerError>> {
+    match size {
+        Ok(size) => {
+            let bytes = usize::try_from(size.word_count).unwrap_or(usize::MAX).saturating_mul(8);
+            let readable_bytes = super::request_traversal_words(limits.request_bytes_max) * 8;
+            if bytes > limits.request_bytes_max && bytes.saturating_mul(2) > readable_bytes {
+                let error =
+                    LimitError::RequestTooLarge { bytes, request_bytes_max: limits.request_bytes_max };
+                return Ok(Err(limit_error(&error)));
+            }
+            Ok(Ok(bytes))
+        }
+        Err(error) if error.kind == capnp::ErrorKind::MessageIsTooDeeplyNested => Ok(Err(ServerError {
+            code: ErrorCode::InvalidArgument,
+            message: format!(
+                "the request nests pointers deeper than {}; nest transactions at most {} deep",
+                super::NESTING_MAX,
+                crate::kv::store::TXN_DEPTH_MAX
+            ),
+            leader_hint: 0,
+            compact_revision: 0,
+        })),
+        Err(error) => Err(error),
+    }
+}
+
+pub fn set_put_result(result: put_result::Builder<'_>, answer: &Result<Answered<PutResponse>, ServerError>) {
+    match answer {
+        Ok(answer) => {
+            let mut ok = result.init_ok();
+            set_header(ok.reborrow().init_header(), answer, answer.response.revision);
+            if let Some(previous) = &answer.response.prev_kv {
+                ok.set_has_prev_kv(true);
+                set_key_value(ok.init_prev_kv(), previous);
+            }
+        }
+        Err(error) => set_error(result.init_error(), error),
+    }
+}
+
+pub fn set_range_result(
+    result: range_result::Builder<'_>,
+    answer: &Result<Answered<RangeResponse>, ServerError>,
+) {
+    match answer {
+        Ok(answer) => {
+            let mut ok = result.init_ok();
+            set_header(ok.reborrow().init_header(), answer, answer.response.revision);
+            ok.set_count(answer.response.count);
+            ok.set_more(answer.response.more);
+            set_key_values(ok.init_kvs(answer.response.kvs.len() as u32), &answer.response.kvs);
+        }
+        Err(error) => set_error(result.init_error(), error),
+    }
+}
+
+pub fn set_delete_range_result(
+    result: delete_range_result::Builder<'_>,
+    answer: &Result<Answered<DeleteRangeResponse>, ServerError>,
+) {
+    match answer {
+        Ok(answer) => {
+            let mut ok = result.init_ok();
+            set_header(ok.reborrow().init_header(), answer, answer.response.revision);
+            ok.set_deleted(answer.response.deleted);
+            set_key_values(
+                ok.init_prev_kvs(answer.response.prev_kvs.len() as u32),
+                &answer.response.prev_kvs,
+            );
+        }
+        Err(error) => set_error(result.init_error(), error),
+    }
+}
+
+pub fn set_txn_result(result: txn_result::Builder<'_>, answer: &Result<Answered<TxnResponse>, ServerError>) {
+    match answer {
+        Ok(answer) => write_txn_response(result.init_ok(), answer, &answer.response),
+        Err(error) => set_error(result.init_error(), error),
+    }
+}
+
 /// Serves the KV interface on one connection, through its shard.
 pub struct KvServer {
     requests: Requests,
@@ -203,38 +361,6 @@ impl KvServer {
     /// reader must use `server_reader_options(limits.request_bytes_max)`.
     pub fn new(requests: Requests, limits: Limits) -> KvServer {
         KvServer { requests, limits }
-    }
-
-    /// The size of a request, measured before its fields are read, or why
-    /// it is refused without reading them: too deeply nested, or so far
-    /// over `request_bytes_max` that reading it again would pass the
-    /// reader's traversal limit (which fails the call untyped).
-    fn measure(&self, size: capnp::Result<capnp::MessageSize>) -> capnp::Result<Result<usize, ServerError>> {
-        match size {
-            Ok(size) => {
-                let bytes = usize::try_from(size.word_count).unwrap_or(usize::MAX).saturating_mul(8);
-                let readable_bytes = super::request_traversal_words(self.limits.request_bytes_max) * 8;
-                if bytes > self.limits.request_bytes_max && bytes.saturating_mul(2) > readable_bytes {
-                    let error = LimitError::RequestTooLarge {
-                        bytes,
-                        request_bytes_max: self.limits.request_bytes_max,
-                    };
-                    return Ok(Err(limit_error(&error)));
-                }
-                Ok(Ok(bytes))
-            }
-            Err(error) if error.kind == capnp::ErrorKind::MessageIsTooDeeplyNested => Ok(Err(ServerError {
-                code: ErrorCode::InvalidArgument,
-                message: format!(
-                    "the request nests pointers deeper than {}; nest transactions at most {} deep",
-                    super::NESTING_MAX,
-                    crate::kv::store::TXN_DEPTH_MAX
-                ),
-                leader_hint: 0,
-                compact_revision: 0,
-            })),
-            Err(error) => Err(error),
-        }
     }
 }
 
@@ -260,13 +386,10 @@ impl kv::Server for KvServer {
     ) -> Result<(), capnp::Error> {
         let params = params.get()?;
         let result = results.get().init_result();
-        let bytes = or_refuse!(self.measure(params.total_size())?, result);
-        let request = read_txn_request(params.get_request()?)?;
-        let checked = self.limits.check_txn(&request).and_then(|()| self.limits.check_request_bytes(bytes));
-        or_refuse!(checked.map_err(|error| limit_error(&error)), result);
-        match self.requests.txn(request).await {
-            Ok(answer) => write_txn_response(result.init_ok(), &answer, &answer.response),
-            Err(error) => set_error(result.init_error(), &server_error(&error)),
+        let bytes = or_refuse!(measure_request(&self.limits, params.total_size())?, result);
+        let request = KvRequest::Txn(read_txn_request(params.get_request()?)?);
+        if let KvAnswer::Txn(answer) = answer_request(&self.requests, &self.limits, bytes, request).await {
+            set_txn_result(result, &answer);
         }
         Ok(())
     }
@@ -281,6 +404,7 @@ impl kv::Server for KvServer {
         set_compact_result(results.get().init_result(), &answer);
         Ok(())
     }
+
     async fn put(
         self: capnp::capability::Rc<Self>,
         params: kv::PutParams,
@@ -288,25 +412,15 @@ impl kv::Server for KvServer {
     ) -> Result<(), capnp::Error> {
         let params = params.get()?;
         let result = results.get().init_result();
-        let bytes = or_refuse!(self.measure(params.total_size())?, result);
-        let request = PutRequest {
+        let bytes = or_refuse!(measure_request(&self.limits, params.total_size())?, result);
+        let request = KvRequest::Put(PutRequest {
             key: params.get_key()?.to_vec(),
             value: params.get_value()?.to_vec(),
             lease: params.get_lease(),
             prev_kv: params.get_prev_kv(),
-        };
-        let checked = self.limits.check_put(&request).and_then(|()| self.limits.check_request_bytes(bytes));
-        or_refuse!(checked.map_err(|error| limit_error(&error)), result);
-        match self.requests.put(request).await {
-            Ok(answer) => {
-                let mut ok = result.init_ok();
-                set_header(ok.reborrow().init_header(), &answer, answer.response.revision);
-                if let Some(previous) = &answer.response.prev_kv {
-                    ok.set_has_prev_kv(true);
-                    set_key_value(ok.init_prev_kv(), previous);
-                }
-            }
-            Err(error) => set_error(result.init_error(), &server_error(&error)),
+        });
+        if let KvAnswer::Put(answer) = answer_request(&self.requests, &self.limits, bytes, request).await {
+            set_put_result(result, &answer);
         }
         Ok(())
     }
@@ -318,31 +432,20 @@ impl kv::Server for KvServer {
     ) -> Result<(), capnp::Error> {
         let params = params.get()?;
         let result = results.get().init_result();
-        let bytes = or_refuse!(self.measure(params.total_size())?, result);
-        let request = RangeRequest {
-            key: params.get_key()?.to_vec(),
-            range_end: params.get_range_end()?.to_vec(),
-            limit: params.get_limit(),
-            revision: params.get_revision(),
-            count_only: params.get_count_only(),
-            keys_only: params.get_keys_only(),
+        let bytes = or_refuse!(measure_request(&self.limits, params.total_size())?, result);
+        let request = KvRequest::Range {
+            request: RangeRequest {
+                key: params.get_key()?.to_vec(),
+                range_end: params.get_range_end()?.to_vec(),
+                limit: params.get_limit(),
+                revision: params.get_revision(),
+                count_only: params.get_count_only(),
+                keys_only: params.get_keys_only(),
+            },
+            linearizable: !params.get_serializable(),
         };
-        let serializable = params.get_serializable();
-        let checked =
-            self.limits.check_key(&request.key).and_then(|()| self.limits.check_request_bytes(bytes));
-        or_refuse!(checked.map_err(|error| limit_error(&error)), result);
-        match self.requests.range(request, !serializable).await {
-            Ok(answer) => {
-                let mut ok = result.init_ok();
-                set_header(ok.reborrow().init_header(), &answer, answer.response.revision);
-                ok.set_count(answer.response.count);
-                ok.set_more(answer.response.more);
-                let mut kvs = ok.init_kvs(answer.response.kvs.len() as u32);
-                for (position, kv) in answer.response.kvs.iter().enumerate() {
-                    set_key_value(kvs.reborrow().get(position as u32), kv);
-                }
-            }
-            Err(error) => set_error(result.init_error(), &server_error(&error)),
+        if let KvAnswer::Range(answer) = answer_request(&self.requests, &self.limits, bytes, request).await {
+            set_range_result(result, &answer);
         }
         Ok(())
     }
@@ -354,26 +457,16 @@ impl kv::Server for KvServer {
     ) -> Result<(), capnp::Error> {
         let params = params.get()?;
         let result = results.get().init_result();
-        let bytes = or_refuse!(self.measure(params.total_size())?, result);
-        let request = DeleteRangeRequest {
+        let bytes = or_refuse!(measure_request(&self.limits, params.total_size())?, result);
+        let request = KvRequest::DeleteRange(DeleteRangeRequest {
             key: params.get_key()?.to_vec(),
             range_end: params.get_range_end()?.to_vec(),
             prev_kv: params.get_prev_kv(),
-        };
-        let checked =
-            self.limits.check_key(&request.key).and_then(|()| self.limits.check_request_bytes(bytes));
-        or_refuse!(checked.map_err(|error| limit_error(&error)), result);
-        match self.requests.delete_range(request).await {
-            Ok(answer) => {
-                let mut ok = result.init_ok();
-                set_header(ok.reborrow().init_header(), &answer, answer.response.revision);
-                ok.set_deleted(answer.response.deleted);
-                let mut previous = ok.init_prev_kvs(answer.response.prev_kvs.len() as u32);
-                for (position, kv) in answer.response.prev_kvs.iter().enumerate() {
-                    set_key_value(previous.reborrow().get(position as u32), kv);
-                }
-            }
-            Err(error) => set_error(result.init_error(), &server_error(&error)),
+        });
+        if let KvAnswer::DeleteRange(answer) =
+            answer_request(&self.requests, &self.limits, bytes, request).await
+        {
+            set_delete_range_result(result, &answer);
         }
         Ok(())
     }
@@ -414,41 +507,68 @@ pub fn read_txn_request(reader: txn_request::Reader<'_>) -> capnp::Result<TxnReq
 fn read_request_ops(
     list: capnp::struct_list::Reader<'_, request_op::Owned>,
 ) -> capnp::Result<Vec<RequestOp>> {
-    let mut operations = Vec::new();
+    let mut operations = Vec::with_capacity(list.len() as usize);
     for operation in list {
         operations.push(match operation.which()? {
-            request_op::Range(range) => {
-                let range = range?;
-                RequestOp::Range(RangeRequest {
-                    key: range.get_key()?.to_vec(),
-                    range_end: range.get_range_end()?.to_vec(),
-                    limit: range.get_limit(),
-                    revision: range.get_revision(),
-                    count_only: range.get_count_only(),
-                    keys_only: range.get_keys_only(),
-                })
-            }
-            request_op::Put(put) => {
-                let put = put?;
-                RequestOp::Put(PutRequest {
-                    key: put.get_key()?.to_vec(),
-                    value: put.get_value()?.to_vec(),
-                    lease: put.get_lease(),
-                    prev_kv: put.get_prev_kv(),
-                })
-            }
-            request_op::DeleteRange(delete) => {
-                let delete = delete?;
-                RequestOp::DeleteRange(DeleteRangeRequest {
-                    key: delete.get_key()?.to_vec(),
-                    range_end: delete.get_range_end()?.to_vec(),
-                    prev_kv: delete.get_prev_kv(),
-                })
-            }
+            request_op::Range(range) => RequestOp::Range(read_range_request(range?)?),
+            request_op::Put(put) => RequestOp::Put(read_put_request(put?)?),
+            request_op::DeleteRange(delete) => RequestOp::DeleteRange(read_delete_range_request(delete?)?),
             request_op::Txn(nested) => RequestOp::Txn(read_txn_request(nested?)?),
         });
     }
     Ok(operations)
+}
+
+pub fn read_put_request(put: put_request::Reader<'_>) -> capnp::Result<PutRequest> {
+    Ok(PutRequest {
+        key: put.get_key()?.to_vec(),
+        value: put.get_value()?.to_vec(),
+        lease: put.get_lease(),
+        prev_kv: put.get_prev_kv(),
+    })
+}
+
+pub fn read_range_request(range: range_request::Reader<'_>) -> capnp::Result<RangeRequest> {
+    Ok(RangeRequest {
+        key: range.get_key()?.to_vec(),
+        range_end: range.get_range_end()?.to_vec(),
+        limit: range.get_limit(),
+        revision: range.get_revision(),
+        count_only: range.get_count_only(),
+        keys_only: range.get_keys_only(),
+    })
+}
+
+pub fn read_delete_range_request(
+    delete: delete_range_request::Reader<'_>,
+) -> capnp::Result<DeleteRangeRequest> {
+    Ok(DeleteRangeRequest {
+        key: delete.get_key()?.to_vec(),
+        range_end: delete.get_range_end()?.to_vec(),
+        prev_kv: delete.get_prev_kv(),
+    })
+}
+
+pub fn set_put_request(mut out: put_request::Builder<'_>, put: &PutRequest) {
+    out.set_key(&put.key);
+    out.set_value(&put.value);
+    out.set_lease(put.lease);
+    out.set_prev_kv(put.prev_kv);
+}
+
+pub fn set_range_request(mut out: range_request::Builder<'_>, range: &RangeRequest) {
+    out.set_key(&range.key);
+    out.set_range_end(&range.range_end);
+    out.set_limit(range.limit);
+    out.set_revision(range.revision);
+    out.set_count_only(range.count_only);
+    out.set_keys_only(range.keys_only);
+}
+
+pub fn set_delete_range_request(mut out: delete_range_request::Builder<'_>, delete: &DeleteRangeRequest) {
+    out.set_key(&delete.key);
+    out.set_range_end(&delete.range_end);
+    out.set_prev_kv(delete.prev_kv);
 }
 
 /// Writes a transaction into the schema (the client side).
@@ -481,28 +601,9 @@ fn write_request_ops(mut list: capnp::struct_list::Builder<'_, request_op::Owned
     for (position, operation) in operations.iter().enumerate() {
         let out = list.reborrow().get(position as u32);
         match operation {
-            RequestOp::Range(range) => {
-                let mut out = out.init_range();
-                out.set_key(&range.key);
-                out.set_range_end(&range.range_end);
-                out.set_limit(range.limit);
-                out.set_revision(range.revision);
-                out.set_count_only(range.count_only);
-                out.set_keys_only(range.keys_only);
-            }
-            RequestOp::Put(put) => {
-                let mut out = out.init_put();
-                out.set_key(&put.key);
-                out.set_value(&put.value);
-                out.set_lease(put.lease);
-                out.set_prev_kv(put.prev_kv);
-            }
-            RequestOp::DeleteRange(delete) => {
-                let mut out = out.init_delete_range();
-                out.set_key(&delete.key);
-                out.set_range_end(&delete.range_end);
-                out.set_prev_kv(delete.prev_kv);
-            }
+            RequestOp::Range(range) => set_range_request(out.init_range(), range),
+            RequestOp::Put(put) => set_put_request(out.init_put(), put),
+            RequestOp::DeleteRange(delete) => set_delete_range_request(out.init_delete_range(), delete),
             RequestOp::Txn(nested) => write_txn_request(out.init_txn(), nested),
         }
     }

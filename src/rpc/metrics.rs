@@ -8,7 +8,10 @@
 //!   snapshots) and Raft proposals;
 //! - per group, its Raft and store state (term, leader, indexes, revision,
 //!   keys, leases, watchers);
-//! - per reactor, busy and idle seconds and sleeps.
+//! - per reactor, busy and idle seconds and sleeps;
+//! - per shard and hop, the latency budget of a write (`hop`: README, "The
+//!   latency budget");
+//! - the process's CPU seconds.
 //!
 //! Beside it, the probes of load balancers and orchestrators (etcd's
 //! names and meanings), each answering 200 or 503 with one line that says
@@ -51,6 +54,11 @@ const SERVED: &str = "GET /metrics, /livez, /readyz and /health are served here"
 /// Upper bounds of the latency buckets, in seconds: 50 µs to 5 s.
 const BUCKETS_SECONDS: [f64; 16] =
     [0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0];
+/// The budget's hops take microseconds: 2 µs to 1 s.
+const HOP_BUCKETS_SECONDS: [f64; 16] = [
+    0.000002, 0.000005, 0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05,
+    0.1, 0.5, 1.0,
+];
 
 /// Serves the endpoint on `listener` from this shard's thread.
 pub fn spawn_metrics_acceptor(
@@ -267,37 +275,76 @@ impl<'a> Family<'a> {
     }
 }
 
+/// One histogram family: a histogram per label set, in `buckets` (upper
+/// bounds in seconds), with its sum and count.
+fn histogram_family<'h>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+    histograms: impl Iterator<Item = (String, &'h crate::wal::StageHistogram)>,
+) {
+    let mut family = Family::new(out, name, "histogram", help);
+    for (labels, histogram) in histograms {
+        let histogram = histogram.histogram();
+        for bound in buckets {
+            let nanos = (bound * 1e9) as u64;
+            let count = histogram.count_between(0, nanos);
+            family.sample(&format!("{name}_bucket"), &format!("{labels},le=\"{bound}\""), count);
+        }
+        family.sample(&format!("{name}_bucket"), &format!("{labels},le=\"+Inf\""), histogram.len());
+        // hdrhistogram keeps values at 3 significant digits: the sum is
+        // exact to that precision.
+        let sum = histogram.mean() * histogram.len() as f64 / 1e9;
+        family.sample(&format!("{name}_sum"), &labels, format!("{sum:.9}"));
+        family.sample(&format!("{name}_count"), &labels, histogram.len());
+    }
+}
+
+/// CPU time (user and system) this process used so far, in seconds.
+pub fn process_cpu_seconds() -> f64 {
+    crate::reactor::process_cpu_time().as_secs_f64()
+}
+
 /// The text exposition of a member's shards (with their reactors' counters)
 /// and groups.
 pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[GroupReport]) -> String {
     let mut out = String::new();
     let shard_labels = |metrics: &ShardMetrics| format!("member=\"{member}\",shard=\"{}\"", metrics.shard);
 
-    let name = "nvkv_stage_duration_seconds";
+    histogram_family(
+        &mut out,
+        "nvkv_stage_duration_seconds",
+        "Time a write spends in each stage on its shard (proposal_wait, queue_wait, device_write, raft, apply, \
+         end_to_end), since the shard started.",
+        &BUCKETS_SECONDS,
+        shards.iter().flat_map(|(metrics, _)| {
+            metrics.stages.iter().map(|(stage, histogram)| (format!("{},stage=\"{stage}\"", shard_labels(metrics)), histogram))
+        }),
+    );
+    histogram_family(
+        &mut out,
+        "nvkv_hop_duration_seconds",
+        "The latency budget: time a write spends in each hop of its way (forwarded to leader, on a follower; on \
+         the leader: proposal wait, leader append durable, append entries sent, to follower, follower append \
+         durable, follower ack received, commit, apply, outcome handed back; reply written, where the client's \
+         KV stream ends), since the shard started.",
+        &HOP_BUCKETS_SECONDS,
+        shards.iter().flat_map(|(metrics, _)| {
+            metrics
+                .hops
+                .iter()
+                .map(|(hop, histogram)| (format!("{},hop=\"{hop}\"", shard_labels(metrics)), histogram))
+        }),
+    );
+    let name = "process_cpu_seconds_total";
     let mut family = Family::new(
         &mut out,
         name,
-        "histogram",
-        "Time a write spends in each stage on its shard (proposal_wait, queue_wait, device_write, raft, apply, \
-         end_to_end), since the shard started.",
+        "counter",
+        "CPU time (user and system) the node's process used since it started.",
     );
-    for (metrics, _) in shards {
-        for (stage, histogram) in &metrics.stages {
-            let labels = format!("{},stage=\"{stage}\"", shard_labels(metrics));
-            let histogram = histogram.histogram();
-            for bound in BUCKETS_SECONDS {
-                let nanos = (bound * 1e9) as u64;
-                let count = histogram.count_between(0, nanos);
-                family.sample(&format!("{name}_bucket"), &format!("{labels},le=\"{bound}\""), count);
-            }
-            family.sample(&format!("{name}_bucket"), &format!("{labels},le=\"+Inf\""), histogram.len());
-            // hdrhistogram keeps values at 3 significant digits: the sum is
-            // exact to that precision.
-            let sum = histogram.mean() * histogram.len() as f64 / 1e9;
-            family.sample(&format!("{name}_sum"), &labels, format!("{sum:.9}"));
-            family.sample(&format!("{name}_count"), &labels, histogram.len());
-        }
-    }
+    family.sample(name, &format!("member=\"{member}\""), format!("{:.6}", process_cpu_seconds()));
 
     let counters: [Reading<ShardMetrics, u64>; 10] = [
         ("nvkv_log_writes_total", "Group-commit writes to the device.", |m| m.log.writes),
@@ -439,7 +486,8 @@ mod tests {
             shard: 1,
             core: 3,
             log: crate::wal::LogStats { writes: 7, ..Default::default() },
-            stages: vec![("device_write", histogram)],
+            stages: vec![("device_write", histogram.clone())],
+            hops: vec![("leader append durable", histogram)],
             proposals: 2,
             proposed_commands: 5,
         };
@@ -460,5 +508,10 @@ mod tests {
         assert_eq!(value("nvkv_log_writes_total{"), "7");
         assert!(text.contains("# TYPE nvkv_log_writes_total counter\n"), "{text}");
         assert!(text.contains("nvkv_group_term{member=\"4\",group=\"0\"} 0\n"), "{text}");
+        let hop = "member=\"4\",shard=\"1\",hop=\"leader append durable\"";
+        assert_eq!(value(&format!("nvkv_hop_duration_seconds_bucket{{{hop},le=\"0.00005\"}}")), "1");
+        assert_eq!(value(&format!("nvkv_hop_duration_seconds_count{{{hop}}}")), "5");
+        let cpu: f64 = value("process_cpu_seconds_total{").parse().expect("a number");
+        assert!(cpu > 0.0, "this test process has used CPU: {cpu}");
     }
 }

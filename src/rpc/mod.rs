@@ -9,11 +9,15 @@
 //! shard's state.
 
 pub mod client;
+pub mod frames;
 pub mod incarnation;
 pub mod kv;
+pub mod kv_stream;
+pub mod kv_stream_client;
 pub mod lease;
 pub mod metrics;
 pub mod peer;
+pub mod routing;
 pub mod server;
 pub mod tls;
 pub mod watch;
@@ -92,8 +96,23 @@ pub fn buffered_stream_network<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {
-    use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
     let (reader, writer) = tokio::io::split(stream);
+    buffered_halves_network(reader, writer, side, options)
+}
+
+/// The Cap'n Proto network of a byte stream's two halves, buffered like
+/// [`buffered_network`].
+pub fn buffered_halves_network<R, W>(
+    reader: R,
+    writer: W,
+    side: capnp_rpc::rpc_twoparty_capnp::Side,
+    options: ReaderOptions,
+) -> capnp_rpc::twoparty::VatNetwork<futures::io::BufReader<tokio_util::compat::Compat<R>>>
+where
+    R: tokio::io::AsyncRead + Unpin + 'static,
+    W: tokio::io::AsyncWrite + Unpin + 'static,
+{
+    use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
     capnp_rpc::twoparty::VatNetwork::new(
         futures::io::BufReader::new(reader.compat()),
         futures::io::BufWriter::new(writer.compat_write()),

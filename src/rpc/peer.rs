@@ -38,9 +38,7 @@ use openraft::error::{
     Timeout, Unreachable,
 };
 use openraft::network::RPCOption;
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
-};
+use openraft::raft::{AppendEntriesRequest, SnapshotResponse, VoteRequest, VoteResponse};
 use openraft::RPCTypes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -48,7 +46,7 @@ use serde::Serialize;
 use crate::nvkv_capnp::{peer_hello, peer_port, peer_session, snapshot_sink};
 use crate::raft::network::{RpcError, SnapshotStreamError};
 use crate::raft::types::{Snapshot, SnapshotMeta, Vote};
-use crate::raft::{GroupError, GroupId, Member, NodeId, PeerTransport, Reception, TypeConfig};
+use crate::raft::{AppendAnswer, GroupError, GroupId, Member, NodeId, PeerTransport, Reception, TypeConfig};
 use crate::reactor::ReactorContext;
 use crate::shard::forward::LeaderLink;
 use crate::shard::groups::local_group;
@@ -314,11 +312,15 @@ impl peer_session::Server for PeerSessionServer {
         params: peer_session::AppendEntriesParams,
         mut results: peer_session::AppendEntriesResults,
     ) -> Result<(), capnp::Error> {
+        let taken = Instant::now();
+        crate::reactor::note_activity();
         let params = params.get()?;
         let entry = self.group(params.get_group())?;
         let request: AppendEntriesRequest<TypeConfig> = decode(params.get_request()?, "an append")?;
         let answer = entry.raft.handle_append_entries(request).await;
-        results.get().set_response(&encode(&answer));
+        let mut results = results.get();
+        results.set_response(&encode(&answer));
+        results.set_answer_nanos(u64::try_from(taken.elapsed().as_nanos()).unwrap_or(u64::MAX));
         Ok(())
     }
 
@@ -868,20 +870,29 @@ impl PeerTransport for PeerClient {
         target: &Member,
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+    ) -> Result<AppendAnswer, RpcError> {
         let entries = request.entries.len() as u64;
         let bytes = encode(&request);
         if bytes.len() > APPEND_BYTES_TARGET && entries > 1 {
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(entries / 2)));
         }
-        self.raft_call(RPCTypes::AppendEntries, target, &option, move |session: peer_session::Client| {
-            let mut call = session.append_entries_request();
-            call.get().set_group(group);
-            call.get().set_request(&bytes);
-            Box::pin(async move { Ok(call.send().promise.await?.get()?.get_response()?.to_vec()) })
-                as LocalBoxFuture<'static, _>
-        })
-        .await
+        // A member that does not say how long it took answers 0.
+        let took = Rc::new(std::cell::Cell::new(0));
+        let answer_nanos = took.clone();
+        let response = self
+            .raft_call(RPCTypes::AppendEntries, target, &option, move |session: peer_session::Client| {
+                let mut call = session.append_entries_request();
+                call.get().set_group(group);
+                call.get().set_request(&bytes);
+                Box::pin(async move {
+                    let answer = call.send().promise.await?;
+                    answer_nanos.set(answer.get()?.get_answer_nanos());
+                    Ok(answer.get()?.get_response()?.to_vec())
+                }) as LocalBoxFuture<'static, _>
+            })
+            .await?;
+        let took = (took.get() > 0).then(|| Duration::from_nanos(took.get()));
+        Ok(AppendAnswer { response, took })
     }
 
     async fn vote(

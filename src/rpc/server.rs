@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use capnp_rpc::{rpc_twoparty_capnp, RpcSystem};
+use tokio::io::AsyncReadExt;
 
 use crate::nvkv_capnp::node;
 use crate::reactor::ReactorContext;
@@ -108,26 +109,87 @@ pub fn serve_connection(
     peer: SocketAddr,
     info: Arc<NodeInfo>,
 ) {
-    let options = super::server_reader_options(info.limits.request_bytes_max);
-    let Some(acceptor) = info.tls.clone() else {
-        let network = super::buffered_network(stream, rpc_twoparty_capnp::Side::Server, options);
-        run_connection(context, network, peer, info);
-        return;
-    };
     let _ = stream.set_nodelay(true);
     let context = context.clone();
     tokio::task::spawn_local(async move {
-        match super::tls::accept(&acceptor, stream).await {
-            Ok(stream) => {
-                let network =
-                    super::buffered_stream_network(stream, rpc_twoparty_capnp::Side::Server, options);
-                run_connection(&context, network, peer, info);
+        let shard = context.shard();
+        let options = super::server_reader_options(info.limits.request_bytes_max);
+        let Some(acceptor) = info.tls.clone() else {
+            // A KV stream says so in its first 8 bytes; anything else is an
+            // RPC connection, which gets its bytes untouched.
+            let mut stream = stream;
+            match opens_kv_stream(&stream).await {
+                Ok(true) => {
+                    let mut opening = [0u8; 8];
+                    if let Err(error) = stream.read_exact(&mut opening).await {
+                        tracing::info!(%peer, shard, "a KV stream failed at its opening: {error}");
+                        return;
+                    }
+                    match kv_stream_requests(&context) {
+                        Some(requests) => {
+                            let (reader, writer) = stream.into_split();
+                            super::kv_stream::spawn(reader, writer, requests, info.limits, peer, shard);
+                        }
+                        None => tracing::info!(%peer, shard, "a KV stream came before the groups started"),
+                    }
+                }
+                Ok(false) => {
+                    let network = super::buffered_network(stream, rpc_twoparty_capnp::Side::Server, options);
+                    run_connection(&context, network, peer, info);
+                }
+                Err(error) => tracing::debug!(%peer, shard, "a client connection failed at once: {error}"),
             }
+            return;
+        };
+        let stream = match super::tls::accept(&acceptor, stream).await {
+            Ok(stream) => stream,
             Err(reason) => {
-                tracing::info!(%peer, shard = context.shard(), "client TLS handshake failed: {reason}")
+                tracing::info!(%peer, shard, "client TLS handshake failed: {reason}");
+                return;
             }
+        };
+        let (mut reader, writer) = tokio::io::split(stream);
+        let mut opening = [0u8; 8];
+        if let Err(error) = reader.read_exact(&mut opening).await {
+            tracing::debug!(%peer, shard, "a TLS client connection closed before its first bytes: {error}");
+            return;
         }
+        if opening == super::kv_stream::KV_STREAM_MAGIC {
+            match kv_stream_requests(&context) {
+                Some(requests) => super::kv_stream::spawn(reader, writer, requests, info.limits, peer, shard),
+                None => tracing::info!(%peer, shard, "a KV stream came before the groups started"),
+            }
+            return;
+        }
+        // An RPC connection: its first bytes go back in front.
+        let reader = std::io::Cursor::new(opening).chain(reader);
+        let network =
+            super::buffered_halves_network(reader, writer, rpc_twoparty_capnp::Side::Server, options);
+        run_connection(&context, network, peer, info);
     });
+}
+
+/// Whether a plain connection opens with the KV stream's bytes, read
+/// without taking them from the stream. A connection that sends fewer
+/// than 8 bytes and waits is polled until it says more or closes.
+async fn opens_kv_stream(stream: &tokio::net::TcpStream) -> std::io::Result<bool> {
+    let magic = super::kv_stream::KV_STREAM_MAGIC;
+    let mut first = [0u8; 8];
+    loop {
+        let peeked = stream.peek(&mut first).await?;
+        if peeked == 0 || first[..peeked] != magic[..peeked] {
+            return Ok(false);
+        }
+        if peeked == magic.len() {
+            return Ok(true);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+/// The request handle a KV stream serves through, once the shard's groups run.
+fn kv_stream_requests(context: &ReactorContext) -> Option<shard::groups::Requests> {
+    shard::groups::local_requests(context)
 }
 
 fn run_connection<R>(
@@ -167,12 +229,27 @@ impl node::Server for NodeServer {
         mut results: node::PartitionMapResults,
     ) -> Result<(), capnp::Error> {
         let mut map = results.get().init_map();
+        map.set_member(self.info.member_id);
         map.set_groups(self.info.groups);
         map.set_partition_depth(self.info.partition_depth);
         map.set_shards(self.info.shard_endpoints.len() as u32);
-        let mut endpoints = map.init_shard_endpoints(self.info.shard_endpoints.len() as u32);
+        let mut endpoints = map.reborrow().init_shard_endpoints(self.info.shard_endpoints.len() as u32);
         for (position, endpoint) in self.info.shard_endpoints.iter().enumerate() {
             endpoints.set(position as u32, endpoint.to_string());
+        }
+        let mut leaders: Vec<_> =
+            super::cluster::on_every_shard(&self.context, |_| shard::groups::local_group_leaders())
+                .await?
+                .into_iter()
+                .flatten()
+                .collect();
+        leaders.sort_by_key(|(group, ..)| *group);
+        let mut list = map.init_leaders(leaders.len() as u32);
+        for (position, (_, leader, term, address)) in leaders.iter().enumerate() {
+            let mut out = list.reborrow().get(position as u32);
+            out.set_member(leader.unwrap_or(0));
+            out.set_term(*term);
+            out.set_client_address(address);
         }
         Ok(())
     }

@@ -67,24 +67,36 @@ pub async fn write(
     link: &Rc<dyn LeaderLink>,
     command: Vec<u8>,
 ) -> Result<Vec<u8>, RequestError> {
+    if entry.raft.leadership().0 {
+        // The proposer answers within the request timeout on its own (see
+        // `propose`): the common case pays no timer of its own.
+        return super::propose::propose(entry, command).await;
+    }
+    // Forwarding, or waiting out an election, is boxed: the common case's
+    // future (every put's) then carries none of its state, which is several
+    // times the size of a proposal's and is copied into every call's box.
     let group = entry.clone();
-    group
-        .raft
-        .within_request_timeout(async move {
-            loop {
-                let leader = entry.raft.wait_for_leader().await?;
-                if leader.id == entry.raft.member() {
-                    super::space::check_room(&entry, &command)?;
-                    super::space::admit().await;
-                    return super::propose::propose(entry, command).await;
-                }
-                match link.forward_write(entry.raft.group(), &leader, command.clone()).await {
-                    Err(GroupError::NotSent { .. }) => tokio::time::sleep(FORWARD_RETRY_PAUSE).await,
-                    answer => return Ok(answer?),
+    Box::pin(group.raft.within_request_timeout(async move {
+        loop {
+            let leader = entry.raft.wait_for_leader().await?;
+            if leader.id == entry.raft.member() {
+                super::space::check_room(&entry, &command)?;
+                super::space::admit().await;
+                return super::propose::propose(entry, command).await;
+            }
+            let started = std::time::Instant::now();
+            match link.forward_write(entry.raft.group(), &leader, command.clone()).await {
+                Err(GroupError::NotSent { .. }) => tokio::time::sleep(FORWARD_RETRY_PAUSE).await,
+                answer => {
+                    super::stages::record_since(started, |stages| {
+                        stages.hop_mut(super::stages::Hop::Forwarded)
+                    });
+                    return Ok(answer?);
                 }
             }
-        })
-        .await
+        }
+    }))
+    .await
 }
 
 /// Returns once this member may serve a linearizable read of the group: a

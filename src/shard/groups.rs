@@ -31,6 +31,8 @@ use crate::wal::SharedLog;
 pub struct KvMachine {
     group: GroupId,
     pub state: GroupState,
+    /// Where each entry is marked applied, once the group runs.
+    timeline: Option<Rc<crate::raft::Timeline>>,
 }
 
 impl GroupStateMachine for KvMachine {
@@ -38,7 +40,11 @@ impl GroupStateMachine for KvMachine {
         let started = std::time::Instant::now();
         match self.state.apply_command(command) {
             Ok(outcome) => {
-                super::stages::record_since(started, |stages| &mut stages.apply);
+                let finished = std::time::Instant::now();
+                super::stages::record(|stages| stages.apply.record(finished - started));
+                if let Some(timeline) = &self.timeline {
+                    timeline.applied(index, started, finished);
+                }
                 outcome
             }
             // Every replica applies the same entry: skipping it here would
@@ -78,7 +84,7 @@ impl PeerTransport for NoPeers {
         target: &Member,
         _: openraft::raft::AppendEntriesRequest<TypeConfig>,
         _: openraft::network::RPCOption,
-    ) -> Result<openraft::raft::AppendEntriesResponse<NodeId>, RpcError> {
+    ) -> Result<crate::raft::AppendAnswer, RpcError> {
         Err(openraft::error::RPCError::Unreachable(unreachable(target)))
     }
 
@@ -220,8 +226,11 @@ pub async fn start_groups<T: PeerTransport>(
     let snapshots = Rc::new(WalSnapshotStore::new(log.clone()));
     let mut groups = BTreeMap::new();
     for group in (0..layout.groups()).filter(|group| layout.shard_of(*group) == shard) {
-        let machine =
-            Rc::new(RefCell::new(KvMachine { group, state: GroupState::hybrid(group, layout.watch) }));
+        let machine = Rc::new(RefCell::new(KvMachine {
+            group,
+            state: GroupState::hybrid(group, layout.watch),
+            timeline: None,
+        }));
         let raft = RaftGroup::start(
             group,
             layout.member.id,
@@ -232,6 +241,7 @@ pub async fn start_groups<T: PeerTransport>(
             transport.clone(),
         )
         .await?;
+        machine.borrow_mut().timeline = Some(raft.timeline().clone());
         if !layout.join {
             raft.bootstrap(&layout.initial_members).await?;
         }
@@ -402,8 +412,8 @@ pub(super) fn group_entry(groups: &ShardGroups, group: GroupId) -> Result<Rc<Sha
 }
 
 pub(super) fn answered<T>(entry: &ShardGroup, group: GroupId, response: T) -> Answered<T> {
-    let metrics = entry.raft.metrics();
-    Answered { group, term: metrics.term, member: metrics.member, response }
+    let (_, term) = entry.raft.leadership();
+    Answered { group, term, member: entry.raft.member(), response }
 }
 
 /// Proposes `command` to `group` (on this shard) and waits for its outcome.
@@ -733,6 +743,60 @@ fn collect_txn_groups(
 /// The report of every group this thread's shard runs, in group order;
 /// empty while its groups are starting.
 pub fn local_group_reports() -> Vec<super::GroupReport> {
+    each_local_group(|shard_groups, group, entry| {
+        let metrics = entry.raft.metrics();
+        let machine = entry.machine.borrow();
+        let store = &machine.state.store;
+        super::GroupReport {
+            group: *group,
+            shard: shard_groups.layout.shard_of(*group) as u32,
+            leader: metrics.current_leader.unwrap_or(0),
+            term: metrics.term,
+            applied_index: metrics.last_applied.map_or(0, |log_id| log_id.index),
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            snapshot_index: metrics.snapshot.map_or(0, |log_id| log_id.index),
+            purged_index: metrics.purged.map_or(0, |log_id| log_id.index),
+            revision: store.revision(),
+            compact_revision: store.compact_revision(),
+            keys: store.keys_with_history() as u64,
+            watchers: machine.state.hub.len() as u32,
+            leases: store.leases().len() as u32,
+            members: metrics
+                .replication
+                .iter()
+                .map(|(member, matched)| super::MemberProgress {
+                    member_id: *member,
+                    matched_index: matched.unwrap_or(0),
+                })
+                .collect(),
+            // Hashing encodes the whole store on this thread: bounded so
+            // a status call never stalls a shard with a large store.
+            state_hash: if crate::kv::snapshot::encoded_len(store) <= STATE_HASH_STORE_BYTES_MAX {
+                crate::kv::snapshot::state_hash(store)
+            } else {
+                0
+            },
+            leader_changes: entry.raft.leader_changes(),
+            no_space: entry.no_space.get().is_some(),
+        }
+    })
+}
+
+/// Who leads each group this thread's shard runs, as this member knows it:
+/// (group, leader, term, the leader's client address), in group order;
+/// cheap (no store is read), for the partition map clients route by.
+pub fn local_group_leaders() -> Vec<(GroupId, Option<NodeId>, u64, String)> {
+    each_local_group(|_, group, entry| {
+        let leader = entry.raft.leader();
+        let (_, term) = entry.raft.leadership();
+        let address = leader.as_ref().map(|member| member.client_address.clone()).unwrap_or_default();
+        (*group, leader.map(|member| member.id), term, address)
+    })
+}
+
+/// `each` of every group this thread's shard runs, in group order; empty
+/// while its groups are starting.
+fn each_local_group<T>(mut each: impl FnMut(&ShardGroups, &GroupId, &Rc<ShardGroup>) -> T) -> Vec<T> {
     let Some(shard_groups) = GROUPS.with(|local| local.borrow().clone()) else {
         return Vec::new();
     };
@@ -740,45 +804,7 @@ pub fn local_group_reports() -> Vec<super::GroupReport> {
     let Some(map) = borrowed.as_ref() else {
         return Vec::new();
     };
-    map.iter()
-        .map(|(group, entry)| {
-            let metrics = entry.raft.metrics();
-            let machine = entry.machine.borrow();
-            let store = &machine.state.store;
-            super::GroupReport {
-                group: *group,
-                shard: shard_groups.layout.shard_of(*group) as u32,
-                leader: metrics.current_leader.unwrap_or(0),
-                term: metrics.term,
-                applied_index: metrics.last_applied.map_or(0, |log_id| log_id.index),
-                last_log_index: metrics.last_log_index.unwrap_or(0),
-                snapshot_index: metrics.snapshot.map_or(0, |log_id| log_id.index),
-                purged_index: metrics.purged.map_or(0, |log_id| log_id.index),
-                revision: store.revision(),
-                compact_revision: store.compact_revision(),
-                keys: store.keys_with_history() as u64,
-                watchers: machine.state.hub.len() as u32,
-                leases: store.leases().len() as u32,
-                members: metrics
-                    .replication
-                    .iter()
-                    .map(|(member, matched)| super::MemberProgress {
-                        member_id: *member,
-                        matched_index: matched.unwrap_or(0),
-                    })
-                    .collect(),
-                // Hashing encodes the whole store on this thread: bounded so
-                // a status call never stalls a shard with a large store.
-                state_hash: if crate::kv::snapshot::encoded_len(store) <= STATE_HASH_STORE_BYTES_MAX {
-                    crate::kv::snapshot::state_hash(store)
-                } else {
-                    0
-                },
-                leader_changes: entry.raft.leader_changes(),
-                no_space: entry.no_space.get().is_some(),
-            }
-        })
-        .collect()
+    map.iter().map(|(group, entry)| each(&shard_groups, group, entry)).collect()
 }
 
 /// Whether this thread's shard serves: its groups started, and which of

@@ -199,45 +199,54 @@ pub struct ShardReport {
     /// whoever has its `ReactorContext` (0 from [`local_report`]).
     pub reactor_busy_seconds: f64,
     pub reactor_idle_seconds: f64,
+    /// The latency budget's hops on this shard (see [`stages::Hop`]).
+    pub hops: Vec<stages::HopReport>,
 }
 
 /// The report of this thread's shard.
 pub fn local_report() -> Option<ShardReport> {
     let state = local()?;
-    let (stats, groups, stages) =
-        state.log.with(|log| (log.stats(), log.groups().len(), log.stages().clone()));
-    let above = stages::snapshot();
-    Some(ShardReport {
-        shard: state.shard as u32,
-        core: state.core as u32,
-        groups: groups as u32,
-        log_head_sequence: stats.head_sequence,
-        log_tail_sequence: stats.next_sequence,
-        log_used_bytes: stats.used_bytes,
-        log_capacity_bytes: stats.ring_bytes,
-        queue_wait_p50_us: stages.queue_wait.quantile_us(0.5),
-        queue_wait_p99_us: stages.queue_wait.quantile_us(0.99),
-        device_write_p50_us: stages.device_write.quantile_us(0.5),
-        device_write_p99_us: stages.device_write.quantile_us(0.99),
-        log_writes: stats.writes,
-        log_records_written: stats.records_written,
-        proposal_wait_p50_us: above.proposal_wait.quantile_us(0.5),
-        proposal_wait_p99_us: above.proposal_wait.quantile_us(0.99),
-        raft_p50_us: above.raft.quantile_us(0.5),
-        raft_p99_us: above.raft.quantile_us(0.99),
-        apply_p50_us: above.apply.quantile_us(0.5),
-        apply_p99_us: above.apply.quantile_us(0.99),
-        end_to_end_p50_us: above.end_to_end.quantile_us(0.5),
-        end_to_end_p99_us: above.end_to_end.quantile_us(0.99),
-        proposals: above.proposals,
-        proposed_commands: above.proposed_commands,
-        device_written_bytes: stats.bytes_written,
-        device_flushes: stats.flushes,
-        device_errors: stats.device_errors,
-        snapshots_written: stats.snapshots_written,
-        snapshot_written_bytes: stats.snapshot_bytes_written,
-        reactor_busy_seconds: 0.0,
-        reactor_idle_seconds: 0.0,
+    let (stats, groups, queue_wait, device_write) = state.log.with(|log| {
+        let stages = log.stages();
+        let quantiles = |histogram: &crate::wal::StageHistogram| {
+            (histogram.quantile_us(0.5), histogram.quantile_us(0.99))
+        };
+        (log.stats(), log.groups().len(), quantiles(&stages.queue_wait), quantiles(&stages.device_write))
+    });
+    stages::read(|above| {
+        Some(ShardReport {
+            shard: state.shard as u32,
+            core: state.core as u32,
+            groups: groups as u32,
+            log_head_sequence: stats.head_sequence,
+            log_tail_sequence: stats.next_sequence,
+            log_used_bytes: stats.used_bytes,
+            log_capacity_bytes: stats.ring_bytes,
+            queue_wait_p50_us: queue_wait.0,
+            queue_wait_p99_us: queue_wait.1,
+            device_write_p50_us: device_write.0,
+            device_write_p99_us: device_write.1,
+            log_writes: stats.writes,
+            log_records_written: stats.records_written,
+            proposal_wait_p50_us: above.proposal_wait.quantile_us(0.5),
+            proposal_wait_p99_us: above.proposal_wait.quantile_us(0.99),
+            raft_p50_us: above.raft.quantile_us(0.5),
+            raft_p99_us: above.raft.quantile_us(0.99),
+            apply_p50_us: above.apply.quantile_us(0.5),
+            apply_p99_us: above.apply.quantile_us(0.99),
+            end_to_end_p50_us: above.end_to_end.quantile_us(0.5),
+            end_to_end_p99_us: above.end_to_end.quantile_us(0.99),
+            proposals: above.proposals,
+            proposed_commands: above.proposed_commands,
+            device_written_bytes: stats.bytes_written,
+            device_flushes: stats.flushes,
+            device_errors: stats.device_errors,
+            snapshots_written: stats.snapshots_written,
+            snapshot_written_bytes: stats.snapshot_bytes_written,
+            reactor_busy_seconds: 0.0,
+            reactor_idle_seconds: 0.0,
+            hops: above.hop_reports(),
+        })
     })
 }
 
@@ -251,6 +260,9 @@ pub struct ShardMetrics {
     pub log: crate::wal::LogStats,
     /// (stage name, histogram) in the order a write passes them.
     pub stages: Vec<(&'static str, crate::wal::StageHistogram)>,
+    /// (hop name, histogram) of the latency budget, in the order a write
+    /// passes them.
+    pub hops: Vec<(&'static str, crate::wal::StageHistogram)>,
     pub proposals: u64,
     pub proposed_commands: u64,
 }
@@ -260,6 +272,7 @@ pub fn local_metrics() -> Option<ShardMetrics> {
     let state = local()?;
     let (log, below) = state.log.with(|log| (log.stats(), log.stages().clone()));
     let above = stages::snapshot();
+    let hops = stages::Hop::ALL.iter().map(|hop| (hop.name(), above.hop(*hop).clone())).collect();
     Some(ShardMetrics {
         shard: state.shard as u32,
         core: state.core as u32,
@@ -272,6 +285,7 @@ pub fn local_metrics() -> Option<ShardMetrics> {
             ("apply", above.apply),
             ("end_to_end", above.end_to_end),
         ],
+        hops,
         proposals: above.proposals,
         proposed_commands: above.proposed_commands,
     })

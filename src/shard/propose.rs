@@ -5,10 +5,13 @@
 //! batches grow by themselves (everything that arrived during one round
 //! trip); a lone client pays one reactor turn of waiting, no timer.
 //!
-//! It owns the order of a group's proposals (first come, first proposed)
-//! and the rule that every waiting write gets exactly one answer, the
-//! batch's error included. It must never retry a proposal: a write that
-//! timed out may still apply.
+//! It owns the order of a group's proposals (first come, first proposed),
+//! the rule that every waiting write gets exactly one answer, the batch's
+//! error included, and the request timeout of the writes it takes: a write
+//! that waited longer than the group's request timeout is refused as timed
+//! out instead of proposed, and a batch is refused as timed out at the
+//! deadline of its oldest write. It must never retry a proposal: a write
+//! that timed out may still apply.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -20,6 +23,7 @@ use futures::channel::oneshot;
 use super::groups::{RequestError, ShardGroup};
 use super::stages;
 use crate::kv::command::{batch_overhead_bytes, encode_batch, split_batch_outcome};
+use crate::raft::WritePath;
 
 /// How many proposals of one group may be in flight at once. Two keep the
 /// log busy (one entry is written while the next is gathered) without
@@ -84,16 +88,29 @@ pub async fn propose(entry: Rc<ShardGroup>, command: Vec<u8>) -> Result<Vec<u8>,
     outcome.await.map_err(|_| RequestError::Codec(format!("group {group} dropped a proposal unanswered")))?
 }
 
-/// Proposes what waits, batch after batch, until nothing does.
+/// Proposes what waits, batch after batch, until nothing does. It runs
+/// after the tasks already woken when it was spawned (every connection
+/// whose bytes the same poll of the sockets brought): their writes join
+/// the first batch without the drain waiting a reactor turn for them.
 async fn drain(entry: Rc<ShardGroup>) {
-    // Let the other requests this reactor turn brought in join the batch.
-    tokio::task::yield_now().await;
+    let timeout = entry.raft.request_timeout();
     loop {
         let mut batch = entry.proposer.take(entry.raft.command_bytes_max());
         if batch.is_empty() {
             break;
         }
         let taken = Instant::now();
+        // Writes that waited out their request timeout are not proposed.
+        if batch.iter().any(|waiting| taken.saturating_duration_since(waiting.since) >= timeout) {
+            let (late, on_time): (Vec<Waiting>, Vec<Waiting>) = batch
+                .into_iter()
+                .partition(|waiting| taken.saturating_duration_since(waiting.since) >= timeout);
+            for waiting in late {
+                let _ = waiting.answer.send(Err(entry.raft.timeout_error().into()));
+            }
+            batch = on_time;
+        }
+        let Some(deadline) = batch.iter().map(|waiting| waiting.since + timeout).min() else { continue };
         stages::record(|stages| {
             for waiting in &batch {
                 stages.proposal_wait.record(taken - waiting.since);
@@ -102,9 +119,14 @@ async fn drain(entry: Rc<ShardGroup>) {
             stages.proposed_commands += batch.len() as u64;
         });
         let commands = batch.iter_mut().map(|waiting| std::mem::take(&mut waiting.command)).collect();
-        let outcomes = propose_batch(&entry, commands).await;
-        stages::record(|stages| stages.raft.record(taken.elapsed()));
-        match outcomes {
+        let outcomes = propose_batch(&entry, commands, taken, deadline).await;
+        stages::record(|stages| {
+            stages.raft.record(taken.elapsed());
+            if let Ok((_, path)) = &outcomes {
+                stages.record_path(path);
+            }
+        });
+        match outcomes.map(|(outcomes, _)| outcomes) {
             Ok(outcomes) => {
                 for (waiting, outcome) in batch.into_iter().zip(outcomes) {
                     let _ = waiting.answer.send(Ok(outcome));
@@ -120,14 +142,23 @@ async fn drain(entry: Rc<ShardGroup>) {
     entry.proposer.in_flight.set(entry.proposer.in_flight.get() - 1);
 }
 
-/// One entry for `batch`: the command itself when alone, else a batch.
-async fn propose_batch(entry: &ShardGroup, mut commands: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>, RequestError> {
+/// One entry for `batch`, proposed at `proposed` and refused as timed out
+/// at `deadline`: the command itself when alone, else a batch. Answers each
+/// command's outcome, and the entry's way.
+async fn propose_batch(
+    entry: &ShardGroup,
+    mut commands: Vec<Vec<u8>>,
+    proposed: Instant,
+    deadline: Instant,
+) -> Result<(Vec<Vec<u8>>, WritePath), RequestError> {
     if commands.len() == 1 {
         let alone = commands.pop().expect("one command");
-        return Ok(vec![entry.raft.client_write(alone).await?]);
+        let written = entry.raft.client_write_by(alone, Some(proposed), deadline).await?;
+        return Ok((vec![written.outcome], written.path));
     }
-    let bytes = entry.raft.client_write(encode_batch(&commands)).await?;
-    let outcomes = split_batch_outcome(&bytes).map_err(|error| RequestError::Codec(error.to_string()))?;
+    let written = entry.raft.client_write_by(encode_batch(&commands), Some(proposed), deadline).await?;
+    let outcomes =
+        split_batch_outcome(&written.outcome).map_err(|error| RequestError::Codec(error.to_string()))?;
     if outcomes.len() != commands.len() {
         return Err(RequestError::Codec(format!(
             "a batch of {} commands was answered with {} outcomes",
@@ -135,7 +166,7 @@ async fn propose_batch(entry: &ShardGroup, mut commands: Vec<Vec<u8>>) -> Result
             outcomes.len()
         )));
     }
-    Ok(outcomes)
+    Ok((outcomes, written.path))
 }
 
 #[cfg(test)]
@@ -183,6 +214,38 @@ mod tests {
                 revisions[WRITES - 1],
                 "the last write's"
             );
+        });
+    }
+
+    #[test]
+    fn a_write_that_waited_out_its_request_timeout_is_refused_not_proposed() {
+        in_shard(async {
+            let group = one_group().await;
+            let timeout = group.raft.request_timeout();
+            let (late, late_answer) = oneshot::channel();
+            let (fresh, fresh_answer) = oneshot::channel();
+            {
+                let mut waiting = group.proposer.waiting.borrow_mut();
+                let since =
+                    Instant::now().checked_sub(timeout * 2).expect("the clock is far past the timeout");
+                waiting.push_back(Waiting { command: put(1), since, answer: late });
+                waiting.push_back(Waiting { command: put(2), since: Instant::now(), answer: fresh });
+            }
+            let keys = group.machine.borrow().state.store.keys_with_history();
+            group.proposer.in_flight.set(1);
+            drain(group.clone()).await;
+            let refused = late_answer.await.expect("answered");
+            assert!(
+                matches!(refused, Err(RequestError::Group(crate::raft::GroupError::Timeout { .. }))),
+                "{refused:?}"
+            );
+            fresh_answer.await.expect("answered").expect("the fresh write applies");
+            assert_eq!(
+                group.machine.borrow().state.store.keys_with_history(),
+                keys + 1,
+                "only the fresh write applied"
+            );
+            assert_eq!(group.proposer.in_flight.get(), 0);
         });
     }
 

@@ -61,7 +61,9 @@ mod tests {
             "[namespace]\nbackend = \"spdk\"\ntransport = \"trtype:TCP traddr:10.0.0.2 trsvcid:4420\"\nnsid = 2\n\
              spdk_memory_bytes = \"2GiB\"\nspdk_hugepages = false\n\
              [store]\nkey_bytes_max = 100\nvalue_bytes_max = \"64KiB\"\nrequest_bytes_max = \"128KiB\"\ntxn_ops_max = 8\n\
-             [raft]\nsnapshot_after_entries = 50\nentries_kept_after_snapshot = 5\npurge_batch_entries = 10\n",
+             [raft]\nsnapshot_after_entries = 50\nentries_kept_after_snapshot = 5\npurge_batch_entries = 10\n\
+             [[cluster.members]]\nid = 1\nname = \"default\"\nclient_address = \"127.0.0.1:7379\"\n\
+             peer_address = \"127.0.0.1:7479\"\n",
             "the test's config",
         )
         .expect("parses");

@@ -11,11 +11,80 @@
 //! - end to end: from the request handle taking a write on the shard the
 //!   client reached to its answer there (a forward between shards
 //!   included; Cap'n Proto decoding and the network not).
+//!
+//! Beside them, the latency budget: the hops of a write this member can
+//! see, in the order a put passes them ([`Hop`]), each its own histogram.
+//! The client's own hops (its send to the shard, the reply's way back) are
+//! only visible to the client: `nvkv bench` adds them.
 
 use std::cell::RefCell;
 use std::time::Instant;
 
+use crate::raft::WritePath;
 use crate::wal::StageHistogram;
+
+/// One hop of a write's way on the member that leads its group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hop {
+    /// On a member that does not lead the write's group: from taking the
+    /// write to the leader's answer (the leader's own hops inside it).
+    Forwarded,
+    /// From the request handle taking the write to its batch being proposed.
+    ProposalWait,
+    /// From the proposal to the entry durable in the leader's log.
+    LeaderAppend,
+    /// From the proposal to the AppendEntries carrying it leaving for the
+    /// follower that completes the quorum.
+    AppendEntriesSent,
+    /// That AppendEntries on the network (half the round trip outside the
+    /// follower).
+    ToFollower,
+    /// The follower taking it: received, durable in its log, answered.
+    FollowerAppend,
+    /// The follower's answer on the network back (the other half).
+    AckReceived,
+    /// From durable on a quorum to the apply starting.
+    Commit,
+    /// The entry applied to the store.
+    Apply,
+    /// From applied to the outcome reaching the request handle.
+    Handback,
+    /// From the outcome to the reply written to the client's connection.
+    ReplyWritten,
+}
+
+impl Hop {
+    pub const ALL: [Hop; 11] = [
+        Hop::Forwarded,
+        Hop::ProposalWait,
+        Hop::LeaderAppend,
+        Hop::AppendEntriesSent,
+        Hop::ToFollower,
+        Hop::FollowerAppend,
+        Hop::AckReceived,
+        Hop::Commit,
+        Hop::Apply,
+        Hop::Handback,
+        Hop::ReplyWritten,
+    ];
+
+    /// The hop's name in status, metrics and reports; scripts read it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hop::Forwarded => "forwarded to leader",
+            Hop::ProposalWait => "proposal wait",
+            Hop::LeaderAppend => "leader append durable",
+            Hop::AppendEntriesSent => "append entries sent",
+            Hop::ToFollower => "to follower",
+            Hop::FollowerAppend => "follower append durable",
+            Hop::AckReceived => "follower ack received",
+            Hop::Commit => "commit",
+            Hop::Apply => "apply",
+            Hop::Handback => "outcome handed back",
+            Hop::ReplyWritten => "reply written",
+        }
+    }
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct ShardStages {
@@ -27,6 +96,103 @@ pub struct ShardStages {
     /// carried: their ratio is how well proposals batch.
     pub proposals: u64,
     pub proposed_commands: u64,
+    /// The budget's hops in [`Hop::ALL`] order; proposal wait's slot stays
+    /// empty (it is `proposal_wait`).
+    hops: [StageHistogram; Hop::ALL.len()],
+}
+
+impl ShardStages {
+    pub fn hop(&self, hop: Hop) -> &StageHistogram {
+        match hop {
+            Hop::ProposalWait => &self.proposal_wait,
+            other => &self.hops[other as usize],
+        }
+    }
+
+    pub fn hop_mut(&mut self, hop: Hop) -> &mut StageHistogram {
+        match hop {
+            Hop::ProposalWait => &mut self.proposal_wait,
+            other => &mut self.hops[other as usize],
+        }
+    }
+
+    /// Records the hops a write's way through Raft measured.
+    pub fn record_path(&mut self, path: &WritePath) {
+        let measured = [
+            (Hop::LeaderAppend, path.leader_append),
+            (Hop::AppendEntriesSent, path.sent),
+            (Hop::ToFollower, path.to_follower),
+            (Hop::FollowerAppend, path.follower_append),
+            (Hop::AckReceived, path.ack_back),
+            (Hop::Commit, path.commit),
+            (Hop::Handback, path.handback),
+        ];
+        for (hop, took) in measured {
+            if let Some(took) = took {
+                self.hop_mut(hop).record(took);
+            }
+        }
+        // The apply hop is the store's own histogram (`apply`), recorded
+        // by the state machine for every entry; the path's is the same time.
+        if let Some(took) = path.apply {
+            self.hop_mut(Hop::Apply).record(took);
+        }
+    }
+}
+
+/// One hop's numbers, as status and metrics report them.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct HopReport {
+    pub name: String,
+    pub count: u64,
+    /// Their total, in µs (two reports give the mean between them).
+    pub sum_us: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// The whole histogram (nanoseconds, HdrHistogram's V2 encoding), so
+    /// two reports give the percentiles between them; not in `-w json`.
+    #[serde(skip)]
+    pub histogram: Vec<u8>,
+}
+
+impl HopReport {
+    pub fn of(name: &str, histogram: &StageHistogram) -> HopReport {
+        let count = histogram.count();
+        let mut encoded = Vec::new();
+        if count > 0 {
+            hdrhistogram::serialization::Serializer::serialize(
+                &mut hdrhistogram::serialization::V2Serializer::new(),
+                histogram.histogram(),
+                &mut encoded,
+            )
+            .expect("a histogram encodes into memory");
+        }
+        HopReport {
+            name: name.to_string(),
+            count,
+            sum_us: histogram.histogram().mean() * count as f64 / 1000.0,
+            p50_us: histogram.quantile_us(0.5),
+            p99_us: histogram.quantile_us(0.99),
+            histogram: encoded,
+        }
+    }
+
+    /// The histogram `histogram` carries; empty when it carries none.
+    pub fn decode_histogram(&self) -> Result<hdrhistogram::Histogram<u64>, String> {
+        if self.histogram.is_empty() {
+            return Ok(crate::latency::histogram());
+        }
+        hdrhistogram::serialization::Deserializer::new()
+            .deserialize(&mut self.histogram.as_slice())
+            .map_err(|error| format!("the histogram of hop {:?} does not decode: {error:?}", self.name))
+    }
+}
+
+impl ShardStages {
+    /// Every hop's numbers, in the order a write passes them.
+    pub fn hop_reports(&self) -> Vec<HopReport> {
+        Hop::ALL.iter().map(|hop| HopReport::of(hop.name(), self.hop(*hop))).collect()
+    }
 }
 
 thread_local! {
@@ -44,9 +210,15 @@ pub fn record(update: impl FnOnce(&mut ShardStages)) {
     STAGES.with(|stages| update(&mut stages.borrow_mut()));
 }
 
-/// A copy of this thread's stages.
+/// A copy of this thread's stages (every histogram: for the metrics
+/// endpoint; a report reads them in place with [`read`]).
 pub fn snapshot() -> ShardStages {
     STAGES.with(|stages| stages.borrow().clone())
+}
+
+/// Reads this thread's stages in place.
+pub fn read<T>(reader: impl FnOnce(&ShardStages) -> T) -> T {
+    STAGES.with(|stages| reader(&stages.borrow()))
 }
 
 /// Records the time since `started` in the stage `pick` chooses.

@@ -1,0 +1,136 @@
+//! Where the client library sends a group's requests: to the shard of the
+//! member that leads the group, as the partition map last named it, so a
+//! write on a cluster is not forwarded by a follower first (one network
+//! round trip and two RPC stacks fewer). Any member takes any request, so
+//! a stale route only costs that forward.
+//!
+//! It owns the links to the other members (opened in the background the
+//! first time a group they lead is asked for, never on the request's way)
+//! and the rule that refreshes the leaders: a reply whose Raft term is past
+//! the term the map named for its group means leadership moved, and the
+//! map is read again, at most once per [`REFRESH_EVERY`]. A member that
+//! cannot be reached is left alone for [`RETRY_AFTER`].
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::client::{ClientTls, Connection, GroupLeader, PartitionMap};
+
+/// The least time between two readings of the partition map.
+pub const REFRESH_EVERY: Duration = Duration::from_millis(200);
+/// How long a member whose link failed is not tried again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+enum Link {
+    Opening,
+    /// The member's shard connections, in shard order.
+    Open(Rc<Vec<Connection>>),
+    Failed {
+        retry_at: Instant,
+    },
+}
+
+struct State {
+    /// The member the client's own endpoint reaches (its shards are the
+    /// client's own), and each group's leader.
+    main_member: u64,
+    leaders: Vec<GroupLeader>,
+    links: HashMap<u64, Link>,
+    refreshing: bool,
+    refreshed_at: Instant,
+}
+
+/// The leader routes of one client; clones share them.
+#[derive(Clone)]
+pub struct Routes {
+    state: Rc<RefCell<State>>,
+    main: Connection,
+    tls: ClientTls,
+}
+
+impl Routes {
+    /// Routes by `map`, read through `main` (which reaches member
+    /// `map.member`).
+    pub fn new(main: Connection, map: &PartitionMap, tls: ClientTls) -> Routes {
+        let state = State {
+            main_member: map.member,
+            leaders: map.leaders.clone(),
+            links: HashMap::new(),
+            refreshing: false,
+            refreshed_at: Instant::now(),
+        };
+        Routes { state: Rc::new(RefCell::new(state)), main, tls }
+    }
+
+    /// The shard connections of the member that leads `group`, when it is
+    /// another member than the client's own and its link is open; opens it
+    /// in the background when it is not.
+    pub fn leader_shards(&self, group: u32) -> Option<Rc<Vec<Connection>>> {
+        let mut state = self.state.borrow_mut();
+        let leader = state.leaders.get(group as usize)?.clone();
+        if leader.member == 0 || leader.member == state.main_member || leader.client_address.is_empty() {
+            return None;
+        }
+        match state.links.get(&leader.member) {
+            Some(Link::Open(shards)) => return Some(shards.clone()),
+            Some(Link::Opening) => return None,
+            Some(Link::Failed { retry_at }) if Instant::now() < *retry_at => return None,
+            _ => {}
+        }
+        state.links.insert(leader.member, Link::Opening);
+        let (routes, member, address) = (self.clone(), leader.member, leader.client_address);
+        tokio::task::spawn_local(async move {
+            let link = match routes.open(&address).await {
+                Ok(shards) => Link::Open(Rc::new(shards)),
+                Err(reason) => {
+                    tracing::debug!(member, %address, "requests to groups it leads go through the endpoint: {reason}");
+                    Link::Failed { retry_at: Instant::now() + RETRY_AFTER }
+                }
+            };
+            routes.state.borrow_mut().links.insert(member, link);
+        });
+        None
+    }
+
+    /// Connects to every shard of the member at `address`, checking it
+    /// shares the endpoint's layout.
+    async fn open(&self, address: &str) -> Result<Vec<Connection>, String> {
+        let main = Connection::open_with(address, &self.tls).await.map_err(|error| error.to_string())?;
+        let map = main.partition_map().await.map_err(|error| error.to_string())?;
+        let expected = {
+            let state = self.state.borrow();
+            state.leaders.len() as u32
+        };
+        if map.groups != expected {
+            return Err(format!("{address} runs {} groups, the endpoint {expected}", map.groups));
+        }
+        super::client::open_shards(address, &map, &self.tls).await.map_err(|error| error.to_string())
+    }
+
+    /// A reply about `group` carried Raft term `term`: past the term of the
+    /// leader the map named, leadership moved, and the map is read again.
+    pub fn saw_term(&self, group: u32, term: u64) {
+        let mut state = self.state.borrow_mut();
+        let known = state.leaders.get(group as usize).map_or(0, |leader| leader.term);
+        if term <= known || state.refreshing || state.refreshed_at.elapsed() < REFRESH_EVERY {
+            return;
+        }
+        state.refreshing = true;
+        let routes = self.clone();
+        tokio::task::spawn_local(async move {
+            let map = routes.main.partition_map().await;
+            let mut state = routes.state.borrow_mut();
+            state.refreshing = false;
+            state.refreshed_at = Instant::now();
+            match map {
+                Ok(map) if map.leaders.len() == state.leaders.len() => state.leaders = map.leaders,
+                Ok(_) => {
+                    tracing::debug!("the endpoint's partition map changed its groups; leader routes kept")
+                }
+                Err(error) => tracing::debug!("reading the leaders again failed: {error}"),
+            }
+        });
+    }
+}
