@@ -25,7 +25,7 @@ use futures::future::LocalBoxFuture;
 use futures::FutureExt;
 use nvkv::raft::network::{RpcError, SnapshotStreamError};
 use nvkv::raft::types::{Snapshot, Vote};
-use nvkv::raft::{GroupError, GroupId, Member, NodeId, PeerTransport, TypeConfig};
+use nvkv::raft::{AppendAnswer, GroupError, GroupId, Member, NodeId, PeerTransport, TypeConfig};
 use nvkv::rpc::incarnation::{self, Incarnation, IncarnationRefusal, Introduction};
 use nvkv::shard::forward::LeaderLink;
 use nvkv::shard::lease::{LeaseAnswer, LeaseQuery};
@@ -35,9 +35,7 @@ use openraft::error::{
     RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Timeout, Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
-};
+use openraft::raft::{AppendEntriesRequest, SnapshotResponse, VoteRequest, VoteResponse};
 use tokio::task::LocalSet;
 
 use crate::entropy::Rng;
@@ -485,7 +483,7 @@ impl PeerTransport for SimTransport {
         target: &Member,
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+    ) -> Result<AppendAnswer, RpcError> {
         let work = Rc::new(move || {
             let request = request.clone();
             async move {
@@ -494,7 +492,8 @@ impl PeerTransport for SimTransport {
             }
             .boxed_local()
         });
-        self.raft_call(RPCTypes::AppendEntries, target, &option, work).await
+        let response = self.raft_call(RPCTypes::AppendEntries, target, &option, work).await?;
+        Ok(AppendAnswer { response, took: None })
     }
 
     async fn vote(
