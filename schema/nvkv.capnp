@@ -23,6 +23,9 @@ enum ErrorCode {
   notMember @10;          # this member was removed, or joins and was not added yet
   notCaughtUp @11;        # a learner to promote is too far behind its leader
   noSpace @12;            # the group is out of space (NOSPACE alarm): delete keys; deletes and compaction still work
+  permissionDenied @13;   # the caller's roles do not grant what the request needs (the message names it)
+  unauthenticated @14;    # authentication is enabled and the request names no valid user (or a wrong password or token)
+  authRefused @15;        # a change of users and roles was refused (no such user, exists already, root needed first, ...)
 }
 
 struct Error {
@@ -348,6 +351,128 @@ interface Node {
   lease @4 () -> (lease :Lease);
   cluster @5 () -> (cluster :Cluster);
   maintenance @6 () -> (maintenance :Maintenance);
+  # Checks a user's password and answers a session token for it, good for
+  # auth.token_ttl_seconds on every member (empty while authentication is
+  # disabled: nothing is checked then). A few checks run at once per member.
+  authenticate @7 (name :Text, password :Text) -> (result :TokenResult);
+  # A Node whose calls, and every capability they give, act as the user the
+  # token names. The Node a connection starts with acts as the user its
+  # client certificate's common name names, if it presented one, else as
+  # nobody (refused while authentication is enabled).
+  session @8 (token :Text) -> (result :SessionResult);
+  auth @9 () -> (auth :Auth);
+}
+
+struct TokenResult {
+  union {
+    token @0 :Text;
+    error @1 :Error;
+  }
+}
+
+struct SessionResult {
+  union {
+    node @0 :Node;
+    error @1 :Error;
+  }
+}
+
+# ---- Auth: users, roles and permissions (etcd's model) ----
+#
+# Once enabled, every request is checked on the shard that serves it:
+# reads need read permission on their whole range, writes write permission
+# on every key they change (and read permission for the previous values
+# they return), a transaction both on every key of its compares and of both
+# branches, a watch read permission on its whole range, leases a user;
+# compaction, membership changes, backups and this interface's changes need
+# the role root. Users and roles live in group 0 and are replicated, backed
+# up and restored with it.
+
+enum PermissionKind {
+  read @0;
+  write @1;
+  readwrite @2;
+}
+
+struct Permission {
+  kind @0 :PermissionKind;
+  key @1 :Data;
+  rangeEnd @2 :Data;          # etcd's convention: empty is the key alone, one zero byte every key from it on
+}
+
+struct AuthUser {
+  name @0 :Text;
+  roles @1 :List(Text);
+  hasPassword @2 :Bool;       # false: only a client certificate names it
+}
+
+struct AuthRole {
+  name @0 :Text;
+  permissions @1 :List(Permission);
+}
+
+struct AuthRequest {
+  union {
+    enable @0 :Void;          # needs the user root with the role root
+    disable @1 :Void;
+    userAdd @2 :UserPassword; # hasPassword false: a user for a client certificate
+    userDelete @3 :Text;
+    userPassword @4 :UserPassword;
+    userGrantRole @5 :UserRole;
+    userRevokeRole @6 :UserRole;
+    roleAdd @7 :Text;
+    roleDelete @8 :Text;
+    roleGrantPermission @9 :RolePermission;
+    roleRevokePermission @10 :RolePermission;   # the permission's kind is not compared
+  }
+}
+
+struct UserPassword {
+  name @0 :Text;
+  password @1 :Text;
+  hasPassword @2 :Bool;
+}
+
+struct UserRole {
+  name @0 :Text;
+  role @1 :Text;
+}
+
+struct RolePermission {
+  role @0 :Text;
+  permission @1 :Permission;
+}
+
+struct AuthChangeResult {
+  union {
+    revision @0 :UInt64;      # the auth revision after the change
+    error @1 :Error;
+  }
+}
+
+struct AuthStatus {
+  enabled @0 :Bool;
+  revision @1 :UInt64;
+}
+
+struct AuthListing {
+  users @0 :List(AuthUser);
+  roles @1 :List(AuthRole);
+}
+
+struct AuthListingResult {
+  union {
+    ok @0 :AuthListing;
+    error @1 :Error;
+  }
+}
+
+interface Auth {
+  change @0 (request :AuthRequest) -> (result :AuthChangeResult);
+  # Anyone may ask whether authentication is enabled.
+  status @1 () -> (status :AuthStatus);
+  # Every user and role, as the answering member applied them (root only).
+  list @2 () -> (result :AuthListingResult);
 }
 
 # ---- Cluster and Maintenance ----

@@ -28,6 +28,8 @@
 #                  creates files in
 #   etcd-client    /usr/bin/etcdctl, which tests/etcdctl.rs runs against nvkv's
 #                  etcd API to show it answers as etcd does
+#   curl           tests/metrics.rs scrapes the HTTPS metrics endpoint with and
+#                  without a client certificate
 # (The bench/ scripts install fio and gnuplot themselves when they run;
 # bench/compare-etcd.sh through this script: packages given as arguments
 # are installed too, `scripts/setup.sh gnuplot-nox`.)
@@ -42,7 +44,7 @@
 set -euo pipefail
 
 packages=(libhwloc-dev libudev-dev capnproto pkg-config iproute2 systemd protobuf-compiler libprotobuf-dev
-          qemu-system-x86 busybox-static cpio python3 python3-venv openssl etcd-server etcd-client strace "$@")
+          qemu-system-x86 busybox-static cpio python3 python3-venv openssl etcd-server etcd-client strace curl "$@")
 python_env="${NVKV_PYTHON_ENV:-${XDG_CACHE_HOME:-$HOME/.cache}/nvkv/python}"
 pycapnp_version=2.2.4
 

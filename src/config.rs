@@ -43,6 +43,56 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub tls: TlsConfig,
     pub etcd: EtcdConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+}
+
+/// `[auth]`: sessions of users who authenticate with a password (users,
+/// roles and whether they are checked are data: `nvkv user`, `nvkv role`,
+/// `nvkv auth`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// How long a session token stays good after its password was checked.
+    pub token_ttl_seconds: u64,
+}
+
+impl Default for AuthConfig {
+    /// etcd's simple tokens last five minutes.
+    fn default() -> Self {
+        AuthConfig { token_ttl_seconds: 300 }
+    }
+}
+
+/// `[limits]`: what client connections a node takes, and for how long (see
+/// `reactor::admission`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Client connections (native and etcd) the node holds at once.
+    pub connections_max: u32,
+    /// Client connections one source address may hold at once.
+    pub connections_per_source_max: u32,
+    /// How long a new connection may take to send its first bytes and, with
+    /// TLS, to finish its handshake.
+    pub handshake_timeout_ms: u64,
+    /// How long a connection that holds no watch may read and write nothing.
+    pub idle_timeout_ms: u64,
+    /// Requests one connection may have in flight (KV calls on the native
+    /// port, gRPC streams on the etcd port).
+    pub calls_in_flight_per_connection_max: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            connections_max: 8192,
+            connections_per_source_max: 1024,
+            handshake_timeout_ms: 10_000,
+            idle_timeout_ms: 600_000,
+            calls_in_flight_per_connection_max: 1024,
+        }
+    }
 }
 
 /// `[etcd]`: etcd's v3 gRPC API, served beside the native one with the
@@ -122,8 +172,9 @@ impl TlsConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Where `GET /metrics` answers in Prometheus text format (plain HTTP);
-    /// unset: no endpoint.
+    /// Where `GET /metrics` answers in Prometheus text format: plain HTTP on
+    /// loopback, HTTPS with the client port's keys (and client
+    /// certificates, when it asks for them) elsewhere; unset: no endpoint.
     pub address: Option<SocketAddr>,
 }
 
@@ -269,9 +320,29 @@ pub struct StoreConfig {
     pub watch_progress_interval_ms: u64,
     /// Watches one client connection may hold open at once.
     pub watches_per_connection_max: u32,
+    /// Watches one group may hold open at once, whoever opened them.
+    pub watches_per_group_max: u32,
     /// Events a watch may leave untaken before it is moved from the live
     /// buffer to reading history (nothing is lost; memory stays bounded).
     pub watch_events_pending_max: u32,
+    /// Bytes (keys and values) a watch may leave untaken in its group's
+    /// live buffer before it is moved to reading history.
+    #[serde(deserialize_with = "deserialize_bytes")]
+    pub watch_pending_bytes_max: u64,
+    /// Bytes of events all the live buffers of one group hold, each event
+    /// counted once however many watches share it; past it the watches
+    /// holding the most are moved to reading history.
+    #[serde(deserialize_with = "deserialize_bytes")]
+    pub watch_group_pending_bytes_max: u64,
+    /// Bytes of events one client connection's watches may have on their
+    /// way to the client (sent, not yet taken); past it they wait.
+    #[serde(deserialize_with = "deserialize_bytes")]
+    pub watch_connection_bytes_max: u64,
+    /// Bytes one group's store may take (as its snapshot encodes it: live
+    /// keys, values and the history not yet compacted) before the group
+    /// raises its NOSPACE alarm and refuses writes that add data.
+    #[serde(deserialize_with = "deserialize_bytes")]
+    pub quota_bytes: u64,
     /// When a group's snapshot does not fit its shard's snapshot area, its
     /// leader compacts its history down to this many revisions (0: never;
     /// the group then serves from its log until an operator compacts).
@@ -290,7 +361,12 @@ impl Default for StoreConfig {
             txn_ops_max: 128,
             watch_progress_interval_ms: 600_000,
             watches_per_connection_max: 1024,
+            watches_per_group_max: 10_000,
             watch_events_pending_max: 1024,
+            watch_pending_bytes_max: MIB,
+            watch_group_pending_bytes_max: 16 * MIB,
+            watch_connection_bytes_max: 8 * MIB,
+            quota_bytes: 2048 * MIB,
             compact_under_pressure_keep_revisions: 10_000,
         }
     }
@@ -787,6 +863,21 @@ impl Config {
             1,
             1 << 20,
         )?;
+        check_range("store.watches_per_group_max", u64::from(self.store.watches_per_group_max), 1, 1 << 20)?;
+        check_range("store.watch_pending_bytes_max", self.store.watch_pending_bytes_max, 4 * KIB, 1 << 30)?;
+        check_range(
+            "store.watch_group_pending_bytes_max",
+            self.store.watch_group_pending_bytes_max,
+            self.store.watch_pending_bytes_max,
+            1 << 34,
+        )?;
+        check_range(
+            "store.watch_connection_bytes_max",
+            self.store.watch_connection_bytes_max,
+            64 * KIB,
+            1 << 30,
+        )?;
+        check_range("store.quota_bytes", self.store.quota_bytes, MIB, 1 << 40)?;
         check_range(
             "store.compact_under_pressure_keep_revisions",
             self.store.compact_under_pressure_keep_revisions,
@@ -801,6 +892,23 @@ impl Config {
         }
         check_range("raft.entries_kept_after_snapshot", raft.entries_kept_after_snapshot, 0, 100_000_000)?;
         check_range("raft.purge_batch_entries", raft.purge_batch_entries, 1, 1_000_000)?;
+        check_range("auth.token_ttl_seconds", self.auth.token_ttl_seconds, 1, 7 * 86_400)?;
+        let limits = &self.limits;
+        check_range("limits.connections_max", u64::from(limits.connections_max), 1, 1 << 20)?;
+        check_range(
+            "limits.connections_per_source_max",
+            u64::from(limits.connections_per_source_max),
+            1,
+            u64::from(limits.connections_max),
+        )?;
+        check_range("limits.handshake_timeout_ms", limits.handshake_timeout_ms, 100, 600_000)?;
+        check_range("limits.idle_timeout_ms", limits.idle_timeout_ms, 1000, 86_400_000)?;
+        check_range(
+            "limits.calls_in_flight_per_connection_max",
+            u64::from(limits.calls_in_flight_per_connection_max),
+            1,
+            1 << 20,
+        )?;
         self.validate_metrics()?;
         self.validate_etcd()?;
         self.validate_cluster()?;
@@ -925,6 +1033,14 @@ impl Config {
                 "metrics.address",
                 format!("\"{address}\""),
                 "an address no client or peer port uses, e.g. \"127.0.0.1:9379\"",
+            ));
+        }
+        if !address.ip().is_loopback() && !self.tls.client_tls() {
+            return Err(ConfigError::invalid(
+                "metrics.address",
+                format!("\"{address}\""),
+                "a loopback address (e.g. \"127.0.0.1:9379\"), or set tls.client_cert_file and \
+                 tls.client_key_file: off loopback the metrics endpoint speaks TLS with the client port's keys",
             ));
         }
         Ok(())
@@ -1467,6 +1583,9 @@ mod tests {
             ("[store]\nwatch_progress_interval_ms = 5", "store.watch_progress_interval_ms = 5"),
             ("[store]\nwatches_per_connection_max = 0", "store.watches_per_connection_max = 0"),
             ("[store]\nwatch_events_pending_max = 0", "store.watch_events_pending_max = 0"),
+            ("[store]\nwatch_pending_bytes_max = 10", "store.watch_pending_bytes_max = 10"),
+            ("[store]\nwatch_connection_bytes_max = 0", "store.watch_connection_bytes_max = 0"),
+            ("[store]\nquota_bytes = 1000", "store.quota_bytes = 1000"),
             ("[namespace]\nnamespace_bytes = \"1MiB\"", "to fit in namespace.namespace_bytes"),
             ("[node]\nname = \"\"", "node.name = \"\""),
             ("[store]\nrequest_bytes_max = 100", "store.request_bytes_max = 100"),

@@ -60,7 +60,7 @@ pub enum NodeError {
     #[error(
         "{shards} shards of log.groups_per_shard groups make {groups} groups, more than the {} a revision can \
          name (its low bits are the group); lower log.groups_per_shard or reactor.shards",
-        crate::kv::store::HYBRID_GROUPS_MAX
+        crate::kv::revision::HYBRID_GROUPS_MAX
     )]
     TooManyGroups { shards: usize, groups: u64 },
     #[error(transparent)]
@@ -188,8 +188,9 @@ struct ShardListeners {
     main: Option<std::net::TcpListener>,
     own: std::net::TcpListener,
     peer: Option<(std::net::TcpListener, Arc<PeerIdentity>)>,
-    /// The Prometheus endpoint's (shard 0, when `[metrics] address` is set).
-    metrics: Option<std::net::TcpListener>,
+    /// The Prometheus endpoint's (shard 0, when `[metrics] address` is
+    /// set), with its TLS when the address is not loopback.
+    metrics: Option<(std::net::TcpListener, Option<tokio_rustls::TlsAcceptor>)>,
     /// The etcd API's (shard 0, when `[etcd] address` is set).
     etcd: Option<EtcdListener>,
 }
@@ -216,8 +217,8 @@ fn with_acceptor(driver: DriverFactory, listeners: ShardListeners, info: Arc<Nod
         if let Some((peer, identity)) = listeners.peer {
             crate::rpc::peer::spawn_peer_acceptor(context, peer, identity)?;
         }
-        if let Some(metrics) = listeners.metrics {
-            crate::rpc::metrics::spawn_metrics_acceptor(context, metrics, member, groups)?;
+        if let Some((metrics, tls)) = listeners.metrics {
+            crate::rpc::metrics::spawn_metrics_acceptor(context, metrics, tls, member, groups)?;
         }
         #[cfg(feature = "etcd")]
         if let Some((etcd, info)) = listeners.etcd {
@@ -236,6 +237,7 @@ fn bind_etcd(
     config: &Config,
     tls: &crate::rpc::tls::NodeTls,
     groups: u32,
+    admission: &Arc<crate::reactor::admission::Admission>,
 ) -> Result<(Option<EtcdListener>, Option<std::net::SocketAddr>), NodeError> {
     let Some(address) = config.etcd.address else {
         return Ok((None, None));
@@ -259,11 +261,12 @@ fn bind_etcd(
             limits: crate::shard::settings::store_limits(&config.store),
             watch: crate::rpc::watch::WatchSettings::from_config(&config.store).options,
             tls: tls.etcd.clone(),
+            admission: Arc::clone(admission),
         })
     };
     #[cfg(not(feature = "etcd"))]
     let serving = {
-        let _ = (tls, groups);
+        let _ = (tls, groups, admission);
     };
     Ok((Some((listener, serving)), Some(bound)))
 }
@@ -520,6 +523,8 @@ impl Node {
             shard_listeners.push(Some(listener));
             shard_endpoints.push(bound);
         }
+        // One count for every client port, native and etcd.
+        let admission = crate::reactor::admission::Admission::new(config.limits);
         let info = Arc::new(NodeInfo {
             member_id: config.node.member_id,
             name: config.node.name.clone(),
@@ -535,8 +540,16 @@ impl Node {
             limits: crate::shard::settings::store_limits(&config.store),
             watch: crate::rpc::watch::WatchSettings::from_config(&config.store),
             tls: tls.client.clone(),
+            admission: Arc::clone(&admission),
         });
         let mut listener = Some(listener);
+        // Off loopback the metrics speak TLS with the client port's keys
+        // (the config refuses such an address without them).
+        let metrics_tls = config
+            .metrics
+            .address
+            .filter(|address| !address.ip().is_loopback())
+            .and_then(|_| tls.client.clone());
         let mut metrics_listener = match config.metrics.address {
             Some(address) => Some(
                 std::net::TcpListener::bind(address)
@@ -545,7 +558,7 @@ impl Node {
             None => None,
         };
         let (mut etcd_listener, etcd_address) =
-            bind_etcd(&config, &tls, cores.len() as u32 * config.log.groups_per_shard)?;
+            bind_etcd(&config, &tls, cores.len() as u32 * config.log.groups_per_shard, &admission)?;
         let keeper =
             Arc::new(SuperblockKeeper::new(namespace.clone(), queue_pair.clone(), superblock.clone()));
         own_namespace(&config, &keeper, &namespace_path)?;
@@ -560,6 +573,12 @@ impl Node {
                     crate::shard::settings::group_config(&config.raft).request_timeout_ms,
                 ),
                 keeper: keeper.clone(),
+                member_names: config
+                    .cluster
+                    .members
+                    .iter()
+                    .map(|member| (member.id, member.name.clone()))
+                    .collect(),
             })
         });
         join_cluster(&config, &keeper, peers.as_deref())?;
@@ -580,7 +599,7 @@ impl Node {
             peer_listeners.push(Some((listener, identity.clone())));
         }
         let groups = cores.len() as u64 * u64::from(config.log.groups_per_shard);
-        if groups > u64::from(crate::kv::store::HYBRID_GROUPS_MAX) {
+        if groups > u64::from(crate::kv::revision::HYBRID_GROUPS_MAX) {
             return Err(NodeError::TooManyGroups { shards: cores.len(), groups });
         }
         let member = Member {
@@ -606,10 +625,16 @@ impl Node {
                 ..crate::shard::settings::group_config(&config.raft)
             },
             watch: WatchLimits {
+                watchers_max: config.store.watches_per_group_max as usize,
                 watch_events_pending_max: config.store.watch_events_pending_max as usize,
-                ..WatchLimits::default()
+                watch_pending_bytes_max: config.store.watch_pending_bytes_max as usize,
+                group_pending_bytes_max: config.store.watch_group_pending_bytes_max as usize,
             },
+            quota_bytes: config.store.quota_bytes,
             snapshots: snapshot_policy(&config, &superblock)?,
+            auth: Arc::new(crate::shard::auth::AuthCell::new(Duration::from_secs(
+                config.auth.token_ttl_seconds,
+            ))),
         };
         let (ready_sender, ready_receiver) = crossbeam_channel::bounded(cores.len());
         let factories = cores
@@ -633,7 +658,7 @@ impl Node {
                     main: listener.take(),
                     own: shard_listeners[shard].take().expect("one listener per shard"),
                     peer: peer_listeners[shard].take(),
-                    metrics: metrics_listener.take(),
+                    metrics: metrics_listener.take().map(|listener| (listener, metrics_tls.clone())),
                     etcd: etcd_listener.take(),
                 };
                 with_acceptor(driver, listeners, info.clone())

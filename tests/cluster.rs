@@ -148,7 +148,7 @@ fn a_member_of_another_cluster_is_refused() {
     std::thread::sleep(Duration::from_millis(500));
     let status = status_json(members[2].client_port);
     for group in status[0]["groups"].as_array().expect("groups") {
-        let fresh = nvkv::kv::store::hybrid_revision(1, group["group"].as_u64().expect("group") as u32);
+        let fresh = nvkv::kv::revision::hybrid_revision(1, group["group"].as_u64().expect("group") as u32);
         assert_eq!(group["revision"], fresh, "member 3 took no write of the other cluster: {group}");
         assert_ne!(group["leader"], 1, "member 3 follows no leader of the other cluster: {group}");
         assert_ne!(group["leader"], 2, "member 3 follows no leader of the other cluster: {group}");

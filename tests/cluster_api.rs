@@ -80,8 +80,8 @@ fn member_list_and_status_show_every_member_and_group() {
     let pods = &groups[pods_group as usize];
     assert_eq!(pods["keys"], if pods_group == nodes_group { 3 } else { 2 }, "{status}");
     let pods_revision = pods["revision"].as_i64().expect("revision");
-    assert_eq!(nvkv::kv::store::revision_group(pods_revision), pods_group, "{status}");
-    assert!(pods_revision > nvkv::kv::store::hybrid_revision(1, pods_group), "written to: {status}");
+    assert_eq!(nvkv::kv::revision::revision_group(pods_revision), pods_group, "{status}");
+    assert!(pods_revision > nvkv::kv::revision::hybrid_revision(1, pods_group), "written to: {status}");
     assert_eq!(status[0]["members"][0]["name"], "alpha", "{status}");
     let human = client(port, &["status"]).expect("status");
     assert!(human.contains("group  shard  leader  term   applied  last log  snapshot"), "{human}");

@@ -16,7 +16,7 @@ use etcd_client::{
     TxnOp, TxnOpResponse, WatchOptions,
 };
 use nvkv::kv::partition::Partitioner;
-use nvkv::kv::store::revision_group;
+use nvkv::kv::revision::revision_group;
 
 /// One nvkv member (two shards, four groups each: 8 groups) and where its
 /// etcd API answers.

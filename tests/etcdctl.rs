@@ -293,3 +293,95 @@ fn the_etcd_port_speaks_the_client_ports_tls_and_checks_client_certificates() {
     assert!(refused.is_err(), "served in plaintext: {refused:?}");
     drop(daemon.child.kill());
 }
+
+/// One etcdctl command of the auth session: its masked output, or the
+/// error line it ended with.
+fn auth_step(endpoint: &str, args: &[&str], input: Option<&str>) -> String {
+    let shown = format!("$ etcdctl {}\n", args.join(" "));
+    match etcdctl_outcome(endpoint, args, input) {
+        Ok(output) => shown + &masked(&output),
+        Err(failure) => {
+            let error =
+                failure.lines().find(|line| line.starts_with("Error:")).unwrap_or(&failure).to_string();
+            format!("{shown}FAILED {error}\n")
+        }
+    }
+}
+
+/// Users, roles and permissions set up and used through etcdctl.
+fn auth_session(endpoint: &str) -> Vec<String> {
+    let root = "--user=root:root-secret";
+    let alice = "--user=alice:alice-secret";
+    let bob = "--user=bob:bob-secret";
+    let steps: Vec<(Vec<&str>, Option<&str>)> = vec![
+        (vec!["user", "add", "root", "--new-user-password=root-secret", "--interactive=false"], None),
+        (vec!["role", "add", "reader"], None),
+        (vec!["role", "grant-permission", "reader", "read", "/a/", "--prefix=true"], None),
+        (vec!["role", "add", "writer"], None),
+        (vec!["role", "grant-permission", "writer", "readwrite", "/a/x"], None),
+        (vec!["user", "add", "alice", "--new-user-password=alice-secret", "--interactive=false"], None),
+        (vec!["user", "grant-role", "alice", "reader"], None),
+        (vec!["user", "add", "bob", "--new-user-password=bob-secret", "--interactive=false"], None),
+        (vec!["user", "grant-role", "bob", "writer"], None),
+        (vec!["auth", "enable"], None),
+        (vec![root, "put", "/a/x", "1"], None),
+        (vec!["get", "/a/x"], None),
+        (vec![alice, "get", "/a/x"], None),
+        (vec![alice, "put", "/a/x", "2"], None),
+        (vec!["--user=alice:wrong", "get", "/a/x"], None),
+        (vec![bob, "put", "/a/x", "2"], None),
+        (vec![bob, "put", "/a/y", "2"], None),
+        (vec![bob, "get", "/a/", "--prefix"], None),
+        (vec![bob, "txn", "-i"], Some("mod(\"/a/x\") > \"0\"\n\nput /a/y 3\n\n\n")),
+        (vec![bob, "txn", "-i"], Some("mod(\"/a/x\") > \"0\"\n\nput /a/x 3\n\n\n")),
+        (vec![root, "role", "get", "reader"], None),
+        (vec![root, "role", "get", "writer"], None),
+        (vec![root, "user", "get", "alice"], None),
+        (vec![root, "user", "list"], None),
+        (vec![root, "role", "list"], None),
+        (vec![alice, "user", "list"], None),
+        (vec![alice, "role", "add", "mine"], None),
+        (vec![root, "role", "revoke-permission", "writer", "/a/x"], None),
+        (vec![bob, "put", "/a/x", "4"], None),
+        (vec![root, "user", "revoke-role", "alice", "reader"], None),
+        (vec![alice, "get", "/a/x"], None),
+        (vec![root, "user", "delete", "bob"], None),
+        (vec![bob, "get", "/a/x"], None),
+        (vec![root, "user", "delete", "root"], None),
+        (vec![root, "auth", "disable"], None),
+        (vec!["put", "/a/z", "1"], None),
+        (vec!["get", "/a/", "--prefix"], None),
+    ];
+    steps.iter().map(|(args, input)| auth_step(endpoint, args, *input)).collect()
+}
+
+#[test]
+fn etcdctl_users_roles_and_permissions_work_on_nvkv_as_on_etcd() {
+    assert!(
+        Path::new(ETCDCTL).exists(),
+        "{ETCDCTL} is missing: run scripts/setup.sh (as root) to install it"
+    );
+    // One segment chooses the group, so a txn over /a/x and /a/y is one
+    // group's and is refused for its permissions alone, as etcd refuses it.
+    let setup = Setup::new("[store]\npartition_depth = 1\n");
+    let mut daemon = Daemon::start(&setup.config);
+    let nvkv_endpoint = ready_etcd_endpoint(&daemon.wait_ready());
+    let etcd = Etcd::start();
+    let etcd_endpoint = format!("127.0.0.1:{}", etcd.client_port);
+
+    eprintln!("phase: the same user, role and auth session against etcd and against nvkv");
+    let expected = auth_session(&etcd_endpoint);
+    let got = auth_session(&nvkv_endpoint);
+    eprintln!("{}", got.join(""));
+    for (etcd_step, nvkv_step) in expected.iter().zip(&got) {
+        assert_eq!(nvkv_step, etcd_step, "nvkv answered otherwise than etcd (left nvkv, right etcd)");
+    }
+    assert_eq!(got.len(), expected.len());
+    for refusal in ["permission denied", "user name is empty", "authentication failed"] {
+        assert!(
+            got.iter().any(|step| step.contains(refusal)),
+            "some step was refused with {refusal:?}: {got:#?}"
+        );
+    }
+    drop(daemon.child.kill());
+}

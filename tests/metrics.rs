@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::pki::{client_tls_section, path_text, Authority};
 use common::*;
 use prometheus_parse::{Sample, Scrape, Value};
 
@@ -114,4 +115,52 @@ fn the_endpoint_parses_as_prometheus_text_and_its_histograms_move_with_puts() {
     assert_eq!(body, "/ is not served here; GET /metrics, /livez, /readyz and /health are served here\n");
     daemon.signal(libc::SIGTERM);
     daemon.wait_exit();
+}
+
+/// Runs curl (scripts/setup.sh installs it) with `args`: its stdout, or its
+/// stderr when it fails.
+fn curl(args: &[&str]) -> Result<String, String> {
+    let output = std::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl runs (scripts/setup.sh installs it)");
+    stdout_or_stderr(output)
+}
+
+/// Off loopback the endpoint speaks TLS with the client port's keys and
+/// asks for a client certificate of `tls.client_ca_file`; without TLS keys
+/// a node refuses such an address.
+#[test]
+fn off_loopback_the_endpoint_speaks_tls_and_asks_for_a_client_certificate() {
+    let metrics_port = common::cluster::free_ports(1);
+    let address = format!("[metrics]\naddress = \"0.0.0.0:{metrics_port}\"");
+    let plain = Setup::new(&address);
+    let refusal = refused(&plain.config);
+    assert!(refusal.contains("metrics.address") && refusal.contains("tls.client_cert_file"), "{refusal}");
+
+    let directory = tempfile::tempdir().expect("tempdir");
+    let ca = Authority::new(directory.path(), "ca");
+    let clients = Authority::new(directory.path(), "clients-ca");
+    let server = ca.issue("server", &["127.0.0.1"]);
+    let scraper = clients.issue("scraper", &["scraper"]);
+    let tls = client_tls_section(&server, Some(&clients.certificate_file()));
+    let setup = Setup::new(&format!("{tls}\n{address}"));
+    let mut daemon = Daemon::start(&setup.config);
+    daemon.wait_ready();
+    let (ca_file, cert, key) =
+        (path_text(&ca.certificate_file()), path_text(&scraper.0), path_text(&scraper.1));
+    let url = format!("https://127.0.0.1:{metrics_port}/metrics");
+
+    let body = curl(&["--cacert", &ca_file, "--cert", &cert, "--key", &key, &url])
+        .expect("a scrape with a certificate");
+    assert!(body.contains("nvkv_log_writes_total"), "{body}");
+    let error = curl(&["--cacert", &ca_file, &url]).expect_err("no client certificate");
+    assert!(!error.is_empty(), "curl says why");
+    let error =
+        curl(&[&format!("http://127.0.0.1:{metrics_port}/metrics")]).expect_err("plain HTTP is not served");
+    assert!(!error.is_empty(), "curl says why");
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.wait_exit();
+    assert!(status.success(), "clean stop: {stderr}");
 }

@@ -125,9 +125,24 @@ fn group_status(port: u16, group: u64) -> serde_json::Value {
 /// restart.
 #[test]
 fn a_store_filled_to_its_limit_refuses_puts_until_deletes_and_compaction_make_room() {
-    let setup = Setup::new(
-        "[reactor]\nshards = 1\n[log]\ngroups_per_shard = 1\n[store]\ncompact_under_pressure_keep_revisions = 0",
-    );
+    fill_refuse_and_clear("compact_under_pressure_keep_revisions = 0", "out of space", 100..1000);
+}
+
+/// The same with a store quota of 2 MiB, well inside the snapshot area: the
+/// quota raises the alarm within a second of the store passing 20 values of
+/// 100 KiB, with its own message, and deletes and compaction clear it the
+/// same way.
+#[test]
+fn a_store_filled_to_its_quota_refuses_puts_until_deletes_and_compaction_make_room() {
+    fill_refuse_and_clear("quota_bytes = \"2MiB\"", "over its quota", 10..400);
+}
+
+/// One group on one shard with `store` added to its `[store]`, filled with
+/// 100 KiB values until a put is refused with `reason` (after a number of
+/// puts in `stored_range`), then emptied and compacted until it takes puts
+/// again.
+fn fill_refuse_and_clear(store: &str, reason: &str, stored_range: std::ops::Range<usize>) {
+    let setup = Setup::new(&format!("[reactor]\nshards = 1\n[log]\ngroups_per_shard = 1\n[store]\n{store}"));
     let mut daemon = Daemon::start(&setup.config);
     let ready = daemon.wait_ready();
     let port = ready_port(&ready);
@@ -137,15 +152,15 @@ fn a_store_filled_to_its_limit_refuses_puts_until_deletes_and_compaction_make_ro
     eprintln!("filling the store until it refuses");
     let mut stored = 0;
     let refusal = loop {
-        assert!(stored < 1000, "1000 values of 100 KiB never filled a 16 MiB snapshot area");
+        assert!(stored < stored_range.end, "{stored} values of 100 KiB never filled the store ({store})");
         match client(port, &["put", &format!("/fill/{stored:04}"), &value]) {
             Ok(_) => stored += 1,
             Err(refusal) => break refusal,
         }
     };
-    assert!(refusal.contains("NoSpace") && refusal.contains("out of space"), "{refusal}");
+    assert!(refusal.contains("NoSpace") && refusal.contains(reason), "{refusal}");
     assert!(refusal.contains("delete keys"), "the refusal says what to do: {refusal}");
-    assert!(stored > 100, "{stored} values of 100 KiB were taken before the alarm");
+    assert!(stored >= stored_range.start, "{stored} values of 100 KiB were taken before the alarm");
     assert_eq!(group_status(port, 0)["no_space"].as_bool(), Some(true));
     let again = client(port, &["put", "/fill/more", "small"]).expect_err("puts stay refused");
     assert!(again.contains("NoSpace"), "{again}");

@@ -8,6 +8,9 @@
 //! - with mutual TLS a client without a certificate is refused;
 //! - three members run with peer TLS (and client TLS) and replicate;
 //! - a member whose peer certificate another CA signed cannot join;
+//! - a member whose certificate names member 2 cannot say hello as member
+//!   3, and a client certificate of the cluster's CA is refused on the peer
+//!   port: every member's peer certificate names it;
 //! - plaintext on a non-loopback address needs `tls.insecure`, which warns.
 
 mod common;
@@ -155,9 +158,10 @@ fn three_members_replicate_over_peer_tls() {
     let directory = tempfile::tempdir().expect("tempdir");
     let ca = Authority::new(directory.path(), "ca");
     let server = ca.issue("server", &["127.0.0.1"]);
-    let peer = ca.issue("peer", &["127.0.0.1"]);
     let members = cluster_configs(directory.path(), GROUPS);
     for member in &members {
+        // Each member's peer certificate names it (its node.name).
+        let peer = ca.issue(&format!("node{}", member.id), &["127.0.0.1"]);
         let tls = client_tls_section(&server, None) + &peer_tls_lines(&peer, &ca.certificate_file());
         append(&member.config, &format!("\n{tls}"));
     }
@@ -202,22 +206,12 @@ fn three_members_replicate_over_peer_tls() {
     }
 }
 
-#[test]
-fn a_member_with_a_peer_certificate_of_another_ca_cannot_join() {
-    let directory = tempfile::tempdir().expect("tempdir");
-    let ca = Authority::new(directory.path(), "ca");
-    let other = Authority::new(directory.path(), "other-ca");
-    let good = ca.issue("peer", &["127.0.0.1"]);
-    let bad = other.issue("intruder", &["127.0.0.1"]);
-    let members = cluster_configs(directory.path(), GROUPS);
-    for member in &members {
-        // Member 3 trusts the right CA but presents a certificate of
-        // another: the others must refuse it as client and as server.
-        let certificate = if member.id == 3 { &bad } else { &good };
-        append(&member.config, &format!("\n[tls]\n{}", peer_tls_lines(certificate, &ca.certificate_file())));
-    }
-
-    eprintln!("phase: start members 1 and 2 (good certificates) and 3 (signed by another CA)");
+/// Starts the three members of `members`, of which member 3's peer
+/// certificate is wrong (`why`), and checks that 1 and 2 form the cluster
+/// and serve while 3 never receives data nor follows a leader; returns what
+/// each member logged.
+fn shut_out_member_3(members: &[Member], why: &str) -> Vec<String> {
+    eprintln!("phase: start members 1 and 2 (good certificates) and 3 ({why})");
     let mut daemons: Vec<Daemon> = members.iter().map(|member| Daemon::start(&member.config)).collect();
     for daemon in &mut daemons {
         daemon.wait_ready();
@@ -234,7 +228,7 @@ fn a_member_with_a_peer_certificate_of_another_ca_cannot_join() {
         }
     });
     for index in 0..4 {
-        let key = format!("/intruder/{index}/k");
+        let key = format!("/shut-out/{index}/k");
         client(members[0].client_port, &["put", &key, "v"]).expect("put through member 1");
         let got = client(members[1].client_port, &["get", &key]).expect("get through member 2");
         assert_eq!(got, format!("{key}\nv\n"));
@@ -243,7 +237,7 @@ fn a_member_with_a_peer_certificate_of_another_ca_cannot_join() {
     eprintln!("phase: member 3 never receives the data nor learns of a leader");
     std::thread::sleep(Duration::from_secs(2));
     for index in 0..4 {
-        let key = format!("/intruder/{index}/k");
+        let key = format!("/shut-out/{index}/k");
         let got = client(members[2].client_port, &["get", &key, "--consistency", "s"])
             .expect("a serializable read on member 3");
         assert_eq!(got, "", "member 3 must not have {key}");
@@ -257,6 +251,21 @@ fn a_member_with_a_peer_certificate_of_another_ca_cannot_join() {
         daemon.signal(libc::SIGTERM);
         stderrs.push(daemon.wait_exit().1);
     }
+    stderrs
+}
+
+#[test]
+fn a_member_with_a_peer_certificate_of_another_ca_cannot_join() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let ca = Authority::new(directory.path(), "ca");
+    let other = Authority::new(directory.path(), "other-ca");
+    // Member 3 trusts the right CA but presents a certificate of another:
+    // the others must refuse it as client and as server.
+    let bad = other.issue("node3", &["127.0.0.1"]);
+    let members = cluster_configs(directory.path(), GROUPS);
+    configure_peer_tls(&members, &ca, &bad);
+
+    let stderrs = shut_out_member_3(&members, "signed by another CA");
     for (member, stderr) in members.iter().zip(&stderrs) {
         let first = stderr.lines().find(|line| line.contains("TLS")).unwrap_or("(no TLS line)");
         eprintln!("member {}: {first}", member.id);
@@ -308,4 +317,57 @@ fn plaintext_on_a_non_loopback_address_needs_insecure_and_warns() {
         stderr.contains("tls.client_cert_file = \"/nonexistent/server.pem\": there is no such file"),
         "{stderr}"
     );
+}
+
+/// Each member's peer certificate signed by `ca`, naming it, except member
+/// 3's, which is `third`.
+fn configure_peer_tls(members: &[Member], ca: &Authority, third: &(PathBuf, PathBuf)) {
+    for member in members {
+        let certificate = if member.id == 3 {
+            third.clone()
+        } else {
+            ca.issue(&format!("node{}", member.id), &["127.0.0.1"])
+        };
+        append(&member.config, &format!("\n[tls]\n{}", peer_tls_lines(&certificate, &ca.certificate_file())));
+    }
+}
+
+#[test]
+fn a_member_whose_certificate_names_member_2_cannot_say_hello_as_member_3() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let ca = Authority::new(directory.path(), "ca");
+    // Member 3 runs with a valid certificate of the cluster's CA: member 2's.
+    let node2 = ca.issue("node2", &["127.0.0.1"]);
+    let members = cluster_configs(directory.path(), GROUPS);
+    configure_peer_tls(&members, &ca, &node2);
+    let stderrs = shut_out_member_3(&members, "holding member 2's certificate");
+
+    eprintln!("phase: members 1 and 2 refused its hellos, saying what its certificate names");
+    for stderr in &stderrs[..2] {
+        assert!(
+            stderr.contains(
+                "refuses peer member 3: it says it is member 3 (\"node3\") but its certificate names"
+            ),
+            "{stderr}"
+        );
+        assert!(stderr.contains("\"node2\""), "{stderr}");
+    }
+}
+
+#[test]
+fn a_client_certificate_is_refused_on_the_peer_port() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let ca = Authority::new(directory.path(), "ca");
+    // A client certificate of the same CA, even one that carries the
+    // member's name: made for clients only.
+    let client = ca.issue_for("node3", &["127.0.0.1"], &[rcgen::ExtendedKeyUsagePurpose::ClientAuth]);
+    let members = cluster_configs(directory.path(), GROUPS);
+    configure_peer_tls(&members, &ca, &client);
+    let stderrs = shut_out_member_3(&members, "holding a client certificate");
+
+    eprintln!("phase: members 1 and 2 refused it as a client certificate");
+    for stderr in &stderrs[..2] {
+        assert!(stderr.contains("refuses peer member 3"), "{stderr}");
+        assert!(stderr.contains("a client certificate is never accepted on the peer port"), "{stderr}");
+    }
 }

@@ -17,7 +17,8 @@ use etcd_client::{
     WatchClient, WatchOptions, WatchStream as EtcdWatchStream,
 };
 
-use super::workload::{Consistency, RangeRead, ServerSample, StoreTarget, Swap, WatchStream, WatchedEvent};
+use super::report::ServerSample;
+use super::workload::{Consistency, RangeRead, StoreTarget, Swap, WatchStream, WatchedEvent};
 
 /// How long opening a connection may take, its first answer included.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -9,6 +9,7 @@ pub mod etcd;
 pub mod keys;
 pub mod limiter;
 pub mod nvkv;
+pub mod report;
 pub mod target;
 pub mod watch;
 pub mod workload;

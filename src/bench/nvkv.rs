@@ -13,7 +13,8 @@ use std::time::Duration;
 use crate::rpc::client::{ClientTls, Connection, ShardedClient};
 use crate::rpc::watch_client::{Watch, WatchMessage};
 
-use super::workload::{Consistency, RangeRead, ServerSample, StoreTarget, Swap, WatchStream, WatchedEvent};
+use super::report::ServerSample;
+use super::workload::{Consistency, RangeRead, StoreTarget, Swap, WatchStream, WatchedEvent};
 
 impl StoreTarget for ShardedClient {
     async fn connect(endpoint: &str, tls: &ClientTls) -> Result<ShardedClient, String> {

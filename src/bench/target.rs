@@ -11,9 +11,8 @@ use crate::rpc::client::ShardedClient;
 use super::etcd::EtcdConnection;
 use std::sync::Arc;
 
-use super::workload::{
-    run_against, BenchReport, Gate, LoadOptions, Outcome, Part, ServerSample, StoreTarget, Workload,
-};
+use super::report::{BenchReport, Outcome, ServerSample};
+use super::workload::{run_against, Gate, LoadOptions, Part, StoreTarget, Workload};
 
 /// A store to drive, with the endpoints to reach it at.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,9 +23,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::keys::{key_of, Chooser};
-use super::workload::{
-    new_histogram, Kind, LoadOptions, Outcome, Shared, StoreTarget, Ticker, WatchStream, WatchedEvent,
-};
+use super::report::{new_histogram, Kind, Outcome};
+use super::workload::{LoadOptions, Shared, StoreTarget, Ticker, WatchStream, WatchedEvent};
 
 /// Digits of the sequence number every value starts with; the smallest
 /// `--value-bytes` a watch run takes.

@@ -33,6 +33,12 @@ pub struct Cli {
     /// The private key (PEM) of --cert.
     #[arg(long = "key", id = "client_key", global = true, value_name = "PATH")]
     pub client_key: Option<PathBuf>,
+    /// Act as this user (client commands): its password is checked once per
+    /// command and a session token used for every connection. Needed once
+    /// the cluster checks users (`nvkv auth enable`), unless a client
+    /// certificate (--cert) names the user.
+    #[arg(long, global = true, value_name = "NAME:PASSWORD")]
+    pub user: Option<String>,
     /// Output format of client commands: simple (for people) or json.
     #[arg(short = 'w', long = "write-out", global = true, value_enum, default_value_t = OutputFormat::Simple)]
     pub write_out: OutputFormat,
@@ -204,6 +210,116 @@ pub enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+    /// Users, like etcdctl user: add, delete, list, get, passwd, grant-role,
+    /// revoke-role. Changes need the role root once authentication is on.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Roles and their permissions on keys, like etcdctl role: add, delete,
+    /// list, get, grant-permission, revoke-permission.
+    Role {
+        #[command(subcommand)]
+        command: RoleCommand,
+    },
+    /// Turns the checking of users on or off, like etcdctl auth: enable,
+    /// disable, status.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Adds a user. Prints `User NAME created`.
+    Add {
+        name: String,
+        /// The user's password (stored as an Argon2id hash).
+        #[arg(long, required_unless_present = "no_password")]
+        password: Option<String>,
+        /// A user without a password, which only a client certificate with
+        /// this common name can act as.
+        #[arg(long, conflicts_with = "password")]
+        no_password: bool,
+    },
+    /// Deletes a user.
+    Delete { name: String },
+    /// Lists every user, one per line.
+    List,
+    /// Prints a user's roles.
+    Get { name: String },
+    /// Changes a user's password.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password: String,
+    },
+    /// Grants a role to a user.
+    GrantRole { name: String, role: String },
+    /// Revokes a role from a user.
+    RevokeRole { name: String, role: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Adds a role (without permissions). Prints `Role NAME created`.
+    Add { role: String },
+    /// Deletes a role, and takes it from every user that had it.
+    Delete { role: String },
+    /// Lists every role, one per line.
+    List,
+    /// Prints a role's permissions.
+    Get { role: String },
+    /// Grants a role read, write or readwrite on KEY, the range [KEY,
+    /// RANGE_END), every key starting with KEY (--prefix) or every key from
+    /// KEY on (--from-key). A grant on a range the role already has a
+    /// permission on replaces its kind.
+    GrantPermission {
+        role: String,
+        #[arg(value_parser = parse_permission_kind)]
+        kind: nvkv::kv::auth::PermissionKind,
+        #[command(flatten)]
+        range: PermissionRange,
+    },
+    /// Revokes the permission a role has on exactly this key or range.
+    RevokePermission {
+        role: String,
+        #[command(flatten)]
+        range: PermissionRange,
+    },
+}
+
+/// The key or range a permission command names.
+#[derive(Debug, clap::Args)]
+pub struct PermissionRange {
+    pub key: String,
+    /// The end of the range [KEY, RANGE_END).
+    pub range_end: Option<String>,
+    /// Every key that starts with KEY.
+    #[arg(long, conflicts_with_all = ["range_end", "from_key"])]
+    pub prefix: bool,
+    /// Every key from KEY on.
+    #[arg(long, conflicts_with = "range_end")]
+    pub from_key: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Turns checking on: every request then needs a user (--user, or a
+    /// client certificate naming one) whose roles allow it. Needs the user
+    /// root; like etcdctl, it adds the role root and grants it to root when
+    /// root lacks it.
+    Enable,
+    /// Turns checking off (root only while it is on).
+    Disable,
+    /// Prints whether checking is on and the auth revision.
+    Status,
+}
+
+fn parse_permission_kind(text: &str) -> Result<nvkv::kv::auth::PermissionKind, String> {
+    nvkv::kv::auth::PermissionKind::parse(text)
+        .ok_or_else(|| format!("{text:?} is not a permission; give read, write or readwrite"))
 }
 
 /// The client commands' flags, taken out of `serve` (its help does not

@@ -1,7 +1,7 @@
 //! `nvkv status` and `nvkv member list | add | promote | remove`: what the
 //! members report of themselves, and changes to who the members are.
 
-use nvkv::rpc::client::{ClientTls, Connection};
+use nvkv::rpc::client::ClientTls;
 use nvkv::rpc::cluster::MemberInfo;
 
 use super::args::MemberCommand;
@@ -42,7 +42,7 @@ pub fn member_change(
     };
     let action = &action;
     let changed = run_client(first_answer(endpoints, Retry::Unreached, |endpoint| async move {
-        let connection = Connection::open_with(endpoint, tls).await?;
+        let connection = super::connect::open(endpoint, tls).await?;
         match action {
             MemberCommand::Add { id, name, peer_urls, client_urls, learner } => {
                 let member = MemberInfo {
@@ -76,7 +76,7 @@ pub fn member_change(
 pub fn member_list(endpoints: &[String], tls: &ClientTls, json: bool) -> Result<(), String> {
     let (member_id, members, reached) = run_client(async move {
         let (member_id, members) = first_answer(endpoints, Retry::AnyError, |endpoint| async move {
-            let status = Connection::open_with(endpoint, tls).await?.status().await?;
+            let status = super::connect::open(endpoint, tls).await?.status().await?;
             Ok((status.member_id, status.members))
         })
         .await?;
@@ -85,7 +85,7 @@ pub fn member_list(endpoints: &[String], tls: &ClientTls, json: bool) -> Result<
             .map(|member| member.client_addresses.first().cloned().unwrap_or_default())
             .collect();
         let reached: Vec<Result<(), String>> = every_answer(&addresses, |address| async move {
-            Connection::open_with(address, tls).await?.partition_map().await.map(|_| ())
+            super::connect::open(address, tls).await?.partition_map().await.map(|_| ())
         })
         .await
         .into_iter()

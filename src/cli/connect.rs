@@ -4,8 +4,37 @@
 //! every failure.
 
 use std::future::Future;
+use std::sync::OnceLock;
 
 use nvkv::rpc::client::{ClientError, ClientTls, Connection, NodeStatus, ShardedClient};
+
+/// `--user NAME:PASSWORD`, once parsed: every connection a client command
+/// opens logs in as this user.
+static USER: OnceLock<(String, String)> = OnceLock::new();
+
+/// Makes every later connection log in as `name` with `password`.
+pub fn log_in_as(name: String, password: String) {
+    let _ = USER.set((name, password));
+}
+
+/// `--user`'s value split into the name and the password.
+pub fn parse_user(text: &str) -> Result<(String, String), String> {
+    match text.split_once(':') {
+        Some((name, password)) if !name.is_empty() => Ok((name.to_string(), password.to_string())),
+        _ => Err(format!(
+            "--user {text:?} is not NAME:PASSWORD; give the user's name, a colon, and its password"
+        )),
+    }
+}
+
+/// A connection to `endpoint`, logged in as `--user` when it was given.
+pub async fn open(endpoint: &str, tls: &ClientTls) -> Result<Connection, ClientError> {
+    let mut connection = Connection::open_with(endpoint, tls).await?;
+    if let Some((name, password)) = USER.get() {
+        connection.login(name, password).await?;
+    }
+    Ok(connection)
+}
 
 /// Runs a client future on a single-threaded runtime (capnp-rpc is
 /// single-threaded).
@@ -66,7 +95,17 @@ where
 /// A client of the first endpoint that answers, which sends each request
 /// straight to the shard of its key.
 pub async fn connect(endpoints: &[String], tls: &ClientTls) -> Result<ShardedClient, String> {
-    first_answer(endpoints, Retry::AnyError, |endpoint| ShardedClient::open_with(endpoint, tls)).await
+    first_answer(endpoints, Retry::AnyError, |endpoint| sharded(endpoint, tls)).await
+}
+
+/// A client of `endpoint` that sends each request to the shard of its key,
+/// logged in as `--user` when it was given.
+pub async fn sharded(endpoint: &str, tls: &ClientTls) -> Result<ShardedClient, ClientError> {
+    let mut client = ShardedClient::open_with(endpoint, tls).await?;
+    if let Some((name, password)) = USER.get() {
+        client.login(name, password).await?;
+    }
+    Ok(client)
 }
 
 /// How long one endpoint may take to answer a question that asks every
@@ -113,9 +152,7 @@ pub type Answers<'a, T> = Vec<(&'a str, Result<T, String>)>;
 
 /// Every endpoint's status, or why it gave none, asked at once.
 pub fn every_status<'a>(endpoints: &'a [String], tls: &ClientTls) -> Result<Answers<'a, NodeStatus>, String> {
-    run_client(every_answer(endpoints, |endpoint| async move {
-        Connection::open_with(endpoint, tls).await?.status().await
-    }))
+    run_client(every_answer(endpoints, |endpoint| async move { open(endpoint, tls).await?.status().await }))
 }
 
 /// Every endpoint's answer as `value` makes it JSON, and a failure as

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use nvkv::kv::types::RangeRequest;
-use nvkv::rpc::client::{ClientTls, NodeStatus, ShardedClient};
+use nvkv::rpc::client::{ClientTls, NodeStatus};
 
 use super::args::EndpointCommand;
 use super::connect::{answers_json, every_answer, every_status, run_client, summary};
@@ -98,7 +98,7 @@ fn status(endpoints: &[String], tls: &ClientTls, json: bool) -> Result<(), Strin
 fn health(endpoints: &[String], tls: &ClientTls, json: bool) -> Result<(), String> {
     let answers = run_client(every_answer(endpoints, |endpoint| async move {
         let started = Instant::now();
-        let client = ShardedClient::open_with(endpoint, tls).await?;
+        let client = super::connect::sharded(endpoint, tls).await?;
         // Every key of every group, counted: a linearizable read of each
         // group through this member, so each needs a leader and a quorum.
         let every_key =

@@ -10,6 +10,7 @@
 mod output;
 
 mod args;
+mod auth;
 mod bench;
 mod cluster;
 mod connect;
@@ -48,6 +49,12 @@ pub fn run() -> ExitCode {
         Ok(tls) => tls,
         Err(error) => return exit("nvkv", Err(error)),
     };
+    if let Some(user) = &cli.user {
+        match connect::parse_user(user) {
+            Ok((name, password)) => connect::log_in_as(name, password),
+            Err(error) => return exit("nvkv", Err(error)),
+        }
+    }
     let endpoints = &cli.endpoints;
     let json = cli.write_out == OutputFormat::Json;
     match cli.command {
@@ -76,6 +83,9 @@ pub fn run() -> ExitCode {
         }
         Command::Lease { command } => exit("nvkv lease", lease::run(endpoints, &tls, json, command)),
         Command::Snapshot { command } => exit("nvkv snapshot", snapshot::run(endpoints, &tls, json, command)),
+        Command::User { command } => exit("nvkv user", auth::user(endpoints, &tls, json, command)),
+        Command::Role { command } => exit("nvkv role", auth::role(endpoints, &tls, json, command)),
+        Command::Auth { command } => exit("nvkv auth", auth::auth(endpoints, &tls, json, command)),
         Command::Bench { workload: BenchCommand::Device(args) } => {
             exit("nvkv bench device", bench::device(args))
         }

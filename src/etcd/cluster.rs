@@ -5,8 +5,7 @@
 //! leader is group 0's, the indexes are sums over the groups (so they only
 //! grow), the term the highest, the size the members' logs in use. Members
 //! are added as learners, as `etcdctl member add --learner`, and promoted
-//! once caught up. Auth answers that authentication is not enabled: nvkv
-//! has none yet (TLS client certificates guard the port).
+//! once caught up.
 
 use std::collections::BTreeMap;
 
@@ -109,8 +108,8 @@ impl EtcdCluster {
         Ok(Response::new(build(convert::header(&self.shard.info, 0, 0), members)))
     }
 
-    async fn change(&self, change: MembershipChange) -> Result<(), Status> {
-        self.shard.requests()?.change_membership(change).await.map_err(status)?;
+    async fn change(shard: &ShardLocal, change: MembershipChange) -> Result<(), Status> {
+        shard.requests()?.change_membership(change).await.map_err(status)?;
         Ok(())
     }
 }
@@ -121,6 +120,7 @@ impl pb::cluster_server::Cluster for EtcdCluster {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        let shard = self.shard.acting_for(&request)?;
         let request = request.into_inner();
         on_this_shard(async {
             let Some(url) = request.peer_ur_ls.first() else {
@@ -134,7 +134,7 @@ impl pb::cluster_server::Cluster for EtcdCluster {
                 name: String::new(),
                 client_address: String::new(),
             };
-            self.change(MembershipChange::AddLearner(member)).await?;
+            Self::change(&shard, MembershipChange::AddLearner(member)).await?;
             let added = pb::Member {
                 id,
                 peer_ur_ls: request.peer_ur_ls.clone(),
@@ -155,9 +155,10 @@ impl pb::cluster_server::Cluster for EtcdCluster {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        let shard = self.shard.acting_for(&request)?;
         let request = request.into_inner();
         on_this_shard(async {
-            self.change(MembershipChange::Remove(request.id)).await?;
+            Self::change(&shard, MembershipChange::Remove(request.id)).await?;
             self.list_response(|header, members| pb::MemberRemoveResponse { header, members }).await
         })
         .await
@@ -185,9 +186,10 @@ impl pb::cluster_server::Cluster for EtcdCluster {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        let shard = self.shard.acting_for(&request)?;
         let request = request.into_inner();
         on_this_shard(async {
-            self.change(MembershipChange::Promote(request.id)).await?;
+            Self::change(&shard, MembershipChange::Promote(request.id)).await?;
             self.list_response(|header, members| pb::MemberPromoteResponse { header, members }).await
         })
         .await
@@ -354,124 +356,5 @@ impl pb::maintenance_server::Maintenance for EtcdMaintenance {
         _: Request<pb::DowngradeRequest>,
     ) -> Result<Response<pb::DowngradeResponse>, Status> {
         Err(Status::unimplemented("nvkv's etcd API has no cluster version to downgrade"))
-    }
-}
-
-/// The Auth service: nvkv has no users or roles yet.
-pub struct EtcdAuth;
-
-fn auth_not_enabled<T>() -> Result<Response<T>, Status> {
-    Err(Status::failed_precondition("etcdserver: authentication is not enabled"))
-}
-
-fn auth_unsupported<T>() -> Result<Response<T>, Status> {
-    Err(Status::unimplemented(
-        "nvkv has no users or roles yet; guard its etcd port with TLS client certificates (tls.client_ca_file)",
-    ))
-}
-
-#[tonic::async_trait]
-impl pb::auth_server::Auth for EtcdAuth {
-    async fn auth_enable(
-        &self,
-        _: Request<pb::AuthEnableRequest>,
-    ) -> Result<Response<pb::AuthEnableResponse>, Status> {
-        auth_unsupported()
-    }
-    async fn auth_disable(
-        &self,
-        _: Request<pb::AuthDisableRequest>,
-    ) -> Result<Response<pb::AuthDisableResponse>, Status> {
-        auth_not_enabled()
-    }
-    async fn auth_status(
-        &self,
-        _: Request<pb::AuthStatusRequest>,
-    ) -> Result<Response<pb::AuthStatusResponse>, Status> {
-        Ok(Response::new(pb::AuthStatusResponse { header: None, enabled: false, auth_revision: 0 }))
-    }
-    async fn authenticate(
-        &self,
-        _: Request<pb::AuthenticateRequest>,
-    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
-        auth_not_enabled()
-    }
-    async fn user_add(
-        &self,
-        _: Request<pb::AuthUserAddRequest>,
-    ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
-        auth_unsupported()
-    }
-    async fn user_get(
-        &self,
-        _: Request<pb::AuthUserGetRequest>,
-    ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
-        auth_unsupported()
-    }
-    async fn user_list(
-        &self,
-        _: Request<pb::AuthUserListRequest>,
-    ) -> Result<Response<pb::AuthUserListResponse>, Status> {
-        auth_unsupported()
-    }
-    async fn user_delete(
-        &self,
-        _: Request<pb::AuthUserDeleteRequest>,
-    ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
-        auth_unsupported()
-    }
-    async fn user_change_password(
-        &self,
-        _: Request<pb::AuthUserChangePasswordRequest>,
-    ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
-        auth_unsupported()
-    }
-    async fn user_grant_role(
-        &self,
-        _: Request<pb::AuthUserGrantRoleRequest>,
-    ) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
-        auth_unsupported()
-    }
-    async fn user_revoke_role(
-        &self,
-        _: Request<pb::AuthUserRevokeRoleRequest>,
-    ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
-        auth_unsupported()
-    }
-    async fn role_add(
-        &self,
-        _: Request<pb::AuthRoleAddRequest>,
-    ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
-        auth_unsupported()
-    }
-    async fn role_get(
-        &self,
-        _: Request<pb::AuthRoleGetRequest>,
-    ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
-        auth_unsupported()
-    }
-    async fn role_list(
-        &self,
-        _: Request<pb::AuthRoleListRequest>,
-    ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
-        auth_unsupported()
-    }
-    async fn role_delete(
-        &self,
-        _: Request<pb::AuthRoleDeleteRequest>,
-    ) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
-        auth_unsupported()
-    }
-    async fn role_grant_permission(
-        &self,
-        _: Request<pb::AuthRoleGrantPermissionRequest>,
-    ) -> Result<Response<pb::AuthRoleGrantPermissionResponse>, Status> {
-        auth_unsupported()
-    }
-    async fn role_revoke_permission(
-        &self,
-        _: Request<pb::AuthRoleRevokePermissionRequest>,
-    ) -> Result<Response<pb::AuthRoleRevokePermissionResponse>, Status> {
-        auth_unsupported()
     }
 }

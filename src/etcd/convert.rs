@@ -14,6 +14,7 @@ use tonic::Status;
 use super::proto::etcdserverpb as pb;
 use super::proto::mvccpb;
 use super::EtcdInfo;
+use crate::kv::auth::AuthError;
 use crate::kv::limits::LimitError;
 use crate::kv::types::{self as kv, KvError};
 use crate::raft::GroupError;
@@ -51,6 +52,7 @@ pub fn empty_key() -> Status {
 pub fn status(error: RequestError) -> Status {
     match error {
         RequestError::Kv(error) => kv_status(error),
+        RequestError::Auth(error) => auth_status(&error),
         RequestError::Group(error) => group_status(error),
         error @ (RequestError::TxnSpansGroups { .. } | RequestError::NoSuchGroup { .. }) => {
             Status::invalid_argument(error.to_string())
@@ -72,6 +74,42 @@ fn kv_status(error: KvError) -> Status {
         KvError::LeaseExists(_) => Status::failed_precondition(ERROR_LEASE_EXISTS),
         KvError::DuplicateKeyInTxn(_) => Status::invalid_argument(ERROR_DUPLICATE_KEY),
         error @ KvError::InvalidArgument(_) => Status::invalid_argument(error.to_string()),
+        KvError::Auth(error) => auth_status(&error),
+    }
+}
+
+/// etcd's answer to an auth refusal: its exact text, which its clients map
+/// back to their errors (etcdctl's `auth enable` adds the root role when it
+/// reads "root user does not have root role").
+pub fn auth_status(error: &AuthError) -> Status {
+    match error {
+        AuthError::UserExists(_) => Status::failed_precondition("etcdserver: user name already exists"),
+        AuthError::UserNotFound(_) => Status::failed_precondition("etcdserver: user name not found"),
+        AuthError::RoleExists(_) => Status::failed_precondition("etcdserver: role name already exists"),
+        AuthError::RoleNotFound(_) => Status::failed_precondition("etcdserver: role name not found"),
+        AuthError::RoleNotGranted { .. } => {
+            Status::failed_precondition("etcdserver: role is not granted to the user")
+        }
+        AuthError::PermissionNotGranted { .. } => {
+            Status::failed_precondition("etcdserver: permission is not granted to the role")
+        }
+        AuthError::RootUserMissing => Status::failed_precondition("etcdserver: root user does not exist"),
+        AuthError::RootRoleMissing => {
+            Status::failed_precondition("etcdserver: root user does not have root role")
+        }
+        AuthError::RootProtected(_) => Status::invalid_argument("etcdserver: invalid auth management"),
+        AuthError::InvalidName { name, .. } if name.is_empty() => {
+            Status::invalid_argument("etcdserver: user name is empty")
+        }
+        error @ (AuthError::InvalidName { .. } | AuthError::TooMany { .. } | AuthError::Invalid(_)) => {
+            Status::invalid_argument(error.to_string())
+        }
+        AuthError::Unauthenticated => Status::invalid_argument("etcdserver: user name is empty"),
+        AuthError::InvalidCredentials(_) => {
+            Status::invalid_argument("etcdserver: authentication failed, invalid user ID or password")
+        }
+        AuthError::InvalidToken(_) => Status::unauthenticated("etcdserver: invalid auth token"),
+        AuthError::PermissionDenied { .. } => Status::permission_denied("etcdserver: permission denied"),
     }
 }
 
@@ -82,7 +120,9 @@ fn group_status(error: GroupError) -> Status {
             Status::unavailable(ERROR_NO_LEADER)
         }
         GroupError::CommandTooLarge { .. } => Status::invalid_argument(ERROR_REQUEST_TOO_LARGE),
-        GroupError::NoSpace { .. } => Status::resource_exhausted(ERROR_NO_SPACE),
+        GroupError::NoSpace { .. } | GroupError::OverQuota { .. } => {
+            Status::resource_exhausted(ERROR_NO_SPACE)
+        }
         error @ (GroupError::MembershipChange { .. } | GroupError::NotCaughtUp { .. }) => {
             Status::failed_precondition(error.to_string())
         }

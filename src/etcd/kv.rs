@@ -17,9 +17,11 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, status};
 use super::proto::etcdserverpb as pb;
 use super::SharedInfo;
-use crate::kv::store::revision_group;
+use crate::kv::auth::AuthError;
+use crate::kv::revision::revision_group;
 use crate::kv::types::{self as kv, KvError};
 use crate::reactor::ReactorContext;
+use crate::shard::auth::Caller;
 use crate::shard::groups::{Answered, RequestError, Requests};
 
 /// What the services of one shard reach: its request handle (made once its
@@ -29,6 +31,8 @@ use crate::shard::groups::{Answered, RequestError, Requests};
 pub struct ShardLocal {
     local: SendWrapper<Rc<LocalState>>,
     pub info: SharedInfo,
+    /// Who the calls act for (see [`ShardLocal::acting_for`]).
+    caller: Caller,
 }
 
 struct LocalState {
@@ -41,11 +45,34 @@ impl ShardLocal {
         ShardLocal {
             local: SendWrapper::new(Rc::new(LocalState { context, requests: OnceCell::new() })),
             info,
+            caller: Caller::Anonymous,
         }
     }
 
-    /// The shard's request handle, once its groups run.
-    pub fn requests(&self) -> Result<&Requests, Status> {
+    /// This shard acting for the caller of `request`: the user its `token`
+    /// metadata names (etcd's clients send the token Authenticate gave
+    /// them), else the user its connection's client certificate names,
+    /// else nobody.
+    pub fn acting_for<T>(&self, request: &Request<T>) -> Result<ShardLocal, Status> {
+        let caller = match request.metadata().get("token") {
+            Some(token) => {
+                let token = token
+                    .to_str()
+                    .map_err(|_| convert::auth_status(&AuthError::InvalidToken("not text".into())))?;
+                self.handle()?.session(token).map_err(status)?
+            }
+            None => request.extensions().get::<Caller>().cloned().unwrap_or_default(),
+        };
+        Ok(ShardLocal { caller, ..self.clone() })
+    }
+
+    /// The shard's request handle, once its groups run, acting for this
+    /// caller.
+    pub fn requests(&self) -> Result<Requests, Status> {
+        Ok(self.handle()?.with_caller(self.caller.clone()))
+    }
+
+    fn handle(&self) -> Result<&Requests, Status> {
         let local: &LocalState = &self.local;
         if let Some(requests) = local.requests.get() {
             return Ok(requests);
@@ -92,12 +119,13 @@ type RangeStream =
 #[tonic::async_trait]
 impl pb::kv_server::Kv for EtcdKv {
     async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+        let shard = self.shard.acting_for(&request)?;
         let request = request.into_inner();
         on_this_shard(async {
             self.shard.check_size(&request)?;
             let range = convert::range_request(&request)?;
             self.shard.info.limits.check_key(&range.key).map_err(convert::limit_status)?;
-            let answer = self.shard.requests()?.range(range, !request.serializable).await.map_err(status)?;
+            let answer = shard.requests()?.range(range, !request.serializable).await.map_err(status)?;
             Ok(Response::new(convert::range_response(
                 &self.shard.info,
                 answer.term,
@@ -121,12 +149,13 @@ impl pb::kv_server::Kv for EtcdKv {
     }
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let shard = self.shard.acting_for(&request)?;
         let request = request.into_inner();
         on_this_shard(async {
             self.shard.check_size(&request)?;
             let put = convert::put_request(&request)?;
             self.shard.info.limits.check_put(&put).map_err(convert::limit_status)?;
-            let requests = self.shard.requests()?;
+            let requests = &shard.requests()?;
             if request.ignore_value || request.ignore_lease {
                 return self.put_keeping(requests, &request).await;
             }
@@ -140,23 +169,25 @@ impl pb::kv_server::Kv for EtcdKv {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let shard = self.shard.acting_for(&request)?;
         let request = request.into_inner();
         on_this_shard(async {
             self.shard.check_size(&request)?;
             let delete = convert::delete_request(&request)?;
-            let answer = self.shard.requests()?.delete_range(delete).await.map_err(status)?;
+            let answer = shard.requests()?.delete_range(delete).await.map_err(status)?;
             Ok(Response::new(convert::delete_response(&self.shard.info, answer.term, answer.response)))
         })
         .await
     }
 
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let shard = self.shard.acting_for(&request)?;
         let request = request.into_inner();
         on_this_shard(async {
             self.shard.check_size(&request)?;
             let txn = convert::txn_request(&request)?;
             self.shard.info.limits.check_txn(&txn).map_err(convert::limit_status)?;
-            let answer = self.shard.requests()?.txn(txn).await.map_err(status)?;
+            let answer = shard.requests()?.txn(txn).await.map_err(status)?;
             Ok(Response::new(convert::txn_response(&self.shard.info, answer.term, &request, answer.response)))
         })
         .await
@@ -166,10 +197,11 @@ impl pb::kv_server::Kv for EtcdKv {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let shard = self.shard.acting_for(&request)?;
         let request = request.into_inner();
         on_this_shard(async {
             let answer =
-                compact_everywhere(self.shard.requests()?, request.revision, self.shard.info.groups).await?;
+                compact_everywhere(&shard.requests()?, request.revision, self.shard.info.groups).await?;
             Ok(Response::new(pb::CompactionResponse {
                 header: convert::answered_header(&self.shard.info, &answer, answer.response),
             }))

@@ -53,6 +53,7 @@ impl pb::lease_server::Lease for EtcdLease {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let shard = self.shard.acting_for(&request)?;
         let request = request.into_inner();
         on_this_shard(async {
             if request.ttl <= 0 {
@@ -61,7 +62,7 @@ impl pb::lease_server::Lease for EtcdLease {
                     request.ttl
                 )));
             }
-            let answer = self.shard.requests()?.lease_grant(request.ttl, request.id).await.map_err(status)?;
+            let answer = shard.requests()?.lease_grant(request.ttl, request.id).await.map_err(status)?;
             Ok(Response::new(pb::LeaseGrantResponse {
                 header: convert::answered_header(&self.shard.info, &answer, answer.response.revision),
                 id: answer.response.id,
@@ -76,9 +77,10 @@ impl pb::lease_server::Lease for EtcdLease {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let shard = self.shard.acting_for(&request)?;
         let request = request.into_inner();
         on_this_shard(async {
-            let answer = self.shard.requests()?.lease_revoke(request.id).await.map_err(status)?;
+            let answer = shard.requests()?.lease_revoke(request.id).await.map_err(status)?;
             Ok(Response::new(pb::LeaseRevokeResponse {
                 header: convert::answered_header(&self.shard.info, &answer, answer.response.revision),
             }))
@@ -92,9 +94,9 @@ impl pb::lease_server::Lease for EtcdLease {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let shard = self.shard.acting_for(&request)?;
         let mut requests = request.into_inner();
         let (sender, mut receiver) = tokio::sync::mpsc::channel(KEEP_ALIVE_ANSWERS_QUEUED);
-        let shard = self.shard.clone();
         // One renewal at a time, in the order asked: the stream is the
         // client's keep-alive loop, one message per lease per interval.
         tokio::task::spawn_local(async move {
@@ -122,9 +124,10 @@ impl pb::lease_server::Lease for EtcdLease {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let shard = self.shard.acting_for(&request)?;
         let request = request.into_inner();
         on_this_shard(async {
-            match self.shard.requests()?.lease_time_to_live(request.id, request.keys).await {
+            match shard.requests()?.lease_time_to_live(request.id, request.keys).await {
                 Ok(answer) => Ok(Response::new(pb::LeaseTimeToLiveResponse {
                     header: convert::answered_header(&self.shard.info, &answer, answer.response.revision),
                     id: request.id,
@@ -148,10 +151,11 @@ impl pb::lease_server::Lease for EtcdLease {
 
     async fn lease_leases(
         &self,
-        _: Request<pb::LeaseLeasesRequest>,
+        request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        let shard = self.shard.acting_for(&request)?;
         on_this_shard(async {
-            let answer = self.shard.requests()?.lease_list().await.map_err(status)?;
+            let answer = shard.requests()?.lease_list().await.map_err(status)?;
             Ok(Response::new(pb::LeaseLeasesResponse {
                 header: convert::answered_header(&self.shard.info, &answer, answer.response.revision),
                 leases: answer.response.leases.iter().map(|lease| pb::LeaseStatus { id: lease.id }).collect(),

@@ -1,7 +1,8 @@
 //! etcd's v3 gRPC API, served beside the native Cap'n Proto API so that
 //! etcdctl, etcd's client libraries and kube-apiserver work with nvkv
-//! unchanged: the services KV, Watch, Lease, Cluster and Maintenance, and
-//! Auth answering `Unimplemented` until nvkv has authentication. The wire
+//! unchanged: the services KV, Watch, Lease, Cluster, Maintenance and Auth
+//! (users and roles in the same model as the native API's, checked on the
+//! same shards). The wire
 //! contract is etcd's own .proto files (proto/, compiled by build.rs).
 //!
 //! # How the gRPC server meets the shards
@@ -38,6 +39,7 @@
 //! handle, never block a reactor, and never import the native RPC layer
 //! (`rpc`): it is its sibling.
 
+mod auth;
 mod cluster;
 mod convert;
 mod kv;
@@ -74,6 +76,8 @@ pub struct EtcdInfo {
     pub watch: crate::shard::watch::WatchOptions,
     /// The etcd port's TLS (the client port's keys, ALPN h2); `None`: plaintext.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The client connections the node holds (all its client ports).
+    pub admission: Arc<crate::reactor::admission::Admission>,
 }
 
 impl EtcdInfo {

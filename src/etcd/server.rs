@@ -21,9 +21,14 @@ use super::proto::etcdserverpb::{
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use super::SharedInfo;
+use crate::reactor::admission::{Admitted, Guarded};
 use crate::reactor::ReactorContext;
+use crate::shard::auth::Caller;
 
 /// How long a TLS handshake on the etcd port may take.
+/// How long a keep-alive ping (every `limits.idle_timeout_ms`) may go
+/// unanswered before the connection is closed.
+const KEEP_ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Largest gRPC message the etcd port sends (etcd's default is 2 GiB less
@@ -32,8 +37,8 @@ const RESPONSE_BYTES_MAX: usize = i32::MAX as usize;
 
 /// One connection of the etcd port, plaintext or TLS.
 pub enum EtcdStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Plain(Guarded<TcpStream>),
+    Tls(Box<tokio_rustls::server::TlsStream<Guarded<TcpStream>>>),
 }
 
 impl AsyncRead for EtcdStream {
@@ -119,10 +124,12 @@ pub fn spawn_acceptor(
                     continue;
                 }
             };
+            // Over a limit: closed as it arrived (the refusal is logged).
+            let Ok(admitted) = info.admission.admit(peer.ip()) else { continue };
             let target = next_shard % context.mailboxes().len();
             next_shard = next_shard.wrapping_add(1);
             if target == context.shard() {
-                serve_connection(&context, stream, peer, info.clone());
+                serve_connection(&context, stream, peer, info.clone(), admitted);
                 continue;
             }
             let stream = match stream.into_std() {
@@ -135,7 +142,7 @@ pub fn spawn_acceptor(
             let handed_info = info.clone();
             let handed = context.mailbox(target).try_send(move |target_context: &ReactorContext| {
                 match TcpStream::from_std(stream) {
-                    Ok(stream) => serve_connection(target_context, stream, peer, handed_info),
+                    Ok(stream) => serve_connection(target_context, stream, peer, handed_info, admitted),
                     Err(error) => tracing::warn!(%error, %peer, "cannot adopt an etcd connection"),
                 }
             });
@@ -149,17 +156,33 @@ pub fn spawn_acceptor(
 
 /// Serves one connection on this shard: its TLS handshake first when the
 /// port speaks TLS, then this shard's server takes it.
-fn serve_connection(context: &ReactorContext, stream: TcpStream, peer: SocketAddr, info: SharedInfo) {
+fn serve_connection(
+    context: &ReactorContext,
+    stream: TcpStream,
+    peer: SocketAddr,
+    info: SharedInfo,
+    admitted: Admitted,
+) {
     let _ = stream.set_nodelay(true);
+    // Idle connections are found by HTTP/2 keep-alive pings instead (a
+    // quiet watch stream is not idle).
+    let mut stream = Guarded::new(stream, admitted);
+    stream.set_busy(std::rc::Rc::new(|| true));
+    let limits = info.admission.limits();
+    let limits =
+        (std::time::Duration::from_millis(limits.idle_timeout_ms), limits.calls_in_flight_per_connection_max);
     let services = shard_services(context, &info);
     let Some(acceptor) = info.tls.clone() else {
-        hand_over(&services, EtcdStream::Plain(stream), peer);
+        hand_over(&services, EtcdStream::Plain(stream), peer, Caller::Anonymous, limits);
         return;
     };
     let shard = context.shard();
     tokio::task::spawn_local(async move {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => hand_over(&services, EtcdStream::Tls(Box::new(stream)), peer),
+            Ok(Ok(stream)) => {
+                let caller = certificate_caller(stream.get_ref().1);
+                hand_over(&services, EtcdStream::Tls(Box::new(stream)), peer, caller, limits)
+            }
             Ok(Err(error)) => tracing::info!(%peer, shard, "etcd client TLS handshake failed: {error}"),
             Err(_) => {
                 tracing::info!(%peer, shard, "etcd client TLS handshake took over {HANDSHAKE_TIMEOUT:?}")
@@ -168,13 +191,40 @@ fn serve_connection(context: &ReactorContext, stream: TcpStream, peer: SocketAdd
     });
 }
 
+/// Who an etcd port's TLS connection is: the user its client certificate's
+/// common name names (etcd's `--client-cert-auth`), or nobody.
+fn certificate_caller(connection: &rustls::ServerConnection) -> Caller {
+    connection
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| crate::shard::credentials::certificate_user(leaf.as_ref()))
+        .map_or(Caller::Anonymous, |name| Caller::user(&name))
+}
+
 /// Runs hyper's HTTP/2 server connection over `stream` on this reactor:
 /// the connection, and every stream of it (hyper spawns one task per
-/// stream through the executor), as local tasks.
-fn hand_over(services: &tonic::service::Routes, stream: EtcdStream, peer: SocketAddr) {
-    let service = hyper_util::service::TowerToHyperService::new(services.clone());
+/// stream through the executor), as local tasks. Every call of the
+/// connection carries `caller` (its certificate's user) to the services,
+/// which a token in the call's metadata overrides. The connection is pinged
+/// every `keep_alive` and holds at most `calls_in_flight_max` streams.
+fn hand_over(
+    services: &tonic::service::Routes,
+    stream: EtcdStream,
+    peer: SocketAddr,
+    caller: Caller,
+    (keep_alive, calls_in_flight_max): (std::time::Duration, u32),
+) {
+    let routes = hyper_util::service::TowerToHyperService::new(services.clone());
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(caller.clone());
+        hyper::service::Service::call(&routes, request)
+    });
     let mut builder = hyper::server::conn::http2::Builder::new(LocalExecutor);
-    builder.timer(hyper_util::rt::TokioTimer::new()).max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX));
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(Some(calls_in_flight_max))
+        .keep_alive_interval(keep_alive)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
     let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
     tokio::task::spawn_local(async move {
         if let Err(error) = connection.await {
@@ -182,9 +232,6 @@ fn hand_over(services: &tonic::service::Routes, stream: EtcdStream, peer: Socket
         }
     });
 }
-
-/// Concurrent calls one etcd connection may have open (gRPC streams).
-const STREAMS_PER_CONNECTION_MAX: u32 = 10_000;
 
 /// Spawns hyper's per-stream tasks on this reactor's LocalSet, where the
 /// shard's request handle may be used.
@@ -214,8 +261,10 @@ fn shard_services(context: &ReactorContext, info: &SharedInfo) -> tonic::service
             .add_service(bounded!(WatchServer::new(super::watch::EtcdWatch::new(shard.clone()))))
             .add_service(bounded!(LeaseServer::new(super::lease::EtcdLease::new(shard.clone()))))
             .add_service(bounded!(ClusterServer::new(super::cluster::EtcdCluster::new(shard.clone()))))
-            .add_service(bounded!(MaintenanceServer::new(super::cluster::EtcdMaintenance::new(shard))))
-            .add_service(AuthServer::new(super::cluster::EtcdAuth))
+            .add_service(bounded!(MaintenanceServer::new(super::cluster::EtcdMaintenance::new(
+                shard.clone()
+            ))))
+            .add_service(bounded!(AuthServer::new(super::auth::EtcdAuth::new(shard.clone()))))
             .prepare();
     SERVICES.with(|slot| *slot.borrow_mut() = Some(services.clone()));
     services

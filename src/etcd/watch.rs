@@ -27,7 +27,7 @@ use super::kv::ShardLocal;
 use super::proto::etcdserverpb as pb;
 use crate::kv::watch::{CancelReason, WatchRequest};
 use crate::raft::GroupId;
-use crate::shard::watch::{ProgressHandle, WatchBatch, WatchBody, WatchFeed};
+use crate::shard::watch::{ProgressHandle, WatchBatch, WatchBody, WatchBudget, WatchFeed};
 
 /// Responses queued on one stream before its watches wait.
 const RESPONSES_QUEUED: usize = 64;
@@ -58,9 +58,11 @@ impl pb::watch_server::Watch for EtcdWatch {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let shard = self.shard.acting_for(&request)?;
         let incoming = request.into_inner();
         let (sender, mut receiver) = mpsc::channel(RESPONSES_QUEUED);
-        let stream = WatchStreamTask { shard: self.shard.clone(), responses: sender, watches: Rc::default() };
+        let budget = WatchBudget::for_connection(&shard.info.watch);
+        let stream = WatchStreamTask { shard, responses: sender, watches: Rc::default(), budget };
         tokio::task::spawn_local(stream.run(incoming));
         let responses = futures::stream::poll_fn(move |context| receiver.poll_recv(context));
         Ok(Response::new(Box::pin(responses)))
@@ -80,6 +82,9 @@ struct WatchStreamTask {
     shard: ShardLocal,
     responses: Responses,
     watches: Rc<RefCell<BTreeMap<i64, OpenWatch>>>,
+    /// The bytes the events of the stream's watches may take on their way
+    /// to the client, shared by its watches.
+    budget: WatchBudget,
 }
 
 impl WatchStreamTask {
@@ -160,10 +165,11 @@ impl WatchStreamTask {
             progress_notify: create.progress_notify,
         };
         let groups = self.shard.requests()?.groups_of_range(&request.key, &request.range_end);
-        let feed = match self.shard.requests()?.watch(request, self.shard.info.watch).await {
-            Ok(feed) => feed,
-            Err(error) => return self.refuse(id, status(error).message().to_string()).await,
-        };
+        let feed =
+            match self.shard.requests()?.watch(request, self.shard.info.watch, self.budget.clone()).await {
+                Ok(feed) => feed,
+                Err(error) => return self.refuse(id, status(error).message().to_string()).await,
+            };
         let created = pb::WatchResponse {
             header: convert::header(&self.shard.info, 0, feed.started_after),
             watch_id: id,
@@ -244,7 +250,9 @@ impl Forward {
 
     /// Sends one batch's responses; false once the watch or stream ended.
     async fn forward(&mut self, batch: WatchBatch) -> bool {
-        let WatchBatch { group, revision, term, body, .. } = batch;
+        // The batch's room in the stream's budget is given back once its
+        // responses are queued for the client.
+        let WatchBatch { group, revision, term, body, held: _held, .. } = batch;
         match body {
             WatchBody::Events(events) => {
                 let response = pb::WatchResponse {

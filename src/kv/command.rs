@@ -15,6 +15,8 @@
 //!   4 compact:      revision i64
 //!   5 lease grant:  id i64, ttl_seconds i64
 //!   6 lease revoke: id i64
+//!   8 auth:         an auth change (`auth::write_change`: a code u8, then
+//!                   its names, hashes and keys as blobs)
 //!   7 batch:        count u32, then count blobs, each a whole command
 //!                   (version byte included) that is not itself a batch
 //! txn:     compares u32, compare..., success u32, op..., failure u32, op...
@@ -29,13 +31,15 @@
 //!   error:    kind u8: 1 compacted (requested i64, compact_revision i64),
 //!             2 future revision (requested i64, current i64), 3 lease not
 //!             found (i64), 4 lease exists (i64), 5 duplicate key (blob),
-//!             6 invalid argument (blob, UTF-8)
+//!             6 invalid argument (blob, UTF-8), 7 auth refusal (code
+//!             u8 and three blobs, `auth::write_error`)
 //!   response: the command's kind u8, then by kind
 //!             put: revision i64, prev_kv option;
 //!             delete range: revision i64, deleted i64, kvs u32, kv...;
 //!             txn: txn response; compact: revision i64;
 //!             lease grant: revision, id, ttl_seconds (i64);
-//!             lease revoke: revision i64, deleted i64
+//!             lease revoke: revision i64, deleted i64;
+//!             auth: the auth revision after it u64
 //!   txn response: revision i64, succeeded flag, responses u32, each kind
 //!             u8 (as op) then range: revision, kvs u32, kv..., count i64,
 //!             more flag; or the put, delete range or txn response
@@ -50,7 +54,7 @@
 //! revision, exactly as if each had an entry of its own.
 //!
 //! The stamp (format version 2) is the time the write was made, in the
-//! microseconds of `store::revision_time`: a group whose store makes hybrid
+//! microseconds of `revision::revision_time`: a group whose store makes hybrid
 //! revisions takes the revision of a write from it (see `store`, "Hybrid
 //! revisions"), so it travels in the log and every replica applies the
 //! same revision. Version 1 commands (written before stamps) read as
@@ -60,6 +64,7 @@
 //! the store takes (`TXN_DEPTH_MAX`), trailing bytes, and anything that
 //! runs past its input; it never panics. Checksums are the log's business.
 
+use super::auth::AuthChange;
 use super::codec::{Malformed, Reader, Writer};
 use super::store::{MvccStore, TXN_DEPTH_MAX};
 use super::types::{
@@ -81,9 +86,18 @@ pub enum Command {
     Put(PutRequest),
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
-    Compact { revision: i64 },
-    LeaseGrant { id: i64, ttl_seconds: i64 },
-    LeaseRevoke { id: i64 },
+    Compact {
+        revision: i64,
+    },
+    LeaseGrant {
+        id: i64,
+        ttl_seconds: i64,
+    },
+    LeaseRevoke {
+        id: i64,
+    },
+    /// A change to the users and roles (group 0 only).
+    Auth(AuthChange),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,6 +111,10 @@ pub enum CommandResponse {
     },
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    /// The auth state's revision after the change.
+    Auth {
+        revision: u64,
+    },
 }
 
 /// What applying a command gives the proposer: an answer or a refusal.
@@ -141,6 +159,9 @@ pub fn apply(store: &mut MvccStore, command: &Command, stamp: u64) -> Applied<Co
             without_events(store.lease_grant(*id, *ttl_seconds).map(CommandResponse::LeaseGrant))
         }
         Command::LeaseRevoke { id } => answer(store.lease_revoke(*id), CommandResponse::LeaseRevoke),
+        Command::Auth(change) => {
+            without_events(store.auth_apply(change).map(|revision| CommandResponse::Auth { revision }))
+        }
     }
 }
 
@@ -151,6 +172,7 @@ const KIND_COMPACT: u8 = 4;
 const KIND_LEASE_GRANT: u8 = 5;
 const KIND_LEASE_REVOKE: u8 = 6;
 const KIND_BATCH: u8 = 7;
+const KIND_AUTH: u8 = 8;
 
 const OP_RANGE: u8 = 1;
 const OP_PUT: u8 = 2;
@@ -247,7 +269,7 @@ pub fn encode_command(command: &Command) -> Vec<u8> {
     encode_stamped_command(command, 0)
 }
 
-/// `command` made at `stamp` (microseconds of `store::revision_time`).
+/// `command` made at `stamp` (microseconds of `revision::revision_time`).
 pub fn encode_stamped_command(command: &Command, stamp: u64) -> Vec<u8> {
     // Room for a put whole (the most common command); others grow.
     let mut writer = Writer::with_capacity(match command {
@@ -262,6 +284,7 @@ pub fn encode_stamped_command(command: &Command, stamp: u64) -> Vec<u8> {
         Command::Compact { .. } => KIND_COMPACT,
         Command::LeaseGrant { .. } => KIND_LEASE_GRANT,
         Command::LeaseRevoke { .. } => KIND_LEASE_REVOKE,
+        Command::Auth(_) => KIND_AUTH,
     };
     writer.u8(kind);
     writer.u64(stamp);
@@ -277,6 +300,7 @@ pub fn encode_stamped_command(command: &Command, stamp: u64) -> Vec<u8> {
             writer.i64(*ttl_seconds);
         }
         Command::LeaseRevoke { id } => writer.i64(*id),
+        Command::Auth(change) => super::auth::write_change(&mut writer, change),
     }
     writer.bytes
 }
@@ -475,7 +499,9 @@ pub fn adds_data(bytes: &[u8]) -> bool {
         })
     }
     match bytes.get(1) {
-        Some(&(KIND_DELETE_RANGE | KIND_COMPACT | KIND_LEASE_REVOKE)) => false,
+        // A change of users and roles is small, and an operator may need
+        // one to clear the alarm.
+        Some(&(KIND_DELETE_RANGE | KIND_COMPACT | KIND_LEASE_REVOKE | KIND_AUTH)) => false,
         Some(&KIND_TXN) => match decode_command(bytes) {
             Ok(Command::Txn(txn)) => txn_puts(&txn),
             _ => true,
@@ -505,8 +531,9 @@ pub fn decode_stamped_command(bytes: &[u8]) -> Result<(Command, u64), CommandCod
                 Command::LeaseGrant { id: reader.i64("a lease id")?, ttl_seconds: reader.i64("a TTL")? }
             }
             KIND_LEASE_REVOKE => Command::LeaseRevoke { id: reader.i64("a lease id")? },
+            KIND_AUTH => Command::Auth(super::auth::read_change(&mut reader)?),
             KIND_BATCH => return Err(reader.malformed("a batch where one command belongs (see split_batch)")),
-            kind => return Err(reader.malformed(format!("command kind {kind} is not 1 to 7"))),
+            kind => return Err(reader.malformed(format!("command kind {kind} is not 1 to 8"))),
         };
         Ok((command, stamp))
     })();
@@ -606,6 +633,10 @@ pub fn encode_outcome(outcome: &CommandOutcome) -> Vec<u8> {
                     writer.u8(6);
                     writer.blob(message.as_bytes());
                 }
+                KvError::Auth(error) => {
+                    writer.u8(7);
+                    super::auth::write_error(&mut writer, error);
+                }
             }
         }
         Ok(response) => {
@@ -637,6 +668,10 @@ pub fn encode_outcome(outcome: &CommandOutcome) -> Vec<u8> {
                     writer.u8(KIND_LEASE_REVOKE);
                     writer.i64(revoke.revision);
                     writer.i64(revoke.deleted);
+                }
+                CommandResponse::Auth { revision } => {
+                    writer.u8(KIND_AUTH);
+                    writer.u64(*revision);
                 }
             }
         }
@@ -721,7 +756,8 @@ fn read_error(reader: &mut Reader) -> Result<KvError, Malformed> {
                 String::from_utf8(message).map_err(|_| reader.malformed("the message is not UTF-8"))?;
             KvError::InvalidArgument(message)
         }
-        kind => return Err(reader.malformed(format!("error kind {kind} is not 1 to 6"))),
+        7 => KvError::Auth(super::auth::read_error(reader)?),
+        kind => return Err(reader.malformed(format!("error kind {kind} is not 1 to 7"))),
     })
 }
 
@@ -747,7 +783,8 @@ pub fn decode_outcome(bytes: &[u8]) -> Result<CommandOutcome, CommandCodecError>
                 revision: reader.i64("a revision")?,
                 deleted: reader.i64("a deleted count")?,
             }),
-            kind => return Err(reader.malformed(format!("response kind {kind} is not 1 to 6"))),
+            KIND_AUTH => CommandResponse::Auth { revision: reader.u64("an auth revision")? },
+            kind => return Err(reader.malformed(format!("response kind {kind} is not 1 to 8"))),
         }))
     })();
     finish(&reader, WHAT, outcome)
@@ -875,6 +912,20 @@ mod tests {
             (any::<i64>(), any::<i64>())
                 .prop_map(|(id, ttl_seconds)| Command::LeaseGrant { id, ttl_seconds }),
             any::<i64>().prop_map(|id| Command::LeaseRevoke { id }),
+            (".{0,8}", prop::option::of(".{1,8}")).prop_map(|(name, password_hash)| Command::Auth(
+                crate::kv::auth::AuthChange::UserAdd { name, password_hash }
+            )),
+            (".{0,8}", bytes(), bytes()).prop_map(|(name, key, range_end)| Command::Auth(
+                crate::kv::auth::AuthChange::RoleGrantPermission {
+                    name,
+                    permission: crate::kv::auth::Permission {
+                        kind: crate::kv::auth::PermissionKind::ReadWrite,
+                        key,
+                        range_end
+                    },
+                }
+            )),
+            bytes().prop_map(|token_key| Command::Auth(crate::kv::auth::AuthChange::Enable { token_key })),
         ]
     }
 
@@ -909,6 +960,7 @@ mod tests {
             any::<i64>().prop_map(KvError::LeaseExists),
             bytes().prop_map(KvError::DuplicateKeyInTxn),
             ".{0,8}".prop_map(KvError::InvalidArgument),
+            ".{0,8}".prop_map(|name| KvError::Auth(crate::kv::auth::AuthError::UserNotFound(name))),
         ];
         let response = prop_oneof![
             (any::<i64>(), prop::option::of(kv()))
@@ -926,6 +978,7 @@ mod tests {
             (any::<i64>(), any::<i64>()).prop_map(|(revision, deleted)| CommandResponse::LeaseRevoke(
                 LeaseRevokeResponse { revision, deleted }
             )),
+            any::<u64>().prop_map(|revision| CommandResponse::Auth { revision }),
         ];
         prop_oneof![error.prop_map(Err), response.prop_map(Ok)]
     }

@@ -16,10 +16,18 @@
 //!                             value_bytes u32, value
 //!   tag 3 leases: per lease, ascending id: id i64, ttl_seconds i64,
 //!                 keys u32, per key, ascending: key_bytes u32, key
+//!   tag 4 auth:   format version 2 only: the users and roles
+//!                 (`auth::write_state`: enabled u8, revision u64, token key
+//!                 blob, users u32, each name, password option, roles u32
+//!                 and their names; roles u32, each name, permissions u32,
+//!                 each kind u8, key and range end blobs)
 //! end crc u32: CRC32C of every byte before it
 //! ```
 //!
-//! The three sections come exactly once, in this order. A reader refuses a
+//! The first three sections come exactly once, in this order; the auth
+//! section follows them in format version 2, which a store with users or
+//! roles (group 0's, once any were added) is written in, so a store without
+//! them gives the bytes it always gave. A reader refuses a
 //! newer format version by name, checks the CRC before parsing, never
 //! trusts a count or length beyond the bytes it holds, and refuses a store
 //! that breaks an invariant (`MvccStore::check_invariants`). This module
@@ -30,10 +38,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::codec::{Malformed, Reader, Writer};
 use super::lease::{Lease, LeaseTable};
-use super::store::{Entry, Live, MvccStore, Revision};
+use super::revision::Revision;
+use super::store::{Entry, Live, MvccStore};
 
 pub const SNAPSHOT_MAGIC: u32 = u32::from_le_bytes(*b"NVKS");
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 2;
+/// The format of a store without users or roles: no auth section.
+const SNAPSHOT_FORMAT_WITHOUT_AUTH: u16 = 1;
 const PREAMBLE_BYTES: usize = 8;
 const SECTION_HEADER_BYTES: usize = 12;
 const CRC_BYTES: usize = 4;
@@ -46,6 +57,7 @@ const HEADER_PAYLOAD_BYTES: usize = 6 * 8;
 const TAG_HEADER: u32 = 1;
 const TAG_KEYS: u32 = 2;
 const TAG_LEASES: u32 = 3;
+const TAG_AUTH: u32 = 4;
 
 const KIND_DELETE: u8 = 0;
 const KIND_PUT: u8 = 1;
@@ -87,7 +99,8 @@ pub enum SnapshotError {
 pub fn encode(store: &MvccStore) -> Vec<u8> {
     let mut writer = Writer::default();
     writer.u32(SNAPSHOT_MAGIC);
-    writer.u16(SNAPSHOT_FORMAT_VERSION);
+    let with_auth = !store.auth.is_empty();
+    writer.u16(if with_auth { SNAPSHOT_FORMAT_VERSION } else { SNAPSHOT_FORMAT_WITHOUT_AUTH });
     writer.u16(0);
     writer.section(TAG_HEADER, |writer| {
         writer.i64(store.revision);
@@ -127,6 +140,9 @@ pub fn encode(store: &MvccStore) -> Vec<u8> {
             }
         }
     });
+    if with_auth {
+        writer.section(TAG_AUTH, |writer| super::auth::write_state(writer, &store.auth));
+    }
     let crc = crc32c::crc32c(&writer.bytes);
     writer.u32(crc);
     writer.bytes
@@ -150,6 +166,9 @@ fn fixed_bytes(store: &MvccStore) -> u64 {
     let mut bytes = 4 + 2 + 2 + SECTION + 6 * 8 + SECTION + SECTION + CRC_BYTES as u64;
     for lease in store.leases.leases.values() {
         bytes += 8 + 8 + 4 + lease.keys.iter().map(|key| BLOB_LENGTH_BYTES + key.len() as u64).sum::<u64>();
+    }
+    if !store.auth.is_empty() {
+        bytes += SECTION + super::auth::state_bytes(&store.auth);
     }
     bytes
 }
@@ -246,7 +265,7 @@ pub fn decode(bytes: &[u8]) -> Result<MvccStore, SnapshotError> {
     if version > SNAPSHOT_FORMAT_VERSION {
         return Err(SnapshotError::NewerVersion { found: version, supported: SNAPSHOT_FORMAT_VERSION });
     }
-    if version != SNAPSHOT_FORMAT_VERSION {
+    if version < SNAPSHOT_FORMAT_WITHOUT_AUTH {
         return Err(SnapshotError::UnknownVersion { found: version, supported: SNAPSHOT_FORMAT_VERSION });
     }
     let (body, stored) = bytes.split_at(bytes.len() - CRC_BYTES);
@@ -322,6 +341,14 @@ pub fn decode(bytes: &[u8]) -> Result<MvccStore, SnapshotError> {
         }
         leases.insert(id, Lease { ttl_seconds, keys: lease_keys });
     }
+    let mut auth = crate::kv::auth::AuthState::default();
+    if version >= SNAPSHOT_FORMAT_VERSION {
+        let mut section = reader.section(TAG_AUTH, "auth")?;
+        auth = super::auth::read_state(&mut section)?;
+        if !section.done() {
+            return Err(section.malformed("the auth section has bytes left over").into());
+        }
+    }
     if !reader.done() {
         return Err(reader.malformed("bytes follow the last section").into());
     }
@@ -338,6 +365,7 @@ pub fn decode(bytes: &[u8]) -> Result<MvccStore, SnapshotError> {
     (store.keys, store.positions, store.revision, store.compact_revision) =
         (keys, positions, revision, compact_revision);
     store.leases = LeaseTable { leases, next_id: next_lease_id };
+    store.auth = auth;
     store.check_invariants().map_err(SnapshotError::Inconsistent)?;
     Ok(store)
 }
@@ -424,9 +452,35 @@ mod tests {
         bytes
     }
 
+    /// The sample store with users and roles, as group 0's carries them.
+    fn store_with_auth() -> MvccStore {
+        use crate::kv::auth::{AuthChange, Permission, PermissionKind};
+        let mut store = sample_store();
+        for change in [
+            AuthChange::UserAdd { name: "root".into(), password_hash: Some("$argon2id$v=19$...".into()) },
+            AuthChange::UserAdd { name: "cn-user".into(), password_hash: None },
+            AuthChange::RoleAdd { name: "root".into() },
+            AuthChange::RoleAdd { name: "pods".into() },
+            AuthChange::RoleGrantPermission {
+                name: "pods".into(),
+                permission: Permission {
+                    kind: PermissionKind::Read,
+                    key: b"/registry/pods/".to_vec(),
+                    range_end: b"/registry/pods0".to_vec(),
+                },
+            },
+            AuthChange::UserGrantRole { name: "root".into(), role: "root".into() },
+            AuthChange::UserGrantRole { name: "cn-user".into(), role: "pods".into() },
+            AuthChange::Enable { token_key: vec![9; crate::kv::auth::TOKEN_KEY_BYTES] },
+        ] {
+            store.auth_apply(&change).unwrap();
+        }
+        store
+    }
+
     #[test]
     fn a_store_round_trips_to_an_equal_store_and_the_same_bytes() {
-        for store in [MvccStore::new(), sample_store()] {
+        for store in [MvccStore::new(), sample_store(), store_with_auth()] {
             let bytes = encode(&store);
             assert_eq!(encoded_len(&store), bytes.len() as u64, "the length is known before encoding");
             let decoded = decode(&bytes).unwrap();
@@ -435,6 +489,10 @@ mod tests {
             assert_eq!(state_hash(&decoded), state_hash(&store));
         }
         assert_eq!(encode(&MvccStore::new()).len(), SNAPSHOT_BYTES_MIN);
+        let version = |store: &MvccStore| crate::little_endian::u16_at(&encode(store), 4);
+        assert_eq!(version(&sample_store()), 1, "a store without users keeps the first format");
+        assert_eq!(version(&store_with_auth()), SNAPSHOT_FORMAT_VERSION);
+        assert_ne!(state_hash(&sample_store()), state_hash(&store_with_auth()));
     }
 
     #[test]
@@ -471,9 +529,9 @@ mod tests {
         let mut bytes = encode(&sample_store());
         bytes[4..6].copy_from_slice(&(SNAPSHOT_FORMAT_VERSION + 1).to_le_bytes());
         let error = decode(&with_crc(bytes)).unwrap_err();
-        assert_eq!(error, SnapshotError::NewerVersion { found: 2, supported: 1 });
+        assert_eq!(error, SnapshotError::NewerVersion { found: 3, supported: 2 });
         let message = error.to_string();
-        assert!(message.contains("version 2") && message.contains("version 1"), "{message}");
+        assert!(message.contains("version 3") && message.contains("version 2"), "{message}");
     }
 
     #[test]

@@ -504,7 +504,11 @@ struct Live {
 
 impl Live {
     fn new(store: &MvccStore) -> Live {
-        let mut hub = WatchHub::new(WatchLimits { watchers_max: 2, watch_events_pending_max: 100_000 });
+        let mut hub = WatchHub::new(WatchLimits {
+            watchers_max: 2,
+            watch_events_pending_max: 100_000,
+            ..WatchLimits::default()
+        });
         let all =
             WatchRequest { key: Vec::new(), range_end: vec![0], prev_kv: true, ..WatchRequest::default() };
         let everything = hub.watch(store, all).expect("watch");

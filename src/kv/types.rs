@@ -257,6 +257,8 @@ pub enum KvError {
     DuplicateKeyInTxn(Vec<u8>),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    #[error(transparent)]
+    Auth(#[from] super::auth::AuthError),
 }
 
 #[cfg(test)]

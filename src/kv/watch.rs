@@ -4,10 +4,15 @@
 //! A watcher is either catching up, reading the store's history from its
 //! next position on every poll (nothing is buffered, however far behind it
 //! is), or synced, receiving each write's events as the caller publishes
-//! them into a buffer of at most `watch_events_pending_max` events (or one
-//! write's events, if a single write has more). A synced watcher whose
-//! buffer would overflow is cancelled as too slow rather than allowed to
-//! grow memory; a watcher whose next position falls to the
+//! them into a buffer of at most `watch_events_pending_max` events and
+//! `watch_pending_bytes_max` bytes (or one write's events, if a single write
+//! has more). The events are shared: a write's event is made once and every
+//! buffer that holds it holds the same copy, so a thousand watchers of one
+//! prefix pin a write's bytes once, and the distinct bytes all buffers of
+//! the hub pin stay under `group_pending_bytes_max` (the watchers holding
+//! the most are cancelled first when a write would pass it). A synced
+//! watcher whose buffer would overflow is cancelled as too slow rather than
+//! allowed to grow memory; a watcher whose next position falls to the
 //! compact revision or below is cancelled as compacted. Either way a watcher
 //! sees every matching event once, in revision order, or learns why not.
 //!
@@ -21,8 +26,10 @@
 //! nothing is delivered twice either way.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
-use super::store::{MvccStore, Revision};
+use super::revision::Revision;
+use super::store::MvccStore;
 use super::types::{range_contains, Event, EventKind};
 
 /// Names one watcher of one hub.
@@ -46,14 +53,26 @@ pub struct WatchRequest {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WatchLimits {
+    /// Watchers one group's hub holds at once.
     pub watchers_max: usize,
     /// Events a synced watcher may hold before it is cancelled as too slow.
     pub watch_events_pending_max: usize,
+    /// Bytes (keys and values) a synced watcher may hold before it is
+    /// cancelled as too slow.
+    pub watch_pending_bytes_max: usize,
+    /// Bytes of distinct events every synced watcher of the hub holds,
+    /// each event counted once however many hold it.
+    pub group_pending_bytes_max: usize,
 }
 
 impl Default for WatchLimits {
     fn default() -> Self {
-        WatchLimits { watchers_max: 10_000, watch_events_pending_max: 1024 }
+        WatchLimits {
+            watchers_max: 10_000,
+            watch_events_pending_max: 1024,
+            watch_pending_bytes_max: 1 << 20,
+            group_pending_bytes_max: 16 << 20,
+        }
     }
 }
 
@@ -66,17 +85,18 @@ pub enum CancelReason {
     )]
     Compacted { compact_revision: i64 },
     #[error(
-        "the watcher fell more than {watch_events_pending_max} events behind; \
-         watch again from the revision after the last event it received"
+        "the watcher fell more than {watch_events_pending_max} events or {watch_pending_bytes_max} bytes behind \
+         (or its group's watchers held too many bytes); watch again from the revision after the last event it \
+         received"
     )]
-    TooSlow { watch_events_pending_max: usize },
+    TooSlow { watch_events_pending_max: usize, watch_pending_bytes_max: usize },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WatchError {
     #[error("watch {0:?} does not exist (never created, cancelled, or already reported cancelled)")]
     UnknownWatch(WatchId),
-    #[error("{watchers_max} watchers already; cancel one or raise watchers_max")]
+    #[error("the group holds {watchers_max} watches already (store.watches_per_group_max); cancel one, or raise it")]
     TooManyWatchers { watchers_max: usize },
     #[error("invalid watch: {0}")]
     InvalidArgument(String),
@@ -99,7 +119,10 @@ enum State {
     /// Receives published writes from revision `next_main` on.
     Synced {
         next_main: i64,
-        pending: VecDeque<Event>,
+        /// Shared with every other watcher that wants the same events.
+        pending: VecDeque<Arc<Event>>,
+        /// Their keys and values, counted for this watcher.
+        pending_bytes: usize,
     },
     Cancelled(CancelReason),
 }
@@ -118,11 +141,17 @@ fn wants(request: &WatchRequest, event: &Event) -> bool {
 }
 
 fn shaped(request: &WatchRequest, event: &Event) -> Event {
-    let mut event = event.clone();
-    if !request.prev_kv {
-        event.prev_kv = None;
+    Event {
+        kind: event.kind,
+        kv: event.kv.clone(),
+        prev_kv: if request.prev_kv { event.prev_kv.clone() } else { None },
     }
-    event
+}
+
+/// The bytes an event pins: its keys and values.
+pub fn event_bytes(event: &Event) -> usize {
+    let prev = event.prev_kv.as_ref().map_or(0, |kv| kv.key.len() + kv.value.len());
+    event.kv.key.len() + event.kv.value.len() + prev
 }
 
 impl Watcher {
@@ -145,6 +174,8 @@ pub struct WatchHub {
     ready_hook: Option<ReadyHook>,
     /// The revision of the last write published.
     published_revision: i64,
+    /// Bytes of the distinct events the synced watchers hold.
+    pinned_bytes: usize,
 }
 
 impl WatchHub {
@@ -156,6 +187,35 @@ impl WatchHub {
             ready: BTreeSet::new(),
             ready_hook: None,
             published_revision: 0,
+            pinned_bytes: 0,
+        }
+    }
+
+    /// Bytes of the distinct events the synced watchers hold now.
+    pub fn pinned_bytes(&self) -> usize {
+        self.pinned_bytes
+    }
+
+    /// Lets go of one buffered event: the last holder unpins its bytes.
+    fn release(pinned_bytes: &mut usize, event: Arc<Event>) {
+        if Arc::strong_count(&event) == 1 {
+            *pinned_bytes -= event_bytes(&event);
+        }
+    }
+
+    /// Cancels a watcher's state as too slow, unpinning what it held.
+    fn too_slow(&mut self, id: WatchId) {
+        let limits = self.limits;
+        let Some(watcher) = self.watchers.get_mut(&id) else { return };
+        let reason = CancelReason::TooSlow {
+            watch_events_pending_max: limits.watch_events_pending_max,
+            watch_pending_bytes_max: limits.watch_pending_bytes_max,
+        };
+        if let State::Synced { pending, .. } = std::mem::replace(&mut watcher.state, State::Cancelled(reason))
+        {
+            for event in pending {
+                Self::release(&mut self.pinned_bytes, event);
+            }
         }
     }
 
@@ -201,7 +261,7 @@ impl WatchHub {
         let state = if store.compact_revision() > 0 && start <= store.compact_revision() {
             State::Cancelled(CancelReason::Compacted { compact_revision: store.compact_revision() })
         } else if start > store.revision() {
-            State::Synced { next_main: start, pending: VecDeque::new() }
+            State::Synced { next_main: start, pending: VecDeque::new(), pending_bytes: 0 }
         } else {
             State::CatchingUp { next: Revision::start_of(start) }
         };
@@ -227,23 +287,61 @@ impl WatchHub {
             self.published_revision
         );
         self.published_revision = revision;
-        let pending_max = self.limits.watch_events_pending_max;
+        let limits = self.limits;
+        // Each event is made shared the first time a watcher wants it.
+        let mut shared: Vec<Option<Arc<Event>>> = vec![None; events.len()];
         let mut touched = Vec::new();
+        let mut slow = Vec::new();
         for (&id, Watcher { request, state }) in &mut self.watchers {
-            let State::Synced { next_main, pending } = state else { continue };
+            let State::Synced { next_main, pending, pending_bytes } = state else { continue };
             if revision < *next_main {
                 continue;
             }
             *next_main = revision + 1;
-            let wanted = events.iter().filter(|event| wants(request, event));
+            let wanted: Vec<usize> =
+                (0..events.len()).filter(|&index| wants(request, &events[index])).collect();
+            let wanted_bytes: usize = wanted.iter().map(|&index| event_bytes(&events[index])).sum();
             // An empty buffer takes one write however large, so a big delete
             // range cancels no watcher that was keeping up.
-            if !pending.is_empty() && pending.len() + wanted.clone().count() > pending_max {
-                *state = State::Cancelled(CancelReason::TooSlow { watch_events_pending_max: pending_max });
+            let overflows = pending.len() + wanted.len() > limits.watch_events_pending_max
+                || *pending_bytes + wanted_bytes > limits.watch_pending_bytes_max;
+            if !pending.is_empty() && overflows {
+                slow.push(id);
             } else {
-                pending.extend(wanted.map(|event| shaped(request, event)));
+                for index in wanted {
+                    let event = shared[index].get_or_insert_with(|| {
+                        self.pinned_bytes += event_bytes(&events[index]);
+                        Arc::new(events[index].clone())
+                    });
+                    pending.push_back(Arc::clone(event));
+                }
+                *pending_bytes += wanted_bytes;
             }
             touched.push(id);
+        }
+        drop(shared);
+        for id in slow {
+            self.too_slow(id);
+        }
+        // Over the group's bytes: the watchers holding the most go first
+        // (they read history instead, holding nothing).
+        if self.pinned_bytes > limits.group_pending_bytes_max {
+            let mut holders: Vec<(usize, WatchId)> = self
+                .watchers
+                .iter()
+                .filter_map(|(&id, watcher)| match &watcher.state {
+                    State::Synced { pending_bytes, .. } if *pending_bytes > 0 => Some((*pending_bytes, id)),
+                    _ => None,
+                })
+                .collect();
+            holders.sort_unstable_by(|left, right| right.cmp(left));
+            for (_, id) in holders {
+                if self.pinned_bytes <= limits.group_pending_bytes_max {
+                    break;
+                }
+                self.too_slow(id);
+                touched.push(id);
+            }
         }
         for id in touched {
             self.mark(id);
@@ -275,13 +373,16 @@ impl WatchHub {
                 self.ready.remove(&id);
                 return Ok(WatchPoll::Cancelled(reason));
             }
-            State::Synced { pending, .. } => {
+            State::Synced { pending, pending_bytes, .. } => {
                 let mut events: Vec<Event> = Vec::new();
                 while let Some(front) = pending.front() {
                     if !fits(&events, front, events_max) {
                         break;
                     }
-                    events.extend(pending.pop_front());
+                    let event = pending.pop_front().expect("the front exists");
+                    *pending_bytes -= event_bytes(&event);
+                    events.push(shaped(&watcher.request, &event));
+                    Self::release(&mut self.pinned_bytes, event);
                 }
                 events
             }
@@ -303,9 +404,17 @@ impl WatchHub {
     /// history starts after that.
     pub fn store_replaced(&mut self) {
         for watcher in self.watchers.values_mut() {
-            if let State::Synced { next_main, pending } = &watcher.state {
+            if let State::Synced { next_main, pending, .. } = &watcher.state {
                 let next = pending.front().map_or(*next_main, |event| event.kv.mod_revision);
-                watcher.state = State::CatchingUp { next: Revision::start_of(next) };
+                let state = std::mem::replace(
+                    &mut watcher.state,
+                    State::CatchingUp { next: Revision::start_of(next) },
+                );
+                if let State::Synced { pending, .. } = state {
+                    for event in pending {
+                        Self::release(&mut self.pinned_bytes, event);
+                    }
+                }
             }
         }
         let ids: Vec<WatchId> = self.watchers.keys().copied().collect();
@@ -315,9 +424,19 @@ impl WatchHub {
     }
 
     pub fn cancel(&mut self, id: WatchId) -> Result<(), WatchError> {
-        self.watchers.remove(&id).ok_or(WatchError::UnknownWatch(id))?;
+        let watcher = self.watchers.remove(&id).ok_or(WatchError::UnknownWatch(id))?;
+        if let State::Synced { pending, .. } = watcher.state {
+            for event in pending {
+                Self::release(&mut self.pinned_bytes, event);
+            }
+        }
         self.ready.remove(&id);
         Ok(())
+    }
+
+    /// Whether watcher `id` has something to poll.
+    pub fn is_ready(&self, id: WatchId) -> bool {
+        self.ready.contains(&id)
     }
 
     /// The watchers with something to poll, in id order. A watcher stays
@@ -333,7 +452,7 @@ impl WatchHub {
         let watcher = self.watchers.get(&id).ok_or(WatchError::UnknownWatch(id))?;
         Ok(match &watcher.state {
             State::CatchingUp { next } => next.main - 1,
-            State::Synced { pending, next_main } => match pending.front() {
+            State::Synced { pending, next_main, .. } => match pending.front() {
                 Some(event) => event.kv.mod_revision - 1,
                 None => store.revision().min((next_main - 1).max(self.published_revision)),
             },
@@ -381,7 +500,8 @@ fn catch_up(
     // A start past the store's revision stays the start: a store replaced
     // by a snapshot that still ends before it must not hand out the writes
     // between the two.
-    (events, State::Synced { next_main: (store.revision() + 1).max(next.main), pending: VecDeque::new() })
+    let next_main = (store.revision() + 1).max(next.main);
+    (events, State::Synced { next_main, pending: VecDeque::new(), pending_bytes: 0 })
 }
 
 #[cfg(test)]
@@ -519,7 +639,11 @@ mod tests {
 
     #[test]
     fn a_slow_watcher_is_cancelled_before_its_buffer_outgrows_the_limit() {
-        let mut group = Group::new(WatchLimits { watchers_max: 4, watch_events_pending_max: 3 });
+        let mut group = Group::new(WatchLimits {
+            watchers_max: 4,
+            watch_events_pending_max: 3,
+            ..WatchLimits::default()
+        });
         let slow = group.watch(from("a", "z", 0));
         let fast = group.watch(from("a", "z", 0));
         for key in ["a", "b", "c"] {
@@ -528,15 +652,60 @@ mod tests {
         }
         group.put("d", "v");
         assert_eq!(group.events(fast, 10).len(), 1);
-        let reason = CancelReason::TooSlow { watch_events_pending_max: 3 };
+        let reason = CancelReason::TooSlow { watch_events_pending_max: 3, watch_pending_bytes_max: 1 << 20 };
         assert_eq!(group.poll(slow, 10), WatchPoll::Cancelled(reason));
         assert!(reason.to_string().contains("more than 3 events"), "{reason}");
         assert_eq!(group.hub.len(), 1);
     }
 
     #[test]
+    fn events_are_shared_between_buffers_and_bytes_are_bounded_per_watcher_and_per_group() {
+        let limits = WatchLimits {
+            watchers_max: 100,
+            watch_events_pending_max: 1000,
+            watch_pending_bytes_max: 1000,
+            group_pending_bytes_max: 2500,
+        };
+        let mut group = Group::new(limits);
+        let many: Vec<WatchId> = (0..50).map(|_| group.watch(from("a", "z", 0))).collect();
+        let value = "v".repeat(99); // 100 bytes with the key
+        group.put("a", &value);
+        assert_eq!(group.hub.pinned_bytes(), 100, "50 watchers hold one write's event once");
+        for key in ["b", "c", "d", "e", "f", "g", "h", "i"] {
+            group.put(key, &value);
+        }
+        assert_eq!(group.hub.pinned_bytes(), 900);
+        group.put("j", &value);
+        assert_eq!(group.hub.pinned_bytes(), 1000, "every watcher at its limit, nobody over");
+        group.put("k", &value);
+        assert_eq!(group.hub.pinned_bytes(), 0, "over their 1000 bytes, all were cancelled and hold nothing");
+        for id in &many {
+            assert!(matches!(group.poll(*id, 100), WatchPoll::Cancelled(CancelReason::TooSlow { .. })));
+        }
+        // Watchers of different keys pin different events: the group's
+        // bytes bound them together, the largest holders cancelled first.
+        let ids: Vec<WatchId> = ["m", "n", "o"].iter().map(|key| group.watch(from(key, "", 0))).collect();
+        for _ in 0..8 {
+            for key in ["m", "n", "o"] {
+                group.put(key, &value);
+            }
+        }
+        assert!(group.hub.pinned_bytes() <= 2500, "{}", group.hub.pinned_bytes());
+        let cancelled = ids
+            .iter()
+            .filter(|id| matches!(group.poll(**id, 100), WatchPoll::Cancelled(CancelReason::TooSlow { .. })))
+            .count();
+        assert!(cancelled >= 1, "the group's limit cancelled a watcher");
+        assert_eq!(group.hub.pinned_bytes(), 0, "what was polled or cancelled is unpinned");
+    }
+
+    #[test]
     fn a_revision_is_never_split_between_polls_nor_refused_by_an_empty_buffer() {
-        let mut group = Group::new(WatchLimits { watchers_max: 4, watch_events_pending_max: 3 });
+        let mut group = Group::new(WatchLimits {
+            watchers_max: 4,
+            watch_events_pending_max: 3,
+            ..WatchLimits::default()
+        });
         for key in ["a", "b", "c", "d", "e"] {
             group.put(key, "v"); // 2..=6
         }
@@ -626,7 +795,11 @@ mod tests {
 
     #[test]
     fn the_ready_hook_fires_once_per_watcher_until_it_is_drained() {
-        let mut group = Group::new(WatchLimits { watchers_max: 2, watch_events_pending_max: 8 });
+        let mut group = Group::new(WatchLimits {
+            watchers_max: 2,
+            watch_events_pending_max: 8,
+            ..WatchLimits::default()
+        });
         let woken = Rc::new(RefCell::new(Vec::new()));
         let log = Rc::clone(&woken);
         group.hub.set_ready_hook(Box::new(move |id| log.borrow_mut().push(id)));

@@ -189,6 +189,13 @@ pub enum GroupError {
          itself once the store fits again), or give the node a larger namespace_bytes"
     )]
     NoSpace { group: GroupId, member: NodeId, snapshot_bytes: u64, room_bytes: u64 },
+    #[error(
+        "group {group} is over its quota (alarm NOSPACE on member {member}): its store takes {store_bytes} bytes \
+         and store.quota_bytes is {quota_bytes}, so it refuses writes that add data; delete keys and compact \
+         (both still work, and the alarm clears by itself within a second once the store is under the quota), \
+         or raise store.quota_bytes"
+    )]
+    OverQuota { group: GroupId, member: NodeId, store_bytes: u64, quota_bytes: u64 },
 }
 
 /// Where a member stands in the latest membership of a group, as this

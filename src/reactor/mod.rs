@@ -15,6 +15,7 @@
 //! own reactor thread by a `Send` factory, so the driver itself need not be
 //! `Send`.
 
+pub mod admission;
 mod eventfd;
 #[forbid(unsafe_code)]
 mod mailbox;

@@ -248,6 +248,18 @@ impl Connection {
         &self.node
     }
 
+    /// Makes `node` (a session's) the one every later call goes through.
+    pub(super) fn set_node(&mut self, node: node::Client) {
+        // The KV stream carries no session: KV calls go through the
+        // session's capabilities from now on.
+        self.stream = None;
+        self.kv = node.kv_request().send().pipeline.get_kv();
+        self.cluster = node.cluster_request().send().pipeline.get_cluster();
+        self.maintenance = node.maintenance_request().send().pipeline.get_maintenance();
+        self.lease = node.lease_request().send().pipeline.get_lease();
+        self.node = node;
+    }
+
     pub(super) fn rpc_error(&self, mut source: capnp::Error) -> ClientError {
         let closed =
             matches!(source.kind, capnp::ErrorKind::Disconnected | capnp::ErrorKind::PrematureEndOfFile);
@@ -897,6 +909,16 @@ impl ShardedClient {
 
     pub fn partition_map(&self) -> &PartitionMap {
         &self.map
+    }
+
+    /// Logs in as `name` on the main connection and makes every shard
+    /// connection act as that user too (one password check, one token).
+    pub async fn login(&mut self, name: &str, password: &str) -> Result<(), ClientError> {
+        let token = self.main.login(name, password).await?;
+        for shard in &mut self.shards {
+            shard.use_session(&token).await?;
+        }
+        Ok(())
     }
 
     pub fn main(&self) -> &Connection {

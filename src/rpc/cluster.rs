@@ -268,6 +268,8 @@ pub fn set_node_status(mut status: node_status::Builder<'_>, info: &NodeInfo, ga
 pub struct ClusterServer {
     pub context: ReactorContext,
     pub info: Arc<NodeInfo>,
+    /// Who the membership changes are for (they need the role root).
+    pub caller: crate::shard::auth::Caller,
 }
 
 impl cluster::Server for ClusterServer {
@@ -485,6 +487,7 @@ pub fn check_new_member(member: &MemberInfo) -> Result<crate::raft::Member, Stri
 impl ClusterServer {
     fn requests(&self) -> Result<Requests, RequestError> {
         shard::groups::local_requests(&self.context)
+            .map(|requests| requests.with_caller(self.caller.clone()))
             .ok_or(RequestError::Starting { shard: self.context.shard() })
     }
 

@@ -3,6 +3,10 @@
 //! (used by the server and the client library alike). Every refusal reaches
 //! the client as a typed `Error`, never as a dropped connection.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
+use crate::kv::auth::AuthError;
 use crate::kv::limits::{LimitError, Limits};
 use crate::kv::types::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue, KvError,
@@ -43,6 +47,9 @@ pub enum ErrorCode {
     NotMember,
     NotCaughtUp,
     NoSpace,
+    PermissionDenied,
+    Unauthenticated,
+    AuthRefused,
 }
 
 impl From<SchemaErrorCode> for ErrorCode {
@@ -62,6 +69,9 @@ impl From<SchemaErrorCode> for ErrorCode {
             Schema::NotMember => ErrorCode::NotMember,
             Schema::NotCaughtUp => ErrorCode::NotCaughtUp,
             Schema::NoSpace => ErrorCode::NoSpace,
+            Schema::PermissionDenied => ErrorCode::PermissionDenied,
+            Schema::Unauthenticated => ErrorCode::Unauthenticated,
+            Schema::AuthRefused => ErrorCode::AuthRefused,
         }
     }
 }
@@ -75,8 +85,11 @@ pub fn server_error(error: &RequestError) -> ServerError {
         }
         RequestError::Group(GroupError::CommandTooLarge { .. }) => plain(ErrorCode::RequestTooLarge),
         RequestError::Group(GroupError::NotCaughtUp { .. }) => plain(ErrorCode::NotCaughtUp),
-        RequestError::Group(GroupError::NoSpace { .. }) => plain(ErrorCode::NoSpace),
+        RequestError::Group(GroupError::NoSpace { .. } | GroupError::OverQuota { .. }) => {
+            plain(ErrorCode::NoSpace)
+        }
         RequestError::Joining { .. } | RequestError::Removed { .. } => plain(ErrorCode::NotMember),
+        RequestError::Auth(refusal) | RequestError::Kv(KvError::Auth(refusal)) => plain(auth_code(refusal)),
         RequestError::Group(_) | RequestError::Starting { .. } | RequestError::Overloaded { .. } => {
             plain(ErrorCode::Unavailable)
         }
@@ -91,6 +104,28 @@ pub fn server_error(error: &RequestError) -> ServerError {
         RequestError::Kv(_) | RequestError::Codec(_) | RequestError::NoSuchGroup { .. } => {
             plain(ErrorCode::InvalidArgument)
         }
+    }
+}
+
+/// The code of an auth refusal: a request that may not run, a caller that
+/// is nobody, or a change of users and roles that does not apply.
+pub fn auth_code(refusal: &AuthError) -> ErrorCode {
+    match refusal {
+        AuthError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+        AuthError::Unauthenticated | AuthError::InvalidCredentials(_) | AuthError::InvalidToken(_) => {
+            ErrorCode::Unauthenticated
+        }
+        _ => ErrorCode::AuthRefused,
+    }
+}
+
+/// An auth refusal as the client sees it.
+pub fn auth_error(refusal: &AuthError) -> ServerError {
+    ServerError {
+        code: auth_code(refusal),
+        message: refusal.to_string(),
+        leader_hint: 0,
+        compact_revision: 0,
     }
 }
 
@@ -120,6 +155,9 @@ pub fn set_error(mut builder: crate::nvkv_capnp::error::Builder<'_>, error: &Ser
         ErrorCode::NotMember => Schema::NotMember,
         ErrorCode::NotCaughtUp => Schema::NotCaughtUp,
         ErrorCode::NoSpace => Schema::NoSpace,
+        ErrorCode::PermissionDenied => Schema::PermissionDenied,
+        ErrorCode::Unauthenticated => Schema::Unauthenticated,
+        ErrorCode::AuthRefused => Schema::AuthRefused,
     });
     builder.set_message(&error.message);
     builder.set_leader_hint(error.leader_hint);
@@ -354,13 +392,55 @@ pub fn set_txn_result(result: txn_result::Builder<'_>, answer: &Result<Answered<
 pub struct KvServer {
     requests: Requests,
     limits: Limits,
+    calls: CallsInFlight,
+}
+
+/// The calls one connection has in flight, shared by its KV capabilities;
+/// at most `max` at once (`limits.calls_in_flight_per_connection_max`).
+#[derive(Clone, Debug)]
+pub struct CallsInFlight {
+    open: Rc<Cell<usize>>,
+    max: usize,
+}
+
+impl CallsInFlight {
+    pub fn new(max: usize) -> CallsInFlight {
+        CallsInFlight { open: Rc::default(), max }
+    }
+
+    /// A place for one more call, or the typed refusal that answers it.
+    fn enter(&self) -> Result<InFlight, ServerError> {
+        if self.open.get() >= self.max {
+            return Err(ServerError {
+                code: ErrorCode::Unavailable,
+                message: format!(
+                    "this connection has {} calls in flight already (limits.calls_in_flight_per_connection_max); \
+                     wait for answers before sending more, or open another connection",
+                    self.max
+                ),
+                leader_hint: 0,
+                compact_revision: 0,
+            });
+        }
+        self.open.set(self.open.get() + 1);
+        Ok(InFlight(Rc::clone(&self.open)))
+    }
+}
+
+/// One call's place in its connection's count, given back on drop.
+pub struct InFlight(Rc<Cell<usize>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 impl KvServer {
     /// Checks every request against `limits`; the connection's message
     /// reader must use `server_reader_options(limits.request_bytes_max)`.
-    pub fn new(requests: Requests, limits: Limits) -> KvServer {
-        KvServer { requests, limits }
+    pub fn new(requests: Requests, limits: Limits, calls: CallsInFlight) -> KvServer {
+        KvServer { requests, limits, calls }
     }
 }
 
@@ -386,6 +466,7 @@ impl kv::Server for KvServer {
     ) -> Result<(), capnp::Error> {
         let params = params.get()?;
         let result = results.get().init_result();
+        let _call = or_refuse!(self.calls.enter(), result);
         let bytes = or_refuse!(measure_request(&self.limits, params.total_size())?, result);
         let request = KvRequest::Txn(read_txn_request(params.get_request()?)?);
         if let KvAnswer::Txn(answer) = answer_request(&self.requests, &self.limits, bytes, request).await {
@@ -412,6 +493,7 @@ impl kv::Server for KvServer {
     ) -> Result<(), capnp::Error> {
         let params = params.get()?;
         let result = results.get().init_result();
+        let _call = or_refuse!(self.calls.enter(), result);
         let bytes = or_refuse!(measure_request(&self.limits, params.total_size())?, result);
         let request = KvRequest::Put(PutRequest {
             key: params.get_key()?.to_vec(),
@@ -432,6 +514,7 @@ impl kv::Server for KvServer {
     ) -> Result<(), capnp::Error> {
         let params = params.get()?;
         let result = results.get().init_result();
+        let _call = or_refuse!(self.calls.enter(), result);
         let bytes = or_refuse!(measure_request(&self.limits, params.total_size())?, result);
         let request = KvRequest::Range {
             request: RangeRequest {
@@ -457,6 +540,7 @@ impl kv::Server for KvServer {
     ) -> Result<(), capnp::Error> {
         let params = params.get()?;
         let result = results.get().init_result();
+        let _call = or_refuse!(self.calls.enter(), result);
         let bytes = or_refuse!(measure_request(&self.limits, params.total_size())?, result);
         let request = KvRequest::DeleteRange(DeleteRangeRequest {
             key: params.get_key()?.to_vec(),

@@ -30,11 +30,18 @@
 //! request per connection, a request head of at most [`REQUEST_HEAD_MAX`]
 //! bytes read within [`REQUEST_TIMEOUT`], and a 404 / 405 that says what is
 //! served.
+//!
+//! Off loopback the endpoint speaks TLS with the client port's keys (and
+//! asks for a client certificate of `tls.client_ca_file` when that is set);
+//! the config refuses a non-loopback address without them. Scrapes cannot
+//! overload the shards: at most [`CONNECTIONS_MAX`] connections at once
+//! (more are closed as they arrive) and one gathering from the shards at a
+//! time (concurrent scrapes wait their turn).
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::reactor::{ReactorContext, StatsSnapshot};
 use crate::shard::{self, GroupReport, ShardMetrics};
@@ -43,6 +50,8 @@ use crate::shard::{self, GroupReport, ShardMetrics};
 pub const REQUEST_HEAD_MAX: usize = 8 << 10;
 /// How long a scraper may take to send its request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections the endpoint holds at once.
+pub const CONNECTIONS_MAX: usize = 16;
 /// How long a probe waits for every shard to answer.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -64,12 +73,15 @@ const HOP_BUCKETS_SECONDS: [f64; 16] = [
 pub fn spawn_metrics_acceptor(
     context: &ReactorContext,
     listener: std::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     member: u64,
     groups: u32,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let context = context.clone();
+    let open = std::rc::Rc::new(std::cell::Cell::new(0usize));
+    let gathering = std::rc::Rc::new(tokio::sync::Semaphore::new(1));
     tokio::task::spawn_local(async move {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -80,11 +92,25 @@ pub fn spawn_metrics_acceptor(
                     continue;
                 }
             };
-            let context = context.clone();
+            if open.get() >= CONNECTIONS_MAX {
+                tracing::debug!(%peer, "metrics endpoint: {CONNECTIONS_MAX} connections open already; closed");
+                continue;
+            }
+            open.set(open.get() + 1);
+            let (context, tls, open, gathering) =
+                (context.clone(), tls.clone(), open.clone(), gathering.clone());
             tokio::task::spawn_local(async move {
-                if let Err(error) = answer(stream, &context, member, groups).await {
+                let served = match tls {
+                    None => answer(stream, &context, &gathering, member, groups).await,
+                    Some(acceptor) => match super::tls::accept(&acceptor, stream).await {
+                        Ok(stream) => answer(stream, &context, &gathering, member, groups).await,
+                        Err(reason) => Err(std::io::Error::other(format!("TLS handshake: {reason}"))),
+                    },
+                };
+                if let Err(error) = served {
                     tracing::debug!(%peer, "metrics request: {error}");
                 }
+                open.set(open.get() - 1);
             });
         }
     });
@@ -92,9 +118,10 @@ pub fn spawn_metrics_acceptor(
 }
 
 /// Reads one request and answers it.
-async fn answer(
-    mut stream: tokio::net::TcpStream,
+async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     context: &ReactorContext,
+    gathering: &tokio::sync::Semaphore,
     member: u64,
     groups: u32,
 ) -> std::io::Result<()> {
@@ -109,6 +136,8 @@ async fn answer(
         let refusal = format!("the request head is longer than {REQUEST_HEAD_MAX} bytes\n");
         return respond(&mut stream, "431 Request Header Fields Too Large", PLAIN_TEXT, &refusal).await;
     };
+    // One gathering from the shards at a time, however many scrape.
+    let Ok(_turn) = gathering.acquire().await else { return Ok(()) };
     let mut words = head.lines().next().unwrap_or("").split_whitespace();
     let unavailable = "503 Service Unavailable";
     match (words.next(), words.next()) {
@@ -207,7 +236,7 @@ fn readiness(shards: &[shard::groups::ShardReadiness], groups: u32, check: Check
 }
 
 /// The request head up to its blank line, or `None` past the limit.
-async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<Option<String>> {
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<Option<String>> {
     let mut head = Vec::new();
     let mut buffer = [0u8; 1024];
     while !head.windows(4).any(|window| window == b"\r\n\r\n") {
@@ -223,8 +252,8 @@ async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<Option
     Ok(Some(String::from_utf8_lossy(&head).into_owned()))
 }
 
-async fn respond(
-    stream: &mut tokio::net::TcpStream,
+async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     status: &str,
     content_type: &str,
     body: &str,

@@ -8,6 +8,8 @@
 //! through their mailboxes and `shard::local`; it never touches another
 //! shard's state.
 
+pub mod auth;
+pub mod auth_client;
 pub mod client;
 pub mod frames;
 pub mod incarnation;
@@ -15,6 +17,7 @@ pub mod kv;
 pub mod kv_stream;
 pub mod kv_stream_client;
 pub mod lease;
+pub mod member_identity;
 pub mod metrics;
 pub mod peer;
 pub mod routing;

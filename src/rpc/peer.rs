@@ -43,6 +43,7 @@ use openraft::RPCTypes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::member_identity::PeerCertificate;
 use crate::nvkv_capnp::{peer_hello, peer_port, peer_session, snapshot_sink};
 use crate::raft::network::{RpcError, SnapshotStreamError};
 use crate::raft::types::{Snapshot, SnapshotMeta, Vote};
@@ -111,6 +112,9 @@ pub struct PeerIdentity {
     /// This member's superblock: its namespace, its cluster, and the
     /// namespaces of the peers it met (see `super::incarnation`).
     pub keeper: Arc<crate::wal::superblock::SuperblockKeeper>,
+    /// The members' names as `cluster.members` lists them: what their peer
+    /// certificates must name (see `super::member_identity`).
+    pub member_names: std::collections::BTreeMap<NodeId, String>,
 }
 
 impl PeerIdentity {
@@ -123,11 +127,38 @@ impl PeerIdentity {
         super::incarnation::write(&self.keeper, &mut hello);
     }
 
-    /// Why the member that said `hello` may not talk to shard `shard` of
-    /// this one, if it may not.
-    fn check_hello(&self, hello: peer_hello::Reader<'_>, shard: usize) -> capnp::Result<()> {
+    /// The name of `member`: as `cluster.members` lists it, else as this
+    /// shard's groups' membership records it (a member added later).
+    fn member_name(&self, member: NodeId) -> Option<String> {
+        if let Some(name) = self.member_names.get(&member) {
+            return Some(name.clone());
+        }
+        crate::shard::groups::local_membership()
+            .into_iter()
+            .find(|known| known.member.id == member)
+            .map(|known| known.member.name)
+    }
+
+    /// Why the holder of `certificate` (none over plaintext) may not speak
+    /// as `member`, if it may not.
+    fn check_certificate(&self, member: NodeId, certificate: Option<&PeerCertificate>) -> Result<(), String> {
+        let Some(certificate) = certificate else { return Ok(()) };
+        super::member_identity::check(certificate, member, self.member_name(member).as_deref())
+            .map_err(|refusal| format!("member {} refuses peer member {member}: {refusal}", self.member_id))
+    }
+
+    /// Why the member that said `hello` over a connection whose other end
+    /// presented `certificate` may not talk to shard `shard` of this one,
+    /// if it may not.
+    fn check_hello(
+        &self,
+        hello: peer_hello::Reader<'_>,
+        shard: usize,
+        certificate: Option<&PeerCertificate>,
+    ) -> capnp::Result<()> {
         let name = hello.get_cluster_name()?.to_str()?;
         let member = hello.get_member_id();
+        self.check_certificate(member, certificate).map_err(capnp::Error::failed)?;
         let refused = |what: String| {
             Err(capnp::Error::failed(format!(
                 "member {} refuses peer member {member}: {what}",
@@ -162,6 +193,17 @@ impl PeerIdentity {
             ));
         }
         let peer = super::incarnation::Incarnation::read(hello)?;
+        // Without TLS nothing else proves a peer belongs here: a member that
+        // knows its cluster takes hellos only from members of the same one
+        // (every running member knows its own: from its bootstrap, or asked
+        // of the cluster before it started).
+        if peer.cluster.is_none() && self.keeper.identity().cluster_id != super::incarnation::NO_CLUSTER {
+            return refused(
+                "it names no cluster id in its hello, and this member admits only members of its own cluster; \
+                 start it in join mode so it learns the cluster's id, or upgrade it"
+                    .to_string(),
+            );
+        }
         super::incarnation::judge(&self.keeper, peer, || voter_here(member))
             .or_else(|refusal| refused(refusal.to_string()))
     }
@@ -192,20 +234,29 @@ pub fn spawn_peer_acceptor(
                     continue;
                 }
             };
-            let port: peer_port::Client =
-                capnp_rpc::new_client(PeerPortServer { shard, identity: identity.clone() });
             let Some(tls) = identity.tls.clone() else {
+                let port: peer_port::Client = capnp_rpc::new_client(PeerPortServer {
+                    shard,
+                    identity: identity.clone(),
+                    certificate: None,
+                });
                 let network =
                     super::buffered_network(stream, rpc_twoparty_capnp::Side::Server, peer_reader_options());
                 run_peer_connection(network, port, peer, shard);
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            let identity = identity.clone();
             // The handshake runs on its own task: a stalled peer holds
             // only its connection, never the acceptor.
             tokio::task::spawn_local(async move {
                 match super::tls::accept(&tls.acceptor, stream).await {
                     Ok(stream) => {
+                        // What the certificate names is checked against the
+                        // member its hello claims to be.
+                        let certificate = PeerCertificate::of(stream.get_ref().1);
+                        let port: peer_port::Client =
+                            capnp_rpc::new_client(PeerPortServer { shard, identity, certificate });
                         let network = super::buffered_stream_network(
                             stream,
                             rpc_twoparty_capnp::Side::Server,
@@ -236,6 +287,8 @@ fn run_peer_connection<R>(
 struct PeerPortServer {
     shard: usize,
     identity: Arc<PeerIdentity>,
+    /// What the connection's TLS certificate names; `None` over plaintext.
+    certificate: Option<PeerCertificate>,
 }
 
 impl peer_port::Server for PeerPortServer {
@@ -245,7 +298,7 @@ impl peer_port::Server for PeerPortServer {
         mut results: peer_port::HelloResults,
     ) -> Result<(), capnp::Error> {
         let hello = params.get()?.get_hello()?;
-        if let Err(error) = self.identity.check_hello(hello, self.shard) {
+        if let Err(error) = self.identity.check_hello(hello, self.shard, self.certificate.as_ref()) {
             tracing::warn!(shard = self.shard, "{}", error.extra);
             return Err(error);
         }
@@ -270,6 +323,9 @@ impl peer_port::Server for PeerPortServer {
             )));
         }
         let peer = super::incarnation::Incarnation::read(hello)?;
+        self.identity
+            .check_certificate(peer.member, self.certificate.as_ref())
+            .map_err(capnp::Error::failed)?;
         super::incarnation::answer(
             &self.identity.keeper,
             peer,
@@ -443,9 +499,10 @@ impl snapshot_sink::Server for SnapshotSinkServer {
 async fn open_port(
     address: SocketAddr,
     identity: &PeerIdentity,
-) -> Result<(peer_port::Client, RpcSystem<rpc_twoparty_capnp::Side>), String> {
+) -> Result<(peer_port::Client, RpcSystem<rpc_twoparty_capnp::Side>, Option<PeerCertificate>), String> {
     let stream =
         tokio::net::TcpStream::connect(address).await.map_err(|error| format!("{address}: {error}"))?;
+    let mut certificate = None;
     let mut system = match &identity.tls {
         None => {
             let mut network =
@@ -461,6 +518,7 @@ async fn open_port(
             let stream = super::tls::connect(&tls.connector, name, stream)
                 .await
                 .map_err(|reason| format!("TLS handshake with {address} failed: {reason}"))?;
+            certificate = PeerCertificate::of(stream.get_ref().1);
             let mut network = super::buffered_stream_network(
                 stream,
                 rpc_twoparty_capnp::Side::Client,
@@ -471,7 +529,7 @@ async fn open_port(
         }
     };
     let port: peer_port::Client = system.bootstrap(rpc_twoparty_capnp::Side::Server);
-    Ok((port, system))
+    Ok((port, system, certificate))
 }
 
 /// Asks every member of `peers` (shard 0 of each, at once) to introduce
@@ -507,7 +565,8 @@ fn introduce_here(
         let asks = peers.iter().map(|peer| async move {
             let ask = async {
                 let address = super::incarnation::introduction_address(peer)?;
-                let (port, system) = open_port(address, identity).await?;
+                let (port, system, certificate) = open_port(address, identity).await?;
+                identity.check_certificate(peer.id, certificate.as_ref())?;
                 let running = tokio::task::spawn_local(system);
                 let mut request = port.introduce_request();
                 identity.write_hello(request.get().init_hello(), 0);
@@ -713,7 +772,7 @@ impl PeerClient {
             .parse()
             .map_err(|_| format!("its peer address {:?} is no IP address and port", target.peer_address))?;
         let address = shard_peer_address(base, shard)?;
-        let (port, system) = open_port(address, &self.links.identity).await?;
+        let (port, system, certificate) = open_port(address, &self.links.identity).await?;
         let links = Rc::downgrade(&self.links);
         let target_id = target.id;
         tokio::task::spawn_local(async move {
@@ -748,10 +807,17 @@ impl PeerClient {
             }
         })?;
         let answer = response.get().map_err(|error| error.to_string())?;
-        self.links
-            .identity
-            .check_hello(answer.get_hello().map_err(|error| error.to_string())?, shard)
-            .map_err(|error| error.extra)?;
+        let hello = answer.get_hello().map_err(|error| error.to_string())?;
+        // The member that answers at the address must be the one dialed,
+        // and its certificate must name it.
+        if hello.get_member_id() != target.id {
+            return Err(format!(
+                "member {} answers at its peer address, not member {}; check cluster.members",
+                hello.get_member_id(),
+                target.id
+            ));
+        }
+        self.links.identity.check_hello(hello, shard, certificate.as_ref()).map_err(|error| error.extra)?;
         answer.get_session().map_err(|error| error.to_string())
     }
 

@@ -2,10 +2,12 @@
 //! the shards in turn through their mailboxes; each connection then runs
 //! its Cap'n Proto RPC system on the reactor thread it landed on.
 //!
-//! With `[tls]` client keys set, every connection (on the main port and
-//! the shards' own) first completes a TLS handshake on the shard that
-//! serves it, within `tls::HANDSHAKE_TIMEOUT`; a failed one closes that
-//! connection alone.
+//! Every connection is first admitted under `[limits]` (`reactor::admission`:
+//! connections in total and per source, the first-message deadline, the
+//! idle timeout). With `[tls]` client keys set, every connection (on the
+//! main port and the shards' own) then completes a TLS handshake on the
+//! shard that serves it, within `tls::HANDSHAKE_TIMEOUT`; a failed one
+//! closes that connection alone.
 //!
 //! A connection that sends garbage, too large or too deeply nested a
 //! message is closed alone; the node and other connections go on. This
@@ -22,6 +24,7 @@ use tokio::io::AsyncReadExt;
 use crate::nvkv_capnp::node;
 use crate::reactor::ReactorContext;
 use crate::shard;
+use crate::shard::auth::Caller;
 
 /// What a node says of itself in its status; the same on every shard.
 pub struct NodeInfo {
@@ -43,6 +46,8 @@ pub struct NodeInfo {
     pub watch: super::watch::WatchSettings,
     /// The client ports' TLS (`[tls]` client keys); `None`: plaintext.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The client connections the node holds (all its client ports).
+    pub admission: Arc<crate::reactor::admission::Admission>,
 }
 
 /// Starts accepting on `listener` from the calling reactor. With `deal`,
@@ -69,11 +74,13 @@ pub fn spawn_acceptor(
                     continue;
                 }
             };
+            // Over a limit: closed as it arrived (the refusal is logged).
+            let Ok(admitted) = info.admission.admit(peer.ip()) else { continue };
             let shards = context.mailboxes().len();
             let target = if deal { next_shard.get() % shards } else { context.shard() };
             next_shard.set(next_shard.get() + 1);
             if target == context.shard() {
-                serve_connection(&context, stream, peer, info.clone());
+                serve_connection(&context, stream, peer, info.clone(), admitted);
                 continue;
             }
             let stream = match stream.into_std() {
@@ -86,7 +93,7 @@ pub fn spawn_acceptor(
             let handed_info = info.clone();
             let handed = context.mailbox(target).try_send(move |target_context: &ReactorContext| {
                 match tokio::net::TcpStream::from_std(stream) {
-                    Ok(stream) => serve_connection(target_context, stream, peer, handed_info),
+                    Ok(stream) => serve_connection(target_context, stream, peer, handed_info, admitted),
                     Err(error) => tracing::warn!(%error, %peer, "cannot adopt a client connection"),
                 }
             });
@@ -108,39 +115,60 @@ pub fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     info: Arc<NodeInfo>,
+    admitted: crate::reactor::admission::Admitted,
 ) {
     let _ = stream.set_nodelay(true);
     let context = context.clone();
     tokio::task::spawn_local(async move {
         let shard = context.shard();
         let options = super::server_reader_options(info.limits.request_bytes_max);
+        let limits = *info.admission.limits();
+        // Not idle while it holds a watch, however quiet the watch is.
+        let watches: std::rc::Rc<super::watch::ConnectionWatches> = Default::default();
+        let held = std::rc::Rc::clone(&watches);
+        let busy: crate::reactor::admission::Busy = std::rc::Rc::new(move || held.open() > 0);
         let Some(acceptor) = info.tls.clone() else {
             // A KV stream says so in its first 8 bytes; anything else is an
-            // RPC connection, which gets its bytes untouched.
-            let mut stream = stream;
-            match opens_kv_stream(&stream).await {
-                Ok(true) => {
+            // RPC connection, which gets its bytes untouched. Either must
+            // say something within the first-message deadline.
+            let first_message = std::time::Duration::from_millis(limits.handshake_timeout_ms);
+            match tokio::time::timeout(first_message, opens_kv_stream(&stream)).await {
+                Ok(Ok(true)) => {
+                    let (reader, writer) = stream.into_split();
+                    let mut reader = crate::reactor::admission::Guarded::new(reader, admitted);
                     let mut opening = [0u8; 8];
-                    if let Err(error) = stream.read_exact(&mut opening).await {
+                    if let Err(error) = reader.read_exact(&mut opening).await {
                         tracing::info!(%peer, shard, "a KV stream failed at its opening: {error}");
                         return;
                     }
-                    match kv_stream_requests(&context) {
+                    // Anonymous: refused once users are checked.
+                    match kv_stream_requests(&context, Caller::Anonymous) {
                         Some(requests) => {
-                            let (reader, writer) = stream.into_split();
                             super::kv_stream::spawn(reader, writer, requests, info.limits, peer, shard);
                         }
                         None => tracing::info!(%peer, shard, "a KV stream came before the groups started"),
                     }
                 }
-                Ok(false) => {
-                    let network = super::buffered_network(stream, rpc_twoparty_capnp::Side::Server, options);
-                    run_connection(&context, network, peer, info);
+                Ok(Ok(false)) => {
+                    let mut stream = crate::reactor::admission::Guarded::new(stream, admitted);
+                    stream.set_busy(busy);
+                    let network =
+                        super::buffered_stream_network(stream, rpc_twoparty_capnp::Side::Server, options);
+                    run_connection(&context, network, peer, info, Caller::Anonymous, watches);
                 }
-                Err(error) => tracing::debug!(%peer, shard, "a client connection failed at once: {error}"),
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, shard, "a client connection failed at once: {error}")
+                }
+                Err(_) => tracing::debug!(
+                    %peer,
+                    shard,
+                    "a client connection sent nothing within {first_message:?} (limits.handshake_timeout_ms)"
+                ),
             }
             return;
         };
+        let mut stream = crate::reactor::admission::Guarded::new(stream, admitted);
+        stream.set_busy(busy);
         let stream = match super::tls::accept(&acceptor, stream).await {
             Ok(stream) => stream,
             Err(reason) => {
@@ -148,6 +176,7 @@ pub fn serve_connection(
                 return;
             }
         };
+        let caller = super::tls::certificate_caller(stream.get_ref().1);
         let (mut reader, writer) = tokio::io::split(stream);
         let mut opening = [0u8; 8];
         if let Err(error) = reader.read_exact(&mut opening).await {
@@ -155,7 +184,8 @@ pub fn serve_connection(
             return;
         }
         if opening == super::kv_stream::KV_STREAM_MAGIC {
-            match kv_stream_requests(&context) {
+            // Acting for the certificate's user, if any.
+            match kv_stream_requests(&context, caller) {
                 Some(requests) => super::kv_stream::spawn(reader, writer, requests, info.limits, peer, shard),
                 None => tracing::info!(%peer, shard, "a KV stream came before the groups started"),
             }
@@ -165,7 +195,7 @@ pub fn serve_connection(
         let reader = std::io::Cursor::new(opening).chain(reader);
         let network =
             super::buffered_halves_network(reader, writer, rpc_twoparty_capnp::Side::Server, options);
-        run_connection(&context, network, peer, info);
+        run_connection(&context, network, peer, info, caller, watches);
     });
 }
 
@@ -187,9 +217,12 @@ async fn opens_kv_stream(stream: &tokio::net::TcpStream) -> std::io::Result<bool
     }
 }
 
-/// The request handle a KV stream serves through, once the shard's groups run.
-fn kv_stream_requests(context: &ReactorContext) -> Option<shard::groups::Requests> {
-    shard::groups::local_requests(context)
+/// The request handle a KV stream serves through, once the shard's groups
+/// run, acting for `caller`: the connection's certificate user, or nobody
+/// (the stream carries no session; a password user's client keeps its KV
+/// calls on the RPC connection, which does).
+fn kv_stream_requests(context: &ReactorContext, caller: Caller) -> Option<shard::groups::Requests> {
+    shard::groups::local_requests(context).map(|requests| requests.with_caller(caller))
 }
 
 fn run_connection<R>(
@@ -197,10 +230,14 @@ fn run_connection<R>(
     network: capnp_rpc::twoparty::VatNetwork<R>,
     peer: SocketAddr,
     info: Arc<NodeInfo>,
+    caller: Caller,
+    watches: std::rc::Rc<super::watch::ConnectionWatches>,
 ) where
     R: futures::AsyncRead + Unpin + 'static,
 {
-    let server = NodeServer { context: context.clone(), info, watches: Default::default() };
+    let calls =
+        super::kv::CallsInFlight::new(info.admission.limits().calls_in_flight_per_connection_max as usize);
+    let server = NodeServer { context: context.clone(), info, watches, caller, calls };
     let client: node::Client = capnp_rpc::new_client(server);
     let system = RpcSystem::new(Box::new(network), Some(client.client));
     super::spawn_connection(system, "client", peer, context.shard());
@@ -211,14 +248,21 @@ struct NodeServer {
     info: Arc<NodeInfo>,
     /// The watches this connection holds, however many Watch capabilities it asked for.
     watches: std::rc::Rc<super::watch::ConnectionWatches>,
+    /// Who this Node's calls act for: the connection's certificate user,
+    /// or the user of the session it was made for.
+    caller: Caller,
+    /// The KV calls the connection has in flight.
+    calls: super::kv::CallsInFlight,
 }
 
 impl NodeServer {
-    /// The request handle of this connection's shard, once its groups run.
+    /// The request handle of this connection's shard, once its groups run,
+    /// acting for this Node's caller.
     fn requests(&self) -> Result<shard::groups::Requests, capnp::Error> {
-        shard::groups::local_requests(&self.context).ok_or_else(|| {
+        let requests = shard::groups::local_requests(&self.context).ok_or_else(|| {
             capnp::Error::overloaded(format!("shard {} is still starting its groups", self.context.shard()))
-        })
+        })?;
+        Ok(requests.with_caller(self.caller.clone()))
     }
 }
 
@@ -259,8 +303,11 @@ impl node::Server for NodeServer {
         _: node::KvParams,
         mut results: node::KvResults,
     ) -> Result<(), capnp::Error> {
-        let kv: crate::nvkv_capnp::k_v::Client =
-            capnp_rpc::new_client(super::kv::KvServer::new(self.requests()?, self.info.limits));
+        let kv: crate::nvkv_capnp::k_v::Client = capnp_rpc::new_client(super::kv::KvServer::new(
+            self.requests()?,
+            self.info.limits,
+            self.calls.clone(),
+        ));
         results.get().set_kv(kv);
         Ok(())
     }
@@ -306,7 +353,11 @@ impl node::Server for NodeServer {
         _: node::ClusterParams,
         mut results: node::ClusterResults,
     ) -> Result<(), capnp::Error> {
-        let server = super::cluster::ClusterServer { context: self.context.clone(), info: self.info.clone() };
+        let server = super::cluster::ClusterServer {
+            context: self.context.clone(),
+            info: self.info.clone(),
+            caller: self.caller.clone(),
+        };
         results.get().set_cluster(capnp_rpc::new_client(server));
         Ok(())
     }
@@ -323,6 +374,55 @@ impl node::Server for NodeServer {
             requests,
         };
         results.get().set_maintenance(capnp_rpc::new_client(server));
+        Ok(())
+    }
+
+    async fn authenticate(
+        self: capnp::capability::Rc<Self>,
+        params: node::AuthenticateParams,
+        mut results: node::AuthenticateResults,
+    ) -> Result<(), capnp::Error> {
+        let params = params.get()?;
+        let (name, password) = (params.get_name()?.to_str()?, params.get_password()?.to_str()?);
+        let answer = self.requests()?.authenticate(name, password).await;
+        let mut result = results.get().init_result();
+        match answer {
+            Ok(token) => result.set_token(&token),
+            Err(error) => super::kv::set_error(result.init_error(), &super::kv::server_error(&error)),
+        }
+        Ok(())
+    }
+
+    async fn session(
+        self: capnp::capability::Rc<Self>,
+        params: node::SessionParams,
+        mut results: node::SessionResults,
+    ) -> Result<(), capnp::Error> {
+        let token = params.get()?.get_token()?.to_str()?;
+        let mut result = results.get().init_result();
+        match self.requests()?.session(token) {
+            Ok(caller) => {
+                let server = NodeServer {
+                    context: self.context.clone(),
+                    info: self.info.clone(),
+                    watches: self.watches.clone(),
+                    caller,
+                    calls: self.calls.clone(),
+                };
+                result.set_node(capnp_rpc::new_client(server));
+            }
+            Err(error) => super::kv::set_error(result.init_error(), &super::kv::server_error(&error)),
+        }
+        Ok(())
+    }
+
+    async fn auth(
+        self: capnp::capability::Rc<Self>,
+        _: node::AuthParams,
+        mut results: node::AuthResults,
+    ) -> Result<(), capnp::Error> {
+        let server = super::auth::AuthServer::new(self.requests()?);
+        results.get().set_auth(capnp_rpc::new_client(server));
         Ok(())
     }
 }

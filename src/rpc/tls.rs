@@ -343,12 +343,29 @@ pub fn closed_without_notify(error: &capnp::Error) -> bool {
     error.kind == capnp::ErrorKind::PrematureEndOfFile && error.extra.contains("close_notify")
 }
 
+/// Who a client port's TLS connection is: the user its verified client
+/// certificate's common name names, or nobody (no certificate asked for or
+/// given).
+pub fn certificate_caller(connection: &rustls::ServerConnection) -> crate::shard::auth::Caller {
+    let user = connection
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| crate::shard::credentials::certificate_user(leaf.as_ref()));
+    match user {
+        Some(name) => crate::shard::auth::Caller::user(&name),
+        None => crate::shard::auth::Caller::Anonymous,
+    }
+}
+
 /// Runs the server side of a handshake on `stream`, within
 /// [`HANDSHAKE_TIMEOUT`].
-pub async fn accept(
+pub async fn accept<S>(
     acceptor: &TlsAcceptor,
-    stream: TcpStream,
-) -> Result<tokio_rustls::server::TlsStream<TcpStream>, String> {
+    stream: S,
+) -> Result<tokio_rustls::server::TlsStream<S>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Err(_) => Err(format!("no TLS handshake within {} s", HANDSHAKE_TIMEOUT.as_secs())),
         Ok(Err(error)) => Err(describe(&error)),

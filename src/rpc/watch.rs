@@ -22,7 +22,7 @@ use crate::kv::types::{Event, EventKind};
 use crate::kv::watch::{CancelReason, WatchRequest};
 use crate::nvkv_capnp::{event, watch, watch_create, watch_handle, watcher, EventKind as SchemaEventKind};
 use crate::shard::groups::{Answered, Requests};
-use crate::shard::watch::{WatchBatch, WatchBody, WatchFeed, WatchOptions};
+use crate::shard::watch::{WatchBatch, WatchBody, WatchBudget, WatchFeed, WatchOptions};
 
 /// How a node serves watches, from its config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +36,7 @@ impl WatchSettings {
         WatchSettings {
             options: WatchOptions {
                 progress_interval: Duration::from_millis(store.watch_progress_interval_ms),
+                connection_bytes_max: store.watch_connection_bytes_max as usize,
                 ..WatchOptions::default()
             },
             watches_per_connection_max: store.watches_per_connection_max as usize,
@@ -43,11 +44,20 @@ impl WatchSettings {
     }
 }
 
-/// The watches of one client connection: how many are open, and the next id.
+/// The watches of one client connection: how many are open, the next id,
+/// and the byte budget their events share (made with the first watch).
 #[derive(Debug, Default)]
 pub struct ConnectionWatches {
     open: Cell<usize>,
     next_id: Cell<i64>,
+    budget: std::cell::OnceCell<WatchBudget>,
+}
+
+impl ConnectionWatches {
+    /// Watches open now.
+    pub fn open(&self) -> usize {
+        self.open.get()
+    }
 }
 
 /// One open watch's place in its connection's count, given back on drop.
@@ -104,7 +114,9 @@ impl watch::Server for WatchServer {
         // Counted before the wait, so concurrent calls cannot pass the limit together.
         self.connection.open.set(self.connection.open.get() + 1);
         let slot = WatchSlot(Rc::clone(&self.connection));
-        match self.requests.watch(request, self.settings.options).await {
+        let budget =
+            self.connection.budget.get_or_init(|| WatchBudget::for_connection(&self.settings.options));
+        match self.requests.watch(request, self.settings.options, budget.clone()).await {
             Ok(feed) => {
                 let id = self.connection.next_id.get() + 1;
                 self.connection.next_id.set(id);

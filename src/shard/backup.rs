@@ -32,7 +32,10 @@ impl Requests {
         }
         let shard = self.layout.shard_of(group);
         let member = self.member();
+        let caller = self.caller.clone();
         on_shard(&self.context, shard, move |groups| async move {
+            // A backup holds every key, and the users' password hashes.
+            groups.layout.auth.require_root(&caller, "backups")?;
             let entry = group_on(&groups, group)?;
             super::forward::linearizable(entry.clone(), &groups.leaders).await?;
             let machine = entry.machine.borrow();

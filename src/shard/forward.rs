@@ -68,6 +68,12 @@ pub async fn write(
     command: Vec<u8>,
 ) -> Result<Vec<u8>, RequestError> {
     if entry.raft.leadership().0 {
+        // Refused when out of space or over the quota, and waiting while
+        // the ring is nearly full, as everywhere a write is proposed.
+        super::space::check_room(&entry, &command)?;
+        if super::space::must_wait() {
+            Box::pin(super::space::admit()).await;
+        }
         // The proposer answers within the request timeout on its own (see
         // `propose`): the common case pays no timer of its own.
         return super::propose::propose(entry, command).await;

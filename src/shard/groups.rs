@@ -10,7 +10,10 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
+use super::auth::{AuthCell, Caller};
+use crate::kv::auth::Need;
 use crate::kv::command::{decode_outcome, encode_stamped_command, Command, CommandOutcome, CommandResponse};
 use crate::kv::group::GroupState;
 use crate::kv::partition::{GroupSet, Partitioner};
@@ -31,8 +34,24 @@ use crate::wal::SharedLog;
 pub struct KvMachine {
     group: GroupId,
     pub state: GroupState,
+    /// Group 0's: where the users and roles it applies are published for
+    /// every shard of this member (see `super::auth`).
+    auth: Option<Arc<AuthCell>>,
     /// Where each entry is marked applied, once the group runs.
     timeline: Option<Rc<crate::raft::Timeline>>,
+}
+
+impl KvMachine {
+    fn publish_auth(&self) {
+        if let Some(cell) = &self.auth {
+            let state = self.state.store.auth();
+            // Every change raises the revision, which a group's history
+            // never lowers.
+            if cell.with(|view| view.state.revision() != state.revision()) {
+                cell.publish(state);
+            }
+        }
+    }
 }
 
 impl GroupStateMachine for KvMachine {
@@ -45,6 +64,7 @@ impl GroupStateMachine for KvMachine {
                 if let Some(timeline) = &self.timeline {
                     timeline.applied(index, started, finished);
                 }
+                self.publish_auth();
                 outcome
             }
             // Every replica applies the same entry: skipping it here would
@@ -61,7 +81,9 @@ impl GroupStateMachine for KvMachine {
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        self.state.restore(snapshot).map_err(|error| error.to_string())
+        self.state.restore(snapshot).map_err(|error| error.to_string())?;
+        self.publish_auth();
+        Ok(())
     }
 }
 
@@ -178,6 +200,15 @@ pub struct ShardGroup {
     pub removed_at: std::cell::Cell<Option<u64>>,
     /// The NOSPACE alarm of the group on this member (see `super::space`).
     pub no_space: std::cell::Cell<Option<super::space::NoSpace>>,
+    /// The quota alarm of the group on this member (see `super::space`).
+    pub over_quota: std::cell::Cell<Option<super::space::OverQuota>>,
+}
+
+impl ShardGroup {
+    /// Whether the group refuses writes that add data here (NOSPACE).
+    pub fn alarmed(&self) -> bool {
+        self.no_space.get().is_some() || self.over_quota.get().is_some()
+    }
 }
 
 /// How the groups of a node are laid out and run.
@@ -194,8 +225,14 @@ pub struct GroupLayout {
     pub join: bool,
     pub raft: GroupConfig,
     pub watch: WatchLimits,
+    /// The bytes a group's store may take (its snapshot's encoding) before
+    /// it raises its NOSPACE alarm (`store.quota_bytes`).
+    pub quota_bytes: u64,
     /// When groups snapshot, purge and compact (see `super::snapshots`).
     pub snapshots: super::snapshots::SnapshotPolicy,
+    /// The users and roles every shard of this member checks requests
+    /// against, as group 0 publishes them.
+    pub auth: Arc<AuthCell>,
 }
 
 impl GroupLayout {
@@ -226,9 +263,11 @@ pub async fn start_groups<T: PeerTransport>(
     let snapshots = Rc::new(WalSnapshotStore::new(log.clone()));
     let mut groups = BTreeMap::new();
     for group in (0..layout.groups()).filter(|group| layout.shard_of(*group) == shard) {
+        let auth = (group == crate::kv::auth::AUTH_GROUP).then(|| layout.auth.clone());
         let machine = Rc::new(RefCell::new(KvMachine {
             group,
             state: GroupState::hybrid(group, layout.watch),
+            auth,
             timeline: None,
         }));
         let raft = RaftGroup::start(
@@ -256,6 +295,7 @@ pub async fn start_groups<T: PeerTransport>(
                 removal_logged: std::cell::Cell::new(false),
                 removed_at: std::cell::Cell::new(None),
                 no_space: std::cell::Cell::new(None),
+                over_quota: std::cell::Cell::new(None),
             }),
         );
     }
@@ -285,6 +325,8 @@ pub enum RequestError {
     NoSuchGroup { group: GroupId, last: GroupId },
     #[error(transparent)]
     Watch(#[from] crate::kv::watch::WatchError),
+    #[error(transparent)]
+    Auth(#[from] crate::kv::auth::AuthError),
     #[error(
         "member {member} is not a member of group {group} yet: it was started in join mode; add it with \
          `nvkv member add {member} ...` on a member of the cluster, or send the request to another member"
@@ -431,14 +473,18 @@ pub(super) async fn write_here(
     Ok(answered(&entry, group, outcome?))
 }
 
-/// Reads a range of `group` (on this shard): after a read barrier when
-/// `linearizable`, else from this member's store as it is.
+/// Reads a range of `group` (on this shard) for `caller`: after a read
+/// barrier when `linearizable`, else from this member's store as it is.
 async fn range_here(
     groups: Rc<ShardGroups>,
     group: GroupId,
     request: RangeRequest,
     linearizable: bool,
+    caller: Caller,
 ) -> Result<Answered<RangeResponse>, RequestError> {
+    groups.layout.auth.authorize(&caller, || {
+        vec![Need::Read { key: request.key.clone(), range_end: request.range_end.clone() }]
+    })?;
     let entry = group_on(&groups, group)?;
     if linearizable {
         super::forward::linearizable(entry.clone(), &groups.leaders).await?;
@@ -452,14 +498,18 @@ async fn range_here(
 #[derive(Clone)]
 pub struct Requests {
     pub(super) context: ReactorContext,
-    pub(super) layout: GroupLayout,
+    /// Shared: a handle is cloned per caller (`with_caller`), per request.
+    pub(super) layout: Rc<GroupLayout>,
     partitioner: Rc<Partitioner>,
+    /// Who the requests come from (see `super::auth`): anonymous until a
+    /// front end says otherwise.
+    pub(super) caller: Caller,
 }
 
 impl Requests {
     pub fn new(context: ReactorContext, layout: GroupLayout) -> Requests {
         let partitioner = Rc::new(layout.partitioner());
-        Requests { context, layout, partitioner }
+        Requests { context, layout: Rc::new(layout), partitioner, caller: Caller::Anonymous }
     }
 
     pub fn member(&self) -> NodeId {
@@ -472,9 +522,19 @@ impl Requests {
         command: Command,
     ) -> Result<Answered<CommandResponse>, RequestError> {
         let started = std::time::Instant::now();
-        let bytes = encode_stamped_command(&command, revision_stamp());
+        let stamp = revision_stamp();
         let shard = self.layout.shard_of(group);
-        let answer = on_shard(&self.context, shard, move |groups| write_here(groups, group, bytes)).await;
+        let caller = self.caller.clone();
+        let answer = on_shard(&self.context, shard, move |groups| {
+            // Checked where it is served, against this member's users.
+            let checked = groups.layout.auth.authorize(&caller, || super::auth::command_needs(&command));
+            let bytes = encode_stamped_command(&command, stamp);
+            async move {
+                checked?;
+                write_here(groups, group, bytes).await
+            }
+        })
+        .await;
         super::stages::record_since(started, |stages| &mut stages.end_to_end);
         answer
     }
@@ -530,8 +590,9 @@ impl Requests {
         if groups.len() == 1 {
             let group = groups[0];
             let shard = self.layout.shard_of(group);
+            let caller = self.caller.clone();
             return on_shard(&self.context, shard, move |shard_groups| {
-                range_here(shard_groups, group, request, linearizable)
+                range_here(shard_groups, group, request, linearizable, caller)
             })
             .await;
         }
@@ -540,8 +601,9 @@ impl Requests {
         for group in groups {
             let shard = self.layout.shard_of(group);
             let part = request.clone();
+            let caller = self.caller.clone();
             let answer = match on_shard(&self.context, shard, move |shard_groups| {
-                range_here(shard_groups, group, part, linearizable)
+                range_here(shard_groups, group, part, linearizable, caller)
             })
             .await
             {
@@ -549,11 +611,12 @@ impl Requests {
                 // write: this group held then what it holds now (hybrid
                 // revisions compare as times; see `kv::store`).
                 Err(RequestError::Kv(KvError::FutureRevision { current, .. }))
-                    if crate::kv::store::revision_group(request.revision) != group =>
+                    if crate::kv::revision::revision_group(request.revision) != group =>
                 {
                     let part = RangeRequest { revision: current, ..request.clone() };
+                    let caller = self.caller.clone();
                     on_shard(&self.context, shard, move |shard_groups| {
-                        range_here(shard_groups, group, part, linearizable)
+                        range_here(shard_groups, group, part, linearizable, caller)
                     })
                     .await?
                 }
@@ -615,16 +678,22 @@ impl Requests {
 
     /// Opens a watch in every group its range maps to, each on the shard
     /// that owns the group (see `super::watch`); every write a group applies
-    /// after this returns reaches the feed.
+    /// after this returns reaches the feed, its events counted against
+    /// `budget` (the caller's connection's).
     pub async fn watch(
         &self,
         request: crate::kv::watch::WatchRequest,
         options: super::watch::WatchOptions,
+        budget: super::watch::WatchBudget,
     ) -> Result<super::watch::WatchFeed, RequestError> {
-        let (sender, mut feed) = super::watch::feed(&options);
+        let (sender, mut feed) = super::watch::feed(&options, budget);
         for group in self.groups_of(&request.key, &request.range_end) {
-            let (request, sender) = (request.clone(), sender.clone());
+            let (request, sender, caller) = (request.clone(), sender.clone(), self.caller.clone());
             let revision = on_shard(&self.context, self.layout.shard_of(group), move |groups| async move {
+                // The whole range, in every group it reaches.
+                groups.layout.auth.authorize(&caller, || {
+                    vec![Need::Read { key: request.key.clone(), range_end: request.range_end.clone() }]
+                })?;
                 Ok(super::watch::open_here(group_on(&groups, group)?, request, options, sender)?)
             })
             .await?;
@@ -651,7 +720,7 @@ impl Requests {
 /// request reached; a clock before 2025 stamps 0 (the next revision).
 pub fn revision_stamp() -> u64 {
     let unix_micros = u64::try_from(crate::clock::unix_nanos() / 1000).unwrap_or(u64::MAX);
-    crate::kv::store::revision_time(unix_micros)
+    crate::kv::revision::revision_time(unix_micros)
 }
 
 /// The request handle of this thread's shard, once its groups exist.
@@ -687,6 +756,7 @@ pub fn spawn_groups<T: PeerTransport>(
         *shard_groups.groups.borrow_mut() = Some(started);
         super::lease::spawn_expiry(shard_groups.clone());
         super::spread::spawn_spread(shard_groups.clone());
+        super::space::spawn_quota(shard_groups.clone());
         if layout.raft.snapshot_on_demand {
             super::snapshots::spawn_snapshots(shard_groups.clone(), snapshot_log);
         }
@@ -777,7 +847,7 @@ pub fn local_group_reports() -> Vec<super::GroupReport> {
                 0
             },
             leader_changes: entry.raft.leader_changes(),
-            no_space: entry.no_space.get().is_some(),
+            no_space: entry.alarmed(),
         }
     })
 }
@@ -818,7 +888,8 @@ pub struct ShardReadiness {
     /// quorum's answer for twice the longest election timeout (openraft 0.9
     /// keeps such a leader until a newer one shows up).
     pub leaderless: Vec<GroupId>,
-    /// Groups whose NOSPACE alarm is raised (they refuse writes that add data).
+    /// Groups whose NOSPACE alarm is raised, for room or quota (they refuse
+    /// writes that add data).
     pub no_space: Vec<GroupId>,
 }
 
@@ -850,11 +921,7 @@ pub fn local_readiness() -> ShardReadiness {
             .filter(|(_, entry)| !has_working_leader(entry, shard_groups.layout.raft.election_timeout_max_ms))
             .map(|(group, _)| *group)
             .collect(),
-        no_space: map
-            .iter()
-            .filter(|(_, entry)| entry.no_space.get().is_some())
-            .map(|(group, _)| *group)
-            .collect(),
+        no_space: map.iter().filter(|(_, entry)| entry.alarmed()).map(|(group, _)| *group).collect(),
     }
 }
 

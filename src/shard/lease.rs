@@ -39,6 +39,7 @@ use tokio::time::Instant;
 use super::groups::{
     answered, group_on, on_shard, write_here, Answered, RequestError, Requests, ShardGroup, ShardGroups,
 };
+use crate::kv::auth::Need;
 use crate::kv::command::{encode_command, encode_stamped_command, Command, CommandResponse};
 use crate::kv::lease::LeaseTable;
 use crate::kv::types::{KvError, LeaseGrantResponse, LeaseRevokeResponse};
@@ -371,6 +372,9 @@ impl Requests {
         ttl_seconds: i64,
         id: i64,
     ) -> Result<Answered<LeaseGrantResponse>, RequestError> {
+        // Any user may hold leases; what a lease's keys need is checked
+        // when they are put and when the lease is revoked.
+        self.layout.auth.authenticate(&self.caller)?;
         let first = self.grant_in(0, id, ttl_seconds).await?;
         let id = first.response.id;
         let others =
@@ -399,6 +403,23 @@ impl Requests {
     /// group at its own revision). Not found only when no group had it, so
     /// a revoke that failed halfway can be repeated.
     pub async fn lease_revoke(&self, id: i64) -> Result<Answered<LeaseRevokeResponse>, RequestError> {
+        // A revoke deletes the lease's keys: the caller must be allowed to
+        // write each of them (etcd's rule), checked in every group before
+        // any revokes, so a refusal leaves the lease whole.
+        for group in self.every_group() {
+            let shard = self.layout.shard_of(group);
+            let caller = self.caller.clone();
+            on_shard(&self.context, shard, move |groups| async move {
+                if groups.layout.auth.with(|view| view.enabled()) {
+                    let keys = keys_here(groups.clone(), group, id).await?;
+                    groups.layout.auth.authorize(&caller, || {
+                        keys.into_iter().map(|key| Need::Write { key, range_end: Vec::new() }).collect()
+                    })?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
         let answers = join_all(self.every_group().map(|group| self.revoke_in(group, id))).await;
         let mut total: Option<Answered<LeaseRevokeResponse>> = None;
         for answer in answers {
@@ -417,6 +438,7 @@ impl Requests {
     /// Renews lease `id` at every group's leader. Refused (not found) when
     /// any group lacks it or had it expire: it is being revoked.
     pub async fn lease_keep_alive(&self, id: i64) -> Result<Answered<LeaseReading>, RequestError> {
+        self.layout.auth.authenticate(&self.caller)?;
         let answers = join_all(self.every_group().map(|group| self.lease_in(group, id, true))).await;
         let mut answers = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
         Ok(answers.swap_remove(0))
@@ -429,6 +451,7 @@ impl Requests {
         id: i64,
         keys: bool,
     ) -> Result<Answered<LeaseReport>, RequestError> {
+        self.layout.auth.authenticate(&self.caller)?;
         let answer = self.lease_in(0, id, false).await?;
         let LeaseReading { revision, lease } = answer.response;
         let mut report = LeaseReport { revision, lease, keys: Vec::new(), more_keys: false };
@@ -443,6 +466,10 @@ impl Requests {
                 all.extend(part?);
             }
             all.sort();
+            // Listing keys reads their names.
+            self.layout.auth.authorize(&self.caller, || {
+                all.iter().map(|key| Need::Read { key: key.clone(), range_end: Vec::new() }).collect()
+            })?;
             let mut bytes = 0;
             for key in all {
                 bytes += key.len();
@@ -458,6 +485,7 @@ impl Requests {
 
     /// Every lease, as group 0's leader sees them.
     pub async fn lease_list(&self) -> Result<Answered<LeaseList>, RequestError> {
+        self.layout.auth.authenticate(&self.caller)?;
         on_shard(&self.context, self.layout.shard_of(0), list_here).await
     }
 }

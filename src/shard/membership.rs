@@ -79,9 +79,10 @@ impl Requests {
     /// same change again finishes the rest.
     pub async fn change_membership(&self, change: MembershipChange) -> Result<u32, RequestError> {
         for group in 0..self.layout.groups() {
-            let change = change.clone();
-            on_shard(&self.context, self.layout.shard_of(group), move |groups| {
-                change_here(groups, group, change)
+            let (change, caller) = (change.clone(), self.caller.clone());
+            on_shard(&self.context, self.layout.shard_of(group), move |groups| async move {
+                groups.layout.auth.require_root(&caller, "membership changes")?;
+                change_here(groups, group, change).await
             })
             .await?;
         }

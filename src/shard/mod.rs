@@ -5,8 +5,10 @@
 //! The shard maps the node's configuration onto the layers below (the log
 //! knows nothing of config files) and never touches another shard's state.
 
+pub mod auth;
 pub mod backup;
 pub mod barrier;
+pub mod credentials;
 pub mod forward;
 pub mod groups;
 pub mod lease;

@@ -15,6 +15,12 @@
 //! the leader); it is never replicated, so a new leader judges its own
 //! store within one snapshot tick.
 //!
+//! A group whose store (as its snapshot encodes it) grows past
+//! `store.quota_bytes` raises the same alarm for that reason
+//! ([`spawn_quota`] measures every group of the shard each second), refusing
+//! the same writes, and clears it once deletes and compaction bring the store
+//! back under the quota.
+//!
 //! Client writes also wait here while the shard's ring is three quarters
 //! full ([`admit`]): a group that must compact before it can snapshot (a
 //! Raft write of its own) needs ring space for that entry, and writes that
@@ -24,7 +30,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::groups::ShardGroup;
+use std::rc::Rc;
+
+use super::groups::{ShardGroup, ShardGroups};
 use crate::kv::command::adds_data;
 use crate::raft::GroupError;
 
@@ -38,25 +46,103 @@ pub struct NoSpace {
     pub since: Instant,
 }
 
-/// Refuses `command` when the group is out of space and the command could
-/// make its store larger.
+/// A raised quota alarm: the group's store passed `store.quota_bytes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OverQuota {
+    /// The group's store as its snapshot encodes it, in bytes.
+    pub store_bytes: u64,
+    pub quota_bytes: u64,
+    pub since: Instant,
+}
+
+/// Refuses `command` when the group is out of space or over its quota and
+/// the command could make its store larger.
 pub fn check_room(entry: &ShardGroup, command: &[u8]) -> Result<(), GroupError> {
-    let Some(alarm) = entry.no_space.get() else { return Ok(()) };
-    if !adds_data(command) {
+    if !entry.alarmed() || !adds_data(command) {
         return Ok(());
     }
-    Err(GroupError::NoSpace {
-        group: entry.raft.group(),
-        member: entry.raft.member(),
-        snapshot_bytes: alarm.snapshot_bytes,
-        room_bytes: alarm.room_bytes,
-    })
+    let (group, member) = (entry.raft.group(), entry.raft.member());
+    match (entry.no_space.get(), entry.over_quota.get()) {
+        (Some(alarm), _) => Err(GroupError::NoSpace {
+            group,
+            member,
+            snapshot_bytes: alarm.snapshot_bytes,
+            room_bytes: alarm.room_bytes,
+        }),
+        (None, Some(alarm)) => Err(GroupError::OverQuota {
+            group,
+            member,
+            store_bytes: alarm.store_bytes,
+            quota_bytes: alarm.quota_bytes,
+        }),
+        (None, None) => Ok(()),
+    }
+}
+
+/// How often each group's store is measured against the quota.
+const QUOTA_TICK: Duration = Duration::from_secs(1);
+
+/// Starts the task that measures this shard's groups against
+/// `store.quota_bytes` each [`QUOTA_TICK`], raising and clearing their
+/// quota alarms.
+pub fn spawn_quota(groups: Rc<ShardGroups>) {
+    let quota_bytes = groups.layout.quota_bytes;
+    tokio::task::spawn_local(async move {
+        loop {
+            tokio::time::sleep(QUOTA_TICK).await;
+            let entries: Vec<Rc<ShardGroup>> = match groups.groups.borrow().as_ref() {
+                Some(map) => map.values().cloned().collect(),
+                None => continue,
+            };
+            for entry in entries {
+                let store_bytes = crate::kv::snapshot::encoded_len(&entry.machine.borrow().state.store);
+                judge_quota(&entry, store_bytes, quota_bytes);
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+}
+
+/// Raises or clears `entry`'s quota alarm for a store of `store_bytes`.
+fn judge_quota(entry: &ShardGroup, store_bytes: u64, quota_bytes: u64) {
+    let group = entry.raft.group();
+    match entry.over_quota.get() {
+        None if store_bytes > quota_bytes => {
+            tracing::error!(
+                group,
+                store_bytes,
+                quota_bytes,
+                "group {group} is over its quota (alarm NOSPACE): its store takes {store_bytes} bytes and \
+                 store.quota_bytes is {quota_bytes}; writes that add data are refused until keys are deleted \
+                 and compacted (both still work), or store.quota_bytes is raised"
+            );
+            entry.over_quota.set(Some(OverQuota { store_bytes, quota_bytes, since: Instant::now() }));
+        }
+        Some(raised) if store_bytes > quota_bytes => {
+            entry.over_quota.set(Some(OverQuota { store_bytes, ..raised }));
+        }
+        Some(raised) => {
+            tracing::warn!(
+                group,
+                "group {group} is under its quota again after {:.1} s ({store_bytes} of {quota_bytes} bytes): \
+                 the NOSPACE alarm is cleared and writes are taken",
+                raised.since.elapsed().as_secs_f64()
+            );
+            entry.over_quota.set(None);
+        }
+        None => {}
+    }
 }
 
 /// The share of the ring, in percent, above which client writes wait.
 const RING_ADMIT_PERCENT: u64 = 75;
 /// How often a waiting write looks at the ring again.
 const RING_ADMIT_POLL: Duration = Duration::from_millis(2);
+
+/// Whether client writes must wait for the ring ([`admit`]) now.
+pub fn must_wait() -> bool {
+    super::local().is_some_and(|shard| shard.log.with(|log| log.used_percent()) >= RING_ADMIT_PERCENT)
+}
 
 /// Returns once this shard's ring is less than three quarters full: where
 /// client writes wait while snapshots and purges give space back (within

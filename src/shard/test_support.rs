@@ -55,11 +55,13 @@ pub async fn one_group() -> Rc<ShardGroup> {
             ..GroupConfig::default()
         },
         watch: Default::default(),
+        quota_bytes: crate::config::StoreConfig::default().quota_bytes,
         snapshots: super::snapshots::SnapshotPolicy {
             every_entries: 10_000,
             after_bytes: 1 << 40,
             compact_keep_revisions: 0,
         },
+        auth: Default::default(),
     };
     let groups =
         start_groups(&layout, 0, log, Rc::new(super::groups::NoPeers)).await.expect("the group starts");

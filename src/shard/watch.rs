@@ -17,6 +17,15 @@
 //! compacted (etcd's rule). Dropping the feed cancels every hub watch behind
 //! it.
 //!
+//! Bytes: what leaves a hub on its way to a client is counted against the
+//! byte budget of the watch's connection ([`WatchBudget`], shared by every
+//! watch of one client connection): a pump takes events only once the
+//! budget lends it room for them, and the batch carries the room until the
+//! front end has the client's acknowledgement, so a client that does not
+//! read holds at most its budget between the hubs and its socket, however
+//! many watches it has. The hubs bound what waits inside them
+//! (`kv::watch::WatchLimits`).
+//!
 //! This module must never hold a borrow of a group's state across an await,
 //! and its ready hook only wakes pumps (the hub calls it while borrowed).
 
@@ -33,7 +42,7 @@ use tokio::time::Instant;
 use super::groups::ShardGroup;
 use crate::kv::group::GroupState;
 use crate::kv::types::Event;
-use crate::kv::watch::{CancelReason, WatchError, WatchId, WatchPoll, WatchRequest};
+use crate::kv::watch::{event_bytes, CancelReason, WatchError, WatchId, WatchPoll, WatchRequest};
 use crate::raft::{GroupId, NodeId};
 
 /// How the watches of a node run.
@@ -48,6 +57,9 @@ pub struct WatchOptions {
     pub batch_bytes_max: usize,
     /// Batches queued between a watch's pumps and its feed.
     pub batches_in_flight: usize,
+    /// Bytes (keys and values) the events of one connection's watches may
+    /// take between the hubs and the client ([`WatchBudget`]).
+    pub connection_bytes_max: usize,
 }
 
 impl Default for WatchOptions {
@@ -57,6 +69,7 @@ impl Default for WatchOptions {
             batch_events_max: 512,
             batch_bytes_max: 1 << 20,
             batches_in_flight: 16,
+            connection_bytes_max: 8 << 20,
         }
     }
 }
@@ -71,7 +84,77 @@ pub struct WatchBatch {
     pub term: u64,
     pub member: NodeId,
     pub body: WatchBody,
+    /// The room this batch's events take in its connection's budget, given
+    /// back when the front end drops it (once the client took the batch).
+    pub held: Held,
 }
+
+/// The byte budget of one client connection's watches: what their events
+/// may take between the groups' hubs and the client, in bytes (keys and
+/// values). Cheap to clone; shared by the connection's watches on every
+/// shard.
+#[derive(Clone, Debug)]
+pub struct WatchBudget {
+    bytes: Arc<tokio::sync::Semaphore>,
+    total: usize,
+}
+
+impl WatchBudget {
+    /// The budget of a new connection, as `options` size it.
+    pub fn for_connection(options: &WatchOptions) -> WatchBudget {
+        WatchBudget::new(options.connection_bytes_max)
+    }
+
+    pub fn new(bytes_max: usize) -> WatchBudget {
+        let total = bytes_max.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        WatchBudget { bytes: Arc::new(tokio::sync::Semaphore::new(total)), total }
+    }
+
+    /// Bytes lent out now (batches not yet acknowledged by the client).
+    pub fn lent(&self) -> usize {
+        self.total - self.bytes.available_permits()
+    }
+
+    /// Waits for room for `bytes` (at most the whole budget).
+    async fn lend(&self, bytes: usize) -> Held {
+        let wanted = u32::try_from(bytes.clamp(1, self.total)).unwrap_or(u32::MAX);
+        Held(Arc::clone(&self.bytes).acquire_many_owned(wanted).await.ok())
+    }
+}
+
+/// Room lent by a [`WatchBudget`], given back on drop. A batch compares
+/// equal whatever room it holds, and a clone holds none.
+#[derive(Debug, Default)]
+pub struct Held(Option<tokio::sync::OwnedSemaphorePermit>);
+
+impl Held {
+    /// The room held, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |permit| permit.num_permits())
+    }
+
+    fn keep(&mut self, bytes: usize) {
+        if let Some(permit) = &mut self.0 {
+            let keep = bytes.clamp(1, permit.num_permits());
+            // Gives back what the batch does not use.
+            drop(permit.split(permit.num_permits() - keep));
+        }
+    }
+}
+
+impl Clone for Held {
+    fn clone(&self) -> Held {
+        Held(None)
+    }
+}
+
+impl PartialEq for Held {
+    fn eq(&self, _: &Held) -> bool {
+        true
+    }
+}
+
+impl Eq for Held {}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchBody {
@@ -143,13 +226,18 @@ impl ProgressRequests {
 pub struct FeedSender {
     sender: mpsc::Sender<WatchBatch>,
     progress: Arc<ProgressRequests>,
+    budget: WatchBudget,
 }
 
-/// A new feed, and the sender each group's pump gets a clone of.
-pub fn feed(options: &WatchOptions) -> (FeedSender, WatchFeed) {
+/// A new feed whose events count against `budget`, and the sender each
+/// group's pump gets a clone of.
+pub fn feed(options: &WatchOptions, budget: WatchBudget) -> (FeedSender, WatchFeed) {
     let (sender, receiver) = mpsc::channel(options.batches_in_flight.max(1));
     let progress = Arc::new(ProgressRequests::default());
-    (FeedSender { sender, progress: progress.clone() }, WatchFeed { receiver, progress, started_after: 0 })
+    (
+        FeedSender { sender, progress: progress.clone(), budget },
+        WatchFeed { receiver, progress, started_after: 0 },
+    )
 }
 
 /// A group as a watch sees it: its store and hub, and what batch headers say.
@@ -236,8 +324,8 @@ pub fn open_here<G: WatchedGroup>(
     let notify = Rc::new(Notify::new());
     wakers.borrow_mut().insert(id, Rc::clone(&notify));
     let answered = sender.progress.generation.load(Ordering::Acquire);
-    let FeedSender { sender, progress } = sender;
-    let pump = Pump { group, wakers, id, request, options, sender, notify, progress, answered };
+    let FeedSender { sender, progress, budget } = sender;
+    let pump = Pump { group, wakers, id, request, options, sender, notify, progress, answered, budget };
     tokio::task::spawn_local(pump.run());
     Ok(revision)
 }
@@ -256,22 +344,30 @@ struct Pump<G: WatchedGroup> {
     /// Progress the feed asks for, and the last generation answered.
     progress: Arc<ProgressRequests>,
     answered: u64,
+    /// The byte budget of the watch's connection.
+    budget: WatchBudget,
 }
 
 impl<G: WatchedGroup> Pump<G> {
     fn batch(&self, revision: i64, body: WatchBody) -> WatchBatch {
         let (term, member) = self.group.term_and_member();
-        WatchBatch { group: self.group.group(), revision, term, member, body }
+        WatchBatch { group: self.group.group(), revision, term, member, body, held: Held::default() }
     }
 
     async fn run(mut self) {
         let mut last_sent = Instant::now();
         loop {
-            // Flow control: take nothing from the hub until the feed has room.
+            // Flow control: take nothing from the hub until the feed has
+            // room, and the connection's budget room for the bytes.
             let Ok(permit) = self.sender.reserve().await else { break };
-            let (id, events_max, bytes_max) =
-                (self.id, self.options.batch_events_max, self.options.batch_bytes_max);
-            let taken = self.group.with_state(|state| take(state, id, events_max, bytes_max));
+            let mut held = if self.group.with_state(|state| state.hub.is_ready(self.id)) {
+                self.budget.lend(self.options.batch_bytes_max).await
+            } else {
+                Held::default()
+            };
+            let lent = held.bytes();
+            let (id, events_max) = (self.id, self.options.batch_events_max);
+            let taken = self.group.with_state(|state| take(state, id, events_max, lent.max(1)));
             let (events, cancelled) = match taken {
                 Ok(taken) => taken,
                 Err(error) => {
@@ -283,17 +379,18 @@ impl<G: WatchedGroup> Pump<G> {
             if let Some(last) = events.last() {
                 self.request.start_revision = last.kv.mod_revision + 1;
                 let revision = self.group.with_state(|state| state.store.revision());
-                permit.send(self.batch(revision, WatchBody::Events(events)));
+                let bytes: usize = events.iter().map(event_bytes).sum();
+                held.keep(bytes);
+                let mut batch = self.batch(revision, WatchBody::Events(events));
+                batch.held = held;
+                permit.send(batch);
                 last_sent = Instant::now();
             } else {
+                drop(held);
                 drop(permit);
             }
             match cancelled {
-                Some(CancelReason::TooSlow { watch_events_pending_max })
-                    if self.reopen(watch_events_pending_max) =>
-                {
-                    continue
-                }
+                Some(reason @ CancelReason::TooSlow { .. }) if self.reopen(&reason) => continue,
                 Some(reason) => {
                     // The hub already forgot this watch.
                     self.wakers.borrow_mut().remove(&self.id);
@@ -362,7 +459,7 @@ impl<G: WatchedGroup> Pump<G> {
 
     /// Opens the watch again from the revision after the last event sent,
     /// after the hub cancelled it as too slow; false if the hub refuses.
-    fn reopen(&mut self, watch_events_pending_max: usize) -> bool {
+    fn reopen(&mut self, reason: &CancelReason) -> bool {
         self.wakers.borrow_mut().remove(&self.id);
         let request = self.request.clone();
         match self.group.with_state(|state| state.hub.watch(&state.store, request)) {
@@ -370,8 +467,9 @@ impl<G: WatchedGroup> Pump<G> {
                 // Worth a line: a client that keeps falling behind costs
                 // history reads on the group's shard.
                 tracing::info!(
-                    "a watch of group {} fell more than {watch_events_pending_max} events behind its client; \
-                     it reads the group's history from revision {} now",
+                    "a watch of group {} fell behind its client ({reason}; store.watch_events_pending_max, \
+                     store.watch_pending_bytes_max, store.watch_group_pending_bytes_max); it reads the group's \
+                     history from revision {} now",
                     self.group.group(),
                     self.request.start_revision
                 );
@@ -385,12 +483,6 @@ impl<G: WatchedGroup> Pump<G> {
             }
         }
     }
-}
-
-/// Bytes an event stands for in a batch: its keys and values.
-fn event_bytes(event: &Event) -> usize {
-    let prev = event.prev_kv.as_ref().map_or(0, |kv| kv.key.len() + kv.value.len());
-    event.kv.key.len() + event.kv.value.len() + prev
 }
 
 /// Takes the next events of hub watch `id`, whole revisions, until
@@ -495,7 +587,7 @@ mod tests {
             let group = TestGroup::new(1024);
             group.put("/a/0", "before");
             let options = WatchOptions::default();
-            let (sender, mut feed) = feed(&options);
+            let (sender, mut feed) = feed(&options, WatchBudget::for_connection(&options));
             open_here(group.clone(), prefix("/a/"), options, sender).unwrap();
             for value in ["1", "2", "3"] {
                 group.put("/a/k", value);
@@ -515,7 +607,7 @@ mod tests {
             let group = TestGroup::new(4);
             let options =
                 WatchOptions { batch_events_max: 3, batches_in_flight: 1, ..WatchOptions::default() };
-            let (sender, mut feed) = feed(&options);
+            let (sender, mut feed) = feed(&options, WatchBudget::for_connection(&options));
             open_here(group.clone(), prefix("/a/"), options, sender).unwrap();
             tokio::task::yield_now().await;
             // 200 writes while the pump may run between them but the feed
@@ -535,6 +627,52 @@ mod tests {
     }
 
     #[test]
+    fn the_watches_of_a_connection_hold_at_most_its_byte_budget_until_its_client_reads() {
+        run(async {
+            let group = TestGroup::new(1024);
+            let options = WatchOptions { batch_events_max: 1, ..WatchOptions::default() };
+            let budget = WatchBudget::new(100);
+            let (sender, mut first) = feed(&options, budget.clone());
+            open_here(group.clone(), prefix("/a/"), options, sender).unwrap();
+            let (sender, mut second) = feed(&options, budget.clone());
+            open_here(group.clone(), prefix("/a/"), options, sender).unwrap();
+            let value = "v".repeat(36); // 40 bytes with its key
+            for index in 0..10 {
+                group.put(&format!("/a/{index}"), &value);
+                tokio::task::yield_now().await;
+            }
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            // 800 bytes of events wanted; what both feeds hold now (taken
+            // without letting the pumps run) fits the budget.
+            use futures::FutureExt;
+            let events = |batch: WatchBatch| match batch.body {
+                WatchBody::Events(events) => events,
+                other => panic!("expected events, got {other:?}"),
+            };
+            let mut queued = [Vec::new(), Vec::new()];
+            for (feed, queued) in [&mut first, &mut second].into_iter().zip(&mut queued) {
+                while let Some(Some(batch)) = feed.next().now_or_never() {
+                    queued.push(batch);
+                }
+            }
+            let bytes: usize = queued.iter().flatten().map(|batch| batch.held.bytes()).sum();
+            assert!((40..=100).contains(&bytes), "{bytes} bytes lent to batches under a budget of 100");
+            let [early_first, early_second] =
+                queued.map(|batches| batches.into_iter().flat_map(events).count());
+            let (got_first, got_second) = tokio::join!(
+                revisions(&mut first, 10 - early_first),
+                revisions(&mut second, 10 - early_second)
+            );
+            assert_eq!(got_first.last(), Some(&11), "nothing lost once read");
+            assert_eq!(got_second.last(), Some(&11), "nothing lost once read");
+            tokio::task::yield_now().await;
+            assert_eq!(budget.lent(), 0, "read batches give their room back");
+        });
+    }
+
+    #[test]
     fn a_compacted_start_revision_cancels_with_the_compact_revision() {
         run(async {
             let group = TestGroup::new(1024);
@@ -543,7 +681,7 @@ mod tests {
             }
             group.state.borrow_mut().store.compact(4).unwrap();
             let options = WatchOptions::default();
-            let (sender, mut feed) = feed(&options);
+            let (sender, mut feed) = feed(&options, WatchBudget::for_connection(&options));
             let request = WatchRequest { start_revision: 3, ..prefix("/a/") };
             open_here(group.clone(), request, options, sender).unwrap();
             let batch = feed.next().await.expect("a cancellation");
@@ -558,7 +696,7 @@ mod tests {
             let group = TestGroup::new(1024);
             let options =
                 WatchOptions { progress_interval: Duration::from_secs(10), ..WatchOptions::default() };
-            let (sender, mut feed) = feed(&options);
+            let (sender, mut feed) = feed(&options, WatchBudget::for_connection(&options));
             let request = WatchRequest { progress_notify: true, ..prefix("/a/") };
             open_here(group.clone(), request, options, sender).unwrap();
             group.put("/a/k", "1"); // 2
@@ -569,7 +707,7 @@ mod tests {
             assert_eq!((batch.group, batch.revision, batch.body), (7, 3, WatchBody::Progress));
             assert!(started.elapsed() >= Duration::from_secs(9), "not before the interval");
             let quiet = WatchRequest { start_revision: 0, ..prefix("/c/") };
-            let (sender, mut silent) = super::feed(&options);
+            let (sender, mut silent) = super::feed(&options, WatchBudget::for_connection(&options));
             open_here(group.clone(), quiet, options, sender).unwrap();
             tokio::time::sleep(Duration::from_secs(30)).await;
             assert!(silent.receiver.try_recv().is_err(), "no progress for a watch that did not ask");
@@ -582,7 +720,7 @@ mod tests {
             let group = TestGroup::new(1024);
             let options =
                 WatchOptions { batches_in_flight: 1, batch_events_max: 1, ..WatchOptions::default() };
-            let (sender, mut feed) = feed(&options);
+            let (sender, mut feed) = feed(&options, WatchBudget::for_connection(&options));
             open_here(group.clone(), prefix("/a/"), options, sender).unwrap();
             for value in ["1", "2", "3"] {
                 group.put("/a/k", value); // 2, 3, 4: one event per batch, one batch in flight

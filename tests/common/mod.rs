@@ -202,6 +202,11 @@ pub fn client(port: u16, args: &[&str]) -> Result<String, String> {
         .args(args)
         .output()
         .expect("the nvkv client runs");
+    stdout_or_stderr(output)
+}
+
+/// A finished command's stdout, or its stderr when it failed.
+pub fn stdout_or_stderr(output: std::process::Output) -> Result<String, String> {
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {

@@ -31,9 +31,20 @@ impl Authority {
     /// A certificate for `names` (IP addresses become IP SANs) signed by
     /// this CA: its file and its key's file.
     pub fn issue(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        self.issue_for(file, names, &[])
+    }
+
+    /// [`Authority::issue`] with extended key usages (none: any use).
+    pub fn issue_for(
+        &self,
+        file: &str,
+        names: &[&str],
+        usages: &[rcgen::ExtendedKeyUsagePurpose],
+    ) -> (PathBuf, PathBuf) {
         let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
         let mut params = rcgen::CertificateParams::new(names).expect("leaf params");
         params.distinguished_name.push(rcgen::DnType::CommonName, file);
+        params.extended_key_usages = usages.to_vec();
         let key = rcgen::KeyPair::generate().expect("leaf key");
         let certificate = params.signed_by(&key, &self.issuer).expect("signed leaf");
         let certificate_path = self.directory.join(format!("{file}.pem"));

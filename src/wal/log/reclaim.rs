@@ -1,0 +1,204 @@
+//! Durability and reclaim: writes reported durable in order, snapshots
+//! made current once durable, the cache evicted, and ring space taken back
+//! behind a durable checkpoint that names the new head.
+
+use super::*;
+
+impl ShardLog {
+    /// Reports writes durable in order, starts a flush when one is due, and
+    /// wakes waiters.
+    pub(super) fn advance_durable(&mut self) {
+        while self.inflight.front().is_some_and(|write| write.state == WriteState::Durable) {
+            let write = self.inflight.pop_front().expect("checked");
+            self.stages.device_write.record(write.submitted_at.elapsed());
+            self.durable_sequence = write.last_sequence;
+            for operation in write.operations {
+                if operation == self.durable_operation + 1 {
+                    self.durable_operation = operation;
+                } else {
+                    self.durable_ahead.insert(operation);
+                }
+            }
+            while self.durable_ahead.first() == Some(&(self.durable_operation + 1)) {
+                self.durable_operation += 1;
+                self.durable_ahead.pop_first();
+            }
+        }
+        if self.options.durability == Durability::Flush
+            && self.flush_tag.is_none()
+            && self.failed.is_none()
+            && self.inflight.iter().any(|write| write.state == WriteState::Written)
+        {
+            let tag = TAG_FLUSH | self.take_tag();
+            match self.submit(Command::Flush, tag) {
+                Ok(()) => {
+                    self.flush_tag = Some(tag);
+                    for write in self.inflight.iter_mut().filter(|write| write.state == WriteState::Written) {
+                        write.state = WriteState::Flushing;
+                    }
+                }
+                Err(rejected) => self.fail(format!("the device refused a flush: {}", rejected.error)),
+            }
+        }
+        self.apply_durable_snapshots();
+        let mut waiters = std::mem::take(&mut self.waiters);
+        waiters.retain(|(operation, waker)| {
+            if self.operation_durable(*operation) {
+                waker.wake_by_ref();
+                false
+            } else {
+                true
+            }
+        });
+        self.waiters = waiters;
+        self.evict_cache();
+    }
+
+    /// Makes every snapshot whose reference record is now durable its
+    /// group's current one, and frees the space of the one it replaces.
+    pub(super) fn apply_durable_snapshots(&mut self) {
+        let done: Vec<u64> = self
+            .snapshot_writes
+            .iter()
+            .filter(|(_, write)| {
+                write.reference_operation.is_some_and(|operation| self.operation_durable(operation))
+            })
+            .map(|(tag, _)| *tag)
+            .collect();
+        for tag in done {
+            let write = self.snapshot_writes.remove(&tag).expect("listed");
+            let state = self.groups.entry(write.group).or_default();
+            if let Some(loser) = state.offer_snapshot(write.reference) {
+                self.snapshot_area.release(loser.offset);
+            }
+            wake_waiting_for(&mut self.snapshot_waiters, tag);
+        }
+    }
+
+    pub(super) fn evict_cache(&mut self) {
+        while self.cache_bytes > self.options.cache_bytes_max {
+            let Some(&CachedEntry { group, index, sequence }) = self.cache_order.front() else { break };
+            if sequence > self.durable_sequence {
+                break;
+            }
+            self.cache_order.pop_front();
+            if let Some(state) = self.groups.get_mut(&group) {
+                if let Some(position) = state.position(index) {
+                    let entry = &mut state.entries[position];
+                    if entry.placed.is_some_and(|placed| placed.sequence == sequence) {
+                        if let Some(payload) = entry.cached.take() {
+                            self.cache_bytes -= payload.len();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a durable record no longer matters for replay: an entry that
+    /// was purged or truncated, or a record whose effect the checkpoint keeps.
+    pub(super) fn reclaimable(&self, record: &RingRecord) -> bool {
+        if record.sequence > self.durable_sequence {
+            return false;
+        }
+        match record.kind {
+            RecordKind::Entry => {
+                let live = self.groups.get(&record.group).is_some_and(|state| {
+                    state.position(record.index).is_some_and(|position| {
+                        state.entries[position]
+                            .placed
+                            .is_some_and(|placed| placed.sequence == record.sequence)
+                    })
+                });
+                !live
+            }
+            RecordKind::Vote
+            | RecordKind::Truncate
+            | RecordKind::Purge
+            | RecordKind::Wrap
+            | RecordKind::SnapshotRef => true,
+        }
+    }
+
+    /// Moves the head past records that no longer matter, through a durable
+    /// checkpoint, when that frees enough of the ring to be worth a write.
+    pub(super) fn maybe_reclaim(&mut self) -> bool {
+        if self.checkpoint_write.is_some() || self.failed.is_some() {
+            return false;
+        }
+        // A record that became reclaimable stays so (a dead entry never
+        // lives again, a durable record stays durable), so the scan goes on
+        // from where the last one stopped instead of from the head.
+        let ReclaimScan { records: mut passed, blocks: mut freed } = self.reclaim_scan;
+        while let Some(record) = self.ring.get(passed) {
+            if !self.reclaimable(record) {
+                break;
+            }
+            passed += 1;
+            freed += record.blocks;
+        }
+        self.reclaim_scan = ReclaimScan { records: passed, blocks: freed };
+        let worth_it = freed >= (self.ring_blocks / 8).max(1) || (self.blocked_on_space && freed > 0);
+        if passed == 0 || !worth_it {
+            return false;
+        }
+        let (head_offset, head_sequence) = match self.ring.get(passed) {
+            Some(record) => (record.offset, record.sequence),
+            None => (self.tail_offset % self.ring_blocks, self.next_sequence),
+        };
+        let checkpoint = Checkpoint {
+            shard: self.region.shard,
+            generation: self.checkpoint_generation + 1,
+            head_offset,
+            head_sequence,
+            head_previous_crc: self.ring[passed - 1].crc,
+            groups: self
+                .groups
+                .iter()
+                .filter(|(_, state)| {
+                    state.vote.is_some() || state.purged.is_some() || state.snapshot.is_some()
+                })
+                .map(|(group, state)| GroupCheckpoint {
+                    group: *group,
+                    vote: state.vote.clone(),
+                    purged: state.purged,
+                    snapshot: state.snapshot,
+                })
+                .collect(),
+        };
+        let slot_blocks = self.region.checkpoint_blocks as usize;
+        let mut buffer = self.queue.allocate(slot_blocks * self.lba_bytes);
+        if let Err(reason) = checkpoint.encode(&mut buffer) {
+            self.fail(reason);
+            return false;
+        }
+        let slot = ((checkpoint.generation + 1) % 2) as usize;
+        let lba = self.region.checkpoint_slot_lba(slot);
+        let tag = TAG_CHECKPOINT | self.take_tag();
+        let fua = self.options.durability != Durability::None;
+        match self.submit(Command::Write { lba, buffer, fua }, tag) {
+            Ok(()) => {
+                self.checkpoint_write =
+                    Some(CheckpointWrite { tag, checkpoint, records_passed: passed, blocks_freed: freed });
+                true
+            }
+            Err(rejected) => {
+                self.fail(format!("the device refused a checkpoint write: {}", rejected.error));
+                false
+            }
+        }
+    }
+
+    pub(super) fn apply_checkpoint(&mut self, write: CheckpointWrite) {
+        self.ring.drain(..write.records_passed);
+        let ReclaimScan { records, blocks } = self.reclaim_scan;
+        self.reclaim_scan =
+            ReclaimScan { records: records - write.records_passed, blocks: blocks - write.blocks_freed };
+        self.used_blocks -= write.blocks_freed;
+        self.head_offset = write.checkpoint.head_offset;
+        self.head_sequence = write.checkpoint.head_sequence;
+        self.head_previous_crc = write.checkpoint.head_previous_crc;
+        self.checkpoint_generation = write.checkpoint.generation;
+        self.stats.checkpoints += 1;
+    }
+}

@@ -1,0 +1,360 @@
+//! Users, roles and permissions through the CLI against a real `nvkv
+//! serve`, as an operator sets them up and as their users meet them:
+//!
+//! - once authentication is enabled, a client that names no user is
+//!   refused, and one with a wrong password too;
+//! - a reader can read and cannot put; a writer on `/a/` writes there and
+//!   cannot touch `/b/`, not in a put, a delete, a txn or a watch;
+//! - a user without the role root cannot add a member, compact or take a
+//!   backup, and root can;
+//! - the users and roles are in the backup: a store restored from it checks
+//!   them as the original did;
+//! - a client certificate's common name names its user, who gets its
+//!   role's permissions and nothing more.
+
+mod common;
+
+use std::process::Command;
+
+use common::pki::*;
+use common::*;
+
+/// Runs the CLI against `port` with `flags` before the command and returns
+/// stdout, or stderr on failure.
+fn nvkv(port: u16, flags: &[&str], args: &[&str]) -> Result<String, String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_nvkv"))
+        .args(["--endpoints", &format!("127.0.0.1:{port}")])
+        .args(flags)
+        .args(args)
+        .output()
+        .expect("the nvkv client runs");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+fn flags(owned: &[String]) -> Vec<&str> {
+    owned.iter().map(String::as_str).collect()
+}
+
+/// A refusal that names its kind and, in its message, `naming`.
+fn assert_refused(outcome: Result<String, String>, kind: &str, naming: &str) {
+    let error = outcome.expect_err(&format!("refused with {kind}"));
+    assert!(error.contains(kind), "the refusal is {kind}: {error}");
+    assert!(error.contains(naming), "the refusal names {naming:?}: {error}");
+}
+
+const ROOT: &str = "--user=root:root-secret";
+const READER: &str = "--user=reader:reader-secret";
+const WRITER: &str = "--user=writer:writer-secret";
+
+/// Adds root, a reader of `/t/a/` and `/t/b/`, a writer of `/t/a/`, and enables
+/// authentication, as an operator would.
+fn set_up_users(port: u16) {
+    let admin = |args: &[&str]| nvkv(port, &[], args).unwrap_or_else(|error| panic!("{args:?}: {error}"));
+    assert_eq!(admin(&["user", "add", "root", "--password", "root-secret"]), "User root created\n");
+    admin(&["user", "add", "reader", "--password", "reader-secret"]);
+    admin(&["user", "add", "writer", "--password", "writer-secret"]);
+    assert_eq!(admin(&["role", "add", "read-all"]), "Role read-all created\n");
+    admin(&["role", "grant-permission", "read-all", "read", "/t/a/", "--prefix"]);
+    admin(&["role", "grant-permission", "read-all", "read", "/t/b/", "--prefix"]);
+    admin(&["role", "add", "write-a"]);
+    assert_eq!(
+        admin(&["role", "grant-permission", "write-a", "readwrite", "/t/a/", "--prefix"]),
+        "Role write-a updated\n"
+    );
+    admin(&["user", "grant-role", "reader", "read-all"]);
+    assert_eq!(
+        admin(&["user", "grant-role", "writer", "write-a"]),
+        "Role write-a is granted to user writer\n"
+    );
+    // Written before checking starts, so the readers have something to read.
+    admin(&["put", "/t/a/seed", "1"]);
+    admin(&["put", "/t/b/seed", "1"]);
+    // Like etcdctl: enable adds the role root and grants it to root.
+    assert_eq!(admin(&["auth", "enable"]), "Authentication Enabled\n");
+}
+
+#[test]
+fn users_and_roles_decide_who_may_read_write_watch_and_administer() {
+    // One path segment chooses the group: /t/a/ and /t/b/ share one, so a
+    // transaction may touch both and is refused for its permissions alone.
+    let setup = Setup::new("[store]\npartition_depth = 1\n");
+    let mut daemon = Daemon::start(&setup.config);
+    let port = ready_port(&daemon.wait_ready());
+    set_up_users(port);
+
+    eprintln!(
+        "phase: with authentication on, a client that names no user is refused, and a wrong password too"
+    );
+    assert_eq!(
+        nvkv(port, &[], &["auth", "status"]).expect("status needs no user").lines().next(),
+        Some("Authentication Status: true")
+    );
+    assert_refused(nvkv(port, &[], &["get", "/t/a/seed"]), "Unauthenticated", "names no user");
+    assert_refused(nvkv(port, &[], &["put", "/t/a/x", "1"]), "Unauthenticated", "--user NAME:PASSWORD");
+    assert_refused(
+        nvkv(port, &["--user=reader:wrong"], &["get", "/t/a/seed"]),
+        "Unauthenticated",
+        "\"reader\"",
+    );
+    assert_refused(nvkv(port, &["--user=nobody:x"], &["get", "/t/a/seed"]), "Unauthenticated", "\"nobody\"");
+
+    eprintln!("phase: a reader reads and cannot put");
+    assert_eq!(nvkv(port, &[READER], &["get", "/t/a/seed"]).expect("read"), "/t/a/seed\n1\n");
+    assert_eq!(
+        nvkv(port, &[READER], &["get", "/t/b/", "--prefix"]).expect("read a prefix"),
+        "/t/b/seed\n1\n"
+    );
+    assert_refused(
+        nvkv(port, &[READER], &["put", "/t/a/seed", "2"]),
+        "PermissionDenied",
+        "write permission on key \"/t/a/seed\"",
+    );
+    assert_refused(nvkv(port, &[READER], &["del", "/t/b/seed"]), "PermissionDenied", "write permission");
+    assert_refused(
+        nvkv(port, &[READER], &["get", "/t/c/seed"]),
+        "PermissionDenied",
+        "read permission on key \"/t/c/seed\"",
+    );
+
+    eprintln!(
+        "phase: a writer on /t/a/ writes there, and cannot touch /t/b/ in a put, a delete, a txn or a watch"
+    );
+    assert_eq!(nvkv(port, &[WRITER], &["put", "/t/a/x", "1"]).expect("put in /t/a/"), "OK\n");
+    assert_eq!(nvkv(port, &[WRITER], &["get", "/t/a/x"]).expect("get in /t/a/"), "/t/a/x\n1\n");
+    assert_refused(
+        nvkv(port, &[WRITER], &["put", "/t/b/x", "1"]),
+        "PermissionDenied",
+        "write permission on key \"/t/b/x\"",
+    );
+    assert_refused(nvkv(port, &[WRITER], &["get", "/t/b/seed"]), "PermissionDenied", "read permission");
+    assert_refused(
+        nvkv(port, &[WRITER], &["del", "/t/b/", "--prefix"]),
+        "PermissionDenied",
+        "write permission on range",
+    );
+    let txn = |text: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nvkv"))
+            .args(["--endpoints", &format!("127.0.0.1:{port}"), WRITER, "txn"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("nvkv txn runs");
+        use std::io::Write;
+        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write the txn");
+        let output = child.wait_with_output().expect("nvkv txn ends");
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    };
+    assert_eq!(
+        txn("mod(\"/t/a/x\") > 0\n\nput /t/a/x 2\n\nget /t/a/x\n").expect("a txn within /t/a/"),
+        "SUCCESS\nOK\n"
+    );
+    // /t/b/ only in the branch that does not run: still refused, whole.
+    assert_refused(
+        txn("mod(\"/t/a/x\") > 0\n\nput /t/a/x 3\n\nput /t/b/x 3\n"),
+        "PermissionDenied",
+        "\"/t/b/x\"",
+    );
+    assert_refused(
+        txn("value(\"/t/b/seed\") = \"1\"\n\nput /t/a/x 4\n\n"),
+        "PermissionDenied",
+        "read permission on key \"/t/b/seed\"",
+    );
+    assert_eq!(
+        nvkv(port, &[WRITER], &["get", "/t/a/x"]).expect("get"),
+        "/t/a/x\n2\n",
+        "refused txns changed nothing"
+    );
+    assert_refused(
+        nvkv(port, &[WRITER], &["watch", "/t/b/", "--prefix", "--count", "1"]),
+        "PermissionDenied",
+        "read permission on range",
+    );
+    assert_refused(
+        nvkv(port, &[WRITER], &["watch", "/t/", "--prefix", "--count", "1"]),
+        "PermissionDenied",
+        "read permission",
+    );
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_nvkv"))
+        .args([
+            "--endpoints",
+            &format!("127.0.0.1:{port}"),
+            WRITER,
+            "watch",
+            "/t/a/",
+            "--prefix",
+            "--count",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("a watch of /t/a/ starts");
+    // Puts until the watch, once it is open, has seen one.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while watcher.try_wait().expect("try_wait").is_none() && std::time::Instant::now() < deadline {
+        nvkv(port, &[WRITER], &["put", "/t/a/watched", "w"]).expect("put");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let output = watcher.wait_with_output().expect("the watch ends after one event");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("/t/a/watched"));
+
+    eprintln!("phase: without the role root, no member add, no compaction, no backup, no user changes");
+    let backup = setup.directory.path().join("store.backup");
+    let backup_text = backup.to_str().expect("path").to_string();
+    let member_add =
+        ["member", "add", "9", "--name", "n9", "--peer-urls", "127.0.0.1:1", "--client-urls", "127.0.0.1:2"];
+    assert_refused(
+        nvkv(port, &[WRITER], &member_add),
+        "PermissionDenied",
+        "the root role (membership changes)",
+    );
+    assert_refused(
+        nvkv(port, &[WRITER], &["compact", "1", "--group", "0"]),
+        "PermissionDenied",
+        "the root role (compaction)",
+    );
+    assert_refused(
+        nvkv(port, &[WRITER], &["snapshot", "save", &backup_text]),
+        "PermissionDenied",
+        "the root role (backups)",
+    );
+    assert!(!backup.exists(), "a refused backup leaves no file");
+    assert_refused(
+        nvkv(port, &[WRITER], &["user", "add", "mallory", "--password", "m"]),
+        "PermissionDenied",
+        "the root role",
+    );
+    assert_refused(nvkv(port, &[WRITER], &["user", "list"]), "PermissionDenied", "the root role");
+    assert_refused(nvkv(port, &[READER], &["auth", "disable"]), "PermissionDenied", "the root role");
+
+    eprintln!("phase: root may do all of it");
+    nvkv(port, &[ROOT], &["snapshot", "save", &backup_text]).expect("root takes a backup");
+    let status = nvkv(port, &[ROOT, "-w", "json"], &["get", "/t/a/x"]).expect("root reads");
+    let json: serde_json::Value = serde_json::from_str(&status).expect("json");
+    let (group, revision) = (
+        json["header"]["group"].as_u64().expect("group"),
+        json["header"]["revision"].as_i64().expect("revision"),
+    );
+    nvkv(port, &[ROOT], &["compact", &revision.to_string(), "--group", &group.to_string()])
+        .expect("root compacts");
+    assert_eq!(nvkv(port, &[ROOT], &["user", "list"]).expect("root lists users"), "reader\nroot\nwriter\n");
+    assert_eq!(
+        nvkv(port, &[ROOT], &["user", "get", "root"]).expect("root's roles"),
+        "User: root\nRoles: root\n"
+    );
+
+    eprintln!("phase: a revoked permission is refused at once; user delete ends the user's sessions");
+    nvkv(port, &[ROOT], &["role", "revoke-permission", "write-a", "/t/a/", "--prefix"]).expect("revoke");
+    assert_refused(nvkv(port, &[WRITER], &["put", "/t/a/x", "5"]), "PermissionDenied", "write permission");
+    nvkv(port, &[ROOT], &["user", "delete", "reader"]).expect("delete reader");
+    assert_refused(nvkv(port, &[READER], &["get", "/t/a/seed"]), "Unauthenticated", "\"reader\"");
+    assert_refused(
+        nvkv(port, &[ROOT], &["user", "delete", "root"]),
+        "AuthRefused",
+        "disable authentication first",
+    );
+
+    eprintln!("phase: the backup carries the users and roles: a store restored from it checks them");
+    daemon.signal(libc::SIGTERM);
+    let (status, stderr) = daemon.wait_exit();
+    assert!(status.success(), "clean stop: {stderr}");
+    let restored = setup.directory.path().join("restored");
+    let output = Command::new(env!("CARGO_BIN_EXE_nvkv"))
+        .args(["snapshot", "restore", &backup_text, "--data-dir", restored.to_str().expect("path")])
+        .args(["--config", setup.config.to_str().expect("path")])
+        .output()
+        .expect("restore runs");
+    assert!(output.status.success(), "restore: {}", String::from_utf8_lossy(&output.stderr));
+    let mut daemon =
+        Daemon::start_with_args(&setup.config, &["--data-dir", restored.to_str().expect("path")]);
+    let port = ready_port(&daemon.wait_ready());
+    assert!(nvkv(port, &[], &["auth", "status"]).expect("status").starts_with("Authentication Status: true"));
+    assert_refused(nvkv(port, &[], &["get", "/t/a/seed"]), "Unauthenticated", "names no user");
+    assert_eq!(
+        nvkv(port, &[READER], &["get", "/t/a/seed"]).expect("the reader, as backed up"),
+        "/t/a/seed\n1\n"
+    );
+    assert_refused(nvkv(port, &[READER], &["put", "/t/a/seed", "2"]), "PermissionDenied", "write permission");
+    assert_eq!(nvkv(port, &[WRITER], &["put", "/t/a/y", "1"]).expect("the writer, as backed up"), "OK\n");
+}
+
+#[test]
+fn a_client_certificate_names_a_user_who_gets_its_roles() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let ca = Authority::new(directory.path(), "ca");
+    let clients = Authority::new(directory.path(), "clients-ca");
+    let server = ca.issue("server", &["127.0.0.1"]);
+    // The common name (the file name here) names the user.
+    let pods = clients.issue("pods-reader", &[]);
+    let stranger = clients.issue("not-a-user", &[]);
+    let setup = Setup::new(&client_tls_section(&server, Some(&clients.certificate_file())));
+    let mut daemon = Daemon::start(&setup.config);
+    let port = ready_port(&daemon.wait_ready());
+    let ca_file = path_text(&ca.certificate_file());
+    let with = |certificate: &(std::path::PathBuf, std::path::PathBuf)| {
+        vec![
+            "--cacert".to_string(),
+            ca_file.clone(),
+            "--cert".to_string(),
+            path_text(&certificate.0),
+            "--key".to_string(),
+            path_text(&certificate.1),
+        ]
+    };
+    let (pods_flags, stranger_flags) = (with(&pods), with(&stranger));
+    let admin = |args: &[&str]| {
+        nvkv(port, &flags(&stranger_flags), args).unwrap_or_else(|error| panic!("{args:?}: {error}"))
+    };
+
+    eprintln!("phase: a user without a password for the certificate, with a role on /pods/");
+    admin(&["user", "add", "root", "--password", "root-secret"]);
+    assert_eq!(admin(&["user", "add", "pods-reader", "--no-password"]), "User pods-reader created\n");
+    admin(&["role", "add", "pods"]);
+    admin(&["role", "grant-permission", "pods", "read", "/pods/", "--prefix"]);
+    admin(&["user", "grant-role", "pods-reader", "pods"]);
+    admin(&["put", "/pods/a", "1"]);
+    admin(&["put", "/nodes/a", "1"]);
+    admin(&["auth", "enable"]);
+
+    eprintln!("phase: the certificate's user reads /pods/ and nothing else, with no password");
+    assert_eq!(
+        nvkv(port, &flags(&pods_flags), &["get", "/pods/a"]).expect("its role's keys"),
+        "/pods/a\n1\n"
+    );
+    assert_refused(
+        nvkv(port, &flags(&pods_flags), &["get", "/nodes/a"]),
+        "PermissionDenied",
+        "user \"pods-reader\"",
+    );
+    assert_refused(
+        nvkv(port, &flags(&pods_flags), &["put", "/pods/a", "2"]),
+        "PermissionDenied",
+        "write permission",
+    );
+    let mut with_password = flags(&pods_flags);
+    with_password.push("--user=pods-reader:guess");
+    assert_refused(nvkv(port, &with_password, &["get", "/pods/a"]), "Unauthenticated", "\"pods-reader\"");
+
+    eprintln!("phase: a certificate whose name is no user is refused; --user over it acts as that user");
+    assert_refused(
+        nvkv(port, &flags(&stranger_flags), &["get", "/pods/a"]),
+        "Unauthenticated",
+        "\"not-a-user\"",
+    );
+    let mut as_root = flags(&stranger_flags);
+    as_root.push(ROOT);
+    assert_eq!(
+        nvkv(port, &as_root, &["get", "/nodes/a"]).expect("root over the certificate"),
+        "/nodes/a\n1\n"
+    );
+}
