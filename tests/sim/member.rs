@@ -241,6 +241,8 @@ async fn run_member(
             ..Default::default()
         },
         snapshots: setup.snapshots,
+        quota_bytes: nvkv::config::StoreConfig::default().quota_bytes,
+        auth: Default::default(),
     };
     let transport = Rc::new(SimTransport {
         me: setup.id,

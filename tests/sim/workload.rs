@@ -117,7 +117,7 @@ fn never_applied(error: &RequestError) -> bool {
         | RequestError::NoSuchGroup { .. }
         | RequestError::Joining { .. }
         | RequestError::Removed { .. } => true,
-        RequestError::Codec(_) | RequestError::Watch(_) => false,
+        RequestError::Codec(_) | RequestError::Watch(_) | RequestError::Auth(_) => false,
     }
 }
 
@@ -431,7 +431,8 @@ impl World {
                             progress_interval: Duration::from_millis(500),
                             ..Default::default()
                         };
-                        let mut feed = requests.watch(request, options).await?;
+                        let budget = nvkv::shard::watch::WatchBudget::for_connection(&options);
+                        let mut feed = requests.watch(request, options, budget).await?;
                         {
                             let mut log = session.log.borrow_mut();
                             let events = log.events.len();
