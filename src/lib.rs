@@ -14,6 +14,8 @@ pub mod backup;
 #[forbid(unsafe_code)]
 pub mod bench;
 #[forbid(unsafe_code)]
+pub mod clock;
+#[forbid(unsafe_code)]
 pub mod config;
 pub mod data_dir;
 #[cfg(feature = "etcd")]

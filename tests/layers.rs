@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Small tools every layer may use, which import nothing of the crate.
-const TOOLS: &[&str] = &["latency", "little_endian", "logging", "progress"];
+const TOOLS: &[&str] = &["clock", "latency", "little_endian", "logging", "progress"];
 
 /// Every top-level module of the library and the ones it may import
 /// besides the tools. Leaves (`config`, `data_dir`, `nvkv_capnp`) import
@@ -60,6 +60,7 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
     ("latency", &[]),
     ("little_endian", &[]),
     ("progress", &[]),
+    ("clock", &[]),
     ("logging", &[]),
 ];
 

@@ -1,5 +1,5 @@
 //! Linearizability under leader loss and partitions: several clients do
-//! random put, get (linearizable) and compare-and-swap on a few keys of one
+//! random put, delete, get (linearizable) and compare-and-swap on a few keys of one
 //! group through every member of a real 3-node cluster while a nemesis
 //! strikes. Each operation's invocation and return instants and its outcome
 //! are recorded (a write that failed or timed out has an unknown outcome:
@@ -183,7 +183,9 @@ fn run_seed(seed: u32, network: Option<&Network>, faults: &[Fault]) {
     eprintln!("seed {seed}: phase: the keys' group {group} elects a leader");
     leader_of(&members, &endpoints, &daemons, group);
 
-    eprintln!("seed {seed}: phase: {CLIENTS} clients record put/get/cas on {KEYS} keys through all members");
+    eprintln!(
+        "seed {seed}: phase: {CLIENTS} clients record put/delete/get/cas on {KEYS} keys through all members"
+    );
     let start = Instant::now();
     let stop = AtomicBool::new(false);
     let mut nemesis = Chooser::for_client(seed.wrapping_mul(CLIENTS + 1));
@@ -372,8 +374,10 @@ fn record(
             sequence += 1;
             let value = format!("{client}.{sequence}").into_bytes();
             let choice = chooser.fraction();
-            let operation = if choice < 0.35 {
+            let operation = if choice < 0.3 {
                 Operation::Put { key: key(number), value }
+            } else if choice < 0.38 {
+                Operation::Delete { key: key(number) }
             } else if choice < 0.7 {
                 Operation::Get { key: key(number) }
             } else {
@@ -391,6 +395,7 @@ fn record(
                         | (Operation::Cas { new: value, .. }, Outcome::Swapped(true)) => {
                             last_seen[number as usize] = Some(value.clone())
                         }
+                        (Operation::Delete { .. }, _) => last_seen[number as usize] = None,
                         (_, Outcome::Read(seen)) => last_seen[number as usize].clone_from(seen),
                         _ => {}
                     }
@@ -426,6 +431,7 @@ fn record(
 async fn perform(client: &ShardedClient, operation: &Operation) -> Result<Outcome, ClientError> {
     match operation {
         Operation::Put { key, value } => client.put(key, value, 0, false).await.map(|_| Outcome::Written),
+        Operation::Delete { key } => client.delete_range(key, &[], false).await.map(|_| Outcome::Written),
         Operation::Get { key } => {
             let query = RangeRequest { key: key.clone(), ..RangeRequest::default() };
             let answer = client.range(&query, false).await?;

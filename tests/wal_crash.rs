@@ -1,19 +1,20 @@
 //! Recovery after SIGKILL in the middle of appends, on the real io_uring
 //! file backend: a child process appends to a shard log and prints every
 //! entry the log reported durable; the parent kills it at a random moment,
-//! reopens the log and checks that every reported entry is there, intact,
-//! and that nothing past the tail is half there. Three rounds, each child
+//! reads the child's output to its end, reopens the log and checks that
+//! every reported entry not purged is there, intact (the first and the
+//! last ones too), and that every entry the log holds is whole. Three rounds, each child
 //! continuing the log the previous one left.
 //!
 //! The binary is its own child (`NVKV_CRASH_CHILD` set), so it has its own
 //! main instead of the test harness.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nvkv::nvme::uring::{UringNamespace, UringOptions};
 use nvkv::nvme::{Namespace, QueuePairConfig};
@@ -87,11 +88,17 @@ fn child(path: &Path) {
     }
 }
 
+/// Entries of one group the child may have appended past the last one it
+/// reported durable: its next batch, at most 9 entries spread over the
+/// groups in turn.
+const UNREPORTED_PER_GROUP_MAX: u64 = 3;
+
 fn parent() -> Result<(), String> {
     let directory =
         tempfile::Builder::new().prefix("nvkv-crash-").tempdir_in(std::env::temp_dir()).expect("tempdir");
     let path = directory.path().join("namespace");
-    let mut acknowledged: BTreeMap<u32, u64> = BTreeMap::new();
+    // Every entry any child reported durable, over all rounds.
+    let mut acknowledged: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
     for round in 1..=3u32 {
         println!("round {round}: a child appends until it is killed with SIGKILL");
         let mut child = Command::new(std::env::current_exe().expect("own path"))
@@ -100,48 +107,75 @@ fn parent() -> Result<(), String> {
             .spawn()
             .expect("start the child");
         let stdout = child.stdout.take().expect("child stdout");
-        let kill_after = Duration::from_millis(400 + u64::from(round) * 350);
-        let started = Instant::now();
-        let mut lines = BufReader::new(stdout).lines();
-        let mut read_acknowledged = || -> Result<u64, String> {
-            let mut seen = 0u64;
-            while started.elapsed() < kill_after {
-                let Some(Ok(line)) = lines.next() else { break };
-                let mut words = line.split_whitespace().skip(1);
-                let group: u32 =
-                    words.next().and_then(|word| word.parse().ok()).ok_or(format!("bad line {line}"))?;
-                let index: u64 =
-                    words.next().and_then(|word| word.parse().ok()).ok_or(format!("bad line {line}"))?;
-                let last = acknowledged.entry(group).or_default();
-                *last = (*last).max(index);
-                seen += 1;
+        // The pipe is read to its end (the kill closes it), on a thread of
+        // its own, so the entries reported just before the kill count too.
+        let reader = std::thread::spawn(move || -> Result<Vec<(u32, u64)>, String> {
+            let mut reported = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let line = line.map_err(|error| format!("reading the child's output: {error}"))?;
+                let mut words = line.split_whitespace();
+                let parsed = match (words.next(), words.next(), words.next(), words.next()) {
+                    (Some("durable"), Some(group), Some(index), None) => {
+                        group.parse().ok().zip(index.parse().ok())
+                    }
+                    _ => None,
+                };
+                reported
+                    .push(parsed.ok_or(format!("the child printed {line:?}, not \"durable GROUP INDEX\""))?);
             }
-            Ok(seen)
-        };
-        let seen = read_acknowledged();
+            Ok(reported)
+        });
+        std::thread::sleep(Duration::from_millis(400 + u64::from(round) * 350));
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         let status = child.wait().expect("wait for the child");
         if status.code().is_some() {
             return Err(format!("the child exited by itself ({status}) instead of being killed"));
         }
-        let seen = seen?;
-        if seen == 0 {
+        let reported =
+            reader.join().map_err(|_| "the reader of the child's output panicked".to_string())??;
+        if reported.is_empty() {
             return Err("the child reported no durable entry before it was killed".into());
         }
-        println!("round {round}: killed after {seen} durable entries; recovering");
+        println!("round {round}: killed after {} durable entries; recovering", reported.len());
+        for (group, index) in reported {
+            acknowledged.entry(group).or_default().insert(index);
+        }
 
         let (namespace, region) = open(&path);
         let mut log = open_log(namespace.as_ref(), region);
-        for (&group, &last_acknowledged) in &acknowledged {
+        for (&group, indexes) in &acknowledged {
+            let last_acknowledged = *indexes.last().expect("a group is listed with an entry");
             let (first, last) = log.entry_range(group).ok_or(format!("group {group} lost every entry"))?;
             if last < last_acknowledged {
                 return Err(format!(
                     "group {group}: entry {last_acknowledged} was reported durable, the log ends at {last}"
                 ));
             }
-            // Every entry the log has, acknowledged or not, is whole.
-            for index in first.max(last_acknowledged.saturating_sub(KEEP / 2))..=last {
+            // The child purges up to KEEP entries behind each append, and
+            // it appended at most UNREPORTED_PER_GROUP_MAX entries past the
+            // last reported one: every reported entry from here on must be
+            // kept, the first of them included.
+            let kept_from = (last_acknowledged + UNREPORTED_PER_GROUP_MAX).saturating_sub(KEEP) + 1;
+            if first > kept_from {
+                return Err(format!(
+                    "group {group}: the log starts at entry {first}, but entries from {kept_from} were reported \
+                     durable and never purged"
+                ));
+            }
+            let must_keep: Vec<u64> = indexes.range(kept_from..).copied().collect();
+            for &index in &must_keep {
+                let entry = log
+                    .read_blocking(group, index)
+                    .map_err(|error| format!("group {group} entry {index}, reported durable: {error}"))?;
+                if entry.payload[..] != payload(group, index)[..] {
+                    return Err(format!(
+                        "group {group} entry {index}, reported durable, came back with other bytes"
+                    ));
+                }
+            }
+            // Every entry the log has, reported or not, is whole.
+            for index in first..=last {
                 let entry = log
                     .read_blocking(group, index)
                     .map_err(|error| format!("group {group} entry {index}: {error}"))?;
@@ -150,7 +184,9 @@ fn parent() -> Result<(), String> {
                 }
             }
             println!(
-                "round {round}: group {group} holds {first}..={last}, acknowledged up to {last_acknowledged}"
+                "round {round}: group {group} holds {first}..={last}; all {} reported entries from {kept_from} to \
+                 {last_acknowledged} checked",
+                must_keep.len()
             );
         }
     }

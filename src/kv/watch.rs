@@ -497,7 +497,11 @@ fn catch_up(
         }
         events.push(shaped(request, &event));
     }
-    (events, State::Synced { next_main: store.revision() + 1, pending: VecDeque::new(), pending_bytes: 0 })
+    // A start past the store's revision stays the start: a store replaced
+    // by a snapshot that still ends before it must not hand out the writes
+    // between the two.
+    let next_main = (store.revision() + 1).max(next.main);
+    (events, State::Synced { next_main, pending: VecDeque::new(), pending_bytes: 0 })
 }
 
 #[cfg(test)]
@@ -752,6 +756,20 @@ mod tests {
         group.put("a", "2"); // 3
         group.put("a", "3"); // 4
         assert_eq!(group.events(id, 10), vec![(4, "put a".into())]);
+    }
+
+    #[test]
+    fn a_future_start_holds_when_the_store_is_replaced_before_it() {
+        let mut group = Group::new(WatchLimits::default());
+        group.put("a", "1"); // 2
+        let id = group.watch(from("a", "", 5));
+        // A snapshot installed that still ends before the start.
+        group.hub.store_replaced();
+        assert_eq!(group.events(id, 10), Vec::<(i64, String)>::new());
+        group.put("a", "2"); // 3
+        group.put("a", "3"); // 4
+        group.put("a", "4"); // 5
+        assert_eq!(group.events(id, 10), vec![(5, "put a".into())], "nothing before the start revision");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The linearizability checker: decides whether a recorded history of
-//! put, get and compare-and-swap on keys could have come from one store
+//! put, delete, get and compare-and-swap on keys could have come from one store
 //! that applied every operation atomically at some instant between its
 //! invocation and its return.
 //!
@@ -36,6 +36,10 @@ pub enum Operation {
         key: Vec<u8>,
         value: Vec<u8>,
     },
+    /// Removes the key (absent afterwards, whether it was there or not).
+    Delete {
+        key: Vec<u8>,
+    },
     /// A linearizable read of one key.
     Get {
         key: Vec<u8>,
@@ -51,7 +55,10 @@ pub enum Operation {
 impl Operation {
     pub fn key(&self) -> &[u8] {
         match self {
-            Operation::Put { key, .. } | Operation::Get { key } | Operation::Cas { key, .. } => key,
+            Operation::Put { key, .. }
+            | Operation::Delete { key }
+            | Operation::Get { key }
+            | Operation::Cas { key, .. } => key,
         }
     }
 }
@@ -59,7 +66,7 @@ impl Operation {
 /// What came back for an operation that returned.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Outcome {
-    /// The put was acknowledged.
+    /// The put or delete was acknowledged.
     Written,
     /// The get saw this value (`None`: the key was absent).
     Read(Option<Vec<u8>>),
@@ -90,7 +97,7 @@ pub struct Record {
 /// A history the checker cannot judge because a record contradicts itself.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HistoryError {
-    #[error("record {index} ({record}) has an outcome that does not belong to its operation; record a put as Written, a get as Read, a cas as Swapped")]
+    #[error("record {index} ({record}) has an outcome that does not belong to its operation; record a put or delete as Written, a get as Read, a cas as Swapped")]
     OutcomeMismatch { index: usize, record: String },
     #[error("record {index} ({record}) returned at {returned} before it was invoked at {invoked}; record both instants from one monotonic clock")]
     ReturnedBeforeInvoked { index: usize, record: String, invoked: u64, returned: u64 },
@@ -170,7 +177,7 @@ fn validate(index: usize, record: &Record) -> Result<(), HistoryError> {
     let Some(returned) = &record.returned else { return Ok(()) };
     let fits = matches!(
         (&record.operation, &returned.outcome),
-        (Operation::Put { .. }, Outcome::Written)
+        (Operation::Put { .. } | Operation::Delete { .. }, Outcome::Written)
             | (Operation::Get { .. }, Outcome::Read(_))
             | (Operation::Cas { .. }, Outcome::Swapped(_))
     );
@@ -204,6 +211,7 @@ type State = Option<u32>;
 /// and hash as small numbers.
 enum Step {
     Put(u32),
+    Delete,
     Get(State),
     /// `swapped`: `None` when the outcome is unknown.
     Cas {
@@ -221,6 +229,7 @@ impl Step {
     fn apply(&self, state: State) -> Option<State> {
         match *self {
             Step::Put(value) => Some(Some(value)),
+            Step::Delete => Some(None),
             Step::Get(seen) => (seen == state).then_some(state),
             Step::Cas { expected, new, swapped } => {
                 let found = state == expected;
@@ -245,6 +254,7 @@ fn steps<'history>(records: &[&'history Record]) -> Vec<Step> {
         .iter()
         .map(|record| match (&record.operation, &record.returned) {
             (Operation::Put { value, .. }, _) => Step::Put(intern(value)),
+            (Operation::Delete { .. }, _) => Step::Delete,
             (Operation::Get { .. }, Some(Returned { outcome: Outcome::Read(seen), .. })) => {
                 Step::Get(seen.as_deref().map(&mut intern))
             }
@@ -408,6 +418,7 @@ impl fmt::Display for Operation {
         let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
         match self {
             Operation::Put { key, value } => write!(formatter, "put({}, {})", text(key), text(value)),
+            Operation::Delete { key } => write!(formatter, "delete({})", text(key)),
             Operation::Get { key } => write!(formatter, "get({})", text(key)),
             Operation::Cas { key, expected, new } => write!(
                 formatter,

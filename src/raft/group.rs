@@ -93,7 +93,15 @@ impl GroupConfig {
             } else {
                 SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last)
             },
-            max_in_snapshot_log_to_keep: self.max_in_snapshot_log_to_keep,
+            // A group snapshotting on demand has its owner purge too: were
+            // openraft to purge after its snapshots as well, its own purge
+            // point could fall behind one its owner asked for, which it
+            // never allows (a debug assertion).
+            max_in_snapshot_log_to_keep: if self.snapshot_on_demand {
+                u64::MAX
+            } else {
+                self.max_in_snapshot_log_to_keep
+            },
             purge_batch_size: self.purge_batch_size,
             // openraft hands this to `full_snapshot` as its `hard_ttl`; the
             // transport applies it per step of the stream.
@@ -156,7 +164,8 @@ pub enum GroupError {
     /// leader's log yet.
     #[error(
         "group {group}: learner {learner} is {behind} entries behind the leader (it has {matched} of {last}; \
-         at most {lag_max} may be missing): wait until `nvkv status -w json` shows it caught up, then promote again"
+         at most {lag_max} may be missing, and it must have acknowledged some): wait until `nvkv status -w json` \
+         shows it caught up, then promote again"
     )]
     NotCaughtUp { group: GroupId, learner: NodeId, matched: u64, last: u64, behind: u64, lag_max: u64 },
     // Last, so the variants before it keep their encoding between members.
@@ -559,9 +568,12 @@ impl RaftGroup {
             });
         }
         let last = metrics.last_log_index.unwrap_or(0);
-        let matched = metrics.replication.get(&learner).copied().flatten().unwrap_or(0);
+        // A learner that acknowledged nothing yet (never reached, or its
+        // peers refuse it) is not caught up, however short the log.
+        let acknowledged = metrics.replication.get(&learner).copied().flatten();
+        let matched = acknowledged.unwrap_or(0);
         let behind = last.saturating_sub(matched);
-        if behind > lag_max {
+        if behind > lag_max || acknowledged.is_none() {
             return Err(GroupError::NotCaughtUp {
                 group: self.group,
                 learner,
@@ -821,10 +833,10 @@ impl RaftGroup {
     }
 
     /// Asks the group to purge its log up to `index` (at most its snapshot):
-    /// beyond the entries openraft keeps behind a snapshot on its own
-    /// (`max_in_snapshot_log_to_keep`), which a log of large entries cannot
-    /// afford. Returns at once; a leader purges once no replication needs
-    /// the entries.
+    /// a group that snapshots on demand is purged this way only (its owner
+    /// keeps `max_in_snapshot_log_to_keep` entries behind a snapshot, or
+    /// none when large entries cannot afford them). Returns at once; a
+    /// leader purges once no replication needs the entries.
     pub async fn purge_log_to(&self, index: u64) -> Result<(), GroupError> {
         self.raft.trigger().purge_log(index).await.map_err(|fatal| self.stopped(fatal.to_string()))
     }

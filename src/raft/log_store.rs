@@ -312,8 +312,17 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
         self.write_slot(slot).await
     }
 
+    /// The vote as an uncommitted one: openraft reads it only at startup,
+    /// and a member that restarts holding its own committed vote would
+    /// resume leading in the same term without knowing what that term
+    /// committed (the commit index is not stored), so the read index it
+    /// gives (its term's first entry) misses writes acknowledged before the
+    /// restart and reads are stale. Uncommitted, the member starts as a
+    /// follower and a leader of a newer term serves reads only once its
+    /// own first entry is committed. A vote given to another member loses
+    /// nothing by it: that leader's messages carry the committed vote.
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        Ok(self.slot.borrow().vote)
+        Ok(self.slot.borrow().vote.map(|vote| Vote::new(vote.leader_id().term, vote.leader_id().node_id)))
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>

@@ -42,6 +42,7 @@ pub mod group;
 pub mod local_router;
 pub mod log_store;
 pub mod network;
+pub mod runtime;
 pub mod snapshot_inbox;
 pub mod state_machine;
 pub mod timeline;

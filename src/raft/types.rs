@@ -61,7 +61,7 @@ openraft::declare_raft_types!(
         Node = Member,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
+        AsyncRuntime = super::runtime::RaftRuntime,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

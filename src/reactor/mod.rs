@@ -209,6 +209,49 @@ impl ReactorContext {
     }
 }
 
+/// One shard run by its caller instead of a reactor thread: the context its
+/// tasks see and the inbox of its mailbox, which the caller drains. The
+/// simulator runs the shards of several members on one thread this way,
+/// each member on a `LocalSet` of its own. Test tool only (cargo feature
+/// `testing`): a serving node runs [`Reactors`].
+#[cfg(any(test, feature = "testing"))]
+pub struct DetachedShard {
+    context: ReactorContext,
+    inbox: Inbox,
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl DetachedShard {
+    /// Shard 0 of a node of one shard, whose reactor wakes through `notify`.
+    pub fn new(notify: Rc<Notify>, mailbox_capacity: usize) -> Result<DetachedShard, ReactorError> {
+        let (mailboxes, mut inboxes) = mailbox::create(1, mailbox_capacity).map_err(ReactorError::EventFd)?;
+        let context = ReactorContext {
+            shard: 0,
+            core: 0,
+            notify,
+            mailboxes,
+            stats: Arc::new(ReactorStats::default()),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        Ok(DetachedShard { context, inbox: inboxes.remove(0) })
+    }
+
+    pub fn context(&self) -> &ReactorContext {
+        &self.context
+    }
+
+    /// Runs the tasks waiting in the shard's mailbox, as a reactor's turn
+    /// does; returns how many ran.
+    pub fn run_mailbox(&self) -> usize {
+        let mut ran = 0;
+        while let Some(task) = self.inbox.try_receive() {
+            task(&self.context);
+            ran += 1;
+        }
+        ran
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReactorError {
     #[error("cannot create the mailboxes' eventfds: {0}; raise the open-files limit (ulimit -n)")]

@@ -368,6 +368,12 @@ pub fn set_local_groups(groups: Rc<ShardGroups>) {
     GROUPS.with(|local| *local.borrow_mut() = Some(groups));
 }
 
+/// Exchanges this thread's groups with `groups` (see `super::ThreadShard`).
+#[cfg(any(test, feature = "testing"))]
+pub(super) fn swap_local_groups(groups: &mut Option<Rc<ShardGroups>>) {
+    GROUPS.with(|local| std::mem::swap(&mut *local.borrow_mut(), groups));
+}
+
 fn local_groups(shard: usize) -> Result<Rc<ShardGroups>, RequestError> {
     GROUPS.with(|local| local.borrow().clone()).ok_or(RequestError::Starting { shard })
 }
@@ -716,9 +722,7 @@ impl Requests {
 /// (see `kv::store`, "Hybrid revisions"). The wall clock of the member the
 /// request reached; a clock before 2025 stamps 0 (the next revision).
 pub fn revision_stamp() -> u64 {
-    let unix_micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_micros()).unwrap_or(u64::MAX));
+    let unix_micros = u64::try_from(crate::clock::unix_nanos() / 1000).unwrap_or(u64::MAX);
     crate::kv::revision::revision_time(unix_micros)
 }
 
@@ -760,12 +764,12 @@ pub fn spawn_groups<T: PeerTransport>(
             super::snapshots::spawn_snapshots(shard_groups.clone(), snapshot_log);
         }
         // A node says it is ready once it can answer: every group has a leader.
-        let deadline = std::time::Instant::now() + LEADER_WAIT;
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
         // A joining member's groups have no members yet, and no leader
         // until the cluster adds this member.
         handles.retain(|group| group.raft.has_state());
         while handles.iter().any(|group| group.raft.metrics().current_leader.is_none()) {
-            if std::time::Instant::now() >= deadline {
+            if tokio::time::Instant::now() >= deadline {
                 let waiting: Vec<GroupId> = handles
                     .iter()
                     .filter(|group| group.raft.metrics().current_leader.is_none())

@@ -31,9 +31,10 @@
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::join_all;
+use tokio::time::Instant;
 
 use super::groups::{
     answered, group_on, on_shard, write_here, Answered, RequestError, Requests, ShardGroup, ShardGroups,
@@ -495,7 +496,7 @@ pub fn spawn_expiry(groups: Rc<ShardGroups>) {
     tokio::task::spawn_local(async move {
         loop {
             let wake = expire_due(&groups).await;
-            tokio::time::sleep_until(wake.into()).await;
+            tokio::time::sleep_until(wake).await;
         }
     });
 }

@@ -135,6 +135,32 @@ pub fn local() -> Option<ShardState> {
     LOCAL.with(|local| local.borrow().clone())
 }
 
+/// Everything a thread holds of the shard it runs (its log, its groups, its
+/// watches' wakers, its stages), out of the thread. A driver that runs the
+/// shards of several members on one thread (the simulator) keeps one per
+/// member and swaps it in around each poll of that member's tasks, so
+/// every member's code finds its own shard. Test tool only (cargo feature
+/// `testing`): a reactor thread runs one shard for its whole life.
+#[cfg(any(test, feature = "testing"))]
+#[derive(Default)]
+pub struct ThreadShard {
+    local: Option<ShardState>,
+    groups: Option<Rc<groups::ShardGroups>>,
+    watch_wakers: watch::GroupWakers,
+    stages: stages::ShardStages,
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl ThreadShard {
+    /// Exchanges what this holds with what the thread holds.
+    pub fn swap(&mut self) {
+        LOCAL.with(|local| std::mem::swap(&mut *local.borrow_mut(), &mut self.local));
+        groups::swap_local_groups(&mut self.groups);
+        watch::swap_wakers(&mut self.watch_wakers);
+        stages::swap(&mut self.stages);
+    }
+}
+
 /// One shard's numbers, as the status of a node reports them.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct ShardReport {

@@ -12,9 +12,12 @@
 //! - the ring is half full and the group's oldest entry is the one that
 //!   keeps the ring's head from moving (ring pressure).
 //!
-//! After a snapshot due to bytes or pressure the group's log is purged up to
-//! the snapshot, not just up to openraft's `max_in_snapshot_log_to_keep`
-//! entries behind it, which large entries cannot afford.
+//! After a snapshot the group's log is purged up to `max_in_snapshot_log_to_keep`
+//! entries behind it, and after one due to bytes or pressure up to the
+//! snapshot itself, which large entries cannot afford. This task decides
+//! every purge: openraft is told to keep every entry a snapshot covers
+//! (see `raft::GroupConfig::openraft_config`), so its own purge point never
+//! falls behind one asked for here (openraft asserts it only moves ahead).
 //!
 //! A snapshot's size is known before it is built (`kv::snapshot::encoded_len`),
 //! so the check is exact up to the envelope around the store's bytes.
@@ -29,7 +32,9 @@
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::groups::{ShardGroup, ShardGroups};
 use crate::kv::command::{encode_command, Command};
@@ -118,9 +123,10 @@ pub fn spawn_snapshots(groups: Rc<ShardGroups>, log: SharedLog) {
             let pinned_by = log.with(|log| log.head_pinned_by());
             entries.sort_by_key(|entry| Some(entry.raft.group()) != pinned_by);
             let policy = groups.layout.snapshots;
+            let keep = groups.layout.raft.max_in_snapshot_log_to_keep;
             let groups_here = entries.len() as u64;
             for entry in entries {
-                tend(&entry, &policy, groups_here, &log, &mut warned).await;
+                tend(&entry, &policy, keep, groups_here, &log, &mut warned).await;
             }
         }
     });
@@ -131,6 +137,7 @@ pub fn spawn_snapshots(groups: Rc<ShardGroups>, log: SharedLog) {
 async fn tend(
     entry: &Rc<ShardGroup>,
     policy: &SnapshotPolicy,
+    keep: u64,
     groups_here: u64,
     log: &SharedLog,
     warned: &mut BTreeMap<GroupId, Instant>,
@@ -147,7 +154,7 @@ async fn tend(
         // Nothing new to snapshot; the entries kept behind the last one may
         // still be what fills the ring.
         if must_shrink {
-            purge_to_snapshot(entry).await;
+            purge_behind_snapshot(entry, 0).await;
         }
         return;
     }
@@ -181,9 +188,7 @@ async fn tend(
             if snapshot(entry, bytes, log).await {
                 warned.remove(&group);
                 super::space::clear(entry);
-                if must_shrink {
-                    purge_to_snapshot(entry).await;
-                }
+                purge_behind_snapshot(entry, if must_shrink { 0 } else { keep }).await;
             }
         }
         Due::NoRoom { bytes, room } => {
@@ -243,14 +248,15 @@ async fn snapshot(entry: &Rc<ShardGroup>, bytes: u64, log: &SharedLog) -> bool {
     true
 }
 
-/// Purges the group's log up to its snapshot.
-async fn purge_to_snapshot(entry: &Rc<ShardGroup>) {
+/// Purges the group's log up to `keep` entries behind its snapshot.
+async fn purge_behind_snapshot(entry: &Rc<ShardGroup>, keep: u64) {
     let Some(snapshot) = entry.raft.metrics().snapshot else { return };
     let purged = entry.raft.metrics().purged.map_or(0, |purged| purged.index);
-    if snapshot.index <= purged {
+    let upto = snapshot.index.saturating_sub(keep);
+    if upto <= purged {
         return;
     }
-    if let Err(error) = entry.raft.purge_log_to(snapshot.index).await {
+    if let Err(error) = entry.raft.purge_log_to(upto).await {
         tracing::warn!(group = entry.raft.group(), %error, "asking for a purge failed");
     }
 }

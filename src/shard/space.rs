@@ -26,7 +26,9 @@
 //! Raft write of its own) needs ring space for that entry, and writes that
 //! kept coming would take it. The snapshot task's own proposals do not wait.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use std::rc::Rc;
 

@@ -14,9 +14,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openraft::ServerState;
+use tokio::time::Instant;
 
 use super::groups::{ShardGroup, ShardGroups};
 use crate::raft::{GroupId, GroupMetrics, NodeId};

@@ -202,6 +202,12 @@ thread_local! {
     static STAGES: RefCell<ShardStages> = RefCell::new(ShardStages::default());
 }
 
+/// Exchanges this thread's stages with `stages` (see `super::ThreadShard`).
+#[cfg(any(test, feature = "testing"))]
+pub(super) fn swap(stages: &mut ShardStages) {
+    STAGES.with(|all| std::mem::swap(&mut *all.borrow_mut(), stages));
+}
+
 /// Records into this thread's stages.
 pub fn record(update: impl FnOnce(&mut ShardStages)) {
     STAGES.with(|stages| update(&mut stages.borrow_mut()));

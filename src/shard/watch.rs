@@ -266,10 +266,19 @@ impl WatchedGroup for ShardGroup {
 /// The pumps of one group's hub, by the hub watch each drains.
 type Wakers = RefCell<BTreeMap<WatchId, Rc<Notify>>>;
 
+/// The wakers of every group of a shard that a watch opened in.
+pub(super) type GroupWakers = BTreeMap<GroupId, Rc<Wakers>>;
+
 thread_local! {
     /// Per group of this shard, once a watch opened there: the hub's ready
     /// hook wakes the pump through it.
-    static WAKERS: RefCell<BTreeMap<GroupId, Rc<Wakers>>> = const { RefCell::new(BTreeMap::new()) };
+    static WAKERS: RefCell<GroupWakers> = const { RefCell::new(BTreeMap::new()) };
+}
+
+/// Exchanges this thread's wakers with `wakers` (see `super::ThreadShard`).
+#[cfg(any(test, feature = "testing"))]
+pub(super) fn swap_wakers(wakers: &mut GroupWakers) {
+    WAKERS.with(|all| std::mem::swap(&mut *all.borrow_mut(), wakers));
 }
 
 /// The wakers of `group`, installing the hub's ready hook the first time.

@@ -338,13 +338,8 @@ impl Superblock {
 /// A namespace id unique enough to tell two formatted namespaces apart:
 /// the time, the process and the address space layout, mixed by CRC32C.
 fn new_namespace_id() -> [u8; 16] {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos());
-    let stack_address = &nanos as *const u128 as usize as u64;
-    let seed =
-        [nanos.to_le_bytes().as_slice(), &std::process::id().to_le_bytes(), &stack_address.to_le_bytes()]
-            .concat();
+    let nanos = crate::clock::unix_nanos();
+    let seed = [nanos.to_le_bytes().as_slice(), &crate::clock::instance_bits().to_le_bytes()].concat();
     let mut id = [0u8; 16];
     for (lane, chunk) in id.chunks_mut(4).enumerate() {
         chunk.copy_from_slice(&crc32c::crc32c_append(lane as u32, &seed).to_le_bytes());

@@ -216,6 +216,33 @@ fn a_learner_joins_is_promoted_and_an_old_member_leaves() {
 }
 
 #[test]
+fn a_learner_that_acknowledged_nothing_is_not_promoted_however_short_the_log() {
+    run(async {
+        let cluster = Cluster::new(fast_config()).await;
+        let group = GROUPS[0];
+        cluster.write_many(group, 0, 5).await;
+        // Member 9 never starts: the leader never hears from it.
+        let absent = Member::new(9, "10.0.0.9:2380");
+        let deadline = Instant::now() + WAIT_MAX;
+        let refused = loop {
+            let leader = cluster.leader(group).await;
+            let raft_group = &cluster.running(leader, group).group;
+            match raft_group.add_learner(absent.clone()).await {
+                Err(GroupError::NotLeader { .. }) if Instant::now() < deadline => continue,
+                added => added.expect("add learner"),
+            }
+            match raft_group.promote(9, 256).await {
+                Err(GroupError::NotLeader { .. }) if Instant::now() < deadline => continue,
+                promoted => break promoted,
+            }
+        };
+        assert!(matches!(refused, Err(GroupError::NotCaughtUp { learner: 9, .. })), "{refused:?}");
+        let leader = cluster.leader(group).await;
+        assert_eq!(cluster.running(leader, group).group.metrics().voters, [1, 2, 3].into());
+    });
+}
+
+#[test]
 fn followers_name_the_leader_and_a_leader_without_quorum_refuses_reads_and_writes() {
     run(async {
         let config = GroupConfig { request_timeout_ms: 400, ..fast_config() };

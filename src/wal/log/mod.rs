@@ -706,10 +706,7 @@ fn reserve_blocks(ring_blocks: u64) -> u64 {
 
 /// A number that differs between opens of the same log.
 fn new_epoch() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_nanos());
-    (nanos as u64) ^ (u64::from(std::process::id()) << 40)
+    (crate::clock::unix_nanos() as u64) ^ crate::clock::instance_bits()
 }
 
 mod complete;
