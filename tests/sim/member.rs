@@ -242,6 +242,7 @@ async fn run_member(
         },
         snapshots: setup.snapshots,
         quota_bytes: nvkv::config::StoreConfig::default().quota_bytes,
+        proposal_queue_bytes_max: nvkv::config::StoreConfig::default().proposal_queue_bytes_max as usize,
         auth: Default::default(),
     };
     let transport = Rc::new(SimTransport {
