@@ -140,7 +140,7 @@ nsid = 1
 spdk_memory_bytes = "512MiB"
 spdk_hugepages = false
 EOF
-    device_args=(--spdk-transport "$SPDK_TRID" --spdk-nsid 2)
+    device_args=(--spdk-transport "$SPDK_TRID" --spdk-nsid 2 --spdk-no-hugepages)
     (
         config="$scratch/spdk.toml"
         # shellcheck source=bench/one-node.sh

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use openraft::{AsyncRuntime, OptionalSend, TokioRuntime};
-use rand::{RngCore, SeedableRng};
+use rand::RngCore;
 
 /// tokio's runtime with a seedable generator (see the module doc).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -115,7 +115,7 @@ impl RngCore for RaftRng {
 /// seeded with `seed`. Test tool only (cargo feature `testing`).
 #[cfg(any(test, feature = "testing"))]
 pub fn seed_thread(seed: u64) {
-    SEEDED.with(|seeded| *seeded.borrow_mut() = Some(rand::rngs::StdRng::seed_from_u64(seed)));
+    SEEDED.with(|seeded| *seeded.borrow_mut() = Some(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed)));
 }
 
 #[cfg(test)]
