@@ -115,7 +115,9 @@ impl RngCore for RaftRng {
 /// seeded with `seed`. Test tool only (cargo feature `testing`).
 #[cfg(any(test, feature = "testing"))]
 pub fn seed_thread(seed: u64) {
-    SEEDED.with(|seeded| *seeded.borrow_mut() = Some(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed)));
+    SEEDED.with(|seeded| {
+        *seeded.borrow_mut() = Some(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed))
+    });
 }
 
 #[cfg(test)]
