@@ -383,7 +383,9 @@ fn a_first_start_makes_the_names_of_its_files_durable() {
     let mut open: std::collections::HashMap<String, String> = Default::default();
     let (mut created, mut synced_data_dir, mut synced_parent) = (false, false, false);
     for line in trace.lines() {
+        // strace pads the pid column: "123  openat(" as well as "12345 openat(".
         let Some((_, call)) = line.split_once(' ') else { continue };
+        let call = call.trim_start();
         if let Some(arguments) = call.strip_prefix("openat(") {
             let path = arguments.split('"').nth(1).unwrap_or_default().to_string();
             let result = call.rsplit("= ").next().unwrap_or_default().trim().to_string();
