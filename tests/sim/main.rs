@@ -425,14 +425,19 @@ fn summarize(
             Err(reason) => Some((seed, reason.clone())),
         })
         .collect();
-    // Seeds that fail on a bug still open are said as such, loudly; one
-    // that passes now is a failure of the run, so the list stays true.
+    // Seeds that fail on a bug still open are said as such, loudly. One
+    // that passed is said too, but does not fail the run: the open bugs
+    // behind these seeds (a healed member that stops applying) do not
+    // show on every run of the same seed yet (the simulation is not fully
+    // deterministic there: docs/testing.md), so passing proves nothing.
     let (known, failed): (Vec<_>, Vec<_>) =
         failed.into_iter().partition(|(seed, _)| options.known_failing.contains(seed));
-    let mut failed = failed;
     for seed in &options.known_failing {
         if reports.contains_key(seed) && !known.iter().any(|(failing, _)| *failing == seed) {
-            failed.push((seed, "listed in --known-failing, but it passes now: take it off the list".into()));
+            println!(
+                "sim: KNOWN-FAILING seed {seed} passed this time; its bug is open until a fix makes it pass every \
+                 time (then take it off --known-failing)"
+            );
         }
     }
     if !known.is_empty() {
