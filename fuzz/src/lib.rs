@@ -6,8 +6,10 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
 /// How long the node may keep a half-closed connection open: a hang past
-/// it fails the run.
-pub const CLOSE_WITHIN: Duration = Duration::from_secs(10);
+/// it fails the run. Past the node's first-message deadline
+/// (`limits.handshake_timeout_ms`, 10 s), which closes a connection that
+/// sent nothing.
+pub const CLOSE_WITHIN: Duration = Duration::from_secs(20);
 
 /// Starts a node (one shard, two groups, a 64 MiB namespace file in a temp
 /// directory, durability off: nothing here must survive) with `extra`
