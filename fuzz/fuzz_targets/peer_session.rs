@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use nvkv_fuzz::{check_health, free_ports, send_session, start_node};
+use nvkv_fuzz::{check_health, free_port_block, send_session, start_node};
 
 const HEALTH_EVERY: u64 = 256;
 
@@ -28,7 +28,10 @@ const HEALTH_EVERY: u64 = 256;
 fn node() -> (SocketAddr, SocketAddr) {
     static NODE: OnceLock<(SocketAddr, SocketAddr)> = OnceLock::new();
     *NODE.get_or_init(|| {
-        let [client, peer, absent_client, absent_peer] = free_ports::<4>();
+        // Client port, its shard's port (client + 1), peer port, and the
+        // absent member's client and peer ports.
+        let base = free_port_block(5);
+        let (client, peer, absent_client, absent_peer) = (base, base + 2, base + 3, base + 4);
         let node = format!(
             "member_id = 1\nname = \"n1\"\nclient_address = \"127.0.0.1:{client}\"\npeer_address = \"127.0.0.1:{peer}\""
         );
