@@ -151,12 +151,12 @@ pub fn encode(store: &MvccStore) -> Vec<u8> {
 const BLOB_LENGTH_BYTES: u64 = 4;
 
 /// What a snapshot spends on a key before its entries.
-fn key_bytes(key: &[u8]) -> u64 {
+pub(crate) fn key_bytes(key: &[u8]) -> u64 {
     BLOB_LENGTH_BYTES + key.len() as u64 + 4
 }
 
 /// What a snapshot spends on one entry of a key's history.
-fn entry_bytes(entry: &Entry) -> u64 {
+pub(crate) fn entry_bytes(entry: &Entry) -> u64 {
     8 + 8 + 1 + entry.live.as_ref().map_or(0, |live| 8 + 8 + 8 + BLOB_LENGTH_BYTES + live.value.len() as u64)
 }
 
@@ -176,11 +176,13 @@ fn fixed_bytes(store: &MvccStore) -> u64 {
 /// The length of `encode(store)`, without encoding: what a shard checks
 /// against its free snapshot space before it asks for a snapshot.
 pub fn encoded_len(store: &MvccStore) -> u64 {
-    let mut bytes = fixed_bytes(store);
-    for (key, entries) in &store.keys {
-        bytes += key_bytes(key) + entries.iter().map(entry_bytes).sum::<u64>();
-    }
-    bytes
+    fixed_bytes(store) + store.keys_bytes
+}
+
+/// What `keys` takes in a snapshot, counted by walking it: what
+/// `MvccStore::keys_bytes` keeps up to date as the store changes.
+pub(crate) fn keys_bytes(keys: &BTreeMap<Vec<u8>, Vec<Entry>>) -> u64 {
+    keys.iter().map(|(key, entries)| key_bytes(key) + entries.iter().map(entry_bytes).sum::<u64>()).sum()
 }
 
 /// How small compaction can make a store's snapshot, against a budget.
@@ -362,6 +364,7 @@ pub fn decode(bytes: &[u8]) -> Result<MvccStore, SnapshotError> {
         )));
     }
     let mut store = MvccStore::new();
+    store.keys_bytes = keys_bytes(&keys);
     (store.keys, store.positions, store.revision, store.compact_revision) =
         (keys, positions, revision, compact_revision);
     store.leases = LeaseTable { leases, next_id: next_lease_id };
@@ -483,7 +486,9 @@ mod tests {
         for store in [MvccStore::new(), sample_store(), store_with_auth()] {
             let bytes = encode(&store);
             assert_eq!(encoded_len(&store), bytes.len() as u64, "the length is known before encoding");
+            assert_eq!(store.keys_bytes, keys_bytes(&store.keys), "kept up to date as the store changed");
             let decoded = decode(&bytes).unwrap();
+            assert_eq!(encoded_len(&decoded), bytes.len() as u64, "a decoded store knows its length");
             assert_eq!(decoded, store);
             assert_eq!(encode(&decoded), bytes);
             assert_eq!(state_hash(&decoded), state_hash(&store));

@@ -261,6 +261,11 @@ pub struct MvccStore {
     /// Whether writes return their events (see [`MvccStore::keep_events`]).
     /// Not state: no snapshot or hash sees it.
     keep_events: bool,
+    /// What `keys` takes in a snapshot (`kv::snapshot::keys_bytes`), kept
+    /// as keys and entries come and go: the quota and snapshot checks ask
+    /// for the store's size often, and walking a large store each time
+    /// stalled its shard. Derived from `keys`, so not compared.
+    pub(crate) keys_bytes: u64,
 }
 
 /// Stores are equal when everything but whether they keep events is.
@@ -291,6 +296,7 @@ impl Default for MvccStore {
             stamp: 0,
             auth: AuthState::default(),
             keep_events: true,
+            keys_bytes: 0,
         }
     }
 }
@@ -497,7 +503,14 @@ impl MvccStore {
         want_previous: bool,
     ) -> Option<KeyValue> {
         let position = write.next_position();
-        let entries = self.keys.entry(key.to_vec()).or_default();
+        // An overwrite (the common put) finds its key without copying it.
+        let entries = match self.keys.get_mut(key) {
+            Some(entries) => entries,
+            None => {
+                self.keys_bytes += super::snapshot::key_bytes(key);
+                self.keys.entry(key.to_vec()).or_default()
+            }
+        };
         assert!(
             entries.last().is_none_or(|entry| entry.revision.main < position.main),
             "key {} written twice at revision {}",
@@ -515,7 +528,9 @@ impl MvccStore {
             None
         };
         let live = Live { value: value.to_vec(), create_revision, version, lease };
-        entries.push(Entry { revision: position, live: Some(live) });
+        let entry = Entry { revision: position, live: Some(live) };
+        self.keys_bytes += super::snapshot::entry_bytes(&entry);
+        entries.push(entry);
         if write.keep_events {
             let kv = entries.last().and_then(|entry| entry.key_value(key)).expect("just put");
             write.events.push(Event { kind: EventKind::Put, kv, prev_kv: previous.clone() });
@@ -535,7 +550,9 @@ impl MvccStore {
         let previous =
             entries.last().and_then(|entry| entry.key_value(key)).expect("only live keys are deleted");
         assert!(previous.mod_revision < position.main, "key {} written twice", super::types::ShowKey(key));
-        entries.push(Entry { revision: position, live: None });
+        let entry = Entry { revision: position, live: None };
+        self.keys_bytes += super::snapshot::entry_bytes(&entry);
+        entries.push(entry);
         self.positions.insert(position, key.to_vec());
         self.leases.detach(previous.lease, key);
         if write.keep_events {
@@ -681,6 +698,7 @@ impl MvccStore {
             let Some(newest) = at_or_below.checked_sub(1) else { continue };
             let dropped = if entries[newest].live.is_some() { newest } else { newest + 1 };
             for entry in entries.drain(..dropped) {
+                self.keys_bytes -= super::snapshot::entry_bytes(&entry);
                 self.positions.remove(&entry.revision);
             }
             if entries.is_empty() {
@@ -688,6 +706,7 @@ impl MvccStore {
             }
         }
         for key in emptied {
+            self.keys_bytes -= super::snapshot::key_bytes(&key);
             self.keys.remove(&key);
         }
         self.compact_revision = revision;
@@ -842,6 +861,10 @@ impl MvccStore {
                 "the revision index holds {} entries but history {positions}",
                 self.positions.len()
             ));
+        }
+        let keys_bytes = super::snapshot::keys_bytes(&self.keys);
+        if keys_bytes != self.keys_bytes {
+            return Err(format!("the keys take {keys_bytes} bytes but the store counts {}", self.keys_bytes));
         }
         for (id, lease) in &self.leases.leases {
             if *id < 1 || lease.ttl_seconds < 1 {
