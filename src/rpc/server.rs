@@ -221,8 +221,8 @@ async fn opens_kv_stream(stream: &tokio::net::TcpStream) -> std::io::Result<bool
 /// run, acting for `caller`: the connection's certificate user, or nobody
 /// (the stream carries no session; a password user's client keeps its KV
 /// calls on the RPC connection, which does).
-fn kv_stream_requests(context: &ReactorContext, caller: Caller) -> Option<shard::groups::Requests> {
-    shard::groups::local_requests(context).map(|requests| requests.with_caller(caller))
+fn kv_stream_requests(context: &ReactorContext, caller: Caller) -> Option<shard::requests::Requests> {
+    shard::requests::local_requests(context).map(|requests| requests.with_caller(caller))
 }
 
 fn run_connection<R>(
@@ -258,8 +258,8 @@ struct NodeServer {
 impl NodeServer {
     /// The request handle of this connection's shard, once its groups run,
     /// acting for this Node's caller.
-    fn requests(&self) -> Result<shard::groups::Requests, capnp::Error> {
-        let requests = shard::groups::local_requests(&self.context).ok_or_else(|| {
+    fn requests(&self) -> Result<shard::requests::Requests, capnp::Error> {
+        let requests = shard::requests::local_requests(&self.context).ok_or_else(|| {
             capnp::Error::overloaded(format!("shard {} is still starting its groups", self.context.shard()))
         })?;
         Ok(requests.with_caller(self.caller.clone()))
@@ -282,7 +282,7 @@ impl node::Server for NodeServer {
             endpoints.set(position as u32, endpoint.to_string());
         }
         let mut leaders: Vec<_> =
-            super::cluster::on_every_shard(&self.context, |_| shard::groups::local_group_leaders())
+            super::cluster::on_every_shard(&self.context, |_| shard::registry::local_group_leaders())
                 .await?
                 .into_iter()
                 .flatten()

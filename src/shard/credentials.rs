@@ -20,7 +20,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use ring::rand::SecureRandom;
 
 use super::auth::Caller;
-use super::groups::{RequestError, Requests};
+use super::requests::{RequestError, Requests};
 use crate::kv::auth::{AuthChange, AuthError, AuthState, TOKEN_KEY_BYTES};
 use crate::kv::command::{Command, CommandResponse};
 

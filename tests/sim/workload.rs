@@ -21,7 +21,7 @@ use nvkv::kv::types::{
 };
 use nvkv::lincheck::{Operation, Outcome, Record, Returned};
 use nvkv::raft::{GroupError, NodeId};
-use nvkv::shard::groups::{RequestError, Requests};
+use nvkv::shard::requests::{RequestError, Requests};
 use nvkv::shard::watch::{WatchBody, WatchOptions};
 use tokio::time::Instant;
 
