@@ -102,7 +102,7 @@ pub fn spawn_metrics_acceptor(
             tokio::task::spawn_local(async move {
                 let served = match tls {
                     None => answer(stream, &context, &gathering, member, groups).await,
-                    Some(acceptor) => match super::tls::accept(&acceptor, stream).await {
+                    Some(acceptor) => match crate::reactor::admission::accept_tls(&acceptor, stream).await {
                         Ok(stream) => answer(stream, &context, &gathering, member, groups).await,
                         Err(reason) => Err(std::io::Error::other(format!("TLS handshake: {reason}"))),
                     },

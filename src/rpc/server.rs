@@ -6,14 +6,13 @@
 //! connections in total and per source, the first-message deadline, the
 //! idle timeout). With `[tls]` client keys set, every connection (on the
 //! main port and the shards' own) then completes a TLS handshake on the
-//! shard that serves it, within `tls::HANDSHAKE_TIMEOUT`; a failed one
+//! shard that serves it, within `reactor::admission::HANDSHAKE_TIMEOUT`; a failed one
 //! closes that connection alone.
 //!
 //! A connection that sends garbage, too large or too deeply nested a
 //! message is closed alone; the node and other connections go on. This
 //! module must never block a reactor thread.
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,52 +58,11 @@ pub fn spawn_acceptor(
     info: Arc<NodeInfo>,
     deal: bool,
 ) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    let context = context.clone();
-    tokio::task::spawn_local(async move {
-        let next_shard = Cell::new(0usize);
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: say so, keep going.
-                    tracing::warn!(%error, "accepting a client connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            // Over a limit: closed as it arrived (the refusal is logged).
-            let Ok(admitted) = info.admission.admit(peer.ip()) else { continue };
-            let shards = context.mailboxes().len();
-            let target = if deal { next_shard.get() % shards } else { context.shard() };
-            next_shard.set(next_shard.get() + 1);
-            if target == context.shard() {
-                serve_connection(&context, stream, peer, info.clone(), admitted);
-                continue;
-            }
-            let stream = match stream.into_std() {
-                Ok(stream) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, %peer, "cannot hand a connection to shard {target}");
-                    continue;
-                }
-            };
-            let handed_info = info.clone();
-            let handed = context.mailbox(target).try_send(move |target_context: &ReactorContext| {
-                match tokio::net::TcpStream::from_std(stream) {
-                    Ok(stream) => serve_connection(target_context, stream, peer, handed_info, admitted),
-                    Err(error) => tracing::warn!(%error, %peer, "cannot adopt a client connection"),
-                }
-            });
-            if let Err(refused) = handed {
-                // The other shard is full or stopping: the connection is
-                // dropped (the client reconnects) rather than blocking here.
-                tracing::warn!(%peer, "shard {target} refused a connection: {}", refused.error);
-            }
-        }
-    });
-    Ok(())
+    let admission = info.admission.clone();
+    let serve = move |context: &ReactorContext, stream, peer, admitted| {
+        serve_connection(context, stream, peer, info.clone(), admitted)
+    };
+    crate::reactor::admission::spawn_accept_loop(context, listener, admission, "a client", deal, serve)
 }
 
 /// Runs one client connection on this reactor until it closes: the TLS
@@ -169,7 +127,7 @@ pub fn serve_connection(
         };
         let mut stream = crate::reactor::admission::Guarded::new(stream, admitted);
         stream.set_busy(busy);
-        let stream = match super::tls::accept(&acceptor, stream).await {
+        let stream = match crate::reactor::admission::accept_tls(&acceptor, stream).await {
             Ok(stream) => stream,
             Err(reason) => {
                 tracing::info!(%peer, shard, "client TLS handshake failed: {reason}");

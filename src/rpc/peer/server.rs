@@ -43,7 +43,7 @@ pub fn spawn_peer_acceptor(
             // The handshake runs on its own task: a stalled peer holds
             // only its connection, never the acceptor.
             tokio::task::spawn_local(async move {
-                match crate::rpc::tls::accept(&tls.acceptor, stream).await {
+                match crate::reactor::admission::accept_tls(&tls.acceptor, stream).await {
                     Ok(stream) => {
                         // What the certificate names is checked against the
                         // member its hello claims to be.
