@@ -24,7 +24,8 @@ use crate::reactor::{DriverFactory, ReactorContext, ReactorError, ReactorSetting
 use crate::rpc::peer::{shard_peer_address, PeerClient, PeerIdentity};
 use crate::rpc::server::NodeInfo;
 use crate::shard::forward::LeaderLink;
-use crate::shard::start::{GroupLayout, NoPeers};
+use crate::shard::layout::GroupLayout;
+use crate::shard::start::NoPeers;
 use crate::shard::{self, LogDriver};
 use crate::topology::{self, TopologyError};
 use crate::wal::superblock::SuperblockKeeper;

@@ -21,8 +21,9 @@ use crate::kv::auth::AuthError;
 use crate::kv::revision::revision_group;
 use crate::kv::types::{self as kv, KvError};
 use crate::reactor::ReactorContext;
+use crate::shard::answer::{Answered, RequestError};
 use crate::shard::auth::Caller;
-use crate::shard::requests::{Answered, RequestError, Requests};
+use crate::shard::requests::Requests;
 
 /// What the services of one shard reach: its request handle (made once its
 /// groups run) and the member's etcd settings. Made on the shard's thread

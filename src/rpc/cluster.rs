@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use crate::nvkv_capnp::{cluster, group_status, maintenance, member, member_change_result, node_status};
 use crate::reactor::ReactorContext;
+use crate::shard::answer::RequestError;
 use crate::shard::membership::MembershipChange;
-use crate::shard::requests::{RequestError, Requests};
+use crate::shard::requests::Requests;
 use crate::shard::{self, GroupReport, MemberProgress, MembershipEntry, ShardReport};
 
 use super::server::NodeInfo;

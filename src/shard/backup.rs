@@ -9,8 +9,9 @@
 //! write acknowledged before the request began. It never writes to the
 //! group and never holds the store borrowed across an await.
 
+use super::answer::RequestError;
 use super::registry::{group_on, on_shard};
-use super::requests::{RequestError, Requests};
+use super::requests::Requests;
 use crate::raft::GroupId;
 
 /// A group's store as a backup holds it.

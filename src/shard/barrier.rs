@@ -14,8 +14,8 @@ use std::rc::Rc;
 
 use futures::channel::oneshot;
 
+use super::answer::RequestError;
 use super::group::ShardGroup;
-use super::requests::RequestError;
 
 /// The reads of one group waiting for a barrier.
 #[derive(Default)]

@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use futures::future::LocalBoxFuture;
 
+use super::answer::RequestError;
 use super::group::ShardGroup;
 use super::lease::{LeaseAnswer, LeaseQuery};
-use super::requests::RequestError;
 use crate::raft::{GroupError, GroupId, Member};
 
 /// Carries a follower's requests to the same shard of the leader's member.

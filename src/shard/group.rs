@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use super::auth::AuthCell;
 use super::barrier::ReadBarrier;
+use super::layout::GroupLayout;
 use super::lease::LeaseDeadlines;
 use super::propose::Proposer;
 use super::space::{NoSpace, OverQuota};
-use super::start::GroupLayout;
 use crate::kv::group::GroupState;
 use crate::raft::{GroupError, GroupId, GroupStateMachine, PeerTransport, RaftGroup, WalSnapshotStore};
 use crate::wal::SharedLog;

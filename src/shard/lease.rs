@@ -36,9 +36,10 @@ use std::time::Duration;
 use futures::future::join_all;
 use tokio::time::Instant;
 
+use super::answer::{Answered, RequestError};
 use super::group::ShardGroup;
 use super::registry::{group_on, on_shard, ShardGroups};
-use super::requests::{answered, write_here, Answered, RequestError, Requests};
+use super::requests::{answered, write_here, Requests};
 use crate::kv::auth::Need;
 use crate::kv::command::{encode_command, encode_stamped_command, Command, CommandResponse};
 use crate::kv::lease::LeaseTable;

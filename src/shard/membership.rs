@@ -14,9 +14,10 @@ use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 
+use super::answer::RequestError;
 use super::group::ShardGroup;
 use super::registry::on_shard;
-use super::requests::{RequestError, Requests};
+use super::requests::Requests;
 use crate::raft::{GroupError, GroupId, Member, NodeId};
 
 /// How many entries a learner may miss and still be promoted. A learner
@@ -152,7 +153,7 @@ pub(super) fn removed_by_peer(entry: &ShardGroup, index: u64, peer: crate::raft:
 /// no longer describes the cluster, and a member set up from it would not
 /// be either), and join mode on a member that was added already (only a new
 /// data directory reads it).
-pub(super) fn report_config_against_cluster(layout: &super::start::GroupLayout, group: &ShardGroup) {
+pub(super) fn report_config_against_cluster(layout: &super::layout::GroupLayout, group: &ShardGroup) {
     let me = &layout.member;
     if !group.raft().has_state() {
         if layout.join {

@@ -6,12 +6,14 @@
 //! The shard maps the node's configuration onto the layers below (the log
 //! knows nothing of config files) and never touches another shard's state.
 
+pub mod answer;
 pub mod auth;
 pub mod backup;
 pub mod barrier;
 pub mod credentials;
 pub mod forward;
 pub mod group;
+pub mod layout;
 pub mod lease;
 pub mod membership;
 pub mod peer_requests;

@@ -26,8 +26,8 @@ use std::time::Instant;
 
 use futures::channel::oneshot;
 
+use super::answer::RequestError;
 use super::group::ShardGroup;
-use super::requests::RequestError;
 use super::stages;
 use crate::kv::command::{batch_overhead_bytes, encode_batch, split_batch_outcome};
 use crate::raft::WritePath;

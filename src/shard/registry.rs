@@ -10,9 +10,9 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
+use super::answer::RequestError;
 use super::group::ShardGroup;
-use super::requests::RequestError;
-use super::start::GroupLayout;
+use super::layout::GroupLayout;
 use crate::raft::{GroupId, NodeId};
 use crate::reactor::ReactorContext;
 

@@ -6,7 +6,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::group::ShardGroup;
-use super::start::{start_groups, GroupLayout};
+use super::layout::GroupLayout;
+use super::start::start_groups;
 use crate::nvme::memory::MemoryNamespace;
 use crate::nvme::{Namespace, QueuePairConfig};
 use crate::raft::{GroupConfig, Member};
