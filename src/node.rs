@@ -24,7 +24,8 @@ use crate::reactor::{DriverFactory, ReactorContext, ReactorError, ReactorSetting
 use crate::rpc::peer::{shard_peer_address, PeerClient, PeerIdentity};
 use crate::rpc::server::NodeInfo;
 use crate::shard::forward::LeaderLink;
-use crate::shard::groups::{GroupLayout, NoPeers};
+use crate::shard::layout::GroupLayout;
+use crate::shard::start::NoPeers;
 use crate::shard::{self, LogDriver};
 use crate::topology::{self, TopologyError};
 use crate::wal::superblock::SuperblockKeeper;
@@ -148,11 +149,11 @@ pub fn log_driver_factory(resources: ShardResources) -> DriverFactory {
             Some(identity) => {
                 let peers = PeerClient::new(shard, identity);
                 let leaders: Rc<dyn LeaderLink> = Rc::new(peers.clone());
-                shard::groups::spawn_groups(layout, shard, log.clone(), Rc::new(peers), leaders, ready);
+                shard::start::spawn_groups(layout, shard, log.clone(), Rc::new(peers), leaders, ready);
             }
             None => {
                 let leaders: Rc<dyn LeaderLink> = Rc::new(NoPeers);
-                shard::groups::spawn_groups(layout, shard, log.clone(), Rc::new(NoPeers), leaders, ready);
+                shard::start::spawn_groups(layout, shard, log.clone(), Rc::new(NoPeers), leaders, ready);
             }
         }
         Ok(Box::new(LogDriver::new(log)) as Box<dyn ShardDriver>)

@@ -14,8 +14,8 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, status};
 use super::kv::{on_this_shard, ShardLocal};
 use super::proto::etcdserverpb as pb;
-use crate::shard::groups::{local_group_reports, local_membership, on_every_shard};
 use crate::shard::membership::MembershipChange;
+use crate::shard::registry::{local_group_reports, local_membership, on_every_shard};
 use crate::shard::{GroupReport, MembershipEntry, ShardReport};
 
 pub struct EtcdCluster {

@@ -18,7 +18,7 @@ use crate::kv::auth::AuthError;
 use crate::kv::limits::LimitError;
 use crate::kv::types::{self as kv, KvError};
 use crate::raft::GroupError;
-use crate::shard::groups::{Answered, RequestError};
+use crate::shard::answer::{Answered, RequestError};
 
 /// What the etcd port reads of a request beyond `store.request_bytes_max`:
 /// gRPC framing and a request a little over the limit, which is refused

@@ -21,8 +21,9 @@ use crate::kv::auth::AuthError;
 use crate::kv::revision::revision_group;
 use crate::kv::types::{self as kv, KvError};
 use crate::reactor::ReactorContext;
+use crate::shard::answer::{Answered, RequestError};
 use crate::shard::auth::Caller;
-use crate::shard::groups::{Answered, RequestError, Requests};
+use crate::shard::requests::Requests;
 
 /// What the services of one shard reach: its request handle (made once its
 /// groups run) and the member's etcd settings. Made on the shard's thread
@@ -77,7 +78,7 @@ impl ShardLocal {
         if let Some(requests) = local.requests.get() {
             return Ok(requests);
         }
-        let requests = crate::shard::groups::local_requests(&local.context).ok_or_else(|| {
+        let requests = crate::shard::requests::local_requests(&local.context).ok_or_else(|| {
             Status::unavailable(format!(
                 "shard {} is still starting its groups; retry shortly",
                 local.context.shard()

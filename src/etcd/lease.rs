@@ -9,7 +9,7 @@ use super::convert::{self, status};
 use super::kv::{on_this_shard, ShardLocal};
 use super::proto::etcdserverpb as pb;
 use crate::kv::types::KvError;
-use crate::shard::groups::RequestError;
+use crate::shard::answer::RequestError;
 
 /// Keep-alive answers queued for a slow client before its stream waits.
 const KEEP_ALIVE_ANSWERS_QUEUED: usize = 16;

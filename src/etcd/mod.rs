@@ -13,7 +13,7 @@
 //! HTTP/2 server on its own reactor thread, in its LocalSet (hyper spawns
 //! every gRPC stream through an executor that is `spawn_local`), routing
 //! calls to tonic's generated services. A call reaches the shard that owns
-//! its key through the same request handle (`shard::groups::Requests`) the
+//! its key through the same request handle (`shard::requests::Requests`) the
 //! native API uses: directly when that is this shard, through one mailbox
 //! hop otherwise. No gRPC thread pool stands between the client and the
 //! shards, and gRPC's work spreads over the reactors with the connections.

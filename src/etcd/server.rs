@@ -25,11 +25,9 @@ use crate::reactor::admission::{Admitted, Guarded};
 use crate::reactor::ReactorContext;
 use crate::shard::auth::Caller;
 
-/// How long a TLS handshake on the etcd port may take.
 /// How long a keep-alive ping (every `limits.idle_timeout_ms`) may go
 /// unanswered before the connection is closed.
 const KEEP_ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Largest gRPC message the etcd port sends (etcd's default is 2 GiB less
 /// one byte: a range answer is as large as it is).
@@ -110,48 +108,11 @@ pub fn spawn_acceptor(
     listener: std::net::TcpListener,
     info: SharedInfo,
 ) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    let context = context.clone();
-    tokio::task::spawn_local(async move {
-        let mut next_shard = 0usize;
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accepting an etcd client connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            // Over a limit: closed as it arrived (the refusal is logged).
-            let Ok(admitted) = info.admission.admit(peer.ip()) else { continue };
-            let target = next_shard % context.mailboxes().len();
-            next_shard = next_shard.wrapping_add(1);
-            if target == context.shard() {
-                serve_connection(&context, stream, peer, info.clone(), admitted);
-                continue;
-            }
-            let stream = match stream.into_std() {
-                Ok(stream) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, %peer, "cannot hand an etcd connection to shard {target}");
-                    continue;
-                }
-            };
-            let handed_info = info.clone();
-            let handed = context.mailbox(target).try_send(move |target_context: &ReactorContext| {
-                match TcpStream::from_std(stream) {
-                    Ok(stream) => serve_connection(target_context, stream, peer, handed_info, admitted),
-                    Err(error) => tracing::warn!(%error, %peer, "cannot adopt an etcd connection"),
-                }
-            });
-            if let Err(refused) = handed {
-                tracing::warn!(%peer, "shard {target} refused an etcd connection: {}", refused.error);
-            }
-        }
-    });
-    Ok(())
+    let admission = info.admission.clone();
+    let serve = move |context: &ReactorContext, stream, peer, admitted| {
+        serve_connection(context, stream, peer, info.clone(), admitted)
+    };
+    crate::reactor::admission::spawn_accept_loop(context, listener, admission, "an etcd client", true, serve)
 }
 
 /// Serves one connection on this shard: its TLS handshake first when the
@@ -178,15 +139,12 @@ fn serve_connection(
     };
     let shard = context.shard();
     tokio::task::spawn_local(async move {
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => {
+        match crate::reactor::admission::accept_tls(&acceptor, stream).await {
+            Ok(stream) => {
                 let caller = certificate_caller(stream.get_ref().1);
                 hand_over(&services, EtcdStream::Tls(Box::new(stream)), peer, caller, limits)
             }
-            Ok(Err(error)) => tracing::info!(%peer, shard, "etcd client TLS handshake failed: {error}"),
-            Err(_) => {
-                tracing::info!(%peer, shard, "etcd client TLS handshake took over {HANDSHAKE_TIMEOUT:?}")
-            }
+            Err(reason) => tracing::info!(%peer, shard, "etcd client TLS handshake failed: {reason}"),
         }
     });
 }

@@ -7,9 +7,16 @@
 //! and is closed once it has read and written nothing for
 //! `limits.idle_timeout_ms` while it holds nothing open (a connection with
 //! a watch may wait quietly for events).
+//!
+//! It also owns what every client port does before its protocol starts:
+//! the accept loop ([`spawn_accept_loop`]: admit, then deal the connection
+//! to a shard through its mailbox) and the TLS handshake, bounded by
+//! [`HANDSHAKE_TIMEOUT`] ([`accept_tls`]). It must never block a reactor:
+//! a shard that cannot take a connection drops it (the client reconnects).
 
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,9 +25,113 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 
+use super::ReactorContext;
 use crate::config::LimitsConfig;
+
+/// How long a TLS handshake may take, either way: a client that connects
+/// and says nothing holds its connection no longer than this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections on `listener` from the calling reactor for as long
+/// as it runs. Each is admitted under `admission`'s limits (closed as it
+/// arrives when over one), then served by `serve` on the shard it goes to:
+/// with `deal`, the shards in turn (a node's main port, on shard 0);
+/// without, this shard (a shard's own port). `port` names the port in log
+/// lines ("a client", "an etcd client").
+pub fn spawn_accept_loop<S>(
+    context: &ReactorContext,
+    listener: std::net::TcpListener,
+    admission: Arc<Admission>,
+    port: &'static str,
+    deal: bool,
+    serve: S,
+) -> std::io::Result<()>
+where
+    S: Fn(&ReactorContext, TcpStream, SocketAddr, Admitted) + Clone + Send + 'static,
+{
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let context = context.clone();
+    tokio::task::spawn_local(async move {
+        let next_shard = Cell::new(0usize);
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: say so, keep going.
+                    tracing::warn!(%error, "accepting {port} connection failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            // Over a limit: closed as it arrived (the refusal is logged).
+            let Ok(admitted) = admission.admit(peer.ip()) else { continue };
+            let shards = context.mailboxes().len();
+            let target = if deal { next_shard.get() % shards } else { context.shard() };
+            next_shard.set(next_shard.get().wrapping_add(1));
+            if target == context.shard() {
+                serve(&context, stream, peer, admitted);
+                continue;
+            }
+            let stream = match stream.into_std() {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, %peer, "cannot hand {port} connection to shard {target}");
+                    continue;
+                }
+            };
+            let serve = serve.clone();
+            let handed = context.mailbox(target).try_send(move |target_context: &ReactorContext| {
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => serve(target_context, stream, peer, admitted),
+                    Err(error) => tracing::warn!(%error, %peer, "cannot adopt {port} connection"),
+                }
+            });
+            if let Err(refused) = handed {
+                // The other shard is full or stopping: the connection is
+                // dropped (the client reconnects) rather than blocking here.
+                tracing::warn!(%peer, "shard {target} refused {port} connection: {}", refused.error);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Runs the server side of a TLS handshake on `stream`, within
+/// [`HANDSHAKE_TIMEOUT`]; the error says what went wrong.
+pub async fn accept_tls<S>(
+    acceptor: &TlsAcceptor,
+    stream: S,
+) -> Result<tokio_rustls::server::TlsStream<S>, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Err(_) => Err(format!("no TLS handshake within {} s", HANDSHAKE_TIMEOUT.as_secs())),
+        Ok(Err(error)) => Err(describe_handshake_error(&error)),
+        Ok(Ok(stream)) => Ok(stream),
+    }
+}
+
+/// What went wrong in a TLS handshake, from rustls's error inside the I/O
+/// error.
+pub fn describe_handshake_error(error: &std::io::Error) -> String {
+    match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::AlertReceived(alert)) => format!(
+            "the other end refused the handshake (alert {alert:?}): it does not trust this end's \
+             certificate, or wanted one"
+        ),
+        Some(tls) => tls.to_string(),
+        None if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the other end closed the connection (does it speak TLS on this port?)".to_string()
+        }
+        None => error.to_string(),
+    }
+}
 
 /// Why a connection was closed as it arrived.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

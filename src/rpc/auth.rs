@@ -8,7 +8,7 @@ use super::kv::server_error;
 use crate::kv::auth::{AuthChange, AuthState, Permission, PermissionKind};
 use crate::nvkv_capnp::{auth, auth_request, permission, PermissionKind as SchemaKind};
 use crate::shard::credentials::AuthRequest;
-use crate::shard::groups::Requests;
+use crate::shard::requests::Requests;
 
 /// Serves the Auth interface for one caller.
 pub struct AuthServer {

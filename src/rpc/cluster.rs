@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use crate::nvkv_capnp::{cluster, group_status, maintenance, member, member_change_result, node_status};
 use crate::reactor::ReactorContext;
-use crate::shard::groups::{RequestError, Requests};
+use crate::shard::answer::RequestError;
 use crate::shard::membership::MembershipChange;
+use crate::shard::requests::Requests;
 use crate::shard::{self, GroupReport, MemberProgress, MembershipEntry, ShardReport};
 
 use super::server::NodeInfo;
@@ -35,7 +36,7 @@ pub(super) async fn on_every_shard<T: Send + 'static>(
     context: &ReactorContext,
     report: fn(&ReactorContext) -> T,
 ) -> Result<Vec<T>, capnp::Error> {
-    shard::groups::on_every_shard(context, report)
+    shard::registry::on_every_shard(context, report)
         .await
         .map_err(|error| capnp::Error::overloaded(error.to_string()))
 }
@@ -48,7 +49,7 @@ pub struct Gathered {
 
 /// Every group's report, in group order.
 pub async fn gather_groups(context: &ReactorContext) -> Result<Vec<GroupReport>, capnp::Error> {
-    let mut groups: Vec<GroupReport> = on_every_shard(context, |_| shard::groups::local_group_reports())
+    let mut groups: Vec<GroupReport> = on_every_shard(context, |_| shard::registry::local_group_reports())
         .await?
         .into_iter()
         .flatten()
@@ -85,7 +86,7 @@ pub async fn gather_members(
     info: &NodeInfo,
 ) -> Result<Vec<MemberInfo>, capnp::Error> {
     let mut merged: BTreeMap<u64, MemberInfo> = BTreeMap::new();
-    let entries = on_every_shard(context, |_| shard::groups::local_membership()).await?;
+    let entries = on_every_shard(context, |_| shard::registry::local_membership()).await?;
     for MembershipEntry { member, voter } in entries.into_iter().flatten() {
         let known = merged.entry(member.id).or_insert_with(|| MemberInfo {
             id: member.id,
@@ -486,7 +487,7 @@ pub fn check_new_member(member: &MemberInfo) -> Result<crate::raft::Member, Stri
 
 impl ClusterServer {
     fn requests(&self) -> Result<Requests, RequestError> {
-        shard::groups::local_requests(&self.context)
+        shard::requests::local_requests(&self.context)
             .map(|requests| requests.with_caller(self.caller.clone()))
             .ok_or(RequestError::Starting { shard: self.context.shard() })
     }

@@ -19,7 +19,8 @@ use crate::nvkv_capnp::{
     txn_result, CompareResult as SchemaCompareResult, ErrorCode as SchemaErrorCode,
 };
 use crate::raft::GroupError;
-use crate::shard::groups::{Answered, RequestError, Requests};
+use crate::shard::answer::{Answered, RequestError};
+use crate::shard::requests::Requests;
 
 /// A typed refusal as the client sees it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -33,7 +33,7 @@ use super::kv::{
 use crate::kv::limits::Limits;
 use crate::kv::types::{KeyValue, ResponseOp, TxnResponse};
 use crate::nvkv_capnp::{kv_call, kv_calls, kv_replies};
-use crate::shard::groups::Requests;
+use crate::shard::requests::Requests;
 use crate::shard::stages::{self, Hop};
 
 /// The first 8 bytes of a KV stream, from the client and back from the node.

@@ -4,8 +4,8 @@
 //! Every refusal reaches the client as a typed `Error`.
 
 use crate::nvkv_capnp::{lease, lease_status, response_header};
-use crate::shard::groups::Requests;
 use crate::shard::lease::LeaseTtl;
+use crate::shard::requests::Requests;
 
 use super::kv::{read_error, read_header, server_error, set_error, set_header, Header, ServerError};
 

@@ -102,7 +102,7 @@ pub fn spawn_metrics_acceptor(
             tokio::task::spawn_local(async move {
                 let served = match tls {
                     None => answer(stream, &context, &gathering, member, groups).await,
-                    Some(acceptor) => match super::tls::accept(&acceptor, stream).await {
+                    Some(acceptor) => match crate::reactor::admission::accept_tls(&acceptor, stream).await {
                         Ok(stream) => answer(stream, &context, &gathering, member, groups).await,
                         Err(reason) => Err(std::io::Error::other(format!("TLS handshake: {reason}"))),
                     },
@@ -198,7 +198,7 @@ enum Check {
 /// Whether every shard serves and every group knows its leader (and, for
 /// [`Check::Health`], no alarm is raised).
 async fn ready(context: &ReactorContext, groups: u32, check: Check) -> Result<String, String> {
-    let gathering = super::cluster::on_every_shard(context, |_| shard::groups::local_readiness());
+    let gathering = super::cluster::on_every_shard(context, |_| shard::registry::local_readiness());
     let shards = match tokio::time::timeout(PROBE_TIMEOUT, gathering).await {
         Ok(Ok(shards)) => shards,
         Ok(Err(error)) => return Err(error.extra),
@@ -208,7 +208,11 @@ async fn ready(context: &ReactorContext, groups: u32, check: Check) -> Result<St
 }
 
 /// The verdict on the shards' readiness, for a node of `groups` groups.
-fn readiness(shards: &[shard::groups::ShardReadiness], groups: u32, check: Check) -> Result<String, String> {
+fn readiness(
+    shards: &[shard::registry::ShardReadiness],
+    groups: u32,
+    check: Check,
+) -> Result<String, String> {
     let starting: Vec<usize> =
         shards.iter().enumerate().filter(|(_, shard)| !shard.started).map(|(index, _)| index).collect();
     if !starting.is_empty() {
@@ -481,7 +485,7 @@ pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[G
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::groups::ShardReadiness;
+    use crate::shard::registry::ShardReadiness;
 
     #[test]
     fn ready_means_every_shard_serves_and_every_group_has_a_leader() {

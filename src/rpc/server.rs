@@ -6,14 +6,13 @@
 //! connections in total and per source, the first-message deadline, the
 //! idle timeout). With `[tls]` client keys set, every connection (on the
 //! main port and the shards' own) then completes a TLS handshake on the
-//! shard that serves it, within `tls::HANDSHAKE_TIMEOUT`; a failed one
+//! shard that serves it, within `reactor::admission::HANDSHAKE_TIMEOUT`; a failed one
 //! closes that connection alone.
 //!
 //! A connection that sends garbage, too large or too deeply nested a
 //! message is closed alone; the node and other connections go on. This
 //! module must never block a reactor thread.
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,52 +58,11 @@ pub fn spawn_acceptor(
     info: Arc<NodeInfo>,
     deal: bool,
 ) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    let context = context.clone();
-    tokio::task::spawn_local(async move {
-        let next_shard = Cell::new(0usize);
-        loop {
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: say so, keep going.
-                    tracing::warn!(%error, "accepting a client connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            // Over a limit: closed as it arrived (the refusal is logged).
-            let Ok(admitted) = info.admission.admit(peer.ip()) else { continue };
-            let shards = context.mailboxes().len();
-            let target = if deal { next_shard.get() % shards } else { context.shard() };
-            next_shard.set(next_shard.get() + 1);
-            if target == context.shard() {
-                serve_connection(&context, stream, peer, info.clone(), admitted);
-                continue;
-            }
-            let stream = match stream.into_std() {
-                Ok(stream) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, %peer, "cannot hand a connection to shard {target}");
-                    continue;
-                }
-            };
-            let handed_info = info.clone();
-            let handed = context.mailbox(target).try_send(move |target_context: &ReactorContext| {
-                match tokio::net::TcpStream::from_std(stream) {
-                    Ok(stream) => serve_connection(target_context, stream, peer, handed_info, admitted),
-                    Err(error) => tracing::warn!(%error, %peer, "cannot adopt a client connection"),
-                }
-            });
-            if let Err(refused) = handed {
-                // The other shard is full or stopping: the connection is
-                // dropped (the client reconnects) rather than blocking here.
-                tracing::warn!(%peer, "shard {target} refused a connection: {}", refused.error);
-            }
-        }
-    });
-    Ok(())
+    let admission = info.admission.clone();
+    let serve = move |context: &ReactorContext, stream, peer, admitted| {
+        serve_connection(context, stream, peer, info.clone(), admitted)
+    };
+    crate::reactor::admission::spawn_accept_loop(context, listener, admission, "a client", deal, serve)
 }
 
 /// Runs one client connection on this reactor until it closes: the TLS
@@ -169,7 +127,7 @@ pub fn serve_connection(
         };
         let mut stream = crate::reactor::admission::Guarded::new(stream, admitted);
         stream.set_busy(busy);
-        let stream = match super::tls::accept(&acceptor, stream).await {
+        let stream = match crate::reactor::admission::accept_tls(&acceptor, stream).await {
             Ok(stream) => stream,
             Err(reason) => {
                 tracing::info!(%peer, shard, "client TLS handshake failed: {reason}");
@@ -221,8 +179,8 @@ async fn opens_kv_stream(stream: &tokio::net::TcpStream) -> std::io::Result<bool
 /// run, acting for `caller`: the connection's certificate user, or nobody
 /// (the stream carries no session; a password user's client keeps its KV
 /// calls on the RPC connection, which does).
-fn kv_stream_requests(context: &ReactorContext, caller: Caller) -> Option<shard::groups::Requests> {
-    shard::groups::local_requests(context).map(|requests| requests.with_caller(caller))
+fn kv_stream_requests(context: &ReactorContext, caller: Caller) -> Option<shard::requests::Requests> {
+    shard::requests::local_requests(context).map(|requests| requests.with_caller(caller))
 }
 
 fn run_connection<R>(
@@ -258,8 +216,8 @@ struct NodeServer {
 impl NodeServer {
     /// The request handle of this connection's shard, once its groups run,
     /// acting for this Node's caller.
-    fn requests(&self) -> Result<shard::groups::Requests, capnp::Error> {
-        let requests = shard::groups::local_requests(&self.context).ok_or_else(|| {
+    fn requests(&self) -> Result<shard::requests::Requests, capnp::Error> {
+        let requests = shard::requests::local_requests(&self.context).ok_or_else(|| {
             capnp::Error::overloaded(format!("shard {} is still starting its groups", self.context.shard()))
         })?;
         Ok(requests.with_caller(self.caller.clone()))
@@ -282,7 +240,7 @@ impl node::Server for NodeServer {
             endpoints.set(position as u32, endpoint.to_string());
         }
         let mut leaders: Vec<_> =
-            super::cluster::on_every_shard(&self.context, |_| shard::groups::local_group_leaders())
+            super::cluster::on_every_shard(&self.context, |_| shard::registry::local_group_leaders())
                 .await?
                 .into_iter()
                 .flatten()

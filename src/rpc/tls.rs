@@ -1,7 +1,8 @@
 //! TLS on the client and peer ports, with rustls and its ring provider:
 //! loading certificates and keys from PEM files (the node's `[tls]` keys,
 //! the client's `--cacert`, `--cert`, `--key`), the acceptors' and dialers'
-//! configs, and the handshakes, bounded by [`HANDSHAKE_TIMEOUT`].
+//! configs, and the client side of the handshakes (the server side, bounded
+//! by its deadline, is `reactor::admission::accept_tls`).
 //!
 //! It owns what is said when TLS fails: which file and key, which endpoint,
 //! what rustls found wrong. It must never block a reactor (every handshake
@@ -11,7 +12,6 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -22,10 +22,6 @@ use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::config::TlsConfig;
-
-/// How long a TLS handshake may take, either way: a client that connects
-/// and says nothing holds its connection no longer than this.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest PEM file read (certificate chains and keys are a few KiB).
 pub const PEM_FILE_BYTES_MAX: u64 = 1 << 20;
@@ -320,21 +316,6 @@ pub fn server_name(endpoint: &str) -> Result<ServerName<'static>, String> {
         .map_err(|_| format!("{host:?} (of {endpoint}) is neither an IP address nor a DNS name to verify"))
 }
 
-/// What went wrong in a handshake, from rustls's error inside the I/O error.
-fn describe(error: &std::io::Error) -> String {
-    match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-        Some(rustls::Error::AlertReceived(alert)) => format!(
-            "the other end refused the handshake (alert {alert:?}): it does not trust this end's \
-             certificate, or wanted one"
-        ),
-        Some(tls) => tls.to_string(),
-        None if error.kind() == std::io::ErrorKind::UnexpectedEof => {
-            "the other end closed the connection (does it speak TLS on this port?)".to_string()
-        }
-        None => error.to_string(),
-    }
-}
-
 /// Whether a connection's closing error only says the other end closed its
 /// TLS stream without a close_notify alert, as every client process that
 /// exits does. Cap'n Proto frames its messages, so a cut inside one is
@@ -357,22 +338,6 @@ pub fn certificate_caller(connection: &rustls::ServerConnection) -> crate::shard
     }
 }
 
-/// Runs the server side of a handshake on `stream`, within
-/// [`HANDSHAKE_TIMEOUT`].
-pub async fn accept<S>(
-    acceptor: &TlsAcceptor,
-    stream: S,
-) -> Result<tokio_rustls::server::TlsStream<S>, String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Err(_) => Err(format!("no TLS handshake within {} s", HANDSHAKE_TIMEOUT.as_secs())),
-        Ok(Err(error)) => Err(describe(&error)),
-        Ok(Ok(stream)) => Ok(stream),
-    }
-}
-
 /// Runs the client side of a handshake with `name` on `stream` (no
 /// timeout of its own: callers bound the whole connect).
 pub async fn connect(
@@ -380,7 +345,10 @@ pub async fn connect(
     name: ServerName<'static>,
     stream: TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-    connector.connect(name, stream).await.map_err(|error| describe(&error))
+    connector
+        .connect(name, stream)
+        .await
+        .map_err(|error| crate::reactor::admission::describe_handshake_error(&error))
 }
 
 #[cfg(test)]

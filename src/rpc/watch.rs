@@ -21,7 +21,8 @@ use crate::kv::limits::Limits;
 use crate::kv::types::{Event, EventKind};
 use crate::kv::watch::{CancelReason, WatchRequest};
 use crate::nvkv_capnp::{event, watch, watch_create, watch_handle, watcher, EventKind as SchemaEventKind};
-use crate::shard::groups::{Answered, Requests};
+use crate::shard::answer::Answered;
+use crate::shard::requests::Requests;
 use crate::shard::watch::{WatchBatch, WatchBody, WatchBudget, WatchFeed, WatchOptions};
 
 /// How a node serves watches, from its config.

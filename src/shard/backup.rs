@@ -9,7 +9,9 @@
 //! write acknowledged before the request began. It never writes to the
 //! group and never holds the store borrowed across an await.
 
-use super::groups::{group_on, on_shard, RequestError, Requests};
+use super::answer::RequestError;
+use super::registry::{group_on, on_shard};
+use super::requests::Requests;
 use crate::raft::GroupId;
 
 /// A group's store as a backup holds it.
@@ -38,7 +40,7 @@ impl Requests {
             groups.layout.auth.require_root(&caller, "backups")?;
             let entry = group_on(&groups, group)?;
             super::forward::linearizable(entry.clone(), &groups.leaders).await?;
-            let machine = entry.machine.borrow();
+            let machine = entry.machine().borrow();
             let store = &machine.state.store;
             Ok(GroupCopy {
                 group,

@@ -14,7 +14,8 @@ use std::rc::Rc;
 
 use futures::channel::oneshot;
 
-use super::groups::{RequestError, ShardGroup};
+use super::answer::RequestError;
+use super::group::ShardGroup;
 
 /// The reads of one group waiting for a barrier.
 #[derive(Default)]
@@ -41,13 +42,13 @@ impl ReadBarrier {
 /// arrived now.
 pub async fn linearizable(entry: Rc<ShardGroup>) -> Result<(), RequestError> {
     let (answer, done) = oneshot::channel();
-    let barrier = &entry.barrier;
+    let barrier = &entry.barrier();
     barrier.waiting.borrow_mut().push(answer);
     if !barrier.running.get() {
         barrier.running.set(true);
         tokio::task::spawn_local(run(entry.clone()));
     }
-    let group = entry.raft.group();
+    let group = entry.raft().group();
     done.await.map_err(|_| RequestError::Codec(format!("group {group} dropped a read unanswered")))?
 }
 
@@ -57,19 +58,19 @@ async fn run(entry: Rc<ShardGroup>) {
     loop {
         // Taken right before the barrier starts: every read taken arrived
         // before it.
-        let reads = std::mem::take(&mut *entry.barrier.waiting.borrow_mut());
+        let reads = std::mem::take(&mut *entry.barrier().waiting.borrow_mut());
         if reads.is_empty() {
             break;
         }
-        let result = entry.raft.ensure_linearizable().await.map_err(RequestError::from);
-        let barrier = &entry.barrier;
+        let result = entry.raft().ensure_linearizable().await.map_err(RequestError::from);
+        let barrier = &entry.barrier();
         barrier.barriers.set(barrier.barriers.get() + 1);
         barrier.reads.set(barrier.reads.get() + reads.len() as u64);
         for read in reads {
             let _ = read.send(result.clone());
         }
     }
-    entry.barrier.running.set(false);
+    entry.barrier().running.set(false);
 }
 
 #[cfg(test)]
@@ -83,9 +84,9 @@ mod tests {
             let group = one_group().await;
             let reads = futures::future::join_all((0..32).map(|_| linearizable(group.clone()))).await;
             assert!(reads.iter().all(Result::is_ok), "{reads:?}");
-            assert_eq!(group.barrier.counts(), (1, 32), "32 reads of one turn share one barrier");
+            assert_eq!(group.barrier().counts(), (1, 32), "32 reads of one turn share one barrier");
             linearizable(group.clone()).await.expect("a later read");
-            assert_eq!(group.barrier.counts(), (2, 33), "a read after the barrier ended gets its own");
+            assert_eq!(group.barrier().counts(), (2, 33), "a read after the barrier ended gets its own");
         });
     }
 }

@@ -19,8 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use ring::rand::SecureRandom;
 
+use super::answer::RequestError;
 use super::auth::Caller;
-use super::groups::{RequestError, Requests};
+use super::requests::Requests;
 use crate::kv::auth::{AuthChange, AuthError, AuthState, TOKEN_KEY_BYTES};
 use crate::kv::command::{Command, CommandResponse};
 

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use futures::future::LocalBoxFuture;
 
-use super::groups::{RequestError, ShardGroup};
+use super::answer::RequestError;
+use super::group::ShardGroup;
 use super::lease::{LeaseAnswer, LeaseQuery};
 use crate::raft::{GroupError, GroupId, Member};
 
@@ -67,7 +68,7 @@ pub async fn write(
     link: &Rc<dyn LeaderLink>,
     command: Vec<u8>,
 ) -> Result<Vec<u8>, RequestError> {
-    if entry.raft.leadership().0 {
+    if entry.raft().leadership().0 {
         // Refused when out of space or over the quota, and waiting while
         // the ring is nearly full, as everywhere a write is proposed.
         super::space::check_room(&entry, &command)?;
@@ -82,16 +83,16 @@ pub async fn write(
     // future (every put's) then carries none of its state, which is several
     // times the size of a proposal's and is copied into every call's box.
     let group = entry.clone();
-    Box::pin(group.raft.within_request_timeout(async move {
+    Box::pin(group.raft().within_request_timeout(async move {
         loop {
-            let leader = entry.raft.wait_for_leader().await?;
-            if leader.id == entry.raft.member() {
+            let leader = entry.raft().wait_for_leader().await?;
+            if leader.id == entry.raft().member() {
                 super::space::check_room(&entry, &command)?;
                 super::space::admit().await;
                 return super::propose::propose(entry, command).await;
             }
             let started = std::time::Instant::now();
-            match link.forward_write(entry.raft.group(), &leader, command.clone()).await {
+            match link.forward_write(entry.raft().group(), &leader, command.clone()).await {
                 Err(GroupError::NotSent { .. }) => tokio::time::sleep(FORWARD_RETRY_PAUSE).await,
                 answer => {
                     super::stages::record_since(started, |stages| {
@@ -112,7 +113,7 @@ pub async fn write(
 pub async fn linearizable(entry: Rc<ShardGroup>, link: &Rc<dyn LeaderLink>) -> Result<(), RequestError> {
     let group = entry.clone();
     group
-        .raft
+        .raft()
         .within_request_timeout(async move {
             loop {
                 match linearizable_once(entry.clone(), link).await {
@@ -127,12 +128,12 @@ pub async fn linearizable(entry: Rc<ShardGroup>, link: &Rc<dyn LeaderLink>) -> R
 }
 
 async fn linearizable_once(entry: Rc<ShardGroup>, link: &Rc<dyn LeaderLink>) -> Result<(), RequestError> {
-    let leader = entry.raft.wait_for_leader().await?;
-    if leader.id == entry.raft.member() {
+    let leader = entry.raft().wait_for_leader().await?;
+    if leader.id == entry.raft().member() {
         return super::barrier::linearizable(entry).await;
     }
-    let index = link.read_index(entry.raft.group(), &leader).await?;
-    Ok(entry.raft.wait_applied(index).await?)
+    let index = link.read_index(entry.raft().group(), &leader).await?;
+    Ok(entry.raft().wait_applied(index).await?)
 }
 
 /// Answers `query` about the group's leases at its leader: here when this
@@ -147,14 +148,14 @@ pub async fn leases_at_leader(
 ) -> Result<LeaseAnswer, RequestError> {
     let group = entry.clone();
     group
-        .raft
+        .raft()
         .within_request_timeout(async move {
             loop {
-                let leader = entry.raft.wait_for_leader().await?;
-                let answer = if leader.id == entry.raft.member() {
+                let leader = entry.raft().wait_for_leader().await?;
+                let answer = if leader.id == entry.raft().member() {
                     super::lease::lease_as_leader(entry.clone(), query.clone()).await
                 } else {
-                    link.lease(entry.raft.group(), &leader, query.clone()).await
+                    link.lease(entry.raft().group(), &leader, query.clone()).await
                 };
                 match answer {
                     Err(GroupError::NotLeader { .. } | GroupError::NotSent { .. }) => {
@@ -170,9 +171,9 @@ pub async fn leases_at_leader(
 /// The leader's side of [`LeaderLink::forward_write`]: proposes the write
 /// if this member leads the group, else refuses it unproposed (the sender
 /// may try the next leader).
-pub async fn write_as_leader(entry: Rc<ShardGroup>, command: Vec<u8>) -> Result<Vec<u8>, GroupError> {
-    let (group, member) = (entry.raft.group(), entry.raft.member());
-    let leader = entry.raft.leader();
+pub(super) async fn write_as_leader(entry: Rc<ShardGroup>, command: Vec<u8>) -> Result<Vec<u8>, GroupError> {
+    let (group, member) = (entry.raft().group(), entry.raft().member());
+    let leader = entry.raft().leader();
     if leader.as_ref().is_none_or(|leader| leader.id != member) {
         let known = leader.map_or("none known".to_string(), |leader| format!("member {}", leader.id));
         return Err(GroupError::NotSent {
@@ -185,7 +186,7 @@ pub async fn write_as_leader(entry: Rc<ShardGroup>, command: Vec<u8>) -> Result<
     // The member that forwarded it waits within its own request timeout;
     // this one never waits longer.
     entry
-        .raft
+        .raft()
         .within_request_timeout(async {
             super::space::admit().await;
             Ok::<_, GroupError>(())

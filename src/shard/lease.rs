@@ -36,9 +36,10 @@ use std::time::Duration;
 use futures::future::join_all;
 use tokio::time::Instant;
 
-use super::groups::{
-    answered, group_on, on_shard, write_here, Answered, RequestError, Requests, ShardGroup, ShardGroups,
-};
+use super::answer::{Answered, RequestError};
+use super::group::ShardGroup;
+use super::registry::{group_on, on_shard, ShardGroups};
+use super::requests::{answered, write_here, Requests};
 use crate::kv::auth::Need;
 use crate::kv::command::{encode_command, encode_stamped_command, Command, CommandResponse};
 use crate::kv::lease::LeaseTable;
@@ -178,10 +179,10 @@ pub struct LeaseList {
 /// Makes this member's deadlines of `entry` follow its leadership, and
 /// refuses when it does not lead.
 fn lead(entry: &ShardGroup, now: Instant) -> Result<(), GroupError> {
-    let metrics = entry.raft.metrics();
+    let metrics = entry.raft().metrics();
     let leading = (metrics.state == openraft::ServerState::Leader).then_some(metrics.term);
-    let machine = entry.machine.borrow();
-    entry.leases.borrow_mut().follow(leading, machine.state.store.leases(), now);
+    let machine = entry.machine().borrow();
+    entry.leases().borrow_mut().follow(leading, machine.state.store.leases(), now);
     match leading {
         Some(_) => Ok(()),
         None => Err(GroupError::NotLeader {
@@ -214,13 +215,16 @@ pub enum LeaseAnswer {
 /// Answers `query` about `entry`'s group if this member leads it, after a
 /// read barrier (so it still leads); else refuses with notLeader, and the
 /// asker tries the leader it learns of next.
-pub async fn lease_as_leader(entry: Rc<ShardGroup>, query: LeaseQuery) -> Result<LeaseAnswer, GroupError> {
-    entry.raft.ensure_linearizable().await?;
+pub(super) async fn lease_as_leader(
+    entry: Rc<ShardGroup>,
+    query: LeaseQuery,
+) -> Result<LeaseAnswer, GroupError> {
+    entry.raft().ensure_linearizable().await?;
     let now = Instant::now();
     lead(&entry, now)?;
-    let machine = entry.machine.borrow();
+    let machine = entry.machine().borrow();
     let store = &machine.state.store;
-    let mut deadlines = entry.leases.borrow_mut();
+    let mut deadlines = entry.leases().borrow_mut();
     match query {
         LeaseQuery::Lease { id, renew } => {
             let Some(granted_ttl) = store.leases().ttl_seconds(id) else {
@@ -303,7 +307,7 @@ async fn grant_here(
     let entry = group_on(&groups, group)?;
     let now = Instant::now();
     if lead(&entry, now).is_ok() {
-        entry.leases.borrow_mut().renew(response.id, response.ttl_seconds, now);
+        entry.leases().borrow_mut().renew(response.id, response.ttl_seconds, now);
     }
     Ok(Answered { group: answer.group, term: answer.term, member: answer.member, response })
 }
@@ -312,7 +316,7 @@ async fn grant_here(
 /// member's store has them; none where the group lacks the lease.
 async fn keys_here(groups: Rc<ShardGroups>, group: GroupId, id: i64) -> Result<Vec<Vec<u8>>, RequestError> {
     let entry = group_on(&groups, group)?;
-    let machine = entry.machine.borrow();
+    let machine = entry.machine().borrow();
     Ok(machine.state.store.lease_time_to_live(id).map(|lease| lease.keys).unwrap_or_default())
 }
 
@@ -515,15 +519,15 @@ async fn expire_due(groups: &Rc<ShardGroups>) -> Instant {
             continue;
         }
         let (expired, next) = {
-            let machine = entry.machine.borrow();
-            entry.leases.borrow_mut().expire(machine.state.store.leases(), now)
+            let machine = entry.machine().borrow();
+            entry.leases().borrow_mut().expire(machine.state.store.leases(), now)
         };
         if let Some(next) = next {
             wake = wake.min(next);
         }
         for id in expired {
             let command =
-                encode_stamped_command(&Command::LeaseRevoke { id }, super::groups::revision_stamp());
+                encode_stamped_command(&Command::LeaseRevoke { id }, super::requests::revision_stamp());
             match write_here(groups.clone(), group, command).await {
                 Ok(answer) => {
                     let deleted = match answer.response {

@@ -14,7 +14,10 @@ use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 
-use super::groups::{on_shard, RequestError, Requests, ShardGroup};
+use super::answer::RequestError;
+use super::group::ShardGroup;
+use super::registry::on_shard;
+use super::requests::Requests;
 use crate::raft::{GroupError, GroupId, Member, NodeId};
 
 /// How many entries a learner may miss and still be promoted. A learner
@@ -39,26 +42,29 @@ pub enum MembershipChange {
 
 /// The leader's side of a change: applies it if this member leads the
 /// group (openraft answers notLeader otherwise).
-pub async fn change_as_leader(entry: Rc<ShardGroup>, change: MembershipChange) -> Result<(), GroupError> {
+pub(super) async fn change_as_leader(
+    entry: Rc<ShardGroup>,
+    change: MembershipChange,
+) -> Result<(), GroupError> {
     match change {
-        MembershipChange::AddLearner(member) => entry.raft.add_learner_once(member).await,
-        MembershipChange::Promote(learner) => entry.raft.promote(learner, PROMOTE_LAG_ENTRIES_MAX).await,
-        MembershipChange::Remove(member) => entry.raft.remove(member).await,
+        MembershipChange::AddLearner(member) => entry.raft().add_learner_once(member).await,
+        MembershipChange::Promote(learner) => entry.raft().promote(learner, PROMOTE_LAG_ENTRIES_MAX).await,
+        MembershipChange::Remove(member) => entry.raft().remove(member).await,
     }
 }
 
 /// Applies `change` to `group` (on this shard) through its leader.
 async fn change_here(
-    groups: Rc<super::groups::ShardGroups>,
+    groups: Rc<super::registry::ShardGroups>,
     group: GroupId,
     change: MembershipChange,
 ) -> Result<(), RequestError> {
-    let entry = super::groups::group_entry(&groups, group)?;
+    let entry = super::registry::group_entry(&groups, group)?;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let leader = entry.raft.wait_for_leader().await?;
-        let outcome = if leader.id == entry.raft.member() {
+        let leader = entry.raft().wait_for_leader().await?;
+        let outcome = if leader.id == entry.raft().member() {
             change_as_leader(entry.clone(), change.clone()).await
         } else {
             groups.leaders.forward_membership(group, &leader, change.clone()).await
@@ -94,19 +100,19 @@ impl Requests {
 /// group's membership: a removed member stops serving, and a joining one
 /// serves once it was added.
 pub(super) fn check_serving(entry: &ShardGroup, shard: usize) -> Result<(), RequestError> {
-    let (group, member) = (entry.raft.group(), entry.raft.member());
-    if entry.removed_at.get().is_some() {
+    let (group, member) = (entry.raft().group(), entry.raft().member());
+    if entry.removed_at().get().is_some() {
         return Err(RequestError::Removed { member, group });
     }
-    match entry.raft.standing(member) {
+    match entry.raft().standing(member) {
         crate::raft::Standing::Voter | crate::raft::Standing::Learner => Ok(()),
         // openraft has not loaded the membership from the log yet.
-        crate::raft::Standing::Unconfigured if entry.raft.has_state() => {
+        crate::raft::Standing::Unconfigured if entry.raft().has_state() => {
             Err(RequestError::Starting { shard })
         }
         crate::raft::Standing::Unconfigured => Err(RequestError::Joining { member, group }),
         crate::raft::Standing::Leaving | crate::raft::Standing::Absent => {
-            if !entry.removal_logged.replace(true) {
+            if !entry.removal_logged().replace(true) {
                 tracing::warn!(
                     member,
                     group,
@@ -124,18 +130,18 @@ pub(super) fn check_serving(entry: &ShardGroup, shard: usize) -> Result<(), Requ
 /// it again, as when it was added back and caught up). From then on the
 /// group refuses client requests here, as on a member that applied its
 /// removal.
-pub fn removed_by_peer(entry: &ShardGroup, index: u64, peer: crate::raft::NodeId) {
-    if index <= entry.raft.membership_index() || entry.removed_at.get().is_some() {
+pub(super) fn removed_by_peer(entry: &ShardGroup, index: u64, peer: crate::raft::NodeId) {
+    if index <= entry.raft().membership_index() || entry.removed_at().get().is_some() {
         return;
     }
-    entry.removed_at.set(Some(index));
-    entry.removal_logged.set(true);
+    entry.removed_at().set(Some(index));
+    entry.removal_logged().set(true);
     tracing::warn!(
-        member = entry.raft.member(),
-        group = entry.raft.group(),
+        member = entry.raft().member(),
+        group = entry.raft().group(),
         "member {peer} applied a membership (log index {index}) that no longer names this member: it was \
          removed from group {} while away, and refuses client requests from now on",
-        entry.raft.group()
+        entry.raft().group()
     );
 }
 
@@ -147,9 +153,9 @@ pub fn removed_by_peer(entry: &ShardGroup, index: u64, peer: crate::raft::NodeId
 /// no longer describes the cluster, and a member set up from it would not
 /// be either), and join mode on a member that was added already (only a new
 /// data directory reads it).
-pub(super) fn report_config_against_cluster(layout: &super::groups::GroupLayout, group: &ShardGroup) {
+pub(super) fn report_config_against_cluster(layout: &super::layout::GroupLayout, group: &ShardGroup) {
     let me = &layout.member;
-    if !group.raft.has_state() {
+    if !group.raft().has_state() {
         if layout.join {
             tracing::info!(
                 "join mode (cluster.join = true): waiting to be added to the cluster; on a member of it, run \
@@ -164,7 +170,7 @@ pub(super) fn report_config_against_cluster(layout: &super::groups::GroupLayout,
         }
         return;
     }
-    let metrics = group.raft.metrics();
+    let metrics = group.raft().metrics();
     if metrics.members.is_empty() {
         return;
     }
@@ -201,6 +207,6 @@ pub(super) fn report_config_against_cluster(layout: &super::groups::GroupLayout,
          membership at log index {}): after `nvkv member add`, `promote` or `remove`, list the cluster's \
          members in cluster.members of every member's config (docs/cluster.md, \"After a membership change\")",
         listed(&cluster),
-        group.raft.membership_index()
+        group.raft().membership_index()
     );
 }

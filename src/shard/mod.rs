@@ -1,24 +1,31 @@
-//! A shard: the pieces one reactor thread owns, wired together. Today that
-//! is the shard's log over its queue pair; Raft groups and RPC tasks join
-//! here in later layers.
+//! A shard: the pieces one reactor thread owns, wired together: its log
+//! over its queue pair, the Raft groups it runs (`group`, `start`,
+//! `registry`) and the handles the RPC layer calls (`requests` for
+//! clients, `peer_requests` for peers).
 //!
 //! The shard maps the node's configuration onto the layers below (the log
 //! knows nothing of config files) and never touches another shard's state.
 
+pub mod answer;
 pub mod auth;
 pub mod backup;
 pub mod barrier;
 pub mod credentials;
 pub mod forward;
-pub mod groups;
+pub mod group;
+pub mod layout;
 pub mod lease;
 pub mod membership;
+pub mod peer_requests;
 pub mod propose;
+pub mod registry;
+pub mod requests;
 pub mod settings;
 pub mod snapshots;
 pub mod space;
 pub mod spread;
 pub mod stages;
+pub mod start;
 #[cfg(test)]
 mod test_support;
 pub mod watch;
@@ -121,45 +128,10 @@ pub struct ShardState {
     pub log: SharedLog,
 }
 
-thread_local! {
-    static LOCAL: std::cell::RefCell<Option<ShardState>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Makes `state` this thread's shard. Called once per reactor thread.
-pub fn set_local(state: ShardState) {
-    LOCAL.with(|local| *local.borrow_mut() = Some(state));
-}
-
-/// This thread's shard, if this is a reactor thread with one.
-pub fn local() -> Option<ShardState> {
-    LOCAL.with(|local| local.borrow().clone())
-}
-
-/// Everything a thread holds of the shard it runs (its log, its groups, its
-/// watches' wakers, its stages), out of the thread. A driver that runs the
-/// shards of several members on one thread (the simulator) keeps one per
-/// member and swaps it in around each poll of that member's tasks, so
-/// every member's code finds its own shard. Test tool only (cargo feature
-/// `testing`): a reactor thread runs one shard for its whole life.
+pub use peer_requests::PeerRequests;
 #[cfg(any(test, feature = "testing"))]
-#[derive(Default)]
-pub struct ThreadShard {
-    local: Option<ShardState>,
-    groups: Option<Rc<groups::ShardGroups>>,
-    watch_wakers: watch::GroupWakers,
-    stages: stages::ShardStages,
-}
-
-#[cfg(any(test, feature = "testing"))]
-impl ThreadShard {
-    /// Exchanges what this holds with what the thread holds.
-    pub fn swap(&mut self) {
-        LOCAL.with(|local| std::mem::swap(&mut *local.borrow_mut(), &mut self.local));
-        groups::swap_local_groups(&mut self.groups);
-        watch::swap_wakers(&mut self.watch_wakers);
-        stages::swap(&mut self.stages);
-    }
-}
+pub use registry::ThreadShard;
+pub use registry::{local, set_local};
 
 /// One shard's numbers, as the status of a node reports them.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]

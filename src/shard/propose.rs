@@ -26,7 +26,8 @@ use std::time::Instant;
 
 use futures::channel::oneshot;
 
-use super::groups::{RequestError, ShardGroup};
+use super::answer::RequestError;
+use super::group::ShardGroup;
 use super::stages;
 use crate::kv::command::{batch_overhead_bytes, encode_batch, split_batch_outcome};
 use crate::raft::WritePath;
@@ -136,7 +137,7 @@ impl Proposer {
 /// its encoded outcome once applied.
 pub async fn propose(entry: Rc<ShardGroup>, command: Vec<u8>) -> Result<Vec<u8>, RequestError> {
     let (answer, outcome) = oneshot::channel();
-    let proposer = &entry.proposer;
+    let proposer = &entry.proposer();
     let since = Instant::now();
     if proposer.holding() || proposer.full_for(command.len()) {
         wait_for_room(&entry, command.len(), since).await?;
@@ -146,7 +147,7 @@ pub async fn propose(entry: Rc<ShardGroup>, command: Vec<u8>) -> Result<Vec<u8>,
         proposer.in_flight.set(proposer.in_flight.get() + 1);
         tokio::task::spawn_local(drain(entry.clone()));
     }
-    let group = entry.raft.group();
+    let group = entry.raft().group();
     outcome.await.map_err(|_| RequestError::Codec(format!("group {group} dropped a proposal unanswered")))?
 }
 
@@ -154,8 +155,8 @@ pub async fn propose(entry: Rc<ShardGroup>, command: Vec<u8>) -> Result<Vec<u8>,
 /// more to fit the group's queue, or refuses the write as timed out once
 /// it waited out its request timeout since `since`.
 async fn wait_for_room(entry: &ShardGroup, bytes: usize, since: Instant) -> Result<(), RequestError> {
-    let proposer = &entry.proposer;
-    let deadline = tokio::time::Instant::from_std(since + entry.raft.request_timeout());
+    let proposer = &entry.proposer();
+    let deadline = tokio::time::Instant::from_std(since + entry.raft().request_timeout());
     stages::record(|stages| stages.proposals_held_back += 1);
     let ticket = proposer.next_ticket.get();
     proposer.next_ticket.set(ticket + 1);
@@ -173,7 +174,7 @@ async fn wait_for_room(entry: &ShardGroup, bytes: usize, since: Instant) -> Resu
             } else {
                 proposer.abandoned.borrow_mut().insert(ticket);
             }
-            return Err(entry.raft.timeout_error().into());
+            return Err(entry.raft().timeout_error().into());
         }
     }
 }
@@ -183,9 +184,9 @@ async fn wait_for_room(entry: &ShardGroup, bytes: usize, since: Instant) -> Resu
 /// whose bytes the same poll of the sockets brought): their writes join
 /// the first batch without the drain waiting a reactor turn for them.
 async fn drain(entry: Rc<ShardGroup>) {
-    let timeout = entry.raft.request_timeout();
+    let timeout = entry.raft().request_timeout();
     loop {
-        let mut batch = entry.proposer.take(entry.raft.command_bytes_max());
+        let mut batch = entry.proposer().take(entry.raft().command_bytes_max());
         if batch.is_empty() {
             break;
         }
@@ -196,7 +197,7 @@ async fn drain(entry: Rc<ShardGroup>) {
                 .into_iter()
                 .partition(|waiting| taken.saturating_duration_since(waiting.since) >= timeout);
             for waiting in late {
-                let _ = waiting.answer.send(Err(entry.raft.timeout_error().into()));
+                let _ = waiting.answer.send(Err(entry.raft().timeout_error().into()));
             }
             batch = on_time;
         }
@@ -229,7 +230,7 @@ async fn drain(entry: Rc<ShardGroup>) {
             }
         }
     }
-    entry.proposer.in_flight.set(entry.proposer.in_flight.get() - 1);
+    entry.proposer().in_flight.set(entry.proposer().in_flight.get() - 1);
 }
 
 /// One entry for `batch`, proposed at `proposed` and refused as timed out
@@ -243,10 +244,10 @@ async fn propose_batch(
 ) -> Result<(Vec<Vec<u8>>, WritePath), RequestError> {
     if commands.len() == 1 {
         let alone = commands.pop().expect("one command");
-        let written = entry.raft.client_write_by(alone, Some(proposed), deadline).await?;
+        let written = entry.raft().client_write_by(alone, Some(proposed), deadline).await?;
         return Ok((vec![written.outcome], written.path));
     }
-    let written = entry.raft.client_write_by(encode_batch(&commands), Some(proposed), deadline).await?;
+    let written = entry.raft().client_write_by(encode_batch(&commands), Some(proposed), deadline).await?;
     let outcomes =
         split_batch_outcome(&written.outcome).map_err(|error| RequestError::Codec(error.to_string()))?;
     if outcomes.len() != commands.len() {
@@ -300,7 +301,7 @@ mod tests {
                 "{WRITES} writes took {proposals} proposals"
             );
             assert_eq!(
-                group.machine.borrow().state.store.revision(),
+                group.machine().borrow().state.store.revision(),
                 revisions[WRITES - 1],
                 "the last write's"
             );
@@ -311,14 +312,14 @@ mod tests {
     fn a_write_that_waited_out_its_request_timeout_is_refused_not_proposed() {
         in_shard(async {
             let group = one_group().await;
-            let timeout = group.raft.request_timeout();
+            let timeout = group.raft().request_timeout();
             let (late, late_answer) = oneshot::channel();
             let (fresh, fresh_answer) = oneshot::channel();
             let since = Instant::now().checked_sub(timeout * 2).expect("the clock is far past the timeout");
-            group.proposer.push(Waiting { command: put(1), since, answer: late });
-            group.proposer.push(Waiting { command: put(2), since: Instant::now(), answer: fresh });
-            let keys = group.machine.borrow().state.store.keys_with_history();
-            group.proposer.in_flight.set(1);
+            group.proposer().push(Waiting { command: put(1), since, answer: late });
+            group.proposer().push(Waiting { command: put(2), since: Instant::now(), answer: fresh });
+            let keys = group.machine().borrow().state.store.keys_with_history();
+            group.proposer().in_flight.set(1);
             drain(group.clone()).await;
             let refused = late_answer.await.expect("answered");
             assert!(
@@ -327,11 +328,11 @@ mod tests {
             );
             fresh_answer.await.expect("answered").expect("the fresh write applies");
             assert_eq!(
-                group.machine.borrow().state.store.keys_with_history(),
+                group.machine().borrow().state.store.keys_with_history(),
                 keys + 1,
                 "only the fresh write applied"
             );
-            assert_eq!(group.proposer.in_flight.get(), 0);
+            assert_eq!(group.proposer().in_flight.get(), 0);
         });
     }
 
@@ -377,7 +378,7 @@ mod tests {
                 "held back {} of {WRITES}",
                 after.proposals_held_back - before.proposals_held_back
             );
-            assert!(group.proposer.waiting_bytes.get() == 0, "the queue is empty again");
+            assert!(group.proposer().waiting_bytes.get() == 0, "the queue is empty again");
         });
     }
 }

@@ -36,7 +36,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::groups::{ShardGroup, ShardGroups};
+use super::group::ShardGroup;
+use super::registry::ShardGroups;
 use crate::kv::command::{encode_command, Command};
 use crate::raft::GroupId;
 use crate::wal::SharedLog;
@@ -121,7 +122,7 @@ pub fn spawn_snapshots(groups: Rc<ShardGroups>, log: SharedLog) {
             // group's compaction (a Raft write) may be waiting for that
             // space.
             let pinned_by = log.with(|log| log.head_pinned_by());
-            entries.sort_by_key(|entry| Some(entry.raft.group()) != pinned_by);
+            entries.sort_by_key(|entry| Some(entry.raft().group()) != pinned_by);
             let policy = groups.layout.snapshots;
             let keep = groups.layout.raft.max_in_snapshot_log_to_keep;
             let groups_here = entries.len() as u64;
@@ -142,14 +143,14 @@ async fn tend(
     log: &SharedLog,
     warned: &mut BTreeMap<GroupId, Instant>,
 ) {
-    let group = entry.raft.group();
+    let group = entry.raft().group();
     let (ring, log_bytes, room) = log.with(|log| {
         let stats = log.stats();
         let ring = Ring { used: stats.used_bytes, bytes: stats.ring_bytes, pinned_by: log.head_pinned_by() };
         (ring, log.group_log_bytes(group), log.snapshot_room_bytes())
     });
     let must_shrink = log_bytes >= policy.after_bytes || ring.pressed_by(group);
-    let since = entry.raft.entries_since_snapshot();
+    let since = entry.raft().entries_since_snapshot();
     if since == 0 {
         // Nothing new to snapshot; the entries kept behind the last one may
         // still be what fills the ring.
@@ -167,7 +168,7 @@ async fn tend(
     // share (half the area divided among the groups), so every group can
     // always write its next snapshot beside its current one.
     let share = area / (2 * groups_here.max(1));
-    let store_bytes = || crate::kv::snapshot::encoded_len(&entry.machine.borrow().state.store);
+    let store_bytes = || crate::kv::snapshot::encoded_len(&entry.machine().borrow().state.store);
     let mut compacted = Compacted::NotHere;
     if store_bytes() + ENVELOPE_BYTES > room.min(share) {
         compacted = compact_for_room(entry, policy.compact_keep_revisions, room, share).await;
@@ -192,7 +193,7 @@ async fn tend(
             }
         }
         Due::NoRoom { bytes, room } => {
-            let leads = entry.raft.metrics().current_leader == Some(entry.raft.member());
+            let leads = entry.raft().metrics().current_leader == Some(entry.raft().member());
             if must_shrink && leads && policy.compact_keep_revisions == 0 && bytes > possible {
                 // A leader that may not compact on its own: only deletes
                 // and `nvkv compact` can make room.
@@ -226,16 +227,16 @@ async fn tend(
 /// stored; returns whether it was (a snapshot that grew past the room
 /// before it was built is declined, see `raft::state_machine`).
 async fn snapshot(entry: &Rc<ShardGroup>, bytes: u64, log: &SharedLog) -> bool {
-    let group = entry.raft.group();
-    let before = entry.raft.metrics().snapshot.map(|snapshot| snapshot.index);
+    let group = entry.raft().group();
+    let before = entry.raft().metrics().snapshot.map(|snapshot| snapshot.index);
     let refused = || log.with(|log| log.snapshots_refused(group));
     let refused_before = refused();
-    if let Err(error) = entry.raft.snapshot_now().await {
+    if let Err(error) = entry.raft().snapshot_now().await {
         tracing::warn!(group, %error, "asking for a snapshot failed");
         return false;
     }
     let started = Instant::now();
-    while entry.raft.metrics().snapshot.map(|snapshot| snapshot.index) == before {
+    while entry.raft().metrics().snapshot.map(|snapshot| snapshot.index) == before {
         if refused() != refused_before {
             return false;
         }
@@ -250,14 +251,14 @@ async fn snapshot(entry: &Rc<ShardGroup>, bytes: u64, log: &SharedLog) -> bool {
 
 /// Purges the group's log up to `keep` entries behind its snapshot.
 async fn purge_behind_snapshot(entry: &Rc<ShardGroup>, keep: u64) {
-    let Some(snapshot) = entry.raft.metrics().snapshot else { return };
-    let purged = entry.raft.metrics().purged.map_or(0, |purged| purged.index);
+    let Some(snapshot) = entry.raft().metrics().snapshot else { return };
+    let purged = entry.raft().metrics().purged.map_or(0, |purged| purged.index);
     let upto = snapshot.index.saturating_sub(keep);
     if upto <= purged {
         return;
     }
-    if let Err(error) = entry.raft.purge_log_to(upto).await {
-        tracing::warn!(group = entry.raft.group(), %error, "asking for a purge failed");
+    if let Err(error) = entry.raft().purge_log_to(upto).await {
+        tracing::warn!(group = entry.raft().group(), %error, "asking for a purge failed");
     }
 }
 
@@ -291,8 +292,8 @@ enum Compacted {
 /// needs. Returns once the compaction is applied.
 async fn compact_for_room(entry: &Rc<ShardGroup>, keep: u64, room: u64, share: u64) -> Compacted {
     use crate::kv::snapshot::{compaction_for_size, CompactionFit};
-    let group = entry.raft.group();
-    if keep == 0 || entry.raft.metrics().current_leader != Some(entry.raft.member()) {
+    let group = entry.raft().group();
+    if keep == 0 || entry.raft().metrics().current_leader != Some(entry.raft().member()) {
         return Compacted::NotHere;
     }
     // Writes applied while the compaction waits its turn in the log grow
@@ -300,7 +301,7 @@ async fn compact_for_room(entry: &Rc<ShardGroup>, keep: u64, room: u64, share: u
     let comfortable = (share / 2).min(room / 2).saturating_sub(ENVELOPE_BYTES);
     let most = (room.saturating_sub(ENVELOPE_BYTES) / 4) * 3;
     let (compacted, fit, kept) = {
-        let machine = entry.machine.borrow();
+        let machine = entry.machine().borrow();
         let store = &machine.state.store;
         let fit = match compaction_for_size(store, comfortable.min(most)) {
             CompactionFit::Never { .. } => compaction_for_size(store, most),

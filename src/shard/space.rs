@@ -32,7 +32,8 @@ use tokio::time::Instant;
 
 use std::rc::Rc;
 
-use super::groups::{ShardGroup, ShardGroups};
+use super::group::ShardGroup;
+use super::registry::ShardGroups;
 use crate::kv::command::adds_data;
 use crate::raft::GroupError;
 
@@ -61,8 +62,8 @@ pub fn check_room(entry: &ShardGroup, command: &[u8]) -> Result<(), GroupError> 
     if !entry.alarmed() || !adds_data(command) {
         return Ok(());
     }
-    let (group, member) = (entry.raft.group(), entry.raft.member());
-    match (entry.no_space.get(), entry.over_quota.get()) {
+    let (group, member) = (entry.raft().group(), entry.raft().member());
+    match (entry.no_space().get(), entry.over_quota().get()) {
         (Some(alarm), _) => Err(GroupError::NoSpace {
             group,
             member,
@@ -95,7 +96,7 @@ pub fn spawn_quota(groups: Rc<ShardGroups>) {
                 None => continue,
             };
             for entry in entries {
-                let store_bytes = crate::kv::snapshot::encoded_len(&entry.machine.borrow().state.store);
+                let store_bytes = crate::kv::snapshot::encoded_len(&entry.machine().borrow().state.store);
                 judge_quota(&entry, store_bytes, quota_bytes);
                 tokio::task::yield_now().await;
             }
@@ -105,8 +106,8 @@ pub fn spawn_quota(groups: Rc<ShardGroups>) {
 
 /// Raises or clears `entry`'s quota alarm for a store of `store_bytes`.
 fn judge_quota(entry: &ShardGroup, store_bytes: u64, quota_bytes: u64) {
-    let group = entry.raft.group();
-    match entry.over_quota.get() {
+    let group = entry.raft().group();
+    match entry.over_quota().get() {
         None if store_bytes > quota_bytes => {
             tracing::error!(
                 group,
@@ -116,10 +117,10 @@ fn judge_quota(entry: &ShardGroup, store_bytes: u64, quota_bytes: u64) {
                  store.quota_bytes is {quota_bytes}; writes that add data are refused until keys are deleted \
                  and compacted (both still work), or store.quota_bytes is raised"
             );
-            entry.over_quota.set(Some(OverQuota { store_bytes, quota_bytes, since: Instant::now() }));
+            entry.over_quota().set(Some(OverQuota { store_bytes, quota_bytes, since: Instant::now() }));
         }
         Some(raised) if store_bytes > quota_bytes => {
-            entry.over_quota.set(Some(OverQuota { store_bytes, ..raised }));
+            entry.over_quota().set(Some(OverQuota { store_bytes, ..raised }));
         }
         Some(raised) => {
             tracing::warn!(
@@ -128,7 +129,7 @@ fn judge_quota(entry: &ShardGroup, store_bytes: u64, quota_bytes: u64) {
                  the NOSPACE alarm is cleared and writes are taken",
                 raised.since.elapsed().as_secs_f64()
             );
-            entry.over_quota.set(None);
+            entry.over_quota().set(None);
         }
         None => {}
     }
@@ -157,10 +158,10 @@ pub async fn admit() {
 /// Raises the alarm of `entry`'s group (saying so once, as an operator must
 /// act), or updates the sizes of one raised already.
 pub fn raise(entry: &ShardGroup, snapshot_bytes: u64, room_bytes: u64) {
-    let since = match entry.no_space.get() {
+    let since = match entry.no_space().get() {
         Some(raised) => raised.since,
         None => {
-            let group = entry.raft.group();
+            let group = entry.raft().group();
             tracing::error!(
                 group,
                 snapshot_bytes,
@@ -173,13 +174,13 @@ pub fn raise(entry: &ShardGroup, snapshot_bytes: u64, room_bytes: u64) {
             Instant::now()
         }
     };
-    entry.no_space.set(Some(NoSpace { snapshot_bytes, room_bytes, since }));
+    entry.no_space().set(Some(NoSpace { snapshot_bytes, room_bytes, since }));
 }
 
 /// Clears the alarm of `entry`'s group, if raised: its snapshot fitted.
 pub fn clear(entry: &ShardGroup) {
-    if let Some(raised) = entry.no_space.take() {
-        let group = entry.raft.group();
+    if let Some(raised) = entry.no_space().take() {
+        let group = entry.raft().group();
         tracing::warn!(
             group,
             "group {group} has space again after {:.1} s: the NOSPACE alarm is cleared and writes are taken",

@@ -19,7 +19,8 @@ use std::time::Duration;
 use openraft::ServerState;
 use tokio::time::Instant;
 
-use super::groups::{ShardGroup, ShardGroups};
+use super::group::ShardGroup;
+use super::registry::ShardGroups;
 use crate::raft::{GroupId, GroupMetrics, NodeId};
 
 /// How often the shard looks at its groups' leaders.
@@ -89,7 +90,7 @@ pub fn spawn_spread(groups: Rc<ShardGroups>) {
                 None => continue,
             };
             for entry in entries {
-                let (group, metrics, now) = (entry.raft.group(), entry.raft.metrics(), Instant::now());
+                let (group, metrics, now) = (entry.raft().group(), entry.raft().metrics(), Instant::now());
                 let mut current = Seen::observe(seen.get(&group).copied(), &metrics, now);
                 if should_campaign(&metrics, &current, now) {
                     tracing::info!(
@@ -99,7 +100,7 @@ pub fn spawn_spread(groups: Rc<ShardGroups>) {
                         "this member is the group's preferred leader: campaigning"
                     );
                     current.campaigned = Some(now);
-                    if let Err(error) = entry.raft.campaign().await {
+                    if let Err(error) = entry.raft().campaign().await {
                         tracing::warn!(group, %error, "campaigning for the group's leadership failed");
                     }
                 }

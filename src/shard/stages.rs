@@ -17,7 +17,6 @@
 //! The client's own hops (its send to the shard, the reply's way back) are
 //! only visible to the client: `nvkv bench` adds them.
 
-use std::cell::RefCell;
 use std::time::Instant;
 
 use crate::raft::WritePath;
@@ -198,30 +197,20 @@ impl ShardStages {
     }
 }
 
-thread_local! {
-    static STAGES: RefCell<ShardStages> = RefCell::new(ShardStages::default());
-}
-
-/// Exchanges this thread's stages with `stages` (see `super::ThreadShard`).
-#[cfg(any(test, feature = "testing"))]
-pub(super) fn swap(stages: &mut ShardStages) {
-    STAGES.with(|all| std::mem::swap(&mut *all.borrow_mut(), stages));
-}
-
 /// Records into this thread's stages.
 pub fn record(update: impl FnOnce(&mut ShardStages)) {
-    STAGES.with(|stages| update(&mut stages.borrow_mut()));
+    super::registry::with_stages(update);
 }
 
 /// A copy of this thread's stages (every histogram: for the metrics
 /// endpoint; a report reads them in place with [`read`]).
 pub fn snapshot() -> ShardStages {
-    STAGES.with(|stages| stages.borrow().clone())
+    super::registry::with_stages(|stages| stages.clone())
 }
 
 /// Reads this thread's stages in place.
 pub fn read<T>(reader: impl FnOnce(&ShardStages) -> T) -> T {
-    STAGES.with(|stages| reader(&stages.borrow()))
+    super::registry::with_stages(|stages| reader(stages))
 }
 
 /// Records the time since `started` in the stage `pick` chooses.

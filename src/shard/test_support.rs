@@ -5,7 +5,9 @@ use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::groups::{start_groups, GroupLayout, ShardGroup};
+use super::group::ShardGroup;
+use super::layout::GroupLayout;
+use super::start::start_groups;
 use crate::nvme::memory::MemoryNamespace;
 use crate::nvme::{Namespace, QueuePairConfig};
 use crate::raft::{GroupConfig, Member};
@@ -71,9 +73,9 @@ pub async fn one_group_with(change: impl FnOnce(&mut GroupLayout)) -> Rc<ShardGr
     };
     change(&mut layout);
     let groups =
-        start_groups(&layout, 0, log, Rc::new(super::groups::NoPeers)).await.expect("the group starts");
+        start_groups(&layout, 0, log, Rc::new(super::start::NoPeers)).await.expect("the group starts");
     let group = groups[&0].clone();
-    while group.raft.metrics().current_leader.is_none() {
+    while group.raft().metrics().current_leader.is_none() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     group

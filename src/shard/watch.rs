@@ -39,7 +39,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
-use super::groups::ShardGroup;
+use super::group::ShardGroup;
 use crate::kv::group::GroupState;
 use crate::kv::types::Event;
 use crate::kv::watch::{event_bytes, CancelReason, WatchError, WatchId, WatchPoll, WatchRequest};
@@ -250,15 +250,15 @@ pub trait WatchedGroup: 'static {
 
 impl WatchedGroup for ShardGroup {
     fn group(&self) -> GroupId {
-        self.raft.group()
+        self.raft().group()
     }
 
     fn with_state<R>(&self, work: impl FnOnce(&mut GroupState) -> R) -> R {
-        work(&mut self.machine.borrow_mut().state)
+        work(&mut self.machine().borrow_mut().state)
     }
 
     fn term_and_member(&self) -> (u64, NodeId) {
-        let metrics = self.raft.metrics();
+        let metrics = self.raft().metrics();
         (metrics.term, metrics.member)
     }
 }
@@ -269,22 +269,10 @@ type Wakers = RefCell<BTreeMap<WatchId, Rc<Notify>>>;
 /// The wakers of every group of a shard that a watch opened in.
 pub(super) type GroupWakers = BTreeMap<GroupId, Rc<Wakers>>;
 
-thread_local! {
-    /// Per group of this shard, once a watch opened there: the hub's ready
-    /// hook wakes the pump through it.
-    static WAKERS: RefCell<GroupWakers> = const { RefCell::new(BTreeMap::new()) };
-}
-
-/// Exchanges this thread's wakers with `wakers` (see `super::ThreadShard`).
-#[cfg(any(test, feature = "testing"))]
-pub(super) fn swap_wakers(wakers: &mut GroupWakers) {
-    WAKERS.with(|all| std::mem::swap(&mut *all.borrow_mut(), wakers));
-}
-
 /// The wakers of `group`, installing the hub's ready hook the first time.
 fn wakers_of(group: &impl WatchedGroup) -> Rc<Wakers> {
     let id = group.group();
-    if let Some(wakers) = WAKERS.with(|all| all.borrow().get(&id).cloned()) {
+    if let Some(wakers) = super::registry::with_watch_wakers(|all| all.get(&id).cloned()) {
         return wakers;
     }
     let wakers: Rc<Wakers> = Rc::default();
@@ -298,7 +286,7 @@ fn wakers_of(group: &impl WatchedGroup) -> Rc<Wakers> {
             }
         }))
     });
-    WAKERS.with(|all| all.borrow_mut().insert(id, Rc::clone(&wakers)));
+    super::registry::with_watch_wakers(|all| all.insert(id, Rc::clone(&wakers)));
     wakers
 }
 

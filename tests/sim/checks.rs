@@ -61,11 +61,11 @@ impl World {
         self.on_member(id, || {
             async {
                 let groups =
-                    (0..64).filter_map(|group| Some((group, nvkv::shard::groups::local_group(group)?)));
+                    (0..64).filter_map(|group| Some((group, nvkv::shard::PeerRequests::local(group)?)));
                 groups
                     .map(|(group, entry)| {
-                        let metrics = entry.raft.metrics();
-                        let hash = nvkv::kv::snapshot::state_hash(&entry.machine.borrow().state.store);
+                        let metrics = entry.metrics();
+                        let hash = entry.state_hash();
                         let view = GroupView {
                             leader: metrics.current_leader,
                             leading: metrics.state == openraft::ServerState::Leader,

@@ -20,7 +20,8 @@ use nvkv::nvme::{Namespace, QueuePairConfig};
 use nvkv::raft::{GroupConfig, Member, NodeId};
 use nvkv::reactor::DetachedShard;
 use nvkv::shard::forward::LeaderLink;
-use nvkv::shard::groups::{GroupLayout, Requests};
+use nvkv::shard::layout::GroupLayout;
+use nvkv::shard::requests::Requests;
 use nvkv::shard::{ShardState, ThreadShard};
 use nvkv::wal::superblock::{self, FormatOptions, SuperblockKeeper};
 use nvkv::wal::{LogOptions, ShardLog, SharedLog};
@@ -252,7 +253,7 @@ async fn run_member(
     });
     let leaders: Rc<dyn LeaderLink> = Rc::new(SimTransportLink(transport.clone()));
     let (ready_sender, ready) = crossbeam_channel::bounded(1);
-    nvkv::shard::groups::spawn_groups(layout.clone(), 0, log.clone(), transport, leaders, ready_sender);
+    nvkv::shard::start::spawn_groups(layout.clone(), 0, log.clone(), transport, leaders, ready_sender);
     let handle = Requests::new(detached.context().clone(), layout);
     // The member's reactor: tick the log, run the mailbox, sleep until new
     // work or the disk's next completion.

@@ -405,7 +405,7 @@ fn introduction_here(keeper: &SuperblockKeeper, peer: Incarnation) -> Introducti
 
 /// Whether `member` votes in this member's groups; `None` while they start.
 fn voter_here(member: NodeId) -> Option<bool> {
-    let members = nvkv::shard::groups::local_membership();
+    let members = nvkv::shard::registry::local_membership();
     (!members.is_empty()).then(|| members.iter().any(|known| known.member.id == member && known.voter))
 }
 
@@ -472,8 +472,8 @@ impl SimTransport {
     }
 }
 
-fn group_here(group: GroupId) -> Result<Rc<nvkv::shard::groups::ShardGroup>, String> {
-    nvkv::shard::groups::local_group(group).ok_or_else(|| not_running(group))
+fn group_here(group: GroupId) -> Result<nvkv::shard::PeerRequests, String> {
+    nvkv::shard::PeerRequests::local(group).ok_or_else(|| not_running(group))
 }
 
 impl PeerTransport for SimTransport {
@@ -488,7 +488,7 @@ impl PeerTransport for SimTransport {
             let request = request.clone();
             async move {
                 let entry = group_here(group)?;
-                Ok(entry.raft.handle_append_entries(request).await)
+                Ok(entry.handle_append_entries(request).await)
             }
             .boxed_local()
         });
@@ -510,12 +510,10 @@ impl PeerTransport for SimTransport {
             async move {
                 let entry = group_here(group)?;
                 let leader = *request.vote.leader_id();
-                if let Some(index) =
-                    leader.voted_for().and_then(|candidate| entry.raft.removal_proof(candidate))
-                {
+                if let Some(index) = leader.voted_for().and_then(|candidate| entry.removal_proof(candidate)) {
                     found.set(index);
                 }
-                let answer = entry.raft.handle_vote(request).await;
+                let answer = entry.handle_vote(request).await;
                 if let (Ok(response), Some(candidate)) = (&answer, leader.voted_for()) {
                     // Recorded here, on the voter, in the order it granted.
                     if response.vote_granted {
@@ -527,8 +525,8 @@ impl PeerTransport for SimTransport {
             .boxed_local()
         });
         let answer = self.raft_call(RPCTypes::Vote, target, &option, work).await;
-        if let (index @ 1.., Some(entry)) = (proof.get(), nvkv::shard::groups::local_group(group)) {
-            nvkv::shard::membership::removed_by_peer(&entry, index, target.id);
+        if let (index @ 1.., Some(entry)) = (proof.get(), nvkv::shard::PeerRequests::local(group)) {
+            entry.removed_by_peer(index, target.id);
         }
         answer
     }
@@ -548,16 +546,10 @@ impl PeerTransport for SimTransport {
             let (meta, data) = (meta.clone(), data.clone());
             async move {
                 let entry = group_here(group)?;
-                let reception = entry
-                    .raft
-                    .receive_snapshot(meta, data.len() as u64)
-                    .map_err(|error| error.to_string())?;
+                let reception =
+                    entry.receive_snapshot(meta, data.len() as u64).map_err(|error| error.to_string())?;
                 reception.chunk(0, &data).map_err(|error| error.to_string())?;
-                entry
-                    .raft
-                    .install_received_snapshot(&reception, vote)
-                    .await
-                    .map_err(|error| error.to_string())
+                entry.install_received_snapshot(&reception, vote).await.map_err(|error| error.to_string())
             }
             .boxed_local()
         });
@@ -594,8 +586,7 @@ impl SimTransportLink {
         answer: F,
     ) -> LocalBoxFuture<'static, Result<T, GroupError>>
     where
-        F: Fn(Rc<nvkv::shard::groups::ShardGroup>, Q) -> LocalBoxFuture<'static, Result<T, GroupError>>
-            + 'static,
+        F: Fn(nvkv::shard::PeerRequests, Q) -> LocalBoxFuture<'static, Result<T, GroupError>> + 'static,
     {
         let (transport, leader) = (self.0.clone(), leader.clone());
         let answer = Rc::new(answer);
@@ -625,7 +616,7 @@ impl LeaderLink for SimTransportLink {
         command: Vec<u8>,
     ) -> LocalBoxFuture<'static, Result<Vec<u8>, GroupError>> {
         self.forward(group, leader, command, |entry, command| {
-            nvkv::shard::forward::write_as_leader(entry, command).boxed_local()
+            async move { entry.write_as_leader(command).await }.boxed_local()
         })
     }
 
@@ -634,9 +625,7 @@ impl LeaderLink for SimTransportLink {
         group: GroupId,
         leader: &Member,
     ) -> LocalBoxFuture<'static, Result<u64, GroupError>> {
-        self.forward(group, leader, (), |entry, ()| {
-            async move { entry.raft.read_index().await }.boxed_local()
-        })
+        self.forward(group, leader, (), |entry, ()| async move { entry.read_index().await }.boxed_local())
     }
 
     fn lease(
@@ -646,7 +635,7 @@ impl LeaderLink for SimTransportLink {
         query: LeaseQuery,
     ) -> LocalBoxFuture<'static, Result<LeaseAnswer, GroupError>> {
         self.forward(group, leader, query, |entry, query| {
-            nvkv::shard::lease::lease_as_leader(entry, query).boxed_local()
+            async move { entry.lease_as_leader(query).await }.boxed_local()
         })
     }
 
@@ -657,7 +646,7 @@ impl LeaderLink for SimTransportLink {
         change: MembershipChange,
     ) -> LocalBoxFuture<'static, Result<(), GroupError>> {
         self.forward(group, leader, change, |entry, change| {
-            nvkv::shard::membership::change_as_leader(entry, change).boxed_local()
+            async move { entry.change_as_leader(change).await }.boxed_local()
         })
     }
 }

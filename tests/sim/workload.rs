@@ -21,7 +21,8 @@ use nvkv::kv::types::{
 };
 use nvkv::lincheck::{Operation, Outcome, Record, Returned};
 use nvkv::raft::{GroupError, NodeId};
-use nvkv::shard::groups::{RequestError, Requests};
+use nvkv::shard::answer::RequestError;
+use nvkv::shard::requests::Requests;
 use nvkv::shard::watch::{WatchBody, WatchOptions};
 use tokio::time::Instant;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use nvkv::raft::{GroupConfig, Member, NodeId};
-use nvkv::shard::groups::Requests;
+use nvkv::shard::requests::Requests;
 use nvkv::wal::{Durability, LogOptions};
 use tokio::time::Instant;
 

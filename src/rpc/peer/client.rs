@@ -400,8 +400,8 @@ impl PeerTransport for PeerClient {
                 }) as LocalBoxFuture<'static, _>
             })
             .await;
-        if let (index @ 1.., Some(entry)) = (removed_at.get(), local_group(group)) {
-            crate::shard::membership::removed_by_peer(&entry, index, target.id);
+        if let (index @ 1.., Some(entry)) = (removed_at.get(), PeerRequests::local(group)) {
+            entry.removed_by_peer(index, target.id);
         }
         answer
     }

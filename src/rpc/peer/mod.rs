@@ -55,9 +55,9 @@ use crate::raft::types::{Snapshot, SnapshotMeta, Vote};
 use crate::raft::{AppendAnswer, GroupError, GroupId, Member, NodeId, PeerTransport, Reception, TypeConfig};
 use crate::reactor::ReactorContext;
 use crate::shard::forward::LeaderLink;
-use crate::shard::groups::local_group;
 use crate::shard::lease::{LeaseAnswer, LeaseQuery};
 use crate::shard::membership::MembershipChange;
+use crate::shard::PeerRequests;
 
 /// Largest peer message, either way: an append of many entries is split
 /// below [`APPEND_BYTES_TARGET`] (one entry is at most `log.batch_bytes_max`,
@@ -138,7 +138,7 @@ impl PeerIdentity {
         if let Some(name) = self.member_names.get(&member) {
             return Some(name.clone());
         }
-        crate::shard::groups::local_membership()
+        crate::shard::registry::local_membership()
             .into_iter()
             .find(|known| known.member.id == member)
             .map(|known| known.member.name)
@@ -216,7 +216,7 @@ impl PeerIdentity {
 
 /// Whether `member` votes in this shard's groups; `None` while they start.
 fn voter_here(member: NodeId) -> Option<bool> {
-    let members = crate::shard::groups::local_membership();
+    let members = crate::shard::registry::local_membership();
     (!members.is_empty()).then(|| members.iter().any(|known| known.member.id == member && known.voter))
 }
 

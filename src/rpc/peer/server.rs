@@ -43,7 +43,7 @@ pub fn spawn_peer_acceptor(
             // The handshake runs on its own task: a stalled peer holds
             // only its connection, never the acceptor.
             tokio::task::spawn_local(async move {
-                match crate::rpc::tls::accept(&tls.acceptor, stream).await {
+                match crate::reactor::admission::accept_tls(&tls.acceptor, stream).await {
                     Ok(stream) => {
                         // What the certificate names is checked against the
                         // member its hello claims to be.
@@ -135,8 +135,8 @@ pub(super) struct PeerSessionServer {
 }
 
 impl PeerSessionServer {
-    fn group(&self, group: GroupId) -> capnp::Result<Rc<crate::shard::groups::ShardGroup>> {
-        local_group(group).ok_or_else(|| {
+    fn group(&self, group: GroupId) -> capnp::Result<PeerRequests> {
+        PeerRequests::local(group).ok_or_else(|| {
             capnp::Error::failed(format!(
                 "group {group} does not run on shard {} of member {} (it is starting, or the members' \
                  layouts differ)",
@@ -166,7 +166,7 @@ impl peer_session::Server for PeerSessionServer {
         let params = params.get()?;
         let entry = self.group(params.get_group())?;
         let request: AppendEntriesRequest<TypeConfig> = decode(params.get_request()?, "an append")?;
-        let answer = entry.raft.handle_append_entries(request).await;
+        let answer = entry.handle_append_entries(request).await;
         let mut results = results.get();
         results.set_response(&encode(&answer));
         results.set_answer_nanos(u64::try_from(taken.elapsed().as_nanos()).unwrap_or(u64::MAX));
@@ -181,9 +181,8 @@ impl peer_session::Server for PeerSessionServer {
         let params = params.get()?;
         let entry = self.group(params.get_group())?;
         let request: VoteRequest<NodeId> = decode(params.get_request()?, "a vote request")?;
-        let proof =
-            request.vote.leader_id().voted_for().and_then(|candidate| entry.raft.removal_proof(candidate));
-        let answer = entry.raft.handle_vote(request).await;
+        let proof = request.vote.leader_id().voted_for().and_then(|candidate| entry.removal_proof(candidate));
+        let answer = entry.handle_vote(request).await;
         results.get().set_response(&encode(&answer));
         results.get().set_removed_at(proof.unwrap_or(0));
         Ok(())
@@ -197,7 +196,7 @@ impl peer_session::Server for PeerSessionServer {
         let params = params.get()?;
         let entry = self.group(params.get_group())?;
         let meta: SnapshotMeta = decode(params.get_meta()?, "snapshot metadata")?;
-        let reception = entry.raft.receive_snapshot(meta, params.get_bytes()).map_err(refused)?;
+        let reception = entry.receive_snapshot(meta, params.get_bytes()).map_err(refused)?;
         results.get().set_sink(capnp_rpc::new_client(SnapshotSinkServer { entry, reception }));
         Ok(())
     }
@@ -210,7 +209,7 @@ impl peer_session::Server for PeerSessionServer {
         let params = params.get()?;
         let entry = self.group(params.get_group())?;
         let command = params.get_command()?.to_vec();
-        let answer = crate::shard::forward::write_as_leader(entry, command).await;
+        let answer = entry.write_as_leader(command).await;
         results.get().set_outcome(&encode(&answer));
         Ok(())
     }
@@ -221,7 +220,7 @@ impl peer_session::Server for PeerSessionServer {
         mut results: peer_session::ReadIndexResults,
     ) -> Result<(), capnp::Error> {
         let entry = self.group(params.get()?.get_group())?;
-        let answer = entry.raft.read_index().await;
+        let answer = entry.read_index().await;
         results.get().set_index(&encode(&answer));
         Ok(())
     }
@@ -234,7 +233,7 @@ impl peer_session::Server for PeerSessionServer {
         let params = params.get()?;
         let entry = self.group(params.get_group())?;
         let query: LeaseQuery = decode(params.get_query()?, "a lease query")?;
-        let answer = crate::shard::lease::lease_as_leader(entry, query).await;
+        let answer = entry.lease_as_leader(query).await;
         results.get().set_answer(&encode(&answer));
         Ok(())
     }
@@ -247,7 +246,7 @@ impl peer_session::Server for PeerSessionServer {
         let params = params.get()?;
         let entry = self.group(params.get_group())?;
         let change: MembershipChange = decode(params.get_change()?, "a membership change")?;
-        let answer = crate::shard::membership::change_as_leader(entry, change).await;
+        let answer = entry.change_as_leader(change).await;
         results.get().set_outcome(&encode(&answer));
         Ok(())
     }
@@ -260,7 +259,7 @@ pub(super) fn refused(error: crate::raft::SnapshotReceiveError) -> capnp::Error 
 /// One snapshot arriving for a group. Dropped (the sender released it, or
 /// the connection closed) before `finish`, it frees what it buffered.
 pub(super) struct SnapshotSinkServer {
-    entry: Rc<crate::shard::groups::ShardGroup>,
+    entry: PeerRequests,
     reception: Reception,
 }
 
@@ -279,8 +278,7 @@ impl snapshot_sink::Server for SnapshotSinkServer {
         mut results: snapshot_sink::FinishResults,
     ) -> Result<(), capnp::Error> {
         let vote: Vote = decode(params.get()?.get_vote()?, "a leader's vote")?;
-        let answer =
-            self.entry.raft.install_received_snapshot(&self.reception, vote).await.map_err(refused)?;
+        let answer = self.entry.install_received_snapshot(&self.reception, vote).await.map_err(refused)?;
         results.get().set_response(&encode(&answer));
         Ok(())
     }

@@ -1,0 +1,109 @@
+//! The shard's handle for the peer server ([`PeerRequests`]): what another
+//! member asks of a group this shard runs. Raft's own messages (appends,
+//! votes, snapshots) and the requests a follower forwards to its leader
+//! (writes, read indexes, leases, membership changes). The RPC layer
+//! reaches a group only through this handle: it decodes a message, calls
+//! one method, and encodes the answer; it never sees the group itself.
+
+use std::rc::Rc;
+
+use openraft::error::RaftError;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+
+use super::group::ShardGroup;
+use super::lease::{LeaseAnswer, LeaseQuery};
+use super::membership::MembershipChange;
+use crate::raft::types::{SnapshotMeta, Vote};
+use crate::raft::{GroupError, GroupId, GroupMetrics, NodeId, Reception, SnapshotReceiveError, TypeConfig};
+
+/// One group of this thread's shard, as peers reach it.
+#[derive(Clone)]
+pub struct PeerRequests {
+    entry: Rc<ShardGroup>,
+}
+
+impl PeerRequests {
+    /// Group `group` as this thread's shard runs it; `None` when the shard
+    /// does not run it or its groups are still starting.
+    pub fn local(group: GroupId) -> Option<PeerRequests> {
+        super::registry::local_group(group).map(|entry| PeerRequests { entry })
+    }
+
+    pub async fn handle_append_entries(
+        &self,
+        request: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        self.entry.raft().handle_append_entries(request).await
+    }
+
+    /// The index of a committed membership that leaves `candidate` out,
+    /// when it asks for a vote after missing its own removal.
+    pub fn removal_proof(&self, candidate: NodeId) -> Option<u64> {
+        self.entry.raft().removal_proof(candidate)
+    }
+
+    pub async fn handle_vote(
+        &self,
+        request: VoteRequest<NodeId>,
+    ) -> Result<VoteResponse<NodeId>, RaftError<NodeId>> {
+        self.entry.raft().handle_vote(request).await
+    }
+
+    /// Starts taking a snapshot of `bytes` from the leader.
+    pub fn receive_snapshot(
+        &self,
+        meta: SnapshotMeta,
+        bytes: u64,
+    ) -> Result<Reception, SnapshotReceiveError> {
+        self.entry.raft().receive_snapshot(meta, bytes)
+    }
+
+    /// Installs a snapshot whose every chunk arrived.
+    pub async fn install_received_snapshot(
+        &self,
+        reception: &Reception,
+        vote: Vote,
+    ) -> Result<SnapshotResponse<NodeId>, SnapshotReceiveError> {
+        self.entry.raft().install_received_snapshot(reception, vote).await
+    }
+
+    /// A write a follower forwarded, proposed here as the leader.
+    pub async fn write_as_leader(&self, command: Vec<u8>) -> Result<Vec<u8>, GroupError> {
+        super::forward::write_as_leader(self.entry.clone(), command).await
+    }
+
+    /// The read index a follower asks for before a linearizable read.
+    pub async fn read_index(&self) -> Result<u64, GroupError> {
+        self.entry.raft().read_index().await
+    }
+
+    /// A lease request a follower forwarded, served here as the leader.
+    pub async fn lease_as_leader(&self, query: LeaseQuery) -> Result<LeaseAnswer, GroupError> {
+        super::lease::lease_as_leader(self.entry.clone(), query).await
+    }
+
+    /// A membership change a member forwarded, made here as the leader.
+    pub async fn change_as_leader(&self, change: MembershipChange) -> Result<(), GroupError> {
+        super::membership::change_as_leader(self.entry.clone(), change).await
+    }
+
+    /// Notes that `peer` proved this member was removed from the group at
+    /// log index `index` (its answer to this member's vote request).
+    pub fn removed_by_peer(&self, index: u64, peer: NodeId) {
+        super::membership::removed_by_peer(&self.entry, index, peer)
+    }
+
+    /// The group's Raft metrics as this member sees them.
+    pub fn metrics(&self) -> GroupMetrics {
+        self.entry.raft().metrics()
+    }
+
+    /// The fingerprint of the group's store on this member
+    /// (`kv::snapshot::state_hash`): replicas that applied the same index
+    /// hash alike.
+    pub fn state_hash(&self) -> u64 {
+        crate::kv::snapshot::state_hash(&self.entry.machine().borrow().state.store)
+    }
+}
