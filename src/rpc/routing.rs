@@ -38,6 +38,8 @@ struct State {
     main_member: u64,
     leaders: Vec<GroupLeader>,
     links: HashMap<u64, Link>,
+    /// The session the links act with, once the client logged in.
+    token: Option<String>,
     refreshing: bool,
     refreshed_at: Instant,
 }
@@ -58,6 +60,7 @@ impl Routes {
             main_member: map.member,
             leaders: map.leaders.clone(),
             links: HashMap::new(),
+            token: None,
             refreshing: false,
             refreshed_at: Instant::now(),
         };
@@ -94,19 +97,29 @@ impl Routes {
         None
     }
 
+    /// Makes every link act with the session `token` (a session token is
+    /// good on every member): the links opened before are opened again.
+    pub fn use_session(&self, token: &str) {
+        let mut state = self.state.borrow_mut();
+        state.token = Some(token.to_string());
+        state.links.clear();
+    }
+
     /// Connects to every shard of the member at `address`, checking it
     /// shares the endpoint's layout.
     async fn open(&self, address: &str) -> Result<Vec<Connection>, String> {
         let main = Connection::open_with(address, &self.tls).await.map_err(|error| error.to_string())?;
         let map = main.partition_map().await.map_err(|error| error.to_string())?;
-        let expected = {
+        let (expected, token) = {
             let state = self.state.borrow();
-            state.leaders.len() as u32
+            (state.leaders.len() as u32, state.token.clone())
         };
         if map.groups != expected {
             return Err(format!("{address} runs {} groups, the endpoint {expected}", map.groups));
         }
-        super::client::open_shards(address, &map, &self.tls).await.map_err(|error| error.to_string())
+        super::client::open_shards(address, &map, &self.tls, token.as_deref())
+            .await
+            .map_err(|error| error.to_string())
     }
 
     /// A reply about `group` carried Raft term `term`: past the term of the
