@@ -483,3 +483,53 @@ fn a_password_user_s_kv_calls_go_over_the_kv_stream_checked_like_its_rpc_calls()
     let refused = nvkv(port, &[], &bench).expect_err("bench put as nobody");
     assert!(refused.contains("Unauthenticated"), "{refused}");
 }
+
+/// On a cluster the client library sends a group's calls to the member
+/// leading it, over links it opens in the background: a client that logged
+/// in opens them with its session, so routed calls act for its user too.
+#[test]
+fn calls_routed_to_another_member_s_leader_act_for_the_logged_in_user() {
+    use common::cluster::{agreed_leaders, cluster_configs, eventually, leaders};
+    let directory = tempfile::tempdir().expect("tempdir");
+    let members = cluster_configs(directory.path(), 4);
+    let mut daemons: Vec<Daemon> = members.iter().map(|member| Daemon::start(&member.config)).collect();
+    for daemon in &mut daemons {
+        daemon.wait_ready();
+    }
+    let agreed = eventually("one leader per group, the same on every member", || {
+        agreed_leaders(&members.iter().map(|member| leaders(member.client_port)).collect::<Vec<_>>())
+    });
+    // The endpoint leads the fewest groups: most calls go to other members.
+    let entry = members
+        .iter()
+        .min_by_key(|member| agreed.iter().filter(|leader| **leader == member.id).count())
+        .expect("members");
+    assert!(agreed.iter().any(|leader| *leader != entry.id), "another member leads a group: {agreed:?}");
+    set_up_users(entry.client_port);
+    let endpoint = format!("127.0.0.1:{}", entry.client_port);
+    run(async {
+        let mut client = nvkv::rpc::client::ShardedClient::open(&endpoint).await.expect("connect");
+        client.login("root", "root-secret").await.expect("log in");
+        let map = client.partition_map().clone();
+        let partitioner =
+            nvkv::kv::partition::Partitioner::new(map.groups, map.partition_depth as usize).expect("map");
+        let keys: Vec<String> = (0..map.groups)
+            .map(|group| {
+                (0..)
+                    .map(|index| format!("/routed-{index}/x/k"))
+                    .find(|key| partitioner.group_of(key.as_bytes()) == group)
+                    .expect("a key in every group")
+            })
+            .collect();
+        // The first calls open the links; the later ones take them.
+        for round in 0..10 {
+            for key in &keys {
+                client
+                    .put(key.as_bytes(), round.to_string().as_bytes(), 0, false)
+                    .await
+                    .unwrap_or_else(|error| panic!("root's put of {key} in round {round}: {error}"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+}
