@@ -265,6 +265,28 @@ struct CompactResult {
 # message larger than the node reads (twice store.request_bytes_max plus
 # framing) or that does not decode closes the connection. Ids are the
 # client's: the node only echoes them.
+#
+# Version 1 (the opening "nvkvKVS1") acts for the connection's user: the
+# common name of its client certificate, or nobody. Version 2 (the opening
+# "nvkvKVS2") carries a session: right after its 8 bytes the client sends
+# one KvOpen message, and the node answers its own 8 bytes and one KvOpened
+# message before any reply. A stream that opens with a session token acts
+# for the token's user; its calls are checked like the calls of
+# Node.session's Node: the token when the stream opens, the user's roles
+# at every call (a user deleted or a role revoked refuses the next call).
+# A bad or expired token is answered with an `unauthenticated` error that
+# says why, and the node closes the connection.
+struct KvOpen {
+  # From Node.authenticate. Empty: the connection's user, as in version 1.
+  token @0 :Text;
+}
+
+struct KvOpened {
+  union {
+    ok @0 :Void;
+    error @1 :Error;
+  }
+}
 struct KvCall {
   id @0 :UInt64;
   union {
@@ -361,6 +383,10 @@ interface Node {
   # nobody (refused while authentication is enabled).
   session @8 (token :Text) -> (result :SessionResult);
   auth @9 () -> (auth :Auth);
+  # Does nothing but count as traffic: a connection with no watch and no
+  # traffic for limits.idle_timeout_ms is closed, and a client that keeps an
+  # idle connection pings it well within that time, which this answers.
+  ping @10 () -> (idleTimeoutMs :UInt64);
 }
 
 struct TokenResult {

@@ -358,3 +358,178 @@ fn a_client_certificate_names_a_user_who_gets_its_roles() {
         "/nodes/a\n1\n"
     );
 }
+
+/// Runs `future` on a single-threaded runtime inside a `LocalSet`, as the
+/// client library needs.
+fn run<T>(future: impl std::future::Future<Output = T>) -> T {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(tokio::task::LocalSet::new().run_until(future))
+}
+
+/// The typed refusal of `result`: its code and message.
+fn refusal<T: std::fmt::Debug>(
+    result: Result<T, nvkv::rpc::client::ClientError>,
+) -> (nvkv::rpc::kv::ErrorCode, String) {
+    match result {
+        Err(nvkv::rpc::client::ClientError::Refused { error, .. }) => (error.code, error.message),
+        other => panic!("expected a typed refusal, got {other:?}"),
+    }
+}
+
+/// Opens a raw KV stream to `port` with `token` (version 2 of the opening
+/// when there is one): the stream, or the node's typed refusal.
+async fn raw_stream(
+    port: u16,
+    token: Option<&str>,
+) -> Result<nvkv::rpc::kv_stream_client::KvStream, nvkv::rpc::kv::ServerError> {
+    use nvkv::rpc::kv_stream_client::{KvStream, OpenError};
+    let endpoint = format!("127.0.0.1:{port}");
+    let (reader, writer) = tokio::net::TcpStream::connect(&endpoint).await.expect("connect").into_split();
+    match KvStream::open(reader, writer, &endpoint, std::time::Duration::from_secs(10), token).await {
+        Ok(stream) => Ok(stream),
+        Err(OpenError::Refused(refusal)) => Err(refusal),
+        Err(OpenError::Failed(reason)) => panic!("the node did not answer the opening: {reason}"),
+    }
+}
+
+/// A put over a raw KV stream: its typed refusal, if any.
+async fn stream_put(
+    stream: &nvkv::rpc::kv_stream_client::KvStream,
+    key: &str,
+) -> Result<(), nvkv::rpc::kv::ServerError> {
+    use nvkv::rpc::kv_stream_client::{Replied, StreamCall};
+    let put = nvkv::kv::types::PutRequest { key: key.into(), value: b"1".to_vec(), ..Default::default() };
+    match stream.call(StreamCall::Kv(nvkv::rpc::kv::KvRequest::Put(put))).await {
+        Ok((Replied::Put(answer), _)) => answer.map(|_| ()),
+        other => panic!("a put's reply, not {other:?}"),
+    }
+}
+
+#[test]
+fn a_password_user_s_kv_calls_go_over_the_kv_stream_checked_like_its_rpc_calls() {
+    use nvkv::rpc::client::ShardedClient;
+    use nvkv::rpc::kv::ErrorCode;
+    let setup = Setup::new("[store]\npartition_depth = 1\n[auth]\ntoken_ttl_seconds = 5\n");
+    let mut daemon = Daemon::start(&setup.config);
+    let port = ready_port(&daemon.wait_ready());
+    set_up_users(port);
+    let endpoint = format!("127.0.0.1:{port}");
+    let root = |args: &[&str]| nvkv(port, &[ROOT], args).unwrap_or_else(|error| panic!("{args:?}: {error}"));
+
+    run(async {
+        eprintln!("phase: a writer logged in puts and gets over its shards' KV streams");
+        let mut writer = ShardedClient::open(&endpoint).await.expect("connect");
+        let token = writer.login("writer", "writer-secret").await.expect("log in");
+        // The token was made before this: it expires within the ttl plus a second.
+        let logged_in_at = std::time::Instant::now();
+        let groups = writer.partition_map().groups;
+        for group in 0..groups {
+            assert!(writer.for_group(group).has_kv_stream(), "group {group}'s shard keeps its KV stream");
+        }
+        writer.put(b"/t/a/stream", b"1", 0, false).await.expect("a put in /t/a/ over the stream");
+        let read = nvkv::kv::types::RangeRequest { key: b"/t/a/stream".to_vec(), ..Default::default() };
+        let answer = writer.range(&read, false).await.expect("a get over the stream");
+        assert_eq!(answer.kvs.first().map(|kv| kv.value.clone()), Some(b"1".to_vec()));
+
+        eprintln!("phase: without the permission the put is refused typed, naming it");
+        let (code, message) = refusal(writer.put(b"/t/b/x", b"1", 0, false).await);
+        assert_eq!(code, ErrorCode::PermissionDenied, "{message}");
+        assert!(message.contains("write permission on key \"/t/b/x\""), "{message}");
+
+        eprintln!("phase: a stream with the token acts for its user; one without names nobody");
+        let stream = raw_stream(port, Some(&token)).await.expect("the token opens a stream");
+        stream_put(&stream, "/t/a/raw").await.expect("the writer's put");
+        let anonymous = raw_stream(port, None).await.expect("an old client's stream still opens");
+        let refused = stream_put(&anonymous, "/t/a/raw").await.expect_err("nobody may put");
+        assert_eq!(refused.code, ErrorCode::Unauthenticated, "{}", refused.message);
+
+        eprintln!("phase: a bad token is refused at the opening, typed, saying why");
+        let refused = raw_stream(port, Some("not-a-token")).await.err().expect("refused");
+        assert_eq!(refused.code, ErrorCode::Unauthenticated, "{}", refused.message);
+        assert!(refused.message.contains("not NAME.EXPIRY.MAC"), "{}", refused.message);
+        let mut forged = token.clone();
+        let last = if forged.ends_with('0') { "1" } else { "0" };
+        forged.replace_range(forged.len() - 1.., last);
+        let refused = raw_stream(port, Some(&forged)).await.err().expect("refused");
+        assert_eq!(refused.code, ErrorCode::Unauthenticated, "{}", refused.message);
+        assert!(refused.message.contains("not signed"), "{}", refused.message);
+
+        eprintln!("phase: a role revoked refuses the stream's next call");
+        root(&["user", "revoke-role", "writer", "write-a"]);
+        let (code, message) = refusal(writer.put(b"/t/a/stream", b"2", 0, false).await);
+        assert_eq!(code, ErrorCode::PermissionDenied, "{message}");
+        let refused = stream_put(&stream, "/t/a/raw").await.expect_err("revoked");
+        assert_eq!(refused.code, ErrorCode::PermissionDenied, "{}", refused.message);
+        root(&["user", "grant-role", "writer", "write-a"]);
+        writer.put(b"/t/a/stream", b"3", 0, false).await.expect("granted again");
+
+        eprintln!("phase: a user deleted is refused on its stream's next call");
+        root(&["user", "delete", "writer"]);
+        let (code, message) = refusal(writer.put(b"/t/a/stream", b"4", 0, false).await);
+        assert_eq!(code, ErrorCode::Unauthenticated, "{message}");
+        assert!(message.contains("\"writer\""), "{message}");
+
+        eprintln!("phase: an expired token is refused at the opening, saying so");
+        let ttl = std::time::Duration::from_secs(6);
+        tokio::time::sleep(ttl.saturating_sub(logged_in_at.elapsed())).await;
+        let refused = raw_stream(port, Some(&token)).await.err().expect("refused");
+        assert_eq!(refused.code, ErrorCode::Unauthenticated, "{}", refused.message);
+        assert!(refused.message.contains("expired"), "{}", refused.message);
+    });
+
+    eprintln!("phase: nvkv bench acts as --user over its streams, and is refused without");
+    let bench = ["bench", "put", "--total", "40", "--clients", "2", "--conns", "2", "--key-space", "100"];
+    nvkv(port, &[ROOT], &bench).expect("bench put as root");
+    let refused = nvkv(port, &[], &bench).expect_err("bench put as nobody");
+    assert!(refused.contains("Unauthenticated"), "{refused}");
+}
+
+/// On a cluster the client library sends a group's calls to the member
+/// leading it, over links it opens in the background: a client that logged
+/// in opens them with its session, so routed calls act for its user too.
+#[test]
+fn calls_routed_to_another_member_s_leader_act_for_the_logged_in_user() {
+    use common::cluster::{agreed_leaders, cluster_configs, eventually, leaders};
+    let directory = tempfile::tempdir().expect("tempdir");
+    let members = cluster_configs(directory.path(), 4);
+    let mut daemons: Vec<Daemon> = members.iter().map(|member| Daemon::start(&member.config)).collect();
+    for daemon in &mut daemons {
+        daemon.wait_ready();
+    }
+    let agreed = eventually("one leader per group, the same on every member", || {
+        agreed_leaders(&members.iter().map(|member| leaders(member.client_port)).collect::<Vec<_>>())
+    });
+    // The endpoint leads the fewest groups: most calls go to other members.
+    let entry = members
+        .iter()
+        .min_by_key(|member| agreed.iter().filter(|leader| **leader == member.id).count())
+        .expect("members");
+    assert!(agreed.iter().any(|leader| *leader != entry.id), "another member leads a group: {agreed:?}");
+    set_up_users(entry.client_port);
+    let endpoint = format!("127.0.0.1:{}", entry.client_port);
+    run(async {
+        let mut client = nvkv::rpc::client::ShardedClient::open(&endpoint).await.expect("connect");
+        client.login("root", "root-secret").await.expect("log in");
+        let map = client.partition_map().clone();
+        let partitioner =
+            nvkv::kv::partition::Partitioner::new(map.groups, map.partition_depth as usize).expect("map");
+        let keys: Vec<String> = (0..map.groups)
+            .map(|group| {
+                (0..)
+                    .map(|index| format!("/routed-{index}/x/k"))
+                    .find(|key| partitioner.group_of(key.as_bytes()) == group)
+                    .expect("a key in every group")
+            })
+            .collect();
+        // The first calls open the links; the later ones take them.
+        for round in 0..10 {
+            for key in &keys {
+                client
+                    .put(key.as_bytes(), round.to_string().as_bytes(), 0, false)
+                    .await
+                    .unwrap_or_else(|error| panic!("root's put of {key} in round {round}: {error}"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+}

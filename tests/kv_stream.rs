@@ -41,6 +41,25 @@ fn open(port: u16) -> TcpStream {
     stream
 }
 
+/// Opens a stream with version 2 of the opening and `token`; it must open.
+fn open_session(port: u16, token: &str) -> TcpStream {
+    use nvkv::nvkv_capnp::{kv_open, kv_opened};
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream.write_all(b"nvkvKVS2").expect("write the opening");
+    let mut message = capnp::message::Builder::new_default();
+    message.init_root::<kv_open::Builder<'_>>().set_token(token);
+    capnp::serialize::write_message(&mut stream, &message).expect("send the KvOpen");
+    let mut answer = [0u8; 8];
+    stream.read_exact(&mut answer).expect("the node answers the opening");
+    assert_eq!(&answer, b"nvkvKVS2", "the node answers with the same 8 bytes");
+    let opened = capnp::serialize::read_message(&mut stream, capnp::message::ReaderOptions::new())
+        .expect("a KvOpened");
+    let opened = opened.get_root::<kv_opened::Reader<'_>>().expect("KvOpened");
+    assert!(matches!(opened.which(), Ok(kv_opened::Ok(()))), "the stream opened");
+    stream
+}
+
 fn send(stream: &mut TcpStream, calls: &[(u64, Call<'_>)]) {
     let mut message = capnp::message::Builder::new_default();
     let mut list = message.init_root::<kv_calls::Builder<'_>>().init_calls(calls.len() as u32);
@@ -141,6 +160,11 @@ fn calls_share_messages_and_each_gets_its_own_reply() {
     send(&mut stream, &calls);
     let replies = receive(&mut stream, calls.len());
     assert!(replies.values().all(|(reply, _)| matches!(reply, Reply::Put { .. })), "{replies:?}");
+
+    tracing_log("version 2 of the opening: a KvOpen, answered by the node's 8 bytes and a KvOpened");
+    let mut session = open_session(port, "");
+    send(&mut session, &[(1, Call::Get(b"/a/1"))]);
+    assert_eq!(receive(&mut session, 1)[&1].0, Reply::Get { values: vec![b"one".to_vec()] });
 
     tracing_log("garbage after the opening closes that stream alone");
     let mut garbage = open(port);

@@ -405,3 +405,33 @@ fn a_first_start_makes_the_names_of_its_files_durable() {
     assert!(synced_data_dir, "{data_dir} was fsynced after its files were created:\n{trace}");
     assert!(synced_parent, "{parent} was fsynced after the data directory was created in it:\n{trace}");
 }
+
+/// A node closes a connection that sends nothing for
+/// `limits.idle_timeout_ms`; the client library pings its connections and
+/// KV streams well within it, so a client idle for several timeouts still
+/// gets answers on the connections it opened. A raw connection that sends
+/// nothing after its first bytes is closed by then.
+#[test]
+fn an_idle_client_keeps_its_connections_through_the_idle_timeout() {
+    // The first idle check comes at the handshake deadline: both short.
+    let setup = Setup::new("[limits]\nidle_timeout_ms = 1000\nhandshake_timeout_ms = 500\n");
+    let mut daemon = Daemon::start(&setup.config);
+    let port = ready_port(&daemon.wait_ready());
+    let endpoint = format!("127.0.0.1:{port}");
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    std::io::Write::write_all(&mut silent, b"nvkvKVS1").expect("the opening");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(tokio::task::LocalSet::new().run_until(async {
+        let client = nvkv::rpc::client::ShardedClient::open(&endpoint).await.expect("connect");
+        client.put(b"/idle/a", b"1", 0, false).await.expect("a put before idling");
+        assert!(client.for_group(0).has_kv_stream(), "KV calls go over the KV stream");
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        client.put(b"/idle/a", b"2", 0, false).await.expect("a put over the stream after idling");
+        client.main().status().await.expect("an RPC call after idling");
+    }));
+    silent.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut answer = Vec::new();
+    let closed = silent.read_to_end(&mut answer);
+    assert!(closed.is_ok(), "the node closed the silent connection: {closed:?}");
+    assert_eq!(answer, b"nvkvKVS1", "it answered the opening, then closed the idle stream");
+}

@@ -14,11 +14,20 @@ use crate::rpc::client::{ClientTls, Connection, ShardedClient};
 use crate::rpc::watch_client::{Watch, WatchMessage};
 
 use super::report::ServerSample;
-use super::workload::{Consistency, RangeRead, StoreTarget, Swap, WatchStream, WatchedEvent};
+use super::workload::{BenchUser, Consistency, RangeRead, StoreTarget, Swap, WatchStream, WatchedEvent};
 
 impl StoreTarget for ShardedClient {
     async fn connect(endpoint: &str, tls: &ClientTls) -> Result<ShardedClient, String> {
         ShardedClient::open_with(endpoint, tls).await.map_err(|error| error.to_string())
+    }
+
+    async fn log_in(&mut self, user: &BenchUser) -> Result<(), String> {
+        if let Some(token) = user.token() {
+            return self.use_session(&token).await.map_err(|error| error.to_string());
+        }
+        let token = self.login(&user.name, &user.password).await.map_err(|error| error.to_string())?;
+        user.keep_token(token);
+        Ok(())
     }
 
     async fn put(&self, key: &[u8], value: &[u8]) -> Result<Option<Duration>, String> {

@@ -88,6 +88,8 @@ pub fn store(
         threads: load.threads.unwrap_or_else(|| {
             nvkv::bench::workload::default_threads(&workload, load.connections, load.total)
         }),
+        user: super::connect::user()
+            .map(|(name, password)| nvkv::bench::workload::BenchUser::new(name, password)),
     };
     let outcome = nvkv::bench::target::Target::parse(load.target.as_deref(), endpoints)
         .and_then(|target| {

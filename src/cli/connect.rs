@@ -17,6 +17,11 @@ pub fn log_in_as(name: String, password: String) {
     let _ = USER.set((name, password));
 }
 
+/// `--user`'s name and password, when it was given.
+pub fn user() -> Option<(String, String)> {
+    USER.get().cloned()
+}
+
 /// `--user`'s value split into the name and the password.
 pub fn parse_user(text: &str) -> Result<(String, String), String> {
     match text.split_once(':') {

@@ -41,8 +41,7 @@ impl Connection {
             })
         };
         let node = self.answer(decode())?;
-        self.set_node(node);
-        Ok(())
+        self.set_session(node, token).await
     }
 
     /// Logs in as `name`: every later call acts as that user. Answers the

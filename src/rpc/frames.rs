@@ -35,6 +35,8 @@ pub enum FrameError {
     Decode(#[from] capnp::Error),
     #[error("the connection closed in the middle of a message")]
     Truncated,
+    #[error("the stream's opening was refused: {0}")]
+    Refused(super::kv::ServerError),
 }
 
 /// Messages as they arrive on one stream. The buffer is kept in words, so

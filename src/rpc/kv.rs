@@ -402,11 +402,13 @@ pub struct KvServer {
 pub struct CallsInFlight {
     open: Rc<Cell<usize>>,
     max: usize,
+    /// The connection, as the groups' proposal queues tell their sources apart.
+    source: u64,
 }
 
 impl CallsInFlight {
     pub fn new(max: usize) -> CallsInFlight {
-        CallsInFlight { open: Rc::default(), max }
+        CallsInFlight { open: Rc::default(), max, source: crate::shard::propose::new_source() }
     }
 
     /// A place for one more call, or the typed refusal that answers it.
@@ -443,6 +445,12 @@ impl KvServer {
     pub fn new(requests: Requests, limits: Limits, calls: CallsInFlight) -> KvServer {
         KvServer { requests, limits, calls }
     }
+
+    /// Answers `request` with its writes counted as this connection's.
+    async fn answer(&self, bytes: usize, request: KvRequest) -> KvAnswer {
+        let answering = answer_request(&self.requests, &self.limits, bytes, request);
+        crate::shard::propose::as_source(self.calls.source, answering).await
+    }
 }
 
 /// Answers a refused request with its typed error and returns from the
@@ -470,7 +478,7 @@ impl kv::Server for KvServer {
         let _call = or_refuse!(self.calls.enter(), result);
         let bytes = or_refuse!(measure_request(&self.limits, params.total_size())?, result);
         let request = KvRequest::Txn(read_txn_request(params.get_request()?)?);
-        if let KvAnswer::Txn(answer) = answer_request(&self.requests, &self.limits, bytes, request).await {
+        if let KvAnswer::Txn(answer) = self.answer(bytes, request).await {
             set_txn_result(result, &answer);
         }
         Ok(())
@@ -502,7 +510,7 @@ impl kv::Server for KvServer {
             lease: params.get_lease(),
             prev_kv: params.get_prev_kv(),
         });
-        if let KvAnswer::Put(answer) = answer_request(&self.requests, &self.limits, bytes, request).await {
+        if let KvAnswer::Put(answer) = self.answer(bytes, request).await {
             set_put_result(result, &answer);
         }
         Ok(())
@@ -528,7 +536,7 @@ impl kv::Server for KvServer {
             },
             linearizable: !params.get_serializable(),
         };
-        if let KvAnswer::Range(answer) = answer_request(&self.requests, &self.limits, bytes, request).await {
+        if let KvAnswer::Range(answer) = self.answer(bytes, request).await {
             set_range_result(result, &answer);
         }
         Ok(())
@@ -548,9 +556,7 @@ impl kv::Server for KvServer {
             range_end: params.get_range_end()?.to_vec(),
             prev_kv: params.get_prev_kv(),
         });
-        if let KvAnswer::DeleteRange(answer) =
-            answer_request(&self.requests, &self.limits, bytes, request).await
-        {
+        if let KvAnswer::DeleteRange(answer) = self.answer(bytes, request).await {
             set_delete_range_result(result, &answer);
         }
         Ok(())

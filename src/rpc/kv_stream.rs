@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -27,20 +27,45 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::frames::{self, FrameError, FrameReader, FrameWriter};
 use super::kv::{
     answer_request, measure_request, read_delete_range_request, read_put_request, read_range_request,
-    read_txn_request, set_delete_range_result, set_put_result, set_range_result, set_txn_result, KvAnswer,
-    KvRequest, ServerError,
+    read_txn_request, server_error, set_delete_range_result, set_error, set_put_result, set_range_result,
+    set_txn_result, KvAnswer, KvRequest, ServerError,
 };
 use crate::kv::limits::Limits;
 use crate::kv::types::{KeyValue, ResponseOp, TxnResponse};
-use crate::nvkv_capnp::{kv_call, kv_calls, kv_replies};
+use crate::nvkv_capnp::{kv_call, kv_calls, kv_open, kv_opened, kv_replies};
 use crate::shard::requests::Requests;
 use crate::shard::stages::{self, Hop};
 
 /// The first 8 bytes of a KV stream, from the client and back from the node.
 pub const KV_STREAM_MAGIC: [u8; 8] = *b"nvkvKVS1";
-/// Calls one connection may have in flight; beyond, the node reads no more
-/// of its messages until some are answered.
-pub const CALLS_IN_FLIGHT_MAX: usize = 4096;
+/// The first 8 bytes of a KV stream that carries a session: a `KvOpen`
+/// message follows them, a `KvOpened` message follows the node's.
+pub const KV_STREAM_SESSION_MAGIC: [u8; 8] = *b"nvkvKVS2";
+
+/// How a KV stream opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opening {
+    /// Version 1: acting for the connection's user.
+    Plain,
+    /// Version 2: a session token (or none) follows.
+    Session,
+}
+
+impl Opening {
+    /// The opening `first` bytes name, if they open a KV stream.
+    pub fn of(first: &[u8; 8]) -> Option<Opening> {
+        match *first {
+            KV_STREAM_MAGIC => Some(Opening::Plain),
+            KV_STREAM_SESSION_MAGIC => Some(Opening::Session),
+            _ => None,
+        }
+    }
+
+    /// Whether `first` (fewer than 8 bytes, maybe) may still become an opening.
+    pub fn may_start(first: &[u8]) -> bool {
+        [KV_STREAM_MAGIC, KV_STREAM_SESSION_MAGIC].iter().any(|magic| magic.starts_with(first))
+    }
+}
 /// A reply message is closed once it passes this many bytes (one reply may
 /// pass it alone), so one message stays well under what a client reads.
 pub const REPLY_MESSAGE_BYTES_TARGET: usize = 1 << 20;
@@ -62,14 +87,31 @@ struct Reply {
 
 type Call = Pin<Box<dyn Future<Output = Reply>>>;
 
+/// What a KV stream starts from: its opening (its 8 bytes were read
+/// already), the request handle acting for the connection's user, and how
+/// long a session's `KvOpen` may take to arrive.
+pub struct Spawn {
+    pub opening: Opening,
+    pub requests: Requests,
+    pub limits: Limits,
+    pub open_deadline: Duration,
+    /// Calls the connection may have in flight
+    /// (`limits.calls_in_flight_per_connection_max`); beyond, the node
+    /// reads no more of its messages until some are answered.
+    pub calls_in_flight_max: usize,
+    pub peer: SocketAddr,
+    pub shard: usize,
+}
+
 /// Serves one KV stream on this reactor until the client closes it (after
-/// every call it sent is answered) or it fails. The opening 8 bytes were
-/// read already; the node's are sent first.
-pub fn spawn<R, W>(reader: R, writer: W, requests: Requests, limits: Limits, peer: SocketAddr, shard: usize)
+/// every call it sent is answered) or it fails. The node's opening is sent
+/// first (with a session's `KvOpened`).
+pub fn spawn<R, W>(reader: R, writer: W, spawn: Spawn)
 where
     R: AsyncRead + Unpin + 'static,
     W: AsyncWrite + Unpin + 'static,
 {
+    let Spawn { opening, requests, limits, open_deadline, calls_in_flight_max, peer, shard } = spawn;
     let options = super::server_reader_options(limits.request_bytes_max);
     let message_words_max = super::request_traversal_words(limits.request_bytes_max);
     let mut stream = StreamServer {
@@ -82,10 +124,28 @@ where
         in_write: Vec::new(),
         requests: Rc::new(requests),
         limits,
+        calls_in_flight_max: calls_in_flight_max.max(1),
+        source: crate::shard::propose::new_source(),
         read_closed: false,
     };
     tokio::task::spawn_local(async move {
-        match std::future::poll_fn(|context| stream.poll_serve(context)).await {
+        let served = async {
+            if opening == Opening::Session {
+                let open = std::future::poll_fn(|context| stream.poll_open(context));
+                let token = tokio::time::timeout(open_deadline, open).await.map_err(|_| {
+                    FrameError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no KvOpen within {open_deadline:?} (limits.handshake_timeout_ms)"),
+                    ))
+                })??;
+                if let Err(refusal) = stream.open_session(&token) {
+                    std::future::poll_fn(|context| stream.out.poll_out(context, &mut stream.writer)).await?;
+                    return Err(FrameError::Refused(refusal));
+                }
+            }
+            std::future::poll_fn(|context| stream.poll_serve(context)).await
+        };
+        match served.await {
             Ok(()) => tracing::debug!(%peer, shard, "KV stream closed"),
             Err(error) => tracing::info!(%peer, shard, "KV stream closed on an error: {error}"),
         }
@@ -105,18 +165,64 @@ struct StreamServer<R, W> {
     in_write: Vec<Instant>,
     requests: Rc<Requests>,
     limits: Limits,
+    calls_in_flight_max: usize,
+    /// This connection, as the groups' proposal queues tell their sources apart.
+    source: u64,
     read_closed: bool,
 }
 
 impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> StreamServer<R, W> {
+    /// Reads a session stream's `KvOpen`: ready with its token.
+    fn poll_open(&mut self, context: &mut Context<'_>) -> Poll<Result<String, FrameError>> {
+        loop {
+            if let Some((message, _)) = self.frames.next_message()? {
+                let token = message
+                    .get_root::<kv_open::Reader<'_>>()?
+                    .get_token()?
+                    .to_string()
+                    .map_err(capnp::Error::from)?;
+                return Poll::Ready(Ok(token));
+            }
+            match self.frames.poll_fill(context, &mut self.reader) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(FrameError::Truncated)),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Acts for the user `token` names (an empty token: the connection's)
+    /// and queues the node's opening and its `KvOpened`; a token that does
+    /// not name a user is refused, the refusal queued instead.
+    fn open_session(&mut self, token: &str) -> Result<(), ServerError> {
+        let session = match token {
+            "" => Ok(None),
+            token => self.requests.session(token).map(Some).map_err(|error| server_error(&error)),
+        };
+        let mut message = capnp::message::Builder::new_default();
+        let mut opened = message.init_root::<kv_opened::Builder<'_>>();
+        match &session {
+            Ok(_) => opened.set_ok(()),
+            Err(refusal) => set_error(opened.init_error(), refusal),
+        }
+        let mut bytes = KV_STREAM_SESSION_MAGIC.to_vec();
+        frames::encode(&message, &mut bytes);
+        self.out = FrameWriter::new(bytes);
+        if let Some(caller) = session? {
+            self.requests = Rc::new(self.requests.with_caller(caller));
+        }
+        Ok(())
+    }
+
     fn poll_serve(&mut self, context: &mut Context<'_>) -> Poll<Result<(), FrameError>> {
         loop {
             let mut progress = false;
-            while self.calls.len() < CALLS_IN_FLIGHT_MAX && self.frames.has_message()? {
+            while self.calls.len() < self.calls_in_flight_max && self.frames.has_message()? {
                 self.take_message()?;
                 progress = true;
             }
-            if !self.read_closed && self.calls.len() < CALLS_IN_FLIGHT_MAX {
+            if !self.read_closed && self.calls.len() < self.calls_in_flight_max {
                 match self.frames.poll_fill(context, &mut self.reader) {
                     Poll::Ready(Ok(0)) => self.read_closed = true,
                     Poll::Ready(Ok(_)) => progress = true,
@@ -233,10 +339,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> StreamServer<R, W> {
                 Read::Request(bytes, request) => (bytes, request),
             };
             let (requests, limits) = (self.requests.clone(), self.limits);
-            self.calls.push(Box::pin(async move {
+            self.calls.push(Box::pin(crate::shard::propose::as_source(self.source, async move {
                 let answer = answer_request(&requests, &limits, request.0, request.1).await;
                 Reply { id, received, answered: Instant::now(), answer: Answer::Kv(answer) }
-            }));
+            })));
         }
         Ok(())
     }

@@ -22,8 +22,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::client::{DeleteAnswer, PutAnswer, RangeAnswer, TxnAnswer};
 use super::frames::{self, FrameError, FrameReader, FrameWriter};
 use super::kv::{self, KvRequest, ServerError};
-use super::kv_stream::KV_STREAM_MAGIC;
-use crate::nvkv_capnp::{kv_calls, kv_replies, kv_reply};
+use super::kv_stream::{KV_STREAM_MAGIC, KV_STREAM_SESSION_MAGIC};
+use crate::nvkv_capnp::{kv_calls, kv_open, kv_opened, kv_replies, kv_reply};
 
 /// Calls one message carries at most; more wait for the next.
 pub const CALLS_PER_MESSAGE_MAX: usize = 1024;
@@ -84,31 +84,52 @@ pub struct KvStream {
 impl KvStream {
     /// Opens a KV stream over a fresh connection's halves: sends the
     /// opening bytes and waits for the node's within `timeout` (a node that
-    /// does not speak KV streams closes the connection instead). Must run
-    /// inside a `LocalSet`: the stream's task runs there.
+    /// does not speak KV streams closes the connection instead). With a
+    /// session `token` the stream acts for its user (version 2 of the
+    /// opening); without, for the connection's (version 1, which every
+    /// node speaks). Must run inside a `LocalSet`: the stream's task runs
+    /// there.
     pub async fn open<R, W>(
         mut reader: R,
         mut writer: W,
         endpoint: &str,
         timeout: Duration,
-    ) -> Result<KvStream, String>
+        token: Option<&str>,
+    ) -> Result<KvStream, OpenError>
     where
         R: AsyncRead + Unpin + 'static,
         W: AsyncWrite + Unpin + 'static,
     {
+        let mut frames = FrameReader::new(super::MESSAGE_WORDS_MAX, super::reader_options());
+        let magic = if token.is_some() { KV_STREAM_SESSION_MAGIC } else { KV_STREAM_MAGIC };
         let opening = async {
-            writer.write_all(&KV_STREAM_MAGIC).await?;
-            writer.flush().await?;
+            let mut first = magic.to_vec();
+            if let Some(token) = token {
+                let mut message = capnp::message::Builder::new_default();
+                message.init_root::<kv_open::Builder<'_>>().set_token(token);
+                frames::encode(&message, &mut first);
+            }
+            writer.write_all(&first).await.map_err(|error| error.to_string())?;
+            writer.flush().await.map_err(|error| error.to_string())?;
             let mut answer = [0u8; 8];
-            reader.read_exact(&mut answer).await?;
-            Ok::<_, std::io::Error>(answer)
+            reader.read_exact(&mut answer).await.map_err(|error| error.to_string())?;
+            if answer != magic {
+                return Err(format!("it answered the opening with {answer:?}"));
+            }
+            if token.is_none() {
+                return Ok(Ok(()));
+            }
+            std::future::poll_fn(|context| poll_opened(&mut frames, context, &mut reader))
+                .await
+                .map_err(|error| error.to_string())
         };
-        let answer = tokio::time::timeout(timeout, opening)
-            .await
-            .map_err(|_| format!("{endpoint} did not open a KV stream within {} ms", timeout.as_millis()))?
-            .map_err(|error| format!("{endpoint} did not open a KV stream: {error}"))?;
-        if answer != KV_STREAM_MAGIC {
-            return Err(format!("{endpoint} answered the KV stream's opening with {answer:?}"));
+        let failed =
+            |reason: String| OpenError::Failed(format!("{endpoint} did not open a KV stream: {reason}"));
+        match tokio::time::timeout(timeout, opening).await {
+            Err(_) => return Err(failed(format!("no answer within {} ms", timeout.as_millis()))),
+            Ok(Err(reason)) => return Err(failed(reason)),
+            Ok(Ok(Err(refusal))) => return Err(OpenError::Refused(refusal)),
+            Ok(Ok(Ok(()))) => {}
         }
         let state = Rc::new(State {
             endpoint: endpoint.to_string(),
@@ -122,7 +143,7 @@ impl KvStream {
             state: Rc::downgrade(&state),
             reader,
             writer,
-            frames: FrameReader::new(super::MESSAGE_WORDS_MAX, super::reader_options()),
+            frames,
             out: FrameWriter::new(Vec::new()),
         };
         let shown = endpoint.to_string();
@@ -133,6 +154,28 @@ impl KvStream {
             }
         });
         Ok(KvStream { state })
+    }
+
+    /// A handle that does not keep the stream open.
+    pub fn downgrade(&self) -> WeakKvStream {
+        WeakKvStream(Rc::downgrade(&self.state))
+    }
+
+    /// Sends a ping whose reply nobody waits for: traffic that keeps an
+    /// idle stream open (see `limits.idle_timeout_ms`).
+    pub fn keep_alive(&self) {
+        if self.state.failed.borrow().is_some() {
+            return;
+        }
+        let id = self.state.next_id.get();
+        self.state.next_id.set(id + 1);
+        // The receiver is gone: the reply is matched and dropped.
+        let (sender, _) = oneshot::channel();
+        self.state.waiting.borrow_mut().insert(id, sender);
+        self.state.outbox.borrow_mut().push((id, StreamCall::Ping));
+        if let Some(task) = self.state.task.borrow().as_ref() {
+            task.wake_by_ref();
+        }
     }
 
     /// Sends `call` with the others queued now and waits for its reply.
@@ -149,6 +192,49 @@ impl KvStream {
             task.wake_by_ref();
         }
         receiver.await.unwrap_or_else(|_| Err(format!("the KV stream to {} stopped", self.state.endpoint)))
+    }
+}
+
+/// A KV stream, if it is still open somewhere.
+#[derive(Clone)]
+pub struct WeakKvStream(std::rc::Weak<State>);
+
+impl WeakKvStream {
+    pub fn upgrade(&self) -> Option<KvStream> {
+        self.0.upgrade().map(|state| KvStream { state })
+    }
+}
+
+/// Why a KV stream did not open.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The node refused its session (typed: a bad or expired token).
+    Refused(ServerError),
+    /// The node did not open it (an older node, say): KV calls may go over RPC.
+    Failed(String),
+}
+
+/// Reads the node's `KvOpened`: ready with its refusal, if any.
+fn poll_opened<R: AsyncRead + Unpin>(
+    frames: &mut FrameReader,
+    context: &mut Context<'_>,
+    reader: &mut R,
+) -> Poll<Result<Result<(), ServerError>, FrameError>> {
+    loop {
+        if let Some((message, _)) = frames.next_message()? {
+            use crate::nvkv_capnp::kv_opened::Which;
+            let opened = message.get_root::<kv_opened::Reader<'_>>()?;
+            return Poll::Ready(Ok(match opened.which().map_err(capnp::Error::from)? {
+                Which::Ok(()) => Ok(()),
+                Which::Error(error) => Err(kv::read_error(error?)?),
+            }));
+        }
+        match frames.poll_fill(context, reader) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(FrameError::Truncated)),
+            Poll::Ready(Ok(_)) => {}
+            Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+            Poll::Pending => return Poll::Pending,
+        }
     }
 }
 

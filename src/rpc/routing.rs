@@ -38,6 +38,8 @@ struct State {
     main_member: u64,
     leaders: Vec<GroupLeader>,
     links: HashMap<u64, Link>,
+    /// The session the links act with, once the client logged in.
+    token: Option<String>,
     refreshing: bool,
     refreshed_at: Instant,
 }
@@ -58,6 +60,7 @@ impl Routes {
             main_member: map.member,
             leaders: map.leaders.clone(),
             links: HashMap::new(),
+            token: None,
             refreshing: false,
             refreshed_at: Instant::now(),
         };
@@ -82,31 +85,43 @@ impl Routes {
         state.links.insert(leader.member, Link::Opening);
         let (routes, member, address) = (self.clone(), leader.member, leader.client_address);
         tokio::task::spawn_local(async move {
-            let link = match routes.open(&address).await {
+            let token = routes.state.borrow().token.clone();
+            let link = match routes.open(&address, token.as_deref()).await {
                 Ok(shards) => Link::Open(Rc::new(shards)),
                 Err(reason) => {
                     tracing::debug!(member, %address, "requests to groups it leads go through the endpoint: {reason}");
                     Link::Failed { retry_at: Instant::now() + RETRY_AFTER }
                 }
             };
-            routes.state.borrow_mut().links.insert(member, link);
+            let mut state = routes.state.borrow_mut();
+            // A link opened for an earlier session is opened again.
+            if state.token == token {
+                state.links.insert(member, link);
+            } else {
+                state.links.remove(&member);
+            }
         });
         None
     }
 
+    /// Makes every link act with the session `token` (a session token is
+    /// good on every member): the links opened before are opened again.
+    pub fn use_session(&self, token: &str) {
+        let mut state = self.state.borrow_mut();
+        state.token = Some(token.to_string());
+        state.links.clear();
+    }
+
     /// Connects to every shard of the member at `address`, checking it
-    /// shares the endpoint's layout.
-    async fn open(&self, address: &str) -> Result<Vec<Connection>, String> {
+    /// shares the endpoint's layout, acting with the session `token`.
+    async fn open(&self, address: &str, token: Option<&str>) -> Result<Vec<Connection>, String> {
         let main = Connection::open_with(address, &self.tls).await.map_err(|error| error.to_string())?;
         let map = main.partition_map().await.map_err(|error| error.to_string())?;
-        let expected = {
-            let state = self.state.borrow();
-            state.leaders.len() as u32
-        };
+        let expected = self.state.borrow().leaders.len() as u32;
         if map.groups != expected {
             return Err(format!("{address} runs {} groups, the endpoint {expected}", map.groups));
         }
-        super::client::open_shards(address, &map, &self.tls).await.map_err(|error| error.to_string())
+        super::client::open_shards(address, &map, &self.tls, token).await.map_err(|error| error.to_string())
     }
 
     /// A reply about `group` carried Raft term `term`: past the term of the

@@ -99,13 +99,9 @@ pub fn serve_connection(
                         tracing::info!(%peer, shard, "a KV stream failed at its opening: {error}");
                         return;
                     }
-                    // Anonymous: refused once users are checked.
-                    match kv_stream_requests(&context, Caller::Anonymous) {
-                        Some(requests) => {
-                            super::kv_stream::spawn(reader, writer, requests, info.limits, peer, shard);
-                        }
-                        None => tracing::info!(%peer, shard, "a KV stream came before the groups started"),
-                    }
+                    // Anonymous unless a session says otherwise: refused once
+                    // users are checked.
+                    spawn_kv_stream(&context, reader, writer, opening, Caller::Anonymous, &info, peer);
                 }
                 Ok(Ok(false)) => {
                     let mut stream = crate::reactor::admission::Guarded::new(stream, admitted);
@@ -141,12 +137,10 @@ pub fn serve_connection(
             tracing::debug!(%peer, shard, "a TLS client connection closed before its first bytes: {error}");
             return;
         }
-        if opening == super::kv_stream::KV_STREAM_MAGIC {
-            // Acting for the certificate's user, if any.
-            match kv_stream_requests(&context, caller) {
-                Some(requests) => super::kv_stream::spawn(reader, writer, requests, info.limits, peer, shard),
-                None => tracing::info!(%peer, shard, "a KV stream came before the groups started"),
-            }
+        if super::kv_stream::Opening::of(&opening).is_some() {
+            // Acting for the certificate's user, if any, unless a session
+            // says otherwise.
+            spawn_kv_stream(&context, reader, writer, opening, caller, &info, peer);
             return;
         }
         // An RPC connection: its first bytes go back in front.
@@ -161,26 +155,50 @@ pub fn serve_connection(
 /// without taking them from the stream. A connection that sends fewer
 /// than 8 bytes and waits is polled until it says more or closes.
 async fn opens_kv_stream(stream: &tokio::net::TcpStream) -> std::io::Result<bool> {
-    let magic = super::kv_stream::KV_STREAM_MAGIC;
     let mut first = [0u8; 8];
     loop {
         let peeked = stream.peek(&mut first).await?;
-        if peeked == 0 || first[..peeked] != magic[..peeked] {
+        if peeked == 0 || !super::kv_stream::Opening::may_start(&first[..peeked]) {
             return Ok(false);
         }
-        if peeked == magic.len() {
+        if peeked == first.len() {
             return Ok(true);
         }
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
 
-/// The request handle a KV stream serves through, once the shard's groups
-/// run, acting for `caller`: the connection's certificate user, or nobody
-/// (the stream carries no session; a password user's client keeps its KV
-/// calls on the RPC connection, which does).
-fn kv_stream_requests(context: &ReactorContext, caller: Caller) -> Option<shard::requests::Requests> {
-    shard::requests::local_requests(context).map(|requests| requests.with_caller(caller))
+/// Serves a KV stream that opened with `opening`, once the shard's groups
+/// run, acting for `caller` (the connection's certificate user, or nobody)
+/// unless its session names another.
+fn spawn_kv_stream<R, W>(
+    context: &ReactorContext,
+    reader: R,
+    writer: W,
+    opening: [u8; 8],
+    caller: Caller,
+    info: &NodeInfo,
+    peer: SocketAddr,
+) where
+    R: tokio::io::AsyncRead + Unpin + 'static,
+    W: tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let shard = context.shard();
+    let Some(opening) = super::kv_stream::Opening::of(&opening) else { return };
+    let Some(requests) = shard::requests::local_requests(context) else {
+        tracing::info!(%peer, shard, "a KV stream came before the groups started");
+        return;
+    };
+    let spawn = super::kv_stream::Spawn {
+        opening,
+        requests: requests.with_caller(caller),
+        limits: info.limits,
+        open_deadline: std::time::Duration::from_millis(info.admission.limits().handshake_timeout_ms),
+        calls_in_flight_max: info.admission.limits().calls_in_flight_per_connection_max as usize,
+        peer,
+        shard,
+    };
+    super::kv_stream::spawn(reader, writer, spawn);
 }
 
 fn run_connection<R>(
@@ -371,6 +389,15 @@ impl node::Server for NodeServer {
             }
             Err(error) => super::kv::set_error(result.init_error(), &super::kv::server_error(&error)),
         }
+        Ok(())
+    }
+
+    async fn ping(
+        self: capnp::capability::Rc<Self>,
+        _: node::PingParams,
+        mut results: node::PingResults,
+    ) -> Result<(), capnp::Error> {
+        results.get().set_idle_timeout_ms(self.info.admission.limits().idle_timeout_ms);
         Ok(())
     }
 

@@ -5,13 +5,24 @@
 //! batches grow by themselves (everything that arrived during one round
 //! trip); a lone client pays one reactor turn of waiting, no timer.
 //!
-//! It owns the order of a group's proposals (first come, first proposed),
+//! It owns the order of a group's proposals (first come, first proposed,
+//! within the fairness between sources),
 //! the rule that every waiting write gets exactly one answer, the batch's
 //! error included, and the request timeout of the writes it takes: a write
 //! that waited longer than the group's request timeout is refused as timed
 //! out instead of proposed, and a batch is refused as timed out at the
 //! deadline of its oldest write. It must never retry a proposal: a write
 //! that timed out may still apply.
+//!
+//! Writes are fair between their sources (a client connection each, see
+//! [`as_source`]): while writes of more than one source wait, a batch takes
+//! at most [`SOURCE_BATCH_COMMANDS_MAX`] commands (and, past the first,
+//! [`SOURCE_BATCH_BYTES_MAX`] bytes) of each source, in round robin, so a
+//! connection that pipelines thousands of writes does not make the next
+//! batch, which a lone write of another client joins, as large as its
+//! backlog. Each source's writes keep their order of arrival; a write whose
+//! source is not known (forwarded from another shard or member, or from a
+//! front end that does not say) counts as a source of its own.
 //!
 //! The queue is bounded in bytes (`store.proposal_queue_bytes_max`): a
 //! write that would take it past its bound waits for the batches ahead of
@@ -42,9 +53,44 @@ pub const PROPOSALS_IN_FLIGHT_MAX: usize = 2;
 /// up behind it.
 pub const BATCH_COMMANDS_MAX: usize = 1024;
 
+/// While writes of several sources wait, the most commands of one source a
+/// batch takes.
+pub const SOURCE_BATCH_COMMANDS_MAX: usize = 32;
+/// While writes of several sources wait, the most bytes of one source a
+/// batch takes past its first command (which goes whatever its size).
+pub const SOURCE_BATCH_BYTES_MAX: usize = 256 << 10;
+/// How far into the queue one batch looks for the writes of other sources.
+const SCAN_COMMANDS_MAX: usize = 8 * BATCH_COMMANDS_MAX;
+
+tokio::task_local! {
+    /// The source of the writes proposed while a future runs (`as_source`).
+    static SOURCE: u64;
+}
+
+static NEXT_SOURCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// A source id no other source of this process has: one per client
+/// connection.
+pub fn new_source() -> u64 {
+    NEXT_SOURCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Runs `work` with the writes it proposes on this shard counted as
+/// `source`'s (a client connection's, from [`new_source`]).
+pub async fn as_source<F: std::future::Future>(source: u64, work: F) -> F::Output {
+    SOURCE.scope(source, work).await
+}
+
+/// The source of the writes proposed now; `None` when not known.
+fn current_source() -> Option<u64> {
+    SOURCE.try_with(|source| *source).ok()
+}
+
 struct Waiting {
     command: Vec<u8>,
     since: Instant,
+    /// The client connection it came from, when known.
+    source: Option<u64>,
     answer: oneshot::Sender<Result<Vec<u8>, RequestError>>,
 }
 
@@ -110,20 +156,49 @@ impl Proposer {
 
     /// Takes the oldest waiting commands that fit in one entry of
     /// `entry_bytes_max` bytes (at least one, whatever its size: Raft
-    /// refuses it with a typed error if it is too large).
+    /// refuses it with a typed error if it is too large), each source's
+    /// share at most while other sources wait too.
     fn take(&self, entry_bytes_max: usize) -> Vec<Waiting> {
         let mut waiting = self.waiting.borrow_mut();
+        let competing = match waiting.front() {
+            Some(first) => waiting
+                .iter()
+                .take(SCAN_COMMANDS_MAX)
+                .any(|other| other.source.is_none() || other.source != first.source),
+            None => false,
+        };
         let mut batch: Vec<Waiting> = Vec::new();
         let mut bytes = 0;
+        // Each known source's commands and bytes in this batch so far.
+        let mut shares: std::collections::HashMap<u64, (usize, usize)> = Default::default();
+        // Writes passed over for their source's share, in their order.
+        let mut passed: Vec<Waiting> = Vec::new();
+        let mut scanned = 0;
         while let Some(next) = waiting.front() {
             let grown = bytes + next.command.len();
             let full = batch.len() >= BATCH_COMMANDS_MAX
                 || (!batch.is_empty() && grown + batch_overhead_bytes(batch.len() + 1) > entry_bytes_max);
-            if full {
+            if full || scanned == SCAN_COMMANDS_MAX {
                 break;
             }
+            scanned += 1;
+            let next = waiting.pop_front().expect("the front exists");
+            if let (true, Some(source)) = (competing, next.source) {
+                let share = shares.entry(source).or_default();
+                let over = share.0 >= SOURCE_BATCH_COMMANDS_MAX
+                    || (share.0 > 0 && share.1 + next.command.len() > SOURCE_BATCH_BYTES_MAX);
+                if over {
+                    passed.push(next);
+                    continue;
+                }
+                *share = (share.0 + 1, share.1 + next.command.len());
+            }
             bytes = grown;
-            batch.push(waiting.pop_front().expect("the front exists"));
+            batch.push(next);
+        }
+        // What was passed over goes back in front, in its order.
+        for kept in passed.into_iter().rev() {
+            waiting.push_front(kept);
         }
         if !batch.is_empty() {
             self.waiting_bytes.set(self.waiting_bytes.get() - bytes);
@@ -142,7 +217,7 @@ pub async fn propose(entry: Rc<ShardGroup>, command: Vec<u8>) -> Result<Vec<u8>,
     if proposer.holding() || proposer.full_for(command.len()) {
         wait_for_room(&entry, command.len(), since).await?;
     }
-    proposer.push(Waiting { command, since, answer });
+    proposer.push(Waiting { command, since, source: current_source(), answer });
     if proposer.in_flight.get() < PROPOSALS_IN_FLIGHT_MAX {
         proposer.in_flight.set(proposer.in_flight.get() + 1);
         tokio::task::spawn_local(drain(entry.clone()));
@@ -316,8 +391,13 @@ mod tests {
             let (late, late_answer) = oneshot::channel();
             let (fresh, fresh_answer) = oneshot::channel();
             let since = Instant::now().checked_sub(timeout * 2).expect("the clock is far past the timeout");
-            group.proposer().push(Waiting { command: put(1), since, answer: late });
-            group.proposer().push(Waiting { command: put(2), since: Instant::now(), answer: fresh });
+            group.proposer().push(Waiting { command: put(1), since, source: None, answer: late });
+            group.proposer().push(Waiting {
+                command: put(2),
+                since: Instant::now(),
+                source: None,
+                answer: fresh,
+            });
             let keys = group.machine().borrow().state.store.keys_with_history();
             group.proposer().in_flight.set(1);
             drain(group.clone()).await;
@@ -341,13 +421,90 @@ mod tests {
         let proposer = Proposer::new(usize::MAX);
         for _ in 0..10 {
             let (answer, _) = oneshot::channel();
-            proposer.push(Waiting { command: vec![0; 100], since: Instant::now(), answer });
+            proposer.push(Waiting { command: vec![0; 100], since: Instant::now(), source: None, answer });
         }
         let batch = proposer.take(batch_overhead_bytes(3) + 300);
         assert_eq!(batch.len(), 3);
         assert_eq!(proposer.take(10).len(), 1, "a command larger than an entry still goes, alone");
         assert_eq!(proposer.take(usize::MAX).len(), 6);
         assert!(proposer.take(usize::MAX).is_empty());
+    }
+
+    /// Queues `count` commands of `source`, each `bytes` long and starting
+    /// with its number within the source.
+    fn queue(proposer: &Proposer, source: Option<u64>, count: u32, bytes: usize) {
+        for index in 0..count {
+            let (answer, _) = oneshot::channel();
+            let mut command = index.to_le_bytes().to_vec();
+            command.resize(bytes, 0);
+            proposer.push(Waiting { command, since: Instant::now(), source, answer });
+        }
+    }
+
+    /// Each command of `batch` as (source, its number within the source).
+    fn taken(batch: &[Waiting]) -> Vec<(Option<u64>, u32)> {
+        let number = |command: &[u8]| u32::from_le_bytes(command[..4].try_into().expect("4 bytes"));
+        batch.iter().map(|waiting| (waiting.source, number(&waiting.command))).collect()
+    }
+
+    /// A connection with a backlog of writes takes its share of a batch
+    /// while another's lone write waits, and every write of unknown source
+    /// goes; alone, it takes whole batches again; each source's writes keep
+    /// their order.
+    #[test]
+    fn a_source_with_a_backlog_takes_only_its_share_of_a_batch_while_others_wait() {
+        let proposer = Proposer::new(usize::MAX);
+        queue(&proposer, Some(1), 200, 100);
+        queue(&proposer, Some(2), 1, 100);
+        queue(&proposer, None, 3, 100);
+        let first = taken(&proposer.take(usize::MAX));
+        let of = |batch: &[(Option<u64>, u32)], source| {
+            batch.iter().filter(|(from, _)| *from == source).map(|(_, number)| *number).collect::<Vec<_>>()
+        };
+        let share = SOURCE_BATCH_COMMANDS_MAX as u32;
+        assert_eq!(of(&first, Some(1)), (0..share).collect::<Vec<_>>(), "the backlog's share, in order");
+        assert_eq!(of(&first, Some(2)), vec![0], "the lone write joins the first batch");
+        assert_eq!(of(&first, None), vec![0, 1, 2], "writes of unknown source are not held to a share");
+        let second = taken(&proposer.take(usize::MAX));
+        assert_eq!(of(&second, Some(1)), (share..200).collect::<Vec<_>>(), "alone, the rest in one batch");
+        assert!(proposer.take(usize::MAX).is_empty());
+        assert_eq!(proposer.waiting_bytes.get(), 0);
+    }
+
+    /// While others wait, large writes of one source fill a batch up to
+    /// their byte share, and the first always goes.
+    #[test]
+    fn a_source_of_large_writes_takes_its_share_of_a_batch_in_bytes() {
+        let proposer = Proposer::new(usize::MAX);
+        let large = 64 << 10;
+        queue(&proposer, Some(1), 10, large);
+        queue(&proposer, Some(2), 1, 100);
+        let first = taken(&proposer.take(usize::MAX));
+        let from_one = first.iter().filter(|(source, _)| *source == Some(1)).count();
+        assert_eq!(from_one, SOURCE_BATCH_BYTES_MAX / large, "{first:?}");
+        assert!(first.contains(&(Some(2), 0)), "{first:?}");
+        let proposer = Proposer::new(usize::MAX);
+        queue(&proposer, Some(1), 2, SOURCE_BATCH_BYTES_MAX * 2);
+        queue(&proposer, Some(2), 1, 100);
+        assert_eq!(
+            taken(&proposer.take(usize::MAX)),
+            vec![(Some(1), 0), (Some(2), 0)],
+            "the first goes, alone"
+        );
+    }
+
+    #[test]
+    fn writes_count_as_the_source_their_future_runs_as() {
+        in_shard(async {
+            assert_eq!(current_source(), None);
+            let (one, two) = (new_source(), new_source());
+            assert_ne!(one, two);
+            assert_eq!(as_source(one, async { current_source() }).await, Some(one));
+            assert_eq!(
+                as_source(two, async { as_source(one, async { current_source() }).await }).await,
+                Some(one)
+            );
+        });
     }
 
     /// A queue bounded to two writes' bytes: the writes beyond wait for the

@@ -132,6 +132,39 @@ pub struct LoadOptions {
     /// Threads the generator runs its clients on, each with its own share
     /// of the clients and connections (and of `total` and `rate`).
     pub threads: u32,
+    /// The user every connection acts as (`--user`), if any.
+    pub user: Option<BenchUser>,
+}
+
+/// A user name and its password; shown without the password. The first
+/// connection that logs in keeps its session token here for the others
+/// (one password check per run, not one per connection).
+#[derive(Clone)]
+pub struct BenchUser {
+    pub name: String,
+    pub password: String,
+    pub token: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl BenchUser {
+    pub fn new(name: String, password: String) -> BenchUser {
+        BenchUser { name, password, token: Default::default() }
+    }
+
+    /// The session token a connection logged in with already, if any.
+    pub fn token(&self) -> Option<String> {
+        self.token.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    pub fn keep_token(&self, token: String) {
+        *self.token.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(token);
+    }
+}
+
+impl std::fmt::Debug for BenchUser {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("BenchUser").field("name", &self.name).finish_non_exhaustive()
+    }
 }
 
 impl LoadOptions {
@@ -226,6 +259,10 @@ pub trait StoreTarget: Sized {
     /// `tls` is the client's `--cacert`/`--cert`/`--key`; a driver that
     /// cannot speak TLS refuses it when it is on.
     async fn connect(endpoint: &str, tls: &crate::rpc::client::ClientTls) -> Result<Self, String>;
+    /// Acts as `user` from now on; a target without users refuses.
+    async fn log_in(&mut self, user: &BenchUser) -> Result<(), String> {
+        Err(format!("this target takes no --user (user {:?}); run it without", user.name))
+    }
     /// Sets `key` to `value`; answers the time the put spent in the store
     /// when the store says (nvkv's KV stream does).
     async fn put(&self, key: &[u8], value: &[u8]) -> Result<Option<Duration>, String>;
@@ -403,7 +440,11 @@ async fn prepare<T: StoreTarget + 'static>(
     let mut targets = Vec::new();
     for connection in part.first_connection..part.first_connection + options.connections {
         let endpoint = &endpoints[connection as usize % endpoints.len()];
-        targets.push(Rc::new(T::connect(endpoint, tls).await?));
+        let mut target = T::connect(endpoint, tls).await?;
+        if let Some(user) = &options.user {
+            target.log_in(user).await?;
+        }
+        targets.push(Rc::new(target));
     }
     let preloaded = if workload.preloads() && part.preloads { preload(options, &targets).await? } else { 0 };
     Ok((targets, preloaded))

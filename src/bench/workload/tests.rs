@@ -129,6 +129,7 @@ fn options(total: Option<u64>, seconds: f64, rate: u64) -> LoadOptions {
         rate,
         progress: false,
         threads: 1,
+        user: None,
     }
 }
 

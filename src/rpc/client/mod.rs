@@ -11,7 +11,7 @@ use std::time::Duration;
 use capnp_rpc::{rpc_twoparty_capnp, RpcSystem};
 
 use super::kv::KvRequest;
-use super::kv_stream_client::{KvStream, Replied, Served, StreamCall};
+use super::kv_stream_client::{KvStream, OpenError, Replied, Served, StreamCall};
 pub use super::tls::ClientTls;
 use crate::nvkv_capnp::node;
 use crate::shard::ShardReport;
@@ -128,6 +128,12 @@ pub struct Connection {
     lease: crate::nvkv_capnp::lease::Client,
     /// The KV stream the KV calls use, when one is open.
     stream: Option<KvStream>,
+    /// How this connection was dialed, to open its KV stream again for a session.
+    dialing: ClientTls,
+    /// The session token its calls act with, once one was used.
+    token: Option<String>,
+    /// What keeps the connection from idling out, while a clone lives.
+    liveness: std::rc::Rc<keepalive::Liveness>,
 }
 
 /// A fresh connection to a node, in plaintext or TLS.
@@ -198,6 +204,8 @@ impl Connection {
         let cluster = node.cluster_request().send().pipeline.get_cluster();
         let maintenance = node.maintenance_request().send().pipeline.get_maintenance();
         let lease = node.lease_request().send().pipeline.get_lease();
+        let liveness = std::rc::Rc::default();
+        keepalive::start(&liveness, node.clone(), endpoint);
         Ok(Connection {
             endpoint: endpoint.to_string(),
             tls: tls.is_on(),
@@ -207,28 +215,47 @@ impl Connection {
             maintenance,
             lease,
             stream: None,
+            dialing: tls.clone(),
+            token: None,
+            liveness,
         })
     }
 
     /// Also opens a KV stream to the same endpoint, which the KV calls of
-    /// this connection use from then on (see `kv_stream_client`). A node
-    /// that does not take KV streams keeps serving them over RPC.
-    pub async fn open_kv_stream(&mut self, tls: &ClientTls) -> Result<(), ClientError> {
-        let opened = match dial(&self.endpoint, tls).await? {
+    /// this connection use from then on (see `kv_stream_client`), acting
+    /// with this connection's session when it has one. A node that does not
+    /// take KV streams keeps serving them over RPC; a node that refuses the
+    /// session's token answers its typed refusal.
+    pub async fn open_kv_stream(&mut self) -> Result<(), ClientError> {
+        let token = self.token.as_deref();
+        let opened = match dial(&self.endpoint, &self.dialing).await? {
             Dialed::Plain(stream) => {
                 let (reader, writer) = stream.into_split();
-                KvStream::open(reader, writer, &self.endpoint, CONNECT_TIMEOUT).await
+                KvStream::open(reader, writer, &self.endpoint, CONNECT_TIMEOUT, token).await
             }
             Dialed::Tls(stream) => {
                 let (reader, writer) = tokio::io::split(*stream);
-                KvStream::open(reader, writer, &self.endpoint, CONNECT_TIMEOUT).await
+                KvStream::open(reader, writer, &self.endpoint, CONNECT_TIMEOUT, token).await
             }
         };
         match opened {
-            Ok(stream) => self.stream = Some(stream),
-            Err(reason) => tracing::debug!(endpoint = %self.endpoint, "KV calls go over RPC: {reason}"),
+            Ok(stream) => {
+                self.liveness.set_stream(Some(&stream));
+                self.stream = Some(stream);
+            }
+            Err(OpenError::Refused(error)) => {
+                return Err(ClientError::Refused { endpoint: self.endpoint.clone(), error })
+            }
+            Err(OpenError::Failed(reason)) => {
+                tracing::debug!(endpoint = %self.endpoint, "KV calls go over RPC: {reason}")
+            }
         }
         Ok(())
+    }
+
+    /// Whether the KV calls of this connection go over a KV stream.
+    pub fn has_kv_stream(&self) -> bool {
+        self.stream.is_some()
     }
 
     /// Sends a KV call over this connection's KV stream; `None` without one.
@@ -252,16 +279,20 @@ impl Connection {
         &self.node
     }
 
-    /// Makes `node` (a session's) the one every later call goes through.
-    pub(super) fn set_node(&mut self, node: node::Client) {
-        // The KV stream carries no session: KV calls go through the
-        // session's capabilities from now on.
-        self.stream = None;
+    /// Makes `node` (the session of `token`) the one every later call goes
+    /// through, the KV stream's too: opened again with the token.
+    pub(super) async fn set_session(&mut self, node: node::Client, token: &str) -> Result<(), ClientError> {
+        self.token = Some(token.to_string());
+        self.liveness.set_stream(None);
+        if self.stream.take().is_some() {
+            self.open_kv_stream().await?;
+        }
         self.kv = node.kv_request().send().pipeline.get_kv();
         self.cluster = node.cluster_request().send().pipeline.get_cluster();
         self.maintenance = node.maintenance_request().send().pipeline.get_maintenance();
         self.lease = node.lease_request().send().pipeline.get_lease();
         self.node = node;
+        Ok(())
     }
 
     pub(super) fn rpc_error(&self, mut source: capnp::Error) -> ClientError {
@@ -587,6 +618,7 @@ impl Connection {
 
 mod answers;
 mod backup;
+mod keepalive;
 mod lease;
 mod sharded;
 

@@ -30,11 +30,13 @@ pub struct GroupLeader {
 }
 
 /// Connects to every shard `map` names, each with its KV stream, reached
-/// the way `endpoint` (the node that gave the map) was.
+/// the way `endpoint` (the node that gave the map) was, acting with the
+/// session `token` when there is one.
 pub(in crate::rpc) async fn open_shards(
     endpoint: &str,
     map: &PartitionMap,
     tls: &ClientTls,
+    token: Option<&str>,
 ) -> Result<Vec<Connection>, ClientError> {
     let host = endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host);
     let mut shards = Vec::with_capacity(map.shard_endpoints.len());
@@ -43,7 +45,10 @@ pub(in crate::rpc) async fn open_shards(
         // 0.0.0.0); reach them the way the main endpoint was reached.
         let port = shard_endpoint.rsplit_once(':').map_or("", |(_, port)| port);
         let mut shard = Connection::open_with(&format!("{host}:{port}"), tls).await?;
-        shard.open_kv_stream(tls).await?;
+        if let Some(token) = token {
+            shard.use_session(token).await?;
+        }
+        shard.open_kv_stream().await?;
         shards.push(shard);
     }
     Ok(shards)
@@ -106,7 +111,7 @@ impl ShardedClient {
     pub async fn open_with(endpoint: &str, tls: &ClientTls) -> Result<ShardedClient, ClientError> {
         let main = Connection::open_with(endpoint, tls).await?;
         let map = main.partition_map().await?;
-        let shards = open_shards(endpoint, &map, tls).await?;
+        let shards = open_shards(endpoint, &map, tls, None).await?;
         let partitioner = crate::kv::partition::Partitioner::new(map.groups, map.partition_depth as usize)
             .map_err(|error| ClientError::Rpc {
                 endpoint: endpoint.to_string(),
@@ -148,10 +153,23 @@ impl ShardedClient {
 
     /// Logs in as `name` on the main connection and makes every shard
     /// connection act as that user too (one password check, one token).
-    pub async fn login(&mut self, name: &str, password: &str) -> Result<(), ClientError> {
-        let token = self.main.login(name, password).await?;
+    /// Answers the session token, for other clients of the same cluster.
+    pub async fn login(&mut self, name: &str, password: &str) -> Result<String, ClientError> {
+        let token = self.main.authenticate(name, password).await?;
+        self.use_session(&token).await?;
+        Ok(token)
+    }
+
+    /// Makes every connection of this client, its KV streams included,
+    /// act as the user session `token` names (from [`ShardedClient::login`]
+    /// of any client of the cluster).
+    pub async fn use_session(&mut self, token: &str) -> Result<(), ClientError> {
+        self.main.use_session(token).await?;
         for shard in &mut self.shards {
-            shard.use_session(&token).await?;
+            shard.use_session(token).await?;
+        }
+        if !token.is_empty() {
+            self.routes.use_session(token);
         }
         Ok(())
     }
