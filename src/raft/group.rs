@@ -423,7 +423,7 @@ impl RaftGroup {
         command: Vec<u8>,
         proposed: Option<Instant>,
     ) -> Result<Written, GroupError> {
-        self.client_write_by(command, proposed, Instant::now() + self.request_timeout).await
+        self.client_write_by(command, proposed, tokio::time::Instant::now() + self.request_timeout).await
     }
 
     /// [`RaftGroup::client_write`], refused as timed out at `deadline`
@@ -432,14 +432,14 @@ impl RaftGroup {
         &self,
         command: Vec<u8>,
         proposed: Option<Instant>,
-        deadline: Instant,
+        deadline: tokio::time::Instant,
     ) -> Result<Written, GroupError> {
         // Checked here: the log refusing an entry would stop the group.
         let max = self.command_bytes_max();
         if command.len() > max {
             return Err(GroupError::CommandTooLarge { group: self.group, bytes: command.len(), max });
         }
-        let result = tokio::time::timeout_at(deadline.into(), self.raft.client_write(Command(command)))
+        let result = tokio::time::timeout_at(deadline, self.raft.client_write(Command(command)))
             .await
             .map_err(|_| self.timed_out())?;
         let response = self.written(result)?;
