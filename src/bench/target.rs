@@ -72,11 +72,13 @@ impl Target {
 /// `tls` is the client's `--cacert`/`--cert`/`--key` (plaintext for the
 /// comparisons, which run on loopback). The clients run on
 /// `options.threads` threads; the store's servers are asked about
-/// themselves just before and just after the measured run.
+/// themselves at `servers` (usually the `target` itself) just before and
+/// just after the measured run.
 pub fn run(
     workload: &Workload,
     options: &LoadOptions,
     target: &Target,
+    servers: &Target,
     tls: &crate::rpc::client::ClientTls,
 ) -> Result<BenchReport, String> {
     options.validate(workload)?;
@@ -94,7 +96,7 @@ pub fn run(
         threads.push(spawned.map_err(|error| format!("cannot start generator thread {thread}: {error}"))?);
     }
     gate.ready.wait();
-    let before = sample(target, tls);
+    let before = sample(servers, tls);
     let cpu_before = process_cpu_seconds();
     gate.start.wait();
     let mut outcome: Option<Outcome> = None;
@@ -119,7 +121,7 @@ pub fn run(
         return Err(format!("no operation succeeded ({} failed); is the store serving?", outcome.errors));
     }
     outcome.generator_cpu_seconds = generator_cpu_seconds;
-    let after = sample(target, tls);
+    let after = sample(servers, tls);
     outcome.servers = match (before, after) {
         (Ok(before), Ok(after)) => Some((before, after)),
         (Err(error), _) | (_, Err(error)) => {

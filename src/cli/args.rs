@@ -681,6 +681,13 @@ pub struct LoadArgs {
     /// addresses.
     #[arg(long, value_name = "URL")]
     pub target: Option<String>,
+    /// Where to ask the servers for their CPU time (and latency budget)
+    /// before and after the run, STORE://HOST:PORT[,HOST:PORT...] as
+    /// --target takes it; default: the --target. For nvkv's etcd API
+    /// (--target etcd://ITS-ETCD-PORT), nvkv://ITS-CLIENT-PORT asks the
+    /// same nodes over their native API.
+    #[arg(long, value_name = "URL")]
+    pub servers: Option<String>,
     /// Print one JSON object on stdout instead of the table (and no
     /// progress bar).
     #[arg(long)]

@@ -90,7 +90,14 @@ pub fn store(
         }),
     };
     let outcome = nvkv::bench::target::Target::parse(load.target.as_deref(), endpoints)
-        .and_then(|target| nvkv::bench::target::run(&workload, &options, &target, tls))
+        .and_then(|target| {
+            let servers = match load.servers.as_deref() {
+                Some(servers) => nvkv::bench::target::Target::parse(Some(servers), endpoints)
+                    .map_err(|error| error.replacen("--target", "--servers", 1))?,
+                None => target.clone(),
+            };
+            nvkv::bench::target::run(&workload, &options, &target, &servers, tls)
+        })
         .and_then(|report| {
             if load.json {
                 print_json(&report)
