@@ -423,7 +423,7 @@ impl RaftGroup {
         command: Vec<u8>,
         proposed: Option<Instant>,
     ) -> Result<Written, GroupError> {
-        self.client_write_by(command, proposed, Instant::now() + self.request_timeout).await
+        self.client_write_by(command, proposed, tokio::time::Instant::now() + self.request_timeout).await
     }
 
     /// [`RaftGroup::client_write`], refused as timed out at `deadline`
@@ -432,14 +432,14 @@ impl RaftGroup {
         &self,
         command: Vec<u8>,
         proposed: Option<Instant>,
-        deadline: Instant,
+        deadline: tokio::time::Instant,
     ) -> Result<Written, GroupError> {
         // Checked here: the log refusing an entry would stop the group.
         let max = self.command_bytes_max();
         if command.len() > max {
             return Err(GroupError::CommandTooLarge { group: self.group, bytes: command.len(), max });
         }
-        let result = tokio::time::timeout_at(deadline.into(), self.raft.client_write(Command(command)))
+        let result = tokio::time::timeout_at(deadline, self.raft.client_write(Command(command)))
             .await
             .map_err(|_| self.timed_out())?;
         let response = self.written(result)?;
@@ -725,9 +725,15 @@ impl RaftGroup {
     }
 
     /// The member this member believes leads the group, if it knows one.
+    ///
+    /// A group whose Raft core stopped knows no leader: its metrics froze
+    /// when it stopped and may still name one, even this member.
     pub fn leader(&self) -> Option<Member> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
+        if metrics.running_state.is_err() {
+            return None;
+        }
         let leader = metrics.current_leader?;
         let known = metrics.membership_config.membership().get_node(&leader).cloned();
         Some(known.unwrap_or_else(|| Member::new(leader, "")))
@@ -741,6 +747,9 @@ impl RaftGroup {
     pub async fn wait_for_leader(&self) -> Result<Member, GroupError> {
         if let Some(leader) = self.leader() {
             return Ok(leader);
+        }
+        if let Some(reason) = self.failure() {
+            return Err(self.stopped(reason));
         }
         let _ = self
             .raft
@@ -871,6 +880,15 @@ impl RaftGroup {
 
     fn timed_out(&self) -> GroupError {
         GroupError::Timeout { group: self.group, timeout_ms: self.request_timeout.as_millis() as u64 }
+    }
+
+    /// Why this member's Raft core of the group stopped for good (its
+    /// storage failed, say an entry it must send could not be read), if it
+    /// did. The group then serves nothing here and applies nothing more: a
+    /// member in that state must be said loudly, never pass for one that
+    /// follows its leader.
+    pub fn failure(&self) -> Option<String> {
+        self.raft.metrics().borrow().running_state.as_ref().err().map(|fatal| fatal.to_string())
     }
 
     fn stopped(&self, reason: String) -> GroupError {

@@ -218,6 +218,12 @@ fn readiness(
     if !starting.is_empty() {
         return Err(format!("shards {starting:?} are starting (recovering their logs)"));
     }
+    if let Some((group, reason)) = shards.iter().flat_map(|shard| shard.stopped.iter()).next() {
+        return Err(format!(
+            "group {group} stopped on this member and applies nothing more here ({reason}): restore this \
+             member's data from its peers (docs/cluster.md, a member whose data was lost)"
+        ));
+    }
     let leaderless: Vec<u32> = shards.iter().flat_map(|shard| shard.leaderless.iter().copied()).collect();
     if !leaderless.is_empty() {
         return Err(format!(
@@ -494,6 +500,7 @@ mod tests {
             groups: groups.to_vec(),
             leaderless: leaderless.to_vec(),
             no_space: Vec::new(),
+            stopped: Vec::new(),
         };
         for check in [Check::Ready, Check::Health] {
             let ok = readiness(&[serving(&[0, 2], &[]), serving(&[1, 3], &[])], 4, check).expect("ready");
@@ -504,6 +511,12 @@ mod tests {
             let leaderless = readiness(&[serving(&[0, 2], &[2]), serving(&[1, 3], &[1])], 4, check)
                 .expect_err("leaderless");
             assert!(leaderless.starts_with("groups [2, 1] of 4 have no leader"), "{leaderless}");
+            // A group whose Raft core stopped may still show the leader it knew: it is not ready.
+            let stopped =
+                ShardReadiness { stopped: vec![(3, "storage failed".into())], ..serving(&[1, 3], &[]) };
+            let stopped =
+                readiness(&[serving(&[0, 2], &[]), stopped], 4, check).expect_err("a group stopped");
+            assert!(stopped.starts_with("group 3 stopped on this member"), "{stopped}");
             let missing = readiness(&[serving(&[0], &[])], 4, check).expect_err("a group missing");
             assert_eq!(missing, "1 of 4 groups run here");
         }

@@ -101,10 +101,21 @@ impl Requests {
 /// serves once it was added.
 pub(super) fn check_serving(entry: &ShardGroup, shard: usize) -> Result<(), RequestError> {
     let (group, member) = (entry.raft().group(), entry.raft().member());
-    if entry.removed_at().get().is_some() {
-        return Err(RequestError::Removed { member, group });
+    let standing = entry.raft().standing(member);
+    if let Some(index) = entry.removed_at().get() {
+        // A peer's proof counts until this member's own membership is newer
+        // and names it again: it was added back (a member that rejoins is
+        // told of its removal while it waits to be added, and may lead the
+        // group afterwards, its lease expiries and every request refused).
+        let named = matches!(standing, crate::raft::Standing::Voter | crate::raft::Standing::Learner);
+        if !named || entry.raft().membership_index() <= index {
+            return Err(RequestError::Removed { member, group });
+        }
+        entry.removed_at().set(None);
+        entry.removal_logged().set(false);
+        tracing::info!(member, group, "this member was added back to group {group}: it serves again");
     }
-    match entry.raft().standing(member) {
+    match standing {
         crate::raft::Standing::Voter | crate::raft::Standing::Learner => Ok(()),
         // openraft has not loaded the membership from the log yet.
         crate::raft::Standing::Unconfigured if entry.raft().has_state() => {
@@ -209,4 +220,38 @@ pub(super) fn report_config_against_cluster(layout: &super::layout::GroupLayout,
         listed(&cluster),
         group.raft().membership_index()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::Member;
+    use crate::shard::test_support::{in_shard, one_group};
+
+    /// A member that rejoins is told by its peers that it was removed while
+    /// it waits to be added: once added back (its own membership newer than
+    /// the proof names it), it serves again, and may lead.
+    #[test]
+    fn a_member_told_of_its_removal_serves_again_once_added_back() {
+        in_shard(async {
+            let entry = one_group().await;
+            check_serving(&entry, 0).expect("a voter serves");
+            let proof = entry.raft().membership_index() + 1;
+            removed_by_peer(&entry, proof, 9);
+            let refused = check_serving(&entry, 0);
+            assert!(matches!(refused, Err(RequestError::Removed { .. })), "{refused:?}");
+            for learner in [9, 10] {
+                entry
+                    .raft()
+                    .add_learner(Member::new(learner, "10.0.0.9:2380"))
+                    .await
+                    .expect("a learner is added");
+            }
+            assert!(entry.raft().membership_index() > proof);
+            check_serving(&entry, 0).expect("added back: it serves again");
+            assert_eq!(entry.removed_at().get(), None);
+            removed_by_peer(&entry, proof, 9);
+            check_serving(&entry, 0).expect("an older proof than its own membership does not count");
+        });
+    }
 }

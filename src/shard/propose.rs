@@ -33,9 +33,11 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::time::Instant;
 
 use futures::channel::oneshot;
+// Tokio's clock, not the system's: request deadlines are timers, and a
+// simulation's paused clock must move them (crate::clock).
+use tokio::time::Instant;
 
 use super::answer::RequestError;
 use super::group::ShardGroup;
@@ -231,7 +233,7 @@ pub async fn propose(entry: Rc<ShardGroup>, command: Vec<u8>) -> Result<Vec<u8>,
 /// it waited out its request timeout since `since`.
 async fn wait_for_room(entry: &ShardGroup, bytes: usize, since: Instant) -> Result<(), RequestError> {
     let proposer = &entry.proposer();
-    let deadline = tokio::time::Instant::from_std(since + entry.raft().request_timeout());
+    let deadline = since + entry.raft().request_timeout();
     stages::record(|stages| stages.proposals_held_back += 1);
     let ticket = proposer.next_ticket.get();
     proposer.next_ticket.set(ticket + 1);
@@ -319,10 +321,11 @@ async fn propose_batch(
 ) -> Result<(Vec<Vec<u8>>, WritePath), RequestError> {
     if commands.len() == 1 {
         let alone = commands.pop().expect("one command");
-        let written = entry.raft().client_write_by(alone, Some(proposed), deadline).await?;
+        let written = entry.raft().client_write_by(alone, Some(proposed.into_std()), deadline).await?;
         return Ok((vec![written.outcome], written.path));
     }
-    let written = entry.raft().client_write_by(encode_batch(&commands), Some(proposed), deadline).await?;
+    let written =
+        entry.raft().client_write_by(encode_batch(&commands), Some(proposed.into_std()), deadline).await?;
     let outcomes =
         split_batch_outcome(&written.outcome).map_err(|error| RequestError::Codec(error.to_string()))?;
     if outcomes.len() != commands.len() {
@@ -413,6 +416,21 @@ mod tests {
                 "only the fresh write applied"
             );
             assert_eq!(group.proposer().in_flight.get(), 0);
+        });
+    }
+
+    /// Request deadlines run on tokio's clock: on a paused clock moved far
+    /// past the real one (a simulation), a write is still given its whole
+    /// request timeout, whatever the system clock says.
+    #[test]
+    fn a_write_is_timed_on_tokios_clock_not_the_systems() {
+        in_shard(async {
+            let group = one_group().await;
+            tokio::time::pause();
+            tokio::time::advance(group.raft().request_timeout() * 3).await;
+            let answer = propose(group.clone(), put(1)).await;
+            let outcome = decode_outcome(&answer.expect("the write applies within its timeout"));
+            assert!(matches!(outcome, Ok(Ok(CommandResponse::Put(_)))), "{outcome:?}");
         });
     }
 

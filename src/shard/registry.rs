@@ -265,6 +265,8 @@ pub struct ShardReadiness {
     /// Groups whose NOSPACE alarm is raised, for room or quota (they refuse
     /// writes that add data).
     pub no_space: Vec<GroupId>,
+    /// Groups whose Raft core stopped for good here, with the reason.
+    pub stopped: Vec<(GroupId, String)>,
 }
 
 /// Whether `entry`'s group has a leader that works, as this member sees it.
@@ -296,6 +298,7 @@ pub fn local_readiness() -> ShardReadiness {
             .map(|(group, _)| *group)
             .collect(),
         no_space: map.iter().filter(|(_, entry)| entry.alarmed()).map(|(group, _)| *group).collect(),
+        stopped: map.iter().filter_map(|(group, entry)| Some((*group, entry.raft().failure()?))).collect(),
     }
 }
 

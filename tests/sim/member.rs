@@ -273,6 +273,15 @@ async fn run_member(
             tokio::task::yield_now().await;
             continue;
         }
+        // A group whose Raft core stopped (its storage failed) makes the
+        // member unready, as /readyz says to the operator: it stops here
+        // for good, to be restored from its peers.
+        if requests.borrow().is_some() {
+            if let Some((group, reason)) = nvkv::shard::registry::local_readiness().stopped.into_iter().next()
+            {
+                return Err(Stopped::Unrecoverable(format!("group {group} stopped: {reason}")));
+            }
+        }
         match disk.next_ready() {
             Some(ready_at) => {
                 tokio::select! {

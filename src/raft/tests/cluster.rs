@@ -352,6 +352,13 @@ fn a_write_applies_only_once_the_device_made_it_durable_and_a_failed_write_stops
         assert_eq!(machine.borrow().commands.len(), applied + 1, "the failed command was never applied");
         let error = write.client_write(b"after".to_vec(), None).await.unwrap_err();
         assert!(matches!(error, GroupError::Stopped { .. }), "a stopped group refuses writes: {error}");
+        // Its metrics froze naming this member as leader: the group must not
+        // pass for one that leads (or follows) anyone.
+        assert_eq!(write.metrics().current_leader, Some(1), "openraft's metrics froze at the stop");
+        assert!(write.failure().is_some_and(|reason| reason.contains("failed")), "{:?}", write.failure());
+        assert_eq!(write.leader(), None, "a stopped group knows no leader");
+        let error = write.wait_for_leader().await.unwrap_err();
+        assert!(matches!(error, GroupError::Stopped { group: 3, .. }), "said at once: {error}");
     });
 }
 
