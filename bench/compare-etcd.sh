@@ -176,9 +176,11 @@ try_bench() {
     # it (and this script's trap) instead of stopping only the stores.
     [ "$store" = etcd ] && target="etcd://$etcd_endpoints" && servers="$target"
     [ "$store" = nvkv-etcd ] && target="etcd://$nvkv_etcd_endpoint"
-    if ! timeout --foreground $((seconds * 4 + 300)) "$bin" bench "$@" --key-bytes 8 --value-bytes 256 \
-            --seconds "$seconds" --target "$target" --servers "$servers" --json > "$raw" 2> "$scratch/bench.err"; then
-        echo "$script: failed: $bin bench $* --key-bytes 8 --value-bytes 256 --seconds $seconds --target $target --servers $servers --json" >&2
+    local status=0
+    timeout --foreground $((seconds * 4 + 300)) "$bin" bench "$@" --key-bytes 8 --value-bytes 256 \
+        --seconds "$seconds" --target "$target" --servers "$servers" --json > "$raw" 2> "$scratch/bench.err" || status=$?
+    if [ "$status" != 0 ]; then
+        echo "$script: failed (exit status $status): $bin bench $* --key-bytes 8 --value-bytes 256 --seconds $seconds --target $target --servers $servers --json" >&2
         cat "$scratch/bench.err" >&2
         return 1
     fi
