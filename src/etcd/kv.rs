@@ -104,6 +104,17 @@ pub fn on_this_shard<F: std::future::Future>(future: F) -> SendWrapper<F> {
     SendWrapper::new(future)
 }
 
+/// [`on_this_shard`] for a KV call, counted as the reactor's load while it
+/// runs (`reactor::work_in_flight`).
+fn kv_call_on_this_shard<F: std::future::Future>(
+    future: F,
+) -> SendWrapper<impl std::future::Future<Output = F::Output>> {
+    SendWrapper::new(async move {
+        let _counted = crate::reactor::work_in_flight(1);
+        future.await
+    })
+}
+
 pub struct EtcdKv {
     shard: ShardLocal,
 }
@@ -122,7 +133,7 @@ impl pb::kv_server::Kv for EtcdKv {
     async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
         let shard = self.shard.acting_for(&request)?;
         let request = request.into_inner();
-        on_this_shard(async {
+        kv_call_on_this_shard(async {
             self.shard.check_size(&request)?;
             let range = convert::range_request(&request)?;
             self.shard.info.limits.check_key(&range.key).map_err(convert::limit_status)?;
@@ -152,7 +163,7 @@ impl pb::kv_server::Kv for EtcdKv {
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let shard = self.shard.acting_for(&request)?;
         let request = request.into_inner();
-        on_this_shard(async {
+        kv_call_on_this_shard(async {
             self.shard.check_size(&request)?;
             let put = convert::put_request(&request)?;
             self.shard.info.limits.check_put(&put).map_err(convert::limit_status)?;
@@ -172,7 +183,7 @@ impl pb::kv_server::Kv for EtcdKv {
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let shard = self.shard.acting_for(&request)?;
         let request = request.into_inner();
-        on_this_shard(async {
+        kv_call_on_this_shard(async {
             self.shard.check_size(&request)?;
             let delete = convert::delete_request(&request)?;
             let answer = shard.requests()?.delete_range(delete).await.map_err(status)?;
@@ -184,7 +195,7 @@ impl pb::kv_server::Kv for EtcdKv {
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         let shard = self.shard.acting_for(&request)?;
         let request = request.into_inner();
-        on_this_shard(async {
+        kv_call_on_this_shard(async {
             self.shard.check_size(&request)?;
             let txn = convert::txn_request(&request)?;
             self.shard.info.limits.check_txn(&txn).map_err(convert::limit_status)?;

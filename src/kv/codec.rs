@@ -102,8 +102,12 @@ impl<'a> Reader<'a> {
         }
     }
     pub(crate) fn blob(&mut self, what: &str) -> Result<Vec<u8>, Malformed> {
+        Ok(self.blob_slice(what)?.to_vec())
+    }
+    /// A blob, borrowed from the bytes read.
+    pub(crate) fn blob_slice(&mut self, what: &str) -> Result<&'a [u8], Malformed> {
         let bytes = self.u32(what)? as usize;
-        Ok(self.take(bytes, what)?.to_vec())
+        self.take(bytes, what)
     }
 
     pub(crate) fn done(&self) -> bool {

@@ -328,3 +328,46 @@ fn a_stopped_shard_refuses_tasks_and_a_full_one_hands_them_back() {
     let refused = mailbox.try_send(|_| {}).expect_err("a stopped shard takes nothing");
     assert_eq!(refused.error, MailboxError::Stopped { shard: 0 });
 }
+
+thread_local! {
+    /// Requests a test holds in flight on a reactor thread.
+    static HELD: std::cell::RefCell<Vec<WorkInFlight>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+#[test]
+fn a_loaded_adaptive_reactor_sleeps_when_idle_and_a_light_one_polls() {
+    // Polls for a minute after progress: only the load rule lets it sleep.
+    let settings = ReactorSettings { adaptive_poll: Duration::from_secs(60), ..settings(PollMode::Adaptive) };
+    let reactors = Reactors::start(&settings, &cores(1), idle_factories(1)).expect("start");
+    let run = |hold: usize| {
+        let (reply, replied) = mpsc::channel();
+        reactors
+            .mailboxes()
+            .get(0)
+            .try_send(move |_: &ReactorContext| {
+                HELD.with(|held| {
+                    let mut held = held.borrow_mut();
+                    held.clear();
+                    held.extend((0..hold).map(|_| work_in_flight(1)));
+                });
+                reply.send(()).expect("test waits")
+            })
+            .expect("room");
+        replied.recv_timeout(DEADLINE).expect("the reactor runs the message");
+    };
+    run(POLL_WORK_MAX + 1);
+    assert!(
+        wait_until(|| reactors.stats()[0].sleeps >= 1),
+        "with more than {POLL_WORK_MAX} requests in flight an idle reactor sleeps"
+    );
+    // Past the time a reactor counts as loaded after its load went.
+    std::thread::sleep(LOADED_MEMORY * 5);
+    run(POLL_WORK_MAX);
+    let polling = reactors.stats()[0];
+    std::thread::sleep(Duration::from_millis(300));
+    let later = reactors.stats()[0];
+    assert_eq!(later.sleeps, polling.sleeps, "a lightly loaded reactor polls after its progress");
+    assert!(later.iterations > polling.iterations, "it polls: {polling:?} then {later:?}");
+    run(0);
+    reactors.stop().expect("stop");
+}

@@ -285,6 +285,7 @@ pub async fn answer_request(
         return request.refused(limit_error(&error));
     }
     let refused = |error: RequestError| server_error(&error);
+    let _counted = crate::reactor::work_in_flight(1);
     // This future is as large as its largest kind's, and a KV stream copies
     // it into a box per call: ranges and deletes (whose futures walk several
     // groups, several times a write's) are boxed on their own, so a put's or

@@ -213,6 +213,8 @@ impl Proposer {
 /// Proposes `command` to the group of `entry` (on this shard) and returns
 /// its encoded outcome once applied.
 pub async fn propose(entry: Rc<ShardGroup>, command: Vec<u8>) -> Result<Vec<u8>, RequestError> {
+    // The shard's load, also for writes that came from another shard.
+    let _counted = crate::reactor::work_in_flight(1);
     let (answer, outcome) = oneshot::channel();
     let proposer = &entry.proposer();
     let since = Instant::now();

@@ -437,8 +437,18 @@ pub fn batch_overhead_bytes(commands: usize) -> usize {
     2 + 4 + 4 * commands
 }
 
+/// How many commands an entry's bytes carry: a batch's count (read from its
+/// header, not checked), else 1.
+pub fn command_count(bytes: &[u8]) -> usize {
+    match bytes {
+        [_, KIND_BATCH, ..] if bytes.len() >= 6 => crate::little_endian::u32_at(bytes, 2) as usize,
+        _ => 1,
+    }
+}
+
 /// The commands of a batch entry, or `None` when `bytes` is one command.
-pub fn split_batch(bytes: &[u8]) -> Result<Option<Vec<Vec<u8>>>, CommandCodecError> {
+/// Each command is borrowed from `bytes`: applying a batch copies none of them.
+pub fn split_batch(bytes: &[u8]) -> Result<Option<Vec<&[u8]>>, CommandCodecError> {
     const WHAT: &str = "batch command";
     let mut reader = Reader { bytes, offset: 0 };
     read_version(&mut reader, WHAT, COMMAND_FORMAT_UNSTAMPED, COMMAND_FORMAT_VERSION)?;
@@ -448,9 +458,9 @@ pub fn split_batch(bytes: &[u8]) -> Result<Option<Vec<Vec<u8>>>, CommandCodecErr
     let commands = (|| {
         reader.u8("the batch kind")?;
         let count = reader.u32("a command count")?;
-        let mut commands = Vec::new();
+        let mut commands = Vec::with_capacity((count as usize).min(bytes.len() / 4));
         for _ in 0..count {
-            let command = reader.blob("a command")?;
+            let command = reader.blob_slice("a command")?;
             if command.get(1) == Some(&KIND_BATCH) {
                 return Err(reader.malformed("a batch inside a batch"));
             }

@@ -249,8 +249,11 @@ proptest! {
     ) {
         let encoded: Vec<Vec<u8>> = commands.iter().map(encode_command).collect();
         let batch = encode_batch(&encoded);
-        prop_assert_eq!(split_batch(&batch).unwrap(), Some(encoded.clone()));
+        let split = split_batch(&batch).unwrap().map(|commands| commands.iter().map(|command| command.to_vec()).collect());
+        prop_assert_eq!(split, Some(encoded.clone()));
         prop_assert_eq!(split_batch(&encoded[0]).unwrap(), None, "one command is no batch");
+        prop_assert_eq!(command_count(&batch), encoded.len());
+        prop_assert_eq!(command_count(&encoded[0]), 1);
         for cut in 2..batch.len() {
             prop_assert!(split_batch(&batch[..cut]).is_err(), "cut at {}", cut);
         }

@@ -166,6 +166,16 @@ impl peer_session::Server for PeerSessionServer {
         let params = params.get()?;
         let entry = self.group(params.get_group())?;
         let request: AppendEntriesRequest<TypeConfig> = decode(params.get_request()?, "an append")?;
+        // A follower's load is its leader's batches while it appends them.
+        let commands = request
+            .entries
+            .iter()
+            .map(|entry| match &entry.payload {
+                openraft::EntryPayload::Normal(command) => crate::kv::command::command_count(&command.0),
+                _ => 0,
+            })
+            .sum();
+        let _counted = crate::reactor::work_in_flight(commands);
         let answer = entry.handle_append_entries(request).await;
         let mut results = results.get();
         results.set_response(&encode(&answer));
