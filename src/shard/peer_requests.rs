@@ -81,18 +81,18 @@ impl PeerRequests {
 
     /// A lease request a follower forwarded, served here as the leader.
     pub async fn lease_as_leader(&self, query: LeaseQuery) -> Result<LeaseAnswer, GroupError> {
-        super::lease::lease_as_leader(self.entry.clone(), query).await
+        self.entry.lease_as_leader(query).await
     }
 
     /// A membership change a member forwarded, made here as the leader.
     pub async fn change_as_leader(&self, change: MembershipChange) -> Result<(), GroupError> {
-        super::membership::change_as_leader(self.entry.clone(), change).await
+        self.entry.change_as_leader(change).await
     }
 
     /// Notes that `peer` proved this member was removed from the group at
     /// log index `index` (its answer to this member's vote request).
     pub fn removed_by_peer(&self, index: u64, peer: NodeId) {
-        super::membership::removed_by_peer(&self.entry, index, peer)
+        self.entry.removed_by_peer(index, peer)
     }
 
     /// The group's Raft metrics as this member sees them.
