@@ -51,6 +51,16 @@ impl PeerRequests {
         self.entry.raft().handle_vote(request).await
     }
 
+    /// Takes a voter's answer to this member's vote request in `group`:
+    /// `index`, the removal proof `peer` answered with (0: none), makes the
+    /// group refuse client requests on this thread's shard from now on (see
+    /// [`PeerRequests::removed_by_peer`]).
+    pub fn removal_proven(group: GroupId, index: u64, peer: NodeId) {
+        if let (index @ 1.., Some(entry)) = (index, PeerRequests::local(group)) {
+            entry.removed_by_peer(index, peer);
+        }
+    }
+
     /// Starts taking a snapshot of `bytes` from the leader.
     pub fn receive_snapshot(
         &self,
