@@ -118,10 +118,10 @@ pub fn local_stages() -> Stages {
 }
 
 /// Everything a thread holds of the shard it runs (its log, its groups, its
-/// stages), out of the thread. A driver that runs the
-/// shards of several members on one thread (the simulator) keeps one per
-/// member and swaps it in around each poll of that member's tasks, so
-/// every member's code finds its own shard. Test tool only (cargo feature
+/// stages), out of the thread. A driver that runs the shards of several
+/// members on one thread (the simulator) keeps one per member and swaps it
+/// in around each poll of that member's tasks, so every member's code finds
+/// its own shard. Test tool only (cargo feature
 /// `testing`): a reactor thread runs one shard for its whole life.
 #[cfg(any(test, feature = "testing"))]
 #[derive(Default)]
