@@ -9,6 +9,11 @@
 //! modules `backup` and `bench` → `rpc` → `shard` → `raft` → `wal` →
 //! `nvme`; `kv` under `shard` and `raft`; `reactor` under `shard`; `config`
 //! plain data at the bottom. Nothing imports `node`.
+//!
+//! Inside the shard layer the files look down too: the files of
+//! `src/shard/` import one another without a circle (the pieces of a group
+//! below the group, the group below the registry, the request handles on
+//! top), and the test says which circle when they do not.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -133,13 +138,19 @@ fn code_only(text: &str) -> String {
 /// The top-level modules `code` names through `crate::`, including every
 /// member of a group (`use crate::{a, b::c}`).
 fn crate_imports(code: &str) -> BTreeSet<String> {
+    names_after(code, "crate::")
+}
+
+/// The first names of the paths that follow `prefix` in `code`, including
+/// every member of a group (`prefix{a, b::c}`). A `prefix` that ends a
+/// longer path (`$crate::`, `nvkv_crate::`, `a::super::`) does not count.
+fn names_after(code: &str, prefix: &str) -> BTreeSet<String> {
     let mut imports = BTreeSet::new();
     let mut rest = code;
-    while let Some(at) = rest.find("crate::") {
+    while let Some(at) = rest.find(prefix) {
         let before = rest[..at].chars().next_back();
-        rest = &rest[at + "crate::".len()..];
-        // `$crate::` and `nvkv_crate::` are not this crate's root.
-        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$') {
+        rest = &rest[at + prefix.len()..];
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$' || c == ':') {
             continue;
         }
         if let Some(group) = rest.strip_prefix('{') {
@@ -166,7 +177,8 @@ fn crate_imports(code: &str) -> BTreeSet<String> {
             }
         } else {
             let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-            if !name.is_empty() {
+            // `super::*` (a test module's) names no sibling.
+            if !name.is_empty() && name != "self" {
                 imports.insert(name);
             }
         }
@@ -275,4 +287,206 @@ fn the_scanner_finds_imports_and_skips_prose() {
     );
     let found: Vec<String> = crate_imports(&code).into_iter().collect();
     assert_eq!(found, ["kv", "nvme", "rpc", "wal"]);
+}
+
+/// `code` without its test modules (`#[cfg(test)] mod name { ... }`): a
+/// test may build a whole group to try one piece of it, and `super::` in a
+/// test module is the file itself. Takes `code_only`'s output, so no brace
+/// hides in a comment or a string.
+fn without_test_modules(code: &str) -> String {
+    let mut kept = String::with_capacity(code.len());
+    let mut rest = code;
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        kept.push_str(&rest[..at]);
+        let after = rest[at + "#[cfg(test)]".len()..].trim_start();
+        let is_module = after.strip_prefix("mod ").is_some_and(|module| {
+            let name_end = module.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(module.len());
+            module[name_end..].trim_start().starts_with('{')
+        });
+        if !is_module {
+            // `#[cfg(test)] mod test_support;` or a test-only item: kept.
+            kept.push_str("#[cfg(test)]");
+            rest = &rest[at + "#[cfg(test)]".len()..];
+            continue;
+        }
+        let open = after.find('{').expect("a module body opens");
+        let mut depth = 0;
+        let mut end = after.len();
+        for (index, c) in after[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = open + index + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &after[end..];
+    }
+    kept.push_str(rest);
+    kept
+}
+
+/// Which files of one module's folder each file imports, by file name
+/// (`mod` for mod.rs): through `super::` and `crate::<module>::` in the
+/// files, and through the names mod.rs re-exports (`pub use group::X`
+/// makes `super::X` an import of group.rs). mod.rs imports the files it
+/// names in paths (`registry::local`) and re-exports, not the ones it only
+/// declares (`pub mod group;`).
+fn file_imports(folder: &Path, module: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut code = BTreeMap::new();
+    for entry in std::fs::read_dir(folder).expect("the module's folder is readable") {
+        let path = entry.expect("a directory entry").path();
+        let Some(name) =
+            path.file_name().and_then(|name| name.to_str()).and_then(|name| name.strip_suffix(".rs"))
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).expect("a readable source file");
+        code.insert(name.to_string(), without_test_modules(&code_only(&text)));
+    }
+    file_graph(&code, module)
+}
+
+/// [`file_imports`] over the code of each file, by file name.
+fn file_graph(code: &BTreeMap<String, String>, module: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let siblings: BTreeSet<&str> = code.keys().map(String::as_str).filter(|name| *name != "mod").collect();
+    // What mod.rs re-exports, by the name it is reached by.
+    let mut exported_by: BTreeMap<String, String> = BTreeMap::new();
+    let root = code.get("mod").map(String::as_str).unwrap_or("");
+    let mut rest = root;
+    while let Some(at) = rest.find("pub use ") {
+        rest = &rest[at + "pub use ".len()..];
+        let statement = &rest[..rest.find(';').unwrap_or(rest.len())];
+        let Some((from, items)) = statement.split_once("::") else { continue };
+        let items = items.trim().trim_start_matches('{').trim_end_matches('}');
+        for item in items.split(',') {
+            let name = item.trim().rsplit("::").next().unwrap_or("").trim();
+            let name = name.rsplit(" as ").next().unwrap_or(name).trim();
+            if !name.is_empty() {
+                exported_by.insert(name.to_string(), from.trim().to_string());
+            }
+        }
+    }
+    let mut graph = BTreeMap::new();
+    for (file, text) in code {
+        let mut imports = BTreeSet::new();
+        if file == "mod" {
+            for sibling in &siblings {
+                let path = format!("{sibling}::");
+                if !names_after(text, &path).is_empty() || names_after(text, "pub use ").contains(*sibling) {
+                    imports.insert(sibling.to_string());
+                }
+            }
+        } else {
+            let mut names = names_after(text, "super::");
+            names.extend(names_after(text, &format!("crate::{module}::")));
+            for name in names {
+                let target = if siblings.contains(name.as_str()) {
+                    name
+                } else {
+                    exported_by.get(&name).cloned().unwrap_or_else(|| "mod".to_string())
+                };
+                if &target != file {
+                    imports.insert(target);
+                }
+            }
+        }
+        graph.insert(file.clone(), imports);
+    }
+    graph
+}
+
+/// A circle of `graph`, as the files in import order with the first again
+/// at the end; `None` when there is none.
+fn find_circle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        file: &str,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|on_path| on_path == file) {
+            let mut circle = path[start..].to_vec();
+            circle.push(file.to_string());
+            return Some(circle);
+        }
+        if done.contains(file) {
+            return None;
+        }
+        path.push(file.to_string());
+        for next in graph.get(file).into_iter().flatten() {
+            if let Some(circle) = visit(graph, next, path, done) {
+                return Some(circle);
+            }
+        }
+        path.pop();
+        done.insert(file.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph.keys().find_map(|file| visit(graph, file, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn the_files_of_the_shard_layer_import_no_circle() {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/shard");
+    let graph = file_imports(&folder, "shard");
+    assert!(graph.len() > 10 && graph.contains_key("group"), "src/shard/ has its files: {graph:?}");
+    if let Some(circle) = find_circle(&graph) {
+        let listing: Vec<String> = graph
+            .iter()
+            .map(|(file, imports)| {
+                format!("  {file} -> {}", imports.iter().cloned().collect::<Vec<_>>().join(", "))
+            })
+            .collect();
+        panic!(
+            "the files of src/shard/ import one another in a circle: {}\n(a piece a group holds takes the \
+             handles it needs instead of the group; what reads the registry sits above it)\nevery file's \
+             imports:\n{}",
+            circle.join(" -> "),
+            listing.join("\n")
+        );
+    }
+}
+
+/// The file graph sees imports through `super::`, the module's path and
+/// mod.rs's re-exports, and skips test modules; the circle finder names the
+/// circle it finds, and finds none where there is none.
+#[test]
+fn the_file_graph_finds_imports_and_circles_and_skips_tests() {
+    let files = [
+        ("mod", "pub mod group;\npub mod registry;\npub use registry::{local, Handle as Other};\nfn r() { answer::x(); }"),
+        ("group", "use super::lease::Deadlines; fn f() { super::Other::new(); }"),
+        ("lease", "use crate::shard::{answer, stages::Stages};\n#[cfg(test)]\nmod tests { use super::*; use crate::shard::group::G; }"),
+        ("registry", "#[cfg(test)]\nuse super::group::ShardGroup;"),
+        ("answer", "// super::group in a comment"),
+        ("stages", "fn g() -> super::ShardReport { todo!() }"),
+    ];
+    let code: BTreeMap<String, String> =
+        files.iter().map(|(file, text)| (file.to_string(), without_test_modules(&code_only(text)))).collect();
+    let graph = file_graph(&code, "shard");
+    let imports = |file: &str| graph[file].iter().cloned().collect::<Vec<_>>();
+    assert_eq!(imports("mod"), ["answer", "registry"]);
+    assert_eq!(imports("group"), ["lease", "registry"], "`Other` is registry's, re-exported");
+    assert_eq!(imports("lease"), ["answer", "stages"], "the test module's import of group does not count");
+    assert_eq!(imports("registry"), ["group"], "a test-only import outside a test module counts");
+    assert!(imports("answer").is_empty());
+    assert_eq!(imports("stages"), ["mod"], "a name mod.rs defines itself is mod.rs's");
+
+    let edges = |pairs: &[(&str, &str)]| {
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (from, to) in pairs {
+            graph.entry(from.to_string()).or_default().insert(to.to_string());
+            graph.entry(to.to_string()).or_default();
+        }
+        graph
+    };
+    let circle = find_circle(&edges(&[("a", "b"), ("b", "c"), ("c", "d"), ("d", "b"), ("e", "a")]));
+    assert_eq!(circle, Some(["b", "c", "d", "b"].map(String::from).to_vec()));
+    assert_eq!(find_circle(&edges(&[("a", "b"), ("b", "c"), ("a", "c"), ("e", "a")])), None);
 }

@@ -34,7 +34,7 @@ use crate::kv::limits::Limits;
 use crate::kv::types::{KeyValue, ResponseOp, TxnResponse};
 use crate::nvkv_capnp::{kv_call, kv_calls, kv_open, kv_opened, kv_replies};
 use crate::shard::requests::Requests;
-use crate::shard::stages::{self, Hop};
+use crate::shard::stages::Hop;
 
 /// The first 8 bytes of a KV stream, from the client and back from the node.
 pub const KV_STREAM_MAGIC: [u8; 8] = *b"nvkvKVS1";
@@ -273,7 +273,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> StreamServer<R, W> {
             return;
         }
         let now = Instant::now();
-        stages::record(|stages| {
+        crate::shard::local_stages().record(|stages| {
             let histogram = stages.hop_mut(Hop::ReplyWritten);
             for answered in self.in_write.drain(..) {
                 histogram.record(now.saturating_duration_since(answered));

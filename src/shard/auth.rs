@@ -110,6 +110,10 @@ impl AuthView {
     }
 }
 
+/// Argon2 hashes or checks running at once on one member, each on a
+/// blocking thread with about 19 MiB of its own (see `super::credentials`).
+pub const PASSWORD_CHECKS_MAX: usize = 2;
+
 /// The users and roles of one member, as group 0 last applied them here.
 #[derive(Debug)]
 pub struct AuthCell {
@@ -138,7 +142,7 @@ impl AuthCell {
         AuthCell {
             version: AtomicU64::new(0),
             view: RwLock::new(Arc::new(AuthView::default())),
-            password_checks: tokio::sync::Semaphore::new(super::credentials::PASSWORD_CHECKS_MAX),
+            password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS_MAX),
             token_ttl,
         }
     }

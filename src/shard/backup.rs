@@ -37,9 +37,9 @@ impl Requests {
         let caller = self.caller.clone();
         on_shard(&self.context, shard, move |groups| async move {
             // A backup holds every key, and the users' password hashes.
-            groups.layout.auth.require_root(&caller, "backups")?;
+            groups.layout().auth.require_root(&caller, "backups")?;
             let entry = group_on(&groups, group)?;
-            super::forward::linearizable(entry.clone(), &groups.leaders).await?;
+            super::forward::linearizable(entry.clone(), groups.leaders()).await?;
             let machine = entry.machine().borrow();
             let store = &machine.state.store;
             Ok(GroupCopy {

@@ -15,7 +15,7 @@ use std::rc::Rc;
 use futures::channel::oneshot;
 
 use super::answer::RequestError;
-use super::group::ShardGroup;
+use crate::raft::RaftGroup;
 
 /// The reads of one group waiting for a barrier.
 #[derive(Default)]
@@ -38,54 +38,51 @@ impl ReadBarrier {
     }
 }
 
-/// Returns once the group of `entry` may serve a linearizable read that
-/// arrived now.
-pub async fn linearizable(entry: Rc<ShardGroup>) -> Result<(), RequestError> {
+/// Returns once the group of `raft` (whose reads wait at `barrier`) may
+/// serve a linearizable read that arrived now.
+pub async fn linearizable(raft: Rc<RaftGroup>, barrier: Rc<ReadBarrier>) -> Result<(), RequestError> {
     let (answer, done) = oneshot::channel();
-    let barrier = &entry.barrier();
     barrier.waiting.borrow_mut().push(answer);
     if !barrier.running.get() {
         barrier.running.set(true);
-        tokio::task::spawn_local(run(entry.clone()));
+        tokio::task::spawn_local(run(raft.clone(), barrier.clone()));
     }
-    let group = entry.raft().group();
+    let group = raft.group();
     done.await.map_err(|_| RequestError::Codec(format!("group {group} dropped a read unanswered")))?
 }
 
-async fn run(entry: Rc<ShardGroup>) {
+async fn run(raft: Rc<RaftGroup>, barrier: Rc<ReadBarrier>) {
     // Let the other reads this reactor turn brought in share the barrier.
     tokio::task::yield_now().await;
     loop {
         // Taken right before the barrier starts: every read taken arrived
         // before it.
-        let reads = std::mem::take(&mut *entry.barrier().waiting.borrow_mut());
+        let reads = std::mem::take(&mut *barrier.waiting.borrow_mut());
         if reads.is_empty() {
             break;
         }
-        let result = entry.raft().ensure_linearizable().await.map_err(RequestError::from);
-        let barrier = &entry.barrier();
+        let result = raft.ensure_linearizable().await.map_err(RequestError::from);
         barrier.barriers.set(barrier.barriers.get() + 1);
         barrier.reads.set(barrier.reads.get() + reads.len() as u64);
         for read in reads {
             let _ = read.send(result.clone());
         }
     }
-    entry.barrier().running.set(false);
+    barrier.running.set(false);
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::shard::test_support::{in_shard, one_group};
 
     #[test]
     fn reads_that_arrive_together_share_one_barrier_and_later_reads_get_a_new_one() {
         in_shard(async {
             let group = one_group().await;
-            let reads = futures::future::join_all((0..32).map(|_| linearizable(group.clone()))).await;
+            let reads = futures::future::join_all((0..32).map(|_| group.linearizable())).await;
             assert!(reads.iter().all(Result::is_ok), "{reads:?}");
             assert_eq!(group.barrier().counts(), (1, 32), "32 reads of one turn share one barrier");
-            linearizable(group.clone()).await.expect("a later read");
+            group.linearizable().await.expect("a later read");
             assert_eq!(group.barrier().counts(), (2, 33), "a read after the barrier ended gets its own");
         });
     }

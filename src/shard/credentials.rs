@@ -20,14 +20,11 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use ring::rand::SecureRandom;
 
 use super::answer::RequestError;
-use super::auth::Caller;
+use super::auth::{Caller, PASSWORD_CHECKS_MAX};
 use super::requests::Requests;
 use crate::kv::auth::{AuthChange, AuthError, AuthState, TOKEN_KEY_BYTES};
 use crate::kv::command::{Command, CommandResponse};
 
-/// Argon2 hashes or checks running at once on one member, each on a
-/// blocking thread with about 19 MiB of its own.
-pub const PASSWORD_CHECKS_MAX: usize = 2;
 /// How long a login waits for a free check before it is refused.
 const PASSWORD_CHECK_WAIT: Duration = Duration::from_secs(5);
 /// Longest password taken.

@@ -11,50 +11,21 @@
 //! that just died, or a member that no longer leads and refused it before
 //! proposing) is sent again to the next leader, within the group's request
 //! timeout (long enough for the group to notice a dead leader and elect
-//! another: about a second by default). The shard does not know how the link travels: the node hands it one that the RPC
-//! layer implements.
+//! another: about a second by default). The link itself is
+//! `super::leader_link`'s.
 
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures::future::LocalBoxFuture;
-
 use super::answer::RequestError;
 use super::group::ShardGroup;
+/// The link is its own file, below the registry that keeps it.
+pub use super::leader_link::LeaderLink;
 use super::lease::{LeaseAnswer, LeaseQuery};
-use crate::raft::{GroupError, GroupId, Member};
-
-/// Carries a follower's requests to the same shard of the leader's member.
-pub trait LeaderLink {
-    /// Has `leader` propose `command` to `group`; answers the store's
-    /// encoded outcome.
-    fn forward_write(
-        &self,
-        group: GroupId,
-        leader: &Member,
-        command: Vec<u8>,
-    ) -> LocalBoxFuture<'static, Result<Vec<u8>, GroupError>>;
-
-    /// Asks `leader` for the read index of `group`.
-    fn read_index(&self, group: GroupId, leader: &Member)
-        -> LocalBoxFuture<'static, Result<u64, GroupError>>;
-
-    /// Asks `leader` about the leases of `group`.
-    fn lease(
-        &self,
-        group: GroupId,
-        leader: &Member,
-        query: LeaseQuery,
-    ) -> LocalBoxFuture<'static, Result<LeaseAnswer, GroupError>>;
-
-    /// Has `leader` apply a membership change to `group`.
-    fn forward_membership(
-        &self,
-        group: GroupId,
-        leader: &Member,
-        change: super::membership::MembershipChange,
-    ) -> LocalBoxFuture<'static, Result<(), GroupError>>;
-}
+use super::registry::local;
+use super::space;
+use super::stages::Hop;
+use crate::raft::GroupError;
 
 /// The pause between two tries, while this member still names the old leader.
 const FORWARD_RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -71,13 +42,13 @@ pub async fn write(
     if entry.raft().leadership().0 {
         // Refused when out of space or over the quota, and waiting while
         // the ring is nearly full, as everywhere a write is proposed.
-        super::space::check_room(&entry, &command)?;
-        if super::space::must_wait() {
-            Box::pin(super::space::admit()).await;
+        entry.alarms().check_room(&command)?;
+        if must_wait() {
+            Box::pin(admit()).await;
         }
         // The proposer answers within the request timeout on its own (see
         // `propose`): the common case pays no timer of its own.
-        return super::propose::propose(entry, command).await;
+        return super::propose::propose(entry.proposing(), command).await;
     }
     // Forwarding, or waiting out an election, is boxed: the common case's
     // future (every put's) then carries none of its state, which is several
@@ -87,17 +58,15 @@ pub async fn write(
         loop {
             let leader = entry.raft().wait_for_leader().await?;
             if leader.id == entry.raft().member() {
-                super::space::check_room(&entry, &command)?;
-                super::space::admit().await;
-                return super::propose::propose(entry, command).await;
+                entry.alarms().check_room(&command)?;
+                admit().await;
+                return super::propose::propose(entry.proposing(), command).await;
             }
             let started = std::time::Instant::now();
             match link.forward_write(entry.raft().group(), &leader, command.clone()).await {
                 Err(GroupError::NotSent { .. }) => tokio::time::sleep(FORWARD_RETRY_PAUSE).await,
                 answer => {
-                    super::stages::record_since(started, |stages| {
-                        stages.hop_mut(super::stages::Hop::Forwarded)
-                    });
+                    entry.stages().record_since(started, |stages| stages.hop_mut(Hop::Forwarded));
                     return Ok(answer?);
                 }
             }
@@ -130,7 +99,7 @@ pub async fn linearizable(entry: Rc<ShardGroup>, link: &Rc<dyn LeaderLink>) -> R
 async fn linearizable_once(entry: Rc<ShardGroup>, link: &Rc<dyn LeaderLink>) -> Result<(), RequestError> {
     let leader = entry.raft().wait_for_leader().await?;
     if leader.id == entry.raft().member() {
-        return super::barrier::linearizable(entry).await;
+        return entry.linearizable().await;
     }
     let index = link.read_index(entry.raft().group(), &leader).await?;
     Ok(entry.raft().wait_applied(index).await?)
@@ -153,7 +122,7 @@ pub async fn leases_at_leader(
             loop {
                 let leader = entry.raft().wait_for_leader().await?;
                 let answer = if leader.id == entry.raft().member() {
-                    super::lease::lease_as_leader(entry.clone(), query.clone()).await
+                    entry.lease_as_leader(query.clone()).await
                 } else {
                     link.lease(entry.raft().group(), &leader, query.clone()).await
                 };
@@ -182,18 +151,31 @@ pub(super) async fn write_as_leader(entry: Rc<ShardGroup>, command: Vec<u8>) -> 
             reason: format!("member {member} does not lead the group; its leader: {known}"),
         });
     }
-    super::space::check_room(&entry, &command)?;
+    entry.alarms().check_room(&command)?;
     // The member that forwarded it waits within its own request timeout;
     // this one never waits longer.
     entry
         .raft()
         .within_request_timeout(async {
-            super::space::admit().await;
+            admit().await;
             Ok::<_, GroupError>(())
         })
         .await?;
-    super::propose::propose(entry, command).await.map_err(|error| match error {
+    super::propose::propose(entry.proposing(), command).await.map_err(|error| match error {
         RequestError::Group(error) => error,
         other => GroupError::Unavailable { group, member, reason: other.to_string() },
     })
+}
+
+/// Whether client writes must wait for this shard's ring now (see
+/// `space::admit`); never off a reactor thread, which has no shard.
+fn must_wait() -> bool {
+    local().is_some_and(|shard| space::must_wait(&shard.log))
+}
+
+/// Returns once this shard's ring has room for client writes (at once off
+/// a reactor thread).
+async fn admit() {
+    let Some(shard) = local() else { return };
+    space::admit(&shard.log).await
 }

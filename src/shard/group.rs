@@ -1,80 +1,31 @@
 //! One Raft group as a shard runs it ([`ShardGroup`]): the group's Raft
-//! instance, its store as the Raft state machine ([`KvMachine`]), and the
-//! pieces the shard keeps beside them (the proposal queue, the read
-//! barrier, lease deadlines, alarms and removal state), and how one group
-//! starts. Which groups a shard runs is `super::registry`'s; what a request
-//! does with a group is its caller's.
+//! instance and its store as the Raft state machine (`super::machine`),
+//! composed with the pieces the shard keeps beside them, each from the
+//! file that owns its rules: the proposal queue (`propose`), the read
+//! barrier (`barrier`), lease deadlines (`lease`), this member's removal
+//! (`membership`), the NOSPACE alarms (`space`) and the wakers of watches
+//! (`watch`). Those pieces take only the handles they need; this file
+//! hands them out. Which groups a shard runs is `super::registry`'s; what
+//! a request does with a group is its caller's.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::Arc;
 
-use super::auth::AuthCell;
+use tokio::time::Instant;
+
+use super::answer::RequestError;
 use super::barrier::ReadBarrier;
 use super::layout::GroupLayout;
-use super::lease::LeaseDeadlines;
-use super::propose::Proposer;
-use super::space::{NoSpace, OverQuota};
+use super::lease::{LeaseAnswer, LeaseDeadlines, LeaseQuery};
+use super::machine::KvMachine;
+use super::membership::{MembershipChange, Removal};
+use super::propose::{Proposer, Proposing};
+use super::space::Alarms;
+use super::stages::Stages;
+use super::watch::{HubWakers, WatchedGroup};
 use crate::kv::group::GroupState;
-use crate::raft::{GroupError, GroupId, GroupStateMachine, PeerTransport, RaftGroup, WalSnapshotStore};
+use crate::raft::{GroupError, GroupId, NodeId, PeerTransport, RaftGroup, WalSnapshotStore};
 use crate::wal::SharedLog;
-
-/// The store of one group as its Raft state machine.
-pub struct KvMachine {
-    group: GroupId,
-    pub state: GroupState,
-    /// Group 0's: where the users and roles it applies are published for
-    /// every shard of this member (see `super::auth`).
-    auth: Option<Arc<AuthCell>>,
-    /// Where each entry is marked applied, once the group runs.
-    timeline: Option<Rc<crate::raft::Timeline>>,
-}
-
-impl KvMachine {
-    fn publish_auth(&self) {
-        if let Some(cell) = &self.auth {
-            let state = self.state.store.auth();
-            // Every change raises the revision, which a group's history
-            // never lowers.
-            if cell.with(|view| view.state.revision() != state.revision()) {
-                cell.publish(state);
-            }
-        }
-    }
-}
-
-impl GroupStateMachine for KvMachine {
-    fn apply(&mut self, index: u64, command: &[u8]) -> Vec<u8> {
-        let started = std::time::Instant::now();
-        match self.state.apply_command(command) {
-            Ok(outcome) => {
-                let finished = std::time::Instant::now();
-                super::stages::record(|stages| stages.apply.record(finished - started));
-                if let Some(timeline) = &self.timeline {
-                    timeline.applied(index, started, finished);
-                }
-                self.publish_auth();
-                outcome
-            }
-            // Every replica applies the same entry: skipping it here would
-            // fork this replica's state from the others'. Stop instead.
-            Err(error) => panic!(
-                "group {} cannot apply entry {index}: {error}; this nvkv cannot serve this log, upgrade it",
-                self.group
-            ),
-        }
-    }
-
-    fn snapshot(&self) -> Vec<u8> {
-        self.state.snapshot()
-    }
-
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
-        self.state.restore(snapshot).map_err(|error| error.to_string())?;
-        self.publish_auth();
-        Ok(())
-    }
-}
 
 /// One group as this shard runs it: its Raft group and store, with the
 /// pieces the shard keeps beside them. The fields are this file's; the
@@ -82,45 +33,39 @@ impl GroupStateMachine for KvMachine {
 /// through the shard's request handles (`super::requests::Requests`,
 /// `super::peer_requests::PeerRequests`).
 pub struct ShardGroup {
-    raft: RaftGroup,
+    raft: Rc<RaftGroup>,
     machine: Rc<RefCell<KvMachine>>,
     /// Client writes on their way into `raft`, batched.
-    proposer: Proposer,
+    proposer: Rc<Proposer>,
     /// Linearizable reads waiting for a shared read barrier.
-    barrier: ReadBarrier,
+    barrier: Rc<ReadBarrier>,
     /// When its leases expire, kept while this member leads the group.
     leases: RefCell<LeaseDeadlines>,
-    /// Whether the refusal of a removed member was logged already: once
-    /// is enough.
-    removal_logged: Cell<bool>,
-    /// The index of a committed membership that leaves this member out, as
-    /// a peer proved it (`RaftGroup::removal_proof`) when this member asked
-    /// for its vote after missing its own removal. Kept in memory only: after
-    /// a restart the next vote it asks for proves it again.
-    removed_at: Cell<Option<u64>>,
-    /// The NOSPACE alarm of the group on this member (see `super::space`).
-    no_space: Cell<Option<NoSpace>>,
-    /// The quota alarm of the group on this member (see `super::space`).
-    over_quota: Cell<Option<OverQuota>>,
+    /// This member's removal from the group, as a peer proved it.
+    removal: Removal,
+    /// The NOSPACE alarms of the group on this member.
+    alarms: Alarms,
+    /// The wakers of the pumps of watches open in the group.
+    hub_wakers: HubWakers,
+    /// The shard's stages, which the group's writes are recorded in.
+    stages: Stages,
 }
 
 impl ShardGroup {
     /// Starts group `group` over `log` for `layout`, talking to peers
-    /// through `transport`, and bootstraps it when it is new.
+    /// through `transport`, recording in the shard's `stages`, and
+    /// bootstraps it when it is new.
     pub(super) async fn start<T: PeerTransport>(
         layout: &GroupLayout,
         group: GroupId,
         log: SharedLog,
         snapshots: Rc<WalSnapshotStore>,
         transport: Rc<T>,
+        stages: Stages,
     ) -> Result<ShardGroup, GroupError> {
         let auth = (group == crate::kv::auth::AUTH_GROUP).then(|| layout.auth.clone());
-        let machine = Rc::new(RefCell::new(KvMachine {
-            group,
-            state: GroupState::hybrid(group, layout.watch),
-            auth,
-            timeline: None,
-        }));
+        let state = GroupState::hybrid(group, layout.watch);
+        let machine = Rc::new(RefCell::new(KvMachine::new(group, state, auth, stages.clone())));
         let raft = RaftGroup::start(
             group,
             layout.member.id,
@@ -131,20 +76,20 @@ impl ShardGroup {
             transport,
         )
         .await?;
-        machine.borrow_mut().timeline = Some(raft.timeline().clone());
+        machine.borrow_mut().set_timeline(raft.timeline().clone());
         if !layout.join {
             raft.bootstrap(&layout.initial_members).await?;
         }
         Ok(ShardGroup {
-            raft,
+            raft: Rc::new(raft),
             machine,
-            proposer: Proposer::new(layout.proposal_queue_bytes_max),
-            barrier: ReadBarrier::new(),
+            proposer: Rc::new(Proposer::new(layout.proposal_queue_bytes_max, stages.clone())),
+            barrier: Rc::new(ReadBarrier::new()),
             leases: RefCell::default(),
-            removal_logged: Cell::new(false),
-            removed_at: Cell::new(None),
-            no_space: Cell::new(None),
-            over_quota: Cell::new(None),
+            removal: Removal::default(),
+            alarms: Alarms::new(group, layout.member.id),
+            hub_wakers: HubWakers::default(),
+            stages,
         })
     }
 
@@ -156,36 +101,94 @@ impl ShardGroup {
         &self.machine
     }
 
+    #[cfg(test)]
     pub(super) fn proposer(&self) -> &Proposer {
         &self.proposer
     }
 
+    /// What proposing to the group takes (see `super::propose::propose`).
+    pub(super) fn proposing(&self) -> Proposing {
+        Proposing::new(self.raft.clone(), self.proposer.clone())
+    }
+
+    #[cfg(test)]
     pub(super) fn barrier(&self) -> &ReadBarrier {
         &self.barrier
+    }
+
+    /// Returns once the group may serve a linearizable read that arrived
+    /// now, where this member leads (see `super::barrier`).
+    pub(super) async fn linearizable(&self) -> Result<(), RequestError> {
+        super::barrier::linearizable(self.raft.clone(), self.barrier.clone()).await
     }
 
     pub(super) fn leases(&self) -> &RefCell<LeaseDeadlines> {
         &self.leases
     }
 
-    pub(super) fn removal_logged(&self) -> &Cell<bool> {
-        &self.removal_logged
+    /// Makes the group's lease deadlines follow this member's leadership,
+    /// and refuses when it does not lead (see `super::lease::lead`).
+    pub(super) fn lead_leases(&self, now: Instant) -> Result<(), GroupError> {
+        super::lease::lead(&self.raft, &self.machine, &self.leases, now)
     }
 
-    pub(super) fn removed_at(&self) -> &Cell<Option<u64>> {
-        &self.removed_at
+    /// Answers `query` about the group's leases if this member leads it
+    /// (see `super::lease::lease_as_leader`).
+    pub(super) async fn lease_as_leader(&self, query: LeaseQuery) -> Result<LeaseAnswer, GroupError> {
+        super::lease::lease_as_leader(&self.raft, &self.machine, &self.leases, query).await
     }
 
-    pub(super) fn no_space(&self) -> &Cell<Option<NoSpace>> {
-        &self.no_space
+    /// Applies a membership change if this member leads the group.
+    pub(super) async fn change_as_leader(&self, change: MembershipChange) -> Result<(), GroupError> {
+        super::membership::change_as_leader(&self.raft, change).await
     }
 
-    pub(super) fn over_quota(&self) -> &Cell<Option<OverQuota>> {
-        &self.over_quota
+    #[cfg(test)]
+    pub(super) fn removal(&self) -> &Removal {
+        &self.removal
+    }
+
+    /// Refuses client requests where this member is not (or no longer) in
+    /// the group (see `super::membership::check_serving`).
+    pub(super) fn check_serving(&self, shard: usize) -> Result<(), RequestError> {
+        super::membership::check_serving(&self.raft, &self.removal, shard)
+    }
+
+    /// Takes `peer`'s proof that this member was removed from the group at
+    /// log index `index` (see `super::membership::removed_by_peer`).
+    pub(super) fn removed_by_peer(&self, index: u64, peer: NodeId) {
+        super::membership::removed_by_peer(&self.raft, &self.removal, index, peer)
+    }
+
+    pub(super) fn alarms(&self) -> &Alarms {
+        &self.alarms
+    }
+
+    pub(super) fn stages(&self) -> &Stages {
+        &self.stages
     }
 
     /// Whether the group refuses writes that add data here (NOSPACE).
     pub fn alarmed(&self) -> bool {
-        self.no_space.get().is_some() || self.over_quota.get().is_some()
+        self.alarms.raised()
+    }
+}
+
+impl WatchedGroup for ShardGroup {
+    fn group(&self) -> GroupId {
+        self.raft.group()
+    }
+
+    fn with_state<R>(&self, work: impl FnOnce(&mut GroupState) -> R) -> R {
+        work(&mut self.machine.borrow_mut().state)
+    }
+
+    fn term_and_member(&self) -> (u64, NodeId) {
+        let metrics = self.raft.metrics();
+        (metrics.term, metrics.member)
+    }
+
+    fn hub_wakers(&self) -> &HubWakers {
+        &self.hub_wakers
     }
 }

@@ -30,7 +30,7 @@ pub struct GroupLayout {
     /// (`store.proposal_queue_bytes_max`); past it writes wait for room.
     pub proposal_queue_bytes_max: usize,
     /// When groups snapshot, purge and compact (see `super::snapshots`).
-    pub snapshots: super::snapshots::SnapshotPolicy,
+    pub snapshots: SnapshotPolicy,
     /// The users and roles every shard of this member checks requests
     /// against, as group 0 publishes them.
     pub auth: Arc<AuthCell>,
@@ -51,4 +51,17 @@ impl GroupLayout {
     pub fn shard_of(&self, group: GroupId) -> usize {
         group as usize % self.shards
     }
+}
+
+/// When the groups of a shard snapshot and compact (see `super::snapshots`,
+/// whose task follows it).
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotPolicy {
+    /// Entries applied since the last snapshot that make one due.
+    pub every_entries: u64,
+    /// Ring bytes a group's entries may take before a snapshot is due.
+    pub after_bytes: u64,
+    /// Revisions a leader keeps at most when it compacts for room (0: it
+    /// never compacts on its own).
+    pub compact_keep_revisions: u64,
 }

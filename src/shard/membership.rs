@@ -6,28 +6,26 @@
 //!
 //! Groups change one after the other, and each change is idempotent: a
 //! change that failed part way (a leader lost, a timeout) is finished by
-//! running it again. This module never touches another shard's groups
-//! except through `on_shard`.
+//! running it again. The request handle's call
+//! (`super::requests::Requests::change_membership`) goes through the groups;
+//! this module has what one group does: the leader's side of a change, and
+//! this member's standing in the group ([`Removal`]). It never looks up a
+//! group or a shard.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 
 use super::answer::RequestError;
-use super::group::ShardGroup;
-use super::registry::on_shard;
-use super::requests::Requests;
-use crate::raft::{GroupError, GroupId, Member, NodeId};
+use super::layout::GroupLayout;
+use crate::raft::{GroupError, Member, NodeId, RaftGroup};
 
 /// How many entries a learner may miss and still be promoted. A learner
 /// further behind would make the group wait for it to catch up before the
 /// new quorum commits anything; under steady writes a caught-up learner
 /// trails by a few batches.
 pub const PROMOTE_LAG_ENTRIES_MAX: u64 = 256;
-
-/// How often a change is retried on a group whose leader moved under it.
-const LEADER_ATTEMPTS: usize = 3;
 
 /// One membership change, as sent to a group's leader.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,89 +39,63 @@ pub enum MembershipChange {
 }
 
 /// The leader's side of a change: applies it if this member leads the
-/// group (openraft answers notLeader otherwise).
-pub(super) async fn change_as_leader(
-    entry: Rc<ShardGroup>,
-    change: MembershipChange,
-) -> Result<(), GroupError> {
+/// group of `raft` (openraft answers notLeader otherwise).
+pub async fn change_as_leader(raft: &RaftGroup, change: MembershipChange) -> Result<(), GroupError> {
     match change {
-        MembershipChange::AddLearner(member) => entry.raft().add_learner_once(member).await,
-        MembershipChange::Promote(learner) => entry.raft().promote(learner, PROMOTE_LAG_ENTRIES_MAX).await,
-        MembershipChange::Remove(member) => entry.raft().remove(member).await,
+        MembershipChange::AddLearner(member) => raft.add_learner_once(member).await,
+        MembershipChange::Promote(learner) => raft.promote(learner, PROMOTE_LAG_ENTRIES_MAX).await,
+        MembershipChange::Remove(member) => raft.remove(member).await,
     }
 }
 
-/// Applies `change` to `group` (on this shard) through its leader.
-async fn change_here(
-    groups: Rc<super::registry::ShardGroups>,
-    group: GroupId,
-    change: MembershipChange,
-) -> Result<(), RequestError> {
-    let entry = super::registry::group_entry(&groups, group)?;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let leader = entry.raft().wait_for_leader().await?;
-        let outcome = if leader.id == entry.raft().member() {
-            change_as_leader(entry.clone(), change.clone()).await
-        } else {
-            groups.leaders.forward_membership(group, &leader, change.clone()).await
-        };
-        match outcome {
-            Err(GroupError::NotLeader { .. }) if attempt < LEADER_ATTEMPTS => {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            outcome => return Ok(outcome?),
-        }
-    }
+/// What this member knows of its removal from one group beyond its own
+/// log: a peer's proof, and whether the refusal was logged.
+#[derive(Debug, Default)]
+pub struct Removal {
+    /// Whether the refusal of a removed member was logged already: once
+    /// is enough.
+    logged: Cell<bool>,
+    /// The index of a committed membership that leaves this member out, as
+    /// a peer proved it (`RaftGroup::removal_proof`) when this member asked
+    /// for its vote after missing its own removal. Kept in memory only: after
+    /// a restart the next vote it asks for proves it again.
+    at: Cell<Option<u64>>,
 }
 
-impl Requests {
-    /// Applies `change` to every group of the cluster, in group order;
-    /// returns how many groups there are. Stops at the first group that
-    /// refuses, naming it: the groups before it changed, and running the
-    /// same change again finishes the rest.
-    pub async fn change_membership(&self, change: MembershipChange) -> Result<u32, RequestError> {
-        for group in 0..self.layout.groups() {
-            let (change, caller) = (change.clone(), self.caller.clone());
-            on_shard(&self.context, self.layout.shard_of(group), move |groups| async move {
-                groups.layout.auth.require_root(&caller, "membership changes")?;
-                change_here(groups, group, change).await
-            })
-            .await?;
-        }
-        Ok(self.layout.groups())
+impl Removal {
+    /// The index of the membership a peer proved this member's removal at.
+    pub fn proven_at(&self) -> Option<u64> {
+        self.at.get()
     }
 }
 
 /// Refuses client requests on a member that is not (or no longer) in the
-/// group's membership: a removed member stops serving, and a joining one
+/// membership of `raft`'s group (on `shard`), as it stands and as peers
+/// proved it (`removal`): a removed member stops serving, and a joining one
 /// serves once it was added.
-pub(super) fn check_serving(entry: &ShardGroup, shard: usize) -> Result<(), RequestError> {
-    let (group, member) = (entry.raft().group(), entry.raft().member());
-    let standing = entry.raft().standing(member);
-    if let Some(index) = entry.removed_at().get() {
+pub fn check_serving(raft: &RaftGroup, removal: &Removal, shard: usize) -> Result<(), RequestError> {
+    let (group, member) = (raft.group(), raft.member());
+    let standing = raft.standing(member);
+    if let Some(index) = removal.at.get() {
         // A peer's proof counts until this member's own membership is newer
         // and names it again: it was added back (a member that rejoins is
         // told of its removal while it waits to be added, and may lead the
         // group afterwards, its lease expiries and every request refused).
         let named = matches!(standing, crate::raft::Standing::Voter | crate::raft::Standing::Learner);
-        if !named || entry.raft().membership_index() <= index {
+        if !named || raft.membership_index() <= index {
             return Err(RequestError::Removed { member, group });
         }
-        entry.removed_at().set(None);
-        entry.removal_logged().set(false);
+        removal.at.set(None);
+        removal.logged.set(false);
         tracing::info!(member, group, "this member was added back to group {group}: it serves again");
     }
     match standing {
         crate::raft::Standing::Voter | crate::raft::Standing::Learner => Ok(()),
         // openraft has not loaded the membership from the log yet.
-        crate::raft::Standing::Unconfigured if entry.raft().has_state() => {
-            Err(RequestError::Starting { shard })
-        }
+        crate::raft::Standing::Unconfigured if raft.has_state() => Err(RequestError::Starting { shard }),
         crate::raft::Standing::Unconfigured => Err(RequestError::Joining { member, group }),
         crate::raft::Standing::Leaving | crate::raft::Standing::Absent => {
-            if !entry.removal_logged().replace(true) {
+            if !removal.logged.replace(true) {
                 tracing::warn!(
                     member,
                     group,
@@ -141,18 +113,18 @@ pub(super) fn check_serving(entry: &ShardGroup, shard: usize) -> Result<(), Requ
 /// it again, as when it was added back and caught up). From then on the
 /// group refuses client requests here, as on a member that applied its
 /// removal.
-pub(super) fn removed_by_peer(entry: &ShardGroup, index: u64, peer: crate::raft::NodeId) {
-    if index <= entry.raft().membership_index() || entry.removed_at().get().is_some() {
+pub fn removed_by_peer(raft: &RaftGroup, removal: &Removal, index: u64, peer: NodeId) {
+    if index <= raft.membership_index() || removal.at.get().is_some() {
         return;
     }
-    entry.removed_at().set(Some(index));
-    entry.removal_logged().set(true);
+    removal.at.set(Some(index));
+    removal.logged.set(true);
     tracing::warn!(
-        member = entry.raft().member(),
-        group = entry.raft().group(),
+        member = raft.member(),
+        group = raft.group(),
         "member {peer} applied a membership (log index {index}) that no longer names this member: it was \
          removed from group {} while away, and refuses client requests from now on",
-        entry.raft().group()
+        raft.group()
     );
 }
 
@@ -164,9 +136,9 @@ pub(super) fn removed_by_peer(entry: &ShardGroup, index: u64, peer: crate::raft:
 /// no longer describes the cluster, and a member set up from it would not
 /// be either), and join mode on a member that was added already (only a new
 /// data directory reads it).
-pub(super) fn report_config_against_cluster(layout: &super::layout::GroupLayout, group: &ShardGroup) {
+pub fn report_config_against_cluster(layout: &GroupLayout, group: &RaftGroup) {
     let me = &layout.member;
-    if !group.raft().has_state() {
+    if !group.has_state() {
         if layout.join {
             tracing::info!(
                 "join mode (cluster.join = true): waiting to be added to the cluster; on a member of it, run \
@@ -181,7 +153,7 @@ pub(super) fn report_config_against_cluster(layout: &super::layout::GroupLayout,
         }
         return;
     }
-    let metrics = group.raft().metrics();
+    let metrics = group.metrics();
     if metrics.members.is_empty() {
         return;
     }
@@ -218,7 +190,7 @@ pub(super) fn report_config_against_cluster(layout: &super::layout::GroupLayout,
          membership at log index {}): after `nvkv member add`, `promote` or `remove`, list the cluster's \
          members in cluster.members of every member's config (docs/cluster.md, \"After a membership change\")",
         listed(&cluster),
-        group.raft().membership_index()
+        group.membership_index()
     );
 }
 
@@ -235,10 +207,10 @@ mod tests {
     fn a_member_told_of_its_removal_serves_again_once_added_back() {
         in_shard(async {
             let entry = one_group().await;
-            check_serving(&entry, 0).expect("a voter serves");
+            entry.check_serving(0).expect("a voter serves");
             let proof = entry.raft().membership_index() + 1;
-            removed_by_peer(&entry, proof, 9);
-            let refused = check_serving(&entry, 0);
+            entry.removed_by_peer(proof, 9);
+            let refused = entry.check_serving(0);
             assert!(matches!(refused, Err(RequestError::Removed { .. })), "{refused:?}");
             for learner in [9, 10] {
                 entry
@@ -248,10 +220,10 @@ mod tests {
                     .expect("a learner is added");
             }
             assert!(entry.raft().membership_index() > proof);
-            check_serving(&entry, 0).expect("added back: it serves again");
-            assert_eq!(entry.removed_at().get(), None);
-            removed_by_peer(&entry, proof, 9);
-            check_serving(&entry, 0).expect("an older proof than its own membership does not count");
+            entry.check_serving(0).expect("added back: it serves again");
+            assert_eq!(entry.removal().proven_at(), None);
+            entry.removed_by_peer(proof, 9);
+            entry.check_serving(0).expect("an older proof than its own membership does not count");
         });
     }
 }

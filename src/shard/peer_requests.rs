@@ -51,6 +51,16 @@ impl PeerRequests {
         self.entry.raft().handle_vote(request).await
     }
 
+    /// Takes a voter's answer to this member's vote request in `group`:
+    /// `index`, the removal proof `peer` answered with (0: none), makes the
+    /// group refuse client requests on this thread's shard from now on (see
+    /// [`PeerRequests::removed_by_peer`]).
+    pub fn removal_proven(group: GroupId, index: u64, peer: NodeId) {
+        if let (index @ 1.., Some(entry)) = (index, PeerRequests::local(group)) {
+            entry.removed_by_peer(index, peer);
+        }
+    }
+
     /// Starts taking a snapshot of `bytes` from the leader.
     pub fn receive_snapshot(
         &self,
@@ -81,18 +91,18 @@ impl PeerRequests {
 
     /// A lease request a follower forwarded, served here as the leader.
     pub async fn lease_as_leader(&self, query: LeaseQuery) -> Result<LeaseAnswer, GroupError> {
-        super::lease::lease_as_leader(self.entry.clone(), query).await
+        self.entry.lease_as_leader(query).await
     }
 
     /// A membership change a member forwarded, made here as the leader.
     pub async fn change_as_leader(&self, change: MembershipChange) -> Result<(), GroupError> {
-        super::membership::change_as_leader(self.entry.clone(), change).await
+        self.entry.change_as_leader(change).await
     }
 
     /// Notes that `peer` proved this member was removed from the group at
     /// log index `index` (its answer to this member's vote request).
     pub fn removed_by_peer(&self, index: u64, peer: NodeId) {
-        super::membership::removed_by_peer(&self.entry, index, peer)
+        self.entry.removed_by_peer(index, peer)
     }
 
     /// The group's Raft metrics as this member sees them.

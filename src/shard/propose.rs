@@ -40,10 +40,9 @@ use futures::channel::oneshot;
 use tokio::time::Instant;
 
 use super::answer::RequestError;
-use super::group::ShardGroup;
-use super::stages;
+use super::stages::Stages;
 use crate::kv::command::{batch_overhead_bytes, encode_batch, split_batch_outcome};
-use crate::raft::WritePath;
+use crate::raft::{RaftGroup, WritePath};
 
 /// How many proposals of one group may be in flight at once. Two keep the
 /// log busy (one entry is written while the next is gathered) without
@@ -96,6 +95,34 @@ struct Waiting {
     answer: oneshot::Sender<Result<Vec<u8>, RequestError>>,
 }
 
+/// What proposing to one group takes: its Raft handle and its proposal
+/// queue. The group composes it (`ShardGroup::proposing`); a clone is two
+/// reference counts.
+#[derive(Clone)]
+pub struct Proposing {
+    raft: Rc<RaftGroup>,
+    proposer: Rc<Proposer>,
+}
+
+impl Proposing {
+    pub fn new(raft: Rc<RaftGroup>, proposer: Rc<Proposer>) -> Proposing {
+        Proposing { raft, proposer }
+    }
+
+    fn raft(&self) -> &RaftGroup {
+        &self.raft
+    }
+
+    fn proposer(&self) -> &Proposer {
+        &self.proposer
+    }
+
+    /// The shard's stages, where proposals are recorded.
+    pub fn stages(&self) -> &Stages {
+        &self.proposer.stages
+    }
+}
+
 /// The proposal queue of one group.
 pub struct Proposer {
     waiting: RefCell<VecDeque<Waiting>>,
@@ -112,11 +139,14 @@ pub struct Proposer {
     next_ticket: Cell<u64>,
     serving: Cell<u64>,
     abandoned: RefCell<std::collections::BTreeSet<u64>>,
+    /// The shard's stages, where proposals are recorded.
+    stages: Stages,
 }
 
 impl Proposer {
-    /// A queue that holds at most `bytes_max` bytes of waiting commands.
-    pub fn new(bytes_max: usize) -> Proposer {
+    /// A queue that holds at most `bytes_max` bytes of waiting commands,
+    /// recording its proposals in `stages`.
+    pub fn new(bytes_max: usize, stages: Stages) -> Proposer {
         Proposer {
             waiting: RefCell::default(),
             in_flight: Cell::new(0),
@@ -126,6 +156,7 @@ impl Proposer {
             next_ticket: Cell::new(0),
             serving: Cell::new(0),
             abandoned: RefCell::default(),
+            stages,
         }
     }
 
@@ -212,7 +243,7 @@ impl Proposer {
 
 /// Proposes `command` to the group of `entry` (on this shard) and returns
 /// its encoded outcome once applied.
-pub async fn propose(entry: Rc<ShardGroup>, command: Vec<u8>) -> Result<Vec<u8>, RequestError> {
+pub async fn propose(entry: Proposing, command: Vec<u8>) -> Result<Vec<u8>, RequestError> {
     // The shard's load, also for writes that came from another shard.
     let _counted = crate::reactor::work_in_flight(1);
     let (answer, outcome) = oneshot::channel();
@@ -233,10 +264,10 @@ pub async fn propose(entry: Rc<ShardGroup>, command: Vec<u8>) -> Result<Vec<u8>,
 /// Waits for this write's turn among the held-back ones and for `bytes`
 /// more to fit the group's queue, or refuses the write as timed out once
 /// it waited out its request timeout since `since`.
-async fn wait_for_room(entry: &ShardGroup, bytes: usize, since: Instant) -> Result<(), RequestError> {
+async fn wait_for_room(entry: &Proposing, bytes: usize, since: Instant) -> Result<(), RequestError> {
     let proposer = &entry.proposer();
     let deadline = since + entry.raft().request_timeout();
-    stages::record(|stages| stages.proposals_held_back += 1);
+    entry.stages().record(|stages| stages.proposals_held_back += 1);
     let ticket = proposer.next_ticket.get();
     proposer.next_ticket.set(ticket + 1);
     loop {
@@ -262,7 +293,7 @@ async fn wait_for_room(entry: &ShardGroup, bytes: usize, since: Instant) -> Resu
 /// after the tasks already woken when it was spawned (every connection
 /// whose bytes the same poll of the sockets brought): their writes join
 /// the first batch without the drain waiting a reactor turn for them.
-async fn drain(entry: Rc<ShardGroup>) {
+async fn drain(entry: Proposing) {
     let timeout = entry.raft().request_timeout();
     loop {
         let mut batch = entry.proposer().take(entry.raft().command_bytes_max());
@@ -281,7 +312,7 @@ async fn drain(entry: Rc<ShardGroup>) {
             batch = on_time;
         }
         let Some(deadline) = batch.iter().map(|waiting| waiting.since + timeout).min() else { continue };
-        stages::record(|stages| {
+        entry.stages().record(|stages| {
             for waiting in &batch {
                 stages.proposal_wait.record(taken - waiting.since);
             }
@@ -290,7 +321,7 @@ async fn drain(entry: Rc<ShardGroup>) {
         });
         let commands = batch.iter_mut().map(|waiting| std::mem::take(&mut waiting.command)).collect();
         let outcomes = propose_batch(&entry, commands, taken, deadline).await;
-        stages::record(|stages| {
+        entry.stages().record(|stages| {
             stages.raft.record(taken.elapsed());
             if let Ok((_, path)) = &outcomes {
                 stages.record_path(path);
@@ -316,7 +347,7 @@ async fn drain(entry: Rc<ShardGroup>) {
 /// at `deadline`: the command itself when alone, else a batch. Answers each
 /// command's outcome, and the entry's way.
 async fn propose_batch(
-    entry: &ShardGroup,
+    entry: &Proposing,
     mut commands: Vec<Vec<u8>>,
     proposed: Instant,
     deadline: Instant,
@@ -359,10 +390,10 @@ mod tests {
     fn writes_that_arrive_together_share_proposals_and_each_gets_its_own_revision() {
         in_shard(async {
             let group = one_group().await;
-            let before = stages::snapshot();
+            let before = group.stages().snapshot();
             const WRITES: usize = 64;
             let answers =
-                futures::future::join_all((0..WRITES).map(|key| propose(group.clone(), put(key)))).await;
+                futures::future::join_all((0..WRITES).map(|key| propose(group.proposing(), put(key)))).await;
             let mut revisions: Vec<i64> = answers
                 .into_iter()
                 .map(|answer| match decode_outcome(&answer.expect("the write applies")).expect("decodes") {
@@ -373,7 +404,7 @@ mod tests {
             revisions.sort();
             revisions.dedup();
             assert_eq!(revisions.len(), WRITES, "every write has a revision of its own");
-            let after = stages::snapshot();
+            let after = group.stages().snapshot();
             let proposals = after.proposals - before.proposals;
             assert_eq!(after.proposed_commands - before.proposed_commands, WRITES as u64);
             assert!(
@@ -405,7 +436,7 @@ mod tests {
             });
             let keys = group.machine().borrow().state.store.keys_with_history();
             group.proposer().in_flight.set(1);
-            drain(group.clone()).await;
+            drain(group.proposing()).await;
             let refused = late_answer.await.expect("answered");
             assert!(
                 matches!(refused, Err(RequestError::Group(crate::raft::GroupError::Timeout { .. }))),
@@ -430,7 +461,7 @@ mod tests {
             let group = one_group().await;
             tokio::time::pause();
             tokio::time::advance(group.raft().request_timeout() * 3).await;
-            let answer = propose(group.clone(), put(1)).await;
+            let answer = propose(group.proposing(), put(1)).await;
             let outcome = decode_outcome(&answer.expect("the write applies within its timeout"));
             assert!(matches!(outcome, Ok(Ok(CommandResponse::Put(_)))), "{outcome:?}");
         });
@@ -438,7 +469,7 @@ mod tests {
 
     #[test]
     fn a_batch_stops_at_the_largest_entry() {
-        let proposer = Proposer::new(usize::MAX);
+        let proposer = Proposer::new(usize::MAX, Stages::default());
         for _ in 0..10 {
             let (answer, _) = oneshot::channel();
             proposer.push(Waiting { command: vec![0; 100], since: Instant::now(), source: None, answer });
@@ -473,7 +504,7 @@ mod tests {
     /// their order.
     #[test]
     fn a_source_with_a_backlog_takes_only_its_share_of_a_batch_while_others_wait() {
-        let proposer = Proposer::new(usize::MAX);
+        let proposer = Proposer::new(usize::MAX, Stages::default());
         queue(&proposer, Some(1), 200, 100);
         queue(&proposer, Some(2), 1, 100);
         queue(&proposer, None, 3, 100);
@@ -495,7 +526,7 @@ mod tests {
     /// their byte share, and the first always goes.
     #[test]
     fn a_source_of_large_writes_takes_its_share_of_a_batch_in_bytes() {
-        let proposer = Proposer::new(usize::MAX);
+        let proposer = Proposer::new(usize::MAX, Stages::default());
         let large = 64 << 10;
         queue(&proposer, Some(1), 10, large);
         queue(&proposer, Some(2), 1, 100);
@@ -503,7 +534,7 @@ mod tests {
         let from_one = first.iter().filter(|(source, _)| *source == Some(1)).count();
         assert_eq!(from_one, SOURCE_BATCH_BYTES_MAX / large, "{first:?}");
         assert!(first.contains(&(Some(2), 0)), "{first:?}");
-        let proposer = Proposer::new(usize::MAX);
+        let proposer = Proposer::new(usize::MAX, Stages::default());
         queue(&proposer, Some(1), 2, SOURCE_BATCH_BYTES_MAX * 2);
         queue(&proposer, Some(2), 1, 100);
         assert_eq!(
@@ -535,10 +566,10 @@ mod tests {
         in_shard(async {
             let bound = 2 * put(0).len();
             let group = one_group_with(|layout| layout.proposal_queue_bytes_max = bound).await;
-            let before = stages::snapshot();
+            let before = group.stages().snapshot();
             const WRITES: usize = 40;
             let answers =
-                futures::future::join_all((0..WRITES).map(|key| propose(group.clone(), put(key)))).await;
+                futures::future::join_all((0..WRITES).map(|key| propose(group.proposing(), put(key)))).await;
             let revisions: Vec<i64> = answers
                 .into_iter()
                 .map(|answer| match decode_outcome(&answer.expect("the write applies")).expect("decodes") {
@@ -547,7 +578,7 @@ mod tests {
                 })
                 .collect();
             assert!(revisions.windows(2).all(|pair| pair[0] < pair[1]), "applied in order: {revisions:?}");
-            let after = stages::snapshot();
+            let after = group.stages().snapshot();
             assert_eq!(after.proposed_commands - before.proposed_commands, WRITES as u64);
             assert!(
                 after.proposals_held_back - before.proposals_held_back

@@ -1,7 +1,10 @@
 //! The registry of what a reactor thread runs of its shard: the groups it
 //! serves ([`ShardGroups`], found through one thread-local), how work
 //! reaches the shard that owns a group ([`on_shard`], [`on_every_shard`]),
-//! and the reports read from every group this thread runs.
+//! and the reports read from every group this thread runs. The one
+//! thread-local of the shard layer is here ([`ShardState`], the groups, the
+//! stages); the pieces below a group never look it up: they get the
+//! handles they need when their group starts.
 //!
 //! Group g lives on shard `g mod shards` on every node. Everything here runs
 //! on reactor threads; only plain data crosses between shards.
@@ -13,15 +16,56 @@ use std::rc::Rc;
 use super::answer::RequestError;
 use super::group::ShardGroup;
 use super::layout::GroupLayout;
+use super::leader_link::LeaderLink;
+use super::report::{GroupReport, MemberProgress, MembershipEntry};
+use super::stages::Stages;
 use crate::raft::{GroupId, NodeId};
 use crate::reactor::ReactorContext;
+use crate::wal::SharedLog;
 
-/// What this thread's shard serves: its groups, once started.
+/// What the tasks of one reactor thread reach of their shard, without a
+/// lock: set once by the shard's driver factory on its own thread.
+#[derive(Clone)]
+pub struct ShardState {
+    pub shard: usize,
+    pub core: usize,
+    pub log: SharedLog,
+}
+
+/// What this thread's shard serves: its groups, once started. The fields
+/// are this file's: the shard's tasks read them through the methods below.
 pub struct ShardGroups {
-    pub layout: GroupLayout,
-    pub groups: RefCell<Option<BTreeMap<GroupId, Rc<ShardGroup>>>>,
+    layout: GroupLayout,
+    groups: RefCell<Option<BTreeMap<GroupId, Rc<ShardGroup>>>>,
     /// Where writes and linearizable reads go when another member leads.
-    pub leaders: Rc<dyn super::forward::LeaderLink>,
+    leaders: Rc<dyn LeaderLink>,
+}
+
+impl ShardGroups {
+    /// The groups of a shard laid out by `layout`, not started yet.
+    pub(super) fn new(layout: GroupLayout, leaders: Rc<dyn LeaderLink>) -> ShardGroups {
+        ShardGroups { layout, groups: RefCell::new(None), leaders }
+    }
+
+    pub(super) fn layout(&self) -> &GroupLayout {
+        &self.layout
+    }
+
+    /// Where requests go that another member's leader must serve.
+    pub(super) fn leaders(&self) -> &Rc<dyn LeaderLink> {
+        &self.leaders
+    }
+
+    /// The shard's groups have started: from now on they serve.
+    pub(super) fn set_started(&self, groups: BTreeMap<GroupId, Rc<ShardGroup>>) {
+        *self.groups.borrow_mut() = Some(groups);
+    }
+
+    /// Every group of the shard, in group order; `None` while they start.
+    /// A copy: the caller may await while it goes through them.
+    pub(super) fn started(&self) -> Option<Vec<Rc<ShardGroup>>> {
+        self.groups.borrow().as_ref().map(|map| map.values().cloned().collect())
+    }
 }
 
 /// Everything a reactor thread holds of the shard it runs, in the one
@@ -29,28 +73,26 @@ pub struct ShardGroups {
 /// borrow of one (a stage recorded while a group is read) never conflicts
 /// with another.
 struct ThisThread {
-    state: RefCell<Option<super::ShardState>>,
+    state: RefCell<Option<ShardState>>,
     groups: RefCell<Option<Rc<ShardGroups>>>,
-    watch_wakers: RefCell<super::watch::GroupWakers>,
-    stages: RefCell<super::stages::ShardStages>,
+    stages: RefCell<Stages>,
 }
 
 thread_local! {
     static THIS_THREAD: ThisThread = ThisThread {
         state: RefCell::new(None),
         groups: RefCell::new(None),
-        watch_wakers: RefCell::new(BTreeMap::new()),
-        stages: RefCell::new(super::stages::ShardStages::default()),
+        stages: RefCell::new(Stages::default()),
     };
 }
 
 /// Makes `state` this thread's shard. Called once per reactor thread.
-pub fn set_local(state: super::ShardState) {
+pub fn set_local(state: ShardState) {
     THIS_THREAD.with(|this| *this.state.borrow_mut() = Some(state));
 }
 
 /// This thread's shard, if this is a reactor thread with one.
-pub fn local() -> Option<super::ShardState> {
+pub fn local() -> Option<ShardState> {
     THIS_THREAD.with(|this| this.state.borrow().clone())
 }
 
@@ -68,29 +110,25 @@ pub(super) fn local_groups(shard: usize) -> Result<Rc<ShardGroups>, RequestError
     this_thread_groups().ok_or(RequestError::Starting { shard })
 }
 
-/// Runs `use_wakers` on this thread's watch wakers (see `super::watch`).
-pub(super) fn with_watch_wakers<T>(use_wakers: impl FnOnce(&mut super::watch::GroupWakers) -> T) -> T {
-    THIS_THREAD.with(|this| use_wakers(&mut this.watch_wakers.borrow_mut()))
-}
-
-/// Runs `use_stages` on this thread's stages (see `super::stages`).
-pub(super) fn with_stages<T>(use_stages: impl FnOnce(&mut super::stages::ShardStages) -> T) -> T {
-    THIS_THREAD.with(|this| use_stages(&mut this.stages.borrow_mut()))
+/// This thread's stages (see `super::stages`): its groups record into them
+/// through the handle they got when they started; the request handle and
+/// the RPC layer's connections through this.
+pub fn local_stages() -> Stages {
+    THIS_THREAD.with(|this| this.stages.borrow().clone())
 }
 
 /// Everything a thread holds of the shard it runs (its log, its groups, its
-/// watches' wakers, its stages), out of the thread. A driver that runs the
-/// shards of several members on one thread (the simulator) keeps one per
-/// member and swaps it in around each poll of that member's tasks, so
-/// every member's code finds its own shard. Test tool only (cargo feature
+/// stages), out of the thread. A driver that runs the shards of several
+/// members on one thread (the simulator) keeps one per member and swaps it
+/// in around each poll of that member's tasks, so every member's code finds
+/// its own shard. Test tool only (cargo feature
 /// `testing`): a reactor thread runs one shard for its whole life.
 #[cfg(any(test, feature = "testing"))]
 #[derive(Default)]
 pub struct ThreadShard {
-    state: Option<super::ShardState>,
+    state: Option<ShardState>,
     groups: Option<Rc<ShardGroups>>,
-    watch_wakers: super::watch::GroupWakers,
-    stages: super::stages::ShardStages,
+    stages: Stages,
 }
 
 #[cfg(any(test, feature = "testing"))]
@@ -100,7 +138,6 @@ impl ThreadShard {
         THIS_THREAD.with(|this| {
             std::mem::swap(&mut *this.state.borrow_mut(), &mut self.state);
             std::mem::swap(&mut *this.groups.borrow_mut(), &mut self.groups);
-            std::mem::swap(&mut *this.watch_wakers.borrow_mut(), &mut self.watch_wakers);
             std::mem::swap(&mut *this.stages.borrow_mut(), &mut self.stages);
         });
     }
@@ -169,10 +206,10 @@ pub async fn on_every_shard<T: Send + 'static>(
 }
 
 /// The group a client request goes to, once this member may serve it (see
-/// [`super::membership::check_serving`]).
+/// `super::membership::check_serving`).
 pub(super) fn group_on(groups: &ShardGroups, group: GroupId) -> Result<Rc<ShardGroup>, RequestError> {
     let entry = group_entry(groups, group)?;
-    super::membership::check_serving(&entry, groups.layout.shard_of(group))?;
+    entry.check_serving(groups.layout.shard_of(group))?;
     Ok(entry)
 }
 
@@ -186,12 +223,12 @@ pub(super) fn group_entry(groups: &ShardGroups, group: GroupId) -> Result<Rc<Sha
 
 /// The report of every group this thread's shard runs, in group order;
 /// empty while its groups are starting.
-pub fn local_group_reports() -> Vec<super::GroupReport> {
+pub fn local_group_reports() -> Vec<GroupReport> {
     each_local_group(|shard_groups, group, entry| {
         let metrics = entry.raft().metrics();
         let machine = entry.machine().borrow();
         let store = &machine.state.store;
-        super::GroupReport {
+        GroupReport {
             group: *group,
             shard: shard_groups.layout.shard_of(*group) as u32,
             leader: metrics.current_leader.unwrap_or(0),
@@ -208,7 +245,7 @@ pub fn local_group_reports() -> Vec<super::GroupReport> {
             members: metrics
                 .replication
                 .iter()
-                .map(|(member, matched)| super::MemberProgress {
+                .map(|(member, matched)| MemberProgress {
                     member_id: *member,
                     matched_index: matched.unwrap_or(0),
                 })
@@ -306,12 +343,12 @@ pub fn local_readiness() -> ShardReadiness {
 pub const STATE_HASH_STORE_BYTES_MAX: u64 = 4 << 20;
 
 /// Every member the membership of this thread's shard's groups names.
-pub fn local_membership() -> Vec<super::MembershipEntry> {
+pub fn local_membership() -> Vec<MembershipEntry> {
     let Some(shard_groups) = this_thread_groups() else {
         return Vec::new();
     };
     let borrowed = shard_groups.groups.borrow();
-    let mut members: BTreeMap<NodeId, super::MembershipEntry> = BTreeMap::new();
+    let mut members: BTreeMap<NodeId, MembershipEntry> = BTreeMap::new();
     for entry in borrowed.iter().flat_map(|map| map.values()) {
         let metrics = entry.raft().metrics();
         for (id, member) in metrics.members {
@@ -319,7 +356,7 @@ pub fn local_membership() -> Vec<super::MembershipEntry> {
             members
                 .entry(id)
                 .and_modify(|known| known.voter |= voter)
-                .or_insert(super::MembershipEntry { member, voter });
+                .or_insert(MembershipEntry { member, voter });
         }
     }
     members.into_values().collect()

@@ -3,6 +3,10 @@
 //! mailbox when that is another shard) and answered where they came from,
 //! and the errors they answer with. Only plain data (requests, encoded
 //! commands and answers) crosses between shards.
+//!
+//! The handle's other calls sit in the files of their concern, above this
+//! one (`super::lease_requests`, `super::credentials`, `super::backup`):
+//! nothing below the registry extends the handle.
 
 use std::rc::Rc;
 
@@ -10,7 +14,8 @@ use super::answer::{Answered, RequestError};
 use super::auth::Caller;
 use super::group::ShardGroup;
 use super::layout::GroupLayout;
-use super::registry::{group_on, on_shard, ShardGroups};
+use super::membership::MembershipChange;
+use super::registry::{group_entry, group_on, local_stages, on_shard, this_thread_groups, ShardGroups};
 use crate::kv::auth::Need;
 use crate::kv::command::{decode_outcome, encode_stamped_command, Command, CommandOutcome, CommandResponse};
 use crate::kv::partition::{GroupSet, Partitioner};
@@ -18,8 +23,12 @@ use crate::kv::types::{
     DeleteRangeRequest, DeleteRangeResponse, KvError, PutRequest, PutResponse, RangeRequest, RangeResponse,
     RequestOp, TxnRequest, TxnResponse,
 };
-use crate::raft::{GroupId, NodeId};
+use crate::raft::{GroupError, GroupId, NodeId};
 use crate::reactor::ReactorContext;
+
+/// How often a membership change is retried on a group whose leader moved
+/// under it.
+const LEADER_ATTEMPTS: usize = 3;
 
 pub(super) fn answered<T>(entry: &ShardGroup, group: GroupId, response: T) -> Answered<T> {
     let (_, term) = entry.raft().leadership();
@@ -35,7 +44,7 @@ pub(super) async fn write_here(
     // The map is not borrowed across the wait: other requests on this shard
     // reach their groups meanwhile.
     let entry = group_on(&groups, group)?;
-    let bytes = super::forward::write(entry.clone(), &groups.leaders, command).await?;
+    let bytes = super::forward::write(entry.clone(), groups.leaders(), command).await?;
     let outcome: CommandOutcome =
         decode_outcome(&bytes).map_err(|error| RequestError::Codec(error.to_string()))?;
     Ok(answered(&entry, group, outcome?))
@@ -50,15 +59,40 @@ async fn range_here(
     linearizable: bool,
     caller: Caller,
 ) -> Result<Answered<RangeResponse>, RequestError> {
-    groups.layout.auth.authorize(&caller, || {
+    groups.layout().auth.authorize(&caller, || {
         vec![Need::Read { key: request.key.clone(), range_end: request.range_end.clone() }]
     })?;
     let entry = group_on(&groups, group)?;
     if linearizable {
-        super::forward::linearizable(entry.clone(), &groups.leaders).await?;
+        super::forward::linearizable(entry.clone(), groups.leaders()).await?;
     }
     let response = entry.machine().borrow().state.store.range(&request)?;
     Ok(answered(&entry, group, response))
+}
+
+/// Applies `change` to `group` (on this shard) through its leader.
+async fn change_here(
+    groups: Rc<ShardGroups>,
+    group: GroupId,
+    change: MembershipChange,
+) -> Result<(), RequestError> {
+    let entry = group_entry(&groups, group)?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let leader = entry.raft().wait_for_leader().await?;
+        let outcome = if leader.id == entry.raft().member() {
+            entry.change_as_leader(change.clone()).await
+        } else {
+            groups.leaders().forward_membership(group, &leader, change.clone()).await
+        };
+        match outcome {
+            Err(GroupError::NotLeader { .. }) if attempt < LEADER_ATTEMPTS => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            outcome => return Ok(outcome?),
+        }
+    }
 }
 
 /// The request handle of a shard: what the RPC layer calls. Each call runs
@@ -95,7 +129,7 @@ impl Requests {
         let caller = self.caller.clone();
         let answer = on_shard(&self.context, shard, move |groups| {
             // Checked where it is served, against this member's users.
-            let checked = groups.layout.auth.authorize(&caller, || super::auth::command_needs(&command));
+            let checked = groups.layout().auth.authorize(&caller, || super::auth::command_needs(&command));
             let bytes = encode_stamped_command(&command, stamp);
             async move {
                 checked?;
@@ -103,7 +137,7 @@ impl Requests {
             }
         })
         .await;
-        super::stages::record_since(started, |stages| &mut stages.end_to_end);
+        local_stages().record_since(started, |stages| &mut stages.end_to_end);
         answer
     }
 
@@ -259,7 +293,7 @@ impl Requests {
             let (request, sender, caller) = (request.clone(), sender.clone(), self.caller.clone());
             let revision = on_shard(&self.context, self.layout.shard_of(group), move |groups| async move {
                 // The whole range, in every group it reaches.
-                groups.layout.auth.authorize(&caller, || {
+                groups.layout().auth.authorize(&caller, || {
                     vec![Need::Read { key: request.key.clone(), range_end: request.range_end.clone() }]
                 })?;
                 Ok(super::watch::open_here(group_on(&groups, group)?, request, options, sender)?)
@@ -268,6 +302,22 @@ impl Requests {
             feed.started_after = feed.started_after.max(revision);
         }
         Ok(feed)
+    }
+
+    /// Applies `change` to every group of the cluster, in group order;
+    /// returns how many groups there are. Stops at the first group that
+    /// refuses, naming it: the groups before it changed, and running the
+    /// same change again finishes the rest.
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<u32, RequestError> {
+        for group in 0..self.layout.groups() {
+            let (change, caller) = (change.clone(), self.caller.clone());
+            on_shard(&self.context, self.layout.shard_of(group), move |groups| async move {
+                groups.layout().auth.require_root(&caller, "membership changes")?;
+                change_here(groups, group, change).await
+            })
+            .await?;
+        }
+        Ok(self.layout.groups())
     }
 
     /// The groups a range (etcd's convention) reaches, in group order.
@@ -293,8 +343,8 @@ pub fn revision_stamp() -> u64 {
 
 /// The request handle of this thread's shard, once its groups exist.
 pub fn local_requests(context: &ReactorContext) -> Option<Requests> {
-    let groups = super::registry::this_thread_groups()?;
-    Some(Requests::new(context.clone(), groups.layout.clone()))
+    let groups = this_thread_groups()?;
+    Some(Requests::new(context.clone(), groups.layout().clone()))
 }
 
 /// Every group a transaction's compares and operations reach, nested

@@ -37,6 +37,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::group::ShardGroup;
+/// The policy is a setting of the layout, which every shard holds.
+pub use super::layout::SnapshotPolicy;
 use super::registry::ShardGroups;
 use crate::kv::command::{encode_command, Command};
 use crate::raft::GroupId;
@@ -80,18 +82,6 @@ fn fits(store_bytes: u64, room: u64) -> Due {
     }
 }
 
-/// When the groups of a shard snapshot and compact.
-#[derive(Clone, Copy, Debug)]
-pub struct SnapshotPolicy {
-    /// Entries applied since the last snapshot that make one due.
-    pub every_entries: u64,
-    /// Ring bytes a group's entries may take before a snapshot is due.
-    pub after_bytes: u64,
-    /// Revisions a leader keeps at most when it compacts for room (0: it
-    /// never compacts on its own).
-    pub compact_keep_revisions: u64,
-}
-
 /// The log ring of the shard as the task sees it on one tick.
 #[derive(Clone, Copy, Debug)]
 struct Ring {
@@ -113,18 +103,15 @@ pub fn spawn_snapshots(groups: Rc<ShardGroups>, log: SharedLog) {
         let mut warned: BTreeMap<GroupId, Instant> = BTreeMap::new();
         loop {
             tokio::time::sleep(SNAPSHOT_TICK).await;
-            let mut entries: Vec<Rc<ShardGroup>> = match groups.groups.borrow().as_ref() {
-                Some(map) => map.values().cloned().collect(),
-                None => continue,
-            };
+            let Some(mut entries) = groups.started() else { continue };
             // The group that holds the ring's head goes first: no other
             // group's purge gives space back while it does, and another
             // group's compaction (a Raft write) may be waiting for that
             // space.
             let pinned_by = log.with(|log| log.head_pinned_by());
             entries.sort_by_key(|entry| Some(entry.raft().group()) != pinned_by);
-            let policy = groups.layout.snapshots;
-            let keep = groups.layout.raft.max_in_snapshot_log_to_keep;
+            let policy = groups.layout().snapshots;
+            let keep = groups.layout().raft.max_in_snapshot_log_to_keep;
             let groups_here = entries.len() as u64;
             for entry in entries {
                 tend(&entry, &policy, keep, groups_here, &log, &mut warned).await;
@@ -178,7 +165,7 @@ async fn tend(
             // Less room than that is a snapshot in flight, or a gap between
             // snapshots, and passes.
             if must_shrink && live + ENVELOPE_BYTES > possible {
-                super::space::raise(entry, live + ENVELOPE_BYTES, possible);
+                entry.alarms().raise(live + ENVELOPE_BYTES, possible);
                 return;
             }
         }
@@ -188,7 +175,7 @@ async fn tend(
         Due::Fits { bytes } => {
             if snapshot(entry, bytes, log).await {
                 warned.remove(&group);
-                super::space::clear(entry);
+                entry.alarms().clear();
                 purge_behind_snapshot(entry, if must_shrink { 0 } else { keep }).await;
             }
         }
@@ -197,7 +184,7 @@ async fn tend(
             if must_shrink && leads && policy.compact_keep_revisions == 0 && bytes > possible {
                 // A leader that may not compact on its own: only deletes
                 // and `nvkv compact` can make room.
-                super::space::raise(entry, bytes, possible);
+                entry.alarms().raise(bytes, possible);
                 return;
             }
             if compacted == Compacted::Yes {
@@ -319,7 +306,7 @@ async fn compact_for_room(entry: &Rc<ShardGroup>, keep: u64, room: u64, share: u
         return Compacted::NotHere;
     }
     let command = encode_command(&Command::Compact { revision: target });
-    match super::propose::propose(entry.clone(), command).await {
+    match super::propose::propose(entry.proposing(), command).await {
         Ok(_) => {
             tracing::info!(
                 group,

@@ -11,13 +11,16 @@
 //! store fits again the next snapshot clears the alarm. The snapshot task
 //! (`snapshots`) raises and clears it; this module never decides when.
 //!
+//! The alarms of one group are its [`Alarms`]; this module never looks up a
+//! group or a shard.
+//!
 //! The alarm is this member's view, checked where writes are proposed (on
 //! the leader); it is never replicated, so a new leader judges its own
 //! store within one snapshot tick.
 //!
 //! A group whose store (as its snapshot encodes it) grows past
 //! `store.quota_bytes` raises the same alarm for that reason
-//! ([`spawn_quota`] measures every group of the shard each second), refusing
+//! (`super::quota` measures every group of the shard each second), refusing
 //! the same writes, and clears it once deletes and compaction bring the store
 //! back under the quota.
 //!
@@ -26,16 +29,14 @@
 //! Raft write of its own) needs ring space for that entry, and writes that
 //! kept coming would take it. The snapshot task's own proposals do not wait.
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use std::rc::Rc;
-
-use super::group::ShardGroup;
-use super::registry::ShardGroups;
 use crate::kv::command::adds_data;
-use crate::raft::GroupError;
+use crate::raft::{GroupError, GroupId, NodeId};
+use crate::wal::SharedLog;
 
 /// A raised alarm: what did not fit where.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,82 +57,114 @@ pub struct OverQuota {
     pub since: Instant,
 }
 
-/// Refuses `command` when the group is out of space or over its quota and
-/// the command could make its store larger.
-pub fn check_room(entry: &ShardGroup, command: &[u8]) -> Result<(), GroupError> {
-    if !entry.alarmed() || !adds_data(command) {
-        return Ok(());
-    }
-    let (group, member) = (entry.raft().group(), entry.raft().member());
-    match (entry.no_space().get(), entry.over_quota().get()) {
-        (Some(alarm), _) => Err(GroupError::NoSpace {
-            group,
-            member,
-            snapshot_bytes: alarm.snapshot_bytes,
-            room_bytes: alarm.room_bytes,
-        }),
-        (None, Some(alarm)) => Err(GroupError::OverQuota {
-            group,
-            member,
-            store_bytes: alarm.store_bytes,
-            quota_bytes: alarm.quota_bytes,
-        }),
-        (None, None) => Ok(()),
-    }
+/// The NOSPACE alarms of one group on this member: for room (raised and
+/// cleared by the snapshot task) and for its quota (by the quota task).
+#[derive(Debug)]
+pub struct Alarms {
+    group: GroupId,
+    member: NodeId,
+    no_space: Cell<Option<NoSpace>>,
+    over_quota: Cell<Option<OverQuota>>,
 }
 
-/// How often each group's store is measured against the quota.
-const QUOTA_TICK: Duration = Duration::from_secs(1);
+impl Alarms {
+    /// The alarms of `group` on `member`, none raised.
+    pub fn new(group: GroupId, member: NodeId) -> Alarms {
+        Alarms { group, member, no_space: Cell::new(None), over_quota: Cell::new(None) }
+    }
 
-/// Starts the task that measures this shard's groups against
-/// `store.quota_bytes` each [`QUOTA_TICK`], raising and clearing their
-/// quota alarms.
-pub fn spawn_quota(groups: Rc<ShardGroups>) {
-    let quota_bytes = groups.layout.quota_bytes;
-    tokio::task::spawn_local(async move {
-        loop {
-            tokio::time::sleep(QUOTA_TICK).await;
-            let entries: Vec<Rc<ShardGroup>> = match groups.groups.borrow().as_ref() {
-                Some(map) => map.values().cloned().collect(),
-                None => continue,
-            };
-            for entry in entries {
-                let store_bytes = crate::kv::snapshot::encoded_len(&entry.machine().borrow().state.store);
-                judge_quota(&entry, store_bytes, quota_bytes);
-                tokio::task::yield_now().await;
-            }
+    /// Whether the group refuses writes that add data here (NOSPACE).
+    pub fn raised(&self) -> bool {
+        self.no_space.get().is_some() || self.over_quota.get().is_some()
+    }
+
+    /// Refuses `command` when the group is out of space or over its quota
+    /// and the command could make its store larger.
+    pub fn check_room(&self, command: &[u8]) -> Result<(), GroupError> {
+        if !self.raised() || !adds_data(command) {
+            return Ok(());
         }
-    });
-}
-
-/// Raises or clears `entry`'s quota alarm for a store of `store_bytes`.
-fn judge_quota(entry: &ShardGroup, store_bytes: u64, quota_bytes: u64) {
-    let group = entry.raft().group();
-    match entry.over_quota().get() {
-        None if store_bytes > quota_bytes => {
-            tracing::error!(
+        let (group, member) = (self.group, self.member);
+        match (self.no_space.get(), self.over_quota.get()) {
+            (Some(alarm), _) => Err(GroupError::NoSpace {
                 group,
-                store_bytes,
-                quota_bytes,
-                "group {group} is over its quota (alarm NOSPACE): its store takes {store_bytes} bytes and \
-                 store.quota_bytes is {quota_bytes}; writes that add data are refused until keys are deleted \
-                 and compacted (both still work), or store.quota_bytes is raised"
-            );
-            entry.over_quota().set(Some(OverQuota { store_bytes, quota_bytes, since: Instant::now() }));
+                member,
+                snapshot_bytes: alarm.snapshot_bytes,
+                room_bytes: alarm.room_bytes,
+            }),
+            (None, Some(alarm)) => Err(GroupError::OverQuota {
+                group,
+                member,
+                store_bytes: alarm.store_bytes,
+                quota_bytes: alarm.quota_bytes,
+            }),
+            (None, None) => Ok(()),
         }
-        Some(raised) if store_bytes > quota_bytes => {
-            entry.over_quota().set(Some(OverQuota { store_bytes, ..raised }));
+    }
+
+    /// Raises or clears the quota alarm for a store of `store_bytes`.
+    pub fn judge_quota(&self, store_bytes: u64, quota_bytes: u64) {
+        let group = self.group;
+        match self.over_quota.get() {
+            None if store_bytes > quota_bytes => {
+                tracing::error!(
+                    group,
+                    store_bytes,
+                    quota_bytes,
+                    "group {group} is over its quota (alarm NOSPACE): its store takes {store_bytes} bytes and \
+                     store.quota_bytes is {quota_bytes}; writes that add data are refused until keys are deleted \
+                     and compacted (both still work), or store.quota_bytes is raised"
+                );
+                self.over_quota.set(Some(OverQuota { store_bytes, quota_bytes, since: Instant::now() }));
+            }
+            Some(raised) if store_bytes > quota_bytes => {
+                self.over_quota.set(Some(OverQuota { store_bytes, ..raised }));
+            }
+            Some(raised) => {
+                tracing::warn!(
+                    group,
+                    "group {group} is under its quota again after {:.1} s ({store_bytes} of {quota_bytes} bytes): \
+                     the NOSPACE alarm is cleared and writes are taken",
+                    raised.since.elapsed().as_secs_f64()
+                );
+                self.over_quota.set(None);
+            }
+            None => {}
         }
-        Some(raised) => {
+    }
+
+    /// Raises the alarm for room (saying so once, as an operator must act),
+    /// or updates the sizes of one raised already.
+    pub fn raise(&self, snapshot_bytes: u64, room_bytes: u64) {
+        let since = match self.no_space.get() {
+            Some(raised) => raised.since,
+            None => {
+                let group = self.group;
+                tracing::error!(
+                    group,
+                    snapshot_bytes,
+                    room_bytes,
+                    "group {group} is out of space (alarm NOSPACE): its store takes {snapshot_bytes} bytes as a \
+                     snapshot with all history compacted and its shard's snapshot area has {room_bytes} free, so its \
+                     log cannot be purged; writes that add data are refused until keys are deleted (deletes and \
+                     compaction still work), or give the node a larger namespace_bytes"
+                );
+                Instant::now()
+            }
+        };
+        self.no_space.set(Some(NoSpace { snapshot_bytes, room_bytes, since }));
+    }
+
+    /// Clears the alarm for room, if raised: the group's snapshot fitted.
+    pub fn clear(&self) {
+        if let Some(raised) = self.no_space.take() {
+            let group = self.group;
             tracing::warn!(
                 group,
-                "group {group} is under its quota again after {:.1} s ({store_bytes} of {quota_bytes} bytes): \
-                 the NOSPACE alarm is cleared and writes are taken",
+                "group {group} has space again after {:.1} s: the NOSPACE alarm is cleared and writes are taken",
                 raised.since.elapsed().as_secs_f64()
             );
-            entry.over_quota().set(None);
         }
-        None => {}
     }
 }
 
@@ -140,51 +173,16 @@ const RING_ADMIT_PERCENT: u64 = 75;
 /// How often a waiting write looks at the ring again.
 const RING_ADMIT_POLL: Duration = Duration::from_millis(2);
 
-/// Whether client writes must wait for the ring ([`admit`]) now.
-pub fn must_wait() -> bool {
-    super::local().is_some_and(|shard| shard.log.with(|log| log.used_percent()) >= RING_ADMIT_PERCENT)
+/// Whether client writes must wait for the ring of `log` ([`admit`]) now.
+pub fn must_wait(log: &SharedLog) -> bool {
+    log.with(|log| log.used_percent()) >= RING_ADMIT_PERCENT
 }
 
-/// Returns once this shard's ring is less than three quarters full: where
-/// client writes wait while snapshots and purges give space back (within
-/// the caller's request timeout).
-pub async fn admit() {
-    let Some(shard) = super::local() else { return };
-    while shard.log.with(|log| log.used_percent()) >= RING_ADMIT_PERCENT {
+/// Returns once the ring of `log` (its shard's) is less than three quarters
+/// full: where client writes wait while snapshots and purges give space
+/// back (within the caller's request timeout).
+pub async fn admit(log: &SharedLog) {
+    while must_wait(log) {
         tokio::time::sleep(RING_ADMIT_POLL).await;
-    }
-}
-
-/// Raises the alarm of `entry`'s group (saying so once, as an operator must
-/// act), or updates the sizes of one raised already.
-pub fn raise(entry: &ShardGroup, snapshot_bytes: u64, room_bytes: u64) {
-    let since = match entry.no_space().get() {
-        Some(raised) => raised.since,
-        None => {
-            let group = entry.raft().group();
-            tracing::error!(
-                group,
-                snapshot_bytes,
-                room_bytes,
-                "group {group} is out of space (alarm NOSPACE): its store takes {snapshot_bytes} bytes as a \
-                 snapshot with all history compacted and its shard's snapshot area has {room_bytes} free, so its \
-                 log cannot be purged; writes that add data are refused until keys are deleted (deletes and \
-                 compaction still work), or give the node a larger namespace_bytes"
-            );
-            Instant::now()
-        }
-    };
-    entry.no_space().set(Some(NoSpace { snapshot_bytes, room_bytes, since }));
-}
-
-/// Clears the alarm of `entry`'s group, if raised: its snapshot fitted.
-pub fn clear(entry: &ShardGroup) {
-    if let Some(raised) = entry.no_space().take() {
-        let group = entry.raft().group();
-        tracing::warn!(
-            group,
-            "group {group} has space again after {:.1} s: the NOSPACE alarm is cleared and writes are taken",
-            raised.since.elapsed().as_secs_f64()
-        );
     }
 }

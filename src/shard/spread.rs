@@ -19,7 +19,6 @@ use std::time::Duration;
 use openraft::ServerState;
 use tokio::time::Instant;
 
-use super::group::ShardGroup;
 use super::registry::ShardGroups;
 use crate::raft::{GroupId, GroupMetrics, NodeId};
 
@@ -85,10 +84,7 @@ pub fn spawn_spread(groups: Rc<ShardGroups>) {
         let mut seen: BTreeMap<GroupId, Seen> = BTreeMap::new();
         loop {
             tokio::time::sleep(SPREAD_TICK).await;
-            let entries: Vec<Rc<ShardGroup>> = match groups.groups.borrow().as_ref() {
-                Some(map) => map.values().cloned().collect(),
-                None => continue,
-            };
+            let Some(entries) = groups.started() else { continue };
             for entry in entries {
                 let (group, metrics, now) = (entry.raft().group(), entry.raft().metrics(), Instant::now());
                 let mut current = Seen::observe(seen.get(&group).copied(), &metrics, now);

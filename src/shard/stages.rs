@@ -1,7 +1,8 @@
 //! Where the writes of one shard spend their time above the log, per
 //! stage, since the shard started: the log keeps its own stages (queue
 //! wait, device write); these are the ones Raft and the store add. Kept per
-//! reactor thread, so recording takes no lock.
+//! reactor thread, so recording takes no lock: a [`Stages`] handle goes to
+//! everything that records, and the shard's registry keeps the thread's.
 //!
 //! - proposal wait: from a write reaching its group's proposer to the batch
 //!   that carries it being proposed;
@@ -17,6 +18,8 @@
 //! The client's own hops (its send to the shard, the reply's way back) are
 //! only visible to the client: `nvkv bench` adds them.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Instant;
 
 use crate::raft::WritePath;
@@ -197,24 +200,35 @@ impl ShardStages {
     }
 }
 
-/// Records into this thread's stages.
-pub fn record(update: impl FnOnce(&mut ShardStages)) {
-    super::registry::with_stages(update);
+/// A handle on one shard's stages: cloned into everything of the shard
+/// that records (its groups' state machines and proposal queues), so
+/// recording needs neither a lookup nor a lock. One shard's tasks share
+/// one thread, hence `Rc`.
+#[derive(Clone, Default)]
+pub struct Stages {
+    stages: Rc<RefCell<ShardStages>>,
 }
 
-/// A copy of this thread's stages (every histogram: for the metrics
-/// endpoint; a report reads them in place with [`read`]).
-pub fn snapshot() -> ShardStages {
-    super::registry::with_stages(|stages| stages.clone())
-}
+impl Stages {
+    /// Records into these stages.
+    pub fn record(&self, update: impl FnOnce(&mut ShardStages)) {
+        update(&mut self.stages.borrow_mut());
+    }
 
-/// Reads this thread's stages in place.
-pub fn read<T>(reader: impl FnOnce(&ShardStages) -> T) -> T {
-    super::registry::with_stages(|stages| reader(stages))
-}
+    /// A copy of these stages (every histogram: for the metrics endpoint;
+    /// a report reads them in place with [`Stages::read`]).
+    pub fn snapshot(&self) -> ShardStages {
+        self.stages.borrow().clone()
+    }
 
-/// Records the time since `started` in the stage `pick` chooses.
-pub fn record_since(started: Instant, pick: fn(&mut ShardStages) -> &mut StageHistogram) {
-    let elapsed = started.elapsed();
-    record(|stages| pick(stages).record(elapsed));
+    /// Reads these stages in place.
+    pub fn read<T>(&self, reader: impl FnOnce(&ShardStages) -> T) -> T {
+        reader(&self.stages.borrow())
+    }
+
+    /// Records the time since `started` in the stage `pick` chooses.
+    pub fn record_since(&self, started: Instant, pick: fn(&mut ShardStages) -> &mut StageHistogram) {
+        let elapsed = started.elapsed();
+        self.record(|stages| pick(stages).record(elapsed));
+    }
 }

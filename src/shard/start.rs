@@ -3,13 +3,13 @@
 //! expiry, leader spread, quota, snapshots). Also the transport of a node
 //! without peers ([`NoPeers`]).
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use super::group::ShardGroup;
 use super::layout::GroupLayout;
-use super::registry::{set_local_groups, ShardGroups};
+use super::leader_link::LeaderLink;
+use super::registry::{local_stages, set_local_groups, ShardGroups};
 use crate::raft::network::{RpcError, SnapshotStreamError};
 use crate::raft::{GroupError, GroupId, Member, NodeId, PeerTransport, TypeConfig, WalSnapshotStore};
 use crate::wal::SharedLog;
@@ -23,10 +23,18 @@ pub async fn start_groups<T: PeerTransport>(
     transport: Rc<T>,
 ) -> Result<BTreeMap<GroupId, Rc<ShardGroup>>, GroupError> {
     let snapshots = Rc::new(WalSnapshotStore::new(log.clone()));
+    let stages = local_stages();
     let mut groups = BTreeMap::new();
     for group in (0..layout.groups()).filter(|group| layout.shard_of(*group) == shard) {
-        let started =
-            ShardGroup::start(layout, group, log.clone(), snapshots.clone(), transport.clone()).await?;
+        let started = ShardGroup::start(
+            layout,
+            group,
+            log.clone(),
+            snapshots.clone(),
+            transport.clone(),
+            stages.clone(),
+        )
+        .await?;
         groups.insert(group, Rc::new(started));
     }
     Ok(groups)
@@ -40,10 +48,10 @@ pub fn spawn_groups<T: PeerTransport>(
     shard: usize,
     log: SharedLog,
     transport: Rc<T>,
-    leaders: Rc<dyn super::forward::LeaderLink>,
+    leaders: Rc<dyn LeaderLink>,
     ready: crossbeam_channel::Sender<Result<usize, String>>,
 ) {
-    let shard_groups = Rc::new(ShardGroups { layout: layout.clone(), groups: RefCell::new(None), leaders });
+    let shard_groups = Rc::new(ShardGroups::new(layout.clone(), leaders));
     set_local_groups(shard_groups.clone());
     tokio::task::spawn_local(async move {
         let snapshot_log = log.clone();
@@ -56,10 +64,10 @@ pub fn spawn_groups<T: PeerTransport>(
         };
         let mut handles: Vec<Rc<ShardGroup>> = started.values().cloned().collect();
         let first_group = started.get(&0).cloned();
-        *shard_groups.groups.borrow_mut() = Some(started);
-        super::lease::spawn_expiry(shard_groups.clone());
+        shard_groups.set_started(started);
+        super::lease_requests::spawn_expiry(shard_groups.clone());
         super::spread::spawn_spread(shard_groups.clone());
-        super::space::spawn_quota(shard_groups.clone());
+        super::quota::spawn_quota(shard_groups.clone());
         if layout.raft.snapshot_on_demand {
             super::snapshots::spawn_snapshots(shard_groups.clone(), snapshot_log);
         }
@@ -82,7 +90,7 @@ pub fn spawn_groups<T: PeerTransport>(
         }
         let _ = ready.send(Ok(shard));
         if let Some(first_group) = first_group {
-            super::membership::report_config_against_cluster(&layout, &first_group);
+            super::membership::report_config_against_cluster(&layout, first_group.raft());
         }
     });
 }
@@ -139,7 +147,7 @@ impl PeerTransport for NoPeers {
 
 /// Without peers this member leads every group, so nothing is forwarded;
 /// a leader elsewhere is unreachable.
-impl super::forward::LeaderLink for NoPeers {
+impl LeaderLink for NoPeers {
     fn forward_write(
         &self,
         group: GroupId,

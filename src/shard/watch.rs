@@ -39,7 +39,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
-use super::group::ShardGroup;
 use crate::kv::group::GroupState;
 use crate::kv::types::Event;
 use crate::kv::watch::{event_bytes, CancelReason, WatchError, WatchId, WatchPoll, WatchRequest};
@@ -240,39 +239,31 @@ pub fn feed(options: &WatchOptions, budget: WatchBudget) -> (FeedSender, WatchFe
     )
 }
 
-/// A group as a watch sees it: its store and hub, and what batch headers say.
+/// A group as a watch sees it: its store and hub, what batch headers say,
+/// and where its pumps' wakers are kept. The shard's group implements it
+/// (`super::group`), as a test's group without Raft does.
 pub trait WatchedGroup: 'static {
     fn group(&self) -> GroupId;
     fn with_state<R>(&self, work: impl FnOnce(&mut GroupState) -> R) -> R;
     /// The group's Raft term and this member, for batch headers.
     fn term_and_member(&self) -> (u64, NodeId);
-}
-
-impl WatchedGroup for ShardGroup {
-    fn group(&self) -> GroupId {
-        self.raft().group()
-    }
-
-    fn with_state<R>(&self, work: impl FnOnce(&mut GroupState) -> R) -> R {
-        work(&mut self.machine().borrow_mut().state)
-    }
-
-    fn term_and_member(&self) -> (u64, NodeId) {
-        let metrics = self.raft().metrics();
-        (metrics.term, metrics.member)
-    }
+    /// The wakers of the pumps of the group's hub.
+    fn hub_wakers(&self) -> &HubWakers;
 }
 
 /// The pumps of one group's hub, by the hub watch each drains.
 type Wakers = RefCell<BTreeMap<WatchId, Rc<Notify>>>;
 
-/// The wakers of every group of a shard that a watch opened in.
-pub(super) type GroupWakers = BTreeMap<GroupId, Rc<Wakers>>;
+/// The wakers of one group's pumps, kept with the group; empty until the
+/// first watch opens in it and installs the hub's ready hook.
+#[derive(Default)]
+pub struct HubWakers {
+    wakers: RefCell<Option<Rc<Wakers>>>,
+}
 
 /// The wakers of `group`, installing the hub's ready hook the first time.
 fn wakers_of(group: &impl WatchedGroup) -> Rc<Wakers> {
-    let id = group.group();
-    if let Some(wakers) = super::registry::with_watch_wakers(|all| all.get(&id).cloned()) {
+    if let Some(wakers) = group.hub_wakers().wakers.borrow().clone() {
         return wakers;
     }
     let wakers: Rc<Wakers> = Rc::default();
@@ -286,7 +277,7 @@ fn wakers_of(group: &impl WatchedGroup) -> Rc<Wakers> {
             }
         }))
     });
-    super::registry::with_watch_wakers(|all| all.insert(id, Rc::clone(&wakers)));
+    *group.hub_wakers().wakers.borrow_mut() = Some(Rc::clone(&wakers));
     wakers
 }
 
@@ -508,6 +499,7 @@ mod tests {
     /// A group without Raft: commands applied straight to its state.
     struct TestGroup {
         state: RefCell<GroupState>,
+        wakers: HubWakers,
     }
 
     impl WatchedGroup for TestGroup {
@@ -522,12 +514,16 @@ mod tests {
         fn term_and_member(&self) -> (u64, NodeId) {
             (1, 1)
         }
+
+        fn hub_wakers(&self) -> &HubWakers {
+            &self.wakers
+        }
     }
 
     impl TestGroup {
         fn new(watch_events_pending_max: usize) -> Rc<TestGroup> {
             let limits = WatchLimits { watch_events_pending_max, ..WatchLimits::default() };
-            Rc::new(TestGroup { state: RefCell::new(GroupState::new(limits)) })
+            Rc::new(TestGroup { state: RefCell::new(GroupState::new(limits)), wakers: HubWakers::default() })
         }
 
         fn put(&self, key: &str, value: &str) {

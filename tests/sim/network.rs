@@ -525,9 +525,7 @@ impl PeerTransport for SimTransport {
             .boxed_local()
         });
         let answer = self.raft_call(RPCTypes::Vote, target, &option, work).await;
-        if let (index @ 1.., Some(entry)) = (proof.get(), nvkv::shard::PeerRequests::local(group)) {
-            entry.removed_by_peer(index, target.id);
-        }
+        nvkv::shard::PeerRequests::removal_proven(group, proof.get(), target.id);
         answer
     }
 

@@ -400,9 +400,7 @@ impl PeerTransport for PeerClient {
                 }) as LocalBoxFuture<'static, _>
             })
             .await;
-        if let (index @ 1.., Some(entry)) = (removed_at.get(), PeerRequests::local(group)) {
-            entry.removed_by_peer(index, target.id);
-        }
+        PeerRequests::removal_proven(group, removed_at.get(), target.id);
         answer
     }
 
