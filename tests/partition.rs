@@ -109,28 +109,32 @@ fn refused_as_unavailable(error: &str) -> bool {
     error.contains("refused the request: Unavailable: group ")
 }
 
-#[test]
-fn a_member_cut_away_refuses_the_majority_serves_and_all_converge_after_healing() {
-    let network = match Network::new(&[1, 2, 3]) {
-        Ok(network) => network,
+/// A network of three members' namespaces, or `None` (said loudly) where
+/// namespaces cannot be made and NVKV_TEST_SKIP_NETNS=1 allows skipping.
+fn network_or_skip() -> Option<Network> {
+    match Network::new(&[1, 2, 3]) {
+        Ok(network) => Some(network),
         Err(reason) if std::env::var(SKIP_VARIABLE).as_deref() == Ok("1") => {
             eprintln!(
                 "SKIPPED (no partition was tested): network namespaces are not available here ({reason}); \
                  {SKIP_VARIABLE}=1 opted into skipping"
             );
-            return;
+            None
         }
         Err(reason) => panic!(
-            "the partition test needs network namespaces (run as root with iproute2), and making them \
-             failed: {reason}; set {SKIP_VARIABLE}=1 to skip it where that is impossible"
+            "the partition tests need network namespaces (run as root with iproute2), and making them \
+             failed: {reason}; set {SKIP_VARIABLE}=1 to skip them where that is impossible"
         ),
-    };
-    eprintln!("method: {}; a partition takes a member's bridge port down", network.describe());
-    let directory = tempfile::tempdir().expect("tempdir");
+    }
+}
+
+/// Starts `nvkv serve` for members 1 to 3, each in its namespace of
+/// `network`, their data in `directory`. The daemons must be dropped
+/// (killed) before the network.
+fn start_members(network: &Network, directory: &std::path::Path) -> (Vec<Member>, Vec<Daemon>) {
     let hosts: Vec<_> = (1..=3).map(|id| (id, Network::address(id), CLIENT_PORT)).collect();
-    let members = member_configs(directory.path(), GROUPS, &hosts);
-    // Declared after the network, so dropped (killed) before the namespaces go.
-    let mut daemons: Vec<Daemon> = members
+    let members = member_configs(directory, GROUPS, &hosts);
+    let daemons = members
         .iter()
         .map(|member| {
             let mut command = network.command(member.id, env!("CARGO_BIN_EXE_nvkv"));
@@ -138,6 +142,52 @@ fn a_member_cut_away_refuses_the_majority_serves_and_all_converge_after_healing(
             Daemon::spawn(command)
         })
         .collect();
+    (members, daemons)
+}
+
+/// The first member that leads some group and follows in another, else the
+/// leader of group 0: cutting it away leaves the minority holding both a
+/// leader that lost its quorum and a follower that loses its leader.
+fn victim_of(agreed: &[u64]) -> u64 {
+    (1..=3).find(|id| agreed.contains(id) && agreed.iter().any(|leader| leader != id)).unwrap_or(agreed[0])
+}
+
+/// (leader, applied index, state hash) of every group as member `id` sees
+/// them.
+fn group_states(cluster: &Cluster<'_>, id: u64) -> Result<Vec<(u64, u64, u64)>, String> {
+    Ok(cluster
+        .groups(id)?
+        .iter()
+        .map(|group| {
+            (
+                group["leader"].as_u64().unwrap_or(0),
+                group["applied_index"].as_u64().unwrap_or(0),
+                group["state_hash"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect())
+}
+
+/// Waits until `ids` see every group led, at one applied index with one
+/// state hash; returns that view.
+fn states_converge(cluster: &Cluster<'_>, ids: &[u64]) -> Vec<(u64, u64, u64)> {
+    eventually("every member at the same applied index with the same state hash", || {
+        let states = ids.iter().map(|id| group_states(cluster, *id)).collect::<Result<Vec<_>, _>>()?;
+        let led = states[0].iter().all(|(leader, _, _)| *leader != 0);
+        if led && states.iter().all(|member| *member == states[0]) {
+            Ok(states[0].clone())
+        } else {
+            Err(format!("(leader, applied index, state hash) by group, for members {ids:?}: {states:?}"))
+        }
+    })
+}
+
+#[test]
+fn a_member_cut_away_refuses_the_majority_serves_and_all_converge_after_healing() {
+    let Some(network) = network_or_skip() else { return };
+    eprintln!("method: {}; a partition takes a member's bridge port down", network.describe());
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (_members, mut daemons) = start_members(&network, directory.path());
     let cluster = Cluster { network: &network };
     for daemon in &mut daemons {
         daemon.wait_ready();
@@ -159,9 +209,7 @@ fn a_member_cut_away_refuses_the_majority_serves_and_all_converge_after_healing(
     // where there is one (leaders are not spread yet: one member may lead
     // them all), so the minority holds both a leader that lost its quorum
     // and a follower that loses its leader.
-    let victim = (1..=3)
-        .find(|id| agreed.contains(id) && agreed.iter().any(|leader| leader != id))
-        .unwrap_or(agreed[0]);
+    let victim = victim_of(&agreed);
     let majority: Vec<u64> = (1..=3).filter(|id| *id != victim).collect();
     eprintln!("phase: cut member {victim} away (bridge port{victim} down); members {majority:?} remain");
     network.cut(victim);
@@ -226,27 +274,7 @@ fn a_member_cut_away_refuses_the_majority_serves_and_all_converge_after_healing(
     eventually(&format!("member {victim} serving writes again"), || {
         cluster.cli(victim, victim, &["put", &format!("{}after", prefixes[1]), "4"])
     });
-    let states = eventually("every member at the same applied index with the same state hash", || {
-        let views = (1..=3).map(|id| cluster.groups(id)).collect::<Result<Vec<_>, _>>()?;
-        let state = |view: &[serde_json::Value]| -> Vec<(u64, u64, u64)> {
-            view.iter()
-                .map(|group| {
-                    (
-                        group["leader"].as_u64().unwrap_or(0),
-                        group["applied_index"].as_u64().unwrap_or(0),
-                        group["state_hash"].as_u64().unwrap_or(0),
-                    )
-                })
-                .collect()
-        };
-        let states: Vec<_> = views.iter().map(|view| state(view)).collect();
-        let led = states[0].iter().all(|(leader, _, _)| *leader != 0);
-        if led && states.iter().all(|member| *member == states[0]) {
-            Ok(states[0].clone())
-        } else {
-            Err(format!("(leader, applied index, state hash) by group, for members 1, 2, 3: {states:?}"))
-        }
-    });
+    let states = states_converge(&cluster, &[1, 2, 3]);
     eprintln!("converged: (leader, applied index, state hash) by group: {states:?}");
     for (group, prefix) in prefixes.iter().enumerate() {
         let got = cluster.cli(victim, victim, &["get", &format!("{prefix}majority")]).expect("get");
@@ -258,4 +286,136 @@ fn a_member_cut_away_refuses_the_majority_serves_and_all_converge_after_healing(
         let got = cluster.cli(victim, victim, &["get", &format!("{prefix}minority")]).expect("get");
         assert_eq!(got, "", "the write refused during the cut is in no replica of group {group}");
     }
+}
+
+/// `member list -w json` through member `id`: every member's id.
+fn member_ids(cluster: &Cluster<'_>, id: u64) -> Result<Vec<u64>, String> {
+    let text = cluster.cli(id, id, &["member", "list", "-w", "json"])?;
+    let list: serde_json::Value =
+        serde_json::from_str(&text).map_err(|error| format!("member list printed no JSON: {error}"))?;
+    Ok(list["members"]
+        .as_array()
+        .ok_or(format!("no members in {list}"))?
+        .iter()
+        .filter_map(|member| member["id"].as_u64())
+        .collect())
+}
+
+#[test]
+fn a_member_cut_away_is_removed_by_the_majority_and_the_rest_converge_after_healing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let Some(network) = network_or_skip() else { return };
+    eprintln!("method: {}; a partition takes a member's bridge port down", network.describe());
+    let directory = tempfile::tempdir().expect("tempdir");
+    let (_members, mut daemons) = start_members(&network, directory.path());
+    let cluster = Cluster { network: &network };
+    for daemon in &mut daemons {
+        daemon.wait_ready();
+    }
+    let agreed = eventually("one leader per group, the same on every member", || {
+        let seen = (1..=3).map(|id| cluster.leaders(id)).collect::<Result<Vec<_>, _>>()?;
+        common::cluster::agreed_leaders(&seen)
+    });
+    let victim = victim_of(&agreed);
+    let majority: Vec<u64> = (1..=3).filter(|id| *id != victim).collect();
+    eprintln!("leaders by group: {agreed:?}; member {victim} will be cut away and removed");
+
+    let stop = AtomicBool::new(false);
+    let (acknowledged, removed_at) = std::thread::scope(|scope| {
+        eprintln!("phase: a writer puts through members {majority:?}, each key once");
+        let writer = scope.spawn(|| {
+            let mut acknowledged = Vec::new();
+            for sequence in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let through = majority[sequence % majority.len()];
+                let key = format!("/member-load/{sequence:05}/k");
+                if let Ok(answer) = cluster.cli(through, through, &["put", &key, &key, "-w", "json"]) {
+                    let answer: serde_json::Value =
+                        serde_json::from_str(&answer).expect("put -w json prints JSON");
+                    let revision = answer["header"]["revision"].as_i64().expect("the put's revision");
+                    acknowledged.push((key, revision, Instant::now()));
+                }
+            }
+            acknowledged
+        });
+        std::thread::sleep(Duration::from_secs(1));
+
+        eprintln!("phase: cut member {victim} away; member remove {victim} through member {}", majority[0]);
+        network.cut(victim);
+        let removed =
+            eventually(&format!("the removal of member {victim} committing on the majority side"), || {
+                match cluster.cli(majority[0], majority[0], &["member", "remove", &victim.to_string()]) {
+                    Ok(answer) => Ok(answer),
+                    // A try that timed out may have applied all the same.
+                    Err(error) => match member_ids(&cluster, majority[0]) {
+                        Ok(ids) if !ids.contains(&victim) => {
+                            Ok(format!("removed (a try answered {error:?})"))
+                        }
+                        _ => Err(error),
+                    },
+                }
+            });
+        let removed_at = Instant::now();
+        eprintln!("member remove {victim}: {removed:?}");
+        for id in &majority {
+            assert_eq!(
+                member_ids(&cluster, *id).expect("member list"),
+                majority,
+                "member {id}'s member list"
+            );
+        }
+        std::thread::sleep(Duration::from_secs(1));
+
+        eprintln!("phase: heal (port{victim} up); member {victim} learns it was removed and refuses clients");
+        network.heal(victim);
+        eventually(&format!("member {victim} refusing clients as removed"), || {
+            match cluster.cli(victim, victim, &["get", "/member-load/00000/k", "--consistency", "s"]) {
+                Err(error) if error.contains("NotMember") && error.contains("was removed") => Ok(()),
+                other => Err(format!("member {victim} answered {other:?}")),
+            }
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::Relaxed);
+        (writer.join().expect("the writer thread"), removed_at)
+    });
+    let after_removal = acknowledged.iter().filter(|(_, _, at)| *at > removed_at).count();
+    eprintln!("{} puts acknowledged, {after_removal} after the removal committed", acknowledged.len());
+    assert!(after_removal > 0, "no put was acknowledged after the removal");
+
+    eprintln!("phase: members {majority:?} converge and hold every acknowledged put");
+    let states = states_converge(&cluster, &majority);
+    eprintln!("converged: (leader, applied index, state hash) by group: {states:?}");
+    assert!(states.iter().all(|(leader, _, _)| majority.contains(leader)), "{states:?}");
+    for id in &majority {
+        let listed = cluster
+            .cli(*id, *id, &["get", "/member-load/", "--prefix", "-w", "json"])
+            .unwrap_or_else(|error| panic!("a prefix read through member {id}: {error}"));
+        let listed: serde_json::Value = serde_json::from_str(&listed).expect("get -w json prints JSON");
+        let found: std::collections::BTreeMap<&str, (&str, i64)> = listed["kvs"]
+            .as_array()
+            .expect("kvs")
+            .iter()
+            .map(|kv| {
+                let text = |field: &str| kv[field].as_str().expect("key and value as text");
+                (text("key"), (text("value"), kv["mod_revision"].as_i64().expect("a revision")))
+            })
+            .collect();
+        // Every key is written once: an acknowledged put must be there at
+        // the revision its answer named.
+        for (key, revision, _) in &acknowledged {
+            assert_eq!(
+                found.get(key.as_str()),
+                Some(&(key.as_str(), *revision)),
+                "member {id}: acknowledged put {key} at revision {revision}"
+            );
+        }
+    }
+    assert_eq!(
+        member_ids(&cluster, majority[1]).expect("member list"),
+        majority,
+        "member {victim} stays removed"
+    );
 }
