@@ -8,6 +8,10 @@
 //! two others elect leaders where needed and keep serving. After the port
 //! comes back up every member must reach the same applied index with the
 //! same store (the state hash `nvkv status -w json` reports per group).
+//! And a membership change under a partition: the member cut away is
+//! removed by the majority while a writer puts, and after healing it
+//! learns of its removal and refuses clients, while the two others reach
+//! the same state holding every acknowledged put.
 //!
 //! Needs network namespaces (root): without them the test fails, saying so,
 //! unless NVKV_TEST_SKIP_NETNS=1 opts into skipping it.
