@@ -483,6 +483,14 @@ fn a_watch_across_a_leader_kill_and_restart_sees_every_write_once_in_order() {
         );
     }
     assert!(!logs[0].reopened.is_empty(), "the watch on the killed leader had to be opened again");
+    // The follower's member never stopped: its watch may be cancelled, but
+    // never silently dropped or stalled.
+    assert!(
+        logs[1].reopened.iter().all(|reason| reason.contains(": cancelled in group ")),
+        "the watch on member {} ended without a cancellation: {:?}",
+        members[follower].id,
+        logs[1].reopened
+    );
 
     let store = converge_and_account(&members, &loads);
     let seen: BTreeMap<&str, i64> =
