@@ -8,9 +8,10 @@
 //! two others elect leaders where needed and keep serving. After the port
 //! comes back up every member must reach the same applied index with the
 //! same store (the state hash `nvkv status -w json` reports per group).
-//! And a membership change under a partition: the member cut away is
-//! removed by the majority while a writer puts, and after healing it
-//! learns of its removal and refuses clients, while the two others reach
+//! And membership changes under a partition: the member cut away is
+//! removed by the majority while a writer puts, and a fourth member added
+//! and promoted; after healing the removed member learns of its removal
+//! and refuses clients, while the new configuration's three members reach
 //! the same state holding every acknowledged put.
 //!
 //! Needs network namespaces (root): without them the test fails, saying so,
@@ -115,8 +116,8 @@ fn refused_as_unavailable(error: &str) -> bool {
 
 /// A network of three members' namespaces, or `None` (said loudly) where
 /// namespaces cannot be made and NVKV_TEST_SKIP_NETNS=1 allows skipping.
-fn network_or_skip() -> Option<Network> {
-    match Network::new(&[1, 2, 3]) {
+fn network_or_skip(ids: &[u64]) -> Option<Network> {
+    match Network::new(ids) {
         Ok(network) => Some(network),
         Err(reason) if std::env::var(SKIP_VARIABLE).as_deref() == Ok("1") => {
             eprintln!(
@@ -147,6 +148,22 @@ fn start_members(network: &Network, directory: &std::path::Path) -> (Vec<Member>
         })
         .collect();
     (members, daemons)
+}
+
+/// Starts member 4 in join mode in its namespace of `network`: its config
+/// lists members 1 to 4, its data in `directory`.
+fn start_joining(network: &Network, directory: &std::path::Path) -> Daemon {
+    let joining = directory.join("joining");
+    std::fs::create_dir_all(&joining).expect("a directory for member 4");
+    let hosts: Vec<_> = (1..=4).map(|id| (id, Network::address(id), CLIENT_PORT)).collect();
+    let config = &member_configs(&joining, GROUPS, &hosts)[3].config;
+    let text = std::fs::read_to_string(config).expect("member 4's config");
+    let cluster = "[cluster]\nname = \"test-cluster\"\n";
+    assert!(text.contains(cluster), "{text}");
+    std::fs::write(config, text.replace(cluster, &format!("{cluster}join = true\n"))).expect("join mode");
+    let mut command = network.command(4, env!("CARGO_BIN_EXE_nvkv"));
+    command.args(["serve", "--config"]).arg(config);
+    Daemon::spawn(command)
 }
 
 /// The first member that leads some group and follows in another, else the
@@ -188,7 +205,7 @@ fn states_converge(cluster: &Cluster<'_>, ids: &[u64]) -> Vec<(u64, u64, u64)> {
 
 #[test]
 fn a_member_cut_away_refuses_the_majority_serves_and_all_converge_after_healing() {
-    let Some(network) = network_or_skip() else { return };
+    let Some(network) = network_or_skip(&[1, 2, 3]) else { return };
     eprintln!("method: {}; a partition takes a member's bridge port down", network.describe());
     let directory = tempfile::tempdir().expect("tempdir");
     let (_members, mut daemons) = start_members(&network, directory.path());
@@ -292,8 +309,9 @@ fn a_member_cut_away_refuses_the_majority_serves_and_all_converge_after_healing(
     }
 }
 
-/// `member list -w json` through member `id`: every member's id.
-fn member_ids(cluster: &Cluster<'_>, id: u64) -> Result<Vec<u64>, String> {
+/// `member list -w json` through member `id`: every member's id, and
+/// whether it is a learner.
+fn member_list(cluster: &Cluster<'_>, id: u64) -> Result<Vec<(u64, bool)>, String> {
     let text = cluster.cli(id, id, &["member", "list", "-w", "json"])?;
     let list: serde_json::Value =
         serde_json::from_str(&text).map_err(|error| format!("member list printed no JSON: {error}"))?;
@@ -301,15 +319,36 @@ fn member_ids(cluster: &Cluster<'_>, id: u64) -> Result<Vec<u64>, String> {
         .as_array()
         .ok_or(format!("no members in {list}"))?
         .iter()
-        .filter_map(|member| member["id"].as_u64())
+        .filter_map(|member| Some((member["id"].as_u64()?, member["is_learner"].as_bool()?)))
         .collect())
 }
 
+/// Runs a membership command through member `through` until it answers,
+/// or until the member list shows it took effect anyway (a try that timed
+/// out may have applied all the same): `done` says whether it did.
+fn membership_change(
+    cluster: &Cluster<'_>,
+    through: u64,
+    args: &[&str],
+    done: impl Fn(&[(u64, bool)]) -> bool,
+) -> String {
+    eventually(&format!("`nvkv {}` through member {through}", args.join(" ")), || {
+        match cluster.cli(through, through, args) {
+            Ok(answer) => Ok(answer),
+            Err(error) => match member_list(cluster, through) {
+                Ok(list) if done(&list) => Ok(format!("done (a try answered {error:?})")),
+                _ => Err(error),
+            },
+        }
+    })
+}
+
 #[test]
-fn a_member_cut_away_is_removed_by_the_majority_and_the_rest_converge_after_healing() {
+fn a_member_cut_away_is_removed_and_another_added_by_the_majority_and_all_converge_after_healing() {
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    let Some(network) = network_or_skip() else { return };
+    // Member 4's namespace waits, empty, until it joins.
+    let Some(network) = network_or_skip(&[1, 2, 3, 4]) else { return };
     eprintln!("method: {}; a partition takes a member's bridge port down", network.describe());
     let directory = tempfile::tempdir().expect("tempdir");
     let (_members, mut daemons) = start_members(&network, directory.path());
@@ -323,10 +362,11 @@ fn a_member_cut_away_is_removed_by_the_majority_and_the_rest_converge_after_heal
     });
     let victim = victim_of(&agreed);
     let majority: Vec<u64> = (1..=3).filter(|id| *id != victim).collect();
-    eprintln!("leaders by group: {agreed:?}; member {victim} will be cut away and removed");
+    let remaining = [majority.clone(), vec![4]].concat();
+    eprintln!("leaders by group: {agreed:?}; member {victim} will be cut away and removed, member 4 added");
 
     let stop = AtomicBool::new(false);
-    let (acknowledged, removed_at) = std::thread::scope(|scope| {
+    let (acknowledged, changed_at) = std::thread::scope(|scope| {
         eprintln!("phase: a writer puts through members {majority:?}, each key once");
         let writer = scope.spawn(|| {
             let mut acknowledged = Vec::new();
@@ -350,26 +390,57 @@ fn a_member_cut_away_is_removed_by_the_majority_and_the_rest_converge_after_heal
         eprintln!("phase: cut member {victim} away; member remove {victim} through member {}", majority[0]);
         network.cut(victim);
         let removed =
-            eventually(&format!("the removal of member {victim} committing on the majority side"), || {
-                match cluster.cli(majority[0], majority[0], &["member", "remove", &victim.to_string()]) {
-                    Ok(answer) => Ok(answer),
-                    // A try that timed out may have applied all the same.
-                    Err(error) => match member_ids(&cluster, majority[0]) {
-                        Ok(ids) if !ids.contains(&victim) => {
-                            Ok(format!("removed (a try answered {error:?})"))
-                        }
-                        _ => Err(error),
-                    },
-                }
+            membership_change(&cluster, majority[0], &["member", "remove", &victim.to_string()], |list| {
+                list.iter().all(|(id, _)| *id != victim)
             });
-        let removed_at = Instant::now();
         eprintln!("member remove {victim}: {removed:?}");
         for id in &majority {
-            assert_eq!(
-                member_ids(&cluster, *id).expect("member list"),
-                majority,
-                "member {id}'s member list"
-            );
+            let ids: Vec<u64> =
+                member_list(&cluster, *id).expect("member list").iter().map(|m| m.0).collect();
+            assert_eq!(ids, majority, "member {id}'s member list after the removal");
+        }
+
+        eprintln!(
+            "phase: member 4 starts in join mode and is added and promoted, member {victim} still cut away"
+        );
+        let joining = start_joining(&network, directory.path());
+        daemons.push(joining);
+        daemons.last_mut().expect("member 4").wait_ready();
+        let (peer, client) = (format!("{}:{}", Network::address(4), CLIENT_PORT + 2), Cluster::endpoint(4));
+        let add = [
+            "member",
+            "add",
+            "4",
+            "--name",
+            "node4",
+            "--peer-urls",
+            &peer,
+            "--client-urls",
+            &client,
+            "--learner",
+        ];
+        let added =
+            membership_change(&cluster, majority[0], &add, |list| list.iter().any(|(id, _)| *id == 4));
+        eprintln!("member add 4: {added:?}");
+        let promoted = membership_change(&cluster, majority[1], &["member", "promote", "4"], |list| {
+            list.contains(&(4, false))
+        });
+        eprintln!("member promote 4: {promoted:?}");
+        let changed_at = Instant::now();
+        for id in &remaining {
+            let list = eventually(&format!("member {id} listing members {remaining:?}, all voters"), || {
+                let list = member_list(&cluster, *id)?;
+                if list
+                    .iter()
+                    .map(|(id, learner)| (*id, *learner))
+                    .eq(remaining.iter().map(|id| (*id, false)))
+                {
+                    Ok(list)
+                } else {
+                    Err(format!("member {id} lists {list:?}"))
+                }
+            });
+            eprintln!("member {id} lists {list:?}");
         }
         std::thread::sleep(Duration::from_secs(1));
 
@@ -383,17 +454,20 @@ fn a_member_cut_away_is_removed_by_the_majority_and_the_rest_converge_after_heal
         });
         std::thread::sleep(Duration::from_secs(1));
         stop.store(true, Ordering::Relaxed);
-        (writer.join().expect("the writer thread"), removed_at)
+        (writer.join().expect("the writer thread"), changed_at)
     });
-    let after_removal = acknowledged.iter().filter(|(_, _, at)| *at > removed_at).count();
-    eprintln!("{} puts acknowledged, {after_removal} after the removal committed", acknowledged.len());
-    assert!(after_removal > 0, "no put was acknowledged after the removal");
+    let after_change = acknowledged.iter().filter(|(_, _, at)| *at > changed_at).count();
+    eprintln!(
+        "{} puts acknowledged, {after_change} after the membership changes committed",
+        acknowledged.len()
+    );
+    assert!(after_change > 0, "no put was acknowledged after the membership changes");
 
-    eprintln!("phase: members {majority:?} converge and hold every acknowledged put");
-    let states = states_converge(&cluster, &majority);
+    eprintln!("phase: members {remaining:?} converge and hold every acknowledged put");
+    let states = states_converge(&cluster, &remaining);
     eprintln!("converged: (leader, applied index, state hash) by group: {states:?}");
-    assert!(states.iter().all(|(leader, _, _)| majority.contains(leader)), "{states:?}");
-    for id in &majority {
+    assert!(states.iter().all(|(leader, _, _)| remaining.contains(leader)), "{states:?}");
+    for id in &remaining {
         let listed = cluster
             .cli(*id, *id, &["get", "/member-load/", "--prefix", "-w", "json"])
             .unwrap_or_else(|error| panic!("a prefix read through member {id}: {error}"));
@@ -417,9 +491,8 @@ fn a_member_cut_away_is_removed_by_the_majority_and_the_rest_converge_after_heal
             );
         }
     }
-    assert_eq!(
-        member_ids(&cluster, majority[1]).expect("member list"),
-        majority,
-        "member {victim} stays removed"
-    );
+    for id in &remaining {
+        let ids: Vec<u64> = member_list(&cluster, *id).expect("member list").iter().map(|m| m.0).collect();
+        assert_eq!(ids, remaining, "member {id}'s member list after healing: member {victim} stays removed");
+    }
 }
