@@ -287,8 +287,26 @@ fn watch_prefix(
             let target = until.load(Ordering::Relaxed);
             target > 0 && next > target
         };
-        'open: while !done(next_revision) {
+        // Once the target is known (the writes stopped), the watch must
+        // reach it within the deadline: a watch that lost events would
+        // otherwise wait for ever, hearing only progress.
+        let mut target_known: Option<Instant> = None;
+        let mut in_time = |log: &WatchLog, next_revision: i64| {
             assert!(started.elapsed() < Duration::from_secs(240), "the watcher ran for 4 minutes: {log:?}");
+            let target = until.load(Ordering::Relaxed);
+            if target > 0 {
+                let since = *target_known.get_or_insert_with(Instant::now);
+                assert!(
+                    since.elapsed() < DEADLINE,
+                    "the watch did not reach revision {target} within {DEADLINE:?} of the writes stopping: \
+                     it waits for revision {next_revision} after {} events, opened again {:?}",
+                    log.events.len(),
+                    log.reopened
+                );
+            }
+        };
+        'open: while !done(next_revision) {
+            in_time(&log, next_revision);
             let client =
                 match tokio::time::timeout(WRITE_TIMEOUT, ShardedClient::open(&endpoints[node])).await {
                     Ok(Ok(client)) => client,
@@ -315,6 +333,7 @@ fn watch_prefix(
                 }
             };
             while !done(next_revision) {
+                in_time(&log, next_revision);
                 match tokio::time::timeout(WATCH_STALL, watch.next()).await {
                     Ok(Some(WatchMessage::Events { header, events })) => {
                         assert_eq!(header.group, group, "an event of another group");
@@ -325,7 +344,17 @@ fn watch_prefix(
                             next_revision = next_revision.max(revision + 1);
                         }
                     }
-                    Ok(Some(WatchMessage::Progress { .. })) => {}
+                    Ok(Some(WatchMessage::Progress { header })) => {
+                        // Everything up to the header's revision was sent.
+                        let target = until.load(Ordering::Relaxed);
+                        assert!(
+                            target == 0 || header.revision < target || next_revision > target,
+                            "{}: progress says every event up to revision {} was sent, but the last event \
+                             seen was before revision {next_revision} and the last write is at {target}",
+                            endpoints[node],
+                            header.revision
+                        );
+                    }
                     Ok(Some(WatchMessage::Cancelled { group, error })) => {
                         assert_ne!(error.code, ErrorCode::Compacted, "nothing compacts here: {error}");
                         log.reopened.push(format!(
