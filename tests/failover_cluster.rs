@@ -794,13 +794,22 @@ fn the_whole_cluster_killed_at_once_during_writes_keeps_every_acknowledged_one()
         eventually("every group having a leader", || {
             (0..GROUPS).map(|group| agreed_leader(&members, &daemons, group)).collect::<Result<Vec<_>, _>>()
         });
+        let transactions_before = read_prefix(&members[0], "/crash-txn/").len();
         eprintln!("phase (round {round}): 3 writers put and run transactions through all members");
         let stop = Arc::new(AtomicBool::new(false));
         // New writer numbers each round: no key is written twice.
         let writers = start_writers(round * 3..round * 3 + 3, &endpoints, &stop, keys);
-        // Until each writer has had some writes acknowledged: the kill
-        // must land among acknowledged writes, on a slow machine too.
+        // The kill must land among acknowledged writes, on a slow machine
+        // too: 2 s, and at least five more transactions in the store.
         std::thread::sleep(Duration::from_secs(2));
+        eventually("five more transactions committed", || {
+            let now = read_prefix(&members[0], "/crash-txn/").len();
+            if now >= transactions_before + 10 {
+                Ok(())
+            } else {
+                Err(format!("{} transaction keys, {transactions_before} before the round", now))
+            }
+        });
 
         eprintln!("phase (round {round}): kill -9 all three members at once");
         let running: Vec<Daemon> = daemons.iter_mut().map(|daemon| daemon.take().expect("running")).collect();
@@ -818,9 +827,11 @@ fn the_whole_cluster_killed_at_once_during_writes_keeps_every_acknowledged_one()
             round_loads.iter().flat_map(|load| &load.acked).filter(|write| write.at < killed_at).count();
         let sent: usize = round_loads.iter().map(|load| load.sent.len()).sum();
         eprintln!("{before_kill} keys acknowledged before the kill, {sent} writes sent");
+        // A bound that catches a cluster that took no write, not a speed
+        // target: one writer slowed by a loaded machine may have had none.
         assert!(
-            round_loads.iter().all(|load| load.acked.iter().any(|write| write.key.ends_with("/b"))),
-            "every writer had a transaction acknowledged"
+            round_loads.iter().flat_map(|load| &load.acked).any(|write| write.key.ends_with("/b")),
+            "no transaction was acknowledged before the kill"
         );
         loads.extend(round_loads);
 
