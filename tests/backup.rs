@@ -24,10 +24,6 @@ const GROUPS: u32 = 8;
 const PARTITION_DEPTH: usize = 2;
 const KEYS_PER_PREFIX: usize = 150;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
-}
-
 /// Runs `work` with a client of the node at `port`.
 fn with_client<T>(port: u16, work: impl AsyncFnOnce(ShardedClient) -> T) -> T {
     runtime().block_on(tokio::task::LocalSet::new().run_until(async {

@@ -27,78 +27,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// speed target.
 const TAKEOVER_BOUND: Duration = Duration::from_secs(10);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
-}
-
-fn endpoint(member: &Member) -> String {
-    format!("127.0.0.1:{}", member.client_port)
-}
-
-/// Starts every member and waits for each to be ready.
-fn start_all(members: &[Member]) -> Vec<Option<Daemon>> {
-    let mut daemons: Vec<Option<Daemon>> =
-        members.iter().map(|member| Some(Daemon::start(&member.config))).collect();
-    for daemon in daemons.iter_mut().flatten() {
-        daemon.wait_ready();
-    }
-    daemons
-}
-
-/// `group`'s leader as the running members agree on it (one they all name,
-/// and itself running).
-fn agreed_leader(members: &[Member], daemons: &[Option<Daemon>], group: usize) -> Result<u64, String> {
-    let running: Vec<&Member> = members
-        .iter()
-        .zip(daemons)
-        .filter(|(_, daemon)| daemon.is_some())
-        .map(|(member, _)| member)
-        .collect();
-    let mut seen = Vec::new();
-    for member in &running {
-        let status = try_status_json(member.client_port)?;
-        seen.push(status[0]["groups"][group]["leader"].as_u64().unwrap_or(0));
-    }
-    match seen.first() {
-        Some(leader)
-            if seen.iter().all(|other| other == leader) && running.iter().any(|m| m.id == *leader) =>
-        {
-            Ok(*leader)
-        }
-        _ => Err(format!("group {group}: leaders as the running members see them: {seen:?}")),
-    }
-}
-
 /// One member's status of `group`, as a number field.
 fn group_field(member: &Member, group: usize, field: &str) -> u64 {
     status_json(member.client_port)[0]["groups"][group][field].as_u64().unwrap_or(0)
-}
-
-/// A store's keys with their values and last revisions.
-type Store = Vec<(Vec<u8>, Vec<u8>, i64)>;
-
-/// Every key-value of the cluster, as `member`'s own store holds it
-/// (serializable: no leader involved).
-fn store_of(member: &Member) -> Result<Store, String> {
-    runtime().block_on(tokio::task::LocalSet::new().run_until(async {
-        let client = ShardedClient::open(&endpoint(member)).await.map_err(|error| error.to_string())?;
-        let all = RangeRequest { key: vec![0], range_end: vec![0], ..RangeRequest::default() };
-        let answer = client.range(&all, true).await.map_err(|error| error.to_string())?;
-        Ok(answer.kvs.into_iter().map(|kv| (kv.key, kv.value, kv.mod_revision)).collect())
-    }))
-}
-
-/// Waits until every member's store holds the same keys, values and
-/// revisions, and returns how many keys that is.
-fn stores_converge(members: &[Member]) -> usize {
-    eventually("every member's store holding the same state", || {
-        let stores: Vec<_> = members.iter().map(store_of).collect::<Result<_, _>>()?;
-        if stores.iter().all(|store| *store == stores[0]) {
-            Ok(stores[0].len())
-        } else {
-            Err(format!("keys per member: {:?}", stores.iter().map(Vec::len).collect::<Vec<_>>()))
-        }
-    })
 }
 
 /// Puts `count` keys under `prefix` through `member`, one after another;
@@ -312,7 +243,7 @@ fn a_restarted_follower_catches_up_by_log_and_by_snapshot_after_purge() {
     let mut restarted = Daemon::start(&members[follower].config);
     restarted.wait_ready();
     daemons[follower] = Some(restarted);
-    let keys = stores_converge(&members);
+    let keys = stores_converge(&members).len();
     for (group, last) in last_before.iter().enumerate() {
         let snapshot = group_field(&members[follower], group, "snapshot_index");
         eprintln!(

@@ -22,14 +22,6 @@ const GROUPS: usize = 1;
 const LARGE_VALUES: usize = 384;
 const LARGE_VALUE_BYTES: usize = 64 << 10;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
-}
-
-fn endpoint(member: &Member) -> String {
-    format!("127.0.0.1:{}", member.client_port)
-}
-
 fn group_field(member: &Member, field: &str) -> u64 {
     status_json(member.client_port)[0]["groups"][0][field].as_u64().unwrap_or(0)
 }

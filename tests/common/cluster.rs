@@ -5,7 +5,10 @@ use std::net::{IpAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{status_json, DEADLINE};
+use nvkv::kv::types::RangeRequest;
+use nvkv::rpc::client::ShardedClient;
+
+use super::{status_json, try_status_json, Daemon, DEADLINE};
 
 /// One member's config and ports.
 pub struct Member {
@@ -137,4 +140,89 @@ pub async fn connect_next(
             None
         }
     }
+}
+
+/// A current-thread runtime for the client library, which runs on one
+/// thread inside a `LocalSet`.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+/// Runs client-library code the way it must run: one thread, a LocalSet.
+pub fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::task::LocalSet::new().block_on(&runtime(), future)
+}
+
+/// Where `member`'s clients connect.
+pub fn endpoint(member: &Member) -> String {
+    format!("127.0.0.1:{}", member.client_port)
+}
+
+/// Starts every member and waits for each to be ready.
+pub fn start_all(members: &[Member]) -> Vec<Option<Daemon>> {
+    let mut daemons: Vec<Option<Daemon>> =
+        members.iter().map(|member| Some(Daemon::start(&member.config))).collect();
+    for daemon in daemons.iter_mut().flatten() {
+        daemon.wait_ready();
+    }
+    daemons
+}
+
+/// `group`'s leader as the running members agree on it (one they all name,
+/// and itself running); a member whose daemon is `None` is not asked.
+pub fn agreed_leader(members: &[Member], daemons: &[Option<Daemon>], group: usize) -> Result<u64, String> {
+    let running: Vec<&Member> = members
+        .iter()
+        .zip(daemons)
+        .filter(|(_, daemon)| daemon.is_some())
+        .map(|(member, _)| member)
+        .collect();
+    let mut seen = Vec::new();
+    for member in &running {
+        let status = try_status_json(member.client_port)?;
+        seen.push(status[0]["groups"][group]["leader"].as_u64().unwrap_or(0));
+    }
+    match seen.first() {
+        Some(leader)
+            if seen.iter().all(|other| other == leader) && running.iter().any(|m| m.id == *leader) =>
+        {
+            Ok(*leader)
+        }
+        _ => Err(format!("group {group}: leaders as the running members see them: {seen:?}")),
+    }
+}
+
+/// A store's keys with their values and last revisions.
+pub type Store = Vec<(Vec<u8>, Vec<u8>, i64)>;
+
+/// Every key-value of the cluster, as `member`'s own store holds it
+/// (serializable: no leader involved; after a restart it may lag until a
+/// leader commits in its term, see [`read_all`]).
+pub fn store_of(member: &Member) -> Result<Store, String> {
+    read_all(member, true)
+}
+
+/// Every key-value of the cluster read through `member`: serializable
+/// (its own store as it is) or linearizable (once the member applied
+/// everything the group's leader had committed when the read began).
+pub fn read_all(member: &Member, serializable: bool) -> Result<Store, String> {
+    block_on(async {
+        let client = ShardedClient::open(&endpoint(member)).await.map_err(|error| error.to_string())?;
+        let all = RangeRequest { key: vec![0], range_end: vec![0], ..RangeRequest::default() };
+        let answer = client.range(&all, serializable).await.map_err(|error| error.to_string())?;
+        Ok(answer.kvs.into_iter().map(|kv| (kv.key, kv.value, kv.mod_revision)).collect())
+    })
+}
+
+/// Waits until every member's store holds the same keys, values and
+/// revisions, and returns that store.
+pub fn stores_converge(members: &[Member]) -> Store {
+    eventually("every member's store holding the same state", || {
+        let stores: Vec<_> = members.iter().map(store_of).collect::<Result<_, _>>()?;
+        if stores.iter().all(|store| *store == stores[0]) {
+            Ok(stores[0].clone())
+        } else {
+            Err(format!("keys per member: {:?}", stores.iter().map(Vec::len).collect::<Vec<_>>()))
+        }
+    })
 }
