@@ -24,9 +24,9 @@ use common::*;
 use nvkv::kv::partition::Partitioner;
 use nvkv::kv::types::{prefix_range_end, EventKind, PutRequest, RangeRequest, RequestOp, TxnRequest};
 use nvkv::kv::watch::WatchRequest;
+use nvkv::rpc::client::watch::WatchMessage;
 use nvkv::rpc::client::{ClientError, Connection, ShardedClient};
 use nvkv::rpc::kv::ErrorCode;
-use nvkv::rpc::watch_client::WatchMessage;
 
 /// Groups of the test clusters: one shard per member, two groups each.
 const GROUPS: usize = 2;

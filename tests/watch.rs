@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use nvkv::kv::types::{prefix_range_end, EventKind};
 use nvkv::kv::watch::WatchRequest;
+use nvkv::rpc::client::watch::{Watch, WatchMessage};
 use nvkv::rpc::client::{ClientError, Connection, ShardedClient};
 use nvkv::rpc::kv::ErrorCode;
-use nvkv::rpc::watch_client::{Watch, WatchMessage};
 
 /// One change as a watcher reports it: group, revision, kind, key.
 type Seen = (u32, i64, &'static str, String);

@@ -10,8 +10,8 @@ use crate::kv::types::{
 use crate::kv::watch::WatchRequest;
 use std::time::Duration;
 
+use crate::rpc::client::watch::{Watch, WatchMessage};
 use crate::rpc::client::{ClientTls, Connection, ShardedClient};
-use crate::rpc::watch_client::{Watch, WatchMessage};
 
 use super::report::ServerSample;
 use super::workload::{BenchUser, Consistency, RangeRead, StoreTarget, Swap, WatchStream, WatchedEvent};

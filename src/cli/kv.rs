@@ -2,8 +2,8 @@
 //! through a client that sends each request to its key's shard.
 
 use nvkv::kv::types::{EventKind, RangeRequest};
+use nvkv::rpc::client::watch::WatchMessage;
 use nvkv::rpc::client::{ClientTls, KeyValueView, ShardedClient};
-use nvkv::rpc::watch_client::WatchMessage;
 
 use super::args::{Command, WatchArgs};
 use super::connect::{connect, run_client};

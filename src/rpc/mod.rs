@@ -24,7 +24,6 @@ pub mod routing;
 pub mod server;
 pub mod tls;
 pub mod watch;
-pub mod watch_client;
 
 pub mod cluster;
 

@@ -621,6 +621,7 @@ mod backup;
 mod keepalive;
 mod lease;
 mod sharded;
+pub mod watch;
 
 pub(in crate::rpc) use answers::*;
 pub(in crate::rpc) use sharded::open_shards;

@@ -279,7 +279,7 @@ impl ShardedClient {
     pub async fn watch(
         &self,
         request: &crate::kv::watch::WatchRequest,
-    ) -> Result<crate::rpc::watch_client::Watch, ClientError> {
+    ) -> Result<super::watch::Watch, ClientError> {
         self.for_range(&request.key, &request.range_end).watch(request).await
     }
 }

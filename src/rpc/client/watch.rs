@@ -8,11 +8,11 @@ use std::cell::RefCell;
 
 use tokio::sync::mpsc;
 
-use super::client::{ClientError, Connection};
-use super::kv::{read_error, read_header, Header, ServerError};
+use super::{ClientError, Connection};
 use crate::kv::types::Event;
 use crate::kv::watch::WatchRequest;
 use crate::nvkv_capnp::{watch_handle, watch_result, watcher};
+use crate::rpc::kv::{read_error, read_header, Header, ServerError};
 
 /// Messages a watch holds for its caller before the node is held back.
 pub const WATCH_MESSAGES_BUFFERED: usize = 64;
@@ -82,7 +82,7 @@ impl watcher::Server for WatcherServer {
         let params = params.get()?;
         let mut events = Vec::new();
         for event in params.get_events()? {
-            events.push(super::watch::read_event(event)?);
+            events.push(crate::rpc::watch::read_event(event)?);
         }
         self.push(WatchMessage::Events { header: read_header(params.get_header()?), events }).await
     }
@@ -120,7 +120,7 @@ impl Connection {
         // Pipelined: one round trip for the Watch capability and the call.
         let service = self.node().watch_request().send().pipeline.get_watch();
         let mut call = service.watch_request();
-        super::watch::set_watch_create(call.get().init_request(), request);
+        crate::rpc::watch::set_watch_create(call.get().init_request(), request);
         call.get().set_watcher(watcher);
         let response = call.send().promise.await.map_err(|error| self.rpc_error(error))?;
         let decode = || -> capnp::Result<Result<Watch, ServerError>> {
