@@ -3,12 +3,47 @@
 //!
 //! The tail is the first place where the next record (by sequence number
 //! and CRC chain) is not. A torn or corrupt record there is dropped, with
-//! everything after it, when it cannot have been reported durable. It is
-//! corruption in the middle, and fatal, when a valid later record says
-//! (through its `durable_before`) that the bad one had already been durable
-//! when it was written: then an acknowledged record is damaged.
+//! everything after it, when it cannot be proven durable. It is corruption
+//! in the middle, and fatal, when a valid later record says (through its
+//! `durable_before`) that the bad one had already been durable when it was
+//! written: then a record the shard reported durable is damaged. The seal
+//! the log writes whenever it goes idle (`format::RecordKind::Seal`) is such
+//! a record for everything before it.
+//!
+//! What recovery knows, and what it cannot:
+//! - A record that a later valid record proves durable is never dropped:
+//!   damage to it stops the shard with an error naming its LBA.
+//! - A bad record after the last proof is dropped either way, because a
+//!   write torn by a crash while in flight (never reported durable) and a
+//!   record reported durable and damaged later (a bit flip, a latent error,
+//!   a write that landed elsewhere) look alike. Such records lie only in the
+//!   last writes before the crash, or after the last seal.
+//! - When the block where the tail was found holds nothing of this log's
+//!   current lap (no record magic, or a whole valid record older than the
+//!   tail or of another log), no record was begun there, and recovery says
+//!   the tail was clean. A device that acknowledged a write it never made, or made
+//!   at another LBA, can still leave such a block; no log can tell that
+//!   without a later proof.
+//! - Otherwise recovery keeps an [`UnprovenTail`]: records that may have
+//!   been reported durable were dropped, and which groups and indexes they
+//!   held is unknown (their headers may be the damaged part). Every group of
+//!   the shard may then have lost entries after the last one it holds, and
+//!   its last vote; the Raft layer keeps such a member from voting until a
+//!   leader has brought it past that point.
 
 use std::collections::BTreeMap;
+
+/// Records that may have been reported durable were dropped with the tail
+/// of the log (see the module doc): what is known of where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnprovenTail {
+    /// The sequence number of the first record dropped.
+    pub sequence: u64,
+    /// Where it lay.
+    pub lba: u64,
+    /// What was found there instead of it.
+    pub found: String,
+}
 
 use super::checkpoint::Checkpoint;
 use super::format::{self, DecodeError, RecordKind};
@@ -127,7 +162,21 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
                     Err(error) => error.to_string(),
                 };
                 check_torn_not_corrupt(log, &mut reader, offset, expected, &what)?;
-                tracing::debug!(shard = log.region.shard, offset, expected, %what, "found the tail of the log");
+                if !tail_is_clean(log, &mut reader, offset, expected)? {
+                    let lba = log.region.ring_first_block() + offset;
+                    tracing::warn!(
+                        shard = log.region.shard,
+                        lba,
+                        sequence = expected,
+                        found = %what,
+                        "dropped a damaged record at the tail of the log that no later record proves durable: it may \
+                         have been reported durable (a torn write and later damage look alike); this member's groups \
+                         do not vote until a leader has brought them past it"
+                    );
+                    log.unproven_tail = Some(UnprovenTail { sequence: expected, lba, found: what });
+                } else {
+                    tracing::debug!(shard = log.region.shard, offset, expected, %what, "found the tail of the log");
+                }
                 break;
             }
         }
@@ -151,6 +200,9 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
     log.next_sequence = expected;
     log.durable_sequence = expected - 1;
     log.last_crc = previous_crc;
+    // Records replayed since the last seal get one at the first idle turn,
+    // so a member that restarts and idles has its log proven too.
+    log.unsealed = log.ring.back().is_some_and(|record| record.kind != RecordKind::Seal);
     log.used_blocks = used;
     tracing::info!(
         shard = log.region.shard,
@@ -229,6 +281,43 @@ fn check_torn_not_corrupt(
     Ok(())
 }
 
+/// Whether the block at `offset`, where the record with sequence
+/// `expected` should have started, shows that no record was begun there:
+/// zeroes or other bytes without the record magic, or a whole valid record
+/// that is not of this log's current lap (an older sequence number, or
+/// another log's). Anything else (a damaged record, a header that claims
+/// `expected` or later) may be a record that was reported durable and
+/// damaged since. Damage to the four magic bytes alone passes for "no
+/// record": the price of not flagging every restart on a device whose ring
+/// held other data before.
+fn tail_is_clean(
+    log: &mut ShardLog,
+    reader: &mut RingReader,
+    offset: u64,
+    expected: u64,
+) -> Result<bool, WalError> {
+    let lba_bytes = log.lba_bytes;
+    let first = reader.get(log, offset, 1)?;
+    if first.iter().all(|byte| *byte == 0) {
+        return Ok(true);
+    }
+    let header = match format::decode_header(first, lba_bytes) {
+        Ok(header) => header,
+        // Data that is no record at all: what a ring on a used device holds
+        // past its first lap, and what a write that never began leaves.
+        Err(DecodeError::NoMagic) => return Ok(true),
+        Err(_) => return Ok(false),
+    };
+    let on_disk_blocks = if header.kind == RecordKind::Wrap { 1 } else { u64::from(header.blocks) };
+    if offset + on_disk_blocks > log.ring_blocks {
+        return Ok(false);
+    }
+    let log_id = log.region.log_id;
+    let bytes = reader.get(log, offset, on_disk_blocks)?;
+    Ok(format::decode_record(bytes, lba_bytes).is_ok()
+        && (header.log_id != log_id || header.sequence < expected))
+}
+
 /// An entry found with a gap before it, waiting for the truncation that
 /// explains it.
 struct Orphan {
@@ -249,7 +338,7 @@ fn replay(
     crc: u32,
 ) -> Result<(), WalError> {
     let lba = log.region.ring_first_block() + offset;
-    if header.kind != RecordKind::Wrap
+    if !matches!(header.kind, RecordKind::Wrap | RecordKind::Seal)
         && !log.groups.contains_key(&header.group)
         && log.groups.len() >= log.region.groups_max as usize
     {
@@ -302,7 +391,7 @@ fn replay(
             // the restart.
             log.groups.entry(header.group).or_default().offer_snapshot(reference);
         }
-        RecordKind::Wrap => {}
+        RecordKind::Wrap | RecordKind::Seal => {}
     }
     log.ring.push_back(RingRecord {
         sequence: header.sequence,

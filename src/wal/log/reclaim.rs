@@ -116,6 +116,7 @@ impl ShardLog {
             | RecordKind::Truncate
             | RecordKind::Purge
             | RecordKind::Wrap
+            | RecordKind::Seal
             | RecordKind::SnapshotRef => true,
         }
     }
