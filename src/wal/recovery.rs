@@ -18,10 +18,12 @@
 //!   record reported durable and damaged later (a bit flip, a latent error,
 //!   a write that landed elsewhere) look alike. Such records lie only in the
 //!   last writes before the crash, or after the last seal.
-//! - When the block where the tail was found holds nothing of this log's
-//!   current lap (no record magic, or a whole valid record older than the
-//!   tail or of another log), no record was begun there, and recovery says
-//!   the tail was clean. A device that acknowledged a write it never made, or made
+//! - When the block where the tail was found holds no record (no record
+//!   magic), or a whole valid record that does not chain (a leftover of an
+//!   earlier lap, of another log, or of an earlier open whose tail was
+//!   dropped), no record of this log was begun there, and recovery says the
+//!   tail was clean. A torn write whose first block never landed is such a
+//!   case, and loses only what was never reported durable. A device that acknowledged a write it never made, or made
 //!   at another LBA, can still leave such a block; no log can tell that
 //!   without a later proof.
 //! - Otherwise recovery keeps an [`UnprovenTail`]: records that may have
@@ -130,6 +132,8 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
     let mut offset = log.head_offset;
     let mut expected = log.head_sequence;
     let mut previous_crc = log.head_previous_crc;
+    // The open that wrote the last record replayed.
+    let mut last_epoch = None;
     let mut used = 0u64;
     let mut orphans = Vec::new();
     loop {
@@ -152,6 +156,7 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
                 offset += ring_blocks_used;
                 expected += 1;
                 previous_crc = crc;
+                last_epoch = Some(header.epoch);
             }
             found => {
                 let what = match found {
@@ -162,7 +167,7 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
                     Err(error) => error.to_string(),
                 };
                 check_torn_not_corrupt(log, &mut reader, offset, expected, &what)?;
-                if !tail_is_clean(log, &mut reader, offset, expected)? {
+                if !tail_is_clean(log, &mut reader, offset, expected, last_epoch)? {
                     let lba = log.region.ring_first_block() + offset;
                     tracing::warn!(
                         shard = log.region.shard,
@@ -282,29 +287,30 @@ fn check_torn_not_corrupt(
 }
 
 /// Whether the block at `offset`, where the record with sequence
-/// `expected` should have started, shows that no record was begun there:
-/// zeroes or other bytes without the record magic, or a whole valid record
-/// that is not of this log's current lap (an older sequence number, or
-/// another log's). Anything else (a damaged record, a header that claims
-/// `expected` or later) may be a record that was reported durable and
-/// damaged since. Damage to the four magic bytes alone passes for "no
-/// record": the price of not flagging every restart on a device whose ring
-/// held other data before.
+/// `expected` should have started, shows that no record of this log was
+/// begun there: bytes without the record magic (zeroes, data a ring on a
+/// used device held before, or what a write that never reached the block
+/// left), or a whole valid record that does not chain to the last one
+/// replayed. That record is not the one expected as written (which would
+/// chain and have been replayed); it is a leftover of an earlier lap, of
+/// another log, or of an earlier open whose tail was dropped. Only a valid
+/// record of the same open with a later sequence number could be a later
+/// write misdirected over the expected one, and counts as damage.
+/// Anything else (a record whose CRC fails, impossible header fields) may
+/// be a record that was reported durable and damaged since. Damage to the
+/// four magic bytes alone passes for "no record": the price of not
+/// flagging every restart on a device whose ring held other data before.
 fn tail_is_clean(
     log: &mut ShardLog,
     reader: &mut RingReader,
     offset: u64,
     expected: u64,
+    last_epoch: Option<u64>,
 ) -> Result<bool, WalError> {
     let lba_bytes = log.lba_bytes;
     let first = reader.get(log, offset, 1)?;
-    if first.iter().all(|byte| *byte == 0) {
-        return Ok(true);
-    }
     let header = match format::decode_header(first, lba_bytes) {
         Ok(header) => header,
-        // Data that is no record at all: what a ring on a used device holds
-        // past its first lap, and what a write that never began leaves.
         Err(DecodeError::NoMagic) => return Ok(true),
         Err(_) => return Ok(false),
     };
@@ -314,8 +320,9 @@ fn tail_is_clean(
     }
     let log_id = log.region.log_id;
     let bytes = reader.get(log, offset, on_disk_blocks)?;
-    Ok(format::decode_record(bytes, lba_bytes).is_ok()
-        && (header.log_id != log_id || header.sequence < expected))
+    let misdirected_here =
+        header.log_id == log_id && Some(header.epoch) == last_epoch && header.sequence >= expected;
+    Ok(format::decode_record(bytes, lba_bytes).is_ok() && !misdirected_here)
 }
 
 /// An entry found with a gap before it, waiting for the truncation that
