@@ -466,7 +466,12 @@ fn stale_records_of_a_torn_write_are_not_resurrected() {
     let ticket = log.append(1, 3, 1, &payload(1, 3, 1, 100)).expect("append");
     log.wait_durable(ticket).expect("durable");
     let entry_two = log.region.ring_first_block()
-        + log.ring.iter().find(|record| record.kind == RecordKind::Entry && record.index == 2).expect("entry 2").offset;
+        + log
+            .ring
+            .iter()
+            .find(|record| record.kind == RecordKind::Entry && record.index == 2)
+            .expect("entry 2")
+            .offset;
     drop(log);
     namespace.write_bytes(entry_two * LBA as u64, &[0u8; LBA]);
 
@@ -479,7 +484,11 @@ fn stale_records_of_a_torn_write_are_not_resurrected() {
     drop(log);
     let log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
     assert_eq!(log.entry_range(1), Some((1, 2)), "the stale entry 3 stays dead");
-    assert_eq!(log.unproven_tail(), None, "a leftover of a dropped tail is not damage to an acknowledged record");
+    assert_eq!(
+        log.unproven_tail(),
+        None,
+        "a leftover of a dropped tail is not damage to an acknowledged record"
+    );
     assert_eq!(log.term_of(1, 2), Some(2));
 }
 
