@@ -712,6 +712,7 @@ impl RaftGroup {
                 "a leader brought the log past the records recovery dropped: this member votes again"
             );
             self.unproven_after.set(None);
+            self.log.mark_proven(self.group);
             self.raft.runtime_config().elect(true);
         }
     }

@@ -66,7 +66,10 @@ pub enum RecordKind {
     /// Written when the log goes idle after appends: its `durable_before`
     /// covers every record before it, which proves them durable, so
     /// recovery treats later damage to any of them as corruption rather than
-    /// a torn tail. Carries nothing; `group`, `index` and `term` are zero.
+    /// a torn tail. `group`, `index` and `term` are zero; the payload
+    /// ([`encode_seal`]) lists the groups that may have lost acknowledged
+    /// records in an earlier recovery and have not been brought past that
+    /// point since, so the restriction that follows survives a restart.
     Seal = 7,
 }
 
@@ -92,6 +95,42 @@ impl RecordKind {
             _ => 1,
         }
     }
+}
+
+/// Bytes of one group in a seal's payload: group u32, index u64.
+const SEAL_GROUP_BYTES: usize = 12;
+
+/// The payload of a seal: a count u32, then per group its id u32 and the
+/// index u64 after which it may have lost entries, in group order.
+pub fn encode_seal(unproven: &std::collections::BTreeMap<u32, u64>) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(4 + unproven.len() * SEAL_GROUP_BYTES);
+    payload.extend_from_slice(&(unproven.len() as u32).to_le_bytes());
+    for (group, index) in unproven {
+        payload.extend_from_slice(&group.to_le_bytes());
+        payload.extend_from_slice(&index.to_le_bytes());
+    }
+    payload
+}
+
+/// Decodes a seal's payload (see [`encode_seal`]); an empty payload lists
+/// no group.
+pub fn decode_seal(payload: &[u8]) -> Result<std::collections::BTreeMap<u32, u64>, DecodeError> {
+    let mut unproven = std::collections::BTreeMap::new();
+    if payload.is_empty() {
+        return Ok(unproven);
+    }
+    if payload.len() < 4 {
+        return Err(DecodeError::BadField("seal payload"));
+    }
+    let count = crate::little_endian::u32_at(payload, 0) as usize;
+    if payload.len() != 4 + count * SEAL_GROUP_BYTES {
+        return Err(DecodeError::BadField("seal payload"));
+    }
+    for at in (4..payload.len()).step_by(SEAL_GROUP_BYTES) {
+        unproven
+            .insert(crate::little_endian::u32_at(payload, at), crate::little_endian::u64_at(payload, at + 4));
+    }
+    Ok(unproven)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -350,6 +389,15 @@ mod tests {
         assert_eq!(decode_record(&bytes, 4096).expect("a seal decodes").0, seal);
         bytes[4] = 1;
         assert_eq!(decode_header(&bytes, 4096), Err(DecodeError::BadField("version")));
+    }
+
+    #[test]
+    fn a_seal_payload_round_trips_and_a_wrong_length_is_refused() {
+        let unproven = std::collections::BTreeMap::from([(0, 7), (3, 0), (9, u64::MAX)]);
+        let payload = encode_seal(&unproven);
+        assert_eq!(decode_seal(&payload), Ok(unproven));
+        assert_eq!(decode_seal(&[]), Ok(Default::default()));
+        assert_eq!(decode_seal(&payload[..payload.len() - 1]), Err(DecodeError::BadField("seal payload")));
     }
 
     #[test]

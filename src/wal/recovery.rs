@@ -31,7 +31,8 @@
 //!   held is unknown (their headers may be the damaged part). Every group of
 //!   the shard may then have lost entries after the last one it holds, and
 //!   its last vote; the Raft layer keeps such a member from voting until a
-//!   leader has brought it past that point.
+//!   leader has brought it past that point. The groups still in that state
+//!   are listed in every seal, so a restart before then keeps them there.
 
 use std::collections::BTreeMap;
 
@@ -208,6 +209,20 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
     // Records replayed since the last seal get one at the first idle turn,
     // so a member that restarts and idles has its log proven too.
     log.unsealed = log.ring.back().is_some_and(|record| record.kind != RecordKind::Seal);
+    if log.unproven_tail.is_some() {
+        // Every group may have lost records after the last entry it holds
+        // now; one listed already keeps the later of the two points, past
+        // which a leader must bring it for both losses to be repaired.
+        let held: Vec<(u32, u64)> =
+            log.groups.iter().map(|(group, state)| (*group, state.last_index().unwrap_or(0))).collect();
+        for (group, index) in held {
+            let after = log.unproven.entry(group).or_insert(index);
+            *after = (*after).max(index);
+        }
+        log.unproven_others = true;
+        // The first idle turn writes a seal that lists them.
+        log.unsealed = true;
+    }
     log.used_blocks = used;
     tracing::info!(
         shard = log.region.shard,
@@ -398,7 +413,14 @@ fn replay(
             // the restart.
             log.groups.entry(header.group).or_default().offer_snapshot(reference);
         }
-        RecordKind::Wrap | RecordKind::Seal => {}
+        RecordKind::Seal => {
+            // The last seal's list is current: each seal lists them all.
+            log.unproven = format::decode_seal(&payload).map_err(|reason| {
+                WalError::Corrupt(format!("seal record {} at LBA {lba}: {reason}", header.sequence))
+            })?;
+            log.last_seal = Some(header.sequence);
+        }
+        RecordKind::Wrap => {}
     }
     log.ring.push_back(RingRecord {
         sequence: header.sequence,

@@ -403,13 +403,30 @@ fn wal_unproven_tail_dropped_is_reported_per_group() {
     crash_before_the_seal(log, &write);
     namespace.write_bytes(damaged * LBA as u64 + 80, b"bit rot");
 
-    let log = open_log(namespace.as_ref(), region, small_options()).expect("an unproven tail is dropped");
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("an unproven tail is dropped");
     assert_eq!(log.entry_range(1), Some((1, 2)));
     let tail = log.unproven_tail().expect("the drop is reported");
     assert_eq!(tail.lba, damaged);
     assert_eq!(log.may_have_lost_after(1), Some(2));
     assert_eq!(log.may_have_lost_after(2), Some(1), "which group lost a record is unknown");
     assert_eq!(log.may_have_lost_after(7), Some(0));
+
+    // A restart before a leader brought the groups past that point keeps
+    // them listed (the seal of the idle log carries them), until each is
+    // marked proven.
+    settle(&mut log);
+    drop(log);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
+    assert_eq!(log.unproven_tail(), None, "this recovery dropped nothing");
+    assert_eq!(log.may_have_lost_after(1), Some(2));
+    assert_eq!(log.may_have_lost_after(2), Some(1));
+    assert_eq!(log.may_have_lost_after(7), None, "a group with no state is listed for one open only");
+    log.mark_proven(1);
+    settle(&mut log);
+    drop(log);
+    let log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
+    assert_eq!(log.may_have_lost_after(1), None);
+    assert_eq!(log.may_have_lost_after(2), Some(1));
 }
 
 #[test]

@@ -447,6 +447,19 @@ pub struct ShardLog {
     /// Set by recovery when it dropped a damaged tail that no record proves
     /// was never reported durable (see `super::recovery`).
     pub(super) unproven_tail: Option<UnprovenTail>,
+    /// The groups that may have lost acknowledged records in a recovery
+    /// (this one or an earlier one), with the index after which they may
+    /// have: every seal carries them, so they survive restarts until
+    /// [`ShardLog::mark_proven`] takes a group off.
+    pub(super) unproven: BTreeMap<u32, u64>,
+    /// Recovery dropped an unproven tail in this open: a group with no
+    /// state in the log may have lost all it had. Not carried by seals (a
+    /// group whose every record was in that tail is one created just
+    /// before the crash).
+    pub(super) unproven_others: bool,
+    /// The sequence number of the last seal placed: while groups are listed
+    /// unproven it is kept from reclaim, so the list always survives.
+    pub(super) last_seal: Option<u64>,
     /// Why the log stopped for good, once it has (a failed write or flush).
     failed: Option<String>,
     /// A buffer the device's completions are reaped into, kept between ticks.
@@ -562,6 +575,9 @@ impl ShardLog {
             snapshot_reads: HashMap::new(),
             snapshot_reads_done: HashMap::new(),
             unproven_tail: None,
+            unproven: BTreeMap::new(),
+            unproven_others: false,
+            last_seal: None,
             failed: None,
             completions: Vec::new(),
             waiters: Vec::new(),
@@ -618,14 +634,32 @@ impl ShardLog {
         self.unproven_tail.as_ref()
     }
 
-    /// When recovery dropped records that may have been reported durable:
-    /// the index after which `group` may have lost entries (the last one it
-    /// holds, 0 when it holds none). Its last vote may have been lost too.
-    /// Which group the dropped records belonged to is unknown, so every
-    /// group of the shard answers.
+    /// When a recovery (this one, or an earlier one since which `group` was
+    /// not marked proven) dropped records that may have been reported
+    /// durable: the index after which `group` may have lost entries (the
+    /// last one it held then, 0 when it held none). Its last vote may have
+    /// been lost too. Which group the dropped records belonged to is
+    /// unknown, so every group of the shard answers.
     pub fn may_have_lost_after(&self, group: u32) -> Option<u64> {
-        self.unproven_tail.as_ref()?;
-        Some(self.last_index(group).unwrap_or(0))
+        self.unproven
+            .get(&group)
+            .copied()
+            .or_else(|| (self.unproven_other_group(group)).then(|| self.last_index(group).unwrap_or(0)))
+    }
+
+    fn unproven_other_group(&self, group: u32) -> bool {
+        self.unproven_others && !self.groups.contains_key(&group)
+    }
+
+    /// Takes `group` off the groups that may have lost acknowledged
+    /// records: its Raft layer saw a leader bring it past that point. The
+    /// next seal no longer lists it.
+    pub fn mark_proven(&mut self, group: u32) {
+        let listed = self.unproven.remove(&group).is_some();
+        if listed || self.unproven_other_group(group) {
+            // A group with no state that gets some is listed by no seal.
+            self.unsealed = true;
+        }
     }
 
     /// The LBA of the last record that is not a seal, and the LBAs of the

@@ -343,6 +343,9 @@ impl ShardLog {
         });
         self.last_crc = crc;
         self.unsealed = header.kind != RecordKind::Seal;
+        if header.kind == RecordKind::Seal {
+            self.last_seal = Some(header.sequence);
+        }
         self.next_sequence += 1;
         self.stats.records_written += 1;
     }
@@ -360,7 +363,8 @@ impl ShardLog {
     /// nothing while the log is busy: while anything is queued or in flight
     /// the next group-commit write is the proof, and no seal goes out; one
     /// seal (one block) goes out per idle period, after the last write of a
-    /// burst. A write queued while a seal is in flight takes another of the
+    /// burst (its payload lists the groups still unproven, usually none: one
+    /// block). A write queued while a seal is in flight takes another of the
     /// `inflight_writes_max` slots beside it (with a single slot it waits
     /// for that one-block write). The seal stays out of the reserve kept for
     /// records that free space: with the ring that full the log skips it and
@@ -372,7 +376,11 @@ impl ShardLog {
         if self.tail_offset == self.ring_blocks {
             self.tail_offset = 0;
         }
-        if self.free_blocks() <= self.reserve_blocks {
+        let payload = format::encode_seal(&self.unproven);
+        let blocks = format::record_blocks(payload.len(), self.lba_bytes) as u64;
+        // A seal that does not fit before the end of the ring waits for the
+        // next write to wrap it.
+        if self.free_blocks() < self.reserve_blocks + blocks || self.ring_blocks - self.tail_offset < blocks {
             return false;
         }
         debug_assert_eq!(
@@ -380,13 +388,13 @@ impl ShardLog {
             self.next_sequence,
             "an idle log has every record durable"
         );
-        let header = self.record_header(RecordKind::Seal, 0, 0, 0, 0, 1);
-        let mut buffer = self.queue.allocate(self.lba_bytes);
-        let crc = format::encode_record(&header, &[], &mut buffer);
+        let header = self.record_header(RecordKind::Seal, 0, 0, 0, payload.len(), blocks);
+        let mut buffer = self.queue.allocate(blocks as usize * self.lba_bytes);
+        let crc = format::encode_record(&header, &payload, &mut buffer);
         let offset = self.tail_offset;
-        self.place(&header, crc, offset, 1);
-        self.used_blocks += 1;
-        self.tail_offset += 1;
+        self.place(&header, crc, offset, blocks);
+        self.used_blocks += blocks;
+        self.tail_offset += blocks;
         self.stats.seals += 1;
         self.send_write(offset, buffer, header.sequence, Vec::new());
         true
