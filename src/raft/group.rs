@@ -738,6 +738,7 @@ impl RaftGroup {
                 group = self.group,
                 member = self.member,
                 candidate = ?request.vote.leader_id().voted_for(),
+                candidate_last_log = ?request.last_log_id,
                 index,
                 "refused a vote: this member's log may have lost acknowledged records after entry {index}"
             );

@@ -170,7 +170,9 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
                 check_torn_not_corrupt(log, &mut reader, offset, expected, &what)?;
                 if !tail_is_clean(log, &mut reader, offset, expected, last_epoch)? {
                     let lba = log.region.ring_first_block() + offset;
+                    let header = format::decode_header(reader.get(log, offset, 1)?, log.lba_bytes).ok();
                     tracing::warn!(
+                        ?header,
                         shard = log.region.shard,
                         lba,
                         sequence = expected,

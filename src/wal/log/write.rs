@@ -366,9 +366,9 @@ impl ShardLog {
     /// burst (its payload lists the groups still unproven, usually none: one
     /// block). A write queued while a seal is in flight takes another of the
     /// `inflight_writes_max` slots beside it (with a single slot it waits
-    /// for that one-block write). The seal stays out of the reserve kept for
-    /// records that free space: with the ring that full the log skips it and
-    /// the records stay unproven until the next write.
+    /// for that one-block write). The seal never takes the second half of
+    /// the ring: with the ring that full the log skips it and the records
+    /// stay unproven until the next write.
     pub(super) fn maybe_seal(&mut self) -> bool {
         if !self.unsealed || self.failed.is_some() || !self.pending.is_empty() || !self.inflight.is_empty() {
             return false;
@@ -379,8 +379,11 @@ impl ShardLog {
         let payload = format::encode_seal(&self.unproven);
         let blocks = format::record_blocks(payload.len(), self.lba_bytes) as u64;
         // A seal that does not fit before the end of the ring waits for the
-        // next write to wrap it.
-        if self.free_blocks() < self.reserve_blocks + blocks || self.ring_blocks - self.tail_offset < blocks {
+        // next write to wrap it. Past half the ring (where groups snapshot
+        // under ring pressure, and one that cannot purge holds its entries
+        // for good) every block is one an entry may need: the log does not
+        // seal there, and the next write proves the last records.
+        if self.used_blocks + blocks > self.ring_blocks / 2 || self.ring_blocks - self.tail_offset < blocks {
             return false;
         }
         debug_assert_eq!(
