@@ -23,6 +23,7 @@ use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 
 use super::log_store::{GroupLogStore, ENTRY_HEADER_BYTES};
 use super::network::{GroupNetworkFactory, PeerTransport};
+use super::peer_gate::PeerGate;
 use super::snapshot_inbox::{Reception, SnapshotInbox, SnapshotReceiveError};
 use super::state_machine::{GroupStateMachine, GroupStateMachineStore, SnapshotStore};
 use super::timeline::{Timeline, WritePath};
@@ -281,12 +282,9 @@ pub struct RaftGroup {
     leader_changes: Rc<Cell<u64>>,
     /// When recent entries passed each point of their way (the budget).
     timeline: Rc<Timeline>,
-    /// Set when the shard log's recovery dropped records that may have been
-    /// reported durable (`ShardLog::may_have_lost_after`): the index after
-    /// which this member may have lost entries it acknowledged, and its
-    /// vote may be older than one it gave. Until a leader has brought the
-    /// log past it, the member grants no vote and starts no election.
-    unproven_after: Cell<Option<u64>>,
+    /// Where peers' appends and votes enter the group: it keeps a member
+    /// whose log may have lost acknowledged records from voting.
+    gate: Rc<PeerGate>,
 }
 
 /// A write's outcome as the state machine answered it, and where the write
@@ -376,8 +374,8 @@ impl RaftGroup {
                 "the shard log dropped records that may have been acknowledged: this member grants no vote and \
                  starts no election in the group until a leader has brought its log past entry {index}"
             );
-            raft.runtime_config().elect(false);
         }
+        let gate = Rc::new(PeerGate::new(group, member, raft.clone(), log.clone(), unproven_after));
         Ok(RaftGroup {
             group,
             member,
@@ -387,7 +385,7 @@ impl RaftGroup {
             inbox: SnapshotInbox::new(group),
             leader_changes,
             timeline,
-            unproven_after: Cell::new(unproven_after),
+            gate,
         })
     }
 
@@ -661,93 +659,34 @@ impl RaftGroup {
         }
     }
 
-    /// Takes an append-entries message a peer sent this group.
+    /// Takes an append-entries message a peer sent this group (through the
+    /// gate of a member whose log may have lost acknowledged records).
     pub async fn handle_append_entries(
         &self,
         request: AppendEntriesRequest<TypeConfig>,
     ) -> Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
-        let Some(unproven_after) = self.unproven_after.get() else {
-            return self.raft.append_entries(request).await;
-        };
-        let leader_term = request.vote.leader_id().term;
-        let leader_commit = request.leader_commit;
-        let matched = request.entries.last().map(|entry| entry.log_id).or(request.prev_log_id);
-        let response = self.raft.append_entries(request).await?;
-        if response.is_success() {
-            self.maybe_proven_again(unproven_after, leader_term, leader_commit, matched);
-        }
-        Ok(response)
-    }
-
-    /// Clears the refusal of a member whose log may have lost acknowledged
-    /// entries after `unproven_after`, once a leader's append proves the
-    /// loss repaired: the append succeeded, so this log now matches the
-    /// leader's through `matched`; that reaches the leader's commit point,
-    /// which is past `unproven_after` and an entry of the leader's own term.
-    /// A leader commits an entry of its term only after every entry
-    /// committed before its election (all in its log, since it was elected
-    /// without this member's vote, or with it before the loss), and one that
-    /// led before the loss has a commit point past every entry that counted
-    /// this member's acknowledgement. So every committed entry this member
-    /// may have acknowledged and lost is back, and its vote is now the
-    /// leader's, at least as new as any it may have lost unless a leader of
-    /// an older term still led (the case the refusal cannot see: a stale
-    /// leader that kept committing with this member alone).
-    fn maybe_proven_again(
-        &self,
-        unproven_after: u64,
-        leader_term: u64,
-        leader_commit: Option<LogId>,
-        matched: Option<LogId>,
-    ) {
-        let Some(commit) = leader_commit else { return };
-        let proven = commit.leader_id.term == leader_term
-            && commit.index > unproven_after
-            && matched.is_some_and(|matched| matched.index >= commit.index);
-        if proven {
-            tracing::info!(
-                group = self.group,
-                member = self.member,
-                index = commit.index,
-                "a leader brought the log past the records recovery dropped: this member votes again"
-            );
-            self.unproven_after.set(None);
-            self.log.mark_proven(self.group);
-            self.raft.runtime_config().elect(true);
-        }
+        self.gate.append_entries(request).await
     }
 
     /// The index after which this member may have lost acknowledged entries
-    /// (see [`RaftGroup::handle_append_entries`]), while it refuses votes.
+    /// (see [`PeerGate`]), while it refuses votes.
     pub fn unproven_after(&self) -> Option<u64> {
-        self.unproven_after.get()
+        self.gate.unproven_after()
     }
 
-    /// Takes a vote request a peer sent this group. A member whose log may
-    /// have lost acknowledged records refuses every vote until a leader has
-    /// brought it past them: its recovered vote may be older than one it
-    /// gave (granting again would vote twice in a term), and its log shorter
-    /// than the one it acknowledged (granting would let a candidate that
-    /// lacks a committed entry win).
+    /// Takes a vote request a peer sent this group; a member whose log may
+    /// have lost acknowledged records refuses it (see [`PeerGate`]).
     pub async fn handle_vote(
         &self,
         request: VoteRequest<NodeId>,
     ) -> Result<VoteResponse<NodeId>, RaftError<NodeId>> {
-        if let Some(index) = self.unproven_after.get() {
-            tracing::info!(
-                group = self.group,
-                member = self.member,
-                candidate = ?request.vote.leader_id().voted_for(),
-                candidate_last_log = ?request.last_log_id,
-                index,
-                "refused a vote: this member's log may have lost acknowledged records after entry {index}"
-            );
-            let vote = self.raft.metrics().borrow().vote;
-            // Its own vote, which the candidate takes for a refusal; no log
-            // id, since this log is not offered for comparison.
-            return Ok(VoteResponse { vote, vote_granted: false, last_log_id: None });
-        }
-        self.raft.vote(request).await
+        self.gate.vote(request).await
+    }
+
+    /// What peers' appends and votes go through: the in-process router of
+    /// tests hands them here, as the peer server does.
+    pub fn peer_gate(&self) -> Rc<PeerGate> {
+        self.gate.clone()
     }
 
     /// Starts receiving a snapshot of `bytes` bytes that a peer streams to

@@ -362,6 +362,56 @@ fn a_write_applies_only_once_the_device_made_it_durable_and_a_failed_write_stops
     });
 }
 
+/// raft::vote::unproven_tail, the way back: a follower whose last record
+/// rotted before its seal landed comes back refusing votes in both groups;
+/// the leaders bring its logs past the point, and it votes again (the
+/// refusal would otherwise leave a group one member short for good).
+#[test]
+fn a_member_that_dropped_an_unproven_tail_votes_again_once_a_leader_caught_it_up() {
+    run(async {
+        let mut cluster = Cluster::new(fast_config()).await;
+        for group in GROUPS {
+            cluster.write_many(group, 0, 10).await;
+            cluster.converged(group, 10).await;
+        }
+
+        tracing::info!("a follower stops; its seal never landed and its last record rots");
+        let follower = cluster.plain_follower().await;
+        let (last, seals) = cluster.up[&follower].log.with(|log| log.last_record_and_seals());
+        cluster.stop(follower).await;
+        let namespace = cluster.down[&follower].namespace.clone();
+        let mut queue = namespace.open_queue_pair(&QueuePairConfig::default()).expect("queue pair");
+        for seal in seals {
+            let zeroes = queue.allocate(LBA_BYTES as usize);
+            crate::wal::blocking::write(queue.as_mut(), seal, zeroes, true).expect("zero the seal");
+        }
+        let last = last.expect("records");
+        let mut block = crate::wal::blocking::read(queue.as_mut(), last, 1).expect("read the last record");
+        block[50] ^= 0x40; // the term field: covered by the CRC whatever the record
+        crate::wal::blocking::write(queue.as_mut(), last, block, true).expect("damage the last record");
+        drop(queue);
+
+        tracing::info!("it restarts refusing votes, and the leaders bring it past the point");
+        cluster.restart(follower).await;
+        for group in GROUPS {
+            assert!(
+                cluster.running(follower, group).group.unproven_after().is_some(),
+                "group {group}: every group of the shard may have lost the record"
+            );
+        }
+        for group in GROUPS {
+            cluster.write_many(group, 10, 5).await;
+            cluster.converged(group, 15).await;
+            wait_for(&format!("member {follower} to vote again in group {group}"), || {
+                cluster.running(follower, group).group.unproven_after().is_none().then_some(())
+            })
+            .await;
+        }
+        let listed = cluster.up[&follower].log.with(|log| GROUPS.map(|group| log.may_have_lost_after(group)));
+        assert_eq!(listed, GROUPS.map(|_| None), "the next seal lists no group");
+    });
+}
+
 /// raft::vote::unproven_tail: a member votes for itself, and the vote record
 /// (its last, no seal after it, as if the power went before the seal
 /// landed) is damaged at rest. Recovery drops it as a tail it cannot prove
