@@ -23,6 +23,7 @@ use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 
 use super::log_store::{GroupLogStore, ENTRY_HEADER_BYTES};
 use super::network::{GroupNetworkFactory, PeerTransport};
+use super::peer_gate::PeerGate;
 use super::snapshot_inbox::{Reception, SnapshotInbox, SnapshotReceiveError};
 use super::state_machine::{GroupStateMachine, GroupStateMachineStore, SnapshotStore};
 use super::timeline::{Timeline, WritePath};
@@ -281,6 +282,9 @@ pub struct RaftGroup {
     leader_changes: Rc<Cell<u64>>,
     /// When recent entries passed each point of their way (the budget).
     timeline: Rc<Timeline>,
+    /// Where peers' appends and votes enter the group: it keeps a member
+    /// whose log may have lost acknowledged records from voting.
+    gate: Rc<PeerGate>,
 }
 
 /// A write's outcome as the state machine answered it, and where the write
@@ -344,6 +348,34 @@ impl RaftGroup {
             .map_err(|error| start_error(error.to_string()))?;
         let leader_changes = Rc::new(Cell::new(0));
         count_leader_changes(raft.server_metrics(), leader_changes.clone());
+        let mut unproven_after = log.with(|log| log.may_have_lost_after(group));
+        let sole_voter = {
+            let metrics = raft.metrics();
+            let metrics = metrics.borrow();
+            metrics.membership_config.membership().voter_ids().eq([member])
+        };
+        if let (Some(index), true) = (unproven_after, sole_voter) {
+            // No other member holds what may have been lost, and refusing to
+            // elect itself would only stop the group for good.
+            tracing::error!(
+                group,
+                member,
+                index,
+                "the shard log dropped records that may have been acknowledged, and this member is the group's \
+                 only voter: entries after {index} may be lost"
+            );
+            unproven_after = None;
+        }
+        if let Some(index) = unproven_after {
+            tracing::warn!(
+                group,
+                member,
+                index,
+                "the shard log dropped records that may have been acknowledged: this member grants no vote and \
+                 starts no election in the group until a leader has brought its log past entry {index}"
+            );
+        }
+        let gate = Rc::new(PeerGate::new(group, member, raft.clone(), log.clone(), unproven_after));
         Ok(RaftGroup {
             group,
             member,
@@ -353,6 +385,7 @@ impl RaftGroup {
             inbox: SnapshotInbox::new(group),
             leader_changes,
             timeline,
+            gate,
         })
     }
 
@@ -626,20 +659,34 @@ impl RaftGroup {
         }
     }
 
-    /// Takes an append-entries message a peer sent this group.
+    /// Takes an append-entries message a peer sent this group (through the
+    /// gate of a member whose log may have lost acknowledged records).
     pub async fn handle_append_entries(
         &self,
         request: AppendEntriesRequest<TypeConfig>,
     ) -> Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
-        self.raft.append_entries(request).await
+        self.gate.append_entries(request).await
     }
 
-    /// Takes a vote request a peer sent this group.
+    /// The index after which this member may have lost acknowledged entries
+    /// (see [`PeerGate`]), while it refuses votes.
+    pub fn unproven_after(&self) -> Option<u64> {
+        self.gate.unproven_after()
+    }
+
+    /// Takes a vote request a peer sent this group; a member whose log may
+    /// have lost acknowledged records refuses it (see [`PeerGate`]).
     pub async fn handle_vote(
         &self,
         request: VoteRequest<NodeId>,
     ) -> Result<VoteResponse<NodeId>, RaftError<NodeId>> {
-        self.raft.vote(request).await
+        self.gate.vote(request).await
+    }
+
+    /// What peers' appends and votes go through: the in-process router of
+    /// tests hands them here, as the peer server does.
+    pub fn peer_gate(&self) -> Rc<PeerGate> {
+        self.gate.clone()
     }
 
     /// Starts receiving a snapshot of `bytes` bytes that a peer streams to

@@ -1,6 +1,6 @@
-//! An in-process [`PeerTransport`] for tests: a table of the `Raft` of every
-//! (member, group) that is up, whose messages are handed straight to the
-//! target's `Raft`. Test tool only (cargo feature `testing`): a real node
+//! An in-process [`PeerTransport`] for tests: a table of the peer gate of
+//! every (member, group) that is up, whose messages are handed straight to
+//! the target's gate (`RaftGroup::peer_gate`), as the peer server does. Test tool only (cargo feature `testing`): a real node
 //! reaches its peers through the RPC layer's transport.
 
 use std::cell::RefCell;
@@ -13,7 +13,8 @@ use openraft::network::RPCOption;
 use openraft::raft::{AppendEntriesRequest, SnapshotResponse, VoteRequest, VoteResponse};
 
 use super::network::{AppendAnswer, PeerTransport, RpcError, SnapshotStreamError};
-use super::types::{GroupId, Member, NodeId, Raft, Snapshot, TypeConfig, Vote};
+use super::peer_gate::PeerGate;
+use super::types::{GroupId, Member, NodeId, Snapshot, TypeConfig, Vote};
 
 #[derive(Debug, thiserror::Error)]
 #[error("group {group}: {target} is not reachable in process (it is stopped or was never added)")]
@@ -29,12 +30,15 @@ struct StoppedWhileAnswering {
     target: Member,
 }
 
-/// An in-process transport: a table of the `Raft` of every (member, group)
-/// that is up, whose messages are handed straight to the target's `Raft`.
+/// An in-process transport: a table of the peer gate of every (member,
+/// group) that is up, whose messages are handed straight to the target's.
 /// A member is "down" while it is not in the table. Clones share the table.
+/// The gate of every (member, group) that is up.
+type Gates = HashMap<(NodeId, GroupId), Rc<PeerGate>>;
+
 #[derive(Clone, Default)]
 pub struct LocalRouter {
-    rafts: Rc<RefCell<HashMap<(NodeId, GroupId), Raft>>>,
+    gates: Rc<RefCell<Gates>>,
 }
 
 impl LocalRouter {
@@ -42,20 +46,22 @@ impl LocalRouter {
         LocalRouter::default()
     }
 
-    pub fn add(&self, node: NodeId, group: GroupId, raft: Raft) {
-        self.rafts.borrow_mut().insert((node, group), raft);
+    /// Routes messages for `group` on `node` through `gate`, as the peer
+    /// server of a real member does (`RaftGroup::peer_gate`).
+    pub fn add(&self, node: NodeId, group: GroupId, gate: Rc<PeerGate>) {
+        self.gates.borrow_mut().insert((node, group), gate);
     }
 
     /// Takes every group of `node` off the table: messages to it fail as
     /// unreachable.
     pub fn remove_node(&self, node: NodeId) {
-        self.rafts.borrow_mut().retain(|(member, _), _| *member != node);
+        self.gates.borrow_mut().retain(|(member, _), _| *member != node);
     }
 
-    fn route(&self, group: GroupId, target: &Member) -> Result<Raft, Unreachable> {
+    fn route(&self, group: GroupId, target: &Member) -> Result<Rc<PeerGate>, Unreachable> {
         // The table is borrowed only to clone the handle: the call itself
         // may reach back into the router.
-        let raft = self.rafts.borrow().get(&(target.id, group)).cloned();
+        let raft = self.gates.borrow().get(&(target.id, group)).cloned();
         raft.ok_or_else(|| Unreachable::new(&NotRouted { group, target: target.clone() }))
     }
 
@@ -122,7 +128,7 @@ impl PeerTransport for LocalRouter {
         let raft = self.route(group, target)?;
         let installed = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
-            installed = raft.install_full_snapshot(vote, snapshot) => installed,
+            installed = raft.raft().install_full_snapshot(vote, snapshot) => installed,
         };
         installed.map_err(|_| {
             StreamingError::Unreachable(Unreachable::new(&StoppedWhileAnswering {

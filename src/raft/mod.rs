@@ -42,6 +42,7 @@ pub mod group;
 pub mod local_router;
 pub mod log_store;
 pub mod network;
+pub mod peer_gate;
 pub mod runtime;
 pub mod snapshot_inbox;
 pub mod state_machine;
@@ -57,6 +58,7 @@ pub use group::{GroupConfig, GroupError, GroupMetrics, RaftGroup, Standing, Writ
 pub use local_router::LocalRouter;
 pub use log_store::GroupLogStore;
 pub use network::{AppendAnswer, GroupNetwork, GroupNetworkFactory, PeerTransport};
+pub use peer_gate::PeerGate;
 pub use snapshot_inbox::{Reception, SnapshotReceiveError};
 #[cfg(any(test, feature = "testing"))]
 pub use state_machine::MemorySnapshotStore;

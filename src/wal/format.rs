@@ -1,5 +1,5 @@
 //! The on-disk record of the shard log: one block-aligned, self-describing,
-//! CRC32C-checked record per entry, vote, truncation, purge or wrap.
+//! CRC32C-checked record per entry, vote, truncation, purge, wrap or seal.
 //!
 //! Layout of a record (little-endian), padded with zeroes to whole blocks:
 //!
@@ -23,10 +23,21 @@
 //! middle. `epoch` changes at every open, so a rewrite never matches a stale
 //! record byte for byte.
 //!
+//! `version` is the format version that introduced the record's kind, not
+//! the version of the build that wrote it: version 1 has every kind but the
+//! seal, version 2 adds the seal. This build reads both. An older build
+//! that meets a seal at the very end of the log takes it for a torn tail and
+//! loses nothing (a seal carries no state); one that meets a seal with
+//! records after it refuses the log as corrupt, naming the version, instead
+//! of dropping those records.
+//!
 //! This module only encodes and decodes; it never does I/O.
 
 pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"NVKL");
-pub const RECORD_VERSION: u16 = 1;
+/// The newest record format version this build writes and reads.
+pub const RECORD_VERSION: u16 = 2;
+/// The oldest record format version this build reads.
+pub const RECORD_VERSION_OLDEST: u16 = 1;
 pub const HEADER_BYTES: usize = 80;
 /// The bytes the CRC covers before the payload.
 const CRC_COVERED_HEADER_BYTES: usize = 72;
@@ -52,6 +63,14 @@ pub enum RecordKind {
     /// Makes the snapshot blob the payload points at (an encoded
     /// `snapshot::SnapshotRef`) the current snapshot of `group`.
     SnapshotRef = 6,
+    /// Written when the log goes idle after appends: its `durable_before`
+    /// covers every record before it, which proves them durable, so
+    /// recovery treats later damage to any of them as corruption rather than
+    /// a torn tail. `group`, `index` and `term` are zero; the payload
+    /// ([`encode_seal`]) lists the groups that may have lost acknowledged
+    /// records in an earlier recovery and have not been brought past that
+    /// point since, so the restriction that follows survives a restart.
+    Seal = 7,
 }
 
 impl RecordKind {
@@ -63,9 +82,55 @@ impl RecordKind {
             4 => RecordKind::Purge,
             5 => RecordKind::Wrap,
             6 => RecordKind::SnapshotRef,
+            7 => RecordKind::Seal,
             _ => return None,
         })
     }
+
+    /// The record format version that introduced this kind: the version a
+    /// record of this kind is written with.
+    pub fn version(self) -> u16 {
+        match self {
+            RecordKind::Seal => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Bytes of one group in a seal's payload: group u32, index u64.
+const SEAL_GROUP_BYTES: usize = 12;
+
+/// The payload of a seal: a count u32, then per group its id u32 and the
+/// index u64 after which it may have lost entries, in group order.
+pub fn encode_seal(unproven: &std::collections::BTreeMap<u32, u64>) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(4 + unproven.len() * SEAL_GROUP_BYTES);
+    payload.extend_from_slice(&(unproven.len() as u32).to_le_bytes());
+    for (group, index) in unproven {
+        payload.extend_from_slice(&group.to_le_bytes());
+        payload.extend_from_slice(&index.to_le_bytes());
+    }
+    payload
+}
+
+/// Decodes a seal's payload (see [`encode_seal`]); an empty payload lists
+/// no group.
+pub fn decode_seal(payload: &[u8]) -> Result<std::collections::BTreeMap<u32, u64>, DecodeError> {
+    let mut unproven = std::collections::BTreeMap::new();
+    if payload.is_empty() {
+        return Ok(unproven);
+    }
+    if payload.len() < 4 {
+        return Err(DecodeError::BadField("seal payload"));
+    }
+    let count = crate::little_endian::u32_at(payload, 0) as usize;
+    if payload.len() != 4 + count * SEAL_GROUP_BYTES {
+        return Err(DecodeError::BadField("seal payload"));
+    }
+    for at in (4..payload.len()).step_by(SEAL_GROUP_BYTES) {
+        unproven
+            .insert(crate::little_endian::u32_at(payload, at), crate::little_endian::u64_at(payload, at + 4));
+    }
+    Ok(unproven)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,7 +160,7 @@ pub fn encode_record(header: &RecordHeader, payload: &[u8], out: &mut [u8]) -> u
     assert_eq!(header.payload_len as usize, payload.len(), "record payload length disagrees with its header");
     assert!(out.len() >= HEADER_BYTES + payload.len(), "record buffer too small for its payload");
     out[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
-    out[4..6].copy_from_slice(&RECORD_VERSION.to_le_bytes());
+    out[4..6].copy_from_slice(&header.kind.version().to_le_bytes());
     out[6] = header.kind as u8;
     out[7] = 0;
     out[8..16].copy_from_slice(&header.sequence.to_le_bytes());
@@ -125,7 +190,9 @@ pub enum DecodeError {
     #[error("no record magic")]
     NoMagic,
     /// A record of a format version this build does not know.
-    #[error("record format version {0}, this build reads version {RECORD_VERSION}")]
+    #[error(
+        "record format version {0}, this build reads versions {RECORD_VERSION_OLDEST} to {RECORD_VERSION}"
+    )]
     UnknownVersion(u16),
     /// Magic present but a field is impossible.
     #[error("impossible value in field {0}")]
@@ -204,10 +271,15 @@ pub fn decode_header(bytes: &[u8], lba_bytes: usize) -> Result<RecordHeader, Dec
         return Err(DecodeError::NoMagic);
     }
     let version = crate::little_endian::u16_at(bytes, 4);
-    if version != RECORD_VERSION {
+    if !(RECORD_VERSION_OLDEST..=RECORD_VERSION).contains(&version) {
         return Err(DecodeError::UnknownVersion(version));
     }
     let kind = RecordKind::from_byte(bytes[6]).ok_or(DecodeError::BadField("kind"))?;
+    if kind.version() != version {
+        // A kind is always written with the version that introduced it: any
+        // other pairing is damage.
+        return Err(DecodeError::BadField("version"));
+    }
     let header = RecordHeader {
         kind,
         sequence: u64_at(8),
@@ -304,6 +376,28 @@ mod tests {
             corrupted[position] ^= 0x40;
             assert!(decode_record(&corrupted, 4096).is_err(), "flip at byte {position} went unnoticed");
         }
+    }
+
+    #[test]
+    fn a_seal_is_version_2_and_other_kinds_stay_version_1() {
+        let mut bytes = vec![0u8; 4096];
+        encode_record(&header(0), &[], &mut bytes);
+        assert_eq!(crate::little_endian::u16_at(&bytes, 4), 1, "an entry reads the same in an older build");
+        let seal = RecordHeader { kind: RecordKind::Seal, group: 0, index: 0, term: 0, ..header(0) };
+        encode_record(&seal, &[], &mut bytes);
+        assert_eq!(crate::little_endian::u16_at(&bytes, 4), 2);
+        assert_eq!(decode_record(&bytes, 4096).expect("a seal decodes").0, seal);
+        bytes[4] = 1;
+        assert_eq!(decode_header(&bytes, 4096), Err(DecodeError::BadField("version")));
+    }
+
+    #[test]
+    fn a_seal_payload_round_trips_and_a_wrong_length_is_refused() {
+        let unproven = std::collections::BTreeMap::from([(0, 7), (3, 0), (9, u64::MAX)]);
+        let payload = encode_seal(&unproven);
+        assert_eq!(decode_seal(&payload), Ok(unproven));
+        assert_eq!(decode_seal(&[]), Ok(Default::default()));
+        assert_eq!(decode_seal(&payload[..payload.len() - 1]), Err(DecodeError::BadField("seal payload")));
     }
 
     #[test]

@@ -25,7 +25,7 @@ mod tests;
 
 pub use log::{
     Entry, LogOptions, LogStages, LogStats, ReadRequest, ReadTicket, ShardLog, SnapshotTicket,
-    StageHistogram, Ticket,
+    StageHistogram, Ticket, UnprovenTail,
 };
 pub use shared::SharedLog;
 pub use superblock::{FormatOptions, ShardRegion, Superblock};

@@ -3,12 +3,50 @@
 //!
 //! The tail is the first place where the next record (by sequence number
 //! and CRC chain) is not. A torn or corrupt record there is dropped, with
-//! everything after it, when it cannot have been reported durable. It is
-//! corruption in the middle, and fatal, when a valid later record says
-//! (through its `durable_before`) that the bad one had already been durable
-//! when it was written: then an acknowledged record is damaged.
+//! everything after it, when it cannot be proven durable. It is corruption
+//! in the middle, and fatal, when a valid later record says (through its
+//! `durable_before`) that the bad one had already been durable when it was
+//! written: then a record the shard reported durable is damaged. The seal
+//! the log writes whenever it goes idle (`format::RecordKind::Seal`) is such
+//! a record for everything before it.
+//!
+//! What recovery knows, and what it cannot:
+//! - A record that a later valid record proves durable is never dropped:
+//!   damage to it stops the shard with an error naming its LBA.
+//! - A bad record after the last proof is dropped either way, because a
+//!   write torn by a crash while in flight (never reported durable) and a
+//!   record reported durable and damaged later (a bit flip, a latent error,
+//!   a write that landed elsewhere) look alike. Such records lie only in the
+//!   last writes before the crash, or after the last seal.
+//! - When the block where the tail was found holds no record (no record
+//!   magic), or a whole valid record that does not chain (a leftover of an
+//!   earlier lap, of another log, or of an earlier open whose tail was
+//!   dropped), no record of this log was begun there, and recovery says the
+//!   tail was clean. A torn write whose first block never landed is such a
+//!   case, and loses only what was never reported durable. A device that acknowledged a write it never made, or made
+//!   at another LBA, can still leave such a block; no log can tell that
+//!   without a later proof.
+//! - Otherwise recovery keeps an [`UnprovenTail`]: records that may have
+//!   been reported durable were dropped, and which groups and indexes they
+//!   held is unknown (their headers may be the damaged part). Every group of
+//!   the shard may then have lost entries after the last one it holds, and
+//!   its last vote; the Raft layer keeps such a member from voting until a
+//!   leader has brought it past that point. The groups still in that state
+//!   are listed in every seal, so a restart before then keeps them there.
 
 use std::collections::BTreeMap;
+
+/// Records that may have been reported durable were dropped with the tail
+/// of the log (see the module doc): what is known of where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnprovenTail {
+    /// The sequence number of the first record dropped.
+    pub sequence: u64,
+    /// Where it lay.
+    pub lba: u64,
+    /// What was found there instead of it.
+    pub found: String,
+}
 
 use super::checkpoint::Checkpoint;
 use super::format::{self, DecodeError, RecordKind};
@@ -95,6 +133,8 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
     let mut offset = log.head_offset;
     let mut expected = log.head_sequence;
     let mut previous_crc = log.head_previous_crc;
+    // The open that wrote the last record replayed.
+    let mut last_epoch = None;
     let mut used = 0u64;
     let mut orphans = Vec::new();
     loop {
@@ -117,6 +157,7 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
                 offset += ring_blocks_used;
                 expected += 1;
                 previous_crc = crc;
+                last_epoch = Some(header.epoch);
             }
             found => {
                 let what = match found {
@@ -127,7 +168,23 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
                     Err(error) => error.to_string(),
                 };
                 check_torn_not_corrupt(log, &mut reader, offset, expected, &what)?;
-                tracing::debug!(shard = log.region.shard, offset, expected, %what, "found the tail of the log");
+                if !tail_is_clean(log, &mut reader, offset, expected, last_epoch)? {
+                    let lba = log.region.ring_first_block() + offset;
+                    let header = format::decode_header(reader.get(log, offset, 1)?, log.lba_bytes).ok();
+                    tracing::warn!(
+                        ?header,
+                        shard = log.region.shard,
+                        lba,
+                        sequence = expected,
+                        found = %what,
+                        "dropped a damaged record at the tail of the log that no later record proves durable: it may \
+                         have been reported durable (a torn write and later damage look alike); this member's groups \
+                         do not vote until a leader has brought them past it"
+                    );
+                    log.unproven_tail = Some(UnprovenTail { sequence: expected, lba, found: what });
+                } else {
+                    tracing::debug!(shard = log.region.shard, offset, expected, %what, "found the tail of the log");
+                }
                 break;
             }
         }
@@ -151,6 +208,23 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
     log.next_sequence = expected;
     log.durable_sequence = expected - 1;
     log.last_crc = previous_crc;
+    // Records replayed since the last seal get one at the first idle turn,
+    // so a member that restarts and idles has its log proven too.
+    log.unsealed = log.ring.back().is_some_and(|record| record.kind != RecordKind::Seal);
+    if log.unproven_tail.is_some() {
+        // Every group may have lost records after the last entry it holds
+        // now; one listed already keeps the later of the two points, past
+        // which a leader must bring it for both losses to be repaired.
+        let held: Vec<(u32, u64)> =
+            log.groups.iter().map(|(group, state)| (*group, state.last_index().unwrap_or(0))).collect();
+        for (group, index) in held {
+            let after = log.unproven.entry(group).or_insert(index);
+            *after = (*after).max(index);
+        }
+        log.unproven_others = true;
+        // The first idle turn writes a seal that lists them.
+        log.unsealed = true;
+    }
     log.used_blocks = used;
     tracing::info!(
         shard = log.region.shard,
@@ -229,6 +303,45 @@ fn check_torn_not_corrupt(
     Ok(())
 }
 
+/// Whether the block at `offset`, where the record with sequence
+/// `expected` should have started, shows that no record of this log was
+/// begun there: bytes without the record magic (zeroes, data a ring on a
+/// used device held before, or what a write that never reached the block
+/// left), or a whole valid record that does not chain to the last one
+/// replayed. That record is not the one expected as written (which would
+/// chain and have been replayed); it is a leftover of an earlier lap, of
+/// another log, or of an earlier open whose tail was dropped. Only a valid
+/// record of the same open with a later sequence number could be a later
+/// write misdirected over the expected one, and counts as damage.
+/// Anything else (a record whose CRC fails, impossible header fields) may
+/// be a record that was reported durable and damaged since. Damage to the
+/// four magic bytes alone passes for "no record": the price of not
+/// flagging every restart on a device whose ring held other data before.
+fn tail_is_clean(
+    log: &mut ShardLog,
+    reader: &mut RingReader,
+    offset: u64,
+    expected: u64,
+    last_epoch: Option<u64>,
+) -> Result<bool, WalError> {
+    let lba_bytes = log.lba_bytes;
+    let first = reader.get(log, offset, 1)?;
+    let header = match format::decode_header(first, lba_bytes) {
+        Ok(header) => header,
+        Err(DecodeError::NoMagic) => return Ok(true),
+        Err(_) => return Ok(false),
+    };
+    let on_disk_blocks = if header.kind == RecordKind::Wrap { 1 } else { u64::from(header.blocks) };
+    if offset + on_disk_blocks > log.ring_blocks {
+        return Ok(false);
+    }
+    let log_id = log.region.log_id;
+    let bytes = reader.get(log, offset, on_disk_blocks)?;
+    let misdirected_here =
+        header.log_id == log_id && Some(header.epoch) == last_epoch && header.sequence >= expected;
+    Ok(format::decode_record(bytes, lba_bytes).is_ok() && !misdirected_here)
+}
+
 /// An entry found with a gap before it, waiting for the truncation that
 /// explains it.
 struct Orphan {
@@ -249,7 +362,7 @@ fn replay(
     crc: u32,
 ) -> Result<(), WalError> {
     let lba = log.region.ring_first_block() + offset;
-    if header.kind != RecordKind::Wrap
+    if !matches!(header.kind, RecordKind::Wrap | RecordKind::Seal)
         && !log.groups.contains_key(&header.group)
         && log.groups.len() >= log.region.groups_max as usize
     {
@@ -301,6 +414,13 @@ fn replay(
             // that covers more of the log stays current, as it did before
             // the restart.
             log.groups.entry(header.group).or_default().offer_snapshot(reference);
+        }
+        RecordKind::Seal => {
+            // The last seal's list is current: each seal lists them all.
+            log.unproven = format::decode_seal(&payload).map_err(|reason| {
+                WalError::Corrupt(format!("seal record {} at LBA {lba}: {reason}", header.sequence))
+            })?;
+            log.last_seal = Some(header.sequence);
         }
         RecordKind::Wrap => {}
     }

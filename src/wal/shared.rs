@@ -73,6 +73,13 @@ impl SharedLog {
         self.durable(ticket).await
     }
 
+    /// Takes `group` off the groups that may have lost acknowledged records
+    /// (see [`ShardLog::mark_proven`]); a seal says so at the next idle turn.
+    pub fn mark_proven(&self, group: u32) {
+        self.log.borrow_mut().mark_proven(group);
+        (self.kick)();
+    }
+
     /// Finishes when `ticket` is durable, or with the log's failure.
     pub fn durable(&self, ticket: Ticket) -> Durable {
         Durable { log: self.log.clone(), ticket }

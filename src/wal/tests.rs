@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
+use super::format::RecordKind;
 use super::*;
 use crate::nvme::memory::MemoryNamespace;
 use crate::nvme::{Namespace, QueuePairConfig};
@@ -101,7 +102,13 @@ fn one_tick_is_one_write_and_durability_is_reported_in_order() {
     drop(log);
     // The ring holds the records in the order they were appended, across groups.
     let log = open_log(namespace.as_ref(), region, LogOptions::default()).expect("reopen");
-    let order: Vec<(u32, u64)> = log.ring.iter().map(|record| (record.group, record.index)).collect();
+    assert_eq!(log.ring.back().map(|record| record.kind), Some(RecordKind::Seal), "the idle log sealed them");
+    let order: Vec<(u32, u64)> = log
+        .ring
+        .iter()
+        .filter(|record| record.kind != RecordKind::Seal)
+        .map(|record| (record.group, record.index))
+        .collect();
     let expected: Vec<(u32, u64)> =
         (1..=10u64).flat_map(|index| (0..3u32).map(move |group| (group, index))).collect();
     assert_eq!(order, expected);
@@ -318,10 +325,108 @@ fn wal_snapshot_older_finishing_last_never_moves_the_current_one_back() {
     assert_eq!(data, vec![2u8; 50_000]);
 }
 
-/// The ring LBA and length of the last record of a log.
+/// The ring LBA and length of the last record of a log that is not a seal.
 fn last_record(log: &ShardLog) -> (u64, u64) {
-    let record = log.ring.back().expect("records");
+    let record = log.ring.iter().rev().find(|record| record.kind != RecordKind::Seal).expect("records");
     (log.region.ring_first_block() + record.offset, record.blocks)
+}
+
+/// Drops `log` as a crash would before the seal of its last writes landed:
+/// settles it, then zeroes every seal after its last other record.
+fn crash_before_the_seal(mut log: ShardLog, namespace: &dyn Fn(u64, &[u8])) {
+    settle(&mut log);
+    let seals: Vec<u64> = log
+        .ring
+        .iter()
+        .rev()
+        .take_while(|record| record.kind == RecordKind::Seal)
+        .map(|record| log.region.ring_first_block() + record.offset)
+        .collect();
+    drop(log);
+    for lba in seals {
+        namespace(lba * LBA as u64, &[0u8; LBA]);
+    }
+}
+
+/// wal::record::corrupt at the tail: the log goes idle after its last
+/// appends and seals them, so damage to the last acknowledged entry is
+/// corruption naming the record, never a torn tail dropped in silence.
+/// Without the seal nothing after the entry proved it durable, and recovery
+/// dropped it (and an acknowledged write with it).
+#[test]
+fn wal_idle_seal_makes_damage_to_the_last_acknowledged_record_fatal() {
+    let (namespace, region) = memory(2048);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open");
+    for index in 1..=3 {
+        let ticket = log.append(1, index, 1, &payload(1, index, 1, 100)).expect("append");
+        log.wait_durable(ticket).expect("durable");
+    }
+    settle(&mut log);
+    assert!(log.stats().seals >= 1, "the idle log wrote a seal");
+    let sequence =
+        log.ring.iter().rev().find(|record| record.kind == RecordKind::Entry).expect("entry").sequence;
+    let (damaged, _) = last_record(&log);
+    let writes = log.stats().writes;
+    settle(&mut log);
+    assert_eq!(log.stats().writes, writes, "one seal per idle period, not one per turn");
+    drop(log);
+    namespace.write_bytes(damaged * LBA as u64 + 80, b"bit rot");
+
+    let error = open_log(namespace.as_ref(), region, small_options()).err().expect("damage is refused");
+    let message = error.to_string();
+    assert!(matches!(error, WalError::Corrupt(_)), "{message}");
+    assert!(message.contains(&format!("record {sequence} at LBA {damaged}")), "{message}");
+}
+
+/// wal::record::corrupt past the last proof: a crash before the seal
+/// landed leaves the last entry unproven; damaged, it is dropped (a torn
+/// write looks the same), and recovery says so for every group, with the
+/// last index each still holds. A tail where no record was begun is clean.
+#[test]
+fn wal_unproven_tail_dropped_is_reported_per_group() {
+    let (namespace, region) = memory(2048);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open");
+    let ticket = log.append(2, 1, 1, &payload(2, 1, 1, 100)).expect("append");
+    log.wait_durable(ticket).expect("durable");
+    for index in 1..=3 {
+        let ticket = log.append(1, index, 1, &payload(1, index, 1, 100)).expect("append");
+        log.wait_durable(ticket).expect("durable");
+    }
+    let (damaged, _) = last_record(&log);
+    let write = |offset: u64, bytes: &[u8]| namespace.write_bytes(offset, bytes);
+    crash_before_the_seal(log, &write);
+
+    let log = open_log(namespace.as_ref(), region, small_options()).expect("clean tail");
+    assert_eq!(log.unproven_tail(), None, "zeroes where the seal was: nothing begun, nothing lost");
+    assert_eq!(log.may_have_lost_after(1), None);
+    assert_eq!(log.entry_range(1), Some((1, 3)));
+    crash_before_the_seal(log, &write);
+    namespace.write_bytes(damaged * LBA as u64 + 80, b"bit rot");
+
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("an unproven tail is dropped");
+    assert_eq!(log.entry_range(1), Some((1, 2)));
+    let tail = log.unproven_tail().expect("the drop is reported");
+    assert_eq!(tail.lba, damaged);
+    assert_eq!(log.may_have_lost_after(1), Some(2));
+    assert_eq!(log.may_have_lost_after(2), Some(1), "which group lost a record is unknown");
+    assert_eq!(log.may_have_lost_after(7), Some(0));
+
+    // A restart before a leader brought the groups past that point keeps
+    // them listed (the seal of the idle log carries them), until each is
+    // marked proven.
+    settle(&mut log);
+    drop(log);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
+    assert_eq!(log.unproven_tail(), None, "this recovery dropped nothing");
+    assert_eq!(log.may_have_lost_after(1), Some(2));
+    assert_eq!(log.may_have_lost_after(2), Some(1));
+    assert_eq!(log.may_have_lost_after(7), None, "a group with no state is listed for one open only");
+    log.mark_proven(1);
+    settle(&mut log);
+    drop(log);
+    let log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
+    assert_eq!(log.may_have_lost_after(1), None);
+    assert_eq!(log.may_have_lost_after(2), Some(1));
 }
 
 #[test]
@@ -334,7 +439,7 @@ fn wal_write_torn_tail_is_dropped() {
     }
     let (lba, blocks) = last_record(&log);
     assert_eq!(blocks, 2);
-    drop(log);
+    crash_before_the_seal(log, &|offset, bytes| namespace.write_bytes(offset, bytes));
     // Only the first block of the last record reached the medium.
     namespace.write_bytes((lba + 1) * LBA as u64, &[0u8; LBA]);
 
@@ -377,7 +482,13 @@ fn stale_records_of_a_torn_write_are_not_resurrected() {
     log.append(1, 2, 1, &payload(1, 2, 1, 100)).expect("append");
     let ticket = log.append(1, 3, 1, &payload(1, 3, 1, 100)).expect("append");
     log.wait_durable(ticket).expect("durable");
-    let entry_two = log.region.ring_first_block() + log.ring[1].offset;
+    let entry_two = log.region.ring_first_block()
+        + log
+            .ring
+            .iter()
+            .find(|record| record.kind == RecordKind::Entry && record.index == 2)
+            .expect("entry 2")
+            .offset;
     drop(log);
     namespace.write_bytes(entry_two * LBA as u64, &[0u8; LBA]);
 
@@ -390,6 +501,11 @@ fn stale_records_of_a_torn_write_are_not_resurrected() {
     drop(log);
     let log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
     assert_eq!(log.entry_range(1), Some((1, 2)), "the stale entry 3 stays dead");
+    assert_eq!(
+        log.unproven_tail(),
+        None,
+        "a leftover of a dropped tail is not damage to an acknowledged record"
+    );
     assert_eq!(log.term_of(1, 2), Some(2));
 }
 

@@ -150,6 +150,17 @@ impl SimDisk {
         state.pending.iter().map(|pending| pending.ready_at).min()
     }
 
+    /// Writes submitted and not yet done at `now`: what a power cut now
+    /// would tear.
+    pub fn writes_in_flight(&self, now: Instant) -> usize {
+        let state = self.lock();
+        state
+            .pending
+            .iter()
+            .filter(|pending| pending.ready_at > now && matches!(pending.operation, Operation::Write { .. }))
+            .count()
+    }
+
     /// The process died: the device finishes every command it was given
     /// and keeps its cache; the queue pairs die with the process.
     pub fn process_crash(&self) {

@@ -81,6 +81,12 @@ impl Trace {
     }
 }
 
+/// How many milliseconds a power cut waits at most for a write in flight.
+const CUT_WAIT_TICKS_MAX: usize = 200;
+/// How many times a waiting power cut lets the other tasks of a tick run
+/// before it looks at the disks again.
+const CUT_YIELDS_PER_TICK: usize = 16;
+
 /// The nemesis's actions, each a fault kind.
 const ACTIONS: &[&str] = &[
     "crash",
@@ -124,6 +130,9 @@ pub struct Scenario {
     pub snapshot_after_entries: u64,
     pub batch_bytes_max: usize,
     pub cache_bytes_max: usize,
+    /// Power cuts wait for a write in flight on a disk they hit, so that
+    /// they tear it (off with `--disable torn_write`).
+    pub cuts_tear_writes: bool,
 }
 
 impl Scenario {
@@ -169,6 +178,7 @@ impl Scenario {
                 "net_duplicate" => net.duplicate_chance = 0.0,
                 "net_delay" => net.long_delay_chance = 0.0,
                 "misdirected_write" => disk.misdirect_chance = 0.0,
+                // Read below: cuts then fall wherever the nemesis draws them.
                 "torn_write" => {}
                 other => {
                     weights.remove(other);
@@ -207,6 +217,7 @@ impl Scenario {
             snapshot_after_entries: rng.between(20, 400),
             batch_bytes_max: 256 << 10,
             cache_bytes_max: *rng.pick(&[16 << 10, 1 << 20]),
+            cuts_tear_writes: !disabled.contains("torn_write"),
         }
     }
 
@@ -449,7 +460,7 @@ impl World {
         match action {
             "crash" | "power_cut" if up => {
                 if action == "power_cut" {
-                    self.cut_within_a_millisecond().await;
+                    self.cut_during_a_write(&[target]).await;
                 }
                 self.counts.add(action);
                 self.trace.note(format!("{action}: member {target}"));
@@ -457,7 +468,7 @@ impl World {
                 self.restart_later(target, self.draw(100, 3_000));
             }
             "cluster_power_cut" => {
-                self.cut_within_a_millisecond().await;
+                self.cut_during_a_write(&self.member_ids()).await;
                 self.counts.add(action);
                 self.trace.note("power cut: the whole cluster".into());
                 for id in self.member_ids() {
@@ -537,12 +548,29 @@ impl World {
         }
     }
 
-    /// Waits a few microseconds before a power cut, so that it can fall
-    /// while writes are in flight (torn writes): faults are otherwise drawn
-    /// on whole milliseconds, when the disks are mostly idle.
-    async fn cut_within_a_millisecond(&self) {
-        let micros = self.draw(0, 999);
-        tokio::time::sleep(Duration::from_micros(micros)).await;
+    /// Holds a power cut of `targets` until one of their disks has a write
+    /// in flight (one not yet reported durable), for up to
+    /// [`CUT_WAIT_TICKS_MAX`] milliseconds, so that the cut tears it: the
+    /// disk keeps any subset of its blocks. Drawn on their own, faults fall
+    /// on whole milliseconds of the paused clock, and so do the wake-ups of
+    /// the members that reap their disks: a write submitted in one tick is
+    /// done by the next, and a cut at a tick almost never found one in
+    /// flight. Within a tick, the members that run before this task have
+    /// submitted theirs, so it looks after letting them run.
+    async fn cut_during_a_write(&self, targets: &[NodeId]) {
+        if !self.scenario.cuts_tear_writes {
+            return;
+        }
+        for _ in 0..CUT_WAIT_TICKS_MAX {
+            for _ in 0..CUT_YIELDS_PER_TICK {
+                tokio::task::yield_now().await;
+                let now = tokio::time::Instant::now();
+                if targets.iter().any(|id| self.disks[id].writes_in_flight(now) > 0) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     fn draw(&self, low: u64, high: u64) -> u64 {

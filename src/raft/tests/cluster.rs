@@ -362,6 +362,118 @@ fn a_write_applies_only_once_the_device_made_it_durable_and_a_failed_write_stops
     });
 }
 
+/// raft::vote::unproven_tail, the way back: a follower whose last record
+/// rotted before its seal landed comes back refusing votes in both groups;
+/// the leaders bring its logs past the point, and it votes again (the
+/// refusal would otherwise leave a group one member short for good).
+#[test]
+fn a_member_that_dropped_an_unproven_tail_votes_again_once_a_leader_caught_it_up() {
+    run(async {
+        let mut cluster = Cluster::new(fast_config()).await;
+        for group in GROUPS {
+            cluster.write_many(group, 0, 10).await;
+            cluster.converged(group, 10).await;
+        }
+
+        tracing::info!("a follower stops; its seal never landed and its last record rots");
+        let follower = cluster.plain_follower().await;
+        let (last, seals) = cluster.up[&follower].log.with(|log| log.last_record_and_seals());
+        cluster.stop(follower).await;
+        let namespace = cluster.down[&follower].namespace.clone();
+        let mut queue = namespace.open_queue_pair(&QueuePairConfig::default()).expect("queue pair");
+        for seal in seals {
+            let zeroes = queue.allocate(LBA_BYTES as usize);
+            crate::wal::blocking::write(queue.as_mut(), seal, zeroes, true).expect("zero the seal");
+        }
+        let last = last.expect("records");
+        let mut block = crate::wal::blocking::read(queue.as_mut(), last, 1).expect("read the last record");
+        block[50] ^= 0x40; // the term field: covered by the CRC whatever the record
+        crate::wal::blocking::write(queue.as_mut(), last, block, true).expect("damage the last record");
+        drop(queue);
+
+        tracing::info!("it restarts refusing votes, and the leaders bring it past the point");
+        cluster.restart(follower).await;
+        for group in GROUPS {
+            assert!(
+                cluster.running(follower, group).group.unproven_after().is_some(),
+                "group {group}: every group of the shard may have lost the record"
+            );
+        }
+        for group in GROUPS {
+            cluster.write_many(group, 10, 5).await;
+            cluster.converged(group, 15).await;
+            wait_for(&format!("member {follower} to vote again in group {group}"), || {
+                cluster.running(follower, group).group.unproven_after().is_none().then_some(())
+            })
+            .await;
+        }
+        let listed = cluster.up[&follower].log.with(|log| GROUPS.map(|group| log.may_have_lost_after(group)));
+        assert_eq!(listed, GROUPS.map(|_| None), "the next seal lists no group");
+    });
+}
+
+/// raft::vote::unproven_tail: a member votes for itself, and the vote record
+/// (its last, no seal after it, as if the power went before the seal
+/// landed) is damaged at rest. Recovery drops it as a tail it cannot prove
+/// was never acknowledged; the member must then refuse votes, or it would
+/// vote twice in the term of the vote it lost.
+#[test]
+fn a_member_that_dropped_an_unproven_tail_grants_no_vote() {
+    run(async {
+        let config = fast_config();
+        let memory = Arc::new(MemoryNamespace::new(LBA_BYTES, NAMESPACE_BLOCKS));
+        let disk = Disk::new(memory.clone());
+        let router = Rc::new(LocalRouter::new());
+        let start = |log: SharedLog| {
+            let machine = Rc::new(RefCell::new(TestMachine::default()));
+            RaftGroup::start(GROUPS[0], 5, &config, log, machine, disk.snapshots.clone(), router.clone())
+        };
+        let (log, ticker) = disk.open_log();
+        let group = start(log.clone()).await.expect("start");
+        // Peers that never answer: member 5 stands for election and votes for
+        // itself, and no leader comes.
+        let members = [5, 6, 7].map(|id| Member::new(id, format!("10.0.0.{id}:2380")));
+        group.bootstrap(&members).await.expect("bootstrap");
+        let vote = wait_for("member 5 to vote for itself", || {
+            persisted_vote(&log, GROUPS[0]).filter(|vote| vote.leader_id.voted_for() == Some(5))
+        })
+        .await;
+        group.raft().runtime_config().elect(false);
+        group.shutdown().await.expect("shutdown");
+        ticker.abort();
+        let vote = persisted_vote(&log, GROUPS[0]).unwrap_or(vote);
+        let (last, seals) = log.with(|log| log.last_record_and_seals());
+        drop(log);
+
+        tracing::info!("the seal never landed, and the last record (the vote) rots");
+        for seal in seals {
+            memory.write_bytes(seal * u64::from(LBA_BYTES), &vec![0u8; LBA_BYTES as usize]);
+        }
+        let last = last.expect("records");
+        memory.write_bytes(last * u64::from(LBA_BYTES) + 80, b"bit rot");
+        let (log, _ticker) = disk.open_log();
+        assert!(log.with(|log| log.unproven_tail().is_some()), "recovery says what it dropped");
+        let recovered = persisted_vote(&log, GROUPS[0]);
+        assert!(recovered < Some(vote), "the vote {vote} was lost: recovered {recovered:?}");
+        let group = start(log).await.expect("restart");
+        assert!(group.unproven_after().is_some());
+        // Standing for election would vote for itself again in that term and
+        // hide the refusal this test is about; the group turns elections off
+        // itself too, which the simulator's vote checker covers.
+        group.raft().runtime_config().elect(false);
+        // Past the leader lease, which would refuse any vote by itself.
+        tokio::time::sleep(Duration::from_millis(config.election_timeout_max_ms + 50)).await;
+        let far_ahead = Some(LogId::new(LeaderId::new(vote.leader_id.term + 1, 6), 1_000));
+        let same_term = openraft::raft::VoteRequest::new(Vote::new(vote.leader_id.term, 6), far_ahead);
+        let answer = group.handle_vote(same_term).await.expect("vote answer");
+        assert!(
+            !answer.vote_granted,
+            "member 5 voted for itself in term {} and lost that vote: granting member 6 votes twice",
+            vote.leader_id.term
+        );
+    });
+}
+
 #[test]
 fn a_restarted_member_never_grants_a_vote_below_the_one_it_persisted() {
     run(async {

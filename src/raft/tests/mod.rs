@@ -246,7 +246,7 @@ impl Cluster {
             if bootstrap {
                 raft_group.bootstrap(&self.members).await.expect("bootstrap");
             }
-            self.router.add(id, group, raft_group.raft().clone());
+            self.router.add(id, group, raft_group.peer_gate());
             groups.insert(group, Running { group: raft_group, machine });
         }
         self.up.insert(id, Node { disk, log, ticker, groups });

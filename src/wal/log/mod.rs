@@ -10,6 +10,11 @@
 //!   naming the new head is durable.
 //! - A failed write or flush stops the log for good: nothing after it is ever
 //!   reported durable.
+//! - Every record reported durable is proven durable on the device by a
+//!   later record's `durable_before` within one idle turn: while the log is
+//!   busy each write proves the ones before it, and when it goes idle it
+//!   writes a seal ([`ShardLog::maybe_seal`]), never a seal while anything
+//!   is queued or in flight.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
@@ -18,6 +23,7 @@ use std::time::Instant;
 
 use super::checkpoint::{self, Checkpoint, GroupCheckpoint};
 use super::format::{self, RecordHeader, RecordKind, HEADER_BYTES};
+pub use super::recovery::UnprovenTail;
 use super::snapshot::{self as snapshot_format, SnapshotArea, SnapshotRef};
 use super::superblock::ShardRegion;
 use super::{Durability, WalError};
@@ -88,6 +94,8 @@ pub struct LogStats {
     pub bytes_written: u64,
     pub flushes: u64,
     pub checkpoints: u64,
+    /// Seal records written (one each time the log goes idle after writes).
+    pub seals: u64,
     pub reads_from_device: u64,
     pub snapshots_written: u64,
     pub snapshot_bytes_written: u64,
@@ -312,7 +320,7 @@ impl Waiting {
             }
             RecordKind::Truncate | RecordKind::Purge => self.truncation_or_purge = true,
             RecordKind::Vote => self.vote = true,
-            RecordKind::SnapshotRef | RecordKind::Wrap => {}
+            RecordKind::SnapshotRef | RecordKind::Wrap | RecordKind::Seal => {}
         }
     }
 
@@ -330,7 +338,7 @@ impl Waiting {
             RecordKind::Purge => {
                 !self.truncation_or_purge && self.lowest_entry.is_none_or(|lowest| lowest > record.index)
             }
-            RecordKind::Entry | RecordKind::Truncate | RecordKind::Wrap => false,
+            RecordKind::Entry | RecordKind::Truncate | RecordKind::Wrap | RecordKind::Seal => false,
         }
     }
 }
@@ -386,6 +394,9 @@ pub struct ShardLog {
     pub(super) durable_sequence: u64,
     /// The CRC of the last record placed, which the next one chains to.
     pub(super) last_crc: u32,
+    /// A record other than a seal was placed after the last seal: the log
+    /// writes a seal when it next goes idle ([`ShardLog::maybe_seal`]).
+    pub(super) unsealed: bool,
     /// Where the next record goes (ring block offset).
     pub(super) tail_offset: u64,
     /// The oldest record still needed (ring block offset), as the durable
@@ -433,6 +444,22 @@ pub struct ShardLog {
     snapshot_reads: HashMap<u64, (u32, SnapshotRef)>,
     /// Snapshot reads finished and not yet taken, by tag.
     snapshot_reads_done: HashMap<u64, Result<Vec<u8>, WalError>>,
+    /// Set by recovery when it dropped a damaged tail that no record proves
+    /// was never reported durable (see `super::recovery`).
+    pub(super) unproven_tail: Option<UnprovenTail>,
+    /// The groups that may have lost acknowledged records in a recovery
+    /// (this one or an earlier one), with the index after which they may
+    /// have: every seal carries them, so they survive restarts until
+    /// [`ShardLog::mark_proven`] takes a group off.
+    pub(super) unproven: BTreeMap<u32, u64>,
+    /// Recovery dropped an unproven tail in this open: a group with no
+    /// state in the log may have lost all it had. Not carried by seals (a
+    /// group whose every record was in that tail is one created just
+    /// before the crash).
+    pub(super) unproven_others: bool,
+    /// The sequence number of the last seal placed: while groups are listed
+    /// unproven it is kept from reclaim, so the list always survives.
+    pub(super) last_seal: Option<u64>,
     /// Why the log stopped for good, once it has (a failed write or flush).
     failed: Option<String>,
     /// A buffer the device's completions are reaped into, kept between ticks.
@@ -526,6 +553,7 @@ impl ShardLog {
             next_sequence: 1,
             durable_sequence: 0,
             last_crc: 0,
+            unsealed: false,
             tail_offset: 0,
             head_offset: 0,
             head_sequence: 1,
@@ -546,6 +574,10 @@ impl ShardLog {
             snapshots_refused: BTreeMap::new(),
             snapshot_reads: HashMap::new(),
             snapshot_reads_done: HashMap::new(),
+            unproven_tail: None,
+            unproven: BTreeMap::new(),
+            unproven_others: false,
+            last_seal: None,
             failed: None,
             completions: Vec::new(),
             waiters: Vec::new(),
@@ -594,6 +626,57 @@ impl ShardLog {
     pub fn term_of(&self, group: u32, index: u64) -> Option<u64> {
         let state = self.groups.get(&group)?;
         state.position(index).map(|position| state.entries[position].term)
+    }
+
+    /// What recovery dropped at the tail of the log that may have been
+    /// reported durable, if it dropped any such record.
+    pub fn unproven_tail(&self) -> Option<&UnprovenTail> {
+        self.unproven_tail.as_ref()
+    }
+
+    /// When a recovery (this one, or an earlier one since which `group` was
+    /// not marked proven) dropped records that may have been reported
+    /// durable: the index after which `group` may have lost entries (the
+    /// last one it held then, 0 when it held none). Its last vote may have
+    /// been lost too. Which group the dropped records belonged to is
+    /// unknown, so every group of the shard answers.
+    pub fn may_have_lost_after(&self, group: u32) -> Option<u64> {
+        self.unproven
+            .get(&group)
+            .copied()
+            .or_else(|| (self.unproven_other_group(group)).then(|| self.last_index(group).unwrap_or(0)))
+    }
+
+    fn unproven_other_group(&self, group: u32) -> bool {
+        self.unproven_others && !self.groups.contains_key(&group)
+    }
+
+    /// Takes `group` off the groups that may have lost acknowledged
+    /// records: its Raft layer saw a leader bring it past that point. The
+    /// next seal no longer lists it.
+    pub fn mark_proven(&mut self, group: u32) {
+        let listed = self.unproven.remove(&group).is_some();
+        if listed || self.unproven_other_group(group) {
+            // A group with no state that gets some is listed by no seal.
+            self.unsealed = true;
+        }
+    }
+
+    /// The LBA of the last record that is not a seal, and the LBAs of the
+    /// seals after it: what a test damages to play a crash before the seal
+    /// landed and damage to the last record.
+    #[cfg(test)]
+    pub fn last_record_and_seals(&self) -> (Option<u64>, Vec<u64>) {
+        let first = self.region.ring_first_block();
+        let seals = self
+            .ring
+            .iter()
+            .rev()
+            .take_while(|record| record.kind == RecordKind::Seal)
+            .map(|record| first + record.offset)
+            .collect();
+        let last = self.ring.iter().rev().find(|record| record.kind != RecordKind::Seal);
+        (last.map(|record| first + record.offset), seals)
     }
 
     pub fn vote(&self, group: u32) -> Option<&[u8]> {

@@ -102,7 +102,12 @@ impl ShardLog {
         let reference = SnapshotRef { offset, bytes: data.len() as u64, index, term, crc };
         let tag = TAG_SNAPSHOT_WRITE | self.take_tag();
         let lba = self.region.snapshot_first_block() + offset;
-        let fua = self.options.durability == Durability::Fua;
+        // FUA in `flush` mode too: the reference record goes out only once
+        // this write completed, but a volatile cache may put the record on
+        // the media and lose the blob in a power cut, and recovery would
+        // then trust a reference to a torn blob. Snapshots are rare; the
+        // ring's writes keep their flush.
+        let fua = self.options.durability != Durability::None;
         if let Err(source) = self.submit_side_command(Command::Write { lba, buffer, fua }, tag) {
             self.snapshot_area.release(offset);
             return Err(WalError::Device { what: "writing a snapshot", source });

@@ -112,6 +112,9 @@ impl ShardLog {
                 });
                 !live
             }
+            // The last seal is the only record that lists the unproven
+            // groups (the checkpoint does not).
+            RecordKind::Seal => self.unproven.is_empty() || self.last_seal != Some(record.sequence),
             RecordKind::Vote
             | RecordKind::Truncate
             | RecordKind::Purge

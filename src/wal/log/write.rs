@@ -110,6 +110,7 @@ impl ShardLog {
     pub fn tick(&mut self) -> bool {
         let mut progress = self.reap();
         progress |= self.submit_writes();
+        progress |= self.maybe_seal();
         progress |= self.submit_deferred();
         progress |= self.maybe_reclaim();
         // Hand the new commands to the device now, not a tick later.
@@ -341,8 +342,65 @@ impl ShardLog {
             crc,
         });
         self.last_crc = crc;
+        self.unsealed = header.kind != RecordKind::Seal;
+        if header.kind == RecordKind::Seal {
+            self.last_seal = Some(header.sequence);
+        }
         self.next_sequence += 1;
         self.stats.records_written += 1;
+    }
+
+    /// Writes a seal when the log has gone idle after records that no later
+    /// record proves durable: nothing is queued, no write is in flight (so
+    /// every record placed is durable), and the last record placed is not a
+    /// seal. Its `durable_before` then covers every record before it, and
+    /// recovery treats damage to any of them as corruption, not a torn
+    /// tail.
+    ///
+    /// Why the turn the log goes idle, and not later: a record the shard
+    /// reported durable stays unproven until the seal is durable, and a
+    /// timer would widen that window for nothing. Why it costs the put path
+    /// nothing while the log is busy: while anything is queued or in flight
+    /// the next group-commit write is the proof, and no seal goes out; one
+    /// seal (one block) goes out per idle period, after the last write of a
+    /// burst (its payload lists the groups still unproven, usually none: one
+    /// block). A write queued while a seal is in flight takes another of the
+    /// `inflight_writes_max` slots beside it (with a single slot it waits
+    /// for that one-block write). The seal never takes the second half of
+    /// the ring: with the ring that full the log skips it and the records
+    /// stay unproven until the next write.
+    pub(super) fn maybe_seal(&mut self) -> bool {
+        if !self.unsealed || self.failed.is_some() || !self.pending.is_empty() || !self.inflight.is_empty() {
+            return false;
+        }
+        if self.tail_offset == self.ring_blocks {
+            self.tail_offset = 0;
+        }
+        let payload = format::encode_seal(&self.unproven);
+        let blocks = format::record_blocks(payload.len(), self.lba_bytes) as u64;
+        // A seal that does not fit before the end of the ring waits for the
+        // next write to wrap it. Past half the ring (where groups snapshot
+        // under ring pressure, and one that cannot purge holds its entries
+        // for good) every block is one an entry may need: the log does not
+        // seal there, and the next write proves the last records.
+        if self.used_blocks + blocks > self.ring_blocks / 2 || self.ring_blocks - self.tail_offset < blocks {
+            return false;
+        }
+        debug_assert_eq!(
+            self.durable_sequence + 1,
+            self.next_sequence,
+            "an idle log has every record durable"
+        );
+        let header = self.record_header(RecordKind::Seal, 0, 0, 0, payload.len(), blocks);
+        let mut buffer = self.queue.allocate(blocks as usize * self.lba_bytes);
+        let crc = format::encode_record(&header, &payload, &mut buffer);
+        let offset = self.tail_offset;
+        self.place(&header, crc, offset, blocks);
+        self.used_blocks += blocks;
+        self.tail_offset += blocks;
+        self.stats.seals += 1;
+        self.send_write(offset, buffer, header.sequence, Vec::new());
+        true
     }
 
     /// Marks the rest of the ring unused: the next record goes to its start.
