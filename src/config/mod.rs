@@ -399,6 +399,9 @@ pub struct RaftConfig {
     pub entries_kept_after_snapshot: u64,
     /// The log is purged in steps of at least this many entries.
     pub purge_batch_entries: u64,
+    /// Whether a member that dropped an unproven tail at recovery refuses
+    /// votes until a leader repairs its log (`raft::GroupConfig`).
+    pub refuse_votes_after_unproven_tail: bool,
 }
 
 impl Default for RaftConfig {
@@ -408,6 +411,7 @@ impl Default for RaftConfig {
             snapshot_after_bytes: 0,
             entries_kept_after_snapshot: 1_000,
             purge_batch_entries: 256,
+            refuse_votes_after_unproven_tail: false,
         }
     }
 }

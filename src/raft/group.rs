@@ -61,6 +61,15 @@ pub struct GroupConfig {
     /// (a chunk taken, or the install at its end) before the leader gives
     /// up and starts over. The whole transfer may take much longer.
     pub snapshot_step_timeout_ms: u64,
+    /// Whether a member whose shard log dropped an unproven tail (records
+    /// that may have been acknowledged, see `wal::recovery`) grants no vote
+    /// and starts no election in the group until a leader has brought its
+    /// log past the loss (`PeerGate`). Safe against a lost vote or a lost
+    /// acknowledged entry, but a write torn by a power cut looks the same on
+    /// disk: after a cut of the whole cluster during writes, a majority may
+    /// refuse and the group stays without a leader. Off: the dropped tail is
+    /// logged and the member votes as before.
+    pub refuse_votes_after_unproven_tail: bool,
 }
 
 impl Default for GroupConfig {
@@ -77,6 +86,7 @@ impl Default for GroupConfig {
             unreachable_backoff_ms: 200,
             request_timeout_ms: 5_000,
             snapshot_step_timeout_ms: 10_000,
+            refuse_votes_after_unproven_tail: false,
         }
     }
 }
@@ -363,6 +373,16 @@ impl RaftGroup {
                 index,
                 "the shard log dropped records that may have been acknowledged, and this member is the group's \
                  only voter: entries after {index} may be lost"
+            );
+            unproven_after = None;
+        }
+        if let (Some(index), false) = (unproven_after, config.refuse_votes_after_unproven_tail) {
+            tracing::warn!(
+                group,
+                member,
+                index,
+                "the shard log dropped records that may have been acknowledged: entries of this group after \
+                 {index} may be lost on this member (raft.refuse_votes_after_unproven_tail is off, so it votes)"
             );
             unproven_after = None;
         }

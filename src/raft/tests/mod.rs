@@ -183,6 +183,7 @@ fn fast_config() -> GroupConfig {
         heartbeat_ms: 20,
         unreachable_backoff_ms: 20,
         request_timeout_ms: 3_000,
+        refuse_votes_after_unproven_tail: true,
         ..GroupConfig::default()
     }
 }
