@@ -37,6 +37,7 @@
 // here would only mean unboxing them again at the trait boundary.
 #![allow(clippy::result_large_err)]
 
+pub mod config;
 pub mod group;
 #[cfg(any(test, feature = "testing"))]
 pub mod local_router;
@@ -53,7 +54,8 @@ pub mod wal_snapshots;
 #[cfg(test)]
 mod tests;
 
-pub use group::{GroupConfig, GroupError, GroupMetrics, RaftGroup, Standing, Written};
+pub use config::GroupConfig;
+pub use group::{GroupError, GroupMetrics, RaftGroup, Standing, Written};
 #[cfg(any(test, feature = "testing"))]
 pub use local_router::LocalRouter;
 pub use log_store::GroupLogStore;
