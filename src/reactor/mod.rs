@@ -60,7 +60,32 @@ pub trait ShardDriver {
     /// True when nothing is in flight or queued: the reactor may stop (and,
     /// for a driver without wake fds, sleep).
     fn idle(&self) -> bool;
+
+    /// Whether the driver has work it does only once it has stayed idle
+    /// (the shard log's seal): the reactor then sleeps at most until
+    /// [`IDLE_WORK_AFTER`] has passed since its last progress, and calls
+    /// [`ShardDriver::idle_work`].
+    fn wants_idle_work(&self) -> bool {
+        false
+    }
+
+    /// Does the work of a driver that has stayed idle for
+    /// [`IDLE_WORK_AFTER`]: called only then, and before the reactor stops.
+    /// Returns whether it started anything (which is progress).
+    fn idle_work(&mut self) -> bool {
+        false
+    }
 }
+
+/// How long a reactor goes without progress before its driver does its idle
+/// work (the shard log's seal, [`crate::wal::ShardLog::seal_when_idle`]).
+/// Longer than the gap between two puts of one client, at one member (a
+/// network round trip and the client's turn) and at three (the leader's
+/// log idles while the followers append, the followers' while the leader
+/// commits and answers: about a put's latency), so that a steady load, even
+/// a lone client's, never pays for a seal; short enough that the last
+/// records of a burst are proven within milliseconds.
+pub const IDLE_WORK_AFTER: Duration = Duration::from_millis(2);
 
 thread_local! {
     /// Messages this reactor's tasks took from clients and peers (see
@@ -584,6 +609,11 @@ impl ShardThread {
             }
             let stopping = self.stop.load(Ordering::Acquire);
             if stopping && !progress && driver.idle() && self.inbox.is_empty() {
+                // The log's seal before it stops: a clean stop leaves every
+                // record proven.
+                if driver.idle_work() {
+                    continue;
+                }
                 break;
             }
             if stopping {
@@ -630,11 +660,28 @@ impl ShardThread {
                 if driver_has_fds || driver.idle() {
                     std::thread::yield_now();
                 }
+                if driver.idle() && last_progress.elapsed() >= IDLE_WORK_AFTER && driver.idle_work() {
+                    last_progress = Instant::now();
+                }
                 continue;
             }
             if !driver.idle() && !driver_has_fds {
                 // In-flight work that cannot wake us: keep polling.
                 continue;
+            }
+            // Idle work waits until the reactor has gone IDLE_WORK_AFTER
+            // without progress: the sleep ends then at the latest.
+            let mut sleep_at_most = None;
+            if driver.idle() && driver.wants_idle_work() {
+                match IDLE_WORK_AFTER.checked_sub(last_progress.elapsed()) {
+                    Some(left) if !left.is_zero() => sleep_at_most = Some(left),
+                    _ => {
+                        if driver.idle_work() {
+                            last_progress = Instant::now();
+                            continue;
+                        }
+                    }
+                }
             }
             if !self.inbox.prepare_to_sleep() {
                 continue;
@@ -646,14 +693,24 @@ impl ShardThread {
             let asleep_since = Instant::now();
             ReactorStats::add(&self.stats.busy_nanos, duration_nanos(asleep_since - busy_since));
             ReactorStats::add(&self.stats.sleeps, 1);
-            sleep_until_woken(&wake_fds, &context.notify).await;
+            let woken = match sleep_at_most {
+                Some(limit) => {
+                    tokio::time::timeout(limit, sleep_until_woken(&wake_fds, &context.notify)).await.is_ok()
+                }
+                None => {
+                    sleep_until_woken(&wake_fds, &context.notify).await;
+                    true
+                }
+            };
             self.inbox.woke();
             for fd in &wake_fds {
                 eventfd::drain(*fd.get_ref());
             }
             busy_since = Instant::now();
             ReactorStats::add(&self.stats.idle_nanos, duration_nanos(busy_since - asleep_since));
-            last_progress = busy_since;
+            if woken {
+                last_progress = busy_since;
+            }
         }
         ReactorStats::add(&self.stats.busy_nanos, duration_nanos(busy_since.elapsed()));
         // Deregister the fds before the driver (which may own them) closes them.

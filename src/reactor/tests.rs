@@ -371,3 +371,104 @@ fn a_loaded_adaptive_reactor_sleeps_when_idle_and_a_light_one_polls() {
     run(0);
     reactors.stop().expect("stop");
 }
+
+/// A driver that makes progress on every poll while `busy` is set, and has
+/// idle work (as the shard log's seal) while `wants` is set, which doing it
+/// clears.
+struct IdleWorkDriver {
+    busy: Arc<AtomicBool>,
+    wants: Arc<AtomicBool>,
+    last_progress: Arc<std::sync::Mutex<Instant>>,
+    idle_work_at: Arc<std::sync::Mutex<Vec<Instant>>>,
+}
+
+impl ShardDriver for IdleWorkDriver {
+    fn poll(&mut self) -> bool {
+        let busy = self.busy.load(Ordering::Acquire);
+        if busy {
+            *self.last_progress.lock().expect("not poisoned") = Instant::now();
+        }
+        busy
+    }
+
+    fn wake_fds(&self) -> Vec<RawFd> {
+        Vec::new()
+    }
+
+    fn idle(&self) -> bool {
+        true
+    }
+
+    fn wants_idle_work(&self) -> bool {
+        self.wants.load(Ordering::Acquire)
+    }
+
+    fn idle_work(&mut self) -> bool {
+        if !self.wants.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        self.idle_work_at.lock().expect("not poisoned").push(Instant::now());
+        true
+    }
+}
+
+/// The shard log's seal waits until the reactor has gone IDLE_WORK_AFTER
+/// without progress, in every poll mode: never while the driver makes
+/// progress, once after it stops, and once more before the reactor stops.
+#[test]
+fn idle_work_waits_until_the_reactor_stays_idle() {
+    let no_poll = ReactorSettings { adaptive_poll: Duration::ZERO, ..settings(PollMode::Adaptive) };
+    for settings in [settings(PollMode::Adaptive), no_poll, settings(PollMode::Busy)] {
+        let busy = Arc::new(AtomicBool::new(true));
+        let wants = Arc::new(AtomicBool::new(true));
+        let last_progress = Arc::new(std::sync::Mutex::new(Instant::now()));
+        let idle_work_at = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let driver = IdleWorkDriver {
+            busy: busy.clone(),
+            wants: wants.clone(),
+            last_progress: last_progress.clone(),
+            idle_work_at: idle_work_at.clone(),
+        };
+        let driver = std::sync::Mutex::new(Some(driver));
+        let factory: DriverFactory = Box::new(move |_: &ReactorContext| {
+            let driver = driver.lock().expect("not poisoned").take().expect("one driver");
+            Ok(Box::new(driver) as Box<dyn ShardDriver>)
+        });
+        let reactors = Reactors::start(&settings, &cores(1), vec![factory]).expect("start");
+        let turns = reactors.stats()[0].iterations;
+        assert!(wait_until(|| reactors.stats()[0].iterations > turns + 1000), "the reactor turns");
+        std::thread::sleep(IDLE_WORK_AFTER * 10);
+        assert!(
+            idle_work_at.lock().expect("not poisoned").is_empty(),
+            "no idle work while busy ({settings:?})"
+        );
+
+        busy.store(false, Ordering::Release);
+        assert!(
+            wait_until(|| !idle_work_at.lock().expect("not poisoned").is_empty()),
+            "idle work once the reactor stays idle ({settings:?})"
+        );
+        let done = idle_work_at.lock().expect("not poisoned")[0];
+        let progressed = *last_progress.lock().expect("not poisoned");
+        assert!(
+            done.duration_since(progressed) >= IDLE_WORK_AFTER,
+            "idle work {:?} after the last progress, not {IDLE_WORK_AFTER:?} ({settings:?})",
+            done.duration_since(progressed)
+        );
+        std::thread::sleep(IDLE_WORK_AFTER * 10);
+        assert_eq!(
+            idle_work_at.lock().expect("not poisoned").len(),
+            1,
+            "once per idle period ({settings:?})"
+        );
+
+        // Wanted again just before the stop: done before the reactor ends.
+        wants.store(true, Ordering::Release);
+        reactors.stop().expect("stop");
+        assert_eq!(
+            idle_work_at.lock().expect("not poisoned").len(),
+            2,
+            "idle work before stopping ({settings:?})"
+        );
+    }
+}

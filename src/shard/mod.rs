@@ -122,6 +122,14 @@ impl ShardDriver for LogDriver {
     fn idle(&self) -> bool {
         self.log.with(|log| log.is_idle())
     }
+
+    fn wants_idle_work(&self) -> bool {
+        self.log.wants_seal()
+    }
+
+    fn idle_work(&mut self) -> bool {
+        self.log.seal_when_idle()
+    }
 }
 
 pub use peer_requests::PeerRequests;

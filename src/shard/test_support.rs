@@ -43,7 +43,9 @@ pub async fn one_group_with(change: impl FnOnce(&mut GroupLayout)) -> Rc<ShardGr
     let ticked = log.clone();
     tokio::task::spawn_local(async move {
         loop {
-            ticked.tick();
+            if !ticked.tick() {
+                ticked.seal_when_idle();
+            }
             tokio::task::yield_now().await;
         }
     });

@@ -33,6 +33,16 @@ impl SharedLog {
         self.log.borrow_mut().tick()
     }
 
+    /// Whether the log would write a seal if it stayed idle.
+    pub fn wants_seal(&self) -> bool {
+        self.log.borrow().wants_seal()
+    }
+
+    /// Writes the seal of an idle log; see [`ShardLog::seal_when_idle`].
+    pub fn seal_when_idle(&self) -> bool {
+        self.log.borrow_mut().seal_when_idle()
+    }
+
     /// Queues an entry without waiting: it joins this tick's group commit,
     /// and is durable when [`SharedLog::durable`] of the ticket finishes.
     /// For callers that queue a batch and wait only for its last entry.

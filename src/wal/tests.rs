@@ -102,6 +102,7 @@ fn one_tick_is_one_write_and_durability_is_reported_in_order() {
     for ticket in &tickets {
         assert!(log.is_durable(*ticket).expect("no failure"));
     }
+    settle(&mut log);
     drop(log);
     // The ring holds the records in the order they were appended, across groups.
     let log = open_log(namespace.as_ref(), region, LogOptions::default()).expect("reopen");
@@ -225,10 +226,11 @@ fn a_full_ring_is_a_clear_error() {
     assert!(error.to_string().contains("purge"), "{error}");
 }
 
-/// Ticks the log until nothing it sent is in flight any more.
+/// Ticks the log until nothing it sent is in flight any more, sealing it
+/// once it is idle as the reactor does when it stays idle.
 fn settle(log: &mut ShardLog) {
     loop {
-        let progress = log.tick();
+        let progress = log.tick() || log.seal_when_idle();
         if log.queue.in_flight() > 0 {
             log.queue.wait().expect("wait");
         } else if !progress {

@@ -257,9 +257,18 @@ async fn run_member(
     let handle = Requests::new(detached.context().clone(), layout);
     // The member's reactor: tick the log, run the mailbox, sleep until new
     // work or the disk's next completion.
+    // As the reactor does: the log seals once it has gone
+    // reactor::IDLE_WORK_AFTER without progress (virtual time, so it replays).
+    let mut last_progress = tokio::time::Instant::now();
     loop {
         let mut progress = log.tick();
         progress |= detached.run_mailbox() > 0;
+        if !progress && log.wants_seal() && last_progress.elapsed() >= nvkv::reactor::IDLE_WORK_AFTER {
+            progress = log.seal_when_idle();
+        }
+        if progress {
+            last_progress = tokio::time::Instant::now();
+        }
         if requests.borrow().is_none() {
             match ready.try_recv() {
                 Ok(Ok(_)) => *requests.borrow_mut() = Some(handle.clone()),
@@ -282,12 +291,17 @@ async fn run_member(
                 return Err(Stopped::Unrecoverable(format!("group {group} stopped: {reason}")));
             }
         }
+        // The seal of a log that stays idle is due then.
+        // (Not when it is past: the log could not seal, its ring too full.)
+        let seal_at = Some(last_progress + nvkv::reactor::IDLE_WORK_AFTER)
+            .filter(|at| log.wants_seal() && *at > tokio::time::Instant::now());
         match disk.next_ready() {
             Some(ready_at) => {
                 tokio::select! {
                     biased;
                     _ = notify.notified() => {}
                     _ = tokio::time::sleep_until(ready_at) => {}
+                    _ = tokio::time::sleep_until(seal_at.unwrap_or(ready_at)), if seal_at.is_some() => {}
                 }
             }
             None => {
@@ -296,6 +310,7 @@ async fn run_member(
                     biased;
                     _ = notify.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(5)), if requests.borrow().is_none() => {}
+                    _ = tokio::time::sleep_until(seal_at.unwrap_or(last_progress)), if seal_at.is_some() => {}
                 }
             }
         }

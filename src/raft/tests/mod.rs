@@ -152,7 +152,8 @@ impl Disk {
         let ticked = log.clone();
         let ticker = tokio::task::spawn_local(async move {
             loop {
-                let progress = ticked.tick();
+                // Seals as soon as the log is idle: the strictest timing.
+                let progress = ticked.tick() || ticked.seal_when_idle();
                 if !progress && ticked.with(|log| log.is_idle()) {
                     kick.notified().await;
                 } else {

@@ -11,10 +11,10 @@
 //! - A failed write or flush stops the log for good: nothing after it is ever
 //!   reported durable.
 //! - Every record reported durable is proven durable on the device by a
-//!   later record's `durable_before` within one idle turn: while the log is
-//!   busy each write proves the ones before it, and when it goes idle it
-//!   writes a seal ([`ShardLog::maybe_seal`]), never a seal while anything
-//!   is queued or in flight.
+//!   later record's `durable_before`: while the log is busy each write
+//!   proves the ones before it, and once it has stayed idle a while it
+//!   writes a seal ([`ShardLog::seal_when_idle`]), never a seal while
+//!   anything is queued or in flight.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::rc::Rc;
@@ -395,7 +395,7 @@ pub struct ShardLog {
     /// The CRC of the last record placed, which the next one chains to.
     pub(super) last_crc: u32,
     /// A record other than a seal was placed after the last seal: the log
-    /// writes a seal when it next goes idle ([`ShardLog::maybe_seal`]).
+    /// writes a seal once it stays idle ([`ShardLog::seal_when_idle`]).
     pub(super) unsealed: bool,
     /// Where the next record goes (ring block offset).
     pub(super) tail_offset: u64,

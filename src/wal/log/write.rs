@@ -106,11 +106,11 @@ impl ShardLog {
 
     /// One turn of the reactor: reaps completions, sends everything queued
     /// since the last turn as one write per ring stretch, and reclaims ring
-    /// space. Returns whether anything happened.
+    /// space. Returns whether anything happened. It never writes the seal:
+    /// that is [`ShardLog::seal_when_idle`], once the log has stayed idle.
     pub fn tick(&mut self) -> bool {
         let mut progress = self.reap();
         progress |= self.submit_writes();
-        progress |= self.maybe_seal();
         progress |= self.submit_deferred();
         progress |= self.maybe_reclaim();
         // Hand the new commands to the device now, not a tick later.
@@ -350,26 +350,51 @@ impl ShardLog {
         self.stats.records_written += 1;
     }
 
-    /// Writes a seal when the log has gone idle after records that no later
+    /// Whether the log would write a seal if it stayed idle: a record other
+    /// than a seal was placed after the last seal.
+    pub fn wants_seal(&self) -> bool {
+        self.unsealed && self.failed.is_none()
+    }
+
+    /// Writes a seal when the log is idle after records that no later
     /// record proves durable: nothing is queued, no write is in flight (so
     /// every record placed is durable), and the last record placed is not a
     /// seal. Its `durable_before` then covers every record before it, and
     /// recovery treats damage to any of them as corruption, not a torn
-    /// tail.
+    /// tail. Returns whether it wrote one.
     ///
-    /// Why the turn the log goes idle, and not later: a record the shard
-    /// reported durable stays unproven until the seal is durable, and a
-    /// timer would widen that window for nothing. Why it costs the put path
-    /// nothing while the log is busy: while anything is queued or in flight
-    /// the next group-commit write is the proof, and no seal goes out; one
-    /// seal (one block) goes out per idle period, after the last write of a
-    /// burst (its payload lists the groups still unproven, usually none: one
-    /// block). A write queued while a seal is in flight takes another of the
-    /// `inflight_writes_max` slots beside it (with a single slot it waits
-    /// for that one-block write). The seal never takes the second half of
-    /// the ring: with the ring that full the log skips it and the records
-    /// stay unproven until the next write.
-    pub(super) fn maybe_seal(&mut self) -> bool {
+    /// The caller calls it once the log has *stayed* idle a while (the
+    /// reactor: [`crate::reactor::IDLE_WORK_AFTER`] without progress), not
+    /// in the turn it goes idle. Sealing in that turn put a second device
+    /// write beside nearly every put of a lone client, whose next put comes
+    /// a network round trip after the answer: measured at 1 client on one
+    /// node, two log writes per put and 10-28 us more p50; at three members
+    /// every member sealed between every two puts on the shared disk. What
+    /// the delay costs: the last records of a burst stay unproven that much
+    /// longer. They are durable all the while (the device acknowledged
+    /// them); unproven only means that damage to them at rest, found at the
+    /// next start, would read as a torn tail. A crash inside the window
+    /// leaves them unproven exactly as a crash before the seal's write
+    /// landed did before.
+    ///
+    /// While the log is busy it costs nothing: the next group-commit write
+    /// is the proof, and no seal goes out; one seal (one block) goes out per
+    /// idle period (its payload lists the groups still unproven, usually
+    /// none: one block). A write queued while a seal is in flight takes
+    /// another of the `inflight_writes_max` slots beside it (with a single
+    /// slot it waits for that one-block write). The seal never takes the
+    /// second half of the ring: with the ring that full the log skips it and
+    /// the records stay unproven until the next write.
+    pub fn seal_when_idle(&mut self) -> bool {
+        let sealed = self.write_seal();
+        // Hand it to the device now, not a turn later.
+        if sealed {
+            self.reap();
+        }
+        sealed
+    }
+
+    fn write_seal(&mut self) -> bool {
         if !self.unsealed || self.failed.is_some() || !self.pending.is_empty() || !self.inflight.is_empty() {
             return false;
         }
