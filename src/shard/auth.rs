@@ -17,10 +17,10 @@
 //! Passwords and tokens are in `super::credentials`. This module never
 //! proposes anything and never blocks a reactor.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use crate::kv::auth::{Access, AuthError, AuthState, Need};
 use crate::kv::command::Command;
@@ -115,10 +115,12 @@ impl AuthView {
 pub const PASSWORD_CHECKS_MAX: usize = 2;
 
 /// The users and roles of one member, as group 0 last applied them here.
+/// Every call of every shard reads it, and group 0's apply replaces it
+/// rarely: an `ArcSwap`, whose read is one atomic load and a reference
+/// count, with no lock a writer could hold up readers with.
 #[derive(Debug)]
 pub struct AuthCell {
-    version: AtomicU64,
-    view: RwLock<Arc<AuthView>>,
+    view: ArcSwap<AuthView>,
     /// Password checks running at once on this member (see `credentials`).
     pub(super) password_checks: tokio::sync::Semaphore,
     /// How long a session token is good for (`auth.token_ttl_seconds`).
@@ -131,17 +133,10 @@ impl Default for AuthCell {
     }
 }
 
-thread_local! {
-    /// This thread's last read of each cell it checked against: (the cell's
-    /// address, its version then, the view).
-    static SEEN: RefCell<Vec<(usize, u64, Arc<AuthView>)>> = const { RefCell::new(Vec::new()) };
-}
-
 impl AuthCell {
     pub fn new(token_ttl: std::time::Duration) -> AuthCell {
         AuthCell {
-            version: AtomicU64::new(0),
-            view: RwLock::new(Arc::new(AuthView::default())),
+            view: ArcSwap::from_pointee(AuthView::default()),
             password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS_MAX),
             token_ttl,
         }
@@ -149,34 +144,12 @@ impl AuthCell {
 
     /// Makes `state` what every shard of this member checks against.
     pub fn publish(&self, state: &AuthState) {
-        let view = Arc::new(AuthView::new(state.clone()));
-        let mut slot = self.view.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        *slot = view;
-        self.version.fetch_add(1, Ordering::Release);
+        self.view.store(Arc::new(AuthView::new(state.clone())));
     }
 
-    /// Runs `work` on the current view; the lock is taken only when the
-    /// view changed since this thread last looked.
+    /// Runs `work` on the current view.
     pub fn with<R>(&self, work: impl FnOnce(&AuthView) -> R) -> R {
-        let address = self as *const AuthCell as usize;
-        let version = self.version.load(Ordering::Acquire);
-        let view = SEEN.with(|seen| {
-            let mut seen = seen.borrow_mut();
-            if let Some(entry) = seen.iter_mut().find(|entry| entry.0 == address) {
-                if entry.1 != version {
-                    *entry = (address, version, self.read());
-                }
-                return Arc::clone(&entry.2);
-            }
-            let view = self.read();
-            seen.push((address, version, Arc::clone(&view)));
-            view
-        });
-        work(&view)
-    }
-
-    fn read(&self) -> Arc<AuthView> {
-        Arc::clone(&self.view.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        work(&self.view.load())
     }
 
     pub fn authorize(&self, caller: &Caller, needs: impl FnOnce() -> Vec<Need>) -> Result<(), AuthError> {
