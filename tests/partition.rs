@@ -367,6 +367,15 @@ fn a_member_cut_away_is_removed_and_another_added_by_the_majority_and_all_conver
 
     let stop = AtomicBool::new(false);
     let (acknowledged, changed_at) = std::thread::scope(|scope| {
+        // Stops the writer however this scope ends: a failed check below
+        // panics, and the scope would otherwise wait for the writer for ever.
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop_writer = StopOnDrop(&stop);
         eprintln!("phase: a writer puts through members {majority:?}, each key once");
         let writer = scope.spawn(|| {
             let mut acknowledged = Vec::new();
@@ -450,6 +459,13 @@ fn a_member_cut_away_is_removed_and_another_added_by_the_majority_and_all_conver
             match cluster.cli(victim, victim, &["get", "/member-load/00000/k", "--consistency", "s"]) {
                 Err(error) if error.contains("NotMember") && error.contains("was removed") => Ok(()),
                 other => Err(format!("member {victim} answered {other:?}")),
+            }
+        });
+        // Nor does it list its old membership as the cluster's.
+        eventually(&format!("member {victim} refusing member list as removed"), || {
+            match cluster.cli(victim, victim, &["member", "list"]) {
+                Err(error) if error.contains("was removed") => Ok(()),
+                other => Err(format!("member {victim} listed {other:?}")),
             }
         });
         std::thread::sleep(Duration::from_secs(1));

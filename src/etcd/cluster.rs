@@ -15,7 +15,7 @@ use super::convert::{self, status};
 use super::kv::{on_this_shard, ShardLocal};
 use super::proto::etcdserverpb as pb;
 use crate::shard::membership::MembershipChange;
-use crate::shard::registry::{local_group_reports, local_membership, on_every_shard};
+use crate::shard::registry::{local_group_reports, on_every_shard, served_membership};
 use crate::shard::{GroupReport, MembershipEntry, ShardReport};
 
 pub struct EtcdCluster {
@@ -54,7 +54,8 @@ async fn group_reports(shard: &ShardLocal) -> Result<Vec<GroupReport>, Status> {
 /// group is a learner. Only this member's client URL is known here (the
 /// others' etcd addresses are not in the membership).
 async fn members(shard: &ShardLocal) -> Result<Vec<pb::Member>, Status> {
-    let entries = on_every_shard(shard.context(), |_| local_membership()).await.map_err(status)?;
+    let entries = on_every_shard(shard.context(), |_| served_membership()).await.map_err(status)?;
+    let entries = entries.into_iter().collect::<Result<Vec<_>, _>>().map_err(status)?;
     let mut merged: BTreeMap<u64, pb::Member> = BTreeMap::new();
     for MembershipEntry { member, voter } in entries.into_iter().flatten() {
         let known = merged.entry(member.id).or_insert_with(|| pb::Member {

@@ -86,7 +86,11 @@ pub async fn gather_members(
     info: &NodeInfo,
 ) -> Result<Vec<MemberInfo>, capnp::Error> {
     let mut merged: BTreeMap<u64, MemberInfo> = BTreeMap::new();
-    let entries = on_every_shard(context, |_| shard::registry::local_membership()).await?;
+    let entries = on_every_shard(context, |_| shard::registry::served_membership()).await?;
+    let entries = entries
+        .into_iter()
+        .collect::<Result<Vec<_>, RequestError>>()
+        .map_err(|error| capnp::Error::failed(error.to_string()))?;
     for MembershipEntry { member, voter } in entries.into_iter().flatten() {
         let known = merged.entry(member.id).or_insert_with(|| MemberInfo {
             id: member.id,

@@ -342,6 +342,26 @@ pub fn local_readiness() -> ShardReadiness {
 /// The largest store whose state hash a group report carries (0 beyond).
 pub const STATE_HASH_STORE_BYTES_MAX: u64 = 4 << 20;
 
+/// The membership as this member tells its clients: what
+/// [`local_membership`] says, unless one of this shard's groups knows this
+/// member was removed (it applied its removal, or a peer proved it): then
+/// the error that says so, as every client request gets. A membership
+/// change goes to every group, so one group's word is the member's; its old
+/// membership would name members that are gone and leave out new ones.
+pub fn served_membership() -> Result<Vec<MembershipEntry>, RequestError> {
+    if let Some(shard_groups) = this_thread_groups() {
+        let borrowed = shard_groups.groups.borrow();
+        for (group, entry) in borrowed.iter().flat_map(|map| map.iter()) {
+            if let Err(error @ RequestError::Removed { .. }) =
+                entry.check_serving(shard_groups.layout.shard_of(*group))
+            {
+                return Err(error);
+            }
+        }
+    }
+    Ok(local_membership())
+}
+
 /// Every member the membership of this thread's shard's groups names.
 pub fn local_membership() -> Vec<MembershipEntry> {
     let Some(shard_groups) = this_thread_groups() else {
