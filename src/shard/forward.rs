@@ -41,10 +41,16 @@ pub async fn write(
 ) -> Result<Vec<u8>, RequestError> {
     if entry.raft().leadership().0 {
         // Refused when out of space or over the quota, and waiting while
-        // the ring is nearly full, as everywhere a write is proposed.
+        // the ring is nearly full, as everywhere a write is proposed; within
+        // the request timeout, as on the other paths: a group out of
+        // snapshot space can keep the ring that full for good.
         entry.alarms().check_room(&command)?;
         if must_wait() {
-            Box::pin(admit()).await;
+            Box::pin(entry.raft().within_request_timeout(async {
+                admit().await;
+                Ok::<_, GroupError>(())
+            }))
+            .await?;
         }
         // The proposer answers within the request timeout on its own (see
         // `propose`): the common case pays no timer of its own.
@@ -178,4 +184,61 @@ fn must_wait() -> bool {
 async fn admit() {
     let Some(shard) = local() else { return };
     space::admit(&shard.log).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::command::{encode_command, Command};
+    use crate::kv::types::{DeleteRangeRequest, PutRequest};
+    use crate::raft::GroupConfig;
+    use crate::shard::registry::{set_local, ShardState};
+    use crate::shard::start::NoPeers;
+    use crate::shard::test_support::{in_shard, one_group_and_log_with};
+
+    /// A write to a leader whose shard's ring stays three quarters full
+    /// (a group out of snapshot space that cannot purge) is refused as
+    /// timed out, never left waiting for ever.
+    #[test]
+    fn a_write_waiting_for_a_full_ring_on_its_leader_times_out() {
+        in_shard(async {
+            let (entry, log) = one_group_and_log_with(|layout| {
+                layout.raft = GroupConfig { request_timeout_ms: 1_000, ..layout.raft.clone() }
+            })
+            .await;
+            tracing::info!("fill the ring past where client writes wait");
+            let mut filler = 0;
+            while log.with(|log| log.used_percent()) < 80 {
+                let key = format!("/fill/{filler}").into_bytes();
+                let put = Command::Put(PutRequest { key, value: vec![1; 32 << 10], ..PutRequest::default() });
+                super::super::propose::propose(entry.proposing(), encode_command(&put))
+                    .await
+                    .expect("proposed");
+                filler += 1;
+                assert!(
+                    filler < 10_000,
+                    "the ring never filled: {}% used",
+                    log.with(|log| log.used_percent())
+                );
+            }
+            set_local(ShardState { shard: 0, core: 0, log: log.clone() });
+
+            tracing::info!("a delete on the leader waits for the ring, then is refused as timed out");
+            let delete = Command::DeleteRange(DeleteRangeRequest {
+                key: b"/fill/0".to_vec(),
+                ..DeleteRangeRequest::default()
+            });
+            let link: Rc<dyn LeaderLink> = Rc::new(NoPeers);
+            let answer = tokio::time::timeout(
+                Duration::from_secs(60),
+                write(entry.clone(), &link, encode_command(&delete)),
+            )
+            .await
+            .expect("the write answers within its request timeout");
+            assert!(
+                matches!(answer, Err(RequestError::Group(GroupError::Timeout { timeout_ms: 1_000, .. }))),
+                "refused as timed out: {answer:?}"
+            );
+        });
+    }
 }

@@ -33,11 +33,14 @@ use futures::future::join_all;
 use tokio::time::Instant;
 
 use super::answer::{Answered, RequestError};
+use super::group::ShardGroup;
 use super::lease::{LeaseAnswer, LeaseList, LeaseQuery, LeaseReading, LeaseTtl};
 use super::registry::{group_on, on_shard, ShardGroups};
 use super::requests::{answered, write_here, Requests};
 use crate::kv::auth::Need;
-use crate::kv::command::{encode_command, encode_stamped_command, Command, CommandResponse};
+use crate::kv::command::{
+    decode_outcome, encode_command, encode_stamped_command, Command, CommandOutcome, CommandResponse,
+};
 use crate::kv::types::{KvError, LeaseGrantResponse, LeaseRevokeResponse};
 use crate::raft::GroupId;
 
@@ -305,6 +308,30 @@ pub fn spawn_expiry(groups: Rc<ShardGroups>) {
     });
 }
 
+/// Proposes the revoke of lease `id`, expired in the group of `entry`,
+/// which this member leads; answers how many keys it deleted.
+///
+/// It is the leader's own proposal, like the snapshot task's compaction,
+/// not a client write: never forwarded (only a leader decides an expiry),
+/// and never held back while the shard's ring is three quarters full
+/// (`space::admit`). A revoke only deletes, and a group out of snapshot
+/// space (NOSPACE) keeps the ring that full until deletes shrink its store:
+/// a revoke waiting for the ring there would wait for ever, and this
+/// shard's expiry task with it, so no lease of any of its groups would
+/// expire again. Revokes are few (one per expired lease of a group this
+/// member leads, each time the task looks), so they cannot take the room
+/// that waiting keeps for the snapshot task.
+async fn revoke_expired(entry: &ShardGroup, id: i64) -> Result<i64, RequestError> {
+    let command = encode_stamped_command(&Command::LeaseRevoke { id }, super::requests::revision_stamp());
+    let bytes = super::propose::propose(entry.proposing(), command).await?;
+    let outcome: CommandOutcome =
+        decode_outcome(&bytes).map_err(|error| RequestError::Codec(error.to_string()))?;
+    match outcome? {
+        CommandResponse::LeaseRevoke(response) => Ok(response.deleted),
+        other => Err(RequestError::Codec(format!("a lease revoke was answered with {other:?}"))),
+    }
+}
+
 /// Proposes a revoke for every expired lease of every group this member
 /// leads here; returns when to look again.
 async fn expire_due(groups: &Rc<ShardGroups>) -> Instant {
@@ -324,16 +351,8 @@ async fn expire_due(groups: &Rc<ShardGroups>) -> Instant {
             wake = wake.min(next);
         }
         for id in expired {
-            let command =
-                encode_stamped_command(&Command::LeaseRevoke { id }, super::requests::revision_stamp());
-            match write_here(groups.clone(), group, command).await {
-                Ok(answer) => {
-                    let deleted = match answer.response {
-                        CommandResponse::LeaseRevoke(response) => response.deleted,
-                        _ => 0,
-                    };
-                    tracing::info!(group, deleted, "lease {id:x} expired: revoked");
-                }
+            match revoke_expired(&entry, id).await {
+                Ok(deleted) => tracing::info!(group, deleted, "lease {id:x} expired: revoked"),
                 // A client revoked it meanwhile: nothing left to do.
                 Err(RequestError::Kv(KvError::LeaseNotFound(_))) => {}
                 Err(error) => {
@@ -343,4 +362,80 @@ async fn expire_due(groups: &Rc<ShardGroups>) -> Instant {
         }
     }
     wake
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::kv::types::{PutRequest, RangeRequest};
+    use crate::shard::registry::{set_local, ShardState};
+    use crate::shard::start::NoPeers;
+    use crate::shard::test_support::{in_shard, one_group_and_log_with};
+
+    async fn apply(entry: &ShardGroup, command: Command) -> CommandResponse {
+        let bytes = super::super::propose::propose(entry.proposing(), encode_command(&command))
+            .await
+            .expect("proposed");
+        decode_outcome(&bytes).expect("decodes").expect("applies")
+    }
+
+    /// A group out of snapshot space keeps its shard's ring three quarters
+    /// full, where client writes wait (`space::admit`); the revoke of an
+    /// expired lease must not wait there, or the expiry task stops for good.
+    #[test]
+    fn an_expired_lease_is_revoked_while_the_ring_holds_client_writes_back() {
+        in_shard(async {
+            let mut laid_out = None;
+            let (entry, log) = one_group_and_log_with(|layout| laid_out = Some(layout.clone())).await;
+            let layout = laid_out.expect("the group was laid out");
+            apply(&entry, Command::LeaseGrant { id: 7, ttl_seconds: 1 }).await;
+            let held = PutRequest {
+                key: b"/lease/7".to_vec(),
+                value: b"held".to_vec(),
+                lease: 7,
+                ..PutRequest::default()
+            };
+            apply(&entry, Command::Put(held)).await;
+
+            tracing::info!("fill the ring past where client writes wait, as a group that cannot purge does");
+            let mut filler = 0;
+            while log.with(|log| log.used_percent()) < 80 {
+                let key = format!("/fill/{filler}").into_bytes();
+                apply(
+                    &entry,
+                    Command::Put(PutRequest { key, value: vec![1; 32 << 10], ..PutRequest::default() }),
+                )
+                .await;
+                filler += 1;
+                assert!(
+                    filler < 10_000,
+                    "the ring never filled: {}% used",
+                    log.with(|log| log.used_percent())
+                );
+            }
+            set_local(ShardState { shard: 0, core: 0, log: log.clone() });
+            assert!(super::super::space::must_wait(&log), "client writes wait now");
+
+            tracing::info!("lease 7's deadline passed: the expiry task revokes it all the same");
+            let groups = Rc::new(ShardGroups::new(layout, Rc::new(NoPeers)));
+            groups.set_started(BTreeMap::from([(0, entry.clone())]));
+            let term = entry.raft().metrics().term;
+            let taken_over = Instant::now() - Duration::from_secs(2);
+            entry.leases().borrow_mut().follow(
+                Some(term),
+                entry.machine().borrow().state.store.leases(),
+                taken_over,
+            );
+            tokio::time::timeout(Duration::from_secs(30), expire_due(&groups))
+                .await
+                .expect("the expiry task does not wait for the ring");
+            let machine = entry.machine().borrow();
+            assert!(!machine.state.store.leases().contains(7), "lease 7 is revoked");
+            let request = RangeRequest { key: b"/lease/7".to_vec(), ..RangeRequest::default() };
+            let range = machine.state.store.range(&request).expect("the key reads");
+            assert!(range.kvs.is_empty(), "the key of the expired lease is deleted: {:?}", range.kvs);
+        });
+    }
 }

@@ -27,7 +27,9 @@
 //! Client writes also wait here while the shard's ring is three quarters
 //! full ([`admit`]): a group that must compact before it can snapshot (a
 //! Raft write of its own) needs ring space for that entry, and writes that
-//! kept coming would take it. The snapshot task's own proposals do not wait.
+//! kept coming would take it. The snapshot task's own proposals do not wait,
+//! nor do the revokes of expired leases (`super::lease_requests`): both
+//! are bounded, and a revoke only deletes.
 
 use std::cell::Cell;
 use std::time::Duration;

@@ -28,6 +28,11 @@ pub async fn one_group() -> Rc<ShardGroup> {
 
 /// [`one_group`] with its layout changed by `change` first.
 pub async fn one_group_with(change: impl FnOnce(&mut GroupLayout)) -> Rc<ShardGroup> {
+    one_group_and_log_with(change).await.0
+}
+
+/// [`one_group_with`], and the shard log its group writes to.
+pub async fn one_group_and_log_with(change: impl FnOnce(&mut GroupLayout)) -> (Rc<ShardGroup>, SharedLog) {
     let namespace: Arc<dyn Namespace> = Arc::new(MemoryNamespace::new(512, 1 << 15));
     let mut queue = namespace.open_queue_pair(&QueuePairConfig::default()).expect("queue pair");
     let (superblock, _) = superblock::open_or_format(
@@ -74,11 +79,12 @@ pub async fn one_group_with(change: impl FnOnce(&mut GroupLayout)) -> Rc<ShardGr
         auth: Default::default(),
     };
     change(&mut layout);
-    let groups =
-        start_groups(&layout, 0, log, Rc::new(super::start::NoPeers)).await.expect("the group starts");
+    let groups = start_groups(&layout, 0, log.clone(), Rc::new(super::start::NoPeers))
+        .await
+        .expect("the group starts");
     let group = groups[&0].clone();
     while group.raft().metrics().current_leader.is_none() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    group
+    (group, log)
 }
