@@ -75,7 +75,8 @@ pub enum RecordKind {
     /// point since, so the restriction that follows survives a restart, and
     /// (from version 3) the committed index each group knew when the seal
     /// was written, so a restarted member applies its log that far before
-    /// it serves a read.
+    /// it serves a read (12 bytes a group: the 256 groups a shard holds at
+    /// most still fit one 4 KiB block).
     Seal = 7,
 }
 

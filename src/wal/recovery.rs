@@ -354,15 +354,17 @@ struct Orphan {
 }
 
 /// Keeps every recovered committed index within the entries its group
-/// holds now. A seal is written only once every record before it is
-/// durable, and a group's Raft layer knows an index committed only once its
-/// own log matched the leader's that far, so a seal's index is normally
-/// within the group's log; but a tail dropped after it, or a log rewritten
-/// by a leader since, must never make the Raft layer apply an entry this
+/// holds now. A group's Raft layer knows an index committed only once its
+/// own log matched the leader's that far, and a seal is written only once
+/// every record before it is durable (which proves them: recovery never
+/// drops one as a torn tail), so a seal's index is within the group's log
+/// as it was; the clamp is the last guard, so that no damage, no bug and
+/// no log an older build left can make the Raft layer apply an entry this
 /// member does not hold. Within that bound applying is safe: every entry at
-/// or below a committed index is the committed entry (a later leader
-/// holds every committed entry and never overwrites one), so the member's
-/// entries up to the clamped index are the ones every member applies.
+/// or below a committed index is the committed entry (a later leader holds
+/// every committed entry and only ever truncates entries above the commit
+/// point), so the member's entries up to the clamped index are the ones
+/// every member applies.
 fn clamp_committed(log: &mut ShardLog) {
     let groups = &log.groups;
     log.committed.retain(|group, index| {
