@@ -2,7 +2,9 @@
 //! over the Cap'n Proto peer transport: writes through any member (a
 //! follower forwards them to the leader), linearizable reads on a follower
 //! (read index from the leader), every member's log converging, and a
-//! follower killed with SIGKILL and restarted catching up from the log.
+//! follower killed with SIGKILL and restarted catching up from the log, and
+//! a whole cluster killed with one member restarted alone serving the
+//! writes it knew committed.
 
 mod common;
 
@@ -216,4 +218,61 @@ fn a_client_of_one_member_sends_writes_to_each_group_s_leader() {
         let (status, stderr) = daemon.wait_exit();
         assert_eq!(status.code(), Some(0), "{stderr}");
     }
+}
+
+/// A member restarted without a quorum (the whole cluster killed, it alone
+/// back) applies its log up to the committed index it kept before it
+/// serves a read: a serializable read holds every write committed before
+/// its last log write. The commit of the very last write rides only on what
+/// the log writes after learning it (the next append or the idle seal), so
+/// one more write follows the ones checked. Before the committed index was
+/// kept, such a member served its last snapshot (here: nothing) until a
+/// leader committed again.
+#[test]
+fn a_member_restarted_alone_serves_what_it_knew_committed() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    // One group, so the last write follows every checked one in its log.
+    let members = cluster_configs(directory.path(), 1);
+    let mut daemons = start_all(&members);
+    eventually("a leader every member agrees on", || agreed_leader(&members, &daemons, 0));
+
+    eprintln!("phase: writes through member 1, then one more");
+    for index in 0..20 {
+        let key = format!("/alone/k{index:02}");
+        client(members[0].client_port, &["put", &key, &format!("v{index}")]).expect("put");
+    }
+    client(members[0].client_port, &["put", "/alone/last", "x"]).expect("put");
+    let store = stores_converge(&members);
+    assert_eq!(store.len(), 21, "{store:?}");
+
+    eprintln!("phase: SIGKILL every member; member 2 comes back alone");
+    for daemon in daemons.iter_mut() {
+        let mut killed = daemon.take().expect("running");
+        killed.signal(libc::SIGKILL);
+        killed.wait_exit();
+    }
+    let alone = &members[1];
+    let mut restarted = Daemon::start(&alone.config);
+    restarted.wait_ready();
+    let mine = store_of(alone).expect("a serializable read of member 2 alone");
+    let keys: Vec<String> =
+        mine.iter().map(|(key, _, _)| String::from_utf8_lossy(key).into_owned()).collect();
+    for (index, (key, value, revision)) in store.iter().take(20).enumerate() {
+        let held = mine.iter().find(|(held, _, _)| held == key);
+        assert_eq!(
+            held,
+            Some(&(key.clone(), value.clone(), *revision)),
+            "write {index} ({}) was committed before member 2's last log write, and member 2 alone \
+             serves {} keys: {keys:?}",
+            String::from_utf8_lossy(key),
+            mine.len()
+        );
+    }
+    let status = status_json(alone.client_port);
+    assert_eq!(
+        status[0]["groups"][0]["leader"].as_u64().unwrap_or(0),
+        0,
+        "alone, it has no leader: {status}"
+    );
+    drop(restarted);
 }

@@ -4,8 +4,9 @@
 //! It owns two encodings:
 //! - the entry payload the shard log keeps for each Raft entry (the shard
 //!   log's own header keeps the index and the leader's term; the payload
-//!   adds what else the log id needs, the leader's node id, and the entry's
-//!   kind and body);
+//!   adds what else the log id needs, the leader's node id, the entry's
+//!   kind and body, and the committed index this member knew when it
+//!   appended the entry);
 //! - the group's vote slot (at most `checkpoint::VOTE_BYTES_MAX` bytes): the
 //!   vote, plus the leader node ids of the last two purge points, because the
 //!   shard log keeps only the index and term of the purge point and openraft
@@ -14,6 +15,17 @@
 //! It must never report an append durable before the shard log does, and
 //! never swallow a shard log failure: every one becomes a `StorageError`, on
 //! which openraft stops the group.
+//!
+//! The committed index is kept without a write of its own (a record per
+//! commit would double the device writes of a put): each appended entry
+//! carries the committed index known when it was appended (the commit of
+//! the entries before it), and the shard log's seal, written when the log
+//! goes idle, carries the latest. At a restart the group applies its log up
+//! to the higher of the two, so a member restarted without a quorum serves
+//! reads of every write committed before its last appends; the commit of
+//! the very last appends before the stop is durable only if a seal or
+//! another append followed it. It must never persist an index that was
+//! not committed, nor give openraft one past the entries the log holds.
 
 use std::cell::RefCell;
 use std::fmt::Debug;
@@ -28,16 +40,23 @@ use super::types::{Command, Entry, GroupId, LogId, Membership, NodeId, StorageEr
 use crate::wal::checkpoint::VOTE_BYTES_MAX;
 use crate::wal::{SharedLog, WalError};
 
-/// Version of the entry payload encoding; a reader refuses any other.
-pub const ENTRY_FORMAT_VERSION: u8 = 1;
+/// Version of the entry payload encoding this build writes: version 2
+/// adds the committed index to version 1. A reader takes both and refuses
+/// any other.
+pub const ENTRY_FORMAT_VERSION: u8 = 2;
+/// The oldest entry payload version this build reads.
+const ENTRY_FORMAT_VERSION_OLDEST: u8 = 1;
 /// Version of the vote slot encoding; a reader refuses any other.
 pub const VOTE_FORMAT_VERSION: u8 = 1;
 
 const KIND_BLANK: u8 = 0;
 const KIND_NORMAL: u8 = 1;
 const KIND_MEMBERSHIP: u8 = 2;
-/// Version, kind, leader node id: what an entry costs beside its command.
-pub const ENTRY_HEADER_BYTES: usize = 1 + 1 + 8;
+/// Version, kind, leader node id, committed index: what an entry costs
+/// beside its command.
+pub const ENTRY_HEADER_BYTES: usize = 1 + 1 + 8 + 8;
+/// The header of a version 1 entry: no committed index.
+const ENTRY_HEADER_BYTES_V1: usize = 1 + 1 + 8;
 
 /// Purge points whose leader node ids the vote slot remembers: the current
 /// one and the one before, because the slot is rewritten (durably) before
@@ -52,8 +71,10 @@ const _: () = assert!(VOTE_SLOT_BYTES_MAX <= VOTE_BYTES_MAX, "the vote slot must
 const FLAG_VOTE: u8 = 1;
 const FLAG_COMMITTED: u8 = 2;
 
-/// Encodes `entry` as the payload the shard log keeps.
-pub fn encode_entry(entry: &Entry) -> Vec<u8> {
+/// Encodes `entry` as the payload the shard log keeps, with `committed`,
+/// the committed index known when it is appended: stored as the index plus
+/// one, 0 for none (index 0 is a real entry).
+pub fn encode_entry(entry: &Entry, committed: Option<u64>) -> Vec<u8> {
     let (kind, body): (u8, std::borrow::Cow<'_, [u8]>) = match &entry.payload {
         EntryPayload::Blank => (KIND_BLANK, std::borrow::Cow::Borrowed(&[])),
         EntryPayload::Normal(command) => (KIND_NORMAL, std::borrow::Cow::Borrowed(&command.0)),
@@ -70,28 +91,52 @@ pub fn encode_entry(entry: &Entry) -> Vec<u8> {
     bytes.push(ENTRY_FORMAT_VERSION);
     bytes.push(kind);
     bytes.extend_from_slice(&entry.log_id.leader_id.node_id.to_le_bytes());
+    bytes.extend_from_slice(&committed.map_or(0, |index| index.saturating_add(1)).to_le_bytes());
     bytes.extend_from_slice(&body);
     bytes
+}
+
+/// The length of the header of an entry payload of `version` at `index`,
+/// or why the payload is not one this build reads.
+fn entry_header_bytes(index: u64, bytes: &[u8]) -> Result<usize, String> {
+    let Some(&version) = bytes.first() else {
+        return Err(format!("entry {index} is empty"));
+    };
+    let header = match version {
+        ENTRY_FORMAT_VERSION_OLDEST => ENTRY_HEADER_BYTES_V1,
+        ENTRY_FORMAT_VERSION => ENTRY_HEADER_BYTES,
+        _ => {
+            return Err(format!(
+                "entry {index} has format version {version}, this nvkv reads versions \
+                 {ENTRY_FORMAT_VERSION_OLDEST} to {ENTRY_FORMAT_VERSION}; run the nvkv that wrote it"
+            ))
+        }
+    };
+    if bytes.len() < header {
+        return Err(format!(
+            "entry {index} holds {} bytes, fewer than the {header}-byte entry header of version {version}",
+            bytes.len()
+        ));
+    }
+    Ok(header)
+}
+
+/// The committed index the entry payload at `index` carries: the one its
+/// member knew when it appended the entry; none in a version 1 payload.
+pub fn entry_committed(index: u64, bytes: &[u8]) -> Result<Option<u64>, String> {
+    let header = entry_header_bytes(index, bytes)?;
+    if header == ENTRY_HEADER_BYTES_V1 {
+        return Ok(None);
+    }
+    Ok(crate::little_endian::u64_at(bytes, 10).checked_sub(1))
 }
 
 /// Decodes a payload written by [`encode_entry`], for the entry at `index`
 /// whose leader's term the shard log kept.
 pub fn decode_entry(index: u64, term: u64, bytes: &[u8]) -> Result<Entry, String> {
-    if bytes.len() < ENTRY_HEADER_BYTES {
-        return Err(format!(
-            "entry {index} holds {} bytes, fewer than the {ENTRY_HEADER_BYTES}-byte entry header",
-            bytes.len()
-        ));
-    }
-    if bytes[0] != ENTRY_FORMAT_VERSION {
-        return Err(format!(
-            "entry {index} has format version {}, this nvkv reads version {ENTRY_FORMAT_VERSION}; \
-             run the nvkv that wrote it",
-            bytes[0]
-        ));
-    }
+    let header = entry_header_bytes(index, bytes)?;
     let node_id = crate::little_endian::u64_at(bytes, 2);
-    let body = &bytes[ENTRY_HEADER_BYTES..];
+    let body = &bytes[header..];
     let payload = match bytes[1] {
         KIND_BLANK if body.is_empty() => EntryPayload::Blank,
         KIND_BLANK => return Err(format!("blank entry {index} carries {} bytes", body.len())),
@@ -249,10 +294,17 @@ impl GroupLogStore {
     }
 
     async fn read_entry(&self, index: u64) -> Result<Entry, StorageError> {
+        Ok(self.read_entry_and_committed(index).await?.0)
+    }
+
+    /// The entry at `index` and the committed index it carries.
+    async fn read_entry_and_committed(&self, index: u64) -> Result<(Entry, Option<u64>), StorageError> {
         let entry = self.log.read(self.group, index).await.map_err(|error| {
             StorageIOError::read_log_at_index(index, wal_error(self.group, "reading an entry", &error))
         })?;
-        decode_entry(index, entry.term, &entry.payload).map_err(|reason| {
+        let decoded = decode_entry(index, entry.term, &entry.payload)
+            .and_then(|decoded| Ok((decoded, entry_committed(index, &entry.payload)?)));
+        decoded.map_err(|reason| {
             StorageIOError::read_log_at_index(
                 index,
                 AnyError::error(format!("group {}: {reason}", self.group)),
@@ -315,7 +367,8 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
     /// The vote as an uncommitted one: openraft reads it only at startup,
     /// and a member that restarts holding its own committed vote would
     /// resume leading in the same term without knowing what that term
-    /// committed (the commit index is not stored), so the read index it
+    /// committed (the stored committed index may lag the last entries that
+    /// were committed before the stop), so the read index it
     /// gives (its term's first entry) misses writes acknowledged before the
     /// restart and reads are stale. Uncommitted, the member starts as a
     /// follower and a leader of a newer term serves reads only once its
@@ -334,10 +387,13 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
         // one being durable means all are.
         let mut last = None;
         let mut indexes = None;
+        // The commit of the entries before these rides on them: no write
+        // of its own.
+        let committed = self.log.with(|log| log.committed(self.group));
         for entry in entries {
             let index = entry.log_id.index;
             indexes = Some(indexes.map_or((index, index), |(first, _)| (first, index)));
-            let payload = encode_entry(&entry);
+            let payload = encode_entry(&entry, committed);
             let ticket = self
                 .log
                 .queue_append(self.group, entry.log_id.index, entry.log_id.leader_id.term, &payload)
@@ -366,6 +422,53 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
             callback.log_io_completed(result);
         });
         Ok(())
+    }
+
+    /// Notes the committed index in the shard log's memory: the next
+    /// append and the next seal carry it (see the module doc). openraft
+    /// calls this only with an index a quorum holds.
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        if let Some(committed) = committed {
+            self.log.with(|log| log.set_committed(self.group, committed.index));
+        }
+        Ok(())
+    }
+
+    /// The higher of the committed index the last seal carried and the one
+    /// the group's last entry carries, never past that last entry: openraft
+    /// applies the log up to it before the group serves anything. Why that
+    /// is safe: see `clamp_committed` in the shard log's recovery; the same
+    /// bound holds here, as an entry carries only an index its member
+    /// knew committed, and a committed entry is never overwritten.
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        let (sealed, range) = self.log.with(|log| (log.committed(self.group), log.entry_range(self.group)));
+        let last_purged = self.last_purged()?;
+        let (last_entry, carried) = match range {
+            Some((_, last)) => {
+                let (entry, carried) = self.read_entry_and_committed(last).await?;
+                (Some(entry.log_id), carried)
+            }
+            None => (None, None),
+        };
+        let Some(committed) = sealed.max(carried) else {
+            return Ok(None);
+        };
+        let Some(last) = last_entry.or(last_purged) else {
+            return Ok(None);
+        };
+        let committed = committed.min(last.index);
+        // The next seal carries it again, so it outlives the records that
+        // carried it.
+        self.log.with(|log| log.set_committed(self.group, committed));
+        if committed == last.index {
+            return Ok(Some(last));
+        }
+        match last_purged {
+            // Within the snapshot: openraft starts from what the state
+            // machine applied, which is at least this.
+            Some(purged) if committed <= purged.index => Ok(Some(purged)),
+            _ => Ok(Some(self.read_entry(committed).await?.log_id)),
+        }
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -23,19 +23,22 @@
 //! middle. `epoch` changes at every open, so a rewrite never matches a stale
 //! record byte for byte.
 //!
-//! `version` is the format version that introduced the record's kind, not
-//! the version of the build that wrote it: version 1 has every kind but the
-//! seal, version 2 adds the seal. This build reads both. An older build
-//! that meets a seal at the very end of the log takes it for a torn tail and
-//! loses nothing (a seal carries no state); one that meets a seal with
-//! records after it refuses the log as corrupt, naming the version, instead
-//! of dropping those records.
+//! `version` is the format version that introduced the record's kind (or
+//! its current payload), not the version of the build that wrote it:
+//! version 1 has every kind but the seal, version 2 adds the seal, version 3
+//! adds the committed indexes to the seal's payload. This build writes seals
+//! as version 3 and reads all three. An older build that meets a seal of a
+//! version it does not know at the very end of the log takes it for a torn
+//! tail and loses no entry, vote or snapshot (a seal holds only what can be
+//! learned again: proof, the groups still unproven, committed indexes); one
+//! that meets such a seal with records after it refuses the log as corrupt,
+//! naming the version, instead of dropping those records.
 //!
 //! This module only encodes and decodes; it never does I/O.
 
 pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"NVKL");
 /// The newest record format version this build writes and reads.
-pub const RECORD_VERSION: u16 = 2;
+pub const RECORD_VERSION: u16 = 3;
 /// The oldest record format version this build reads.
 pub const RECORD_VERSION_OLDEST: u16 = 1;
 pub const HEADER_BYTES: usize = 80;
@@ -69,7 +72,11 @@ pub enum RecordKind {
     /// a torn tail. `group`, `index` and `term` are zero; the payload
     /// ([`encode_seal`]) lists the groups that may have lost acknowledged
     /// records in an earlier recovery and have not been brought past that
-    /// point since, so the restriction that follows survives a restart.
+    /// point since, so the restriction that follows survives a restart, and
+    /// (from version 3) the committed index each group knew when the seal
+    /// was written, so a restarted member applies its log that far before
+    /// it serves a read (12 bytes a group: the 256 groups a shard holds at
+    /// most still fit one 4 KiB block).
     Seal = 7,
 }
 
@@ -87,50 +94,89 @@ impl RecordKind {
         })
     }
 
-    /// The record format version that introduced this kind: the version a
-    /// record of this kind is written with.
+    /// The record format version a record of this kind is written with:
+    /// the one that introduced the kind, or its current payload.
     pub fn version(self) -> u16 {
         match self {
-            RecordKind::Seal => 2,
+            RecordKind::Seal => 3,
             _ => 1,
         }
     }
+
+    /// Whether a record of this kind may carry `version`: the one it is
+    /// written with, or for a seal also version 2 (a seal without
+    /// committed indexes, which an older build wrote).
+    pub fn reads_version(self, version: u16) -> bool {
+        version == self.version() || (self == RecordKind::Seal && version == 2)
+    }
 }
 
-/// Bytes of one group in a seal's payload: group u32, index u64.
+/// Bytes of one group in either list of a seal's payload: group u32,
+/// index u64.
 const SEAL_GROUP_BYTES: usize = 12;
 
-/// The payload of a seal: a count u32, then per group its id u32 and the
-/// index u64 after which it may have lost entries, in group order.
-pub fn encode_seal(unproven: &std::collections::BTreeMap<u32, u64>) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(4 + unproven.len() * SEAL_GROUP_BYTES);
-    payload.extend_from_slice(&(unproven.len() as u32).to_le_bytes());
-    for (group, index) in unproven {
-        payload.extend_from_slice(&group.to_le_bytes());
-        payload.extend_from_slice(&index.to_le_bytes());
+/// What a seal's payload holds (see [`encode_seal`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SealPayload {
+    /// Per group, the index after which it may have lost entries.
+    pub unproven: std::collections::BTreeMap<u32, u64>,
+    /// Per group, a committed index it knew when the seal was written
+    /// (empty in a version 2 seal).
+    pub committed: std::collections::BTreeMap<u32, u64>,
+}
+
+/// The payload of a seal: two lists, each a count u32, then per group its
+/// id u32 and an index u64, in group order. The first list names the groups
+/// that may have lost entries, with the index after which they may have;
+/// the second (version 3) the committed index of each group. A version 2
+/// seal has only the first list (or nothing: no group).
+pub fn encode_seal(
+    unproven: &std::collections::BTreeMap<u32, u64>,
+    committed: &std::collections::BTreeMap<u32, u64>,
+) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(8 + (unproven.len() + committed.len()) * SEAL_GROUP_BYTES);
+    for list in [unproven, committed] {
+        payload.extend_from_slice(&(list.len() as u32).to_le_bytes());
+        for (group, index) in list {
+            payload.extend_from_slice(&group.to_le_bytes());
+            payload.extend_from_slice(&index.to_le_bytes());
+        }
     }
     payload
 }
 
-/// Decodes a seal's payload (see [`encode_seal`]); an empty payload lists
-/// no group.
-pub fn decode_seal(payload: &[u8]) -> Result<std::collections::BTreeMap<u32, u64>, DecodeError> {
-    let mut unproven = std::collections::BTreeMap::new();
-    if payload.is_empty() {
-        return Ok(unproven);
+/// Decodes a seal's payload (see [`encode_seal`]) of either version: an
+/// empty payload lists no group, and a payload that ends after the first
+/// list (version 2) knows no committed index.
+pub fn decode_seal(payload: &[u8]) -> Result<SealPayload, DecodeError> {
+    let mut seal = SealPayload::default();
+    let mut at = 0;
+    for list in [&mut seal.unproven, &mut seal.committed] {
+        if at == payload.len() {
+            break;
+        }
+        if payload.len() < at + 4 {
+            return Err(DecodeError::BadField("seal payload"));
+        }
+        let count = crate::little_endian::u32_at(payload, at) as usize;
+        at += 4;
+        let end = count
+            .checked_mul(SEAL_GROUP_BYTES)
+            .and_then(|bytes| bytes.checked_add(at))
+            .filter(|end| *end <= payload.len())
+            .ok_or(DecodeError::BadField("seal payload"))?;
+        for entry in (at..end).step_by(SEAL_GROUP_BYTES) {
+            list.insert(
+                crate::little_endian::u32_at(payload, entry),
+                crate::little_endian::u64_at(payload, entry + 4),
+            );
+        }
+        at = end;
     }
-    if payload.len() < 4 {
+    if at != payload.len() {
         return Err(DecodeError::BadField("seal payload"));
     }
-    let count = crate::little_endian::u32_at(payload, 0) as usize;
-    if payload.len() != 4 + count * SEAL_GROUP_BYTES {
-        return Err(DecodeError::BadField("seal payload"));
-    }
-    for at in (4..payload.len()).step_by(SEAL_GROUP_BYTES) {
-        unproven
-            .insert(crate::little_endian::u32_at(payload, at), crate::little_endian::u64_at(payload, at + 4));
-    }
-    Ok(unproven)
+    Ok(seal)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,10 +203,21 @@ pub fn record_blocks(payload_len: usize, lba_bytes: usize) -> usize {
 /// Encodes `header` and `payload` into `out`, which must be exactly
 /// `header.blocks` blocks long and zeroed past the payload. Returns the CRC.
 pub fn encode_record(header: &RecordHeader, payload: &[u8], out: &mut [u8]) -> u32 {
+    encode_record_as(header, header.kind.version(), payload, out)
+}
+
+#[cfg(test)]
+/// [`encode_record`] with another format `version`: a record as an older
+/// build wrote it.
+pub fn encode_record_version(header: &RecordHeader, version: u16, payload: &[u8], out: &mut [u8]) -> u32 {
+    encode_record_as(header, version, payload, out)
+}
+
+fn encode_record_as(header: &RecordHeader, version: u16, payload: &[u8], out: &mut [u8]) -> u32 {
     assert_eq!(header.payload_len as usize, payload.len(), "record payload length disagrees with its header");
     assert!(out.len() >= HEADER_BYTES + payload.len(), "record buffer too small for its payload");
     out[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
-    out[4..6].copy_from_slice(&header.kind.version().to_le_bytes());
+    out[4..6].copy_from_slice(&version.to_le_bytes());
     out[6] = header.kind as u8;
     out[7] = 0;
     out[8..16].copy_from_slice(&header.sequence.to_le_bytes());
@@ -275,9 +332,9 @@ pub fn decode_header(bytes: &[u8], lba_bytes: usize) -> Result<RecordHeader, Dec
         return Err(DecodeError::UnknownVersion(version));
     }
     let kind = RecordKind::from_byte(bytes[6]).ok_or(DecodeError::BadField("kind"))?;
-    if kind.version() != version {
-        // A kind is always written with the version that introduced it: any
-        // other pairing is damage.
+    if !kind.reads_version(version) {
+        // A kind is always written with the version that introduced it (or
+        // its payload): any other pairing is damage.
         return Err(DecodeError::BadField("version"));
     }
     let header = RecordHeader {
@@ -379,25 +436,54 @@ mod tests {
     }
 
     #[test]
-    fn a_seal_is_version_2_and_other_kinds_stay_version_1() {
+    fn a_seal_is_version_3_reads_version_2_and_other_kinds_stay_version_1() {
         let mut bytes = vec![0u8; 4096];
         encode_record(&header(0), &[], &mut bytes);
         assert_eq!(crate::little_endian::u16_at(&bytes, 4), 1, "an entry reads the same in an older build");
         let seal = RecordHeader { kind: RecordKind::Seal, group: 0, index: 0, term: 0, ..header(0) };
         encode_record(&seal, &[], &mut bytes);
-        assert_eq!(crate::little_endian::u16_at(&bytes, 4), 2);
+        assert_eq!(crate::little_endian::u16_at(&bytes, 4), 3);
         assert_eq!(decode_record(&bytes, 4096).expect("a seal decodes").0, seal);
-        bytes[4] = 1;
+        encode_record_version(&seal, 2, &[], &mut bytes);
+        assert_eq!(decode_record(&bytes, 4096).expect("an older build's seal decodes").0, seal);
+        encode_record_version(&seal, 1, &[], &mut bytes);
         assert_eq!(decode_header(&bytes, 4096), Err(DecodeError::BadField("version")));
+        encode_record_version(&header(0), 3, &[], &mut bytes);
+        assert_eq!(
+            decode_header(&bytes, 4096),
+            Err(DecodeError::BadField("version")),
+            "entries stay version 1"
+        );
     }
 
     #[test]
     fn a_seal_payload_round_trips_and_a_wrong_length_is_refused() {
         let unproven = std::collections::BTreeMap::from([(0, 7), (3, 0), (9, u64::MAX)]);
-        let payload = encode_seal(&unproven);
-        assert_eq!(decode_seal(&payload), Ok(unproven));
-        assert_eq!(decode_seal(&[]), Ok(Default::default()));
-        assert_eq!(decode_seal(&payload[..payload.len() - 1]), Err(DecodeError::BadField("seal payload")));
+        let committed = std::collections::BTreeMap::from([(0, 12), (4, 99)]);
+        let payload = encode_seal(&unproven, &committed);
+        assert_eq!(decode_seal(&payload), Ok(SealPayload { unproven: unproven.clone(), committed }));
+        assert_eq!(decode_seal(&[]), Ok(SealPayload::default()));
+        for cut in [1, 4, 12] {
+            assert_eq!(
+                decode_seal(&payload[..payload.len() - cut]),
+                Err(DecodeError::BadField("seal payload")),
+                "cut by {cut}"
+            );
+        }
+        let mut longer = payload.clone();
+        longer.push(0);
+        assert_eq!(decode_seal(&longer), Err(DecodeError::BadField("seal payload")));
+    }
+
+    #[test]
+    fn a_version_2_seal_payload_knows_no_committed_index() {
+        // What an older build wrote: the count, then the unproven groups.
+        let mut payload = 1u32.to_le_bytes().to_vec();
+        payload.extend_from_slice(&5u32.to_le_bytes());
+        payload.extend_from_slice(&40u64.to_le_bytes());
+        let seal = decode_seal(&payload).expect("an older build's seal payload decodes");
+        assert_eq!(seal.unproven, std::collections::BTreeMap::from([(5, 40)]));
+        assert!(seal.committed.is_empty());
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //!
 //! This layer knows positions (group, index, term) and opaque payloads; it
 //! knows nothing of keys or of Raft's rules beyond "an index follows the
-//! last one".
+//! last one". The committed index a group's Raft layer notes is such a
+//! position: kept in memory, carried by the next seal, never written on its
+//! own and never reported past the group's last entry.
 
 pub mod blocking;
 pub mod checkpoint;

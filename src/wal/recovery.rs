@@ -225,6 +225,7 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
         // The first idle turn writes a seal that lists them.
         log.unsealed = true;
     }
+    clamp_committed(log);
     log.used_blocks = used;
     tracing::info!(
         shard = log.region.shard,
@@ -352,6 +353,29 @@ struct Orphan {
     expected: u64,
 }
 
+/// Keeps every recovered committed index within the entries its group
+/// holds now. A group's Raft layer knows an index committed only once its
+/// own log matched the leader's that far, and a seal is written only once
+/// every record before it is durable (which proves them: recovery never
+/// drops one as a torn tail), so a seal's index is within the group's log
+/// as it was; the clamp is the last guard, so that no damage, no bug and
+/// no log an older build left can make the Raft layer apply an entry this
+/// member does not hold. Within that bound applying is safe: every entry at
+/// or below a committed index is the committed entry (a later leader holds
+/// every committed entry and only ever truncates entries above the commit
+/// point), so the member's entries up to the clamped index are the ones
+/// every member applies.
+fn clamp_committed(log: &mut ShardLog) {
+    let groups = &log.groups;
+    log.committed.retain(|group, index| {
+        let Some(last) = groups.get(group).and_then(GroupState::last_index) else {
+            return false;
+        };
+        *index = (*index).min(last);
+        true
+    });
+}
+
 /// Applies one valid record to the in-memory state.
 fn replay(
     log: &mut ShardLog,
@@ -416,10 +440,16 @@ fn replay(
             log.groups.entry(header.group).or_default().offer_snapshot(reference);
         }
         RecordKind::Seal => {
-            // The last seal's list is current: each seal lists them all.
-            log.unproven = format::decode_seal(&payload).map_err(|reason| {
+            let seal = format::decode_seal(&payload).map_err(|reason| {
                 WalError::Corrupt(format!("seal record {} at LBA {lba}: {reason}", header.sequence))
             })?;
+            // The last seal's list is current: each seal lists them all.
+            log.unproven = seal.unproven;
+            // A committed index never goes back; a seal of an older build
+            // carries none, which leaves what an earlier seal said.
+            for (group, index) in seal.committed {
+                log.set_committed(group, index);
+            }
             log.last_seal = Some(header.sequence);
         }
         RecordKind::Wrap => {}

@@ -12,6 +12,7 @@ use super::*;
 use crate::nvme::memory::MemoryNamespace;
 use crate::nvme::{Namespace, QueuePairConfig};
 
+mod committed;
 mod tail;
 use tail::last_record;
 

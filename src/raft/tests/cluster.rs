@@ -616,3 +616,47 @@ fn a_config_whose_heartbeat_outlasts_the_election_timeout_is_refused_with_its_va
     let config = GroupConfig { election_timeout_min_ms: 300, election_timeout_max_ms: 300, ..fast_config() };
     assert!(config.openraft_config().is_err(), "the election timeout needs a range to pick from");
 }
+
+#[test]
+fn a_member_restarted_without_a_quorum_applies_what_it_knew_committed() {
+    run(async {
+        let mut cluster = Cluster::new(fast_config()).await;
+        for group in GROUPS {
+            cluster.write_many(group, 0, 30).await;
+            cluster.converged(group, 30).await;
+        }
+        // The commit of a member's last appends rides on what it writes
+        // next (an append, or the seal when its log goes idle): one more
+        // write carries the commit of the 30 before it to every member.
+        for group in GROUPS {
+            cluster.write_many(group, 30, 1).await;
+            cluster.converged(group, 31).await;
+        }
+        let applied: BTreeMap<GroupId, Vec<(u64, Vec<u8>)>> = GROUPS
+            .iter()
+            .map(|group| (*group, cluster.running(1, *group).machine.borrow().commands.clone()))
+            .collect();
+
+        tracing::info!("every member stops; one comes back alone, with no quorum and no leader");
+        for id in [1, 2, 3] {
+            cluster.stop(id).await;
+        }
+        for id in [1, 2, 3] {
+            cluster.restart(id).await;
+            for group in GROUPS {
+                let metrics = cluster.running(id, group).group.metrics();
+                assert_ne!(metrics.state, ServerState::Leader, "member {id} alone leads group {group}");
+                let machine = cluster.running(id, group).machine.clone();
+                let commands = machine.borrow().commands.clone();
+                assert!(
+                    commands.len() >= 30,
+                    "member {id}, group {group}: a restart without a quorum applied {} commands, \
+                     fewer than the 30 it knew committed before its last append: its reads go back in time",
+                    commands.len()
+                );
+                assert_eq!(commands[..], applied[&group][..commands.len()], "member {id}, group {group}");
+            }
+            cluster.stop(id).await;
+        }
+    });
+}

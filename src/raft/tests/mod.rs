@@ -18,7 +18,7 @@ use openraft::{EntryPayload, LeaderId, ServerState};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::log_store::{decode_entry, encode_entry, VoteSlot};
+use super::log_store::{decode_entry, encode_entry, entry_committed, VoteSlot};
 use super::types::{Entry, LogId, Membership, Vote};
 use super::*;
 use crate::nvme::fault::FaultNamespace;

@@ -19,25 +19,43 @@ fn entries_round_trip_and_foreign_versions_are_refused() {
         Entry { log_id: LogId::new(leader, 2), payload: EntryPayload::Normal(Command(Vec::new())) },
         Entry { log_id: LogId::new(leader, 3), payload: EntryPayload::Membership(membership) },
     ];
-    for entry in entries {
-        let bytes = encode_entry(&entry);
+    for (entry, committed) in entries.into_iter().zip([None, Some(0), Some(1), Some(u64::MAX - 1)]) {
+        let bytes = encode_entry(&entry, committed);
         let decoded = decode_entry(entry.log_id.index, entry.log_id.leader_id.term, &bytes).expect("decodes");
         assert_eq!(decoded.log_id, entry.log_id);
         assert_eq!(format!("{:?}", decoded.payload), format!("{:?}", entry.payload));
+        assert_eq!(entry_committed(entry.log_id.index, &bytes), Ok(committed));
     }
-    let normal = encode_entry(&Entry {
-        log_id: LogId::new(leader, 1),
-        payload: EntryPayload::Normal(Command(b"x".to_vec())),
-    });
-    assert_eq!(normal.len(), 11, "a normal entry costs 10 bytes beside its command");
+    let normal = encode_entry(
+        &Entry { log_id: LogId::new(leader, 1), payload: EntryPayload::Normal(Command(b"x".to_vec())) },
+        Some(0),
+    );
+    assert_eq!(normal.len(), 19, "a normal entry costs 18 bytes beside its command");
     let mut newer = normal.clone();
-    newer[0] = 2;
+    newer[0] = 3;
     let error = decode_entry(1, 7, &newer).unwrap_err();
-    assert!(error.contains("format version 2"), "{error}");
+    assert!(error.contains("format version 3"), "{error}");
     let mut unknown = normal;
     unknown[1] = 9;
     assert!(decode_entry(1, 7, &unknown).unwrap_err().contains("unknown kind 9"));
-    assert!(decode_entry(1, 7, &[1, 1]).is_err(), "a short entry is refused");
+    assert!(decode_entry(1, 7, &[2, 1, 0, 0, 0, 0, 0, 0, 0, 0]).is_err(), "a short entry is refused");
+    assert!(decode_entry(1, 7, &[]).is_err(), "an empty entry is refused");
+}
+
+#[test]
+fn a_version_1_entry_still_decodes_and_carries_no_committed_index() {
+    // What an older build wrote: version, kind, leader node id, command.
+    let mut old = vec![1, 1];
+    old.extend_from_slice(&42u64.to_le_bytes());
+    old.extend_from_slice(b"put k v");
+    let decoded = decode_entry(5, 7, &old).expect("a version 1 entry decodes");
+    assert_eq!(decoded.log_id, LogId::new(LeaderId::new(7, 42), 5));
+    assert_eq!(
+        format!("{:?}", decoded.payload),
+        format!("{:?}", EntryPayload::<TypeConfig>::Normal(Command(b"put k v".to_vec())))
+    );
+    assert_eq!(entry_committed(5, &old), Ok(None));
+    assert!(decode_entry(5, 7, &old[..9]).is_err(), "a short version 1 entry is refused");
 }
 
 #[test]
@@ -156,6 +174,7 @@ proptest::proptest! {
         term: u64,
     ) {
         let _ = decode_entry(index, term, &bytes);
+        let _ = entry_committed(index, &bytes);
         let _ = VoteSlot::decode(&bytes);
     }
 
@@ -170,7 +189,7 @@ proptest::proptest! {
             log_id: LogId::new(LeaderId::new(term, node), index),
             payload: EntryPayload::Normal(Command(command.clone())),
         };
-        let decoded = decode_entry(index, term, &encode_entry(&entry)).expect("decodes");
+        let decoded = decode_entry(index, term, &encode_entry(&entry, Some(index))).expect("decodes");
         proptest::prop_assert_eq!(decoded.log_id, entry.log_id);
         let EntryPayload::Normal(Command(decoded_command)) = decoded.payload else {
             panic!("a normal entry decoded as another kind");

@@ -457,6 +457,10 @@ pub struct ShardLog {
     /// group whose every record was in that tail is one created just
     /// before the crash).
     pub(super) unproven_others: bool,
+    /// Per group, the highest committed index its Raft layer reported
+    /// ([`ShardLog::set_committed`]), or the one recovery found. Kept in
+    /// memory only: every seal carries it, so it costs no write of its own.
+    pub(super) committed: BTreeMap<u32, u64>,
     /// The sequence number of the last seal placed: while groups are listed
     /// unproven it is kept from reclaim, so the list always survives.
     pub(super) last_seal: Option<u64>,
@@ -577,6 +581,7 @@ impl ShardLog {
             unproven_tail: None,
             unproven: BTreeMap::new(),
             unproven_others: false,
+            committed: BTreeMap::new(),
             last_seal: None,
             failed: None,
             completions: Vec::new(),
@@ -660,6 +665,22 @@ impl ShardLog {
             // A group with no state that gets some is listed by no seal.
             self.unsealed = true;
         }
+    }
+
+    /// Notes that `index` of `group` is committed (known so by its Raft
+    /// layer: never an index that was not). Nothing is written for it: the
+    /// next seal carries the highest one noted, so what is durable may lag
+    /// the true committed index, never lead it.
+    pub fn set_committed(&mut self, group: u32, index: u64) {
+        let committed = self.committed.entry(group).or_insert(index);
+        *committed = (*committed).max(index);
+    }
+
+    /// The highest committed index of `group` noted since the open, or
+    /// recovered from the last seal that carried one (never past the last
+    /// entry the group holds after recovery).
+    pub fn committed(&self, group: u32) -> Option<u64> {
+        self.committed.get(&group).copied()
     }
 
     /// The LBA of the last record that is not a seal, and the LBAs of the

@@ -401,7 +401,7 @@ impl ShardLog {
         if self.tail_offset == self.ring_blocks {
             self.tail_offset = 0;
         }
-        let payload = format::encode_seal(&self.unproven);
+        let payload = format::encode_seal(&self.unproven, &self.committed);
         let blocks = format::record_blocks(payload.len(), self.lba_bytes) as u64;
         // A seal that does not fit before the end of the ring waits for the
         // next write to wrap it. Past half the ring (where groups snapshot
