@@ -394,8 +394,10 @@ pub struct ShardLog {
     pub(super) durable_sequence: u64,
     /// The CRC of the last record placed, which the next one chains to.
     pub(super) last_crc: u32,
-    /// A record other than a seal was placed after the last seal: the log
-    /// writes a seal once it stays idle ([`ShardLog::seal_when_idle`]).
+    /// The log knows something no seal says yet (a record other than a
+    /// seal placed after the last seal, a group proven, a higher committed
+    /// index): it writes a seal once it stays idle
+    /// ([`ShardLog::seal_when_idle`]).
     pub(super) unsealed: bool,
     /// Where the next record goes (ring block offset).
     pub(super) tail_offset: u64,
@@ -671,9 +673,18 @@ impl ShardLog {
     /// layer: never an index that was not). Nothing is written for it: the
     /// next seal carries the highest one noted, so what is durable may lag
     /// the true committed index, never lead it.
+    ///
+    /// A higher index makes the log want a seal again: a follower learns the
+    /// commit of its last entries from the leader's next heartbeat, which
+    /// writes nothing, often after the log sealed them; without a seal of
+    /// its own that commit would reach the device only with the next
+    /// append, and a restart before one would apply less than it knew.
     pub fn set_committed(&mut self, group: u32, index: u64) {
-        let committed = self.committed.entry(group).or_insert(index);
-        *committed = (*committed).max(index);
+        let committed = self.committed.entry(group).or_insert(0);
+        if index > *committed {
+            *committed = index;
+            self.unsealed = true;
+        }
     }
 
     /// The highest committed index of `group` noted since the open, or

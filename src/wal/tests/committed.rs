@@ -19,10 +19,11 @@ fn last_seal_lba(log: &ShardLog) -> u64 {
     log.region.ring_first_block() + seal.offset
 }
 
-/// wal::seal::committed: the seal written when the log goes idle carries
+/// wal::seal::committed: the seal written when the log stays idle carries
 /// the committed index each group noted, so it survives a restart; noting
-/// one writes nothing, so one noted after the last seal is not durable
-/// (what is durable lags the true committed index, never leads it).
+/// one writes nothing in its turn, so one noted just before a crash is not
+/// durable (what is durable lags the true committed index, never leads
+/// it), and a higher one makes the idle log seal again.
 #[test]
 fn wal_committed_index_rides_on_the_seal_and_survives_recovery() {
     let (namespace, region) = memory(2048);
@@ -37,8 +38,9 @@ fn wal_committed_index_rides_on_the_seal_and_survives_recovery() {
     settle(&mut log);
     let writes = log.stats().writes;
     log.set_committed(1, 5);
-    settle(&mut log);
-    assert_eq!(log.stats().writes, writes, "noting a committed index writes nothing");
+    log.tick();
+    assert_eq!(log.stats().writes, writes, "noting a committed index writes nothing in the turn");
+    // A crash before the log stayed idle long enough to seal again.
     drop(log);
 
     let mut log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
@@ -50,8 +52,22 @@ fn wal_committed_index_rides_on_the_seal_and_survives_recovery() {
     append_durably(&mut log, 2, 3, 3);
     settle(&mut log);
     drop(log);
-    let log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
     assert_eq!((log.committed(1), log.committed(2)), (Some(4), Some(1)));
+
+    tracing::info!(
+        "a higher index learnt after the last seal (a follower's, from a heartbeat) gets a seal of its own"
+    );
+    log.set_committed(1, 5);
+    let writes = log.stats().writes;
+    settle(&mut log);
+    assert_eq!(log.stats().writes, writes + 1, "one seal for the new committed index");
+    log.set_committed(1, 5);
+    settle(&mut log);
+    assert_eq!(log.stats().writes, writes + 1, "none for an index already sealed");
+    drop(log);
+    let log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
+    assert_eq!(log.committed(1), Some(5));
 }
 
 /// wal::seal::committed past the log: recovery never reports a committed
