@@ -867,6 +867,17 @@ interface PeerSession {
   # GroupError>. Never forwarded again: a member that does not lead answers
   # notLeader.
   leaseAtLeader @6 (group :UInt32, query :Data) -> (answer :Data);
+  # Writes a follower received for groups this member leads, batched: each
+  # is proposed as if it came alone by forwardWrite, and outcomes answers
+  # each in the order of writes (an outcome as forwardWrite's). At most 128
+  # writes; more is refused whole, unproposed.
+  forwardWrites @7 (writes :List(ForwardedWrite)) -> (outcomes :List(Data));
+}
+
+# One write of a forwardWrites batch.
+struct ForwardedWrite {
+  group @0 :UInt32;
+  command @1 :Data;
 }
 
 # Where the bytes of one snapshot go, in order. The sender keeps the stream

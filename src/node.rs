@@ -148,7 +148,9 @@ pub fn log_driver_factory(resources: ShardResources) -> DriverFactory {
         match resources.peers {
             Some(identity) => {
                 let peers = PeerClient::new(shard, identity);
-                let leaders: Rc<dyn LeaderLink> = Rc::new(peers.clone());
+                // Forwarded writes are batched per leader over the peer link.
+                let leaders: Rc<dyn LeaderLink> =
+                    Rc::new(shard::forward_batch::BatchingLink::new(Rc::new(peers.clone())));
                 shard::start::spawn_groups(layout, shard, log.clone(), Rc::new(peers), leaders, ready);
             }
             None => {

@@ -276,3 +276,97 @@ fn a_member_restarted_alone_serves_what_it_knew_committed() {
     );
     drop(restarted);
 }
+
+#[test]
+fn many_concurrent_writes_through_a_follower_are_forwarded_and_all_there() {
+    use futures::StreamExt;
+
+    const CONNECTIONS: usize = 8;
+    const PUTS_PER_CONNECTION: usize = 250;
+    const IN_FLIGHT_PER_CONNECTION: usize = 32;
+    let directory = tempfile::tempdir().expect("tempdir");
+    let members = cluster_configs(directory.path(), GROUPS);
+    let mut daemons = Vec::new();
+    let mut etcd_endpoints = Vec::new();
+    for member in &members {
+        let mut daemon = Daemon::start(&member.config);
+        etcd_endpoints.push(ready_etcd_endpoint(&daemon.wait_ready()));
+        daemons.push(daemon);
+    }
+
+    eprintln!("phase: wait for a member that leads no group");
+    let (agreed, follower) = eventually("a member leading no group, as every member sees it", || {
+        let seen: Vec<Vec<u64>> = members.iter().map(|member| leaders(member.client_port)).collect();
+        let agreed = agreed_leaders(&seen)?;
+        match members.iter().position(|member| !agreed.contains(&member.id)) {
+            Some(follower) => Ok((agreed, follower)),
+            None => Err(format!("every member leads a group: {agreed:?}")),
+        }
+    });
+    eprintln!("leaders by group: {agreed:?}; writing through member {}", members[follower].id);
+
+    let forwarded_before = hop_count(members[follower].client_port, "forwarded to leader");
+    let total = CONNECTIONS * PUTS_PER_CONNECTION;
+    eprintln!(
+        "phase: {total} puts through the follower's etcd API, {IN_FLIGHT_PER_CONNECTION} in flight on each of \
+         {CONNECTIONS} connections"
+    );
+    block_on(async {
+        let mut writers = Vec::new();
+        for connection in 0..CONNECTIONS {
+            let endpoint = etcd_endpoints[follower].clone();
+            writers.push(tokio::task::spawn_local(async move {
+                let client = etcd_client::Client::connect([endpoint.as_str()], None).await.expect("connect");
+                futures::stream::iter(0..PUTS_PER_CONNECTION)
+                    .map(|index| {
+                        let mut client = client.clone();
+                        async move {
+                            let key = format!("/forwarded/c{connection}/k{index:04}");
+                            client
+                                .put(key.clone(), format!("v{connection}.{index}"), None)
+                                .await
+                                .unwrap_or_else(|error| {
+                                    panic!("put {key} through the follower failed: {error}")
+                                });
+                        }
+                    })
+                    .buffer_unordered(IN_FLIGHT_PER_CONNECTION)
+                    .collect::<Vec<_>>()
+                    .await;
+            }));
+        }
+        for writer in writers {
+            writer.await.expect("a writer finished");
+        }
+    });
+
+    eprintln!("phase: the follower forwarded them all, and every put is there, read through another member");
+    let forwarded = hop_count(members[follower].client_port, "forwarded to leader") - forwarded_before;
+    assert!(forwarded >= total as u64, "the follower forwarded {forwarded} of {total} puts");
+    let reader = (follower + 1) % members.len();
+    let store = read_all(&members[reader], false).expect("a linearizable read of everything");
+    let mut expected: Vec<(Vec<u8>, Vec<u8>)> = (0..CONNECTIONS)
+        .flat_map(|connection| {
+            (0..PUTS_PER_CONNECTION).map(move |index| {
+                (
+                    format!("/forwarded/c{connection}/k{index:04}").into_bytes(),
+                    format!("v{connection}.{index}").into_bytes(),
+                )
+            })
+        })
+        .collect();
+    expected.sort();
+    let mut found: Vec<(Vec<u8>, Vec<u8>)> = store
+        .into_iter()
+        .filter(|(key, _, _)| key.starts_with(b"/forwarded/"))
+        .map(|(key, value, _)| (key, value))
+        .collect();
+    found.sort();
+    assert_eq!(found.len(), expected.len(), "every forwarded put is there once");
+    assert!(found == expected, "every forwarded put holds the value written");
+    for mut daemon in daemons {
+        daemon.signal(libc::SIGTERM);
+        let (status, stderr) = daemon.wait_exit();
+        assert_eq!(status.code(), Some(0), "{stderr}");
+    }
+}

@@ -181,6 +181,10 @@ fn hand_over(
     builder
         .timer(hyper_util::rt::TokioTimer::new())
         .max_concurrent_streams(Some(calls_in_flight_max))
+        // No `date` header on every answer: gRPC clients ignore it, and
+        // encoding it (HPACK) was a share of every call's work; etcd sends
+        // none either.
+        .auto_date_header(false)
         .keep_alive_interval(keep_alive)
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
     let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);

@@ -12,6 +12,7 @@ pub mod backup;
 pub mod barrier;
 pub mod credentials;
 pub mod forward;
+pub mod forward_batch;
 pub mod group;
 pub mod layout;
 pub mod leader_link;

@@ -254,9 +254,9 @@ impl PeerClient {
 
     /// Sends one call to `target` with `send`, within `timeout`, and
     /// returns the answer's bytes.
-    async fn call<F>(&self, target: &Member, timeout: Duration, send: F) -> Result<Vec<u8>, CallFailed>
+    async fn call<T, F>(&self, target: &Member, timeout: Duration, send: F) -> Result<T, CallFailed>
     where
-        F: FnOnce(peer_session::Client) -> LocalBoxFuture<'static, capnp::Result<Vec<u8>>>,
+        F: FnOnce(peer_session::Client) -> LocalBoxFuture<'static, capnp::Result<T>>,
     {
         let exchange = async {
             let session = self.session(target).await.map_err(CallFailed::NotSent)?;
@@ -499,6 +499,76 @@ impl LeaderLink for PeerClient {
                         as LocalBoxFuture<'static, _>
                 })
                 .await
+        })
+    }
+
+    fn forward_writes(
+        &self,
+        leader: &Member,
+        writes: Vec<(GroupId, Vec<u8>)>,
+    ) -> LocalBoxFuture<'static, Vec<Result<Vec<u8>, GroupError>>> {
+        let (client, leader) = (self.clone(), leader.clone());
+        Box::pin(async move {
+            let groups: Vec<GroupId> = writes.iter().map(|(group, _)| *group).collect();
+            let timeout = client.links.identity.request_timeout;
+            let sent: Result<Option<Vec<Vec<u8>>>, CallFailed> = client
+                .call(&leader, timeout, |session: peer_session::Client| {
+                    let mut call = session.forward_writes_request();
+                    let mut list = call.get().init_writes(writes.len() as u32);
+                    for (index, (group, command)) in writes.iter().enumerate() {
+                        let mut write = list.reborrow().get(index as u32);
+                        write.set_group(*group);
+                        write.set_command(command);
+                    }
+                    Box::pin(async move {
+                        let answer = match call.send().promise.await {
+                            // A member from before batches: nothing was proposed.
+                            Err(error) if error.kind == capnp::ErrorKind::Unimplemented => return Ok(None),
+                            answer => answer?,
+                        };
+                        let outcomes = answer.get()?.get_outcomes()?;
+                        let outcomes: capnp::Result<Vec<Vec<u8>>> =
+                            outcomes.iter().map(|outcome| Ok(outcome?.to_vec())).collect();
+                        Ok(Some(outcomes?))
+                    }) as LocalBoxFuture<'static, _>
+                })
+                .await;
+            let failed = |group: GroupId, failed: &CallFailed| match failed {
+                CallFailed::NotSent(reason) => {
+                    GroupError::NotSent { group, leader: leader.id, reason: reason.clone() }
+                }
+                CallFailed::Unreachable(reason) => {
+                    GroupError::Unavailable { group, member: leader.id, reason: reason.clone() }
+                }
+                CallFailed::Timeout(timeout) => {
+                    GroupError::Timeout { group, timeout_ms: timeout.as_millis() as u64 }
+                }
+            };
+            match sent {
+                Ok(Some(outcomes)) => {
+                    let mut outcomes = outcomes.into_iter();
+                    groups
+                        .into_iter()
+                        .map(|group| {
+                            let unavailable =
+                                |reason: String| GroupError::Unavailable { group, member: leader.id, reason };
+                            let Some(bytes) = outcomes.next() else {
+                                return Err(unavailable(format!("{leader} answered too few outcomes")));
+                            };
+                            postcard::from_bytes::<Result<Vec<u8>, GroupError>>(&bytes)
+                                .map_err(|error| unavailable(format!("{leader} answered garbled: {error}")))?
+                        })
+                        .collect()
+                }
+                Ok(None) => {
+                    let one_by_one: Vec<_> = writes
+                        .into_iter()
+                        .map(|(group, command)| client.forward_write(group, &leader, command))
+                        .collect();
+                    futures::future::join_all(one_by_one).await
+                }
+                Err(failure) => groups.into_iter().map(|group| Err(failed(group, &failure))).collect(),
+            }
         })
     }
 

@@ -55,6 +55,7 @@ use crate::raft::types::{Snapshot, SnapshotMeta, Vote};
 use crate::raft::{AppendAnswer, GroupError, GroupId, Member, NodeId, PeerTransport, Reception, TypeConfig};
 use crate::reactor::ReactorContext;
 use crate::shard::forward::LeaderLink;
+use crate::shard::leader_link::FORWARD_BATCH_WRITES_MAX;
 use crate::shard::lease::{LeaseAnswer, LeaseQuery};
 use crate::shard::membership::MembershipChange;
 use crate::shard::PeerRequests;

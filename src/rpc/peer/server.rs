@@ -224,6 +224,42 @@ impl peer_session::Server for PeerSessionServer {
         Ok(())
     }
 
+    async fn forward_writes(
+        self: capnp::capability::Rc<Self>,
+        params: peer_session::ForwardWritesParams,
+        mut results: peer_session::ForwardWritesResults,
+    ) -> Result<(), capnp::Error> {
+        let writes = params.get()?.get_writes()?;
+        if writes.len() as usize > FORWARD_BATCH_WRITES_MAX {
+            return Err(capnp::Error::failed(format!(
+                "a batch of {} forwarded writes is more than the {FORWARD_BATCH_WRITES_MAX} one may carry; none \
+                 was proposed",
+                writes.len()
+            )));
+        }
+        // Each write as if it came alone: a group not on this shard refuses
+        // its own write, not the batch.
+        let mut proposals = Vec::with_capacity(writes.len() as usize);
+        for write in writes.iter() {
+            let group = write.get_group();
+            let command = write.get_command()?.to_vec();
+            let entry = self.group(group);
+            let member = self.member;
+            proposals.push(async move {
+                match entry {
+                    Ok(entry) => entry.write_as_leader(command).await,
+                    Err(error) => Err(GroupError::Unavailable { group, member, reason: error.extra }),
+                }
+            });
+        }
+        let answers = futures::future::join_all(proposals).await;
+        let mut outcomes = results.get().init_outcomes(answers.len() as u32);
+        for (index, answer) in answers.iter().enumerate() {
+            outcomes.set(index as u32, &encode(answer));
+        }
+        Ok(())
+    }
+
     async fn read_index(
         self: capnp::capability::Rc<Self>,
         params: peer_session::ReadIndexParams,
