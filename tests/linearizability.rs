@@ -34,9 +34,12 @@ use common::*;
 use nvkv::bench::keys::Chooser;
 use nvkv::kv::partition::Partitioner;
 use nvkv::kv::types::{
-    Compare, CompareResult, CompareTarget, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
+    TxnRequest,
 };
-use nvkv::lincheck::{check, Operation, Outcome, Record, Returned, Verdict, STEPS_PER_KEY_DEFAULT};
+use nvkv::lincheck::{
+    check, Operation, Outcome, Record, Returned, Verdict, Write, STEPS_PER_COMPONENT_DEFAULT,
+};
 use nvkv::rpc::client::{ClientError, ShardedClient};
 
 /// Groups in the cluster: the keys share one, the other stays idle.
@@ -268,12 +271,16 @@ fn run_seed(seed: u32, network: Option<&Network>, faults: &[Fault]) {
         "seed {seed}: no write succeeded after the last fault was undone (at {last_healed} us): the cluster \
          did not recover"
     );
-    let report = check(&history, STEPS_PER_KEY_DEFAULT).expect("the recorder writes well-formed records");
+    let report =
+        check(&history, STEPS_PER_COMPONENT_DEFAULT).expect("the recorder writes well-formed records");
     match report.verdict {
         Verdict::Linearizable => {
-            eprintln!("seed {seed}: linearizable ({} operations on {} keys)", report.operations, report.keys)
+            eprintln!(
+                "seed {seed}: linearizable ({} operations on {} keys in {} components)",
+                report.operations, report.keys, report.components
+            )
         }
-        Verdict::Violation { key, records, linearized_most, stuck_at } => {
+        Verdict::Violation { keys, records, linearized_most, stuck_at } => {
             // The operations around the one the search could not place;
             // the whole key's history is rarely readable.
             let window =
@@ -284,23 +291,29 @@ fn run_seed(seed: u32, network: Option<&Network>, faults: &[Fault]) {
                 .map(|(record, index)| format!("{} {record}\n", if index == stuck_at { "->" } else { "  " }))
                 .collect();
             panic!(
-                "seed {seed}: the history of key {} is not linearizable ({} operations; the longest linearizable \
+                "seed {seed}: the history of keys {} is not linearizable ({} operations; the longest linearizable \
                  part found has {linearized_most}); operations {window:?} by invocation, times in us since the \
                  start, -> marks the first one no order could place; rerun with NVKV_LINCHECK_SEED={seed}:\n{shown}",
-                String::from_utf8_lossy(&key),
+                shown_keys(&keys),
                 records.len()
             );
         }
-        Verdict::GaveUp { key, steps } => panic!(
-            "seed {seed}: the checker gave up on key {} after {steps} steps, so the history is not verified; \
+        Verdict::GaveUp { keys, steps } => panic!(
+            "seed {seed}: the checker gave up on keys {} after {steps} steps, so the history is not verified; \
              rerun with NVKV_LINCHECK_SEED={seed}",
-            String::from_utf8_lossy(&key)
+            shown_keys(&keys)
         ),
     }
 }
 
 fn micros_since(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_micros()).expect("a test runs for less than 2^64 us")
+}
+
+/// Keys as a person reads them: `a, b`.
+fn shown_keys(keys: &[Vec<u8>]) -> String {
+    let shown: Vec<String> = keys.iter().map(|key| String::from_utf8_lossy(key).into_owned()).collect();
+    shown.join(", ")
 }
 
 fn key(number: u64) -> Vec<u8> {
@@ -458,6 +471,42 @@ async fn perform(client: &ShardedClient, operation: &Operation) -> Result<Outcom
                 failure: Vec::new(),
             };
             Ok(Outcome::Swapped(client.txn(&txn).await?.response.succeeded))
+        }
+        Operation::Txn { compares, success, failure } => {
+            let compare = |condition: &nvkv::lincheck::Compare| Compare {
+                key: condition.key.clone(),
+                range_end: Vec::new(),
+                target: match &condition.value {
+                    Some(value) => CompareTarget::Value(value.clone()),
+                    None => CompareTarget::Version(0),
+                },
+                result: CompareResult::Equal,
+            };
+            let request = |write: &Write| match write {
+                Write::Put { key, value } => RequestOp::Put(PutRequest {
+                    key: key.clone(),
+                    value: value.clone(),
+                    lease: 0,
+                    prev_kv: false,
+                }),
+                Write::Delete { key } => RequestOp::DeleteRange(DeleteRangeRequest {
+                    key: key.clone(),
+                    range_end: Vec::new(),
+                    prev_kv: false,
+                }),
+            };
+            let txn = TxnRequest {
+                compares: compares.iter().map(compare).collect(),
+                success: success.iter().map(request).collect(),
+                failure: failure.iter().map(request).collect(),
+            };
+            Ok(Outcome::Branch(client.txn(&txn).await?.response.succeeded))
+        }
+        Operation::Range { start, end } => {
+            let query =
+                RangeRequest { key: start.clone(), range_end: end.clone(), ..RangeRequest::default() };
+            let answer = client.range(&query, false).await?;
+            Ok(Outcome::Listed(answer.kvs.into_iter().map(|found| (found.key, found.value)).collect()))
         }
     }
 }

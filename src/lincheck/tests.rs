@@ -176,8 +176,8 @@ fn each_key_is_checked_alone_and_the_failing_key_is_named() {
         get(2, "b", Some("1"), 40, 50),
     ];
     match verdict(&history) {
-        Verdict::Violation { key, records, stuck_at, .. } => {
-            assert_eq!(key, bytes("b"));
+        Verdict::Violation { keys, records, stuck_at, .. } => {
+            assert_eq!(keys, [bytes("b")]);
             assert_eq!(records.len(), 3, "only b's operations: {records:?}");
             assert_eq!(
                 records[stuck_at],
@@ -191,7 +191,7 @@ fn each_key_is_checked_alone_and_the_failing_key_is_named() {
     let mut longer = history.to_vec();
     longer.extend([put(3, "c", "1", 0, 10), get(3, "c", Some("9"), 20, 30)]);
     match verdict(&longer) {
-        Verdict::Violation { key, .. } => assert_eq!(key, bytes("c")),
+        Verdict::Violation { keys, .. } => assert_eq!(keys, [bytes("c")]),
         other => panic!("c's impossible read must be found, got {other:?}"),
     }
 }
@@ -203,7 +203,7 @@ fn a_search_over_budget_gives_up_and_never_passes() {
     let mut history: Vec<Record> = (0..12).map(|index| put(index, "x", &index.to_string(), 0, 100)).collect();
     history.push(get(99, "x", Some("13"), 200, 210));
     let report = check(&history, 100).expect("well-formed");
-    assert_eq!(report.verdict, Verdict::GaveUp { key: bytes("x"), steps: 100 });
+    assert_eq!(report.verdict, Verdict::GaveUp { keys: vec![bytes("x")], steps: 100 });
     // With enough budget the same history is rejected.
     assert!(matches!(verdict(&history), Verdict::Violation { .. }));
 }
@@ -221,11 +221,11 @@ fn malformed_records_are_refused_with_the_record_named() {
 }
 
 #[test]
-fn the_report_counts_keys_and_operations() {
+fn the_report_counts_keys_components_and_operations() {
     let report =
         check(&[put(1, "a", "1", 0, 10), unknown(get(1, "a", None, 20, 0)), get(2, "b", None, 0, 10)], STEPS)
             .expect("well-formed");
-    assert_eq!(report, Report { verdict: Verdict::Linearizable, keys: 2, operations: 2 });
+    assert_eq!(report, Report { verdict: Verdict::Linearizable, keys: 2, components: 2, operations: 2 });
 }
 
 /// One operation of a generated sequential run, before it is given times.
@@ -360,6 +360,27 @@ fn reference_apply(operation: &Operation, outcome: Option<&Outcome>, store: &Sto
                 after.insert(key.clone(), new.clone());
             }
         }
+        (Operation::Txn { compares, success, failure }, outcome) => {
+            let holds = compares.iter().all(|compare| store.get(&compare.key) == compare.value.as_ref());
+            if outcome.is_some_and(|outcome| *outcome != Outcome::Branch(holds)) {
+                return None;
+            }
+            for write in if holds { success } else { failure } {
+                match write {
+                    Write::Put { key, value } => after.insert(key.clone(), value.clone()),
+                    Write::Delete { key } => after.remove(key),
+                };
+            }
+        }
+        (Operation::Range { start, end }, Some(Outcome::Listed(found))) => {
+            let present: Vec<(Vec<u8>, Vec<u8>)> = store
+                .range(start.clone()..end.clone().max(start.clone()))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            if present != *found {
+                return None;
+            }
+        }
         (operation, outcome) => panic!("the reference was given {operation} with outcome {outcome:?}"),
     }
     Some(after)
@@ -373,7 +394,10 @@ fn reference_apply(operation: &Operation, outcome: Option<&Outcome>, store: &Sto
 fn reference_linearizable(history: &[Record]) -> bool {
     let records: Vec<&Record> = history
         .iter()
-        .filter(|record| record.returned.is_some() || !matches!(record.operation, Operation::Get { .. }))
+        .filter(|record| {
+            record.returned.is_some()
+                || !matches!(record.operation, Operation::Get { .. } | Operation::Range { .. })
+        })
         .collect();
     assert!(
         records.len() <= 10,
@@ -442,26 +466,53 @@ fn the_reference_agrees_with_the_known_histories() {
     assert!(!reference_linearizable(&[get(2, "x", Some("1"), 0, 10), unknown(put(1, "x", "1", 20, 0))]));
 }
 
-/// A random operation on two keys and three values, with a random outcome
-/// (unknown one time in five): small domains, so that random histories
-/// are often linearizable and the two verdicts both come up.
+/// A random operation on keys k0 to k2 and three values, with a random
+/// outcome (unknown one time in five): small domains, so that random
+/// histories are often linearizable and the two verdicts both come up.
+/// Single-key operations use k0 and k1 most; transactions and ranges may
+/// join any of the three.
 fn random_record() -> impl Strategy<Value = Record> {
-    let key = (0..2u8).prop_map(|number| vec![b'k', b'0' + number]);
+    let name = |number: u8| vec![b'k', b'0' + number];
+    let key = (0..2u8).prop_map(name);
+    let any_key = move || (0..3u8).prop_map(name);
     let value = || (0..3u8).prop_map(|number| vec![b'0' + number]);
+    let write = prop_oneof![
+        2 => (any_key(), value()).prop_map(|(key, value)| Write::Put { key, value }),
+        1 => any_key().prop_map(|key| Write::Delete { key }),
+    ];
+    let compare = (any_key(), proptest::option::of(value())).prop_map(|(key, value)| Compare { key, value });
     let operation = prop_oneof![
         3 => (key.clone(), value()).prop_map(|(key, value)| Operation::Put { key, value }),
         1 => key.clone().prop_map(|key| Operation::Delete { key }),
         3 => key.clone().prop_map(|key| Operation::Get { key }),
         3 => (key, proptest::option::of(value()), value())
             .prop_map(|(key, expected, new)| Operation::Cas { key, expected, new }),
+        2 => (
+            proptest::collection::vec(compare, 0..3),
+            proptest::collection::vec(write.clone(), 0..3),
+            proptest::collection::vec(write, 0..2)
+        )
+            .prop_map(|(compares, success, failure)| Operation::Txn { compares, success, failure }),
+        2 => (0..4u8, 0..4u8).prop_map(move |(start, end)| Operation::Range { start: name(start), end: name(end) }),
     ];
+    // What a range saw: any of the three values or nothing for each key,
+    // cut to the range when the record is made.
+    let listed = proptest::collection::vec(proptest::option::of(value()), 3);
     let seen = proptest::option::of(value());
-    (0..3u32, operation, 0..100u64, 0..40u64, 0..5u8, seen, any::<bool>()).prop_map(
-        |(client, operation, invoked, length, known, seen, swapped)| {
-            let outcome = match operation {
+    (0..3u32, operation, 0..100u64, 0..40u64, 0..5u8, seen, any::<bool>(), listed).prop_map(
+        move |(client, operation, invoked, length, known, seen, swapped, listed)| {
+            let outcome = match &operation {
                 Operation::Put { .. } | Operation::Delete { .. } => Outcome::Written,
                 Operation::Get { .. } => Outcome::Read(seen),
                 Operation::Cas { .. } => Outcome::Swapped(swapped),
+                Operation::Txn { .. } => Outcome::Branch(swapped),
+                Operation::Range { start, end } => Outcome::Listed(
+                    (0..3u8)
+                        .zip(listed)
+                        .filter_map(|(number, value)| Some((name(number), value?)))
+                        .filter(|(key, _)| start <= key && key < end)
+                        .collect(),
+                ),
             };
             let returned = (known > 0).then_some(Returned { at: invoked + length, outcome });
             Record { client, operation, invoked, returned }
@@ -522,7 +573,7 @@ fn writes_value<'record>(record: &'record Record, key: &[u8]) -> Option<&'record
 /// by its overwrite, which cannot write `value` again, before the get.)
 fn provably_overwritten(history: &[Record], key: &[u8], value: &[u8], invoked: u64) -> bool {
     let took_effect = |record: &Record| {
-        record.operation.key() == key
+        record.operation.key() == Some(key)
             && matches!(
                 (&record.operation, record.returned.as_ref().map(|returned| &returned.outcome)),
                 (Operation::Put { .. } | Operation::Delete { .. }, Some(Outcome::Written))
@@ -564,6 +615,75 @@ fn provably_illegal(history: &[Record], mutation: &(usize, Outcome)) -> bool {
     }
 }
 
+/// What `operation` answers on `store`, which it changes: the sequential
+/// model the near-sequential histories are made with.
+fn sequential_outcome(operation: &Operation, store: &mut Store) -> Outcome {
+    match operation {
+        Operation::Put { key, value } => {
+            store.insert(key.clone(), value.clone());
+            Outcome::Written
+        }
+        Operation::Delete { key } => {
+            store.remove(key);
+            Outcome::Written
+        }
+        Operation::Get { key } => Outcome::Read(store.get(key).cloned()),
+        Operation::Cas { key, expected, new } => {
+            let found = store.get(key) == expected.as_ref();
+            if found {
+                store.insert(key.clone(), new.clone());
+            }
+            Outcome::Swapped(found)
+        }
+        Operation::Txn { compares, success, failure } => {
+            let holds = compares.iter().all(|compare| store.get(&compare.key) == compare.value.as_ref());
+            for write in if holds { success } else { failure } {
+                match write {
+                    Write::Put { key, value } => store.insert(key.clone(), value.clone()),
+                    Write::Delete { key } => store.remove(key),
+                };
+            }
+            Outcome::Branch(holds)
+        }
+        Operation::Range { start, end } => Outcome::Listed(
+            store
+                .range(start.clone()..end.clone().max(start.clone()))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+        ),
+    }
+}
+
+/// Gives `history` the outcomes of a sequential run: each operation takes
+/// effect at the instant `at` percent of the way through its interval (an
+/// unknown one `at` after its invocation, or never when not `applied`),
+/// except the record `mutated` names, which keeps its random outcome.
+/// Most such histories are linearizable; the mutated ones are near misses.
+fn near_sequential(planned: &[(Record, u64, bool)], mutated: Option<usize>) -> Vec<Record> {
+    let mut history: Vec<Record> = planned.iter().map(|(record, _, _)| record.clone()).collect();
+    let point = |(record, at, _): &(Record, u64, bool)| match &record.returned {
+        Some(returned) => record.invoked + (returned.at - record.invoked) * at / 100,
+        None => record.invoked + at,
+    };
+    let mut order: Vec<usize> = (0..planned.len()).collect();
+    order.sort_by_key(|&index| (point(&planned[index]), index));
+    let mut store = Store::new();
+    for index in order {
+        let (_, _, applied) = &planned[index];
+        let record = &mut history[index];
+        if record.returned.is_none() && !applied {
+            continue;
+        }
+        let outcome = sequential_outcome(&record.operation, &mut store);
+        if let Some(returned) = &mut record.returned {
+            if mutated != Some(index) {
+                returned.outcome = outcome;
+            }
+        }
+    }
+    history
+}
+
 proptest! {
     #[test]
     fn the_checker_agrees_with_the_reference_on_random_histories(
@@ -575,6 +695,19 @@ proptest! {
             "checker, then reference, on:\n{}",
             shown(&history)
         );
+    }
+
+    #[test]
+    fn the_checker_agrees_with_the_reference_on_near_sequential_histories(
+        planned in proptest::collection::vec((random_record(), 0..=100u64, any::<bool>()), 0..9),
+        mutate in any::<bool>(),
+        which in any::<proptest::sample::Index>()
+    ) {
+        let mutated = (mutate && !planned.is_empty()).then(|| which.index(planned.len()));
+        let history = near_sequential(&planned, mutated);
+        let legal = reference_linearizable(&history);
+        prop_assert!(legal || mutated.is_some(), "an unmutated sequential run is illegal:\n{}", shown(&history));
+        prop_assert_eq!(decided(&history), legal, "checker, then reference, on:\n{}", shown(&history));
     }
 
     #[test]
@@ -650,4 +783,152 @@ fn good_histories_often_have_a_provably_illegal_mutation() {
         })
         .count();
     assert!(with >= samples / 10, "{with} of {samples} good histories have a provably illegal mutation");
+}
+
+fn txn(
+    client: u32,
+    compares: &[(&str, Option<&str>)],
+    success: &[(&str, Option<&str>)],
+    ran: bool,
+    span: (u64, u64),
+) -> Record {
+    let writes = |writes: &[(&str, Option<&str>)]| -> Vec<Write> {
+        writes
+            .iter()
+            .map(|&(key, value)| match value {
+                Some(value) => Write::Put { key: bytes(key), value: bytes(value) },
+                None => Write::Delete { key: bytes(key) },
+            })
+            .collect()
+    };
+    Record {
+        client,
+        operation: Operation::Txn {
+            compares: compares
+                .iter()
+                .map(|&(key, value)| Compare { key: bytes(key), value: value.map(bytes) })
+                .collect(),
+            success: writes(success),
+            failure: Vec::new(),
+        },
+        invoked: span.0,
+        returned: Some(Returned { at: span.1, outcome: Outcome::Branch(ran) }),
+    }
+}
+
+fn range(client: u32, start: &str, end: &str, found: &[(&str, &str)], span: (u64, u64)) -> Record {
+    Record {
+        client,
+        operation: Operation::Range { start: bytes(start), end: bytes(end) },
+        invoked: span.0,
+        returned: Some(Returned {
+            at: span.1,
+            outcome: Outcome::Listed(found.iter().map(|&(key, value)| (bytes(key), bytes(value))).collect()),
+        }),
+    }
+}
+
+#[test]
+fn a_range_seeing_half_of_a_transaction_is_rejected() {
+    let moved = txn(1, &[("a", Some("1"))], &[("a", None), ("b", Some("1"))], true, (20, 30));
+    let before = [put(1, "a", "1", 0, 10)];
+    // During the transaction a range sees it whole or not at all.
+    for found in [&[("a", "1")][..], &[("b", "1")][..]] {
+        let mut history = before.to_vec();
+        history.extend([moved.clone(), range(2, "a", "c", found, (25, 35))]);
+        assert_accepted(&history);
+    }
+    for found in [&[][..], &[("a", "1"), ("b", "1")][..]] {
+        let mut history = before.to_vec();
+        history.extend([moved.clone(), range(2, "a", "c", found, (25, 35))]);
+        assert_rejected(&history);
+    }
+    // Nor may two gets see it half done, one after the other.
+    let mut history = before.to_vec();
+    history.extend([moved, get(2, "b", Some("1"), 22, 24), get(2, "a", Some("1"), 26, 28)]);
+    assert_rejected(&history);
+}
+
+#[test]
+fn a_transaction_takes_the_branch_its_compares_decide() {
+    let set = [put(1, "a", "1", 0, 10), put(1, "b", "2", 0, 10)];
+    let both = [("a", Some("1")), ("b", Some("2"))];
+    let mut history = set.to_vec();
+    history.push(txn(2, &both, &[("c", Some("3"))], true, (20, 30)));
+    history.push(get(2, "c", Some("3"), 40, 50));
+    assert_accepted(&history);
+    let mut wrong_branch = set.to_vec();
+    wrong_branch.push(txn(2, &both, &[("c", Some("3"))], false, (20, 30)));
+    assert_rejected(&wrong_branch);
+    // A compare on an absent key holds only while it is absent.
+    let mut absent = set.to_vec();
+    absent.push(txn(2, &[("c", None)], &[("c", Some("3"))], true, (20, 30)));
+    absent.push(txn(3, &[("c", None)], &[("c", Some("4"))], true, (20, 30)));
+    assert_rejected(&absent);
+}
+
+#[test]
+fn a_range_sees_every_key_inside_it_and_none_outside() {
+    let writes = [put(1, "a", "1", 0, 10), put(1, "b", "2", 0, 10), put(1, "c", "3", 0, 10)];
+    let mut history = writes.to_vec();
+    history.push(range(2, "a", "c", &[("a", "1"), ("b", "2")], (20, 30)));
+    assert_accepted(&history);
+    // Missing b, which was written before.
+    let mut missing = writes.to_vec();
+    missing.push(range(2, "a", "c", &[("a", "1")], (20, 30)));
+    assert_rejected(&missing);
+    // A key no one wrote.
+    let mut invented = writes.to_vec();
+    invented.push(range(2, "a", "z", &[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")], (20, 30)));
+    assert_rejected(&invented);
+    // A range over no key of the history found nothing, rightly.
+    let mut empty = writes.to_vec();
+    empty.push(range(2, "x", "z", &[], (20, 30)));
+    assert_accepted(&empty);
+}
+
+#[test]
+fn multi_key_operations_join_their_keys_into_one_component() {
+    let history = [
+        put(1, "a", "1", 0, 10),
+        put(1, "b", "1", 0, 10),
+        put(1, "c", "1", 0, 10),
+        put(1, "d", "1", 0, 10),
+        put(1, "e", "1", 0, 10),
+        // Joins a and c.
+        txn(2, &[("a", Some("1"))], &[("c", Some("2"))], true, (20, 30)),
+        // Joins d and e (the keys of the history in [d, f)).
+        range(3, "d", "f", &[("d", "1"), ("e", "1")], (20, 30)),
+        // A stale read of b, alone in its component.
+        put(1, "b", "2", 40, 50),
+        get(2, "b", Some("1"), 60, 70),
+    ];
+    let report = check(&history, STEPS).expect("well-formed");
+    assert_eq!((report.keys, report.components, report.operations), (5, 3, 9));
+    match report.verdict {
+        Verdict::Violation { keys, records, .. } => {
+            assert_eq!(keys, [bytes("b")]);
+            assert_eq!(records.len(), 3);
+        }
+        other => panic!("b's stale read must be found, got {other:?}"),
+    }
+    // A violation across keys names the whole component.
+    let across = [
+        put(1, "a", "1", 0, 10),
+        txn(2, &[("a", Some("1"))], &[("a", Some("2")), ("b", Some("2"))], true, (20, 30)),
+        get(3, "b", Some("2"), 40, 50),
+        get(3, "a", Some("1"), 60, 70),
+    ];
+    match verdict(&across) {
+        Verdict::Violation { keys, .. } => assert_eq!(keys, [bytes("a"), bytes("b")]),
+        other => panic!("the read of a's old value must be found, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_range_listing_a_key_outside_it_is_refused() {
+    let outside = range(1, "a", "c", &[("c", "1")], (0, 10));
+    assert!(matches!(check(&[outside], STEPS), Err(HistoryError::ListedOutOfRange { .. })));
+    let unordered = range(1, "a", "c", &[("b", "1"), ("a", "1")], (0, 10));
+    assert!(matches!(check(&[unordered], STEPS), Err(HistoryError::ListedOutOfRange { .. })));
 }
