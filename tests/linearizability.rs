@@ -1,6 +1,7 @@
 //! Linearizability under leader loss and partitions: several clients do
-//! random put, delete, get (linearizable) and compare-and-swap on a few keys of one
-//! group through every member of a real 3-node cluster while a nemesis
+//! random put, delete, get (linearizable), compare-and-swap, transactions on
+//! two keys and range reads of every key, on a few keys of one group (so a
+//! transaction stays inside one Raft group), through every member of a real 3-node cluster while a nemesis
 //! strikes. Each operation's invocation and return instants and its outcome
 //! are recorded (a write that failed or timed out has an unknown outcome:
 //! it may have taken effect or not; a failed read is dropped), and the
@@ -38,7 +39,8 @@ use nvkv::kv::types::{
     TxnRequest,
 };
 use nvkv::lincheck::{
-    check, Operation, Outcome, Record, Returned, Verdict, Write, STEPS_PER_COMPONENT_DEFAULT,
+    check, Compare as Condition, Operation, Outcome, Record, Returned, Verdict, Write,
+    STEPS_PER_COMPONENT_DEFAULT,
 };
 use nvkv::rpc::client::{ClientError, ShardedClient};
 
@@ -187,7 +189,8 @@ fn run_seed(seed: u32, network: Option<&Network>, faults: &[Fault]) {
     leader_of(&members, &endpoints, &daemons, group);
 
     eprintln!(
-        "seed {seed}: phase: {CLIENTS} clients record put/delete/get/cas on {KEYS} keys through all members"
+        "seed {seed}: phase: {CLIENTS} clients record put/delete/get/cas/txn/range on {KEYS} keys through all \
+         members"
     );
     let start = Instant::now();
     let stop = AtomicBool::new(false);
@@ -276,7 +279,7 @@ fn run_seed(seed: u32, network: Option<&Network>, faults: &[Fault]) {
     match report.verdict {
         Verdict::Linearizable => {
             eprintln!(
-                "seed {seed}: linearizable ({} operations on {} keys in {} components)",
+                "seed {seed}: linearizable ({} operations on {} keys, searched in {} component(s))",
                 report.operations, report.keys, report.components
             )
         }
@@ -387,16 +390,36 @@ fn record(
             sequence += 1;
             let value = format!("{client}.{sequence}").into_bytes();
             let choice = chooser.fraction();
-            let operation = if choice < 0.3 {
+            let operation = if choice < 0.25 {
                 Operation::Put { key: key(number), value }
-            } else if choice < 0.38 {
+            } else if choice < 0.32 {
                 Operation::Delete { key: key(number) }
-            } else if choice < 0.7 {
+            } else if choice < 0.58 {
                 Operation::Get { key: key(number) }
-            } else {
+            } else if choice < 0.8 {
                 let expected =
                     if chooser.fraction() < 0.2 { None } else { last_seen[number as usize].clone() };
                 Operation::Cas { key: key(number), expected, new: value }
+            } else if choice < 0.92 {
+                // Writes two keys at once when the first holds what this
+                // client saw last, and (sometimes) deletes the second when
+                // not: a read seeing half of it is a violation.
+                let other = (number + 1 + chooser.number_below(KEYS - 1)) % KEYS;
+                let failure = if chooser.fraction() < 0.5 {
+                    vec![Write::Delete { key: key(other) }]
+                } else {
+                    Vec::new()
+                };
+                Operation::Txn {
+                    compares: vec![Condition { key: key(number), value: last_seen[number as usize].clone() }],
+                    success: vec![
+                        Write::Put { key: key(number), value: value.clone() },
+                        Write::Put { key: key(other), value },
+                    ],
+                    failure,
+                }
+            } else {
+                Operation::Range { start: key(0), end: key(KEYS) }
             };
             let invoked = micros_since(start);
             let answer = tokio::time::timeout(OPERATION_TIMEOUT, perform(sharded, &operation)).await;
@@ -410,6 +433,26 @@ fn record(
                         }
                         (Operation::Delete { .. }, _) => last_seen[number as usize] = None,
                         (_, Outcome::Read(seen)) => last_seen[number as usize].clone_from(seen),
+                        (Operation::Txn { success, failure, .. }, Outcome::Branch(succeeded)) => {
+                            for write in if *succeeded { success } else { failure } {
+                                let written = match write {
+                                    Write::Put { key, value } => (key, Some(value.clone())),
+                                    Write::Delete { key } => (key, None),
+                                };
+                                if let Some(seen) = (0..KEYS).position(|number| key(number) == *written.0) {
+                                    last_seen[seen] = written.1;
+                                }
+                            }
+                        }
+                        (_, Outcome::Listed(found)) => {
+                            for (number, seen) in last_seen.iter_mut().enumerate() {
+                                let name = key(number as u64);
+                                *seen = found
+                                    .iter()
+                                    .find(|(listed, _)| *listed == name)
+                                    .map(|(_, value)| value.clone());
+                            }
+                        }
                         _ => {}
                     }
                     history.push(Record {
@@ -422,7 +465,7 @@ fn record(
                 Ok(Err(_)) | Err(_) => {
                     // A failed read is dropped; a failed write may still
                     // take effect, so it stays open to the end.
-                    if !matches!(operation, Operation::Get { .. }) {
+                    if !matches!(operation, Operation::Get { .. } | Operation::Range { .. }) {
                         history.push(Record { client, operation, invoked, returned: None });
                     }
                     connection = None;
@@ -440,7 +483,8 @@ fn record(
 
 /// Runs `operation` on the cluster: a get is a linearizable range of one
 /// key; a cas is a transaction comparing the value (or, for an absent key,
-/// version 0) and putting the new value when it holds.
+/// version 0) and putting the new value when it holds; a transaction's
+/// compares are made the same way.
 async fn perform(client: &ShardedClient, operation: &Operation) -> Result<Outcome, ClientError> {
     match operation {
         Operation::Put { key, value } => client.put(key, value, 0, false).await.map(|_| Outcome::Written),
@@ -473,7 +517,7 @@ async fn perform(client: &ShardedClient, operation: &Operation) -> Result<Outcom
             Ok(Outcome::Swapped(client.txn(&txn).await?.response.succeeded))
         }
         Operation::Txn { compares, success, failure } => {
-            let compare = |condition: &nvkv::lincheck::Compare| Compare {
+            let compare = |condition: &Condition| Compare {
                 key: condition.key.clone(),
                 range_end: Vec::new(),
                 target: match &condition.value {
