@@ -1,6 +1,7 @@
 //! Linearizability under leader loss and partitions: several clients do
-//! random put, delete, get (linearizable) and compare-and-swap on a few keys of one
-//! group through every member of a real 3-node cluster while a nemesis
+//! random put, delete, get (linearizable), compare-and-swap, transactions on
+//! two keys and range reads of every key, on a few keys of one group (so a
+//! transaction stays inside one Raft group), through every member of a real 3-node cluster while a nemesis
 //! strikes. Each operation's invocation and return instants and its outcome
 //! are recorded (a write that failed or timed out has an unknown outcome:
 //! it may have taken effect or not; a failed read is dropped), and the
@@ -34,9 +35,13 @@ use common::*;
 use nvkv::bench::keys::Chooser;
 use nvkv::kv::partition::Partitioner;
 use nvkv::kv::types::{
-    Compare, CompareResult, CompareTarget, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
+    TxnRequest,
 };
-use nvkv::lincheck::{check, Operation, Outcome, Record, Returned, Verdict, STEPS_PER_KEY_DEFAULT};
+use nvkv::lincheck::{
+    check, Compare as Condition, Operation, Outcome, Record, Returned, Verdict, Write,
+    STEPS_PER_COMPONENT_DEFAULT,
+};
 use nvkv::rpc::client::{ClientError, ShardedClient};
 
 /// Groups in the cluster: the keys share one, the other stays idle.
@@ -184,7 +189,8 @@ fn run_seed(seed: u32, network: Option<&Network>, faults: &[Fault]) {
     leader_of(&members, &endpoints, &daemons, group);
 
     eprintln!(
-        "seed {seed}: phase: {CLIENTS} clients record put/delete/get/cas on {KEYS} keys through all members"
+        "seed {seed}: phase: {CLIENTS} clients record put/delete/get/cas/txn/range on {KEYS} keys through all \
+         members"
     );
     let start = Instant::now();
     let stop = AtomicBool::new(false);
@@ -268,12 +274,16 @@ fn run_seed(seed: u32, network: Option<&Network>, faults: &[Fault]) {
         "seed {seed}: no write succeeded after the last fault was undone (at {last_healed} us): the cluster \
          did not recover"
     );
-    let report = check(&history, STEPS_PER_KEY_DEFAULT).expect("the recorder writes well-formed records");
+    let report =
+        check(&history, STEPS_PER_COMPONENT_DEFAULT).expect("the recorder writes well-formed records");
     match report.verdict {
         Verdict::Linearizable => {
-            eprintln!("seed {seed}: linearizable ({} operations on {} keys)", report.operations, report.keys)
+            eprintln!(
+                "seed {seed}: linearizable ({} operations on {} keys, searched in {} component(s))",
+                report.operations, report.keys, report.components
+            )
         }
-        Verdict::Violation { key, records, linearized_most, stuck_at } => {
+        Verdict::Violation { keys, records, linearized_most, stuck_at } => {
             // The operations around the one the search could not place;
             // the whole key's history is rarely readable.
             let window =
@@ -284,23 +294,29 @@ fn run_seed(seed: u32, network: Option<&Network>, faults: &[Fault]) {
                 .map(|(record, index)| format!("{} {record}\n", if index == stuck_at { "->" } else { "  " }))
                 .collect();
             panic!(
-                "seed {seed}: the history of key {} is not linearizable ({} operations; the longest linearizable \
+                "seed {seed}: the history of keys {} is not linearizable ({} operations; the longest linearizable \
                  part found has {linearized_most}); operations {window:?} by invocation, times in us since the \
                  start, -> marks the first one no order could place; rerun with NVKV_LINCHECK_SEED={seed}:\n{shown}",
-                String::from_utf8_lossy(&key),
+                shown_keys(&keys),
                 records.len()
             );
         }
-        Verdict::GaveUp { key, steps } => panic!(
-            "seed {seed}: the checker gave up on key {} after {steps} steps, so the history is not verified; \
+        Verdict::GaveUp { keys, steps } => panic!(
+            "seed {seed}: the checker gave up on keys {} after {steps} steps, so the history is not verified; \
              rerun with NVKV_LINCHECK_SEED={seed}",
-            String::from_utf8_lossy(&key)
+            shown_keys(&keys)
         ),
     }
 }
 
 fn micros_since(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_micros()).expect("a test runs for less than 2^64 us")
+}
+
+/// Keys as a person reads them: `a, b`.
+fn shown_keys(keys: &[Vec<u8>]) -> String {
+    let shown: Vec<String> = keys.iter().map(|key| String::from_utf8_lossy(key).into_owned()).collect();
+    shown.join(", ")
 }
 
 fn key(number: u64) -> Vec<u8> {
@@ -374,16 +390,36 @@ fn record(
             sequence += 1;
             let value = format!("{client}.{sequence}").into_bytes();
             let choice = chooser.fraction();
-            let operation = if choice < 0.3 {
+            let operation = if choice < 0.25 {
                 Operation::Put { key: key(number), value }
-            } else if choice < 0.38 {
+            } else if choice < 0.32 {
                 Operation::Delete { key: key(number) }
-            } else if choice < 0.7 {
+            } else if choice < 0.58 {
                 Operation::Get { key: key(number) }
-            } else {
+            } else if choice < 0.8 {
                 let expected =
                     if chooser.fraction() < 0.2 { None } else { last_seen[number as usize].clone() };
                 Operation::Cas { key: key(number), expected, new: value }
+            } else if choice < 0.92 {
+                // Writes two keys at once when the first holds what this
+                // client saw last, and (sometimes) deletes the second when
+                // not: a read seeing half of it is a violation.
+                let other = (number + 1 + chooser.number_below(KEYS - 1)) % KEYS;
+                let failure = if chooser.fraction() < 0.5 {
+                    vec![Write::Delete { key: key(other) }]
+                } else {
+                    Vec::new()
+                };
+                Operation::Txn {
+                    compares: vec![Condition { key: key(number), value: last_seen[number as usize].clone() }],
+                    success: vec![
+                        Write::Put { key: key(number), value: value.clone() },
+                        Write::Put { key: key(other), value },
+                    ],
+                    failure,
+                }
+            } else {
+                Operation::Range { start: key(0), end: key(KEYS) }
             };
             let invoked = micros_since(start);
             let answer = tokio::time::timeout(OPERATION_TIMEOUT, perform(sharded, &operation)).await;
@@ -397,6 +433,26 @@ fn record(
                         }
                         (Operation::Delete { .. }, _) => last_seen[number as usize] = None,
                         (_, Outcome::Read(seen)) => last_seen[number as usize].clone_from(seen),
+                        (Operation::Txn { success, failure, .. }, Outcome::Branch(succeeded)) => {
+                            for write in if *succeeded { success } else { failure } {
+                                let written = match write {
+                                    Write::Put { key, value } => (key, Some(value.clone())),
+                                    Write::Delete { key } => (key, None),
+                                };
+                                if let Some(seen) = (0..KEYS).position(|number| key(number) == *written.0) {
+                                    last_seen[seen] = written.1;
+                                }
+                            }
+                        }
+                        (_, Outcome::Listed(found)) => {
+                            for (number, seen) in last_seen.iter_mut().enumerate() {
+                                let name = key(number as u64);
+                                *seen = found
+                                    .iter()
+                                    .find(|(listed, _)| *listed == name)
+                                    .map(|(_, value)| value.clone());
+                            }
+                        }
                         _ => {}
                     }
                     history.push(Record {
@@ -409,7 +465,7 @@ fn record(
                 Ok(Err(_)) | Err(_) => {
                     // A failed read is dropped; a failed write may still
                     // take effect, so it stays open to the end.
-                    if !matches!(operation, Operation::Get { .. }) {
+                    if !matches!(operation, Operation::Get { .. } | Operation::Range { .. }) {
                         history.push(Record { client, operation, invoked, returned: None });
                     }
                     connection = None;
@@ -427,7 +483,8 @@ fn record(
 
 /// Runs `operation` on the cluster: a get is a linearizable range of one
 /// key; a cas is a transaction comparing the value (or, for an absent key,
-/// version 0) and putting the new value when it holds.
+/// version 0) and putting the new value when it holds; a transaction's
+/// compares are made the same way.
 async fn perform(client: &ShardedClient, operation: &Operation) -> Result<Outcome, ClientError> {
     match operation {
         Operation::Put { key, value } => client.put(key, value, 0, false).await.map(|_| Outcome::Written),
@@ -458,6 +515,42 @@ async fn perform(client: &ShardedClient, operation: &Operation) -> Result<Outcom
                 failure: Vec::new(),
             };
             Ok(Outcome::Swapped(client.txn(&txn).await?.response.succeeded))
+        }
+        Operation::Txn { compares, success, failure } => {
+            let compare = |condition: &Condition| Compare {
+                key: condition.key.clone(),
+                range_end: Vec::new(),
+                target: match &condition.value {
+                    Some(value) => CompareTarget::Value(value.clone()),
+                    None => CompareTarget::Version(0),
+                },
+                result: CompareResult::Equal,
+            };
+            let request = |write: &Write| match write {
+                Write::Put { key, value } => RequestOp::Put(PutRequest {
+                    key: key.clone(),
+                    value: value.clone(),
+                    lease: 0,
+                    prev_kv: false,
+                }),
+                Write::Delete { key } => RequestOp::DeleteRange(DeleteRangeRequest {
+                    key: key.clone(),
+                    range_end: Vec::new(),
+                    prev_kv: false,
+                }),
+            };
+            let txn = TxnRequest {
+                compares: compares.iter().map(compare).collect(),
+                success: success.iter().map(request).collect(),
+                failure: failure.iter().map(request).collect(),
+            };
+            Ok(Outcome::Branch(client.txn(&txn).await?.response.succeeded))
+        }
+        Operation::Range { start, end } => {
+            let query =
+                RangeRequest { key: start.clone(), range_end: end.clone(), ..RangeRequest::default() };
+            let answer = client.range(&query, false).await?;
+            Ok(Outcome::Listed(answer.kvs.into_iter().map(|found| (found.key, found.value)).collect()))
         }
     }
 }

@@ -1,33 +1,40 @@
 //! The linearizability checker: decides whether a recorded history of
-//! put, delete, get and compare-and-swap on keys could have come from one store
-//! that applied every operation atomically at some instant between its
-//! invocation and its return.
+//! puts, deletes, gets, compare-and-swaps, transactions and range reads
+//! could have come from one store that applied every operation atomically
+//! at some instant between its invocation and its return.
 //!
 //! The search is Wing and Gong's, with Lowe's memoization (a partial
 //! linearization is known by the set of operations it holds and the state
-//! it leaves; one that failed once is never searched again), run on each key
-//! alone: every operation touches one key, so a history is linearizable
-//! exactly when each key's part of it is (P-compositionality, Horn and
-//! Kroening), and the exponential search only ever sees one key's
-//! operations.
+//! it leaves; one that failed once is never searched again), run on each
+//! component of the history alone. A history is linearizable exactly when
+//! each part of it that shares no key with the rest is
+//! (P-compositionality, Horn and Kroening), but only where operations keep
+//! to their parts: a single-key operation keeps to its key; a transaction
+//! joins every key it compares or writes, and a range read every key of the
+//! history inside it. So the keys are grouped into components (union-find
+//! over the keys each operation touches), each component is searched with
+//! the values of its keys as the state, and the exponential search only
+//! ever sees one component's operations: one key's, in a history without
+//! multi-key operations.
 //!
 //! An operation whose outcome is unknown (a timeout, a lost connection) may
 //! have taken effect at any instant after its invocation, or never: it stays
-//! open to the end of the history. A get with an unknown outcome constrains
-//! nothing and is dropped.
+//! open to the end of the history. A read (get or range) with an unknown
+//! outcome constrains nothing and is dropped.
 //!
-//! The search is bounded by a step budget per key. Past it the answer is
-//! `GaveUp`, never `Linearizable`: a pass is only reported when a
-//! linearization was found for every key.
+//! The search is bounded by a step budget per component. Past it the
+//! answer is `GaveUp`, never `Linearizable`: a pass is only reported when a
+//! linearization was found for every component.
 //!
 //! Pure code: it never does I/O or reads a clock; times are numbers the
 //! recorder gives, in any unit, comparable across clients.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
-/// Steps per key a caller can start from: a few seconds of search at most.
-pub const STEPS_PER_KEY_DEFAULT: u64 = 20_000_000;
+/// Steps per component a caller can start from: a few seconds of search
+/// at most.
+pub const STEPS_PER_COMPONENT_DEFAULT: u64 = 20_000_000;
 
 /// One operation as the client issued it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -50,15 +57,76 @@ pub enum Operation {
         expected: Option<Vec<u8>>,
         new: Vec<u8>,
     },
+    /// Does `success`'s writes, in order, if every compare holds, and
+    /// `failure`'s otherwise, all at one instant.
+    Txn {
+        compares: Vec<Compare>,
+        success: Vec<Write>,
+        failure: Vec<Write>,
+    },
+    /// A linearizable read of every key in `[start, end)`.
+    Range {
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
+}
+
+/// A transaction's condition on one key: it holds `value` (`None`: the key
+/// is absent).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Compare {
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// One write of a transaction's branch.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Write {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Delete { key: Vec<u8> },
+}
+
+impl Write {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            Write::Put { key, .. } | Write::Delete { key } => key,
+        }
+    }
+
+    /// The value the key holds after this write.
+    fn value(&self) -> Option<&[u8]> {
+        match self {
+            Write::Put { value, .. } => Some(value),
+            Write::Delete { .. } => None,
+        }
+    }
 }
 
 impl Operation {
-    pub fn key(&self) -> &[u8] {
+    /// The key of a single-key operation; `None` for a transaction or a
+    /// range, which may touch many.
+    pub fn key(&self) -> Option<&[u8]> {
         match self {
             Operation::Put { key, .. }
             | Operation::Delete { key }
             | Operation::Get { key }
-            | Operation::Cas { key, .. } => key,
+            | Operation::Cas { key, .. } => Some(key),
+            Operation::Txn { .. } | Operation::Range { .. } => None,
+        }
+    }
+
+    /// The keys the operation names: a transaction's compared and written
+    /// keys; none for a range, whose keys are those of the history inside
+    /// it.
+    fn named_keys(&self) -> Vec<&[u8]> {
+        match self {
+            Operation::Txn { compares, success, failure } => compares
+                .iter()
+                .map(|compare| compare.key.as_slice())
+                .chain(success.iter().chain(failure).map(Write::key))
+                .collect(),
+            Operation::Range { .. } => Vec::new(),
+            single => single.key().into_iter().collect(),
         }
     }
 }
@@ -73,6 +141,12 @@ pub enum Outcome {
     /// The cas found its expected value and wrote (`true`), or did not
     /// find it and changed nothing (`false`).
     Swapped(bool),
+    /// The transaction's compares held and its success branch ran
+    /// (`true`), or its failure branch ran (`false`).
+    Branch(bool),
+    /// The range read found these keys with these values, in ascending
+    /// key order; every other key of the range was absent.
+    Listed(Vec<(Vec<u8>, Vec<u8>)>),
 }
 
 /// When an operation returned and with what.
@@ -97,29 +171,32 @@ pub struct Record {
 /// A history the checker cannot judge because a record contradicts itself.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HistoryError {
-    #[error("record {index} ({record}) has an outcome that does not belong to its operation; record a put or delete as Written, a get as Read, a cas as Swapped")]
+    #[error("record {index} ({record}) has an outcome that does not belong to its operation; record a put or delete as Written, a get as Read, a cas as Swapped, a txn as Branch, a range as Listed")]
     OutcomeMismatch { index: usize, record: String },
     #[error("record {index} ({record}) returned at {returned} before it was invoked at {invoked}; record both instants from one monotonic clock")]
     ReturnedBeforeInvoked { index: usize, record: String, invoked: u64, returned: u64 },
     #[error("record {index} ({record}) returned at {returned}, the instant that stands for \"never\"; record returns below u64::MAX")]
     ReturnedNever { index: usize, record: String, returned: u64 },
+    #[error("record {index} ({record}) lists key {key} outside its range or out of order; list each key found in [start, end) once, in ascending order")]
+    ListedOutOfRange { index: usize, record: String, key: String },
 }
 
 /// The checker's answer for a whole history.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Every key's operations have a linearization.
+    /// Every component's operations have a linearization.
     Linearizable,
-    /// Some key's operations have none. `key` is the key with the fewest
-    /// operations among those that fail; `records` are its operations in
-    /// invocation order; `linearized_most` is the longest partial
-    /// linearization the search built, and `stuck_at` (an index into
-    /// `records`) the operation that returned first among those it could
-    /// not place: where to start reading.
-    Violation { key: Vec<u8>, records: Vec<Record>, linearized_most: usize, stuck_at: usize },
-    /// The search for `key` used its whole step budget without deciding, and
-    /// no key failed: nothing is claimed either way.
-    GaveUp { key: Vec<u8>, steps: u64 },
+    /// Some component's operations have none. `keys` are the keys of the
+    /// component with the fewest operations among those that fail;
+    /// `records` are its operations in invocation order; `linearized_most`
+    /// is the longest partial linearization the search built, and
+    /// `stuck_at` (an index into `records`) the operation that returned
+    /// first among those it could not place: where to start reading.
+    Violation { keys: Vec<Vec<u8>>, records: Vec<Record>, linearized_most: usize, stuck_at: usize },
+    /// The search of the component of `keys` used its whole step budget
+    /// without deciding, and no component failed: nothing is claimed
+    /// either way.
+    GaveUp { keys: Vec<Vec<u8>>, steps: u64 },
 }
 
 /// The verdict with the size of what was checked.
@@ -127,50 +204,57 @@ pub enum Verdict {
 pub struct Report {
     pub verdict: Verdict,
     pub keys: usize,
-    /// Operations checked (gets with unknown outcome are not counted).
+    /// The groups of keys searched apart (one per key when no operation
+    /// touches two keys).
+    pub components: usize,
+    /// Operations checked (reads with unknown outcome are not counted).
     pub operations: usize,
 }
 
-/// Checks `history` key by key, spending at most `steps_per_key` search
-/// steps on each key.
-pub fn check(history: &[Record], steps_per_key: u64) -> Result<Report, HistoryError> {
+/// Checks `history` component by component, spending at most
+/// `steps_per_component` search steps on each.
+pub fn check(history: &[Record], steps_per_component: u64) -> Result<Report, HistoryError> {
     for (index, record) in history.iter().enumerate() {
         validate(index, record)?;
     }
-    let mut by_key: BTreeMap<&[u8], Vec<&Record>> = BTreeMap::new();
-    for record in history {
-        let unknown_read = record.returned.is_none() && matches!(record.operation, Operation::Get { .. });
-        if !unknown_read {
-            by_key.entry(record.operation.key()).or_default().push(record);
-        }
-    }
-    for records in by_key.values_mut() {
-        records.sort_by_key(|record| record.invoked);
-    }
-    let operations = by_key.values().map(Vec::len).sum();
+    let records: Vec<&Record> = history
+        .iter()
+        .filter(|record| {
+            record.returned.is_some()
+                || !matches!(record.operation, Operation::Get { .. } | Operation::Range { .. })
+        })
+        .collect();
+    let keys = keys_of(&records);
+    let components = components(&records, &keys);
     let mut violation: Option<Verdict> = None;
     let mut gave_up: Option<Verdict> = None;
-    for (key, records) in &by_key {
-        match search(records, steps_per_key) {
-            KeyVerdict::Linearizable => {}
-            KeyVerdict::Violation { linearized_most, stuck_at } => {
+    for component in &components {
+        let key_names = || component.keys.iter().map(|&key| keys[key].to_vec()).collect();
+        match search(
+            &component.records,
+            &steps(&component.records, &component.keys, &keys),
+            component.keys.len(),
+            steps_per_component,
+        ) {
+            SearchVerdict::Linearizable => {}
+            SearchVerdict::Violation { linearized_most, stuck_at } => {
                 let shorter = match &violation {
-                    Some(Verdict::Violation { records: found, .. }) => records.len() < found.len(),
+                    Some(Verdict::Violation { records: found, .. }) => component.records.len() < found.len(),
                     _ => true,
                 };
                 if shorter {
-                    let records = records.iter().map(|record| (*record).clone()).collect();
+                    let records = component.records.iter().map(|record| (*record).clone()).collect();
                     violation =
-                        Some(Verdict::Violation { key: key.to_vec(), records, linearized_most, stuck_at });
+                        Some(Verdict::Violation { keys: key_names(), records, linearized_most, stuck_at });
                 }
             }
-            KeyVerdict::GaveUp { steps } => {
-                gave_up.get_or_insert(Verdict::GaveUp { key: key.to_vec(), steps });
+            SearchVerdict::GaveUp { steps } => {
+                gave_up.get_or_insert_with(|| Verdict::GaveUp { keys: key_names(), steps });
             }
         }
     }
     let verdict = violation.or(gave_up).unwrap_or(Verdict::Linearizable);
-    Ok(Report { verdict, keys: by_key.len(), operations })
+    Ok(Report { verdict, keys: keys.len(), components: components.len(), operations: records.len() })
 }
 
 fn validate(index: usize, record: &Record) -> Result<(), HistoryError> {
@@ -180,6 +264,8 @@ fn validate(index: usize, record: &Record) -> Result<(), HistoryError> {
         (Operation::Put { .. } | Operation::Delete { .. }, Outcome::Written)
             | (Operation::Get { .. }, Outcome::Read(_))
             | (Operation::Cas { .. }, Outcome::Swapped(_))
+            | (Operation::Txn { .. }, Outcome::Branch(_))
+            | (Operation::Range { .. }, Outcome::Listed(_))
     );
     if !fits {
         return Err(HistoryError::OutcomeMismatch { index, record: record.to_string() });
@@ -195,82 +281,237 @@ fn validate(index: usize, record: &Record) -> Result<(), HistoryError> {
     if returned.at == u64::MAX {
         return Err(HistoryError::ReturnedNever { index, record: record.to_string(), returned: returned.at });
     }
+    if let (Operation::Range { start, end }, Outcome::Listed(found)) = (&record.operation, &returned.outcome)
+    {
+        let mut before: Option<&[u8]> = None;
+        for (key, _) in found {
+            let in_order = before.is_none_or(|before| before < key.as_slice());
+            if !in_order || key < start || key >= end {
+                return Err(HistoryError::ListedOutOfRange {
+                    index,
+                    record: record.to_string(),
+                    key: String::from_utf8_lossy(key).into_owned(),
+                });
+            }
+            before = Some(key);
+        }
+    }
     Ok(())
 }
 
-enum KeyVerdict {
+/// Every key of the history, in ascending order: those operations name and
+/// those range reads found.
+fn keys_of<'history>(records: &[&'history Record]) -> Vec<&'history [u8]> {
+    let mut keys: BTreeSet<&[u8]> = BTreeSet::new();
+    for record in records {
+        keys.extend(record.operation.named_keys());
+        if let Some(Returned { outcome: Outcome::Listed(found), .. }) = &record.returned {
+            keys.extend(found.iter().map(|(key, _)| key.as_slice()));
+        }
+    }
+    keys.into_iter().collect()
+}
+
+/// The keys (by index into the history's sorted keys) `operation` touches.
+fn touched(operation: &Operation, keys: &[&[u8]]) -> Vec<usize> {
+    let index = |key: &[u8]| keys.binary_search(&key).expect("every named key is among the history's keys");
+    match operation {
+        Operation::Range { start, end } => {
+            let first = keys.partition_point(|key| *key < start.as_slice());
+            let past = keys.partition_point(|key| *key < end.as_slice());
+            (first..past.max(first)).collect()
+        }
+        named => named.named_keys().into_iter().map(index).collect(),
+    }
+}
+
+/// Keys whose operations must be searched together, and those operations
+/// in invocation order.
+struct Component<'history> {
+    /// Indexes into the history's sorted keys, ascending.
+    keys: Vec<usize>,
+    records: Vec<&'history Record>,
+}
+
+/// Groups the keys that some operation touches together (union-find), and
+/// each operation with its keys' group. Operations that touch no key (a
+/// range with no key of the history inside it, so it found nothing) form
+/// one component of their own with no keys.
+fn components<'history>(records: &[&'history Record], keys: &[&[u8]]) -> Vec<Component<'history>> {
+    fn root(parent: &mut [usize], mut key: usize) -> usize {
+        while parent[key] != key {
+            parent[key] = parent[parent[key]];
+            key = parent[key];
+        }
+        key
+    }
+    let touches: Vec<Vec<usize>> = records.iter().map(|record| touched(&record.operation, keys)).collect();
+    let mut parent: Vec<usize> = (0..keys.len()).collect();
+    for keys_touched in &touches {
+        if let Some((&first, rest)) = keys_touched.split_first() {
+            for &other in rest {
+                let (a, b) = (root(&mut parent, first), root(&mut parent, other));
+                parent[a] = b;
+            }
+        }
+    }
+    // Components by the root of their keys; `None` for operations on no key.
+    let mut by_root: BTreeMap<Option<usize>, Component<'history>> = BTreeMap::new();
+    for key in 0..keys.len() {
+        let group = root(&mut parent, key);
+        by_root
+            .entry(Some(group))
+            .or_insert_with(|| Component { keys: Vec::new(), records: Vec::new() })
+            .keys
+            .push(key);
+    }
+    for (record, keys_touched) in records.iter().zip(&touches) {
+        let group = keys_touched.first().map(|&key| root(&mut parent, key));
+        by_root
+            .entry(group)
+            .or_insert_with(|| Component { keys: Vec::new(), records: Vec::new() })
+            .records
+            .push(record);
+    }
+    let mut components: Vec<Component<'history>> = by_root.into_values().collect();
+    for component in &mut components {
+        component.records.sort_by_key(|record| record.invoked);
+    }
+    components
+}
+
+enum SearchVerdict {
     Linearizable,
     Violation { linearized_most: usize, stuck_at: usize },
     GaveUp { steps: u64 },
 }
 
-/// A key's value as the search tracks it: an interned value, or absent.
-type State = Option<u32>;
+/// A component's keys' values as the search tracks them: by the key's
+/// place among the component's keys, an interned value or absent.
+type State = Vec<Option<u32>>;
 
-/// One operation of one key with its values interned, so states compare
-/// and hash as small numbers.
+/// One operation of a component with its keys as places in the state and
+/// its values interned, so states compare and hash as small numbers. Every
+/// operation is a transaction or a read: a put is a transaction with no
+/// compare, a cas one with one compare and one write.
 enum Step {
-    Put(u32),
-    Delete,
-    Get(State),
-    /// `swapped`: `None` when the outcome is unknown.
-    Cas {
-        expected: State,
-        new: u32,
-        swapped: Option<bool>,
+    Txn {
+        compares: Vec<(usize, Option<u32>)>,
+        success: Vec<(usize, Option<u32>)>,
+        failure: Vec<(usize, Option<u32>)>,
+        /// Which branch ran; `None` when the outcome is unknown.
+        succeeded: Option<bool>,
     },
+    /// Every key read (a get's one key, or every key of the component in
+    /// a range) with the value seen.
+    Read(Vec<(usize, Option<u32>)>),
 }
 
 impl Step {
     /// The state after this step from `state`, or `None` when the step's
-    /// outcome cannot happen in `state`. An unknown cas takes the branch
-    /// the state decides; "never took effect" is covered by leaving it
-    /// unlinearized.
-    fn apply(&self, state: State) -> Option<State> {
-        match *self {
-            Step::Put(value) => Some(Some(value)),
-            Step::Delete => Some(None),
-            Step::Get(seen) => (seen == state).then_some(state),
-            Step::Cas { expected, new, swapped } => {
-                let found = state == expected;
-                match swapped {
-                    Some(swapped) if swapped != found => None,
-                    _ if found => Some(Some(new)),
-                    _ => Some(state),
+    /// outcome cannot happen in `state`. An unknown transaction takes the
+    /// branch the state decides; "never took effect" is covered by leaving
+    /// it unlinearized.
+    fn apply(&self, state: &[Option<u32>]) -> Option<State> {
+        match self {
+            Step::Read(seen) => seen.iter().all(|&(key, value)| state[key] == value).then(|| state.to_vec()),
+            Step::Txn { compares, success, failure, succeeded } => {
+                let holds = compares.iter().all(|&(key, value)| state[key] == value);
+                if succeeded.is_some_and(|succeeded| succeeded != holds) {
+                    return None;
                 }
+                let mut after = state.to_vec();
+                for &(key, value) in if holds { success } else { failure } {
+                    after[key] = value;
+                }
+                Some(after)
             }
         }
     }
 }
 
-/// Interns `records`' values for the search.
-fn steps<'history>(records: &[&'history Record]) -> Vec<Step> {
+/// Makes the search's steps from a component's `records`: `component_keys`
+/// are the component's keys as indexes into the history's sorted `keys`.
+fn steps<'history>(records: &[&'history Record], component_keys: &[usize], keys: &[&[u8]]) -> Vec<Step> {
     let mut values: HashMap<&'history [u8], u32> = HashMap::new();
-    let mut intern = |value: &'history [u8]| -> u32 {
-        let next = u32::try_from(values.len()).expect("fewer than 2^32 values per key");
-        *values.entry(value).or_insert(next)
+    let mut intern = |value: Option<&'history [u8]>| -> Option<u32> {
+        let next = u32::try_from(values.len()).expect("fewer than 2^32 values per component");
+        value.map(|value| *values.entry(value).or_insert(next))
+    };
+    let place = |key: &[u8]| -> usize {
+        component_keys
+            .iter()
+            .position(|&index| keys[index] == key)
+            .expect("an operation's keys are in its component")
     };
     records
         .iter()
-        .map(|record| match (&record.operation, &record.returned) {
-            (Operation::Put { value, .. }, _) => Step::Put(intern(value)),
-            (Operation::Delete { .. }, _) => Step::Delete,
-            (Operation::Get { .. }, Some(Returned { outcome: Outcome::Read(seen), .. })) => {
-                Step::Get(seen.as_deref().map(&mut intern))
-            }
-            (Operation::Cas { expected, new, .. }, returned) => Step::Cas {
-                expected: expected.as_deref().map(&mut intern),
-                new: intern(new),
-                swapped: match returned {
-                    Some(Returned { outcome: Outcome::Swapped(swapped), .. }) => Some(*swapped),
-                    _ => None,
+        .map(|&record| {
+            let outcome = record.returned.as_ref().map(|returned| &returned.outcome);
+            match (&record.operation, outcome) {
+                (Operation::Put { key, value }, _) => Step::Txn {
+                    compares: Vec::new(),
+                    success: vec![(place(key), intern(Some(value)))],
+                    failure: Vec::new(),
+                    succeeded: None,
                 },
-            },
-            (Operation::Get { .. }, _) => unreachable!("validated, and unknown gets are dropped"),
+                (Operation::Delete { key }, _) => Step::Txn {
+                    compares: Vec::new(),
+                    success: vec![(place(key), None)],
+                    failure: Vec::new(),
+                    succeeded: None,
+                },
+                (Operation::Cas { key, expected, new }, outcome) => Step::Txn {
+                    compares: vec![(place(key), intern(expected.as_deref()))],
+                    success: vec![(place(key), intern(Some(new)))],
+                    failure: Vec::new(),
+                    succeeded: match outcome {
+                        Some(Outcome::Swapped(swapped)) => Some(*swapped),
+                        _ => None,
+                    },
+                },
+                (Operation::Txn { compares, success, failure }, outcome) => {
+                    let mut writes = |writes: &'history [Write]| -> Vec<(usize, Option<u32>)> {
+                        writes.iter().map(|write| (place(write.key()), intern(write.value()))).collect()
+                    };
+                    let (success, failure) = (writes(success), writes(failure));
+                    Step::Txn {
+                        compares: compares
+                            .iter()
+                            .map(|compare| (place(&compare.key), intern(compare.value.as_deref())))
+                            .collect(),
+                        success,
+                        failure,
+                        succeeded: match outcome {
+                            Some(Outcome::Branch(succeeded)) => Some(*succeeded),
+                            _ => None,
+                        },
+                    }
+                }
+                (Operation::Get { key }, Some(Outcome::Read(seen))) => {
+                    Step::Read(vec![(place(key), intern(seen.as_deref()))])
+                }
+                (Operation::Range { start, end }, Some(Outcome::Listed(found))) => Step::Read(
+                    component_keys
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &index)| start.as_slice() <= keys[index] && keys[index] < end.as_slice())
+                        .map(|(place, &index)| {
+                            let seen = found
+                                .binary_search_by(|(key, _)| key.as_slice().cmp(keys[index]))
+                                .ok()
+                                .map(|at| found[at].1.as_slice());
+                            (place, intern(seen))
+                        })
+                        .collect(),
+                ),
+                (Operation::Get { .. } | Operation::Range { .. }, _) => {
+                    unreachable!("validated, and reads with unknown outcome are dropped")
+                }
+            }
         })
         .collect()
 }
-
 /// A set of operations by index.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Bits(Vec<u64>);
@@ -304,9 +545,10 @@ struct Event {
 
 const NONE: usize = usize::MAX;
 
-/// Wing and Gong's search with Lowe's memoization over one key's records.
-fn search(records: &[&Record], steps_max: u64) -> KeyVerdict {
-    let steps_of = steps(records);
+/// Wing and Gong's search with Lowe's memoization over one component's
+/// records and their steps, from the state where all `width` keys are
+/// absent.
+fn search(records: &[&Record], steps_of: &[Step], width: usize, steps_max: u64) -> SearchVerdict {
     let count = records.len();
     // Events by time; a call before a return at the same instant, so
     // operations that touch at an instant count as concurrent (an unknown
@@ -328,7 +570,7 @@ fn search(records: &[&Record], steps_max: u64) -> KeyVerdict {
         }
     }
     if count == 0 {
-        return KeyVerdict::Linearizable;
+        return SearchVerdict::Linearizable;
     }
     // Node `head` is the sentinel before the first event.
     let head = 2 * count;
@@ -352,7 +594,7 @@ fn search(records: &[&Record], steps_max: u64) -> KeyVerdict {
         }
     };
 
-    let mut state: State = None;
+    let mut state: State = vec![None; width];
     let mut linearized = Bits::new(count);
     let mut seen: HashSet<(Bits, State)> = HashSet::new();
     let mut stack: Vec<(usize, State)> = Vec::new();
@@ -363,19 +605,18 @@ fn search(records: &[&Record], steps_max: u64) -> KeyVerdict {
     loop {
         steps_taken += 1;
         if steps_taken > steps_max {
-            return KeyVerdict::GaveUp { steps: steps_max };
+            return SearchVerdict::GaveUp { steps: steps_max };
         }
         if entry == NONE {
-            return KeyVerdict::Linearizable;
+            return SearchVerdict::Linearizable;
         }
         let event = events[entry];
         if event.is_call {
-            if let Some(after) = steps_of[event.operation].apply(state) {
+            if let Some(after) = steps_of[event.operation].apply(&state) {
                 let mut with = linearized.clone();
                 with.set(event.operation);
-                if seen.insert((with.clone(), after)) {
-                    stack.push((entry, state));
-                    state = after;
+                if seen.insert((with.clone(), after.clone())) {
+                    stack.push((entry, std::mem::replace(&mut state, after)));
                     linearized = with;
                     if stack.len() > linearized_most {
                         linearized_most = stack.len();
@@ -391,7 +632,7 @@ fn search(records: &[&Record], steps_max: u64) -> KeyVerdict {
         } else if records[event.operation].returned.is_none() {
             // The first return left is "never": every operation that did
             // return is linearized, and the open ones may all come after.
-            return KeyVerdict::Linearizable;
+            return SearchVerdict::Linearizable;
         } else {
             // An operation returned and none of the order tried so far can
             // place it: undo the latest choice and try the next one.
@@ -401,7 +642,7 @@ fn search(records: &[&Record], steps_max: u64) -> KeyVerdict {
                     .filter_map(|index| records[index].returned.as_ref().map(|returned| (returned.at, index)))
                     .min()
                     .map_or(0, |(_, index)| index);
-                return KeyVerdict::Violation { linearized_most, stuck_at };
+                return SearchVerdict::Violation { linearized_most, stuck_at };
             };
             let operation = events[call].operation;
             state = before;
@@ -415,20 +656,52 @@ fn search(records: &[&Record], steps_max: u64) -> KeyVerdict {
 
 impl fmt::Display for Operation {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
         match self {
             Operation::Put { key, value } => write!(formatter, "put({}, {})", text(key), text(value)),
             Operation::Delete { key } => write!(formatter, "delete({})", text(key)),
             Operation::Get { key } => write!(formatter, "get({})", text(key)),
-            Operation::Cas { key, expected, new } => write!(
-                formatter,
-                "cas({}, {} -> {})",
-                text(key),
-                expected.as_deref().map_or("absent".to_string(), text),
-                text(new)
-            ),
+            Operation::Cas { key, expected, new } => {
+                write!(formatter, "cas({}, {} -> {})", text(key), value_text(expected.as_deref()), text(new))
+            }
+            Operation::Txn { compares, success, failure } => {
+                let compares: Vec<String> = compares
+                    .iter()
+                    .map(|compare| {
+                        format!("{} = {}", text(&compare.key), value_text(compare.value.as_deref()))
+                    })
+                    .collect();
+                let writes = |writes: &[Write]| -> String {
+                    let shown: Vec<String> = writes.iter().map(Write::to_string).collect();
+                    shown.join(", ")
+                };
+                write!(
+                    formatter,
+                    "txn(if {} then {} else {})",
+                    compares.join(" and "),
+                    writes(success),
+                    writes(failure)
+                )
+            }
+            Operation::Range { start, end } => write!(formatter, "range[{}, {})", text(start), text(end)),
         }
     }
+}
+
+impl fmt::Display for Write {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Write::Put { key, value } => write!(formatter, "put({}, {})", text(key), text(value)),
+            Write::Delete { key } => write!(formatter, "delete({})", text(key)),
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn value_text(value: Option<&[u8]>) -> String {
+    value.map_or("absent".to_string(), text)
 }
 
 impl fmt::Display for Record {
@@ -439,10 +712,16 @@ impl fmt::Display for Record {
         match self.returned.as_ref().map(|returned| &returned.outcome) {
             None => write!(formatter, "unknown"),
             Some(Outcome::Written) => write!(formatter, "ok"),
-            Some(Outcome::Read(None)) => write!(formatter, "absent"),
-            Some(Outcome::Read(Some(value))) => write!(formatter, "{}", String::from_utf8_lossy(value)),
+            Some(Outcome::Read(seen)) => write!(formatter, "{}", value_text(seen.as_deref())),
             Some(Outcome::Swapped(true)) => write!(formatter, "swapped"),
             Some(Outcome::Swapped(false)) => write!(formatter, "not swapped"),
+            Some(Outcome::Branch(true)) => write!(formatter, "then"),
+            Some(Outcome::Branch(false)) => write!(formatter, "else"),
+            Some(Outcome::Listed(found)) => {
+                let shown: Vec<String> =
+                    found.iter().map(|(key, value)| format!("{}: {}", text(key), text(value))).collect();
+                write!(formatter, "{{{}}}", shown.join(", "))
+            }
         }
     }
 }

@@ -1,12 +1,16 @@
 //! Known histories the checker must reject and accept, and a property:
 //! every history produced by a sequential model run, with each operation's
-//! interval stretched around its linearization point, is accepted.
+//! interval stretched around its linearization point, is accepted. The
+//! brute-force reference and the properties judged against it are in
+//! `reference`.
 
 use std::collections::HashMap;
 
 use proptest::prelude::*;
 
 use super::*;
+
+mod reference;
 
 const STEPS: u64 = 1_000_000;
 
@@ -173,8 +177,8 @@ fn each_key_is_checked_alone_and_the_failing_key_is_named() {
         get(2, "b", Some("1"), 40, 50),
     ];
     match verdict(&history) {
-        Verdict::Violation { key, records, stuck_at, .. } => {
-            assert_eq!(key, bytes("b"));
+        Verdict::Violation { keys, records, stuck_at, .. } => {
+            assert_eq!(keys, [bytes("b")]);
             assert_eq!(records.len(), 3, "only b's operations: {records:?}");
             assert_eq!(
                 records[stuck_at],
@@ -188,7 +192,7 @@ fn each_key_is_checked_alone_and_the_failing_key_is_named() {
     let mut longer = history.to_vec();
     longer.extend([put(3, "c", "1", 0, 10), get(3, "c", Some("9"), 20, 30)]);
     match verdict(&longer) {
-        Verdict::Violation { key, .. } => assert_eq!(key, bytes("c")),
+        Verdict::Violation { keys, .. } => assert_eq!(keys, [bytes("c")]),
         other => panic!("c's impossible read must be found, got {other:?}"),
     }
 }
@@ -200,7 +204,7 @@ fn a_search_over_budget_gives_up_and_never_passes() {
     let mut history: Vec<Record> = (0..12).map(|index| put(index, "x", &index.to_string(), 0, 100)).collect();
     history.push(get(99, "x", Some("13"), 200, 210));
     let report = check(&history, 100).expect("well-formed");
-    assert_eq!(report.verdict, Verdict::GaveUp { key: bytes("x"), steps: 100 });
+    assert_eq!(report.verdict, Verdict::GaveUp { keys: vec![bytes("x")], steps: 100 });
     // With enough budget the same history is rejected.
     assert!(matches!(verdict(&history), Verdict::Violation { .. }));
 }
@@ -218,17 +222,18 @@ fn malformed_records_are_refused_with_the_record_named() {
 }
 
 #[test]
-fn the_report_counts_keys_and_operations() {
+fn the_report_counts_keys_components_and_operations() {
     let report =
         check(&[put(1, "a", "1", 0, 10), unknown(get(1, "a", None, 20, 0)), get(2, "b", None, 0, 10)], STEPS)
             .expect("well-formed");
-    assert_eq!(report, Report { verdict: Verdict::Linearizable, keys: 2, operations: 2 });
+    assert_eq!(report, Report { verdict: Verdict::Linearizable, keys: 2, components: 2, operations: 2 });
 }
 
 /// One operation of a generated sequential run, before it is given times.
 #[derive(Clone, Debug)]
 enum Planned {
     Put { key: u8, value: u8 },
+    Delete { key: u8 },
     Get { key: u8 },
     Cas { key: u8, expected: Option<u8>, new: u8 },
 }
@@ -244,9 +249,10 @@ enum Ending {
 
 fn planned() -> impl Strategy<Value = Planned> {
     prop_oneof![
-        (0..3u8, 0..4u8).prop_map(|(key, value)| Planned::Put { key, value }),
-        (0..3u8).prop_map(|key| Planned::Get { key }),
-        (0..3u8, proptest::option::of(0..4u8), 0..4u8).prop_map(|(key, expected, new)| Planned::Cas {
+        3 => (0..3u8, 0..4u8).prop_map(|(key, value)| Planned::Put { key, value }),
+        1 => (0..3u8).prop_map(|key| Planned::Delete { key }),
+        3 => (0..3u8).prop_map(|key| Planned::Get { key }),
+        3 => (0..3u8, proptest::option::of(0..4u8), 0..4u8).prop_map(|(key, expected, new)| Planned::Cas {
             key,
             expected,
             new
@@ -275,6 +281,12 @@ fn history_of(plan: &[(Planned, Ending, u64, u64)]) -> Vec<Record> {
                     model.insert(key, value);
                 }
                 (Operation::Put { key: key_of(key), value: name(value) }, Outcome::Written)
+            }
+            Planned::Delete { key } => {
+                if applied {
+                    model.remove(&key);
+                }
+                (Operation::Delete { key: key_of(key) }, Outcome::Written)
             }
             Planned::Get { key } => {
                 (Operation::Get { key: key_of(key) }, Outcome::Read(model.get(&key).copied().map(name)))
@@ -318,4 +330,152 @@ proptest! {
         let report = check(&history, STEPS).expect("well-formed");
         prop_assert!(matches!(report.verdict, Verdict::Violation { .. }), "history:\n{}", shown(&history));
     }
+}
+
+fn txn(
+    client: u32,
+    compares: &[(&str, Option<&str>)],
+    success: &[(&str, Option<&str>)],
+    ran: bool,
+    span: (u64, u64),
+) -> Record {
+    let writes = |writes: &[(&str, Option<&str>)]| -> Vec<Write> {
+        writes
+            .iter()
+            .map(|&(key, value)| match value {
+                Some(value) => Write::Put { key: bytes(key), value: bytes(value) },
+                None => Write::Delete { key: bytes(key) },
+            })
+            .collect()
+    };
+    Record {
+        client,
+        operation: Operation::Txn {
+            compares: compares
+                .iter()
+                .map(|&(key, value)| Compare { key: bytes(key), value: value.map(bytes) })
+                .collect(),
+            success: writes(success),
+            failure: Vec::new(),
+        },
+        invoked: span.0,
+        returned: Some(Returned { at: span.1, outcome: Outcome::Branch(ran) }),
+    }
+}
+
+fn range(client: u32, start: &str, end: &str, found: &[(&str, &str)], span: (u64, u64)) -> Record {
+    Record {
+        client,
+        operation: Operation::Range { start: bytes(start), end: bytes(end) },
+        invoked: span.0,
+        returned: Some(Returned {
+            at: span.1,
+            outcome: Outcome::Listed(found.iter().map(|&(key, value)| (bytes(key), bytes(value))).collect()),
+        }),
+    }
+}
+
+#[test]
+fn a_range_seeing_half_of_a_transaction_is_rejected() {
+    let moved = txn(1, &[("a", Some("1"))], &[("a", None), ("b", Some("1"))], true, (20, 30));
+    let before = [put(1, "a", "1", 0, 10)];
+    // During the transaction a range sees it whole or not at all.
+    for found in [&[("a", "1")][..], &[("b", "1")][..]] {
+        let mut history = before.to_vec();
+        history.extend([moved.clone(), range(2, "a", "c", found, (25, 35))]);
+        assert_accepted(&history);
+    }
+    for found in [&[][..], &[("a", "1"), ("b", "1")][..]] {
+        let mut history = before.to_vec();
+        history.extend([moved.clone(), range(2, "a", "c", found, (25, 35))]);
+        assert_rejected(&history);
+    }
+    // Nor may two gets see it half done, one after the other.
+    let mut history = before.to_vec();
+    history.extend([moved, get(2, "b", Some("1"), 22, 24), get(2, "a", Some("1"), 26, 28)]);
+    assert_rejected(&history);
+}
+
+#[test]
+fn a_transaction_takes_the_branch_its_compares_decide() {
+    let set = [put(1, "a", "1", 0, 10), put(1, "b", "2", 0, 10)];
+    let both = [("a", Some("1")), ("b", Some("2"))];
+    let mut history = set.to_vec();
+    history.push(txn(2, &both, &[("c", Some("3"))], true, (20, 30)));
+    history.push(get(2, "c", Some("3"), 40, 50));
+    assert_accepted(&history);
+    let mut wrong_branch = set.to_vec();
+    wrong_branch.push(txn(2, &both, &[("c", Some("3"))], false, (20, 30)));
+    assert_rejected(&wrong_branch);
+    // A compare on an absent key holds only while it is absent.
+    let mut absent = set.to_vec();
+    absent.push(txn(2, &[("c", None)], &[("c", Some("3"))], true, (20, 30)));
+    absent.push(txn(3, &[("c", None)], &[("c", Some("4"))], true, (20, 30)));
+    assert_rejected(&absent);
+}
+
+#[test]
+fn a_range_sees_every_key_inside_it_and_none_outside() {
+    let writes = [put(1, "a", "1", 0, 10), put(1, "b", "2", 0, 10), put(1, "c", "3", 0, 10)];
+    let mut history = writes.to_vec();
+    history.push(range(2, "a", "c", &[("a", "1"), ("b", "2")], (20, 30)));
+    assert_accepted(&history);
+    // Missing b, which was written before.
+    let mut missing = writes.to_vec();
+    missing.push(range(2, "a", "c", &[("a", "1")], (20, 30)));
+    assert_rejected(&missing);
+    // A key no one wrote.
+    let mut invented = writes.to_vec();
+    invented.push(range(2, "a", "z", &[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")], (20, 30)));
+    assert_rejected(&invented);
+    // A range over no key of the history found nothing, rightly.
+    let mut empty = writes.to_vec();
+    empty.push(range(2, "x", "z", &[], (20, 30)));
+    assert_accepted(&empty);
+}
+
+#[test]
+fn multi_key_operations_join_their_keys_into_one_component() {
+    let history = [
+        put(1, "a", "1", 0, 10),
+        put(1, "b", "1", 0, 10),
+        put(1, "c", "1", 0, 10),
+        put(1, "d", "1", 0, 10),
+        put(1, "e", "1", 0, 10),
+        // Joins a and c.
+        txn(2, &[("a", Some("1"))], &[("c", Some("2"))], true, (20, 30)),
+        // Joins d and e (the keys of the history in [d, f)).
+        range(3, "d", "f", &[("d", "1"), ("e", "1")], (20, 30)),
+        // A stale read of b, alone in its component.
+        put(1, "b", "2", 40, 50),
+        get(2, "b", Some("1"), 60, 70),
+    ];
+    let report = check(&history, STEPS).expect("well-formed");
+    assert_eq!((report.keys, report.components, report.operations), (5, 3, 9));
+    match report.verdict {
+        Verdict::Violation { keys, records, .. } => {
+            assert_eq!(keys, [bytes("b")]);
+            assert_eq!(records.len(), 3);
+        }
+        other => panic!("b's stale read must be found, got {other:?}"),
+    }
+    // A violation across keys names the whole component.
+    let across = [
+        put(1, "a", "1", 0, 10),
+        txn(2, &[("a", Some("1"))], &[("a", Some("2")), ("b", Some("2"))], true, (20, 30)),
+        get(3, "b", Some("2"), 40, 50),
+        get(3, "a", Some("1"), 60, 70),
+    ];
+    match verdict(&across) {
+        Verdict::Violation { keys, .. } => assert_eq!(keys, [bytes("a"), bytes("b")]),
+        other => panic!("the read of a's old value must be found, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_range_listing_a_key_outside_it_is_refused() {
+    let outside = range(1, "a", "c", &[("c", "1")], (0, 10));
+    assert!(matches!(check(&[outside], STEPS), Err(HistoryError::ListedOutOfRange { .. })));
+    let unordered = range(1, "a", "c", &[("b", "1"), ("a", "1")], (0, 10));
+    assert!(matches!(check(&[unordered], STEPS), Err(HistoryError::ListedOutOfRange { .. })));
 }

@@ -234,14 +234,14 @@ fn linearizable(records: &[Record], failures: &mut Vec<String>) {
         Err(error) => failures.push(format!("the history does not make sense: {error}")),
         Ok(report) => match report.verdict {
             Verdict::Linearizable => {}
-            Verdict::GaveUp { key, steps } => {
+            Verdict::GaveUp { keys, steps } => {
                 // Not a pass, not a failure: said, so a person can look.
                 eprintln!(
-                    "sim: the linearizability search of key {} gave up after {steps} steps",
-                    String::from_utf8_lossy(&key)
+                    "sim: the linearizability search of keys {} gave up after {steps} steps",
+                    shown_keys(&keys)
                 );
             }
-            Verdict::Violation { key, records, linearized_most, stuck_at } => {
+            Verdict::Violation { keys, records, linearized_most, stuck_at } => {
                 let shown: Vec<String> = records
                     .iter()
                     .enumerate()
@@ -251,9 +251,9 @@ fn linearizable(records: &[Record], failures: &mut Vec<String>) {
                     .collect();
                 let tail = shown.len().saturating_sub(40);
                 failures.push(format!(
-                    "the history of key {} is not linearizable (at most {linearized_most} of {} operations fit one \
+                    "the history of keys {} is not linearizable (at most {linearized_most} of {} operations fit one \
                      order; the first that did not is marked):\n{}",
-                    String::from_utf8_lossy(&key),
+                    shown_keys(&keys),
                     records.len(),
                     shown[tail.min(stuck_at.saturating_sub(20))..].join("\n")
                 ));
@@ -262,13 +262,21 @@ fn linearizable(records: &[Record], failures: &mut Vec<String>) {
     }
 }
 
+/// Keys as a person reads them: `a, b`.
+fn shown_keys(keys: &[Vec<u8>]) -> String {
+    let shown: Vec<String> = keys.iter().map(|key| String::from_utf8_lossy(key).into_owned()).collect();
+    shown.join(", ")
+}
+
 /// The final read of a key whose last acknowledged write has nothing after
 /// it (nor anything concurrent that may have taken effect later) must see
 /// that write.
 fn acknowledged_writes_kept(history: &crate::workload::History, failures: &mut Vec<String>) {
     let mut by_key: BTreeMap<&[u8], Vec<&Record>> = BTreeMap::new();
     for record in &history.records {
-        by_key.entry(record.operation.key()).or_default().push(record);
+        // The workload's operations each touch one key.
+        let Some(key) = record.operation.key() else { continue };
+        by_key.entry(key).or_default().push(record);
     }
     for (key, records) in by_key {
         let Some(last_read) = records.iter().rfind(|record| record.client == u32::MAX) else {
