@@ -45,9 +45,9 @@ pub async fn write(
         // the request timeout, as on the other paths: a group out of
         // snapshot space can keep the ring that full for good.
         entry.alarms().check_room(&command)?;
-        if must_wait() {
+        if must_wait(&command) {
             Box::pin(entry.raft().within_request_timeout(async {
-                admit().await;
+                admit(&command).await;
                 Ok::<_, GroupError>(())
             }))
             .await?;
@@ -65,7 +65,7 @@ pub async fn write(
             let leader = entry.raft().wait_for_leader().await?;
             if leader.id == entry.raft().member() {
                 entry.alarms().check_room(&command)?;
-                admit().await;
+                admit(&command).await;
                 return super::propose::propose(entry.proposing(), command).await;
             }
             let started = std::time::Instant::now();
@@ -163,7 +163,7 @@ pub(super) async fn write_as_leader(entry: Rc<ShardGroup>, command: Vec<u8>) -> 
     entry
         .raft()
         .within_request_timeout(async {
-            admit().await;
+            admit(&command).await;
             Ok::<_, GroupError>(())
         })
         .await?;
@@ -175,15 +175,15 @@ pub(super) async fn write_as_leader(entry: Rc<ShardGroup>, command: Vec<u8>) -> 
 
 /// Whether client writes must wait for this shard's ring now (see
 /// `space::admit`); never off a reactor thread, which has no shard.
-fn must_wait() -> bool {
-    local().is_some_and(|shard| space::must_wait(&shard.log))
+fn must_wait(command: &[u8]) -> bool {
+    local().is_some_and(|shard| space::must_wait(&shard.log, command))
 }
 
 /// Returns once this shard's ring has room for client writes (at once off
 /// a reactor thread).
-async fn admit() {
+async fn admit(command: &[u8]) {
     let Some(shard) = local() else { return };
-    space::admit(&shard.log).await
+    space::admit(&shard.log, command).await
 }
 
 #[cfg(test)]
@@ -196,9 +196,9 @@ mod tests {
     use crate::shard::start::NoPeers;
     use crate::shard::test_support::{in_shard, one_group_and_log_with};
 
-    /// A write to a leader whose shard's ring stays three quarters full
-    /// (a group out of snapshot space that cannot purge) is refused as
-    /// timed out, never left waiting for ever.
+    /// A write that adds data to a leader whose shard's ring stays three
+    /// quarters full (a group out of snapshot space that cannot purge) is
+    /// refused as timed out, never left waiting for ever; a delete goes on.
     #[test]
     fn a_write_waiting_for_a_full_ring_on_its_leader_times_out() {
         in_shard(async {
@@ -223,15 +223,12 @@ mod tests {
             }
             set_local(ShardState { shard: 0, core: 0, log: log.clone() });
 
-            tracing::info!("a delete on the leader waits for the ring, then is refused as timed out");
-            let delete = Command::DeleteRange(DeleteRangeRequest {
-                key: b"/fill/0".to_vec(),
-                ..DeleteRangeRequest::default()
-            });
+            tracing::info!("a put on the leader waits for the ring, then is refused as timed out");
+            let put = Command::Put(PutRequest { key: b"/more".to_vec(), ..PutRequest::default() });
             let link: Rc<dyn LeaderLink> = Rc::new(NoPeers);
             let answer = tokio::time::timeout(
                 Duration::from_secs(60),
-                write(entry.clone(), &link, encode_command(&delete)),
+                write(entry.clone(), &link, encode_command(&put)),
             )
             .await
             .expect("the write answers within its request timeout");
@@ -239,6 +236,19 @@ mod tests {
                 matches!(answer, Err(RequestError::Group(GroupError::Timeout { timeout_ms: 1_000, .. }))),
                 "refused as timed out: {answer:?}"
             );
+
+            tracing::info!("a delete goes on below nine tenths: it can shrink a store out of space");
+            let delete = Command::DeleteRange(DeleteRangeRequest {
+                key: b"/fill/0".to_vec(),
+                ..DeleteRangeRequest::default()
+            });
+            let answer = tokio::time::timeout(
+                Duration::from_secs(60),
+                write(entry.clone(), &link, encode_command(&delete)),
+            )
+            .await
+            .expect("the write answers within its request timeout");
+            assert!(answer.is_ok(), "the delete was applied: {answer:?}");
         });
     }
 }

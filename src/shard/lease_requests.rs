@@ -369,7 +369,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::kv::types::{PutRequest, RangeRequest};
+    use crate::kv::types::{DeleteRangeRequest, PutRequest, RangeRequest};
     use crate::shard::registry::{set_local, ShardState};
     use crate::shard::start::NoPeers;
     use crate::shard::test_support::{in_shard, one_group_and_log_with};
@@ -416,7 +416,20 @@ mod tests {
                 );
             }
             set_local(ShardState { shard: 0, core: 0, log: log.clone() });
-            assert!(super::super::space::must_wait(&log), "client writes wait now");
+            let put = crate::kv::command::encode_command(&Command::Put(PutRequest {
+                key: b"/more".to_vec(),
+                ..PutRequest::default()
+            }));
+            let delete = crate::kv::command::encode_command(&Command::DeleteRange(DeleteRangeRequest {
+                key: b"/fill/".to_vec(),
+                range_end: b"/fill0".to_vec(),
+                ..DeleteRangeRequest::default()
+            }));
+            assert!(super::super::space::must_wait(&log, &put), "client writes that add data wait now");
+            assert!(
+                !super::super::space::must_wait(&log, &delete),
+                "a delete goes on below nine tenths: it is how an operator shrinks a store out of space"
+            );
 
             tracing::info!("lease 7's deadline passed: the expiry task revokes it all the same");
             let groups = Rc::new(ShardGroups::new(layout, Rc::new(NoPeers)));

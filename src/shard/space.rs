@@ -27,7 +27,8 @@
 //! Client writes also wait here while the shard's ring is three quarters
 //! full ([`admit`]): a group that must compact before it can snapshot (a
 //! Raft write of its own) needs ring space for that entry, and writes that
-//! kept coming would take it. The snapshot task's own proposals do not wait,
+//! kept coming would take it. Writes that add no data wait only past nine
+//! tenths, so that deletes can still shrink a store out of space. The snapshot task's own proposals do not wait,
 //! nor do the revokes of expired leases (`super::lease_requests`): both
 //! are bounded, and a revoke only deletes.
 
@@ -170,21 +171,33 @@ impl Alarms {
     }
 }
 
-/// The share of the ring, in percent, above which client writes wait.
+/// The share of the ring, in percent, above which client writes that add
+/// data wait.
 const RING_ADMIT_PERCENT: u64 = 75;
+/// The share above which client writes that add none (deletes, lease
+/// revokes, compaction: `kv::command::adds_data`) wait too. Between the two
+/// they go on: a group out of snapshot space holds the ring above three
+/// quarters for good, and the deletes an operator sends to shrink its store
+/// (what the NOSPACE error tells them to do) must reach it, or the alarm
+/// could never clear. Above this the last tenth stays the snapshot task's.
+const RING_ADMIT_SHRINKING_PERCENT: u64 = 90;
 /// How often a waiting write looks at the ring again.
 const RING_ADMIT_POLL: Duration = Duration::from_millis(2);
 
-/// Whether client writes must wait for the ring of `log` ([`admit`]) now.
-pub fn must_wait(log: &SharedLog) -> bool {
-    log.with(|log| log.used_percent()) >= RING_ADMIT_PERCENT
+/// Whether client write `command` must wait for the ring of `log`
+/// ([`admit`]) now. The common case reads one number: the command is looked
+/// at only when the ring is past three quarters.
+pub fn must_wait(log: &SharedLog, command: &[u8]) -> bool {
+    let used = log.with(|log| log.used_percent());
+    used >= RING_ADMIT_PERCENT && (used >= RING_ADMIT_SHRINKING_PERCENT || adds_data(command))
 }
 
-/// Returns once the ring of `log` (its shard's) is less than three quarters
-/// full: where client writes wait while snapshots and purges give space
-/// back (within the caller's request timeout).
-pub async fn admit(log: &SharedLog) {
-    while must_wait(log) {
+/// Returns once the ring of `log` (its shard's) has room for client write
+/// `command`: less than three quarters full, or nine tenths for one that
+/// adds no data. Where client writes wait while snapshots and purges give
+/// space back (within the caller's request timeout).
+pub async fn admit(log: &SharedLog, command: &[u8]) {
+    while must_wait(log, command) {
         tokio::time::sleep(RING_ADMIT_POLL).await;
     }
 }
