@@ -402,6 +402,9 @@ pub struct RaftConfig {
     /// Whether a member that dropped an unproven tail at recovery refuses
     /// votes until a leader repairs its log (`raft::GroupConfig`).
     pub refuse_votes_after_unproven_tail: bool,
+    /// Whether a restarted member applies its log up to the committed index
+    /// it kept before it serves (`raft::GroupConfig`).
+    pub apply_committed_at_start: bool,
 }
 
 impl Default for RaftConfig {
@@ -412,6 +415,7 @@ impl Default for RaftConfig {
             entries_kept_after_snapshot: 1_000,
             purge_batch_entries: 256,
             refuse_votes_after_unproven_tail: false,
+            apply_committed_at_start: false,
         }
     }
 }

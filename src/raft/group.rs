@@ -232,7 +232,8 @@ impl RaftGroup {
         let timeline = Rc::new(Timeline::new());
         let log_store = GroupLogStore::open(log.clone(), group)
             .map_err(|error| start_error(error.to_string()))?
-            .with_timeline(timeline.clone());
+            .with_timeline(timeline.clone())
+            .applying_committed_at_start(config.apply_committed_at_start);
         let state_machine = GroupStateMachineStore::open(group, machine, snapshots)
             .await
             .map_err(|error| start_error(error.to_string()))?;

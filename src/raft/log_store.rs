@@ -234,6 +234,9 @@ pub struct GroupLogStore {
     slot: Rc<RefCell<VoteSlot>>,
     /// Where appends are marked durable for the latency budget.
     timeline: Option<Rc<super::timeline::Timeline>>,
+    /// Whether `read_committed` answers what the log kept
+    /// (`GroupConfig::apply_committed_at_start`); else it answers none.
+    committed_at_start: bool,
 }
 
 fn wal_error(group: GroupId, what: &str, error: &WalError) -> AnyError {
@@ -249,12 +252,25 @@ impl GroupLogStore {
                 StorageIOError::read_vote(AnyError::error(format!("group {group}: {reason}")))
             })?,
         };
-        Ok(GroupLogStore { group, log, slot: Rc::new(RefCell::new(slot)), timeline: None })
+        Ok(GroupLogStore {
+            group,
+            log,
+            slot: Rc::new(RefCell::new(slot)),
+            timeline: None,
+            committed_at_start: true,
+        })
     }
 
     /// Marks every append durable in `timeline` when it is.
     pub fn with_timeline(self, timeline: Rc<super::timeline::Timeline>) -> GroupLogStore {
         GroupLogStore { timeline: Some(timeline), ..self }
+    }
+
+    /// Whether openraft applies up to the committed index the log kept
+    /// when the group starts (`GroupConfig::apply_committed_at_start`; on
+    /// for a store opened without it).
+    pub fn applying_committed_at_start(self, on: bool) -> GroupLogStore {
+        GroupLogStore { committed_at_start: on, ..self }
     }
 
     pub fn group(&self) -> GroupId {
@@ -441,6 +457,9 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
     /// bound holds here, as an entry carries only an index its member
     /// knew committed, and a committed entry is never overwritten.
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        if !self.committed_at_start {
+            return Ok(None);
+        }
         let (sealed, range) = self.log.with(|log| (log.committed(self.group), log.entry_range(self.group)));
         let last_purged = self.last_purged()?;
         let (last_entry, carried) = match range {

@@ -25,6 +25,7 @@ pub fn group_config(raft: &RaftConfig) -> GroupConfig {
         max_in_snapshot_log_to_keep: raft.entries_kept_after_snapshot,
         purge_batch_size: raft.purge_batch_entries,
         refuse_votes_after_unproven_tail: raft.refuse_votes_after_unproven_tail,
+        apply_committed_at_start: raft.apply_committed_at_start,
         // The shard decides when, once it knows the snapshot fits.
         snapshot_on_demand: true,
         ..GroupConfig::default()

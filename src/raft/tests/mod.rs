@@ -185,6 +185,7 @@ fn fast_config() -> GroupConfig {
         unreachable_backoff_ms: 20,
         request_timeout_ms: 3_000,
         refuse_votes_after_unproven_tail: true,
+        apply_committed_at_start: true,
         ..GroupConfig::default()
     }
 }
