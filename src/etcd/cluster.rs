@@ -160,7 +160,14 @@ impl pb::cluster_server::Cluster for EtcdCluster {
         let request = request.into_inner();
         on_this_shard(async {
             Self::change(&shard, MembershipChange::Remove(request.id)).await?;
-            self.list_response(|header, members| pb::MemberRemoveResponse { header, members }).await
+            // Committed in every group, but this member may not have
+            // applied it in the groups it follows yet: it is not listed.
+            let removed = request.id;
+            self.list_response(|header, members| pb::MemberRemoveResponse {
+                header,
+                members: members.into_iter().filter(|member| member.id != removed).collect(),
+            })
+            .await
         })
         .await
     }

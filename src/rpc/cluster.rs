@@ -339,7 +339,7 @@ impl cluster::Server for ClusterServer {
         let id = params.get()?.get_id();
         tracing::info!(member = id, "removing a member");
         let outcome = self.change(MembershipChange::Remove(id), None).await;
-        self.answer(outcome, results.get().init_result()).await
+        self.answer_without(outcome, Some(id), results.get().init_result()).await
     }
 }
 
@@ -524,9 +524,22 @@ impl ClusterServer {
         outcome: Result<u32, RequestError>,
         result: member_change_result::Builder<'_>,
     ) -> Result<(), capnp::Error> {
+        self.answer_without(outcome, None, result).await
+    }
+
+    /// The answer of a membership change: the members after it, without
+    /// `removed` (a removal committed in every group, which this member may
+    /// not have applied yet in the groups it follows).
+    async fn answer_without(
+        &self,
+        outcome: Result<u32, RequestError>,
+        removed: Option<u64>,
+        result: member_change_result::Builder<'_>,
+    ) -> Result<(), capnp::Error> {
         match outcome {
             Ok(groups) => {
-                let members = gather_members(&self.context, &self.info).await?;
+                let mut members = gather_members(&self.context, &self.info).await?;
+                members.retain(|member| Some(member.id) != removed);
                 let mut ok = result.init_ok();
                 ok.set_groups(groups);
                 let mut list = ok.init_members(members.len() as u32);
