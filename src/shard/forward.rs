@@ -192,9 +192,8 @@ mod tests {
     use crate::kv::command::{encode_command, Command};
     use crate::kv::types::{DeleteRangeRequest, PutRequest};
     use crate::raft::GroupConfig;
-    use crate::shard::registry::{set_local, ShardState};
     use crate::shard::start::NoPeers;
-    use crate::shard::test_support::{in_shard, one_group_and_log_with};
+    use crate::shard::test_support::{fill_ring, in_shard, one_group_and_log_with};
 
     /// A write that adds data to a leader whose shard's ring stays three
     /// quarters full (a group out of snapshot space that cannot purge) is
@@ -206,22 +205,7 @@ mod tests {
                 layout.raft = GroupConfig { request_timeout_ms: 1_000, ..layout.raft.clone() }
             })
             .await;
-            tracing::info!("fill the ring past where client writes wait");
-            let mut filler = 0;
-            while log.with(|log| log.used_percent()) < 80 {
-                let key = format!("/fill/{filler}").into_bytes();
-                let put = Command::Put(PutRequest { key, value: vec![1; 32 << 10], ..PutRequest::default() });
-                super::super::propose::propose(entry.proposing(), encode_command(&put))
-                    .await
-                    .expect("proposed");
-                filler += 1;
-                assert!(
-                    filler < 10_000,
-                    "the ring never filled: {}% used",
-                    log.with(|log| log.used_percent())
-                );
-            }
-            set_local(ShardState { shard: 0, core: 0, log: log.clone() });
+            fill_ring(&entry, &log, 80).await;
 
             tracing::info!("a put on the leader waits for the ring, then is refused as timed out");
             let put = Command::Put(PutRequest { key: b"/more".to_vec(), ..PutRequest::default() });

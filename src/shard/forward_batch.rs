@@ -246,25 +246,55 @@ mod tests {
         ) -> LocalBoxFuture<'static, Vec<Outcome>> {
             self.answer(writes)
         }
-        fn read_index(&self, _: GroupId, _: &Member) -> LocalBoxFuture<'static, Result<u64, GroupError>> {
-            unimplemented!("not asked")
+        // Every other call answers that it passed, by name.
+        fn read_index(
+            &self,
+            group: GroupId,
+            leader: &Member,
+        ) -> LocalBoxFuture<'static, Result<u64, GroupError>> {
+            futures::future::ready(Err(passed(group, leader, "read index".into()))).boxed_local()
         }
         fn lease(
             &self,
-            _: GroupId,
-            _: &Member,
-            _: LeaseQuery,
+            group: GroupId,
+            leader: &Member,
+            query: LeaseQuery,
         ) -> LocalBoxFuture<'static, Result<LeaseAnswer, GroupError>> {
-            unimplemented!("not asked")
+            futures::future::ready(Err(passed(group, leader, format!("{query:?}")))).boxed_local()
         }
         fn forward_membership(
             &self,
-            _: GroupId,
-            _: &Member,
-            _: MembershipChange,
+            group: GroupId,
+            leader: &Member,
+            change: MembershipChange,
         ) -> LocalBoxFuture<'static, Result<(), GroupError>> {
-            unimplemented!("not asked")
+            futures::future::ready(Err(passed(group, leader, format!("{change:?}")))).boxed_local()
         }
+    }
+
+    fn passed(group: GroupId, leader: &Member, call: String) -> GroupError {
+        GroupError::Unavailable { group, member: leader.id, reason: call }
+    }
+
+    /// Reads, leases and membership changes go to the leader as they come,
+    /// one call each, never into a batch of writes.
+    #[tokio::test(flavor = "current_thread")]
+    async fn calls_other_than_writes_pass_through_alone() {
+        let recording = Rc::new(Recording::default());
+        let link = BatchingLink::new(recording.clone());
+        let leader = leader();
+        assert_eq!(link.read_index(4, &leader).await, Err(passed(4, &leader, "read index".into())));
+        let query = LeaseQuery::Lease { id: 9, renew: true };
+        assert_eq!(
+            link.lease(0, &leader, query.clone()).await,
+            Err(passed(0, &leader, format!("{query:?}")))
+        );
+        let change = MembershipChange::Remove(3);
+        assert_eq!(
+            link.forward_membership(1, &leader, change.clone()).await,
+            Err(passed(1, &leader, format!("{change:?}")))
+        );
+        assert!(recording.calls.borrow().is_empty(), "no write was sent");
     }
 
     fn leader() -> Member {

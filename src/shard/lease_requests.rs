@@ -370,9 +370,8 @@ mod tests {
 
     use super::*;
     use crate::kv::types::{DeleteRangeRequest, PutRequest, RangeRequest};
-    use crate::shard::registry::{set_local, ShardState};
     use crate::shard::start::NoPeers;
-    use crate::shard::test_support::{in_shard, one_group_and_log_with};
+    use crate::shard::test_support::{fill_ring, in_shard, one_group_and_log_with};
 
     async fn apply(entry: &ShardGroup, command: Command) -> CommandResponse {
         let bytes = super::super::propose::propose(entry.proposing(), encode_command(&command))
@@ -399,23 +398,7 @@ mod tests {
             };
             apply(&entry, Command::Put(held)).await;
 
-            tracing::info!("fill the ring past where client writes wait, as a group that cannot purge does");
-            let mut filler = 0;
-            while log.with(|log| log.used_percent()) < 80 {
-                let key = format!("/fill/{filler}").into_bytes();
-                apply(
-                    &entry,
-                    Command::Put(PutRequest { key, value: vec![1; 32 << 10], ..PutRequest::default() }),
-                )
-                .await;
-                filler += 1;
-                assert!(
-                    filler < 10_000,
-                    "the ring never filled: {}% used",
-                    log.with(|log| log.used_percent())
-                );
-            }
-            set_local(ShardState { shard: 0, core: 0, log: log.clone() });
+            fill_ring(&entry, &log, 80).await;
             let put = crate::kv::command::encode_command(&Command::Put(PutRequest {
                 key: b"/more".to_vec(),
                 ..PutRequest::default()

@@ -88,3 +88,22 @@ pub async fn one_group_and_log_with(change: impl FnOnce(&mut GroupLayout)) -> (R
     }
     (group, log)
 }
+
+/// Proposes 32 KiB puts under `/fill/` through `entry` (its group's leader)
+/// until `log`'s ring is at least `percent` full, as a group out of snapshot
+/// space that cannot purge keeps it; then makes `log` this thread's shard
+/// log, where `super::space` reads how full it is.
+pub async fn fill_ring(entry: &Rc<ShardGroup>, log: &SharedLog, percent: u64) {
+    use crate::kv::command::{encode_command, Command};
+    use crate::kv::types::PutRequest;
+    tracing::info!("fill the ring to {percent}%, as a group that cannot purge does");
+    let mut filler = 0;
+    while log.with(|log| log.used_percent()) < percent {
+        let key = format!("/fill/{filler}").into_bytes();
+        let put = Command::Put(PutRequest { key, value: vec![1; 32 << 10], ..PutRequest::default() });
+        super::propose::propose(entry.proposing(), encode_command(&put)).await.expect("proposed");
+        filler += 1;
+        assert!(filler < 10_000, "the ring never filled: {}% used", log.with(|log| log.used_percent()));
+    }
+    super::registry::set_local(super::registry::ShardState { shard: 0, core: 0, log: log.clone() });
+}
