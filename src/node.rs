@@ -363,6 +363,9 @@ fn join_cluster(
             crate::rpc::incarnation::decide(member, keeper.namespace_id(), &answers, config.cluster.join)?
         }
     };
+    if let (None, Some(peers)) = (learned, peers) {
+        peers.halt.bootstrapped_blind();
+    }
     let cluster_id =
         learned.unwrap_or_else(|| config.cluster.bootstrap_cluster_id((member, config.node.peer_address)));
     keeper.update(|identity| {
@@ -428,6 +431,9 @@ pub struct Node {
     client_address: std::net::SocketAddr,
     /// Where etcd clients connect (`[etcd] address`, resolved), if anywhere.
     etcd_address: Option<std::net::SocketAddr>,
+    /// Set when a peer proves this member lost its data after it
+    /// bootstrapped blind (`rpc::incarnation::Halt`); `None` alone.
+    halt: Option<Arc<crate::rpc::incarnation::Halt>>,
     // Field order is stop order: reactors, then the namespace, then the lock.
     reactors: Reactors,
     namespace: Arc<dyn Namespace>,
@@ -582,9 +588,11 @@ impl Node {
                     .iter()
                     .map(|member| (member.id, member.name.clone()))
                     .collect(),
+                halt: Arc::default(),
             })
         });
         join_cluster(&config, &keeper, peers.as_deref())?;
+        let halt = peers.as_ref().map(|peers| peers.halt.clone());
         let mut peer_listeners = Vec::with_capacity(cores.len());
         for shard in 0..cores.len() {
             let Some(identity) = &peers else {
@@ -682,7 +690,7 @@ impl Node {
                 }
             }
         }
-        Ok(Node { config, namespace_path, client_address, etcd_address, reactors, namespace, lock })
+        Ok(Node { config, namespace_path, client_address, etcd_address, halt, reactors, namespace, lock })
     }
 
     /// The one line that says the node is up and how it runs.
@@ -723,6 +731,15 @@ impl Node {
 
     /// Stops the reactors (each finishes its in-flight work), closes the
     /// namespace and releases the data directory.
+    /// Waits until the node must stop because a peer proved it lost its
+    /// data (never, for a node without peers).
+    pub async fn halted(&self) -> crate::rpc::incarnation::StartRefusal {
+        match &self.halt {
+            Some(halt) => halt.halted().await,
+            None => std::future::pending().await,
+        }
+    }
+
     pub fn stop(self) -> Result<(), NodeError> {
         let Node { reactors, namespace, lock, .. } = self;
         let stats = reactors.stop()?;
@@ -759,18 +776,22 @@ pub fn serve(config: Config) -> Result<(), NodeError> {
             notifier.notify(&format!("READY=1\nMAINPID={}\nSTATUS={ready}", std::process::id()));
         }
         let feeding = feed_watchdog(notifier.as_ref().zip(watchdog), &node);
-        let signal_name = tokio::select! {
-            _ = terminate.recv() => "SIGTERM",
-            _ = interrupt.recv() => "SIGINT",
+        let refused = tokio::select! {
+            _ = terminate.recv() => { tracing::info!("SIGTERM received: stopping the shards"); None }
+            _ = interrupt.recv() => { tracing::info!("SIGINT received: stopping the shards"); None }
+            refusal = node.halted() => Some(refusal),
             _ = feeding => unreachable!("the watchdog feeds until the node stops"),
         };
-        tracing::info!("{signal_name} received: stopping the shards");
         if let Some(notifier) = &notifier {
             notifier.notify("STOPPING=1\nSTATUS=stopping: finishing in-flight log writes");
         }
         node.stop()?;
         tracing::info!("nvkv stopped");
-        Ok(())
+        match refused {
+            // Exits as the start-up check would have: refused.
+            Some(refusal) => Err(NodeError::Refused(refusal)),
+            None => Ok(()),
+        }
     })
 }
 

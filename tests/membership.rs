@@ -388,3 +388,53 @@ fn a_member_whose_data_was_wiped_is_refused_until_removed_and_added_back() {
     daemons.push(rejoined);
     drop(daemons);
 }
+
+/// After a stop of the whole cluster, wiped member 3 comes back first: no
+/// peer answers its introduction, so it cannot tell a new cluster from the
+/// one it lost its data in, and it bootstraps. Once members 1 and 2 are back
+/// they refuse its hellos (they know it by another namespace, as a voter),
+/// and it learns from them that it lost its data and exits with the
+/// start-up refusal's words. Before, it ran on, campaigning with its blank
+/// log, and a member added since (which never knew its old namespace)
+/// granted it votes that deposed every leader.
+#[test]
+fn a_wiped_member_that_started_while_its_peers_were_down_stops_when_they_return() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let members = configs(directory.path());
+    let port = |id: u64| members[id as usize - 1].client_port;
+    let mut daemons: Vec<Daemon> = members[..3].iter().map(|member| Daemon::start(&member.config)).collect();
+    for daemon in &mut daemons {
+        daemon.wait_ready();
+    }
+    for index in 0..10 {
+        eventually("a put through member 1", || {
+            client(port(1), &["put", &format!("/blind/k{index}"), &format!("v{index}")])
+        });
+    }
+
+    eprintln!("phase: the whole cluster stops; member 3's data is removed; member 3 starts alone");
+    for daemon in &mut daemons {
+        daemon.signal(libc::SIGTERM);
+        let (status, stderr) = daemon.wait_exit();
+        assert!(status.success(), "{stderr}");
+    }
+    daemons.clear();
+    std::fs::remove_dir_all(directory.path().join("data3")).expect("remove member 3's data");
+    let mut wiped = Daemon::start(&members[2].config);
+    wiped.wait_ready();
+
+    eprintln!("phase: members 1 and 2 start again; member 3 learns from them that it lost its data");
+    let mut daemons: Vec<Daemon> = members[..2].iter().map(|member| Daemon::start(&member.config)).collect();
+    for daemon in &mut daemons {
+        daemon.wait_ready();
+    }
+    let (status, stderr) = wiped.wait_exit();
+    assert!(!status.success(), "member 3 must stop; stderr:\n{stderr}");
+    assert!(stderr.contains("bootstrapped while no peer answered"), "{stderr}");
+    assert!(stderr.contains("its data was lost") && stderr.contains("nvkv member remove 3"), "{stderr}");
+
+    eprintln!("phase: members 1 and 2 serve what was written");
+    eventually("a put through member 1", || client(port(1), &["put", "/blind/after", "1"]));
+    assert_eq!(client(port(2), &["get", "/blind/k7"]).expect("get"), "/blind/k7\nv7\n");
+    drop(daemons);
+}

@@ -201,6 +201,69 @@ pub enum StartRefusal {
     NobodyAnswered { reasons: String },
 }
 
+/// A member that bootstrapped its cluster while no peer answered (after a
+/// power cut of the whole cluster, say) cannot tell a new cluster from one
+/// it lost its data in; its peers can, once they are back. A peer that then
+/// refuses it as wiped (it knew this member by another namespace, and this
+/// member still votes) proves it is the member the start-up check would
+/// have refused: it must stop, or it keeps campaigning with its blank log,
+/// and a member that never knew its old namespace (one added since) grants
+/// it votes whose higher terms depose every leader the others elect. It
+/// stops as at start: with [`StartRefusal::Wiped`] (`node::serve` exits
+/// with it).
+///
+/// Only a blind bootstrap counts: a member that learned its cluster from a
+/// peer was admitted by one, and a peer that still calls it wiped lags
+/// behind its removal and re-addition.
+#[derive(Debug, Default)]
+pub struct Halt {
+    bootstrapped_blind: std::sync::atomic::AtomicBool,
+    refusal: std::sync::Mutex<Option<StartRefusal>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Halt {
+    /// This member bootstrapped its cluster with no peer's answer.
+    pub fn bootstrapped_blind(&self) {
+        self.bootstrapped_blind.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a peer's word that this member was wiped stops it.
+    pub fn is_blind(&self) -> bool {
+        self.bootstrapped_blind.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops the member with `refusal` (the first one counts), if it
+    /// bootstrapped blind; says whether it did.
+    pub fn halt(&self, refusal: StartRefusal) -> bool {
+        if !self.is_blind() {
+            return false;
+        }
+        let mut held = self.refusal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if held.is_none() {
+            tracing::error!("{refusal}; this member bootstrapped while no peer answered, and stops now");
+            *held = Some(refusal);
+        }
+        self.notify.notify_one();
+        true
+    }
+
+    /// Why the member must stop, once it must.
+    pub fn refusal(&self) -> Option<StartRefusal> {
+        self.refusal.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Waits until the member must stop.
+    pub async fn halted(&self) -> StartRefusal {
+        loop {
+            if let Some(refusal) = self.refusal() {
+                return refusal;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
 /// How long one introduction may take.
 pub const INTRODUCE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -263,6 +326,20 @@ pub fn introduction_address(member: &Member) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_member_that_bootstrapped_blind_halts_and_the_first_refusal_counts() {
+        let wiped = |peer| StartRefusal::Wiped { member: 3, peer, known: "old".into(), now: "new".into() };
+        let halt = Halt::default();
+        assert!(!halt.halt(wiped(1)), "a member that learned its cluster from a peer does not halt");
+        assert_eq!(halt.refusal(), None);
+        halt.bootstrapped_blind();
+        assert!(halt.halt(wiped(1)));
+        assert!(halt.halt(wiped(2)));
+        assert_eq!(halt.refusal(), Some(wiped(1)));
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        assert_eq!(runtime.block_on(halt.halted()), wiped(1));
+    }
 
     #[test]
     fn a_wiped_voter_stops_a_start_and_a_known_cluster_is_joined() {

@@ -202,7 +202,8 @@ async fn run_member(
             unnamed
         })
         .map_err(|error| unrecoverable("naming the namespace", &error))?;
-    net.attach(setup.id, Endpoint { incarnation, local, keeper: keeper.clone() });
+    let halt = Arc::new(nvkv::rpc::incarnation::Halt::default());
+    net.attach(setup.id, Endpoint { incarnation, local, keeper: keeper.clone(), halt: halt.clone() });
     // node::join_cluster
     if keeper.identity().cluster_id == nvkv::rpc::incarnation::NO_CLUSTER {
         let peers: Vec<NodeId> =
@@ -210,6 +211,9 @@ async fn run_member(
         let answers = net.introduce(setup.id, &keeper, &peers).await;
         let learned = nvkv::rpc::incarnation::decide(setup.id, keeper.namespace_id(), &answers, join)
             .map_err(|refusal| Stopped::Refused(refusal.to_string()))?;
+        if learned.is_none() {
+            halt.bootstrapped_blind();
+        }
         let cluster = learned.unwrap_or_else(|| bootstrap_cluster_id(&setup));
         keeper
             .update(|identity| {
@@ -278,6 +282,9 @@ async fn run_member(
                 Err(_) => {}
             }
         }
+        if let Some(refusal) = halt.refusal() {
+            return Err(Stopped::Refused(refusal.to_string()));
+        }
         if progress {
             tokio::task::yield_now().await;
             continue;
@@ -300,6 +307,7 @@ async fn run_member(
                 tokio::select! {
                     biased;
                     _ = notify.notified() => {}
+                    _ = halt.halted() => {}
                     _ = tokio::time::sleep_until(ready_at) => {}
                     _ = tokio::time::sleep_until(seal_at.unwrap_or(ready_at)), if seal_at.is_some() => {}
                 }
@@ -309,6 +317,7 @@ async fn run_member(
                 tokio::select! {
                     biased;
                     _ = notify.notified() => {}
+                    _ = halt.halted() => {}
                     _ = tokio::time::sleep(Duration::from_millis(5)), if requests.borrow().is_none() => {}
                     _ = tokio::time::sleep_until(seal_at.unwrap_or(last_progress)), if seal_at.is_some() => {}
                 }

@@ -68,6 +68,10 @@ pub struct Endpoint {
     /// even while messages to it are on their way.
     pub local: std::rc::Weak<LocalSet>,
     pub keeper: Arc<SuperblockKeeper>,
+    /// Stops the member once a peer proves it lost its data after it
+    /// bootstrapped blind (`rpc::peer`'s dial asks the refusing peer; here
+    /// the refusal is at hand).
+    pub halt: Arc<incarnation::Halt>,
 }
 
 /// Why a message did not get an answer.
@@ -219,6 +223,17 @@ impl Net {
             .ok_or_else(|| Failed::NotSent(format!("member {to} stopped during the hello")))?;
         if let Err(refusal) = refused {
             self.refused(to, from, current, &refusal);
+            if let IncarnationRefusal::Wiped { known, now, .. } = &refusal {
+                let wiped = incarnation::StartRefusal::Wiped {
+                    member: from,
+                    peer: to,
+                    known: known.clone(),
+                    now: now.clone(),
+                };
+                if caller.halt.halt(wiped) {
+                    self.trace.note(format!("member {from} learns from member {to} that it lost its data"));
+                }
+            }
             return Err(Failed::NotSent(format!("member {to} refused the hello: {refusal}")));
         }
         if let Err(refusal) = judge_here(&caller.keeper, target_said) {

@@ -155,6 +155,9 @@ impl PeerClient {
             .await
             .unwrap_or(Err(DialError::Timeout(PEER_CONNECT_TIMEOUT)));
         let tls = dialed.as_ref().is_err_and(DialError::is_tls);
+        if matches!(dialed, Err(DialError::HelloRefused(_))) && self.links.identity.halt.is_blind() {
+            tokio::task::spawn_local(ask_whether_wiped(self.links.identity.clone(), target.clone()));
+        }
         let result =
             dialed.map_err(|error| format!("{target} (shard {}) is unreachable: {error}", self.links.shard));
         let mut links = self.links.links.borrow_mut();
@@ -629,4 +632,22 @@ impl LeaderLink for PeerClient {
                 .await
         })
     }
+}
+
+/// After `target` refused the hello of this member, which bootstrapped
+/// blind: asks it (by introduction, whose answer is typed) whether it knows
+/// this member by another namespace while it votes, and stops the member if
+/// so (`crate::rpc::incarnation::Halt`).
+async fn ask_whether_wiped(identity: Arc<PeerIdentity>, target: Member) {
+    let Ok(crate::rpc::incarnation::Introduction::Wiped { known }) =
+        ask_introduction(&identity, &target).await
+    else {
+        return;
+    };
+    identity.halt.halt(crate::rpc::incarnation::StartRefusal::Wiped {
+        member: identity.member_id,
+        peer: target.id,
+        known: crate::wal::superblock::hex(&known),
+        now: crate::wal::superblock::hex(&identity.keeper.namespace_id()),
+    });
 }

@@ -112,28 +112,35 @@ pub(super) fn introduce_here(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async {
-        let asks = peers.iter().map(|peer| async move {
-            let ask = async {
-                let address = crate::rpc::incarnation::introduction_address(peer)?;
-                let (port, system, certificate) =
-                    open_port(address, identity).await.map_err(|error| error.to_string())?;
-                identity.check_certificate(peer.id, certificate.as_ref())?;
-                let running = tokio::task::spawn_local(system);
-                let mut request = port.introduce_request();
-                identity.write_hello(request.get().init_hello(), 0);
-                let answer = request.send().promise.await.map_err(|error| error.to_string())?;
-                let introduction = answer
-                    .get()
-                    .and_then(|answer| crate::rpc::incarnation::read(answer.get_introduction()?))
-                    .map_err(|error| error.to_string());
-                running.abort();
-                introduction
-            };
-            let answer = tokio::time::timeout(crate::rpc::incarnation::INTRODUCE_TIMEOUT, ask)
-                .await
-                .unwrap_or_else(|_| Err("no answer in time".to_string()));
-            (peer.id, answer)
-        });
+        let asks = peers.iter().map(|peer| async move { (peer.id, ask_introduction(identity, peer).await) });
         futures::future::join_all(asks).await
     })
+}
+
+/// Asks `peer` to introduce this member: what it knows of the cluster and of
+/// this member's namespace, within
+/// [`crate::rpc::incarnation::INTRODUCE_TIMEOUT`].
+pub(super) async fn ask_introduction(
+    identity: &PeerIdentity,
+    peer: &Member,
+) -> Result<crate::rpc::incarnation::Introduction, String> {
+    let ask = async {
+        let address = crate::rpc::incarnation::introduction_address(peer)?;
+        let (port, system, certificate) =
+            open_port(address, identity).await.map_err(|error| error.to_string())?;
+        identity.check_certificate(peer.id, certificate.as_ref())?;
+        let running = tokio::task::spawn_local(system);
+        let mut request = port.introduce_request();
+        identity.write_hello(request.get().init_hello(), 0);
+        let answer = request.send().promise.await.map_err(|error| error.to_string())?;
+        let introduction = answer
+            .get()
+            .and_then(|answer| crate::rpc::incarnation::read(answer.get_introduction()?))
+            .map_err(|error| error.to_string());
+        running.abort();
+        introduction
+    };
+    tokio::time::timeout(crate::rpc::incarnation::INTRODUCE_TIMEOUT, ask)
+        .await
+        .unwrap_or_else(|_| Err("no answer in time".to_string()))
 }

@@ -121,6 +121,9 @@ pub struct PeerIdentity {
     /// The members' names as `cluster.members` lists them: what their peer
     /// certificates must name (see `super::member_identity`).
     pub member_names: std::collections::BTreeMap<NodeId, String>,
+    /// Set when a peer proves this member, bootstrapped blind, lost its
+    /// data (see `super::incarnation::Halt`).
+    pub halt: Arc<super::incarnation::Halt>,
 }
 
 impl PeerIdentity {
