@@ -10,8 +10,9 @@
 # `sim: N seeds, F failures`. Exits non-zero on any failure.
 # `--check-determinism` runs the first and last seed again and fails unless
 # they replay byte for byte. `--known-failing S1,S2` names seeds that fail on
-# a bug still open: they are listed loudly apart and not counted, and one of
-# them passing fails the run (take it off the list then).
+# a bug still open: they are listed loudly apart and not counted; one of them
+# passing is said loudly too, without failing the run (take it off the list
+# once a fix makes it pass every time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec cargo test --quiet --test sim -- "$@"
