@@ -415,7 +415,7 @@ impl Default for RaftConfig {
             entries_kept_after_snapshot: 1_000,
             purge_batch_entries: 256,
             refuse_votes_after_unproven_tail: false,
-            apply_committed_at_start: false,
+            apply_committed_at_start: true,
         }
     }
 }

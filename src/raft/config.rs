@@ -46,10 +46,7 @@ pub struct GroupConfig {
     /// On: a restarted member applies its log up to the committed index its
     /// log kept (carried by entries and the idle seal) before it serves, so
     /// its serializable reads do not go back to its last snapshot. Off: it
-    /// applies from its snapshot only as a leader commits again. Off by
-    /// default: the simulator (seed 3, 20 s) found a leader that, after
-    /// such a start, later tried to replicate entries its log had purged,
-    /// and stopped the group; the cause is not found yet.
+    /// applies from its snapshot only as a leader commits again.
     pub apply_committed_at_start: bool,
 }
 
@@ -68,7 +65,7 @@ impl Default for GroupConfig {
             request_timeout_ms: 5_000,
             snapshot_step_timeout_ms: 10_000,
             refuse_votes_after_unproven_tail: false,
-            apply_committed_at_start: false,
+            apply_committed_at_start: true,
         }
     }
 }

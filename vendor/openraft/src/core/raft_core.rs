@@ -1361,14 +1361,28 @@ where
                         }
                     }
 
-                    replication::Response::StorageError { error } => {
-                        tracing::error!(
-                            error = display(&error),
-                            "received Notify::ReplicationStorageError: {}",
-                            func_name!()
-                        );
+                    replication::Response::StorageError { error, session_id } => {
+                        // nvkv: a replication task of a replaced session (the vote or the
+                        // membership changed since) is detached, not stopped, and may still be
+                        // reading entries for a request whose answer will be discarded. The purge
+                        // guard knows only the present session's inflight ranges, so such a task
+                        // can find its entries purged under it: a log that moved on, not a
+                        // failed one. The present session reads the same store, so a store that
+                        // really failed stops the group through it.
+                        if !self.does_replication_session_match(&session_id, "ReplicationStorageError") {
+                            tracing::warn!(
+                                error = display(&error),
+                                "a replication task of a replaced session failed to read the log; ignored"
+                            );
+                        } else {
+                            tracing::error!(
+                                error = display(&error),
+                                "received Notify::ReplicationStorageError: {}",
+                                func_name!()
+                            );
 
-                        return Err(Fatal::from(error));
+                            return Err(Fatal::from(error));
+                        }
                     }
 
                     replication::Response::HigherVote {

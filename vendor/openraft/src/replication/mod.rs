@@ -286,7 +286,10 @@ where
 
                             // TODO: report this error
                             let _ = self.tx_raft_core.send(Notify::Network {
-                                response: Response::StorageError { error },
+                                response: Response::StorageError {
+                                    error,
+                                    session_id: self.session_id.clone(),
+                                },
                             });
                             return Ok(());
                         }

@@ -49,7 +49,16 @@ where C: RaftTypeConfig
     /// [`StorageError`] error has taken place locally(not on remote node) when replicating, and
     /// [`RaftCore`](`crate::core::RaftCore`) needs to shutdown. Sent by a replication task
     /// [`crate::replication::ReplicationCore`].
-    StorageError { error: StorageError<C::NodeId> },
+    StorageError {
+        error: StorageError<C::NodeId>,
+
+        /// nvkv: in which session the error took place. RaftCore stops only for an error of the
+        /// present session: a replication task of a session it replaced (detached, see
+        /// `RaftCore::remove_all_replication`) may still be reading log entries that RaftCore has
+        /// since purged, because the purge guard (`ProgressEntry::is_log_range_inflight`) knows
+        /// only the present session's inflight ranges.
+        session_id: ReplicationSessionId<C::NodeId>,
+    },
 
     /// ReplicationCore has seen a higher `vote`.
     /// Sent by a replication task `ReplicationCore`.
@@ -85,7 +94,9 @@ where C: RaftTypeConfig
                 )
             }
 
-            Self::StorageError { error } => format!("ReplicationStorageError: {}", error),
+            Self::StorageError { error, session_id } => {
+                format!("ReplicationStorageError: {}, session_id: {}", error, session_id)
+            }
 
             Self::HigherVote {
                 target,
