@@ -279,7 +279,14 @@ impl RaftGroup {
             );
             unproven_after = None;
         }
-        if let (Some(index), false) = (unproven_after, config.refuse_votes_after_unproven_tail) {
+        // A known loss (recovery skipped a damaged record that had been
+        // durable) is refused whatever the policy for unproven tails says:
+        // voting with a vote or an acknowledged entry known to be lost can
+        // elect a second leader in a term or one that lacks a committed
+        // entry, and so lose committed writes.
+        let known = log.with(|log| log.loss_is_known(group));
+        if let (Some(index), false, false) = (unproven_after, known, config.refuse_votes_after_unproven_tail)
+        {
             tracing::warn!(
                 group,
                 member,
