@@ -604,6 +604,13 @@ impl RaftGroup {
         self.gate.unproven_after()
     }
 
+    /// What [`RaftGroup::unproven_after`] was when the group started: a test
+    /// reads it after a leader may already have repaired the group.
+    #[cfg(test)]
+    pub fn unproven_after_at_start(&self) -> Option<u64> {
+        self.gate.unproven_after_at_start
+    }
+
     /// Takes a vote request a peer sent this group; a member whose log may
     /// have lost acknowledged records refuses it (see [`PeerGate`]).
     pub async fn handle_vote(

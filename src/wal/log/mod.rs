@@ -746,6 +746,18 @@ impl ShardLog {
         (last.map(|record| first + record.offset), seals)
     }
 
+    /// The LBA of each entry record of `group` in the ring, by index: what a
+    /// test damages to play a bit flip in the middle of the log.
+    #[cfg(test)]
+    pub fn entry_lbas(&self, group: u32) -> Vec<(u64, u64)> {
+        let first = self.region.ring_first_block();
+        self.ring
+            .iter()
+            .filter(|record| record.kind == RecordKind::Entry && record.group == group)
+            .map(|record| (record.index, first + record.offset))
+            .collect()
+    }
+
     pub fn vote(&self, group: u32) -> Option<&[u8]> {
         self.groups.get(&group).and_then(|state| state.vote.as_deref())
     }
