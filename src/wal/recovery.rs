@@ -296,7 +296,10 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
     // instead of taking them for orphans (and drops the old ones even once
     // the head has passed the damaged record).
     for (group, next) in cut_at {
-        log.truncate(group, next)?;
+        // A purge after the hole may have passed the cut (a snapshot that
+        // holds what was lost): the truncation must not reach below it.
+        let past_purge = log.purged(group).map_or(0, |(purged, _)| purged + 1);
+        log.truncate(group, next.max(past_purge))?;
     }
     tracing::info!(
         shard = log.region.shard,

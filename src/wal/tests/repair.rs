@@ -92,6 +92,35 @@ fn wal_record_damaged_mid_log_is_skipped_and_the_groups_that_lost_entries_are_cu
     assert_eq!(again.lba, damaged);
 }
 
+/// A group cut at a damaged record whose log was purged past the cut
+/// later (a snapshot holds what the hole held): the cut's truncation stays
+/// above the purge point, and the group goes on after it.
+#[test]
+fn wal_record_damaged_before_a_purge_past_it_cuts_above_the_purge() {
+    let (namespace, region) = memory(2048);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open");
+    for index in 1..=3 {
+        append_alone(&mut log, 1, index, 1);
+    }
+    let damaged = append_alone(&mut log, 1, 4, 1);
+    append_alone(&mut log, 1, 5, 1);
+    let ticket = log.purge(1, 6, 1).expect("purge");
+    log.wait_durable(ticket).expect("durable");
+    append_alone(&mut log, 2, 1, 1);
+    settle(&mut log);
+    drop(log);
+    namespace.write_bytes(damaged * LBA as u64 + 100, &[0x55]);
+
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("skipped");
+    assert_eq!(log.repaired().expect("reported").cut.get(&1), Some(&3));
+    assert_eq!(log.purged(1), Some((6, 1)));
+    append_alone(&mut log, 1, 7, 2);
+    settle(&mut log);
+    drop(log);
+    let log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
+    assert_eq!(log.entry_range(1), Some((7, 7)));
+}
+
 /// A damaged record with nothing before it in the ring (the first after
 /// the checkpoint) cannot be skipped: nothing says what each group held.
 /// The shard stops, naming the record and its LBA.
