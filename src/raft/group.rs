@@ -279,7 +279,14 @@ impl RaftGroup {
             );
             unproven_after = None;
         }
-        if let (Some(index), false) = (unproven_after, config.refuse_votes_after_unproven_tail) {
+        // A known loss (recovery skipped a damaged record that had been
+        // durable) is refused whatever the policy for unproven tails says:
+        // voting with a vote or an acknowledged entry known to be lost can
+        // elect a second leader in a term or one that lacks a committed
+        // entry, and so lose committed writes.
+        let known = log.with(|log| log.loss_is_known(group));
+        if let (Some(index), false, false) = (unproven_after, known, config.refuse_votes_after_unproven_tail)
+        {
             tracing::warn!(
                 group,
                 member,
@@ -595,6 +602,13 @@ impl RaftGroup {
     /// (see [`PeerGate`]), while it refuses votes.
     pub fn unproven_after(&self) -> Option<u64> {
         self.gate.unproven_after()
+    }
+
+    /// What [`RaftGroup::unproven_after`] was when the group started: a test
+    /// reads it after a leader may already have repaired the group.
+    #[cfg(test)]
+    pub fn unproven_after_at_start(&self) -> Option<u64> {
+        self.gate.unproven_after_at_start
     }
 
     /// Takes a vote request a peer sent this group; a member whose log may

@@ -25,6 +25,9 @@ pub struct PeerGate {
     /// The index after which this member may have lost entries it
     /// acknowledged; its vote may be older than one it gave too.
     unproven_after: Cell<Option<u64>>,
+    /// `unproven_after` as the group started, for tests.
+    #[cfg(test)]
+    pub(super) unproven_after_at_start: Option<u64>,
 }
 
 impl PeerGate {
@@ -40,7 +43,15 @@ impl PeerGate {
         if unproven_after.is_some() {
             raft.runtime_config().elect(false);
         }
-        PeerGate { group, member, raft, log, unproven_after: Cell::new(unproven_after) }
+        PeerGate {
+            group,
+            member,
+            raft,
+            log,
+            unproven_after: Cell::new(unproven_after),
+            #[cfg(test)]
+            unproven_after_at_start: unproven_after,
+        }
     }
 
     /// The index after which this member may have lost acknowledged

@@ -385,7 +385,7 @@ pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[G
     );
     family.sample(name, &format!("member=\"{member}\""), format!("{:.6}", process_cpu_seconds()));
 
-    let counters: [Reading<ShardMetrics, u64>; 11] = [
+    let counters: [Reading<ShardMetrics, u64>; 12] = [
         ("nvkv_log_writes_total", "Group-commit writes to the device.", |m| m.log.writes),
         ("nvkv_log_records_written_total", "Log records those writes carried.", |m| m.log.records_written),
         ("nvkv_device_written_bytes_total", "Bytes written to the namespace by the log.", |m| {
@@ -396,6 +396,12 @@ pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[G
             "nvkv_device_errors_total",
             "Device commands that failed or that the device refused (each also stops the shard's log).",
             |m| m.log.device_errors,
+        ),
+        (
+            "nvkv_log_records_repaired_total",
+            "Damaged records in the middle of the log that recovery skipped, leaving the groups that may have lost \
+             entries with them to be repaired by their leaders.",
+            |m| m.log.records_repaired,
         ),
         ("nvkv_device_reads_total", "Reads of log records from the namespace.", |m| m.log.reads_from_device),
         ("nvkv_snapshots_written_total", "Raft snapshots written to the shard's snapshot area.", |m| {

@@ -26,8 +26,8 @@ pub mod superblock;
 mod tests;
 
 pub use log::{
-    Entry, LogOptions, LogStages, LogStats, ReadRequest, ReadTicket, ShardLog, SnapshotTicket,
-    StageHistogram, Ticket, UnprovenTail,
+    Entry, LogOptions, LogStages, LogStats, ReadRequest, ReadTicket, RepairedRecord, ShardLog,
+    SnapshotTicket, StageHistogram, Ticket, UnprovenTail,
 };
 pub use shared::SharedLog;
 pub use superblock::{FormatOptions, ShardRegion, Superblock};

@@ -3,16 +3,27 @@
 //!
 //! The tail is the first place where the next record (by sequence number
 //! and CRC chain) is not. A torn or corrupt record there is dropped, with
-//! everything after it, when it cannot be proven durable. It is corruption
-//! in the middle, and fatal, when a valid later record says (through its
-//! `durable_before`) that the bad one had already been durable when it was
-//! written: then a record the shard reported durable is damaged. The seal
-//! the log writes whenever it goes idle (`format::RecordKind::Seal`) is such
-//! a record for everything before it.
+//! everything after it, when it cannot be proven durable. It is damage in
+//! the middle when a valid later record says (through its `durable_before`)
+//! that the bad one had already been durable when it was written: then a
+//! record the shard reported durable is damaged. The seal the log writes
+//! whenever it goes idle (`format::RecordKind::Seal`) is such a record for
+//! everything before it.
+//!
+//! Damage in the middle is skipped, not fatal (protocol-aware recovery):
+//! replay goes on at the next record, which chains from the damaged one,
+//! and each group that may have lost entries with it is cut at its last
+//! entry before it (see [`Hole`]), made durable by a truncation record
+//! before any group starts, and refuses votes until a leader has repaired
+//! it from its own copy. It must never keep a group's entries past a point
+//! where it may have lost one, and never let such a group vote. It stops
+//! the shard, naming the record and its LBA, only where it cannot bound
+//! what was lost: the first record after the checkpoint, a second damaged
+//! record, or no valid successor.
 //!
 //! What recovery knows, and what it cannot:
-//! - A record that a later valid record proves durable is never dropped:
-//!   damage to it stops the shard with an error naming its LBA.
+//! - A record that a later valid record proves durable is never dropped in
+//!   silence: damage to it is skipped as above, loudly, and counted.
 //! - A bad record after the last proof is dropped either way, because a
 //!   write torn by a crash while in flight (never reported durable) and a
 //!   record reported durable and damaged later (a bit flip, a latent error,
@@ -47,6 +58,28 @@ pub struct UnprovenTail {
     /// What was found there instead of it.
     pub found: String,
 }
+
+/// A damaged record in the middle of the log that recovery skipped
+/// because later records prove it had been durable (see the module doc):
+/// where it lay, and what each group may have lost with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepairedRecord {
+    /// The sequence number of the skipped record.
+    pub sequence: u64,
+    /// Where it lay.
+    pub lba: u64,
+    /// What was found there instead of it.
+    pub found: String,
+    /// The groups cut at the hole, each with the index after which it may
+    /// have lost entries (its last entry before the hole; 0 for a group
+    /// that held none). Their entries after the hole were dropped.
+    pub cut: BTreeMap<u32, u64>,
+    /// The groups that kept every entry but whose vote the record may have
+    /// held, each with its last index.
+    pub vote_unknown: BTreeMap<u32, u64>,
+}
+
+use std::collections::BTreeSet;
 
 use super::checkpoint::Checkpoint;
 use super::format::{self, DecodeError, RecordKind};
@@ -137,6 +170,8 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
     let mut last_epoch = None;
     let mut used = 0u64;
     let mut orphans = Vec::new();
+    // The damaged record skipped in the middle of the log, if any.
+    let mut hole: Option<Hole> = None;
     loop {
         if offset == ring_blocks {
             offset = 0;
@@ -152,7 +187,7 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
                     && header.log_id == log.region.log_id =>
             {
                 let ring_blocks_used = u64::from(header.blocks);
-                replay(log, &mut orphans, &header, payload, offset, crc)?;
+                replay(log, &mut orphans, hole.as_mut(), &header, payload, offset, crc)?;
                 used += ring_blocks_used;
                 offset += ring_blocks_used;
                 expected += 1;
@@ -167,7 +202,30 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
                     ),
                     Err(error) => error.to_string(),
                 };
-                check_torn_not_corrupt(log, &mut reader, offset, expected, &what)?;
+                if let Some(proof) = later_proof(log, &mut reader, offset, expected)? {
+                    let skipped =
+                        skip_damaged(log, &mut reader, offset, expected, &what, proof, hole.is_some())?;
+                    let lba = log.region.ring_first_block() + offset;
+                    hole = Some(Hole::new(log, expected, lba, what));
+                    log.ring.push_back(RingRecord {
+                        sequence: expected,
+                        offset,
+                        blocks: skipped.blocks,
+                        // A record with no effect on replay that reclaim may
+                        // pass: so the head never stops at the damaged one.
+                        kind: RecordKind::Wrap,
+                        group: 0,
+                        index: 0,
+                        // The next record chains from the damaged one's CRC,
+                        // so that is what a checkpoint past it must name.
+                        crc: skipped.previous_crc,
+                    });
+                    used += skipped.blocks;
+                    offset += skipped.blocks;
+                    expected += 1;
+                    previous_crc = skipped.previous_crc;
+                    continue;
+                }
                 if !tail_is_clean(log, &mut reader, offset, expected, last_epoch)? {
                     let lba = log.region.ring_first_block() + offset;
                     let header = format::decode_header(reader.get(log, offset, 1)?, log.lba_bytes).ok();
@@ -197,6 +255,10 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
             })?;
         }
     }
+    let cut_at = match hole {
+        Some(hole) => hole.finish(log),
+        None => BTreeMap::new(),
+    };
     if let Some(orphan) = orphans.first() {
         return Err(WalError::Corrupt(format!(
             "record {} at LBA {} holds entry {} of group {}, but the group's next entry is {} and no later \
@@ -227,6 +289,18 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
     }
     clamp_committed(log);
     log.used_blocks = used;
+    // The cut is made durable before any group starts taking entries: the
+    // truncation lies in the ring before every entry a leader sends to
+    // repair the group, so the next recovery, which meets the same damaged
+    // record and the entries after it again, replays the repaired entries
+    // instead of taking them for orphans (and drops the old ones even once
+    // the head has passed the damaged record).
+    for (group, next) in cut_at {
+        // A purge after the hole may have passed the cut (a snapshot that
+        // holds what was lost): the truncation must not reach below it.
+        let past_purge = log.purged(group).map_or(0, |(purged, _)| purged + 1);
+        log.truncate(group, next.max(past_purge))?;
+    }
     tracing::info!(
         shard = log.region.shard,
         groups = log.groups.len(),
@@ -262,16 +336,21 @@ fn read_record_at(
     Ok(format::decode_record(bytes, lba_bytes).map(|(header, payload, crc)| (header, payload.to_vec(), crc)))
 }
 
+/// A valid later record of this log, written after the record it proves.
+struct Proof {
+    position: u64,
+    sequence: u64,
+}
+
 /// Looks past a bad record at `offset` for a valid later record written
-/// after the bad one was durable. Finding one means corruption in the
-/// middle of the log: fatal, naming the LBA and what was expected.
-fn check_torn_not_corrupt(
+/// after the bad one was durable. Finding one means damage in the middle of
+/// the log, to a record the shard reported durable: never a torn tail.
+fn later_proof(
     log: &mut ShardLog,
     reader: &mut RingReader,
     offset: u64,
     expected: u64,
-    what: &str,
-) -> Result<(), WalError> {
+) -> Result<Option<Proof>, WalError> {
     let ring_blocks = log.ring_blocks;
     let window = (LOOKAHEAD_BYTES / log.lba_bytes as u64).min(ring_blocks.saturating_sub(1));
     for step in 1..=window {
@@ -290,18 +369,219 @@ fn check_torn_not_corrupt(
         }
         let bytes = reader.get(log, position, on_disk_blocks)?;
         if format::decode_record(bytes, log.lba_bytes).is_ok() {
-            return Err(WalError::Corrupt(format!(
-                "shard {} record {expected} at LBA {} is damaged ({what}), but record {} at LBA {} was written after \
-                 it was durable; the log cannot be trusted past LBA {}. Restore this node from its peers or a backup.",
-                log.region.shard,
-                log.region.ring_first_block() + offset,
-                header.sequence,
-                log.region.ring_first_block() + position,
-                log.region.ring_first_block() + offset,
-            )));
+            return Ok(Some(Proof { position, sequence: header.sequence }));
         }
     }
-    Ok(())
+    Ok(None)
+}
+
+/// Where replay goes on past a skipped record.
+struct Skipped {
+    /// Ring blocks the damaged record took.
+    blocks: u64,
+    /// Its CRC, as the record after it names it.
+    previous_crc: u32,
+}
+
+/// Finds the record after the damaged one at `offset`, which `proof`
+/// proved was durable, so that replay can go on past it: the first valid
+/// record of this log after `offset`, up to the proof, with the next
+/// sequence number. The records after it chain from it, as it chains from
+/// the damaged one (whose CRC it names). Fails, naming the record and its
+/// LBA, when the damage cannot be skipped safely: a second damaged record
+/// in one recovery, the record at the head (nothing before it in this log
+/// says what each group held), or no such successor (more than one record
+/// lost, whose contents no group's entries could bound).
+fn skip_damaged(
+    log: &mut ShardLog,
+    reader: &mut RingReader,
+    offset: u64,
+    expected: u64,
+    what: &str,
+    proof: Proof,
+    skipped_one: bool,
+) -> Result<Skipped, WalError> {
+    let ring_blocks = log.ring_blocks;
+    let first_lba = log.region.ring_first_block();
+    let shard = log.region.shard;
+    let corrupt = |why: &str| {
+        WalError::Corrupt(format!(
+            "shard {} record {expected} at LBA {} is damaged ({what}), but record {} at LBA {} was written after it \
+             was durable, and {why}; the log cannot be trusted past LBA {}. Restore this node from its peers or a \
+             backup.",
+            shard,
+            first_lba + offset,
+            proof.sequence,
+            first_lba + proof.position,
+            first_lba + offset,
+        ))
+    };
+    if skipped_one {
+        return Err(corrupt("recovery already skipped a damaged record in this log"));
+    }
+    if expected == log.head_sequence {
+        return Err(corrupt("it is the first record after the checkpoint"));
+    }
+    let distance = (proof.position + ring_blocks - offset) % ring_blocks;
+    for step in 1..=distance {
+        let position = (offset + step) % ring_blocks;
+        // A record never spans the end of the ring: only a wrap record at
+        // the damaged place could be followed by one at block 0.
+        if position < offset && position != 0 {
+            break;
+        }
+        let first = reader.get(log, position, 1)?;
+        let Ok(header) = format::decode_header(first, log.lba_bytes) else { continue };
+        if header.log_id != log.region.log_id || header.sequence != expected + 1 {
+            continue;
+        }
+        let on_disk_blocks = if header.kind == RecordKind::Wrap { 1 } else { u64::from(header.blocks) };
+        if position + on_disk_blocks > ring_blocks {
+            continue;
+        }
+        let bytes = reader.get(log, position, on_disk_blocks)?;
+        if format::decode_record(bytes, log.lba_bytes).is_err() {
+            continue;
+        }
+        let blocks = if position == 0 { ring_blocks - offset } else { position - offset };
+        return Ok(Skipped { blocks, previous_crc: header.previous_crc });
+    }
+    Err(corrupt(&format!("no valid record {} follows it", expected + 1)))
+}
+
+/// What recovery learns of each group after skipping a damaged record in
+/// the middle of the log, whose header (no part of the record can be
+/// trusted) may have named any group and any kind: an entry, a vote, a
+/// truncation, a purge, a snapshot reference or a seal.
+///
+/// - A group whose first entry after the hole is the next one it needed
+///   lost no entry: its log continues. A lost truncation would show (the
+///   next entry would repeat an index it holds), a lost purge only leaves
+///   entries it still holds readable, and the hole is one record, so it
+///   held no entry of this group. Its vote may still have been there, so
+///   unless a vote record of the group follows the hole, it refuses votes
+///   until a leader has caught it up: a vote lost and given again in the
+///   same term lets two candidates win one term.
+/// - A group whose first entry after the hole repeats an index it holds
+///   lost a truncation there: its entries from that index are dropped, as
+///   the truncation did, and the entry is replayed. Nothing else was lost
+///   with it, but it is treated as above all the same.
+/// - A group whose first entry after the hole skips indexes, or that has
+///   no entry after it, may have lost entries it acknowledged: its log is
+///   cut at its last entry before the hole, its later entries are dropped
+///   (the entries a leader sends to repair it are the first replayed
+///   again), and it refuses votes until a leader has brought it past the
+///   cut. Voting with an acknowledged entry lost could elect a candidate
+///   that lacks a committed entry.
+/// - A group with no state in the log may have had its only record there.
+///
+/// A snapshot reference lost in the hole leaves the group its previous
+/// snapshot, which the leader's next snapshot replaces.
+struct Hole {
+    record: RepairedRecord,
+    /// Groups whose first entry after the hole was replayed (continued or
+    /// truncated), and groups cut.
+    resolved: BTreeSet<u32>,
+    /// Groups cut whose entries past the next one they need are dropped,
+    /// until a repaired entry at it comes.
+    cutting: BTreeSet<u32>,
+    /// Groups cut, with the index their truncation record removes from.
+    cut_at: BTreeMap<u32, u64>,
+    /// Groups with a vote record after the hole.
+    voted: BTreeSet<u32>,
+}
+
+impl Hole {
+    fn new(log: &mut ShardLog, sequence: u64, lba: u64, found: String) -> Hole {
+        log.stats.records_repaired += 1;
+        Hole {
+            record: RepairedRecord {
+                sequence,
+                lba,
+                found,
+                cut: BTreeMap::new(),
+                vote_unknown: BTreeMap::new(),
+            },
+            resolved: BTreeSet::new(),
+            cutting: BTreeSet::new(),
+            cut_at: BTreeMap::new(),
+            voted: BTreeSet::new(),
+        }
+    }
+
+    /// Whether an entry of `group` at `index`, after the hole, is replayed
+    /// (false: it follows entries the group may have lost, and is dropped).
+    fn entry(&mut self, group: u32, state: &mut GroupState, index: u64) -> bool {
+        let next = state.next_index().unwrap_or(0);
+        if self.cutting.contains(&group) {
+            if index == next {
+                // The first entry a leader sent to repair the group (after
+                // the truncation an earlier recovery wrote): the cut is
+                // durable already, and a new truncation would drop these.
+                self.cutting.remove(&group);
+                self.cut_at.remove(&group);
+                return true;
+            }
+            // Below: an orphan unless a later truncation removes it, as
+            // anywhere. Above: it follows what the group may have lost.
+            return index < next;
+        }
+        if !self.resolved.insert(group) || index == next {
+            return true;
+        }
+        if index < next {
+            // The hole held this group's truncation.
+            state.truncate(index);
+            return true;
+        }
+        let after = state.last_index().unwrap_or(0);
+        self.record.cut.insert(group, after);
+        self.cutting.insert(group);
+        self.cut_at.insert(group, next);
+        false
+    }
+
+    /// Ends replay: decides for the groups that showed nothing after the
+    /// hole, marks every group that may have lost something so it refuses
+    /// votes until repaired (whatever the policy for unproven tails), logs
+    /// it, and returns the truncation each cut group needs.
+    fn finish(mut self, log: &mut ShardLog) -> BTreeMap<u32, u64> {
+        for (group, state) in &log.groups {
+            if self.resolved.contains(group) {
+                continue;
+            }
+            // No entry after the hole: it may have held the next one.
+            let next = state.next_index().unwrap_or(0);
+            self.record.cut.insert(*group, state.last_index().unwrap_or(0));
+            self.cut_at.insert(*group, next);
+        }
+        for (group, state) in &log.groups {
+            if !self.record.cut.contains_key(group) && !self.voted.contains(group) {
+                self.record.vote_unknown.insert(*group, state.last_index().unwrap_or(0));
+            }
+        }
+        for (group, after) in self.record.cut.iter().chain(&self.record.vote_unknown) {
+            let listed = log.unproven.entry(*group).or_insert(*after);
+            *listed = (*listed).max(*after);
+            log.known_loss.insert(*group);
+        }
+        log.known_loss_others = true;
+        log.unproven_others = true;
+        log.unsealed = true;
+        tracing::warn!(
+            shard = log.region.shard,
+            lba = self.record.lba,
+            sequence = self.record.sequence,
+            found = %self.record.found,
+            cut = ?self.record.cut,
+            vote_unknown = ?self.record.vote_unknown,
+            "skipped a damaged record in the middle of the log that later records prove was durable: each group \
+             cut may have lost the entries after the index given (its later entries are dropped), and the other \
+             groups may have lost their vote; these groups grant no vote until a leader has repaired them"
+        );
+        log.repaired = Some(self.record);
+        self.cut_at
+    }
 }
 
 /// Whether the block at `offset`, where the record with sequence
@@ -380,6 +660,7 @@ fn clamp_committed(log: &mut ShardLog) {
 fn replay(
     log: &mut ShardLog,
     orphans: &mut Vec<Orphan>,
+    hole: Option<&mut Hole>,
     header: &format::RecordHeader,
     payload: Vec<u8>,
     offset: u64,
@@ -401,6 +682,8 @@ fn replay(
             let purged = state.purged.map(|(index, _)| index);
             if purged.is_some_and(|purged| header.index <= purged) {
                 // Purged after it was written; the checkpoint already knows.
+            } else if hole.is_some_and(|hole| !hole.entry(header.group, state, header.index)) {
+                // It follows entries the group may have lost in the hole.
             } else if state.next_index().is_none_or(|next| next == header.index) {
                 state.entries.push_back(EntryMeta {
                     index: header.index,
@@ -423,7 +706,12 @@ fn replay(
                 });
             }
         }
-        RecordKind::Vote => log.groups.entry(header.group).or_default().vote = Some(payload),
+        RecordKind::Vote => {
+            if let Some(hole) = hole {
+                hole.voted.insert(header.group);
+            }
+            log.groups.entry(header.group).or_default().vote = Some(payload);
+        }
         RecordKind::Truncate => {
             log.groups.entry(header.group).or_default().truncate(header.index);
             orphans.retain(|orphan| orphan.group != header.group || orphan.index < header.index);

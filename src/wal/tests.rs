@@ -13,6 +13,7 @@ use crate::nvme::memory::MemoryNamespace;
 use crate::nvme::{Namespace, QueuePairConfig};
 
 mod committed;
+mod repair;
 mod tail;
 use tail::last_record;
 

@@ -412,6 +412,53 @@ fn a_member_that_dropped_an_unproven_tail_votes_again_once_a_leader_caught_it_up
     });
 }
 
+/// raft::vote::known_loss: a follower finds a damaged entry in the middle
+/// of its log. Recovery skips it and cuts the group there; with the option
+/// for unproven tails off, the group still refuses votes (the loss is
+/// known), its leader repairs the entries it lost, and it votes again.
+#[test]
+fn a_member_that_skipped_a_damaged_record_mid_log_refuses_votes_until_repaired_whatever_the_option() {
+    run(async {
+        let config = GroupConfig { refuse_votes_after_unproven_tail: false, ..fast_config() };
+        let mut cluster = Cluster::new(config).await;
+        let group = GROUPS[0];
+        cluster.write_many(group, 0, 10).await;
+        cluster.converged(group, 10).await;
+
+        tracing::info!("a follower stops, and an entry in the middle of its log rots");
+        let follower = cluster.plain_follower().await;
+        let last = cluster.up[&follower].log.with(|log| log.last_index(group)).expect("entries");
+        let entries = cluster.up[&follower].log.with(|log| log.entry_lbas(group));
+        assert!(entries.len() >= 6, "entries in the log: {entries:?}");
+        let (damaged_index, damaged) = entries[entries.len() / 2];
+        cluster.stop(follower).await;
+        let namespace = cluster.down[&follower].namespace.clone();
+        let mut queue = namespace.open_queue_pair(&QueuePairConfig::default()).expect("queue pair");
+        let mut block = crate::wal::blocking::read(queue.as_mut(), damaged, 1).expect("read the record");
+        block[50] ^= 0x40; // the term field: covered by the CRC
+        crate::wal::blocking::write(queue.as_mut(), damaged, block, true).expect("damage the record");
+        drop(queue);
+
+        tracing::info!("it restarts with the group cut, refusing votes; the leader repairs it");
+        cluster.restart(follower).await;
+        let log = cluster.up[&follower].log.clone();
+        let repaired = log.with(|log| log.repaired().cloned()).expect("recovery skipped the record");
+        assert_eq!(repaired.cut.get(&group), Some(&(damaged_index - 1)), "{repaired:?}");
+        assert_eq!(
+            cluster.running(follower, group).group.unproven_after_at_start(),
+            Some(damaged_index - 1),
+            "a known loss is refused with raft.refuse_votes_after_unproven_tail off"
+        );
+        cluster.write_many(group, 10, 5).await;
+        cluster.converged(group, 15).await;
+        wait_for(&format!("member {follower} to vote again in group {group}"), || {
+            cluster.running(follower, group).group.unproven_after().is_none().then_some(())
+        })
+        .await;
+        assert!(log.with(|log| log.last_index(group)).is_some_and(|index| index > last));
+    });
+}
+
 /// raft::vote::unproven_tail: a member votes for itself, and the vote record
 /// (its last, no seal after it, as if the power went before the seal
 /// landed) is damaged at rest. Recovery drops it as a tail it cannot prove

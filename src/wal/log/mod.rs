@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use super::checkpoint::{self, Checkpoint, GroupCheckpoint};
 use super::format::{self, RecordHeader, RecordKind, HEADER_BYTES};
-pub use super::recovery::UnprovenTail;
+pub use super::recovery::{RepairedRecord, UnprovenTail};
 use super::snapshot::{self as snapshot_format, SnapshotArea, SnapshotRef};
 use super::superblock::ShardRegion;
 use super::{Durability, WalError};
@@ -102,6 +102,10 @@ pub struct LogStats {
     /// Device commands that failed (an error completion) or that the
     /// device refused to take.
     pub device_errors: u64,
+    /// Damaged records in the middle of the log that recovery skipped,
+    /// leaving the groups that may have lost entries to be repaired by
+    /// their leaders (at most one per open).
+    pub records_repaired: u64,
     pub head_sequence: u64,
     pub next_sequence: u64,
     pub used_bytes: u64,
@@ -449,6 +453,16 @@ pub struct ShardLog {
     /// Set by recovery when it dropped a damaged tail that no record proves
     /// was never reported durable (see `super::recovery`).
     pub(super) unproven_tail: Option<UnprovenTail>,
+    /// Set by recovery when it skipped a damaged record in the middle of
+    /// the log (see `super::recovery`): where, and which groups it cut.
+    pub(super) repaired: Option<RepairedRecord>,
+    /// The groups that recovery knows may have lost acknowledged records or
+    /// a vote in this open (a skipped damaged record): they refuse votes
+    /// whatever the option about unproven tails says, until marked proven.
+    pub(super) known_loss: std::collections::BTreeSet<u32>,
+    /// A skipped damaged record may have held the only record of a group
+    /// with no state in the log now.
+    pub(super) known_loss_others: bool,
     /// The groups that may have lost acknowledged records in a recovery
     /// (this one or an earlier one), with the index after which they may
     /// have: every seal carries them, so they survive restarts until
@@ -484,7 +498,7 @@ pub struct ShardLog {
     /// Reads and snapshot writes waiting for a queue slot.
     deferred: VecDeque<(Command, u64)>,
     /// Counters `nvkv status` shows.
-    stats: LogStats,
+    pub(super) stats: LogStats,
     /// Per-stage histograms (queue wait, device write, ...).
     stages: LogStages,
 }
@@ -581,6 +595,9 @@ impl ShardLog {
             snapshot_reads: HashMap::new(),
             snapshot_reads_done: HashMap::new(),
             unproven_tail: None,
+            repaired: None,
+            known_loss: std::collections::BTreeSet::new(),
+            known_loss_others: false,
             unproven: BTreeMap::new(),
             unproven_others: false,
             committed: BTreeMap::new(),
@@ -654,6 +671,23 @@ impl ShardLog {
             .or_else(|| (self.unproven_other_group(group)).then(|| self.last_index(group).unwrap_or(0)))
     }
 
+    /// What recovery skipped in the middle of the log, if it skipped a
+    /// damaged record (a record later records prove was durable).
+    pub fn repaired(&self) -> Option<&RepairedRecord> {
+        self.repaired.as_ref()
+    }
+
+    /// Whether `group`'s possible loss ([`ShardLog::may_have_lost_after`])
+    /// is known, not merely possible: recovery skipped a damaged record
+    /// that had been durable, so the member may have acknowledged entries or
+    /// given a vote it no longer holds. Such a group must not vote until a
+    /// leader has repaired it, whatever the policy for unproven tails.
+    pub fn loss_is_known(&self, group: u32) -> bool {
+        self.may_have_lost_after(group).is_some()
+            && (self.known_loss.contains(&group)
+                || (self.known_loss_others && !self.groups.contains_key(&group)))
+    }
+
     fn unproven_other_group(&self, group: u32) -> bool {
         self.unproven_others && !self.groups.contains_key(&group)
     }
@@ -663,6 +697,7 @@ impl ShardLog {
     /// next seal no longer lists it.
     pub fn mark_proven(&mut self, group: u32) {
         let listed = self.unproven.remove(&group).is_some();
+        self.known_loss.remove(&group);
         if listed || self.unproven_other_group(group) {
             // A group with no state that gets some is listed by no seal.
             self.unsealed = true;
@@ -709,6 +744,18 @@ impl ShardLog {
             .collect();
         let last = self.ring.iter().rev().find(|record| record.kind != RecordKind::Seal);
         (last.map(|record| first + record.offset), seals)
+    }
+
+    /// The LBA of each entry record of `group` in the ring, by index: what a
+    /// test damages to play a bit flip in the middle of the log.
+    #[cfg(test)]
+    pub fn entry_lbas(&self, group: u32) -> Vec<(u64, u64)> {
+        let first = self.region.ring_first_block();
+        self.ring
+            .iter()
+            .filter(|record| record.kind == RecordKind::Entry && record.group == group)
+            .map(|record| (record.index, first + record.offset))
+            .collect()
     }
 
     pub fn vote(&self, group: u32) -> Option<&[u8]> {
