@@ -385,7 +385,7 @@ pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[G
     );
     family.sample(name, &format!("member=\"{member}\""), format!("{:.6}", process_cpu_seconds()));
 
-    let counters: [Reading<ShardMetrics, u64>; 11] = [
+    let counters: [Reading<ShardMetrics, u64>; 12] = [
         ("nvkv_log_writes_total", "Group-commit writes to the device.", |m| m.log.writes),
         ("nvkv_log_records_written_total", "Log records those writes carried.", |m| m.log.records_written),
         ("nvkv_device_written_bytes_total", "Bytes written to the namespace by the log.", |m| {
@@ -410,6 +410,12 @@ pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[G
             "nvkv_raft_proposals_held_back_total",
             "Client writes that waited for room in their group's full proposal queue.",
             |m| m.proposals_held_back,
+        ),
+        (
+            "nvkv_etcd_direct_calls_total",
+            "etcd KV calls (Range, Put, DeleteRange, Txn) the etcd port answered on its direct unary path, \
+             without tonic's router and codec.",
+            |m| m.etcd_direct_calls,
         ),
     ];
     for (name, help, value) in counters {
@@ -542,6 +548,7 @@ mod tests {
             proposals: 2,
             proposed_commands: 5,
             proposals_held_back: 1,
+            etcd_direct_calls: 9,
         };
         let text = render(4, &[(metrics, StatsSnapshot::default())], &[GroupReport::default()]);
         // The value of the sample whose line starts with `prefix`.
@@ -558,6 +565,7 @@ mod tests {
         assert_eq!(bucket("+Inf"), "5");
         assert_eq!(value(&format!("nvkv_stage_duration_seconds_count{{{labels}}}")), "5");
         assert_eq!(value("nvkv_log_writes_total{"), "7");
+        assert_eq!(value("nvkv_etcd_direct_calls_total{"), "9");
         assert!(text.contains("# TYPE nvkv_log_writes_total counter\n"), "{text}");
         assert!(text.contains("nvkv_group_term{member=\"4\",group=\"0\"} 0\n"), "{text}");
         let hop = "member=\"4\",shard=\"1\",hop=\"leader append durable\"";

@@ -208,5 +208,6 @@ pub fn local_metrics() -> Option<ShardMetrics> {
         proposals: above.proposals,
         proposed_commands: above.proposed_commands,
         proposals_held_back: above.proposals_held_back,
+        etcd_direct_calls: above.etcd_direct_calls,
     })
 }
