@@ -95,7 +95,11 @@ pub async fn serve(call: Call, shard: &ShardLocal, request: http::Request<Incomi
                 let body = Body::new(http_body_util::Full::new(message));
                 return Served::ToTonic(http::Request::from_parts(parts, body));
             };
-            match shard.acting_as(token, connection) {
+            let acting = shard.acting_as(token, connection);
+            // Neither is needed while the call runs: the message may hold
+            // a share of the connection's read buffer.
+            drop((message, parts));
+            match acting {
                 Ok(acting) => answer($call(&acting, &decoded).await),
                 Err(refused) => refused.into_http(),
             }
