@@ -766,3 +766,124 @@ fn quiet_watches_hear_progress_ranges_watch_their_interval_and_ranges_across_gro
     });
     drop(daemon.child.kill());
 }
+
+/// The etcd KV calls the etcd port answered on its direct unary path, on
+/// all its shards (`nvkv_etcd_direct_calls_total` on the metrics endpoint).
+fn direct_calls(metrics_port: u16) -> u64 {
+    let (status, body) = http_get(metrics_port, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    let samples: Vec<u64> = body
+        .lines()
+        .filter(|line| line.starts_with("nvkv_etcd_direct_calls_total{"))
+        .map(|line| line.rsplit(' ').next().and_then(|value| value.parse().ok()).expect("a count"))
+        .collect();
+    assert_eq!(samples.len(), 2, "one count per shard:\n{body}");
+    samples.iter().sum()
+}
+
+/// The gRPC code and message of an etcd client error.
+fn code_and_message(error: etcd_client::Error) -> (tonic::Code, String) {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => (status.code(), status.message().to_string()),
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}
+
+/// Range, Put, DeleteRange and Txn are answered on the etcd port's direct
+/// unary path (its counter counts each), with the answers and refusals
+/// tonic's service gave: a future revision, a request over the size limit,
+/// a write the caller's roles do not allow. A message over the limit and
+/// its headroom is tonic's to refuse, with tonic's words.
+#[test]
+fn hot_kv_calls_take_the_direct_path_and_answer_as_the_tonic_service() {
+    let metrics_port = common::cluster::free_ports(1);
+    let setup = Setup::new(&format!(
+        "[reactor]\nshards = 2\n\n[store]\nrequest_bytes_max = \"64KiB\"\nvalue_bytes_max = \"32KiB\"\n\n[metrics]\naddress = \
+         \"127.0.0.1:{metrics_port}\"\n"
+    ));
+    let mut daemon = Daemon::start(&setup.config);
+    let endpoint = ready_etcd_endpoint(&daemon.wait_ready());
+    run(async {
+        let mut client = Client::connect([endpoint.as_str()], None).await.expect("the etcd client connects");
+        let before = direct_calls(metrics_port);
+
+        eprintln!("phase: puts, ranges, a txn and a delete");
+        let mut last = 0;
+        for index in 0..10 {
+            let put = client.put(format!("/direct/{index}"), format!("v{index}"), None).await.expect("put");
+            last = last.max(put.header().expect("a header").revision());
+        }
+        for index in 0..10 {
+            let got = client.get(format!("/direct/{index}"), None).await.expect("get");
+            let kv = &got.kvs()[0];
+            assert_eq!(
+                (kv.key(), kv.value()),
+                (format!("/direct/{index}").as_bytes(), format!("v{index}").as_bytes())
+            );
+        }
+        let txn = Txn::new()
+            .when([Compare::value("/direct/0", CompareOp::Equal, "v0")])
+            .and_then([TxnOp::put("/direct/0", "w0", None)]);
+        assert!(client.txn(txn).await.expect("txn").succeeded(), "the txn's compare held");
+        let deleted =
+            client.delete("/direct/1", Some(DeleteOptions::new().with_prev_key())).await.expect("delete");
+        assert_eq!(deleted.prev_kvs()[0].value(), b"v1");
+        let got = client.get("/direct/0", None).await.expect("get");
+        assert_eq!(got.kvs()[0].value(), b"w0");
+        assert_eq!(direct_calls(metrics_port), before + 23, "every call took the direct path");
+
+        eprintln!("phase: refusals answered directly, with the codes and words tonic's service gave");
+        let future = client.get("/direct/2", Some(GetOptions::new().with_revision(last + (1 << 40)))).await;
+        assert_eq!(
+            code_and_message(future.unwrap_err()),
+            (tonic::Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision".to_string())
+        );
+        let large = client.put("/direct/large", vec![b'x'; 100 << 10], None).await;
+        assert_eq!(
+            code_and_message(large.unwrap_err()),
+            (tonic::Code::InvalidArgument, "etcdserver: request is too large".to_string())
+        );
+        assert_eq!(direct_calls(metrics_port), before + 25, "the refusals took the direct path");
+
+        eprintln!("phase: a message over the limit and its headroom is tonic's refusal");
+        let huge = client.put("/direct/huge", vec![b'x'; 200 << 10], None).await;
+        let (code, refusal) = code_and_message(huge.unwrap_err());
+        assert_eq!(code, tonic::Code::OutOfRange, "{refusal}");
+        assert!(refusal.contains("decoded message length too large"), "{refusal}");
+        assert_eq!(direct_calls(metrics_port), before + 25, "tonic refused it");
+
+        eprintln!("phase: a reader's put is denied, its range served, root's put done");
+        client.role_add("root").await.expect("role root");
+        client.user_add("root", "rootpw", None).await.expect("user root");
+        client.user_grant_role("root", "root").await.expect("root is root");
+        client.role_add("reading").await.expect("role reading");
+        let permission = etcd_client::Permission::read("/direct/").with_prefix();
+        client.role_grant_permission("reading", permission).await.expect("reading may read /direct/");
+        client.user_add("reader", "readerpw", None).await.expect("user reader");
+        client.user_grant_role("reader", "reading").await.expect("reader reads");
+        client.auth_enable().await.expect("auth enabled");
+        let as_user = |name: &'static str, password: &'static str| {
+            let options = etcd_client::ConnectOptions::new().with_user(name, password);
+            Client::connect([endpoint.clone()], Some(options))
+        };
+        let mut reader = as_user("reader", "readerpw").await.expect("the reader connects");
+        let before = direct_calls(metrics_port);
+        let denied = reader.put("/direct/2", "r", None).await;
+        assert_eq!(
+            code_and_message(denied.unwrap_err()),
+            (tonic::Code::PermissionDenied, "etcdserver: permission denied".to_string())
+        );
+        let got = reader.get("/direct/2", None).await.expect("the reader reads");
+        assert_eq!(got.kvs()[0].value(), b"v2");
+        let mut root = as_user("root", "rootpw").await.expect("root connects");
+        root.put("/direct/2", "root", None).await.expect("root writes");
+        let anonymous = client.put("/direct/3", "anyone", None).await;
+        assert_eq!(
+            code_and_message(anonymous.unwrap_err()),
+            (tonic::Code::InvalidArgument, "etcdserver: user name is empty".to_string())
+        );
+        assert_eq!(direct_calls(metrics_port), before + 4, "the callers' calls took the direct path");
+    });
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_exit();
+}

@@ -55,14 +55,27 @@ impl ShardLocal {
     /// them), else the user its connection's client certificate names,
     /// else nobody.
     pub fn acting_for<T>(&self, request: &Request<T>) -> Result<ShardLocal, Status> {
-        let caller = match request.metadata().get("token") {
+        let token = request.metadata().get("token").map(|token| token.as_bytes());
+        self.acting_as(token, request.extensions().get::<Caller>())
+    }
+
+    /// [`ShardLocal::acting_for`] from a call's parts: the bytes of its
+    /// `token` header, and the caller its connection carries. The direct
+    /// unary path (`etcd::unary`) reads them from the HTTP request itself.
+    pub fn acting_as(&self, token: Option<&[u8]>, connection: Option<&Caller>) -> Result<ShardLocal, Status> {
+        let caller = match token {
             Some(token) => {
-                let token = token
-                    .to_str()
-                    .map_err(|_| convert::auth_status(&AuthError::InvalidToken("not text".into())))?;
-                self.handle()?.session(token).map_err(status)?
+                // What `to_str` of an HTTP header value takes: visible
+                // ASCII and tabs.
+                let text = token
+                    .iter()
+                    .all(|byte| *byte == b'\t' || (32..127).contains(byte))
+                    .then(|| std::str::from_utf8(token).ok())
+                    .flatten()
+                    .ok_or_else(|| convert::auth_status(&AuthError::InvalidToken("not text".into())))?;
+                self.handle()?.session(text).map_err(status)?
             }
-            None => request.extensions().get::<Caller>().cloned().unwrap_or_default(),
+            None => connection.cloned().unwrap_or_default(),
         };
         Ok(ShardLocal { caller, ..self.clone() })
     }
@@ -104,17 +117,6 @@ pub fn on_this_shard<F: std::future::Future>(future: F) -> SendWrapper<F> {
     SendWrapper::new(future)
 }
 
-/// [`on_this_shard`] for a KV call, counted as the reactor's load while it
-/// runs (`reactor::work_in_flight`).
-fn kv_call_on_this_shard<F: std::future::Future>(
-    future: F,
-) -> SendWrapper<impl std::future::Future<Output = F::Output>> {
-    SendWrapper::new(async move {
-        let _counted = crate::reactor::work_in_flight(1);
-        future.await
-    })
-}
-
 pub struct EtcdKv {
     shard: ShardLocal,
 }
@@ -132,20 +134,7 @@ type RangeStream =
 impl pb::kv_server::Kv for EtcdKv {
     async fn range(&self, request: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
         let shard = self.shard.acting_for(&request)?;
-        let request = request.into_inner();
-        kv_call_on_this_shard(async {
-            self.shard.check_size(&request)?;
-            let range = convert::range_request(&request)?;
-            self.shard.info.limits.check_key(&range.key).map_err(convert::limit_status)?;
-            let answer = shard.requests()?.range(range, !request.serializable).await.map_err(status)?;
-            Ok(Response::new(convert::range_response(
-                &self.shard.info,
-                answer.term,
-                &request,
-                answer.response,
-            )))
-        })
-        .await
+        on_this_shard(range(&shard, &request.into_inner())).await.map(Response::new)
     }
 
     type RangeStreamStream = RangeStream;
@@ -162,19 +151,7 @@ impl pb::kv_server::Kv for EtcdKv {
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let shard = self.shard.acting_for(&request)?;
-        let request = request.into_inner();
-        kv_call_on_this_shard(async {
-            self.shard.check_size(&request)?;
-            let put = convert::put_request(&request)?;
-            self.shard.info.limits.check_put(&put).map_err(convert::limit_status)?;
-            let requests = &shard.requests()?;
-            if request.ignore_value || request.ignore_lease {
-                return self.put_keeping(requests, &request).await;
-            }
-            let answer = requests.put(put).await.map_err(status)?;
-            Ok(Response::new(convert::put_response(&self.shard.info, answer.term, answer.response)))
-        })
-        .await
+        on_this_shard(put(&shard, &request.into_inner())).await.map(Response::new)
     }
 
     async fn delete_range(
@@ -182,27 +159,12 @@ impl pb::kv_server::Kv for EtcdKv {
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let shard = self.shard.acting_for(&request)?;
-        let request = request.into_inner();
-        kv_call_on_this_shard(async {
-            self.shard.check_size(&request)?;
-            let delete = convert::delete_request(&request)?;
-            let answer = shard.requests()?.delete_range(delete).await.map_err(status)?;
-            Ok(Response::new(convert::delete_response(&self.shard.info, answer.term, answer.response)))
-        })
-        .await
+        on_this_shard(delete_range(&shard, &request.into_inner())).await.map(Response::new)
     }
 
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         let shard = self.shard.acting_for(&request)?;
-        let request = request.into_inner();
-        kv_call_on_this_shard(async {
-            self.shard.check_size(&request)?;
-            let txn = convert::txn_request(&request)?;
-            self.shard.info.limits.check_txn(&txn).map_err(convert::limit_status)?;
-            let answer = shard.requests()?.txn(txn).await.map_err(status)?;
-            Ok(Response::new(convert::txn_response(&self.shard.info, answer.term, &request, answer.response)))
-        })
-        .await
+        on_this_shard(txn(&shard, &request.into_inner())).await.map(Response::new)
     }
 
     async fn compact(
@@ -222,51 +184,100 @@ impl pb::kv_server::Kv for EtcdKv {
     }
 }
 
-impl EtcdKv {
-    /// A put that keeps the key's value or lease (etcd's `ignore_value`,
-    /// `ignore_lease`): read the key, then write it in a txn guarded by
-    /// the mod revision read, again until no other write came between.
-    async fn put_keeping(
-        &self,
-        requests: &Requests,
-        request: &pb::PutRequest,
-    ) -> Result<Response<pb::PutResponse>, Status> {
-        if request.ignore_value && !request.value.is_empty() {
-            return Err(Status::invalid_argument("etcdserver: value is provided"));
-        }
-        if request.ignore_lease && request.lease != 0 {
-            return Err(Status::invalid_argument("etcdserver: lease is provided"));
-        }
-        loop {
-            let read = kv::RangeRequest { key: request.key.clone(), ..kv::RangeRequest::default() };
-            let current = requests.range(read, true).await.map_err(status)?;
-            let Some(found) = current.response.kvs.into_iter().next() else {
-                return Err(convert::key_not_found());
-            };
-            let put = kv::PutRequest {
+// The calls of the KV service, each in one place: the tonic service above
+// and the direct unary path (`etcd::unary`) both run these, for the caller
+// `shard` acts for. Each counts as the reactor's load while it runs
+// (`reactor::work_in_flight`).
+
+/// etcd's Range.
+pub async fn range(shard: &ShardLocal, request: &pb::RangeRequest) -> Result<pb::RangeResponse, Status> {
+    let _counted = crate::reactor::work_in_flight(1);
+    shard.check_size(request)?;
+    let range = convert::range_request(request)?;
+    shard.info.limits.check_key(&range.key).map_err(convert::limit_status)?;
+    let answer = shard.requests()?.range(range, !request.serializable).await.map_err(status)?;
+    Ok(convert::range_response(&shard.info, answer.term, request, answer.response))
+}
+
+/// etcd's Put.
+pub async fn put(shard: &ShardLocal, request: &pb::PutRequest) -> Result<pb::PutResponse, Status> {
+    let _counted = crate::reactor::work_in_flight(1);
+    shard.check_size(request)?;
+    let put = convert::put_request(request)?;
+    shard.info.limits.check_put(&put).map_err(convert::limit_status)?;
+    let requests = &shard.requests()?;
+    if request.ignore_value || request.ignore_lease {
+        return put_keeping(shard, requests, request).await;
+    }
+    let answer = requests.put(put).await.map_err(status)?;
+    Ok(convert::put_response(&shard.info, answer.term, answer.response))
+}
+
+/// etcd's DeleteRange.
+pub async fn delete_range(
+    shard: &ShardLocal,
+    request: &pb::DeleteRangeRequest,
+) -> Result<pb::DeleteRangeResponse, Status> {
+    let _counted = crate::reactor::work_in_flight(1);
+    shard.check_size(request)?;
+    let delete = convert::delete_request(request)?;
+    let answer = shard.requests()?.delete_range(delete).await.map_err(status)?;
+    Ok(convert::delete_response(&shard.info, answer.term, answer.response))
+}
+
+/// etcd's Txn.
+pub async fn txn(shard: &ShardLocal, request: &pb::TxnRequest) -> Result<pb::TxnResponse, Status> {
+    let _counted = crate::reactor::work_in_flight(1);
+    shard.check_size(request)?;
+    let txn = convert::txn_request(request)?;
+    shard.info.limits.check_txn(&txn).map_err(convert::limit_status)?;
+    let answer = shard.requests()?.txn(txn).await.map_err(status)?;
+    Ok(convert::txn_response(&shard.info, answer.term, request, answer.response))
+}
+
+/// A put that keeps the key's value or lease (etcd's `ignore_value`,
+/// `ignore_lease`): read the key, then write it in a txn guarded by the
+/// mod revision read, again until no other write came between.
+async fn put_keeping(
+    shard: &ShardLocal,
+    requests: &Requests,
+    request: &pb::PutRequest,
+) -> Result<pb::PutResponse, Status> {
+    if request.ignore_value && !request.value.is_empty() {
+        return Err(Status::invalid_argument("etcdserver: value is provided"));
+    }
+    if request.ignore_lease && request.lease != 0 {
+        return Err(Status::invalid_argument("etcdserver: lease is provided"));
+    }
+    loop {
+        let read = kv::RangeRequest { key: request.key.clone(), ..kv::RangeRequest::default() };
+        let current = requests.range(read, true).await.map_err(status)?;
+        let Some(found) = current.response.kvs.into_iter().next() else {
+            return Err(convert::key_not_found());
+        };
+        let put = kv::PutRequest {
+            key: request.key.clone(),
+            value: if request.ignore_value { found.value.clone() } else { request.value.clone() },
+            lease: if request.ignore_lease { found.lease } else { request.lease },
+            prev_kv: false,
+        };
+        let txn = kv::TxnRequest {
+            compares: vec![kv::Compare {
                 key: request.key.clone(),
-                value: if request.ignore_value { found.value.clone() } else { request.value.clone() },
-                lease: if request.ignore_lease { found.lease } else { request.lease },
-                prev_kv: false,
+                range_end: Vec::new(),
+                target: kv::CompareTarget::ModRevision(found.mod_revision),
+                result: kv::CompareResult::Equal,
+            }],
+            success: vec![kv::RequestOp::Put(put)],
+            failure: Vec::new(),
+        };
+        let answer = requests.txn(txn).await.map_err(status)?;
+        if answer.response.succeeded {
+            let response = kv::PutResponse {
+                revision: answer.response.revision,
+                prev_kv: request.prev_kv.then_some(found),
             };
-            let txn = kv::TxnRequest {
-                compares: vec![kv::Compare {
-                    key: request.key.clone(),
-                    range_end: Vec::new(),
-                    target: kv::CompareTarget::ModRevision(found.mod_revision),
-                    result: kv::CompareResult::Equal,
-                }],
-                success: vec![kv::RequestOp::Put(put)],
-                failure: Vec::new(),
-            };
-            let answer = requests.txn(txn).await.map_err(status)?;
-            if answer.response.succeeded {
-                let response = kv::PutResponse {
-                    revision: answer.response.revision,
-                    prev_kv: request.prev_kv.then_some(found),
-                };
-                return Ok(Response::new(convert::put_response(&self.shard.info, answer.term, response)));
-            }
+            return Ok(convert::put_response(&shard.info, answer.term, response));
         }
     }
 }

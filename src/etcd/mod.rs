@@ -15,7 +15,9 @@
 //! calls to tonic's generated services. A call reaches the shard that owns
 //! its key through the same request handle (`shard::requests::Requests`) the
 //! native API uses: directly when that is this shard, through one mailbox
-//! hop otherwise. No gRPC thread pool stands between the client and the
+//! hop otherwise. The hot KV calls (Range, Put, DeleteRange, Txn) skip
+//! tonic's router and codec: the direct unary path (`unary`) reads, runs
+//! and answers them with the same functions tonic's service calls. No gRPC thread pool stands between the client and the
 //! shards, and gRPC's work spreads over the reactors with the connections.
 //!
 //! tonic's generated services want `Send` futures, and the request handle
@@ -46,6 +48,7 @@ mod kv;
 mod lease;
 pub mod proto;
 mod server;
+mod unary;
 mod watch;
 
 pub use server::spawn_acceptor;

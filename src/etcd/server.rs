@@ -2,7 +2,8 @@
 //! turn; each shard serves the connections it got (their TLS handshakes
 //! first, on the shard, bounded in time) with hyper's HTTP/2 server on its
 //! LocalSet, routing calls to tonic's generated services, which are bound
-//! to that shard's request handle.
+//! to that shard's request handle; the hot KV calls take the direct unary
+//! path (`etcd::unary`) beside them.
 //!
 //! This file must never block a reactor: a handshake runs on its own task,
 //! and a shard that cannot take a connection drops it (the client
@@ -31,7 +32,7 @@ const KEEP_ALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2
 
 /// Largest gRPC message the etcd port sends (etcd's default is 2 GiB less
 /// one byte: a range answer is as large as it is).
-const RESPONSE_BYTES_MAX: usize = i32::MAX as usize;
+pub(super) const RESPONSE_BYTES_MAX: usize = i32::MAX as usize;
 
 /// One connection of the etcd port, plaintext or TLS.
 pub enum EtcdStream {
@@ -97,9 +98,17 @@ impl AsyncWrite for EtcdStream {
     }
 }
 
+/// A shard's etcd services: tonic's, and the shard the direct unary path
+/// (`etcd::unary`) serves its calls on.
+#[derive(Clone)]
+struct Services {
+    tonic: tonic::service::Routes,
+    shard: super::kv::ShardLocal,
+}
+
 thread_local! {
     /// This shard's etcd services, made on its first connection.
-    static SERVICES: RefCell<Option<tonic::service::Routes>> = const { RefCell::new(None) };
+    static SERVICES: RefCell<Option<Services>> = const { RefCell::new(None) };
 }
 
 /// Starts accepting etcd clients on `listener` from shard 0's reactor.
@@ -166,16 +175,29 @@ fn certificate_caller(connection: &rustls::ServerConnection) -> Caller {
 /// which a token in the call's metadata overrides. The connection is pinged
 /// every `keep_alive` and holds at most `calls_in_flight_max` streams.
 fn hand_over(
-    services: &tonic::service::Routes,
+    services: &Services,
     stream: EtcdStream,
     peer: SocketAddr,
     caller: Caller,
     (keep_alive, calls_in_flight_max): (std::time::Duration, u32),
 ) {
-    let routes = hyper_util::service::TowerToHyperService::new(services.clone());
+    let routes = hyper_util::service::TowerToHyperService::new(services.tonic.clone());
+    let both = std::rc::Rc::new((routes, services.shard.clone()));
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(caller.clone());
-        hyper::service::Service::call(&routes, request)
+        let both = both.clone();
+        async move {
+            let (routes, shard) = &*both;
+            let Some(call) = super::unary::Call::of(&request) else {
+                return hyper::service::Service::call(routes, request).await;
+            };
+            match super::unary::serve(call, shard, request).await {
+                super::unary::Served::Answered(response) => Ok(response),
+                super::unary::Served::ToTonic(request) => {
+                    hyper::service::Service::call(routes, request).await
+                }
+            }
+        }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(LocalExecutor);
     builder
@@ -207,7 +229,7 @@ impl<F: std::future::Future + 'static> hyper::rt::Executor<F> for LocalExecutor 
 }
 
 /// This shard's services, made on first use.
-fn shard_services(context: &ReactorContext, info: &SharedInfo) -> tonic::service::Routes {
+fn shard_services(context: &ReactorContext, info: &SharedInfo) -> Services {
     if let Some(services) = SERVICES.with(|services| services.borrow().clone()) {
         return services;
     }
@@ -218,16 +240,14 @@ fn shard_services(context: &ReactorContext, info: &SharedInfo) -> tonic::service
             $server.max_decoding_message_size(request_bytes_max).max_encoding_message_size(RESPONSE_BYTES_MAX)
         };
     }
-    let services =
-        tonic::service::Routes::new(bounded!(KvServer::new(super::kv::EtcdKv::new(shard.clone()))))
-            .add_service(bounded!(WatchServer::new(super::watch::EtcdWatch::new(shard.clone()))))
-            .add_service(bounded!(LeaseServer::new(super::lease::EtcdLease::new(shard.clone()))))
-            .add_service(bounded!(ClusterServer::new(super::cluster::EtcdCluster::new(shard.clone()))))
-            .add_service(bounded!(MaintenanceServer::new(super::cluster::EtcdMaintenance::new(
-                shard.clone()
-            ))))
-            .add_service(bounded!(AuthServer::new(super::auth::EtcdAuth::new(shard.clone()))))
-            .prepare();
+    let tonic = tonic::service::Routes::new(bounded!(KvServer::new(super::kv::EtcdKv::new(shard.clone()))))
+        .add_service(bounded!(WatchServer::new(super::watch::EtcdWatch::new(shard.clone()))))
+        .add_service(bounded!(LeaseServer::new(super::lease::EtcdLease::new(shard.clone()))))
+        .add_service(bounded!(ClusterServer::new(super::cluster::EtcdCluster::new(shard.clone()))))
+        .add_service(bounded!(MaintenanceServer::new(super::cluster::EtcdMaintenance::new(shard.clone()))))
+        .add_service(bounded!(AuthServer::new(super::auth::EtcdAuth::new(shard.clone()))))
+        .prepare();
+    let services = Services { tonic, shard };
     SERVICES.with(|slot| *slot.borrow_mut() = Some(services.clone()));
     services
 }

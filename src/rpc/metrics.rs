@@ -385,7 +385,7 @@ pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[G
     );
     family.sample(name, &format!("member=\"{member}\""), format!("{:.6}", process_cpu_seconds()));
 
-    let counters: [Reading<ShardMetrics, u64>; 12] = [
+    let counters: [Reading<ShardMetrics, u64>; 15] = [
         ("nvkv_log_writes_total", "Group-commit writes to the device.", |m| m.log.writes),
         ("nvkv_log_records_written_total", "Log records those writes carried.", |m| m.log.records_written),
         ("nvkv_device_written_bytes_total", "Bytes written to the namespace by the log.", |m| {
@@ -417,6 +417,19 @@ pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[G
             "Client writes that waited for room in their group's full proposal queue.",
             |m| m.proposals_held_back,
         ),
+        (
+            "nvkv_etcd_direct_calls_total",
+            "etcd KV calls (Range, Put, DeleteRange, Txn) the etcd port answered on its direct unary path, \
+             without tonic's router and codec.",
+            |m| m.etcd_direct_calls,
+        ),
+        (
+            "nvkv_forwarded_write_calls_total",
+            "Calls that forwarded client writes to their group's leader on another member (several writes \
+             each when they batch).",
+            |m| m.forwarded_write_calls,
+        ),
+        ("nvkv_forwarded_writes_total", "Client writes those calls carried.", |m| m.forwarded_writes),
     ];
     for (name, help, value) in counters {
         let mut family = Family::new(&mut out, name, "counter", help);
@@ -548,6 +561,9 @@ mod tests {
             proposals: 2,
             proposed_commands: 5,
             proposals_held_back: 1,
+            etcd_direct_calls: 9,
+            forwarded_write_calls: 3,
+            forwarded_writes: 11,
         };
         let text = render(4, &[(metrics, StatsSnapshot::default())], &[GroupReport::default()]);
         // The value of the sample whose line starts with `prefix`.
@@ -564,6 +580,9 @@ mod tests {
         assert_eq!(bucket("+Inf"), "5");
         assert_eq!(value(&format!("nvkv_stage_duration_seconds_count{{{labels}}}")), "5");
         assert_eq!(value("nvkv_log_writes_total{"), "7");
+        assert_eq!(value("nvkv_etcd_direct_calls_total{"), "9");
+        assert_eq!(value("nvkv_forwarded_write_calls_total{"), "3");
+        assert_eq!(value("nvkv_forwarded_writes_total{"), "11");
         assert!(text.contains("# TYPE nvkv_log_writes_total counter\n"), "{text}");
         assert!(text.contains("nvkv_group_term{member=\"4\",group=\"0\"} 0\n"), "{text}");
         let hop = "member=\"4\",shard=\"1\",hop=\"leader append durable\"";

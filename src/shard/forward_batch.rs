@@ -84,6 +84,11 @@ impl State {
             queue.in_flight += 1;
             batch
         };
+        let writes = batch.len() as u64;
+        super::local_stages().record(|stages| {
+            stages.forwarded_write_calls += 1;
+            stages.forwarded_writes += writes;
+        });
         let (state, leader) = (state.clone(), leader.clone());
         tokio::task::spawn_local(async move {
             let (writes, answers): (Vec<_>, Vec<_>) =
@@ -317,6 +322,11 @@ mod tests {
                 let link = BatchingLink::new(recording.clone());
                 let leader = leader();
                 let writes = FORWARD_BATCH_WRITES_MAX + 10;
+                let counted = || {
+                    crate::shard::local_stages()
+                        .read(|stages| (stages.forwarded_write_calls, stages.forwarded_writes))
+                };
+                let before = counted();
                 let answers: Vec<_> = (0..writes)
                     .map(|index| {
                         link.forward_write(index as GroupId % 3, &leader, index.to_le_bytes().to_vec())
@@ -334,6 +344,13 @@ mod tests {
                 assert_eq!(
                     calls,
                     vec![1, 1, FORWARD_BATCH_WRITES_MAX, writes - 2 - FORWARD_BATCH_WRITES_MAX]
+                );
+                // The shard's counters (this thread's stages) say the same.
+                let after = counted();
+                assert_eq!(
+                    (after.0 - before.0, after.1 - before.1),
+                    (4, writes as u64),
+                    "calls and the writes they carried are counted"
                 );
                 assert!(link.state.leaders.borrow().is_empty(), "an idle leader's queue is dropped");
             })

@@ -208,5 +208,8 @@ pub fn local_metrics() -> Option<ShardMetrics> {
         proposals: above.proposals,
         proposed_commands: above.proposed_commands,
         proposals_held_back: above.proposals_held_back,
+        etcd_direct_calls: above.etcd_direct_calls,
+        forwarded_write_calls: above.forwarded_write_calls,
+        forwarded_writes: above.forwarded_writes,
     })
 }

@@ -65,6 +65,11 @@ pub struct ShardMetrics {
     pub proposed_commands: u64,
     /// Writes that waited for room in a full proposal queue.
     pub proposals_held_back: u64,
+    /// etcd KV calls answered by the etcd port's direct unary path.
+    pub etcd_direct_calls: u64,
+    /// Calls that forwarded writes to a leader, and the writes they carried.
+    pub forwarded_write_calls: u64,
+    pub forwarded_writes: u64,
 }
 
 /// One group as this member sees it, as the status of a node reports it.

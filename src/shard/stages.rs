@@ -101,6 +101,14 @@ pub struct ShardStages {
     /// Writes that found their group's proposal queue full and waited for
     /// room (`store.proposal_queue_bytes_max`).
     pub proposals_held_back: u64,
+    /// etcd KV calls the etcd port's direct unary path answered
+    /// (`etcd::unary`), on this shard's connections.
+    pub etcd_direct_calls: u64,
+    /// Calls that forwarded client writes to their group's leader on
+    /// another member (`super::forward_batch`), and the writes they
+    /// carried: their ratio is how well forwarded writes batch.
+    pub forwarded_write_calls: u64,
+    pub forwarded_writes: u64,
     /// The budget's hops in [`Hop::ALL`] order; proposal wait's slot stays
     /// empty (it is `proposal_wait`).
     hops: [StageHistogram; Hop::ALL.len()],
