@@ -110,6 +110,9 @@ fi
 
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
+# cargo puts its builds where CARGO_TARGET_DIR says, when it is set.
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
+case "$target_dir" in /*) ;; *) target_dir=$repo/$target_dir ;; esac
 cache=${cache:-$repo/target/vm-cache}
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
@@ -185,9 +188,9 @@ build_binaries() {
   if [ -z "$lib_tests" ] || [ ! -x "$lib_tests" ]; then
     die "cargo test --lib --no-run $* named no test executable"
   fi
-  [ -x "$repo/target/debug/nvkv" ] || die "$repo/target/debug/nvkv was not built"
+  [ -x "$target_dir/debug/nvkv" ] || die "$target_dir/debug/nvkv was not built"
   mkdir -p "$into"
-  strip --strip-debug -o "$into/nvkv" "$repo/target/debug/nvkv"
+  strip --strip-debug -o "$into/nvkv" "$target_dir/debug/nvkv"
   strip --strip-debug -o "$into/lib-tests" "$lib_tests"
 }
 
