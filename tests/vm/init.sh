@@ -10,6 +10,8 @@
 #                      spdk: the controller bound to vfio-pci, SPDK's driver
 #   NVKV_VM_EXPECT     uring: how many NVMe namespaces must appear
 #   NVKV_VM_KEYS       keys written before the SIGKILL and read back after it
+#   NVKV_VM_POWERLOSS_KEYS  uring: puts on the power-loss namespace (serial
+#                      nvkvpowerloss, its writes logged by QEMU); 0: none
 #   NVKV_VM_SPDK_BDF   spdk: the controller's PCI address in the guest
 #   NVKV_VM_HUGEPAGES  spdk: 2 MiB hugepages to reserve
 PATH=/bin:/sbin
@@ -164,6 +166,60 @@ nvme_namespaces() {
     done
 }
 
+# The serial number of namespace $1's controller.
+nvme_serial() {
+    tr -d ' ' <"/sys/block/$1/device/serial" 2>/dev/null
+}
+
+# The power-loss run on namespace $1 (its controller's drive is QEMU's
+# blklogwrites, which logs every write and flush for tests/vm/replay.py on
+# the host). nvkv on partition 1 with durability "fua"; after each
+# acknowledged put i, an ack marker in block i of partition 2, written with
+# O_DIRECT and then fsync, so that it lands in the write log after every
+# write put i waited for. The caller then cuts the power with nvkv still
+# running. The verdict is the host's; this only fails on what it sees here.
+powerloss_run() {
+    name=$1
+    part1=/dev/${name}p1 part2=/dev/${name}p2
+    waited=0
+    while [ ! -b "$part1" ] || [ ! -b "$part2" ]; do
+        [ "$waited" -ge 30 ] && fail "power loss: $part1 and $part2 did not appear within 30 s"
+        sleep 1
+        waited=$((waited + 1))
+    done
+    cat >/tmp/powerloss.toml <<EOF
+[node]
+data_dir = "/tmp/data-powerloss"
+client_address = "127.0.0.1:7379"
+
+[reactor]
+shards = 1
+
+[namespace]
+backend = "uring"
+path = "$part1"
+
+[log]
+durability = "fua"
+EOF
+    out=/tmp/serve-powerloss.out
+    say "power loss: nvkv serve on $part1, $NVKV_VM_POWERLOSS_KEYS puts, an ack marker on $part2 after each"
+    /nvkv/nvkv serve --config /tmp/powerloss.toml >"$out" 2>"$out.err" &
+    serve_pid=$!
+    wait_ready "$out" 300 "power loss"
+    grep -q "formatted the namespace" "$out.err" || { show "$out.err"; fail "power loss: the first start did not format $part1"; }
+    i=1
+    while [ "$i" -le "$NVKV_VM_POWERLOSS_KEYS" ]; do
+        key=$(printf '/pl/k%04d/key' "$i")
+        answer=$(/nvkv/nvkv put "$key" "value-$i" 2>&1) || fail "power loss: put $key: $answer"
+        [ "$answer" = "OK" ] || fail "power loss: put $key answered '$answer', not OK"
+        printf 'NVKV-PL-ACK %d\n' "$i" | dd of="$part2" bs=512 seek="$i" count=1 conv=sync,notrunc,fsync oflag=direct 2>/tmp/dd.err \
+            || { cat /tmp/dd.err; fail "power loss: writing the ack marker of put $i to $part2"; }
+        i=$((i + 1))
+    done
+    say "power loss: $NVKV_VM_POWERLOSS_KEYS puts acknowledged and marked; cutting the power with nvkv running"
+}
+
 uring_mode() {
     modprobe nvme || fail "modprobe nvme"
     waited=0
@@ -173,7 +229,12 @@ uring_mode() {
         waited=$((waited + 1))
     done
     checked=""
+    powerloss=""
     for name in $(nvme_namespaces); do
+        if [ "$(nvme_serial "$name")" = nvkvpowerloss ]; then
+            powerloss=$name
+            continue
+        fi
         device=/dev/$name
         [ -b "$device" ] || fail "$device is not a block device"
         lba_bytes=$(cat "/sys/block/$name/queue/logical_block_size")
@@ -200,6 +261,15 @@ path = \"$device\""
         check_node "/tmp/$name.toml" "$name" "namespace $device (uring, $bytes bytes), durability fua"
         checked="$checked $name($lba_bytes-byte blocks)"
     done
+    if [ "$NVKV_VM_POWERLOSS_KEYS" -gt 0 ]; then
+        [ -n "$powerloss" ] || fail "no NVMe namespace with serial nvkvpowerloss for the power-loss run"
+        powerloss_run "$powerloss"
+        # The result line first, and no sync before the cut: it must find
+        # whatever nvkv left in flight.
+        echo "NVKV-VM-RESULT: PASS uring on$checked, $NVKV_VM_POWERLOSS_KEYS power-loss puts on $powerloss at $(uptime_s) s"
+        poweroff -f
+        sleep 30
+    fi
     finish "PASS uring on$checked at $(uptime_s) s"
 }
 

@@ -8,7 +8,10 @@
 # image files. Inside, tests/vm/init.sh runs the namespace suite and a
 # one-node nvkv with a SIGKILL and restart on each namespace, and prints one
 # result line; this script greps it and fails on FAIL, on no line, or on a
-# timeout, printing the end of the guest's console.
+# timeout, printing the end of the guest's console. A third namespace is
+# QEMU's blklogwrites driver: nvkv runs on it until the power is cut, and
+# tests/vm/replay.py then recovers nvkv on the host at points of its write
+# log and fails the test on any acknowledged put lost.
 #
 # It owns a work directory under the cache directory (images, initramfs,
 # console log) and the QEMU it starts; nothing else on the machine changes
@@ -33,6 +36,20 @@ backend:
      durability "fua" (block size and capacity are the device's own): puts
      through the nvkv CLI and a prefix get, kill -9 of the daemon, a
      restart, every value read back; then a clean stop on SIGTERM.
+Then the power-loss replay: a third controller (512-byte blocks) whose drive
+is QEMU's blklogwrites driver, which logs every write and flush the guest
+sends, with its data, in completion order (dm-log-writes format). Its image
+has two partitions; the guest runs a one-node nvkv (durability "fua") on
+the first, puts --powerloss-keys keys one after another, after each
+acknowledged put writes an ack marker to the second (O_DIRECT, fsync), and
+cuts the power (poweroff -f) with nvkv running. On the host,
+tests/vm/replay.py rebuilds the image entry by entry and at the prefix
+after each write (QEMU logs no FUA flag, so each of nvkv's FUA writes is a
+durability point; past 60 points: those after the ack markers, the last 20
+and an even spread of the rest) recovers nvkv from partition 1: it must
+start, hold every put whose marker is in the image, and no value never put.
+It prints one line a point and `POWER-LOSS-REPLAY: PASS <n> points`, or
+FAIL, which fails the run (the log and image are then kept in the cache).
 With --spdk DIR, a second guest then does the same on the spdk backend
 (nvkv and the lib tests built with --features spdk against DIR): one
 controller with three 4096-byte-block namespaces behind the emulated Intel
@@ -43,8 +60,8 @@ and the one-node nvkv with kill -9 and restart on namespace 3.
 
 Each guest prints `NVKV-VM-RESULT: PASS ...` or `NVKV-VM-RESULT: FAIL <what>`
 on its console; this script exits 0 only when every guest passed. The uring
-guest takes about 2 minutes on 2 cores, most of it debug binaries running
-under TCG.
+guest and the replay take about 4 minutes on 2 cores, most of it debug
+binaries running under TCG.
 
 Options:
   --spdk DIR        also run the spdk backend, with SPDK built in DIR
@@ -56,6 +73,9 @@ Options:
                     (default target/vm-cache; never committed)
   --smp N           guest CPUs (default 2)
   --keys N          keys put before the SIGKILL and read back (default 4)
+  --powerloss-keys N
+                    puts before the power cut in the power-loss replay
+                    (default 30; 0: no power-loss replay)
   --kernel-package NAME
                     the Debian kernel package to boot (default: what
                     linux-image-amd64 depends on in apt's lists, e.g.
@@ -83,6 +103,7 @@ timeout_seconds=900
 cache=""
 smp=2
 keys=4
+powerloss_keys=30
 kernel_package=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -92,6 +113,7 @@ while [ $# -gt 0 ]; do
     --cache) cache="${2:?--cache needs a directory}"; shift 2 ;;
     --smp) smp="${2:?--smp needs a number}"; shift 2 ;;
     --keys) keys="${2:?--keys needs a number}"; shift 2 ;;
+    --powerloss-keys) powerloss_keys="${2:?--powerloss-keys needs a number}"; shift 2 ;;
     --kernel-package) kernel_package="${2:?--kernel-package needs a package name}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown argument '$1'; see --help" ;;
@@ -101,6 +123,8 @@ done
   || die "--timeout $timeout_seconds is not a number of seconds from 30 to 7200"
 [[ "$smp" =~ ^[0-9]+$ ]] && [ "$smp" -ge 1 ] && [ "$smp" -le 16 ] || die "--smp $smp is not a number from 1 to 16"
 [[ "$keys" =~ ^[0-9]+$ ]] && [ "$keys" -ge 1 ] && [ "$keys" -le 1000 ] || die "--keys $keys is not a number from 1 to 1000"
+[[ "$powerloss_keys" =~ ^[0-9]+$ ]] && [ "$powerloss_keys" -le 1000 ] \
+  || die "--powerloss-keys $powerloss_keys is not a number from 0 to 1000"
 [ "$spdk_only" -eq 0 ] || [ -n "$spdk" ] || die "--spdk-only needs --spdk DIR"
 if [ -n "$spdk" ]; then
   spdk=$(cd "$spdk" 2>/dev/null && pwd) || die "--spdk $spdk is not a directory"
@@ -110,6 +134,9 @@ fi
 
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
+# cargo puts its builds where CARGO_TARGET_DIR says, when it is set.
+target_dir=${CARGO_TARGET_DIR:-$repo/target}
+case "$target_dir" in /*) ;; *) target_dir=$repo/$target_dir ;; esac
 cache=${cache:-$repo/target/vm-cache}
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
@@ -185,9 +212,9 @@ build_binaries() {
   if [ -z "$lib_tests" ] || [ ! -x "$lib_tests" ]; then
     die "cargo test --lib --no-run $* named no test executable"
   fi
-  [ -x "$repo/target/debug/nvkv" ] || die "$repo/target/debug/nvkv was not built"
+  [ -x "$target_dir/debug/nvkv" ] || die "$target_dir/debug/nvkv was not built"
   mkdir -p "$into"
-  strip --strip-debug -o "$into/nvkv" "$repo/target/debug/nvkv"
+  strip --strip-debug -o "$into/nvkv" "$target_dir/debug/nvkv"
   strip --strip-debug -o "$into/lib-tests" "$lib_tests"
 }
 
@@ -289,9 +316,26 @@ uring_guest() {
   rm -rf "$work"
   mkdir -p "$work"
   build_binaries "$work/binaries"
+  local expect=2 powerloss=()
+  if [ "$powerloss_keys" -gt 0 ]; then
+    # The power-loss namespace: blklogwrites over a raw image, logging into
+    # a file that starts empty. cache.no-flush: the host's disk need not
+    # hold either file across a host crash; the guest's flushes still reach
+    # blklogwrites, which logs them.
+    expect=3
+    python3 "$repo/tests/vm/replay.py" prepare "$work/powerloss.img" || die "tests/vm/replay.py prepare failed"
+    : >"$work/powerloss.log"
+    powerloss=(
+      -blockdev "driver=file,filename=$work/powerloss.img,node-name=plimage,cache.no-flush=on"
+      -blockdev "driver=file,filename=$work/powerloss.log,node-name=pllog,cache.no-flush=on"
+      -blockdev "driver=blklogwrites,node-name=powerloss,file=plimage,log=pllog,log-sector-size=512"
+      -device "nvme,serial=nvkvpowerloss,drive=powerloss,logical_block_size=512,physical_block_size=512"
+    )
+  fi
   build_initramfs "$work" "$work/binaries" "NVKV_VM_MODE=uring
-  NVKV_VM_EXPECT=2
-  NVKV_VM_KEYS=$keys" \
+  NVKV_VM_EXPECT=$expect
+  NVKV_VM_KEYS=$keys
+  NVKV_VM_POWERLOSS_KEYS=$powerloss_keys" \
     kernel/drivers/nvme/host/nvme.ko kernel/crypto/crc64_rocksoft_generic.ko kernel/crypto/crct10dif_generic.ko
   # Raw images: a sparse file is all QEMU needs (no qemu-img). cache=unsafe:
   # the images are scratch, so QEMU need not flush them to the host's disk;
@@ -302,7 +346,20 @@ uring_guest() {
     -drive "file=$work/nvme-512.img,if=none,format=raw,id=disk512,cache=unsafe" \
     -device "nvme,serial=nvkv512,drive=disk512,logical_block_size=512,physical_block_size=512" \
     -drive "file=$work/nvme-4096.img,if=none,format=raw,id=disk4096,cache=unsafe" \
-    -device "nvme,serial=nvkv4096,drive=disk4096,logical_block_size=4096,physical_block_size=4096"
+    -device "nvme,serial=nvkv4096,drive=disk4096,logical_block_size=4096,physical_block_size=4096" \
+    "${powerloss[@]}"
+  rm -f "$work/nvme-512.img" "$work/nvme-4096.img"
+  [ "$powerloss_keys" -gt 0 ] || return 0
+  say "power-loss replay: $(du -m "$work/powerloss.log" | cut -f1) MiB of write log"
+  local started replay_status=0
+  started=$(date +%s)
+  python3 "$repo/tests/vm/replay.py" check --log "$work/powerloss.log" --nvkv "$target_dir/debug/nvkv" \
+    --keys "$powerloss_keys" >"$work/replay.out" 2>&1 || replay_status=$?
+  sed "s|^|$script: |" "$work/replay.out" >&2
+  grep -q '^POWER-LOSS-REPLAY: PASS' "$work/replay.out" && [ "$replay_status" -eq 0 ] \
+    || die "the power-loss replay failed (its output above; it took $(($(date +%s) - started)) s; the log and image are in $work)"
+  rm -f "$work/powerloss.img" "$work/powerloss.log"
+  say "the power-loss replay passed in $(($(date +%s) - started)) s"
 }
 [ "$spdk_only" -eq 1 ] || uring_guest
 
