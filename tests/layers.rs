@@ -490,3 +490,34 @@ fn the_file_graph_finds_imports_and_circles_and_skips_tests() {
     assert_eq!(circle, Some(["b", "c", "d", "b"].map(String::from).to_vec()));
     assert_eq!(find_circle(&edges(&[("a", "b"), ("b", "c"), ("a", "c"), ("e", "a")])), None);
 }
+
+/// The most lines a file under src/ may have unless its module doc says
+/// why (in a line that names the limit: "over 900 lines").
+const FILE_LINES_MAX: usize = 900;
+
+/// A file past the limit does several jobs, or one that its doc must
+/// argue: this keeps the rooms small once split.
+#[test]
+fn no_source_file_is_longer_than_the_limit_unless_its_doc_says_why() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    source_files(&root.join("src"), &mut files);
+    assert!(files.len() > 50, "src/ holds only {} files: the scan looked in the wrong place", files.len());
+    let too_long: Vec<String> = files
+        .iter()
+        .filter_map(|file| {
+            let text = std::fs::read_to_string(file).expect("a source file is readable");
+            let lines = text.lines().count();
+            let argued = text
+                .lines()
+                .take_while(|line| line.starts_with("//!") || line.is_empty())
+                .any(|line| line.contains(&format!("over {FILE_LINES_MAX} lines")));
+            (lines > FILE_LINES_MAX && !argued).then(|| format!("{} ({lines} lines)", file.display()))
+        })
+        .collect();
+    assert!(
+        too_long.is_empty(),
+        "files over {FILE_LINES_MAX} lines whose module doc does not say why: {too_long:?}; split them, or \
+         say why in a module doc line that names \"over {FILE_LINES_MAX} lines\""
+    );
+}
