@@ -67,6 +67,26 @@ fn configs(directory: &Path) -> Vec<Member> {
     members
 }
 
+/// Starts members 1 to 3 (the fourth is for joining) and waits until each
+/// is ready.
+fn start_first_three(members: &[Member]) -> Vec<Daemon> {
+    let mut daemons: Vec<Daemon> = members[..3].iter().map(|member| Daemon::start(&member.config)).collect();
+    for daemon in &mut daemons {
+        daemon.wait_ready();
+    }
+    daemons
+}
+
+/// Puts `{prefix}k0` .. with values `v0` .. through the member at `port`,
+/// each retried until it succeeds.
+fn put_keys(port: u16, prefix: &str, count: usize) {
+    for index in 0..count {
+        eventually("a put through member 1", || {
+            client(port, &["put", &format!("{prefix}k{index}"), &format!("v{index}")])
+        });
+    }
+}
+
 /// `member list -w json` through `port`: (id, is learner, peer addresses,
 /// client addresses) of every member.
 fn member_list(port: u16) -> Vec<(u64, bool, String, String)> {
@@ -120,10 +140,7 @@ fn a_fourth_member_joins_is_promoted_and_an_old_one_leaves_under_load() {
     let port = |id: u64| members[id as usize - 1].client_port;
 
     eprintln!("phase: members 1 to 3 form the cluster and take some keys");
-    let mut daemons: Vec<Daemon> = members[..3].iter().map(|member| Daemon::start(&member.config)).collect();
-    for daemon in &mut daemons {
-        daemon.wait_ready();
-    }
+    let mut daemons = start_first_three(&members);
     for index in 0..20 {
         client(port(1), &["put", &format!("/before/k{index}"), &format!("v{index}")]).expect("put");
     }
@@ -333,15 +350,8 @@ fn a_member_whose_data_was_wiped_is_refused_until_removed_and_added_back() {
     let directory = tempfile::tempdir().expect("tempdir");
     let members = configs(directory.path());
     let port = |id: u64| members[id as usize - 1].client_port;
-    let mut daemons: Vec<Daemon> = members[..3].iter().map(|member| Daemon::start(&member.config)).collect();
-    for daemon in &mut daemons {
-        daemon.wait_ready();
-    }
-    for index in 0..20 {
-        eventually("a put through member 1", || {
-            client(port(1), &["put", &format!("/wiped/k{index}"), &format!("v{index}")])
-        });
-    }
+    let mut daemons = start_first_three(&members);
+    put_keys(port(1), "/wiped/", 20);
     eventually("member 3 holding the keys", || {
         match client(port(3), &["get", "/wiped/k19", "--consistency", "s"]) {
             Ok(value) if value == "/wiped/k19\nv19\n" => Ok(()),
@@ -402,15 +412,8 @@ fn a_wiped_member_that_started_while_its_peers_were_down_stops_when_they_return(
     let directory = tempfile::tempdir().expect("tempdir");
     let members = configs(directory.path());
     let port = |id: u64| members[id as usize - 1].client_port;
-    let mut daemons: Vec<Daemon> = members[..3].iter().map(|member| Daemon::start(&member.config)).collect();
-    for daemon in &mut daemons {
-        daemon.wait_ready();
-    }
-    for index in 0..10 {
-        eventually("a put through member 1", || {
-            client(port(1), &["put", &format!("/blind/k{index}"), &format!("v{index}")])
-        });
-    }
+    let mut daemons = start_first_three(&members);
+    put_keys(port(1), "/blind/", 10);
 
     eprintln!("phase: the whole cluster stops; member 3's data is removed; member 3 starts alone");
     for daemon in &mut daemons {

@@ -121,18 +121,20 @@ fn wal_record_damaged_before_a_purge_past_it_cuts_above_the_purge() {
     assert_eq!(log.entry_range(1), Some((7, 7)));
 }
 
+/// Writes entries 1 to 6 of group 1, each in a record of its own, and
+/// returns the LBA of each record.
+fn six_entries_alone(namespace: &dyn Namespace, region: ShardRegion) -> Vec<u64> {
+    let mut log = open_log(namespace, region, small_options()).expect("open");
+    (1..=6).map(|index| append_alone(&mut log, 1, index, 1)).collect()
+}
+
 /// A damaged record with nothing before it in the ring (the first after
 /// the checkpoint) cannot be skipped: nothing says what each group held.
 /// The shard stops, naming the record and its LBA.
 #[test]
 fn wal_record_damaged_at_the_head_is_fatal_and_names_the_lba() {
     let (namespace, region) = memory(2048);
-    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open");
-    let mut lbas = Vec::new();
-    for index in 1..=6 {
-        lbas.push(append_alone(&mut log, 1, index, 1));
-    }
-    drop(log);
+    let lbas = six_entries_alone(namespace.as_ref(), region);
     namespace.write_bytes(lbas[0] * LBA as u64 + 80, b"bit rot");
     let error = open_log(namespace.as_ref(), region, small_options()).err().expect("refused");
     let message = error.to_string();
@@ -144,12 +146,7 @@ fn wal_record_damaged_at_the_head_is_fatal_and_names_the_lba() {
 #[test]
 fn wal_second_damaged_record_is_fatal() {
     let (namespace, region) = memory(2048);
-    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open");
-    let mut lbas = Vec::new();
-    for index in 1..=6 {
-        lbas.push(append_alone(&mut log, 1, index, 1));
-    }
-    drop(log);
+    let lbas = six_entries_alone(namespace.as_ref(), region);
     namespace.write_bytes(lbas[2] * LBA as u64 + 80, b"bit rot");
     namespace.write_bytes(lbas[4] * LBA as u64 + 80, b"bit rot");
     let error = open_log(namespace.as_ref(), region, small_options()).err().expect("refused");
