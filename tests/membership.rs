@@ -406,7 +406,11 @@ fn a_member_whose_data_was_wiped_is_refused_until_removed_and_added_back() {
 /// and it learns from them that it lost its data and exits with the
 /// start-up refusal's words. Before, it ran on, campaigning with its blank
 /// log, and a member added since (which never knew its old namespace)
-/// granted it votes that deposed every leader.
+/// granted it votes that deposed every leader. It stays "bootstrapped
+/// blind" across a restart before its peers return (its superblock keeps
+/// it; before, the restart ran as a plain voter), and once stopped it has
+/// forgotten its cluster, so its next start asks its peers and is refused
+/// there instead of running until a peer refuses it again.
 #[test]
 fn a_wiped_member_that_started_while_its_peers_were_down_stops_when_they_return() {
     let directory = tempfile::tempdir().expect("tempdir");
@@ -425,6 +429,14 @@ fn a_wiped_member_that_started_while_its_peers_were_down_stops_when_they_return(
     std::fs::remove_dir_all(directory.path().join("data3")).expect("remove member 3's data");
     let mut wiped = Daemon::start(&members[2].config);
     wiped.wait_ready();
+    eprintln!(
+        "phase: member 3 restarts alone: it still counts as bootstrapped blind (its superblock says so)"
+    );
+    wiped.signal(libc::SIGTERM);
+    let (status, stderr) = wiped.wait_exit();
+    assert!(status.success(), "{stderr}");
+    let mut wiped = Daemon::start(&members[2].config);
+    wiped.wait_ready();
 
     eprintln!("phase: members 1 and 2 start again; member 3 learns from them that it lost its data");
     let mut daemons: Vec<Daemon> = members[..2].iter().map(|member| Daemon::start(&member.config)).collect();
@@ -435,6 +447,16 @@ fn a_wiped_member_that_started_while_its_peers_were_down_stops_when_they_return(
     assert!(!status.success(), "member 3 must stop; stderr:\n{stderr}");
     assert!(stderr.contains("bootstrapped while no peer answered"), "{stderr}");
     assert!(stderr.contains("its data was lost") && stderr.contains("nvkv member remove 3"), "{stderr}");
+
+    eprintln!("phase: member 3 starts again while its peers serve: it forgot its cluster, asks them, and is refused at start");
+    let mut again = Daemon::start(&members[2].config);
+    let (status, stderr) = again.wait_exit();
+    assert!(!status.success(), "member 3 must not start; stderr:\n{stderr}");
+    assert!(stderr.contains("its data was lost"), "{stderr}");
+    assert!(
+        !stderr.contains("bootstrapped while no peer answered"),
+        "refused at start, not after running: {stderr}"
+    );
 
     eprintln!("phase: members 1 and 2 serve what was written");
     eventually("a put through member 1", || client(port(1), &["put", "/blind/after", "1"]));

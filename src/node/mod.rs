@@ -335,14 +335,22 @@ fn own_namespace(config: &Config, keeper: &SuperblockKeeper, path: &Path) -> Res
 /// formatted before namespaces named their cluster) its cluster id: the one
 /// its peers answer with, or for a new cluster the one its config derives.
 /// Refuses to start a member its peers knew by another namespace while it
-/// still votes: its data was lost (see `rpc::incarnation`).
+/// still votes: its data was lost (see `rpc::incarnation`). A peer that knew
+/// it by another namespace but whose groups are still starting is asked
+/// again, and the member refuses to start rather than bootstrap on a guess.
+/// A member that bootstrapped blind stays so across restarts (the
+/// superblock keeps it), so a peer that later calls it wiped stops it.
 fn join_cluster(
     config: &Config,
     keeper: &SuperblockKeeper,
     peers: Option<&PeerIdentity>,
 ) -> Result<(), NodeError> {
+    use crate::rpc::incarnation::{self, StartRefusal};
     let identity = keeper.identity();
-    if identity.cluster_id != crate::rpc::incarnation::NO_CLUSTER {
+    if identity.cluster_id != incarnation::NO_CLUSTER {
+        if let (true, Some(peers)) = (identity.bootstrapped_blind, peers) {
+            peers.halt.bootstrapped_blind();
+        }
         return Ok(());
     }
     let member = config.node.member_id;
@@ -356,20 +364,37 @@ fn join_cluster(
                 .filter(|listed| listed.id != member)
                 .map(crate::shard::settings::member)
                 .collect();
-            let answers = crate::rpc::peer::introduce(peers, &others);
-            for (peer, answer) in &answers {
-                tracing::debug!(peer, ?answer, "introduced to a peer");
+            let asked_at = std::time::Instant::now();
+            loop {
+                let answers = crate::rpc::peer::introduce(peers, &others);
+                for (peer, answer) in &answers {
+                    tracing::debug!(peer, ?answer, "introduced to a peer");
+                }
+                match incarnation::decide(member, keeper.namespace_id(), &answers, config.cluster.join) {
+                    Err(StartRefusal::PeerStarting { peer, .. })
+                        if asked_at.elapsed() < incarnation::UNSURE_WAIT =>
+                    {
+                        tracing::info!(peer, "member {peer} knew this member by another namespace and its groups are still starting: asking again");
+                        std::thread::sleep(incarnation::UNSURE_RETRY);
+                    }
+                    Err(StartRefusal::PeerStarting { member, peer, .. }) => {
+                        let waited_s = asked_at.elapsed().as_secs();
+                        return Err(StartRefusal::PeerStarting { member, peer, waited_s }.into());
+                    }
+                    decided => break decided?,
+                }
             }
-            crate::rpc::incarnation::decide(member, keeper.namespace_id(), &answers, config.cluster.join)?
         }
     };
-    if let (None, Some(peers)) = (learned, peers) {
+    let blind = learned.is_none() && peers.is_some();
+    if let (true, Some(peers)) = (blind, peers) {
         peers.halt.bootstrapped_blind();
     }
     let cluster_id =
         learned.unwrap_or_else(|| config.cluster.bootstrap_cluster_id((member, config.node.peer_address)));
     keeper.update(|identity| {
         identity.cluster_id = cluster_id;
+        identity.bootstrapped_blind = blind;
         true
     })?;
     tracing::info!(

@@ -199,6 +199,12 @@ pub enum StartRefusal {
          the cluster serves, with cluster.members naming its running members"
     )]
     NobodyAnswered { reasons: String },
+    #[error(
+        "member {peer} knew member {member} by another namespace, and member {peer}'s groups were still \
+         starting after {waited_s} s of asking, so it cannot tell yet whether member {member} lost its data; \
+         member {member} does not start on a guess: start it again once member {peer} serves"
+    )]
+    PeerStarting { member: NodeId, peer: NodeId, waited_s: u64 },
 }
 
 /// A member that bootstrapped its cluster while no peer answered (after a
@@ -267,9 +273,37 @@ impl Halt {
 /// How long one introduction may take.
 pub const INTRODUCE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How often a member asks again while a peer answers
+/// [`Introduction::Unsure`], and for how long in all before it refuses to
+/// start ([`StartRefusal::PeerStarting`]): a peer's groups start within
+/// seconds of it.
+pub const UNSURE_RETRY: Duration = Duration::from_millis(500);
+pub const UNSURE_WAIT: Duration = Duration::from_secs(20);
+
+/// Stops a member that bootstrapped blind ([`Halt::halt`]) and forgets its
+/// cluster id, so that its next start asks its peers again and is refused
+/// there while one of them answers, instead of running as the voter it was
+/// until a peer refuses it once more. Returns whether it stopped.
+pub fn halt_wiped(keeper: &SuperblockKeeper, halt: &Halt, refusal: StartRefusal) -> bool {
+    if !halt.halt(refusal) {
+        return false;
+    }
+    let forgotten = keeper.update(|identity| {
+        let known = identity.cluster_id != NO_CLUSTER;
+        identity.cluster_id = NO_CLUSTER;
+        known
+    });
+    if let Err(error) = forgotten {
+        tracing::error!(%error, "forgetting the cluster id of a member that stops as wiped failed");
+    }
+    true
+}
+
 /// Decides, from what each peer answered, the cluster a member without one
 /// joins: `None` when no peer knows one (a new cluster), or why it must not
-/// start.
+/// start. [`StartRefusal::PeerStarting`] says to ask again shortly
+/// ([`UNSURE_RETRY`], up to [`UNSURE_WAIT`]): a peer knew this member by
+/// another namespace and cannot tell yet whether it still votes.
 pub fn decide(
     member: NodeId,
     own_namespace: [u8; 16],
@@ -277,6 +311,7 @@ pub fn decide(
     join: bool,
 ) -> Result<Option<[u8; 16]>, StartRefusal> {
     let mut cluster: Option<(NodeId, [u8; 16])> = None;
+    let mut starting = None;
     for (peer, answer) in answers {
         match answer {
             Ok(Introduction::Wiped { known }) => {
@@ -298,8 +333,15 @@ pub fn decide(
                 }
                 _ => cluster = Some((*peer, *theirs)),
             },
-            Ok(Introduction::Welcome { cluster: None } | Introduction::Unsure) | Err(_) => {}
+            // The peer knew this member by another namespace: once its
+            // groups run it says whether this member still votes there (it
+            // lost its data) or not. Never a blind bootstrap on it.
+            Ok(Introduction::Unsure) => starting = starting.or(Some(*peer)),
+            Ok(Introduction::Welcome { cluster: None }) | Err(_) => {}
         }
+    }
+    if let Some(peer) = starting {
+        return Err(StartRefusal::PeerStarting { member, peer, waited_s: 0 });
     }
     if cluster.is_none() && join {
         let reasons = answers
@@ -364,5 +406,27 @@ mod tests {
         assert!(matches!(error, StartRefusal::Disagree { .. }), "{error}");
         let error = decide(3, own, &[(1, Err("connection refused".into()))], true).unwrap_err();
         assert!(error.to_string().contains("connection refused"), "{error}");
+    }
+
+    /// A peer whose groups are starting and that knew the asker by another
+    /// namespace (Unsure) is asked again, never taken for a new cluster,
+    /// even when every other peer is down; a peer that says wiped wins.
+    #[test]
+    fn an_unsure_peer_is_asked_again_never_taken_for_a_new_cluster() {
+        let own = [9; 16];
+        let unsure = Ok(Introduction::Unsure);
+        let error = decide(3, own, &[(1, Err("down".into())), (2, unsure.clone())], false).unwrap_err();
+        assert!(matches!(error, StartRefusal::PeerStarting { member: 3, peer: 2, .. }), "{error}");
+        let error = decide(
+            3,
+            own,
+            &[(1, Ok(Introduction::Welcome { cluster: Some([1; 16]) })), (2, unsure.clone())],
+            false,
+        )
+        .unwrap_err();
+        assert!(matches!(error, StartRefusal::PeerStarting { peer: 2, .. }), "{error}");
+        let error = decide(3, own, &[(1, unsure), (2, Ok(Introduction::Wiped { known: [4; 16] }))], false)
+            .unwrap_err();
+        assert!(matches!(error, StartRefusal::Wiped { peer: 2, .. }), "{error}");
     }
 }

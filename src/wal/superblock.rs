@@ -18,14 +18,15 @@
 //! 60 zero u32  64 first_region_block u64  72 region_blocks u64
 //! 80 snapshot_blocks u64 (per shard)
 //! 88 member_id u64 (0: not yet known)  96 cluster_id [u8; 16] (zeroes: none yet)
-//! 112 peer_count u32  116 zero u32
+//! 112 peer_count u32  116 flags u32 (bit 0: bootstrapped blind)
 //! 120 peers: peer_count x (member_id u64, namespace_id [u8; 16])
 //! then crc u32: CRC32C of every byte before it
 //! ```
 //!
 //! Version 1 ended at byte 88 with its CRC there; it is read as a namespace
 //! whose member, cluster and peers are not known yet, and the next write
-//! makes it version 2.
+//! makes it version 2. Builds before the flags wrote zero at byte 116 and
+//! ignore it on read (so such a build forgets the flags when it writes).
 //!
 //! The identity part says whose data this is: the member that formatted it,
 //! the cluster it belongs to (fixed when the member first joins one), and,
@@ -55,6 +56,8 @@ const ENCODED_BYTES: usize = 92;
 const IDENTITY_AT: usize = 88;
 const PEERS_AT: usize = 120;
 const PEER_BYTES: usize = 24;
+/// Bit of the identity's flags (byte 116): see [`Identity::bootstrapped_blind`].
+const FLAG_BOOTSTRAPPED_BLIND: u32 = 1;
 /// Peers the superblock remembers; a member meets at most the members its
 /// cluster has had, and the cluster lists at most nine at once.
 pub const PEERS_MAX: usize = 128;
@@ -92,6 +95,11 @@ pub struct Identity {
     pub cluster_id: [u8; 16],
     /// Every peer met, with the namespace it had, in the order they were met.
     pub peers: Vec<(u64, [u8; 16])>,
+    /// This member bootstrapped its cluster while no peer answered: it
+    /// cannot tell a new cluster from one it lost its data in, so a peer
+    /// that calls it wiped stops it (`rpc::incarnation::Halt`), also after
+    /// a restart. Cleared when it learns its cluster from a peer.
+    pub bootstrapped_blind: bool,
 }
 
 impl Identity {
@@ -241,7 +249,7 @@ impl Superblock {
         out[IDENTITY_AT..IDENTITY_AT + 8].copy_from_slice(&identity.member_id.to_le_bytes());
         out[96..112].copy_from_slice(&identity.cluster_id);
         out[112..116].copy_from_slice(&(identity.peers.len() as u32).to_le_bytes());
-        out[116..120].copy_from_slice(&0u32.to_le_bytes());
+        out[116..120].copy_from_slice(&u32::from(identity.bootstrapped_blind).to_le_bytes());
         let mut at = PEERS_AT;
         for (member, namespace) in &identity.peers {
             out[at..at + 8].copy_from_slice(&member.to_le_bytes());
@@ -313,6 +321,7 @@ impl Superblock {
                         )
                     })
                     .collect(),
+                bootstrapped_blind: u32_at(116) & FLAG_BOOTSTRAPPED_BLIND != 0,
             },
         };
         Ok(Some(Superblock {
@@ -643,6 +652,7 @@ mod tests {
         let (mut superblock, _) = open_or_format(queue.as_mut(), OPTIONS).expect("formats");
         assert_eq!(superblock.identity.member_id, 1, "formatted by member 1");
         superblock.identity.cluster_id = [7; 16];
+        superblock.identity.bootstrapped_blind = true;
         for member in 2..=200u64 {
             superblock.identity.meet(member, [member as u8; 16]);
         }
@@ -653,6 +663,7 @@ mod tests {
         let (read, formatted) = open_or_format(queue.as_mut(), OPTIONS).expect("opens");
         assert!(!formatted);
         assert_eq!(read, superblock);
+        assert!(read.identity.bootstrapped_blind, "the flag is kept");
 
         let mut old = vec![0u8; 4096];
         superblock.encode(&mut old);

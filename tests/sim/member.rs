@@ -19,6 +19,7 @@ use std::time::Duration;
 use nvkv::nvme::{Namespace, QueuePairConfig};
 use nvkv::raft::{GroupConfig, Member, NodeId};
 use nvkv::reactor::DetachedShard;
+use nvkv::rpc::incarnation;
 use nvkv::shard::forward::LeaderLink;
 use nvkv::shard::layout::GroupLayout;
 use nvkv::shard::requests::Requests;
@@ -202,15 +203,29 @@ async fn run_member(
             unnamed
         })
         .map_err(|error| unrecoverable("naming the namespace", &error))?;
-    let halt = Arc::new(nvkv::rpc::incarnation::Halt::default());
+    let halt = Arc::new(incarnation::Halt::default());
     net.attach(setup.id, Endpoint { incarnation, local, keeper: keeper.clone(), halt: halt.clone() });
     // node::join_cluster
-    if keeper.identity().cluster_id == nvkv::rpc::incarnation::NO_CLUSTER {
+    let identity = keeper.identity();
+    if identity.cluster_id != incarnation::NO_CLUSTER {
+        if identity.bootstrapped_blind {
+            halt.bootstrapped_blind();
+        }
+    } else {
         let peers: Vec<NodeId> =
             setup.members.iter().map(|member| member.id).filter(|id| *id != setup.id).collect();
-        let answers = net.introduce(setup.id, &keeper, &peers).await;
-        let learned = nvkv::rpc::incarnation::decide(setup.id, keeper.namespace_id(), &answers, join)
-            .map_err(|refusal| Stopped::Refused(refusal.to_string()))?;
+        let asked_at = tokio::time::Instant::now();
+        let learned = loop {
+            let answers = net.introduce(setup.id, &keeper, &peers).await;
+            match incarnation::decide(setup.id, keeper.namespace_id(), &answers, join) {
+                Err(incarnation::StartRefusal::PeerStarting { .. })
+                    if asked_at.elapsed() < incarnation::UNSURE_WAIT =>
+                {
+                    tokio::time::sleep(incarnation::UNSURE_RETRY).await;
+                }
+                decided => break decided.map_err(|refusal| Stopped::Refused(refusal.to_string()))?,
+            }
+        };
         if learned.is_none() {
             halt.bootstrapped_blind();
         }
@@ -218,6 +233,7 @@ async fn run_member(
         keeper
             .update(|identity| {
                 identity.cluster_id = cluster;
+                identity.bootstrapped_blind = learned.is_none();
                 true
             })
             .map_err(|error| unrecoverable("recording the cluster", &error))?;

@@ -230,7 +230,7 @@ impl Net {
                     known: known.clone(),
                     now: now.clone(),
                 };
-                if caller.halt.halt(wiped) {
+                if incarnation::halt_wiped(&caller.keeper, &caller.halt, wiped) {
                     self.trace.note(format!("member {from} learns from member {to} that it lost its data"));
                 }
             }

@@ -637,17 +637,18 @@ impl LeaderLink for PeerClient {
 /// After `target` refused the hello of this member, which bootstrapped
 /// blind: asks it (by introduction, whose answer is typed) whether it knows
 /// this member by another namespace while it votes, and stops the member if
-/// so (`crate::rpc::incarnation::Halt`).
+/// so (`crate::rpc::incarnation::halt_wiped`).
 async fn ask_whether_wiped(identity: Arc<PeerIdentity>, target: Member) {
     let Ok(crate::rpc::incarnation::Introduction::Wiped { known }) =
         ask_introduction(&identity, &target).await
     else {
         return;
     };
-    identity.halt.halt(crate::rpc::incarnation::StartRefusal::Wiped {
+    let refusal = crate::rpc::incarnation::StartRefusal::Wiped {
         member: identity.member_id,
         peer: target.id,
         known: crate::wal::superblock::hex(&known),
         now: crate::wal::superblock::hex(&identity.keeper.namespace_id()),
-    });
+    };
+    crate::rpc::incarnation::halt_wiped(&identity.keeper, &identity.halt, refusal);
 }
