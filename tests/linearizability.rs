@@ -8,7 +8,10 @@
 //! history is checked with `nvkv::lincheck`.
 //!
 //! Two settings: on loopback the nemesis SIGKILLs the group's leader and
-//! restarts it, twice; in network namespaces (one per member, real sockets
+//! restarts it, SIGSTOPs the leader and wakes it after the others elected,
+//! replaces a follower (member remove, its data wiped, started in join mode,
+//! member add as a learner, promote: a membership change under load), and
+//! kills the leader again; in network namespaces (one per member, real sockets
 //! cut by taking a member's bridge port down, as tests/partition.rs does)
 //! it cuts the leader away and heals, kills the new leader and restarts it,
 //! then cuts a follower away and heals. There each client runs inside a
@@ -94,7 +97,11 @@ fn histories_under_leader_kills_are_linearizable() {
          NVKV_LINCHECK_SEEDS={count})"
     );
     for index in 0..count {
-        run_seed(first.wrapping_add(index), None, &[Fault::KillLeader, Fault::KillLeader]);
+        run_seed(
+            first.wrapping_add(index),
+            None,
+            &[Fault::KillLeader, Fault::PauseLeader, Fault::ReplaceFollower, Fault::KillLeader],
+        );
     }
 }
 
@@ -152,6 +159,14 @@ enum Fault {
     CutLeader,
     /// Cut a member that does not lead the group away, then heal.
     CutFollower,
+    /// SIGSTOP the group's leader (it stays a member, its sockets open, its
+    /// clocks frozen while the others elect), then SIGCONT it: it wakes up
+    /// believing it leads.
+    PauseLeader,
+    /// A membership change under load: remove a member that does not lead
+    /// the group, wipe it, start it in join mode, add it back as a learner
+    /// and promote it once it caught up (the way back for a wiped member).
+    ReplaceFollower,
 }
 
 /// Runs one seed: a fresh cluster (on loopback, or in `network`'s
@@ -218,8 +233,8 @@ fn run_seed(seed: u32, network: Option<&Network>, faults: &[Fault]) {
             pause(&mut nemesis, 1000);
             let leader = leader_of(&members, &endpoints, &daemons, group);
             let target = match fault {
-                Fault::KillLeader | Fault::CutLeader => leader,
-                Fault::CutFollower => {
+                Fault::KillLeader | Fault::CutLeader | Fault::PauseLeader => leader,
+                Fault::CutFollower | Fault::ReplaceFollower => {
                     let followers: Vec<u64> =
                         members.iter().map(|member| member.id).filter(|id| *id != leader).collect();
                     followers[nemesis.number_below(followers.len() as u64) as usize]
@@ -242,13 +257,25 @@ fn run_seed(seed: u32, network: Option<&Network>, faults: &[Fault]) {
                     restarted.wait_ready();
                     daemons[victim] = Some(restarted);
                 }
+                (Fault::PauseLeader, _) => {
+                    let paused = daemons[victim].as_ref().expect("the leader runs");
+                    paused.signal(libc::SIGSTOP);
+                    pause(&mut nemesis, 1500);
+                    eprintln!("seed {seed}: phase: wake member {target}");
+                    paused.signal(libc::SIGCONT);
+                }
+                (Fault::ReplaceFollower, None) => {
+                    daemons[victim] =
+                        Some(replace(seed, directory.path(), &members, victim, daemons[victim].take()));
+                }
                 (Fault::CutLeader | Fault::CutFollower, Some(network)) => {
                     network.cut(target);
                     pause(&mut nemesis, 1500);
                     eprintln!("seed {seed}: phase: heal member {target}");
                     network.heal(target);
                 }
-                (_, None) => panic!("{fault:?} needs network namespaces"),
+                (Fault::CutLeader | Fault::CutFollower, None) => panic!("{fault:?} needs network namespaces"),
+                (Fault::ReplaceFollower, Some(_)) => panic!("{fault:?} runs on loopback only"),
             }
             last_healed = micros_since(start);
         }
@@ -307,6 +334,59 @@ fn run_seed(seed: u32, network: Option<&Network>, faults: &[Fault]) {
             shown_keys(&keys)
         ),
     }
+}
+
+/// [`Fault::ReplaceFollower`] on loopback: removes `members[victim]`
+/// through another member, stops it, wipes its data, starts it in join
+/// mode, adds it back as a learner and promotes it once it caught up in
+/// every group. Returns the new daemon.
+fn replace(
+    seed: u32,
+    directory: &std::path::Path,
+    members: &[Member],
+    victim: usize,
+    running: Option<Daemon>,
+) -> Daemon {
+    let member = &members[victim];
+    let id = member.id.to_string();
+    let via = members[(victim + 1) % members.len()].client_port;
+    eprintln!("seed {seed}: phase: member remove {id}");
+    eventually(&format!("member remove {id}"), || client(via, &["member", "remove", &id]));
+    let mut stopped = running.expect("the follower runs");
+    stopped.signal(libc::SIGKILL);
+    let _ = stopped.wait_exit();
+    std::fs::remove_dir_all(directory.join(format!("data{id}"))).expect("wipe the removed member");
+    let config = std::fs::read_to_string(&member.config).expect("config");
+    let joining = config
+        .replace("[cluster]\nname = \"test-cluster\"\n", "[cluster]\nname = \"test-cluster\"\njoin = true\n");
+    assert_ne!(config, joining, "the config names its cluster as member_configs writes it");
+    std::fs::write(&member.config, joining).expect("config");
+    let mut rejoined = Daemon::start(&member.config);
+    rejoined.wait_ready();
+    eprintln!("seed {seed}: phase: member add {id} as a learner, then promote it");
+    let (peer, client_address) =
+        (format!("127.0.0.1:{}", member.peer_port), format!("127.0.0.1:{}", member.client_port));
+    let name = format!("node{id}");
+    let add = [
+        "member",
+        "add",
+        &id,
+        "--name",
+        &name,
+        "--peer-urls",
+        &peer,
+        "--client-urls",
+        &client_address,
+        "--learner",
+    ];
+    eventually(&format!("member add {id}"), || client(via, &add));
+    for group in 0..GROUPS {
+        eventually(&format!("member {id} catching up in group {group}"), || {
+            caught_up(members, group, member.id)
+        });
+    }
+    eventually(&format!("member promote {id}"), || client(via, &["member", "promote", &id]));
+    rejoined
 }
 
 fn micros_since(start: Instant) -> u64 {

@@ -7,25 +7,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::cluster::eventually;
+use common::cluster::{caught_up, eventually, Member};
 use common::*;
 
 /// Groups in the test cluster: one shard per member, two groups each.
 const GROUPS: usize = 2;
-
-/// One member: its id, client port (its shard takes port + 1), peer port
-/// (port + 2), and config.
-struct Member {
-    id: u64,
-    client_port: u16,
-    peer_port: u16,
-    config: PathBuf,
-}
 
 /// Members 1 to 4: 1 to 3 bootstrap the cluster (their configs list only
 /// them), 4 joins (its config lists all four, with `join = true`).
@@ -110,27 +101,6 @@ fn member_list(port: u16) -> Vec<(u64, bool, String, String)> {
             )
         })
         .collect()
-}
-
-/// How far `learner` trails in `group`, as the group's leader reports it:
-/// Ok once its matched index reached the leader's applied index.
-fn caught_up(members: &[Member], group: usize, learner: u64) -> Result<(), String> {
-    let leader = status_json(members[1].client_port)[0]["groups"][group]["leader"].as_u64().unwrap_or(0);
-    let leader = members.iter().find(|member| member.id == leader).ok_or("no leader known")?;
-    let view = status_json(leader.client_port)[0]["groups"][group].clone();
-    let applied = view["applied_index"].as_u64().unwrap_or(0);
-    let matched = view["members"]
-        .as_array()
-        .ok_or("no members")?
-        .iter()
-        .find(|progress| progress["member_id"].as_u64() == Some(learner))
-        .and_then(|progress| progress["matched_index"].as_u64())
-        .ok_or(format!("leader {} does not replicate to {learner}: {view}", leader.id))?;
-    if matched >= applied && applied > 0 {
-        Ok(())
-    } else {
-        Err(format!("member {learner} matched {matched} of the leader's {applied}"))
-    }
 }
 
 #[test]

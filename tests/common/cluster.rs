@@ -226,3 +226,25 @@ pub fn stores_converge(members: &[Member]) -> Store {
         }
     })
 }
+
+/// How far `learner` trails in `group`, as the group's leader reports it:
+/// Ok once its matched index reached the leader's applied index.
+pub fn caught_up(members: &[Member], group: usize, learner: u64) -> Result<(), String> {
+    let asked = members.iter().find(|member| member.id != learner).ok_or("no other member")?;
+    let leader = try_status_json(asked.client_port)?[0]["groups"][group]["leader"].as_u64().unwrap_or(0);
+    let leader = members.iter().find(|member| member.id == leader).ok_or("no leader known")?;
+    let view = try_status_json(leader.client_port)?[0]["groups"][group].clone();
+    let applied = view["applied_index"].as_u64().unwrap_or(0);
+    let matched = view["members"]
+        .as_array()
+        .ok_or("no members")?
+        .iter()
+        .find(|progress| progress["member_id"].as_u64() == Some(learner))
+        .and_then(|progress| progress["matched_index"].as_u64())
+        .ok_or(format!("leader {} does not replicate to {learner}: {view}", leader.id))?;
+    if matched >= applied && applied > 0 {
+        Ok(())
+    } else {
+        Err(format!("member {learner} matched {matched} of the leader's {applied}"))
+    }
+}
