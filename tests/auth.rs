@@ -510,26 +510,95 @@ fn calls_routed_to_another_member_s_leader_act_for_the_logged_in_user() {
     run(async {
         let mut client = nvkv::rpc::client::ShardedClient::open(&endpoint).await.expect("connect");
         client.login("root", "root-secret").await.expect("log in");
-        let map = client.partition_map().clone();
-        let partitioner =
-            nvkv::kv::partition::Partitioner::new(map.groups, map.partition_depth as usize).expect("map");
-        let keys: Vec<String> = (0..map.groups)
-            .map(|group| {
-                (0..)
-                    .map(|index| format!("/routed-{index}/x/k"))
-                    .find(|key| partitioner.group_of(key.as_bytes()) == group)
-                    .expect("a key in every group")
-            })
-            .collect();
         // The first calls open the links; the later ones take them.
-        for round in 0..10 {
-            for key in &keys {
-                client
-                    .put(key.as_bytes(), round.to_string().as_bytes(), 0, false)
-                    .await
-                    .unwrap_or_else(|error| panic!("root's put of {key} in round {round}: {error}"));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        put_each_group(&client, 10).await;
+    });
+}
+
+/// Writes `/routed-*` keys, one per group, in `rounds` rounds 100 ms apart,
+/// through `client`.
+async fn put_each_group(client: &nvkv::rpc::client::ShardedClient, rounds: u32) {
+    let map = client.partition_map().clone();
+    let partitioner =
+        nvkv::kv::partition::Partitioner::new(map.groups, map.partition_depth as usize).expect("map");
+    let keys: Vec<String> = (0..map.groups)
+        .map(|group| {
+            (0..)
+                .map(|index| format!("/routed-{index}/x/k"))
+                .find(|key| partitioner.group_of(key.as_bytes()) == group)
+                .expect("a key in every group")
+        })
+        .collect();
+    for round in 0..rounds {
+        for key in &keys {
+            client
+                .put(key.as_bytes(), round.to_string().as_bytes(), 0, false)
+                .await
+                .unwrap_or_else(|error| panic!("root's put of {key} in round {round}: {error}"));
         }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Writes a member forwarded to other members' leaders so far.
+fn forwarded_by(port: u16) -> u64 {
+    status_json(port)[0]["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .flat_map(|shard| shard["hops"].as_array().cloned().unwrap_or_default())
+        .filter(|hop| hop["name"] == "forwarded to leader")
+        .map(|hop| hop["count"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// A session token expires (`auth.token_ttl_seconds`); the client library
+/// opens its links to other members' leaders in the background, and one
+/// opened after that logs in again with the name and password the client
+/// logged in with, so the calls keep going straight to the leaders instead
+/// of being forwarded by the endpoint for good.
+#[test]
+fn a_leader_link_opened_after_the_token_expired_logs_in_again() {
+    use common::cluster::{agreed_leaders, cluster_configs, eventually, leaders};
+    let directory = tempfile::tempdir().expect("tempdir");
+    let members = cluster_configs(directory.path(), 4);
+    for member in &members {
+        let config = std::fs::read_to_string(&member.config).expect("config");
+        std::fs::write(&member.config, format!("{config}\n[auth]\ntoken_ttl_seconds = 1\n")).expect("config");
+    }
+    let mut daemons: Vec<Daemon> = members.iter().map(|member| Daemon::start(&member.config)).collect();
+    for daemon in &mut daemons {
+        daemon.wait_ready();
+    }
+    let agreed = eventually("one leader per group, the same on every member", || {
+        agreed_leaders(&members.iter().map(|member| leaders(member.client_port)).collect::<Vec<_>>())
+    });
+    let entry = members
+        .iter()
+        .min_by_key(|member| agreed.iter().filter(|leader| **leader == member.id).count())
+        .expect("members");
+    let led_elsewhere = agreed.iter().filter(|leader| **leader != entry.id).count() as u64;
+    assert!(led_elsewhere > 0, "another member leads a group: {agreed:?}");
+    set_up_users(entry.client_port);
+    let endpoint = format!("127.0.0.1:{}", entry.client_port);
+    run(async {
+        let mut client = nvkv::rpc::client::ShardedClient::open(&endpoint).await.expect("connect");
+        client.login("root", "root-secret").await.expect("log in");
+        eprintln!("phase: the token expires before any link to another member opens");
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        eprintln!("phase: the first puts open the links (forwarded meanwhile)");
+        put_each_group(&client, 10).await;
+        let before = forwarded_by(entry.client_port);
+        eprintln!("phase: the later ones go straight to the leaders ({before} forwarded so far)");
+        put_each_group(&client, 20).await;
+        let forwarded = forwarded_by(entry.client_port) - before;
+        // Without a new login every one of them (20 per group led
+        // elsewhere) is forwarded; a leader change may send a few.
+        assert!(
+            forwarded < 10,
+            "{forwarded} of {} puts to groups other members lead were forwarded by the endpoint: its links \
+             did not open after the token expired",
+            20 * led_elsewhere
+        );
     });
 }

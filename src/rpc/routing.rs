@@ -16,7 +16,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::client::{ClientTls, Connection, GroupLeader, PartitionMap};
+use super::client::{ClientError, ClientTls, Connection, GroupLeader, PartitionMap};
+use super::kv::ErrorCode;
 
 /// The least time between two readings of the partition map.
 pub const REFRESH_EVERY: Duration = Duration::from_millis(200);
@@ -40,8 +41,35 @@ struct State {
     links: HashMap<u64, Link>,
     /// The session the links act with, once the client logged in.
     token: Option<String>,
+    /// The name and password the client logged in with: a session token
+    /// expires (`auth.token_ttl_seconds`), and a link opened after that
+    /// logs in again with them instead of failing.
+    credentials: Option<Rc<(String, String)>>,
     refreshing: bool,
     refreshed_at: Instant,
+}
+
+/// Why a link to a leader did not open.
+#[derive(Debug, thiserror::Error)]
+enum OpenLinkError {
+    /// The member refused the session's token (it expired, say).
+    #[error("{0}")]
+    Session(ClientError),
+    #[error("{0}")]
+    Other(ClientError),
+    #[error("{0}")]
+    Layout(String),
+}
+
+impl From<ClientError> for OpenLinkError {
+    fn from(error: ClientError) -> OpenLinkError {
+        match &error {
+            ClientError::Refused { error: refusal, .. } if refusal.code == ErrorCode::Unauthenticated => {
+                OpenLinkError::Session(error)
+            }
+            _ => OpenLinkError::Other(error),
+        }
+    }
 }
 
 /// The leader routes of one client; clones share them.
@@ -61,6 +89,7 @@ impl Routes {
             leaders: map.leaders.clone(),
             links: HashMap::new(),
             token: None,
+            credentials: None,
             refreshing: false,
             refreshed_at: Instant::now(),
         };
@@ -85,8 +114,18 @@ impl Routes {
         state.links.insert(leader.member, Link::Opening);
         let (routes, member, address) = (self.clone(), leader.member, leader.client_address);
         tokio::task::spawn_local(async move {
-            let token = routes.state.borrow().token.clone();
-            let link = match routes.open(&address, token.as_deref()).await {
+            let mut token = routes.state.borrow().token.clone();
+            let mut opened = routes.open(&address, token.as_deref()).await;
+            if let Err(OpenLinkError::Session(_)) = &opened {
+                // Links already open keep acting for the user (a stream's
+                // token is checked when it opens); only new ones need the
+                // fresh token.
+                if let Some(fresh) = routes.log_in_again().await {
+                    token = Some(fresh);
+                    opened = routes.open(&address, token.as_deref()).await;
+                }
+            }
+            let link = match opened {
                 Ok(shards) => Link::Open(Rc::new(shards)),
                 Err(reason) => {
                     tracing::debug!(member, %address, "requests to groups it leads go through the endpoint: {reason}");
@@ -112,16 +151,42 @@ impl Routes {
         state.links.clear();
     }
 
+    /// Remembers the name and password the session was made with, so that
+    /// a link opened after the token expired logs in again.
+    pub fn remember_login(&self, name: &str, password: &str) {
+        self.state.borrow_mut().credentials = Some(Rc::new((name.to_string(), password.to_string())));
+    }
+
+    /// Logs in again through the endpoint with the remembered name and
+    /// password; the new token is the one later links act with.
+    async fn log_in_again(&self) -> Option<String> {
+        let credentials = self.state.borrow().credentials.clone()?;
+        match self.main.authenticate(&credentials.0, &credentials.1).await {
+            Ok(token) => {
+                tracing::debug!("the session token was refused for a new leader link: logged in again");
+                self.state.borrow_mut().token = Some(token.clone());
+                Some(token)
+            }
+            Err(error) => {
+                tracing::debug!("logging in again for a new leader link failed: {error}");
+                None
+            }
+        }
+    }
+
     /// Connects to every shard of the member at `address`, checking it
     /// shares the endpoint's layout, acting with the session `token`.
-    async fn open(&self, address: &str, token: Option<&str>) -> Result<Vec<Connection>, String> {
-        let main = Connection::open_with(address, &self.tls).await.map_err(|error| error.to_string())?;
-        let map = main.partition_map().await.map_err(|error| error.to_string())?;
+    async fn open(&self, address: &str, token: Option<&str>) -> Result<Vec<Connection>, OpenLinkError> {
+        let main = Connection::open_with(address, &self.tls).await?;
+        let map = main.partition_map().await?;
         let expected = self.state.borrow().leaders.len() as u32;
         if map.groups != expected {
-            return Err(format!("{address} runs {} groups, the endpoint {expected}", map.groups));
+            return Err(OpenLinkError::Layout(format!(
+                "{address} runs {} groups, the endpoint {expected}",
+                map.groups
+            )));
         }
-        super::client::open_shards(address, &map, &self.tls, token).await.map_err(|error| error.to_string())
+        Ok(super::client::open_shards(address, &map, &self.tls, token).await?)
     }
 
     /// A reply about `group` carried Raft term `term`: past the term of the

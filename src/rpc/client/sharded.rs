@@ -154,9 +154,12 @@ impl ShardedClient {
     /// Logs in as `name` on the main connection and makes every shard
     /// connection act as that user too (one password check, one token).
     /// Answers the session token, for other clients of the same cluster.
+    /// Links to other members' leaders opened after the token expired log
+    /// in again with the same name and password.
     pub async fn login(&mut self, name: &str, password: &str) -> Result<String, ClientError> {
         let token = self.main.authenticate(name, password).await?;
         self.use_session(&token).await?;
+        self.routes.remember_login(name, password);
         Ok(token)
     }
 
