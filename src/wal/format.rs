@@ -1,5 +1,6 @@
 //! The on-disk record of the shard log: one block-aligned, self-describing,
-//! CRC32C-checked record per entry, vote, truncation, purge, wrap or seal.
+//! CRC32C-checked record per entry, vote, truncation, purge, wrap, seal or
+//! reset.
 //!
 //! Layout of a record (little-endian), padded with zeroes to whole blocks:
 //!
@@ -26,19 +27,23 @@
 //! `version` is the format version that introduced the record's kind (or
 //! its current payload), not the version of the build that wrote it:
 //! version 1 has every kind but the seal, version 2 adds the seal, version 3
-//! adds the committed indexes to the seal's payload. This build writes seals
-//! as version 3 and reads all three. An older build that meets a seal of a
+//! adds the committed indexes to the seal's payload, version 4 adds the
+//! reset. This build writes seals as version 3, resets as version 4, and
+//! reads all four. An older build that meets a seal of a
 //! version it does not know at the very end of the log takes it for a torn
 //! tail and loses no entry, vote or snapshot (a seal holds only what can be
 //! learned again: proof, the groups still unproven, committed indexes); one
 //! that meets such a seal with records after it refuses the log as corrupt,
-//! naming the version, instead of dropping those records.
+//! naming the version, instead of dropping those records. An older build
+//! that meets a reset does the same: it is written only after a damaged
+//! snapshot, before the group takes any record, so an older build stops at
+//! it instead of replaying the group's old entries without their snapshot.
 //!
 //! This module only encodes and decodes; it never does I/O.
 
 pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"NVKL");
 /// The newest record format version this build writes and reads.
-pub const RECORD_VERSION: u16 = 3;
+pub const RECORD_VERSION: u16 = 4;
 /// The oldest record format version this build reads.
 pub const RECORD_VERSION_OLDEST: u16 = 1;
 pub const HEADER_BYTES: usize = 80;
@@ -78,6 +83,15 @@ pub enum RecordKind {
     /// it serves a read (12 bytes a group: the 256 groups a shard holds at
     /// most still fit one 4 KiB block).
     Seal = 7,
+    /// Forgets everything of `group` but its vote: its snapshot, its purge
+    /// point and its entries. Written by recovery when the group's current
+    /// snapshot failed its checksum (the entries after it cannot stand
+    /// alone), before the group starts, so a later recovery replays the
+    /// records a leader sends to repair it from an empty group. `index` is
+    /// the last index the group held before it (the point it lost); the
+    /// group refuses votes until a leader has brought it past that point,
+    /// after every recovery that replays this record. No payload.
+    Reset = 8,
 }
 
 impl RecordKind {
@@ -90,6 +104,7 @@ impl RecordKind {
             5 => RecordKind::Wrap,
             6 => RecordKind::SnapshotRef,
             7 => RecordKind::Seal,
+            8 => RecordKind::Reset,
             _ => return None,
         })
     }
@@ -99,6 +114,7 @@ impl RecordKind {
     pub fn version(self) -> u16 {
         match self {
             RecordKind::Seal => 3,
+            RecordKind::Reset => 4,
             _ => 1,
         }
     }

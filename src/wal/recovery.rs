@@ -21,6 +21,16 @@
 //! what was lost: the first record after the checkpoint, a second damaged
 //! record, or no valid successor.
 //!
+//! A group whose current snapshot fails its checks (a damaged block of the
+//! blob, or a blob another one overwrote) is emptied, not fatal: its
+//! snapshot, purge point and entries are dropped (the entries after a
+//! snapshot cannot be applied without it), its vote is kept, a reset record
+//! makes that durable before any group starts, and it refuses votes until a
+//! leader has brought it past the last index it held; the leader sends it a
+//! snapshot. An older good snapshot is not looked for: its space is reused
+//! once a newer one is durable, and the entries between it and the damaged
+//! one are purged, so it could rarely stand, and the leader holds a copy.
+//!
 //! What recovery knows, and what it cannot:
 //! - A record that a later valid record proves durable is never dropped in
 //!   silence: damage to it is skipped as above, loudly, and counted.
@@ -84,6 +94,7 @@ use std::collections::BTreeSet;
 use super::checkpoint::Checkpoint;
 use super::format::{self, DecodeError, RecordKind};
 use super::log::{EntryMeta, GroupState, Placement, RingRecord, ShardLog};
+use super::snapshot::{self, SnapshotRef};
 use super::{blocking, WalError};
 use crate::nvme::DmaBuf;
 
@@ -247,18 +258,30 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
             }
         }
     }
+    let damaged = damaged_snapshots(log, &mut reader)?;
     for (group, state) in &log.groups {
         if let Some(reference) = state.snapshot {
+            // A damaged snapshot's group is emptied below, and its extent
+            // stays free.
+            if damaged.contains_key(group) {
+                continue;
+            }
             let blocks = reference.blocks(log.lba_bytes);
             log.snapshot_area.mark_used(reference.offset, blocks).map_err(|reason| {
                 WalError::Corrupt(format!("shard {} group {group}: {reason}", log.region.shard))
             })?;
         }
     }
-    let cut_at = match hole {
+    let mut cut_at = match hole {
         Some(hole) => hole.finish(log),
         None => BTreeMap::new(),
     };
+    for group in damaged.keys() {
+        // Every entry of it goes with the reset: neither a cut nor an
+        // orphan of it matters any more.
+        cut_at.remove(group);
+        orphans.retain(|orphan| orphan.group != *group);
+    }
     if let Some(orphan) = orphans.first() {
         return Err(WalError::Corrupt(format!(
             "record {} at LBA {} holds entry {} of group {}, but the group's next entry is {} and no later \
@@ -301,6 +324,44 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
         let past_purge = log.purged(group).map_or(0, |(purged, _)| purged + 1);
         log.truncate(group, next.max(past_purge))?;
     }
+    for (group, damage) in damaged {
+        let held = log.groups.get(&group).and_then(GroupState::last_index).unwrap_or(0);
+        let lost_after = held.max(damage.reference.index);
+        log.stats.snapshots_repaired += 1;
+        tracing::warn!(
+            shard = log.region.shard,
+            group,
+            snapshot_index = damage.reference.index,
+            snapshot_term = damage.reference.term,
+            lba = damage.lba,
+            found = %damage.found,
+            lost_after,
+            "the group's snapshot is damaged: dropped it and the group's log after it (they cannot be applied \
+             without it); the group grants no vote until its leader has brought it past entry {lost_after} (the \
+             leader sends it a snapshot)"
+        );
+        // Queued before any group starts: every record a leader sends to
+        // repair the group lies after it in the ring.
+        log.reset_group(group, lost_after)?;
+        let listed = log.snapshot_resets.entry(group).or_insert(lost_after);
+        *listed = (*listed).max(lost_after);
+    }
+    // A group emptied here or by a reset record a recovery replayed refuses
+    // votes until a leader has brought it past the point it lost: unless it
+    // knows a committed index past that point, which its Raft layer learned
+    // from a leader whose log its own matched that far (so every entry it
+    // may have acknowledged and lost is back), and which a seal after the
+    // reset carried (a reset forgets the committed index before it).
+    let resets: Vec<(u32, u64)> = log.snapshot_resets.iter().map(|(group, after)| (*group, *after)).collect();
+    for (group, lost_after) in resets {
+        if log.committed.get(&group).is_some_and(|committed| *committed > lost_after) {
+            continue;
+        }
+        let listed = log.unproven.entry(group).or_insert(lost_after);
+        *listed = (*listed).max(lost_after);
+        log.known_loss.insert(group);
+        log.unsealed = true;
+    }
     tracing::info!(
         shard = log.region.shard,
         groups = log.groups.len(),
@@ -308,6 +369,52 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
         "recovered the shard log"
     );
     Ok(())
+}
+
+/// What was wrong with a group's current snapshot.
+struct DamagedSnapshot {
+    reference: SnapshotRef,
+    /// The first block of its blob.
+    lba: u64,
+    found: String,
+}
+
+/// Reads every group's current snapshot blob and checks it against its
+/// reference (header, group, index, term, size, this log's id, data CRC):
+/// the groups whose blob fails, by group.
+fn damaged_snapshots(
+    log: &mut ShardLog,
+    reader: &mut RingReader,
+) -> Result<BTreeMap<u32, DamagedSnapshot>, WalError> {
+    // The blobs are read whole, not through the ring's reader.
+    reader.chunk = None;
+    let references: Vec<(u32, SnapshotRef)> = log
+        .groups
+        .iter()
+        .filter_map(|(group, state)| state.snapshot.map(|reference| (*group, reference)))
+        .collect();
+    let mut damaged = BTreeMap::new();
+    for (group, reference) in references {
+        let lba = log.region.snapshot_first_block() + reference.offset;
+        let blocks = reference.blocks(log.lba_bytes);
+        let found = if reference.offset.saturating_add(blocks) > log.snapshot_area.blocks() {
+            Some(format!(
+                "a reference to blocks {}+{blocks} past the snapshot area of {} blocks",
+                reference.offset,
+                log.snapshot_area.blocks()
+            ))
+        } else {
+            let bytes = blocking::read(log.queue.as_mut(), lba, blocks as usize)
+                .map_err(|source| WalError::Device { what: "reading a snapshot", source })?;
+            snapshot::decode_blob(&bytes, group, log.region.log_id, &reference)
+                .err()
+                .map(|error| error.to_string())
+        };
+        if let Some(found) = found {
+            damaged.insert(group, DamagedSnapshot { reference, lba, found });
+        }
+    }
+    Ok(damaged)
 }
 
 type Decoded = Result<(format::RecordHeader, Vec<u8>, u32), DecodeError>;
@@ -739,6 +846,17 @@ fn replay(
                 log.set_committed(group, index);
             }
             log.last_seal = Some(header.sequence);
+        }
+        RecordKind::Reset => {
+            let state = log.groups.entry(header.group).or_default();
+            let vote = state.vote.take();
+            *state = GroupState { vote, ..GroupState::default() };
+            // What a seal before it said was committed was of the log it
+            // dropped.
+            log.committed.remove(&header.group);
+            orphans.retain(|orphan| orphan.group != header.group);
+            let listed = log.snapshot_resets.entry(header.group).or_insert(header.index);
+            *listed = (*listed).max(header.index);
         }
         RecordKind::Wrap => {}
     }

@@ -625,14 +625,14 @@ impl World {
         }
     }
 
-    /// A member on a corrupting disk that stopped for good (its log or a
-    /// snapshot damaged, as it should stop rather than serve from it) is
+    /// A member on a corrupting disk that stopped for good (its log
+    /// damaged, as it should stop rather than serve from it) is
     /// restored from its peers the way its message tells the operator:
     /// its data cleared, then it rejoins as a wiped member does. Counted as
     /// `operator_restore`: nvkv repairs one damaged record in the middle of
-    /// a shard's log from its peers by itself, but still stops on damage it
-    /// cannot bound (the checkpoints, the first record after them, a second
-    /// damaged record, a snapshot). A member whose disk cannot corrupt and that stops
+    /// a shard's log and a damaged snapshot from its peers by itself, but
+    /// still stops on damage it cannot bound (the checkpoints, the first
+    /// record after them, a second damaged record). A member whose disk cannot corrupt and that stops
     /// for good is left as it is, a failure of the checks.
     fn restore_stopped(&self) {
         let stopped: Vec<NodeId> = self

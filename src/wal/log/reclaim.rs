@@ -120,6 +120,9 @@ impl ShardLog {
             | RecordKind::Purge
             | RecordKind::Wrap
             | RecordKind::SnapshotRef => true,
+            // Its effect on the group's state is in the checkpoint; the
+            // refusal it carries then rests on the seal's unproven list.
+            RecordKind::Reset => true,
         }
     }
 

@@ -57,6 +57,21 @@ impl ShardLog {
         Ok(self.queue_operation(RecordKind::Truncate, group, index, 0, Rc::from(&[][..])))
     }
 
+    /// Forgets everything of `group` but its vote (its snapshot, purge point
+    /// and entries) and queues the reset record that makes it durable
+    /// (`format::RecordKind::Reset`); `lost_after` is the last index the
+    /// group held. Only recovery does this, for a group whose snapshot is
+    /// damaged, before the group starts: the blob's space is not marked
+    /// used then, so there is nothing to release.
+    pub(in crate::wal) fn reset_group(&mut self, group: u32, lost_after: u64) -> Result<Ticket, WalError> {
+        self.check_usable()?;
+        let state = self.group_mut(group)?;
+        let vote = state.vote.take();
+        *state = GroupState { vote, ..GroupState::default() };
+        self.committed.remove(&group);
+        Ok(self.queue_operation(RecordKind::Reset, group, lost_after, 0, Rc::from(&[][..])))
+    }
+
     /// Removes entries of `group` at `index` and below; `term` is the term
     /// of entry `index`. Purging past the last entry empties the group, and
     /// the next append must then be `index + 1`.
