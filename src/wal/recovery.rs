@@ -258,7 +258,7 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
             }
         }
     }
-    let damaged = damaged_snapshots(log, &mut reader)?;
+    let damaged = damaged_snapshots(log)?;
     for (group, state) in &log.groups {
         if let Some(reference) = state.snapshot {
             // A damaged snapshot's group is emptied below, and its extent
@@ -382,12 +382,11 @@ struct DamagedSnapshot {
 /// Reads every group's current snapshot blob and checks it against its
 /// reference (header, group, index, term, size, this log's id, data CRC):
 /// the groups whose blob fails, by group.
-fn damaged_snapshots(
-    log: &mut ShardLog,
-    reader: &mut RingReader,
-) -> Result<BTreeMap<u32, DamagedSnapshot>, WalError> {
-    // The blobs are read whole, not through the ring's reader.
-    reader.chunk = None;
+fn damaged_snapshots(log: &mut ShardLog) -> Result<BTreeMap<u32, DamagedSnapshot>, WalError> {
+    if !log.options.repair_snapshots_from_peers {
+        // The group's start reads the snapshot and stops, naming it.
+        return Ok(BTreeMap::new());
+    }
     let references: Vec<(u32, SnapshotRef)> = log
         .groups
         .iter()

@@ -731,10 +731,11 @@ fn wal_snapshot_corrupt_is_refused_naming_the_lba() {
     log.wait_snapshot_durable(ticket).expect("durable");
     let lba = region.snapshot_first_block() + log.snapshot(2).expect("snapshot").offset;
     drop(log);
-    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("the log itself is fine");
-    // Damaged after recovery checked it (recovery drops a snapshot damaged
-    // before: see snapshot_repair.rs).
     namespace.write_bytes(lba * LBA as u64 + 5000, b"bit rot");
+    // A member with no peer to repair it from (with one, recovery drops
+    // the snapshot: see snapshot_repair.rs).
+    let alone = LogOptions { repair_snapshots_from_peers: false, ..small_options() };
+    let mut log = open_log(namespace.as_ref(), region, alone).expect("the log itself is fine");
     let error = log.read_snapshot_blocking(2).unwrap_err().to_string();
     assert!(error.contains(&format!("at LBA {lba}")) && error.contains("data CRC32C"), "{error}");
 }

@@ -292,6 +292,7 @@ impl World {
             inflight_writes_max: 4,
             cache_bytes_max: scenario.cache_bytes_max,
             queue_depth: 64,
+            repair_snapshots_from_peers: scenario.members > 1,
         };
         // As node::snapshot_policy picks it.
         let probe = SimDisk::new(

@@ -46,6 +46,12 @@ pub struct LogOptions {
     /// Depth of the queue pair the log is given: reads and snapshot writes
     /// use only the slots its own writes leave.
     pub queue_depth: usize,
+    /// Whether recovery drops a group's damaged snapshot, with its log, for
+    /// a leader to repair (see `super::recovery`). Only where another member
+    /// may hold a copy: without one, the group would wait for a leader for
+    /// ever with no error, so the damage stops the group's start instead,
+    /// naming the snapshot, as it does with this off.
+    pub repair_snapshots_from_peers: bool,
 }
 
 impl Default for LogOptions {
@@ -56,6 +62,7 @@ impl Default for LogOptions {
             inflight_writes_max: 4,
             cache_bytes_max: 64 << 20,
             queue_depth: 64,
+            repair_snapshots_from_peers: true,
         }
     }
 }
