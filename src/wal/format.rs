@@ -35,9 +35,9 @@
 //! learned again: proof, the groups still unproven, committed indexes); one
 //! that meets such a seal with records after it refuses the log as corrupt,
 //! naming the version, instead of dropping those records. An older build
-//! that meets a reset does the same: it is written only after a damaged
-//! snapshot, before the group takes any record, so an older build stops at
-//! it instead of replaying the group's old entries without their snapshot.
+//! that meets a reset does the same; one that drops it as a torn tail meets
+//! the damaged snapshot it was written for again and stops there, so no
+//! build replays a group's entries without their snapshot.
 //!
 //! This module only encodes and decodes; it never does I/O.
 
