@@ -481,6 +481,12 @@ pub struct ShardLog {
     /// snapshot was found damaged, with the last index each held before:
     /// they refuse votes until a leader has brought them past it.
     pub(super) snapshot_resets: BTreeMap<u32, u64>,
+    /// The operations of reset records recovery queued, until durable: no
+    /// checkpoint is written before then, since it would carry the emptied
+    /// groups, and a crash with it durable and the reset not would leave a
+    /// group without its snapshot, with entries that cannot stand alone and
+    /// no record that makes it refuse votes.
+    pub(super) resets_not_durable: Vec<u64>,
     /// The groups that may have lost acknowledged records in a recovery
     /// (this one or an earlier one), with the index after which they may
     /// have: every seal carries them, so they survive restarts until
@@ -617,6 +623,7 @@ impl ShardLog {
             known_loss: std::collections::BTreeSet::new(),
             known_loss_others: false,
             snapshot_resets: BTreeMap::new(),
+            resets_not_durable: Vec::new(),
             unproven: BTreeMap::new(),
             unproven_others: false,
             committed: BTreeMap::new(),

@@ -132,6 +132,12 @@ impl ShardLog {
         if self.checkpoint_write.is_some() || self.failed.is_some() {
             return false;
         }
+        let resets = std::mem::take(&mut self.resets_not_durable);
+        self.resets_not_durable =
+            resets.into_iter().filter(|operation| !self.operation_durable(*operation)).collect();
+        if !self.resets_not_durable.is_empty() {
+            return false;
+        }
         // A record that became reclaimable stays so (a dead entry never
         // lives again, a durable record stays durable), so the scan goes on
         // from where the last one stopped instead of from the head.

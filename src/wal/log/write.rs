@@ -69,7 +69,9 @@ impl ShardLog {
         let vote = state.vote.take();
         *state = GroupState { vote, ..GroupState::default() };
         self.committed.remove(&group);
-        Ok(self.queue_operation(RecordKind::Reset, group, lost_after, 0, Rc::from(&[][..])))
+        let ticket = self.queue_operation(RecordKind::Reset, group, lost_after, 0, Rc::from(&[][..]));
+        self.resets_not_durable.push(ticket.0);
+        Ok(ticket)
     }
 
     /// Removes entries of `group` at `index` and below; `term` is the term
