@@ -53,7 +53,11 @@
 //!   the shard may then have lost entries after the last one it holds, and
 //!   its last vote; the Raft layer keeps such a member from voting until a
 //!   leader has brought it past that point. The groups still in that state
-//!   are listed in every seal, so a restart before then keeps them there.
+//!   are listed in every seal, so a restart before then keeps them there;
+//!   so are the groups whose loss is known (a skipped damaged record, a
+//!   damaged snapshot), which refuse votes whatever the policy for unproven
+//!   tails, so they keep that after the head has passed the record that
+//!   showed the loss.
 
 use std::collections::BTreeMap;
 
@@ -837,8 +841,9 @@ fn replay(
             let seal = format::decode_seal(&payload).map_err(|reason| {
                 WalError::Corrupt(format!("seal record {} at LBA {lba}: {reason}", header.sequence))
             })?;
-            // The last seal's list is current: each seal lists them all.
+            // The last seal's lists are current: each seal lists them all.
             log.unproven = seal.unproven;
+            log.known_loss = seal.known_loss;
             // A committed index never goes back; a seal of an older build
             // carries none, which leaves what an earlier seal said.
             for (group, index) in seal.committed {

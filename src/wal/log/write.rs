@@ -418,7 +418,11 @@ impl ShardLog {
         if self.tail_offset == self.ring_blocks {
             self.tail_offset = 0;
         }
-        let payload = format::encode_seal(&self.unproven, &self.committed);
+        // Only groups still listed unproven are known losses a seal carries:
+        // a known loss the Raft layer proved repaired is off both.
+        let known_loss =
+            self.known_loss.iter().filter(|group| self.unproven.contains_key(group)).copied().collect();
+        let payload = format::encode_seal(&self.unproven, &self.committed, &known_loss);
         let blocks = format::record_blocks(payload.len(), self.lba_bytes) as u64;
         // A seal that does not fit before the end of the ring waits for the
         // next write to wrap it. Past half the ring (where groups snapshot

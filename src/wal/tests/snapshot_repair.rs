@@ -73,6 +73,20 @@ fn wal_snapshot_damaged_drops_the_group_to_be_repaired_by_its_leader() {
     assert!(log.loss_is_known(1), "a second recovery still refuses votes");
     assert_eq!(log.entry_range(2), Some((1, 10)));
 
+    // The head passes the reset record (group 2's entries, held by its
+    // snapshot now, no longer hold it): the seal keeps the known loss.
+    let reset = log.ring.iter().find(|record| record.kind == RecordKind::Reset).expect("a reset").sequence;
+    let ticket = log.purge(2, 10, 1).expect("purge");
+    log.wait_durable(ticket).expect("durable");
+    push_head_past(&mut log, reset);
+    settle(&mut log);
+    drop(log);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open past the reset");
+    assert!(log.ring.iter().all(|record| record.kind != RecordKind::Reset), "the reset is behind the head");
+    assert_eq!(log.snapshot(1), None);
+    assert_eq!(log.may_have_lost_after(1), Some(10));
+    assert!(log.loss_is_known(1), "the seal carries the known loss");
+
     // The leader sends its snapshot (older than the damaged one), the
     // purge that follows its install, and the entries after it.
     snapshot(&mut log, 1, 7, 2, b"the leader's state");
@@ -84,7 +98,7 @@ fn wal_snapshot_damaged_drops_the_group_to_be_repaired_by_its_leader() {
     let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open after the repair");
     let (reference, data) = log.read_snapshot_blocking(1).expect("read").expect("the leader's snapshot");
     assert_eq!((reference.index, &data[..]), (7, &b"the leader's state"[..]));
-    assert_eq!(log.entry_range(1), Some((8, 10)), "the leader's entries, not the ones before the reset");
+    assert_eq!(log.entry_range(1), Some((8, 10)), "the leader's entries");
     assert_eq!(&log.read_blocking(1, 9).expect("read").payload[..], &payload(1, 9, 2, 100)[..]);
     assert!(log.loss_is_known(1), "no committed index past the loss is known yet");
 
@@ -98,5 +112,5 @@ fn wal_snapshot_damaged_drops_the_group_to_be_repaired_by_its_leader() {
     assert_eq!(log.may_have_lost_after(1), None, "it votes again");
     assert!(!log.loss_is_known(1));
     assert_eq!(log.entry_range(1), Some((8, 11)));
-    assert_eq!(log.entry_range(2), Some((1, 10)));
+    assert_eq!(log.entry_range(2), None, "purged");
 }
