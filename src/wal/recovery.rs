@@ -27,9 +27,8 @@
 //! snapshot cannot be applied without it), its vote is kept, a reset record
 //! makes that durable before any group starts, and it refuses votes until a
 //! leader has brought it past the last index it held; the leader sends it a
-//! snapshot. An older good snapshot is not looked for: its space is reused
-//! once a newer one is durable, and the entries between it and the damaged
-//! one are purged, so it could rarely stand, and the leader holds a copy.
+//! snapshot (`super::snapshot_repair`, which says why no older snapshot is
+//! looked for).
 //!
 //! What recovery knows, and what it cannot:
 //! - A record that a later valid record proves durable is never dropped in
@@ -98,7 +97,6 @@ use std::collections::BTreeSet;
 use super::checkpoint::Checkpoint;
 use super::format::{self, DecodeError, RecordKind};
 use super::log::{EntryMeta, GroupState, Placement, RingRecord, ShardLog};
-use super::snapshot::{self, SnapshotRef};
 use super::{blocking, WalError};
 use crate::nvme::DmaBuf;
 
@@ -262,7 +260,7 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
             }
         }
     }
-    let damaged = damaged_snapshots(log)?;
+    let damaged = super::snapshot_repair::damaged_snapshots(log)?;
     for (group, state) in &log.groups {
         if let Some(reference) = state.snapshot {
             // A damaged snapshot's group is emptied below, and its extent
@@ -328,44 +326,8 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
         let past_purge = log.purged(group).map_or(0, |(purged, _)| purged + 1);
         log.truncate(group, next.max(past_purge))?;
     }
-    for (group, damage) in damaged {
-        let held = log.groups.get(&group).and_then(GroupState::last_index).unwrap_or(0);
-        let lost_after = held.max(damage.reference.index);
-        log.stats.snapshots_repaired += 1;
-        tracing::warn!(
-            shard = log.region.shard,
-            group,
-            snapshot_index = damage.reference.index,
-            snapshot_term = damage.reference.term,
-            lba = damage.lba,
-            found = %damage.found,
-            lost_after,
-            "the group's snapshot is damaged: dropped it and the group's log after it (they cannot be applied \
-             without it); the group grants no vote until its leader has brought it past entry {lost_after} (the \
-             leader sends it a snapshot)"
-        );
-        // Queued before any group starts: every record a leader sends to
-        // repair the group lies after it in the ring.
-        log.reset_group(group, lost_after)?;
-        let listed = log.snapshot_resets.entry(group).or_insert(lost_after);
-        *listed = (*listed).max(lost_after);
-    }
-    // A group emptied here or by a reset record a recovery replayed refuses
-    // votes until a leader has brought it past the point it lost: unless it
-    // knows a committed index past that point, which its Raft layer learned
-    // from a leader whose log its own matched that far (so every entry it
-    // may have acknowledged and lost is back), and which a seal after the
-    // reset carried (a reset forgets the committed index before it).
-    let resets: Vec<(u32, u64)> = log.snapshot_resets.iter().map(|(group, after)| (*group, *after)).collect();
-    for (group, lost_after) in resets {
-        if log.committed.get(&group).is_some_and(|committed| *committed > lost_after) {
-            continue;
-        }
-        let listed = log.unproven.entry(group).or_insert(lost_after);
-        *listed = (*listed).max(lost_after);
-        log.known_loss.insert(group);
-        log.unsealed = true;
-    }
+    super::snapshot_repair::reset_damaged(log, damaged)?;
+    super::snapshot_repair::refuse_votes_after_resets(log);
     tracing::info!(
         shard = log.region.shard,
         groups = log.groups.len(),
@@ -373,51 +335,6 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
         "recovered the shard log"
     );
     Ok(())
-}
-
-/// What was wrong with a group's current snapshot.
-struct DamagedSnapshot {
-    reference: SnapshotRef,
-    /// The first block of its blob.
-    lba: u64,
-    found: String,
-}
-
-/// Reads every group's current snapshot blob and checks it against its
-/// reference (header, group, index, term, size, this log's id, data CRC):
-/// the groups whose blob fails, by group.
-fn damaged_snapshots(log: &mut ShardLog) -> Result<BTreeMap<u32, DamagedSnapshot>, WalError> {
-    if !log.options.repair_snapshots_from_peers {
-        // The group's start reads the snapshot and stops, naming it.
-        return Ok(BTreeMap::new());
-    }
-    let references: Vec<(u32, SnapshotRef)> = log
-        .groups
-        .iter()
-        .filter_map(|(group, state)| state.snapshot.map(|reference| (*group, reference)))
-        .collect();
-    let mut damaged = BTreeMap::new();
-    for (group, reference) in references {
-        let lba = log.region.snapshot_first_block() + reference.offset;
-        let blocks = reference.blocks(log.lba_bytes);
-        let found = if reference.offset.saturating_add(blocks) > log.snapshot_area.blocks() {
-            Some(format!(
-                "a reference to blocks {}+{blocks} past the snapshot area of {} blocks",
-                reference.offset,
-                log.snapshot_area.blocks()
-            ))
-        } else {
-            let bytes = blocking::read(log.queue.as_mut(), lba, blocks as usize)
-                .map_err(|source| WalError::Device { what: "reading a snapshot", source })?;
-            snapshot::decode_blob(&bytes, group, log.region.log_id, &reference)
-                .err()
-                .map(|error| error.to_string())
-        };
-        if let Some(found) = found {
-            damaged.insert(group, DamagedSnapshot { reference, lba, found });
-        }
-    }
-    Ok(damaged)
 }
 
 type Decoded = Result<(format::RecordHeader, Vec<u8>, u32), DecodeError>;
@@ -852,15 +769,8 @@ fn replay(
             log.last_seal = Some(header.sequence);
         }
         RecordKind::Reset => {
-            let state = log.groups.entry(header.group).or_default();
-            let vote = state.vote.take();
-            *state = GroupState { vote, ..GroupState::default() };
-            // What a seal before it said was committed was of the log it
-            // dropped.
-            log.committed.remove(&header.group);
+            super::snapshot_repair::replay_reset(log, header.group, header.index);
             orphans.retain(|orphan| orphan.group != header.group);
-            let listed = log.snapshot_resets.entry(header.group).or_insert(header.index);
-            *listed = (*listed).max(header.index);
         }
         RecordKind::Wrap => {}
     }

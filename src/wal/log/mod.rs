@@ -46,11 +46,9 @@ pub struct LogOptions {
     /// Depth of the queue pair the log is given: reads and snapshot writes
     /// use only the slots its own writes leave.
     pub queue_depth: usize,
-    /// Whether recovery drops a group's damaged snapshot, with its log, for
-    /// a leader to repair (see `super::recovery`). Only where another member
-    /// may hold a copy: without one, the group would wait for a leader for
-    /// ever with no error, so the damage stops the group's start instead,
-    /// naming the snapshot, as it does with this off.
+    /// Whether recovery drops a group's damaged snapshot and log for a
+    /// leader to repair (`super::recovery`): not without a peer, where the
+    /// group would wait for ever; its start then stops, naming the snapshot.
     pub repair_snapshots_from_peers: bool,
 }
 
@@ -352,11 +350,8 @@ impl Waiting {
             RecordKind::Purge => {
                 !self.truncation_or_purge && self.lowest_entry.is_none_or(|lowest| lowest > record.index)
             }
-            RecordKind::Entry
-            | RecordKind::Truncate
-            | RecordKind::Wrap
-            | RecordKind::Seal
-            | RecordKind::Reset => false,
+            RecordKind::Entry | RecordKind::Truncate | RecordKind::Reset => false,
+            RecordKind::Wrap | RecordKind::Seal => false,
         }
     }
 }
@@ -481,11 +476,9 @@ pub struct ShardLog {
     /// snapshot was found damaged, with the last index each held before:
     /// they refuse votes until a leader has brought them past it.
     pub(super) snapshot_resets: BTreeMap<u32, u64>,
-    /// The operations of reset records recovery queued, until durable: no
-    /// checkpoint is written before then, since it would carry the emptied
-    /// groups, and a crash with it durable and the reset not would leave a
-    /// group without its snapshot, with entries that cannot stand alone and
-    /// no record that makes it refuse votes.
+    /// Reset records recovery queued, until durable: no checkpoint (which
+    /// carries the emptied groups) before, or a crash could keep it and lose
+    /// the reset, leaving a group's entries without snapshot or refusal.
     pub(super) resets_not_durable: Vec<u64>,
     /// The groups that may have lost acknowledged records in a recovery
     /// (this one or an earlier one), with the index after which they may
