@@ -209,6 +209,7 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
         inflight_writes_max: options.inflight_writes_max,
         cache_bytes_max: 16 << 20,
         queue_depth: options.queue_depth as usize,
+        repair_snapshots_from_peers: false,
     };
     let groups = options.appenders.min(GROUPS_MAX);
     let (outcome_sender, outcome_receiver) = crossbeam_channel::bounded::<Outcome>(1);

@@ -385,7 +385,7 @@ pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[G
     );
     family.sample(name, &format!("member=\"{member}\""), format!("{:.6}", process_cpu_seconds()));
 
-    let counters: [Reading<ShardMetrics, u64>; 15] = [
+    let counters: [Reading<ShardMetrics, u64>; 16] = [
         ("nvkv_log_writes_total", "Group-commit writes to the device.", |m| m.log.writes),
         ("nvkv_log_records_written_total", "Log records those writes carried.", |m| m.log.records_written),
         ("nvkv_device_written_bytes_total", "Bytes written to the namespace by the log.", |m| {
@@ -402,6 +402,12 @@ pub fn render(member: u64, shards: &[(ShardMetrics, StatsSnapshot)], groups: &[G
             "Damaged records in the middle of the log that recovery skipped, leaving the groups that may have lost \
              entries with them to be repaired by their leaders.",
             |m| m.log.records_repaired,
+        ),
+        (
+            "nvkv_log_snapshots_repaired_total",
+            "Groups whose snapshot recovery found damaged: it dropped the snapshot and the group's log, leaving the \
+             group to be repaired by its leader (which sends it a snapshot).",
+            |m| m.log.snapshots_repaired,
         ),
         ("nvkv_device_reads_total", "Reads of log records from the namespace.", |m| m.log.reads_from_device),
         ("nvkv_snapshots_written_total", "Raft snapshots written to the shard's snapshot area.", |m| {

@@ -77,6 +77,10 @@ pub fn log_options(config: &Config) -> LogOptions {
         batch_bytes_max: config.log.batch_bytes_max as usize,
         inflight_writes_max: config.log.inflight_writes_max as usize,
         queue_depth: config.namespace.queue_depth as usize,
+        // The members the cluster started with: a member alone has no
+        // peer to take a snapshot from. (A cluster grown from one member
+        // keeps the stop; one shrunk to one would wait for a leader.)
+        repair_snapshots_from_peers: config.cluster.members.len() > 1,
         ..LogOptions::default()
     }
 }

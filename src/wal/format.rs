@@ -1,5 +1,6 @@
 //! The on-disk record of the shard log: one block-aligned, self-describing,
-//! CRC32C-checked record per entry, vote, truncation, purge, wrap or seal.
+//! CRC32C-checked record per entry, vote, truncation, purge, wrap, seal or
+//! reset.
 //!
 //! Layout of a record (little-endian), padded with zeroes to whole blocks:
 //!
@@ -26,19 +27,24 @@
 //! `version` is the format version that introduced the record's kind (or
 //! its current payload), not the version of the build that wrote it:
 //! version 1 has every kind but the seal, version 2 adds the seal, version 3
-//! adds the committed indexes to the seal's payload. This build writes seals
-//! as version 3 and reads all three. An older build that meets a seal of a
-//! version it does not know at the very end of the log takes it for a torn
-//! tail and loses no entry, vote or snapshot (a seal holds only what can be
-//! learned again: proof, the groups still unproven, committed indexes); one
+//! adds the committed indexes to the seal's payload, version 4 adds the
+//! reset and the seal's list of groups whose loss is known. This build
+//! writes seals and resets as version 4 and reads all four. An older build
+//! that meets a seal of a version it does not know at the very end of the
+//! log takes it for a torn tail and loses no entry, vote or snapshot (a
+//! seal holds only what can be learned again: proof, the groups still
+//! unproven and those of them whose loss is known, committed indexes); one
 //! that meets such a seal with records after it refuses the log as corrupt,
-//! naming the version, instead of dropping those records.
+//! naming the version, instead of dropping those records. An older build
+//! that meets a reset does the same; one that drops it as a torn tail meets
+//! the damaged snapshot it was written for again and stops there, so no
+//! build replays a group's entries without their snapshot.
 //!
 //! This module only encodes and decodes; it never does I/O.
 
 pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"NVKL");
 /// The newest record format version this build writes and reads.
-pub const RECORD_VERSION: u16 = 3;
+pub const RECORD_VERSION: u16 = 4;
 /// The oldest record format version this build reads.
 pub const RECORD_VERSION_OLDEST: u16 = 1;
 pub const HEADER_BYTES: usize = 80;
@@ -75,9 +81,20 @@ pub enum RecordKind {
     /// point since, so the restriction that follows survives a restart, and
     /// (from version 3) the committed index each group knew when the seal
     /// was written, so a restarted member applies its log that far before
-    /// it serves a read (12 bytes a group: the 256 groups a shard holds at
-    /// most still fit one 4 KiB block).
+    /// it serves a read (12 bytes a group), and (from version 4) which of
+    /// the groups that may have lost records are known to have (4 bytes a
+    /// group), so they refuse votes whatever the policy for unproven tails
+    /// even once the head has passed the records that showed the loss.
     Seal = 7,
+    /// Forgets everything of `group` but its vote: its snapshot, its purge
+    /// point and its entries. Written by recovery when the group's current
+    /// snapshot failed its checksum (the entries after it cannot stand
+    /// alone), before the group starts, so a later recovery replays the
+    /// records a leader sends to repair it from an empty group. `index` is
+    /// the last index the group held before it (the point it lost); the
+    /// group refuses votes until a leader has brought it past that point,
+    /// after every recovery that replays this record. No payload.
+    Reset = 8,
 }
 
 impl RecordKind {
@@ -90,6 +107,7 @@ impl RecordKind {
             5 => RecordKind::Wrap,
             6 => RecordKind::SnapshotRef,
             7 => RecordKind::Seal,
+            8 => RecordKind::Reset,
             _ => return None,
         })
     }
@@ -98,16 +116,17 @@ impl RecordKind {
     /// the one that introduced the kind, or its current payload.
     pub fn version(self) -> u16 {
         match self {
-            RecordKind::Seal => 3,
+            RecordKind::Seal | RecordKind::Reset => 4,
             _ => 1,
         }
     }
 
     /// Whether a record of this kind may carry `version`: the one it is
-    /// written with, or for a seal also version 2 (a seal without
-    /// committed indexes, which an older build wrote).
+    /// written with, or for a seal also versions 2 and 3 (a seal without
+    /// committed indexes, or without known losses, which an older build
+    /// wrote).
     pub fn reads_version(self, version: u16) -> bool {
-        version == self.version() || (self == RecordKind::Seal && version == 2)
+        version == self.version() || (self == RecordKind::Seal && (version == 2 || version == 3))
     }
 }
 
@@ -123,18 +142,30 @@ pub struct SealPayload {
     /// Per group, a committed index it knew when the seal was written
     /// (empty in a version 2 seal).
     pub committed: std::collections::BTreeMap<u32, u64>,
+    /// The groups of `unproven` whose loss is known, not merely possible
+    /// (empty in a seal of version 3 or older).
+    pub known_loss: std::collections::BTreeSet<u32>,
 }
 
 /// The payload of a seal: two lists, each a count u32, then per group its
-/// id u32 and an index u64, in group order. The first list names the groups
-/// that may have lost entries, with the index after which they may have;
-/// the second (version 3) the committed index of each group. A version 2
-/// seal has only the first list (or nothing: no group).
+/// id u32 and an index u64, in group order, then (version 4) a count u32
+/// and group ids u32 in order. The first list names the groups that may
+/// have lost entries, with the index after which they may have; the second
+/// (version 3) the committed index of each group; the third (version 4)
+/// the groups of the first whose loss is known. A version 3 seal ends after
+/// the second list, a version 2 seal after the first (or has nothing: no
+/// group).
 pub fn encode_seal(
     unproven: &std::collections::BTreeMap<u32, u64>,
     committed: &std::collections::BTreeMap<u32, u64>,
+    known_loss: &std::collections::BTreeSet<u32>,
 ) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(8 + (unproven.len() + committed.len()) * SEAL_GROUP_BYTES);
+    assert!(
+        known_loss.iter().all(|group| unproven.contains_key(group)),
+        "a seal's known losses {known_loss:?} must be among its unproven groups {unproven:?}"
+    );
+    let mut payload =
+        Vec::with_capacity(12 + (unproven.len() + committed.len()) * SEAL_GROUP_BYTES + known_loss.len() * 4);
     for list in [unproven, committed] {
         payload.extend_from_slice(&(list.len() as u32).to_le_bytes());
         for (group, index) in list {
@@ -142,12 +173,17 @@ pub fn encode_seal(
             payload.extend_from_slice(&index.to_le_bytes());
         }
     }
+    payload.extend_from_slice(&(known_loss.len() as u32).to_le_bytes());
+    for group in known_loss {
+        payload.extend_from_slice(&group.to_le_bytes());
+    }
     payload
 }
 
-/// Decodes a seal's payload (see [`encode_seal`]) of either version: an
-/// empty payload lists no group, and a payload that ends after the first
-/// list (version 2) knows no committed index.
+/// Decodes a seal's payload (see [`encode_seal`]) of any version: an
+/// empty payload lists no group, a payload that ends after the first list
+/// (version 2) knows no committed index, and one that ends after the second
+/// (version 3) no known loss.
 pub fn decode_seal(payload: &[u8]) -> Result<SealPayload, DecodeError> {
     let mut seal = SealPayload::default();
     let mut at = 0;
@@ -170,6 +206,26 @@ pub fn decode_seal(payload: &[u8]) -> Result<SealPayload, DecodeError> {
                 crate::little_endian::u32_at(payload, entry),
                 crate::little_endian::u64_at(payload, entry + 4),
             );
+        }
+        at = end;
+    }
+    if at < payload.len() {
+        if payload.len() < at + 4 {
+            return Err(DecodeError::BadField("seal payload"));
+        }
+        let count = crate::little_endian::u32_at(payload, at) as usize;
+        at += 4;
+        let end = count
+            .checked_mul(4)
+            .and_then(|bytes| bytes.checked_add(at))
+            .filter(|end| *end <= payload.len())
+            .ok_or(DecodeError::BadField("seal payload"))?;
+        for entry in (at..end).step_by(4) {
+            let group = crate::little_endian::u32_at(payload, entry);
+            if !seal.unproven.contains_key(&group) {
+                return Err(DecodeError::BadField("seal known loss"));
+            }
+            seal.known_loss.insert(group);
         }
         at = end;
     }
@@ -436,16 +492,24 @@ mod tests {
     }
 
     #[test]
-    fn a_seal_is_version_3_reads_version_2_and_other_kinds_stay_version_1() {
+    fn a_seal_is_version_4_reads_versions_2_and_3_and_other_kinds_stay_version_1() {
         let mut bytes = vec![0u8; 4096];
         encode_record(&header(0), &[], &mut bytes);
         assert_eq!(crate::little_endian::u16_at(&bytes, 4), 1, "an entry reads the same in an older build");
         let seal = RecordHeader { kind: RecordKind::Seal, group: 0, index: 0, term: 0, ..header(0) };
         encode_record(&seal, &[], &mut bytes);
-        assert_eq!(crate::little_endian::u16_at(&bytes, 4), 3);
+        assert_eq!(crate::little_endian::u16_at(&bytes, 4), 4);
         assert_eq!(decode_record(&bytes, 4096).expect("a seal decodes").0, seal);
-        encode_record_version(&seal, 2, &[], &mut bytes);
-        assert_eq!(decode_record(&bytes, 4096).expect("an older build's seal decodes").0, seal);
+        for older in [2, 3] {
+            encode_record_version(&seal, older, &[], &mut bytes);
+            assert_eq!(decode_record(&bytes, 4096).expect("an older build's seal decodes").0, seal);
+        }
+        let reset = RecordHeader { kind: RecordKind::Reset, ..header(0) };
+        encode_record(&reset, &[], &mut bytes);
+        assert_eq!(crate::little_endian::u16_at(&bytes, 4), 4);
+        assert_eq!(decode_record(&bytes, 4096).expect("a reset decodes").0, reset);
+        encode_record_version(&reset, 3, &[], &mut bytes);
+        assert_eq!(decode_header(&bytes, 4096), Err(DecodeError::BadField("version")), "resets came in 4");
         encode_record_version(&seal, 1, &[], &mut bytes);
         assert_eq!(decode_header(&bytes, 4096), Err(DecodeError::BadField("version")));
         encode_record_version(&header(0), 3, &[], &mut bytes);
@@ -460,10 +524,29 @@ mod tests {
     fn a_seal_payload_round_trips_and_a_wrong_length_is_refused() {
         let unproven = std::collections::BTreeMap::from([(0, 7), (3, 0), (9, u64::MAX)]);
         let committed = std::collections::BTreeMap::from([(0, 12), (4, 99)]);
-        let payload = encode_seal(&unproven, &committed);
-        assert_eq!(decode_seal(&payload), Ok(SealPayload { unproven: unproven.clone(), committed }));
+        let known_loss = std::collections::BTreeSet::from([3, 9]);
+        let payload = encode_seal(&unproven, &committed, &known_loss);
+        assert_eq!(
+            decode_seal(&payload),
+            Ok(SealPayload { unproven: unproven.clone(), committed: committed.clone(), known_loss })
+        );
         assert_eq!(decode_seal(&[]), Ok(SealPayload::default()));
-        for cut in [1, 4, 12] {
+        let none_known = encode_seal(&unproven, &committed, &Default::default());
+        assert_eq!(
+            decode_seal(&none_known[..none_known.len() - 4]),
+            Ok(SealPayload { unproven: unproven.clone(), committed, known_loss: Default::default() }),
+            "a version 3 seal (no third list) knows no loss"
+        );
+        let mut stranger = encode_seal(&unproven, &Default::default(), &Default::default());
+        let at = stranger.len() - 4;
+        stranger[at..].copy_from_slice(&1u32.to_le_bytes());
+        stranger.extend_from_slice(&5u32.to_le_bytes());
+        assert_eq!(
+            decode_seal(&stranger),
+            Err(DecodeError::BadField("seal known loss")),
+            "a known loss of a group not listed unproven"
+        );
+        for cut in [1, 4, 6] {
             assert_eq!(
                 decode_seal(&payload[..payload.len() - cut]),
                 Err(DecodeError::BadField("seal payload")),

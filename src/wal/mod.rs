@@ -20,6 +20,7 @@ mod log;
 mod recovery;
 pub mod shared;
 pub mod snapshot;
+mod snapshot_repair;
 pub mod superblock;
 
 #[cfg(test)]

@@ -21,6 +21,15 @@
 //! what was lost: the first record after the checkpoint, a second damaged
 //! record, or no valid successor.
 //!
+//! A group whose current snapshot fails its checks (a damaged block of the
+//! blob, or a blob another one overwrote) is emptied, not fatal: its
+//! snapshot, purge point and entries are dropped (the entries after a
+//! snapshot cannot be applied without it), its vote is kept, a reset record
+//! makes that durable before any group starts, and it refuses votes until a
+//! leader has brought it past the last index it held; the leader sends it a
+//! snapshot (`super::snapshot_repair`, which says why no older snapshot is
+//! looked for).
+//!
 //! What recovery knows, and what it cannot:
 //! - A record that a later valid record proves durable is never dropped in
 //!   silence: damage to it is skipped as above, loudly, and counted.
@@ -43,7 +52,11 @@
 //!   the shard may then have lost entries after the last one it holds, and
 //!   its last vote; the Raft layer keeps such a member from voting until a
 //!   leader has brought it past that point. The groups still in that state
-//!   are listed in every seal, so a restart before then keeps them there.
+//!   are listed in every seal, so a restart before then keeps them there;
+//!   so are the groups whose loss is known (a skipped damaged record, a
+//!   damaged snapshot), which refuse votes whatever the policy for unproven
+//!   tails, so they keep that after the head has passed the record that
+//!   showed the loss.
 
 use std::collections::BTreeMap;
 
@@ -247,18 +260,30 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
             }
         }
     }
+    let damaged = super::snapshot_repair::damaged_snapshots(log)?;
     for (group, state) in &log.groups {
         if let Some(reference) = state.snapshot {
+            // A damaged snapshot's group is emptied below, and its extent
+            // stays free.
+            if damaged.contains_key(group) {
+                continue;
+            }
             let blocks = reference.blocks(log.lba_bytes);
             log.snapshot_area.mark_used(reference.offset, blocks).map_err(|reason| {
                 WalError::Corrupt(format!("shard {} group {group}: {reason}", log.region.shard))
             })?;
         }
     }
-    let cut_at = match hole {
+    let mut cut_at = match hole {
         Some(hole) => hole.finish(log),
         None => BTreeMap::new(),
     };
+    for group in damaged.keys() {
+        // Every entry of it goes with the reset: neither a cut nor an
+        // orphan of it matters any more.
+        cut_at.remove(group);
+        orphans.retain(|orphan| orphan.group != *group);
+    }
     if let Some(orphan) = orphans.first() {
         return Err(WalError::Corrupt(format!(
             "record {} at LBA {} holds entry {} of group {}, but the group's next entry is {} and no later \
@@ -301,6 +326,8 @@ pub(super) fn recover(log: &mut ShardLog) -> Result<(), WalError> {
         let past_purge = log.purged(group).map_or(0, |(purged, _)| purged + 1);
         log.truncate(group, next.max(past_purge))?;
     }
+    super::snapshot_repair::reset_damaged(log, damaged)?;
+    super::snapshot_repair::refuse_votes_after_resets(log);
     tracing::info!(
         shard = log.region.shard,
         groups = log.groups.len(),
@@ -731,14 +758,19 @@ fn replay(
             let seal = format::decode_seal(&payload).map_err(|reason| {
                 WalError::Corrupt(format!("seal record {} at LBA {lba}: {reason}", header.sequence))
             })?;
-            // The last seal's list is current: each seal lists them all.
+            // The last seal's lists are current: each seal lists them all.
             log.unproven = seal.unproven;
+            log.known_loss = seal.known_loss;
             // A committed index never goes back; a seal of an older build
             // carries none, which leaves what an earlier seal said.
             for (group, index) in seal.committed {
                 log.set_committed(group, index);
             }
             log.last_seal = Some(header.sequence);
+        }
+        RecordKind::Reset => {
+            super::snapshot_repair::replay_reset(log, header.group, header.index);
+            orphans.retain(|orphan| orphan.group != header.group);
         }
         RecordKind::Wrap => {}
     }

@@ -292,6 +292,7 @@ impl World {
             inflight_writes_max: 4,
             cache_bytes_max: scenario.cache_bytes_max,
             queue_depth: 64,
+            repair_snapshots_from_peers: scenario.members > 1,
         };
         // As node::snapshot_policy picks it.
         let probe = SimDisk::new(
@@ -625,14 +626,14 @@ impl World {
         }
     }
 
-    /// A member on a corrupting disk that stopped for good (its log or a
-    /// snapshot damaged, as it should stop rather than serve from it) is
+    /// A member on a corrupting disk that stopped for good (its log
+    /// damaged, as it should stop rather than serve from it) is
     /// restored from its peers the way its message tells the operator:
     /// its data cleared, then it rejoins as a wiped member does. Counted as
     /// `operator_restore`: nvkv repairs one damaged record in the middle of
-    /// a shard's log from its peers by itself, but still stops on damage it
-    /// cannot bound (the checkpoints, the first record after them, a second
-    /// damaged record, a snapshot). A member whose disk cannot corrupt and that stops
+    /// a shard's log and a damaged snapshot from its peers by itself, but
+    /// still stops on damage it cannot bound (the checkpoints, the first
+    /// record after them, a second damaged record). A member whose disk cannot corrupt and that stops
     /// for good is left as it is, a failure of the checks.
     fn restore_stopped(&self) {
         let stopped: Vec<NodeId> = self

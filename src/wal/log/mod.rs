@@ -46,6 +46,10 @@ pub struct LogOptions {
     /// Depth of the queue pair the log is given: reads and snapshot writes
     /// use only the slots its own writes leave.
     pub queue_depth: usize,
+    /// Whether recovery drops a group's damaged snapshot and log for a
+    /// leader to repair (`super::recovery`): not without a peer, where the
+    /// group would wait for ever; its start then stops, naming the snapshot.
+    pub repair_snapshots_from_peers: bool,
 }
 
 impl Default for LogOptions {
@@ -56,6 +60,7 @@ impl Default for LogOptions {
             inflight_writes_max: 4,
             cache_bytes_max: 64 << 20,
             queue_depth: 64,
+            repair_snapshots_from_peers: true,
         }
     }
 }
@@ -106,6 +111,9 @@ pub struct LogStats {
     /// leaving the groups that may have lost entries to be repaired by
     /// their leaders (at most one per open).
     pub records_repaired: u64,
+    /// Groups whose current snapshot recovery found damaged and dropped,
+    /// with their log, leaving them to be repaired by their leaders.
+    pub snapshots_repaired: u64,
     pub head_sequence: u64,
     pub next_sequence: u64,
     pub used_bytes: u64,
@@ -322,7 +330,7 @@ impl Waiting {
                 self.lowest_entry =
                     Some(self.lowest_entry.map_or(record.index, |lowest| lowest.min(record.index)))
             }
-            RecordKind::Truncate | RecordKind::Purge => self.truncation_or_purge = true,
+            RecordKind::Truncate | RecordKind::Purge | RecordKind::Reset => self.truncation_or_purge = true,
             RecordKind::Vote => self.vote = true,
             RecordKind::SnapshotRef | RecordKind::Wrap | RecordKind::Seal => {}
         }
@@ -342,7 +350,8 @@ impl Waiting {
             RecordKind::Purge => {
                 !self.truncation_or_purge && self.lowest_entry.is_none_or(|lowest| lowest > record.index)
             }
-            RecordKind::Entry | RecordKind::Truncate | RecordKind::Wrap | RecordKind::Seal => false,
+            RecordKind::Entry | RecordKind::Truncate | RecordKind::Reset => false,
+            RecordKind::Wrap | RecordKind::Seal => false,
         }
     }
 }
@@ -463,6 +472,14 @@ pub struct ShardLog {
     /// A skipped damaged record may have held the only record of a group
     /// with no state in the log now.
     pub(super) known_loss_others: bool,
+    /// The groups a reset record (or this recovery) emptied after their
+    /// snapshot was found damaged, with the last index each held before:
+    /// they refuse votes until a leader has brought them past it.
+    pub(super) snapshot_resets: BTreeMap<u32, u64>,
+    /// Reset records recovery queued, until durable: no checkpoint (which
+    /// carries the emptied groups) before, or a crash could keep it and lose
+    /// the reset, leaving a group's entries without snapshot or refusal.
+    pub(super) resets_not_durable: Vec<u64>,
     /// The groups that may have lost acknowledged records in a recovery
     /// (this one or an earlier one), with the index after which they may
     /// have: every seal carries them, so they survive restarts until
@@ -598,6 +615,8 @@ impl ShardLog {
             repaired: None,
             known_loss: std::collections::BTreeSet::new(),
             known_loss_others: false,
+            snapshot_resets: BTreeMap::new(),
+            resets_not_durable: Vec::new(),
             unproven: BTreeMap::new(),
             unproven_others: false,
             committed: BTreeMap::new(),

@@ -120,6 +120,9 @@ impl ShardLog {
             | RecordKind::Purge
             | RecordKind::Wrap
             | RecordKind::SnapshotRef => true,
+            // Its effect on the group's state is in the checkpoint; the
+            // refusal it carries then rests on the seal's unproven list.
+            RecordKind::Reset => true,
         }
     }
 
@@ -127,6 +130,12 @@ impl ShardLog {
     /// checkpoint, when that frees enough of the ring to be worth a write.
     pub(super) fn maybe_reclaim(&mut self) -> bool {
         if self.checkpoint_write.is_some() || self.failed.is_some() {
+            return false;
+        }
+        let resets = std::mem::take(&mut self.resets_not_durable);
+        self.resets_not_durable =
+            resets.into_iter().filter(|operation| !self.operation_durable(*operation)).collect();
+        if !self.resets_not_durable.is_empty() {
             return false;
         }
         // A record that became reclaimable stays so (a dead entry never

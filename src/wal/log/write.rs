@@ -57,6 +57,23 @@ impl ShardLog {
         Ok(self.queue_operation(RecordKind::Truncate, group, index, 0, Rc::from(&[][..])))
     }
 
+    /// Forgets everything of `group` but its vote (its snapshot, purge point
+    /// and entries) and queues the reset record that makes it durable
+    /// (`format::RecordKind::Reset`); `lost_after` is the last index the
+    /// group held. Only recovery does this, for a group whose snapshot is
+    /// damaged, before the group starts: the blob's space is not marked
+    /// used then, so there is nothing to release.
+    pub(in crate::wal) fn reset_group(&mut self, group: u32, lost_after: u64) -> Result<Ticket, WalError> {
+        self.check_usable()?;
+        let state = self.group_mut(group)?;
+        let vote = state.vote.take();
+        *state = GroupState { vote, ..GroupState::default() };
+        self.committed.remove(&group);
+        let ticket = self.queue_operation(RecordKind::Reset, group, lost_after, 0, Rc::from(&[][..]));
+        self.resets_not_durable.push(ticket.0);
+        Ok(ticket)
+    }
+
     /// Removes entries of `group` at `index` and below; `term` is the term
     /// of entry `index`. Purging past the last entry empties the group, and
     /// the next append must then be `index + 1`.
@@ -418,7 +435,11 @@ impl ShardLog {
         if self.tail_offset == self.ring_blocks {
             self.tail_offset = 0;
         }
-        let payload = format::encode_seal(&self.unproven, &self.committed);
+        // Only groups still listed unproven are known losses a seal carries:
+        // a known loss the Raft layer proved repaired is off both.
+        let known_loss =
+            self.known_loss.iter().filter(|group| self.unproven.contains_key(group)).copied().collect();
+        let payload = format::encode_seal(&self.unproven, &self.committed, &known_loss);
         let blocks = format::record_blocks(payload.len(), self.lba_bytes) as u64;
         // A seal that does not fit before the end of the ring waits for the
         // next write to wrap it. Past half the ring (where groups snapshot

@@ -121,6 +121,46 @@ fn wal_record_damaged_before_a_purge_past_it_cuts_above_the_purge() {
     assert_eq!(log.entry_range(1), Some((7, 7)));
 }
 
+/// A group whose loss the skipped record made known keeps refusing votes
+/// (whatever the policy for unproven tails) after the head has passed the
+/// damaged record, which recovery then no longer meets: the seal carries
+/// the known loss. Before, only the seal's unproven list was left, and a
+/// member with `raft.refuse_votes_after_unproven_tail` off voted.
+#[test]
+fn wal_known_loss_survives_the_head_passing_the_damaged_record() {
+    let (namespace, region) = memory(2048);
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("open");
+    append_alone(&mut log, 2, 1, 1);
+    let ticket = log.purge(2, 1, 1).expect("purge");
+    log.wait_durable(ticket).expect("durable");
+    let damaged = append_alone(&mut log, 1, 1, 1);
+    let sequence = log.ring.back().expect("record").sequence;
+    append_alone(&mut log, 3, 1, 1);
+    append_alone(&mut log, 3, 2, 1);
+    settle(&mut log);
+    drop(log);
+    namespace.write_bytes(damaged * LBA as u64 + 100, &[0x55]);
+
+    let mut log = open_log(namespace.as_ref(), region, small_options()).expect("skipped");
+    assert!(log.loss_is_known(2), "cut: no entry after the hole");
+    assert!(log.loss_is_known(3), "its first entry skips index 0, which the hole may have held");
+    settle(&mut log);
+    // Group 3's entries, held by a snapshot now, no longer hold the head.
+    let ticket = log.purge(3, 2, 1).expect("purge");
+    log.wait_durable(ticket).expect("durable");
+    push_head_past(&mut log, sequence);
+    settle(&mut log);
+    drop(log);
+
+    let log = open_log(namespace.as_ref(), region, small_options()).expect("reopen");
+    assert_eq!(log.repaired(), None, "the damaged record is behind the head");
+    for (group, after) in [(2, 1), (3, 0)] {
+        assert_eq!(log.may_have_lost_after(group), Some(after));
+        assert!(log.loss_is_known(group), "group {group} still refuses whatever the policy");
+    }
+    assert!(!log.loss_is_known(15));
+}
+
 /// Writes entries 1 to 6 of group 1, each in a record of its own, and
 /// returns the LBA of each record.
 fn six_entries_alone(namespace: &dyn Namespace, region: ShardRegion) -> Vec<u64> {
