@@ -87,7 +87,11 @@ impl ShardLog {
             *self.snapshots_refused.entry(group).or_default() += 1;
             return Err(WalError::SnapshotTooLarge { group, bytes: data.len() as u64, area_bytes });
         }
-        let Some(offset) = self.snapshot_area.allocate(blocks) else {
+        // Placed for the area as it is once this snapshot is current and
+        // the group's present one gone (`SnapshotArea::allocate_replacing`).
+        let replacing =
+            self.groups.get(&group).and_then(|state| state.snapshot).map(|current| current.offset);
+        let Some(offset) = self.snapshot_area.allocate_replacing(blocks, replacing) else {
             *self.snapshots_refused.entry(group).or_default() += 1;
             return Err(WalError::SnapshotAreaFull {
                 shard: self.region.shard,
