@@ -11,7 +11,10 @@
 //! - every watcher saw each acknowledged write under its prefix once, in
 //!   revision order, unless the group cancelled the watch explicitly;
 //! - leases end: once every lease had time to expire, no key attached to
-//!   one is left.
+//!   one is left;
+//! - every group still takes writes: a wedged shard (its log ring full of
+//!   entries, the records that would free it queued behind them) answers
+//!   reads and agrees with its peers, yet refuses every write for good.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -28,6 +31,8 @@ use crate::world::World;
 
 /// How long the healed cluster may take to converge.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(60);
+/// How long a group may take to take one write after the other checks.
+const WRITE_WITHIN: Duration = Duration::from_secs(40);
 /// Search steps per key for the linearizability checker.
 const STEPS_PER_KEY: u64 = 5_000_000;
 
@@ -106,7 +111,81 @@ pub async fn check(world: &Rc<World>) -> Vec<String> {
         failures.push(format!("a member went back on its vote: {found}"));
     }
     leases_end(world, &mut failures).await;
+    // Last, so that it moves none of the checks above.
+    writes_go_through(world, &mut failures).await;
     failures
+}
+
+/// Every group takes a write once the cluster healed: a delete of a key of
+/// its own (not a checked one, so that no history changes), which adds no
+/// data and so passes a NOSPACE alarm and ring admission below nine tenths.
+/// Only a shard that cannot write at all (a wedged ring) refuses it for
+/// good.
+async fn writes_go_through(world: &Rc<World>, failures: &mut Vec<String>) {
+    let groups = world.scenario.groups_per_shard;
+    let partitioner = match nvkv::kv::partition::Partitioner::new(groups, 1) {
+        Ok(partitioner) => partitioner,
+        Err(error) => {
+            failures.push(format!("the probe of writes after the heal has no partitioner: {error}"));
+            return;
+        }
+    };
+    for group in 0..groups {
+        let Some(key) = (0..10_000u32)
+            .map(|n| format!("/probe{n}/x").into_bytes())
+            .find(|key| partitioner.group_of(key) == group)
+        else {
+            failures.push(format!("no probe key falls in group {group}"));
+            continue;
+        };
+        let deadline = Instant::now() + WRITE_WITHIN;
+        let mut attempt = 0;
+        let mut last = String::from("no member serves");
+        let written = loop {
+            let members = world.member_ids();
+            let member = members[attempt % members.len()];
+            attempt += 1;
+            if let Some(handle) = world.requests_of(member) {
+                let request = nvkv::kv::types::DeleteRangeRequest { key: key.clone(), ..Default::default() };
+                let answer = world.on_member(member, move || {
+                    async move {
+                        let requests = handle.borrow().clone()?;
+                        Some(
+                            requests
+                                .delete_range(request)
+                                .await
+                                .map(|_| ())
+                                .map_err(|error| error.to_string()),
+                        )
+                    }
+                    .boxed_local()
+                });
+                match tokio::time::timeout(Duration::from_secs(5), answer).await {
+                    Ok(Some(Some(Ok(())))) => break true,
+                    Ok(Some(Some(Err(error)))) => last = format!("member {member}: {error}"),
+                    Ok(_) => last = format!("member {member} does not serve"),
+                    Err(_) => last = format!("member {member} did not answer within 5 s"),
+                }
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        if !written {
+            let rings: Vec<String> = world
+                .ring_use()
+                .into_iter()
+                .map(|(member, used, capacity)| format!("member {member} {used} of {capacity} bytes"))
+                .collect();
+            failures.push(format!(
+                "group {group} takes no write after the heal: a delete of {} through every member failed for \
+                 {WRITE_WITHIN:?} (a wedged shard?); the last error: {last}; the shard's log ring: {}",
+                String::from_utf8_lossy(&key),
+                rings.join(", ")
+            ));
+        }
+    }
 }
 
 /// Waits until every serving member applied its groups' whole logs, and
@@ -136,7 +215,15 @@ async fn converge(world: &Rc<World>, failures: &mut Vec<String>) {
             Err(reason) => last = reason,
         }
         if Instant::now() > deadline {
-            failures.push(format!("the healed cluster did not converge within {CONVERGE_WITHIN:?}: {last}"));
+            let rings: Vec<String> = world
+                .ring_use()
+                .into_iter()
+                .map(|(member, used, capacity)| format!("member {member} {used} of {capacity} bytes"))
+                .collect();
+            failures.push(format!(
+                "the healed cluster did not converge within {CONVERGE_WITHIN:?}: {last}; the shard's log ring: {}",
+                rings.join(", ")
+            ));
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -9,7 +9,7 @@
 //! (`entropy`), so a failing seed replays exactly.
 //!
 //! `bash tests/sim.sh --seeds N [--seed S] [--seconds T] [--jobs J]
-//! [--disable KIND,...]` runs seeds S to S+N-1 (S defaults to 1), each in a
+//! [--disable KIND,...] [--fill-rings]` runs seeds S to S+N-1 (S defaults to 1), each in a
 //! process of its own (the process's randomness is seeded too), J at a
 //! time, and ends with a summary of the faults injected, the failures with
 //! the command that replays each, and the line `sim: N seeds, F failures`.
@@ -64,6 +64,10 @@ struct Options {
     /// reported loudly as known, not counted, whatever the seed (the bug
     /// shows on some runs of a seed only).
     known_failure_kinds: Vec<String>,
+    /// One seed in eight fills its shard's log ring
+    /// (`world::Scenario::fill_the_ring`); off by default while the wedges
+    /// that shape finds with every fix on are open.
+    fill_rings: bool,
     /// A name filter of `cargo test` that does not select the simulator.
     filtered_out: bool,
     explicit: bool,
@@ -82,6 +86,7 @@ impl Options {
             check_determinism: false,
             known_failing: BTreeSet::new(),
             known_failure_kinds: Vec::new(),
+            fill_rings: false,
             filtered_out: false,
             explicit: false,
         };
@@ -120,6 +125,7 @@ impl Options {
                     }
                 }
                 "--child" => options.child = true,
+                "--fill-rings" => options.fill_rings = true,
                 "--report" => options.report = Some(arguments.next().ok_or("--report needs a path")?.into()),
                 "--check-determinism" => options.check_determinism = true,
                 "--known-failing" => {
@@ -133,7 +139,7 @@ impl Options {
                     .push(arguments.next().ok_or("--known-failure needs the words its failures start with")?),
                 "--help" | "-h" => return Err(
                     "usage: tests/sim.sh --seeds N [--seed S] [--seconds T] [--jobs J] [--disable KIND,...] \
-                         [--check-determinism] [--known-failing SEED,...] [--known-failure WORDS]"
+                         [--check-determinism] [--known-failing SEED,...] [--known-failure WORDS] [--fill-rings]"
                         .into(),
                 ),
                 // What `cargo test` passes to every test binary.
@@ -158,6 +164,9 @@ impl Options {
         if !self.disabled.is_empty() {
             arguments.push("--disable".into());
             arguments.push(self.disabled.iter().cloned().collect::<Vec<_>>().join(","));
+        }
+        if self.fill_rings {
+            arguments.push("--fill-rings".into());
         }
         arguments
     }
@@ -221,7 +230,8 @@ fn run_child(options: &Options) -> ExitCode {
         // 2027-01-15, moved by the seed so hybrid revisions differ per run.
         let _clock =
             nvkv::clock::simulate(1_800_000_000_000_000_000 + u128::from(seed % 1_000_000) * 1_000_000_000);
-        let scenario = world::Scenario::from_seed(seed, options.seconds, &options.disabled);
+        let scenario =
+            world::Scenario::from_seed(seed, options.seconds, &options.disabled, options.fill_rings);
         let world = world::World::new(scenario);
         let mut failures = world.run().await;
         failures.extend(

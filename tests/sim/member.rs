@@ -71,6 +71,8 @@ pub struct Running {
     pub requests: Rc<RefCell<Option<Requests>>>,
     /// Set when it stopped on its own (refused or unrecoverable).
     pub stopped: Rc<RefCell<Option<Stopped>>>,
+    /// Its shard log once open, for the world to see how full its ring is.
+    pub log: Rc<RefCell<Option<SharedLog>>>,
     pause: Rc<Pause>,
 }
 
@@ -134,8 +136,10 @@ pub fn start(
     let local = Rc::new(LocalSet::new());
     let requests = Rc::new(RefCell::new(None));
     let stopped = Rc::new(RefCell::new(None));
+    let shared_log = Rc::new(RefCell::new(None));
     let pause = Rc::new(Pause::default());
     let main = {
+        let log_slot = shared_log.clone();
         let (setup, disk, net, requests, stopped, trace, local_handle) = (
             setup.clone(),
             disk.clone(),
@@ -146,8 +150,17 @@ pub fn start(
             Rc::downgrade(&local),
         );
         async move {
-            let outcome =
-                run_member(setup.clone(), disk, net.clone(), incarnation, join, requests, local_handle).await;
+            let outcome = run_member(
+                setup.clone(),
+                disk,
+                net.clone(),
+                incarnation,
+                join,
+                requests,
+                log_slot,
+                local_handle,
+            )
+            .await;
             if let Err(reason) = outcome {
                 trace.note(format!("member {} stops: {reason:?}", setup.id));
                 net.detach(setup.id);
@@ -163,7 +176,7 @@ pub fn start(
         run: Box::pin(async move { runner.run_until(std::future::pending::<()>()).await }),
     };
     let task = tokio::task::spawn_local(run);
-    Running { task, local, requests, stopped, pause }
+    Running { task, local, requests, stopped, log: shared_log, pause }
 }
 
 /// Queue pairs of a simulated member: deep enough for the log's writes and
@@ -178,6 +191,7 @@ async fn run_member(
     incarnation: u64,
     join: bool,
     requests: Rc<RefCell<Option<Requests>>>,
+    log_slot: Rc<RefCell<Option<SharedLog>>>,
     local: std::rc::Weak<LocalSet>,
 ) -> Result<(), Stopped> {
     let namespace: Arc<dyn Namespace> = Arc::new(disk.clone());
@@ -249,6 +263,7 @@ async fn run_member(
     let kick = notify.clone();
     let log = SharedLog::new(log, Rc::new(move || kick.notify_one()));
     nvkv::shard::set_local(ShardState { shard: 0, core: 0, log: log.clone() });
+    *log_slot.borrow_mut() = Some(log.clone());
     let layout = GroupLayout {
         shards: 1,
         groups_per_shard: setup.groups_per_shard,

@@ -39,6 +39,9 @@ pub struct WorkloadShape {
     /// Values are this long at most; some seeds write large ones to press
     /// the log ring.
     pub value_bytes_max: usize,
+    /// The share of writes whose value is long (up to `value_bytes_max`);
+    /// the others carry only their name.
+    pub long_value_chance: f64,
     /// Pause between two operations of a client, in milliseconds.
     pub think_ms: (u64, u64),
     pub lease_chance: f64,
@@ -197,8 +200,11 @@ impl World {
             written += 1;
             let value = {
                 let base = format!("c{client}-{written}");
-                let length =
-                    if rng.chance(0.2) { rng.between(0, shape.value_bytes_max as u64) as usize } else { 0 };
+                let length = if rng.chance(shape.long_value_chance) {
+                    rng.between(0, shape.value_bytes_max as u64) as usize
+                } else {
+                    0
+                };
                 let mut value = base.into_bytes();
                 value.resize(value.len() + length, b'.');
                 value

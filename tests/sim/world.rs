@@ -87,6 +87,9 @@ const CUT_WAIT_TICKS_MAX: usize = 200;
 /// before it looks at the disks again.
 const CUT_YIELDS_PER_TICK: usize = 16;
 
+/// How often a ring-filling run looks at how full its members' rings are.
+const RING_LOOK_EVERY: Duration = Duration::from_millis(20);
+
 /// The nemesis's actions, each a fault kind.
 const ACTIONS: &[&str] = &[
     "crash",
@@ -133,10 +136,20 @@ pub struct Scenario {
     /// Power cuts wait for a write in flight on a disk they hit, so that
     /// they tear it (off with `--disable torn_write`).
     pub cuts_tear_writes: bool,
+    /// The ring-filling shape ([`Scenario::fill_the_ring`]).
+    pub fills_ring: bool,
+    /// Revisions a leader keeps at most when it compacts for room
+    /// (`store.compact_under_pressure_keep_revisions`; 0: never on its own).
+    pub compact_keep_revisions: u64,
 }
 
+/// One seed in this many fills its shard's log ring ([`Scenario::fill_the_ring`]).
+const RING_FILLING_ONE_IN: u64 = 8;
+
 impl Scenario {
-    pub fn from_seed(seed: u64, seconds: u64, disabled: &BTreeSet<String>) -> Scenario {
+    /// The scenario of `seed`; with `fill_rings`, one seed in
+    /// [`RING_FILLING_ONE_IN`] takes the ring-filling shape instead.
+    pub fn from_seed(seed: u64, seconds: u64, disabled: &BTreeSet<String>, fill_rings: bool) -> Scenario {
         let mut rng = Rng::new(seed).split("scenario");
         let members = if rng.chance(0.2) { 5 } else { 3 };
         let lba_bytes = if rng.chance(0.5) { 512 } else { 4096 };
@@ -192,7 +205,7 @@ impl Scenario {
             corruptible.clear();
         }
         let value_bytes_max = if rng.chance(0.3) { rng.between(4 << 10, 64 << 10) as usize } else { 256 };
-        Scenario {
+        let mut scenario = Scenario {
             seed,
             seconds,
             members,
@@ -210,6 +223,7 @@ impl Scenario {
                 watchers: rng.between(1, 3) as usize,
                 keys: rng.between(2, 6) as usize,
                 value_bytes_max,
+                long_value_chance: 0.2,
                 think_ms: (0, rng.between(5, 60)),
                 lease_chance: 0.5,
             },
@@ -218,13 +232,48 @@ impl Scenario {
             batch_bytes_max: 256 << 10,
             cache_bytes_max: *rng.pick(&[16 << 10, 1 << 20]),
             cuts_tear_writes: !disabled.contains("torn_write"),
+            fills_ring: false,
+            compact_keep_revisions: 0,
+        };
+        // Drawn apart from the rest, so that the other seeds keep the
+        // scenarios (and the regressions) they had.
+        let mut ring = Rng::new(seed).split("full-ring");
+        if fill_rings && ring.below(RING_FILLING_ONE_IN) == 0 {
+            scenario.fill_the_ring(&mut ring);
         }
+        scenario
+    }
+
+    /// The shape that brings a shard's ring near full, where it once wedged
+    /// for good (the records that would free space queued behind entries
+    /// waiting for it): the smallest namespace a shard fits (a 1.5 MiB
+    /// ring), one group, many writers of large values with no pause
+    /// between them (together more than the quarter of the ring admission
+    /// keeps free), and snapshots only when the group's entries take their
+    /// share of the ring, never by count. The live keys (at most two
+    /// checked keys and their siblings; no leases, whose keys live on
+    /// until they expire) stay inside the snapshot area: a store that
+    /// outgrows it raises NOSPACE, which is another shape. Leaders compact
+    /// for room as nvkv's default configuration lets them (a Raft entry of
+    /// their own that needs ring space before any snapshot can free some).
+    fn fill_the_ring(&mut self, rng: &mut Rng) {
+        self.fills_ring = true;
+        self.compact_keep_revisions = 10_000;
+        self.namespace_blocks = (2 << 20) / u64::from(self.lba_bytes);
+        self.groups_per_shard = 1;
+        self.snapshot_after_entries = 1_000_000;
+        self.workload.clients = rng.between(8, 10) as usize;
+        self.workload.keys = rng.between(1, 2) as usize;
+        self.workload.value_bytes_max = rng.between(40 << 10, 56 << 10) as usize;
+        self.workload.long_value_chance = 0.8;
+        self.workload.lease_chance = 0.0;
+        self.workload.think_ms = (0, rng.between(1, 4));
     }
 
     pub fn describe(&self) -> String {
         format!(
             "{} members ({} groups), {}-byte blocks, {} KiB namespaces, durability {}, corruptible {:?}, \
-             faults every {:?} ms, weights {:?}, net {:?}, disk {:?}, workload {:?}, snapshots every {} entries",
+             faults every {:?} ms, weights {:?}, net {:?}, disk {:?}, workload {:?}, snapshots every {} entries{}",
             self.members,
             self.groups_per_shard,
             self.lba_bytes,
@@ -236,7 +285,8 @@ impl Scenario {
             self.net,
             self.disk,
             self.workload,
-            self.snapshot_after_entries
+            self.snapshot_after_entries,
+            if self.fills_ring { " (the ring-filling shape)" } else { "" }
         )
     }
 }
@@ -308,7 +358,7 @@ impl World {
         let snapshots = nvkv::shard::snapshots::SnapshotPolicy {
             every_entries: scenario.snapshot_after_entries,
             after_bytes: (ring_bytes / 4 / u64::from(scenario.groups_per_shard)).max(1),
-            compact_keep_revisions: 0,
+            compact_keep_revisions: scenario.compact_keep_revisions,
         };
         let mut disks = BTreeMap::new();
         let mut setups = BTreeMap::new();
@@ -407,6 +457,9 @@ impl World {
         }
         for id in self.member_ids() {
             self.start_member(id, false);
+        }
+        if self.scenario.fills_ring {
+            self.watch_ring_use();
         }
         let until = self.start + Duration::from_secs(self.scenario.seconds);
         let mut rng = self.rng.borrow_mut().split("clients");
@@ -704,6 +757,45 @@ impl World {
         if !change(nvkv::shard::membership::MembershipChange::Promote(id)).await {
             self.trace.note(format!("member {id} could not be promoted"));
         }
+    }
+
+    /// How full each running member's shard log ring is: (member, used
+    /// bytes, ring bytes).
+    pub fn ring_use(&self) -> Vec<(NodeId, u64, u64)> {
+        self.running
+            .borrow()
+            .iter()
+            .filter_map(|(id, running)| {
+                let log = running.log.borrow().clone()?;
+                let stats = log.with(|log| log.stats());
+                Some((*id, stats.used_bytes, stats.ring_bytes))
+            })
+            .collect()
+    }
+
+    /// Notes, once a run, that a member's ring was seen past three
+    /// quarters and past nine tenths full (`ring.past_75_percent`,
+    /// `ring.past_90_percent` in the summary), so that the ring-filling
+    /// shape shows it does fill rings. Reads the logs only: the members'
+    /// schedules stay as they were.
+    fn watch_ring_use(self: &Rc<Self>) {
+        let world = self.clone();
+        tokio::task::spawn_local(async move {
+            let mut most = 0;
+            loop {
+                tokio::time::sleep(RING_LOOK_EVERY).await;
+                for (id, used, ring) in world.ring_use() {
+                    let percent = used * 100 / ring.max(1);
+                    for (mark, kind) in [(75, "ring.past_75_percent"), (90, "ring.past_90_percent")] {
+                        if percent >= mark && most < mark {
+                            world.counts.add(kind);
+                            world.trace.note(format!("member {id}'s log ring is {percent}% full"));
+                        }
+                    }
+                    most = most.max(percent);
+                }
+            }
+        });
     }
 
     pub fn disk_digests(&self) -> Vec<u32> {
