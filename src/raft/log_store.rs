@@ -398,10 +398,9 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
     where
         I: IntoIterator<Item = Entry>,
     {
-        // Every entry is queued now, so all of them join one group commit
-        // (sent at once when the device has no log write in flight, else at
-        // the reactor's next turn); the shard log reports durability in
-        // order, so the last one being durable means all are.
+        // Every entry is queued now, so all of them join this tick's group
+        // commit; the shard log reports durability in order, so the last
+        // one being durable means all are.
         let mut last = None;
         let mut indexes = None;
         // The commit of the entries before these rides on them: no write
@@ -423,7 +422,6 @@ impl RaftLogStorage<TypeConfig> for GroupLogStore {
             callback.log_io_completed(Ok(()));
             return Ok(());
         };
-        self.log.submit_if_idle();
         let durable = self.log.durable(ticket);
         let group = self.group;
         let timeline = self.timeline.clone().zip(indexes);

@@ -58,12 +58,6 @@ impl SharedLog {
         Ok(ticket)
     }
 
-    /// Sends the queued entries now when the device has no log write in
-    /// flight ([`ShardLog::submit_if_idle`]).
-    pub fn submit_if_idle(&self) -> bool {
-        self.log.borrow_mut().submit_if_idle()
-    }
-
     /// Appends an entry and waits until it is durable.
     pub async fn append(&self, group: u32, index: u64, term: u64, payload: &[u8]) -> Result<(), WalError> {
         let ticket = self.log.borrow_mut().append(group, index, term, payload)?;

@@ -135,23 +135,6 @@ impl ShardLog {
         progress
     }
 
-    /// Sends what is queued now if no write is in flight, instead of at the
-    /// reactor's next turn: a lone append (one client's put at the leader,
-    /// one AppendEntries at a follower) reaches the device before the rest
-    /// of the turn's tasks run (the leader's AppendEntries sends among
-    /// them), so the device works while they do. With a write in flight
-    /// the log batches as before: the next turn's write carries it.
-    pub fn submit_if_idle(&mut self) -> bool {
-        if !self.inflight.is_empty() || self.pending.is_empty() || self.failed.is_some() {
-            return false;
-        }
-        let submitted = self.submit_writes();
-        if submitted {
-            self.reap();
-        }
-        submitted
-    }
-
     #[cfg(any(test, feature = "testing"))]
     /// Blocks until `ticket` is durable. For tests, tools and startup: the
     /// reactor uses [`ShardLog::tick`] and wakers instead.
