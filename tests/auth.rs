@@ -489,23 +489,8 @@ fn a_password_user_s_kv_calls_go_over_the_kv_stream_checked_like_its_rpc_calls()
 /// in opens them with its session, so routed calls act for its user too.
 #[test]
 fn calls_routed_to_another_member_s_leader_act_for_the_logged_in_user() {
-    use common::cluster::{agreed_leaders, cluster_configs, eventually, leaders};
     let directory = tempfile::tempdir().expect("tempdir");
-    let members = cluster_configs(directory.path(), 4);
-    let mut daemons: Vec<Daemon> = members.iter().map(|member| Daemon::start(&member.config)).collect();
-    for daemon in &mut daemons {
-        daemon.wait_ready();
-    }
-    let agreed = eventually("one leader per group, the same on every member", || {
-        agreed_leaders(&members.iter().map(|member| leaders(member.client_port)).collect::<Vec<_>>())
-    });
-    // The endpoint leads the fewest groups: most calls go to other members.
-    let entry = members
-        .iter()
-        .min_by_key(|member| agreed.iter().filter(|leader| **leader == member.id).count())
-        .expect("members");
-    assert!(agreed.iter().any(|leader| *leader != entry.id), "another member leads a group: {agreed:?}");
-    set_up_users(entry.client_port);
+    let (_members, _daemons, entry, _) = cluster_with_users(directory.path(), "");
     let endpoint = format!("127.0.0.1:{}", entry.client_port);
     run(async {
         let mut client = nvkv::rpc::client::ShardedClient::open(&endpoint).await.expect("connect");
@@ -513,6 +498,37 @@ fn calls_routed_to_another_member_s_leader_act_for_the_logged_in_user() {
         // The first calls open the links; the later ones take them.
         put_each_group(&client, 10).await;
     });
+}
+
+/// A 3-member cluster of 4 groups (each member's config with `extra`
+/// appended), its users set up through the member that leads the fewest
+/// groups, so most of a client's calls there go to other members' leaders.
+/// Returns the members, their daemons, that member and each group's leader.
+fn cluster_with_users(
+    directory: &std::path::Path,
+    extra: &str,
+) -> (Vec<common::cluster::Member>, Vec<Daemon>, common::cluster::Member, Vec<u64>) {
+    use common::cluster::{agreed_leaders, cluster_configs, eventually, leaders};
+    let members = cluster_configs(directory, 4);
+    for member in &members {
+        let config = std::fs::read_to_string(&member.config).expect("config");
+        std::fs::write(&member.config, format!("{config}\n{extra}")).expect("config");
+    }
+    let mut daemons: Vec<Daemon> = members.iter().map(|member| Daemon::start(&member.config)).collect();
+    for daemon in &mut daemons {
+        daemon.wait_ready();
+    }
+    let agreed = eventually("one leader per group, the same on every member", || {
+        agreed_leaders(&members.iter().map(|member| leaders(member.client_port)).collect::<Vec<_>>())
+    });
+    let entry = members
+        .iter()
+        .min_by_key(|member| agreed.iter().filter(|leader| **leader == member.id).count())
+        .expect("members")
+        .clone();
+    assert!(agreed.iter().any(|leader| *leader != entry.id), "another member leads a group: {agreed:?}");
+    set_up_users(entry.client_port);
+    (members, daemons, entry, agreed)
 }
 
 /// Writes `/routed-*` keys, one per group, in `rounds` rounds 100 ms apart,
@@ -559,27 +575,10 @@ fn forwarded_by(port: u16) -> u64 {
 /// of being forwarded by the endpoint for good.
 #[test]
 fn a_leader_link_opened_after_the_token_expired_logs_in_again() {
-    use common::cluster::{agreed_leaders, cluster_configs, eventually, leaders};
     let directory = tempfile::tempdir().expect("tempdir");
-    let members = cluster_configs(directory.path(), 4);
-    for member in &members {
-        let config = std::fs::read_to_string(&member.config).expect("config");
-        std::fs::write(&member.config, format!("{config}\n[auth]\ntoken_ttl_seconds = 1\n")).expect("config");
-    }
-    let mut daemons: Vec<Daemon> = members.iter().map(|member| Daemon::start(&member.config)).collect();
-    for daemon in &mut daemons {
-        daemon.wait_ready();
-    }
-    let agreed = eventually("one leader per group, the same on every member", || {
-        agreed_leaders(&members.iter().map(|member| leaders(member.client_port)).collect::<Vec<_>>())
-    });
-    let entry = members
-        .iter()
-        .min_by_key(|member| agreed.iter().filter(|leader| **leader == member.id).count())
-        .expect("members");
+    let (_members, _daemons, entry, agreed) =
+        cluster_with_users(directory.path(), "[auth]\ntoken_ttl_seconds = 1\n");
     let led_elsewhere = agreed.iter().filter(|leader| **leader != entry.id).count() as u64;
-    assert!(led_elsewhere > 0, "another member leads a group: {agreed:?}");
-    set_up_users(entry.client_port);
     let endpoint = format!("127.0.0.1:{}", entry.client_port);
     run(async {
         let mut client = nvkv::rpc::client::ShardedClient::open(&endpoint).await.expect("connect");

@@ -11,6 +11,7 @@ use nvkv::rpc::client::ShardedClient;
 use super::{status_json, try_status_json, Daemon, DEADLINE};
 
 /// One member's config and ports.
+#[derive(Clone)]
 pub struct Member {
     pub id: u64,
     pub client_port: u16,

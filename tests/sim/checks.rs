@@ -173,16 +173,12 @@ async fn writes_go_through(world: &Rc<World>, failures: &mut Vec<String>) {
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
         if !written {
-            let rings: Vec<String> = world
-                .ring_use()
-                .into_iter()
-                .map(|(member, used, capacity)| format!("member {member} {used} of {capacity} bytes"))
-                .collect();
+            let rings = rings_described(world);
             failures.push(format!(
                 "group {group} takes no write after the heal: a delete of {} through every member failed for \
                  {WRITE_WITHIN:?} (a wedged shard?); the last error: {last}; the shard's log ring: {}",
                 String::from_utf8_lossy(&key),
-                rings.join(", ")
+                rings
             ));
         }
     }
@@ -215,14 +211,10 @@ async fn converge(world: &Rc<World>, failures: &mut Vec<String>) {
             Err(reason) => last = reason,
         }
         if Instant::now() > deadline {
-            let rings: Vec<String> = world
-                .ring_use()
-                .into_iter()
-                .map(|(member, used, capacity)| format!("member {member} {used} of {capacity} bytes"))
-                .collect();
+            let rings = rings_described(world);
             failures.push(format!(
                 "the healed cluster did not converge within {CONVERGE_WITHIN:?}: {last}; the shard's log ring: {}",
-                rings.join(", ")
+                rings
             ));
             return;
         }
@@ -492,4 +484,14 @@ async fn leases_end(world: &Rc<World>, failures: &mut Vec<String>) {
             }
         }
     }
+}
+
+/// How full each member's log ring is, for a failure a full ring may explain.
+fn rings_described(world: &World) -> String {
+    world
+        .ring_use()
+        .into_iter()
+        .map(|(member, used, capacity)| format!("member {member} {used} of {capacity} bytes"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
