@@ -74,6 +74,9 @@ impl Cluster<'_> {
 }
 
 /// Runs `command` to its end, or kills it past [`CALL_LIMIT`] and says so.
+/// Its output is read while it runs: a child whose output outgrows the pipe
+/// (a prefix read of hundreds of keys as JSON) would otherwise block on its
+/// write and look hung.
 fn bounded(mut command: Command) -> Result<Output, String> {
     let mut child = command
         .stdin(Stdio::null())
@@ -81,16 +84,32 @@ fn bounded(mut command: Command) -> Result<Output, String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|error| format!("cannot run {command:?}: {error}"))?;
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|pipe| Box::new(pipe) as Box<dyn std::io::Read + Send>));
+    let stderr = drain(child.stderr.take().map(|pipe| Box::new(pipe) as Box<dyn std::io::Read + Send>));
     let started = Instant::now();
-    while child.try_wait().map_err(|error| error.to_string())?.is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|error| error.to_string())? {
+            break status;
+        }
         if started.elapsed() > CALL_LIMIT {
             let _ = child.kill();
             let _ = child.wait();
             return Err(format!("HUNG: {command:?} gave no answer within {CALL_LIMIT:?}"));
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().map_err(|error| error.to_string())
+    };
+    let stdout = stdout.join().map_err(|_| "reading the child's stdout panicked".to_string())?;
+    let stderr = stderr.join().map_err(|_| "reading the child's stderr panicked".to_string())?;
+    Ok(Output { status, stdout, stderr })
 }
 
 /// One key prefix per group, in group order: `/part/<n>/` for the first
