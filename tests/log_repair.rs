@@ -7,44 +7,14 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::cluster::*;
 use common::*;
-use nvkv::rpc::client::ShardedClient;
 
 const GROUPS: usize = 2;
 /// Keys written before the damage, and again while the member is down.
 const KEYS: usize = 60;
 const RECORD_MAGIC: &[u8; 4] = b"NVKL";
 const ENTRY_KIND: u8 = 1;
-
-/// Runs `work` with a client of `member`.
-fn with_client<T>(member: &Member, work: impl AsyncFnOnce(ShardedClient) -> T) -> T {
-    runtime().block_on(tokio::task::LocalSet::new().run_until(async {
-        let client = ShardedClient::open(&endpoint(member)).await.expect("connect");
-        work(client).await
-    }))
-}
-
-/// Puts `key` = `value`, again after a refusal while a group changes leader
-/// (the same key and value, so a put that took effect twice changes
-/// nothing the test compares).
-async fn put(client: &ShardedClient, key: &str, value: &str) {
-    let started = std::time::Instant::now();
-    while let Err(error) = client.put(key.as_bytes(), value.as_bytes(), 0, false).await {
-        assert!(started.elapsed() < DEADLINE, "put {key} failed for {DEADLINE:?}, last: {error}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-fn put_keys(member: &Member, prefix: &str) {
-    with_client(member, async |client| {
-        for index in 0..KEYS {
-            put(&client, &format!("/{prefix}/k{index:03}"), &format!("{prefix}-{index}")).await;
-        }
-    });
-}
 
 /// A log record found in a namespace file: where it starts, its sequence
 /// number and kind, and the log it belongs to.
@@ -81,7 +51,7 @@ fn a_member_with_a_damaged_record_mid_log_starts_and_its_peers_repair_it() {
     }
 
     eprintln!("phase: {KEYS} keys written, every member holds them");
-    put_keys(&members[0], "before");
+    put_keys_through(&members[0], "before", KEYS);
     stores_converge(&members);
 
     eprintln!("phase: member 3 killed, one entry in the middle of its log damaged");
@@ -103,7 +73,7 @@ fn a_member_with_a_damaged_record_mid_log_starts_and_its_peers_repair_it() {
     drop(namespace);
 
     eprintln!("phase: the other two keep serving while member 3 is down");
-    put_keys(&members[0], "while-down");
+    put_keys_through(&members[0], "while-down", KEYS);
 
     eprintln!("phase: member 3 starts, is repaired, and its own store holds every key");
     daemons[2] = Daemon::start(&members[2].config);
@@ -113,7 +83,7 @@ fn a_member_with_a_damaged_record_mid_log_starts_and_its_peers_repair_it() {
     let own = store_of(&members[2]).expect("a serializable read on member 3");
     assert_eq!(own, store);
     eprintln!("phase: writes after the repair reach every member");
-    put_keys(&members[1], "after");
+    put_keys_through(&members[1], "after", KEYS);
     let store = stores_converge(&members);
     assert_eq!(store.len(), 3 * KEYS);
 

@@ -7,11 +7,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::cluster::*;
 use common::*;
-use nvkv::rpc::client::ShardedClient;
 
 const GROUPS: usize = 2;
 /// Keys written before the damage, and again while the member is down:
@@ -19,33 +16,6 @@ const GROUPS: usize = 2;
 const KEYS: usize = 80;
 const SNAPSHOT_MAGIC: &[u8; 8] = b"NVKVSNAP";
 const RECORD_MAGIC: &[u8; 4] = b"NVKL";
-
-/// Runs `work` with a client of `member`.
-fn with_client<T>(member: &Member, work: impl AsyncFnOnce(ShardedClient) -> T) -> T {
-    runtime().block_on(tokio::task::LocalSet::new().run_until(async {
-        let client = ShardedClient::open(&endpoint(member)).await.expect("connect");
-        work(client).await
-    }))
-}
-
-/// Puts `key` = `value`, again after a refusal while a group changes leader
-/// (the same key and value, so a put that took effect twice changes
-/// nothing the test compares).
-async fn put(client: &ShardedClient, key: &str, value: &str) {
-    let started = std::time::Instant::now();
-    while let Err(error) = client.put(key.as_bytes(), value.as_bytes(), 0, false).await {
-        assert!(started.elapsed() < DEADLINE, "put {key} failed for {DEADLINE:?}, last: {error}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-fn put_keys(member: &Member, prefix: &str) {
-    with_client(member, async |client| {
-        for index in 0..KEYS {
-            put(&client, &format!("/{prefix}/k{index:03}"), &format!("{prefix}-{index}")).await;
-        }
-    });
-}
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
@@ -102,8 +72,21 @@ fn a_member_with_a_damaged_snapshot_starts_and_its_leader_sends_it_one() {
     }
 
     eprintln!("phase: {KEYS} keys written, every member holds them and has snapshotted");
-    put_keys(&members[0], "before");
+    put_keys_through(&members[0], "before", KEYS);
     stores_converge(&members);
+    // A member applies the keys before it writes the snapshot that covers
+    // them: wait for member 3's status to report a snapshot of every group.
+    eventually("member 3 reporting a snapshot of every group", || {
+        let status = try_status_json(members[2].client_port)?;
+        let indexes: Vec<u64> = (0..GROUPS)
+            .map(|group| status[0]["groups"][group]["snapshot_index"].as_u64().unwrap_or(0))
+            .collect();
+        if indexes.iter().all(|index| *index > 0) {
+            Ok(())
+        } else {
+            Err(format!("snapshot index per group: {indexes:?}"))
+        }
+    });
 
     eprintln!("phase: member 3 killed, every snapshot blob of one group on its namespace damaged");
     daemons[2].signal(libc::SIGKILL);
@@ -125,7 +108,7 @@ fn a_member_with_a_damaged_snapshot_starts_and_its_leader_sends_it_one() {
     drop(namespace);
 
     eprintln!("phase: the other two keep serving while member 3 is down");
-    put_keys(&members[0], "while-down");
+    put_keys_through(&members[0], "while-down", KEYS);
 
     eprintln!("phase: member 3 starts, takes a snapshot from the leader, and its own store holds every key");
     daemons[2] = Daemon::start(&members[2].config);
@@ -136,7 +119,7 @@ fn a_member_with_a_damaged_snapshot_starts_and_its_leader_sends_it_one() {
     assert_eq!(own, store);
 
     eprintln!("phase: writes after the repair reach every member");
-    put_keys(&members[1], "after");
+    put_keys_through(&members[1], "after", KEYS);
     let store = stores_converge(&members);
     assert_eq!(store.len(), 3 * KEYS);
 

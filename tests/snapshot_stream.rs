@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::cluster::*;
 use common::*;
 use nvkv::kv::types::RangeRequest;
@@ -34,26 +32,6 @@ fn large_value(index: usize) -> Vec<u8> {
 
 fn large_key(index: usize) -> String {
     format!("/large/k{index:03}")
-}
-
-/// Runs `work` with a client of `member`.
-fn with_client<T>(member: &Member, work: impl AsyncFnOnce(ShardedClient) -> T) -> T {
-    runtime().block_on(tokio::task::LocalSet::new().run_until(async {
-        let client = ShardedClient::open(&endpoint(member)).await.expect("connect");
-        work(client).await
-    }))
-}
-
-/// Puts `key` = `value` through `client`, again after a refusal while the
-/// group changes leader (for up to the tests' deadline) (the same key and value, so a put that took effect
-/// twice changes nothing the test compares but a revision, the same on
-/// every member).
-async fn put(client: &ShardedClient, key: &str, value: &[u8]) {
-    let started = std::time::Instant::now();
-    while let Err(error) = client.put(key.as_bytes(), value, 0, false).await {
-        assert!(started.elapsed() < DEADLINE, "put {key} failed for {DEADLINE:?}, last: {error}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
 
 /// Keys with their create revision, mod revision and version.
@@ -106,7 +84,7 @@ fn a_follower_behind_a_purged_log_receives_a_snapshot_of_many_chunks() {
     eprintln!("phase: a few small keys reach every member; then member {follower_id} (a follower) is killed");
     with_client(&members[writer], async |client| {
         for index in 0..5 {
-            put(&client, &format!("/small/k{index}"), b"small").await;
+            put_until_taken(&client, &format!("/small/k{index}"), b"small").await;
         }
     });
     eventually("the follower applying the small keys", || {
@@ -130,7 +108,7 @@ fn a_follower_behind_a_purged_log_receives_a_snapshot_of_many_chunks() {
     );
     with_client(&members[writer], async |client| {
         for index in 0..LARGE_VALUES {
-            put(&client, &large_key(index), &large_value(index)).await;
+            put_until_taken(&client, &large_key(index), &large_value(index)).await;
         }
     });
     eventually(&format!("the leader purging its log past entry {last_before}"), || {
@@ -138,7 +116,7 @@ fn a_follower_behind_a_purged_log_receives_a_snapshot_of_many_chunks() {
         if purged > last_before {
             Ok(())
         } else {
-            with_client(&members[writer], async |client| put(&client, "/nudge", b"1").await);
+            with_client(&members[writer], async |client| put_until_taken(&client, "/nudge", b"1").await);
             Err(format!("purged up to {purged}"))
         }
     });

@@ -249,3 +249,38 @@ pub fn caught_up(members: &[Member], group: usize, learner: u64) -> Result<(), S
         Err(format!("member {learner} matched {matched} of the leader's {applied}"))
     }
 }
+
+/// Runs `work` with a client of `member`.
+pub fn with_client<T>(member: &Member, work: impl AsyncFnOnce(ShardedClient) -> T) -> T {
+    runtime().block_on(tokio::task::LocalSet::new().run_until(async {
+        let client = ShardedClient::open(&endpoint(member)).await.expect("connect");
+        work(client).await
+    }))
+}
+
+/// Puts `key` = `value` through `client`, again after a refusal while a
+/// group changes leader, for up to the tests' deadline (the same key and
+/// value, so a put that took effect twice changes nothing a test compares
+/// but a revision, the same on every member).
+pub async fn put_until_taken(client: &ShardedClient, key: &str, value: &[u8]) {
+    let started = Instant::now();
+    while let Err(error) = client.put(key.as_bytes(), value, 0, false).await {
+        assert!(started.elapsed() < DEADLINE, "put {key} failed for {DEADLINE:?}, last: {error}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Puts `count` keys `/{prefix}/kNNN` = `{prefix}-N` through a client of
+/// `member`, each until it is taken.
+pub fn put_keys_through(member: &Member, prefix: &str, count: usize) {
+    with_client(member, async |client| {
+        for index in 0..count {
+            put_until_taken(
+                &client,
+                &format!("/{prefix}/k{index:03}"),
+                format!("{prefix}-{index}").as_bytes(),
+            )
+            .await;
+        }
+    });
+}
