@@ -68,6 +68,9 @@ struct Options {
     /// (`world::Scenario::fill_the_ring`); off by default while the wedges
     /// that shape finds with every fix on are open.
     fill_rings: bool,
+    /// Starts no seed after this much real time (a campaign of a set
+    /// length): the seeds started finish and are summarized.
+    minutes: Option<u64>,
     /// A name filter of `cargo test` that does not select the simulator.
     filtered_out: bool,
     explicit: bool,
@@ -87,6 +90,7 @@ impl Options {
             known_failing: BTreeSet::new(),
             known_failure_kinds: Vec::new(),
             fill_rings: false,
+            minutes: None,
             filtered_out: false,
             explicit: false,
         };
@@ -126,6 +130,7 @@ impl Options {
                 }
                 "--child" => options.child = true,
                 "--fill-rings" => options.fill_rings = true,
+                "--minutes" => options.minutes = Some(number("--minutes", arguments.next())?.max(1)),
                 "--report" => options.report = Some(arguments.next().ok_or("--report needs a path")?.into()),
                 "--check-determinism" => options.check_determinism = true,
                 "--known-failing" => {
@@ -139,7 +144,7 @@ impl Options {
                     .push(arguments.next().ok_or("--known-failure needs the words its failures start with")?),
                 "--help" | "-h" => return Err(
                     "usage: tests/sim.sh --seeds N [--seed S] [--seconds T] [--jobs J] [--disable KIND,...] \
-                         [--check-determinism] [--known-failing SEED,...] [--known-failure WORDS] [--fill-rings]"
+                         [--check-determinism] [--known-failing SEED,...] [--known-failure WORDS] [--fill-rings] [--minutes M]"
                         .into(),
                 ),
                 // What `cargo test` passes to every test binary.
@@ -327,6 +332,16 @@ fn run_seeds(options: &Options) -> ExitCode {
         read.ok_or_else(|| format!("its process ended ({status}) without a report"))
     };
     while !queue.is_empty() || !running.is_empty() {
+        if let Some(minutes) = options.minutes.filter(|minutes| started.elapsed().as_secs() >= minutes * 60) {
+            if !queue.is_empty() {
+                println!(
+                    "sim: --minutes {minutes} reached: no seed after {} is started ({} not run)",
+                    queue.last().map_or(last, |next| next - 1),
+                    queue.len()
+                );
+                queue.clear();
+            }
+        }
         while running.len() < options.jobs {
             let Some(seed) = queue.pop() else { break };
             match spawn(seed, 0) {
