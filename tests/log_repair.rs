@@ -9,6 +9,7 @@ mod common;
 
 use common::cluster::*;
 use common::*;
+use nvkv::little_endian::u64_at;
 
 const GROUPS: usize = 2;
 /// Keys written before the damage, and again while the member is down.
@@ -28,15 +29,14 @@ struct Found {
 /// Every log record header in the namespace file (records start on a block
 /// boundary, 512 bytes at least), by the record layout of `wal::format`.
 fn records_in(namespace: &[u8]) -> Vec<Found> {
-    let u64_at = |at: usize| u64::from_le_bytes(namespace[at..at + 8].try_into().expect("8 bytes"));
     (0..namespace.len() - 4096)
         .step_by(512)
         .filter(|at| &namespace[*at..*at + 4] == RECORD_MAGIC)
         .map(|at| Found {
             byte: at as u64,
-            sequence: u64_at(at + 8),
+            sequence: u64_at(namespace, at + 8),
             kind: namespace[at + 6],
-            log_id: u64_at(at + 64),
+            log_id: u64_at(namespace, at + 64),
         })
         .collect()
 }

@@ -9,6 +9,7 @@ mod common;
 
 use common::cluster::*;
 use common::*;
+use nvkv::little_endian::{u32_at, u64_at};
 
 const GROUPS: usize = 2;
 /// Keys written before the damage, and again while the member is down:
@@ -16,10 +17,6 @@ const GROUPS: usize = 2;
 const KEYS: usize = 80;
 const SNAPSHOT_MAGIC: &[u8; 8] = b"NVKVSNAP";
 const RECORD_MAGIC: &[u8; 4] = b"NVKL";
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
-}
 
 /// The log id of the newest log record in the namespace file (records and
 /// blobs start on a block boundary, 512 bytes at least; layouts of
@@ -48,7 +45,7 @@ fn blobs_in(namespace: &[u8], log_id: u64) -> Vec<Blob> {
         .filter(|at| &namespace[*at..*at + 8] == SNAPSHOT_MAGIC && u64_at(namespace, at + 40) == log_id)
         .map(|at| Blob {
             byte: at as u64,
-            group: u32::from_le_bytes(namespace[at + 12..at + 16].try_into().expect("4 bytes")),
+            group: u32_at(namespace, at + 12),
             index: u64_at(namespace, at + 16),
             data_bytes: u64_at(namespace, at + 32),
         })
