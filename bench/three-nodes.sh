@@ -8,7 +8,8 @@
 # (and the directory removed) when the script exits, also on Ctrl-C.
 #
 # Reads: $script (the caller's name, for messages), $config (extra config
-# lines appended to each member's file, or empty), NVKV_BIN.
+# lines appended to each member's file, or empty), NVKV_BIN, and
+# NVKV_MEMBER_SHARDS (shards per member, default 2 as in config/cluster3).
 # Sets: $bin, $work, $daemons (the pids), $ready (the ready lines, joined),
 # $endpoint (the three client addresses, comma-separated) and
 # $nvkv_etcd_endpoint (the three etcd API addresses, comma-separated). Returns once
@@ -34,6 +35,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+member_shards="${NVKV_MEMBER_SHARDS:-2}"
+case "$member_shards" in
+    ''|*[!0-9]*|0) echo "$script: NVKV_MEMBER_SHARDS=$member_shards must be a positive integer" >&2; exit 2 ;;
+esac
 base=$((10000 + RANDOM % 20000))
 members=""
 for id in 1 2 3; do
@@ -58,7 +63,7 @@ peer_address = "127.0.0.1:$((base + (id - 1) * 200 + 100))"
 address = "127.0.0.1:$((base + (id - 1) * 200 + 150))"
 
 [reactor]
-shards = 2
+shards = $member_shards
 
 [namespace]
 namespace_bytes = "1GiB"

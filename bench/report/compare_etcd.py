@@ -177,6 +177,14 @@ summary["preload_retries"] = read(retries).splitlines() if os.path.exists(retrie
 json.dump(summary, open(f"{result}/summary.json", "w"), indent=1)
 
 
+def shards_of(size):
+    """The shards each nvkv member ran in this size's runs, from its status."""
+    counts = sorted({len(member["shards"]) for member in statuses.get(size, [])})
+    if not counts:
+        return "shards not measured"
+    return " or ".join(str(count) for count in counts) + (" shard" if counts == [1] else " shards")
+
+
 def number(value, digits=0):
     return "–" if value is None else f"{value:,.{digits}f}"
 
@@ -204,8 +212,8 @@ lines = ["# nvkv and etcd side by side", "",
          "txn over 1,000; one connection per 10 clients, rounded up (as etcd's benchmark tool is run: 1000 clients "
          f"over 100 connections); watch: {watchers} watchers, 10 per key, 16 clients putting 1000 puts/s in all "
          "(its ops/s is that rate; its percentiles are the events')",
-         "- one node of each: nvkv's embedded default (2 shards); etcd one member. Three nodes: nvkv's "
-         "`bench/three-nodes.sh` (config/cluster3's shape: 2 shards per member); three etcd members; all on loopback"]
+         f"- one node of each: nvkv's embedded default ({shards_of(1)}); etcd one member. Three nodes: nvkv's "
+         f"`bench/three-nodes.sh` (config/cluster3's shape: {shards_of(3)} per member); three etcd members; all on loopback"]
 if summary["preload_retries"]:
     lines.append(f"- a preload stopped at a refused put and ran again: {'; '.join(summary['preload_retries'])} "
                  "(what it said is in `raw/*preload*.err`)")
