@@ -25,12 +25,25 @@
 //! back under the quota.
 //!
 //! Client writes also wait here while the shard's ring is three quarters
-//! full ([`admit`]): a group that must compact before it can snapshot (a
-//! Raft write of its own) needs ring space for that entry, and writes that
-//! kept coming would take it. Writes that add no data wait only past nine
-//! tenths, so that deletes can still shrink a store out of space. The snapshot task's own proposals do not wait,
-//! nor do the revokes of expired leases (`super::lease_requests`): both
-//! are bounded, and a revoke only deletes.
+//! full ([`RingAdmission`], one per shard): a group that must compact
+//! before it can snapshot (a Raft write of its own) needs ring space for
+//! that entry, and writes that kept coming would take it. The writes
+//! admitted and not yet ended count as ring space already (a write reaches
+//! the ring only once its batch entry is logged, so the ring's use alone
+//! would let every write that arrives together in), so writes never carry
+//! the ring past the line by more than one of them. Writes that add no
+//! data wait only past nine tenths, so that deletes can still shrink a
+//! store out of space; past that, the deletes of a group whose alarm is
+//! raised still go one at a time (a new leader may find its ring that full
+//! already, filled while it followed, and only deletes clear the alarm).
+//! The snapshot task's own proposals do not wait, nor do the revokes of
+//! expired leases (`super::lease_requests`): both are bounded, and a
+//! revoke only deletes.
+//!
+//! This module must never let a write that adds data into the band above
+//! three quarters beyond the one write that crosses the line: that band is
+//! what deletes, compaction and snapshots are left when a store is out of
+//! space.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -285,5 +298,108 @@ impl RingAdmission {
             }
             tokio::time::sleep(RING_ADMIT_POLL).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::command::{encode_command, Command};
+    use crate::kv::types::{DeleteRangeRequest, PutRequest};
+
+    const RING: u64 = 1_000_000;
+
+    fn put(bytes: usize) -> Vec<u8> {
+        encode_command(&Command::Put(PutRequest {
+            key: b"/k".to_vec(),
+            value: vec![7; bytes],
+            ..PutRequest::default()
+        }))
+    }
+
+    fn delete() -> Vec<u8> {
+        encode_command(&Command::DeleteRange(DeleteRangeRequest {
+            key: b"/k".to_vec(),
+            ..DeleteRangeRequest::default()
+        }))
+    }
+
+    /// Writes admitted while the ring is just under three quarters, none of
+    /// them logged yet (the ring's use has not moved), count against the
+    /// line: only the first passes, and the ring cannot go past the line by
+    /// more than that one write. Admission used to read the ring's use
+    /// alone, and let every one of them in.
+    #[test]
+    fn writes_admitted_and_not_yet_logged_count_against_the_line() {
+        let admission = Rc::new(RingAdmission::default());
+        let alarms = Alarms::new(0, 1);
+        let used = RING * 74 / 100;
+        let first =
+            admission.try_admit(used, RING, &put(100_000), &alarms).expect("below the line: admitted");
+        assert!(
+            admission.admitted_bytes() > 100_000,
+            "the admitted write counts: {}",
+            admission.admitted_bytes()
+        );
+        for _ in 0..10 {
+            assert!(
+                admission.try_admit(used, RING, &put(100_000), &alarms).is_none(),
+                "the ring with the write admitted before is past three quarters: a second waits"
+            );
+        }
+        assert!(
+            admission.try_admit(used, RING, &delete(), &alarms).is_some(),
+            "a delete still goes below nine tenths"
+        );
+        drop(first);
+        assert_eq!(admission.admitted_bytes(), 0, "every write that ended gave its share back");
+        let second = admission.try_admit(used, RING, &put(100_000), &alarms);
+        assert!(second.is_some(), "once the first ended (logged, or failed), the next goes");
+    }
+
+    /// Past nine tenths (a new leader whose ring filled while it followed,
+    /// or a group out of snapshot space), writes that add no data go one at
+    /// a time while the group's alarm is raised: they are what clears it.
+    /// Writes that add data never do, and without the alarm the last tenth
+    /// stays the snapshot task's.
+    #[test]
+    fn past_nine_tenths_a_delete_of_a_group_out_of_space_goes_one_at_a_time() {
+        let admission = Rc::new(RingAdmission::default());
+        let alarms = Alarms::new(0, 1);
+        let used = RING * 97 / 100;
+        assert!(admission.try_admit(used, RING, &delete(), &alarms).is_none(), "no alarm: the delete waits");
+
+        alarms.raise(2 * RING, RING / 4);
+        assert!(
+            admission.try_admit(used, RING, &put(10), &alarms).is_none(),
+            "a put never goes past the line"
+        );
+        let first =
+            admission.try_admit(used, RING, &delete(), &alarms).expect("the alarm is raised: a delete goes");
+        assert!(
+            admission.try_admit(used, RING, &delete(), &alarms).is_none(),
+            "one at a time: the second waits for the first"
+        );
+        drop(first);
+        let second = admission.try_admit(used, RING, &delete(), &alarms);
+        assert!(second.is_some(), "the first ended: the next delete goes");
+
+        alarms.clear();
+        drop(second);
+        assert!(
+            admission.try_admit(used, RING, &delete(), &alarms).is_none(),
+            "the alarm cleared: deletes wait again"
+        );
+    }
+
+    /// The common case: a ring well below the line admits anything.
+    #[test]
+    fn a_ring_below_the_line_admits_every_write() {
+        let admission = Rc::new(RingAdmission::default());
+        let alarms = Alarms::new(0, 1);
+        let held: Vec<Admitted> = (0..5)
+            .map(|_| admission.try_admit(RING / 10, RING, &put(1_000), &alarms).expect("admitted"))
+            .collect();
+        assert_eq!(held.len(), 5);
     }
 }
