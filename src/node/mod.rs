@@ -139,11 +139,7 @@ pub fn log_driver_factory(resources: ShardResources) -> DriverFactory {
             resources.region,
             shard::log_options(&resources.config),
         )?;
-        shard::set_local(shard::ShardState {
-            shard: resources.shard,
-            core: resources.core,
-            log: log.clone(),
-        });
+        shard::set_local(shard::ShardState::new(resources.shard, resources.core, log.clone()));
         let (layout, shard, ready) = (resources.layout, resources.shard, resources.ready);
         match resources.peers {
             Some(identity) => {

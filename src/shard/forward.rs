@@ -45,16 +45,23 @@ pub async fn write(
         // the request timeout, as on the other paths: a group out of
         // snapshot space can keep the ring that full for good.
         entry.alarms().check_room(&command)?;
-        if must_wait(&command) {
-            Box::pin(entry.raft().within_request_timeout(async {
-                admit(&command).await;
-                Ok::<_, GroupError>(())
-            }))
-            .await?;
-        }
+        let admitted = match admit_now(&entry, &command) {
+            Some(admitted) => admitted,
+            None => {
+                Box::pin(
+                    entry
+                        .raft()
+                        .within_request_timeout(async { Ok::<_, GroupError>(admit(&entry, &command).await) }),
+                )
+                .await?
+            }
+        };
         // The proposer answers within the request timeout on its own (see
-        // `propose`): the common case pays no timer of its own.
-        return super::propose::propose(entry.proposing(), command).await;
+        // `propose`): the common case pays no timer of its own. The write's
+        // share of the ring is held until its proposal ends.
+        let answer = super::propose::propose(entry.proposing(), command).await;
+        drop(admitted);
+        return answer;
     }
     // Forwarding, or waiting out an election, is boxed: the common case's
     // future (every put's) then carries none of its state, which is several
@@ -65,8 +72,10 @@ pub async fn write(
             let leader = entry.raft().wait_for_leader().await?;
             if leader.id == entry.raft().member() {
                 entry.alarms().check_room(&command)?;
-                admit(&command).await;
-                return super::propose::propose(entry.proposing(), command).await;
+                let admitted = admit(&entry, &command).await;
+                let answer = super::propose::propose(entry.proposing(), command).await;
+                drop(admitted);
+                return answer;
             }
             let started = std::time::Instant::now();
             match link.forward_write(entry.raft().group(), &leader, command.clone()).await {
@@ -160,30 +169,37 @@ pub(super) async fn write_as_leader(entry: Rc<ShardGroup>, command: Vec<u8>) -> 
     entry.alarms().check_room(&command)?;
     // The member that forwarded it waits within its own request timeout;
     // this one never waits longer.
-    entry
-        .raft()
-        .within_request_timeout(async {
-            admit(&command).await;
-            Ok::<_, GroupError>(())
-        })
-        .await?;
-    super::propose::propose(entry.proposing(), command).await.map_err(|error| match error {
+    let admitted = match admit_now(&entry, &command) {
+        Some(admitted) => admitted,
+        None => {
+            entry
+                .raft()
+                .within_request_timeout(async { Ok::<_, GroupError>(admit(&entry, &command).await) })
+                .await?
+        }
+    };
+    let answer = super::propose::propose(entry.proposing(), command).await;
+    drop(admitted);
+    answer.map_err(|error| match error {
         RequestError::Group(error) => error,
         other => GroupError::Unavailable { group, member, reason: other.to_string() },
     })
 }
 
-/// Whether client writes must wait for this shard's ring now (see
-/// `space::admit`); never off a reactor thread, which has no shard.
-fn must_wait(command: &[u8]) -> bool {
-    local().is_some_and(|shard| space::must_wait(&shard.log, command))
+/// Admits client write `command` to this shard's ring if it has room now
+/// (see `space::RingAdmission`), or `None` when it must wait. Off a reactor
+/// thread, which has no shard, every write is admitted with no share.
+fn admit_now(entry: &ShardGroup, command: &[u8]) -> Option<Option<space::Admitted>> {
+    let Some(shard) = local() else { return Some(None) };
+    let (used_bytes, ring_bytes) = shard.log.with(|log| log.ring_use());
+    shard.admission.try_admit(used_bytes, ring_bytes, command, entry.alarms()).map(Some)
 }
 
-/// Returns once this shard's ring has room for client writes (at once off
-/// a reactor thread).
-async fn admit(command: &[u8]) {
-    let Some(shard) = local() else { return };
-    space::admit(&shard.log, command).await
+/// Returns once this shard's ring has room for client write `command`,
+/// with the write's share of it (at once and none off a reactor thread).
+async fn admit(entry: &ShardGroup, command: &[u8]) -> Option<space::Admitted> {
+    let shard = local()?;
+    Some(shard.admission.admit(&shard.log, command, entry.alarms()).await)
 }
 
 #[cfg(test)]

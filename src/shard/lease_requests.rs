@@ -314,7 +314,7 @@ pub fn spawn_expiry(groups: Rc<ShardGroups>) {
 /// It is the leader's own proposal, like the snapshot task's compaction,
 /// not a client write: never forwarded (only a leader decides an expiry),
 /// and never held back while the shard's ring is three quarters full
-/// (`space::admit`). A revoke only deletes, and a group out of snapshot
+/// (`space::RingAdmission`). A revoke only deletes, and a group out of snapshot
 /// space (NOSPACE) keeps the ring that full until deletes shrink its store:
 /// a revoke waiting for the ring there would wait for ever, and this
 /// shard's expiry task with it, so no lease of any of its groups would
@@ -381,7 +381,7 @@ mod tests {
     }
 
     /// A group out of snapshot space keeps its shard's ring three quarters
-    /// full, where client writes wait (`space::admit`); the revoke of an
+    /// full, where client writes wait (`space::RingAdmission`); the revoke of an
     /// expired lease must not wait there, or the expiry task stops for good.
     #[test]
     fn an_expired_lease_is_revoked_while_the_ring_holds_client_writes_back() {
@@ -408,9 +408,14 @@ mod tests {
                 range_end: b"/fill0".to_vec(),
                 ..DeleteRangeRequest::default()
             }));
-            assert!(super::super::space::must_wait(&log, &put), "client writes that add data wait now");
+            let admission = Rc::new(super::super::space::RingAdmission::default());
+            let (used_bytes, ring_bytes) = log.with(|log| log.ring_use());
             assert!(
-                !super::super::space::must_wait(&log, &delete),
+                admission.try_admit(used_bytes, ring_bytes, &put, entry.alarms()).is_none(),
+                "client writes that add data wait now"
+            );
+            assert!(
+                admission.try_admit(used_bytes, ring_bytes, &delete, entry.alarms()).is_some(),
                 "a delete goes on below nine tenths: it is how an operator shrinks a store out of space"
             );
 

@@ -18,6 +18,7 @@ use super::group::ShardGroup;
 use super::layout::GroupLayout;
 use super::leader_link::LeaderLink;
 use super::report::{GroupReport, MemberProgress, MembershipEntry};
+use super::space::RingAdmission;
 use super::stages::Stages;
 use crate::raft::{GroupId, NodeId};
 use crate::reactor::ReactorContext;
@@ -30,6 +31,15 @@ pub struct ShardState {
     pub shard: usize,
     pub core: usize,
     pub log: SharedLog,
+    /// The client writes admitted to the log's ring (`super::space`).
+    pub admission: Rc<RingAdmission>,
+}
+
+impl ShardState {
+    /// Shard `shard` on `core`, writing `log`, with no write admitted yet.
+    pub fn new(shard: usize, core: usize, log: SharedLog) -> ShardState {
+        ShardState { shard, core, log, admission: Rc::default() }
+    }
 }
 
 /// What this thread's shard serves: its groups, once started. The fields

@@ -25,14 +25,28 @@
 //! back under the quota.
 //!
 //! Client writes also wait here while the shard's ring is three quarters
-//! full ([`admit`]): a group that must compact before it can snapshot (a
-//! Raft write of its own) needs ring space for that entry, and writes that
-//! kept coming would take it. Writes that add no data wait only past nine
-//! tenths, so that deletes can still shrink a store out of space. The snapshot task's own proposals do not wait,
-//! nor do the revokes of expired leases (`super::lease_requests`): both
-//! are bounded, and a revoke only deletes.
+//! full ([`RingAdmission`], one per shard): a group that must compact
+//! before it can snapshot (a Raft write of its own) needs ring space for
+//! that entry, and writes that kept coming would take it. The writes
+//! admitted and not yet ended count as ring space already (a write reaches
+//! the ring only once its batch entry is logged, so the ring's use alone
+//! would let every write that arrives together in), so writes never carry
+//! the ring past the line by more than one of them. Writes that add no
+//! data wait only past nine tenths, so that deletes can still shrink a
+//! store out of space; past that, the deletes of a group whose alarm is
+//! raised still go one at a time (a new leader may find its ring that full
+//! already, filled while it followed, and only deletes clear the alarm).
+//! The snapshot task's own proposals do not wait, nor do the revokes of
+//! expired leases (`super::lease_requests`): both are bounded, and a
+//! revoke only deletes.
+//!
+//! This module must never let a write that adds data into the band above
+//! three quarters beyond the one write that crosses the line: that band is
+//! what deletes, compaction and snapshots are left when a store is out of
+//! space.
 
 use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -171,33 +185,221 @@ impl Alarms {
     }
 }
 
-/// The share of the ring, in percent, above which client writes that add
-/// data wait.
+/// The share of the ring, in percent, that client writes that add data may
+/// fill (with the writes admitted before them and not yet ended counted
+/// in): past it they wait.
 const RING_ADMIT_PERCENT: u64 = 75;
-/// The share above which client writes that add none (deletes, lease
-/// revokes, compaction: `kv::command::adds_data`) wait too. Between the two
-/// they go on: a group out of snapshot space holds the ring above three
-/// quarters for good, and the deletes an operator sends to shrink its store
-/// (what the NOSPACE error tells them to do) must reach it, or the alarm
-/// could never clear. Above this the last tenth stays the snapshot task's.
+/// The share that client writes that add none (deletes, lease revokes,
+/// compaction: `kv::command::adds_data`) may fill. Between the two they go
+/// on: a group out of snapshot space holds the ring above three quarters
+/// for good, and the deletes an operator sends to shrink its store (what
+/// the NOSPACE error tells them to do) must reach it, or the alarm could
+/// never clear. Above this the last tenth stays the snapshot task's, but
+/// for one shrinking write at a time of a group whose alarm is raised
+/// ([`RingAdmission::try_admit`]).
 const RING_ADMIT_SHRINKING_PERCENT: u64 = 90;
+/// What one admitted write is counted beyond its command: the share of
+/// the batch entry's framing it may cause.
+const ADMITTED_OVERHEAD_BYTES: u64 = 64;
 /// How often a waiting write looks at the ring again.
 const RING_ADMIT_POLL: Duration = Duration::from_millis(2);
 
-/// Whether client write `command` must wait for the ring of `log`
-/// ([`admit`]) now. The common case reads one number: the command is looked
-/// at only when the ring is past three quarters.
-pub fn must_wait(log: &SharedLog, command: &[u8]) -> bool {
-    let used = log.with(|log| log.used_percent());
-    used >= RING_ADMIT_PERCENT && (used >= RING_ADMIT_SHRINKING_PERCENT || adds_data(command))
+/// The ring admission of one shard: the bytes of the client writes it
+/// admitted whose proposals have not ended yet, so that writes admitted
+/// together cannot carry the ring past the line by more than the last of
+/// them (use is read when a write arrives, and a write reaches the ring
+/// only once its batch entry is logged). A write's bytes count from its
+/// admission until its proposal ends ([`Admitted`]): past the moment its
+/// entry is logged, where they are counted twice for a round trip, which
+/// errs towards waiting; a proposal that timed out may still reach the log
+/// after it was released (bounded by the writes of one request timeout).
+#[derive(Debug, Default)]
+pub struct RingAdmission {
+    /// Bytes of the client writes admitted and not yet ended.
+    admitted: Cell<u64>,
+    /// Shrinking writes admitted past nine tenths and not yet ended: at
+    /// most one.
+    shrinking_past_line: Cell<bool>,
 }
 
-/// Returns once the ring of `log` (its shard's) has room for client write
-/// `command`: less than three quarters full, or nine tenths for one that
-/// adds no data. Where client writes wait while snapshots and purges give
-/// space back (within the caller's request timeout).
-pub async fn admit(log: &SharedLog, command: &[u8]) {
-    while must_wait(log, command) {
-        tokio::time::sleep(RING_ADMIT_POLL).await;
+/// A client write's share of its shard's ring, from its admission until
+/// its proposal ends (dropped).
+#[derive(Debug)]
+#[must_use = "the write's bytes are released when this is dropped: hold it until the proposal ends"]
+pub struct Admitted {
+    admission: Rc<RingAdmission>,
+    bytes: u64,
+    /// Admitted past nine tenths as the one shrinking write there.
+    past_line: bool,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let admitted = &self.admission.admitted;
+        admitted.set(admitted.get().saturating_sub(self.bytes));
+        if self.past_line {
+            self.admission.shrinking_past_line.set(false);
+        }
+    }
+}
+
+impl RingAdmission {
+    /// Bytes of client writes admitted and not yet ended.
+    pub fn admitted_bytes(&self) -> u64 {
+        self.admitted.get()
+    }
+
+    /// Admits client write `command` to a ring of `ring_bytes` holding
+    /// `used_bytes`, or says it must wait (`None`). A write that adds data
+    /// goes while the ring with the writes admitted before it is below
+    /// three quarters; one that adds none below nine tenths, and past that
+    /// one at a time while `alarms` are raised (its group is out of space or
+    /// over its quota, and only such writes can clear that): those share no
+    /// room with the writes that add data, which never pass three quarters
+    /// by more than one write, so nothing they do can keep a delete out,
+    /// not even a ring that a new leader found full already. The common
+    /// case (the ring well below the line) reads one number.
+    pub fn try_admit(
+        self: &Rc<Self>,
+        used_bytes: u64,
+        ring_bytes: u64,
+        command: &[u8],
+        alarms: &Alarms,
+    ) -> Option<Admitted> {
+        let filled = used_bytes.saturating_add(self.admitted.get());
+        let past = |percent: u64| filled.saturating_mul(100) >= ring_bytes.saturating_mul(percent);
+        let mut past_line = false;
+        if past(RING_ADMIT_PERCENT) {
+            if adds_data(command) {
+                return None;
+            }
+            if past(RING_ADMIT_SHRINKING_PERCENT) {
+                if !alarms.raised() || self.shrinking_past_line.get() {
+                    return None;
+                }
+                past_line = true;
+                self.shrinking_past_line.set(true);
+            }
+        }
+        let bytes = command.len() as u64 + ADMITTED_OVERHEAD_BYTES;
+        self.admitted.set(self.admitted.get().saturating_add(bytes));
+        Some(Admitted { admission: self.clone(), bytes, past_line })
+    }
+
+    /// Admits client write `command` to the ring of `log` (its shard's) as
+    /// soon as [`RingAdmission::try_admit`] does, looking again while
+    /// snapshots and purges give space back and admitted writes end (the
+    /// caller bounds the wait with its request timeout).
+    pub async fn admit(self: &Rc<Self>, log: &SharedLog, command: &[u8], alarms: &Alarms) -> Admitted {
+        loop {
+            let (used_bytes, ring_bytes) = log.with(|log| log.ring_use());
+            if let Some(admitted) = self.try_admit(used_bytes, ring_bytes, command, alarms) {
+                return admitted;
+            }
+            tokio::time::sleep(RING_ADMIT_POLL).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::command::{encode_command, Command};
+    use crate::kv::types::{DeleteRangeRequest, PutRequest};
+
+    const RING: u64 = 1_000_000;
+
+    fn put(bytes: usize) -> Vec<u8> {
+        encode_command(&Command::Put(PutRequest {
+            key: b"/k".to_vec(),
+            value: vec![7; bytes],
+            ..PutRequest::default()
+        }))
+    }
+
+    fn delete() -> Vec<u8> {
+        encode_command(&Command::DeleteRange(DeleteRangeRequest {
+            key: b"/k".to_vec(),
+            ..DeleteRangeRequest::default()
+        }))
+    }
+
+    /// Writes admitted while the ring is just under three quarters, none of
+    /// them logged yet (the ring's use has not moved), count against the
+    /// line: only the first passes, and the ring cannot go past the line by
+    /// more than that one write. Admission used to read the ring's use
+    /// alone, and let every one of them in.
+    #[test]
+    fn writes_admitted_and_not_yet_logged_count_against_the_line() {
+        let admission = Rc::new(RingAdmission::default());
+        let alarms = Alarms::new(0, 1);
+        let used = RING * 74 / 100;
+        let first =
+            admission.try_admit(used, RING, &put(100_000), &alarms).expect("below the line: admitted");
+        assert!(
+            admission.admitted_bytes() > 100_000,
+            "the admitted write counts: {}",
+            admission.admitted_bytes()
+        );
+        for _ in 0..10 {
+            assert!(
+                admission.try_admit(used, RING, &put(100_000), &alarms).is_none(),
+                "the ring with the write admitted before is past three quarters: a second waits"
+            );
+        }
+        assert!(
+            admission.try_admit(used, RING, &delete(), &alarms).is_some(),
+            "a delete still goes below nine tenths"
+        );
+        drop(first);
+        assert_eq!(admission.admitted_bytes(), 0, "every write that ended gave its share back");
+        let second = admission.try_admit(used, RING, &put(100_000), &alarms);
+        assert!(second.is_some(), "once the first ended (logged, or failed), the next goes");
+    }
+
+    /// Past nine tenths (a new leader whose ring filled while it followed,
+    /// or a group out of snapshot space), writes that add no data go one at
+    /// a time while the group's alarm is raised: they are what clears it.
+    /// Writes that add data never do, and without the alarm the last tenth
+    /// stays the snapshot task's.
+    #[test]
+    fn past_nine_tenths_a_delete_of_a_group_out_of_space_goes_one_at_a_time() {
+        let admission = Rc::new(RingAdmission::default());
+        let alarms = Alarms::new(0, 1);
+        let used = RING * 97 / 100;
+        assert!(admission.try_admit(used, RING, &delete(), &alarms).is_none(), "no alarm: the delete waits");
+
+        alarms.raise(2 * RING, RING / 4);
+        assert!(
+            admission.try_admit(used, RING, &put(10), &alarms).is_none(),
+            "a put never goes past the line"
+        );
+        let first =
+            admission.try_admit(used, RING, &delete(), &alarms).expect("the alarm is raised: a delete goes");
+        assert!(
+            admission.try_admit(used, RING, &delete(), &alarms).is_none(),
+            "one at a time: the second waits for the first"
+        );
+        drop(first);
+        let second = admission.try_admit(used, RING, &delete(), &alarms);
+        assert!(second.is_some(), "the first ended: the next delete goes");
+
+        alarms.clear();
+        drop(second);
+        assert!(
+            admission.try_admit(used, RING, &delete(), &alarms).is_none(),
+            "the alarm cleared: deletes wait again"
+        );
+    }
+
+    /// The common case: a ring well below the line admits anything.
+    #[test]
+    fn a_ring_below_the_line_admits_every_write() {
+        let admission = Rc::new(RingAdmission::default());
+        let alarms = Alarms::new(0, 1);
+        let held: Vec<Admitted> = (0..5)
+            .map(|_| admission.try_admit(RING / 10, RING, &put(1_000), &alarms).expect("admitted"))
+            .collect();
+        assert_eq!(held.len(), 5);
     }
 }

@@ -105,5 +105,5 @@ pub async fn fill_ring(entry: &Rc<ShardGroup>, log: &SharedLog, percent: u64) {
         filler += 1;
         assert!(filler < 10_000, "the ring never filled: {}% used", log.with(|log| log.used_percent()));
     }
-    super::registry::set_local(super::registry::ShardState { shard: 0, core: 0, log: log.clone() });
+    super::registry::set_local(super::registry::ShardState::new(0, 0, log.clone()));
 }

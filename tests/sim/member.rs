@@ -262,7 +262,7 @@ async fn run_member(
         .map_err(|error| unrecoverable("making the shard", &error))?;
     let kick = notify.clone();
     let log = SharedLog::new(log, Rc::new(move || kick.notify_one()));
-    nvkv::shard::set_local(ShardState { shard: 0, core: 0, log: log.clone() });
+    nvkv::shard::set_local(ShardState::new(0, 0, log.clone()));
     *log_slot.borrow_mut() = Some(log.clone());
     let layout = GroupLayout {
         shards: 1,

@@ -138,6 +138,9 @@ pub struct Scenario {
     pub cuts_tear_writes: bool,
     /// The ring-filling shape ([`Scenario::fill_the_ring`]).
     pub fills_ring: bool,
+    /// The ring-filling shape whose stores outgrow the snapshot area
+    /// ([`Scenario::outgrow_the_snapshot_area`]).
+    pub outgrows_snapshot_area: bool,
     /// Revisions a leader keeps at most when it compacts for room
     /// (`store.compact_under_pressure_keep_revisions`; 0: never on its own).
     pub compact_keep_revisions: u64,
@@ -145,6 +148,9 @@ pub struct Scenario {
 
 /// One seed in this many fills its shard's log ring ([`Scenario::fill_the_ring`]).
 const RING_FILLING_ONE_IN: u64 = 8;
+/// One ring-filling seed in this many outgrows its snapshot area
+/// ([`Scenario::outgrow_the_snapshot_area`]).
+const OUTGROWN_STORE_ONE_IN: u64 = 3;
 
 impl Scenario {
     /// The scenario of `seed`; with `fill_rings`, one seed in
@@ -233,6 +239,7 @@ impl Scenario {
             cache_bytes_max: *rng.pick(&[16 << 10, 1 << 20]),
             cuts_tear_writes: !disabled.contains("torn_write"),
             fills_ring: false,
+            outgrows_snapshot_area: false,
             compact_keep_revisions: 0,
         };
         // Drawn apart from the rest, so that the other seeds keep the
@@ -268,6 +275,26 @@ impl Scenario {
         self.workload.long_value_chance = 0.8;
         self.workload.lease_chance = 0.0;
         self.workload.think_ms = (0, rng.between(1, 4));
+        // Drawn apart again, so that the seeds of the first shape keep it.
+        let mut outgrown = Rng::new(self.seed).split("outgrown-store");
+        if outgrown.below(OUTGROWN_STORE_ONE_IN) == 0 {
+            self.outgrow_the_snapshot_area(&mut outgrown);
+        }
+    }
+
+    /// The ring-filling shape whose live keys outgrow the snapshot area, so
+    /// that its groups raise NOSPACE and cannot purge their logs until
+    /// deletes shrink their stores: more and larger keys, in up to three
+    /// groups, and leases. It once wedged its shard: writes admitted just
+    /// under three quarters carried the ring past nine tenths, where the
+    /// deletes that would have cleared the alarm waited for ever.
+    fn outgrow_the_snapshot_area(&mut self, rng: &mut Rng) {
+        self.outgrows_snapshot_area = true;
+        self.groups_per_shard = rng.between(1, 3) as u32;
+        self.workload.clients = rng.between(6, 8) as usize;
+        self.workload.keys = rng.between(3, 6) as usize;
+        self.workload.value_bytes_max = rng.between(48 << 10, 128 << 10) as usize;
+        self.workload.lease_chance = 0.5;
     }
 
     pub fn describe(&self) -> String {
@@ -286,7 +313,11 @@ impl Scenario {
             self.disk,
             self.workload,
             self.snapshot_after_entries,
-            if self.fills_ring { " (the ring-filling shape)" } else { "" }
+            match (self.fills_ring, self.outgrows_snapshot_area) {
+                (true, true) => " (the ring-filling shape, stores outgrowing the snapshot area)",
+                (true, false) => " (the ring-filling shape)",
+                _ => "",
+            }
         )
     }
 }

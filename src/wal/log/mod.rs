@@ -808,6 +808,13 @@ impl ShardLog {
         (record.kind == RecordKind::Entry && record.sequence <= self.durable_sequence).then_some(record.group)
     }
 
+    /// How full the ring is: bytes used and the ring's bytes (one read of
+    /// two numbers, for ring admission on every client write).
+    pub fn ring_use(&self) -> (u64, u64) {
+        let lba_bytes = self.lba_bytes as u64;
+        (self.used_blocks * lba_bytes, self.ring_blocks * lba_bytes)
+    }
+
     /// How full the ring is, in percent.
     pub fn used_percent(&self) -> u64 {
         self.used_blocks * 100 / self.ring_blocks.max(1)
