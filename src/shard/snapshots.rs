@@ -22,13 +22,20 @@
 //! A snapshot's size is known before it is built (`kv::snapshot::encoded_len`),
 //! so the check is exact up to the envelope around the store's bytes.
 //!
-//! Without room the group's leader compacts its history, the oldest first:
+//! Without room a member compacts the group's history, the oldest first:
 //! at least down to `compact_keep_revisions` revisions, and further, just as
 //! far as the snapshot needs to fit (`kv::snapshot::compaction_for_size`),
-//! as one Raft entry so every replica compacts alike. When even the live
-//! keys do not fit while the log must shrink, the group raises its NOSPACE
-//! alarm (`super::space`) and refuses writes that add data until deletes
-//! make it fit again.
+//! as one Raft entry so every replica compacts alike. A follower asks its
+//! leader for that entry (`super::forward`), measured against its own
+//! snapshot area: its free space is laid out apart from the leader's (a
+//! follower's current snapshot may be larger than the leader's, taken
+//! before a compaction reached it), so a store that fits the leader's area
+//! may not fit the follower's, and a follower that could only wait for the
+//! leader's compactions kept its log until its ring filled, the compaction
+//! that would have let it snapshot then waiting behind entries with no room.
+//! When even the live keys do not fit while the log must shrink, the group
+//! raises its NOSPACE alarm (`super::space`) and refuses writes that add
+//! data until deletes make it fit again.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -39,6 +46,7 @@ use tokio::time::Instant;
 use super::group::ShardGroup;
 /// The policy is a setting of the layout, which every shard holds.
 pub use super::layout::SnapshotPolicy;
+use super::leader_link::LeaderLink;
 use super::registry::ShardGroups;
 use crate::kv::command::{encode_command, Command};
 use crate::raft::GroupId;
@@ -54,6 +62,10 @@ const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
 const ENVELOPE_BYTES: u64 = crate::raft::wal_snapshots::SNAPSHOT_ENVELOPE_BYTES_MAX;
 /// How often a group that cannot snapshot for lack of room says so.
 const NO_ROOM_WARNING_EVERY: Duration = Duration::from_secs(60);
+/// How long a follower waits for a compaction it asked its leader for to
+/// apply here before it asks again (the entry may have been lost with a
+/// leader that failed before committing it).
+const FOLLOWER_COMPACTION_WAIT: Duration = Duration::from_secs(5);
 
 /// Whether a group is due a snapshot, and whether one fits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +113,7 @@ impl Ring {
 pub fn spawn_snapshots(groups: Rc<ShardGroups>, log: SharedLog) {
     tokio::task::spawn_local(async move {
         let mut warned: BTreeMap<GroupId, Instant> = BTreeMap::new();
+        let mut asked: BTreeMap<GroupId, Asked> = BTreeMap::new();
         loop {
             tokio::time::sleep(SNAPSHOT_TICK).await;
             let Some(mut entries) = groups.started() else { continue };
@@ -114,10 +127,30 @@ pub fn spawn_snapshots(groups: Rc<ShardGroups>, log: SharedLog) {
             let keep = groups.layout().raft.max_in_snapshot_log_to_keep;
             let groups_here = entries.len() as u64;
             for entry in entries {
-                tend(&entry, &policy, keep, groups_here, &log, &mut warned).await;
+                let mut task =
+                    Task { log: &log, leaders: groups.leaders(), warned: &mut warned, asked: &mut asked };
+                tend(&entry, &policy, keep, groups_here, &mut task).await;
             }
         }
     });
+}
+
+/// A compaction a follower asked its leader for: at which revision, when.
+#[derive(Clone, Copy, Debug)]
+struct Asked {
+    revision: i64,
+    at: Instant,
+}
+
+/// What the snapshot task keeps between the turns of its groups.
+struct Task<'a> {
+    log: &'a SharedLog,
+    /// Where a follower's compaction goes.
+    leaders: &'a Rc<dyn LeaderLink>,
+    /// When each group last said it could not snapshot.
+    warned: &'a mut BTreeMap<GroupId, Instant>,
+    /// The compaction each group asked its leader for, until it applies here.
+    asked: &'a mut BTreeMap<GroupId, Asked>,
 }
 
 /// One group's turn: a snapshot when due and room allows, a purge where its
@@ -127,9 +160,9 @@ async fn tend(
     policy: &SnapshotPolicy,
     keep: u64,
     groups_here: u64,
-    log: &SharedLog,
-    warned: &mut BTreeMap<GroupId, Instant>,
+    task: &mut Task<'_>,
 ) {
+    let log = task.log;
     let group = entry.raft().group();
     let (ring, log_bytes, room) = log.with(|log| {
         let stats = log.stats();
@@ -158,7 +191,7 @@ async fn tend(
     let store_bytes = || crate::kv::snapshot::encoded_len(&entry.machine().borrow().state.store);
     let mut compacted = Compacted::NotHere;
     if store_bytes() + ENVELOPE_BYTES > room.min(share) {
-        compacted = compact_for_room(entry, policy.compact_keep_revisions, room, share).await;
+        compacted = compact_for_room(entry, policy.compact_keep_revisions, room, share, task).await;
         if let Compacted::CannotFit { bytes: live } = compacted {
             // Out of space only when nothing could make room: the live
             // keys are larger than every byte no current snapshot holds.
@@ -172,9 +205,15 @@ async fn tend(
     }
     match fits(store_bytes(), room) {
         Due::NotYet => {}
+        Due::Fits { bytes } if bytes > share && matches!(compacted, Compacted::Yes | Compacted::Asked) => {
+            // A compaction that brings the store within its share is on
+            // its way: a snapshot larger than the share now would leave
+            // too little room beside it for the next one (on a follower,
+            // for good if the leader never needs to compact that far).
+        }
         Due::Fits { bytes } => {
             if snapshot(entry, bytes, log).await {
-                warned.remove(&group);
+                task.warned.remove(&group);
                 entry.alarms().clear();
                 purge_behind_snapshot(entry, if must_shrink { 0 } else { keep }).await;
             }
@@ -187,15 +226,15 @@ async fn tend(
                 entry.alarms().raise(bytes, possible);
                 return;
             }
-            if compacted == Compacted::Yes {
+            if matches!(compacted, Compacted::Yes | Compacted::Asked) {
                 // Writes applied while the compaction waited its turn in
                 // the log took the room it made; the next tick compacts
                 // again.
                 return;
             }
             let now = Instant::now();
-            if warned.get(&group).is_none_or(|last| now.duration_since(*last) >= NO_ROOM_WARNING_EVERY) {
-                warned.insert(group, now);
+            if task.warned.get(&group).is_none_or(|last| now.duration_since(*last) >= NO_ROOM_WARNING_EVERY) {
+                task.warned.insert(group, now);
                 tracing::warn!(
                     group,
                     snapshot_bytes = bytes,
@@ -262,27 +301,40 @@ pub fn pressure_compaction(store: &crate::kv::MvccStore, keep: u64) -> Option<i6
 /// What compacting for room did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Compacted {
-    /// A compaction was applied: the snapshot fits next tick.
+    /// A compaction was applied (by the leader, where a follower asked
+    /// for it): the snapshot fits next tick.
     Yes,
+    /// This follower asked for a compaction that has not applied here yet.
+    Asked,
     /// Even all history compacted, the store takes `bytes`, more than the room.
     CannotFit { bytes: u64 },
-    /// This member does not lead, may not compact on its own, or the
-    /// compaction failed: nothing to conclude.
+    /// The group may not compact on its own, or the compaction failed:
+    /// nothing to conclude.
     NotHere,
 }
 
-/// Where this member leads `entry`'s group, compacts its history so its
-/// snapshot fits: the oldest history first, at least down to `keep`
-/// revisions, and as far as a snapshot of half the group's `share` of the
-/// area needs (so it grows a while before it outgrows the share), or, when
-/// the live keys alone are larger than that, as far as one that fits `room`
-/// needs. Returns once the compaction is applied.
-async fn compact_for_room(entry: &Rc<ShardGroup>, keep: u64, room: u64, share: u64) -> Compacted {
+/// Compacts `entry`'s group's history so this member's snapshot fits: the
+/// oldest history first, at least down to `keep` revisions, and as far as a
+/// snapshot of half the group's `share` of the area needs (so it grows a
+/// while before it outgrows the share), or, when the live keys alone are
+/// larger than that, as far as one that fits `room` needs. A leader
+/// proposes the compaction and returns once it is applied; a follower asks
+/// its leader for it (the same Raft entry, so every replica compacts alike)
+/// and returns once the leader applied it, asking again only once it
+/// applied here or after [`FOLLOWER_COMPACTION_WAIT`].
+async fn compact_for_room(
+    entry: &Rc<ShardGroup>,
+    keep: u64,
+    room: u64,
+    share: u64,
+    task: &mut Task<'_>,
+) -> Compacted {
     use crate::kv::snapshot::{compaction_for_size, CompactionFit};
     let group = entry.raft().group();
-    if keep == 0 || entry.raft().metrics().current_leader != Some(entry.raft().member()) {
+    if keep == 0 {
         return Compacted::NotHere;
     }
+    let leads = entry.raft().metrics().current_leader == Some(entry.raft().member());
     // Writes applied while the compaction waits its turn in the log grow
     // the store again: leave them a quarter of the room.
     let comfortable = (share / 2).min(room / 2).saturating_sub(ENVELOPE_BYTES);
@@ -305,8 +357,22 @@ async fn compact_for_room(entry: &Rc<ShardGroup>, keep: u64, room: u64, share: u
     if target <= compacted {
         return Compacted::NotHere;
     }
+    if !leads {
+        if let Some(asked) = task.asked.get(&group) {
+            if asked.revision > compacted && asked.at.elapsed() < FOLLOWER_COMPACTION_WAIT {
+                // Asked already; its entry is on its way here.
+                return Compacted::Asked;
+            }
+        }
+        task.asked.insert(group, Asked { revision: target, at: Instant::now() });
+    }
     let command = encode_command(&Command::Compact { revision: target });
-    match super::propose::propose(entry.proposing(), command).await {
+    let answer = if leads {
+        super::propose::propose(entry.proposing(), command).await
+    } else {
+        super::forward::write(entry.clone(), task.leaders, command).await
+    };
+    match answer {
         Ok(_) => {
             tracing::info!(
                 group,
