@@ -96,6 +96,20 @@ pub fn encode_entry(entry: &Entry, committed: Option<u64>) -> Vec<u8> {
     bytes
 }
 
+/// The bytes [`encode_entry`] makes of `entry`: what its record carries in
+/// the shard log (a follower judges by it whether its leader's entries fit
+/// its ring).
+pub fn encoded_entry_bytes(entry: &Entry) -> usize {
+    ENTRY_HEADER_BYTES
+        + match &entry.payload {
+            EntryPayload::Blank => 0,
+            EntryPayload::Normal(command) => command.0.len(),
+            EntryPayload::Membership(membership) => {
+                serde_json::to_vec(membership).map_or(0, |json| json.len())
+            }
+        }
+}
+
 /// The length of the header of an entry payload of `version` at `index`,
 /// or why the payload is not one this build reads.
 fn entry_header_bytes(index: u64, bytes: &[u8]) -> Result<usize, String> {

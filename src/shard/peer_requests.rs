@@ -31,11 +31,37 @@ impl PeerRequests {
         super::registry::local_group(group).map(|entry| PeerRequests { entry })
     }
 
+    /// Takes an append-entries message a peer sent this group, or refuses
+    /// it before Raft sees it (the outer `Err`, which the leader takes as a
+    /// failed call and sends again) while its entries do not fit this
+    /// shard's ring. Raft waits inside the group for an append to be
+    /// durable before it does anything else, snapshots and purges included;
+    /// an append waiting there for ring space that only this group's purge
+    /// can free would wait for ever. Refused, the group stays free to
+    /// snapshot and purge, and the leader's next try fits.
+    ///
+    /// A refused append still counts as word from the leader: the group
+    /// takes it without its entries, as the heartbeat it would be (the
+    /// leader's vote, where its log matches, its commit), so its election
+    /// timer does not run out while the leader sends it again. Otherwise a
+    /// follower with a full ring started elections, each a vote record in
+    /// the ring's reserve, until not even a vote fitted. The leader is told
+    /// only that the call failed: nothing it counts changes.
     pub async fn handle_append_entries(
         &self,
         request: AppendEntriesRequest<TypeConfig>,
-    ) -> Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
-        self.entry.raft().handle_append_entries(request).await
+    ) -> Result<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>, String> {
+        if let Some(refusal) = ring_refusal(self.entry.raft().group(), &request) {
+            let heartbeat = AppendEntriesRequest {
+                vote: request.vote,
+                prev_log_id: request.prev_log_id,
+                leader_commit: request.leader_commit,
+                entries: Vec::new(),
+            };
+            let _ = self.entry.raft().handle_append_entries(heartbeat).await;
+            return Err(refusal);
+        }
+        Ok(self.entry.raft().handle_append_entries(request).await)
     }
 
     /// The index of a committed membership that leaves `candidate` out,
@@ -116,4 +142,34 @@ impl PeerRequests {
     pub fn state_hash(&self) -> u64 {
         crate::kv::snapshot::state_hash(&self.entry.machine().borrow().state.store)
     }
+}
+
+/// Why this shard's ring cannot take the entries of `request` now, if it
+/// cannot (see [`PeerRequests::handle_append_entries`]). The common case,
+/// a ring less than half full, reads two numbers.
+fn ring_refusal(group: GroupId, request: &AppendEntriesRequest<TypeConfig>) -> Option<String> {
+    if request.entries.is_empty() {
+        return None;
+    }
+    let shard = super::registry::local()?;
+    shard.log.with(|log| {
+        let (used_bytes, ring_bytes) = log.ring_use();
+        if used_bytes.saturating_mul(2) < ring_bytes {
+            return None;
+        }
+        let needed: u64 = request
+            .entries
+            .iter()
+            .map(|entry| log.entry_record_bytes(crate::raft::log_store::encoded_entry_bytes(entry)))
+            .sum();
+        let room = log.entry_room_bytes();
+        (needed > room).then(|| {
+            format!(
+                "group {group}: this member's shard log ring has room for {room} bytes of entries and the append \
+                 needs {needed} ({} entries); refused until a snapshot and a purge free space, so the leader sends \
+                 it again",
+                request.entries.len()
+            )
+        })
+    })
 }

@@ -205,11 +205,19 @@ async fn tend(
     }
     match fits(store_bytes(), room) {
         Due::NotYet => {}
-        Due::Fits { bytes } if bytes > share && matches!(compacted, Compacted::Yes | Compacted::Asked) => {
+        Due::Fits { bytes }
+            if bytes > share
+                && matches!(compacted, Compacted::Yes | Compacted::Asked)
+                && ring.used.saturating_mul(4) < ring.bytes.saturating_mul(3) =>
+        {
             // A compaction that brings the store within its share is on
             // its way: a snapshot larger than the share now would leave
             // too little room beside it for the next one (on a follower,
-            // for good if the leader never needs to compact that far).
+            // for good if the leader never needs to compact that far). Not
+            // with the ring three quarters full: a follower there refuses
+            // its leader's entries that do not fit (`super::peer_requests`),
+            // so the compaction may never reach it, and the snapshot that
+            // fits now is what frees its ring.
         }
         Due::Fits { bytes } => {
             if snapshot(entry, bytes, log).await {

@@ -503,7 +503,7 @@ impl PeerTransport for SimTransport {
             let request = request.clone();
             async move {
                 let entry = group_here(group)?;
-                Ok(entry.handle_append_entries(request).await)
+                entry.handle_append_entries(request).await
             }
             .boxed_local()
         });

@@ -176,7 +176,7 @@ impl peer_session::Server for PeerSessionServer {
             })
             .sum();
         let _counted = crate::reactor::work_in_flight(commands);
-        let answer = entry.handle_append_entries(request).await;
+        let answer = entry.handle_append_entries(request).await.map_err(capnp::Error::failed)?;
         let mut results = results.get();
         results.set_response(&encode(&answer));
         results.set_answer_nanos(u64::try_from(taken.elapsed().as_nanos()).unwrap_or(u64::MAX));
