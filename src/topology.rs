@@ -147,9 +147,14 @@ fn discover_with_hwloc(pci_address: Option<&str>) -> Result<Machine, String> {
 
 impl Machine {
     /// The CPU of each shard, in shard order, as `reactor` asks: the explicit
-    /// `cores` list when given, else the first `shards` candidates (or
-    /// one per candidate, at most `shards_max`, when `shards` is 0).
-    pub fn choose(&self, reactor: &ReactorConfig) -> Result<Vec<usize>, TopologyError> {
+    /// `cores` list when given, else `shards` candidates (or one per
+    /// candidate, at most `shards_max`, when `shards` is 0), taken in order
+    /// from `start` on, round the device-local ones when they are enough,
+    /// else round all. Members sharing a machine (a test or benchmark
+    /// cluster) start at different places, so the replicas of a group do
+    /// not all take turns on one core while another idles; on a machine of
+    /// its own a member's start changes nothing it can measure.
+    pub fn choose(&self, reactor: &ReactorConfig, start: usize) -> Result<Vec<usize>, TopologyError> {
         if !reactor.cores.is_empty() {
             let unknown: Vec<usize> =
                 reactor.cores.iter().copied().filter(|cpu| !self.allowed.contains(cpu)).collect();
@@ -171,14 +176,22 @@ impl Machine {
         if count > self.candidates.len() {
             return Err(TopologyError::TooFewCores { shards: count, available: self.candidates.clone() });
         }
-        Ok(self.candidates[..count].to_vec())
+        let pool = match self.device_local {
+            Some(local) if local >= count && local > 0 => local,
+            _ => self.candidates.len(),
+        };
+        Ok((0..count).map(|shard| self.candidates[(start + shard) % pool]).collect())
     }
 }
 
 /// Reads the machine and chooses the shards' CPUs in one step.
-pub fn choose_cores(reactor: &ReactorConfig, pci_address: Option<&str>) -> Result<Vec<usize>, TopologyError> {
+pub fn choose_cores(
+    reactor: &ReactorConfig,
+    pci_address: Option<&str>,
+    start: usize,
+) -> Result<Vec<usize>, TopologyError> {
     let machine = discover(pci_address)?;
-    let cores = machine.choose(reactor)?;
+    let cores = machine.choose(reactor, start)?;
     tracing::debug!(source = %machine.source, candidates = ?machine.candidates, ?cores, "chose cores for the shards");
     Ok(cores)
 }
@@ -193,7 +206,7 @@ mod tests {
         let machine = discover(None).expect("this machine has a CPU");
         assert!(!machine.candidates.is_empty());
         assert!(machine.candidates.iter().all(|cpu| machine.allowed.contains(cpu)), "{machine:?}");
-        let cores = choose_cores(&ReactorConfig::default(), None).expect("defaults choose cores");
+        let cores = choose_cores(&ReactorConfig::default(), None, 0).expect("defaults choose cores");
         assert!(!cores.is_empty() && cores.len() <= ReactorConfig::default().shards_max, "{cores:?}");
     }
 
@@ -209,7 +222,7 @@ mod tests {
         let machine = discover(None).expect("this machine has a CPU");
         let last = *machine.allowed.last().expect("one CPU at least");
         let reactor = ReactorConfig { cores: vec![last], ..ReactorConfig::default() };
-        assert_eq!(machine.choose(&reactor).expect("an allowed CPU is accepted"), vec![last]);
+        assert_eq!(machine.choose(&reactor, 0).expect("an allowed CPU is accepted"), vec![last]);
     }
 
     #[test]
@@ -217,7 +230,7 @@ mod tests {
         let machine = discover(None).expect("this machine has a CPU");
         let first = machine.allowed[0];
         let reactor = ReactorConfig { cores: vec![first, CPU_ID_LIMIT], ..ReactorConfig::default() };
-        let error = machine.choose(&reactor).expect_err("CPU 4095 is not on this machine");
+        let error = machine.choose(&reactor, 0).expect_err("CPU 4095 is not on this machine");
         let message = error.to_string();
         assert!(message.contains(&format!("CPU {CPU_ID_LIMIT} ")), "{message}");
         assert!(message.contains("reactor.cores"), "{message}");
@@ -232,12 +245,43 @@ mod tests {
             source: CoreSource::Hwloc,
         };
         let choose = |shards, shards_max| {
-            machine.choose(&ReactorConfig { shards, shards_max, ..ReactorConfig::default() })
+            machine.choose(&ReactorConfig { shards, shards_max, ..ReactorConfig::default() }, 0)
         };
         assert_eq!(choose(0, 16).expect("one per core"), vec![0, 2, 4, 6]);
         assert_eq!(choose(0, 3).expect("capped by shards_max"), vec![0, 2, 4]);
         assert_eq!(choose(2, 16).expect("explicit count"), vec![0, 2]);
         let error = choose(5, 16).expect_err("more shards than cores");
         assert!(error.to_string().contains("reactor.shards = 5 but only 4 cores"), "{error}");
+    }
+
+    /// Three members sharing a machine, one shard each: each starts one
+    /// core further along, so the three replicas of a group do not all take
+    /// turns on the first core. Turning only the cores a member chose (what
+    /// the code did) left every one-shard member on the first.
+    #[test]
+    fn members_sharing_a_machine_start_their_shards_apart() {
+        let machine = Machine {
+            candidates: vec![0, 1],
+            allowed: vec![0, 1],
+            device_local: None,
+            source: CoreSource::Hwloc,
+        };
+        let one = ReactorConfig { shards: 1, ..ReactorConfig::default() };
+        let chosen: Vec<Vec<usize>> =
+            (0..3).map(|member| machine.choose(&one, member).expect("one shard fits")).collect();
+        assert_eq!(chosen, vec![vec![0], vec![1], vec![0]]);
+        let two = ReactorConfig { shards: 2, ..ReactorConfig::default() };
+        assert_eq!(machine.choose(&two, 1).expect("two shards fit"), vec![1, 0]);
+        // The device-local cores first, and only them while they are enough.
+        let local = Machine {
+            candidates: vec![4, 5, 0, 1],
+            allowed: (0..6).collect(),
+            device_local: Some(2),
+            source: CoreSource::Hwloc,
+        };
+        assert_eq!(local.choose(&one, 1).expect("fits"), vec![5]);
+        assert_eq!(local.choose(&one, 2).expect("fits"), vec![4]);
+        let three = ReactorConfig { shards: 3, ..ReactorConfig::default() };
+        assert_eq!(local.choose(&three, 1).expect("fits"), vec![5, 0, 1]);
     }
 }

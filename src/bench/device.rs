@@ -201,7 +201,7 @@ pub fn run(options: &DeviceBenchOptions) -> Result<DeviceBenchReport, DeviceBenc
     };
     let reactor_config =
         ReactorConfig { shards: 1, poll_mode: options.poll_mode, ..ReactorConfig::default() };
-    let cores = crate::topology::choose_cores(&reactor_config, namespace.info().pci_address.as_deref())?;
+    let cores = crate::topology::choose_cores(&reactor_config, namespace.info().pci_address.as_deref(), 0)?;
     let core = cores[0];
     let log_options = LogOptions {
         durability: crate::shard::durability(options.durability),

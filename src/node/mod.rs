@@ -511,7 +511,11 @@ impl Node {
             registered_buffer_bytes: config.namespace.registered_buffer_bytes as usize,
         };
         let pci_address = namespace.info().pci_address.clone();
-        let mut cores = topology::choose_cores(&config.reactor, pci_address.as_deref())?;
+        // Members that share a machine (a test or benchmark cluster) would
+        // otherwise pin shard s, and with it every replica of the groups on
+        // shard s, to the same core: member m starts m - 1 cores along.
+        let start = config.node.member_id.saturating_sub(1) as usize;
+        let mut cores = topology::choose_cores(&config.reactor, pci_address.as_deref(), start)?;
         let superblock =
             open_superblock(namespace.as_ref(), &queue_pair, cores.len(), config.node.member_id)?;
         if superblock.shards as usize != cores.len() {
@@ -530,17 +534,7 @@ impl Node {
                 "using the shard count the namespace was formatted with"
             );
             let reactor = ReactorConfig { shards: superblock.shards as usize, ..config.reactor.clone() };
-            cores = topology::choose_cores(&reactor, pci_address.as_deref())?;
-        }
-        if config.reactor.cores.is_empty() && cores.len() > 1 {
-            // Members that share a machine (a test or benchmark cluster)
-            // would otherwise pin shard s, and with it every replica of the
-            // groups on shard s, to the same core: a group's leader and its
-            // followers then take turns on one core while another idles.
-            // Member m starts its shards m - 1 cores further on; on a
-            // machine of its own the order of its cores does not matter.
-            let offset = (config.node.member_id.saturating_sub(1) % cores.len() as u64) as usize;
-            cores.rotate_left(offset);
+            cores = topology::choose_cores(&reactor, pci_address.as_deref(), start)?;
         }
         let listener = std::net::TcpListener::bind(config.node.client_address).map_err(|source| {
             NodeError::Listen { address: config.node.client_address.to_string(), source }
