@@ -1,8 +1,49 @@
 //! Durability and reclaim: writes reported durable in order, snapshots
 //! made current once durable, the cache evicted, and ring space taken back
-//! behind a durable checkpoint that names the new head.
+//! behind a durable checkpoint that names the new head; and how full the
+//! ring is, for those who must wait for that space.
 
 use super::*;
+
+impl ShardLog {
+    /// How full the ring is: bytes used and the ring's bytes (one read of
+    /// two numbers, for ring admission on every client write).
+    pub fn ring_use(&self) -> (u64, u64) {
+        let lba_bytes = self.lba_bytes as u64;
+        (self.used_blocks * lba_bytes, self.ring_blocks * lba_bytes)
+    }
+
+    /// Ring bytes a group's entries may still take now: the free blocks
+    /// beyond the reserve, less those of the records queued and not yet
+    /// written. A follower refuses its leader's entries that do not fit
+    /// (`shard::peer_requests`): waiting for room inside Raft would hold
+    /// up the snapshot and purge that make room.
+    pub fn entry_room_bytes(&self) -> u64 {
+        let queued: u64 = self
+            .pending
+            .iter()
+            .map(|pending| format::record_blocks(pending.payload.len(), self.lba_bytes) as u64)
+            .sum();
+        let free = self.ring_blocks.saturating_sub(self.used_blocks).saturating_sub(self.reserve_blocks);
+        free.saturating_sub(queued) * self.lba_bytes as u64
+    }
+
+    /// Ring bytes the record of an entry with `payload_bytes` takes.
+    pub fn entry_record_bytes(&self, payload_bytes: usize) -> u64 {
+        (format::record_blocks(payload_bytes, self.lba_bytes) * self.lba_bytes) as u64
+    }
+
+    /// How full the ring is, in percent.
+    pub fn used_percent(&self) -> u64 {
+        self.used_blocks * 100 / self.ring_blocks.max(1)
+    }
+
+    /// Ring bytes entries may not take (kept for votes, snapshot references
+    /// and purges).
+    pub fn reserve_bytes(&self) -> u64 {
+        self.reserve_blocks * self.lba_bytes as u64
+    }
+}
 
 impl ShardLog {
     /// Reports writes durable in order, starts a flush when one is due, and
