@@ -157,18 +157,20 @@ fn ring_refusal(group: GroupId, request: &AppendEntriesRequest<TypeConfig>) -> O
         if used_bytes.saturating_mul(2) < ring_bytes {
             return None;
         }
-        let needed: u64 = request
-            .entries
-            .iter()
-            .map(|entry| log.entry_record_bytes(crate::raft::log_store::encoded_entry_bytes(entry)))
-            .sum();
+        // Only an append whose first entry does not fit is refused: a batch
+        // that fits in part is taken, and its rest waits for the room that
+        // applying and purging its first entries makes (a leader sends the
+        // same batch again after a refusal, so refusing every batch larger
+        // than the room left would refuse a follower that could catch up
+        // entry by entry).
+        let first = request.entries.first()?;
+        let needed = log.entry_record_bytes(crate::raft::log_store::encoded_entry_bytes(first));
         let room = log.entry_room_bytes();
         (needed > room).then(|| {
             format!(
-                "group {group}: this member's shard log ring has room for {room} bytes of entries and the append \
-                 needs {needed} ({} entries); refused until a snapshot and a purge free space, so the leader sends \
-                 it again",
-                request.entries.len()
+                "group {group}: this member's shard log ring has room for {room} bytes of entries and the first \
+                 entry of the append needs {needed}; refused until a snapshot and a purge free space, so the \
+                 leader sends it again"
             )
         })
     })
